@@ -1,0 +1,116 @@
+//! Cgroup layer: one small manager per cgroup version behind the `CgroupManager` trait.
+//!
+//! Contract: `open` detects the host's cgroup layout under a root (normally
+//! `/sys/fs/cgroup`) and returns the manager for one container's cgroup path. Nothing is
+//! created until `create`; `destroy` is idempotent and removes every directory `create`
+//! made, so a failed container creation can always be rolled back.
+//!
+//! Lifecycle: create → apply(resources) → add_process(init pid) → [freeze/thaw, stats,
+//! add_process(exec pids)] → destroy (after every process in it has exited).
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+pub mod stats;
+pub mod v1;
+pub mod v2;
+
+pub use stats::Stats;
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// Legacy (or hybrid): one hierarchy per controller.
+    V1,
+    /// Unified hierarchy.
+    V2,
+}
+
+/// Where a container's cgroup lives on the host, for bind-mounting it at
+/// `/sys/fs/cgroup[/<subdir>]` inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMountSource {
+    /// Sub-directory under the container's `/sys/fs/cgroup` ("memory", "cpu", "systemd"…);
+    /// empty for v2, where the container's cgroup is mounted at `/sys/fs/cgroup` itself.
+    pub subdir: String,
+    /// The container's cgroup directory on the host.
+    pub host_dir: PathBuf,
+}
+
+/// Errors of the cgroup layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup: cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup: invalid value for {field}: {value} ({reason})")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cgroup: controller {controller} is not available on this host (needed for {field})")]
+    MissingController {
+        controller: &'static str,
+        field: &'static str,
+    },
+    #[error("cgroup: {path} still has processes after {attempts} attempts to remove it")]
+    Busy { path: PathBuf, attempts: u32 },
+}
+
+impl CgroupError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CgroupError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// One container's cgroup.
+pub trait CgroupManager: Send + Sync + std::fmt::Debug {
+    fn version(&self) -> CgroupVersion;
+    /// Make the cgroup directories (idempotent).
+    fn create(&self) -> Result<(), CgroupError>;
+    /// Write the limits of `linux.resources`.
+    fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
+    /// Move a process (and its future children) into the cgroup.
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
+    /// Every process currently in the cgroup.
+    fn pids(&self) -> Result<Vec<i32>, CgroupError>;
+    /// Freeze every process and wait until the kernel reports the cgroup frozen.
+    fn freeze(&self) -> Result<(), CgroupError>;
+    fn thaw(&self) -> Result<(), CgroupError>;
+    fn is_frozen(&self) -> Result<bool, CgroupError>;
+    fn stats(&self) -> Result<Stats, CgroupError>;
+    /// Whether the kernel OOM-killed a process of this cgroup.
+    fn oom_killed(&self) -> Result<bool, CgroupError>;
+    /// Remove the cgroup directories; missing ones are fine.
+    fn destroy(&self) -> Result<(), CgroupError>;
+    fn mount_sources(&self) -> Vec<CgroupMountSource>;
+}
+
+/// Detect the layout under `root`: v2 when `root` itself is a cgroup2 mount.
+pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
+    let st = nix::sys::statfs::statfs(root)
+        .map_err(|e| CgroupError::io("statfs", root, std::io::Error::from(e)))?;
+    if st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        Ok(CgroupVersion::V2)
+    } else {
+        Ok(CgroupVersion::V1)
+    }
+}
+
+/// The manager for `cgroups_path` (OCI `linux.cgroupsPath`) under `root`.
+pub fn open(root: &Path, cgroups_path: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    match detect(root)? {
+        CgroupVersion::V1 => Ok(Box::new(v1::V1Manager::new(root, cgroups_path)?)),
+        CgroupVersion::V2 => Ok(Box::new(v2::V2Manager::new(root, cgroups_path)?)),
+    }
+}
