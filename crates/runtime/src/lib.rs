@@ -6,4 +6,21 @@
 //! single-threaded helper process.
 
 pub mod cgroups;
+pub mod cli;
+pub mod container;
+pub mod error;
+pub mod exec;
+mod foreground;
+pub mod hooks;
+pub mod init;
+pub mod process;
+pub mod rootfs;
 pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod sync;
+pub mod tty;
+
+pub use container::{CreateOptions, Runtime};
+pub use error::{Category, RuntimeError};
+pub use exec::ExecOptions;

@@ -1,1 +1,38 @@
-fn main() {}
+//! The `skiff` binary: command-line wiring only.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about = "Kubernetes in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// OCI container runtime with runc's verbs and flags.
+    Runtime(skiff_runtime::cli::RuntimeCli),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Runtime(rt) => {
+            init_tracing(rt.debug);
+            skiff_runtime::cli::main(rt)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_tracing(debug: bool) {
+    let level = if debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,837 @@
+//! Container lifecycle on the runtime side: create, start, state, kill, delete, pause,
+//! resume, and the foreground `run`.
+//!
+//! Process tree of a detached container (`create`):
+//!
+//! ```text
+//! skiff runtime create ──fork──▶ T ──fork──▶ M (monitor) ──clone(CLONE_NEW*)──▶ init
+//!        │  (waits for T, which exits at once, so M is nobody's zombie)
+//!        └── handshake with init over a socketpair (sync.rs), then exits
+//! ```
+//!
+//! M waits for the init and writes `exit.json`, so the exit status of a container is known
+//! after the process that created it is long gone. A foreground `run` is its own monitor.
+//! Every step that creates something (state dir, cgroup, process) is undone by `Rollback`
+//! if a later step fails.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+use crate::cgroups::{self, CgroupManager, Stats};
+use crate::error::RuntimeError;
+use crate::foreground;
+use crate::hooks;
+use crate::init::{self, InitContext};
+use crate::rootfs::RootfsConfig;
+use crate::spec::{self, Bundle};
+use crate::state::{self, ExitStatus, Record, Root, StateJson, Status};
+use crate::sync::{self, Channel, Msg};
+use crate::tty;
+
+/// The runtime: where state lives and where the cgroup filesystem is.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub root: Root,
+    pub cgroup_root: PathBuf,
+}
+
+/// Options of `create` and `run`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+}
+
+enum Mode {
+    Detached,
+    Foreground,
+}
+
+/// A container whose init is set up and waiting for start.
+struct Spawned {
+    rec: Record,
+    dir: PathBuf,
+    bundle: Bundle,
+    cg: Box<dyn CgroupManager>,
+    ch: Channel,
+    master: Option<OwnedFd>,
+}
+
+/// Undo a half-made container.
+struct Rollback<'a> {
+    dir: Option<PathBuf>,
+    cg: Option<&'a dyn CgroupManager>,
+    pid: Option<Pid>,
+    monitor: Option<i32>,
+    reap: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = kill(pid, Signal::SIGKILL);
+            if self.reap {
+                let _ = waitpid(pid, None);
+            } else {
+                wait_gone(pid.as_raw(), Duration::from_secs(5));
+            }
+        }
+        if let Some(m) = self.monitor {
+            // The monitor writes exit.json into the dir we are about to remove.
+            wait_gone(m, Duration::from_secs(5));
+        }
+        if let Some(cg) = self.cg {
+            let _ = cg.destroy();
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Rollback<'_> {
+    fn disarm(mut self) {
+        self.dir = None;
+        self.cg = None;
+        self.pid = None;
+        self.monitor = None;
+    }
+}
+
+/// Wait until `pid` no longer exists (it is not our child, so we cannot waitpid).
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut sleep = Duration::from_micros(100);
+    while Instant::now() < deadline {
+        if state::process_start_time(pid).is_none() {
+            return true;
+        }
+        std::thread::sleep(sleep);
+        sleep = (sleep * 2).min(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Fork-like clone into new namespaces.
+fn clone_into(flags: CloneFlags) -> Result<Option<Pid>, RuntimeError> {
+    let f = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child
+    // gets a copy-on-write copy of this address space and returns here on its own copy of
+    // the stack. This process is single-threaded, so no lock can be held by another
+    // thread in the child.
+    let r = unsafe { libc::syscall(libc::SYS_clone, f, 0usize, 0usize, 0usize, 0usize) };
+    match r {
+        -1 => Err(RuntimeError::sys(
+            format!("clone with {flags:?}"),
+            nix::Error::last(),
+        )),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+fn id_map_text(maps: &[LinuxIdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runtime {
+            root: Root::new(root),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+
+    /// `create`: set the container up and leave its init waiting for `start`.
+    pub fn create(&self, o: &CreateOptions) -> Result<(), RuntimeError> {
+        let s = self.spawn(o, Mode::Detached)?;
+        drop(s);
+        Ok(())
+    }
+
+    /// `run`: create and start. Detached: returns 0 once started. Foreground: waits,
+    /// forwarding signals (and the terminal), deletes the container unless `keep`, and
+    /// returns its exit status (128 + signal when killed).
+    pub fn run(&self, o: &CreateOptions, detach: bool, keep: bool) -> Result<i32, RuntimeError> {
+        if detach {
+            self.spawn(o, Mode::Detached)?;
+            self.start(&o.id)?;
+            return Ok(0);
+        }
+        let blocked = foreground::block_signals()?;
+        let s = match self.spawn(o, Mode::Foreground) {
+            Ok(s) => s,
+            Err(e) => {
+                foreground::restore_signals(&blocked);
+                return Err(e);
+            }
+        };
+        let result = self.run_foreground(s, &blocked, keep);
+        foreground::restore_signals(&blocked);
+        result
+    }
+
+    fn run_foreground(
+        &self,
+        s: Spawned,
+        blocked: &foreground::Blocked,
+        keep: bool,
+    ) -> Result<i32, RuntimeError> {
+        let pid = Pid::from_raw(s.rec.pid);
+        let id = s.rec.id.clone();
+        let started = (|| {
+            s.ch
+                .send(Msg::Start)
+                .map_err(|source| RuntimeError::Setup {
+                    id: id.clone(),
+                    source,
+                })?;
+            // EOF means the exec succeeded (the channel is close-on-exec).
+            match s.ch.recv() {
+                Ok(None) => Ok(()),
+                Ok(Some((Msg::Error, msg, _))) => Err(RuntimeError::Setup {
+                    id: id.clone(),
+                    source: sync::SyncError::Child(String::from_utf8_lossy(&msg).into_owned()),
+                }),
+                Ok(Some((m, _, _))) => Err(RuntimeError::Setup {
+                    id: id.clone(),
+                    source: sync::SyncError::Unexpected {
+                        expected: Msg::Start,
+                        got: Some(m),
+                    },
+                }),
+                Err(source) => Err(RuntimeError::Setup {
+                    id: id.clone(),
+                    source,
+                }),
+            }
+        })();
+        if let Err(e) = started {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            let _ = s.cg.destroy();
+            let _ = std::fs::remove_dir_all(&s.dir);
+            return Err(e);
+        }
+        let st = self.state_of(&s.rec);
+        hooks::run_warn(
+            "poststart",
+            s.bundle.spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
+            &oci_state_bytes(&st),
+        );
+        let status = foreground::wait(pid, blocked, s.master.as_ref())?;
+        let exit = ExitStatus {
+            status: status.0,
+            signal: status.1,
+            oom_killed: s.cg.oom_killed().unwrap_or(false),
+        };
+        let _ = state::save_exit(&s.dir, &exit);
+        if !keep {
+            self.delete(&id, true)?;
+        }
+        Ok(exit.status)
+    }
+
+    fn spawn(&self, o: &CreateOptions, mode: Mode) -> Result<Spawned, RuntimeError> {
+        let bundle = spec::load_bundle(&o.bundle)?;
+        let process = bundle
+            .process()
+            .ok_or_else(|| RuntimeError::Usage("config.json has no process".into()))?;
+        let terminal = process.terminal() == Some(true);
+        let detached = matches!(mode, Mode::Detached);
+        if terminal && detached && o.console_socket.is_none() {
+            return Err(RuntimeError::Usage(
+                "cannot allocate a tty for a detached container without --console-socket; pass --console-socket or set process.terminal to false".into(),
+            ));
+        }
+        if !terminal && o.console_socket.is_some() {
+            return Err(RuntimeError::Usage(
+                "--console-socket needs process.terminal: true in config.json".into(),
+            ));
+        }
+        state::validate_id(&o.id)?;
+        let linux = bundle
+            .spec
+            .linux()
+            .clone()
+            .unwrap_or_default();
+        let namespaces = linux.namespaces().clone().unwrap_or_default();
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| o.id.clone());
+
+        let cg = cgroups::open(&self.cgroup_root, &cgroups_path)?;
+        let dir = self.root.reserve(&o.id)?;
+        let mut rb = Rollback {
+            dir: Some(dir.clone()),
+            cg: None,
+            pid: None,
+            monitor: None,
+            reap: !detached,
+        };
+        rb.cg = Some(cg.as_ref());
+        cg.create()?;
+        if let Some(res) = linux.resources() {
+            cg.apply(res)?;
+        }
+
+        let mut clone_flags = CloneFlags::empty();
+        let mut join = Vec::new();
+        let mut pid_path = None;
+        let mut user_join = None;
+        for ns in &namespaces {
+            match (ns.typ(), ns.path()) {
+                (LinuxNamespaceType::Cgroup, None) => {}
+                (LinuxNamespaceType::Pid, Some(p)) => pid_path = Some(p.clone()),
+                (LinuxNamespaceType::User, Some(p)) => user_join = Some(p.clone()),
+                (t, Some(p)) => join.push((t, p.clone())),
+                (t, None) => clone_flags |= init::ns_flag(t),
+            }
+        }
+        if let Some(p) = user_join {
+            join.insert(0, (LinuxNamespaceType::User, p));
+        }
+        let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+        let fifo = if detached {
+            let p = dir.join(state::FIFO_FILE);
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| RuntimeError::sys(format!("mkfifo {}", p.display()), e))?;
+            Some(p)
+        } else {
+            None
+        };
+        let ctx = InitContext {
+            id: o.id.clone(),
+            bundle: bundle.dir.clone(),
+            spec: bundle.spec.clone(),
+            rootfs: RootfsConfig {
+                rootfs: bundle.rootfs.clone(),
+                cgroup_version: cg.version(),
+                cgroup_sources: cg.mount_sources(),
+                new_cgroupns: namespaces
+                    .iter()
+                    .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none()),
+                in_userns: namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::User),
+                terminal,
+            },
+            seccomp: bundle.seccomp.clone(),
+            join,
+            new_userns,
+            new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+            new_cgroupns: namespaces
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none()),
+            fifo,
+        };
+
+        let (parent_ch, child_ch) = sync::pair().map_err(|source| RuntimeError::Setup {
+            id: o.id.clone(),
+            source,
+        })?;
+        let (pid, monitor_pid) = match mode {
+            Mode::Foreground => {
+                let restore = match &pid_path {
+                    Some(p) => Some(enter_pid_ns(p)?),
+                    None => None,
+                };
+                let r = clone_into(clone_flags);
+                if let Some(own) = restore {
+                    let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+                }
+                match r? {
+                    None => {
+                        drop(parent_ch);
+                        init::init_main(&ctx, &child_ch)
+                    }
+                    Some(pid) => (pid, std::process::id() as i32),
+                }
+            }
+            Mode::Detached => spawn_monitored(&ctx, &dir, cg.as_ref(), clone_flags, pid_path.as_deref(), &parent_ch, &child_ch)?,
+        };
+        drop(child_ch);
+        rb.pid = Some(pid);
+        if detached {
+            rb.monitor = Some(monitor_pid);
+        }
+        let setup_err = |source| RuntimeError::Setup {
+            id: o.id.clone(),
+            source,
+        };
+
+        if new_userns {
+            let uid = id_map_text(linux.uid_mappings().as_deref().unwrap_or_default());
+            let gid = id_map_text(linux.gid_mappings().as_deref().unwrap_or_default());
+            for (file, text) in [("uid_map", uid), ("gid_map", gid)] {
+                let p = format!("/proc/{pid}/{file}");
+                std::fs::write(&p, &text)
+                    .map_err(|e| RuntimeError::io(format!("write {p} ({})", text.trim()), e))?;
+            }
+        }
+        cg.add_process(pid.as_raw())?;
+        parent_ch
+            .send_payload(Msg::Go, pid.as_raw().to_string().as_bytes())
+            .map_err(setup_err)?;
+        parent_ch.expect(Msg::Hooks).map_err(setup_err)?;
+        let pid_start = state::process_start_time(pid.as_raw()).unwrap_or(0);
+        let rec = Record {
+            id: o.id.clone(),
+            pid: pid.as_raw(),
+            pid_start,
+            monitor_pid,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            cgroups_path: cgroups_path.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            created: state::now_rfc3339(),
+            owner: String::new(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        };
+        let creating = oci_state_bytes(&self.make_state(&rec, Status::Creating));
+        let hooks = bundle.spec.hooks().as_ref();
+        hooks::run("prestart", hooks.and_then(|h| h.prestart().as_ref()), &creating)?;
+        hooks::run("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &creating)?;
+        parent_ch.send(Msg::HooksDone).map_err(setup_err)?;
+        let master = if terminal {
+            let (_, fd) = parent_ch.expect(Msg::Fd).map_err(setup_err)?;
+            fd
+        } else {
+            None
+        };
+        parent_ch.expect(Msg::Ready).map_err(setup_err)?;
+        state::save_record(&dir, &rec)?;
+        if let Some(pf) = &o.pid_file {
+            write_pid_file(pf, pid.as_raw())?;
+        }
+        if let (Some(sock), Some(m)) = (&o.console_socket, &master) {
+            tty::send_to_console_socket(sock, m)?;
+        }
+        rb.disarm();
+        Ok(Spawned {
+            rec,
+            dir,
+            bundle,
+            cg,
+            ch: parent_ch,
+            master,
+        })
+    }
+
+    pub fn load(&self, id: &str) -> Result<Record, RuntimeError> {
+        Ok(self.root.load(id)?)
+    }
+
+    fn cgroup_of(&self, rec: &Record) -> Result<Box<dyn CgroupManager>, RuntimeError> {
+        Ok(cgroups::open(&rec.cgroup_root, &rec.cgroups_path)?)
+    }
+
+    fn status_of(&self, rec: &Record) -> Status {
+        if !state::init_alive(rec) {
+            return Status::Stopped;
+        }
+        if self.root.container_dir(&rec.id).join(state::FIFO_FILE).exists() {
+            return Status::Created;
+        }
+        if let Ok(cg) = self.cgroup_of(rec) {
+            if cg.is_frozen().unwrap_or(false) {
+                return Status::Paused;
+            }
+        }
+        Status::Running
+    }
+
+    fn make_state(&self, rec: &Record, status: Status) -> StateJson {
+        let exit = if status == Status::Stopped {
+            state::load_exit(&self.root.container_dir(&rec.id))
+        } else {
+            None
+        };
+        StateJson {
+            oci_version: "1.2.0".into(),
+            id: rec.id.clone(),
+            status,
+            pid: if status == Status::Stopped { 0 } else { rec.pid },
+            bundle: rec.bundle.clone(),
+            rootfs: rec.rootfs.clone(),
+            created: rec.created.clone(),
+            owner: rec.owner.clone(),
+            annotations: rec.annotations.clone(),
+            exit_status: exit.map(|e| e.status),
+            oom_killed: exit.map(|e| e.oom_killed),
+        }
+    }
+
+    fn state_of(&self, rec: &Record) -> StateJson {
+        self.make_state(rec, self.status_of(rec))
+    }
+
+    pub fn state(&self, id: &str) -> Result<StateJson, RuntimeError> {
+        let rec = self.load(id)?;
+        Ok(self.state_of(&rec))
+    }
+
+    /// How the container's init ended, once it has.
+    pub fn exit_status(&self, id: &str) -> Result<Option<ExitStatus>, RuntimeError> {
+        let rec = self.load(id)?;
+        if state::init_alive(&rec) {
+            return Ok(None);
+        }
+        Ok(state::load_exit(&self.root.container_dir(id)))
+    }
+
+    pub fn list(&self) -> Result<Vec<StateJson>, RuntimeError> {
+        let mut out = Vec::new();
+        for id in self.root.list()? {
+            if let Ok(rec) = self.root.load(&id) {
+                out.push(self.state_of(&rec));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let rec = self.load(id)?;
+        let status = self.status_of(&rec);
+        if status != Status::Created {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                action: "only a created container can be started".into(),
+            });
+        }
+        let fifo = self.root.container_dir(id).join(state::FIFO_FILE);
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&fifo)
+                .map_err(|e| RuntimeError::io(format!("open {} (is the container's init still alive?)", fifo.display()), e))?;
+            f.write_all(&[0])
+                .map_err(|e| RuntimeError::io(format!("write {}", fifo.display()), e))?;
+        }
+        let _ = std::fs::remove_file(&fifo);
+        let bundle = spec::load_bundle(&rec.bundle).ok();
+        let st = self.state_of(&rec);
+        if let Some(b) = bundle {
+            hooks::run_warn(
+                "poststart",
+                b.spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
+                &oci_state_bytes(&st),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<(), RuntimeError> {
+        let rec = self.load(id)?;
+        let status = self.status_of(&rec);
+        if status == Status::Stopped {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                action: "there is no process to signal".into(),
+            });
+        }
+        if all {
+            let cg = self.cgroup_of(&rec)?;
+            for p in cg.pids()? {
+                let _ = kill(Pid::from_raw(p), sig);
+            }
+            // Frozen processes only act on signals once thawed.
+            if status == Status::Paused {
+                let _ = cg.thaw();
+            }
+            return Ok(());
+        }
+        kill(Pid::from_raw(rec.pid), sig)
+            .map_err(|e| RuntimeError::sys(format!("send {sig} to container {id} (pid {})", rec.pid), e))
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let rec = match self.load(id) {
+            Ok(r) => r,
+            Err(RuntimeError::State(state::StateError::NotFound { .. })) if force => {
+                // A create that died before writing state.json may have left its dir.
+                let d = self.root.container_dir(id);
+                if state::validate_id(id).is_ok() && d.exists() {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let status = self.status_of(&rec);
+        match status {
+            Status::Stopped => {}
+            Status::Created => self.kill_all_and_wait(&rec)?,
+            _ if force => self.kill_all_and_wait(&rec)?,
+            _ => {
+                return Err(RuntimeError::WrongState {
+                    id: id.into(),
+                    status,
+                    action: "stop it first or use delete --force".into(),
+                })
+            }
+        }
+        let cg = self.cgroup_of(&rec)?;
+        // Processes that outlived the init (no pid namespace) still hold the cgroup.
+        for p in cg.pids().unwrap_or_default() {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        cg.destroy()?;
+        if let Ok(b) = spec::load_bundle(&rec.bundle) {
+            let st = self.make_state(&rec, Status::Stopped);
+            hooks::run_warn(
+                "poststop",
+                b.spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()),
+                &oci_state_bytes(&st),
+            );
+        }
+        let d = self.root.container_dir(id);
+        std::fs::remove_dir_all(&d)
+            .map_err(|e| RuntimeError::io(format!("remove {}", d.display()), e))?;
+        Ok(())
+    }
+
+    fn kill_all_and_wait(&self, rec: &Record) -> Result<(), RuntimeError> {
+        let cg = self.cgroup_of(rec)?;
+        let frozen = cg.is_frozen().unwrap_or(false);
+        let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
+        for p in cg.pids().unwrap_or_default() {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        if frozen {
+            let _ = cg.thaw();
+        }
+        if !wait_gone(rec.pid, Duration::from_secs(10)) {
+            return Err(RuntimeError::Usage(format!(
+                "container {}: init (pid {}) did not exit after SIGKILL",
+                rec.id, rec.pid
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let rec = self.load(id)?;
+        let status = self.status_of(&rec);
+        if status != Status::Running && status != Status::Created {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                action: "only a running or created container can be paused".into(),
+            });
+        }
+        Ok(self.cgroup_of(&rec)?.freeze()?)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        let rec = self.load(id)?;
+        let status = self.status_of(&rec);
+        if status != Status::Paused {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                action: "only a paused container can be resumed".into(),
+            });
+        }
+        Ok(self.cgroup_of(&rec)?.thaw()?)
+    }
+
+    /// Host pids of every process in the container.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
+        let rec = self.load(id)?;
+        if self.status_of(&rec) == Status::Stopped {
+            return Ok(vec![]);
+        }
+        let mut p = self.cgroup_of(&rec)?.pids()?;
+        p.sort_unstable();
+        Ok(p)
+    }
+
+    pub fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
+        let rec = self.load(id)?;
+        let status = self.status_of(&rec);
+        if status == Status::Stopped {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                action: "a stopped container has no stats".into(),
+            });
+        }
+        Ok(self.cgroup_of(&rec)?.stats()?)
+    }
+}
+
+/// The OCI state (what hooks read on stdin).
+pub fn oci_state_bytes(st: &StateJson) -> Vec<u8> {
+    let v = serde_json::json!({
+        "ociVersion": st.oci_version,
+        "id": st.id,
+        "status": st.status,
+        "pid": st.pid,
+        "bundle": st.bundle,
+        "annotations": st.annotations,
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {
+    // Written atomically: tools poll for the file and read it as soon as it appears.
+    let tmp = path.with_extension("tmp-skiff");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| RuntimeError::io(format!("write pid file {}", path.display()), e))
+}
+
+/// Point our pid_for_children at the namespace at `path`; returns our own to restore.
+fn enter_pid_ns(path: &Path) -> Result<std::fs::File, RuntimeError> {
+    let own = std::fs::File::open("/proc/self/ns/pid")
+        .map_err(|e| RuntimeError::io("open /proc/self/ns/pid", e))?;
+    let target = std::fs::File::open(path)
+        .map_err(|e| RuntimeError::io(format!("open pid namespace {}", path.display()), e))?;
+    nix::sched::setns(&target, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| RuntimeError::sys(format!("join pid namespace {}", path.display()), e))?;
+    Ok(own)
+}
+
+/// Start the monitor (double fork) and have it clone the init; returns (init, monitor).
+fn spawn_monitored(
+    ctx: &InitContext,
+    dir: &Path,
+    cg: &dyn CgroupManager,
+    flags: CloneFlags,
+    pid_path: Option<&Path>,
+    parent_ch: &Channel,
+    child_ch: &Channel,
+) -> Result<(Pid, i32), RuntimeError> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::sys("pipe", e))?;
+    // SAFETY: this process is single-threaded (the runtime CLI never starts threads), so
+    // the child may run arbitrary code.
+    match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(rd);
+            let _ = nix::unistd::setsid();
+            // SAFETY: as above, still single-threaded.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => monitor_main(ctx, dir, cg, flags, pid_path, parent_ch, child_ch, wr),
+                // SAFETY: leave without running the parent's destructors.
+                _ => unsafe { libc::_exit(0) },
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let _ = waitpid(child, None);
+            let mut buf = [0u8; 8];
+            let n = read_full(&rd, &mut buf);
+            if n != 8 {
+                return Err(RuntimeError::Usage(format!(
+                    "container {}: the monitor process failed to start the init",
+                    ctx.id
+                )));
+            }
+            let pid = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let mon = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            if pid <= 0 {
+                return Err(RuntimeError::sys(
+                    format!("container {}: clone of the init", ctx.id),
+                    nix::Error::from_raw(-pid),
+                ));
+            }
+            Ok((Pid::from_raw(pid), mon))
+        }
+    }
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match nix::unistd::read(fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+#[allow(clippy::too_many_arguments)]
+fn monitor_main(
+    ctx: &InitContext,
+    dir: &Path,
+    cg: &dyn CgroupManager,
+    flags: CloneFlags,
+    pid_path: Option<&Path>,
+    parent_ch: &Channel,
+    child_ch: &Channel,
+    report: OwnedFd,
+) -> ! {
+    let _ = nix::unistd::close(parent_ch.raw());
+    let name = c"skiff-monitor";
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    let pid = match pid_path.map(enter_pid_ns).transpose() {
+        Err(_) => Err(nix::Error::EINVAL),
+        Ok(_) => match clone_into(flags) {
+            Ok(None) => init::init_main(ctx, child_ch),
+            Ok(Some(pid)) => Ok(pid),
+            Err(RuntimeError::Sys { source, .. }) => Err(source),
+            Err(_) => Err(nix::Error::EINVAL),
+        },
+    };
+    let code = match pid {
+        Ok(p) => p.as_raw(),
+        Err(e) => -(e as i32),
+    };
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&code.to_le_bytes());
+    msg[4..].copy_from_slice(&(std::process::id() as i32).to_le_bytes());
+    let _ = nix::unistd::write(&report, &msg);
+    drop(report);
+    let _ = nix::unistd::close(child_ch.raw());
+    let Ok(pid) = pid else {
+        // SAFETY: exit without the parent's destructors.
+        unsafe { libc::_exit(1) }
+    };
+    // Let go of the caller's stdio so that it sees EOF when the container's does.
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto our own standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    let status = loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, c)) => break (c, None),
+            Ok(WaitStatus::Signaled(_, s, _)) => break (128 + s as i32, Some(s as i32)),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break (255, None),
+        }
+    };
+    let exit = ExitStatus {
+        status: status.0,
+        signal: status.1,
+        oom_killed: cg.oom_killed().unwrap_or(false),
+    };
+    let _ = state::save_exit(dir, &exit);
+    // SAFETY: exit without the parent's destructors.
+    unsafe { libc::_exit(0) }
+}
