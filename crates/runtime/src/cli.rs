@@ -147,6 +147,14 @@ pub enum Cmd {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// Write a default config.json (like `runc spec`) into the bundle directory.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Config for running without root: a user namespace mapping the current user.
+        #[arg(long = "rootless", id = "spec_rootless")]
+        rootless_spec: bool,
+    },
     /// Print container statistics as JSON events.
     Events {
         /// Print one stats event and exit.
@@ -310,6 +318,20 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
                 )));
             }
             print!("{}", filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)?);
+            Ok(0)
+        }
+        Cmd::Spec { bundle, rootless_spec } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                return Err(RuntimeError::Usage(format!(
+                    "{} already exists; remove it first",
+                    path.display()
+                )));
+            }
+            let v = crate::default_spec::default_config(rootless_spec);
+            let text = serde_json::to_string_pretty(&v).map_err(|e| RuntimeError::Usage(e.to_string()))?;
+            std::fs::write(&path, text + "\n")
+                .map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))?;
             Ok(0)
         }
         Cmd::Pause { id } => rt.pause(&id).map(|_| 0),

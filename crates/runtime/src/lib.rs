@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod cli;
 pub mod container;
+pub mod default_spec;
 pub mod error;
 pub mod exec;
 mod foreground;

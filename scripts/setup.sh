@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything skiff's build, demo and tests need on a fresh Debian machine.
+# Idempotent: installs only what is missing, and runs apt-get update only then.
+set -euo pipefail
+
+PACKAGES=(
+  runc            # differential tests and the runtime benchmark's peer
+  busybox-static  # root filesystems for test and demo containers
+  iproute2        # ip netns for namespace tests
+  procps          # ps for `skiff runtime ps`
+  hyperfine       # benchmarks
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest >/dev/null
+fi
