@@ -224,21 +224,32 @@ impl Runtime {
             let _ = std::fs::remove_dir_all(&s.dir);
             return Err(e);
         }
-        let st = self.state_of(&s.rec);
-        hooks::run_warn(
-            "poststart",
-            s.bundle.spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
-            &oci_state_bytes(&st),
-        );
+        let hooks = s.bundle.spec.hooks().as_ref();
+        if let Some(h) = hooks.and_then(|h| h.poststart().as_ref()) {
+            let st = self.state_of(&s.rec);
+            hooks::run_warn("poststart", Some(h), &oci_state_bytes(&st));
+        }
         let status = foreground::wait(pid, blocked, s.master.as_ref())?;
         let exit = ExitStatus {
             status: status.0,
             signal: status.1,
             oom_killed: s.cg.oom_killed().unwrap_or(false),
         };
-        let _ = state::save_exit(&s.dir, &exit);
-        if !keep {
-            self.delete(&id, true)?;
+        if keep {
+            let _ = state::save_exit(&s.dir, &exit);
+        } else {
+            // The init is reaped and this process held the only reference to it: tear
+            // down directly instead of re-reading state and config from disk.
+            for p in s.cg.pids().unwrap_or_default() {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            s.cg.destroy()?;
+            if let Some(h) = hooks.and_then(|h| h.poststop().as_ref()) {
+                let st = self.make_state(&s.rec, Status::Stopped);
+                hooks::run_warn("poststop", Some(h), &oci_state_bytes(&st));
+            }
+            std::fs::remove_dir_all(&s.dir)
+                .map_err(|e| RuntimeError::io(format!("remove {}", s.dir.display()), e))?;
         }
         Ok(exit.status)
     }
@@ -285,9 +296,10 @@ impl Runtime {
         };
         rb.cg = Some(cg.as_ref());
         cg.create()?;
-        if let Some(res) = linux.resources() {
-            cg.apply(res)?;
-        }
+        cg.apply(&with_default_devices(
+            linux.resources().clone().unwrap_or_default(),
+            linux.devices().as_deref().unwrap_or_default(),
+        ))?;
 
         let mut clone_flags = CloneFlags::empty();
         let mut join = Vec::new();
@@ -676,6 +688,44 @@ impl Runtime {
         }
         Ok(self.cgroup_of(&rec)?.stats()?)
     }
+}
+
+/// The config's resources with the device rules every container needs appended, as runc
+/// does: mknod of anything, the standard character devices, ptys, tun, and the config's
+/// own `linux.devices`. Later rules win, so these cannot be denied by the config.
+fn with_default_devices(
+    mut res: oci_spec::runtime::LinuxResources,
+    devices: &[oci_spec::runtime::LinuxDevice],
+) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
+    let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let mut rules = res.devices().clone().unwrap_or_default();
+    rules.push(rule(T::C, None, None, "m"));
+    rules.push(rule(T::B, None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200)] {
+        rules.push(rule(T::C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(T::C, Some(136), None, "rwm"));
+    for d in devices {
+        let typ = match d.typ() {
+            T::U => T::C,
+            t => t,
+        };
+        if typ == T::P {
+            continue;
+        }
+        rules.push(rule(typ, Some(d.major()), Some(d.minor()), "rwm"));
+    }
+    res.set_devices(Some(rules));
+    res
 }
 
 /// The OCI state (what hooks read on stdin).

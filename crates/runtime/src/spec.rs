@@ -141,6 +141,7 @@ pub fn validate(dir: PathBuf, spec: Spec) -> Result<Bundle, SpecError> {
         .as_ref()
         .ok_or_else(|| invalid("process", "missing; a container needs a process to run"))?;
     validate_process(process, "process")?;
+    warn_unsupported_labels(&spec);
     if let Some(mounts) = spec.mounts() {
         for (i, m) in mounts.iter().enumerate() {
             validate_mount(m, &format!("mounts[{i}]"))?;
@@ -309,6 +310,31 @@ pub fn validate(dir: PathBuf, spec: Spec) -> Result<Bundle, SpecError> {
         rootfs,
         seccomp,
     })
+}
+
+/// skiff has no LSM integration yet; like runc on a host without AppArmor or SELinux,
+/// it runs the container without the label rather than refusing it.
+fn warn_unsupported_labels(spec: &Spec) {
+    let mut fields = Vec::new();
+    if let Some(p) = spec.process() {
+        if p.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty()) {
+            fields.push("process.apparmorProfile");
+        }
+        if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
+            fields.push("process.selinuxLabel");
+        }
+    }
+    if spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.mount_label().as_deref())
+        .is_some_and(|s| !s.is_empty())
+    {
+        fields.push("linux.mountLabel");
+    }
+    for f in fields {
+        tracing::warn!("{f} is set but skiff does not support AppArmor/SELinux labels; ignoring it");
+    }
 }
 
 /// Validate a process (from config.json or from `exec --process`); `at` is its JSON path.

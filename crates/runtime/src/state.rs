@@ -203,12 +203,14 @@ impl Root {
     }
 }
 
-/// Write `data` to `path` atomically (temp file, fsync, rename).
+/// Write `data` to `path` atomically (temp file, rename), so readers never see a
+/// partial file. No fsync: this state describes live processes and lives on a tmpfs
+/// (/run) by default; after a reboot there is nothing for it to describe.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
     f.write_all(data).map_err(|e| io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| io("sync", &tmp, e))?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(|e| io("rename", path, e))
 }
 

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary")]
 struct Cli {
@@ -13,6 +15,9 @@ struct Cli {
 enum Cmd {
     /// OCI container runtime with runc's verbs and flags.
     Runtime(skiff_runtime::cli::RuntimeCli),
+    /// Benchmarks against the peers (runc, …); results go to README.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 fn main() {
@@ -21,6 +26,16 @@ fn main() {
         Cmd::Runtime(rt) => {
             init_tracing(rt.debug);
             skiff_runtime::cli::main(rt)
+        }
+        Cmd::Bench(b) => {
+            init_tracing(false);
+            match bench::main(b) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff bench: {e:#}");
+                    1
+                }
+            }
         }
     };
     std::process::exit(code);

@@ -1,0 +1,148 @@
+//! `skiff bench`: benchmarks that run skiff and its peer side by side in one run,
+//! alternating, and print medians and the ratio.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// `skiff runtime run` vs `runc run` of the `runc spec` bundle running /bin/true.
+    Runtime {
+        /// Measured runs of each runtime (after 2 warm-up runs each).
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The peer runtime binary.
+        #[arg(long, default_value = "runc")]
+        peer: String,
+        /// Where the busybox-static binary is.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+    },
+}
+
+pub fn main(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Runtime {
+            runs,
+            peer,
+            busybox,
+        } => runtime(runs, &peer, &busybox),
+    }
+}
+
+struct Sample {
+    secs: f64,
+    maxrss_kib: i64,
+}
+
+/// Run `cmd`, returning wall time and the peak RSS of it and its waited-for descendants.
+fn measure(cmd: &mut Command) -> Result<Sample> {
+    let start = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain old data that wait4 fills in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let secs = start.elapsed().as_secs_f64();
+    if r != pid {
+        bail!("wait4 {cmd:?}: {}", std::io::Error::last_os_error());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("{cmd:?} failed with wait status {status}");
+    }
+    std::mem::forget(child);
+    Ok(Sample {
+        secs,
+        maxrss_kib: ru.ru_maxrss,
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn make_bundle(dir: &Path, busybox: &Path, peer: &str) -> Result<()> {
+    let bin = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(busybox, bin.join("busybox")).context("copy busybox")?;
+    std::os::unix::fs::symlink("busybox", bin.join("true"))?;
+    std::os::unix::fs::symlink("busybox", bin.join("sh"))?;
+    // The peer's own default spec, so both run exactly what `runc spec` describes.
+    let st = Command::new(peer)
+        .arg("spec")
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("run {peer} spec"))?;
+    if !st.success() {
+        bail!("{peer} spec failed");
+    }
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    v["process"]["args"] = serde_json::json!(["/bin/true"]);
+    v["process"]["terminal"] = serde_json::json!(false);
+    std::fs::write(&path, serde_json::to_vec_pretty(&v)?)?;
+    Ok(())
+}
+
+fn runtime(runs: usize, peer: &str, busybox: &Path) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let me = std::env::current_exe().context("locate the skiff binary")?;
+    let tmp = std::env::temp_dir().join(format!("skiff-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = (|| -> Result<()> {
+        let bundle = tmp.join("bundle");
+        make_bundle(&bundle, busybox, peer)?;
+        let (skiff_root, peer_root) = (tmp.join("skiff-state"), tmp.join("peer-state"));
+        let mut skiff = Vec::new();
+        let mut other = Vec::new();
+        for i in 0..runs + 2 {
+            let id = format!("bench-{}-{i}", std::process::id());
+            let s = measure(
+                Command::new(&me)
+                    .args(["runtime", "--root"])
+                    .arg(&skiff_root)
+                    .args(["run", "-b"])
+                    .arg(&bundle)
+                    .arg(&id),
+            )?;
+            let p = measure(
+                Command::new(peer)
+                    .arg("--root")
+                    .arg(&peer_root)
+                    .args(["run", "-b"])
+                    .arg(&bundle)
+                    .arg(&id),
+            )?;
+            if i >= 2 {
+                skiff.push(s);
+                other.push(p);
+            }
+        }
+        let mut st: Vec<f64> = skiff.iter().map(|s| s.secs * 1e3).collect();
+        let mut pt: Vec<f64> = other.iter().map(|s| s.secs * 1e3).collect();
+        let (sm, pm) = (median(&mut st), median(&mut pt));
+        let srss = skiff.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
+        let prss = other.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
+        println!("runtime run of the `{peer} spec` bundle with /bin/true, {runs} runs each, alternating");
+        println!("{:<8} {:>12} {:>16}", "runtime", "median (ms)", "peak RSS (MiB)");
+        println!("{:<8} {:>12.2} {:>16.1}", "skiff", sm, srss as f64 / 1024.0);
+        println!("{:<8} {:>12.2} {:>16.1}", peer, pm, prss as f64 / 1024.0);
+        println!("ratio skiff/{peer}: {:.3}", sm / pm);
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
