@@ -7,12 +7,34 @@
 //!
 //! Lifecycle: create → apply(resources) → add_process(init pid) → [freeze/thaw, stats,
 //! add_process(exec pids)] → destroy (after every process in it has exited).
+//!
+//! `cgroupsPath` follows runc's cgroupfs driver: an absolute path is taken relative to the
+//! root of every hierarchy, a relative one is placed under the calling process's own cgroup
+//! (from `/proc/self/cgroup`). Paths with `..` components and empty paths are refused (the
+//! caller defaults an absent `cgroupsPath`, e.g. to `/skiff/<id>`).
+//!
+//! `destroy` removes the container's directory (and any sub-cgroups the container made
+//! inside it). Intermediate directories are removed only when this same manager created
+//! them, so a manager reopened by a later `delete` never removes shared parents such as
+//! `/skiff`.
+//!
+//! Device rules (`linux.resources.devices`): a non-empty list is applied on top of
+//! "deny everything", last matching rule wins, like runc's device emulator; an empty list
+//! leaves device access untouched. The runtime is expected to append
+//! [`devices::default_allowed_devices`] as runc does.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
 
+mod bpf;
+pub mod devices;
+mod fs;
 pub mod stats;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod testutil;
 pub mod v1;
 pub mod v2;
 
@@ -61,6 +83,43 @@ pub enum CgroupError {
     },
     #[error("cgroup: {path} still has processes after {attempts} attempts to remove it")]
     Busy { path: PathBuf, attempts: u32 },
+    #[error("cgroup: cannot write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup: cannot parse {path}: {reason} (content {content:?})")]
+    Parse {
+        path: PathBuf,
+        content: String,
+        reason: String,
+    },
+    #[error("cgroup: {path} did not become {wanted} within {waited:?} (last seen {last:?})")]
+    Timeout {
+        path: PathBuf,
+        wanted: &'static str,
+        last: String,
+        waited: Duration,
+    },
+    #[error("cgroup: cannot {op} the device filter of {path}: {source}{}", verifier_suffix(.log))]
+    Bpf {
+        op: &'static str,
+        path: PathBuf,
+        /// Verifier output when the kernel refused the program; empty otherwise.
+        log: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn verifier_suffix(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(" (verifier: {})", log.trim_end())
+    }
 }
 
 impl CgroupError {
