@@ -326,6 +326,9 @@ impl Runtime {
         } else {
             None
         };
+        let new_cgroupns = namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none());
         let ctx = InitContext {
             id: o.id.clone(),
             bundle: bundle.dir.clone(),
@@ -334,9 +337,7 @@ impl Runtime {
                 rootfs: bundle.rootfs.clone(),
                 cgroup_version: cg.version(),
                 cgroup_sources: cg.mount_sources(),
-                new_cgroupns: namespaces
-                    .iter()
-                    .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none()),
+                new_cgroupns,
                 in_userns: namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::User),
                 terminal,
             },
@@ -344,9 +345,8 @@ impl Runtime {
             join,
             new_userns,
             new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
-            new_cgroupns: namespaces
-                .iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none()),
+            new_cgroupns,
+            cgroupns_early: new_cgroupns && cg.version() == cgroups::CgroupVersion::V2,
             fifo,
         };
 
@@ -393,10 +393,20 @@ impl Runtime {
                     .map_err(|e| RuntimeError::io(format!("write {p} ({})", text.trim()), e))?;
             }
         }
-        cg.add_process(pid.as_raw())?;
+        // On cgroup v1 the first migration into a cgroup waits for an RCU grace period
+        // (several ms). Let the init build its rootfs meanwhile: it only has to be in the
+        // cgroup before its cgroup namespace is made and before it execs, and it waits for
+        // HooksDone, which comes after this, before doing either. The exception is a
+        // cgroup2 mount in a new cgroup namespace, which is mounted while preparing.
+        if ctx.cgroupns_early {
+            cg.add_process(pid.as_raw())?;
+        }
         parent_ch
             .send_payload(Msg::Go, pid.as_raw().to_string().as_bytes())
             .map_err(setup_err)?;
+        if !ctx.cgroupns_early {
+            cg.add_process(pid.as_raw())?;
+        }
         parent_ch.expect(Msg::Hooks).map_err(setup_err)?;
         let pid_start = state::process_start_time(pid.as_raw()).unwrap_or(0);
         let rec = Record {
@@ -691,38 +701,28 @@ impl Runtime {
 }
 
 /// The config's resources with the device rules every container needs appended, as runc
-/// does: mknod of anything, the standard character devices, ptys, tun, and the config's
-/// own `linux.devices`. Later rules win, so these cannot be denied by the config.
+/// does: the standard devices, and the config's own `linux.devices`. Later rules win, so
+/// the config cannot lock its own container out of /dev/null.
 fn with_default_devices(
     mut res: oci_spec::runtime::LinuxResources,
     devices: &[oci_spec::runtime::LinuxDevice],
 ) -> oci_spec::runtime::LinuxResources {
     use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType as T};
-    let rule = |typ: T, major: Option<i64>, minor: Option<i64>, access: &str| {
-        let mut r = LinuxDeviceCgroup::default();
-        r.set_allow(true);
-        r.set_typ(Some(typ));
-        r.set_major(major);
-        r.set_minor(minor);
-        r.set_access(Some(access.to_string()));
-        r
-    };
     let mut rules = res.devices().clone().unwrap_or_default();
-    rules.push(rule(T::C, None, None, "m"));
-    rules.push(rule(T::B, None, None, "m"));
-    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200)] {
-        rules.push(rule(T::C, Some(major), Some(minor), "rwm"));
-    }
-    rules.push(rule(T::C, Some(136), None, "rwm"));
+    rules.extend(cgroups::devices::default_allowed_devices());
     for d in devices {
         let typ = match d.typ() {
             T::U => T::C,
+            T::P => continue,
             t => t,
         };
-        if typ == T::P {
-            continue;
-        }
-        rules.push(rule(typ, Some(d.major()), Some(d.minor()), "rwm"));
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(Some(d.major()));
+        r.set_minor(Some(d.minor()));
+        r.set_access(Some("rwm".to_string()));
+        rules.push(r);
     }
     res.set_devices(Some(rules));
     res

@@ -31,6 +31,9 @@ pub struct InitContext {
     pub new_userns: bool,
     pub new_utsns: bool,
     pub new_cgroupns: bool,
+    /// Unshare the cgroup namespace before preparing the rootfs (the parent then joins us
+    /// to the cgroup before Go); otherwise it is unshared after HooksDone.
+    pub cgroupns_early: bool,
     /// `exec.fifo` in the state dir; None for a foreground run (Start comes by channel).
     pub fifo: Option<PathBuf>,
 }
@@ -87,10 +90,8 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
             nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid 0: {e}"))?;
         }
     }
-    if ctx.new_cgroupns {
-        // Unshared only now, after the parent put us in our cgroup, so that cgroup
-        // becomes the root of the container's view.
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+    if ctx.new_cgroupns && ctx.cgroupns_early {
+        unshare_cgroupns()?;
     }
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     if ctx.new_utsns {
@@ -108,6 +109,9 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
     rootfs::prepare(&ctx.spec, &ctx.rootfs).map_err(|e| format!("rootfs: {e}"))?;
     ch.send(Msg::Hooks).map_err(|e| e.to_string())?;
     ch.expect(Msg::HooksDone).map_err(|e| e.to_string())?;
+    if ctx.new_cgroupns && !ctx.cgroupns_early {
+        unshare_cgroupns()?;
+    }
     let state = state_json(ctx, host_pid, "created");
     let hooks = ctx.spec.hooks().as_ref();
     hooks::run("createContainer", hooks.and_then(|h| h.create_container().as_ref()), &state)
@@ -163,6 +167,13 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
         sc.install().map_err(|e| e.to_string())?;
     }
     Err(process::exec(&exec).to_string())
+}
+
+/// Called only once the parent has put us in our cgroup, so that cgroup becomes the root
+/// of the container's view.
+fn unshare_cgroupns() -> Result<(), String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("unshare cgroup namespace: {e}"))
 }
 
 fn set_domainname(d: &str) -> Result<(), String> {
