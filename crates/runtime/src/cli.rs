@@ -15,7 +15,10 @@ use crate::exec::ExecOptions;
 use crate::state::DEFAULT_ROOT;
 
 #[derive(Debug, Parser)]
-#[command(name = "skiff runtime", about = "OCI container runtime (runc-compatible)")]
+#[command(
+    name = "skiff runtime",
+    about = "OCI container runtime (runc-compatible)"
+)]
 pub struct RuntimeCli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = DEFAULT_ROOT, env = "SKIFF_RUNTIME_ROOT")]
@@ -198,7 +201,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn write_log(path: &std::path::Path, fmt: &str, msg: &str) {
-    let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
         return;
     };
     let time = crate::state::now_rfc3339();
@@ -212,7 +219,9 @@ fn write_log(path: &std::path::Path, fmt: &str, msg: &str) {
 
 fn create_opts(a: &CreateArgs) -> Result<CreateOptions, RuntimeError> {
     if a.preserve_fds != 0 {
-        return Err(RuntimeError::Usage("--preserve-fds is not supported yet".into()));
+        return Err(RuntimeError::Usage(
+            "--preserve-fds is not supported yet".into(),
+        ));
     }
     Ok(CreateOptions {
         id: a.id.clone(),
@@ -233,7 +242,11 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
     match cli.cmd {
         Cmd::Create(a) => rt.create(&create_opts(&a)?).map(|_| 0),
         Cmd::Start { id } => rt.start(&id).map(|_| 0),
-        Cmd::Run { create, detach, keep } => rt.run(&create_opts(&create)?, detach, keep),
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => rt.run(&create_opts(&create)?, detach, keep),
         Cmd::State { id } => print_json(&rt.state(&id)?).map(|_| 0),
         Cmd::Kill { all, id, signal } => {
             let sig = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
@@ -269,10 +282,34 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
             args,
         } => {
             if preserve_fds != 0 {
-                return Err(RuntimeError::Usage("--preserve-fds is not supported yet".into()));
+                return Err(RuntimeError::Usage(
+                    "--preserve-fds is not supported yet".into(),
+                ));
             }
-            let p = build_exec_process(&rt, &id, ExecFlags { process, tty, cwd, env, user, additional_gids, cap, no_new_privs, args })?;
-            rt.exec(&id, &p, &ExecOptions { detach, pid_file, console_socket })
+            let p = build_exec_process(
+                &rt,
+                &id,
+                ExecFlags {
+                    process,
+                    tty,
+                    cwd,
+                    env,
+                    user,
+                    additional_gids,
+                    cap,
+                    no_new_privs,
+                    args,
+                },
+            )?;
+            rt.exec(
+                &id,
+                &p,
+                &ExecOptions {
+                    detach,
+                    pid_file,
+                    console_socket,
+                },
+            )
         }
         Cmd::List { format, quiet } => {
             let list = rt.list()?;
@@ -299,13 +336,21 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
             }
             Ok(0)
         }
-        Cmd::Ps { format, id, ps_args } => {
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
             let pids = rt.pids(&id)?;
             if format == "json" {
                 print_json(&pids)?;
                 return Ok(0);
             }
-            let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args };
+            let args = if ps_args.is_empty() {
+                vec!["-ef".to_string()]
+            } else {
+                ps_args
+            };
             let out = std::process::Command::new("ps")
                 .args(&args)
                 .output()
@@ -317,10 +362,16 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
                     String::from_utf8_lossy(&out.stderr).trim()
                 )));
             }
-            print!("{}", filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)?);
+            print!(
+                "{}",
+                filter_ps(&String::from_utf8_lossy(&out.stdout), &pids)?
+            );
             Ok(0)
         }
-        Cmd::Spec { bundle, rootless_spec } => {
+        Cmd::Spec {
+            bundle,
+            rootless_spec,
+        } => {
             let path = bundle.join("config.json");
             if path.exists() {
                 return Err(RuntimeError::Usage(format!(
@@ -329,14 +380,19 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
                 )));
             }
             let v = crate::default_spec::default_config(rootless_spec);
-            let text = serde_json::to_string_pretty(&v).map_err(|e| RuntimeError::Usage(e.to_string()))?;
+            let text =
+                serde_json::to_string_pretty(&v).map_err(|e| RuntimeError::Usage(e.to_string()))?;
             std::fs::write(&path, text + "\n")
                 .map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))?;
             Ok(0)
         }
         Cmd::Pause { id } => rt.pause(&id).map(|_| 0),
         Cmd::Resume { id } => rt.resume(&id).map(|_| 0),
-        Cmd::Events { stats, interval, id } => {
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => {
             let every = parse_duration(&interval)?;
             loop {
                 let s = rt.stats(&id)?;
@@ -359,10 +415,16 @@ fn filter_ps(out: &str, pids: &[i32]) -> Result<String, RuntimeError> {
     let col = header
         .split_whitespace()
         .position(|h| h == "PID")
-        .ok_or_else(|| RuntimeError::Usage("ps output has no PID column; include pid in the ps format".into()))?;
+        .ok_or_else(|| {
+            RuntimeError::Usage("ps output has no PID column; include pid in the ps format".into())
+        })?;
     let mut s = format!("{header}\n");
     for l in lines {
-        if let Some(p) = l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(p) = l
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if pids.contains(&p) {
                 s.push_str(l);
                 s.push('\n');
@@ -388,11 +450,17 @@ struct ExecFlags {
 /// applied, as runc does.
 fn build_exec_process(rt: &Runtime, id: &str, f: ExecFlags) -> Result<Process, RuntimeError> {
     if let Some(path) = &f.process {
-        let file = std::fs::File::open(path).map_err(|e| RuntimeError::io(format!("open {}", path.display()), e))?;
-        return Ok(crate::spec::parse_json(path, std::io::BufReader::new(file))?);
+        let file = std::fs::File::open(path)
+            .map_err(|e| RuntimeError::io(format!("open {}", path.display()), e))?;
+        return Ok(crate::spec::parse_json(
+            path,
+            std::io::BufReader::new(file),
+        )?);
     }
     if f.args.is_empty() {
-        return Err(RuntimeError::Usage("exec needs a command: skiff runtime exec ID CMD [ARGS...] or --process FILE".into()));
+        return Err(RuntimeError::Usage(
+            "exec needs a command: skiff runtime exec ID CMD [ARGS...] or --process FILE".into(),
+        ));
     }
     let rec = rt.load(id)?;
     let bundle = crate::spec::load_bundle(&rec.bundle)?;
@@ -426,8 +494,9 @@ fn build_exec_process(rt: &Runtime, id: &str, f: ExecFlags) -> Result<Process, R
     if !f.cap.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for c in &f.cap {
-            let cap: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(c.clone()))
-                .map_err(|_| RuntimeError::Usage(format!("--cap {c:?}: unknown capability")))?;
+            let cap: oci_spec::runtime::Capability =
+                serde_json::from_value(serde_json::Value::String(c.clone()))
+                    .map_err(|_| RuntimeError::Usage(format!("--cap {c:?}: unknown capability")))?;
             for set in [
                 caps.bounding().clone(),
                 caps.effective().clone(),
@@ -454,17 +523,27 @@ fn build_exec_process(rt: &Runtime, id: &str, f: ExecFlags) -> Result<Process, R
 
 pub fn parse_signal(s: &str) -> Result<Signal, RuntimeError> {
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| RuntimeError::Usage(format!("unknown signal {s:?}")));
+        return Signal::try_from(n)
+            .map_err(|_| RuntimeError::Usage(format!("unknown signal {s:?}")));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    name.parse::<Signal>()
-        .map_err(|_| RuntimeError::Usage(format!("unknown signal {s:?}; use a name like TERM or KILL, or a number")))
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<Signal>().map_err(|_| {
+        RuntimeError::Usage(format!(
+            "unknown signal {s:?}; use a name like TERM or KILL, or a number"
+        ))
+    })
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, RuntimeError> {
     let bad = || RuntimeError::Usage(format!("invalid duration {s:?}; use e.g. 5s, 500ms, 1m"));
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "ms" => n / 1000.0,

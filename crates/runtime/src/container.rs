@@ -191,8 +191,7 @@ impl Runtime {
         let pid = Pid::from_raw(s.rec.pid);
         let id = s.rec.id.clone();
         let started = (|| {
-            s.ch
-                .send(Msg::Start)
+            s.ch.send(Msg::Start)
                 .map_err(|source| RuntimeError::Setup {
                     id: id.clone(),
                     source,
@@ -272,11 +271,7 @@ impl Runtime {
             ));
         }
         state::validate_id(&o.id)?;
-        let linux = bundle
-            .spec
-            .linux()
-            .clone()
-            .unwrap_or_default();
+        let linux = bundle.spec.linux().clone().unwrap_or_default();
         let namespaces = linux.namespaces().clone().unwrap_or_default();
         let cgroups_path = linux
             .cgroups_path()
@@ -338,7 +333,9 @@ impl Runtime {
                 cgroup_version: cg.version(),
                 cgroup_sources: cg.mount_sources(),
                 new_cgroupns,
-                in_userns: namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::User),
+                in_userns: namespaces
+                    .iter()
+                    .any(|n| n.typ() == LinuxNamespaceType::User),
                 terminal,
             },
             seccomp: bundle.seccomp.clone(),
@@ -372,7 +369,15 @@ impl Runtime {
                     Some(pid) => (pid, std::process::id() as i32),
                 }
             }
-            Mode::Detached => spawn_monitored(&ctx, &dir, cg.as_ref(), clone_flags, pid_path.as_deref(), &parent_ch, &child_ch)?,
+            Mode::Detached => spawn_monitored(
+                &ctx,
+                &dir,
+                cg.as_ref(),
+                clone_flags,
+                pid_path.as_deref(),
+                &parent_ch,
+                &child_ch,
+            )?,
         };
         drop(child_ch);
         rb.pid = Some(pid);
@@ -424,8 +429,16 @@ impl Runtime {
         };
         let creating = oci_state_bytes(&self.make_state(&rec, Status::Creating));
         let hooks = bundle.spec.hooks().as_ref();
-        hooks::run("prestart", hooks.and_then(|h| h.prestart().as_ref()), &creating)?;
-        hooks::run("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &creating)?;
+        hooks::run(
+            "prestart",
+            hooks.and_then(|h| h.prestart().as_ref()),
+            &creating,
+        )?;
+        hooks::run(
+            "createRuntime",
+            hooks.and_then(|h| h.create_runtime().as_ref()),
+            &creating,
+        )?;
         parent_ch.send(Msg::HooksDone).map_err(setup_err)?;
         let master = if terminal {
             let (_, fd) = parent_ch.expect(Msg::Fd).map_err(setup_err)?;
@@ -464,7 +477,12 @@ impl Runtime {
         if !state::init_alive(rec) {
             return Status::Stopped;
         }
-        if self.root.container_dir(&rec.id).join(state::FIFO_FILE).exists() {
+        if self
+            .root
+            .container_dir(&rec.id)
+            .join(state::FIFO_FILE)
+            .exists()
+        {
             return Status::Created;
         }
         if let Ok(cg) = self.cgroup_of(rec) {
@@ -485,7 +503,11 @@ impl Runtime {
             oci_version: "1.2.0".into(),
             id: rec.id.clone(),
             status,
-            pid: if status == Status::Stopped { 0 } else { rec.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                rec.pid
+            },
             bundle: rec.bundle.clone(),
             rootfs: rec.rootfs.clone(),
             created: rec.created.clone(),
@@ -542,7 +564,15 @@ impl Runtime {
                 .write(true)
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(&fifo)
-                .map_err(|e| RuntimeError::io(format!("open {} (is the container's init still alive?)", fifo.display()), e))?;
+                .map_err(|e| {
+                    RuntimeError::io(
+                        format!(
+                            "open {} (is the container's init still alive?)",
+                            fifo.display()
+                        ),
+                        e,
+                    )
+                })?;
             f.write_all(&[0])
                 .map_err(|e| RuntimeError::io(format!("write {}", fifo.display()), e))?;
         }
@@ -580,8 +610,9 @@ impl Runtime {
             }
             return Ok(());
         }
-        kill(Pid::from_raw(rec.pid), sig)
-            .map_err(|e| RuntimeError::sys(format!("send {sig} to container {id} (pid {})", rec.pid), e))
+        kill(Pid::from_raw(rec.pid), sig).map_err(|e| {
+            RuntimeError::sys(format!("send {sig} to container {id} (pid {})", rec.pid), e)
+        })
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
@@ -780,7 +811,9 @@ fn spawn_monitored(
             let _ = nix::unistd::setsid();
             // SAFETY: as above, still single-threaded.
             match unsafe { fork() } {
-                Ok(ForkResult::Child) => monitor_main(ctx, dir, cg, flags, pid_path, parent_ch, child_ch, wr),
+                Ok(ForkResult::Child) => {
+                    monitor_main(ctx, dir, cg, flags, pid_path, parent_ch, child_ch, wr)
+                }
                 // SAFETY: leave without running the parent's destructors.
                 _ => unsafe { libc::_exit(0) },
             }
@@ -861,7 +894,11 @@ fn monitor_main(
         unsafe { libc::_exit(1) }
     };
     // Let go of the caller's stdio so that it sees EOF when the container's does.
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..=2 {
             // SAFETY: dup2 onto our own standard descriptors.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };

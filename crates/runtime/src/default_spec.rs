@@ -82,7 +82,10 @@ mod tests {
         for rootless in [false, true] {
             let v = default_config(rootless);
             let spec: oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
-            assert_eq!(spec.process().as_ref().unwrap().args().as_ref().unwrap()[0], "sh");
+            assert_eq!(
+                spec.process().as_ref().unwrap().args().as_ref().unwrap()[0],
+                "sh"
+            );
         }
     }
 }

@@ -77,18 +77,35 @@ impl Runtime {
         for (t, name) in JOIN_ORDER {
             if namespaces.iter().any(|n| n.typ() == *t) {
                 let p = format!("/proc/{}/ns/{name}", rec.pid);
-                let f = std::fs::File::open(&p).map_err(|e| RuntimeError::io(format!("open {p}"), e))?;
+                let f = std::fs::File::open(&p)
+                    .map_err(|e| RuntimeError::io(format!("open {p}"), e))?;
                 join.push((ns_flag(*t), f.into()));
             }
         }
-        let in_userns = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::User);
+        let in_userns = namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
         let cg = crate::cgroups::open(&rec.cgroup_root, &rec.cgroups_path)?;
-        let blocked = if o.detach { None } else { Some(foreground::block_signals()?) };
+        let blocked = if o.detach {
+            None
+        } else {
+            Some(foreground::block_signals()?)
+        };
         if !o.detach {
             // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
         }
-        let result = self.exec_inner(id, process, o, &join, in_userns, cg.as_ref(), bundle.seccomp.as_ref(), terminal, blocked.as_ref());
+        let result = self.exec_inner(
+            id,
+            process,
+            o,
+            &join,
+            in_userns,
+            cg.as_ref(),
+            bundle.seccomp.as_ref(),
+            terminal,
+            blocked.as_ref(),
+        );
         if let Some(b) = &blocked {
             foreground::restore_signals(b);
         }
@@ -108,8 +125,14 @@ impl Runtime {
         terminal: bool,
         blocked: Option<&foreground::Blocked>,
     ) -> Result<i32, RuntimeError> {
-        let (parent_ch, child_ch) = sync::pair().map_err(|source| RuntimeError::Setup { id: id.into(), source })?;
-        let setup_err = |source| RuntimeError::Setup { id: id.into(), source };
+        let (parent_ch, child_ch) = sync::pair().map_err(|source| RuntimeError::Setup {
+            id: id.into(),
+            source,
+        })?;
+        let setup_err = |source| RuntimeError::Setup {
+            id: id.into(),
+            source,
+        };
         // SAFETY: the runtime CLI is single-threaded, so the child may run arbitrary code.
         let e1 = match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
             ForkResult::Child => {
@@ -122,7 +145,10 @@ impl Runtime {
         let pid = match parent_ch.expect(Msg::Pid) {
             Ok((payload, _)) => {
                 let _ = waitpid(e1, None);
-                std::str::from_utf8(&payload).ok().and_then(|s| s.parse::<i32>().ok()).unwrap_or(0)
+                std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .unwrap_or(0)
             }
             Err(e) => {
                 let _ = waitpid(e1, None);
@@ -144,7 +170,9 @@ impl Runtime {
         } else {
             None
         };
-        parent_ch.expect(Msg::Ready).map_err(|e| fail(setup_err(e)))?;
+        parent_ch
+            .expect(Msg::Ready)
+            .map_err(|e| fail(setup_err(e)))?;
         if let Some(pf) = &o.pid_file {
             write_pid_file(pf, pid.as_raw()).map_err(fail)?;
         }
@@ -155,14 +183,24 @@ impl Runtime {
         match parent_ch.recv() {
             Ok(None) => {}
             Ok(Some((Msg::Error, msg, _))) => {
-                return Err(fail(setup_err(sync::SyncError::Child(String::from_utf8_lossy(&msg).into_owned()))))
+                return Err(fail(setup_err(sync::SyncError::Child(
+                    String::from_utf8_lossy(&msg).into_owned(),
+                ))))
             }
-            Ok(Some(_)) | Err(_) => return Err(fail(RuntimeError::Usage(format!("container {id}: exec handshake failed")))),
+            Ok(Some(_)) | Err(_) => {
+                return Err(fail(RuntimeError::Usage(format!(
+                    "container {id}: exec handshake failed"
+                ))))
+            }
         }
         match blocked {
             None => Ok(0),
             Some(b) => {
-                let master = if o.console_socket.is_some() { None } else { master };
+                let master = if o.console_socket.is_some() {
+                    None
+                } else {
+                    master
+                };
                 Ok(foreground::wait(pid, b, master.as_ref())?.0)
             }
         }
@@ -182,8 +220,10 @@ fn exec_child(
         for (flag, fd) in join {
             nix::sched::setns(fd, *flag).map_err(|e| format!("join {flag:?} namespace: {e}"))?;
             if *flag == CloneFlags::CLONE_NEWUSER {
-                nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid: {e}"))?;
-                nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid: {e}"))?;
+                nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+                    .map_err(|e| format!("setresgid: {e}"))?;
+                nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+                    .map_err(|e| format!("setresuid: {e}"))?;
             }
         }
         // SAFETY: still single-threaded.
@@ -224,9 +264,12 @@ fn exec_process(
     ch.expect(Msg::Go).map_err(|e| e.to_string())?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     if terminal {
-        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         let pty = tty::open_pty(size).map_err(|e| e.to_string())?;
-        ch.send_fd(pty.master.as_raw_fd()).map_err(|e| e.to_string())?;
+        ch.send_fd(pty.master.as_raw_fd())
+            .map_err(|e| e.to_string())?;
         drop(pty.master);
         tty::attach_slave(&pty.slave_path).map_err(|e| e.to_string())?;
     }
@@ -242,7 +285,8 @@ fn exec_process(
     }
     process::set_identity(process, true).map_err(|e| e.to_string())?;
     if !cwd_ok {
-        nix::unistd::chdir(process.cwd()).map_err(|e| format!("chdir to cwd {:?}: {e}", process.cwd()))?;
+        nix::unistd::chdir(process.cwd())
+            .map_err(|e| format!("chdir to cwd {:?}: {e}", process.cwd()))?;
     }
     if nnp {
         process::set_no_new_privs().map_err(|e| e.to_string())?;

@@ -26,7 +26,14 @@ fn forwarded() -> SigSet {
     s.remove(Signal::SIGKILL);
     s.remove(Signal::SIGSTOP);
     // Faults must stay deliverable to ourselves.
-    for sig in [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE, Signal::SIGTRAP, Signal::SIGABRT] {
+    for sig in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGTRAP,
+        Signal::SIGABRT,
+    ] {
         s.remove(sig);
     }
     s
@@ -45,7 +52,11 @@ pub fn restore_signals(b: &Blocked) {
 
 /// Wait for `pid` (our child), forwarding signals and proxying `master`. Returns
 /// (shell status, killing signal).
-pub fn wait(pid: Pid, _blocked: &Blocked, master: Option<&OwnedFd>) -> Result<(i32, Option<i32>), RuntimeError> {
+pub fn wait(
+    pid: Pid,
+    _blocked: &Blocked,
+    master: Option<&OwnedFd>,
+) -> Result<(i32, Option<i32>), RuntimeError> {
     let sfd = SignalFd::with_flags(&forwarded(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| RuntimeError::sys("signalfd", e))?;
     let _raw = master.map(|m| {
@@ -75,7 +86,10 @@ pub fn wait(pid: Pid, _blocked: &Blocked, master: Option<&OwnedFd>) -> Result<(i
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(RuntimeError::sys("poll", e)),
         }
-        let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
+        let ready: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
         drop(fds);
         if ready[0].contains(PollFlags::POLLIN) {
             while let Ok(Some(info)) = sfd.read_signal() {
@@ -104,13 +118,21 @@ pub fn wait(pid: Pid, _blocked: &Blocked, master: Option<&OwnedFd>) -> Result<(i
             }
         }
         if let Some(m) = master {
-            if ready.get(1).is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP)) {
+            if ready
+                .get(1)
+                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+            {
                 // EIO on the master means every slave fd is closed; the exit will follow.
                 if copy(m.as_fd(), 1, &mut buf) == 0 {
                     continue;
                 }
             }
-            if stdin_open && ready.get(2).is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP)) && copy(stdin.as_fd(), m.as_raw_fd(), &mut buf) == 0 {
+            if stdin_open
+                && ready
+                    .get(2)
+                    .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+                && copy(stdin.as_fd(), m.as_raw_fd(), &mut buf) == 0
+            {
                 stdin_open = false;
             }
         }
@@ -123,7 +145,9 @@ fn reap(pid: Pid) -> Option<(i32, Option<i32>)> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(p, c)) if p == pid => result = Some((c, None)),
-            Ok(WaitStatus::Signaled(p, s, _)) if p == pid => result = Some((128 + s as i32, Some(s as i32))),
+            Ok(WaitStatus::Signaled(p, s, _)) if p == pid => {
+                result = Some((128 + s as i32, Some(s as i32)))
+            }
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => continue,
         }
@@ -157,6 +181,9 @@ fn write_all(fd: i32, mut data: &[u8]) {
 
 /// Copy whatever output is still buffered in the pty after the process exited.
 fn drain(m: &OwnedFd, buf: &mut [u8]) {
-    let _ = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+    let _ = nix::fcntl::fcntl(
+        m,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
     while copy(m.as_fd(), 1, buf) > 0 {}
 }

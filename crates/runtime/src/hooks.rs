@@ -41,7 +41,11 @@ pub enum HookError {
 }
 
 /// Run `hooks` in order; stop at the first failure.
-pub fn run(kind: &'static str, hooks: Option<&Vec<Hook>>, state_json: &[u8]) -> Result<(), HookError> {
+pub fn run(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state_json: &[u8],
+) -> Result<(), HookError> {
     for (index, h) in hooks.into_iter().flatten().enumerate() {
         run_one(kind, index, h, state_json)?;
     }
@@ -170,7 +174,10 @@ mod tests {
         let h = hook(r#"{"path":"/bin/sh","args":["sh","-c","echo oops >&2; exit 3"]}"#);
         let e = run("createRuntime", Some(&vec![h]), b"{}").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("exit status 3") && msg.contains("oops"), "{msg}");
+        assert!(
+            msg.contains("exit status 3") && msg.contains("oops"),
+            "{msg}"
+        );
         let h = hook(r#"{"path":"/bin/sleep","args":["sleep","10"],"timeout":1}"#);
         assert!(matches!(
             run("prestart", Some(&vec![h]), b"{}"),

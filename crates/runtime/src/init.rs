@@ -79,15 +79,21 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
         .unwrap_or(0);
     if ctx.new_userns {
         // The parent has written our id maps: become root of the new user namespace.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid 0 in user namespace: {e}"))?;
-        nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid 0 in user namespace: {e}"))?;
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setresgid 0 in user namespace: {e}"))?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setresuid 0 in user namespace: {e}"))?;
     }
     for (t, path) in &ctx.join {
-        let f = std::fs::File::open(path).map_err(|e| format!("open namespace {}: {e}", path.display()))?;
-        nix::sched::setns(&f, ns_flag(*t)).map_err(|e| format!("join {t} namespace {}: {e}", path.display()))?;
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+        nix::sched::setns(&f, ns_flag(*t))
+            .map_err(|e| format!("join {t} namespace {}: {e}", path.display()))?;
         if *t == LinuxNamespaceType::User {
-            nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid 0: {e}"))?;
-            nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid 0: {e}"))?;
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+                .map_err(|e| format!("setresgid 0: {e}"))?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+                .map_err(|e| format!("setresuid 0: {e}"))?;
         }
     }
     if ctx.new_cgroupns && ctx.cgroupns_early {
@@ -114,8 +120,12 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
     }
     let state = state_json(ctx, host_pid, "created");
     let hooks = ctx.spec.hooks().as_ref();
-    hooks::run("createContainer", hooks.and_then(|h| h.create_container().as_ref()), &state)
-        .map_err(|e| e.to_string())?;
+    hooks::run(
+        "createContainer",
+        hooks.and_then(|h| h.create_container().as_ref()),
+        &state,
+    )
+    .map_err(|e| e.to_string())?;
     rootfs::pivot(&ctx.rootfs.rootfs).map_err(|e| format!("rootfs: {e}"))?;
     rootfs::finalize(&ctx.spec).map_err(|e| format!("rootfs: {e}"))?;
 
@@ -125,10 +135,13 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
         .as_ref()
         .ok_or_else(|| "config.json has no process".to_string())?;
     if ctx.rootfs.terminal {
-        let size = proc_.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let size = proc_
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         let pty = tty::open_pty(size).map_err(|e| e.to_string())?;
         rootfs::bind_console(&pty.slave_path).map_err(|e| e.to_string())?;
-        ch.send_fd(pty.master.as_raw_fd()).map_err(|e| e.to_string())?;
+        ch.send_fd(pty.master.as_raw_fd())
+            .map_err(|e| e.to_string())?;
         drop(pty.master);
         tty::attach_slave(&pty.slave_path).map_err(|e| e.to_string())?;
     }
@@ -146,7 +159,8 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
     }
     process::set_identity(proc_, true).map_err(|e| e.to_string())?;
     if !cwd_ok {
-        nix::unistd::chdir(proc_.cwd()).map_err(|e| format!("chdir to cwd {:?}: {e}", proc_.cwd()))?;
+        nix::unistd::chdir(proc_.cwd())
+            .map_err(|e| format!("chdir to cwd {:?}: {e}", proc_.cwd()))?;
     }
     if nnp {
         process::set_no_new_privs().map_err(|e| e.to_string())?;
@@ -161,8 +175,12 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
     }
     drop(fifo);
     let state = state_json(ctx, host_pid, "created");
-    hooks::run("startContainer", hooks.and_then(|h| h.start_container().as_ref()), &state)
-        .map_err(|e| e.to_string())?;
+    hooks::run(
+        "startContainer",
+        hooks.and_then(|h| h.start_container().as_ref()),
+        &state,
+    )
+    .map_err(|e| e.to_string())?;
     if let (Some(sc), true) = (&ctx.seccomp, nnp) {
         sc.install().map_err(|e| e.to_string())?;
     }

@@ -55,7 +55,12 @@ pub fn set_rlimits(process: &Process) -> Result<(), ProcessError> {
         let r = unsafe { libc::setrlimit(res, &lim) };
         if r != 0 {
             return Err(sys(
-                format!("setrlimit {:?} soft={} hard={}", rl.typ(), rl.soft(), rl.hard()),
+                format!(
+                    "setrlimit {:?} soft={} hard={}",
+                    rl.typ(),
+                    rl.soft(),
+                    rl.hard()
+                ),
                 nix::Error::last(),
             ));
         }
@@ -144,7 +149,12 @@ pub fn set_identity(process: &Process, setgroups_allowed: bool) -> Result<(), Pr
         if !bounding.contains(&cap) {
             match prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) {
                 Ok(()) | Err(nix::Error::EINVAL) => {}
-                Err(e) => return Err(sys(format!("drop capability {cap} from the bounding set"), e)),
+                Err(e) => {
+                    return Err(sys(
+                        format!("drop capability {cap} from the bounding set"),
+                        e,
+                    ))
+                }
             }
         }
     }

@@ -303,8 +303,14 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
         }
     }
     if let Some(mp) = best {
-        mount(None::<&str>, &mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(|e| sys("make private", &mp, e))?;
+        mount(
+            None::<&str>,
+            &mp,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| sys("make private", &mp, e))?;
     }
     Ok(())
 }
@@ -365,7 +371,11 @@ fn mount_one(m: &Mount, cfg: &RootfsConfig) -> Result<(), RootfsError> {
             &dest,
             Some(typ.as_str()),
             opts.flags,
-            if data.is_empty() { None } else { Some(data.as_str()) },
+            if data.is_empty() {
+                None
+            } else {
+                Some(data.as_str())
+            },
         );
         match r {
             Ok(()) => {}
@@ -407,14 +417,8 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, cfg: &RootfsConfig) -> Result<
         .map_err(|e| sys("mount cgroup2 on", dest, e));
     }
     if cfg.cgroup_version == CgroupVersion::V1 {
-        mount(
-            Some("tmpfs"),
-            dest,
-            Some("tmpfs"),
-            base,
-            Some("mode=755"),
-        )
-        .map_err(|e| sys("mount tmpfs on", dest, e))?;
+        mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))
+            .map_err(|e| sys("mount tmpfs on", dest, e))?;
     }
     for src in &cfg.cgroup_sources {
         let target = if src.subdir.is_empty() {
@@ -430,8 +434,21 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, cfg: &RootfsConfig) -> Result<
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| sys(format!("bind cgroup {} on", src.host_dir.display()), &target, e))?;
-        remount_bind(&target, base | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() })?;
+        .map_err(|e| {
+            sys(
+                format!("bind cgroup {} on", src.host_dir.display()),
+                &target,
+                e,
+            )
+        })?;
+        remount_bind(
+            &target,
+            base | if ro {
+                MsFlags::MS_RDONLY
+            } else {
+                MsFlags::empty()
+            },
+        )?;
     }
     if cfg.cgroup_version == CgroupVersion::V1 && ro {
         remount_bind_tmpfs_ro(dest, base)?;
@@ -457,17 +474,50 @@ struct DefaultDev {
 }
 
 const DEFAULT_DEVICES: &[DefaultDev] = &[
-    DefaultDev { path: "/dev/null", major: 1, minor: 3 },
-    DefaultDev { path: "/dev/zero", major: 1, minor: 5 },
-    DefaultDev { path: "/dev/full", major: 1, minor: 7 },
-    DefaultDev { path: "/dev/random", major: 1, minor: 8 },
-    DefaultDev { path: "/dev/urandom", major: 1, minor: 9 },
-    DefaultDev { path: "/dev/tty", major: 5, minor: 0 },
+    DefaultDev {
+        path: "/dev/null",
+        major: 1,
+        minor: 3,
+    },
+    DefaultDev {
+        path: "/dev/zero",
+        major: 1,
+        minor: 5,
+    },
+    DefaultDev {
+        path: "/dev/full",
+        major: 1,
+        minor: 7,
+    },
+    DefaultDev {
+        path: "/dev/random",
+        major: 1,
+        minor: 8,
+    },
+    DefaultDev {
+        path: "/dev/urandom",
+        major: 1,
+        minor: 9,
+    },
+    DefaultDev {
+        path: "/dev/tty",
+        major: 5,
+        minor: 0,
+    },
 ];
 
 fn create_devices(extra: Option<&Vec<LinuxDevice>>, cfg: &RootfsConfig) -> Result<(), RootfsError> {
     for d in DEFAULT_DEVICES {
-        make_device(cfg, Path::new(d.path), SFlag::S_IFCHR, d.major, d.minor, 0o666, 0, 0)?;
+        make_device(
+            cfg,
+            Path::new(d.path),
+            SFlag::S_IFCHR,
+            d.major,
+            d.minor,
+            0o666,
+            0,
+            0,
+        )?;
     }
     for d in extra.into_iter().flatten() {
         let kind = match d.typ() {
@@ -523,8 +573,14 @@ fn make_device(
     }
     // Without the right to mknod (user namespace), bind the host's node instead.
     ensure_file(&dest)?;
-    mount(Some(path), &dest, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| sys(format!("bind device {} on", path.display()), &dest, e))
+    mount(
+        Some(path),
+        &dest,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| sys(format!("bind device {} on", path.display()), &dest, e))
 }
 
 fn dev_symlinks(rootfs: &Path, mounts: &[Mount]) -> Result<(), RootfsError> {
@@ -537,7 +593,10 @@ fn dev_symlinks(rootfs: &Path, mounts: &[Mount]) -> Result<(), RootfsError> {
     if Path::new("/proc/kcore").exists() {
         links.push(("/proc/kcore", "/dev/core"));
     }
-    if mounts.iter().any(|m| m.destination() == Path::new("/dev/pts")) {
+    if mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev/pts"))
+    {
         links.push(("pts/ptmx", "/dev/ptmx"));
     }
     for (target, link) in links {
@@ -600,11 +659,21 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
         if !path.exists() {
             continue;
         }
-        mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| sys("bind", path, e))?;
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| sys("bind", path, e))?;
         remount_bind(
             path,
-            MsFlags::MS_RDONLY | MsFlags::MS_REC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::MS_RDONLY
+                | MsFlags::MS_REC
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
         )?;
     }
     for p in linux.masked_paths().iter().flatten() {
@@ -647,7 +716,11 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         remount_bind(Path::new("/"), MsFlags::MS_RDONLY)?;
     }
-    if let Some(p) = linux.rootfs_propagation().as_deref().and_then(propagation_flag) {
+    if let Some(p) = linux
+        .rootfs_propagation()
+        .as_deref()
+        .and_then(propagation_flag)
+    {
         if p.contains(MsFlags::MS_SHARED) {
             mount(None::<&str>, "/", None::<&str>, p, None::<&str>)
                 .map_err(|e| sys("set propagation of", Path::new("/"), e))?;
@@ -662,8 +735,14 @@ pub fn bind_console(slave: &Path) -> Result<(), RootfsError> {
     if !console.exists() {
         return Ok(());
     }
-    mount(Some(slave), console, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| sys(format!("bind {} on", slave.display()), console, e))
+    mount(
+        Some(slave),
+        console,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| sys(format!("bind {} on", slave.display()), console, e))
 }
 
 /// A NUL-terminated copy of `p`, for the raw syscalls that need one.
@@ -701,9 +780,18 @@ mod tests {
         symlink("/etc", root.join("a/abs")).unwrap();
         symlink("../../..", root.join("a/b/up")).unwrap();
         symlink("loop", root.join("loop")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/a/abs/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join(root, Path::new("/a/b/up/x")).unwrap(), root.join("x"));
-        assert_eq!(secure_join(root, Path::new("/../../x")).unwrap(), root.join("x"));
+        assert_eq!(
+            secure_join(root, Path::new("/a/abs/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/b/up/x")).unwrap(),
+            root.join("x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/../../x")).unwrap(),
+            root.join("x")
+        );
         assert!(matches!(
             secure_join(root, Path::new("/loop")),
             Err(RootfsError::SymlinkLoop { .. })

@@ -70,7 +70,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         let inner = e.into_inner();
         SpecError::Parse {
             file: file.to_path_buf(),
-            path: if path == "." { "(top level)".into() } else { path },
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
             message: strip_position(&inner.to_string()),
             line: inner.line(),
             column: inner.column(),
@@ -180,7 +184,11 @@ pub fn validate(dir: PathBuf, spec: Spec) -> Result<Bundle, SpecError> {
                     format!("{}: {e}", path.display()),
                 ));
             }
-            if ns.typ() == LinuxNamespaceType::User && namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none()) {
+            if ns.typ() == LinuxNamespaceType::User
+                && namespaces
+                    .iter()
+                    .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+            {
                 return Err(invalid(
                     format!("{p}.path"),
                     "joining a user namespace by path together with a new pid namespace is not supported; give the pid namespace a path too or drop the user path",
@@ -224,13 +232,17 @@ pub fn validate(dir: PathBuf, spec: Spec) -> Result<Bundle, SpecError> {
             "mappings are set but there is no user namespace; add {\"type\": \"user\"} to linux.namespaces",
         ));
     }
-    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !has_new(LinuxNamespaceType::Uts) {
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
+        && !has_new(LinuxNamespaceType::Uts)
+    {
         return Err(invalid(
             "hostname",
             "cannot set the hostname without a new uts namespace; add {\"type\": \"uts\"} to linux.namespaces",
         ));
     }
-    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) && !has_new(LinuxNamespaceType::Uts) {
+    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty())
+        && !has_new(LinuxNamespaceType::Uts)
+    {
         return Err(invalid(
             "domainname",
             "cannot set the domainname without a new uts namespace",
@@ -317,7 +329,10 @@ pub fn validate(dir: PathBuf, spec: Spec) -> Result<Bundle, SpecError> {
 fn warn_unsupported_labels(spec: &Spec) {
     let mut fields = Vec::new();
     if let Some(p) = spec.process() {
-        if p.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty()) {
+        if p.apparmor_profile()
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+        {
             fields.push("process.apparmorProfile");
         }
         if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
@@ -333,7 +348,9 @@ fn warn_unsupported_labels(spec: &Spec) {
         fields.push("linux.mountLabel");
     }
     for f in fields {
-        tracing::warn!("{f} is set but skiff does not support AppArmor/SELinux labels; ignoring it");
+        tracing::warn!(
+            "{f} is set but skiff does not support AppArmor/SELinux labels; ignoring it"
+        );
     }
 }
 
@@ -400,15 +417,18 @@ fn validate_mount(m: &Mount, at: &str) -> Result<(), SpecError> {
             format!("{:?} must be an absolute path inside the container", dest),
         ));
     }
-    if dest.components().any(|c| c == std::path::Component::ParentDir) {
+    if dest
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
         return Err(invalid(
             format!("{at}.destination"),
             format!("{:?} must not contain '..'", dest),
         ));
     }
     let opts = m.options().clone().unwrap_or_default();
-    let is_bind = m.typ().as_deref() == Some("bind")
-        || opts.iter().any(|o| o == "bind" || o == "rbind");
+    let is_bind =
+        m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
     if is_bind && m.source().is_none() {
         return Err(invalid(
             format!("{at}.source"),
@@ -432,7 +452,10 @@ fn validate_mount(m: &Mount, at: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn validate_sysctl(key: &str, has_new: &dyn Fn(LinuxNamespaceType) -> bool) -> Result<(), SpecError> {
+fn validate_sysctl(
+    key: &str,
+    has_new: &dyn Fn(LinuxNamespaceType) -> bool,
+) -> Result<(), SpecError> {
     let at = format!("linux.sysctl.{key}");
     if key.is_empty() || key.contains("..") || key.starts_with('/') || key.contains('\0') {
         return Err(invalid(at, "not a valid sysctl name"));
@@ -452,7 +475,10 @@ fn validate_sysctl(key: &str, has_new: &dyn Fn(LinuxNamespaceType) -> bool) -> R
     } else if key.starts_with("net.") {
         has_new(LinuxNamespaceType::Network)
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        return Err(invalid(at, "set hostname/domainname through the config fields instead"));
+        return Err(invalid(
+            at,
+            "set hostname/domainname through the config fields instead",
+        ));
     } else {
         return Err(invalid(
             at,

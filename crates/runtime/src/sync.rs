@@ -64,6 +64,9 @@ impl Msg {
     }
 }
 
+/// A received message: its tag, payload, and the descriptor it carried, if any.
+pub type Received = (Msg, Vec<u8>, Option<OwnedFd>);
+
 /// One end of the handshake.
 #[derive(Debug)]
 pub struct Channel {
@@ -98,10 +101,7 @@ impl Channel {
         let iov = [IoSlice::new(&tag), IoSlice::new(payload)];
         sendmsg::<()>(self.raw(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None)
             .map(|_| ())
-            .map_err(|source| SyncError::Sys {
-                op: "send",
-                source,
-            })
+            .map_err(|source| SyncError::Sys { op: "send", source })
     }
 
     pub fn send_error(&self, message: &str) {
@@ -123,7 +123,7 @@ impl Channel {
     }
 
     /// Receive one message; None on EOF (the peer exited or exec'd).
-    pub fn recv(&self) -> Result<Option<(Msg, Vec<u8>, Option<OwnedFd>)>, SyncError> {
+    pub fn recv(&self) -> Result<Option<Received>, SyncError> {
         let mut buf = vec![0u8; 8192];
         let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
         loop {

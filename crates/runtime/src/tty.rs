@@ -51,7 +51,10 @@ pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty, TtyError> {
     // SAFETY: posix_openpt returned a valid open descriptor that PtyMaster owns; we take
     // ownership of a duplicate so both can be dropped independently.
     let fd = nix::unistd::dup(&master).map_err(|e| sys("dup", e))?;
-    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     Ok(Pty {
         master: fd,
         slave_path,

@@ -136,8 +136,13 @@ fn runtime(runs: usize, peer: &str, busybox: &Path) -> Result<()> {
         let (sm, pm) = (median(&mut st), median(&mut pt));
         let srss = skiff.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
         let prss = other.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
-        println!("runtime run of the `{peer} spec` bundle with /bin/true, {runs} runs each, alternating");
-        println!("{:<8} {:>12} {:>16}", "runtime", "median (ms)", "peak RSS (MiB)");
+        println!(
+            "runtime run of the `{peer} spec` bundle with /bin/true, {runs} runs each, alternating"
+        );
+        println!(
+            "{:<8} {:>12} {:>16}",
+            "runtime", "median (ms)", "peak RSS (MiB)"
+        );
         println!("{:<8} {:>12.2} {:>16.1}", "skiff", sm, srss as f64 / 1024.0);
         println!("{:<8} {:>12.2} {:>16.1}", peer, pm, prss as f64 / 1024.0);
         println!("ratio skiff/{peer}: {:.3}", sm / pm);

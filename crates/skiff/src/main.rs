@@ -14,7 +14,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// OCI container runtime with runc's verbs and flags.
-    Runtime(skiff_runtime::cli::RuntimeCli),
+    Runtime(Box<skiff_runtime::cli::RuntimeCli>),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -25,7 +25,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Runtime(rt) => {
             init_tracing(rt.debug);
-            skiff_runtime::cli::main(rt)
+            skiff_runtime::cli::main(*rt)
         }
         Cmd::Bench(b) => {
             init_tracing(false);
