@@ -280,7 +280,8 @@ impl Runtime {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| o.id.clone());
 
-        let cg = cgroups::open(&self.cgroup_root, &cgroups_path)?;
+        let origin = cgroups::own_cgroup_text();
+        let cg = cgroups::open_from(&self.cgroup_root, &cgroups_path, origin.as_deref())?;
         let dir = self.root.reserve(&o.id)?;
         let mut rb = Rollback {
             dir: Some(dir.clone()),
@@ -423,6 +424,7 @@ impl Runtime {
             rootfs: bundle.rootfs.clone(),
             cgroups_path: cgroups_path.clone(),
             cgroup_root: self.cgroup_root.clone(),
+            cgroup_origin: origin.clone(),
             created: state::now_rfc3339(),
             owner: String::new(),
             annotations: bundle.spec.annotations().clone().unwrap_or_default(),
@@ -470,7 +472,11 @@ impl Runtime {
     }
 
     fn cgroup_of(&self, rec: &Record) -> Result<Box<dyn CgroupManager>, RuntimeError> {
-        Ok(cgroups::open(&rec.cgroup_root, &rec.cgroups_path)?)
+        Ok(cgroups::open_from(
+            &rec.cgroup_root,
+            &rec.cgroups_path,
+            rec.cgroup_origin.as_deref(),
+        )?)
     }
 
     fn status_of(&self, rec: &Record) -> Status {

@@ -85,7 +85,11 @@ impl Runtime {
         let in_userns = namespaces
             .iter()
             .any(|n| n.typ() == LinuxNamespaceType::User);
-        let cg = crate::cgroups::open(&rec.cgroup_root, &rec.cgroups_path)?;
+        let cg = crate::cgroups::open_from(
+            &rec.cgroup_root,
+            &rec.cgroups_path,
+            rec.cgroup_origin.as_deref(),
+        )?;
         let blocked = if o.detach {
             None
         } else {

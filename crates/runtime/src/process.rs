@@ -349,6 +349,9 @@ pub fn exec(args: &ExecArgs) -> ProcessError {
 pub fn reset_signals() {
     use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // Ignored dispositions survive execve; the Rust runtime ignores SIGPIPE.
+    // SAFETY: restoring a default disposition in a single-threaded process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 #[cfg(test)]

@@ -92,6 +92,10 @@ pub struct Record {
     pub rootfs: PathBuf,
     pub cgroups_path: String,
     pub cgroup_root: PathBuf,
+    /// /proc/self/cgroup of the creating process: a relative `cgroups_path` is relative
+    /// to it, not to whoever runs a later command.
+    #[serde(default)]
+    pub cgroup_origin: Option<String>,
     /// RFC 3339 creation time.
     pub created: String,
     pub owner: String,

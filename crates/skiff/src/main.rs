@@ -21,6 +21,10 @@ enum Cmd {
 }
 
 fn main() {
+    // Rust starts with SIGPIPE ignored: printing to a closed pipe would then panic, and
+    // containers we exec would inherit the ignored disposition. Behave like a C tool.
+    // SAFETY: setting a signal disposition to its default before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Runtime(rt) => {

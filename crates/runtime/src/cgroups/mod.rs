@@ -168,8 +168,24 @@ pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
 
 /// The manager for `cgroups_path` (OCI `linux.cgroupsPath`) under `root`.
 pub fn open(root: &Path, cgroups_path: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    open_from(root, cgroups_path, None)
+}
+
+/// Like `open`, but a relative `cgroups_path` is resolved against `origin`, the
+/// /proc/self/cgroup text of the process that created the container, so that later
+/// commands run from another cgroup find the same directories.
+pub fn open_from(
+    root: &Path,
+    cgroups_path: &str,
+    origin: Option<&str>,
+) -> Result<Box<dyn CgroupManager>, CgroupError> {
     match detect(root)? {
-        CgroupVersion::V1 => Ok(Box::new(v1::V1Manager::new(root, cgroups_path)?)),
-        CgroupVersion::V2 => Ok(Box::new(v2::V2Manager::new(root, cgroups_path)?)),
+        CgroupVersion::V1 => Ok(Box::new(v1::V1Manager::new_from(root, cgroups_path, origin)?)),
+        CgroupVersion::V2 => Ok(Box::new(v2::V2Manager::new_from(root, cgroups_path, origin)?)),
     }
+}
+
+/// The calling process's /proc/self/cgroup, to record as a container's origin.
+pub fn own_cgroup_text() -> Option<String> {
+    std::fs::read_to_string("/proc/self/cgroup").ok()
 }

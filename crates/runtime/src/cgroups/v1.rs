@@ -55,9 +55,18 @@ pub struct V1Manager {
 impl V1Manager {
     /// The manager for `cgroups_path` over every v1 hierarchy mounted below `root`.
     pub fn new(root: &Path, cgroups_path: &str) -> Result<Self, CgroupError> {
+        Self::new_from(root, cgroups_path, None)
+    }
+
+    /// Like `new`, resolving a relative path against `origin` (the text of
+    /// /proc/self/cgroup of the process that created the container) instead of ours.
+    pub fn new_from(root: &Path, cgroups_path: &str, origin: Option<&str>) -> Result<Self, CgroupError> {
         let path = fs::parse_cgroups_path(cgroups_path)?;
         let mountinfo = fs::read(Path::new("/proc/self/mountinfo"))?;
-        let proc_cgroup = fs::read(Path::new("/proc/self/cgroup"))?;
+        let proc_cgroup = match origin {
+            Some(o) => o.to_string(),
+            None => fs::read(Path::new("/proc/self/cgroup"))?,
+        };
         let mounts = discover(root, &mountinfo, &proc_cgroup);
         if mounts.is_empty() {
             return Err(CgroupError::MissingController {

@@ -40,6 +40,12 @@ impl V2Manager {
     /// The manager for `cgroups_path` in the unified hierarchy mounted at `root` (or, for
     /// tests, any directory laid out like one).
     pub fn new(root: &Path, cgroups_path: &str) -> Result<Self, CgroupError> {
+        Self::new_from(root, cgroups_path, None)
+    }
+
+    /// Like `new`, resolving a relative path against `origin` (the text of
+    /// /proc/self/cgroup of the process that created the container) instead of ours.
+    pub fn new_from(root: &Path, cgroups_path: &str, origin: Option<&str>) -> Result<Self, CgroupError> {
         let path = fs::parse_cgroups_path(cgroups_path)?;
         let real = nix::sys::statfs::statfs(root)
             .map(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -47,7 +53,11 @@ impl V2Manager {
         let base = if path.absolute {
             root.to_path_buf()
         } else {
-            let own = fs::parse_proc_cgroup(&fs::read(Path::new("/proc/self/cgroup"))?);
+            let text = match origin {
+                Some(o) => o.to_string(),
+                None => fs::read(Path::new("/proc/self/cgroup"))?,
+            };
+            let own = fs::parse_proc_cgroup(&text);
             let Some(entry) = own.into_iter().find(|e| e.controllers.is_empty()) else {
                 return Err(CgroupError::Invalid {
                     field: "cgroupsPath",
