@@ -9,6 +9,8 @@ PACKAGES=(
   iproute2        # ip netns for namespace tests
   procps          # ps for `skiff runtime ps`
   hyperfine       # benchmarks
+  etcd-server     # the store's etcd backend tests and the store benchmark's peer
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known protos, to build etcd-client
 )
 
 missing=()

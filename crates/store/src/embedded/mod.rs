@@ -1,0 +1,694 @@
+//! The embedded store: etcd's data model on one redb file, `DATA_DIR/state.redb`.
+//!
+//! Lifecycle: [`EmbeddedStore::open`] creates or opens the file, checks that it is a skiff
+//! store, and starts the writer thread ([`writer`]); reads run on the caller's thread
+//! against a redb snapshot; watchers follow the revision log. The file is opened in redb's
+//! single-writer mode, so admin commands can open it read-only (get, list, watch,
+//! snapshot) while a server writes it. Dropping the store (and its watchers) stops the
+//! writer and releases the file.
+
+mod tables;
+mod writer;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, ReadableTableMetadata,
+};
+use tokio::sync::oneshot;
+
+use tables::*;
+use writer::{Request, Writer};
+
+use crate::{
+    GetResult, KeyRange, Lease, LeaseId, ListOptions, ListResult, Result, Revision, Store,
+    StoreError, Txn, TxnResult, WatchOptions, Watcher,
+};
+
+/// The store's file inside the data dir.
+pub const STORE_FILE: &str = "state.redb";
+/// How often a read-only handle looks for a writer's new commits.
+const READ_ONLY_POLL: Duration = Duration::from_millis(100);
+const WATCH_BATCH: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Create the data dir and the store if missing (a server); otherwise refuse (admin).
+    pub create: bool,
+    /// Open without a writer: reads and watches only; works while a server writes.
+    pub read_only: bool,
+    /// fsync every commit (default). Off only for tests that do not need durability.
+    pub durable: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: true,
+            read_only: false,
+            durable: true,
+        }
+    }
+}
+
+enum Db {
+    Rw(Arc<Database>),
+    Ro(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Rw(d) => d.begin_read(),
+            Db::Ro(d) => d.begin_read(),
+        }
+    }
+}
+
+struct Inner {
+    db: Db,
+    loc: String,
+    requests: Option<std::sync::Mutex<mpsc::Sender<Request>>>,
+    revision: tokio::sync::watch::Receiver<u64>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The embedded store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("location", &self.inner.loc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a snapshot captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub revision: Revision,
+    pub compact_revision: Revision,
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the store in `data_dir`.
+    pub fn open(data_dir: &Path, opts: &OpenOptions) -> Result<Self> {
+        if !data_dir.is_dir() {
+            if !opts.create || opts.read_only {
+                return Err(StoreError::DataDirMissing {
+                    path: data_dir.to_path_buf(),
+                });
+            }
+            std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io {
+                path: data_dir.to_path_buf(),
+                operation: "create data dir",
+                source: e,
+            })?;
+        }
+        let path = data_dir.join(STORE_FILE);
+        let exists = check_file(&path)?;
+        if !exists && (!opts.create || opts.read_only) {
+            return Err(StoreError::Foreign {
+                path,
+                reason: "the data dir has no store file",
+            });
+        }
+        let loc = path.display().to_string();
+        let mut b = Database::builder();
+        b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        let map_open = |e: DatabaseError| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+            e => StoreError::Storage {
+                location: loc.clone(),
+                operation: "open",
+                source: Box::new(e.into()),
+            },
+        };
+        if opts.read_only {
+            let db = b.open_read_only(&path).map_err(map_open)?;
+            return Self::start(Db::Ro(db), loc, opts, false);
+        }
+        let db = if exists {
+            b.open(&path)
+        } else {
+            b.create(&path)
+        }
+        .map_err(map_open)?;
+        Self::start(Db::Rw(Arc::new(db)), loc, opts, !exists)
+    }
+
+    /// A store that lives in memory only: the same engine on redb's in-memory backend.
+    pub fn in_memory() -> Result<Self> {
+        let loc = "memory".to_string();
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .ctx(&loc, "create")?;
+        Self::start(
+            Db::Rw(Arc::new(db)),
+            loc,
+            &OpenOptions {
+                durable: false,
+                ..OpenOptions::default()
+            },
+            true,
+        )
+    }
+
+    fn start(db: Db, loc: String, opts: &OpenOptions, fresh: bool) -> Result<Self> {
+        if let Db::Rw(d) = &db {
+            init_or_check(d, &loc, fresh)?;
+        }
+        let (rev, compact_rev) = {
+            let r = db.begin_read().ctx(&loc, "begin read")?;
+            check_format(&r, &loc)?;
+            read_revs(&r, &loc)?
+        };
+        let (notify, revision) = tokio::sync::watch::channel(rev);
+        let (requests, writer) = match &db {
+            Db::Rw(d) => {
+                let (tx, rx) = mpsc::channel();
+                let w = Writer {
+                    db: d.clone(),
+                    loc: loc.clone(),
+                    rx,
+                    notify,
+                    rev,
+                    compact_rev,
+                    durability: if opts.durable {
+                        Durability::Immediate
+                    } else {
+                        Durability::None
+                    },
+                };
+                let h = std::thread::Builder::new()
+                    .name("skiff-store-writer".into())
+                    .spawn(move || w.run())
+                    .map_err(|e| StoreError::Io {
+                        path: PathBuf::from(&loc),
+                        operation: "start the writer thread",
+                        source: e,
+                    })?;
+                (Some(std::sync::Mutex::new(tx)), Some(h))
+            }
+            Db::Ro(_) => {
+                // Keep the sender alive so watchers wait on their poll timer instead.
+                std::mem::forget(notify);
+                (None, None)
+            }
+        };
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db,
+                loc,
+                requests,
+                revision,
+                writer,
+            }),
+        })
+    }
+
+    fn loc(&self) -> &str {
+        &self.inner.loc
+    }
+
+    fn read(&self) -> Result<ReadTransaction> {
+        self.inner.db.begin_read().ctx(self.loc(), "begin read")
+    }
+
+    async fn request<T>(
+        &self,
+        operation: &'static str,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+    ) -> Result<T> {
+        let Some(requests) = &self.inner.requests else {
+            return Err(StoreError::ReadOnly {
+                location: self.loc().to_string(),
+                operation,
+            });
+        };
+        let (tx, rx) = oneshot::channel();
+        let closed = || StoreError::Closed {
+            location: self.loc().to_string(),
+        };
+        requests
+            .lock()
+            .map_err(|_| closed())?
+            .send(make(tx))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Copy the store, consistent at one revision, into a new file at `dest`. Works on a
+    /// read-only handle, so while a server runs.
+    pub fn snapshot(&self, dest: &Path) -> Result<SnapshotInfo> {
+        let r = self.read()?;
+        let (rev, compact_rev) = read_revs(&r, self.loc())?;
+        let tmp = dest.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        let dloc = dest.display().to_string();
+        let keys = {
+            let out = Database::builder().create(&tmp).ctx(&dloc, "create")?;
+            let w = out.begin_write().ctx(&dloc, "begin write")?;
+            copy_table(&r, &w, META, self.loc(), &dloc)?;
+            copy_table(&r, &w, HIST, self.loc(), &dloc)?;
+            copy_table(&r, &w, REVLOG, self.loc(), &dloc)?;
+            let keys = copy_table(&r, &w, LATEST, self.loc(), &dloc)?;
+            copy_table(&r, &w, LEASES, self.loc(), &dloc)?;
+            copy_table(&r, &w, LEASE_KEYS, self.loc(), &dloc)?;
+            w.commit().ctx(&dloc, "commit")?;
+            keys
+        };
+        let bytes = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(&tmp, dest).map_err(|e| StoreError::Io {
+            path: dest.to_path_buf(),
+            operation: "rename the finished snapshot into place",
+            source: e,
+        })?;
+        Ok(SnapshotInfo {
+            revision: rev as i64,
+            compact_revision: compact_rev as i64,
+            keys,
+            bytes,
+        })
+    }
+
+    /// Check a snapshot file and install it as the store of `data_dir`, which must not
+    /// hold a store yet.
+    pub fn restore(snapshot: &Path, data_dir: &Path) -> Result<SnapshotInfo> {
+        let target = data_dir.join(STORE_FILE);
+        if target.exists() {
+            return Err(StoreError::Io {
+                path: target,
+                operation:
+                    "restore (the data dir already has a store; restore into a new data dir)",
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        if !check_file(snapshot)? {
+            return Err(StoreError::Foreign {
+                path: snapshot.to_path_buf(),
+                reason: "the snapshot file does not exist or is empty",
+            });
+        }
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            operation: "create data dir",
+            source: e,
+        })?;
+        let tmp = data_dir.join("state.redb.restoring");
+        std::fs::copy(snapshot, &tmp).map_err(|e| StoreError::Io {
+            path: snapshot.to_path_buf(),
+            operation: "copy the snapshot",
+            source: e,
+        })?;
+        let info = (|| {
+            let loc = snapshot.display().to_string();
+            let db = Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open(&tmp)
+                .ctx(&loc, "open")?;
+            let r = db.begin_read().ctx(&loc, "begin read")?;
+            check_format(&r, &loc)?;
+            let (rev, compact_rev) = read_revs(&r, &loc)?;
+            let keys = r
+                .open_table(LATEST)
+                .ctx(&loc, "open table")?
+                .len()
+                .ctx(&loc, "read")?;
+            Ok(SnapshotInfo {
+                revision: rev as i64,
+                compact_revision: compact_rev as i64,
+                keys,
+                bytes: std::fs::metadata(snapshot).map(|m| m.len()).unwrap_or(0),
+            })
+        })();
+        if info.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return info;
+        }
+        std::fs::rename(&tmp, &target).map_err(|e| StoreError::Io {
+            path: target.clone(),
+            operation: "install the restored store",
+            source: e,
+        })?;
+        info
+    }
+
+    /// Rewrite the file to give space freed by compaction back to the file system. Needs
+    /// the store closed everywhere else; returns the file size before and after.
+    pub fn defrag(data_dir: &Path) -> Result<(u64, u64)> {
+        let path = data_dir.join(STORE_FILE);
+        if !data_dir.is_dir() {
+            return Err(StoreError::DataDirMissing {
+                path: data_dir.to_path_buf(),
+            });
+        }
+        if !check_file(&path)? {
+            return Err(StoreError::Foreign {
+                path,
+                reason: "the data dir has no store file",
+            });
+        }
+        let loc = path.display().to_string();
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        let mut db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open(&path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+                e => StoreError::Storage {
+                    location: loc.clone(),
+                    operation: "open",
+                    source: Box::new(e.into()),
+                },
+            })?;
+        {
+            let r = db.begin_read().ctx(&loc, "begin read")?;
+            check_format(&r, &loc)?;
+        }
+        while db.compact().ctx(&loc, "defrag")? {}
+        drop(db);
+        Ok((before, size()))
+    }
+
+    /// Size of the store file in bytes (0 in memory).
+    pub fn file_size(data_dir: &Path) -> u64 {
+        std::fs::metadata(data_dir.join(STORE_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// The oldest revision still readable.
+    pub fn compact_revision(&self) -> Result<Revision> {
+        let r = self.read()?;
+        Ok(read_revs(&r, self.loc())?.1 as i64)
+    }
+}
+
+/// Whether `path` exists with content; refuses files that are not redb databases.
+fn check_file(path: &Path) -> Result<bool> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                operation: "open",
+                source: e,
+            })
+        }
+    };
+    let mut head = [0u8; 9];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    operation: "read",
+                    source: e,
+                })
+            }
+        }
+    }
+    if n == 0 {
+        return Ok(false);
+    }
+    if n < head.len() || head[..4] != *b"redb" {
+        return Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+            reason: "it is not a redb database",
+        });
+    }
+    Ok(true)
+}
+
+fn init_or_check(db: &Database, loc: &str, fresh: bool) -> Result<()> {
+    let w = db.begin_write().ctx(loc, "begin write")?;
+    {
+        let mut meta = w.open_table(META).ctx(loc, "open table")?;
+        let format = meta_get(&meta, FORMAT_KEY, loc)?;
+        match format {
+            None if fresh => {
+                meta.insert(FORMAT_KEY, FORMAT).ctx(loc, "write")?;
+                meta.insert(REV_KEY, 1).ctx(loc, "write")?;
+                meta.insert(COMPACT_KEY, 0).ctx(loc, "write")?;
+            }
+            _ => {}
+        }
+        w.open_table(HIST).ctx(loc, "open table")?;
+        w.open_table(REVLOG).ctx(loc, "open table")?;
+        w.open_table(LATEST).ctx(loc, "open table")?;
+        w.open_table(LEASES).ctx(loc, "open table")?;
+        w.open_table(LEASE_KEYS).ctx(loc, "open table")?;
+    }
+    if fresh {
+        w.commit().ctx(loc, "commit")?;
+    } else {
+        w.abort().ctx(loc, "abort")?;
+    }
+    Ok(())
+}
+
+fn check_format(r: &ReadTransaction, loc: &str) -> Result<()> {
+    let foreign = || StoreError::Foreign {
+        path: PathBuf::from(loc),
+        reason: "it is a redb database without skiff's tables",
+    };
+    let meta = match r.open_table(META) {
+        Ok(m) => m,
+        Err(redb::TableError::TableDoesNotExist(_))
+        | Err(redb::TableError::TableTypeMismatch { .. }) => return Err(foreign()),
+        Err(e) => return Err(e).ctx(loc, "open table"),
+    };
+    match meta_get(&meta, FORMAT_KEY, loc)? {
+        Some(FORMAT) => Ok(()),
+        Some(_) => Err(StoreError::Foreign {
+            path: PathBuf::from(loc),
+            reason: "it was written by an incompatible skiff version",
+        }),
+        None => Err(foreign()),
+    }
+}
+
+fn read_revs(r: &ReadTransaction, loc: &str) -> Result<(u64, u64)> {
+    let meta = r.open_table(META).ctx(loc, "open table")?;
+    let rev = meta_get(&meta, REV_KEY, loc)?.unwrap_or(1);
+    let compact = meta_get(&meta, COMPACT_KEY, loc)?.unwrap_or(0);
+    Ok((rev, compact))
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    r: &ReadTransaction,
+    w: &redb::WriteTransaction,
+    def: redb::TableDefinition<K, V>,
+    loc: &str,
+    dloc: &str,
+) -> Result<u64> {
+    let src = r.open_table(def).ctx(loc, "open table")?;
+    let mut dst = w.open_table(def).ctx(dloc, "open table")?;
+    let mut n = 0;
+    for e in redb::ReadableTable::iter(&src).ctx(loc, "read")? {
+        let (k, v) = e.ctx(loc, "read")?;
+        dst.insert(k.value(), v.value()).ctx(dloc, "write")?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+impl EmbeddedStore {
+    fn check_rev(&self, requested: Revision, rev: u64, compact: u64) -> Result<()> {
+        if requested > rev as i64 {
+            return Err(StoreError::FutureRevision {
+                requested,
+                current: rev as i64,
+            });
+        }
+        if requested < compact as i64 {
+            return Err(StoreError::Compacted {
+                requested,
+                compact_revision: compact as i64,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str, revision: Option<Revision>) -> Result<GetResult> {
+        let loc = self.loc();
+        let r = self.read()?;
+        let (rev, compact) = read_revs(&r, loc)?;
+        let hist = r.open_table(HIST).ctx(loc, "open table")?;
+        let kv = match revision {
+            None => {
+                let latest = r.open_table(LATEST).ctx(loc, "open table")?;
+                kv_latest(&latest, &hist, key, loc)?
+            }
+            Some(at) => {
+                self.check_rev(at, rev, compact)?;
+                kv_at(&hist, key, at as u64, loc)?
+            }
+        };
+        Ok(GetResult {
+            kv,
+            revision: revision.unwrap_or(rev as i64),
+        })
+    }
+
+    async fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
+        let loc = self.loc();
+        let r = self.read()?;
+        let (rev, compact) = read_revs(&r, loc)?;
+        let hist = r.open_table(HIST).ctx(loc, "open table")?;
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let after = opts.continue_after.as_deref();
+        let (kvs, more) = match opts.revision {
+            Some(at) if at != rev as i64 => {
+                self.check_rev(at, rev, compact)?;
+                list_at(&hist, prefix, after, limit, at as u64, loc)?
+            }
+            _ => {
+                let latest = r.open_table(LATEST).ctx(loc, "open table")?;
+                list_latest(&latest, &hist, prefix, after, limit, loc)?
+            }
+        };
+        Ok(ListResult {
+            kvs,
+            revision: opts.revision.unwrap_or(rev as i64),
+            more,
+        })
+    }
+
+    async fn count(&self, prefix: &str) -> Result<i64> {
+        let loc = self.loc();
+        let r = self.read()?;
+        let latest = r.open_table(LATEST).ctx(loc, "open table")?;
+        let mut n = 0;
+        for e in redb::ReadableTable::range(&latest, prefix..).ctx(loc, "count")? {
+            let (k, _) = e.ctx(loc, "count")?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult> {
+        self.request("txn", |tx| Request::Txn(txn, tx)).await
+    }
+
+    async fn watch(&self, range: KeyRange, opts: WatchOptions) -> Result<Watcher> {
+        let (rev, compact) = {
+            let r = self.read()?;
+            read_revs(&r, self.loc())?
+        };
+        let start = match opts.start_revision {
+            Some(s) if s > 0 => s as u64,
+            _ => rev + 1,
+        };
+        if start < compact {
+            return Err(StoreError::Compacted {
+                requested: start as i64,
+                compact_revision: compact as i64,
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH);
+        let store = self.clone();
+        let mut notify = self.inner.revision.clone();
+        let poll = self.inner.requests.is_none();
+        let task = tokio::spawn(async move {
+            let mut pos = (start, 0u32);
+            loop {
+                notify.borrow_and_update();
+                let batch = (|| {
+                    let loc = store.loc();
+                    let r = store.read()?;
+                    let (_, compact) = read_revs(&r, loc)?;
+                    if pos.0 < compact {
+                        return Err(StoreError::Compacted {
+                            requested: pos.0 as i64,
+                            compact_revision: compact as i64,
+                        });
+                    }
+                    let revlog = r.open_table(REVLOG).ctx(loc, "open table")?;
+                    let hist = r.open_table(HIST).ctx(loc, "open table")?;
+                    read_events(&revlog, &hist, &range, pos, opts.prev_kv, WATCH_BATCH, loc)
+                })();
+                match batch {
+                    Ok((events, next)) => {
+                        let caught_up = events.len() < WATCH_BATCH;
+                        pos = next;
+                        for e in events {
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if caught_up {
+                            if poll {
+                                tokio::time::sleep(READ_ONLY_POLL).await;
+                            } else if notify.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watcher::new(rx, task))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.request("compact", |tx| Request::Compact(revision, tx))
+            .await
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        let r = self.read()?;
+        Ok(read_revs(&r, self.loc())?.0 as i64)
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        self.request("grant lease", |tx| Request::Grant(ttl, tx))
+            .await
+    }
+
+    async fn revoke_lease(&self, id: LeaseId) -> Result<()> {
+        self.request("revoke lease", |tx| Request::Revoke(id, tx))
+            .await
+    }
+
+    async fn keep_alive(&self, id: LeaseId) -> Result<()> {
+        self.request("keep lease alive", |tx| Request::KeepAlive(id, tx))
+            .await
+    }
+}

@@ -1,0 +1,296 @@
+//! On-disk layout of the embedded store and the reads shared by readers and the writer.
+//!
+//! - `history`: (key, revision) -> record: every version of every key still in the
+//!   retention window, deletes included (tombstones).
+//! - `revlog`: (revision, n) -> key: the order of events, read by watchers and compaction.
+//! - `latest`: key -> revision of its live version, for reads at the latest revision.
+//! - `meta`: format, current and compact revision, lease id counter.
+//! - `leases`: id -> (ttl ms, deadline ms since the epoch); `lease_keys`: (lease, key).
+
+use redb::{ReadableTable, TableDefinition};
+
+use crate::{Event, EventKind, KeyRange, KeyValue, Result, StoreError};
+
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const HIST: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+pub(super) const REVLOG: TableDefinition<(u64, u32), &str> = TableDefinition::new("revlog");
+pub(super) const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
+pub(super) const LEASES: TableDefinition<i64, (u64, u64)> = TableDefinition::new("leases");
+pub(super) const LEASE_KEYS: TableDefinition<(i64, &str), ()> = TableDefinition::new("lease_keys");
+
+/// Marks a redb file as a skiff store of this layout.
+pub(super) const FORMAT_KEY: &str = "skiff-store-format";
+pub(super) const FORMAT: u64 = 1;
+pub(super) const REV_KEY: &str = "revision";
+pub(super) const COMPACT_KEY: &str = "compact-revision";
+pub(super) const LEASE_ID_KEY: &str = "next-lease";
+
+const PUT: u8 = 1;
+const DEL: u8 = 2;
+const HEADER: usize = 1 + 8 + 8 + 8;
+
+/// One version of a key as stored in `history`.
+pub(super) struct Rec {
+    pub put: bool,
+    pub create: u64,
+    pub version: u64,
+    pub lease: i64,
+    pub value: Vec<u8>,
+}
+
+impl Rec {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER + self.value.len());
+        b.push(if self.put { PUT } else { DEL });
+        b.extend_from_slice(&self.create.to_le_bytes());
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.extend_from_slice(&self.lease.to_le_bytes());
+        b.extend_from_slice(&self.value);
+        b
+    }
+
+    pub fn decode(b: &[u8], loc: &str) -> Result<Rec> {
+        let corrupt = || StoreError::Corrupt {
+            location: loc.to_string(),
+            detail: "a history record is malformed",
+        };
+        if b.len() < HEADER || !(b[0] == PUT || b[0] == DEL) {
+            return Err(corrupt());
+        }
+        let word = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            a
+        };
+        Ok(Rec {
+            put: b[0] == PUT,
+            create: u64::from_le_bytes(word(1)),
+            version: u64::from_le_bytes(word(9)),
+            lease: i64::from_le_bytes(word(17)),
+            value: b[HEADER..].to_vec(),
+        })
+    }
+
+    pub fn into_kv(self, key: &str, rev: u64) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: self.value,
+            create_revision: self.create as i64,
+            mod_revision: rev as i64,
+            version: self.version as i64,
+            lease: self.lease,
+        }
+    }
+}
+
+/// Attach the store's location and the operation to a redb error.
+pub(super) trait Ctx<T> {
+    fn ctx(self, loc: &str, operation: &'static str) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> Ctx<T> for std::result::Result<T, E> {
+    fn ctx(self, loc: &str, operation: &'static str) -> Result<T> {
+        self.map_err(|e| StoreError::Storage {
+            location: loc.to_string(),
+            operation,
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+pub(super) fn meta_get(
+    meta: &impl ReadableTable<&'static str, u64>,
+    key: &str,
+    loc: &str,
+) -> Result<Option<u64>> {
+    Ok(meta.get(key).ctx(loc, "read meta")?.map(|v| v.value()))
+}
+
+/// The newest version of `key` at or before `rev`, if that is a put.
+pub(super) fn kv_at(
+    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    key: &str,
+    rev: u64,
+    loc: &str,
+) -> Result<Option<KeyValue>> {
+    let mut it = hist.range((key, 0u64)..=(key, rev)).ctx(loc, "read")?;
+    match it.next_back() {
+        Some(e) => {
+            let (k, v) = e.ctx(loc, "read")?;
+            let r = k.value().1;
+            let rec = Rec::decode(v.value(), loc)?;
+            Ok(rec.put.then(|| rec.into_kv(key, r)))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn kv_latest(
+    latest: &impl ReadableTable<&'static str, u64>,
+    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    key: &str,
+    loc: &str,
+) -> Result<Option<KeyValue>> {
+    let Some(rev) = latest.get(key).ctx(loc, "read")?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    match hist.get((key, rev)).ctx(loc, "read")? {
+        Some(v) => Ok(Some(Rec::decode(v.value(), loc)?.into_kv(key, rev))),
+        None => Err(StoreError::Corrupt {
+            location: loc.to_string(),
+            detail: "the latest version of a key is missing from its history",
+        }),
+    }
+}
+
+/// Up to `limit` (plus one to tell whether there are more) keys under `prefix` after
+/// `after`, at the latest revision.
+pub(super) fn list_latest(
+    latest: &impl ReadableTable<&'static str, u64>,
+    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    loc: &str,
+) -> Result<(Vec<KeyValue>, bool)> {
+    let start = start_key(prefix, after);
+    let mut out = Vec::new();
+    for e in latest.range(start.as_str()..).ctx(loc, "list")? {
+        let (k, v) = e.ctx(loc, "list")?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        let rev = v.value();
+        match hist.get((key, rev)).ctx(loc, "list")? {
+            Some(r) => out.push(Rec::decode(r.value(), loc)?.into_kv(key, rev)),
+            None => {
+                return Err(StoreError::Corrupt {
+                    location: loc.to_string(),
+                    detail: "the latest version of a key is missing from its history",
+                })
+            }
+        }
+    }
+    Ok((out, false))
+}
+
+/// Like [`list_latest`] but as of revision `rev`, from the history.
+pub(super) fn list_at(
+    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    rev: u64,
+    loc: &str,
+) -> Result<(Vec<KeyValue>, bool)> {
+    let start = start_key(prefix, after);
+    let mut out = Vec::new();
+    // Entries are ordered by (key, revision): remember the newest version <= rev of the
+    // key being scanned and emit it when the key changes.
+    let mut cur: Option<(String, Option<KeyValue>)> = None;
+    let flush = |cur: &mut Option<(String, Option<KeyValue>)>, out: &mut Vec<KeyValue>| {
+        if let Some((_, Some(kv))) = cur.take() {
+            out.push(kv);
+        }
+    };
+    for e in hist.range((start.as_str(), 0u64)..).ctx(loc, "list")? {
+        let (k, v) = e.ctx(loc, "list")?;
+        let (key, r) = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if cur.as_ref().is_some_and(|(c, _)| c != key) {
+            flush(&mut cur, &mut out);
+            if out.len() > limit {
+                break;
+            }
+        }
+        if cur.is_none() {
+            cur = Some((key.to_string(), None));
+        }
+        if r <= rev {
+            let rec = Rec::decode(v.value(), loc)?;
+            if let Some((_, slot)) = cur.as_mut() {
+                *slot = rec.put.then(|| rec.into_kv(key, r));
+            }
+        }
+    }
+    flush(&mut cur, &mut out);
+    let more = out.len() > limit;
+    out.truncate(limit);
+    Ok((out, more))
+}
+
+fn start_key(prefix: &str, after: Option<&str>) -> String {
+    match after {
+        Some(a) if a >= prefix => format!("{a}\0"),
+        _ => prefix.to_string(),
+    }
+}
+
+/// Events in `range` at positions >= `from` ((revision, n)), at most `max` of them,
+/// and the position after the last one scanned.
+pub(super) fn read_events(
+    revlog: &impl ReadableTable<(u64, u32), &'static str>,
+    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    range: &KeyRange,
+    from: (u64, u32),
+    prev_kv: bool,
+    max: usize,
+    loc: &str,
+) -> Result<(Vec<Event>, (u64, u32))> {
+    let mut out = Vec::new();
+    let mut next = from;
+    for e in revlog.range(from..).ctx(loc, "watch")? {
+        let (k, v) = e.ctx(loc, "watch")?;
+        let (rev, n) = k.value();
+        next = (rev, n + 1);
+        let key = v.value();
+        if !range.contains(key) {
+            continue;
+        }
+        let rec = match hist.get((key, rev)).ctx(loc, "watch")? {
+            Some(r) => Rec::decode(r.value(), loc)?,
+            None => {
+                return Err(StoreError::Corrupt {
+                    location: loc.to_string(),
+                    detail: "an event is missing from the history",
+                })
+            }
+        };
+        let prev = if prev_kv && rev > 0 {
+            kv_at(hist, key, rev - 1, loc)?
+        } else {
+            None
+        };
+        let ev = if rec.put {
+            Event {
+                kind: EventKind::Put,
+                kv: rec.into_kv(key, rev),
+                prev_kv: prev,
+            }
+        } else {
+            Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.to_string(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: rev as i64,
+                    version: 0,
+                    lease: 0,
+                },
+                prev_kv: prev,
+            }
+        };
+        out.push(ev);
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok((out, next))
+}

@@ -1,0 +1,4 @@
+//! placeholder
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions;
+pub struct EtcdStore;

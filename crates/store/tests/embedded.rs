@@ -1,0 +1,194 @@
+//! The embedded store (redb on disk, and in memory): the conformance suite plus what only
+//! a file-backed store has (durability across reopen, space reclaim, bad files).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod conformance;
+
+use std::path::Path;
+
+use skiff_store::*;
+
+async fn on_disk() -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path(), &OpenOptions::default()).unwrap();
+    (s, dir)
+}
+
+mod redb_file {
+    use super::*;
+    conformance!(on_disk());
+}
+
+mod memory {
+    use super::*;
+    async fn make() -> (EmbeddedStore, ()) {
+        (EmbeddedStore::in_memory().unwrap(), ())
+    }
+    conformance!(make());
+}
+
+fn open(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, &OpenOptions::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_data_revisions_and_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rev, lease) = {
+        let s = open(dir.path());
+        s.put("/a", b"1".to_vec(), 0).await.unwrap();
+        let l = s
+            .grant_lease(std::time::Duration::from_secs(600))
+            .await
+            .unwrap();
+        s.put("/b", b"2".to_vec(), l.id).await.unwrap();
+        (s.current_revision().await.unwrap(), l.id)
+    };
+    let s = open(dir.path());
+    assert_eq!(s.current_revision().await.unwrap(), rev);
+    assert_eq!(s.get("/b", None).await.unwrap().kv.unwrap().lease, lease);
+    assert_eq!(s.put("/c", vec![], 0).await.unwrap(), rev + 1);
+    s.revoke_lease(lease).await.unwrap();
+    assert!(s.get("/b", None).await.unwrap().kv.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_file_bounded_under_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    async fn churn(s: &EmbeddedStore, dir: &Path) -> u64 {
+        for i in 0..2000 {
+            s.put(&format!("/churn/{}", i % 100), vec![0x5a; 1024], 0)
+                .await
+                .unwrap();
+        }
+        let rev = s.current_revision().await.unwrap();
+        s.compact(rev).await.unwrap();
+        EmbeddedStore::file_size(dir)
+    }
+    let after_first = churn(&s, dir.path()).await;
+    let mut last = after_first;
+    for _ in 1..4 {
+        last = churn(&s, dir.path()).await;
+    }
+    // 8000 writes of 1 KiB = 8 MiB of history; with compaction, freed pages are reused.
+    assert!(
+        last <= after_first + after_first / 2 + (1 << 20),
+        "file grew from {after_first} to {last} bytes despite compaction"
+    );
+    assert_eq!(s.count("/churn/").await.unwrap(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_dirs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let ro = OpenOptions {
+        create: false,
+        read_only: true,
+        ..Default::default()
+    };
+    let e = EmbeddedStore::open(&missing, &ro).unwrap_err();
+    assert!(matches!(e, StoreError::DataDirMissing { .. }), "{e:?}");
+
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join(STORE_FILE), b"SQLite format 3\0 not ours").unwrap();
+    let e = EmbeddedStore::open(&foreign, &OpenOptions::default()).unwrap_err();
+    assert!(matches!(e, StoreError::Foreign { .. }), "{e:?}");
+    assert!(e.to_string().contains("not a redb database"), "{e}");
+
+    // A redb file of someone else's.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    {
+        let db = redb::Database::create(other.join(STORE_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("x");
+            w.open_table(def).unwrap().insert("k", "v").unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let e = EmbeddedStore::open(&other, &OpenOptions::default()).unwrap_err();
+    assert!(matches!(e, StoreError::Foreign { .. }), "{e:?}");
+
+    // A second writer is refused while the first holds the file; readers are welcome.
+    let live = dir.path().join("live");
+    let s = open(&live);
+    s.put("/k", b"v".to_vec(), 0).await.unwrap();
+    let e = EmbeddedStore::open(&live, &OpenOptions::default()).unwrap_err();
+    assert_eq!(e.category(), Category::Unavailable, "{e}");
+    let r = EmbeddedStore::open(&live, &ro).unwrap();
+    assert_eq!(r.get("/k", None).await.unwrap().kv.unwrap().value, b"v");
+    let e = r.put("/k", b"w".to_vec(), 0).await.unwrap_err();
+    assert!(matches!(e, StoreError::ReadOnly { .. }), "{e:?}");
+    // The reader follows the writer's commits.
+    let rev = s.put("/k2", b"v2".to_vec(), 0).await.unwrap();
+    assert_eq!(
+        r.get("/k2", None).await.unwrap().kv.unwrap().mod_revision,
+        rev
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_while_writing_then_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = open(&data);
+    for i in 0..50 {
+        s.put(&format!("/s/{i}"), vec![i as u8; 100], 0)
+            .await
+            .unwrap();
+    }
+    let rev = s.current_revision().await.unwrap();
+    // Read-only handle on the live store, as `skiff store snapshot` uses.
+    let ro = EmbeddedStore::open(
+        &data,
+        &OpenOptions {
+            create: false,
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let snap = dir.path().join("snap.db");
+    let info = ro.snapshot(&snap).unwrap();
+    assert_eq!((info.revision, info.keys), (rev, 50));
+    s.put("/s/after", vec![], 0).await.unwrap();
+
+    let restored = dir.path().join("restored");
+    let info = EmbeddedStore::restore(&snap, &restored).unwrap();
+    assert_eq!(info.revision, rev);
+    let e = EmbeddedStore::restore(&snap, &restored).unwrap_err();
+    assert_eq!(e.category(), Category::Unavailable, "{e}");
+    let r = open(&restored);
+    assert_eq!(r.current_revision().await.unwrap(), rev);
+    assert_eq!(r.count("/s/").await.unwrap(), 50);
+    assert_eq!(r.put("/s/new", vec![], 0).await.unwrap(), rev + 1);
+    drop(r);
+    let bad = dir.path().join("bad.db");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let e = EmbeddedStore::restore(&bad, &dir.path().join("r2")).unwrap_err();
+    assert!(matches!(e, StoreError::Foreign { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defrag_shrinks_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        for i in 0..3000 {
+            s.put(&format!("/d/{i}"), vec![1; 1024], 0).await.unwrap();
+        }
+        for i in 0..3000 {
+            s.delete(&format!("/d/{i}"), None).await.unwrap();
+        }
+        let rev = s.current_revision().await.unwrap();
+        s.compact(rev).await.unwrap();
+    }
+    let (before, after) = EmbeddedStore::defrag(dir.path()).unwrap();
+    assert!(after < before, "defrag did not shrink: {before} -> {after}");
+    let s = open(dir.path());
+    assert_eq!(s.count("/d/").await.unwrap(), 0);
+}
