@@ -75,6 +75,8 @@ struct Inner {
     loc: String,
     requests: Option<std::sync::Mutex<mpsc::Sender<Request>>>,
     revision: tokio::sync::watch::Receiver<u64>,
+    /// Read-only handles have no writer to own the sender; keep it so watchers stay open.
+    _notify: Option<tokio::sync::watch::Sender<u64>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -184,7 +186,7 @@ impl EmbeddedStore {
             read_revs(&r, &loc)?
         };
         let (notify, revision) = tokio::sync::watch::channel(rev);
-        let (requests, writer) = match &db {
+        let (requests, writer, notify) = match &db {
             Db::Rw(d) => {
                 let (tx, rx) = mpsc::channel();
                 let w = Writer {
@@ -208,13 +210,9 @@ impl EmbeddedStore {
                         operation: "start the writer thread",
                         source: e,
                     })?;
-                (Some(std::sync::Mutex::new(tx)), Some(h))
+                (Some(std::sync::Mutex::new(tx)), Some(h), None)
             }
-            Db::Ro(_) => {
-                // Keep the sender alive so watchers wait on their poll timer instead.
-                std::mem::forget(notify);
-                (None, None)
-            }
+            Db::Ro(_) => (None, None, Some(notify)),
         };
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -222,6 +220,7 @@ impl EmbeddedStore {
                 loc,
                 requests,
                 revision,
+                _notify: notify,
                 writer,
             }),
         })
@@ -619,13 +618,17 @@ impl Store for EmbeddedStore {
             });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH);
-        let store = self.clone();
+        // The watcher must not keep the store (and its file) open: it holds a weak
+        // reference and ends when the store is dropped.
+        let weak = Arc::downgrade(&self.inner);
         let mut notify = self.inner.revision.clone();
         let poll = self.inner.requests.is_none();
         let task = tokio::spawn(async move {
             let mut pos = (start, 0u32);
             loop {
                 notify.borrow_and_update();
+                let Some(inner) = weak.upgrade() else { return };
+                let store = EmbeddedStore { inner };
                 let batch = (|| {
                     let loc = store.loc();
                     let r = store.read()?;
@@ -640,6 +643,7 @@ impl Store for EmbeddedStore {
                     let hist = r.open_table(HIST).ctx(loc, "open table")?;
                     read_events(&revlog, &hist, &range, pos, opts.prev_kv, WATCH_BATCH, loc)
                 })();
+                drop(store);
                 match batch {
                     Ok((events, next)) => {
                         let caught_up = events.len() < WATCH_BATCH;
