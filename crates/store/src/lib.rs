@@ -16,6 +16,7 @@
 mod embedded;
 mod error;
 mod etcd;
+pub mod testing;
 mod types;
 
 use std::time::Duration;

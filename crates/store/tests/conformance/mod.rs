@@ -413,7 +413,7 @@ pub async fn leases(s: &dyn Store) {
     let e = s.put("/l/x", v("1"), 987654321).await.unwrap_err();
     assert_eq!(e.category(), Category::NotFound, "{e}");
     let e = s.keep_alive(987654321).await.unwrap_err();
-    assert_eq!(e.category(), Category::NotFound, "{e}");
+    assert_eq!(e.category(), Category::NotFound, "{e:?}");
 
     // Revoking deletes the lease's keys.
     let l = s.grant_lease(Duration::from_secs(60)).await.unwrap();

@@ -1,0 +1,163 @@
+//! Real etcd servers for tests and benchmarks: `etcd` (Debian `etcd-server`) started as
+//! child processes on free loopback ports with temp data dirs. Dropping the cluster kills
+//! every member by pid and removes the data dirs.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Errors starting etcd; only tests and benchmarks use this.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdServerError {
+    #[error("{operation}: {source}")]
+    Io {
+        operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd member {name} did not listen on {addr} within {secs} s (is Debian's etcd-server installed?)")]
+    NotReady {
+        name: String,
+        addr: SocketAddr,
+        secs: u64,
+    },
+}
+
+struct Member {
+    name: String,
+    client_url: String,
+    client_addr: SocketAddr,
+    child: Option<Child>,
+}
+
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: PathBuf,
+}
+
+fn free_port() -> Result<u16, EtcdServerError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| EtcdServerError::Io {
+        operation: "find a free loopback port",
+        source: e,
+    })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| EtcdServerError::Io {
+            operation: "find a free loopback port",
+            source: e,
+        })
+}
+
+impl EtcdCluster {
+    /// Start `n` members (1 or 3 usually) with etcd's default durability (fsync'd WAL).
+    pub fn start(n: usize) -> Result<Self, EtcdServerError> {
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-etcd-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| EtcdServerError::Io {
+            operation: "create etcd data dir",
+            source: e,
+        })?;
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
+            dir,
+        };
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let (cp, pp) = (free_port()?, free_port()?);
+            peers.push((format!("m{i}"), cp, pp));
+        }
+        let initial: Vec<String> = peers
+            .iter()
+            .map(|(name, _, pp)| format!("{name}=http://127.0.0.1:{pp}"))
+            .collect();
+        let initial = initial.join(",");
+        let token = cluster
+            .dir
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (name, cp, pp) in peers {
+            let client_url = format!("http://127.0.0.1:{cp}");
+            let peer_url = format!("http://127.0.0.1:{pp}");
+            let child = Command::new("etcd")
+                .arg("--name")
+                .arg(&name)
+                .arg("--data-dir")
+                .arg(cluster.dir.join(&name))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-token", &token])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--log-level", "error"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| EtcdServerError::Io {
+                    operation: "start etcd (install Debian's etcd-server)",
+                    source: e,
+                })?;
+            cluster.members.push(Member {
+                name,
+                client_url,
+                client_addr: SocketAddr::from(([127, 0, 0, 1], cp)),
+                child: Some(child),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for m in &cluster.members {
+            while TcpStream::connect_timeout(&m.client_addr, Duration::from_millis(200)).is_err() {
+                if Instant::now() > deadline {
+                    return Err(EtcdServerError::NotReady {
+                        name: m.name.clone(),
+                        addr: m.client_addr,
+                        secs: 30,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Client URLs of the members still running.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client_url.clone())
+            .collect()
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members.get_mut(i).and_then(|m| m.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Where the members keep their data (for size comparisons).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
