@@ -21,6 +21,8 @@ pub enum BenchCmd {
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
     },
+    /// The embedded store vs a single-member etcd: concurrent writers, latency, watch delivery.
+    Store(crate::store_cmd::BenchStore),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -30,6 +32,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
             peer,
             busybox,
         } => runtime(runs, &peer, &busybox),
+        BenchCmd::Store(b) => crate::store_cmd::bench(b),
     }
 }
 

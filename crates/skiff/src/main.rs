@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod store_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary")]
@@ -18,6 +19,8 @@ enum Cmd {
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
+    Store(store_cmd::StoreArgs),
 }
 
 fn main() {
@@ -37,6 +40,16 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("skiff bench: {e:#}");
+                    1
+                }
+            }
+        }
+        Cmd::Store(s) => {
+            init_tracing(false);
+            match store_cmd::main(s) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff store: {e:#}");
                     1
                 }
             }

@@ -1,0 +1,458 @@
+//! `skiff store …`: admin of the embedded store (like etcdctl), and `skiff bench store`,
+//! the embedded store against a single-member etcd with the same durability.
+//!
+//! Both build their own tokio runtime: the rest of the binary is synchronous.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use skiff_store::{
+    EmbeddedStore, EtcdOptions, EtcdStore, EventKind, KeyRange, KeyValue, ListOptions, OpenOptions,
+    Store, StoreError, WatchOptions,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// The server's store data dir (holds state.redb).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/skiff/store",
+        env = "SKIFF_STORE_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: StoreCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum StoreCmd {
+    /// Print a key's value (read-only; works while the server runs).
+    Get {
+        key: String,
+        /// Read at this revision.
+        #[arg(long)]
+        rev: Option<i64>,
+        /// Print the key's metadata as JSON instead of the raw value.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys under a prefix (read-only; works while the server runs).
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        rev: Option<i64>,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Stream changes under a prefix (read-only; works while the server runs).
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Start with the events from this revision on.
+        #[arg(long)]
+        rev: Option<i64>,
+    },
+    /// Revision, compact revision, key count and file size.
+    Status,
+    /// Discard history before a revision (needs the server stopped).
+    Compact {
+        /// Compact up to this revision…
+        revision: Option<i64>,
+        /// …or keep only the last N revisions.
+        #[arg(long, conflicts_with = "revision")]
+        keep: Option<i64>,
+    },
+    /// Write a consistent copy of the store to FILE (works while the server runs).
+    Snapshot { file: PathBuf },
+    /// Create the store of --data-dir from a snapshot (the data dir must have no store).
+    Restore { file: PathBuf },
+    /// Give space freed by compaction back to the file system (needs the server stopped).
+    Defrag,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// Open for reading: read-only if the store is in use, else normally (which also
+/// recovers a store left by a crash).
+fn open_read(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    let ro = OpenOptions {
+        create: false,
+        read_only: true,
+        ..OpenOptions::default()
+    };
+    match EmbeddedStore::open(dir, &ro) {
+        Ok(s) => Ok(s),
+        Err(e @ (StoreError::DataDirMissing { .. } | StoreError::Foreign { .. })) => Err(e),
+        Err(first) => EmbeddedStore::open(dir, &open_write()).map_err(|_| first),
+    }
+}
+
+fn open_write() -> OpenOptions {
+    OpenOptions {
+        create: false,
+        ..OpenOptions::default()
+    }
+}
+
+fn kv_json(kv: &KeyValue) -> serde_json::Value {
+    serde_json::json!({
+        "key": kv.key,
+        "value": String::from_utf8_lossy(&kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+        "lease": kv.lease,
+    })
+}
+
+pub fn main(args: StoreArgs) -> Result<()> {
+    let dir = args.data_dir.as_path();
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match args.cmd {
+            StoreCmd::Get { key, rev, json } => {
+                let s = open_read(dir)?;
+                let Some(kv) = s.get(&key, rev).await?.kv else {
+                    bail!("key {key:?} not found in {}", dir.display());
+                };
+                if json {
+                    println!("{}", kv_json(&kv));
+                } else {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&kv.value)?;
+                    out.flush()?;
+                }
+            }
+            StoreCmd::List {
+                prefix,
+                limit,
+                rev,
+                keys_only,
+            } => {
+                let s = open_read(dir)?;
+                let l = s
+                    .list(
+                        &prefix,
+                        &ListOptions {
+                            revision: rev,
+                            limit,
+                            continue_after: None,
+                        },
+                    )
+                    .await?;
+                for kv in &l.kvs {
+                    if keys_only {
+                        println!("{}", kv.key);
+                    } else {
+                        println!("{}", kv_json(kv));
+                    }
+                }
+                if l.more {
+                    eprintln!("(more keys; read at revision {})", l.revision);
+                }
+            }
+            StoreCmd::Watch { prefix, rev } => {
+                let s = open_read(dir)?;
+                let mut w = s
+                    .watch(
+                        KeyRange::Prefix(prefix),
+                        WatchOptions {
+                            start_revision: rev,
+                            prev_kv: false,
+                        },
+                    )
+                    .await?;
+                while let Some(e) = w.next().await {
+                    let e = e?;
+                    match e.kind {
+                        EventKind::Put => println!(
+                            "PUT {} {} {}",
+                            e.kv.mod_revision,
+                            e.kv.key,
+                            String::from_utf8_lossy(&e.kv.value)
+                        ),
+                        EventKind::Delete => println!("DELETE {} {}", e.kv.mod_revision, e.kv.key),
+                    }
+                }
+            }
+            StoreCmd::Status => {
+                let s = open_read(dir)?;
+                let rev = s.current_revision().await?;
+                let compact = s.compact_revision()?;
+                let keys = s.count("").await?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "revision": rev,
+                        "compact_revision": compact,
+                        "keys": keys,
+                        "file_bytes": EmbeddedStore::file_size(dir),
+                    })
+                );
+            }
+            StoreCmd::Compact { revision, keep } => {
+                let s = EmbeddedStore::open(dir, &open_write())?;
+                let current = s.current_revision().await?;
+                let target = match (revision, keep) {
+                    (Some(r), _) => r,
+                    (None, Some(k)) if k >= 0 => (current - k).max(1),
+                    _ => bail!("give the revision to compact to, or --keep N (N >= 0)"),
+                };
+                s.compact(target).await?;
+                println!("compacted to revision {target} (current {current})");
+            }
+            StoreCmd::Snapshot { file } => {
+                let s = open_read(dir)?;
+                let info = s.snapshot(&file)?;
+                println!(
+                    "snapshot {} at revision {}: {} keys, {} bytes",
+                    file.display(),
+                    info.revision,
+                    info.keys,
+                    info.bytes
+                );
+            }
+            StoreCmd::Restore { file } => {
+                let info = EmbeddedStore::restore(&file, dir)?;
+                println!(
+                    "restored {} into {} at revision {}: {} keys",
+                    file.display(),
+                    dir.display(),
+                    info.revision,
+                    info.keys
+                );
+            }
+            StoreCmd::Defrag => {
+                let (before, after) = EmbeddedStore::defrag(dir)?;
+                println!("defragmented {}: {before} -> {after} bytes", dir.display());
+            }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchStore {
+    /// Concurrent writer counts to measure, one run each per backend.
+    #[arg(long, value_delimiter = ',', default_values_t = [16usize, 64])]
+    writers: Vec<usize>,
+    /// Each run lasts this many seconds…
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// …or until this many writes in total, whichever comes first.
+    #[arg(long, default_value_t = 100_000)]
+    max_writes: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// Where the embedded store's temp data dir goes (the same disk as etcd's).
+    #[arg(long)]
+    tmp: Option<PathBuf>,
+}
+
+struct RunResult {
+    writes: usize,
+    secs: f64,
+    p50: Duration,
+    p99: Duration,
+    watch_p50: Duration,
+    watch_p99: Duration,
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+async fn run(store: Arc<dyn Store>, writers: usize, b: &BenchStore) -> Result<RunResult> {
+    let prefix = "/bench/";
+    let start_rev = store.current_revision().await?;
+    let mut watcher = store
+        .watch(
+            KeyRange::Prefix(prefix.into()),
+            WatchOptions {
+                start_revision: Some(start_rev + 1),
+                prev_kv: false,
+            },
+        )
+        .await?;
+    // Stamp each event as it arrives; matched with the writers' acknowledgements below.
+    let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
+    let watch_task = tokio::spawn(async move {
+        while let Some(Ok(e)) = watcher.next().await {
+            if etx.send((e.kv.mod_revision, Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    let value = vec![b'x'; b.value_size];
+    let deadline = Instant::now() + Duration::from_secs(b.seconds);
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(b.max_writes));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, value, budget) = (store.clone(), value.clone(), budget.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok()
+            {
+                let t = Instant::now();
+                let rev = store
+                    .create(&format!("/bench/{w}/{i}"), value.clone(), 0)
+                    .await?;
+                let done = Instant::now();
+                lat.push(done - t);
+                acks.push((rev, done));
+                i += 1;
+            }
+            Ok::<_, StoreError>((lat, acks))
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut acks = std::collections::HashMap::new();
+    for t in tasks {
+        let (l, a) = t.await.context("writer task")??;
+        lat.extend(l);
+        acks.extend(a);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let last = acks.keys().copied().max().unwrap_or(start_rev);
+    let mut seen = Vec::new();
+    let wait_until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.last().is_none_or(|(r, _)| *r < last) {
+        match tokio::time::timeout_at(wait_until, erx.recv()).await {
+            Ok(Some(x)) => seen.push(x),
+            _ => break,
+        }
+    }
+    watch_task.abort();
+    if seen.len() < acks.len() {
+        bail!(
+            "the watch delivered {} of {} writes",
+            seen.len(),
+            acks.len()
+        );
+    }
+    let mut watch_lat: Vec<Duration> = seen
+        .iter()
+        .filter_map(|(rev, at)| acks.get(rev).map(|ack| at.saturating_duration_since(*ack)))
+        .collect();
+    Ok(RunResult {
+        writes: lat.len(),
+        secs,
+        p50: pct(&mut lat, 0.5),
+        p99: pct(&mut lat, 0.99),
+        watch_p50: pct(&mut watch_lat, 0.5),
+        watch_p99: pct(&mut watch_lat, 0.99),
+    })
+}
+
+pub fn bench(b: BenchStore) -> Result<()> {
+    let tmp = b.tmp.clone().unwrap_or_else(std::env::temp_dir);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        println!(
+            "store writes: {} B values, create (compare-and-set) of distinct keys, {} s or {} writes per run; \
+             both fsync every commit",
+            b.value_size, b.seconds, b.max_writes
+        );
+        println!(
+            "{:<9} {:>7} {:>9} {:>10} {:>9} {:>9} {:>12} {:>12}",
+            "backend", "writers", "writes", "writes/s", "p50 ms", "p99 ms", "watch p50 ms", "watch p99 ms"
+        );
+        for &writers in &b.writers {
+            let dir = tempfile_dir(&tmp, writers)?;
+            let embedded = {
+                let s = EmbeddedStore::open(&dir, &OpenOptions::default())?;
+                let r = run(Arc::new(s), writers, &b).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                r?
+            };
+            print_row("embedded", writers, &embedded);
+            let cluster = skiff_store::testing::EtcdCluster::start(1)?;
+            let etcd = {
+                let s = connect_etcd(cluster.endpoints()).await?;
+                run(Arc::new(s), writers, &b).await?
+            };
+            drop(cluster);
+            print_row("etcd", writers, &etcd);
+            let (et, ee) = (
+                embedded.writes as f64 / embedded.secs,
+                etcd.writes as f64 / etcd.secs,
+            );
+            println!(
+                "{writers} writers: embedded/etcd throughput {:.2}x (target >= 3), p99 ratio {:.2} (target <= 0.33)",
+                et / ee,
+                embedded.p99.as_secs_f64() / etcd.p99.as_secs_f64()
+            );
+        }
+        Ok(())
+    })
+}
+
+fn tempfile_dir(tmp: &Path, writers: usize) -> Result<PathBuf> {
+    let d = tmp.join(format!(
+        "skiff-bench-store-{}-{writers}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+    Ok(d)
+}
+
+async fn connect_etcd(endpoints: Vec<String>) -> Result<EtcdStore> {
+    let opts = EtcdOptions {
+        endpoints,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match EtcdStore::connect(&opts).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(e).context("etcd never answered"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn print_row(name: &str, writers: usize, r: &RunResult) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{:<9} {:>7} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>12.2} {:>12.2}",
+        name,
+        writers,
+        r.writes,
+        r.writes as f64 / r.secs,
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.watch_p50),
+        ms(r.watch_p99)
+    );
+}
