@@ -1,5 +1,7 @@
 //! `skiff store …`: admin of the embedded store (like etcdctl), and `skiff bench store`,
-//! the embedded store against a single-member etcd with the same durability.
+//! the embedded store against a single-member etcd with the same durability. Admin commands
+//! open the store themselves, so the server must be stopped, except `snapshot`, which asks
+//! a running server through its admin socket.
 //!
 //! Both build their own tokio runtime: the rest of the binary is synchronous.
 
@@ -29,7 +31,7 @@ pub struct StoreArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum StoreCmd {
-    /// Print a key's value (read-only; works while the server runs).
+    /// Print a key's value.
     Get {
         key: String,
         /// Read at this revision.
@@ -39,7 +41,7 @@ enum StoreCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List keys under a prefix (read-only; works while the server runs).
+    /// List keys under a prefix.
     List {
         #[arg(default_value = "")]
         prefix: String,
@@ -51,7 +53,7 @@ enum StoreCmd {
         #[arg(long)]
         keys_only: bool,
     },
-    /// Stream changes under a prefix (read-only; works while the server runs).
+    /// Stream changes under a prefix.
     Watch {
         #[arg(default_value = "")]
         prefix: String,
@@ -61,7 +63,7 @@ enum StoreCmd {
     },
     /// Revision, compact revision, key count and file size.
     Status,
-    /// Discard history before a revision (needs the server stopped).
+    /// Discard history before a revision.
     Compact {
         /// Compact up to this revision…
         revision: Option<i64>,
@@ -85,26 +87,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
-/// Open for reading: read-only if the store is in use, else normally (which also
-/// recovers a store left by a crash).
-fn open_read(dir: &Path) -> Result<EmbeddedStore, StoreError> {
-    let ro = OpenOptions {
-        create: false,
-        read_only: true,
-        ..OpenOptions::default()
-    };
-    match EmbeddedStore::open(dir, &ro) {
-        Ok(s) => Ok(s),
-        Err(e @ (StoreError::DataDirMissing { .. } | StoreError::Foreign { .. })) => Err(e),
-        Err(first) => EmbeddedStore::open(dir, &open_write()).map_err(|_| first),
-    }
-}
-
-fn open_write() -> OpenOptions {
-    OpenOptions {
-        create: false,
-        ..OpenOptions::default()
-    }
+/// Open an existing store (replaying its log); the store must not be in use.
+fn open_existing(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    EmbeddedStore::open(dir, &OpenOptions { create: false })
 }
 
 fn kv_json(kv: &KeyValue) -> serde_json::Value {
@@ -124,7 +109,7 @@ pub fn main(args: StoreArgs) -> Result<()> {
     rt.block_on(async move {
         match args.cmd {
             StoreCmd::Get { key, rev, json } => {
-                let s = open_read(dir)?;
+                let s = open_existing(dir)?;
                 let Some(kv) = s.get(&key, rev).await?.kv else {
                     bail!("key {key:?} not found in {}", dir.display());
                 };
@@ -143,7 +128,7 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 rev,
                 keys_only,
             } => {
-                let s = open_read(dir)?;
+                let s = open_existing(dir)?;
                 let l = s
                     .list(
                         &prefix,
@@ -166,7 +151,7 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 }
             }
             StoreCmd::Watch { prefix, rev } => {
-                let s = open_read(dir)?;
+                let s = open_existing(dir)?;
                 let mut w = s
                     .watch(
                         KeyRange::Prefix(prefix),
@@ -190,7 +175,7 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 }
             }
             StoreCmd::Status => {
-                let s = open_read(dir)?;
+                let s = open_existing(dir)?;
                 let rev = s.current_revision().await?;
                 let compact = s.compact_revision()?;
                 let keys = s.count("").await?;
@@ -205,7 +190,7 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 );
             }
             StoreCmd::Compact { revision, keep } => {
-                let s = EmbeddedStore::open(dir, &open_write())?;
+                let s = open_existing(dir)?;
                 let current = s.current_revision().await?;
                 let target = match (revision, keep) {
                     (Some(r), _) => r,
@@ -216,8 +201,12 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 println!("compacted to revision {target} (current {current})");
             }
             StoreCmd::Snapshot { file } => {
-                let s = open_read(dir)?;
-                let info = s.snapshot(&file)?;
+                let info = match open_existing(dir) {
+                    Ok(s) => s.snapshot(&file)?,
+                    // A server has it open: ask the server.
+                    Err(StoreError::Locked { .. }) => EmbeddedStore::snapshot_live(dir, &file)?,
+                    Err(e) => return Err(e.into()),
+                };
                 println!(
                     "snapshot {} at revision {}: {} keys, {} bytes",
                     file.display(),

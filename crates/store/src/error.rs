@@ -71,7 +71,7 @@ pub enum StoreError {
     DataDirMissing { path: PathBuf },
     #[error("{path} is not a skiff store ({reason}); point --data-dir at a skiff data dir or restore from a snapshot")]
     Foreign { path: PathBuf, reason: &'static str },
-    #[error("{path} is in use by another process (a running skiff server?); stop it or use a read-only command")]
+    #[error("{path} is in use by another process (a running skiff server?); stop it first (`skiff store snapshot` works while it runs)")]
     Locked { path: PathBuf },
     #[error(
         "store {location} is corrupt: {detail}; restore it from a snapshot (`skiff store restore`)"
@@ -80,6 +80,8 @@ pub enum StoreError {
         location: String,
         detail: &'static str,
     },
+    #[error("snapshot to {path} failed: {cause}")]
+    SnapshotFailed { path: PathBuf, cause: String },
     /// The batch this write was part of could not be committed; none of it is visible.
     #[error("store {location}: commit failed, the write was not applied: {cause}")]
     CommitFailed { location: String, cause: String },
@@ -114,6 +116,7 @@ impl StoreError {
             | Corrupt { .. }
             | Closed { .. }
             | CommitFailed { .. }
+            | SnapshotFailed { .. }
             | Etcd { .. } => Category::Unavailable,
         }
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use embedded::{EmbeddedStore, OpenOptions, SnapshotInfo, STORE_FILE};
+pub use embedded::{EmbeddedStore, OpenOptions, SnapshotInfo, STORE_FILE, WAL_FILE};
 pub use error::{Category, StoreError};
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use types::*;

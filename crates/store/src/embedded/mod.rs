@@ -1,13 +1,16 @@
-//! The embedded store: etcd's data model on one redb file, `DATA_DIR/state.redb`.
+//! The embedded store: etcd's data model on one redb file, `DATA_DIR/state.redb`, with a
+//! write-ahead log beside it (`state.wal`, see [`wal`]).
 //!
-//! Lifecycle: [`EmbeddedStore::open`] creates or opens the file, checks that it is a skiff
-//! store, and starts the writer thread ([`writer`]); reads run on the caller's thread
-//! against a redb snapshot; watchers follow the revision log. The file is opened in redb's
-//! single-writer mode, so admin commands can open it read-only (get, list, watch,
-//! snapshot) while a server writes it. Dropping the store (and its watchers) stops the
-//! writer and releases the file.
+//! Lifecycle: [`EmbeddedStore::open`] locks and opens the file, checks that it is a skiff
+//! store, replays the log, and starts the writer thread ([`writer`]); reads run on the
+//! caller's thread against a redb snapshot; watchers follow the revision log. One process
+//! has the store open at a time (redb's file lock); [`EmbeddedStore::snapshot`] copies a
+//! live store. Dropping the store (and its watchers) checkpoints, stops the writer and
+//! releases the file.
 
+mod admin;
 mod tables;
+mod wal;
 mod writer;
 
 use std::io::Read;
@@ -16,13 +19,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{
-    ConcurrencyMode, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, ReadableTableMetadata,
-};
+use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
 use tokio::sync::oneshot;
 
 use tables::*;
+use wal::Wal;
 use writer::{Request, Writer};
 
 use crate::{
@@ -32,56 +33,43 @@ use crate::{
 
 /// The store's file inside the data dir.
 pub const STORE_FILE: &str = "state.redb";
-/// How often a read-only handle looks for a writer's new commits.
-const READ_ONLY_POLL: Duration = Duration::from_millis(100);
+/// Its write-ahead log, beside it.
+pub const WAL_FILE: &str = "state.wal";
 const WATCH_BATCH: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Create the data dir and the store if missing (a server); otherwise refuse (admin).
     pub create: bool,
-    /// Open without a writer: reads and watches only; works while a server writes.
-    pub read_only: bool,
-    /// fsync every commit (default). Off only for tests that do not need durability.
-    pub durable: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions {
-            create: true,
-            read_only: false,
-            durable: true,
-        }
-    }
-}
-
-enum Db {
-    Rw(Arc<Database>),
-    Ro(ReadOnlyDatabase),
-}
-
-impl Db {
-    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
-        match self {
-            Db::Rw(d) => d.begin_read(),
-            Db::Ro(d) => d.begin_read(),
-        }
+        OpenOptions { create: true }
     }
 }
 
 struct Inner {
-    db: Db,
+    db: Arc<Database>,
     loc: String,
     requests: Option<std::sync::Mutex<mpsc::Sender<Request>>>,
     revision: tokio::sync::watch::Receiver<u64>,
-    /// Read-only handles have no writer to own the sender; keep it so watchers stay open.
-    _notify: Option<tokio::sync::watch::Sender<u64>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The admin socket (file-backed stores) and its listener thread.
+    admin: Option<(PathBuf, std::thread::JoinHandle<()>)>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some((sock, listener)) = self.admin.take() {
+            // Wake the listener so it notices the store is gone.
+            let _ = std::os::unix::net::UnixStream::connect(&sock);
+            // The listener may itself hold the last reference (mid-snapshot).
+            if listener.thread().id() != std::thread::current().id() {
+                let _ = listener.join();
+            }
+            let _ = std::fs::remove_file(&sock);
+        }
         self.requests.take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
@@ -113,10 +101,10 @@ pub struct SnapshotInfo {
 }
 
 impl EmbeddedStore {
-    /// Open (or create) the store in `data_dir`.
+    /// Open (or create) the store in `data_dir`, replaying its write-ahead log.
     pub fn open(data_dir: &Path, opts: &OpenOptions) -> Result<Self> {
         if !data_dir.is_dir() {
-            if !opts.create || opts.read_only {
+            if !opts.create {
                 return Err(StoreError::DataDirMissing {
                     path: data_dir.to_path_buf(),
                 });
@@ -129,34 +117,52 @@ impl EmbeddedStore {
         }
         let path = data_dir.join(STORE_FILE);
         let exists = check_file(&path)?;
-        if !exists && (!opts.create || opts.read_only) {
+        if !exists && !opts.create {
             return Err(StoreError::Foreign {
                 path,
                 reason: "the data dir has no store file",
             });
         }
         let loc = path.display().to_string();
-        let mut b = Database::builder();
-        b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
-        let map_open = |e: DatabaseError| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-            e => StoreError::Storage {
-                location: loc.clone(),
-                operation: "open",
-                source: Box::new(e.into()),
-            },
-        };
-        if opts.read_only {
-            let db = b.open_read_only(&path).map_err(map_open)?;
-            return Self::start(Db::Ro(db), loc, opts, false);
+        let db = open_db(&path, exists)?;
+        // The file lock is ours now, so is the log.
+        let wal_path = data_dir.join(WAL_FILE);
+        let (mut wal, records) = Wal::open(&wal_path).map_err(|e| StoreError::Io {
+            path: wal_path.clone(),
+            operation: "open the write-ahead log",
+            source: e,
+        })?;
+        if !exists && !records.is_empty() {
+            // A log without its store belongs to nothing; never apply it to a new one.
+            wal.truncate_to(0).map_err(|e| StoreError::Io {
+                path: wal_path.clone(),
+                operation: "empty a stale write-ahead log",
+                source: e,
+            })?;
         }
-        let db = if exists {
-            b.open(&path)
-        } else {
-            b.create(&path)
+        init_or_check(&db, &loc, !exists)?;
+        check_format(&db.begin_read().ctx(&loc, "begin read")?, &loc)?;
+        if exists {
+            writer::recover(&db, &mut wal, &records, &loc)?;
         }
-        .map_err(map_open)?;
-        Self::start(Db::Rw(Arc::new(db)), loc, opts, !exists)
+        let mut store = Self::start(Arc::new(db), loc, Some(wal))?;
+        let sock = data_dir.join(admin::ADMIN_SOCKET);
+        match admin::serve(&sock, Arc::downgrade(&store.inner)) {
+            Ok(h) => {
+                if let Some(inner) = Arc::get_mut(&mut store.inner) {
+                    inner.admin = Some((sock, h));
+                }
+            }
+            // Only live snapshots need it; the store works without.
+            Err(e) => tracing::warn!(error = %e, path = %sock.display(), "no admin socket"),
+        }
+        Ok(store)
+    }
+
+    /// Snapshot the store of `data_dir` through the admin socket of the process that has
+    /// it open (a running server).
+    pub fn snapshot_live(data_dir: &Path, dest: &Path) -> Result<SnapshotInfo> {
+        admin::snapshot_live(data_dir, dest)
     }
 
     /// A store that lives in memory only: the same engine on redb's in-memory backend.
@@ -165,63 +171,43 @@ impl EmbeddedStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .ctx(&loc, "create")?;
-        Self::start(
-            Db::Rw(Arc::new(db)),
-            loc,
-            &OpenOptions {
-                durable: false,
-                ..OpenOptions::default()
-            },
-            true,
-        )
+        init_or_check(&db, &loc, true)?;
+        Self::start(Arc::new(db), loc, None)
     }
 
-    fn start(db: Db, loc: String, opts: &OpenOptions, fresh: bool) -> Result<Self> {
-        if let Db::Rw(d) = &db {
-            init_or_check(d, &loc, fresh)?;
-        }
+    fn start(db: Arc<Database>, loc: String, wal: Option<Wal>) -> Result<Self> {
         let (rev, compact_rev) = {
             let r = db.begin_read().ctx(&loc, "begin read")?;
             check_format(&r, &loc)?;
             read_revs(&r, &loc)?
         };
         let (notify, revision) = tokio::sync::watch::channel(rev);
-        let (requests, writer, notify) = match &db {
-            Db::Rw(d) => {
-                let (tx, rx) = mpsc::channel();
-                let w = Writer {
-                    db: d.clone(),
-                    loc: loc.clone(),
-                    rx,
-                    notify,
-                    rev,
-                    compact_rev,
-                    durability: if opts.durable {
-                        Durability::Immediate
-                    } else {
-                        Durability::None
-                    },
-                };
-                let h = std::thread::Builder::new()
-                    .name("skiff-store-writer".into())
-                    .spawn(move || w.run())
-                    .map_err(|e| StoreError::Io {
-                        path: PathBuf::from(&loc),
-                        operation: "start the writer thread",
-                        source: e,
-                    })?;
-                (Some(std::sync::Mutex::new(tx)), Some(h), None)
-            }
-            Db::Ro(_) => (None, None, Some(notify)),
+        let (tx, rx) = mpsc::channel();
+        let w = Writer {
+            db: db.clone(),
+            loc: loc.clone(),
+            rx,
+            notify,
+            rev,
+            compact_rev,
+            wal,
         };
+        let h = std::thread::Builder::new()
+            .name("skiff-store-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| StoreError::Io {
+                path: PathBuf::from(&loc),
+                operation: "start the writer thread",
+                source: e,
+            })?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
                 loc,
-                requests,
+                requests: Some(std::sync::Mutex::new(tx)),
                 revision,
-                _notify: notify,
-                writer,
+                writer: Some(h),
+                admin: None,
             }),
         })
     }
@@ -267,6 +253,7 @@ impl EmbeddedStore {
         let dloc = dest.display().to_string();
         let keys = {
             let out = Database::builder().create(&tmp).ctx(&dloc, "create")?;
+            // The snapshot is not in use yet: write it in one durable commit.
             let w = out.begin_write().ctx(&dloc, "begin write")?;
             copy_table(&r, &w, META, self.loc(), &dloc)?;
             copy_table(&r, &w, HIST, self.loc(), &dloc)?;
@@ -322,10 +309,7 @@ impl EmbeddedStore {
         })?;
         let info = (|| {
             let loc = snapshot.display().to_string();
-            let db = Database::builder()
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-                .open(&tmp)
-                .ctx(&loc, "open")?;
+            let db = Database::builder().open(&tmp).ctx(&loc, "open")?;
             let r = db.begin_read().ctx(&loc, "begin read")?;
             check_format(&r, &loc)?;
             let (rev, compact_rev) = read_revs(&r, &loc)?;
@@ -345,6 +329,8 @@ impl EmbeddedStore {
             let _ = std::fs::remove_file(&tmp);
             return info;
         }
+        // A log left without its store must not be replayed onto the restored one.
+        let _ = std::fs::remove_file(data_dir.join(WAL_FILE));
         std::fs::rename(&tmp, &target).map_err(|e| StoreError::Io {
             path: target.clone(),
             operation: "install the restored store",
@@ -368,24 +354,12 @@ impl EmbeddedStore {
                 reason: "the data dir has no store file",
             });
         }
+        // Open and close it as a store first: replays and empties the log.
+        drop(Self::open(data_dir, &OpenOptions { create: false })?);
         let loc = path.display().to_string();
         let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let before = size();
-        let mut db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .open(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-                e => StoreError::Storage {
-                    location: loc.clone(),
-                    operation: "open",
-                    source: Box::new(e.into()),
-                },
-            })?;
-        {
-            let r = db.begin_read().ctx(&loc, "begin read")?;
-            check_format(&r, &loc)?;
-        }
+        let mut db = open_db(&path, true)?;
         while db.compact().ctx(&loc, "defrag")? {}
         drop(db);
         Ok((before, size()))
@@ -403,6 +377,21 @@ impl EmbeddedStore {
         let r = self.read()?;
         Ok(read_revs(&r, self.loc())?.1 as i64)
     }
+}
+
+fn open_db(path: &Path, exists: bool) -> Result<Database> {
+    let loc = path.display().to_string();
+    let b = Database::builder();
+    if exists { b.open(path) } else { b.create(path) }.map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.to_path_buf(),
+        },
+        e => StoreError::Storage {
+            location: loc,
+            operation: "open",
+            source: Box::new(e.into()),
+        },
+    })
 }
 
 /// Whether `path` exists with content; refuses files that are not redb databases.
@@ -622,7 +611,6 @@ impl Store for EmbeddedStore {
         // reference and ends when the store is dropped.
         let weak = Arc::downgrade(&self.inner);
         let mut notify = self.inner.revision.clone();
-        let poll = self.inner.requests.is_none();
         let task = tokio::spawn(async move {
             let mut pos = (start, 0u32);
             loop {
@@ -653,12 +641,8 @@ impl Store for EmbeddedStore {
                                 return;
                             }
                         }
-                        if caught_up {
-                            if poll {
-                                tokio::time::sleep(READ_ONLY_POLL).await;
-                            } else if notify.changed().await.is_err() {
-                                return;
-                            }
+                        if caught_up && notify.changed().await.is_err() {
+                            return;
                         }
                     }
                     Err(e) => {

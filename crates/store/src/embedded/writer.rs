@@ -1,19 +1,21 @@
 //! The single writer thread: group commit, transactions, leases and compaction.
 //!
 //! Callers queue requests; the thread takes every request waiting (up to a bound), applies
-//! them in order in one redb write transaction, each with its own revision, commits it
-//! with fsync, and only then answers them and wakes the watchers. So a write is
-//! acknowledged only once durable, and concurrent writers share one fsync.
+//! them in order in one redb write transaction, each with its own revision, appends the
+//! transaction's mutations to the write-ahead log and syncs it ([`super::wal`]), commits
+//! the redb transaction, and only then answers them and wakes the watchers. So a write is
+//! visible and acknowledged only once durable, and concurrent writers share one fsync.
 
 use std::collections::HashSet;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::tables::*;
+use super::wal::{op, OpLog, OpReader, Wal};
 use crate::{
     Compare, KeyValue, Lease, LeaseId, Op, OpResult, Result, Revision, StoreError, Txn, TxnResult,
 };
@@ -24,6 +26,10 @@ const MAX_BATCH: usize = 1024;
 const COMPACT_STEP: usize = 4096;
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(200);
+/// How often the log is folded into the redb file (a durable redb commit)…
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// …or sooner once it holds this much.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 pub(super) enum Request {
     Txn(Txn, oneshot::Sender<Result<TxnResult>>),
@@ -40,7 +46,8 @@ pub(super) struct Writer {
     pub notify: tokio::sync::watch::Sender<u64>,
     pub rev: u64,
     pub compact_rev: u64,
-    pub durability: Durability,
+    /// None in memory.
+    pub wal: Option<Wal>,
 }
 
 struct Tables<'t> {
@@ -50,6 +57,8 @@ struct Tables<'t> {
     latest: Table<'t, &'static str, u64>,
     leases: Table<'t, i64, (u64, u64)>,
     lease_keys: Table<'t, (i64, &'static str), ()>,
+    /// Every mutation, for the write-ahead log.
+    log: OpLog,
 }
 
 impl<'t> Tables<'t> {
@@ -61,8 +70,171 @@ impl<'t> Tables<'t> {
             latest: w.open_table(LATEST).ctx(loc, "open table")?,
             leases: w.open_table(LEASES).ctx(loc, "open table")?,
             lease_keys: w.open_table(LEASE_KEYS).ctx(loc, "open table")?,
+            log: OpLog::default(),
         })
     }
+
+    // Mutations go through these so that each is also recorded in `log`.
+
+    fn meta_put(&mut self, k: &str, v: u64, loc: &str) -> Result<()> {
+        self.log.tag(op::META_PUT).bytes(k.as_bytes()).u64(v);
+        self.meta.insert(k, v).ctx(loc, "write")?;
+        Ok(())
+    }
+    fn hist_put(&mut self, key: &str, rev: u64, val: &[u8], loc: &str) -> Result<()> {
+        self.log
+            .tag(op::HIST_PUT)
+            .bytes(key.as_bytes())
+            .u64(rev)
+            .bytes(val);
+        self.hist.insert((key, rev), val).ctx(loc, "write")?;
+        Ok(())
+    }
+    /// Remove the versions of `key` below revision `upto`.
+    fn hist_remove_below(&mut self, key: &str, upto: u64, loc: &str) -> Result<()> {
+        self.log
+            .tag(op::HIST_REMOVE_BELOW)
+            .bytes(key.as_bytes())
+            .u64(upto);
+        self.hist
+            .retain_in((key, 0u64)..(key, upto), |_, _| false)
+            .ctx(loc, "compact")?;
+        Ok(())
+    }
+    fn revlog_put(&mut self, rev: u64, n: u32, key: &str, loc: &str) -> Result<()> {
+        self.log
+            .tag(op::REVLOG_PUT)
+            .u64(rev)
+            .u32(n)
+            .bytes(key.as_bytes());
+        self.revlog.insert((rev, n), key).ctx(loc, "write")?;
+        Ok(())
+    }
+    fn revlog_remove(&mut self, rev: u64, n: u32, loc: &str) -> Result<()> {
+        self.log.tag(op::REVLOG_REMOVE).u64(rev).u32(n);
+        self.revlog.remove((rev, n)).ctx(loc, "write")?;
+        Ok(())
+    }
+    fn latest_put(&mut self, key: &str, rev: u64, loc: &str) -> Result<()> {
+        self.log.tag(op::LATEST_PUT).bytes(key.as_bytes()).u64(rev);
+        self.latest.insert(key, rev).ctx(loc, "write")?;
+        Ok(())
+    }
+    fn latest_remove(&mut self, key: &str, loc: &str) -> Result<()> {
+        self.log.tag(op::LATEST_REMOVE).bytes(key.as_bytes());
+        self.latest.remove(key).ctx(loc, "write")?;
+        Ok(())
+    }
+    fn lease_put(&mut self, id: i64, ttl: u64, deadline: u64, loc: &str) -> Result<()> {
+        self.log
+            .tag(op::LEASE_PUT)
+            .u64(id as u64)
+            .u64(ttl)
+            .u64(deadline);
+        self.leases.insert(id, (ttl, deadline)).ctx(loc, "write")?;
+        Ok(())
+    }
+    /// Whether the lease existed.
+    fn lease_remove(&mut self, id: i64, loc: &str) -> Result<bool> {
+        self.log.tag(op::LEASE_REMOVE).u64(id as u64);
+        Ok(self.leases.remove(id).ctx(loc, "write")?.is_some())
+    }
+    fn lease_key_put(&mut self, id: i64, key: &str, loc: &str) -> Result<()> {
+        self.log
+            .tag(op::LEASE_KEY_PUT)
+            .u64(id as u64)
+            .bytes(key.as_bytes());
+        self.lease_keys.insert((id, key), ()).ctx(loc, "write")?;
+        Ok(())
+    }
+    fn lease_key_remove(&mut self, id: i64, key: &str, loc: &str) -> Result<()> {
+        self.log
+            .tag(op::LEASE_KEY_REMOVE)
+            .u64(id as u64)
+            .bytes(key.as_bytes());
+        self.lease_keys.remove((id, key)).ctx(loc, "write")?;
+        Ok(())
+    }
+
+    /// Apply a logged batch again (recovery).
+    fn replay(&mut self, payload: &[u8], loc: &str) -> Result<()> {
+        let bad = || StoreError::Corrupt {
+            location: loc.to_string(),
+            detail: "a write-ahead log record is malformed",
+        };
+        let mut r = OpReader::new(payload);
+        while !r.done() {
+            let t = r.tag().ok_or_else(bad)?;
+            match t {
+                op::META_PUT => {
+                    let (k, v) = (r.str().ok_or_else(bad)?, r.u64().ok_or_else(bad)?);
+                    self.meta_put(k, v, loc)?
+                }
+                op::HIST_PUT => {
+                    let k = r.str().ok_or_else(bad)?;
+                    let rev = r.u64().ok_or_else(bad)?;
+                    let v = r.bytes().ok_or_else(bad)?;
+                    self.hist_put(k, rev, v, loc)?
+                }
+                op::HIST_REMOVE_BELOW => {
+                    let k = r.str().ok_or_else(bad)?;
+                    self.hist_remove_below(k, r.u64().ok_or_else(bad)?, loc)?
+                }
+                op::REVLOG_PUT => {
+                    let rev = r.u64().ok_or_else(bad)?;
+                    let n = r.u32().ok_or_else(bad)?;
+                    self.revlog_put(rev, n, r.str().ok_or_else(bad)?, loc)?
+                }
+                op::REVLOG_REMOVE => {
+                    let rev = r.u64().ok_or_else(bad)?;
+                    self.revlog_remove(rev, r.u32().ok_or_else(bad)?, loc)?
+                }
+                op::LATEST_PUT => {
+                    let k = r.str().ok_or_else(bad)?;
+                    self.latest_put(k, r.u64().ok_or_else(bad)?, loc)?
+                }
+                op::LATEST_REMOVE => self.latest_remove(r.str().ok_or_else(bad)?, loc)?,
+                op::LEASE_PUT => {
+                    let id = r.u64().ok_or_else(bad)? as i64;
+                    let ttl = r.u64().ok_or_else(bad)?;
+                    self.lease_put(id, ttl, r.u64().ok_or_else(bad)?, loc)?
+                }
+                op::LEASE_REMOVE => {
+                    self.lease_remove(r.u64().ok_or_else(bad)? as i64, loc)?;
+                }
+                op::LEASE_KEY_PUT => {
+                    let id = r.u64().ok_or_else(bad)? as i64;
+                    self.lease_key_put(id, r.str().ok_or_else(bad)?, loc)?
+                }
+                op::LEASE_KEY_REMOVE => {
+                    let id = r.u64().ok_or_else(bad)? as i64;
+                    self.lease_key_remove(id, r.str().ok_or_else(bad)?, loc)?
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Apply the write-ahead log's records to the store and make them durable (on open).
+pub(super) fn recover(db: &Database, wal: &mut Wal, records: &[Vec<u8>], loc: &str) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let w = db.begin_write().ctx(loc, "begin write")?;
+    {
+        let mut t = Tables::open(&w, loc)?;
+        for r in records {
+            t.replay(r, loc)?;
+        }
+    }
+    w.commit().ctx(loc, "commit")?;
+    wal.truncate_to(0).map_err(|e| StoreError::Io {
+        path: wal.path().to_path_buf(),
+        operation: "empty the write-ahead log",
+        source: e,
+    })
 }
 
 /// A request's answer, sent only after the commit.
@@ -105,14 +277,17 @@ impl Writer {
         // Compactions waiting for their physical removal to finish.
         let mut compactions: Vec<oneshot::Sender<Result<()>>> = Vec::new();
         let mut compact_done_to = self.compact_rev;
-        let mut next_lease_check = std::time::Instant::now();
+        let mut next_lease_check = Instant::now();
+        let mut next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
         loop {
             let mut batch = Vec::new();
             let busy = compact_done_to < self.compact_rev;
             let wait = if busy {
                 Duration::ZERO
             } else {
-                next_lease_check.saturating_duration_since(std::time::Instant::now())
+                next_lease_check
+                    .min(next_checkpoint)
+                    .saturating_duration_since(Instant::now())
             };
             match self.rx.recv_timeout(wait) {
                 Ok(r) => batch.push(r),
@@ -125,19 +300,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let check_leases = std::time::Instant::now() >= next_lease_check;
+            let check_leases = Instant::now() >= next_lease_check;
             if check_leases {
-                next_lease_check = std::time::Instant::now() + LEASE_TICK;
+                next_lease_check = Instant::now() + LEASE_TICK;
             }
             let (rev0, compact0) = (self.rev, self.compact_rev);
             let mut replies = Vec::with_capacity(batch.len());
             let mut step_done = None;
+            let wal_len0 = self.wal.as_ref().map_or(0, |w| w.len());
             let res = (|| -> Result<()> {
                 let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
-                w.set_durability(self.durability)
+                // Durability comes from the log (or is not wanted, in memory).
+                w.set_durability(Durability::None)
                     .map_err(redb::Error::from)
                     .ctx(&self.loc, "set durability")?;
-                {
+                let log = {
                     let mut t = Tables::open(&w, &self.loc)?;
                     for req in batch {
                         replies.push(self.apply(&mut t, req)?);
@@ -148,12 +325,36 @@ impl Writer {
                     if compact_done_to < self.compact_rev {
                         step_done = Some(self.compact_step(&mut t)?);
                     }
-                    t.meta.insert(REV_KEY, self.rev).ctx(&self.loc, "write")?;
-                    t.meta
-                        .insert(COMPACT_KEY, self.compact_rev)
-                        .ctx(&self.loc, "write")?;
+                    if self.rev != rev0 {
+                        t.meta_put(REV_KEY, self.rev, &self.loc)?;
+                    }
+                    if self.compact_rev != compact0 {
+                        t.meta_put(COMPACT_KEY, self.compact_rev, &self.loc)?;
+                    }
+                    std::mem::take(&mut t.log)
+                };
+                if log.is_empty() {
+                    // Reads only: nothing to make durable or visible.
+                    return w.abort().ctx(&self.loc, "abort");
                 }
-                w.commit().ctx(&self.loc, "commit")?;
+                if let Some(wal) = self.wal.as_mut() {
+                    wal.append(&log.0).map_err(|e| StoreError::Io {
+                        path: wal.path().to_path_buf(),
+                        operation: "append to the write-ahead log",
+                        source: e,
+                    })?;
+                }
+                if let Err(e) = w.commit().ctx(&self.loc, "commit") {
+                    // The batch is logged but not applied: unlog it so that recovery
+                    // does not apply what its writers were told failed.
+                    if let Some(wal) = self.wal.as_mut() {
+                        if let Err(te) = wal.truncate_to(wal_len0) {
+                            tracing::error!(error = %te, "cannot unlog a failed batch; stopping the store");
+                            std::process::abort();
+                        }
+                    }
+                    return Err(e);
+                }
                 Ok(())
             })();
             match res {
@@ -191,7 +392,39 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+            let wal_len = self.wal.as_ref().map_or(0, |w| w.len());
+            if wal_len > CHECKPOINT_BYTES || (Instant::now() >= next_checkpoint) {
+                next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+                if wal_len > 0 {
+                    if let Err(e) = self.checkpoint() {
+                        tracing::error!(error = %e, "store checkpoint failed; will retry");
+                    }
+                }
+            }
         }
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "store checkpoint at close failed; the log will be replayed");
+        }
+    }
+
+    /// Make everything committed so far durable in redb itself and empty the log.
+    fn checkpoint(&mut self) -> Result<()> {
+        let Some(wal) = self.wal.as_mut() else {
+            return Ok(());
+        };
+        if wal.len() == 0 {
+            return Ok(());
+        }
+        let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
+        w.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)
+            .ctx(&self.loc, "set durability")?;
+        w.commit().ctx(&self.loc, "checkpoint")?;
+        wal.truncate_to(0).map_err(|e| StoreError::Io {
+            path: wal.path().to_path_buf(),
+            operation: "empty the write-ahead log",
+            source: e,
+        })
     }
 
     fn apply(&mut self, t: &mut Tables, req: Request) -> Result<Reply> {
@@ -216,9 +449,7 @@ impl Writer {
                 let found = t.leases.get(id).ctx(&self.loc, "read")?.map(|v| v.value());
                 let r = match found {
                     Some((ttl, _)) => {
-                        t.leases
-                            .insert(id, (ttl, now_ms() + ttl))
-                            .ctx(&self.loc, "write")?;
+                        t.lease_put(id, ttl, now_ms() + ttl, &self.loc)?;
                         Ok(())
                     }
                     None => Err(StoreError::LeaseNotFound { lease: id }),
@@ -320,23 +551,19 @@ impl Writer {
         prev: Option<&KeyValue>,
     ) -> Result<()> {
         let loc = &self.loc;
-        t.hist
-            .insert((key, rev), rec.encode().as_slice())
-            .ctx(loc, "write")?;
-        t.revlog.insert((rev, n), key).ctx(loc, "write")?;
+        t.hist_put(key, rev, rec.encode().as_slice(), loc)?;
+        t.revlog_put(rev, n, key, loc)?;
         if rec.put {
-            t.latest.insert(key, rev).ctx(loc, "write")?;
+            t.latest_put(key, rev, loc)?;
         } else {
-            t.latest.remove(key).ctx(loc, "write")?;
+            t.latest_remove(key, loc)?;
         }
         let old_lease = prev.map_or(0, |p| p.lease);
         if old_lease != 0 && old_lease != rec.lease {
-            t.lease_keys.remove((old_lease, key)).ctx(loc, "write")?;
+            t.lease_key_remove(old_lease, key, loc)?;
         }
         if rec.lease != 0 {
-            t.lease_keys
-                .insert((rec.lease, key), ())
-                .ctx(loc, "write")?;
+            t.lease_key_put(rec.lease, key, loc)?;
         }
         Ok(())
     }
@@ -396,8 +623,8 @@ impl Writer {
         }
         let done = todo.len() < COMPACT_STEP;
         let mut keys = HashSet::new();
-        for (pos, key) in todo {
-            t.revlog.remove(pos).ctx(loc, "compact")?;
+        for ((rev, n), key) in todo {
+            t.revlog_remove(rev, n, loc)?;
             keys.insert(key);
         }
         for key in keys {
@@ -420,9 +647,7 @@ impl Writer {
             };
             let Some((r, put)) = keep else { continue };
             let upto = if put || r == c { r } else { r + 1 };
-            t.hist
-                .retain_in((key.as_str(), 0u64)..(key.as_str(), upto), |_, _| false)
-                .ctx(loc, "compact")?;
+            t.hist_remove_below(&key, upto, loc)?;
         }
         Ok(done)
     }
@@ -435,17 +660,15 @@ impl Writer {
         }
         let loc = &self.loc;
         let id = meta_get(&t.meta, LEASE_ID_KEY, loc)?.unwrap_or(1) as i64;
-        t.meta
-            .insert(LEASE_ID_KEY, id as u64 + 1)
-            .ctx(loc, "write")?;
+        t.meta_put(LEASE_ID_KEY, id as u64 + 1, loc)?;
         let ms = ttl.as_millis() as u64;
-        t.leases.insert(id, (ms, now_ms() + ms)).ctx(loc, "write")?;
+        t.lease_put(id, ms, now_ms() + ms, loc)?;
         Ok(Ok(Lease { id, ttl }))
     }
 
     fn revoke(&mut self, t: &mut Tables, id: LeaseId) -> Result<Result<()>> {
         let loc = self.loc.clone();
-        if t.leases.remove(id).ctx(&loc, "write")?.is_none() {
+        if !t.lease_remove(id, &loc)? {
             return Ok(Err(StoreError::LeaseNotFound { lease: id }));
         }
         let mut keys = Vec::new();
@@ -465,7 +688,7 @@ impl Writer {
                 self.delete(t, key, new_rev, n, prev.as_ref())?;
                 n += 1;
             }
-            t.lease_keys.remove((id, key.as_str())).ctx(&loc, "write")?;
+            t.lease_key_remove(id, key, &loc)?;
         }
         if n > 0 {
             self.rev = new_rev;
