@@ -27,9 +27,9 @@ const COMPACT_STEP: usize = 4096;
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(200);
 /// How often the log is folded into the redb file (a durable redb commit)…
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// …or sooner once it holds this much.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 pub(super) enum Request {
     Txn(Txn, oneshot::Sender<Result<TxnResult>>),
@@ -396,7 +396,10 @@ impl Writer {
             if wal_len > CHECKPOINT_BYTES || (Instant::now() >= next_checkpoint) {
                 next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
                 if wal_len > 0 {
-                    if let Err(e) = self.checkpoint() {
+                    let t = Instant::now();
+                    let r = self.checkpoint();
+                    tracing::debug!(bytes = wal_len, took = ?t.elapsed(), "store checkpoint");
+                    if let Err(e) = r {
                         tracing::error!(error = %e, "store checkpoint failed; will retry");
                     }
                 }
