@@ -57,11 +57,19 @@ async fn compaction_keeps_the_file_bounded_under_churn() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     async fn churn(s: &EmbeddedStore, dir: &Path) -> u64 {
-        for i in 0..2000 {
-            s.put(&format!("/churn/{}", i % 100), vec![0x5a; 1024], 0)
+        // 8 concurrent writers overwrite 100 keys 2000 times.
+        let writers = (0..8).map(|w| async move {
+            for i in 0..250 {
+                s.put(
+                    &format!("/churn/{}", (w * 250 + i) % 100),
+                    vec![0x5a; 1024],
+                    0,
+                )
                 .await
                 .unwrap();
-        }
+            }
+        });
+        conformance::join_all(writers.collect()).await;
         let rev = s.current_revision().await.unwrap();
         s.compact(rev).await.unwrap();
         EmbeddedStore::file_size(dir)
@@ -164,12 +172,21 @@ async fn defrag_shrinks_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = open(dir.path());
-        for i in 0..3000 {
-            s.put(&format!("/d/{i}"), vec![1; 1024], 0).await.unwrap();
-        }
-        for i in 0..3000 {
-            s.delete(&format!("/d/{i}"), None).await.unwrap();
-        }
+        let s = &s;
+        let puts = (0..10).map(|w| async move {
+            for i in 0..300 {
+                s.put(&format!("/d/{w}/{i}"), vec![1; 1024], 0)
+                    .await
+                    .unwrap();
+            }
+        });
+        conformance::join_all(puts.collect()).await;
+        let deletes = (0..10).map(|w| async move {
+            for i in 0..300 {
+                s.delete(&format!("/d/{w}/{i}"), None).await.unwrap();
+            }
+        });
+        conformance::join_all(deletes.collect()).await;
         let rev = s.current_revision().await.unwrap();
         s.compact(rev).await.unwrap();
     }
