@@ -191,6 +191,7 @@ impl EmbeddedStore {
             rev,
             compact_rev,
             wal,
+            first_failure: None,
         };
         let h = std::thread::Builder::new()
             .name("skiff-store-writer".into())

@@ -39,6 +39,26 @@ pub(super) enum Request {
     KeepAlive(LeaseId, oneshot::Sender<Result<()>>),
 }
 
+impl Request {
+    /// A reply slot for a request that will not be applied (its batch failed).
+    fn into_pending(self) -> Reply {
+        match self {
+            Request::Txn(_, tx) => Reply::Txn(
+                tx,
+                Ok(TxnResult {
+                    succeeded: false,
+                    revision: 0,
+                    results: Vec::new(),
+                }),
+            ),
+            Request::Compact(_, tx) | Request::Revoke(_, tx) | Request::KeepAlive(_, tx) => {
+                Reply::Unit(tx, Ok(()))
+            }
+            Request::Grant(ttl, tx) => Reply::Lease(tx, Ok(Lease { id: 0, ttl })),
+        }
+    }
+}
+
 pub(super) struct Writer {
     pub db: Arc<Database>,
     pub loc: String,
@@ -48,6 +68,20 @@ pub(super) struct Writer {
     pub compact_rev: u64,
     /// None in memory.
     pub wal: Option<Wal>,
+    /// The first storage failure, reported with later ones that follow from it (redb
+    /// refuses all writes after an I/O error until the store is reopened).
+    pub first_failure: Option<String>,
+}
+
+/// An error and its sources, as one line.
+fn chain(e: &StoreError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s = format!("{s}: {c}");
+        src = c.source();
+    }
+    s
 }
 
 struct Tables<'t> {
@@ -309,15 +343,42 @@ impl Writer {
             let mut step_done = None;
             let wal_len0 = self.wal.as_ref().map_or(0, |w| w.len());
             let res = (|| -> Result<()> {
-                let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
-                // Durability comes from the log (or is not wanted, in memory).
-                w.set_durability(Durability::None)
-                    .map_err(redb::Error::from)
-                    .ctx(&self.loc, "set durability")?;
+                let begin = || -> Result<WriteTransaction> {
+                    let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
+                    // Durability comes from the log (or is not wanted, in memory).
+                    w.set_durability(Durability::None)
+                        .map_err(redb::Error::from)
+                        .ctx(&self.loc, "set durability")?;
+                    Ok(w)
+                };
+                let w = match begin() {
+                    Ok(w) => w,
+                    Err(e) => {
+                        replies.extend(batch.into_iter().map(Request::into_pending));
+                        return Err(e);
+                    }
+                };
                 let log = {
-                    let mut t = Tables::open(&w, &self.loc)?;
-                    for req in batch {
-                        replies.push(self.apply(&mut t, req)?);
+                    let mut t = match Tables::open(&w, &self.loc) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            replies.extend(batch.into_iter().map(Request::into_pending));
+                            return Err(e);
+                        }
+                    };
+                    let mut reqs = batch.into_iter();
+                    while let Some(req) = reqs.next() {
+                        match self.apply(&mut t, req) {
+                            Ok(r) => replies.push(r),
+                            Err(failed) => {
+                                let (e, r) = *failed;
+                                // The batch fails as a whole: keep every sender so each
+                                // writer hears why.
+                                replies.push(r);
+                                replies.extend(reqs.map(Request::into_pending));
+                                return Err(e);
+                            }
+                        }
                     }
                     if check_leases {
                         self.expire_leases(&mut t)?;
@@ -382,10 +443,17 @@ impl Writer {
                     // Nothing of the batch is visible: roll the in-memory state back.
                     self.rev = rev0;
                     self.compact_rev = compact0;
+                    // Each writer gets the whole cause (e.g. "No space left on device"), and
+                    // the first failure if this one only follows from it.
+                    let mut cause = chain(&e);
+                    match &self.first_failure {
+                        Some(first) => cause = format!("{cause} (first failure: {first})"),
+                        None => self.first_failure = Some(cause.clone()),
+                    }
                     for r in replies {
                         r.fail(|| StoreError::CommitFailed {
                             location: self.loc.clone(),
-                            cause: e.to_string(),
+                            cause: cause.clone(),
                         });
                     }
                     // Avoid spinning on a persistent failure (e.g. a full disk).
@@ -400,6 +468,7 @@ impl Writer {
                     let r = self.checkpoint();
                     tracing::debug!(bytes = wal_len, took = ?t.elapsed(), "store checkpoint");
                     if let Err(e) = r {
+                        self.first_failure.get_or_insert_with(|| chain(&e));
                         tracing::error!(error = %e, "store checkpoint failed; will retry");
                     }
                 }
@@ -430,36 +499,57 @@ impl Writer {
         })
     }
 
-    fn apply(&mut self, t: &mut Tables, req: Request) -> Result<Reply> {
-        Ok(match req {
-            Request::Txn(txn, tx) => {
-                let r = self.txn(t, txn)?;
-                Reply::Txn(tx, r)
-            }
-            Request::Compact(rev, tx) => match self.compact(rev) {
+    /// A storage error fails the whole batch; it comes back with the request's reply so
+    /// the writer still gets an answer.
+    fn apply(
+        &mut self,
+        t: &mut Tables,
+        req: Request,
+    ) -> std::result::Result<Reply, Box<(StoreError, Reply)>> {
+        match req {
+            Request::Txn(txn, tx) => match self.txn(t, txn) {
+                Ok(r) => Ok(Reply::Txn(tx, r)),
+                Err(e) => Err(Box::new((
+                    e,
+                    Reply::Txn(
+                        tx,
+                        Ok(TxnResult {
+                            succeeded: false,
+                            revision: 0,
+                            results: Vec::new(),
+                        }),
+                    ),
+                ))),
+            },
+            Request::Compact(rev, tx) => Ok(match self.compact(rev) {
                 Ok(()) => Reply::CompactPending(tx),
                 Err(e) => Reply::Unit(tx, Err(e)),
+            }),
+            Request::Grant(ttl, tx) => match self.grant(t, ttl) {
+                Ok(r) => Ok(Reply::Lease(tx, r)),
+                Err(e) => Err(Box::new((e, Request::Grant(ttl, tx).into_pending()))),
             },
-            Request::Grant(ttl, tx) => {
-                let r = self.grant(t, ttl)?;
-                Reply::Lease(tx, r)
-            }
-            Request::Revoke(id, tx) => {
-                let r = self.revoke(t, id)?;
-                Reply::Unit(tx, r)
-            }
+            Request::Revoke(id, tx) => match self.revoke(t, id) {
+                Ok(r) => Ok(Reply::Unit(tx, r)),
+                Err(e) => Err(Box::new((e, Reply::Unit(tx, Ok(()))))),
+            },
             Request::KeepAlive(id, tx) => {
-                let found = t.leases.get(id).ctx(&self.loc, "read")?.map(|v| v.value());
-                let r = match found {
-                    Some((ttl, _)) => {
-                        t.lease_put(id, ttl, now_ms() + ttl, &self.loc)?;
-                        Ok(())
-                    }
-                    None => Err(StoreError::LeaseNotFound { lease: id }),
-                };
-                Reply::Unit(tx, r)
+                let r = (|| {
+                    let found = t.leases.get(id).ctx(&self.loc, "read")?.map(|v| v.value());
+                    Ok(match found {
+                        Some((ttl, _)) => {
+                            t.lease_put(id, ttl, now_ms() + ttl, &self.loc)?;
+                            Ok(())
+                        }
+                        None => Err(StoreError::LeaseNotFound { lease: id }),
+                    })
+                })();
+                match r {
+                    Ok(r) => Ok(Reply::Unit(tx, r)),
+                    Err(e) => Err(Box::new((e, Reply::Unit(tx, Ok(()))))),
+                }
             }
-        })
+        }
     }
 
     /// Outer error: storage failure (aborts the batch). Inner: the request's own outcome.
