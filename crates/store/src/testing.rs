@@ -36,6 +36,14 @@ pub struct EtcdCluster {
     dir: PathBuf,
 }
 
+/// PEM files for a TLS member: its certificate and key, and the CA that signs clients.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
+}
+
 fn free_port() -> Result<u16, EtcdServerError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| EtcdServerError::Io {
         operation: "find a free loopback port",
@@ -52,6 +60,16 @@ fn free_port() -> Result<u16, EtcdServerError> {
 impl EtcdCluster {
     /// Start `n` members (1 or 3 usually) with etcd's default durability (fsync'd WAL).
     pub fn start(n: usize) -> Result<Self, EtcdServerError> {
+        Self::start_with(n, None)
+    }
+
+    /// Like [`EtcdCluster::start`], serving clients over TLS and requiring a client
+    /// certificate signed by `tls.client_ca_file`.
+    pub fn start_tls(n: usize, tls: &EtcdTls) -> Result<Self, EtcdServerError> {
+        Self::start_with(n, Some(tls))
+    }
+
+    fn start_with(n: usize, tls: Option<&EtcdTls>) -> Result<Self, EtcdServerError> {
         let dir = std::env::temp_dir().join(format!(
             "skiff-etcd-{}-{}",
             std::process::id(),
@@ -84,9 +102,20 @@ impl EtcdCluster {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         for (name, cp, pp) in peers {
-            let client_url = format!("http://127.0.0.1:{cp}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let client_url = format!("{scheme}://127.0.0.1:{cp}");
             let peer_url = format!("http://127.0.0.1:{pp}");
-            let child = Command::new("etcd")
+            let mut cmd = Command::new("etcd");
+            if let Some(t) = tls {
+                cmd.arg("--cert-file")
+                    .arg(&t.cert_file)
+                    .arg("--key-file")
+                    .arg(&t.key_file)
+                    .arg("--trusted-ca-file")
+                    .arg(&t.client_ca_file)
+                    .arg("--client-cert-auth");
+            }
+            let child = cmd
                 .arg("--name")
                 .arg(&name)
                 .arg("--data-dir")
