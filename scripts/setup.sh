@@ -11,6 +11,7 @@ PACKAGES=(
   hyperfine       # benchmarks
   etcd-server     # the store's etcd backend tests and the store benchmark's peer
   protobuf-compiler libprotobuf-dev  # protoc and its well-known protos, to build etcd-client
+  openssl         # certificates for the store's etcd TLS test
 )
 
 missing=()

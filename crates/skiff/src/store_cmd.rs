@@ -89,7 +89,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Open an existing store (replaying its log); the store must not be in use.
 fn open_existing(dir: &Path) -> Result<EmbeddedStore, StoreError> {
-    EmbeddedStore::open(dir, &OpenOptions { create: false })
+    // Admin commands never compact on their own.
+    EmbeddedStore::open(
+        dir,
+        &OpenOptions {
+            create: false,
+            history: None,
+        },
+    )
 }
 
 fn kv_json(kv: &KeyValue) -> serde_json::Value {

@@ -91,7 +91,10 @@ async fn compaction_keeps_the_file_bounded_under_churn() {
 async fn bad_data_dirs_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
-    let ro = OpenOptions { create: false };
+    let ro = OpenOptions {
+        create: false,
+        ..Default::default()
+    };
     let e = EmbeddedStore::open(&missing, &ro).unwrap_err();
     assert!(matches!(e, StoreError::DataDirMissing { .. }), "{e:?}");
 
@@ -194,4 +197,31 @@ async fn defrag_shrinks_after_compaction() {
     assert!(after < before, "defrag did not shrink: {before} -> {after}");
     let s = open(dir.path());
     assert_eq!(s.count("/d/").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_compaction_keeps_the_history_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(
+        dir.path(),
+        &OpenOptions {
+            history: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let first = s.put("/auto/a", b"1".to_vec(), 0).await.unwrap();
+    // Keep writing until the window has moved past the first write.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = first;
+    while s.compact_revision().unwrap() <= first {
+        assert!(tokio::time::Instant::now() < deadline, "never compacted");
+        last = s.put("/auto/a", b"2".to_vec(), 0).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let e = s.get("/auto/a", Some(first)).await.unwrap_err();
+    assert_eq!(e.category(), Category::Compacted, "{e}");
+    // Never past what was current one window ago: the newest revision is still readable.
+    assert!(s.compact_revision().unwrap() <= last);
+    assert!(s.get("/auto/a", Some(last)).await.unwrap().kv.is_some());
 }

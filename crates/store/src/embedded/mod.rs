@@ -41,11 +41,17 @@ const WATCH_BATCH: usize = 512;
 pub struct OpenOptions {
     /// Create the data dir and the store if missing (a server); otherwise refuse (admin).
     pub create: bool,
+    /// Compact automatically, keeping at least this much history (default 5 minutes, as
+    /// the Kubernetes API server's compaction interval); `None`: only explicit compaction.
+    pub history: Option<Duration>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { create: true }
+        OpenOptions {
+            create: true,
+            history: Some(Duration::from_secs(300)),
+        }
     }
 }
 
@@ -145,7 +151,7 @@ impl EmbeddedStore {
         if exists {
             writer::recover(&db, &mut wal, &records, &loc)?;
         }
-        let mut store = Self::start(Arc::new(db), loc, Some(wal))?;
+        let mut store = Self::start(Arc::new(db), loc, Some(wal), opts.history)?;
         let sock = data_dir.join(admin::ADMIN_SOCKET);
         match admin::serve(&sock, Arc::downgrade(&store.inner)) {
             Ok(h) => {
@@ -172,10 +178,15 @@ impl EmbeddedStore {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .ctx(&loc, "create")?;
         init_or_check(&db, &loc, true)?;
-        Self::start(Arc::new(db), loc, None)
+        Self::start(Arc::new(db), loc, None, None)
     }
 
-    fn start(db: Arc<Database>, loc: String, wal: Option<Wal>) -> Result<Self> {
+    fn start(
+        db: Arc<Database>,
+        loc: String,
+        wal: Option<Wal>,
+        history: Option<Duration>,
+    ) -> Result<Self> {
         let (rev, compact_rev) = {
             let r = db.begin_read().ctx(&loc, "begin read")?;
             check_format(&r, &loc)?;
@@ -191,6 +202,7 @@ impl EmbeddedStore {
             rev,
             compact_rev,
             wal,
+            history,
             first_failure: None,
         };
         let h = std::thread::Builder::new()
@@ -356,7 +368,13 @@ impl EmbeddedStore {
             });
         }
         // Open and close it as a store first: replays and empties the log.
-        drop(Self::open(data_dir, &OpenOptions { create: false })?);
+        drop(Self::open(
+            data_dir,
+            &OpenOptions {
+                create: false,
+                history: None,
+            },
+        )?);
         let loc = path.display().to_string();
         let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let before = size();

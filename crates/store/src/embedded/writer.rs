@@ -68,6 +68,8 @@ pub(super) struct Writer {
     pub compact_rev: u64,
     /// None in memory.
     pub wal: Option<Wal>,
+    /// Keep at least this much history; compact older revisions automatically.
+    pub history: Option<Duration>,
     /// The first storage failure, reported with later ones that follow from it (redb
     /// refuses all writes after an I/O error until the store is reopened).
     pub first_failure: Option<String>,
@@ -313,6 +315,11 @@ impl Writer {
         let mut compact_done_to = self.compact_rev;
         let mut next_lease_check = Instant::now();
         let mut next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+        // Automatic compaction: every `history`, compact to the revision that was current
+        // one `history` ago, so reads and watches can reach back at least that far.
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        let mut next_auto = self.history.map_or(far_future, |h| Instant::now() + h);
+        let mut marked_rev = self.rev;
         loop {
             let mut batch = Vec::new();
             let busy = compact_done_to < self.compact_rev;
@@ -321,6 +328,7 @@ impl Writer {
             } else {
                 next_lease_check
                     .min(next_checkpoint)
+                    .min(next_auto)
                     .saturating_duration_since(Instant::now())
             };
             match self.rx.recv_timeout(wait) {
@@ -339,6 +347,18 @@ impl Writer {
                 next_lease_check = Instant::now() + LEASE_TICK;
             }
             let (rev0, compact0) = (self.rev, self.compact_rev);
+            // After taking compact0, so the new compact revision is persisted below.
+            if Instant::now() >= next_auto {
+                if let Some(h) = self.history {
+                    next_auto = Instant::now() + h;
+                    if marked_rev > self.compact_rev && compact_done_to == self.compact_rev {
+                        // Cannot fail: marked_rev is above the compact revision and not
+                        // above the current one.
+                        let _ = self.compact(marked_rev as Revision);
+                    }
+                    marked_rev = self.rev;
+                }
+            }
             let mut replies = Vec::with_capacity(batch.len());
             let mut step_done = None;
             let wal_len0 = self.wal.as_ref().map_or(0, |w| w.len());
