@@ -345,6 +345,9 @@ impl Runtime {
             new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
             new_cgroupns,
             cgroupns_early: new_cgroupns && cg.version() == cgroups::CgroupVersion::V2,
+            self_join_cgroup: !namespaces
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::User),
             fifo,
         };
 
@@ -365,7 +368,7 @@ impl Runtime {
                 match r? {
                     None => {
                         drop(parent_ch);
-                        init::init_main(&ctx, &child_ch)
+                        init::init_main(&ctx, cg.as_ref(), &child_ch)
                     }
                     Some(pid) => (pid, std::process::id() as i32),
                 }
@@ -399,18 +402,19 @@ impl Runtime {
                     .map_err(|e| RuntimeError::io(format!("write {p} ({})", text.trim()), e))?;
             }
         }
-        // On cgroup v1 the first migration into a cgroup waits for an RCU grace period
-        // (several ms). Let the init build its rootfs meanwhile: it only has to be in the
-        // cgroup before its cgroup namespace is made and before it execs, and it waits for
-        // HooksDone, which comes after this, before doing either. The exception is a
-        // cgroup2 mount in a new cgroup namespace, which is mounted while preparing.
-        if ctx.cgroupns_early {
+        // Moving a process from outside waits for an RCU grace period on cgroup v1
+        // (several ms). When the init cannot move itself, let it build its rootfs
+        // meanwhile: it only has to be in the cgroup before its cgroup namespace is made
+        // and before it execs, and it waits for HooksDone, which comes after this, before
+        // doing either. The exception is a cgroup2 mount in a new cgroup namespace, which
+        // is mounted while preparing.
+        if !ctx.self_join_cgroup && ctx.cgroupns_early {
             cg.add_process(pid.as_raw())?;
         }
         parent_ch
             .send_payload(Msg::Go, pid.as_raw().to_string().as_bytes())
             .map_err(setup_err)?;
-        if !ctx.cgroupns_early {
+        if !ctx.self_join_cgroup && !ctx.cgroupns_early {
             cg.add_process(pid.as_raw())?;
         }
         parent_ch.expect(Msg::Hooks).map_err(setup_err)?;
@@ -879,7 +883,7 @@ fn monitor_main(
     let pid = match pid_path.map(enter_pid_ns).transpose() {
         Err(_) => Err(nix::Error::EINVAL),
         Ok(_) => match clone_into(flags) {
-            Ok(None) => init::init_main(ctx, child_ch),
+            Ok(None) => init::init_main(ctx, cg, child_ch),
             Ok(Some(pid)) => Ok(pid),
             Err(RuntimeError::Sys { source, .. }) => Err(source),
             Err(_) => Err(nix::Error::EINVAL),

@@ -141,7 +141,14 @@ impl Runtime {
         let e1 = match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
             ForkResult::Child => {
                 drop(parent_ch);
-                exec_child(process, join, in_userns, seccomp, terminal, &child_ch)
+                exec_child(
+                    process,
+                    join,
+                    (!in_userns).then_some(cg),
+                    seccomp,
+                    terminal,
+                    &child_ch,
+                )
             }
             ForkResult::Parent { child } => child,
         };
@@ -167,7 +174,9 @@ impl Runtime {
             }
             e
         };
-        cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
+        if in_userns {
+            cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
+        }
         parent_ch.send(Msg::Go).map_err(|e| fail(setup_err(e)))?;
         let master = if terminal {
             parent_ch.expect(Msg::Fd).map_err(|e| fail(setup_err(e)))?.1
@@ -215,12 +224,18 @@ impl Runtime {
 fn exec_child(
     process: &Process,
     join: &[(CloneFlags, OwnedFd)],
-    in_userns: bool,
+    self_join: Option<&dyn crate::cgroups::CgroupManager>,
     seccomp: Option<&CompiledSeccomp>,
     terminal: bool,
     ch: &Channel,
 ) -> ! {
+    let in_userns = self_join.is_none();
     let r = (|| -> Result<Pid, String> {
+        // Join the cgroup ourselves while the host's cgroupfs is still in view (before
+        // entering the container's mount namespace); E2 inherits it.
+        if let Some(cg) = self_join {
+            cg.join_self().map_err(|e| e.to_string())?;
+        }
         for (flag, fd) in join {
             nix::sched::setns(fd, *flag).map_err(|e| format!("join {flag:?} namespace: {e}"))?;
             if *flag == CloneFlags::CLONE_NEWUSER {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::cgroups::CgroupManager;
 use crate::hooks;
 use crate::process;
 use crate::rootfs::{self, RootfsConfig};
@@ -34,6 +35,10 @@ pub struct InitContext {
     /// Unshare the cgroup namespace before preparing the rootfs (the parent then joins us
     /// to the cgroup before Go); otherwise it is unshared after HooksDone.
     pub cgroupns_early: bool,
+    /// The init moves itself into its cgroup (cheaper than being moved, see
+    /// `CgroupManager::join_self`); false when it cannot write the host's cgroup files
+    /// (user namespace), and then the parent adds it.
+    pub self_join_cgroup: bool,
     /// `exec.fifo` in the state dir; None for a foreground run (Start comes by channel).
     pub fifo: Option<PathBuf>,
 }
@@ -52,8 +57,8 @@ pub fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 /// Run the init; never returns.
-pub fn init_main(ctx: &InitContext, ch: &Channel) -> ! {
-    let code = match setup(ctx, ch) {
+pub fn init_main(ctx: &InitContext, cg: &dyn CgroupManager, ch: &Channel) -> ! {
+    let code = match setup(ctx, cg, ch) {
         Ok(never) => match never {},
         Err(msg) => {
             ch.send_error(&msg);
@@ -70,8 +75,15 @@ pub fn init_main(ctx: &InitContext, ch: &Channel) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, String> {
+fn setup(
+    ctx: &InitContext,
+    cg: &dyn CgroupManager,
+    ch: &Channel,
+) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
+    if ctx.self_join_cgroup {
+        cg.join_self().map_err(|e| e.to_string())?;
+    }
     let (payload, _) = ch.expect(Msg::Go).map_err(|e| e.to_string())?;
     let host_pid: i32 = std::str::from_utf8(&payload)
         .ok()

@@ -45,7 +45,11 @@ impl V2Manager {
 
     /// Like `new`, resolving a relative path against `origin` (the text of
     /// /proc/self/cgroup of the process that created the container) instead of ours.
-    pub fn new_from(root: &Path, cgroups_path: &str, origin: Option<&str>) -> Result<Self, CgroupError> {
+    pub fn new_from(
+        root: &Path,
+        cgroups_path: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, CgroupError> {
         let path = fs::parse_cgroups_path(cgroups_path)?;
         let real = nix::sys::statfs::statfs(root)
             .map(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -491,6 +495,10 @@ impl CgroupManager for V2Manager {
             return Err(invalid("pid", pid, "must be positive"));
         }
         fs::write(&self.file("cgroup.procs"), &pid.to_string())
+    }
+
+    fn join_self(&self) -> Result<(), CgroupError> {
+        fs::write(&self.file("cgroup.procs"), "0")
     }
 
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
