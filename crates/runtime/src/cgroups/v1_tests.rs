@@ -567,6 +567,30 @@ fn real_host_v1_lifecycle() {
     assert_eq!(s.memory.usage.limit, 64 * 1024 * 1024);
     assert!(!g.mgr.oom_killed().unwrap());
 
+    // join_self: a forked (single-threaded) child moves itself into every hierarchy.
+    let leaf = name.trim_start_matches('/').to_string();
+    // SAFETY: the child only does file I/O on paths computed before the fork and exits.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = g.mgr.join_self().is_ok()
+                && std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|t| {
+                    t.lines()
+                        .filter(|l| !l.starts_with("0::"))
+                        .all(|l| l.ends_with(&format!("/{leaf}")))
+                });
+            // SAFETY: leave the forked test process without running its destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let st = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(
+                st,
+                nix::sys::wait::WaitStatus::Exited(child, 0),
+                "child did not land in {name} in every hierarchy"
+            );
+        }
+    }
+
     for mut c in g.children.drain(..) {
         c.kill().unwrap();
         c.wait().unwrap();
