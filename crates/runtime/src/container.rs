@@ -314,6 +314,17 @@ impl Runtime {
             join.insert(0, (LinuxNamespaceType::User, p));
         }
         let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+        // With a new user namespace, only it and the pid namespace (which needs a new
+        // process) are made by clone; the init unshares the rest once it is root inside,
+        // so they, and e.g. the mqueue filesystem of the new ipc namespace, belong to that
+        // root — the order runc uses.
+        let unshare_flags = if new_userns {
+            let rest = clone_flags & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID);
+            clone_flags &= CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID;
+            rest
+        } else {
+            CloneFlags::empty()
+        };
         let fifo = if detached {
             let p = dir.join(state::FIFO_FILE);
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -342,12 +353,10 @@ impl Runtime {
             seccomp: bundle.seccomp.clone(),
             join,
             new_userns,
-            new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+            unshare_flags,
+            new_utsns: (clone_flags | unshare_flags).contains(CloneFlags::CLONE_NEWUTS),
             new_cgroupns,
             cgroupns_early: new_cgroupns && cg.version() == cgroups::CgroupVersion::V2,
-            self_join_cgroup: !namespaces
-                .iter()
-                .any(|n| n.typ() == LinuxNamespaceType::User),
             fifo,
         };
 
@@ -402,21 +411,10 @@ impl Runtime {
                     .map_err(|e| RuntimeError::io(format!("write {p} ({})", text.trim()), e))?;
             }
         }
-        // Moving a process from outside waits for an RCU grace period on cgroup v1
-        // (several ms). When the init cannot move itself, let it build its rootfs
-        // meanwhile: it only has to be in the cgroup before its cgroup namespace is made
-        // and before it execs, and it waits for HooksDone, which comes after this, before
-        // doing either. The exception is a cgroup2 mount in a new cgroup namespace, which
-        // is mounted while preparing.
-        if !ctx.self_join_cgroup && ctx.cgroupns_early {
-            cg.add_process(pid.as_raw())?;
-        }
+        // The init joins its cgroup itself, first thing (see CgroupManager::join_self).
         parent_ch
             .send_payload(Msg::Go, pid.as_raw().to_string().as_bytes())
             .map_err(setup_err)?;
-        if !ctx.self_join_cgroup && !ctx.cgroupns_early {
-            cg.add_process(pid.as_raw())?;
-        }
         parent_ch.expect(Msg::Hooks).map_err(setup_err)?;
         let pid_start = state::process_start_time(pid.as_raw()).unwrap_or(0);
         let rec = Record {
@@ -424,6 +422,7 @@ impl Runtime {
             pid: pid.as_raw(),
             pid_start,
             monitor_pid,
+            monitor_start: state::process_start_time(monitor_pid).unwrap_or(0),
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
             cgroups_path: cgroups_path.clone(),
@@ -485,6 +484,7 @@ impl Runtime {
 
     fn status_of(&self, rec: &Record) -> Status {
         if !state::init_alive(rec) {
+            self.wait_for_monitor(rec);
             return Status::Stopped;
         }
         if self
@@ -501,6 +501,27 @@ impl Runtime {
             }
         }
         Status::Running
+    }
+
+    /// The init is gone: give its monitor (bounded) time to record the exit status and
+    /// finish, so "stopped" always comes with the exit status and nobody removes the
+    /// state dir under the monitor's feet.
+    fn wait_for_monitor(&self, rec: &Record) {
+        let mon = rec.monitor_pid;
+        if mon <= 0 || mon == std::process::id() as i32 {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut sleep = Duration::from_micros(100);
+        while Instant::now() < deadline {
+            let alive =
+                rec.monitor_start != 0 && state::process_start_time(mon) == Some(rec.monitor_start);
+            if !alive {
+                return;
+            }
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(Duration::from_millis(10));
+        }
     }
 
     fn make_state(&self, rec: &Record, status: Status) -> StateJson {
@@ -651,6 +672,7 @@ impl Runtime {
                 })
             }
         }
+        self.wait_for_monitor(&rec);
         let cg = self.cgroup_of(&rec)?;
         // Processes that outlived the init (no pid namespace) still hold the cgroup.
         for p in cg.pids().unwrap_or_default() {

@@ -82,9 +82,6 @@ impl Runtime {
                 join.push((ns_flag(*t), f.into()));
             }
         }
-        let in_userns = namespaces
-            .iter()
-            .any(|n| n.typ() == LinuxNamespaceType::User);
         let cg = crate::cgroups::open_from(
             &rec.cgroup_root,
             &rec.cgroups_path,
@@ -104,7 +101,6 @@ impl Runtime {
             process,
             o,
             &join,
-            in_userns,
             cg.as_ref(),
             bundle.seccomp.as_ref(),
             terminal,
@@ -123,7 +119,6 @@ impl Runtime {
         process: &Process,
         o: &ExecOptions,
         join: &[(CloneFlags, OwnedFd)],
-        in_userns: bool,
         cg: &dyn crate::cgroups::CgroupManager,
         seccomp: Option<&CompiledSeccomp>,
         terminal: bool,
@@ -141,14 +136,7 @@ impl Runtime {
         let e1 = match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
             ForkResult::Child => {
                 drop(parent_ch);
-                exec_child(
-                    process,
-                    join,
-                    (!in_userns).then_some(cg),
-                    seccomp,
-                    terminal,
-                    &child_ch,
-                )
+                exec_child(process, join, cg, seccomp, terminal, &child_ch)
             }
             ForkResult::Parent { child } => child,
         };
@@ -174,9 +162,6 @@ impl Runtime {
             }
             e
         };
-        if in_userns {
-            cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
-        }
         parent_ch.send(Msg::Go).map_err(|e| fail(setup_err(e)))?;
         let master = if terminal {
             parent_ch.expect(Msg::Fd).map_err(|e| fail(setup_err(e)))?.1
@@ -224,18 +209,15 @@ impl Runtime {
 fn exec_child(
     process: &Process,
     join: &[(CloneFlags, OwnedFd)],
-    self_join: Option<&dyn crate::cgroups::CgroupManager>,
+    cg: &dyn crate::cgroups::CgroupManager,
     seccomp: Option<&CompiledSeccomp>,
     terminal: bool,
     ch: &Channel,
 ) -> ! {
-    let in_userns = self_join.is_none();
     let r = (|| -> Result<Pid, String> {
-        // Join the cgroup ourselves while the host's cgroupfs is still in view (before
-        // entering the container's mount namespace); E2 inherits it.
-        if let Some(cg) = self_join {
-            cg.join_self().map_err(|e| e.to_string())?;
-        }
+        // Join the cgroup ourselves while the host's cgroupfs is still in view and our
+        // credentials are the host's (before setns); E2 inherits it.
+        cg.join_self().map_err(|e| e.to_string())?;
         for (flag, fd) in join {
             nix::sched::setns(fd, *flag).map_err(|e| format!("join {flag:?} namespace: {e}"))?;
             if *flag == CloneFlags::CLONE_NEWUSER {
@@ -248,7 +230,7 @@ fn exec_child(
         // SAFETY: still single-threaded.
         match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => {
-                let code = match exec_process(process, in_userns, seccomp, terminal, ch) {
+                let code = match exec_process(process, seccomp, terminal, ch) {
                     Ok(never) => match never {},
                     Err(msg) => {
                         ch.send_error(&msg);
@@ -274,12 +256,12 @@ fn exec_child(
 /// E2: become the requested process.
 fn exec_process(
     process: &Process,
-    _in_userns: bool,
     seccomp: Option<&CompiledSeccomp>,
     terminal: bool,
     ch: &Channel,
 ) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
+    process::cloexec_inherited_fds().map_err(|e| e.to_string())?;
     ch.expect(Msg::Go).map_err(|e| e.to_string())?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     if terminal {

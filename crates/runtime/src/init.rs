@@ -30,15 +30,13 @@ pub struct InitContext {
     /// Namespaces to join by path, in join order (the user namespace first).
     pub join: Vec<(LinuxNamespaceType, PathBuf)>,
     pub new_userns: bool,
+    /// Namespaces the init unshares itself after becoming root of its new user namespace.
+    pub unshare_flags: CloneFlags,
     pub new_utsns: bool,
     pub new_cgroupns: bool,
-    /// Unshare the cgroup namespace before preparing the rootfs (the parent then joins us
-    /// to the cgroup before Go); otherwise it is unshared after HooksDone.
+    /// Unshare the cgroup namespace before preparing the rootfs (a cgroup2 mount in it
+    /// must see the new namespace); otherwise it is unshared after HooksDone.
     pub cgroupns_early: bool,
-    /// The init moves itself into its cgroup (cheaper than being moved, see
-    /// `CgroupManager::join_self`); false when it cannot write the host's cgroup files
-    /// (user namespace), and then the parent adds it.
-    pub self_join_cgroup: bool,
     /// `exec.fifo` in the state dir; None for a foreground run (Start comes by channel).
     pub fifo: Option<PathBuf>,
 }
@@ -81,20 +79,34 @@ fn setup(
     ch: &Channel,
 ) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
-    if ctx.self_join_cgroup {
-        cg.join_self().map_err(|e| e.to_string())?;
-    }
+    process::cloexec_inherited_fds().map_err(|e| e.to_string())?;
+    // Opened before anything changes our credentials: in a new user namespace we are
+    // still the host's root here, which the 0600 fifo in the state dir requires.
+    let fifo: Option<OwnedFd> = match &ctx.fifo {
+        Some(p) => Some(open_fifo(p)?),
+        None => None,
+    };
+    // Moving ourselves is far cheaper than being moved (see CgroupManager::join_self),
+    // and it works even in a new user namespace because our credentials are still the
+    // host's here. Children and every later step are accounted to the container.
+    cg.join_self().map_err(|e| e.to_string())?;
     let (payload, _) = ch.expect(Msg::Go).map_err(|e| e.to_string())?;
     let host_pid: i32 = std::str::from_utf8(&payload)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     if ctx.new_userns {
-        // The parent has written our id maps: become root of the new user namespace.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-            .map_err(|e| format!("setresgid 0 in user namespace: {e}"))?;
+        // The parent has written our id maps: become root of the new user namespace, then
+        // make the other namespaces as that root (runc's order; it decides e.g. who owns
+        // the new ipc namespace's mqueue filesystem).
         nix::unistd::setresuid(0.into(), 0.into(), 0.into())
             .map_err(|e| format!("setresuid 0 in user namespace: {e}"))?;
+        if !ctx.unshare_flags.is_empty() {
+            nix::sched::unshare(ctx.unshare_flags)
+                .map_err(|e| format!("unshare {:?}: {e}", ctx.unshare_flags))?;
+        }
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setresgid 0 in user namespace: {e}"))?;
     }
     for (t, path) in &ctx.join {
         let f = std::fs::File::open(path)
@@ -120,10 +132,6 @@ fn setup(
             set_domainname(d)?;
         }
     }
-    let fifo: Option<OwnedFd> = match &ctx.fifo {
-        Some(p) => Some(open_fifo(p)?),
-        None => None,
-    };
     rootfs::prepare(&ctx.spec, &ctx.rootfs).map_err(|e| format!("rootfs: {e}"))?;
     ch.send(Msg::Hooks).map_err(|e| e.to_string())?;
     ch.expect(Msg::HooksDone).map_err(|e| e.to_string())?;

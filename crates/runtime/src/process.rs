@@ -349,9 +349,50 @@ pub fn exec(args: &ExecArgs) -> ProcessError {
 pub fn reset_signals() {
     use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    // Ignored dispositions survive execve; the Rust runtime ignores SIGPIPE.
-    // SAFETY: restoring a default disposition in a single-threaded process.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Ignored dispositions survive execve: whatever our caller ignored (nohup, a shell's
+    // trap '' TERM) must not stay ignored in the container.
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring default dispositions in a single-threaded process; invalid
+        // numbers (reserved by libc) just fail with EINVAL.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// Mark every descriptor above stderr close-on-exec, so nothing the runtime's caller left
+/// open (a directory fd would let the container escape its rootfs) reaches the container.
+/// Descriptors the runtime still needs stay usable until the exec.
+pub fn cloexec_inherited_fds() -> Result<(), ProcessError> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk /proc/self/fd.
+    let dir = Path::new("/proc/self/fd");
+    let entries = std::fs::read_dir(dir).map_err(|source| ProcessError::Io {
+        what: "list",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on a descriptor number; a stale one fails harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -88,6 +88,9 @@ pub struct Record {
     /// Pid of the monitor that waits for the init and writes `exit.json` (0 when the
     /// foreground `run` process is the monitor).
     pub monitor_pid: i32,
+    /// Start time of the monitor, to tell it from a process that reused its pid.
+    #[serde(default)]
+    pub monitor_start: u64,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub cgroups_path: String,
