@@ -28,8 +28,6 @@ use tempfile::TempDir;
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for a container to change state.
 pub const STATE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Where the tests' cgroups go, under each controller's hierarchy.
-pub const CGROUP_PARENT: &str = "skiff-test";
 
 pub fn skiff_bin() -> &'static str {
     env!("CARGO_BIN_EXE_skiff")
@@ -208,7 +206,7 @@ const APPLETS: &[&str] = &[
 pub struct Bundle {
     dir: Arc<TempDir>,
     pub config: Value,
-    /// Set `linux.cgroupsPath` to `/skiff-test/<id>` whenever the config is saved for a
+    /// Set `linux.cgroupsPath` to `/<id>` (ids are unique `skiff-t<pid>-<n>` names, so no shared parent is left behind) whenever the config is saved for a
     /// container (on by default; off keeps the runc default untouched).
     pub auto_cgroups_path: bool,
 }
@@ -346,7 +344,7 @@ impl Bundle {
     pub fn save_for(&self, id: &str) -> String {
         let mut c = self.config.clone();
         let path = if self.auto_cgroups_path {
-            let p = format!("/{CGROUP_PARENT}/{id}");
+            let p = format!("/{id}");
             set_ptr(&mut c, "/linux/cgroupsPath", json!(p));
             p
         } else {

@@ -1,6 +1,6 @@
 //! The cgroup side of a container (cgroup v1 layout, as on the test machines): its
 //! cgroup, resource limits, pause/resume, ps and events. cgroupsPath is
-//! `/skiff-test/<id>` (see `Bundle::save_for`).
+//! `/<id>` (ids are unique `skiff-t<pid>-<n>` names, so no shared parent is left behind) (see `Bundle::save_for`).
 
 use serde_json::json;
 
@@ -11,10 +11,10 @@ const CONTROLLERS: &[&str] = &[
 ];
 
 fn cg_path(id: &str) -> String {
-    format!("/skiff-test/{id}")
+    format!("/{id}")
 }
 
-/// The contents of `<controller>/skiff-test/<id>/<file>` on the host, trimmed.
+/// The contents of `<controller>/<id>/<file>` on the host, trimmed.
 fn cg_file(controller: &str, id: &str, file: &str) -> String {
     let p = Rt::cgroup_dir(controller, &cg_path(id)).join(file);
     std::fs::read_to_string(&p)

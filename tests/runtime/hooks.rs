@@ -107,7 +107,7 @@ fn failing_prestart_hook_undoes_the_create() {
         "failed create left its state dir"
     );
     rt.cmd(&["state", &id]).fails_with(1, &["does not exist"]);
-    let left = cgroup_dirs(&format!("/skiff-test/{id}"));
+    let left = cgroup_dirs(&format!("/{id}"));
     assert!(left.is_empty(), "failed create left cgroup dirs: {left:?}");
     let procs = processes_mentioning(&rt.root().to_string_lossy());
     assert!(procs.is_empty(), "failed create left processes: {procs:?}");

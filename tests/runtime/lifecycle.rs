@@ -132,7 +132,7 @@ fn delete_force_kills_a_running_container_and_removes_its_cgroup() {
     assert!(!pid_alive(pid), "init survived delete --force");
     rt.cmd(&["state", &id]).fails_with(1, &["does not exist"]);
     assert!(!rt.state_dir(&id).exists());
-    let left = cgroup_dirs(&format!("/skiff-test/{id}"));
+    let left = cgroup_dirs(&format!("/{id}"));
     assert!(left.is_empty(), "cgroup dirs left behind: {left:?}");
 }
 
