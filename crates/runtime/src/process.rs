@@ -202,7 +202,7 @@ pub fn set_identity(process: &Process, setgroups_allowed: bool) -> Result<(), Pr
     let mut amb: Vec<u32> = ambient.into_iter().collect();
     amb.sort_unstable();
     for cap in amb {
-        if let Err(e) = prctl4(
+        if let Err(e) = prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
             cap as libc::c_ulong,
@@ -236,10 +236,6 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> Result
     } else {
         Ok(())
     }
-}
-
-fn prctl4(option: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> Result<(), nix::Error> {
-    prctl(option, a, b)
 }
 
 pub fn set_no_new_privs() -> Result<(), ProcessError> {

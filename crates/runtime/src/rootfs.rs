@@ -8,7 +8,6 @@
 //! first), nothing done here is visible on the host, and it all disappears with the
 //! namespace when the container's last process exits.
 
-use std::ffi::CString;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -707,12 +706,6 @@ pub fn bind_console(slave: &Path) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(|e| sys(format!("bind {} on", slave.display()), console, e))
-}
-
-/// A NUL-terminated copy of `p`, for the raw syscalls that need one.
-pub fn cstr(p: &Path) -> Option<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes()).ok()
 }
 
 #[cfg(test)]
