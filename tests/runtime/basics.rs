@@ -261,3 +261,25 @@ fn signals_ignored_by_the_caller_are_reset() {
         );
     }
 }
+
+#[test]
+fn a_link_named_skiff_runtime_speaks_runcs_command_line() {
+    // Tools that take a runtime binary (containerd's BinaryName, podman's --runtime) call
+    // it with runc's arguments, no `runtime` subcommand in front.
+    let b = Bundle::new(&["sh", "-c", "echo via-link"]);
+    let id = unique_name();
+    b.save_for(&id);
+    let links = tempfile::tempdir().expect("tempdir");
+    let link = links.path().join("skiff-runtime");
+    std::os::unix::fs::symlink(crate::common::skiff_bin(), &link).expect("symlink");
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut c = Command::new(&link);
+    c.arg("--root")
+        .arg(root.path())
+        .args(["run", "-b"])
+        .arg(b.path())
+        .arg(&id);
+    let out = run_with_timeout(c, CMD_TIMEOUT).ok();
+    assert_eq!(out.stdout.trim(), "via-link");
+    assert!(!root.path().join(&id).exists(), "state left behind");
+}

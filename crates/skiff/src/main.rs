@@ -25,6 +25,13 @@ fn main() {
     // containers we exec would inherit the ignored disposition. Behave like a C tool.
     // SAFETY: setting a signal disposition to its default before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Through a link named `skiff-runtime` (e.g. containerd's BinaryName), the command
+    // line is exactly runc's: `skiff-runtime --root R create ...`.
+    if invoked_as("skiff-runtime") {
+        let rt = skiff_runtime::cli::RuntimeCli::parse();
+        init_tracing(rt.debug);
+        std::process::exit(skiff_runtime::cli::main(rt));
+    }
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Runtime(rt) => {
@@ -43,6 +50,14 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+fn invoked_as(name: &str) -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f == name))
+        .unwrap_or(false)
 }
 
 fn init_tracing(debug: bool) {
