@@ -9,6 +9,8 @@ mod common;
 
 #[path = "runtime/basics.rs"]
 mod basics;
+#[path = "runtime/cgroup2.rs"]
+mod cgroup2;
 #[path = "runtime/cgroups.rs"]
 mod cgroups;
 #[path = "runtime/exec.rs"]

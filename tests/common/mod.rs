@@ -375,6 +375,8 @@ pub struct Rt {
     created: Mutex<Vec<(String, String)>>,
     /// Bundles in use: kept alive until the containers are deleted.
     bundles: Mutex<Vec<Arc<TempDir>>>,
+    /// `--cgroup-root` for skiff (None: the default /sys/fs/cgroup).
+    cgroup_root: Option<PathBuf>,
 }
 
 impl Rt {
@@ -384,6 +386,13 @@ impl Rt {
 
     pub fn runc() -> Rt {
         Rt::new(Kind::Runc)
+    }
+
+    /// skiff with its cgroups on the cgroup2 mount at `cgroup_root`.
+    pub fn skiff_on(cgroup_root: &Path) -> Rt {
+        let mut rt = Rt::new(Kind::Skiff);
+        rt.cgroup_root = Some(cgroup_root.to_path_buf());
+        rt
     }
 
     fn new(kind: Kind) -> Rt {
@@ -396,6 +405,7 @@ impl Rt {
             root,
             created: Mutex::new(vec![]),
             bundles: Mutex::new(vec![]),
+            cgroup_root: None,
         }
     }
 
@@ -414,6 +424,9 @@ impl Rt {
             Kind::Skiff => {
                 let mut c = Command::new(skiff_bin());
                 c.arg("runtime");
+                if let Some(r) = &self.cgroup_root {
+                    c.arg("--cgroup-root").arg(r);
+                }
                 c
             }
             Kind::Runc => Command::new("runc"),

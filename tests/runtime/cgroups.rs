@@ -1,6 +1,6 @@
 //! The cgroup side of a container (cgroup v1 layout, as on the test machines): its
 //! cgroup, resource limits, pause/resume, ps and events. cgroupsPath is
-//! `/<id>` (ids are unique `skiff-t<pid>-<n>` names, so no shared parent is left behind) (see `Bundle::save_for`).
+//! `/<id>`; ids are unique `skiff-t<pid>-<n>` names (see `Bundle::save_for`).
 
 use serde_json::json;
 

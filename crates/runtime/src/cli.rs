@@ -23,6 +23,14 @@ pub struct RuntimeCli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = DEFAULT_ROOT, env = "SKIFF_RUNTIME_ROOT")]
     pub root: PathBuf,
+    /// Where the cgroup filesystem is mounted (v1 hierarchies or the v2 root).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/sys/fs/cgroup",
+        env = "SKIFF_CGROUP_ROOT"
+    )]
+    pub cgroup_root: PathBuf,
     /// Also write errors to this file.
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -238,7 +246,8 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), RuntimeError> {
 }
 
 fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
-    let rt = Runtime::new(&cli.root);
+    let mut rt = Runtime::new(&cli.root);
+    rt.cgroup_root = cli.cgroup_root.clone();
     match cli.cmd {
         Cmd::Create(a) => rt.create(&create_opts(&a)?).map(|_| 0),
         Cmd::Start { id } => rt.start(&id).map(|_| 0),

@@ -23,7 +23,7 @@ use crate::error::RuntimeError;
 use crate::foreground;
 use crate::hooks;
 use crate::init::{self, InitContext};
-use crate::monitor::{clone_into, enter_pid_ns, spawn_monitored};
+use crate::monitor::{clone_into, enter_pid_ns, spawn_monitored, Cloned};
 use crate::rootfs::RootfsConfig;
 use crate::spec::{self, Bundle};
 use crate::state::{self, ExitStatus, Record, Root, StateJson, Status};
@@ -347,16 +347,17 @@ impl Runtime {
                     Some(p) => Some(enter_pid_ns(p)?),
                     None => None,
                 };
-                let r = clone_into(clone_flags);
+                let target = cg.clone_target();
+                let r = clone_into(clone_flags, target.as_deref());
                 if let Some(own) = restore {
                     let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
                 }
                 match r? {
-                    None => {
+                    Cloned::Child { in_cgroup } => {
                         drop(parent_ch);
-                        init::init_main(&ctx, cg.as_ref(), &child_ch)
+                        init::init_main(&ctx, cg.as_ref(), in_cgroup, &child_ch)
                     }
-                    Some(pid) => (pid, std::process::id() as i32),
+                    Cloned::Parent(pid) => (pid, std::process::id() as i32),
                 }
             }
             Mode::Detached => spawn_monitored(

@@ -132,13 +132,22 @@ impl Runtime {
             id: id.into(),
             source,
         };
-        // SAFETY: the runtime CLI is single-threaded, so the child may run arbitrary code.
-        let e1 = match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
-            ForkResult::Child => {
+        // E1 is created straight in the container's cgroup where the kernel can (cgroup2),
+        // else it moves itself in (see CgroupManager::join_self).
+        let target = cg.clone_target();
+        let e1 = match crate::monitor::clone_into(CloneFlags::empty(), target.as_deref())? {
+            crate::monitor::Cloned::Child { in_cgroup } => {
                 drop(parent_ch);
-                exec_child(process, join, cg, seccomp, terminal, &child_ch)
+                exec_child(
+                    process,
+                    join,
+                    (!in_cgroup).then_some(cg),
+                    seccomp,
+                    terminal,
+                    &child_ch,
+                )
             }
-            ForkResult::Parent { child } => child,
+            crate::monitor::Cloned::Parent(pid) => pid,
         };
         drop(child_ch);
         let pid = match parent_ch.expect(Msg::Pid) {
@@ -209,7 +218,7 @@ impl Runtime {
 fn exec_child(
     process: &Process,
     join: &[(CloneFlags, OwnedFd)],
-    cg: &dyn crate::cgroups::CgroupManager,
+    join_cgroup: Option<&dyn crate::cgroups::CgroupManager>,
     seccomp: Option<&CompiledSeccomp>,
     terminal: bool,
     ch: &Channel,
@@ -217,7 +226,9 @@ fn exec_child(
     let r = (|| -> Result<Pid, String> {
         // Join the cgroup ourselves while the host's cgroupfs is still in view and our
         // credentials are the host's (before setns); E2 inherits it.
-        cg.join_self().map_err(|e| e.to_string())?;
+        if let Some(cg) = join_cgroup {
+            cg.join_self().map_err(|e| e.to_string())?;
+        }
         for (flag, fd) in join {
             nix::sched::setns(fd, *flag).map_err(|e| format!("join {flag:?} namespace: {e}"))?;
             if *flag == CloneFlags::CLONE_NEWUSER {

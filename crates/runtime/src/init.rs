@@ -55,8 +55,8 @@ pub fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 /// Run the init; never returns.
-pub fn init_main(ctx: &InitContext, cg: &dyn CgroupManager, ch: &Channel) -> ! {
-    let code = match setup(ctx, cg, ch) {
+pub fn init_main(ctx: &InitContext, cg: &dyn CgroupManager, in_cgroup: bool, ch: &Channel) -> ! {
+    let code = match setup(ctx, cg, in_cgroup, ch) {
         Ok(never) => match never {},
         Err(msg) => {
             ch.send_error(&msg);
@@ -76,6 +76,7 @@ pub fn init_main(ctx: &InitContext, cg: &dyn CgroupManager, ch: &Channel) -> ! {
 fn setup(
     ctx: &InitContext,
     cg: &dyn CgroupManager,
+    in_cgroup: bool,
     ch: &Channel,
 ) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
@@ -89,7 +90,9 @@ fn setup(
     // Moving ourselves is far cheaper than being moved (see CgroupManager::join_self),
     // and it works even in a new user namespace because our credentials are still the
     // host's here. Children and every later step are accounted to the container.
-    cg.join_self().map_err(|e| e.to_string())?;
+    if !in_cgroup {
+        cg.join_self().map_err(|e| e.to_string())?;
+    }
     let (payload, _) = ch.expect(Msg::Go).map_err(|e| e.to_string())?;
     let host_pid: i32 = std::str::from_utf8(&payload)
         .ok()

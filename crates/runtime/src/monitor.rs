@@ -21,8 +21,80 @@ use crate::init::{self, InitContext};
 use crate::state::{self, ExitStatus};
 use crate::sync::Channel;
 
-/// Fork-like clone into new namespaces.
-pub(crate) fn clone_into(flags: CloneFlags) -> Result<Option<Pid>, RuntimeError> {
+/// What a clone returned.
+pub(crate) enum Cloned {
+    /// We are the new process; `in_cgroup` tells whether the kernel already placed us in
+    /// the target cgroup.
+    Child {
+        in_cgroup: bool,
+    },
+    Parent(Pid),
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2), up to the `cgroup` field (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Fork-like clone into new namespaces, and straight into `cgroup` (a cgroup2 directory)
+/// when given and the kernel supports it, so the child never has to be migrated.
+pub(crate) fn clone_into(flags: CloneFlags, cgroup: Option<&Path>) -> Result<Cloned, RuntimeError> {
+    if let Some(dir) = cgroup {
+        let fd = std::fs::File::open(dir)
+            .map_err(|e| RuntimeError::io(format!("open cgroup {}", dir.display()), e))?;
+        let args = CloneArgs {
+            flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: 0,
+            stack_size: 0,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: fd.as_raw_fd() as u64,
+        };
+        // SAFETY: as for clone below (no CLONE_VM, no stack: fork semantics); `args` is a
+        // valid clone_args of the size we pass.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match r {
+            0 => return Ok(Cloned::Child { in_cgroup: true }),
+            pid if pid > 0 => return Ok(Cloned::Parent(Pid::from_raw(pid as i32))),
+            _ => {
+                let e = nix::Error::last();
+                // Older kernels: fall back to clone and a migration.
+                if !matches!(
+                    e,
+                    nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
+                ) {
+                    return Err(RuntimeError::sys(
+                        format!("clone3 with {flags:?} into cgroup {}", dir.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
     let f = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child
     // gets a copy-on-write copy of this address space and returns here on its own copy of
@@ -34,8 +106,8 @@ pub(crate) fn clone_into(flags: CloneFlags) -> Result<Option<Pid>, RuntimeError>
             format!("clone with {flags:?}"),
             nix::Error::last(),
         )),
-        0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
+        0 => Ok(Cloned::Child { in_cgroup: false }),
+        pid => Ok(Cloned::Parent(Pid::from_raw(pid as i32))),
     }
 }
 
@@ -131,9 +203,9 @@ fn monitor_main(
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
     let pid = match pid_path.map(enter_pid_ns).transpose() {
         Err(_) => Err(nix::Error::EINVAL),
-        Ok(_) => match clone_into(flags) {
-            Ok(None) => init::init_main(ctx, cg, child_ch),
-            Ok(Some(pid)) => Ok(pid),
+        Ok(_) => match clone_into(flags, cg.clone_target().as_deref()) {
+            Ok(Cloned::Child { in_cgroup }) => init::init_main(ctx, cg, in_cgroup, child_ch),
+            Ok(Cloned::Parent(pid)) => Ok(pid),
             Err(RuntimeError::Sys { source, .. }) => Err(source),
             Err(_) => Err(nix::Error::EINVAL),
         },

@@ -146,6 +146,11 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// kernel's global threadgroup lock, whose first writer waits for an RCU grace
     /// period (~10 ms here), so it is much cheaper than `add_process` from outside.
     fn join_self(&self) -> Result<(), CgroupError>;
+    /// A cgroup2 directory a new process can be created in directly (clone3 with
+    /// CLONE_INTO_CGROUP), which needs no migration at all; None on v1.
+    fn clone_target(&self) -> Option<PathBuf> {
+        None
+    }
     /// Every process currently in the cgroup.
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
     /// Freeze every process and wait until the kernel reports the cgroup frozen.

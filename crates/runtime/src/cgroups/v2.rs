@@ -573,6 +573,10 @@ impl CgroupManager for V2Manager {
         Ok(())
     }
 
+    fn clone_target(&self) -> Option<PathBuf> {
+        self.real.then(|| self.dir.clone())
+    }
+
     fn mount_sources(&self) -> Vec<CgroupMountSource> {
         vec![CgroupMountSource {
             subdir: String::new(),
