@@ -195,3 +195,21 @@ fn events_stats_reports_the_cgroup() {
     );
     rt.cmd(&["delete", "--force", &id]).ok();
 }
+
+#[test]
+fn events_stream_ends_when_the_container_does() {
+    let rt = Rt::skiff();
+    let b = Bundle::new(&["sh", "-c", "sleep 0.5"]);
+    let id = unique_name();
+    rt.start_detached(&b, &id);
+    let out = rt.cmd(&["events", "--interval", "100ms", id.as_str()]).ok();
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    assert!(!events.is_empty(), "{out:?}");
+    assert!(events
+        .iter()
+        .all(|e| e["type"] == "stats" && e["id"] == id.as_str()));
+}

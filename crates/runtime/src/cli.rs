@@ -403,8 +403,15 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
             id,
         } => {
             let every = parse_duration(&interval)?;
+            let mut first = true;
             loop {
-                let s = rt.stats(&id)?;
+                let s = match rt.stats(&id) {
+                    Ok(s) => s,
+                    // The stream ends, successfully, when the container does.
+                    Err(RuntimeError::WrongState { .. }) if !first => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                first = false;
                 let ev = serde_json::json!({"type": "stats", "id": id, "data": s});
                 println!("{ev}");
                 let _ = std::io::stdout().flush();
