@@ -13,6 +13,8 @@ mod basics;
 mod cgroup2;
 #[path = "runtime/cgroups.rs"]
 mod cgroups;
+#[path = "runtime/config.rs"]
+mod config;
 #[path = "runtime/exec.rs"]
 mod exec;
 #[path = "runtime/hooks.rs"]
