@@ -20,6 +20,7 @@
 //! runs the same name checks and diff ID computation without writing anything, so an
 //! archive can be refused before anything is stored.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -27,6 +28,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
@@ -139,7 +141,11 @@ fn corrupt(entries: usize) -> impl FnOnce(io::Error) -> UnpackError {
 
 fn walk(reader: impl Read, target: Option<&Path>) -> Result<LayerInfo, UnpackError> {
     let (compression, plain) = decompress(reader).map_err(corrupt(0))?;
-    let mut archive = tar::Archive::new(HashingReader::new(plain));
+    let zeros = Rc::new(Cell::new(0u64));
+    let mut archive = tar::Archive::new(ZeroTail {
+        inner: HashingReader::new(plain),
+        served: zeros.clone(),
+    });
     let mut entries = 0usize;
     let mut applier = target.map(Applier::new);
     {
@@ -168,6 +174,16 @@ fn walk(reader: impl Read, target: Option<&Path>) -> Result<LayerInfo, UnpackErr
                 // Scanning still has to read the data through the hasher.
                 io::copy(&mut entry, &mut io::sink()).map_err(corrupt(entries))?;
             }
+            // Zeros served before this entry's data was complete: the data is cut short.
+            if zeros.get() > 0 {
+                return Err(UnpackError::Corrupt {
+                    entries,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the data of {name:?} is cut short"),
+                    ),
+                });
+            }
             entries += 1;
         }
     }
@@ -176,7 +192,7 @@ fn walk(reader: impl Read, target: Option<&Path>) -> Result<LayerInfo, UnpackErr
     }
     // The diff ID covers the whole tar stream, including the end-of-archive blocks and
     // any padding after them.
-    let mut rest = archive.into_inner();
+    let mut rest = archive.into_inner().inner;
     io::copy(&mut rest, &mut io::sink()).map_err(corrupt(entries))?;
     let (diff_id, size) = rest.finish();
     Ok(LayerInfo {
@@ -185,6 +201,33 @@ fn walk(reader: impl Read, target: Option<&Path>) -> Result<LayerInfo, UnpackErr
         compression,
         entries,
     })
+}
+
+/// Serves up to 1.5 KiB of zeros after the real end of the stream, counting them.
+///
+/// Some writers (umoci 0.4's `insert`, among others) end a layer right after the last
+/// entry's data, without the padding to 512 bytes and the two zero blocks that close a
+/// tar archive. Go's archive/tar, and so Docker, containerd and umoci, accept such
+/// layers; so does skiff, but only when every entry's data is complete: `walk` refuses
+/// the layer if zeros were needed before an entry's data ended. The zeros are never
+/// hashed: the diff ID covers the real bytes only.
+struct ZeroTail<R> {
+    inner: R,
+    served: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for ZeroTail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        let left = 1536u64.saturating_sub(self.served.get());
+        let n = (buf.len() as u64).min(left) as usize;
+        buf[..n].fill(0);
+        self.served.set(self.served.get() + n as u64);
+        Ok(n)
+    }
 }
 
 struct Applier<'a> {

@@ -204,12 +204,36 @@ fn escaping_entries_are_refused_and_nothing_leaks() {
 fn truncated_layers_are_corrupt() {
     let layer = full_layer();
     let gz = gzip(&layer);
-    let cut = &gz[..gz.len() / 2];
     let dir = tempfile::tempdir().unwrap();
-    let err = unpack_layer(cut, dir.path()).unwrap_err();
+    let err = unpack_layer(&gz[..gz.len() / 2], dir.path()).unwrap_err();
     assert!(matches!(err, UnpackError::Corrupt { .. }), "{err}");
-    let err = scan_layer(&layer[..layer.len() - 700]).map(|i| i.diff_id);
-    // A plain tar cut mid-entry is corrupt; cut at a block boundary it can only be
-    // caught by its diff ID, which the caller compares.
-    assert!(err.is_err() || err.unwrap() != Digest::of(&layer));
+
+    // A plain tar cut inside a file's data is corrupt, scanned or unpacked.
+    let one = LayerBuilder::new()
+        .file("a", b"fresh\n", 0o644, 0, 0)
+        .finish();
+    let cut = &one[..512 + 3];
+    assert!(matches!(scan_layer(cut), Err(UnpackError::Corrupt { .. })));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        unpack_layer(cut, dir.path()),
+        Err(UnpackError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn layer_without_end_blocks_is_accepted_like_go_tar() {
+    // umoci 0.4's `insert` ends the layer right after the last file's data.
+    let one = LayerBuilder::new()
+        .file("a", b"fresh\n", 0o644, 0, 0)
+        .finish();
+    let short = &one[..512 + 6];
+    let dir = tempfile::tempdir().unwrap();
+    let info = unpack_layer(short, dir.path()).unwrap();
+    assert_eq!(
+        info.diff_id,
+        Digest::of(short),
+        "diff ID covers the real bytes only"
+    );
+    assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"fresh\n");
 }

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary")]
@@ -15,6 +16,8 @@ struct Cli {
 enum Cmd {
     /// OCI container runtime with runc's verbs and flags.
     Runtime(Box<skiff_runtime::cli::RuntimeCli>),
+    /// Build, store, load and save images.
+    Image(image_cmd::ImageCli),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -30,6 +33,10 @@ fn main() {
         Cmd::Runtime(rt) => {
             init_tracing(rt.debug);
             skiff_runtime::cli::main(*rt)
+        }
+        Cmd::Image(c) => {
+            init_tracing(false);
+            image_cmd::main(c)
         }
         Cmd::Bench(b) => {
             init_tracing(false);

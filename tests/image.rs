@@ -1,0 +1,652 @@
+//! End-to-end tests of `skiff image …` against the real tools: skopeo and umoci read what
+//! skiff saves, skiff loads what they write, and skiff's overlay snapshot of an image is
+//! the same tree umoci unpacks. Run as root (umoci unpack, mknod, overlay mounts); every
+//! test uses its own temp data dir and mounts only inside a private mount namespace.
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../crates/image/tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_same_tree, in_private_mount_ns, tree, LayerBuilder};
+use skiff_image::mount::MountGuard;
+use skiff_image::{Digest, ImageStore};
+
+const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn skiff(data: &Path, args: &[&str]) -> Output {
+    Command::new(SKIFF)
+        .arg("image")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn skiff_ok(data: &Path, args: &[&str]) -> String {
+    let out = skiff(data, args);
+    assert!(
+        out.status.success(),
+        "skiff image {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn tool(name: &str, args: &[&str]) -> Output {
+    run(Command::new(name).args(args))
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// An OCI layout made by umoci: `base` (busybox, links, devices, odd owners and modes)
+/// and `child` on top of it (a deleted file, a replaced directory, an opaque directory,
+/// changed metadata, a new file).
+fn umoci_layout(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let l = p(&layout);
+    tool("umoci", &["init", "--layout", l]);
+    tool("umoci", &["new", "--image", &format!("{l}:base")]);
+    let b = dir.join("b");
+    tool("umoci", &["unpack", "--image", &format!("{l}:base"), p(&b)]);
+    let r = b.join("rootfs");
+    for d in [
+        "bin",
+        "etc",
+        "home/user",
+        "var/cache/apt",
+        "opt/old",
+        "dev",
+        "tmp",
+    ] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", r.join("bin/abs-link")).unwrap();
+    fs::hard_link(r.join("bin/busybox"), r.join("bin/ls")).unwrap();
+    fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(r.join("etc/group"), "root:x:0:\n").unwrap();
+    fs::write(r.join("etc/motd"), "hello\n").unwrap();
+    fs::write(r.join("home/user/.profile"), "PS1=x\n").unwrap();
+    fs::write(r.join("var/cache/apt/pkgcache"), "cache").unwrap();
+    fs::write(r.join("opt/old/file"), "old").unwrap();
+    fs::write(r.join("bin/suid"), "x").unwrap();
+    fs::set_permissions(r.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(r.join("home/user"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(r.join("home/user"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(r.join("home/user/.profile"), Some(1000), Some(1000)).unwrap();
+    nix::sys::stat::mknod(
+        &r.join("dev/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &r.join("dev/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    tool("umoci", &["repack", "--image", &format!("{l}:base"), p(&b)]);
+    tool(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &format!("{l}:base"),
+            "--config.cmd",
+            "/bin/sh",
+        ],
+    );
+
+    let c = dir.join("c");
+    tool("umoci", &["unpack", "--image", &format!("{l}:base"), p(&c)]);
+    let r = c.join("rootfs");
+    fs::remove_file(r.join("etc/group")).unwrap();
+    fs::remove_dir_all(r.join("var/cache/apt")).unwrap();
+    fs::write(r.join("etc/motd"), "changed\n").unwrap();
+    fs::set_permissions(r.join("etc/passwd"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(r.join("etc/motd"), Some(33), Some(33)).unwrap();
+    fs::write(r.join("etc/new"), "new").unwrap();
+    tool(
+        "umoci",
+        &["repack", "--image", &format!("{l}:child"), p(&c)],
+    );
+    // An opaque directory and an explicit whiteout, as umoci insert writes them.
+    let opt = dir.join("newopt");
+    fs::create_dir(&opt).unwrap();
+    fs::write(opt.join("fresh"), "fresh").unwrap();
+    tool(
+        "umoci",
+        &[
+            "insert",
+            "--image",
+            &format!("{l}:child"),
+            "--opaque",
+            p(&opt),
+            "/opt",
+        ],
+    );
+    tool(
+        "umoci",
+        &[
+            "insert",
+            "--image",
+            &format!("{l}:child"),
+            "--whiteout",
+            "/bin/abs-link",
+        ],
+    );
+    layout
+}
+
+/// The rootfs umoci unpacks from `layout:tag`.
+fn umoci_rootfs(layout: &Path, tag: &str, dir: &Path) -> PathBuf {
+    let bundle = dir.join(format!("umoci-{tag}"));
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{tag}", p(layout)),
+            p(&bundle),
+        ],
+    );
+    bundle.join("rootfs")
+}
+
+/// skiff's view of `reference`: snapshot prepared, overlay mounted in a private mount
+/// namespace, tree read, unmounted, snapshot removed.
+fn skiff_tree(data: &Path, reference: &str, scratch: &Path) -> BTreeMap<PathBuf, common::Node> {
+    let store = ImageStore::open(data).unwrap();
+    let img = store.image(&store.resolve(reference).unwrap()).unwrap();
+    let key = format!(
+        "t{}-{}",
+        std::process::id(),
+        reference.replace([':', '/'], "-")
+    );
+    let mounts = store.prepare_rootfs(&img, &key).unwrap();
+    let target = scratch.join(format!("merged-{key}"));
+    fs::create_dir_all(&target).unwrap();
+    let t = in_private_mount_ns(|| {
+        let g = MountGuard::mount(&mounts, &target).unwrap();
+        let t = tree(&target);
+        g.unmount().unwrap();
+        t
+    });
+    store.snapshotter();
+    skiff_image::Snapshotter::remove(store.snapshotter(), &key).unwrap();
+    t
+}
+
+#[test]
+fn umoci_image_loads_and_snapshot_matches_umoci_unpack() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layout = umoci_layout(dir.path());
+    let archive = dir.path().join("child.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:child", p(&layout)),
+            &format!("oci-archive:{}:child:v1", p(&archive)),
+        ],
+    );
+    let out = skiff_ok(&data, &["load", "-i", p(&archive)]);
+    assert_eq!(out.trim(), "Loaded image: child:v1");
+
+    let want = tree(&umoci_rootfs(&layout, "child", dir.path()));
+    // Sanity: the test image really exercises whiteouts and opaque dirs.
+    assert!(!want.contains_key(Path::new("etc/group")));
+    assert!(!want.contains_key(Path::new("var/cache/apt")));
+    assert!(!want.contains_key(Path::new("opt/old")));
+    assert!(!want.contains_key(Path::new("bin/abs-link")));
+    assert!(want.contains_key(Path::new("opt/fresh")));
+    assert_eq!(want[Path::new("dev/null")].kind, "char");
+    let got = skiff_tree(&data, "child:v1", dir.path());
+    assert_same_tree(&want, &got, "umoci unpack vs skiff snapshot");
+}
+
+#[test]
+fn skopeo_docker_archive_loads_and_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layout = umoci_layout(dir.path());
+    // skopeo writes the legacy `docker save` layout: manifest.json, <id>.tar layers,
+    // <id>.json config, repositories.
+    let archive = dir.path().join("docker.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:child", p(&layout)),
+            &format!("docker-archive:{}:example.com/app:2", p(&archive)),
+        ],
+    );
+    let out = skiff_ok(&data, &["load", "-i", p(&archive)]);
+    assert_eq!(out.trim(), "Loaded image: example.com/app:2");
+    let want = tree(&umoci_rootfs(&layout, "child", dir.path()));
+    let got = skiff_tree(&data, "example.com/app:2", dir.path());
+    assert_same_tree(
+        &want,
+        &got,
+        "umoci unpack vs skiff snapshot of a docker-archive",
+    );
+}
+
+#[test]
+fn saved_archive_is_read_by_skopeo_and_umoci_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layout = umoci_layout(dir.path());
+    let archive = dir.path().join("in.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:child", p(&layout)),
+            &format!("oci-archive:{}:child", p(&archive)),
+        ],
+    );
+    skiff_ok(&data, &["load", "-i", p(&archive)]);
+    let saved = dir.path().join("saved.tar");
+    skiff_ok(&data, &["save", "-o", p(&saved), "child"]);
+    let want = tree(&umoci_rootfs(&layout, "child", dir.path()));
+    for (i, src) in [
+        format!("docker-archive:{}", p(&saved)),
+        format!("oci-archive:{}", p(&saved)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out_layout = dir.path().join(format!("out{i}"));
+        let tag = format!("x{i}");
+        tool(
+            "skopeo",
+            &["copy", src, &format!("oci:{}:{tag}", p(&out_layout))],
+        );
+        let got = tree(&umoci_rootfs(&out_layout, &tag, dir.path()));
+        assert_same_tree(&want, &got, &format!("umoci unpack of skopeo copy {src}"));
+    }
+    let inspect = String::from_utf8(
+        tool(
+            "skopeo",
+            &["inspect", &format!("docker-archive:{}", p(&saved))],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(inspect.contains("\"Architecture\""), "{inspect}");
+    // Saved and reloaded into an empty store, it is the same image.
+    let data2 = dir.path().join("data2");
+    assert_eq!(
+        skiff_ok(&data2, &["load", "-i", p(&saved)]).trim(),
+        "Loaded image: child:latest"
+    );
+    let id1: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data, &["inspect", "child"])).unwrap();
+    let id2: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data2, &["inspect", "child"])).unwrap();
+    assert_eq!(id1[0]["Id"], id2[0]["Id"]);
+    assert_eq!(id1[0]["Manifest"]["Digest"], id2[0]["Manifest"]["Digest"]);
+}
+
+/// Every file under the store with its size, and refs.json: what "unchanged" means.
+fn store_state(data: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(rd) = fs::read_dir(d) else { return };
+        for e in rd {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            if rel.ends_with("lock") {
+                continue;
+            }
+            out.push((rel, if m.is_dir() { 0 } else { m.len() }));
+            if m.is_dir() {
+                walk(root, &e.path(), out);
+            }
+        }
+    }
+    walk(data, data, &mut out);
+    out.sort();
+    out.push(("refs.json".into(), 0));
+    if let Ok(r) = fs::read(data.join("images/refs.json")) {
+        out.push((String::from_utf8(r).unwrap(), 1));
+    }
+    out
+}
+
+/// An OCI archive holding one image whose only layer is `layer`.
+fn oci_archive_with_layer(layer: &[u8], path: &Path) {
+    let diff = Digest::of(layer);
+    let config = serde_json::json!({"architecture": skiff_image::manifest::Platform::host().arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff.to_string()]}});
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff.to_string(), "size": layer.len()}]}))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&manifest).to_string(),
+         "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "evil:1"}}]}))
+    .unwrap();
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, data) in [
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".to_string(), index),
+        (
+            format!("blobs/sha256/{}", Digest::of(&manifest).hex()),
+            manifest.clone(),
+        ),
+        (
+            format!("blobs/sha256/{}", Digest::of(&config).hex()),
+            config.clone(),
+        ),
+        (format!("blobs/sha256/{}", diff.hex()), layer.to_vec()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn bad_archives_are_refused_and_the_store_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = dir.path();
+    // A store with something in it already.
+    let good = d.join("good.tar");
+    oci_archive_with_layer(
+        &LayerBuilder::new().file("ok", b"ok", 0o644, 0, 0).finish(),
+        &good,
+    );
+    skiff_ok(&data, &["load", "-i", p(&good)]);
+    let before = store_state(&data);
+
+    let bytes = fs::read(&good).unwrap();
+    let truncated = d.join("truncated.tar");
+    fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+
+    // Flip one byte inside the layer blob's data: its digest no longer matches.
+    let corrupt = d.join("corrupt.tar");
+    let mut c = bytes.clone();
+    let at = c.windows(2).position(|w| w == b"ok").unwrap();
+    let at = at + c[at + 2..].windows(2).position(|w| w == b"ok").unwrap() + 2;
+    c[at] = b'X';
+    fs::write(&corrupt, &c).unwrap();
+
+    let escaping_layer = d.join("escaping-layer.tar");
+    oci_archive_with_layer(
+        &LayerBuilder::new()
+            .raw(
+                tar::EntryType::Regular,
+                "../../../../tmp/skiff-pwned",
+                "",
+                b"x",
+            )
+            .finish(),
+        &escaping_layer,
+    );
+    let escaping_hardlink = d.join("escaping-hardlink.tar");
+    oci_archive_with_layer(
+        &LayerBuilder::new()
+            .raw(tar::EntryType::Link, "passwd", "../../etc/passwd", b"")
+            .finish(),
+        &escaping_hardlink,
+    );
+    let escaping_member = d.join("escaping-member.tar");
+    fs::write(
+        &escaping_member,
+        LayerBuilder::new()
+            .raw(tar::EntryType::Regular, "../index.json", "", b"{}")
+            .finish(),
+    )
+    .unwrap();
+    let not_archive = d.join("garbage.tar");
+    fs::write(&not_archive, b"this is not a tarball at all").unwrap();
+    let missing_blob = d.join("missing.tar");
+    {
+        let mut b = tar::Builder::new(fs::File::create(&missing_blob).unwrap());
+        let mut ar = tar::Archive::new(&bytes[..]);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let mut h = e.header().clone();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            // Drop the layer (the largest blob here is not the layer; drop by name).
+            if path.to_str().unwrap().ends_with(
+                Digest::of(&LayerBuilder::new().file("ok", b"ok", 0o644, 0, 0).finish()).hex(),
+            ) {
+                continue;
+            }
+            b.append_data(&mut h, &path, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+    }
+
+    for (what, file, expect) in [
+        ("truncated", &truncated, "corrupt or truncated"),
+        ("corrupt", &corrupt, "does not match"),
+        ("escaping layer entry", &escaping_layer, "'..'"),
+        ("escaping hard link", &escaping_hardlink, "'..'"),
+        (
+            "escaping archive member",
+            &escaping_member,
+            "escapes the archive root",
+        ),
+        ("not an archive", &not_archive, "archive"),
+        ("missing blob", &missing_blob, "missing"),
+    ] {
+        let out = skiff(&data, &["load", "-i", p(file)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: load succeeded");
+        assert!(
+            err.contains(expect),
+            "{what}: error {err:?} lacks {expect:?}"
+        );
+        assert_eq!(store_state(&data), before, "{what}: store changed");
+    }
+    assert!(!Path::new("/tmp/skiff-pwned").exists());
+
+    // import refuses an escaping rootfs the same way.
+    let rootfs = d.join("rootfs.tar");
+    fs::write(
+        &rootfs,
+        LayerBuilder::new()
+            .file("fine", b"x", 0o644, 0, 0)
+            .raw(tar::EntryType::Regular, "a/../../escape", "", b"x")
+            .finish(),
+    )
+    .unwrap();
+    let out = skiff(&data, &["import", p(&rootfs), "bad:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'..'"));
+    assert_eq!(store_state(&data), before, "import: store changed");
+}
+
+#[test]
+fn images_on_one_base_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layout = umoci_layout(dir.path());
+    for tag in ["base", "child"] {
+        let a = dir.path().join(format!("{tag}.tar"));
+        tool(
+            "skopeo",
+            &[
+                "copy",
+                &format!("oci:{}:{tag}", p(&layout)),
+                &format!("oci-archive:{}:{tag}", p(&a)),
+            ],
+        );
+        skiff_ok(&data, &["load", "-i", p(&a)]);
+    }
+    let store = ImageStore::open(&data).unwrap();
+    let base = store.image(&store.resolve("base").unwrap()).unwrap();
+    let child = store.image(&store.resolve("child").unwrap()).unwrap();
+    assert_eq!(base.layers.len(), 1);
+    assert_eq!(
+        child.layers.len(),
+        4,
+        "base + repack + opaque insert + whiteout insert"
+    );
+    assert_eq!(
+        child.layers[0].blob, base.layers[0].blob,
+        "child stands on base"
+    );
+    // Blobs: 2 manifests + 2 configs + 4 distinct layers; the base layer once.
+    let blobs = skiff_image::ContentStore::list(store.content()).unwrap();
+    assert_eq!(blobs.len(), 2 + 2 + 4, "{blobs:?}");
+    let state = store_state(&data);
+    let base_files = state
+        .iter()
+        .filter(|(f, _)| f.ends_with(base.layers[0].blob.hex()))
+        .count();
+    assert_eq!(base_files, 1);
+    // Both unpacked: the shared layer is unpacked once.
+    let t1 = skiff_tree(&data, "base", dir.path());
+    let _ = skiff_tree(&data, "child", dir.path());
+    assert!(t1.contains_key(Path::new("bin/busybox")));
+    let layers = skiff_image::Snapshotter::layers(store.snapshotter()).unwrap();
+    assert_eq!(layers.len(), 4);
+    // Loading again adds nothing.
+    let before = store_state(&data);
+    skiff_ok(&data, &["load", "-i", p(&dir.path().join("base.tar"))]);
+    assert_eq!(store_state(&data), before);
+}
+
+#[test]
+fn import_tag_ls_history_inspect_rm_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rootfs = dir.path().join("rootfs.tar.gz");
+    fs::write(
+        &rootfs,
+        common::gzip(
+            &LayerBuilder::new()
+                .dir("bin/", 0o755, 0, 0)
+                .file(
+                    "bin/busybox",
+                    &fs::read("/bin/busybox").unwrap(),
+                    0o755,
+                    0,
+                    0,
+                )
+                .symlink("bin/sh", "busybox")
+                .finish(),
+        ),
+    )
+    .unwrap();
+    let id = skiff_ok(&data, &["import", p(&rootfs), "bb:1"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    skiff_ok(&data, &["tag", "bb:1", "localhost:5000/bb:2"]);
+    let ls = skiff_ok(&data, &["ls"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines.len(), 3, "{ls}");
+    assert!(lines[0].starts_with("REPOSITORY"), "{ls}");
+    assert!(ls.contains(&id.trim()["sha256:".len()..][..12]), "{ls}");
+    let hist = skiff_ok(&data, &["history", "bb:1"]);
+    assert!(hist.contains("skiff image import"), "{hist}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data, &["inspect", "bb:1"])).unwrap();
+    assert_eq!(inspect[0]["Id"].as_str(), Some(id.trim()));
+    assert_eq!(
+        inspect[0]["Layers"][0]["MediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(inspect[0]["RepoTags"].as_array().unwrap().len(), 2);
+    // By short ID too.
+    let short = &id.trim()["sha256:".len()..][..12];
+    skiff_ok(&data, &["inspect", short]);
+
+    let out = skiff(&data, &["inspect", "nope:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
+    // rm of one name keeps the content (still named); rm of the last deletes it.
+    assert_eq!(skiff_ok(&data, &["rm", "bb:1"]).trim(), "Untagged: bb:1");
+    skiff_ok(&data, &["inspect", "localhost:5000/bb:2"]);
+    let out = skiff_ok(&data, &["rm", "localhost:5000/bb:2"]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    let store = ImageStore::open(&data).unwrap();
+    assert!(skiff_image::ContentStore::list(store.content())
+        .unwrap()
+        .is_empty());
+    assert!(skiff_ok(&data, &["ls", "-q"]).is_empty());
+    skiff_ok(&data, &["prune"]);
+}
+
+#[test]
+fn wrong_platform_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rootfs = dir.path().join("rootfs.tar");
+    fs::write(
+        &rootfs,
+        LayerBuilder::new().file("x", b"x", 0o644, 0, 0).finish(),
+    )
+    .unwrap();
+    skiff_ok(&data, &["import", p(&rootfs), "x:1"]);
+    let host = skiff_image::manifest::Platform::host();
+    let other = if host.arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let store = ImageStore::open_for(
+        &data,
+        skiff_image::manifest::Platform {
+            os: "linux".into(),
+            arch: other.into(),
+            variant: None,
+        },
+    )
+    .unwrap();
+    let img = store.image(&store.resolve("x:1").unwrap()).unwrap();
+    let err = store.prepare_rootfs(&img, "wrong").unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("linux/{}", host.arch)) && err.contains(&format!("linux/{other}")),
+        "{err}"
+    );
+}
