@@ -351,8 +351,12 @@ fn store_state(data: &Path) -> Vec<(String, u64)> {
 
 /// An OCI archive holding one image whose only layer is `layer`.
 fn oci_archive_with_layer(layer: &[u8], path: &Path) {
+    oci_archive_for(layer, path, &skiff_image::manifest::Platform::host().arch)
+}
+
+fn oci_archive_for(layer: &[u8], path: &Path, arch: &str) {
     let diff = Digest::of(layer);
-    let config = serde_json::json!({"architecture": skiff_image::manifest::Platform::host().arch, "os": "linux",
+    let config = serde_json::json!({"architecture": arch, "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [diff.to_string()]}});
     let config = serde_json::to_vec(&config).unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
@@ -648,5 +652,241 @@ fn wrong_platform_is_refused_naming_both() {
     assert!(
         err.contains(&format!("linux/{}", host.arch)) && err.contains(&format!("linux/{other}")),
         "{err}"
+    );
+}
+
+fn skiff_run(data: &Path, rt: &Path, args: &[&str]) -> Output {
+    Command::new(SKIFF)
+        .arg("run")
+        .arg("--data-dir")
+        .arg(data)
+        .env("SKIFF_RUNTIME_ROOT", rt)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A busybox image made with umoci whose config sets ENTRYPOINT, CMD, ENV, WORKDIR
+/// and USER, loaded into `data` as `app:1`.
+fn load_app_image(dir: &Path, data: &Path) {
+    let layout = umoci_layout(dir);
+    let l = format!("{}:base", p(&layout));
+    tool(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &l,
+            "--tag",
+            "app",
+            "--config.entrypoint",
+            "/bin/sh",
+            "--config.entrypoint",
+            "-c",
+            "--config.cmd",
+            "echo cmd-from-image; id -u; id -g; pwd; echo $GREETING $HOME",
+            "--config.env",
+            "GREETING=hello-from-image",
+            "--config.workingdir",
+            "/srv/app",
+            "--config.user",
+            "user",
+        ],
+    );
+    let a = dir.join("app.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:app", p(&layout)),
+            &format!("oci-archive:{}:app:1", p(&a)),
+        ],
+    );
+    skiff_ok(data, &["load", "-i", p(&a)]);
+}
+
+#[test]
+fn run_applies_the_image_config_like_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = dir.path().join("rt");
+    load_app_image(dir.path(), &data);
+
+    // The image's defaults: ENTRYPOINT + CMD, USER resolved through its /etc/passwd,
+    // WORKDIR created, ENV and HOME.
+    let out = skiff_run(&data, &rt, &["--rm", "app:1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "cmd-from-image",
+            "1000",
+            "1000",
+            "/srv/app",
+            "hello-from-image /home/user"
+        ]
+    );
+    // Flags override: arguments replace CMD (the ENTRYPOINT stays), -e, -w, -u.
+    let out = skiff_run(
+        &data,
+        &rt,
+        &[
+            "--rm",
+            "-e",
+            "GREETING=flag",
+            "-w",
+            "/tmp",
+            "-u",
+            "0:0",
+            "app:1",
+            "echo $GREETING; id -u; pwd; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "exit code is the container's");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["flag", "0", "/tmp"]
+    );
+    // --rm left nothing behind.
+    assert_eq!(fs::read_dir(data.join("containers")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(data.join("images/snapshots/active"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(p(dir.path())), "a mount was left behind");
+}
+
+#[test]
+fn run_containers_do_not_see_each_others_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = dir.path().join("rt");
+    let rootfs = dir.path().join("rootfs.tar");
+    fs::write(
+        &rootfs,
+        LayerBuilder::new()
+            .dir("bin/", 0o755, 0, 0)
+            .file(
+                "bin/busybox",
+                &fs::read("/bin/busybox").unwrap(),
+                0o755,
+                0,
+                0,
+            )
+            .symlink("bin/sh", "busybox")
+            .file("shared", b"from the image\n", 0o644, 0, 0)
+            .finish(),
+    )
+    .unwrap();
+    skiff_ok(&data, &["import", p(&rootfs), "bb:1"]);
+    let name_a = format!("t{}-a", std::process::id());
+    let name_b = format!("t{}-b", std::process::id());
+    let out = skiff_run(
+        &data,
+        &rt,
+        &[
+            "--name",
+            &name_a,
+            "bb:1",
+            "/bin/sh",
+            "-c",
+            "echo mine > /shared; echo new > /only-a; rm /bin/busybox.x 2>/dev/null; cat /shared",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mine\n");
+    let out = skiff_run(
+        &data,
+        &rt,
+        &[
+            "--name",
+            &name_b,
+            "bb:1",
+            "/bin/sh",
+            "-c",
+            "cat /shared; ls /only-a 2>&1 || true",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("from the image\n"), "{stdout}");
+    assert!(stdout.contains("No such file"), "{stdout}");
+    // Without --rm the writable layer stays, holding exactly that container's writes.
+    let store = ImageStore::open(&data).unwrap();
+    let upper_a = store.snapshotter().upper_dir(&name_a).unwrap();
+    assert_eq!(fs::read(upper_a.join("shared")).unwrap(), b"mine\n");
+    assert!(upper_a.join("only-a").exists());
+    let upper_b = store.snapshotter().upper_dir(&name_b).unwrap();
+    assert!(!upper_b.join("shared").exists());
+    // The same name again is refused.
+    let out = skiff_run(&data, &rt, &["--name", &name_a, "bb:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    for n in [&name_a, &name_b] {
+        skiff_image::Snapshotter::remove(store.snapshotter(), n).unwrap();
+        fs::remove_dir_all(data.join("containers").join(n)).unwrap();
+    }
+}
+
+#[test]
+fn run_refuses_missing_images_and_wrong_platforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = dir.path().join("rt");
+    let out = skiff_run(&data, &rt, &["--rm", "nope:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image \"nope:1\" not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let host = skiff_image::manifest::Platform::host();
+    let other = if host.arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let a = dir.path().join("other.tar");
+    oci_archive_for(
+        &LayerBuilder::new().file("x", b"x", 0o644, 0, 0).finish(),
+        &a,
+        other,
+    );
+    skiff_ok(&data, &["load", "-i", p(&a)]);
+    let out = skiff_run(&data, &rt, &["--rm", "evil:1", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        err.contains(&format!(
+            "image is for linux/{other}, but this host is linux/{}",
+            host.arch
+        )),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(data.join("containers")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(data.join("images/snapshots/active"))
+            .unwrap()
+            .count(),
+        0
     );
 }

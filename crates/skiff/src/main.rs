@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod image_cmd;
+mod run_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary")]
@@ -18,6 +19,8 @@ enum Cmd {
     Runtime(Box<skiff_runtime::cli::RuntimeCli>),
     /// Build, store, load and save images.
     Image(image_cmd::ImageCli),
+    /// Run a command in a new container from an image.
+    Run(run_cmd::RunArgs),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -37,6 +40,10 @@ fn main() {
         Cmd::Image(c) => {
             init_tracing(false);
             image_cmd::main(c)
+        }
+        Cmd::Run(r) => {
+            init_tracing(false);
+            run_cmd::main(r)
         }
         Cmd::Bench(b) => {
             init_tracing(false);
