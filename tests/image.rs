@@ -256,6 +256,12 @@ fn skopeo_docker_archive_loads_and_matches() {
     );
     let out = skiff_ok(&data, &["load", "-i", p(&archive)]);
     assert_eq!(out.trim(), "Loaded image: example.com/app:2");
+    // docker-archive layers are uncompressed tars.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data, &["inspect", "example.com/app:2"])).unwrap();
+    for l in inspect[0]["Layers"].as_array().unwrap() {
+        assert_eq!(l["MediaType"], "application/vnd.oci.image.layer.v1.tar");
+    }
     let want = tree(&umoci_rootfs(&layout, "child", dir.path()));
     let got = skiff_tree(&data, "example.com/app:2", dir.path());
     assert_same_tree(
@@ -608,6 +614,18 @@ fn import_tag_ls_history_inspect_rm_prune() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
+    // Unpack it, so removal has a snapshot layer to reclaim too.
+    {
+        let store = ImageStore::open(&data).unwrap();
+        let img = store.image(&store.resolve("bb:1").unwrap()).unwrap();
+        store.unpack(&img).unwrap();
+        assert_eq!(
+            skiff_image::Snapshotter::layers(store.snapshotter())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
     // rm of one name keeps the content (still named); rm of the last deletes it.
     assert_eq!(skiff_ok(&data, &["rm", "bb:1"]).trim(), "Untagged: bb:1");
     skiff_ok(&data, &["inspect", "localhost:5000/bb:2"]);
@@ -615,6 +633,9 @@ fn import_tag_ls_history_inspect_rm_prune() {
     assert!(out.contains("Deleted: sha256:"), "{out}");
     let store = ImageStore::open(&data).unwrap();
     assert!(skiff_image::ContentStore::list(store.content())
+        .unwrap()
+        .is_empty());
+    assert!(skiff_image::Snapshotter::layers(store.snapshotter())
         .unwrap()
         .is_empty());
     assert!(skiff_ok(&data, &["ls", "-q"]).is_empty());
@@ -888,5 +909,159 @@ fn run_refuses_missing_images_and_wrong_platforms() {
             .unwrap()
             .count(),
         0
+    );
+}
+
+#[test]
+fn zstd_layers_from_skopeo_load_and_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let layout = umoci_layout(dir.path());
+    let want = tree(&umoci_rootfs(&layout, "child", dir.path()));
+    let a = dir.path().join("zstd.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-compress",
+            "--dest-compress-format",
+            "zstd",
+            &format!("oci:{}:child", p(&layout)),
+            &format!("oci-archive:{}:zstd:1", p(&a)),
+        ],
+    );
+    skiff_ok(&data, &["load", "-i", p(&a)]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data, &["inspect", "zstd:1"])).unwrap();
+    for l in inspect[0]["Layers"].as_array().unwrap() {
+        assert_eq!(
+            l["MediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    let got = skiff_tree(&data, "zstd:1", dir.path());
+    assert_same_tree(&want, &got, "umoci unpack vs skiff snapshot of zstd layers");
+}
+
+/// Blobs and a descriptor of a one-layer Docker v2s2 image for `arch`.
+fn docker_image(layer: &[u8], arch: &str) -> (Vec<(Digest, Vec<u8>)>, serde_json::Value) {
+    let gz = common::gzip(layer);
+    let config = serde_json::to_vec(&serde_json::json!({"architecture": arch, "os": "linux",
+        "config": {"Cmd": ["/x"]}, "rootfs": {"type": "layers", "diff_ids": [Digest::of(layer).to_string()]}}))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": Digest::of(&gz).to_string(), "size": gz.len()}]}))
+    .unwrap();
+    let desc = serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "digest": Digest::of(&manifest).to_string(), "size": manifest.len(),
+        "platform": {"architecture": arch, "os": "linux"}});
+    let blobs = vec![
+        (Digest::of(&gz), gz),
+        (Digest::of(&config), config),
+        (Digest::of(&manifest), manifest),
+    ];
+    (blobs, desc)
+}
+
+#[test]
+fn manifest_list_picks_the_host_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let host = skiff_image::manifest::Platform::host();
+    let other = if host.arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let (host_blobs, host_desc) = docker_image(
+        &LayerBuilder::new().file("x", b"host", 0o755, 0, 0).finish(),
+        &host.arch,
+    );
+    let (_, other_desc) = docker_image(
+        &LayerBuilder::new()
+            .file("x", b"other", 0o755, 0, 0)
+            .finish(),
+        other,
+    );
+    // A Docker manifest list naming both; only the host's blobs are in the archive, as
+    // when one platform of a multi-platform image was pulled.
+    let list = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [other_desc, host_desc]}))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+         "digest": Digest::of(&list).to_string(), "size": list.len(),
+         "annotations": {"io.containerd.image.name": "docker.io/library/multi:1"}}]}))
+    .unwrap();
+    let a = dir.path().join("multi.tar");
+    let mut files = vec![
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".to_string(), index),
+        (
+            format!("blobs/sha256/{}", Digest::of(&list).hex()),
+            list.clone(),
+        ),
+    ];
+    files.extend(
+        host_blobs
+            .into_iter()
+            .map(|(d, v)| (format!("blobs/sha256/{}", d.hex()), v)),
+    );
+    let mut b = tar::Builder::new(fs::File::create(&a).unwrap());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+
+    assert_eq!(
+        skiff_ok(&data, &["load", "-i", p(&a)]).trim(),
+        "Loaded image: multi:1"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data, &["inspect", "multi:1"])).unwrap();
+    assert_eq!(
+        inspect[0]["Architecture"].as_str(),
+        Some(host.arch.as_str())
+    );
+    assert_eq!(
+        inspect[0]["Index"].as_str(),
+        Some(Digest::of(&list).to_string().as_str())
+    );
+    let got = skiff_tree(&data, "multi:1", dir.path());
+    assert_eq!(got[Path::new("x")].data, b"host");
+
+    // Saved, it is the host's image alone, which skopeo reads.
+    let saved = dir.path().join("saved.tar");
+    skiff_ok(&data, &["save", "-o", p(&saved), "multi:1"]);
+    tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", p(&saved))],
+    );
+
+    // A host the list does not cover gets an error naming what there is.
+    let store = ImageStore::open_for(
+        &data,
+        skiff_image::manifest::Platform::parse("linux/s390x").unwrap(),
+    )
+    .unwrap();
+    let err = store
+        .image(&store.resolve("multi:1").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("linux/s390x")
+            && err.contains(&format!("linux/{}", host.arch))
+            && err.contains(&format!("linux/{other}")),
+        "{err}"
     );
 }

@@ -332,3 +332,93 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
+
+/// The conformance suite every [`Snapshotter`] runs. `make` returns a fresh, empty
+/// snapshotter each call. Mount behaviour (whiteouts in the merged view, copy-on-write)
+/// needs a mount namespace and is tested per backend.
+pub mod conformance {
+    use super::*;
+
+    fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            #[allow(clippy::unwrap_used)]
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        #[allow(clippy::unwrap_used)]
+        b.into_inner().unwrap()
+    }
+
+    /// Runs every check; panics (test failure) on the first violation.
+    pub fn run_all<S: Snapshotter>(make: &dyn Fn() -> S) {
+        unpack_once_and_verified(&make());
+        prepare_mounts_remove(&make());
+        bad_keys_and_missing_layers(&make());
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn unpack_once_and_verified<S: Snapshotter>(s: &S) {
+        let l = layer(&[("a", b"a")]);
+        let d = Digest::of(&l);
+        assert!(!s.has_layer(&d).unwrap());
+        s.unpack(&d, &mut &l[..]).unwrap();
+        assert!(s.has_layer(&d).unwrap());
+        // Again: a no-op, even with a stream that would not verify.
+        s.unpack(&d, &mut &b"garbage"[..]).unwrap();
+        assert_eq!(s.layers().unwrap(), vec![d.clone()]);
+        let lie = Digest::of(b"not this layer");
+        let err = s.unpack(&lie, &mut &l[..]).unwrap_err();
+        assert_eq!(err.category(), Category::Invalid, "{err}");
+        assert!(!s.has_layer(&lie).unwrap());
+        assert_eq!(s.layers().unwrap(), vec![d.clone()]);
+        assert!(s.remove_layer(&d).unwrap());
+        assert!(!s.remove_layer(&d).unwrap());
+        assert!(s.layers().unwrap().is_empty());
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn prepare_mounts_remove<S: Snapshotter>(s: &S) {
+        let (l1, l2) = (layer(&[("a", b"1")]), layer(&[("b", b"2")]));
+        let (d1, d2) = (Digest::of(&l1), Digest::of(&l2));
+        s.unpack(&d1, &mut &l1[..]).unwrap();
+        s.unpack(&d2, &mut &l2[..]).unwrap();
+        let layers = vec![d1.clone(), d2.clone()];
+        let m = s.prepare("c1", &layers).unwrap();
+        assert!(!m.is_empty());
+        assert_eq!(s.mounts("c1").unwrap(), m);
+        let err = s.prepare("c1", &layers).unwrap_err();
+        assert_eq!(err.category(), Category::AlreadyExists);
+        s.prepare("c2", &[]).unwrap();
+        assert_eq!(
+            s.active().unwrap(),
+            vec![
+                ("c1".to_string(), layers.clone()),
+                ("c2".to_string(), vec![])
+            ]
+        );
+        assert!(s.remove("c1").unwrap());
+        assert!(!s.remove("c1").unwrap());
+        assert_eq!(s.mounts("c1").unwrap_err().category(), Category::NotFound);
+        assert_eq!(s.layers().unwrap().len(), 2, "layers outlive snapshots");
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn bad_keys_and_missing_layers<S: Snapshotter>(s: &S) {
+        for bad in ["", "../x", ".hidden", "a/b", &"x".repeat(200)] {
+            let err = s.prepare(bad, &[]).unwrap_err();
+            assert_eq!(err.category(), Category::Invalid, "{bad:?}: {err}");
+        }
+        let err = s.prepare("c", &[Digest::of(b"absent")]).unwrap_err();
+        assert_eq!(err.category(), Category::NotFound);
+        assert!(
+            s.active().unwrap().is_empty(),
+            "a failed prepare leaves nothing"
+        );
+    }
+}

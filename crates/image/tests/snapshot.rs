@@ -41,6 +41,17 @@ fn unpacked(s: &OverlaySnapshotter) -> (Digest, Digest) {
 }
 
 #[test]
+fn overlay_passes_conformance() {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    skiff_image::snapshot::conformance::run_all(&|| {
+        let d = tempfile::tempdir().unwrap();
+        let s = OverlaySnapshotter::open(d.path()).unwrap();
+        dirs.borrow_mut().push(d);
+        s
+    });
+}
+
+#[test]
 fn prepare_returns_overlay_mounts_and_remove_cleans_up() {
     let d = tempfile::tempdir().unwrap();
     let s = OverlaySnapshotter::open(d.path()).unwrap();

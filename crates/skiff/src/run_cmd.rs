@@ -130,9 +130,15 @@ fn run(args: RunArgs) -> Result<i32> {
         ..Default::default()
     };
     let result = runtime.run(&opts, false, false);
-    guard.unmount()?;
-    let code = result.with_context(|| format!("running container {id}"))?;
     let mut cleanup = cleanup;
+    if let Err(e) = guard.unmount() {
+        // Never delete a directory that is still mounted: that would reach into it.
+        cleanup.armed = false;
+        return Err(e).with_context(|| {
+            format!("container {id} exited, but its root filesystem is still mounted")
+        });
+    }
+    let code = result.with_context(|| format!("running container {id}"))?;
     cleanup.armed = args.rm;
     drop(cleanup);
     Ok(code)
