@@ -99,6 +99,7 @@ fn umoci_layout(dir: &Path) -> PathBuf {
     fs::write(r.join("home/user/.profile"), "PS1=x\n").unwrap();
     fs::write(r.join("var/cache/apt/pkgcache"), "cache").unwrap();
     fs::write(r.join("opt/old/file"), "old").unwrap();
+    xattr::set(r.join("etc/motd"), "user.skiff.test", b"kept").unwrap();
     fs::write(r.join("bin/suid"), "x").unwrap();
     fs::set_permissions(r.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
     fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
@@ -234,6 +235,11 @@ fn umoci_image_loads_and_snapshot_matches_umoci_unpack() {
     assert!(!want.contains_key(Path::new("bin/abs-link")));
     assert!(want.contains_key(Path::new("opt/fresh")));
     assert_eq!(want[Path::new("dev/null")].kind, "char");
+    assert_eq!(
+        want[Path::new("etc/motd")].xattrs,
+        [("user.skiff.test".to_string(), b"kept".to_vec())]
+    );
+    assert_eq!(want[Path::new("etc/motd")].uid, 33);
     let got = skiff_tree(&data, "child:v1", dir.path());
     assert_same_tree(&want, &got, "umoci unpack vs skiff snapshot");
 }
@@ -1064,4 +1070,100 @@ fn manifest_list_picks_the_host_platform() {
             && err.contains(&format!("linux/{other}")),
         "{err}"
     );
+}
+
+/// A docker-archive laid out as `docker save` wrote it before Docker 25: one directory
+/// per layer (`<id>/layer.tar`, `json`, `VERSION`), configs as `<hex>.json`,
+/// `manifest.json` and `repositories`, and a layer shared by two images stored once with
+/// a symlink pointing at it.
+#[test]
+fn legacy_docker_save_archive_loads_with_symlinked_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let host = skiff_image::manifest::Platform::host();
+    let base = LayerBuilder::new()
+        .dir("bin/", 0o755, 0, 0)
+        .file(
+            "bin/busybox",
+            &fs::read("/bin/busybox").unwrap(),
+            0o755,
+            0,
+            0,
+        )
+        .symlink("bin/sh", "busybox")
+        .finish();
+    let top = LayerBuilder::new()
+        .file("etc/app", b"app\n", 0o644, 0, 0)
+        .finish();
+    let config = |layers: &[&[u8]], cmd: &str| {
+        serde_json::to_vec(&serde_json::json!({"architecture": host.arch, "os": "linux",
+            "config": {"Cmd": ["/bin/sh", "-c", cmd]},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| Digest::of(l).to_string()).collect::<Vec<_>>()}}))
+        .unwrap()
+    };
+    let c1 = config(&[&base], "echo one");
+    let c2 = config(&[&base, &top], "cat /etc/app");
+    let manifest = serde_json::json!([
+        {"Config": format!("{}.json", Digest::of(&c1).hex()), "RepoTags": ["one:latest"],
+         "Layers": ["aaaa/layer.tar"]},
+        {"Config": format!("{}.json", Digest::of(&c2).hex()), "RepoTags": ["two:latest", "two:v2"],
+         "Layers": ["bbbb/layer.tar", "cccc/layer.tar"]},
+    ]);
+    let a = dir.path().join("legacy.tar");
+    let mut b = tar::Builder::new(fs::File::create(&a).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    for id in ["aaaa", "bbbb", "cccc"] {
+        add(&format!("{id}/VERSION"), b"1.0");
+        add(&format!("{id}/json"), br#"{"id":"x"}"#);
+    }
+    add("aaaa/layer.tar", &base);
+    add("cccc/layer.tar", &top);
+    add(&format!("{}.json", Digest::of(&c1).hex()), &c1);
+    add(&format!("{}.json", Digest::of(&c2).hex()), &c2);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    add("repositories", br#"{"one":{"latest":"aaaa"}}"#);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bbbb/layer.tar", "../aaaa/layer.tar")
+        .unwrap();
+    b.finish().unwrap();
+    drop(b);
+
+    let out = skiff_ok(&data, &["load", "-i", p(&a)]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Loaded image: one:latest",
+            "Loaded image: two:latest",
+            "Loaded image: two:v2"
+        ]
+    );
+    let store = ImageStore::open(&data).unwrap();
+    let one = store.image(&store.resolve("one").unwrap()).unwrap();
+    let two = store.image(&store.resolve("two:v2").unwrap()).unwrap();
+    assert_eq!(one.config_digest, Digest::of(&c1));
+    assert_eq!(two.layers[0].blob, one.layers[0].blob, "shared layer");
+    assert_eq!(two.layers[1].diff_id, Digest::of(&top));
+    // 2 configs, 2 generated manifests, 2 layers.
+    assert_eq!(
+        skiff_image::ContentStore::list(store.content())
+            .unwrap()
+            .len(),
+        6
+    );
+    let rt = dir.path().join("rt");
+    let out = skiff_run(&data, &rt, &["--rm", "two:v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app\n");
 }

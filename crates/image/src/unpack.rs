@@ -230,12 +230,56 @@ impl<R: Read> Read for ZeroTail<R> {
     }
 }
 
+/// An entry's ownership, time and xattrs: the header's, overridden by PAX records.
+struct Meta {
+    uid: u64,
+    gid: u64,
+    /// Seconds and nanoseconds.
+    mtime: (i64, i64),
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Meta {
+    /// PAX records carry ids too large for the header (Go's archive/tar writes them
+    /// past 2097151), sub-second times, and xattrs. Xattrs in `trusted.overlay.` are
+    /// dropped: they would let a layer forge overlay metadata.
+    fn apply_pax<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) {
+        let Ok(Some(exts)) = entry.pax_extensions() else {
+            return;
+        };
+        for ext in exts.flatten() {
+            let Ok(key) = ext.key() else { continue };
+            let value = ext.value().unwrap_or("");
+            match key {
+                "uid" => self.uid = value.parse().unwrap_or(self.uid),
+                "gid" => self.gid = value.parse().unwrap_or(self.gid),
+                "mtime" => {
+                    let (s, frac) = value.split_once('.').unwrap_or((value, ""));
+                    if let Ok(secs) = s.parse::<i64>() {
+                        let digits: String = frac.chars().take(9).collect();
+                        let nanos = format!("{digits:0<9}").parse::<i64>().unwrap_or(0);
+                        self.mtime = (secs, if secs < 0 { 0 } else { nanos });
+                    }
+                }
+                _ => {
+                    if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                        if !name.starts_with("trusted.overlay.") {
+                            self.xattrs
+                                .push((name.to_string(), ext.value_bytes().to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Applier<'a> {
     root: &'a Path,
     /// Directories (relative) known to be real directories under root.
     dirs: HashSet<PathBuf>,
     /// Directory mtimes to set last: creating children changes them.
-    dir_times: Vec<(PathBuf, i64)>,
+    dir_times: Vec<(PathBuf, (i64, i64))>,
 }
 
 impl<'a> Applier<'a> {
@@ -340,14 +384,28 @@ impl<'a> Applier<'a> {
         let abs = self.root.join(rel);
         let h = entry.header();
         let mode = h.mode().map_err(corrupt(index))? & 0o7777;
-        let uid = h.uid().map_err(corrupt(index))?;
-        let gid = h.gid().map_err(corrupt(index))?;
-        let mtime = h.mtime().map_err(corrupt(index))? as i64;
+        let mut meta = Meta {
+            uid: h.uid().map_err(corrupt(index))?,
+            gid: h.gid().map_err(corrupt(index))?,
+            mtime: (h.mtime().map_err(corrupt(index))? as i64, 0),
+            xattrs: Vec::new(),
+        };
+        // Device fields are often left blank on other entries: read them only here.
+        let (major, minor) = if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            (
+                h.device_major().map_err(corrupt(index))?.unwrap_or(0),
+                h.device_minor().map_err(corrupt(index))?.unwrap_or(0),
+            )
+        } else {
+            (0, 0)
+        };
+        meta.apply_pax(entry);
+        let mtime = meta.mtime;
 
         if rel.as_os_str().is_empty() {
             // An entry for the layer root itself ("./"): only its metadata matters.
             if kind.is_dir() {
-                self.metadata(&abs, uid, gid, Some(mode), entry)?;
+                self.metadata(&abs, &meta, Some(mode))?;
                 self.dir_times.push((abs, mtime));
             }
             return Ok(());
@@ -380,7 +438,7 @@ impl<'a> Applier<'a> {
                     }
                 })?;
                 drop(f);
-                self.metadata(&abs, uid, gid, Some(mode), entry)?;
+                self.metadata(&abs, &meta, Some(mode))?;
                 set_mtime(&abs, mtime)?;
             }
             tar::EntryType::Directory => {
@@ -388,7 +446,7 @@ impl<'a> Applier<'a> {
                     fs::create_dir(&abs).map_err(io_err("create directory", &abs))?;
                 }
                 self.dirs.insert(rel.to_path_buf());
-                self.metadata(&abs, uid, gid, Some(mode), entry)?;
+                self.metadata(&abs, &meta, Some(mode))?;
                 self.dir_times.push((abs, mtime));
             }
             tar::EntryType::Symlink => {
@@ -400,7 +458,7 @@ impl<'a> Applier<'a> {
                 })?;
                 self.clear(rel, &abs, false)?;
                 std::os::unix::fs::symlink(target, &abs).map_err(io_err("create symlink", &abs))?;
-                self.metadata(&abs, uid, gid, None, entry)?;
+                self.metadata(&abs, &meta, None)?;
                 set_mtime(&abs, mtime)?;
             }
             tar::EntryType::Link => {
@@ -426,8 +484,6 @@ impl<'a> Applier<'a> {
                 let (sflag, dev) = match kind {
                     tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
                     _ => {
-                        let major = h.device_major().map_err(corrupt(index))?.unwrap_or(0);
-                        let minor = h.device_minor().map_err(corrupt(index))?.unwrap_or(0);
                         let f = if kind == tar::EntryType::Char {
                             SFlag::S_IFCHR
                         } else {
@@ -439,7 +495,7 @@ impl<'a> Applier<'a> {
                 self.clear(rel, &abs, false)?;
                 nix::sys::stat::mknod(&abs, sflag, Mode::from_bits_truncate(mode), dev)
                     .map_err(nix_err("create device node", &abs))?;
-                self.metadata(&abs, uid, gid, Some(mode), entry)?;
+                self.metadata(&abs, &meta, Some(mode))?;
                 set_mtime(&abs, mtime)?;
             }
             // Global PAX headers and similar carry nothing to write.
@@ -455,31 +511,15 @@ impl<'a> Applier<'a> {
     }
 
     /// Ownership, then mode (chown clears setuid bits), then xattrs.
-    fn metadata<R: Read>(
-        &self,
-        abs: &Path,
-        uid: u64,
-        gid: u64,
-        mode: Option<u32>,
-        entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), UnpackError> {
+    fn metadata(&self, abs: &Path, meta: &Meta, mode: Option<u32>) -> Result<(), UnpackError> {
         let id = |v: u64| u32::try_from(v).ok();
-        std::os::unix::fs::lchown(abs, id(uid), id(gid)).map_err(io_err("chown", abs))?;
+        std::os::unix::fs::lchown(abs, id(meta.uid), id(meta.gid)).map_err(io_err("chown", abs))?;
         if let Some(mode) = mode {
             fs::set_permissions(abs, fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", abs))?;
         }
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                let Ok(key) = ext.key() else { continue };
-                let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
-                    continue;
-                };
-                if name.starts_with("trusted.overlay.") {
-                    continue;
-                }
-                xattr::set(abs, name, ext.value_bytes()).map_err(io_err("set xattr on", abs))?;
-            }
+        for (name, value) in &meta.xattrs {
+            xattr::set(abs, name, value).map_err(io_err("set xattr on", abs))?;
         }
         Ok(())
     }
@@ -494,8 +534,8 @@ impl<'a> Applier<'a> {
     }
 }
 
-fn set_mtime(abs: &Path, mtime: i64) -> Result<(), UnpackError> {
-    let t = TimeSpec::new(mtime, 0);
+fn set_mtime(abs: &Path, mtime: (i64, i64)) -> Result<(), UnpackError> {
+    let t = TimeSpec::new(mtime.0, mtime.1);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         abs,

@@ -237,3 +237,33 @@ fn layer_without_end_blocks_is_accepted_like_go_tar() {
     );
     assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"fresh\n");
 }
+
+#[test]
+fn pax_records_override_header_ids_and_times() {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("uid", &b"3000000"[..]),
+        ("gid", &b"3000001"[..]),
+        ("mtime", &b"1600000000.5"[..]),
+        ("SCHILY.xattr.user.big", &b"1"[..]),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    h.set_mode(0o640);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "big-ids", &b"x"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    unpack_layer(&layer[..], dir.path()).unwrap();
+    let m = fs::symlink_metadata(dir.path().join("big-ids")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (3_000_000, 3_000_001));
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 500_000_000));
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert!(xattr::get(dir.path().join("big-ids"), "user.big")
+        .unwrap()
+        .is_some());
+}

@@ -151,6 +151,11 @@ pub struct Node {
     pub gid: u32,
     /// File contents, symlink target, or device numbers.
     pub data: Vec<u8>,
+    /// Modification time, for everything but directories (whose mtime depends on how
+    /// the tree was assembled, not on the image).
+    pub mtime: Option<i64>,
+    /// `user.*` extended attributes.
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 /// Walks `root` (without following symlinks) into path -> node.
@@ -192,6 +197,20 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
         } else {
             ("other", Vec::new())
         };
+        let mut xattrs: Vec<(String, Vec<u8>)> = if ft.is_symlink() {
+            Vec::new()
+        } else {
+            xattr::list(&p)
+                .unwrap()
+                .filter_map(|n| n.into_string().ok())
+                .filter(|n| n.starts_with("user."))
+                .map(|n| {
+                    let v = xattr::get(&p, &n).unwrap().unwrap_or_default();
+                    (n, v)
+                })
+                .collect()
+        };
+        xattrs.sort();
         out.insert(
             p.strip_prefix(root).unwrap().to_path_buf(),
             Node {
@@ -200,6 +219,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
                 uid: m.uid(),
                 gid: m.gid(),
                 data,
+                mtime: (!ft.is_dir()).then(|| m.mtime()),
+                xattrs,
             },
         );
         if ft.is_dir() {
@@ -215,16 +236,21 @@ pub fn assert_same_tree(a: &BTreeMap<PathBuf, Node>, b: &BTreeMap<PathBuf, Node>
         match b.get(p) {
             None => diffs.push(format!("only in first: {}", p.display())),
             Some(m) if m != n => diffs.push(format!(
-                "differs: {} ({} {:o} {}:{} vs {} {:o} {}:{})",
+                "differs: {} ({} {:o} {}:{} mtime {:?} xattrs {:?} vs {} {:o} {}:{} mtime {:?} xattrs {:?}{})",
                 p.display(),
                 n.kind,
                 n.mode,
                 n.uid,
                 n.gid,
+                n.mtime,
+                n.xattrs,
                 m.kind,
                 m.mode,
                 m.uid,
-                m.gid
+                m.gid,
+                m.mtime,
+                m.xattrs,
+                if m.data != n.data { ", contents differ" } else { "" }
             )),
             _ => {}
         }
