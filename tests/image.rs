@@ -1054,6 +1054,44 @@ fn manifest_list_picks_the_host_platform() {
         &["inspect", &format!("oci-archive:{}", p(&saved))],
     );
 
+    // Loaded without a name, it is still usable by the digest load prints.
+    let data2 = dir.path().join("data2");
+    let unnamed = dir.path().join("unnamed.tar");
+    let mut b = tar::Builder::new(fs::File::create(&unnamed).unwrap());
+    let mut ar = tar::Archive::new(fs::File::open(&a).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if path == Path::new("index.json") {
+            let mut v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            v["manifests"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("annotations");
+            data = serde_json::to_vec(&v).unwrap();
+        }
+        let mut h = e.header().clone();
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, &path, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    let out = skiff_ok(&data2, &["load", "-i", p(&unnamed)]);
+    let id = out
+        .trim()
+        .strip_prefix("Loaded image ID: ")
+        .expect(&out)
+        .to_string();
+    assert_eq!(id, Digest::of(&list).to_string());
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skiff_ok(&data2, &["inspect", &id])).unwrap();
+    assert_eq!(
+        inspect[0]["Architecture"].as_str(),
+        Some(host.arch.as_str())
+    );
+
     // A host the list does not cover gets an error naming what there is.
     let store = ImageStore::open_for(
         &data,
@@ -1166,4 +1204,48 @@ fn legacy_docker_save_archive_loads_with_symlinked_layers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "app\n");
+}
+
+/// A load killed mid-stream (SIGKILL while it reads the archive from a FIFO) leaves no
+/// visible blob and no name; the next load of the whole archive succeeds.
+#[test]
+fn load_killed_midway_leaves_no_visible_blob() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = dir.path().join("good.tar");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    oci_archive_with_layer(
+        &LayerBuilder::new().file("big", &big, 0o644, 0, 0).finish(),
+        &good,
+    );
+    let bytes = fs::read(&good).unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut child = Command::new(SKIFF)
+        .args(["image", "--data-dir", p(&data), "load", "-i", p(&fifo)])
+        .spawn()
+        .unwrap();
+    let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // The layer is the last member: stop in the middle of it.
+    w.write_all(&bytes[..bytes.len() * 3 / 4]).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(w);
+
+    let store = ImageStore::open(&data).unwrap();
+    assert!(skiff_image::ContentStore::list(store.content())
+        .unwrap()
+        .is_empty());
+    assert!(!data.join("images/refs.json").exists());
+    assert_eq!(
+        skiff_ok(&data, &["load", "-i", p(&good)]).trim(),
+        "Loaded image: evil:1"
+    );
+    assert_eq!(
+        skiff_image::ContentStore::list(store.content())
+            .unwrap()
+            .len(),
+        3
+    );
 }

@@ -191,7 +191,12 @@ impl ImageStore {
             return self.content.stat(&d)?.map(|_| d).ok_or_else(not_found);
         }
         if let Ok(d) = Digest::parse(reference) {
-            return self.by_id(d.hex(), reference);
+            return match self.by_id(d.hex(), reference) {
+                // An image loaded without a name is reachable by its manifest or index
+                // digest (what `load` prints) until prune collects it.
+                Err(ImageError::NotFound { .. }) if self.is_top(&d) => Ok(d),
+                other => other,
+            };
         }
         if let Ok(r) = NamedRef::parse(reference) {
             if let Some(d) = self.refs.get(&r)? {
@@ -203,6 +208,14 @@ impl ImageStore {
             return self.by_id(hex_prefix, reference);
         }
         Err(not_found())
+    }
+
+    /// Whether `d` is a stored manifest or index.
+    fn is_top(&self, d: &Digest) -> bool {
+        self.content
+            .read_all(d)
+            .ok()
+            .is_some_and(|b| manifest::parse_top(&b, None, d).is_ok())
     }
 
     /// Finds the stored image whose top digest or image ID starts with `prefix`.
