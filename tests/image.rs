@@ -294,6 +294,13 @@ fn saved_archive_is_read_by_skopeo_and_umoci_both_ways() {
     skiff_ok(&data, &["load", "-i", p(&archive)]);
     let saved = dir.path().join("saved.tar");
     skiff_ok(&data, &["save", "-o", p(&saved), "child"]);
+    // Saving is reproducible: the same image gives the same bytes.
+    let again = dir.path().join("again.tar");
+    skiff_ok(&data, &["save", "-o", p(&again), "child"]);
+    assert!(
+        fs::read(&saved).unwrap() == fs::read(&again).unwrap(),
+        "save is not reproducible"
+    );
     let want = tree(&umoci_rootfs(&layout, "child", dir.path()));
     for (i, src) in [
         format!("docker-archive:{}", p(&saved)),
