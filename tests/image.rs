@@ -374,21 +374,28 @@ fn oci_archive_with_layer(layer: &[u8], path: &Path) {
 }
 
 fn oci_archive_for(layer: &[u8], path: &Path, arch: &str) {
-    let diff = Digest::of(layer);
+    oci_archive_layers(&[layer], path, arch)
+}
+
+/// An OCI archive named `evil:1` with `layers` (bottom first) for `arch`.
+fn oci_archive_layers(layers: &[&[u8]], path: &Path, arch: &str) {
     let config = serde_json::json!({"architecture": arch, "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [diff.to_string()]}});
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| Digest::of(l).to_string()).collect::<Vec<_>>()}});
     let config = serde_json::to_vec(&config).unwrap();
+    let descs: Vec<_> = layers
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": Digest::of(l).to_string(), "size": l.len()}))
+        .collect();
     let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff.to_string(), "size": layer.len()}]}))
+        "layers": descs}))
     .unwrap();
     let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&manifest).to_string(),
          "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "evil:1"}}]}))
     .unwrap();
-    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
-    for (name, data) in [
+    let mut files = vec![
         (
             "oci-layout".to_string(),
             br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
@@ -402,8 +409,12 @@ fn oci_archive_for(layer: &[u8], path: &Path, arch: &str) {
             format!("blobs/sha256/{}", Digest::of(&config).hex()),
             config.clone(),
         ),
-        (format!("blobs/sha256/{}", diff.hex()), layer.to_vec()),
-    ] {
+    ];
+    for l in layers {
+        files.push((format!("blobs/sha256/{}", Digest::of(l).hex()), l.to_vec()));
+    }
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, data) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -465,6 +476,21 @@ fn bad_archives_are_refused_and_the_store_is_unchanged() {
             .finish(),
     )
     .unwrap();
+    // A good layer under a bad one: the good one is unpacked at load and must be
+    // rolled back.
+    let second_bad = d.join("second-bad.tar");
+    oci_archive_layers(
+        &[
+            &LayerBuilder::new()
+                .file("fine", b"fine", 0o644, 0, 0)
+                .finish(),
+            &LayerBuilder::new()
+                .raw(tar::EntryType::Regular, "../../escape", "", b"x")
+                .finish(),
+        ],
+        &second_bad,
+        &skiff_image::manifest::Platform::host().arch,
+    );
     let not_archive = d.join("garbage.tar");
     fs::write(&not_archive, b"this is not a tarball at all").unwrap();
     let missing_blob = d.join("missing.tar");
@@ -498,6 +524,7 @@ fn bad_archives_are_refused_and_the_store_is_unchanged() {
             &escaping_member,
             "escapes the archive root",
         ),
+        ("bad layer over a good one", &second_bad, "'..'"),
         ("not an archive", &not_archive, "archive"),
         ("missing blob", &missing_blob, "missing"),
     ] {

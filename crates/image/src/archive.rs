@@ -20,6 +20,7 @@ use crate::digest::Digest;
 use crate::error::Category;
 use crate::manifest::{self, FormatError, TopLevel};
 use crate::reference::{NamedRef, RefError};
+use crate::snapshot::{SnapshotError, Snapshotter};
 use crate::store::{ImageError, ImageStore};
 use crate::unpack::{scan_layer, UnpackError};
 
@@ -163,6 +164,20 @@ struct Staged<'s> {
     commit: BTreeMap<Digest, (String, u64)>,
     /// Generated documents to store (legacy docker manifests).
     generated: Vec<Vec<u8>>,
+    store: &'s ImageStore,
+    /// Layers this load unpacked into the snapshotter; removed again unless committed.
+    unpacked: Vec<Digest>,
+    committed: bool,
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            for d in &self.unpacked {
+                let _ = self.store.snapshotter().remove_layer(d);
+            }
+        }
+    }
 }
 
 impl<'s> Staged<'s> {
@@ -183,6 +198,9 @@ impl<'s> Staged<'s> {
             scanned: HashMap::new(),
             commit: BTreeMap::new(),
             generated: Vec::new(),
+            store,
+            unpacked: Vec::new(),
+            committed: false,
         };
         for e in ar.entries().map_err(corrupt)? {
             let mut e = e.map_err(corrupt)?;
@@ -301,15 +319,26 @@ impl<'s> Staged<'s> {
         Ok((i.digest, i.size))
     }
 
-    /// Scans a staged layer (names, diff ID); returns its compression's media type.
+    /// Checks a staged layer (names, diff ID); returns its compression's media type.
+    ///
+    /// A layer of an image for this host is unpacked into the snapshotter right away:
+    /// that reads and verifies it once instead of twice (scan now, unpack at the first
+    /// run). Layers unpacked here are removed again if the load fails (see `Drop`).
     fn check_layer(
         &mut self,
         member: &str,
         blob: &Digest,
         expected: &Digest,
+        unpack: bool,
     ) -> Result<&'static str, ArchiveError> {
         let m = self.resolve(member);
         let file = self.file.clone();
+        let layer_err = |source| ArchiveError::Layer {
+            file: file.clone(),
+            member: member.to_string(),
+            source,
+        };
+        let snapshots = self.store.snapshotter();
         let w = self
             .blobs
             .get_mut(&m)
@@ -317,22 +346,45 @@ impl<'s> Staged<'s> {
                 file: file.clone(),
                 member: member.to_string(),
             })?;
-        let r = w.read_staged()?;
-        let info = scan_layer(r).map_err(|source| ArchiveError::Layer {
-            file: file.clone(),
-            member: member.to_string(),
-            source,
-        })?;
-        if &info.diff_id != expected {
+        let (diff_id, compression) =
+            if unpack && !snapshots.has_layer(expected).map_err(ImageError::from)? {
+                let compression = manifest::decompress(w.read_staged()?)
+                    .map(|(c, _)| c)
+                    .map_err(|e| {
+                        layer_err(UnpackError::Corrupt {
+                            entries: 0,
+                            source: e,
+                        })
+                    })?;
+                let mut r = w.read_staged()?;
+                match snapshots.unpack(expected, &mut r) {
+                    Ok(()) => self.unpacked.push(expected.clone()),
+                    Err(SnapshotError::Unpack { source, .. }) => return Err(layer_err(source)),
+                    Err(SnapshotError::DiffIdMismatch { actual, .. }) => {
+                        return Err(ArchiveError::DiffIdMismatch {
+                            file,
+                            member: member.to_string(),
+                            expected: expected.clone(),
+                            actual,
+                        })
+                    }
+                    Err(e) => return Err(ImageError::from(e).into()),
+                }
+                (expected.clone(), compression)
+            } else {
+                let info = scan_layer(w.read_staged()?).map_err(layer_err)?;
+                (info.diff_id, info.compression)
+            };
+        if &diff_id != expected {
             return Err(ArchiveError::DiffIdMismatch {
                 file,
                 member: member.to_string(),
                 expected: expected.clone(),
-                actual: info.diff_id,
+                actual: diff_id,
             });
         }
-        self.scanned.insert(blob.clone(), info.diff_id);
-        Ok(info.compression.oci_media_type())
+        self.scanned.insert(blob.clone(), diff_id);
+        Ok(compression.oci_media_type())
     }
 
     fn format(&self, source: FormatError) -> ArchiveError {
@@ -351,6 +403,8 @@ impl<'s> Staged<'s> {
         let cfg_bytes = self.small(&cfg_member)?.to_vec();
         let config = manifest::parse_config(&cfg_bytes, &cfg).map_err(|e| self.format(e))?;
         let diff_ids = manifest::diff_ids(&config, &cfg).map_err(|e| self.format(e))?;
+        // Only this host's images are unpacked at load; other platforms' are scanned.
+        let here = manifest::check_platform(&config, self.store.platform()).is_ok();
         if diff_ids.len() != m.layers().len() {
             return Err(ArchiveError::LayerCount {
                 file: self.file.clone(),
@@ -366,7 +420,7 @@ impl<'s> Staged<'s> {
             match self.scanned.get(&d) {
                 Some(seen) if seen == &diff_id => {}
                 _ => {
-                    self.check_layer(&member, &d, &diff_id)?;
+                    self.check_layer(&member, &d, &diff_id, here)?;
                 }
             }
         }
@@ -453,6 +507,7 @@ impl<'s> Staged<'s> {
             let cfg_bytes = self.small(&e.config)?.to_vec();
             let config = manifest::parse_config(&cfg_bytes, &cfg).map_err(|x| self.format(x))?;
             let diff_ids = manifest::diff_ids(&config, &cfg).map_err(|x| self.format(x))?;
+            let here = manifest::check_platform(&config, self.store.platform()).is_ok();
             if diff_ids.len() != e.layers.len() {
                 return Err(ArchiveError::LayerCount {
                     file: self.file.clone(),
@@ -465,7 +520,7 @@ impl<'s> Staged<'s> {
             for (member, diff_id) in e.layers.iter().zip(diff_ids) {
                 let (d, size) = self.digest_of(member)?;
                 self.verify(member, &d, None)?;
-                let media_type = self.check_layer(member, &d, &diff_id)?;
+                let media_type = self.check_layer(member, &d, &diff_id, here)?;
                 layers
                     .push(json!({"mediaType": media_type, "digest": d.to_string(), "size": size}));
             }
@@ -514,6 +569,7 @@ impl<'s> Staged<'s> {
                 }
             })
             .map_err(ImageError::from)?;
+        self.committed = true;
         Ok(())
     }
 }
