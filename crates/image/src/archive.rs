@@ -5,7 +5,9 @@
 //! Contract: an archive is read completely, every blob is staged and verified (digests,
 //! sizes, each layer's diff ID, and layer member names that would escape the root)
 //! before anything is committed; a corrupt, truncated or unsafe archive leaves the store
-//! exactly as it was. Commit (blobs, then names) happens under the store lock.
+//! exactly as it was. Commit (blobs, then names) happens under the store lock. Layers
+//! of images for this host are unpacked into the snapshotter during verification (so
+//! each layer is read once), and removed again if the load fails.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};

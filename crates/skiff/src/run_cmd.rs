@@ -138,7 +138,8 @@ fn run(args: RunArgs) -> Result<i32> {
             format!("container {id} exited, but its root filesystem is still mounted")
         });
     }
-    let code = result.with_context(|| format!("running container {id}"))?;
+    // Runtime errors already name the container.
+    let code = result?;
     cleanup.armed = args.rm;
     drop(cleanup);
     Ok(code)
