@@ -1283,3 +1283,84 @@ fn load_killed_midway_leaves_no_visible_blob() {
         3
     );
 }
+
+#[test]
+fn run_hostname_volumes_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = dir.path().join("rt");
+    let rootfs = dir.path().join("rootfs.tar");
+    fs::write(
+        &rootfs,
+        LayerBuilder::new()
+            .dir("bin/", 0o755, 0, 0)
+            .file(
+                "bin/busybox",
+                &fs::read("/bin/busybox").unwrap(),
+                0o755,
+                0,
+                0,
+            )
+            .symlink("bin/sh", "busybox")
+            .finish(),
+    )
+    .unwrap();
+    skiff_ok(&data, &["import", p(&rootfs), "bb:1"]);
+    let rw = dir.path().join("rw");
+    let ro = dir.path().join("ro");
+    fs::create_dir(&rw).unwrap();
+    fs::create_dir(&ro).unwrap();
+    fs::write(ro.join("in"), "from host\n").unwrap();
+    let script = "hostname; echo $HOSTNAME; echo out > /data/rw/out; cat /data/ro/in; \
+        (echo no > /data/ro/x) 2>/dev/null && echo ro-writable || echo ro-refused; \
+        cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null; \
+        cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null; true";
+    let out = skiff_run(
+        &data,
+        &rt,
+        &[
+            "--rm",
+            "--hostname",
+            "web-1",
+            "-v",
+            &format!("{}:/data/rw", p(&rw)),
+            "-v",
+            &format!("{}:/data/ro:ro", p(&ro)),
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "bb:1",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        ["web-1", "web-1", "from host", "ro-refused"],
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(&"67108864"),
+        "memory limit not applied: {stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| *l == "50000" || *l == "50000 100000"),
+        "cpu quota not applied: {stdout}"
+    );
+    assert_eq!(fs::read_to_string(rw.join("out")).unwrap(), "out\n");
+    assert!(!ro.join("x").exists());
+
+    let out = skiff_run(&data, &rt, &["--rm", "-v", "named:/data", "bb:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("named volumes are not supported"));
+}

@@ -48,6 +48,18 @@ pub struct RunArgs {
     /// User: name|uid[:group|gid].
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
+    /// Container host name (default: the first 12 characters of its ID).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Bind mount HOST:CONTAINER[:ro|rw] (absolute paths; named volumes are not supported).
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Memory limit, e.g. 64m, 1g (bytes without a suffix).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs, e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
     pub image: String,
     /// Command and arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -183,7 +195,10 @@ fn container_spec(img: &Image, args: &RunArgs, id: &str, rootfs: &Path) -> Resul
         .unwrap_or_default();
     let user = resolve_user(rootfs, &user_spec)?;
 
-    let hostname: String = id.chars().take(12).collect();
+    let hostname: String = match &args.hostname {
+        Some(h) => h.clone(),
+        None => id.chars().take(12).collect(),
+    };
     let mut env: Vec<String> = cfg.env().clone().unwrap_or_default();
     let set = |env: &mut Vec<String>, kv: String| {
         let key = kv.split('=').next().unwrap_or("").to_string();
@@ -230,7 +245,70 @@ fn container_spec(img: &Image, args: &RunArgs, id: &str, rootfs: &Path) -> Resul
     });
     spec["root"] = json!({"path": "rootfs", "readonly": false});
     spec["hostname"] = json!(hostname);
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for v in &args.volumes {
+            mounts.push(parse_volume(v)?);
+        }
+    }
+    if let Some(m) = &args.memory {
+        spec["linux"]["resources"]["memory"] = json!({"limit": parse_bytes(m)?});
+    }
+    if let Some(c) = args.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            bail!("--cpus {c}: give a positive number of CPUs, e.g. 0.5");
+        }
+        // Docker's mapping: a 100 ms period and a quota of cpus × period.
+        let period = 100_000u64;
+        spec["linux"]["resources"]["cpu"] =
+            json!({"quota": (c * period as f64).round() as i64, "period": period});
+    }
     Ok(spec)
+}
+
+/// `-v HOST:CONTAINER[:ro|rw]` as an OCI bind mount.
+fn parse_volume(v: &str) -> Result<Value> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, ctr, mode) = match parts.as_slice() {
+        [h, c] => (*h, *c, "rw"),
+        [h, c, m] => (*h, *c, *m),
+        _ => bail!("-v {v:?}: expected HOST:CONTAINER[:ro|rw]"),
+    };
+    if !host.starts_with('/') {
+        bail!("-v {v:?}: named volumes are not supported; give an absolute host path");
+    }
+    if !ctr.starts_with('/') {
+        bail!("-v {v:?}: the container path must be absolute");
+    }
+    if !Path::new(host).exists() {
+        bail!("-v {v:?}: host path {host} does not exist");
+    }
+    let mut options = vec!["rbind", "rprivate"];
+    match mode {
+        "ro" => options.push("ro"),
+        "rw" => {}
+        other => bail!("-v {v:?}: unknown mode {other:?}; use ro or rw"),
+    }
+    Ok(json!({"destination": ctr, "type": "bind", "source": host, "options": options}))
+}
+
+/// `64m`, `1g`, `512k`, `1048576` as bytes (binary units, as Docker reads them).
+fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("--memory {s:?}: expected a size like 64m or 1g"))?;
+    let bytes = (n * mul as f64) as i64;
+    if n <= 0.0 || bytes < 6 << 20 {
+        bail!("--memory {s:?}: the minimum is 6m");
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug)]
@@ -404,6 +482,23 @@ mod tests {
         let made = secure_join(r, "/up/work/dir", true).unwrap();
         assert_eq!(made, r.join("work/dir"));
         assert!(made.is_dir());
+    }
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("10485760").unwrap(), 10 << 20);
+        assert!(parse_bytes("1k").is_err());
+        assert!(parse_bytes("lots").is_err());
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert_eq!(v["options"], json!(["rbind", "rprivate", "ro"]));
+        assert!(parse_volume("named:/data")
+            .unwrap_err()
+            .to_string()
+            .contains("named volumes"));
+        assert!(parse_volume("/tmp:rel").is_err());
+        assert!(parse_volume("/tmp:/x:rx").is_err());
     }
 
     #[test]
