@@ -20,7 +20,7 @@ enum Cmd {
     /// Build, store, load and save images.
     Image(image_cmd::ImageCli),
     /// Run a command in a new container from an image.
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -43,7 +43,7 @@ fn main() {
         }
         Cmd::Run(r) => {
             init_tracing(false);
-            run_cmd::main(r)
+            run_cmd::main(*r)
         }
         Cmd::Bench(b) => {
             init_tracing(false);
