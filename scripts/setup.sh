@@ -9,6 +9,8 @@ PACKAGES=(
   iproute2        # ip netns for namespace tests
   procps          # ps for `skiff runtime ps`
   hyperfine       # benchmarks
+  skopeo          # image interop tests: reads what skiff saves, writes what it loads
+  umoci           # image interop tests: builds test images, reference unpack
 )
 
 missing=()

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image_cmd;
+mod run_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary")]
@@ -15,6 +17,10 @@ struct Cli {
 enum Cmd {
     /// OCI container runtime with runc's verbs and flags.
     Runtime(Box<skiff_runtime::cli::RuntimeCli>),
+    /// Build, store, load and save images.
+    Image(image_cmd::ImageCli),
+    /// Run a command in a new container from an image.
+    Run(Box<run_cmd::RunArgs>),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -37,6 +43,14 @@ fn main() {
         Cmd::Runtime(rt) => {
             init_tracing(rt.debug);
             skiff_runtime::cli::main(*rt)
+        }
+        Cmd::Image(c) => {
+            init_tracing(false);
+            image_cmd::main(c)
+        }
+        Cmd::Run(r) => {
+            init_tracing(false);
+            run_cmd::main(*r)
         }
         Cmd::Bench(b) => {
             init_tracing(false);
