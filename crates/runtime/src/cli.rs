@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Process;
 
 use crate::container::{CreateOptions, Runtime};
-use crate::error::RuntimeError;
+use crate::error::{chain, RuntimeError};
 use crate::exec::ExecOptions;
 use crate::state::DEFAULT_ROOT;
 
@@ -192,20 +192,6 @@ pub fn main(cli: RuntimeCli) -> i32 {
             1
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn write_log(path: &std::path::Path, fmt: &str, msg: &str) {

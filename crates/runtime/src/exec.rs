@@ -16,6 +16,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use crate::container::{write_pid_file, Runtime};
+use crate::error::chain;
 use crate::error::RuntimeError;
 use crate::foreground;
 use crate::init::ns_flag;
@@ -227,7 +228,7 @@ fn exec_child(
         // Join the cgroup ourselves while the host's cgroupfs is still in view and our
         // credentials are the host's (before setns); E2 inherits it.
         if let Some(cg) = join_cgroup {
-            cg.join_self().map_err(|e| e.to_string())?;
+            cg.join_self().map_err(|e| chain(&e))?;
         }
         for (flag, fd) in join {
             nix::sched::setns(fd, *flag).map_err(|e| format!("join {flag:?} namespace: {e}"))?;
@@ -272,42 +273,41 @@ fn exec_process(
     ch: &Channel,
 ) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
-    process::cloexec_inherited_fds().map_err(|e| e.to_string())?;
-    ch.expect(Msg::Go).map_err(|e| e.to_string())?;
+    process::cloexec_inherited_fds().map_err(|e| chain(&e))?;
+    ch.expect(Msg::Go).map_err(|e| chain(&e))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     if terminal {
         let size = process
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
-        let pty = tty::open_pty(size).map_err(|e| e.to_string())?;
-        ch.send_fd(pty.master.as_raw_fd())
-            .map_err(|e| e.to_string())?;
+        let pty = tty::open_pty(size).map_err(|e| chain(&e))?;
+        ch.send_fd(pty.master.as_raw_fd()).map_err(|e| chain(&e))?;
         drop(pty.master);
-        tty::attach_slave(&pty.slave_path).map_err(|e| e.to_string())?;
+        tty::attach_slave(&pty.slave_path).map_err(|e| chain(&e))?;
     }
     let cwd_ok = nix::unistd::chdir(process.cwd()).is_ok();
-    process::set_rlimits(process).map_err(|e| e.to_string())?;
-    process::set_oom_score_adj(process).map_err(|e| e.to_string())?;
+    process::set_rlimits(process).map_err(|e| chain(&e))?;
+    process::set_oom_score_adj(process).map_err(|e| chain(&e))?;
     if let Some(mask) = process.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     let nnp = process.no_new_privileges() == Some(true);
     if let (Some(sc), false) = (seccomp, nnp) {
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    process::set_identity(process, true).map_err(|e| e.to_string())?;
+    process::set_identity(process, true).map_err(|e| chain(&e))?;
     if !cwd_ok {
         nix::unistd::chdir(process.cwd())
             .map_err(|e| format!("chdir to cwd {:?}: {e}", process.cwd()))?;
     }
     if nnp {
-        process::set_no_new_privs().map_err(|e| e.to_string())?;
+        process::set_no_new_privs().map_err(|e| chain(&e))?;
     }
-    let exec = process::prepare_exec(process).map_err(|e| e.to_string())?;
-    ch.send(Msg::Ready).map_err(|e| e.to_string())?;
-    ch.expect(Msg::Start).map_err(|e| e.to_string())?;
+    let exec = process::prepare_exec(process).map_err(|e| chain(&e))?;
+    ch.send(Msg::Ready).map_err(|e| chain(&e))?;
+    ch.expect(Msg::Start).map_err(|e| chain(&e))?;
     if let (Some(sc), true) = (seccomp, nnp) {
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    Err(process::exec(&exec).to_string())
+    Err(chain(&process::exec(&exec)))
 }

@@ -15,7 +15,7 @@ use oci_spec::runtime::Hook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("{kind} hook #{index} ({path}): cannot start: {source}")]
+    #[error("{kind} hook #{index} ({path}): cannot start")]
     Spawn {
         kind: &'static str,
         index: usize,

@@ -12,6 +12,7 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroups::CgroupManager;
+use crate::error::chain;
 use crate::hooks;
 use crate::process;
 use crate::rootfs::{self, RootfsConfig};
@@ -80,7 +81,7 @@ fn setup(
     ch: &Channel,
 ) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
-    process::cloexec_inherited_fds().map_err(|e| e.to_string())?;
+    process::cloexec_inherited_fds().map_err(|e| chain(&e))?;
     // Opened before anything changes our credentials: in a new user namespace we are
     // still the host's root here, which the 0600 fifo in the state dir requires.
     let fifo: Option<OwnedFd> = match &ctx.fifo {
@@ -91,9 +92,9 @@ fn setup(
     // and it works even in a new user namespace because our credentials are still the
     // host's here. Children and every later step are accounted to the container.
     if !in_cgroup {
-        cg.join_self().map_err(|e| e.to_string())?;
+        cg.join_self().map_err(|e| chain(&e))?;
     }
-    let (payload, _) = ch.expect(Msg::Go).map_err(|e| e.to_string())?;
+    let (payload, _) = ch.expect(Msg::Go).map_err(|e| chain(&e))?;
     let host_pid: i32 = std::str::from_utf8(&payload)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -136,8 +137,8 @@ fn setup(
         }
     }
     rootfs::prepare(&ctx.spec, &ctx.rootfs).map_err(|e| format!("rootfs: {e}"))?;
-    ch.send(Msg::Hooks).map_err(|e| e.to_string())?;
-    ch.expect(Msg::HooksDone).map_err(|e| e.to_string())?;
+    ch.send(Msg::Hooks).map_err(|e| chain(&e))?;
+    ch.expect(Msg::HooksDone).map_err(|e| chain(&e))?;
     if ctx.new_cgroupns && !ctx.cgroupns_early {
         unshare_cgroupns()?;
     }
@@ -148,7 +149,7 @@ fn setup(
         hooks.and_then(|h| h.create_container().as_ref()),
         &state,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| chain(&e))?;
     rootfs::pivot(&ctx.rootfs.rootfs).map_err(|e| format!("rootfs: {e}"))?;
     rootfs::finalize(&ctx.spec).map_err(|e| format!("rootfs: {e}"))?;
 
@@ -161,16 +162,15 @@ fn setup(
         let size = proc_
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
-        let pty = tty::open_pty(size).map_err(|e| e.to_string())?;
-        rootfs::bind_console(&pty.slave_path).map_err(|e| e.to_string())?;
-        ch.send_fd(pty.master.as_raw_fd())
-            .map_err(|e| e.to_string())?;
+        let pty = tty::open_pty(size).map_err(|e| chain(&e))?;
+        rootfs::bind_console(&pty.slave_path).map_err(|e| chain(&e))?;
+        ch.send_fd(pty.master.as_raw_fd()).map_err(|e| chain(&e))?;
         drop(pty.master);
-        tty::attach_slave(&pty.slave_path).map_err(|e| e.to_string())?;
+        tty::attach_slave(&pty.slave_path).map_err(|e| chain(&e))?;
     }
     let cwd_ok = nix::unistd::chdir(proc_.cwd()).is_ok();
-    process::set_rlimits(proc_).map_err(|e| e.to_string())?;
-    process::set_oom_score_adj(proc_).map_err(|e| e.to_string())?;
+    process::set_rlimits(proc_).map_err(|e| chain(&e))?;
+    process::set_oom_score_adj(proc_).map_err(|e| chain(&e))?;
     if let Some(mask) = proc_.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -178,22 +178,22 @@ fn setup(
     if let (Some(sc), false) = (&ctx.seccomp, nnp) {
         // Without no_new_privs installing a filter needs CAP_SYS_ADMIN: do it while we
         // still have it.
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    process::set_identity(proc_, true).map_err(|e| e.to_string())?;
+    process::set_identity(proc_, true).map_err(|e| chain(&e))?;
     if !cwd_ok {
         nix::unistd::chdir(proc_.cwd())
             .map_err(|e| format!("chdir to cwd {:?}: {e}", proc_.cwd()))?;
     }
     if nnp {
-        process::set_no_new_privs().map_err(|e| e.to_string())?;
+        process::set_no_new_privs().map_err(|e| chain(&e))?;
     }
-    let exec = process::prepare_exec(proc_).map_err(|e| e.to_string())?;
-    ch.send(Msg::Ready).map_err(|e| e.to_string())?;
+    let exec = process::prepare_exec(proc_).map_err(|e| chain(&e))?;
+    ch.send(Msg::Ready).map_err(|e| chain(&e))?;
     match &fifo {
         Some(f) => wait_fifo(f)?,
         None => {
-            ch.expect(Msg::Start).map_err(|e| e.to_string())?;
+            ch.expect(Msg::Start).map_err(|e| chain(&e))?;
         }
     }
     drop(fifo);
@@ -203,11 +203,11 @@ fn setup(
         hooks.and_then(|h| h.start_container().as_ref()),
         &state,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| chain(&e))?;
     if let (Some(sc), true) = (&ctx.seccomp, nnp) {
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    Err(process::exec(&exec).to_string())
+    Err(chain(&process::exec(&exec)))
 }
 
 /// Called only once the parent has put us in our cgroup, so that cgroup becomes the root

@@ -16,13 +16,13 @@ use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         what: String,
         #[source]
         source: nix::Error,
     },
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

@@ -21,14 +21,14 @@ use crate::spec::propagation_flag;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("{what} {target}: {source}")]
+    #[error("{what} {target}")]
     Sys {
         what: String,
         target: PathBuf,
         #[source]
         source: nix::Error,
     },
-    #[error("{what} {target}: {source}")]
+    #[error("{what} {target}")]
     Io {
         what: String,
         target: PathBuf,

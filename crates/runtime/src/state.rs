@@ -30,14 +30,14 @@ pub enum StateError {
     Exists { id: String },
     #[error("invalid container id {id:?}: use 1-1024 characters from [A-Za-z0-9_+.-], not starting with '.'")]
     InvalidId { id: String },
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is corrupt: {source}")]
+    #[error("{path} is corrupt")]
     Corrupt {
         path: PathBuf,
         #[source]

@@ -12,13 +12,13 @@ use nix::sys::termios;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TtyError {
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         what: &'static str,
         #[source]
         source: nix::Error,
     },
-    #[error("console socket {path}: {source}")]
+    #[error("console socket {path}")]
     Socket {
         path: PathBuf,
         #[source]

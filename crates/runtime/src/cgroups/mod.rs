@@ -63,7 +63,7 @@ pub struct CgroupMountSource {
 /// Errors of the cgroup layer.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("cgroup: cannot {op} {path}: {source}")]
+    #[error("cgroup: cannot {op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum CgroupError {
     },
     #[error("cgroup: {path} still has processes after {attempts} attempts to remove it")]
     Busy { path: PathBuf, attempts: u32 },
-    #[error("cgroup: cannot write {value:?} to {path}: {source}")]
+    #[error("cgroup: cannot write {value:?} to {path}")]
     Write {
         path: PathBuf,
         value: String,
@@ -103,7 +103,7 @@ pub enum CgroupError {
         last: String,
         waited: Duration,
     },
-    #[error("cgroup: cannot {op} the device filter of {path}: {source}{}", verifier_suffix(.log))]
+    #[error("cgroup: cannot {op} the device filter of {path}{}", verifier_suffix(.log))]
     Bpf {
         op: &'static str,
         path: PathBuf,
