@@ -8,6 +8,7 @@
 
 pub mod content;
 pub mod digest;
+pub mod dockerfile;
 pub mod error;
 pub mod manifest;
 pub mod snapshot;
