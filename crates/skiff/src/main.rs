@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod registry_cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Kubernetes in one binary")]
@@ -18,6 +19,9 @@ enum Cmd {
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// OCI distribution registry: serve it, collect its garbage.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCmd),
 }
 
 fn main() {
@@ -37,6 +41,16 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("skiff bench: {e:#}");
+                    1
+                }
+            }
+        }
+        Cmd::Registry(r) => {
+            init_tracing(false);
+            match registry_cmd::main(r) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff registry: {e:#}");
                     1
                 }
             }
