@@ -9,6 +9,10 @@ PACKAGES=(
   iproute2        # ip netns for namespace tests
   procps          # ps for `skiff runtime ps`
   hyperfine       # benchmarks
+  skopeo          # registry tests and benchmark: the client pushing and pulling
+  docker-registry # registry tests and benchmark: distribution, the reference peer
+  apache2-utils   # htpasswd -B for registry auth tests
+  openssl         # self-signed certificates for registry TLS tests
 )
 
 missing=()

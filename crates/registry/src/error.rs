@@ -128,8 +128,10 @@ impl Error {
             BlobUploadInvalid { .. } | Body { .. } => "BLOB_UPLOAD_INVALID",
             ChunkOutOfOrder { .. } | RangeNotSatisfiable { .. } => "RANGE_INVALID",
             DigestMismatch { .. } | DigestInvalid(_) | DigestMissing => "DIGEST_INVALID",
-            SizeInvalid { .. } | ManifestTooLarge { .. } => "SIZE_INVALID",
-            ManifestMediaType { .. }
+            SizeInvalid { .. } => "SIZE_INVALID",
+            // distribution's code for it; the 413 status is the spec's.
+            ManifestTooLarge { .. }
+            | ManifestMediaType { .. }
             | ManifestJson { .. }
             | ManifestInvalid { .. }
             | ManifestDigest { .. } => "MANIFEST_INVALID",

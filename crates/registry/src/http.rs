@@ -648,26 +648,38 @@ async fn manifest(
     }
 }
 
-/// Reads a small request body, refusing it as soon as it passes `limit`.
+/// Reads a small request body, refusing it once it passes `limit`. The excess is read
+/// and dropped (up to a bound) before answering: a client still writing when the
+/// connection closes would see a reset instead of our error.
 async fn read_limited(req: Request, limit: usize) -> Result<Bytes> {
+    const DRAIN: usize = 16 * 1024 * 1024;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::ManifestTooLarge { limit });
-    }
     let mut body = req.into_body();
     let mut buf = BytesMut::new();
+    let mut seen = 0usize;
+    let mut too_large = declared.is_some_and(|n| n > limit as u64);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|source| Error::Body { source })?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(Error::ManifestTooLarge { limit });
+            seen += data.len();
+            if seen > limit {
+                too_large = true;
+            }
+            if too_large {
+                if seen > DRAIN {
+                    break;
+                }
+                continue;
             }
             buf.extend_from_slice(&data);
         }
+    }
+    if too_large {
+        return Err(Error::ManifestTooLarge { limit });
     }
     Ok(buf.freeze())
 }

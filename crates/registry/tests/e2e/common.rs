@@ -427,7 +427,11 @@ pub fn write_index(layout: &Path, tag: &str, manifests: Vec<serde_json::Value>) 
             .unwrap(),
     )
     .unwrap();
-    std::fs::write(layout.join("oci-layout"), b"{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}",
+    )
+    .unwrap();
 }
 
 pub fn skopeo(args: &[&str]) -> Output {

@@ -52,7 +52,10 @@ fn skopeo_roundtrip_is_byte_identical_and_blobs_stored_once() {
     assert_ok(&out, "skopeo inspect --raw");
     let idx: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(sha256(&out.stdout), idx["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(
+        sha256(&out.stdout),
+        idx["manifests"][0]["digest"].as_str().unwrap()
+    );
     let out = skopeo(&[
         "list-tags",
         "--tls-verify=false",
@@ -82,8 +85,16 @@ fn skopeo_copies_a_multi_platform_index() {
     let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("multi");
-    let a = add_image(&layout, &[make_layer(work.path(), "amd", 50_000, 3, false)], "amd64");
-    let b = add_image(&layout, &[make_layer(work.path(), "arm", 60_000, 4, false)], "arm64");
+    let a = add_image(
+        &layout,
+        &[make_layer(work.path(), "amd", 50_000, 3, false)],
+        "amd64",
+    );
+    let b = add_image(
+        &layout,
+        &[make_layer(work.path(), "arm", 60_000, 4, false)],
+        "arm64",
+    );
     // The layout's top-level index points at a nested index (what `--all` pushes).
     let nested = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [a, b],
@@ -189,7 +200,14 @@ fn skopeo_over_tls() {
     let work = tempfile::tempdir().unwrap();
     let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
         .arg("-keyout")
