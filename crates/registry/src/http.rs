@@ -537,9 +537,14 @@ async fn upload(
         if let Some(d) = query.get("digest") {
             let digest: Digest = d.parse()?;
             let id = storage.start_upload(name).await?;
-            storage
+            let res = storage
                 .upload_finish(name, &id, &digest, None, req.into_body())
-                .await?;
+                .await;
+            if res.is_err() {
+                // Nobody knows this upload's id, so nobody could resume it.
+                let _ = storage.upload_cancel(name, &id).await;
+            }
+            res?;
             return Ok(blob_created(name, &digest));
         }
         let id = storage.start_upload(name).await?;

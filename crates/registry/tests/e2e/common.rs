@@ -24,8 +24,26 @@ impl Registry {
     }
 
     pub fn start_with(configure: impl FnOnce(&mut Config)) -> Registry {
+        Registry::start_in(tempfile::tempdir().unwrap(), configure)
+    }
+
+    /// Stops the server, keeping its data directory for another start.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown_now();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, configure: impl FnOnce(&mut Config)) -> Registry {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
         configure(&mut cfg);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -72,12 +90,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.shutdown_now();
     }
 }
 

@@ -752,3 +752,139 @@ fn gc_removes_unreferenced_blobs() {
     );
     assert_eq!(r.status, 404);
 }
+
+/// Sends a request head promising `declared` body bytes, then only `sent` of them, and
+/// hangs up: what a client killed mid-push does.
+fn interrupted(addr: std::net::SocketAddr, method: &str, path: &str, declared: usize, sent: &[u8]) {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(sent).unwrap();
+    s.flush().unwrap();
+    drop(s);
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn interrupted_uploads_are_never_visible() {
+    let reg = Registry::start();
+    let data = noise(100_000, 11);
+    let d = sha256(&data);
+    // Monolithic upload cut off: no blob, no leftover upload.
+    interrupted(
+        reg.addr,
+        "POST",
+        &format!("/v2/i/blobs/uploads/?digest={d}"),
+        data.len(),
+        &data[..40_000],
+    );
+    wait_until("the cut-off upload is discarded", || {
+        count_files(&reg.data().join("uploads")) == 0
+    });
+    assert_eq!(
+        http(reg.addr, "HEAD", &format!("/v2/i/blobs/{d}"), &[], b"").status,
+        404
+    );
+    // Chunk cut off: rolled back to the last complete chunk, then resumable.
+    let r = http(reg.addr, "POST", "/v2/i/blobs/uploads/", &[], b"");
+    let loc = r.header("location").unwrap().to_string();
+    let r = http(reg.addr, "PATCH", &loc, &[], &data[..10_000]);
+    assert_eq!(r.header("range"), Some("0-9999"));
+    interrupted(reg.addr, "PATCH", &loc, 90_000, &data[10_000..50_000]);
+    // The server notices the hang-up asynchronously; the rollback happens under the
+    // upload's lock, so a status request waits for it.
+    wait_until("the cut-off chunk is rolled back", || {
+        let r = http(reg.addr, "GET", &loc, &[], b"");
+        r.header("range") == Some("0-9999")
+            && std::fs::metadata(
+                reg.data()
+                    .join("uploads")
+                    .join(loc.rsplit('/').next().unwrap())
+                    .join("data"),
+            )
+            .unwrap()
+            .len()
+                == 10_000
+    });
+    assert_eq!(
+        http(reg.addr, "HEAD", &format!("/v2/i/blobs/{d}"), &[], b"").status,
+        404
+    );
+    let r = http(
+        reg.addr,
+        "PUT",
+        &format!("{loc}?digest={d}"),
+        &[],
+        &data[10_000..],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        http(reg.addr, "GET", &format!("/v2/i/blobs/{d}"), &[], b"").body,
+        data
+    );
+}
+
+#[test]
+fn uploads_resume_across_a_restart() {
+    let reg = Registry::start();
+    let data = noise(50_000, 12);
+    let r = http(reg.addr, "POST", "/v2/resume/blobs/uploads/", &[], b"");
+    let loc = r.header("location").unwrap().to_string();
+    http(
+        reg.addr,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "0-19999")],
+        &data[..20_000],
+    );
+    let dir = reg.stop();
+    let reg = Registry::start_in(dir, |_| {});
+    let r = http(reg.addr, "GET", &loc, &[], b"");
+    assert_eq!((r.status, r.header("range")), (204, Some("0-19999")));
+    let r = http(
+        reg.addr,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "20000-49999")],
+        &data[20_000..],
+    );
+    assert_eq!(r.status, 202);
+    // The digest is recomputed from disk, as the running hash did not survive.
+    let r = http(
+        reg.addr,
+        "PUT",
+        &format!("{loc}?digest={}", sha256(b"wrong")),
+        &[],
+        b"",
+    );
+    assert_eq!(r.code().as_deref(), Some("DIGEST_INVALID"));
+    let r = http(reg.addr, "POST", "/v2/resume/blobs/uploads/", &[], b"");
+    let loc = r.header("location").unwrap().to_string();
+    http(reg.addr, "PATCH", &loc, &[], &data[..30_000]);
+    let dir = reg.stop();
+    let reg = Registry::start_in(dir, |_| {});
+    let d = sha256(&data);
+    let r = http(
+        reg.addr,
+        "PUT",
+        &format!("{loc}?digest={d}"),
+        &[("Content-Range", "30000-49999")],
+        &data[30_000..],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        http(reg.addr, "GET", &format!("/v2/resume/blobs/{d}"), &[], b"").body,
+        data
+    );
+}
