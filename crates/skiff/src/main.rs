@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod registry_bench;
 mod registry_cmd;
 
 #[derive(Debug, Parser)]
