@@ -380,7 +380,10 @@ fn run(args: &RegistryBenchArgs, tmp: &Path) -> Result<()> {
         "{:<16} {:>10.2} {:>10.2} {:>10.2} {:>14.1}",
         "docker-registry", pp, pq, pt, rss[1]
     );
-    println!("ratio skiff/docker-registry (push+pull medians): {:.3}", st / pt);
+    println!(
+        "ratio skiff/docker-registry (push+pull medians): {:.3}",
+        st / pt
+    );
 
     println!(
         "\n{} MiB blob pushed in one streamed PUT: registry peak RSS",
