@@ -30,7 +30,7 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    #[error("reading htpasswd file {path}: {source}")]
+    #[error("reading htpasswd file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -44,7 +44,7 @@ pub enum AuthSetupError {
     },
     #[error("htpasswd file {path} has no users")]
     Empty { path: PathBuf },
-    #[error("token signing key {path}: {source}")]
+    #[error("token signing key {path}")]
     Key {
         path: PathBuf,
         #[source]

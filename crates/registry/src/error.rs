@@ -36,7 +36,7 @@ pub enum Error {
     RangeNotSatisfiable { range: String, size: u64 },
     #[error("content does not match digest {expected}: it hashes to {actual}")]
     DigestMismatch { expected: String, actual: String },
-    #[error("invalid digest: {0}")]
+    #[error("invalid digest")]
     DigestInvalid(#[from] DigestParseError),
     #[error("the `digest` query parameter is required to complete an upload")]
     DigestMissing,
@@ -50,14 +50,14 @@ pub enum Error {
     ManifestTooLarge { limit: usize },
     #[error("manifest media type {media_type:?} is not supported (use an OCI image manifest or index, or a Docker schema 2 manifest or manifest list)")]
     ManifestMediaType { media_type: String },
-    #[error("manifest is not valid JSON for its media type: {source}")]
+    #[error("manifest is not valid JSON for its media type")]
     ManifestJson {
         #[source]
         source: serde_json::Error,
     },
     #[error("manifest is invalid: {reason}")]
     ManifestInvalid { reason: &'static str },
-    #[error("manifest field {field} holds a bad digest: {source}")]
+    #[error("manifest field {field} holds a bad digest")]
     ManifestDigest {
         field: &'static str,
         #[source]
@@ -81,12 +81,12 @@ pub enum Error {
     ReadOnly,
     #[error("{what} is not supported")]
     Unsupported { what: &'static str },
-    #[error("reading the request body: {source}")]
+    #[error("reading the request body")]
     Body {
         #[source]
         source: axum::Error,
     },
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -173,13 +173,15 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Display leaves causes to `source()`; clients and logs get the whole chain.
+        let message = chain(&self);
         if status.is_server_error() {
-            tracing::error!(error = %self, "registry request failed");
+            tracing::error!(error = %message, "registry request failed");
         } else {
-            tracing::debug!(error = %self, "registry request refused");
+            tracing::debug!(error = %message, "registry request refused");
         }
         let body = serde_json::json!({
-            "errors": [{ "code": self.code(), "message": self.to_string(), "detail": serde_json::Value::Null }]
+            "errors": [{ "code": self.code(), "message": message, "detail": serde_json::Value::Null }]
         });
         let mut resp = crate::http::json_response(status, &body);
         if let Error::Unauthorized { challenge } = &self {
@@ -201,3 +203,15 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error: cause: cause…`
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

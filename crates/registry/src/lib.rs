@@ -59,27 +59,27 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("opening registry storage: {0}")]
+    #[error("opening registry storage")]
     Storage(#[source] Error),
-    #[error("loading credentials: {0}")]
+    #[error("loading credentials")]
     Auth(#[from] auth::AuthSetupError),
-    #[error("TLS {what} {path}: {source}")]
+    #[error("TLS {what} {path}")]
     TlsFile {
         what: &'static str,
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    #[error(
-        "TLS certificate {cert} and key {key} do not form a usable server configuration: {source}"
-    )]
+    #[error("TLS certificate {cert} and key {key} do not form a usable server configuration")]
     TlsConfig {
         cert: PathBuf,
         key: PathBuf,
         #[source]
         source: rustls::Error,
     },
-    #[error("listening on {addr}: {source}")]
+    #[error("TLS certificate file {path} holds no PEM certificate")]
+    TlsNoCertificate { path: PathBuf },
+    #[error("listening on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -183,7 +183,7 @@ async fn purge_loop(reg: Arc<Registry>, expiry: Duration) {
         match reg.storage.purge_stale_uploads(expiry).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "purged expired uploads"),
-            Err(e) => tracing::warn!(error = %e, "purging expired uploads failed"),
+            Err(e) => tracing::warn!(error = %error::chain(&e), "purging expired uploads failed"),
         }
         tokio::time::sleep(every).await;
     }
@@ -202,6 +202,11 @@ fn tls_acceptor(
             path: cert.to_path_buf(),
             source,
         })?;
+    if certs.is_empty() {
+        return Err(ServeError::TlsNoCertificate {
+            path: cert.to_path_buf(),
+        });
+    }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| ServeError::TlsFile {
         what: "private key",
         path: key.to_path_buf(),

@@ -91,6 +91,12 @@ impl Storage {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(Error::io("create directory", &p))?;
         }
+        // Staged files left by a crash were never renamed into place: nothing refers to
+        // them.
+        let tmp = root.join("tmp");
+        for name in read_dir_names(&tmp)? {
+            let _ = std::fs::remove_file(tmp.join(name));
+        }
         Ok(Storage {
             root: root.to_path_buf(),
             uploads: StdMutex::new(HashMap::new()),
