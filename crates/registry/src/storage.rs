@@ -26,6 +26,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::sync::Mutex;
 
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -334,11 +335,12 @@ impl Storage {
             .append(true)
             .open(&path)
             .await
-            .map_err(Error::io("open", &path))?;
-        let mut hasher = st.hasher.clone();
-        let result = write_body(&path, file, body, hasher.as_mut()).await;
-        let written = match result {
-            Ok(n) => n,
+            .map_err(Error::io("open", &path))?
+            .into_std()
+            .await;
+        let result = write_body(&path, file, body, st.hasher.clone()).await;
+        let (written, hasher) = match result {
+            Ok(r) => r,
             Err(e) => {
                 truncate(&path, st.size).await;
                 return Err(e);
@@ -746,31 +748,58 @@ async fn remove_dir(p: &Path) {
     }
 }
 
-/// Streams `body` into `file`, hashing as it goes; returns the bytes written.
+/// Streams `body` into `file`, hashing as it goes; returns the bytes written and the
+/// updated hasher. Hashing and writing run on a blocking thread fed through a small
+/// queue: frames move there without copying, the network side keeps reading meanwhile,
+/// and memory is bounded by the queue whatever the body's size.
 async fn write_body(
     path: &Path,
-    file: tokio::fs::File,
+    file: std::fs::File,
     mut body: Body,
-    mut hasher: Option<&mut Hasher>,
-) -> Result<u64> {
-    let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUF, file);
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|source| Error::Body { source })?;
-        if let Ok(data) = frame.into_data() {
-            if let Some(h) = hasher.as_deref_mut() {
+    hasher: Option<Hasher>,
+) -> Result<(u64, Option<Hasher>)> {
+    use std::io::Write as _;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Hasher>)> {
+        let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, file);
+        let mut h = hasher;
+        let mut n = 0u64;
+        while let Some(data) = rx.blocking_recv() {
+            if let Some(h) = h.as_mut() {
                 h.update(&data);
             }
-            w.write_all(&data).await.map_err(Error::io("write", path))?;
+            w.write_all(&data)?;
             n += data.len() as u64;
         }
+        w.flush()?;
+        Ok((n, h))
+    });
+    let mut body_err = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    // A closed queue means the writer failed; its error is reported below.
+                    if tx.send(data).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(source) => {
+                body_err = Some(Error::Body { source });
+                break;
+            }
+        }
     }
-    w.flush().await.map_err(Error::io("write", path))?;
-    w.into_inner()
-        .flush()
-        .await
-        .map_err(Error::io("write", path))?;
-    Ok(n)
+    drop(tx);
+    let written = match writer.await {
+        Ok(r) => r.map_err(Error::io("write", path)),
+        Err(join) => Err(Error::io("write", path)(std::io::Error::other(join))),
+    };
+    match body_err {
+        Some(e) => Err(e),
+        None => written,
+    }
 }
 
 async fn hash_file(path: &Path, alg: Algorithm) -> Result<Digest> {
