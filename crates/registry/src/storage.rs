@@ -759,7 +759,7 @@ async fn write_body(
     hasher: Option<Hasher>,
 ) -> Result<(u64, Option<Hasher>)> {
     use std::io::Write as _;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Hasher>)> {
         let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, file);
         let mut h = hasher;
