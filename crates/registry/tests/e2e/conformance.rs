@@ -888,3 +888,86 @@ fn uploads_resume_across_a_restart() {
         data
     );
 }
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn large_blobs_stream_with_flat_memory() {
+    use std::io::{Read as _, Write as _};
+    let reg = Registry::start();
+    const MIB: usize = 1 << 20;
+    const SIZE_MIB: usize = 256;
+    let mut block = noise(MIB, 21);
+    let fill = |i: usize, b: &mut Vec<u8>| b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let mut h = sha2::Sha256::new();
+    use sha2::Digest as _;
+    for i in 0..SIZE_MIB {
+        fill(i, &mut block);
+        h.update(&block);
+    }
+    let d = format!("sha256:{}", hex::encode(h.finalize()));
+    let before = peak_rss_kib();
+    // The server runs in this process, so its peak RSS is ours: after pushing and pulling
+    // 256 MiB it must have grown by far less than the blob.
+    let mut s = std::net::TcpStream::connect(reg.addr).unwrap();
+    write!(
+        s,
+        "POST /v2/big/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        SIZE_MIB * MIB
+    )
+    .unwrap();
+    for i in 0..SIZE_MIB {
+        fill(i, &mut block);
+        s.write_all(&block).unwrap();
+    }
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let mut s = std::net::TcpStream::connect(reg.addr).unwrap();
+    write!(
+        s,
+        "GET /v2/big/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
+    let mut in_body = false;
+    let mut body_len = 0usize;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        let mut chunk = &buf[..n];
+        if !in_body {
+            head.extend_from_slice(chunk);
+            let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let rest = head[p + 4..].to_vec();
+            h.update(&rest);
+            body_len += rest.len();
+            in_body = true;
+            chunk = &[];
+        }
+        h.update(chunk);
+        body_len += chunk.len();
+    }
+    assert_eq!(body_len, SIZE_MIB * MIB);
+    assert_eq!(format!("sha256:{}", hex::encode(h.finalize())), d);
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "peak RSS grew by {grown_mib} MiB while streaming a {SIZE_MIB} MiB blob"
+    );
+}
