@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod digest;
 pub mod error;
+pub mod gc;
 mod http;
 pub mod manifest;
 pub mod names;
@@ -28,8 +29,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use error::Error;
+pub use gc::{gc, GcReport};
 pub use http::Registry;
-pub use storage::{gc, GcReport, Storage};
+pub use storage::Storage;
 
 /// How `skiff registry serve` is configured.
 #[derive(Debug, Clone)]

@@ -17,14 +17,15 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use crate::auth::{self, Access, Auth, Identity};
+use crate::auth::{self, Auth, Identity};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::names::{valid_name, valid_tag};
 use crate::storage::{Reference, Storage};
 
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub(crate) const API_VERSION: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
@@ -43,9 +44,17 @@ pub struct Registry {
     pub tls: bool,
 }
 
+mod query;
+mod token;
+
+use query::Query;
+
 pub fn router(reg: Arc<Registry>) -> axum::Router {
     axum::Router::new()
-        .route("/token", axum::routing::get(token_get).post(token_post))
+        .route(
+            "/token",
+            axum::routing::get(token::token_get).post(token::token_post),
+        )
         .fallback(dispatch)
         .with_state(reg)
 }
@@ -656,7 +665,7 @@ async fn manifest(
 /// Reads a small request body, refusing it once it passes `limit`. The excess is read
 /// and dropped (up to a bound) before answering: a client still writing when the
 /// connection closes would see a reset instead of our error.
-async fn read_limited(req: Request, limit: usize) -> Result<Bytes> {
+pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Bytes> {
     const DRAIN: usize = 16 * 1024 * 1024;
     let declared = req
         .headers()
@@ -689,166 +698,9 @@ async fn read_limited(req: Request, limit: usize) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
-// ---- token endpoint ----------------------------------------------------------------
-
-/// Requested scopes, keeping only the kinds of access this registry grants.
-fn requested_access(scopes: Vec<&str>) -> Vec<Access> {
-    scopes
-        .into_iter()
-        .flat_map(|s| s.split(' '))
-        .filter_map(Access::parse)
-        .filter_map(|mut a| {
-            match a.kind.as_str() {
-                "repository" if valid_name(&a.name) => {
-                    a.actions
-                        .retain(|x| matches!(x.as_str(), "pull" | "push" | "delete" | "*"));
-                }
-                "registry" if a.name == "catalog" => {}
-                _ => return None,
-            }
-            Some(a)
-        })
-        .collect()
-}
-
-fn token_unauthorized() -> Response {
-    let mut r = Error::Unauthorized {
-        challenge: format!("Basic realm=\"{}\"", auth::SERVICE),
-    }
-    .into_response();
-    r.headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    r
-}
-
-async fn token_get(State(reg): State<Arc<Registry>>, req: Request) -> Response {
-    let query = Query::parse(req.uri().query());
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let user = match &reg.auth {
-        None => "anonymous".to_string(),
-        Some(a) => match header.and_then(|h| a.check_basic(h)) {
-            Some(u) => u,
-            None => return token_unauthorized(),
-        },
-    };
-    issue_token(&reg, &user, requested_access(query.all("scope")), false)
-}
-
-/// The OAuth2 password grant docker uses when it holds no refresh token.
-async fn token_post(State(reg): State<Arc<Registry>>, req: Request) -> Response {
-    let body = match read_limited(req, 64 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let form = Query::parse(std::str::from_utf8(&body).ok());
-    if form.get("grant_type") != Some("password") {
-        return Error::Unsupported {
-            what: "grant types other than password",
-        }
-        .into_response();
-    }
-    let (user, password) = (
-        form.get("username").unwrap_or_default(),
-        form.get("password").unwrap_or_default(),
-    );
-    if let Some(a) = &reg.auth {
-        if !a.check_password(user, password) {
-            return token_unauthorized();
-        }
-    }
-    issue_token(&reg, user, requested_access(form.all("scope")), true)
-}
-
-fn issue_token(reg: &Registry, user: &str, access: Vec<Access>, oauth: bool) -> Response {
-    let Some(auth) = &reg.auth else {
-        // No authentication configured: any token is as good as none.
-        return json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "token": "anonymous", "access_token": "anonymous" }),
-        );
-    };
-    let scope = access
-        .iter()
-        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let (token, expires_in, iat) = auth.issue(user, access);
-    let mut body = serde_json::json!({
-        "token": token,
-        "access_token": token,
-        "expires_in": expires_in,
-        "issued_at": auth::rfc3339(iat),
-    });
-    if oauth {
-        body["scope"] = scope.into();
-    }
-    json_response(StatusCode::OK, &body)
-}
-
-// ---- query strings -----------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(q: Option<&str>) -> Query {
-        let Some(q) = q else { return Query::default() };
-        Query(
-            q.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, key: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::query::percent_decode;
     use super::*;
 
     #[test]

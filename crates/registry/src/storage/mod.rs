@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -31,7 +31,11 @@ use tokio::sync::Mutex;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::manifest::{self, Kind};
+use crate::manifest;
+
+mod uploads;
+
+use uploads::UploadState;
 
 /// Write buffer for uploads: large enough that each filesystem call moves a useful
 /// amount, small enough that memory stays flat with many concurrent uploads.
@@ -51,17 +55,6 @@ impl std::fmt::Display for Reference {
             Reference::Digest(d) => d.fmt(f),
         }
     }
-}
-
-#[derive(Debug)]
-struct UploadState {
-    repo: String,
-    size: u64,
-    /// Running sha256 of what has been received; `None` after a restart, when the hash is
-    /// recomputed from disk on completion.
-    hasher: Option<Hasher>,
-    /// Set when the upload was completed, cancelled or expired while someone waited for it.
-    gone: bool,
 }
 
 /// A manifest as stored: its digest, media type and exact bytes.
@@ -196,284 +189,6 @@ impl Storage {
         }
         self.link_blob(repo, d).await?;
         Ok(true)
-    }
-
-    // ---- uploads -------------------------------------------------------------------
-
-    fn upload_dir(&self, id: &str) -> PathBuf {
-        self.root.join("uploads").join(id)
-    }
-
-    pub async fn start_upload(&self, repo: &str) -> Result<String> {
-        let id = random_hex(16);
-        let dir = self.upload_dir(&id);
-        tokio::fs::create_dir(&dir)
-            .await
-            .map_err(Error::io("create upload directory", &dir))?;
-        let repo_file = dir.join("repo");
-        tokio::fs::write(&repo_file, repo.as_bytes())
-            .await
-            .map_err(Error::io("write", &repo_file))?;
-        let data = dir.join("data");
-        tokio::fs::File::create(&data)
-            .await
-            .map_err(Error::io("create", &data))?;
-        let state = UploadState {
-            repo: repo.to_string(),
-            size: 0,
-            hasher: Some(Algorithm::Sha256.hasher()),
-            gone: false,
-        };
-        self.lock_map()
-            .insert(id.clone(), Arc::new(Mutex::new(state)));
-        Ok(id)
-    }
-
-    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<UploadState>>>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single
-        // inserts and removes), so a poisoned lock is still usable.
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Finds an upload of `repo`, reloading it from disk after a restart.
-    async fn upload(&self, repo: &str, id: &str) -> Result<Arc<Mutex<UploadState>>> {
-        let unknown = || Error::BlobUploadUnknown {
-            repo: repo.to_string(),
-            id: id.to_string(),
-        };
-        // Upload ids are our own hex strings; anything else is not a path we made.
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(unknown());
-        }
-        let found = self.lock_map().get(id).cloned();
-        let state = match found {
-            Some(s) => s,
-            None => {
-                let dir = self.upload_dir(id);
-                let owner = tokio::fs::read_to_string(dir.join("repo"))
-                    .await
-                    .map_err(|_| unknown())?;
-                let size = tokio::fs::metadata(dir.join("data"))
-                    .await
-                    .map_err(|_| unknown())?
-                    .len();
-                let s = Arc::new(Mutex::new(UploadState {
-                    repo: owner,
-                    size,
-                    hasher: if size == 0 {
-                        Some(Algorithm::Sha256.hasher())
-                    } else {
-                        None
-                    },
-                    gone: false,
-                }));
-                self.lock_map().entry(id.to_string()).or_insert(s).clone()
-            }
-        };
-        if state.lock().await.repo != repo {
-            return Err(unknown());
-        }
-        Ok(state)
-    }
-
-    /// Bytes received so far.
-    pub async fn upload_status(&self, repo: &str, id: &str) -> Result<u64> {
-        let s = self.upload(repo, id).await?;
-        let st = s.lock().await;
-        if st.gone {
-            return Err(Error::BlobUploadUnknown {
-                repo: repo.to_string(),
-                id: id.to_string(),
-            });
-        }
-        Ok(st.size)
-    }
-
-    /// Appends `body` to the upload. `start` (from Content-Range) must equal the bytes
-    /// received so far; `expected_len` (from Content-Range) must match the body. On any
-    /// failure the upload is rolled back to where it was, so the client can retry.
-    pub async fn upload_append(
-        &self,
-        repo: &str,
-        id: &str,
-        start: Option<u64>,
-        expected_len: Option<u64>,
-        body: Body,
-    ) -> Result<u64> {
-        let s = self.upload(repo, id).await?;
-        let mut st = s.lock().await;
-        self.append_locked(id, &mut st, start, expected_len, body)
-            .await?;
-        Ok(st.size)
-    }
-
-    async fn append_locked(
-        &self,
-        id: &str,
-        st: &mut UploadState,
-        start: Option<u64>,
-        expected_len: Option<u64>,
-        body: Body,
-    ) -> Result<()> {
-        if st.gone {
-            return Err(Error::BlobUploadUnknown {
-                repo: st.repo.clone(),
-                id: id.to_string(),
-            });
-        }
-        if let Some(start) = start {
-            if start != st.size {
-                return Err(Error::ChunkOutOfOrder {
-                    id: id.to_string(),
-                    offset: st.size,
-                    start,
-                });
-            }
-        }
-        let path = self.upload_dir(id).join("data");
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .await
-            .map_err(Error::io("open", &path))?
-            .into_std()
-            .await;
-        let result = write_body(&path, file, body, st.hasher.clone()).await;
-        let (written, hasher) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                truncate(&path, st.size).await;
-                return Err(e);
-            }
-        };
-        if let Some(expected) = expected_len {
-            if expected != written {
-                truncate(&path, st.size).await;
-                return Err(Error::SizeInvalid {
-                    what: "chunk",
-                    expected,
-                    actual: written,
-                });
-            }
-        }
-        st.size += written;
-        st.hasher = hasher;
-        Ok(())
-    }
-
-    /// Appends an optional final chunk, verifies the content against `digest`, and makes
-    /// it visible as a blob linked to `repo`. A mismatch discards the upload (nothing is
-    /// stored), as distribution does.
-    pub async fn upload_finish(
-        &self,
-        repo: &str,
-        id: &str,
-        digest: &Digest,
-        start: Option<u64>,
-        body: Body,
-    ) -> Result<()> {
-        let s = self.upload(repo, id).await?;
-        let mut st = s.lock().await;
-        let res = self
-            .finish_locked(repo, id, &mut st, digest, start, body)
-            .await;
-        // Keep the upload for a retry only when the final chunk itself was refused.
-        if !matches!(
-            res,
-            Err(Error::ChunkOutOfOrder { .. } | Error::SizeInvalid { .. } | Error::Body { .. })
-        ) {
-            st.gone = true;
-            drop(st);
-            self.lock_map().remove(id);
-            remove_dir(&self.upload_dir(id)).await;
-        }
-        res
-    }
-
-    async fn finish_locked(
-        &self,
-        repo: &str,
-        id: &str,
-        st: &mut UploadState,
-        digest: &Digest,
-        start: Option<u64>,
-        body: Body,
-    ) -> Result<()> {
-        self.append_locked(id, st, start, None, body).await?;
-        let path = self.upload_dir(id).join("data");
-        let actual = match (&st.hasher, digest.algorithm()) {
-            (Some(h), Algorithm::Sha256) => h.clone().finish(),
-            _ => hash_file(&path, digest.algorithm()).await?,
-        };
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(Error::io("open", &path))?;
-        f.sync_all().await.map_err(Error::io("fsync", &path))?;
-        drop(f);
-        let dest = self.blob_path(digest);
-        publish(&path, &dest).await?;
-        self.link_blob(repo, digest).await
-    }
-
-    pub async fn upload_cancel(&self, repo: &str, id: &str) -> Result<()> {
-        let s = self.upload(repo, id).await?;
-        let mut st = s.lock().await;
-        if st.gone {
-            return Err(Error::BlobUploadUnknown {
-                repo: repo.to_string(),
-                id: id.to_string(),
-            });
-        }
-        st.gone = true;
-        drop(st);
-        self.lock_map().remove(id);
-        remove_dir(&self.upload_dir(id)).await;
-        Ok(())
-    }
-
-    /// Removes uploads without activity for `max_age`; returns how many.
-    pub async fn purge_stale_uploads(&self, max_age: Duration) -> Result<usize> {
-        let dir = self.root.join("uploads");
-        let mut rd = tokio::fs::read_dir(&dir)
-            .await
-            .map_err(Error::io("read directory", &dir))?;
-        let now = SystemTime::now();
-        let mut removed = 0;
-        while let Some(entry) = rd
-            .next_entry()
-            .await
-            .map_err(Error::io("read directory", &dir))?
-        {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let data = entry.path().join("data");
-            let last = match tokio::fs::metadata(&data).await.and_then(|m| m.modified()) {
-                Ok(t) => t,
-                // No data file: a half-created upload directory; judge by the directory.
-                Err(_) => match entry.metadata().await.and_then(|m| m.modified()) {
-                    Ok(t) => t,
-                    Err(_) => continue,
-                },
-            };
-            if now.duration_since(last).unwrap_or_default() < max_age {
-                continue;
-            }
-            let state = self.lock_map().get(&id).cloned();
-            if let Some(s) = state {
-                // Busy uploads are active by definition.
-                let Ok(mut st) = s.try_lock() else { continue };
-                st.gone = true;
-            }
-            self.lock_map().remove(&id);
-            remove_dir(&entry.path()).await;
-            removed += 1;
-        }
-        Ok(removed)
     }
 
     // ---- manifests -----------------------------------------------------------------
@@ -706,7 +421,7 @@ impl Storage {
 
 // ---- helpers -----------------------------------------------------------------------
 
-fn blob_path(root: &Path, d: &Digest) -> PathBuf {
+pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     root.join("blobs")
         .join(d.algorithm().as_str())
         .join(&d.hex()[..2])
@@ -872,98 +587,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-// ---- garbage collection ------------------------------------------------------------
-
-/// What `gc` removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GcReport {
-    pub blobs_kept: usize,
-    pub blobs_removed: usize,
-    pub bytes_freed: u64,
-    pub links_removed: usize,
-}
-
-/// Removes every blob no manifest in any repository references (the manifests
-/// themselves, their configs and layers). Run it while the registry is stopped or
-/// read-only: a push in progress has blobs that no manifest references yet.
-pub fn gc(root: &Path) -> Result<GcReport> {
-    use std::collections::HashSet;
-    let mut live: HashSet<Digest> = HashSet::new();
-    let mut repos = Vec::new();
-    let repos_root = root.join("repositories");
-    let mut stack = vec![repos_root];
-    while let Some(dir) = stack.pop() {
-        for name in read_dir_names(&dir)? {
-            if name.starts_with('_') {
-                continue;
-            }
-            let p = dir.join(&name);
-            if p.join("_manifests").is_dir() || p.join("_layers").is_dir() {
-                repos.push(p.clone());
-            }
-            stack.push(p);
-        }
-    }
-    for repo in &repos {
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let revs = repo.join("_manifests/revisions").join(alg.as_str());
-            for hex in read_dir_names(&revs)? {
-                let Ok(d) = format!("{}:{hex}", alg.as_str()).parse::<Digest>() else {
-                    continue;
-                };
-                let body = match std::fs::read(blob_path(root, &d)) {
-                    Ok(b) => b,
-                    Err(_) => continue,
-                };
-                let media_type = std::fs::read_to_string(revs.join(&hex)).unwrap_or_default();
-                if manifest::kind_of(&media_type) == Some(Kind::Image) || media_type.is_empty() {
-                    live.extend(manifest::referenced_blobs(&body));
-                }
-                live.insert(d);
-            }
-        }
-    }
-    let mut report = GcReport::default();
-    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        let base = root.join("blobs").join(alg.as_str());
-        for prefix in read_dir_names(&base)? {
-            for hex in read_dir_names(&base.join(&prefix))? {
-                let p = base.join(&prefix).join(&hex);
-                let keep = format!("{}:{hex}", alg.as_str())
-                    .parse::<Digest>()
-                    .map(|d| live.contains(&d))
-                    .unwrap_or(false);
-                if keep {
-                    report.blobs_kept += 1;
-                    continue;
-                }
-                let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                std::fs::remove_file(&p).map_err(Error::io("remove", &p))?;
-                report.blobs_removed += 1;
-                report.bytes_freed += size;
-            }
-        }
-    }
-    // Links to removed blobs would make HEAD answer 200 for content we no longer have.
-    for repo in &repos {
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let dir = repo.join("_layers").join(alg.as_str());
-            for hex in read_dir_names(&dir)? {
-                let Ok(d) = format!("{}:{hex}", alg.as_str()).parse::<Digest>() else {
-                    continue;
-                };
-                if !live.contains(&d) {
-                    let p = dir.join(&hex);
-                    std::fs::remove_file(&p).map_err(Error::io("remove", &p))?;
-                    report.links_removed += 1;
-                }
-            }
-        }
-    }
-    Ok(report)
-}
-
-fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
