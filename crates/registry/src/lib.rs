@@ -159,7 +159,11 @@ impl Server {
             let svc = hyper_util::service::TowerToHyperService::new(app.clone());
             let tls = self.tls.clone();
             tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // With a timer, hyper drops connections that do not finish sending their
+                // request head within 30 s, so idle sockets cannot pile up.
+                builder.http1().timer(hyper_util::rt::TokioTimer::new());
                 let res = match tls {
                     Some(acceptor) => match acceptor.accept(tcp).await {
                         Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,

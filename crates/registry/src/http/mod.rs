@@ -71,12 +71,14 @@ pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
 }
 
 async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let mut resp = match handle(&reg, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
     resp
 }
 
