@@ -510,10 +510,9 @@ fn content_range(headers: &HeaderMap, id: &str) -> Result<Option<(u64, u64)>> {
     let start: u64 = a.trim().parse().map_err(|_| bad())?;
     let end: u64 = b.trim().parse().map_err(|_| bad())?;
     if end < start {
-        return Err(Error::ChunkOutOfOrder {
+        return Err(Error::BlobUploadInvalid {
             id: id.to_string(),
-            offset: start,
-            start: end,
+            reason: "Content-Range ends before it starts",
         });
     }
     Ok(Some((start, end - start + 1)))
