@@ -971,3 +971,57 @@ fn large_blobs_stream_with_flat_memory() {
         "peak RSS grew by {grown_mib} MiB while streaming a {SIZE_MIB} MiB blob"
     );
 }
+
+#[test]
+fn concurrent_pushes_of_one_blob_store_it_once() {
+    let reg = Registry::start();
+    let data = noise(2_000_000, 31);
+    let d = sha256(&data);
+    let addr = reg.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let data = data.clone();
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let repo = format!("race/r{}", i % 3);
+                if i % 2 == 0 {
+                    http(
+                        addr,
+                        "POST",
+                        &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                        &[],
+                        &data,
+                    )
+                    .status
+                } else {
+                    let r = http(
+                        addr,
+                        "POST",
+                        &format!("/v2/{repo}/blobs/uploads/"),
+                        &[],
+                        b"",
+                    );
+                    let loc = r.header("location").unwrap().to_string();
+                    http(addr, "PATCH", &loc, &[], &data[..1_000_000]);
+                    http(
+                        addr,
+                        "PUT",
+                        &format!("{loc}?digest={d}"),
+                        &[],
+                        &data[1_000_000..],
+                    )
+                    .status
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 201);
+    }
+    assert_eq!(reg.blob_files(), 1);
+    assert_eq!(count_files(&reg.data().join("uploads")), 0);
+    for i in 0..3 {
+        let r = http(addr, "GET", &format!("/v2/race/r{i}/blobs/{d}"), &[], b"");
+        assert_eq!(r.body, data);
+    }
+}
