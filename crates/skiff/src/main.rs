@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod image_cmd;
+mod registry_bench;
+mod registry_cmd;
 mod run_cmd;
 
 #[derive(Debug, Parser)]
@@ -24,6 +26,9 @@ enum Cmd {
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// OCI distribution registry: serve it, collect its garbage.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCmd),
 }
 
 fn main() {
@@ -58,6 +63,16 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("skiff bench: {e:#}");
+                    1
+                }
+            }
+        }
+        Cmd::Registry(r) => {
+            init_tracing(false);
+            match registry_cmd::main(r) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff registry: {e:#}");
                     1
                 }
             }
