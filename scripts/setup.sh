@@ -9,9 +9,13 @@ PACKAGES=(
   iproute2        # ip netns for namespace tests
   procps          # ps for `skiff runtime ps`
   hyperfine       # benchmarks
+  skopeo          # image interop tests: reads what skiff saves, writes what it loads
+  umoci           # image interop tests: builds test images, reference unpack
+  docker-registry # registry tests and benchmark: distribution, the reference peer
+  apache2-utils   # htpasswd -B for registry auth tests
+  openssl         # self-signed certificates for registry and etcd TLS tests
   etcd-server     # the store's etcd backend tests and the store benchmark's peer
   protobuf-compiler libprotobuf-dev  # protoc and its well-known protos, to build etcd-client
-  openssl         # certificates for the store's etcd TLS test
 )
 
 missing=()
@@ -23,6 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+    # The package enables a registry on :5000 (skiff's default port); tests and the
+    # benchmark start their own on free ports.
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::Process;
 
 use crate::container::{CreateOptions, Runtime};
-use crate::error::RuntimeError;
+use crate::error::{chain, RuntimeError};
 use crate::exec::ExecOptions;
 use crate::state::DEFAULT_ROOT;
 
@@ -23,6 +23,14 @@ pub struct RuntimeCli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = DEFAULT_ROOT, env = "SKIFF_RUNTIME_ROOT")]
     pub root: PathBuf,
+    /// Where the cgroup filesystem is mounted (v1 hierarchies or the v2 root).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/sys/fs/cgroup",
+        env = "SKIFF_CGROUP_ROOT"
+    )]
+    pub cgroup_root: PathBuf,
     /// Also write errors to this file.
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -186,20 +194,6 @@ pub fn main(cli: RuntimeCli) -> i32 {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn write_log(path: &std::path::Path, fmt: &str, msg: &str) {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
@@ -238,7 +232,8 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), RuntimeError> {
 }
 
 fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
-    let rt = Runtime::new(&cli.root);
+    let mut rt = Runtime::new(&cli.root);
+    rt.cgroup_root = cli.cgroup_root.clone();
     match cli.cmd {
         Cmd::Create(a) => rt.create(&create_opts(&a)?).map(|_| 0),
         Cmd::Start { id } => rt.start(&id).map(|_| 0),
@@ -394,8 +389,15 @@ fn dispatch(cli: RuntimeCli) -> Result<i32, RuntimeError> {
             id,
         } => {
             let every = parse_duration(&interval)?;
+            let mut first = true;
             loop {
-                let s = rt.stats(&id)?;
+                let s = match rt.stats(&id) {
+                    Ok(s) => s,
+                    // The stream ends, successfully, when the container does.
+                    Err(RuntimeError::WrongState { .. }) if !first => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                first = false;
                 let ev = serde_json::json!({"type": "stats", "id": id, "data": s});
                 println!("{ev}");
                 let _ = std::io::stdout().flush();

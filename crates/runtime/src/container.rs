@@ -1,27 +1,21 @@
 //! Container lifecycle on the runtime side: create, start, state, kill, delete, pause,
 //! resume, and the foreground `run`.
 //!
-//! Process tree of a detached container (`create`):
-//!
-//! ```text
-//! skiff runtime create ──fork──▶ T ──fork──▶ M (monitor) ──clone(CLONE_NEW*)──▶ init
-//!        │  (waits for T, which exits at once, so M is nobody's zombie)
-//!        └── handshake with init over a socketpair (sync.rs), then exits
-//! ```
-//!
-//! M waits for the init and writes `exit.json`, so the exit status of a container is known
-//! after the process that created it is long gone. A foreground `run` is its own monitor.
+//! A detached container's init is the child of a monitor process (monitor.rs), so its
+//! exit status is known after the process that created it is long gone; a foreground
+//! `run` is its own monitor. Either way the creating process does the handshake with the
+//! init over a socketpair (sync.rs).
 //! Every step that creates something (state dir, cgroup, process) is undone by `Rollback`
 //! if a later step fails.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
 
 use crate::cgroups::{self, CgroupManager, Stats};
@@ -29,6 +23,7 @@ use crate::error::RuntimeError;
 use crate::foreground;
 use crate::hooks;
 use crate::init::{self, InitContext};
+use crate::monitor::{clone_into, enter_pid_ns, spawn_monitored, Cloned};
 use crate::rootfs::RootfsConfig;
 use crate::spec::{self, Bundle};
 use crate::state::{self, ExitStatus, Record, Root, StateJson, Status};
@@ -119,24 +114,6 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
         sleep = (sleep * 2).min(Duration::from_millis(10));
     }
     false
-}
-
-/// Fork-like clone into new namespaces.
-fn clone_into(flags: CloneFlags) -> Result<Option<Pid>, RuntimeError> {
-    let f = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
-    // SAFETY: clone without CLONE_VM and with a null stack behaves like fork: the child
-    // gets a copy-on-write copy of this address space and returns here on its own copy of
-    // the stack. This process is single-threaded, so no lock can be held by another
-    // thread in the child.
-    let r = unsafe { libc::syscall(libc::SYS_clone, f, 0usize, 0usize, 0usize, 0usize) };
-    match r {
-        -1 => Err(RuntimeError::sys(
-            format!("clone with {flags:?}"),
-            nix::Error::last(),
-        )),
-        0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
-    }
 }
 
 fn id_map_text(maps: &[LinuxIdMapping]) -> String {
@@ -314,6 +291,17 @@ impl Runtime {
             join.insert(0, (LinuxNamespaceType::User, p));
         }
         let new_userns = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+        // With a new user namespace, only it and the pid namespace (which needs a new
+        // process) are made by clone; the init unshares the rest once it is root inside,
+        // so they, and e.g. the mqueue filesystem of the new ipc namespace, belong to that
+        // root — the order runc uses.
+        let unshare_flags = if new_userns {
+            let rest = clone_flags & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID);
+            clone_flags &= CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID;
+            rest
+        } else {
+            CloneFlags::empty()
+        };
         let fifo = if detached {
             let p = dir.join(state::FIFO_FILE);
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -342,7 +330,8 @@ impl Runtime {
             seccomp: bundle.seccomp.clone(),
             join,
             new_userns,
-            new_utsns: clone_flags.contains(CloneFlags::CLONE_NEWUTS),
+            unshare_flags,
+            new_utsns: (clone_flags | unshare_flags).contains(CloneFlags::CLONE_NEWUTS),
             new_cgroupns,
             cgroupns_early: new_cgroupns && cg.version() == cgroups::CgroupVersion::V2,
             fifo,
@@ -358,16 +347,17 @@ impl Runtime {
                     Some(p) => Some(enter_pid_ns(p)?),
                     None => None,
                 };
-                let r = clone_into(clone_flags);
+                let target = cg.clone_target();
+                let r = clone_into(clone_flags, target.as_deref());
                 if let Some(own) = restore {
                     let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
                 }
                 match r? {
-                    None => {
+                    Cloned::Child { in_cgroup } => {
                         drop(parent_ch);
-                        init::init_main(&ctx, &child_ch)
+                        init::init_main(&ctx, cg.as_ref(), in_cgroup, &child_ch)
                     }
-                    Some(pid) => (pid, std::process::id() as i32),
+                    Cloned::Parent(pid) => (pid, std::process::id() as i32),
                 }
             }
             Mode::Detached => spawn_monitored(
@@ -399,20 +389,10 @@ impl Runtime {
                     .map_err(|e| RuntimeError::io(format!("write {p} ({})", text.trim()), e))?;
             }
         }
-        // On cgroup v1 the first migration into a cgroup waits for an RCU grace period
-        // (several ms). Let the init build its rootfs meanwhile: it only has to be in the
-        // cgroup before its cgroup namespace is made and before it execs, and it waits for
-        // HooksDone, which comes after this, before doing either. The exception is a
-        // cgroup2 mount in a new cgroup namespace, which is mounted while preparing.
-        if ctx.cgroupns_early {
-            cg.add_process(pid.as_raw())?;
-        }
+        // The init joins its cgroup itself, first thing (see CgroupManager::join_self).
         parent_ch
             .send_payload(Msg::Go, pid.as_raw().to_string().as_bytes())
             .map_err(setup_err)?;
-        if !ctx.cgroupns_early {
-            cg.add_process(pid.as_raw())?;
-        }
         parent_ch.expect(Msg::Hooks).map_err(setup_err)?;
         let pid_start = state::process_start_time(pid.as_raw()).unwrap_or(0);
         let rec = Record {
@@ -420,6 +400,7 @@ impl Runtime {
             pid: pid.as_raw(),
             pid_start,
             monitor_pid,
+            monitor_start: state::process_start_time(monitor_pid).unwrap_or(0),
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
             cgroups_path: cgroups_path.clone(),
@@ -481,6 +462,7 @@ impl Runtime {
 
     fn status_of(&self, rec: &Record) -> Status {
         if !state::init_alive(rec) {
+            self.wait_for_monitor(rec);
             return Status::Stopped;
         }
         if self
@@ -497,6 +479,27 @@ impl Runtime {
             }
         }
         Status::Running
+    }
+
+    /// The init is gone: give its monitor (bounded) time to record the exit status and
+    /// finish, so "stopped" always comes with the exit status and nobody removes the
+    /// state dir under the monitor's feet.
+    fn wait_for_monitor(&self, rec: &Record) {
+        let mon = rec.monitor_pid;
+        if mon <= 0 || mon == std::process::id() as i32 {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut sleep = Duration::from_micros(100);
+        while Instant::now() < deadline {
+            let alive =
+                rec.monitor_start != 0 && state::process_start_time(mon) == Some(rec.monitor_start);
+            if !alive {
+                return;
+            }
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(Duration::from_millis(10));
+        }
     }
 
     fn make_state(&self, rec: &Record, status: Status) -> StateJson {
@@ -647,6 +650,7 @@ impl Runtime {
                 })
             }
         }
+        self.wait_for_monitor(&rec);
         let cg = self.cgroup_of(&rec)?;
         // Processes that outlived the init (no pid namespace) still hold the cgroup.
         for p in cg.pids().unwrap_or_default() {
@@ -784,147 +788,4 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {
     std::fs::write(&tmp, pid.to_string())
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| RuntimeError::io(format!("write pid file {}", path.display()), e))
-}
-
-/// Point our pid_for_children at the namespace at `path`; returns our own to restore.
-fn enter_pid_ns(path: &Path) -> Result<std::fs::File, RuntimeError> {
-    let own = std::fs::File::open("/proc/self/ns/pid")
-        .map_err(|e| RuntimeError::io("open /proc/self/ns/pid", e))?;
-    let target = std::fs::File::open(path)
-        .map_err(|e| RuntimeError::io(format!("open pid namespace {}", path.display()), e))?;
-    nix::sched::setns(&target, CloneFlags::CLONE_NEWPID)
-        .map_err(|e| RuntimeError::sys(format!("join pid namespace {}", path.display()), e))?;
-    Ok(own)
-}
-
-/// Start the monitor (double fork) and have it clone the init; returns (init, monitor).
-fn spawn_monitored(
-    ctx: &InitContext,
-    dir: &Path,
-    cg: &dyn CgroupManager,
-    flags: CloneFlags,
-    pid_path: Option<&Path>,
-    parent_ch: &Channel,
-    child_ch: &Channel,
-) -> Result<(Pid, i32), RuntimeError> {
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RuntimeError::sys("pipe", e))?;
-    // SAFETY: this process is single-threaded (the runtime CLI never starts threads), so
-    // the child may run arbitrary code.
-    match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
-        ForkResult::Child => {
-            drop(rd);
-            let _ = nix::unistd::setsid();
-            // SAFETY: as above, still single-threaded.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    monitor_main(ctx, dir, cg, flags, pid_path, parent_ch, child_ch, wr)
-                }
-                // SAFETY: leave without running the parent's destructors.
-                _ => unsafe { libc::_exit(0) },
-            }
-        }
-        ForkResult::Parent { child } => {
-            drop(wr);
-            let _ = waitpid(child, None);
-            let mut buf = [0u8; 8];
-            let n = read_full(&rd, &mut buf);
-            if n != 8 {
-                return Err(RuntimeError::Usage(format!(
-                    "container {}: the monitor process failed to start the init",
-                    ctx.id
-                )));
-            }
-            let pid = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            let mon = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-            if pid <= 0 {
-                return Err(RuntimeError::sys(
-                    format!("container {}: clone of the init", ctx.id),
-                    nix::Error::from_raw(-pid),
-                ));
-            }
-            Ok((Pid::from_raw(pid), mon))
-        }
-    }
-}
-
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match nix::unistd::read(fd, &mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
-    n
-}
-
-#[allow(clippy::too_many_arguments)]
-fn monitor_main(
-    ctx: &InitContext,
-    dir: &Path,
-    cg: &dyn CgroupManager,
-    flags: CloneFlags,
-    pid_path: Option<&Path>,
-    parent_ch: &Channel,
-    child_ch: &Channel,
-    report: OwnedFd,
-) -> ! {
-    let _ = nix::unistd::close(parent_ch.raw());
-    let name = c"skiff-monitor";
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
-    let pid = match pid_path.map(enter_pid_ns).transpose() {
-        Err(_) => Err(nix::Error::EINVAL),
-        Ok(_) => match clone_into(flags) {
-            Ok(None) => init::init_main(ctx, child_ch),
-            Ok(Some(pid)) => Ok(pid),
-            Err(RuntimeError::Sys { source, .. }) => Err(source),
-            Err(_) => Err(nix::Error::EINVAL),
-        },
-    };
-    let code = match pid {
-        Ok(p) => p.as_raw(),
-        Err(e) => -(e as i32),
-    };
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&code.to_le_bytes());
-    msg[4..].copy_from_slice(&(std::process::id() as i32).to_le_bytes());
-    let _ = nix::unistd::write(&report, &msg);
-    drop(report);
-    let _ = nix::unistd::close(child_ch.raw());
-    let Ok(pid) = pid else {
-        // SAFETY: exit without the parent's destructors.
-        unsafe { libc::_exit(1) }
-    };
-    // Let go of the caller's stdio so that it sees EOF when the container's does.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto our own standard descriptors.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
-    let status = loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, c)) => break (c, None),
-            Ok(WaitStatus::Signaled(_, s, _)) => break (128 + s as i32, Some(s as i32)),
-            Ok(_) => continue,
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => break (255, None),
-        }
-    };
-    let exit = ExitStatus {
-        status: status.0,
-        signal: status.1,
-        oom_killed: cg.oom_killed().unwrap_or(false),
-    };
-    let _ = state::save_exit(dir, &exit);
-    // SAFETY: exit without the parent's destructors.
-    unsafe { libc::_exit(0) }
 }

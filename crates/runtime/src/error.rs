@@ -29,7 +29,7 @@ pub enum RuntimeError {
     Hook(#[from] HookError),
     #[error(transparent)]
     Tty(#[from] TtyError),
-    #[error("container {id}: {source}")]
+    #[error("container {id}")]
     Setup {
         id: String,
         #[source]
@@ -41,13 +41,13 @@ pub enum RuntimeError {
         status: Status,
         action: String,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         what: String,
         #[source]
         source: nix::Error,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -55,6 +55,23 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Usage(String),
+}
+
+/// An error and its causes, `outer: cause: root cause`, for places that can only carry
+/// a string (the init's report to its parent, the CLI's message).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        // Transparent wrappers repeat their cause's text; say it once.
+        if !s.ends_with(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 impl RuntimeError {

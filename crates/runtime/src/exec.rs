@@ -16,6 +16,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use crate::container::{write_pid_file, Runtime};
+use crate::error::chain;
 use crate::error::RuntimeError;
 use crate::foreground;
 use crate::init::ns_flag;
@@ -82,9 +83,6 @@ impl Runtime {
                 join.push((ns_flag(*t), f.into()));
             }
         }
-        let in_userns = namespaces
-            .iter()
-            .any(|n| n.typ() == LinuxNamespaceType::User);
         let cg = crate::cgroups::open_from(
             &rec.cgroup_root,
             &rec.cgroups_path,
@@ -104,7 +102,6 @@ impl Runtime {
             process,
             o,
             &join,
-            in_userns,
             cg.as_ref(),
             bundle.seccomp.as_ref(),
             terminal,
@@ -123,7 +120,6 @@ impl Runtime {
         process: &Process,
         o: &ExecOptions,
         join: &[(CloneFlags, OwnedFd)],
-        in_userns: bool,
         cg: &dyn crate::cgroups::CgroupManager,
         seccomp: Option<&CompiledSeccomp>,
         terminal: bool,
@@ -137,13 +133,22 @@ impl Runtime {
             id: id.into(),
             source,
         };
-        // SAFETY: the runtime CLI is single-threaded, so the child may run arbitrary code.
-        let e1 = match unsafe { fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
-            ForkResult::Child => {
+        // E1 is created straight in the container's cgroup where the kernel can (cgroup2),
+        // else it moves itself in (see CgroupManager::join_self).
+        let target = cg.clone_target();
+        let e1 = match crate::monitor::clone_into(CloneFlags::empty(), target.as_deref())? {
+            crate::monitor::Cloned::Child { in_cgroup } => {
                 drop(parent_ch);
-                exec_child(process, join, in_userns, seccomp, terminal, &child_ch)
+                exec_child(
+                    process,
+                    join,
+                    (!in_cgroup).then_some(cg),
+                    seccomp,
+                    terminal,
+                    &child_ch,
+                )
             }
-            ForkResult::Parent { child } => child,
+            crate::monitor::Cloned::Parent(pid) => pid,
         };
         drop(child_ch);
         let pid = match parent_ch.expect(Msg::Pid) {
@@ -167,7 +172,6 @@ impl Runtime {
             }
             e
         };
-        cg.add_process(pid.as_raw()).map_err(|e| fail(e.into()))?;
         parent_ch.send(Msg::Go).map_err(|e| fail(setup_err(e)))?;
         let master = if terminal {
             parent_ch.expect(Msg::Fd).map_err(|e| fail(setup_err(e)))?.1
@@ -215,12 +219,17 @@ impl Runtime {
 fn exec_child(
     process: &Process,
     join: &[(CloneFlags, OwnedFd)],
-    in_userns: bool,
+    join_cgroup: Option<&dyn crate::cgroups::CgroupManager>,
     seccomp: Option<&CompiledSeccomp>,
     terminal: bool,
     ch: &Channel,
 ) -> ! {
     let r = (|| -> Result<Pid, String> {
+        // Join the cgroup ourselves while the host's cgroupfs is still in view and our
+        // credentials are the host's (before setns); E2 inherits it.
+        if let Some(cg) = join_cgroup {
+            cg.join_self().map_err(|e| chain(&e))?;
+        }
         for (flag, fd) in join {
             nix::sched::setns(fd, *flag).map_err(|e| format!("join {flag:?} namespace: {e}"))?;
             if *flag == CloneFlags::CLONE_NEWUSER {
@@ -233,7 +242,7 @@ fn exec_child(
         // SAFETY: still single-threaded.
         match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => {
-                let code = match exec_process(process, in_userns, seccomp, terminal, ch) {
+                let code = match exec_process(process, seccomp, terminal, ch) {
                     Ok(never) => match never {},
                     Err(msg) => {
                         ch.send_error(&msg);
@@ -259,47 +268,46 @@ fn exec_child(
 /// E2: become the requested process.
 fn exec_process(
     process: &Process,
-    _in_userns: bool,
     seccomp: Option<&CompiledSeccomp>,
     terminal: bool,
     ch: &Channel,
 ) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
-    ch.expect(Msg::Go).map_err(|e| e.to_string())?;
+    process::cloexec_inherited_fds().map_err(|e| chain(&e))?;
+    ch.expect(Msg::Go).map_err(|e| chain(&e))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     if terminal {
         let size = process
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
-        let pty = tty::open_pty(size).map_err(|e| e.to_string())?;
-        ch.send_fd(pty.master.as_raw_fd())
-            .map_err(|e| e.to_string())?;
+        let pty = tty::open_pty(size).map_err(|e| chain(&e))?;
+        ch.send_fd(pty.master.as_raw_fd()).map_err(|e| chain(&e))?;
         drop(pty.master);
-        tty::attach_slave(&pty.slave_path).map_err(|e| e.to_string())?;
+        tty::attach_slave(&pty.slave_path).map_err(|e| chain(&e))?;
     }
     let cwd_ok = nix::unistd::chdir(process.cwd()).is_ok();
-    process::set_rlimits(process).map_err(|e| e.to_string())?;
-    process::set_oom_score_adj(process).map_err(|e| e.to_string())?;
+    process::set_rlimits(process).map_err(|e| chain(&e))?;
+    process::set_oom_score_adj(process).map_err(|e| chain(&e))?;
     if let Some(mask) = process.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     let nnp = process.no_new_privileges() == Some(true);
     if let (Some(sc), false) = (seccomp, nnp) {
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    process::set_identity(process, true).map_err(|e| e.to_string())?;
+    process::set_identity(process, true).map_err(|e| chain(&e))?;
     if !cwd_ok {
         nix::unistd::chdir(process.cwd())
             .map_err(|e| format!("chdir to cwd {:?}: {e}", process.cwd()))?;
     }
     if nnp {
-        process::set_no_new_privs().map_err(|e| e.to_string())?;
+        process::set_no_new_privs().map_err(|e| chain(&e))?;
     }
-    let exec = process::prepare_exec(process).map_err(|e| e.to_string())?;
-    ch.send(Msg::Ready).map_err(|e| e.to_string())?;
-    ch.expect(Msg::Start).map_err(|e| e.to_string())?;
+    let exec = process::prepare_exec(process).map_err(|e| chain(&e))?;
+    ch.send(Msg::Ready).map_err(|e| chain(&e))?;
+    ch.expect(Msg::Start).map_err(|e| chain(&e))?;
     if let (Some(sc), true) = (seccomp, nnp) {
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    Err(process::exec(&exec).to_string())
+    Err(chain(&process::exec(&exec)))
 }

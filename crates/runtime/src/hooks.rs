@@ -15,7 +15,7 @@ use oci_spec::runtime::Hook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("{kind} hook #{index} ({path}): cannot start: {source}")]
+    #[error("{kind} hook #{index} ({path}): cannot start")]
     Spawn {
         kind: &'static str,
         index: usize,
@@ -62,6 +62,16 @@ pub fn run_warn(kind: &'static str, hooks: Option<&Vec<Hook>>, state_json: &[u8]
     }
 }
 
+fn state_file(state_json: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let fd = nix::sys::memfd::memfd_create(c"oci-state", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(state_json)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
+}
+
 fn run_one(kind: &'static str, index: usize, h: &Hook, state_json: &[u8]) -> Result<(), HookError> {
     let path = h.path().clone();
     let mut cmd = Command::new(&path);
@@ -75,7 +85,15 @@ fn run_one(kind: &'static str, index: usize, h: &Hook, state_json: &[u8]) -> Res
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped())
+    // The state goes in through an in-memory file rather than a pipe: a hook that
+    // exits without reading it can neither block us nor kill us with SIGPIPE.
+    let stdin = state_file(state_json).map_err(|source| HookError::Spawn {
+        kind,
+        index,
+        path: path.clone(),
+        source,
+    })?;
+    cmd.stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
@@ -84,10 +102,6 @@ fn run_one(kind: &'static str, index: usize, h: &Hook, state_json: &[u8]) -> Res
         path: path.clone(),
         source,
     })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine; ignore EPIPE.
-        let _ = stdin.write_all(state_json);
-    }
     let deadline = h
         .timeout()
         .map(|t| (t, Instant::now() + Duration::from_secs(t.max(0) as u64)));

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::cgroups::CgroupManager;
+use crate::error::chain;
 use crate::hooks;
 use crate::process;
 use crate::rootfs::{self, RootfsConfig};
@@ -29,10 +31,12 @@ pub struct InitContext {
     /// Namespaces to join by path, in join order (the user namespace first).
     pub join: Vec<(LinuxNamespaceType, PathBuf)>,
     pub new_userns: bool,
+    /// Namespaces the init unshares itself after becoming root of its new user namespace.
+    pub unshare_flags: CloneFlags,
     pub new_utsns: bool,
     pub new_cgroupns: bool,
-    /// Unshare the cgroup namespace before preparing the rootfs (the parent then joins us
-    /// to the cgroup before Go); otherwise it is unshared after HooksDone.
+    /// Unshare the cgroup namespace before preparing the rootfs (a cgroup2 mount in it
+    /// must see the new namespace); otherwise it is unshared after HooksDone.
     pub cgroupns_early: bool,
     /// `exec.fifo` in the state dir; None for a foreground run (Start comes by channel).
     pub fifo: Option<PathBuf>,
@@ -52,8 +56,8 @@ pub fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 /// Run the init; never returns.
-pub fn init_main(ctx: &InitContext, ch: &Channel) -> ! {
-    let code = match setup(ctx, ch) {
+pub fn init_main(ctx: &InitContext, cg: &dyn CgroupManager, in_cgroup: bool, ch: &Channel) -> ! {
+    let code = match setup(ctx, cg, in_cgroup, ch) {
         Ok(never) => match never {},
         Err(msg) => {
             ch.send_error(&msg);
@@ -70,19 +74,43 @@ pub fn init_main(ctx: &InitContext, ch: &Channel) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, String> {
+fn setup(
+    ctx: &InitContext,
+    cg: &dyn CgroupManager,
+    in_cgroup: bool,
+    ch: &Channel,
+) -> Result<std::convert::Infallible, String> {
     process::reset_signals();
-    let (payload, _) = ch.expect(Msg::Go).map_err(|e| e.to_string())?;
+    process::cloexec_inherited_fds().map_err(|e| chain(&e))?;
+    // Opened before anything changes our credentials: in a new user namespace we are
+    // still the host's root here, which the 0600 fifo in the state dir requires.
+    let fifo: Option<OwnedFd> = match &ctx.fifo {
+        Some(p) => Some(open_fifo(p)?),
+        None => None,
+    };
+    // Moving ourselves is far cheaper than being moved (see CgroupManager::join_self),
+    // and it works even in a new user namespace because our credentials are still the
+    // host's here. Children and every later step are accounted to the container.
+    if !in_cgroup {
+        cg.join_self().map_err(|e| chain(&e))?;
+    }
+    let (payload, _) = ch.expect(Msg::Go).map_err(|e| chain(&e))?;
     let host_pid: i32 = std::str::from_utf8(&payload)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     if ctx.new_userns {
-        // The parent has written our id maps: become root of the new user namespace.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-            .map_err(|e| format!("setresgid 0 in user namespace: {e}"))?;
+        // The parent has written our id maps: become root of the new user namespace, then
+        // make the other namespaces as that root (runc's order; it decides e.g. who owns
+        // the new ipc namespace's mqueue filesystem).
         nix::unistd::setresuid(0.into(), 0.into(), 0.into())
             .map_err(|e| format!("setresuid 0 in user namespace: {e}"))?;
+        if !ctx.unshare_flags.is_empty() {
+            nix::sched::unshare(ctx.unshare_flags)
+                .map_err(|e| format!("unshare {:?}: {e}", ctx.unshare_flags))?;
+        }
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setresgid 0 in user namespace: {e}"))?;
     }
     for (t, path) in &ctx.join {
         let f = std::fs::File::open(path)
@@ -108,13 +136,9 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
             set_domainname(d)?;
         }
     }
-    let fifo: Option<OwnedFd> = match &ctx.fifo {
-        Some(p) => Some(open_fifo(p)?),
-        None => None,
-    };
     rootfs::prepare(&ctx.spec, &ctx.rootfs).map_err(|e| format!("rootfs: {e}"))?;
-    ch.send(Msg::Hooks).map_err(|e| e.to_string())?;
-    ch.expect(Msg::HooksDone).map_err(|e| e.to_string())?;
+    ch.send(Msg::Hooks).map_err(|e| chain(&e))?;
+    ch.expect(Msg::HooksDone).map_err(|e| chain(&e))?;
     if ctx.new_cgroupns && !ctx.cgroupns_early {
         unshare_cgroupns()?;
     }
@@ -125,7 +149,7 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
         hooks.and_then(|h| h.create_container().as_ref()),
         &state,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| chain(&e))?;
     rootfs::pivot(&ctx.rootfs.rootfs).map_err(|e| format!("rootfs: {e}"))?;
     rootfs::finalize(&ctx.spec).map_err(|e| format!("rootfs: {e}"))?;
 
@@ -138,16 +162,15 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
         let size = proc_
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
-        let pty = tty::open_pty(size).map_err(|e| e.to_string())?;
-        rootfs::bind_console(&pty.slave_path).map_err(|e| e.to_string())?;
-        ch.send_fd(pty.master.as_raw_fd())
-            .map_err(|e| e.to_string())?;
+        let pty = tty::open_pty(size).map_err(|e| chain(&e))?;
+        rootfs::bind_console(&pty.slave_path).map_err(|e| chain(&e))?;
+        ch.send_fd(pty.master.as_raw_fd()).map_err(|e| chain(&e))?;
         drop(pty.master);
-        tty::attach_slave(&pty.slave_path).map_err(|e| e.to_string())?;
+        tty::attach_slave(&pty.slave_path).map_err(|e| chain(&e))?;
     }
     let cwd_ok = nix::unistd::chdir(proc_.cwd()).is_ok();
-    process::set_rlimits(proc_).map_err(|e| e.to_string())?;
-    process::set_oom_score_adj(proc_).map_err(|e| e.to_string())?;
+    process::set_rlimits(proc_).map_err(|e| chain(&e))?;
+    process::set_oom_score_adj(proc_).map_err(|e| chain(&e))?;
     if let Some(mask) = proc_.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -155,22 +178,22 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
     if let (Some(sc), false) = (&ctx.seccomp, nnp) {
         // Without no_new_privs installing a filter needs CAP_SYS_ADMIN: do it while we
         // still have it.
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    process::set_identity(proc_, true).map_err(|e| e.to_string())?;
+    process::set_identity(proc_, true).map_err(|e| chain(&e))?;
     if !cwd_ok {
         nix::unistd::chdir(proc_.cwd())
             .map_err(|e| format!("chdir to cwd {:?}: {e}", proc_.cwd()))?;
     }
     if nnp {
-        process::set_no_new_privs().map_err(|e| e.to_string())?;
+        process::set_no_new_privs().map_err(|e| chain(&e))?;
     }
-    let exec = process::prepare_exec(proc_).map_err(|e| e.to_string())?;
-    ch.send(Msg::Ready).map_err(|e| e.to_string())?;
+    let exec = process::prepare_exec(proc_).map_err(|e| chain(&e))?;
+    ch.send(Msg::Ready).map_err(|e| chain(&e))?;
     match &fifo {
         Some(f) => wait_fifo(f)?,
         None => {
-            ch.expect(Msg::Start).map_err(|e| e.to_string())?;
+            ch.expect(Msg::Start).map_err(|e| chain(&e))?;
         }
     }
     drop(fifo);
@@ -180,11 +203,11 @@ fn setup(ctx: &InitContext, ch: &Channel) -> Result<std::convert::Infallible, St
         hooks.and_then(|h| h.start_container().as_ref()),
         &state,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| chain(&e))?;
     if let (Some(sc), true) = (&ctx.seccomp, nnp) {
-        sc.install().map_err(|e| e.to_string())?;
+        sc.install().map_err(|e| chain(&e))?;
     }
-    Err(process::exec(&exec).to_string())
+    Err(chain(&process::exec(&exec)))
 }
 
 /// Called only once the parent has put us in our cgroup, so that cgroup becomes the root

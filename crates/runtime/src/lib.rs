@@ -14,6 +14,7 @@ pub mod exec;
 mod foreground;
 pub mod hooks;
 pub mod init;
+mod monitor;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

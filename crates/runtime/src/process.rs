@@ -16,13 +16,13 @@ use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         what: String,
         #[source]
         source: nix::Error,
     },
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -202,7 +202,7 @@ pub fn set_identity(process: &Process, setgroups_allowed: bool) -> Result<(), Pr
     let mut amb: Vec<u32> = ambient.into_iter().collect();
     amb.sort_unstable();
     for cap in amb {
-        if let Err(e) = prctl4(
+        if let Err(e) = prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
             cap as libc::c_ulong,
@@ -236,10 +236,6 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> Result
     } else {
         Ok(())
     }
-}
-
-fn prctl4(option: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> Result<(), nix::Error> {
-    prctl(option, a, b)
 }
 
 pub fn set_no_new_privs() -> Result<(), ProcessError> {
@@ -349,9 +345,50 @@ pub fn exec(args: &ExecArgs) -> ProcessError {
 pub fn reset_signals() {
     use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    // Ignored dispositions survive execve; the Rust runtime ignores SIGPIPE.
-    // SAFETY: restoring a default disposition in a single-threaded process.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Ignored dispositions survive execve: whatever our caller ignored (nohup, a shell's
+    // trap '' TERM) must not stay ignored in the container.
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring default dispositions in a single-threaded process; invalid
+        // numbers (reserved by libc) just fail with EINVAL.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// Mark every descriptor above stderr close-on-exec, so nothing the runtime's caller left
+/// open (a directory fd would let the container escape its rootfs) reaches the container.
+/// Descriptors the runtime still needs stay usable until the exec.
+pub fn cloexec_inherited_fds() -> Result<(), ProcessError> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk /proc/self/fd.
+    let dir = Path::new("/proc/self/fd");
+    let entries = std::fs::read_dir(dir).map_err(|source| ProcessError::Io {
+        what: "list",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on a descriptor number; a stale one fails harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! first), nothing done here is visible on the host, and it all disappears with the
 //! namespace when the container's last process exits.
 
-use std::ffi::CString;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -22,14 +21,14 @@ use crate::spec::propagation_flag;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("{what} {target}: {source}")]
+    #[error("{what} {target}")]
     Sys {
         what: String,
         target: PathBuf,
         #[source]
         source: nix::Error,
     },
-    #[error("{what} {target}: {source}")]
+    #[error("{what} {target}")]
     Io {
         what: String,
         target: PathBuf,
@@ -450,21 +449,9 @@ fn mount_cgroup(dest: &Path, opts: &MountOptions, cfg: &RootfsConfig) -> Result<
             },
         )?;
     }
-    if cfg.cgroup_version == CgroupVersion::V1 && ro {
-        remount_bind_tmpfs_ro(dest, base)?;
-    }
+    // Like runc, the v1 tmpfs that holds the hierarchies stays writable; the
+    // hierarchies themselves carry the read-only flag.
     Ok(())
-}
-
-fn remount_bind_tmpfs_ro(dest: &Path, base: MsFlags) -> Result<(), RootfsError> {
-    mount(
-        None::<&str>,
-        dest,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
-        None::<&str>,
-    )
-    .map_err(|e| sys("remount read-only", dest, e))
 }
 
 struct DefaultDev {
@@ -473,38 +460,20 @@ struct DefaultDev {
     minor: u64,
 }
 
+/// The devices every container gets, in runc's order (visible in the mount table of a
+/// user-namespaced container, where they are bind mounts).
 const DEFAULT_DEVICES: &[DefaultDev] = &[
-    DefaultDev {
-        path: "/dev/null",
-        major: 1,
-        minor: 3,
-    },
-    DefaultDev {
-        path: "/dev/zero",
-        major: 1,
-        minor: 5,
-    },
-    DefaultDev {
-        path: "/dev/full",
-        major: 1,
-        minor: 7,
-    },
-    DefaultDev {
-        path: "/dev/random",
-        major: 1,
-        minor: 8,
-    },
-    DefaultDev {
-        path: "/dev/urandom",
-        major: 1,
-        minor: 9,
-    },
-    DefaultDev {
-        path: "/dev/tty",
-        major: 5,
-        minor: 0,
-    },
+    dev("/dev/null", 1, 3),
+    dev("/dev/random", 1, 8),
+    dev("/dev/full", 1, 7),
+    dev("/dev/tty", 5, 0),
+    dev("/dev/zero", 1, 5),
+    dev("/dev/urandom", 1, 9),
 ];
+
+const fn dev(path: &'static str, major: u64, minor: u64) -> DefaultDev {
+    DefaultDev { path, major, minor }
+}
 
 fn create_devices(extra: Option<&Vec<LinuxDevice>>, cfg: &RootfsConfig) -> Result<(), RootfsError> {
     for d in DEFAULT_DEVICES {
@@ -667,14 +636,8 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
             None::<&str>,
         )
         .map_err(|e| sys("bind", path, e))?;
-        remount_bind(
-            path,
-            MsFlags::MS_RDONLY
-                | MsFlags::MS_REC
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-        )?;
+        // Only read-only, as runc does; remount_bind adds back flags the kernel locked.
+        remount_bind(path, MsFlags::MS_RDONLY | MsFlags::MS_REC)?;
     }
     for p in linux.masked_paths().iter().flatten() {
         let path = Path::new(p);
@@ -743,12 +706,6 @@ pub fn bind_console(slave: &Path) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(|e| sys(format!("bind {} on", slave.display()), console, e))
-}
-
-/// A NUL-terminated copy of `p`, for the raw syscalls that need one.
-pub fn cstr(p: &Path) -> Option<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes()).ok()
 }
 
 #[cfg(test)]

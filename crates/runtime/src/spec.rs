@@ -16,7 +16,7 @@ use crate::seccomp::{self, CompiledSeccomp};
 /// Why a bundle or its config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]

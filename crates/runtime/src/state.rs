@@ -30,14 +30,14 @@ pub enum StateError {
     Exists { id: String },
     #[error("invalid container id {id:?}: use 1-1024 characters from [A-Za-z0-9_+.-], not starting with '.'")]
     InvalidId { id: String },
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is corrupt: {source}")]
+    #[error("{path} is corrupt")]
     Corrupt {
         path: PathBuf,
         #[source]
@@ -88,6 +88,9 @@ pub struct Record {
     /// Pid of the monitor that waits for the init and writes `exit.json` (0 when the
     /// foreground `run` process is the monitor).
     pub monitor_pid: i32,
+    /// Start time of the monitor, to tell it from a process that reused its pid.
+    #[serde(default)]
+    pub monitor_start: u64,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub cgroups_path: String,

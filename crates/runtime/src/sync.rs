@@ -14,7 +14,7 @@ use nix::sys::socket::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("sync with container process: {op}: {source}")]
+    #[error("sync with container process: {op}")]
     Sys {
         op: &'static str,
         #[source]

@@ -3,7 +3,7 @@
 //! way runc does, and proxying it to our own stdio for a foreground `run -t`.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -12,13 +12,13 @@ use nix::sys::termios;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TtyError {
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         what: &'static str,
         #[source]
         source: nix::Error,
     },
-    #[error("console socket {path}: {source}")]
+    #[error("console socket {path}")]
     Socket {
         path: PathBuf,
         #[source]
@@ -48,8 +48,7 @@ pub fn open_pty(size: Option<(u16, u16)>) -> Result<Pty, TtyError> {
     if let Some((rows, cols)) = size {
         set_size(master.as_raw_fd(), rows, cols)?;
     }
-    // SAFETY: posix_openpt returned a valid open descriptor that PtyMaster owns; we take
-    // ownership of a duplicate so both can be dropped independently.
+    // Hand out a plain close-on-exec descriptor; the PtyMaster closes its own on drop.
     let fd = nix::unistd::dup(&master).map_err(|e| sys("dup", e))?;
     let _ = nix::fcntl::fcntl(
         &fd,
@@ -155,13 +154,4 @@ pub fn copy_size(master: RawFd) {
     if let Some((r, c)) = get_size(0) {
         let _ = set_size(master, r, c);
     }
-}
-
-/// Take ownership of a raw descriptor received elsewhere.
-///
-/// # Safety
-/// `fd` must be open and owned by nobody else.
-pub unsafe fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: guaranteed by the caller.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }

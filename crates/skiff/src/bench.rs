@@ -21,6 +21,9 @@ pub enum BenchCmd {
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
     },
+    /// skopeo push+pull against skiff's registry vs docker-registry, and registry RSS
+    /// during a 1 GiB blob push.
+    Registry(crate::registry_bench::RegistryBenchArgs),
     /// The embedded store vs a single-member etcd: concurrent writers, latency, watch delivery.
     Store(crate::store_cmd::BenchStore),
 }
@@ -32,6 +35,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
             peer,
             busybox,
         } => runtime(runs, &peer, &busybox),
+        BenchCmd::Registry(args) => crate::registry_bench::main(args),
         BenchCmd::Store(b) => crate::store_cmd::bench(b),
     }
 }

@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image_cmd;
+mod registry_bench;
+mod registry_cmd;
+mod run_cmd;
 mod store_cmd;
 
 #[derive(Debug, Parser)]
@@ -16,9 +20,16 @@ struct Cli {
 enum Cmd {
     /// OCI container runtime with runc's verbs and flags.
     Runtime(Box<skiff_runtime::cli::RuntimeCli>),
+    /// Build, store, load and save images.
+    Image(image_cmd::ImageCli),
+    /// Run a command in a new container from an image.
+    Run(Box<run_cmd::RunArgs>),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// OCI distribution registry: serve it, collect its garbage.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCmd),
     /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
     Store(store_cmd::StoreArgs),
 }
@@ -28,11 +39,26 @@ fn main() {
     // containers we exec would inherit the ignored disposition. Behave like a C tool.
     // SAFETY: setting a signal disposition to its default before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Through a link named `skiff-runtime` (e.g. containerd's BinaryName), the command
+    // line is exactly runc's: `skiff-runtime --root R create ...`.
+    if invoked_as("skiff-runtime") {
+        let rt = skiff_runtime::cli::RuntimeCli::parse();
+        init_tracing(rt.debug);
+        std::process::exit(skiff_runtime::cli::main(rt));
+    }
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Runtime(rt) => {
             init_tracing(rt.debug);
             skiff_runtime::cli::main(*rt)
+        }
+        Cmd::Image(c) => {
+            init_tracing(false);
+            image_cmd::main(c)
+        }
+        Cmd::Run(r) => {
+            init_tracing(false);
+            run_cmd::main(*r)
         }
         Cmd::Bench(b) => {
             init_tracing(false);
@@ -40,6 +66,16 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("skiff bench: {e:#}");
+                    1
+                }
+            }
+        }
+        Cmd::Registry(r) => {
+            init_tracing(false);
+            match registry_cmd::main(r) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff registry: {e:#}");
                     1
                 }
             }
@@ -58,12 +94,32 @@ fn main() {
     std::process::exit(code);
 }
 
+fn invoked_as(name: &str) -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f == name))
+        .unwrap_or(false)
+}
+
 fn init_tracing(debug: bool) {
-    let level = if debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // An EnvFilter costs a noticeable fraction of a millisecond to build; container
+    // start-up is measured in single milliseconds, so only pay for it when asked.
+    if let Ok(spec) = std::env::var("SKIFF_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(spec))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .try_init();
+        return;
+    }
+    let level = if debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();

@@ -60,7 +60,11 @@ impl V1Manager {
 
     /// Like `new`, resolving a relative path against `origin` (the text of
     /// /proc/self/cgroup of the process that created the container) instead of ours.
-    pub fn new_from(root: &Path, cgroups_path: &str, origin: Option<&str>) -> Result<Self, CgroupError> {
+    pub fn new_from(
+        root: &Path,
+        cgroups_path: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, CgroupError> {
         let path = fs::parse_cgroups_path(cgroups_path)?;
         let mountinfo = fs::read(Path::new("/proc/self/mountinfo"))?;
         let proc_cgroup = match origin {
@@ -673,6 +677,13 @@ impl CgroupManager for V1Manager {
         }
         for h in &self.hierarchies {
             fs::write(&h.dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn join_self(&self) -> Result<(), CgroupError> {
+        for h in &self.hierarchies {
+            fs::write(&h.dir.join("tasks"), "0")?;
         }
         Ok(())
     }

@@ -450,10 +450,9 @@ fn some_block_device() -> Option<String> {
 
 #[test]
 fn real_host_v1_lifecycle() {
-    if !host_v1_available() {
-        eprintln!("skipping: needs root on a cgroup v1/hybrid host");
-        return;
-    }
+    // The suite runs as root on a cgroup v1/hybrid host (like CI's); anything else is a
+    // broken test environment, not a reason to pass silently.
+    assert!(host_v1_available(), "needs root on a cgroup v1/hybrid host");
     let name = format!(
         "/skiff-t{}-{}",
         std::process::id(),
@@ -566,6 +565,30 @@ fn real_host_v1_lifecycle() {
     assert!(s.memory.usage.usage > 0, "{:?}", s.memory.usage);
     assert_eq!(s.memory.usage.limit, 64 * 1024 * 1024);
     assert!(!g.mgr.oom_killed().unwrap());
+
+    // join_self: a forked (single-threaded) child moves itself into every hierarchy.
+    let leaf = name.trim_start_matches('/').to_string();
+    // SAFETY: the child only does file I/O on paths computed before the fork and exits.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = g.mgr.join_self().is_ok()
+                && std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|t| {
+                    t.lines()
+                        .filter(|l| !l.starts_with("0::"))
+                        .all(|l| l.ends_with(&format!("/{leaf}")))
+                });
+            // SAFETY: leave the forked test process without running its destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let st = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(
+                st,
+                nix::sys::wait::WaitStatus::Exited(child, 0),
+                "child did not land in {name} in every hierarchy"
+            );
+        }
+    }
 
     for mut c in g.children.drain(..) {
         c.kill().unwrap();

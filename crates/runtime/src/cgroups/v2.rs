@@ -45,7 +45,11 @@ impl V2Manager {
 
     /// Like `new`, resolving a relative path against `origin` (the text of
     /// /proc/self/cgroup of the process that created the container) instead of ours.
-    pub fn new_from(root: &Path, cgroups_path: &str, origin: Option<&str>) -> Result<Self, CgroupError> {
+    pub fn new_from(
+        root: &Path,
+        cgroups_path: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, CgroupError> {
         let path = fs::parse_cgroups_path(cgroups_path)?;
         let real = nix::sys::statfs::statfs(root)
             .map(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -493,6 +497,10 @@ impl CgroupManager for V2Manager {
         fs::write(&self.file("cgroup.procs"), &pid.to_string())
     }
 
+    fn join_self(&self) -> Result<(), CgroupError> {
+        fs::write(&self.file("cgroup.procs"), "0")
+    }
+
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         fs::procs_recursive(&self.dir)
     }
@@ -563,6 +571,10 @@ impl CgroupManager for V2Manager {
         fs::remove_cgroup(&self.dir, &created, &self.hooks)?;
         created.clear();
         Ok(())
+    }
+
+    fn clone_target(&self) -> Option<PathBuf> {
+        self.real.then(|| self.dir.clone())
     }
 
     fn mount_sources(&self) -> Vec<CgroupMountSource> {

@@ -47,7 +47,7 @@ use oci_spec::runtime::LinuxSeccomp;
 pub enum SeccompError {
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
-    #[error("installing seccomp filter: {0}")]
+    #[error("installing seccomp filter")]
     Install(#[source] std::io::Error),
 }
 

@@ -1,0 +1,536 @@
+//! `skiff run`: one container from an image, in the foreground, without networking.
+//!
+//! Lifecycle: resolve the image (refusing a wrong platform), prepare a snapshot named
+//! after the container, mount its overlay on `<data>/containers/<id>/bundle/rootfs`,
+//! write `config.json` (the runtime's default spec with the image config applied as
+//! Docker applies it), run it through `skiff_runtime::Runtime` in this process, and on
+//! exit unmount; `--rm` also removes the snapshot and the bundle. This process stays
+//! single-threaded (the runtime forks it): no async runtime here.
+//!
+//! Paths inside the image (WORKDIR, /etc/passwd) are resolved with [`secure_join`], which
+//! follows the image's symlinks as the container would see them, never onto the host.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use skiff_image::mount::MountGuard;
+use skiff_image::{Image, ImageStore, Snapshotter};
+
+use crate::image_cmd::DEFAULT_DATA_DIR;
+
+/// The exit code of `skiff run` when skiff itself failed (Docker's convention).
+const RUN_FAILED: i32 = 125;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// skiff's data directory (images, containers).
+    #[arg(long, env = "SKIFF_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Where the runtime keeps container state.
+    #[arg(long, env = "SKIFF_RUNTIME_ROOT", default_value = skiff_runtime::state::DEFAULT_ROOT, hide = true)]
+    pub runtime_root: PathBuf,
+    /// Remove the container's writable layer when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name (default: a random ID).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (K=V, or K to pass this process's value).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container (created if missing).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User: name|uid[:group|gid].
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Container host name (default: the first 12 characters of its ID).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Bind mount HOST:CONTAINER[:ro|rw] (absolute paths; named volumes are not supported).
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Memory limit, e.g. 64m, 1g (bytes without a suffix).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs, e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    pub image: String,
+    /// Command and arguments (replace the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+pub fn main(args: RunArgs) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("skiff run: {e:#}");
+            RUN_FAILED
+        }
+    }
+}
+
+/// A container ID: 32 random hex characters (Docker uses 64; the runtime's state paths
+/// and the snapshot key prefer shorter).
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    let store = ImageStore::open(&args.data_dir)
+        .with_context(|| format!("opening the image store in {}", args.data_dir.display()))?;
+    let img = store.image(&store.resolve(&args.image)?)?;
+    let id = match &args.name {
+        Some(n) => n.clone(),
+        None => random_id()?,
+    };
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with(['.', '-'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !valid {
+        bail!("invalid container name {id:?}: use 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'");
+    }
+    let dir = args.data_dir.join("containers").join(&id);
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(
+                "the container name {id:?} is already in use; remove {} or pick another --name",
+                dir.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let cleanup = Cleanup {
+        store: &store,
+        id: &id,
+        dir: &dir,
+        armed: true,
+    };
+    let mounts = store.prepare_rootfs(&img, &id)?;
+    let bundle = dir.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+    let guard = MountGuard::mount(&mounts, &rootfs)?;
+
+    let spec = container_spec(&img, &args, &id, &rootfs)?;
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec)?,
+    )
+    .context("writing config.json")?;
+    let runtime = skiff_runtime::Runtime::new(&args.runtime_root);
+    let opts = skiff_runtime::CreateOptions {
+        id: id.clone(),
+        bundle: bundle.clone(),
+        ..Default::default()
+    };
+    let result = runtime.run(&opts, false, false);
+    let mut cleanup = cleanup;
+    if let Err(e) = guard.unmount() {
+        // Never delete a directory that is still mounted: that would reach into it.
+        cleanup.armed = false;
+        return Err(e).with_context(|| {
+            format!("container {id} exited, but its root filesystem is still mounted")
+        });
+    }
+    // Runtime errors already name the container.
+    let code = result?;
+    cleanup.armed = args.rm;
+    drop(cleanup);
+    Ok(code)
+}
+
+/// Removes the snapshot and container dir (on failure, and on exit with --rm).
+struct Cleanup<'a> {
+    store: &'a ImageStore,
+    id: &'a str,
+    dir: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.store.snapshotter().remove(self.id);
+            let _ = fs::remove_dir_all(self.dir);
+        }
+    }
+}
+
+/// The runtime's default spec with the image config and the flags applied.
+fn container_spec(img: &Image, args: &RunArgs, id: &str, rootfs: &Path) -> Result<Value> {
+    let cfg = img.config.config().clone().unwrap_or_default();
+    // Docker: the command line replaces CMD; ENTRYPOINT stays in front of it.
+    let mut argv: Vec<String> = cfg.entrypoint().clone().unwrap_or_default();
+    if args.cmd.is_empty() {
+        argv.extend(cfg.cmd().clone().unwrap_or_default());
+    } else {
+        argv.extend(args.cmd.iter().cloned());
+    }
+    if argv.is_empty() {
+        bail!("no command: the image has no ENTRYPOINT or CMD; give one after the image name");
+    }
+
+    let user_spec = args
+        .user
+        .clone()
+        .or_else(|| cfg.user().clone())
+        .unwrap_or_default();
+    let user = resolve_user(rootfs, &user_spec)?;
+
+    let hostname: String = match &args.hostname {
+        Some(h) => h.clone(),
+        None => id.chars().take(12).collect(),
+    };
+    let mut env: Vec<String> = cfg.env().clone().unwrap_or_default();
+    let set = |env: &mut Vec<String>, kv: String| {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        );
+    }
+    set(&mut env, format!("HOSTNAME={hostname}"));
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    for e in &args.env {
+        if e.contains('=') {
+            set(&mut env, e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            set(&mut env, format!("{e}={v}"));
+        }
+    }
+
+    let cwd = args
+        .workdir
+        .clone()
+        .or_else(|| cfg.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        bail!("working directory {cwd:?} must be absolute");
+    }
+    // Docker creates a missing WORKDIR; do it in the container's own writable layer.
+    secure_join(rootfs, &cwd, true).with_context(|| format!("creating working directory {cwd}"))?;
+
+    let mut spec = skiff_runtime::default_spec::default_config(false);
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["args"] = json!(argv);
+    spec["process"]["env"] = json!(env);
+    spec["process"]["cwd"] = json!(cwd);
+    spec["process"]["user"] = json!({
+        "uid": user.uid, "gid": user.gid, "additionalGids": user.groups,
+    });
+    spec["root"] = json!({"path": "rootfs", "readonly": false});
+    spec["hostname"] = json!(hostname);
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for v in &args.volumes {
+            mounts.push(parse_volume(v)?);
+        }
+    }
+    if let Some(m) = &args.memory {
+        spec["linux"]["resources"]["memory"] = json!({"limit": parse_bytes(m)?});
+    }
+    if let Some(c) = args.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            bail!("--cpus {c}: give a positive number of CPUs, e.g. 0.5");
+        }
+        // Docker's mapping: a 100 ms period and a quota of cpus × period.
+        let period = 100_000u64;
+        spec["linux"]["resources"]["cpu"] =
+            json!({"quota": (c * period as f64).round() as i64, "period": period});
+    }
+    Ok(spec)
+}
+
+/// `-v HOST:CONTAINER[:ro|rw]` as an OCI bind mount.
+fn parse_volume(v: &str) -> Result<Value> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, ctr, mode) = match parts.as_slice() {
+        [h, c] => (*h, *c, "rw"),
+        [h, c, m] => (*h, *c, *m),
+        _ => bail!("-v {v:?}: expected HOST:CONTAINER[:ro|rw]"),
+    };
+    if !host.starts_with('/') {
+        bail!("-v {v:?}: named volumes are not supported; give an absolute host path");
+    }
+    if !ctr.starts_with('/') {
+        bail!("-v {v:?}: the container path must be absolute");
+    }
+    if !Path::new(host).exists() {
+        bail!("-v {v:?}: host path {host} does not exist");
+    }
+    let mut options = vec!["rbind", "rprivate"];
+    match mode {
+        "ro" => options.push("ro"),
+        "rw" => {}
+        other => bail!("-v {v:?}: unknown mode {other:?}; use ro or rw"),
+    }
+    Ok(json!({"destination": ctr, "type": "bind", "source": host, "options": options}))
+}
+
+/// `64m`, `1g`, `512k`, `1048576` as bytes (binary units, as Docker reads them).
+fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("--memory {s:?}: expected a size like 64m or 1g"))?;
+    let bytes = (n * mul as f64) as i64;
+    if n <= 0.0 || bytes < 6 << 20 {
+        bail!("--memory {s:?}: the minimum is 6m");
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug)]
+struct User {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    home: String,
+}
+
+/// Resolves `name|uid[:group|gid]` against the image's /etc/passwd and /etc/group, the
+/// way Docker does: a numeric uid need not exist; a name must.
+fn resolve_user(rootfs: &Path, spec: &str) -> Result<User> {
+    let read = |p: &str| -> String {
+        secure_join(rootfs, p, false)
+            .ok()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let passwd = read("/etc/passwd");
+    let group = read("/etc/group");
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let u = if u.is_empty() { "0" } else { u };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let found = entries
+        .iter()
+        .find(|f| f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u));
+    let (uid, mut gid, name, home) = match (found, u.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .with_context(|| format!("bad uid in /etc/passwd for {}", f[0]))?,
+            f[3].parse::<u32>().unwrap_or(0),
+            Some(f[0].to_string()),
+            f[5].to_string(),
+        ),
+        (None, Ok(n)) => (n, 0, None, "/".to_string()),
+        (None, Err(_)) => {
+            bail!("unable to find user {u}: no matching entries in the image's /etc/passwd")
+        }
+    };
+    let groups_file: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups_file
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .with_context(|| {
+                    format!(
+                        "unable to find group {g}: no matching entries in the image's /etc/group"
+                    )
+                })?,
+        };
+    }
+    let groups = match &name {
+        Some(n) => groups_file
+            .iter()
+            .filter(|f| f[3].split(',').any(|m| m == n))
+            .filter_map(|f| f[2].parse().ok())
+            .filter(|g| *g != gid)
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(User {
+        uid,
+        gid,
+        groups,
+        home: if home.is_empty() {
+            "/".to_string()
+        } else {
+            home
+        },
+    })
+}
+
+/// Resolves `path` inside `root` as the container would: symlinks (absolute ones
+/// relative to `root`) are followed, `..` never climbs above `root`. With `create`,
+/// missing directories are made (mode 0755). Returns the host path.
+pub fn secure_join(root: &Path, path: &str, create: bool) -> Result<PathBuf> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let host = cur
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+            .join(&c);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    bail!("too many symlinks resolving {path}");
+                }
+                let target = fs::read_link(&host)?;
+                if target.is_absolute() {
+                    cur.clear();
+                }
+                for comp in target.components().rev() {
+                    match comp {
+                        Component::Normal(s) => todo.push(s.to_string_lossy().into_owned()),
+                        Component::ParentDir => todo.push("..".to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(m) => {
+                if !m.is_dir() && !todo.is_empty() {
+                    bail!("{} is not a directory", host.display());
+                }
+                cur.push(c);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                fs::create_dir(&host).with_context(|| format!("creating {}", host.display()))?;
+                cur.push(c);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                cur.push(c);
+            }
+            Err(e) => return Err(e).with_context(|| format!("stat {}", host.display())),
+        }
+    }
+    Ok(cur.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_join_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib", r.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("/private/etc", r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/loop", r.join("loop")).unwrap();
+        assert_eq!(
+            secure_join(r, "/lib/x", false).unwrap(),
+            r.join("usr/lib/x")
+        );
+        assert_eq!(secure_join(r, "/up/tmp", false).unwrap(), r.join("tmp"));
+        assert_eq!(secure_join(r, "/../../x", false).unwrap(), r.join("x"));
+        // An absolute symlink is resolved inside the image, never on the host.
+        assert_eq!(
+            secure_join(r, "/etc/passwd", false).unwrap(),
+            r.join("private/etc/passwd")
+        );
+        assert!(secure_join(r, "/loop/x", false).is_err());
+        let made = secure_join(r, "/up/work/dir", true).unwrap();
+        assert_eq!(made, r.join("work/dir"));
+        assert!(made.is_dir());
+    }
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("10485760").unwrap(), 10 << 20);
+        assert!(parse_bytes("1k").is_err());
+        assert!(parse_bytes("lots").is_err());
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert_eq!(v["options"], json!(["rbind", "rprivate", "ro"]));
+        assert!(parse_volume("named:/data")
+            .unwrap_err()
+            .to_string()
+            .contains("named volumes"));
+        assert!(parse_volume("/tmp:rel").is_err());
+        assert!(parse_volume("/tmp:/x:rx").is_err());
+    }
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir(r.join("etc")).unwrap();
+        fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            r.join("etc/group"),
+            "root:x:0:\napp:x:1001:\nwheel:x:10:app,other\n",
+        )
+        .unwrap();
+        let u = resolve_user(r, "app").unwrap();
+        assert_eq!(
+            (u.uid, u.gid, u.groups.clone(), u.home.as_str()),
+            (1000, 1001, vec![10], "/home/app")
+        );
+        let u = resolve_user(r, "1000:wheel").unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 10));
+        let u = resolve_user(r, "4242").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
+        let u = resolve_user(r, "").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/root"));
+        assert!(resolve_user(r, "nobody")
+            .unwrap_err()
+            .to_string()
+            .contains("nobody"));
+        assert!(resolve_user(r, "app:nogroup").is_err());
+    }
+}
