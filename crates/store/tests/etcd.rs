@@ -38,6 +38,16 @@ mod single_member {
     conformance!(single());
 }
 
+async fn three() -> (EtcdStore, EtcdCluster) {
+    let cluster = EtcdCluster::start(3).unwrap();
+    (connect(&cluster).await, cluster)
+}
+
+mod three_members {
+    use super::*;
+    conformance!(three());
+}
+
 /// Which member is the raft leader (the hardest one to lose).
 async fn leader_index(cluster: &EtcdCluster) -> usize {
     for (i, ep) in cluster.endpoints().iter().enumerate() {
