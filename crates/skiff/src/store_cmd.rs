@@ -95,6 +95,7 @@ fn open_existing(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         &OpenOptions {
             create: false,
             history: None,
+            ..OpenOptions::default()
         },
     )
 }

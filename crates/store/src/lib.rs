@@ -30,6 +30,25 @@ pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Wall-clock time for lease deadlines, injected so tests control expiry.
+pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
 /// A stream of watch events. Dropping it cancels the watch.
 pub struct Watcher {
     rx: tokio::sync::mpsc::Receiver<Result<Event>>,

@@ -225,3 +225,51 @@ async fn automatic_compaction_keeps_the_history_window() {
     assert!(s.compact_revision().unwrap() <= last);
     assert!(s.get("/auto/a", Some(last)).await.unwrap().kv.is_some());
 }
+
+/// A clock the test moves by hand.
+#[derive(Debug, Default)]
+struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_on_the_injected_clock() {
+    let clock = std::sync::Arc::new(ManualClock::default());
+    clock
+        .0
+        .store(1_000_000, std::sync::atomic::Ordering::SeqCst);
+    let s = EmbeddedStore::in_memory_with_clock(clock.clone()).unwrap();
+    let l = s
+        .grant_lease(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    s.put("/lease/k", b"v".to_vec(), l.id).await.unwrap();
+    let mut w = s
+        .watch(KeyRange::Key("/lease/k".into()), WatchOptions::default())
+        .await
+        .unwrap();
+    // Renewing moves the deadline: an hour from the renewal.
+    clock
+        .0
+        .fetch_add(3_000_000, std::sync::atomic::Ordering::SeqCst);
+    s.keep_alive(l.id).await.unwrap();
+    clock
+        .0
+        .fetch_add(3_000_000, std::sync::atomic::Ordering::SeqCst);
+    // Not yet expired: a write on another key goes through and the key is still there.
+    s.put("/other", vec![], 0).await.unwrap();
+    assert!(s.get("/lease/k", None).await.unwrap().kv.is_some());
+    // Past the renewed deadline: the key is deleted with an event.
+    clock
+        .0
+        .fetch_add(700_000, std::sync::atomic::Ordering::SeqCst);
+    let e = conformance::next_event(&mut w).await.unwrap();
+    assert_eq!(e.kind, EventKind::Delete);
+    assert!(s.get("/lease/k", None).await.unwrap().kv.is_none());
+    let e = s.keep_alive(l.id).await.unwrap_err();
+    assert_eq!(e.category(), Category::NotFound, "{e}");
+}

@@ -27,8 +27,8 @@ use wal::Wal;
 use writer::{Request, Writer};
 
 use crate::{
-    GetResult, KeyRange, Lease, LeaseId, ListOptions, ListResult, Result, Revision, Store,
-    StoreError, Txn, TxnResult, WatchOptions, Watcher,
+    Clock, GetResult, KeyRange, Lease, LeaseId, ListOptions, ListResult, Result, Revision, Store,
+    StoreError, SystemClock, Txn, TxnResult, WatchOptions, Watcher,
 };
 
 /// The store's file inside the data dir.
@@ -44,6 +44,8 @@ pub struct OpenOptions {
     /// Compact automatically, keeping at least this much history (default 5 minutes, as
     /// the Kubernetes API server's compaction interval); `None`: only explicit compaction.
     pub history: Option<Duration>,
+    /// The clock lease deadlines are kept on (tests inject their own).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for OpenOptions {
@@ -51,6 +53,7 @@ impl Default for OpenOptions {
         OpenOptions {
             create: true,
             history: Some(Duration::from_secs(300)),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -151,7 +154,13 @@ impl EmbeddedStore {
         if exists {
             writer::recover(&db, &mut wal, &records, &loc)?;
         }
-        let mut store = Self::start(Arc::new(db), loc, Some(wal), opts.history)?;
+        let mut store = Self::start(
+            Arc::new(db),
+            loc,
+            Some(wal),
+            opts.history,
+            opts.clock.clone(),
+        )?;
         let sock = data_dir.join(admin::ADMIN_SOCKET);
         match admin::serve(&sock, Arc::downgrade(&store.inner)) {
             Ok(h) => {
@@ -173,12 +182,17 @@ impl EmbeddedStore {
 
     /// A store that lives in memory only: the same engine on redb's in-memory backend.
     pub fn in_memory() -> Result<Self> {
+        Self::in_memory_with_clock(Arc::new(SystemClock))
+    }
+
+    /// [`EmbeddedStore::in_memory`] with lease deadlines on `clock`.
+    pub fn in_memory_with_clock(clock: Arc<dyn Clock>) -> Result<Self> {
         let loc = "memory".to_string();
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .ctx(&loc, "create")?;
         init_or_check(&db, &loc, true)?;
-        Self::start(Arc::new(db), loc, None, None)
+        Self::start(Arc::new(db), loc, None, None, clock)
     }
 
     fn start(
@@ -186,6 +200,7 @@ impl EmbeddedStore {
         loc: String,
         wal: Option<Wal>,
         history: Option<Duration>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let (rev, compact_rev) = {
             let r = db.begin_read().ctx(&loc, "begin read")?;
@@ -203,6 +218,7 @@ impl EmbeddedStore {
             compact_rev,
             wal,
             history,
+            clock,
             first_failure: None,
         };
         let h = std::thread::Builder::new()
@@ -373,6 +389,7 @@ impl EmbeddedStore {
             &OpenOptions {
                 create: false,
                 history: None,
+                ..OpenOptions::default()
             },
         )?);
         let loc = path.display().to_string();

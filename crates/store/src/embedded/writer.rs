@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
@@ -68,6 +68,8 @@ pub(super) struct Writer {
     pub compact_rev: u64,
     /// None in memory.
     pub wal: Option<Wal>,
+    /// Lease deadlines are on this clock.
+    pub clock: Arc<dyn crate::Clock>,
     /// Keep at least this much history; compact older revisions automatically.
     pub history: Option<Duration>,
     /// The first storage failure, reported with later ones that follow from it (redb
@@ -299,13 +301,6 @@ impl Reply {
             Reply::CompactPending(tx) => drop(tx.send(Ok(()))),
         }
     }
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Writer {
@@ -558,7 +553,7 @@ impl Writer {
                     let found = t.leases.get(id).ctx(&self.loc, "read")?.map(|v| v.value());
                     Ok(match found {
                         Some((ttl, _)) => {
-                            t.lease_put(id, ttl, now_ms() + ttl, &self.loc)?;
+                            t.lease_put(id, ttl, self.clock.now_ms() + ttl, &self.loc)?;
                             Ok(())
                         }
                         None => Err(StoreError::LeaseNotFound { lease: id }),
@@ -775,7 +770,7 @@ impl Writer {
         let id = meta_get(&t.meta, LEASE_ID_KEY, loc)?.unwrap_or(1) as i64;
         t.meta_put(LEASE_ID_KEY, id as u64 + 1, loc)?;
         let ms = ttl.as_millis() as u64;
-        t.lease_put(id, ms, now_ms() + ms, loc)?;
+        t.lease_put(id, ms, self.clock.now_ms() + ms, loc)?;
         Ok(Ok(Lease { id, ttl }))
     }
 
@@ -810,7 +805,7 @@ impl Writer {
     }
 
     fn expire_leases(&mut self, t: &mut Tables) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut expired = Vec::new();
         for e in t.leases.iter().ctx(&self.loc, "read")? {
             let (k, v) = e.ctx(&self.loc, "read")?;
