@@ -9,6 +9,7 @@
 //! releases the file.
 
 mod admin;
+mod logged;
 mod tables;
 mod wal;
 mod writer;
@@ -152,7 +153,7 @@ impl EmbeddedStore {
         init_or_check(&db, &loc, !exists)?;
         check_format(&db.begin_read().ctx(&loc, "begin read")?, &loc)?;
         if exists {
-            writer::recover(&db, &mut wal, &records, &loc)?;
+            logged::recover(&db, &mut wal, &records, &loc)?;
         }
         let mut store = Self::start(
             Arc::new(db),
