@@ -356,7 +356,8 @@ fn extract(
         let mode = h.mode().map_err(bad)?;
         let (uid, gid) = match spec.owner {
             Some(o) => o,
-            None => (h.uid().map_err(bad)?, h.gid().map_err(bad)?),
+            // Some tar writers leave the owner fields blank: root, as GNU tar reads them.
+            None => (h.uid().unwrap_or(0), h.gid().unwrap_or(0)),
         };
         let node = match h.entry_type() {
             tar::EntryType::Directory => Node::Dir,
