@@ -390,3 +390,59 @@ fn unknown_instruction_and_missing_copy_source_give_the_line() {
     assert!(out.stderr.contains("line 1"), "{}", out.stderr);
     assert!(!e.tags().contains("x "), "nothing tagged");
 }
+
+/// Copies `examples/<name>` and the host's busybox into a fresh context.
+fn example_context(e: &Env, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let dst = e.dir.path().join(name);
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp -r {}: {out:?}", src.display());
+    fs::copy(BUSYBOX, dst.join("busybox")).unwrap();
+    dst
+}
+
+/// One HTTP request answered by busybox httpd in inetd mode (`-i`): `skiff run` has no
+/// network yet, so the request goes through the server's stdin instead of a socket.
+fn http_get(e: &Env, image: &str, path_: &str) -> String {
+    let script = format!("printf 'GET {path_} HTTP/1.0\\r\\n\\r\\n' | httpd -i -h /www");
+    e.cmd(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "kubia-test",
+        image,
+        "sh",
+        "-c",
+        &script,
+    ])
+    .ok()
+    .stdout
+}
+
+#[test]
+fn kubia_examples_build_and_serve() {
+    let e = Env::new();
+    for (name, ready) in [
+        ("kubia", "HTTP/1.1 200 OK"),
+        ("kubia-unready", "HTTP/1.1 500"),
+    ] {
+        let ctx = example_context(&e, name);
+        let tag = format!("{name}:test");
+        e.cmd(&["image", "build", "-t", &tag, path(&ctx)]).ok();
+        let page = http_get(&e, &tag, "/");
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        assert!(page.ends_with("You've hit kubia-test\n"), "{page}");
+        let r = http_get(&e, &tag, "/cgi-bin/ready");
+        assert!(r.starts_with(ready), "{name}: {r}");
+        let cfg = &e.inspect(&tag)["Config"];
+        assert!(cfg["ExposedPorts"]["8080/tcp"].is_object());
+        assert_eq!(cfg["Cmd"][0], "httpd");
+    }
+}
