@@ -446,3 +446,19 @@ fn kubia_examples_build_and_serve() {
         assert_eq!(cfg["Cmd"][0], "httpd");
     }
 }
+
+#[test]
+fn copy_follows_image_symlinks_and_keeps_existing_dirs() {
+    let e = Env::new();
+    e.write("a.txt", "a\n");
+    e.write(
+        "Dockerfile",
+        &format!(
+            "{BASE}RUN mkdir -p /usr/lib2 && ln -s usr/lib2 /lib2 && mkdir -m 1777 /scratch\n\
+             COPY a.txt /lib2/\nCOPY a.txt /scratch/a.txt\n\
+             CMD [\"sh\", \"-c\", \"readlink /lib2; cat /usr/lib2/a.txt; stat -c %a /scratch\"]\n"
+        ),
+    );
+    e.build(&["-t", "links:1"]).ok();
+    assert_eq!(e.run("links:1", &[]), "usr/lib2\na\n1777\n");
+}

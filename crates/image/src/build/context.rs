@@ -212,7 +212,7 @@ pub fn collect(src: &Source<'_>, spec: &CopySpec<'_>, out: &mut Entries) -> Resu
         let md = fs::metadata(&host).map_err(io_err("stat", &host))?;
         let name = rel.rsplit('/').next().unwrap_or("").to_string();
         if md.is_dir() {
-            out.insert(&dest, dir_entry(spec, 0o755));
+            out.insert_implicit_dir(&dest, dir_entry(spec, 0o755));
             copy_tree(src, &host, &rel, &dest, spec, out)?;
         } else if spec.add && is_tar(&host) {
             extract(&host, &dest, spec, out)?;

@@ -5,7 +5,7 @@
 //! modes, owners and contents: entries are sorted by path and every mtime is the build's
 //! epoch (SOURCE_DATE_EPOCH, default 0). That is what makes a rebuild byte-identical.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -44,7 +44,12 @@ pub struct Entry {
 
 /// Layer entries keyed by their path inside the image (no leading `/`).
 #[derive(Debug, Default)]
-pub struct Entries(pub BTreeMap<String, Entry>);
+pub struct Entries {
+    pub map: BTreeMap<String, Entry>,
+    /// Directories added only because something is copied into them: when they already
+    /// exist in the image, they keep their mode and owner (e.g. /tmp stays 1777).
+    pub implicit: BTreeSet<String>,
+}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StepError + 'a {
     move |source| StepError::Io {
@@ -69,14 +74,31 @@ impl Entries {
                 prefix.push('/');
             }
             prefix.push_str(p);
-            self.0.entry(prefix.clone()).or_insert(Entry {
-                node: Node::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            });
+            if !self.map.contains_key(&prefix) {
+                self.implicit.insert(prefix.clone());
+                self.map.insert(
+                    prefix.clone(),
+                    Entry {
+                        node: Node::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    },
+                );
+            }
         }
-        self.0.insert(path.to_string(), e);
+        self.implicit.remove(path);
+        self.map.insert(path.to_string(), e);
+    }
+
+    /// Adds a directory that is kept as it is if the image already has it.
+    pub fn insert_implicit_dir(&mut self, path: &str, e: Entry) {
+        let path = path.trim_matches('/');
+        if path.is_empty() || self.map.contains_key(path) {
+            return;
+        }
+        self.insert(path, e);
+        self.implicit.insert(path.to_string());
     }
 
     /// Writes the entries as a tar with every mtime set to `epoch`.
@@ -91,7 +113,7 @@ impl Entries {
         };
         let mut b = tar::Builder::new(out);
         b.mode(tar::HeaderMode::Complete);
-        for (path, e) in &self.0 {
+        for (path, e) in &self.map {
             let mut h = tar::Header::new_gnu();
             h.set_mode(e.mode & 0o7777);
             h.set_uid(e.uid);

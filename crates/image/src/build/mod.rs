@@ -73,6 +73,8 @@ pub enum StepError {
     UnknownUser { user: String },
     #[error("invalid {flag} value {value:?}")]
     BadFlag { flag: &'static str, value: String },
+    #[error("too many symlinks resolving {path} in the image")]
+    SymlinkLoop { path: String },
     #[error("stage or image {name:?} not found (COPY --from / FROM)")]
     UnknownFrom { name: String },
     #[error("ADD: {file} is not a readable archive")]
@@ -603,6 +605,13 @@ impl Builder<'_> {
                     let wd = st.str("WorkingDir");
                     dest = format!("{}/{dest}", wd.trim_end_matches('/'));
                 }
+                // Docker follows the image's symlinks in the destination (a COPY into
+                // /bin/ on a merged-/usr image lands in /usr/bin).
+                let trailing = dest.ends_with('/') || dest.ends_with("/.");
+                dest = self.resolve_path(st, &dest)?;
+                if trailing && !dest.ends_with('/') {
+                    dest.push('/');
+                }
                 let owner = match chown {
                     Some(c) => Some(self.owner(st, &x(c)?)?),
                     None => None,
@@ -633,6 +642,7 @@ impl Builder<'_> {
                             ignore: Some(&self.ignore),
                         };
                         context::collect(&src, &spec, &mut entries)?;
+                        self.keep_existing_dirs(st, &mut entries);
                         from_key = String::new();
                         self.copy_layer(st, &s.text, &entries, &from_key)?
                     }
@@ -660,8 +670,10 @@ impl Builder<'_> {
                             root: &dir,
                             ignore: None,
                         };
-                        let r = context::collect(&src, &spec, &mut entries)
-                            .and_then(|()| self.copy_layer(st, &s.text, &entries, &from_key));
+                        let r = context::collect(&src, &spec, &mut entries).and_then(|()| {
+                            self.keep_existing_dirs(st, &mut entries);
+                            self.copy_layer(st, &s.text, &entries, &from_key)
+                        });
                         guard.unmount()?;
                         r?;
                     }
@@ -739,6 +751,117 @@ impl Builder<'_> {
         }
         let _ = writeln!(self.out, " ---> {}", &st.chain.hex()[..12]);
         Ok(())
+    }
+
+    /// The top-most entry for `rel` in the stage's unpacked layers: its host path and
+    /// metadata, or `None` if absent or deleted (overlay whiteout, opaque directory).
+    /// Never follows a symlink on the host: each component is checked in its layer.
+    fn lookup(&self, st: &State, rel: &str) -> Option<(PathBuf, fs::Metadata)> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let parts: Vec<&str> = rel
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let snaps = self.store.snapshotter();
+        'layers: for l in st.layers.iter().rev() {
+            let mut cur = snaps.layer_dir(&l.diff_id);
+            let mut opaque = false;
+            for (i, c) in parts.iter().enumerate() {
+                cur.push(c);
+                let Ok(md) = fs::symlink_metadata(&cur) else {
+                    if opaque {
+                        return None;
+                    }
+                    continue 'layers;
+                };
+                if md.file_type().is_char_device() && md.rdev() == 0 {
+                    return None;
+                }
+                if i + 1 == parts.len() {
+                    return Some((cur, md));
+                }
+                if !md.is_dir() {
+                    // A file or symlink hides whatever lower layers have below it.
+                    return None;
+                }
+                opaque |= xattr::get(&cur, crate::unpack::OPAQUE_XATTR)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == b"y");
+            }
+        }
+        None
+    }
+
+    /// Resolves `path` through the stage's symlinks as the container would see it;
+    /// `..` never climbs above `/`. Returns an absolute path.
+    fn resolve_path(&self, st: &State, path: &str) -> Result<String, StepError> {
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .rev()
+            .map(str::to_string)
+            .collect();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                cur.pop();
+                continue;
+            }
+            let cand = if cur.is_empty() {
+                c.clone()
+            } else {
+                format!("{}/{c}", cur.join("/"))
+            };
+            match self.lookup(st, &cand) {
+                Some((host, md)) if md.file_type().is_symlink() => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(StepError::SymlinkLoop {
+                            path: path.to_string(),
+                        });
+                    }
+                    let t = fs::read_link(&host).map_err(|source| StepError::Io {
+                        op: "read link",
+                        path: host.clone(),
+                        source,
+                    })?;
+                    if t.is_absolute() {
+                        cur.clear();
+                    }
+                    for comp in t.components().rev() {
+                        match comp {
+                            std::path::Component::Normal(x) => {
+                                todo.push(x.to_string_lossy().into_owned())
+                            }
+                            std::path::Component::ParentDir => todo.push("..".to_string()),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => cur.push(c),
+            }
+        }
+        Ok(format!("/{}", cur.join("/")))
+    }
+
+    /// Directories a COPY only passes through keep the mode and owner they have in the
+    /// image, as Docker leaves them.
+    fn keep_existing_dirs(&self, st: &State, entries: &mut layer::Entries) {
+        use std::os::unix::fs::MetadataExt;
+        for p in &entries.implicit {
+            if let Some((_, md)) = self.lookup(st, p) {
+                if let Some(e) = entries.map.get_mut(p).filter(|_| md.is_dir()) {
+                    e.mode = md.mode() & 0o7777;
+                    e.uid = u64::from(md.uid());
+                    e.gid = u64::from(md.gid());
+                }
+            }
+        }
     }
 
     /// `--chown=user[:group]`, names resolved in the stage's top-most /etc/passwd.
