@@ -17,8 +17,11 @@
 //! `<data>/images/build-cache/` reuses that layer; a COPY/ADD additionally includes its
 //! layer's digest (so a changed file misses, and every step after it misses too).
 
+mod cache;
 mod context;
+mod healthcheck;
 mod layer;
+mod paths;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::Digest;
-use crate::dockerfile::{self, Command, DockerfileError, Healthcheck, Instruction, Stage};
+use crate::dockerfile::{self, Command, DockerfileError, Instruction, Stage};
 use crate::error::Category;
 use crate::manifest;
 use crate::mount::{MountError, MountGuard};
@@ -546,46 +549,7 @@ impl Builder<'_> {
                 st.cfg().insert("Shell".into(), json!(v));
             }
             Instruction::Healthcheck(h) => {
-                let v = match h {
-                    Healthcheck::None => json!({"Test": ["NONE"]}),
-                    Healthcheck::Check { command, options } => {
-                        let test = match command {
-                            Command::Exec(v) => {
-                                let mut t = vec!["CMD".to_string()];
-                                t.extend(v.iter().cloned());
-                                t
-                            }
-                            Command::Shell(c) => vec!["CMD-SHELL".to_string(), c.clone()],
-                        };
-                        let mut m = json!({"Test": test});
-                        for (k, v) in options {
-                            let field = match k.as_str() {
-                                "interval" => "Interval",
-                                "timeout" => "Timeout",
-                                "start-period" => "StartPeriod",
-                                "start-interval" => "StartInterval",
-                                "retries" => "Retries",
-                                _ => {
-                                    return Err(StepError::BadFlag {
-                                        flag: "HEALTHCHECK option",
-                                        value: k.clone(),
-                                    })
-                                }
-                            };
-                            let n = if field == "Retries" {
-                                v.parse::<u64>().ok()
-                            } else {
-                                duration_ns(v)
-                            };
-                            let n = n.ok_or_else(|| StepError::BadFlag {
-                                flag: "HEALTHCHECK option",
-                                value: format!("--{k}={v}"),
-                            })?;
-                            m[field] = json!(n);
-                        }
-                        m
-                    }
-                };
+                let v = healthcheck::to_config(h)?;
                 st.cfg().insert("Healthcheck".into(), v);
             }
             Instruction::Copy {
@@ -753,117 +717,6 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The top-most entry for `rel` in the stage's unpacked layers: its host path and
-    /// metadata, or `None` if absent or deleted (overlay whiteout, opaque directory).
-    /// Never follows a symlink on the host: each component is checked in its layer.
-    fn lookup(&self, st: &State, rel: &str) -> Option<(PathBuf, fs::Metadata)> {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let parts: Vec<&str> = rel
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        if parts.is_empty() {
-            return None;
-        }
-        let snaps = self.store.snapshotter();
-        'layers: for l in st.layers.iter().rev() {
-            let mut cur = snaps.layer_dir(&l.diff_id);
-            let mut opaque = false;
-            for (i, c) in parts.iter().enumerate() {
-                cur.push(c);
-                let Ok(md) = fs::symlink_metadata(&cur) else {
-                    if opaque {
-                        return None;
-                    }
-                    continue 'layers;
-                };
-                if md.file_type().is_char_device() && md.rdev() == 0 {
-                    return None;
-                }
-                if i + 1 == parts.len() {
-                    return Some((cur, md));
-                }
-                if !md.is_dir() {
-                    // A file or symlink hides whatever lower layers have below it.
-                    return None;
-                }
-                opaque |= xattr::get(&cur, crate::unpack::OPAQUE_XATTR)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v == b"y");
-            }
-        }
-        None
-    }
-
-    /// Resolves `path` through the stage's symlinks as the container would see it;
-    /// `..` never climbs above `/`. Returns an absolute path.
-    fn resolve_path(&self, st: &State, path: &str) -> Result<String, StepError> {
-        let mut todo: Vec<String> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .rev()
-            .map(str::to_string)
-            .collect();
-        let mut cur: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            if c == ".." {
-                cur.pop();
-                continue;
-            }
-            let cand = if cur.is_empty() {
-                c.clone()
-            } else {
-                format!("{}/{c}", cur.join("/"))
-            };
-            match self.lookup(st, &cand) {
-                Some((host, md)) if md.file_type().is_symlink() => {
-                    hops += 1;
-                    if hops > 40 {
-                        return Err(StepError::SymlinkLoop {
-                            path: path.to_string(),
-                        });
-                    }
-                    let t = fs::read_link(&host).map_err(|source| StepError::Io {
-                        op: "read link",
-                        path: host.clone(),
-                        source,
-                    })?;
-                    if t.is_absolute() {
-                        cur.clear();
-                    }
-                    for comp in t.components().rev() {
-                        match comp {
-                            std::path::Component::Normal(x) => {
-                                todo.push(x.to_string_lossy().into_owned())
-                            }
-                            std::path::Component::ParentDir => todo.push("..".to_string()),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => cur.push(c),
-            }
-        }
-        Ok(format!("/{}", cur.join("/")))
-    }
-
-    /// Directories a COPY only passes through keep the mode and owner they have in the
-    /// image, as Docker leaves them.
-    fn keep_existing_dirs(&self, st: &State, entries: &mut layer::Entries) {
-        use std::os::unix::fs::MetadataExt;
-        for p in &entries.implicit {
-            if let Some((_, md)) = self.lookup(st, p) {
-                if let Some(e) = entries.map.get_mut(p).filter(|_| md.is_dir()) {
-                    e.mode = md.mode() & 0o7777;
-                    e.uid = u64::from(md.uid());
-                    e.gid = u64::from(md.gid());
-                }
-            }
-        }
-    }
-
     /// `--chown=user[:group]`, names resolved in the stage's top-most /etc/passwd.
     fn owner(&self, st: &State, spec: &str) -> Result<(u64, u64), StepError> {
         let snaps = self.store.snapshotter();
@@ -939,86 +792,6 @@ impl Builder<'_> {
         st.layers.push(l);
         st.chain = next;
     }
-
-    fn cache_path(&self, key: &Digest) -> PathBuf {
-        self.opts
-            .data_dir
-            .join("images/build-cache")
-            .join(key.hex())
-    }
-
-    /// A cached layer for `key` whose blob is still stored (prune may have removed it).
-    fn cached(&self, key: &Digest) -> Result<Option<LayerDesc>, StepError> {
-        if self.opts.no_cache {
-            return Ok(None);
-        }
-        let Ok(bytes) = fs::read(self.cache_path(key)) else {
-            return Ok(None);
-        };
-        let Ok(l) = serde_json::from_slice::<LayerDesc>(&bytes) else {
-            return Ok(None);
-        };
-        if self.store.content().stat(&l.blob)?.is_none() {
-            return Ok(None);
-        }
-        self.unpack(&l)?;
-        Ok(Some(l))
-    }
-
-    fn save_cache(&self, key: &Digest, l: &LayerDesc) -> Result<(), StepError> {
-        let p = self.cache_path(key);
-        let io = |source| StepError::Io {
-            op: "write build cache entry",
-            path: p.clone(),
-            source,
-        };
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).map_err(io)?;
-        }
-        let bytes = serde_json::to_vec(l).map_err(|source| StepError::Json {
-            what: "a build cache entry",
-            source,
-        })?;
-        crate::reference::write_atomic(&p, &bytes).map_err(|source| StepError::Io {
-            op: "write build cache entry",
-            path: p.clone(),
-            source,
-        })
-    }
-
-    /// Stores the final config and manifest; returns their digests.
-    fn commit(&self, st: &State) -> Result<Built, StepError> {
-        let mut config = st.config.clone();
-        config["config"] = Value::Object(st.cfg.clone());
-        let created = self.created();
-        config["created"] = json!(created);
-        config["rootfs"] = json!({
-            "type": "layers",
-            "diff_ids": st.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
-        });
-        let cfg = serde_json::to_vec(&config).map_err(|source| StepError::Json {
-            what: "the image config",
-            source,
-        })?;
-        let cfg_info = self.store.content().put(&cfg)?;
-        let m = json!({
-            "schemaVersion": 2,
-            "mediaType": manifest::OCI_MANIFEST,
-            "config": {"mediaType": manifest::OCI_CONFIG, "digest": cfg_info.digest.to_string(), "size": cfg.len()},
-            "layers": st.layers.iter().map(|l| json!({
-                "mediaType": l.media_type, "digest": l.blob.to_string(), "size": l.size,
-            })).collect::<Vec<_>>(),
-        });
-        let m = serde_json::to_vec(&m).map_err(|source| StepError::Json {
-            what: "the image manifest",
-            source,
-        })?;
-        let top = self.store.content().put(&m)?;
-        Ok(Built {
-            manifest: top.digest,
-            config: cfg_info.digest,
-        })
-    }
 }
 
 /// Removes a `COPY --from` snapshot and its mount point (after the mount guard).
@@ -1032,49 +805,5 @@ impl Drop for RemoveSnapshot<'_> {
     fn drop(&mut self) {
         let _ = self.store.snapshotter().remove(&self.key);
         let _ = fs::remove_dir(&self.dir);
-    }
-}
-
-/// Go durations as Docker's HEALTHCHECK takes them (`30s`, `1m30s`, `500ms`) in ns.
-fn duration_ns(s: &str) -> Option<u64> {
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mul = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += num * mul;
-        rest = &rest[u..];
-    }
-    Some(total as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration_ns("30s"), Some(30_000_000_000));
-        assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
-        assert_eq!(duration_ns("500ms"), Some(500_000_000));
-        assert_eq!(duration_ns("5"), None);
     }
 }
