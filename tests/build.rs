@@ -202,6 +202,14 @@ fn multi_stage_copies_from_a_stage_and_target_stops_early() {
     );
     e.build(&["-t", "child:1"]).ok();
     assert_eq!(e.run("child:1", &[]), "made-in-builder\non-top\n");
+    // FROM an image by its ID.
+    let id = e.inspect("builder:1")["Id"].as_str().unwrap().to_string();
+    e.write(
+        "Dockerfile",
+        &format!("FROM {id}\nCMD [\"cat\", \"/out/artifact\"]\n"),
+    );
+    e.build(&["-t", "by-id:1"]).ok();
+    assert_eq!(e.run("by-id:1", &[]), "made-in-builder\n");
 }
 
 #[test]

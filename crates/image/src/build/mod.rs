@@ -283,6 +283,7 @@ pub fn build(
         step: 0,
         total,
         done: Vec::new(),
+        consumed: df.global_args.iter().map(|(k, _)| k.clone()).collect(),
     };
     for stage in &df.stages[..=last] {
         let st = b.stage(stage)?;
@@ -293,6 +294,19 @@ pub fn build(
         .pop()
         .ok_or(BuildError::Parse(DockerfileError::NoFrom))?;
     let built = b.commit(&fin).map_err(BuildError::Store)?;
+    let unused: Vec<&str> = opts
+        .build_args
+        .keys()
+        .filter(|k| !b.consumed.contains(*k))
+        .map(String::as_str)
+        .collect();
+    if !unused.is_empty() {
+        let _ = writeln!(
+            b.out,
+            "[Warning] One or more build-args [{}] were not consumed",
+            unused.join(" ")
+        );
+    }
     let _ = writeln!(b.out, "Successfully built {}", &built.config.hex()[..12]);
     for t in &opts.tags {
         store.tag(&built.manifest, t).map_err(BuildError::Tag)?;
@@ -310,6 +324,8 @@ struct Builder<'a> {
     step: usize,
     total: usize,
     done: Vec<(Option<String>, State)>,
+    /// Build args some ARG declared (Docker warns about the others).
+    consumed: std::collections::HashSet<String>,
 }
 
 impl Builder<'_> {
@@ -457,6 +473,7 @@ impl Builder<'_> {
                     Some(d) => Some(x(d)?),
                     None => None,
                 };
+                self.consumed.insert(name.clone());
                 let v = self
                     .opts
                     .build_args

@@ -121,24 +121,41 @@ pub fn run(
     Ok(output)
 }
 
-/// Runs `f` with this process's stdout and stderr pointing at `file` (the container
-/// inherits them), restoring both afterwards whatever happens.
+/// Runs `f` with this process's stdout and stderr pointing at `file` and stdin at
+/// /dev/null (the container inherits them: RUN never reads the builder's terminal, as
+/// in Docker), restoring all three afterwards whatever happens.
 fn with_output_to<T>(file: &fs::File, f: impl FnOnce() -> T) -> Result<T, StepError> {
     use std::io::Write;
     let dup_err = |source: nix::Error| StepError::Redirect { source };
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let saved_out = nix::unistd::dup(std::io::stdout()).map_err(dup_err)?;
-    let saved_err = nix::unistd::dup(std::io::stderr()).map_err(dup_err)?;
+    let devnull = fs::File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?;
+    let _restore = Restore {
+        stdin: nix::unistd::dup(std::io::stdin()).map_err(dup_err)?,
+        stdout: nix::unistd::dup(std::io::stdout()).map_err(dup_err)?,
+        stderr: nix::unistd::dup(std::io::stderr()).map_err(dup_err)?,
+    };
+    nix::unistd::dup2_stdin(&devnull).map_err(dup_err)?;
     nix::unistd::dup2_stdout(file).map_err(dup_err)?;
-    let redirected = nix::unistd::dup2_stderr(file).map_err(dup_err);
-    let r = redirected.map(|()| f());
-    let a = nix::unistd::dup2_stdout(&saved_out).map_err(dup_err);
-    let b = nix::unistd::dup2_stderr(&saved_err).map_err(dup_err);
-    let r = r?;
-    a?;
-    b?;
-    Ok(r)
+    nix::unistd::dup2_stderr(file).map_err(dup_err)?;
+    Ok(f())
+}
+
+/// The builder's own stdio, put back on drop.
+struct Restore {
+    stdin: std::os::fd::OwnedFd,
+    stdout: std::os::fd::OwnedFd,
+    stderr: std::os::fd::OwnedFd,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // Nothing sensible to do if restoring fails: the descriptors were valid a moment
+        // ago, and there is no stderr left to report on.
+        let _ = nix::unistd::dup2_stdin(&self.stdin);
+        let _ = nix::unistd::dup2_stdout(&self.stdout);
+        let _ = nix::unistd::dup2_stderr(&self.stderr);
+    }
 }
 
 /// Docker creates a missing WORKDIR before RUN. Components that are symlinks are left to
