@@ -392,6 +392,15 @@ fn unknown_instruction_and_missing_copy_source_give_the_line() {
     assert!(out.stderr.contains("line 3"), "{}", out.stderr);
     assert!(out.stderr.contains("nope.txt"), "{}", out.stderr);
 
+    e.write(
+        "Dockerfile",
+        "FROM scratch\nADD https://example.invalid/x.tar.gz /\n",
+    );
+    let out = e.build(&["-t", "x:1"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("line 2"), "{}", out.stderr);
+    assert!(out.stderr.contains("remote URL"), "{}", out.stderr);
+
     e.write("Dockerfile", "FROM no-such-image:1\n");
     let out = e.build(&["-t", "x:1"]);
     assert_ne!(out.code, 0);

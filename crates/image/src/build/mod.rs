@@ -76,6 +76,8 @@ pub enum StepError {
     UnknownUser { user: String },
     #[error("invalid {flag} value {value:?}")]
     BadFlag { flag: &'static str, value: String },
+    #[error("ADD of a remote URL ({url}) is not supported: download it into the build context and ADD or COPY that file")]
+    RemoteUrl { url: String },
     #[error("too many symlinks resolving {path} in the image")]
     SymlinkLoop { path: String },
     #[error("stage or image {name:?} not found (COPY --from / FROM)")]
@@ -581,6 +583,9 @@ impl Builder<'_> {
                     .iter()
                     .map(|s| x(s))
                     .collect::<Result<Vec<_>, _>>()?;
+                if let Some(u) = sources.iter().find(|s| s.contains("://")) {
+                    return Err(StepError::RemoteUrl { url: u.clone() });
+                }
                 let mut dest = x(dest)?;
                 if !dest.starts_with('/') {
                     let wd = st.str("WorkingDir");
