@@ -22,4 +22,5 @@ pub mod reference;
 pub mod store;
 pub use store::{Image, ImageError, ImageStore};
 pub mod archive;
+pub mod build;
 pub mod mount;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use skiff_image::reference::NamedRef;
-use skiff_image::{archive, Image, ImageStore};
+use skiff_image::{archive, build, Image, ImageStore};
 
 /// Where skiff keeps its state unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/skiff";
@@ -27,6 +27,8 @@ pub struct ImageCli {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
     /// List images.
     #[command(alias = "list")]
     Ls {
@@ -77,6 +79,71 @@ pub enum ImageCmd {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name (and optionally tag) of the image: NAME[:TAG]. Repeatable.
+    #[arg(short, long = "tag")]
+    pub tag: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// A build-time variable: KEY=VALUE (or KEY to pass this process's value).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build only up to this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Where the runtime keeps the state of RUN containers.
+    #[arg(long, env = "SKIFF_RUNTIME_ROOT", default_value = skiff_runtime::state::DEFAULT_ROOT, hide = true)]
+    pub runtime_root: PathBuf,
+    /// The build context directory.
+    pub context: PathBuf,
+}
+
+fn build(store: &ImageStore, data_dir: &Path, a: BuildArgs, out: &mut impl Write) -> Result<()> {
+    let mut build_args = std::collections::BTreeMap::new();
+    for kv in &a.build_args {
+        match kv.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(kv) {
+                    build_args.insert(kv.clone(), v);
+                }
+            }
+        }
+    }
+    let tags = a
+        .tag
+        .iter()
+        .map(|t| NamedRef::parse(t).with_context(|| format!("-t {t}")))
+        .collect::<Result<Vec<_>>>()?;
+    // Reproducible builds: every timestamp is SOURCE_DATE_EPOCH (default 0).
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+        Err(_) => 0,
+    };
+    let opts = build::BuildOptions {
+        context: a.context,
+        dockerfile: a.file,
+        tags,
+        build_args,
+        target: a.target,
+        no_cache: a.no_cache,
+        epoch,
+        data_dir: data_dir.to_path_buf(),
+        runtime_root: a.runtime_root,
+    };
+    build::build(store, &opts, out)?;
+    Ok(())
+}
+
 pub fn main(cli: ImageCli) -> i32 {
     match run(cli) {
         Ok(()) => 0,
@@ -96,6 +163,7 @@ fn run(cli: ImageCli) -> Result<()> {
     let store = open(&cli.data_dir)?;
     let mut out = std::io::stdout().lock();
     match cli.cmd {
+        ImageCmd::Build(a) => build(&store, &cli.data_dir, a, &mut out),
         ImageCmd::Ls { quiet } => ls(&store, quiet, &mut out),
         ImageCmd::Inspect { references } => {
             let mut all = Vec::new();
