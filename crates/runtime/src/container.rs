@@ -509,7 +509,7 @@ impl Runtime {
             None
         };
         StateJson {
-            oci_version: "1.2.0".into(),
+            oci_version: state::OCI_VERSION.into(),
             id: rec.id.clone(),
             status,
             pid: if status == Status::Stopped {
@@ -771,15 +771,7 @@ fn with_default_devices(
 
 /// The OCI state (what hooks read on stdin).
 pub fn oci_state_bytes(st: &StateJson) -> Vec<u8> {
-    let v = serde_json::json!({
-        "ociVersion": st.oci_version,
-        "id": st.id,
-        "status": st.status,
-        "pid": st.pid,
-        "bundle": st.bundle,
-        "annotations": st.annotations,
-    });
-    serde_json::to_vec(&v).unwrap_or_default()
+    state::hook_state(&st.id, st.status, st.pid, &st.bundle, &st.annotations)
 }
 
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {

@@ -142,7 +142,7 @@ fn setup(
     if ctx.new_cgroupns && !ctx.cgroupns_early {
         unshare_cgroupns()?;
     }
-    let state = state_json(ctx, host_pid, "created");
+    let state = state_json(ctx, host_pid);
     let hooks = ctx.spec.hooks().as_ref();
     hooks::run(
         "createContainer",
@@ -197,7 +197,7 @@ fn setup(
         }
     }
     drop(fifo);
-    let state = state_json(ctx, host_pid, "created");
+    let state = state_json(ctx, host_pid);
     hooks::run(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
@@ -250,15 +250,14 @@ fn wait_fifo(f: &OwnedFd) -> Result<(), String> {
     }
 }
 
-/// The OCI state JSON handed to hooks.
-pub fn state_json(ctx: &InitContext, pid: i32, status: &str) -> Vec<u8> {
-    let v = serde_json::json!({
-        "ociVersion": ctx.spec.version(),
-        "id": ctx.id,
-        "status": status,
-        "pid": pid,
-        "bundle": ctx.bundle,
-        "annotations": ctx.spec.annotations().clone().unwrap_or_default(),
-    });
-    serde_json::to_vec(&v).unwrap_or_default()
+/// The OCI state JSON handed to the hooks the init runs.
+fn state_json(ctx: &InitContext, pid: i32) -> Vec<u8> {
+    let annotations = ctx.spec.annotations().clone().unwrap_or_default();
+    crate::state::hook_state(
+        &ctx.id,
+        crate::state::Status::Created,
+        pid,
+        &ctx.bundle,
+        &annotations,
+    )
 }

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ROOT: &str = "/run/skiff/runtime";
+/// The runtime-spec version skiff implements, reported in every state.
+pub const OCI_VERSION: &str = "1.2.0";
 pub const STATE_FILE: &str = "state.json";
 pub const FIFO_FILE: &str = "exec.fifo";
 pub const EXIT_FILE: &str = "exit.json";
@@ -240,6 +242,25 @@ pub fn save_exit(dir: &Path, exit: &ExitStatus) -> Result<(), StateError> {
 pub fn load_exit(dir: &Path) -> Option<ExitStatus> {
     let data = std::fs::read(dir.join(EXIT_FILE)).ok()?;
     serde_json::from_slice(&data).ok()
+}
+
+/// The OCI state as hooks read it on stdin.
+pub fn hook_state(
+    id: &str,
+    status: Status,
+    pid: i32,
+    bundle: &Path,
+    annotations: &HashMap<String, String>,
+) -> Vec<u8> {
+    let v = serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": annotations,
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// Start time of `pid` in clock ticks since boot, or None if it does not exist.
