@@ -110,7 +110,7 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-/// Capability numbers of an OCI set, skipping those this kernel does not know.
+/// Capability numbers of an OCI set, leaving out those this kernel does not know.
 fn cap_numbers(set: Option<&Capabilities>, last: u32) -> HashSet<u32> {
     let mut out = HashSet::new();
     for c in set.into_iter().flatten() {
