@@ -245,20 +245,7 @@ impl ContentStore for FsContentStore {
 
     fn list(&self) -> Result<Vec<Digest>, ContentError> {
         let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
-            let e = e.map_err(io_err("read", &dir))?;
-            // Anything that is not a well-formed digest name is not ours; skip it.
-            if let Some(d) = e
-                .file_name()
-                .to_str()
-                .and_then(|s| Digest::from_hex(s).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::digest::digests_in(&dir).map_err(io_err("read", &dir))
     }
 }
 

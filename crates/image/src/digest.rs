@@ -74,6 +74,23 @@ impl Digest {
     }
 }
 
+/// The digests named by the entries of `dir` (blob files, unpacked layers), sorted.
+/// Entries whose name is not a well-formed sha256 hex digest are not ours and are left out.
+pub fn digests_in(dir: &std::path::Path) -> io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        if let Some(d) = e?
+            .file_name()
+            .to_str()
+            .and_then(|s| Digest::from_hex(s).ok())
+        {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sha256:{}", self.hex)

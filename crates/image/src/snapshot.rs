@@ -275,19 +275,7 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn layers(&self) -> Result<Vec<Digest>, SnapshotError> {
         let dir = self.root.join("layers");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
-            let e = e.map_err(io_err("read", &dir))?;
-            if let Some(d) = e
-                .file_name()
-                .to_str()
-                .and_then(|s| Digest::from_hex(s).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::digest::digests_in(&dir).map_err(io_err("read", &dir))
     }
 
     fn remove_layer(&self, diff_id: &Digest) -> Result<bool, SnapshotError> {

@@ -104,10 +104,15 @@ impl Rollback<'_> {
 
 /// Wait until `pid` no longer exists (it is not our child, so we cannot waitpid).
 fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    poll_until(timeout, || state::process_start_time(pid).is_none())
+}
+
+/// Poll `done` with a backoff from 100 µs to 10 ms until it holds or `timeout` passes.
+fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     let mut sleep = Duration::from_micros(100);
     while Instant::now() < deadline {
-        if state::process_start_time(pid).is_none() {
+        if done() {
             return true;
         }
         std::thread::sleep(sleep);
@@ -489,17 +494,9 @@ impl Runtime {
         if mon <= 0 || mon == std::process::id() as i32 {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut sleep = Duration::from_micros(100);
-        while Instant::now() < deadline {
-            let alive =
-                rec.monitor_start != 0 && state::process_start_time(mon) == Some(rec.monitor_start);
-            if !alive {
-                return;
-            }
-            std::thread::sleep(sleep);
-            sleep = (sleep * 2).min(Duration::from_millis(10));
-        }
+        poll_until(Duration::from_secs(5), || {
+            rec.monitor_start == 0 || state::process_start_time(mon) != Some(rec.monitor_start)
+        });
     }
 
     fn make_state(&self, rec: &Record, status: Status) -> StateJson {
