@@ -11,5 +11,6 @@
 pub mod kinds;
 pub mod openapi;
 pub mod patch;
+mod schema;
 pub mod selector;
 pub mod table;

@@ -126,7 +126,11 @@ impl Requirement {
                 let Some(have) = got.and_then(|v| v.parse::<i64>().ok()) else {
                     return false;
                 };
-                let Some(want) = self.values.iter().next().and_then(|v| v.parse::<i64>().ok())
+                let Some(want) = self
+                    .values
+                    .iter()
+                    .next()
+                    .and_then(|v| v.parse::<i64>().ok())
                 else {
                     return false;
                 };
@@ -187,16 +191,15 @@ impl LabelSelector {
     /// empty object matches everything.
     pub fn from_object(sel: &Value) -> Result<Self, SelectorError> {
         let shown = || sel.to_string();
-        let obj = match sel {
-            Value::Null => return Ok(Self::nothing()),
-            Value::Object(o) => o,
-            _ => {
-                return Err(SelectorError::new(
+        let obj =
+            match sel {
+                Value::Null => return Ok(Self::nothing()),
+                Value::Object(o) => o,
+                _ => return Err(SelectorError::new(
                     &shown(),
                     "a label selector must be an object with matchLabels and/or matchExpressions",
-                ))
-            }
-        };
+                )),
+            };
         let mut requirements = Vec::new();
         match obj.get("matchLabels") {
             None | Some(Value::Null) => {}
@@ -660,7 +663,9 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
     };
     if let Some(p) = prefix {
         if p.is_empty() {
-            return Err(format!("invalid label key {key:?}: prefix part must be non-empty"));
+            return Err(format!(
+                "invalid label key {key:?}: prefix part must be non-empty"
+            ));
         }
         if !is_dns1123_subdomain(p) {
             return Err(format!(
@@ -669,7 +674,9 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
         }
     }
     if name.is_empty() {
-        return Err(format!("invalid label key {key:?}: name part must be non-empty"));
+        return Err(format!(
+            "invalid label key {key:?}: name part must be non-empty"
+        ));
     }
     if name.len() > 63 {
         return Err(format!(
@@ -999,8 +1006,14 @@ mod tests {
         .expect("full");
         assert!(sel.matches(&web));
         assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "x")])));
-        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "front"), ("env", "prod")])));
-        assert!(sel.matches_object(&json!({"metadata": {"labels": {"app": "web", "tier": "back"}}})));
+        assert!(!sel.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("env", "prod")
+        ])));
+        assert!(
+            sel.matches_object(&json!({"metadata": {"labels": {"app": "web", "tier": "back"}}}))
+        );
 
         for bad in [
             json!({"matchLabels": {"app": 1}}),
