@@ -7,6 +7,10 @@
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch;
 //! - [`table`]: server-side `meta.k8s.io/v1` Table output with kube-apiserver's columns;
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents.
+//!
+//! The type graph behind OpenAPI and strategic merge patch comes from k8s-openapi's
+//! schemars schemas (generated once, on first use). This crate enables no `v1_*` feature
+//! of k8s-openapi: the binary picks the Kubernetes version (v1_33), as k8s-openapi requires.
 
 pub mod kinds;
 pub mod openapi;

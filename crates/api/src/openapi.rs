@@ -171,11 +171,6 @@ fn annotated_definitions() -> Map<String, Value> {
         prop.insert("x-kubernetes-patch-strategy".into(), json!(meta.strategy()));
         if let Some(k) = meta.merge_key {
             prop.insert("x-kubernetes-patch-merge-key".into(), json!(k));
-            // Newer clients read the structural list markers instead.
-            prop.insert("x-kubernetes-list-type".into(), json!("map"));
-            prop.insert("x-kubernetes-list-map-keys".into(), json!([k]));
-        } else if meta.merge {
-            prop.insert("x-kubernetes-list-type".into(), json!("set"));
         }
     }
     defs
