@@ -564,3 +564,77 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn kubectl_apply_deployment_twice_after_removing_fields() {
+    // Live object after `kubectl apply -f v1.yaml` (server defaults filled in).
+    let live = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web", "env": "dev"},
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "v1"}},
+        "spec": {
+            "replicas": 2, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "containers": [{"name": "web", "image": "nginx:1.25", "imagePullPolicy": "IfNotPresent",
+                                "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                                "env": [{"name": "A", "value": "1"}],
+                                "terminationMessagePath": "/dev/termination-log"}],
+                "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"}}
+        }
+    });
+    // v2.yaml drops the env list and the env label and scales to 3: kubectl's three-way
+    // patch (last-applied vs file vs live).
+    let patch = json!({
+        "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "v2"},
+                     "labels": {"env": null}},
+        "spec": {"replicas": 3, "template": {"spec": {
+            "$setElementOrder/containers": [{"name": "web"}],
+            "containers": [{"env": null, "name": "web"}]}}}
+    });
+    let out = smp(DEPLOY, live.clone(), patch);
+    let c = &out["spec"]["template"]["spec"]["containers"][0];
+    assert!(c.get("env").is_none());
+    assert_eq!(
+        c["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP"}])
+    );
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(out["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(out["spec"]["replicas"], 3);
+    assert_eq!(out["spec"]["strategy"], live["spec"]["strategy"]);
+
+    // v3.yaml adds a sidecar before the web container and a second port: order follows the file.
+    let patch = json!({"spec": {"template": {"spec": {
+    "$setElementOrder/containers": [{"name": "log"}, {"name": "web"}],
+    "containers": [
+        {"name": "log", "image": "busybox"},
+        {"$setElementOrder/ports": [{"containerPort": 80}, {"containerPort": 443}],
+         "name": "web", "ports": [{"containerPort": 443}]}
+    ]}}}});
+    let out = smp(DEPLOY, out, patch);
+    let cs = &out["spec"]["template"]["spec"]["containers"];
+    assert_eq!(cs[0]["name"], "log");
+    assert_eq!(cs[1]["name"], "web");
+    assert_eq!(
+        cs[1]["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 443}])
+    );
+}
+
+#[test]
+fn set_element_order_keeps_server_only_elements_in_place() {
+    // Finalizers added by controllers (server-only) stay where they were relative to the
+    // ones the file manages.
+    let live = json!({"metadata": {"finalizers": ["ctrl/a", "mine/x", "ctrl/b"]}});
+    let out = smp(
+        POD,
+        live,
+        json!({"metadata": {"$setElementOrder/finalizers": ["mine/y", "mine/x"], "finalizers": ["mine/y"]}}),
+    );
+    assert_eq!(
+        out["metadata"]["finalizers"],
+        json!(["mine/y", "ctrl/a", "mine/x", "ctrl/b"])
+    );
+}

@@ -521,12 +521,22 @@ fn other_kinds() {
 #[test]
 fn include_object_modes() {
     let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "resourceVersion": "5"}});
-    let t = to_table("ConfigMap", std::slice::from_ref(&obj), IncludeObject::Metadata, now());
+    let t = to_table(
+        "ConfigMap",
+        std::slice::from_ref(&obj),
+        IncludeObject::Metadata,
+        now(),
+    );
     assert_eq!(t["kind"], "Table");
     assert_eq!(t["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     assert_eq!(t["rows"][0]["object"]["metadata"]["resourceVersion"], "5");
-    let t = to_table("ConfigMap", std::slice::from_ref(&obj), IncludeObject::Object, now());
+    let t = to_table(
+        "ConfigMap",
+        std::slice::from_ref(&obj),
+        IncludeObject::Object,
+        now(),
+    );
     assert_eq!(t["rows"][0]["object"], obj);
     let t = to_table("ConfigMap", &[obj], IncludeObject::None, now());
     assert!(t["rows"][0]["object"].is_null());
