@@ -1067,6 +1067,16 @@ mod tests {
         assert_eq!(esc.to_string(), "metadata.name=a\\,b");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in "[a-z0-9!=(), \\\\/.é-]{0,40}", any in ".{0,40}") {
+            for x in [&s, &any] {
+                let _ = LabelSelector::parse(x);
+                let _ = FieldSelector::parse(x);
+            }
+        }
+    }
+
     #[test]
     fn field_selector_errors() {
         for bad in [

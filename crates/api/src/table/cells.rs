@@ -67,7 +67,14 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// Parses an RFC 3339 timestamp (`metav1.Time`, `metav1.MicroTime`) to Unix seconds.
 pub(crate) fn parse_time(t: &str) -> Option<i64> {
     let b = t.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if !t.is_ascii()
+        || b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {

@@ -83,6 +83,8 @@ fn timestamps_parse() {
         "2024-13-01T00:00:00Z",
         "2024-05-01T12:00:00",
         "2024-05-01T12:00:00.Z",
+        "2024-05-01T12x00y00Z",
+        "2024-05-01T12:00:00+é:0",
     ] {
         assert_eq!(parse_time(bad), None, "{bad}");
     }
@@ -562,5 +564,13 @@ fn garbage_objects_do_not_panic() {
             let t = to_table(k.kind, &[o], IncludeObject::Object, now());
             assert_eq!(t["rows"].as_array().map(Vec::len), Some(1));
         }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn timestamp_parsing_never_panics(s in ".{0,40}", d in "[0-9:TZ+.-]{18,32}") {
+        let _ = parse_time(&s);
+        let _ = parse_time(&d);
     }
 }
