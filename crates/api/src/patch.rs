@@ -470,10 +470,10 @@ fn merge_map(
             &fpath,
         )?;
         let elem = cur.field(field).items();
-        let merged = match (orig_list.clone(), patch_list) {
+        let (merged, live) = match (orig_list, patch_list) {
             (None, None) => continue,
-            (Some(o), None) => o,
-            (o, Some(p)) => merge_list(
+            (Some(o), None) => (o.clone(), o),
+            (o, Some(p)) => merge_list_with_view(
                 o.unwrap_or_default(),
                 p,
                 elem,
@@ -482,7 +482,6 @@ fn merge_map(
                 &fpath,
             )?,
         };
-        let live = orig_list.unwrap_or_default();
         let (in_order, server_only): (Vec<Value>, Vec<Value>) = merged
             .into_iter()
             .partition(|v| index_of(&order, v, meta.merge_key).is_some());
@@ -575,8 +574,30 @@ fn merge_list(
     delete_list: bool,
     path: &str,
 ) -> Result<Vec<Value>, PatchError> {
+    merge_list_with_view(original, patch, elem, merge_key, delete_list, path).map(|(m, _)| m)
+}
+
+/// [`merge_list`], also returning what kube-apiserver's `$setElementOrder` step then sees
+/// as the live list's order.
+///
+/// kube merges in place: deleting an element shifts the live slice's backing array left,
+/// and elements appended while the slice still has spare capacity are written into that
+/// same array. The `$setElementOrder` step afterwards orders server-only elements by that
+/// mutated array, not by the untouched live list, which decides where live-only elements
+/// land (e.g. live `[1, 4]`, patch deleting 1 and adding 2 and 3 in order `[2, 3]` gives
+/// `[4, 2, 3]`, not `[2, 3, 4]`). The view reproduces that, taking the backing array's
+/// capacity as the next power of two of the live length (how Go's append grows a decoded
+/// slice, which kube's unstructured conversion keeps).
+fn merge_list_with_view(
+    original: Vec<Value>,
+    patch: Vec<Value>,
+    elem: Cursor,
+    merge_key: Option<&str>,
+    delete_list: bool,
+    path: &str,
+) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
     if original.is_empty() && patch.is_empty() {
-        return Ok(original);
+        return Ok((original, Vec::new()));
     }
     let mut first: Option<&'static str> = None;
     for v in original.iter().chain(patch.iter()) {
@@ -597,9 +618,9 @@ fn merge_list(
     }
     if first != Some("map") {
         if delete_list {
-            let mut out = original;
+            let mut out = original.clone();
             out.retain(|v| !patch.contains(v));
-            return Ok(out);
+            return Ok((out, original));
         }
         let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
         for v in original.iter().chain(patch.iter()) {
@@ -609,13 +630,8 @@ fn merge_list(
         }
         let (in_patch, server_only): (Vec<Value>, Vec<Value>) =
             merged.into_iter().partition(|v| patch.contains(v));
-        return Ok(normalize_order(
-            in_patch,
-            server_only,
-            &patch,
-            &original,
-            None,
-        ));
+        let out = normalize_order(in_patch, server_only, &patch, &original, None);
+        return Ok((out, original));
     }
     let Some(mk) = merge_key else {
         return Err(PatchError::invalid(
@@ -624,8 +640,18 @@ fn merge_list(
         ));
     };
 
+    // `view` is the live slice's backing array (its first `live_len` slots), `len` the
+    // length of the slice being merged into.
+    let live_len = original.len();
+    let cap = if live_len == 0 {
+        0
+    } else {
+        live_len.next_power_of_two()
+    };
+    let mut view = original;
+    let mut len = live_len;
+
     // Directive elements first: deletions by key, or a whole-list replace.
-    let mut original = original;
     let mut plain = Vec::with_capacity(patch.len());
     let mut replace = false;
     for v in patch {
@@ -642,7 +668,13 @@ fn merge_list(
                             format!("a $patch: delete element needs its merge key {mk:?}"),
                         ));
                     };
-                    original.retain(|o| o.get(mk) != Some(key));
+                    while let Some(at) = view[..len].iter().position(|o| o.get(mk) == Some(key)) {
+                        // Shift left in place; the last slot keeps its old value.
+                        for j in at..len - 1 {
+                            view[j] = view[j + 1].clone();
+                        }
+                        len -= 1;
+                    }
                 }
                 Some("replace") => replace = true,
                 Some("merge") => {
@@ -663,8 +695,10 @@ fn merge_list(
     let (original, patch) = if replace {
         (plain, Vec::new())
     } else {
-        (original, plain)
+        (view[..len].to_vec(), plain)
     };
+    // Appends write into the live backing array until it is full (then Go reallocates).
+    let mut aliased = !replace;
 
     let mut merged = original.clone();
     for (i, v) in patch.iter().enumerate() {
@@ -685,19 +719,24 @@ fn merge_list(
                 let epath = format!("{path}[{mk}={}]", display_key(key));
                 merged[at] = Value::Object(merge_map(o, p, elem, &epath)?);
             }
-            None => merged.push(v.clone()),
+            None => {
+                let slot = merged.len();
+                if aliased && slot < cap {
+                    if slot < live_len {
+                        view[slot] = v.clone();
+                    }
+                } else {
+                    aliased = false;
+                }
+                merged.push(v.clone());
+            }
         }
     }
     let (in_patch, server_only): (Vec<Value>, Vec<Value>) = merged
         .into_iter()
         .partition(|v| index_of(&patch, v, Some(mk)).is_some());
-    Ok(normalize_order(
-        in_patch,
-        server_only,
-        &patch,
-        &original,
-        Some(mk),
-    ))
+    let out = normalize_order(in_patch, server_only, &patch, &original, Some(mk));
+    Ok((out, view))
 }
 
 fn display_key(v: &Value) -> String {

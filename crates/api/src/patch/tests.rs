@@ -638,3 +638,106 @@ fn set_element_order_keeps_server_only_elements_in_place() {
         json!(["mine/y", "ctrl/a", "mine/x", "ctrl/b"])
     );
 }
+
+/// Cases from apimachinery's strategic merge patch fixtures (the "current + three-way
+/// patch → result" half), with their `mergingList` played by pod containers (merge key
+/// name), `mergeItemPtr` by init containers and `mergingIntList` by finalizers.
+#[test]
+fn apimachinery_fixture_cases() {
+    fn c(names: &[&str]) -> Value {
+        Value::Array(names.iter().map(|n| json!({"name": n})).collect())
+    }
+    let spec = |v: Value| json!({"spec": v});
+    // "add map and delete map from merging list with conflict": the live-only element
+    // lands first because kube's in-place merge rewrote the live order it sorts by.
+    let out = smp(
+        POD,
+        spec(json!({"containers": [{"name": "1", "other": "a"}, {"name": "4", "other": "c"}]})),
+        spec(json!({"$setElementOrder/containers": c(&["2", "3"]),
+                    "containers": [{"name": "2"}, {"name": "3"}, {"name": "1", "$patch": "delete"}]})),
+    );
+    assert_eq!(
+        out["spec"]["containers"],
+        json!([{"name": "4", "other": "c"}, {"name": "2"}, {"name": "3"}])
+    );
+
+    // "add an item in a list and preserve order".
+    let out = smp(
+        POD,
+        spec(
+            json!({"containers": [{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]}),
+        ),
+        spec(json!({"$setElementOrder/containers": c(&["3", "1", "2"]),
+                    "containers": [{"name": "3", "value": "3"}]})),
+    );
+    assert_eq!(
+        out["spec"]["containers"],
+        json!([{"name": "3", "value": "3"}, {"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}])
+    );
+
+    // "nested patch merge with empty list".
+    let out = smp(
+        POD,
+        spec(json!({"containers": c(&["hello2"])})),
+        spec(
+            json!({"$setElementOrder/containers": c(&["hello", "doesntexist"]), "containers": c(&["hello"])}),
+        ),
+    );
+    assert_eq!(out["spec"]["containers"], c(&["hello", "hello2"]));
+
+    // "delete and reorder in one list, reorder in another".
+    let out = smp(
+        POD,
+        spec(json!({"containers": c(&["a", "b"]), "initContainers": c(&["c", "d"])})),
+        spec(
+            json!({"$setElementOrder/containers": c(&["b"]), "$setElementOrder/initContainers": c(&["d", "c"]),
+                    "containers": [{"$patch": "delete", "name": "a"}]}),
+        ),
+    );
+    assert_eq!(out["spec"]["containers"], c(&["b"]));
+    assert_eq!(out["spec"]["initContainers"], c(&["d", "c"]));
+
+    // "$setElementOrder contains item that is not present in the list to be merged".
+    let out = smp(
+        POD,
+        spec(json!({"containers": c(&["1", "3"])})),
+        spec(json!({"$setElementOrder/containers": c(&["3", "2", "1"]),
+                    "containers": [{"name": "3", "value": "3"}, {"name": "1", "value": "1"}]})),
+    );
+    assert_eq!(
+        out["spec"]["containers"],
+        json!([{"name": "3", "value": "3"}, {"name": "1", "value": "1"}])
+    );
+
+    // "behavior of set element order for a merging list with duplicate".
+    let out = smp(
+        POD,
+        spec(
+            json!({"containers": [{"name": "1"}, {"name": "2", "value": "dup1"}, {"name": "3"},
+                                    {"name": "2", "value": "dup2"}, {"name": "4"}]}),
+        ),
+        spec(json!({"$setElementOrder/containers": c(&["2", "1", "4", "3", "2"])})),
+    );
+    assert_eq!(
+        out["spec"]["containers"],
+        json!([{"name": "2", "value": "dup1"}, {"name": "2", "value": "dup2"}, {"name": "1"}, {"name": "4"}, {"name": "3"}])
+    );
+
+    // Primitive lists: "delete items in lists of scalars" (with and without reordering) and
+    // "$setElementOrder contains item that is not present in the int list".
+    let meta = |v: Value| json!({"metadata": v});
+    let out = smp(
+        POD,
+        meta(json!({"finalizers": ["1", "2", "3"]})),
+        meta(
+            json!({"$setElementOrder/finalizers": ["2", "1"], "$deleteFromPrimitiveList/finalizers": ["3"]}),
+        ),
+    );
+    assert_eq!(out["metadata"]["finalizers"], json!(["2", "1"]));
+    let out = smp(
+        POD,
+        meta(json!({"finalizers": ["1", "3"]})),
+        meta(json!({"$setElementOrder/finalizers": ["3", "2", "1"]})),
+    );
+    assert_eq!(out["metadata"]["finalizers"], json!(["3", "1"]));
+}
