@@ -741,3 +741,101 @@ fn apimachinery_fixture_cases() {
     );
     assert_eq!(out["metadata"]["finalizers"], json!(["3", "1"]));
 }
+
+/// More of apimachinery's "current + three-way patch → result" fixtures about order
+/// (containers stand in for `mergingList`, finalizers for `mergingIntList`).
+#[test]
+fn apimachinery_order_fixtures() {
+    // (current names, $setElementOrder, patch list, expected names)
+    let maps: &[(&[&str], &[&str], Value, &[&str])] = &[
+        (
+            &["1", "2"],
+            &["1", "4", "2", "3"],
+            json!([{"name": "4"}, {"name": "3"}]),
+            &["1", "4", "2", "3"],
+        ),
+        (
+            &["1", "2", "3"],
+            &["2", "1"],
+            json!([{"name": "3", "$patch": "delete"}]),
+            &["2", "1"],
+        ),
+        (
+            &["1", "2", "3"],
+            &["2", "3", "1"],
+            json!([{"name": "3", "value": "x"}]),
+            &["2", "3", "1"],
+        ),
+        (
+            &["1", "2", "3"],
+            &["4", "2", "1"],
+            json!([{"name": "4"}, {"name": "3", "$patch": "delete"}]),
+            &["4", "2", "1"],
+        ),
+        (
+            &["1", "3", "4", "2"],
+            &["4", "2", "3", "1"],
+            Value::Null,
+            &["4", "2", "3", "1"],
+        ),
+        (
+            &["1", "3", "4", "2", "9"],
+            &["4", "2", "3", "1"],
+            Value::Null,
+            &["4", "2", "3", "1", "9"],
+        ),
+        (
+            &["1", "2", "9", "3", "4"],
+            &["2", "1", "4", "3"],
+            Value::Null,
+            &["2", "1", "9", "4", "3"],
+        ),
+        (
+            &["1", "2", "7", "9", "8", "3", "4"],
+            &["2", "1", "4", "3"],
+            Value::Null,
+            &["2", "1", "7", "9", "8", "4", "3"],
+        ),
+    ];
+    for (current, order, list, want) in maps {
+        let mut spec = json!({
+            "$setElementOrder/containers": order.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()
+        });
+        if !list.is_null() {
+            spec["containers"] = list.clone();
+        }
+        let live = json!({"spec": {"containers": current.iter().map(|n| json!({"name": n, "live": true})).collect::<Vec<_>>()}});
+        let out = smp(POD, live, json!({"spec": spec}));
+        let got: Vec<&str> = out["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(
+            &got, want,
+            "current {current:?}, order {order:?}, list {list}"
+        );
+    }
+    let ints: &[(&[&str], &[&str], &[&str], &[&str])] = &[
+        (&["1", "2"], &["3", "1", "2"], &["3"], &["3", "1", "2"]),
+        (
+            &["1", "2"],
+            &["1", "4", "2", "3"],
+            &["4", "3"],
+            &["1", "4", "2", "3"],
+        ),
+    ];
+    for (current, order, list, want) in ints {
+        let out = smp(
+            POD,
+            json!({"metadata": {"finalizers": current}}),
+            json!({"metadata": {"$setElementOrder/finalizers": order, "finalizers": list}}),
+        );
+        assert_eq!(
+            out["metadata"]["finalizers"],
+            json!(want),
+            "{current:?} {order:?}"
+        );
+    }
+}
