@@ -747,7 +747,8 @@ fn apimachinery_fixture_cases() {
 #[test]
 fn apimachinery_order_fixtures() {
     // (current names, $setElementOrder, patch list, expected names)
-    let maps: &[(&[&str], &[&str], Value, &[&str])] = &[
+    type Names = &'static [&'static str];
+    let maps: &[(Names, Names, Value, Names)] = &[
         (
             &["1", "2"],
             &["1", "4", "2", "3"],
@@ -817,7 +818,7 @@ fn apimachinery_order_fixtures() {
             "current {current:?}, order {order:?}, list {list}"
         );
     }
-    let ints: &[(&[&str], &[&str], &[&str], &[&str])] = &[
+    let ints: &[(Names, Names, Names, Names)] = &[
         (&["1", "2"], &["3", "1", "2"], &["3"], &["3", "1", "2"]),
         (
             &["1", "2"],
