@@ -656,7 +656,21 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                         Vec::new(),
                         json!({"200": {"description": "OK", "schema": {"type": "string"}}, "401": {"description": "Unauthorized"}}),
                         &["*/*"],
-                        gvk(k.group, k.version, &format!("{}{}", k.kind, camel(sub))),
+                        // kube tags connect operations with their options type
+                        // (PodExecOptions, NodeProxyOptions, …).
+                        gvk(
+                            k.group,
+                            k.version,
+                            &format!(
+                                "{}{}Options",
+                                k.kind,
+                                if *sub == "portforward" {
+                                    "PortForward".to_string()
+                                } else {
+                                    camel(sub)
+                                }
+                            ),
+                        ),
                     );
                     o["produces"] = json!(["*/*"]);
                     sub_item.insert(verb.into(), o);

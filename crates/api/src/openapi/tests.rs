@@ -87,6 +87,17 @@ fn v2_has_kinds_paths_and_field_validation() {
             ["operationId"],
         "listCoordinationV1NamespacedLease"
     );
+    let exec = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/exec"];
+    assert_eq!(exec["post"]["x-kubernetes-action"], "connect");
+    assert_eq!(
+        exec["get"]["x-kubernetes-group-version-kind"]["kind"],
+        "PodExecOptions"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/portforward"]["get"]
+            ["x-kubernetes-group-version-kind"]["kind"],
+        "PodPortForwardOptions"
+    );
     refs_resolve(&doc, "#/definitions/", defs);
     let back: Value = serde_json::from_slice(v2_bytes()).expect("bytes are JSON");
     assert_eq!(back, doc);
