@@ -51,6 +51,12 @@ struct Docs {
 
 static DOCS: LazyLock<Docs> = LazyLock::new(build);
 
+/// Builds every document now (tens of thousands of schema nodes walked and serialized), so
+/// the first client that asks does not wait; a server calls it once at startup.
+pub fn prepare() {
+    LazyLock::force(&DOCS);
+}
+
 /// The Swagger 2.0 document served at `/openapi/v2` (JSON).
 pub fn v2() -> Value {
     DOCS.v2.value.clone()
