@@ -11,10 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 mod cells;
+mod pod;
 #[cfg(test)]
 mod tests;
+mod time;
 
-pub use cells::human_duration;
+pub use time::human_duration;
 
 /// What each row carries in `object` (the `includeObject` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

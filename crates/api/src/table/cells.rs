@@ -1,38 +1,37 @@
 //! Cell values for each kind's row, as kube-apiserver's printers compute them.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
+use super::time::{format_time, human_secs, parse_time};
 use crate::selector::Requirement;
 
-fn s<'a>(o: &'a Value, ptr: &str) -> &'a str {
+pub(super) fn s<'a>(o: &'a Value, ptr: &str) -> &'a str {
     o.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
-fn int(o: &Value, ptr: &str) -> i64 {
+pub(super) fn int(o: &Value, ptr: &str) -> i64 {
     o.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn opt_int(o: &Value, ptr: &str) -> Option<i64> {
+pub(super) fn opt_int(o: &Value, ptr: &str) -> Option<i64> {
     o.pointer(ptr).and_then(Value::as_i64)
 }
 
-fn arr<'a>(o: &'a Value, ptr: &str) -> &'a [Value] {
+pub(super) fn arr<'a>(o: &'a Value, ptr: &str) -> &'a [Value] {
     o.pointer(ptr)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
 }
 
-fn map_len(o: &Value, ptr: &str) -> i64 {
+pub(super) fn map_len(o: &Value, ptr: &str) -> i64 {
     o.pointer(ptr)
         .and_then(Value::as_object)
         .map(|m| m.len() as i64)
         .unwrap_or(0)
 }
 
-fn or<'a>(v: &'a str, default: &'a str) -> &'a str {
+pub(super) fn or<'a>(v: &'a str, default: &'a str) -> &'a str {
     if v.is_empty() {
         default
     } else {
@@ -40,172 +39,23 @@ fn or<'a>(v: &'a str, default: &'a str) -> &'a str {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Parses an RFC 3339 timestamp (`metav1.Time`, `metav1.MicroTime`) to Unix seconds.
-pub(crate) fn parse_time(t: &str) -> Option<i64> {
-    let b = t.as_bytes();
-    if !t.is_ascii()
-        || b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = t.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &t[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let oh: i64 = rest[1..3].parse().ok()?;
-            let om: i64 = rest[4..6].parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if rest.starts_with('-') {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset)
-}
-
-/// Formats Unix seconds as RFC 3339 in UTC (`2024-01-02T03:04:05Z`).
-pub(crate) fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// A duration as kubectl shows ages: `45s`, `3m20s`, `15m`, `5h30m`, `2d3h`, `40d`, `3y20d`.
-pub fn human_duration(d: Duration) -> String {
-    human_secs(d.as_secs() as i64)
-}
-
-fn human_secs(secs: i64) -> String {
-    // A clock up to a second ahead of ours still reads as "now".
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    if secs < 0 {
-        return "0s".into();
-    }
-    if secs < 120 {
-        return format!("{secs}s");
-    }
-    let minutes = secs / 60;
-    if minutes < 10 {
-        let s = secs % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = secs / 3600;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
-
 /// Time since an RFC 3339 timestamp, `<unknown>` when there is none.
-fn since(ts: &str, now: i64) -> String {
+pub(super) fn since(ts: &str, now: i64) -> String {
     match parse_time(ts) {
         Some(t) => human_secs(now - t),
         None => "<unknown>".into(),
     }
 }
 
-fn age(o: &Value, now: i64) -> Value {
+pub(super) fn age(o: &Value, now: i64) -> Value {
     json!(since(s(o, "/metadata/creationTimestamp"), now))
 }
 
-fn name(o: &Value) -> Value {
+pub(super) fn name(o: &Value) -> Value {
     json!(s(o, "/metadata/name"))
 }
 
-fn deleting(o: &Value) -> bool {
+pub(super) fn deleting(o: &Value) -> bool {
     !s(o, "/metadata/deletionTimestamp").is_empty()
 }
 
@@ -305,7 +155,7 @@ fn int_or_string(v: Option<&Value>) -> Option<String> {
 /// Cells (and row conditions, for finished pods) for one object of `kind`.
 pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>) {
     let cells = match kind {
-        "Pod" => return pod(o, now),
+        "Pod" => return super::pod::row(o, now),
         "Deployment" => {
             let (names, images) = containers(o.pointer("/spec/template/spec"));
             let selector = selector_string(o.pointer("/spec/selector"))
@@ -470,167 +320,6 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
         }
     };
     (cells, None)
-}
-
-fn pod(o: &Value, now: i64) -> (Vec<Value>, Option<Value>) {
-    let phase = s(o, "/status/phase");
-    let mut reason = or(s(o, "/status/reason"), phase).to_string();
-    let conditions = arr(o, "/status/conditions");
-    if conditions
-        .iter()
-        .any(|c| s(c, "/type") == "PodScheduled" && s(c, "/reason") == "SchedulingGated")
-    {
-        reason = "SchedulingGated".into();
-    }
-    let row_conditions = match phase {
-        "Succeeded" => Some(
-            json!([{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}]),
-        ),
-        "Failed" => Some(
-            json!([{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]),
-        ),
-        _ => None,
-    };
-
-    let init_specs = arr(o, "/spec/initContainers");
-    // Sidecars: init containers that keep running (restartPolicy Always) count as containers.
-    let is_sidecar = |name: &str| {
-        init_specs
-            .iter()
-            .any(|c| s(c, "/name") == name && s(c, "/restartPolicy") == "Always")
-    };
-    let total = arr(o, "/spec/containers").len()
-        + init_specs
-            .iter()
-            .filter(|c| s(c, "/restartPolicy") == "Always")
-            .count();
-    let mut ready = 0;
-    let mut restarts = 0i64;
-    let mut sidecar_restarts = 0i64;
-    let mut last_restart: Option<i64> = None;
-    let mut sidecar_last_restart: Option<i64> = None;
-    let later = |a: Option<i64>, b: Option<i64>| match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    let finished = |st: &Value| parse_time(s(st, "/lastState/terminated/finishedAt"));
-
-    let mut initializing = false;
-    for (i, st) in arr(o, "/status/initContainerStatuses").iter().enumerate() {
-        let rc = int(st, "/restartCount");
-        restarts += rc;
-        last_restart = later(last_restart, finished(st));
-        let sidecar = is_sidecar(s(st, "/name"));
-        if sidecar {
-            sidecar_restarts += rc;
-            sidecar_last_restart = later(sidecar_last_restart, finished(st));
-        }
-        let terminated = st.pointer("/state/terminated").filter(|t| t.is_object());
-        let waiting_reason = s(st, "/state/waiting/reason");
-        if terminated.is_some_and(|t| int(t, "/exitCode") == 0) {
-            continue;
-        }
-        if sidecar && st.get("started").and_then(Value::as_bool) == Some(true) {
-            if st.get("ready").and_then(Value::as_bool) == Some(true) {
-                ready += 1;
-            }
-            continue;
-        }
-        if let Some(t) = terminated {
-            reason = if !s(t, "/reason").is_empty() {
-                format!("Init:{}", s(t, "/reason"))
-            } else if int(t, "/signal") != 0 {
-                format!("Init:Signal:{}", int(t, "/signal"))
-            } else {
-                format!("Init:ExitCode:{}", int(t, "/exitCode"))
-            };
-        } else if !waiting_reason.is_empty() && waiting_reason != "PodInitializing" {
-            reason = format!("Init:{waiting_reason}");
-        } else {
-            reason = format!("Init:{i}/{}", init_specs.len());
-        }
-        initializing = true;
-        break;
-    }
-
-    let initialized = conditions
-        .iter()
-        .find(|c| s(c, "/type") == "Initialized")
-        .is_some_and(|c| s(c, "/status") == "True");
-    if !initializing || initialized {
-        restarts = sidecar_restarts;
-        last_restart = sidecar_last_restart;
-        let mut has_running = false;
-        for st in arr(o, "/status/containerStatuses").iter().rev() {
-            restarts += int(st, "/restartCount");
-            last_restart = later(last_restart, finished(st));
-            let terminated = st.pointer("/state/terminated").filter(|t| t.is_object());
-            if !s(st, "/state/waiting/reason").is_empty() {
-                reason = s(st, "/state/waiting/reason").to_string();
-            } else if let Some(t) = terminated {
-                reason = if !s(t, "/reason").is_empty() {
-                    s(t, "/reason").to_string()
-                } else if int(t, "/signal") != 0 {
-                    format!("Signal:{}", int(t, "/signal"))
-                } else {
-                    format!("ExitCode:{}", int(t, "/exitCode"))
-                };
-            } else if st.get("ready").and_then(Value::as_bool) == Some(true)
-                && st.pointer("/state/running").is_some_and(Value::is_object)
-            {
-                has_running = true;
-                ready += 1;
-            }
-        }
-        if reason == "Completed" && has_running {
-            let pod_ready = conditions
-                .iter()
-                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
-            reason = if pod_ready { "Running" } else { "NotReady" }.into();
-        }
-    }
-
-    if deleting(o) && s(o, "/status/reason") == "NodeLost" {
-        reason = "Unknown".into();
-    } else if deleting(o) && phase != "Failed" && phase != "Succeeded" {
-        reason = "Terminating".into();
-    }
-
-    let restarts_text = match last_restart {
-        Some(t) if restarts != 0 => format!("{restarts} ({} ago)", human_secs(now - t)),
-        _ => restarts.to_string(),
-    };
-    let ip = arr(o, "/status/podIPs")
-        .first()
-        .map(|p| s(p, "/ip"))
-        .unwrap_or("");
-    let gates = arr(o, "/spec/readinessGates");
-    let gates_text = if gates.is_empty() {
-        "<none>".to_string()
-    } else {
-        let met = gates
-            .iter()
-            .filter(|g| {
-                conditions
-                    .iter()
-                    .find(|c| s(c, "/type") == s(g, "/conditionType"))
-                    .is_some_and(|c| s(c, "/status") == "True")
-            })
-            .count();
-        format!("{met}/{}", gates.len())
-    };
-    let cells = vec![
-        name(o),
-        json!(format!("{ready}/{total}")),
-        json!(reason),
-        json!(restarts_text),
-        age(o, now),
-        json!(or(ip, "<none>")),
-        json!(or(s(o, "/spec/nodeName"), "<none>")),
-        json!(or(s(o, "/status/nominatedNodeName"), "<none>")),
-        json!(gates_text),
-    ];
-    (cells, row_conditions)
 }
 
 fn job(o: &Value, now: i64) -> Vec<Value> {

@@ -1,6 +1,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::cells::{format_time, parse_time};
+use super::time::{format_time, parse_time};
 use super::*;
 
 /// 2024-05-01T12:00:00Z
