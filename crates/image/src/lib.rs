@@ -24,3 +24,4 @@ pub use store::{Image, ImageError, ImageStore};
 pub mod archive;
 pub mod build;
 pub mod mount;
+pub mod distribution;
