@@ -23,5 +23,5 @@ pub mod store;
 pub use store::{Image, ImageError, ImageStore};
 pub mod archive;
 pub mod build;
-pub mod mount;
 pub mod distribution;
+pub mod mount;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use skiff_image::reference::NamedRef;
 use skiff_image::distribution::{Progress, RemoteRef, Silent};
+use skiff_image::reference::NamedRef;
 use skiff_image::{archive, build, Image, ImageStore};
 
 /// Where skiff keeps its state unless told otherwise.

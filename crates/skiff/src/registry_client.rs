@@ -23,7 +23,12 @@ pub struct RegistryOpts {
     #[arg(long = "ca-cert", env = "SKIFF_CA_CERT", global = true)]
     pub ca_cert: Vec<PathBuf>,
     /// Docker's per-registry certificate directory.
-    #[arg(long, default_value = "/etc/docker/certs.d", global = true, hide = true)]
+    #[arg(
+        long,
+        default_value = "/etc/docker/certs.d",
+        global = true,
+        hide = true
+    )]
     pub certs_dir: PathBuf,
 }
 
@@ -52,6 +57,11 @@ impl RegistryOpts {
 
 /// A runtime for one command (the CLI is synchronous everywhere else).
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    // main() restores SIGPIPE's default (die) for C-like printing; a registry that drops
+    // a connection mid-write (e.g. on the HTTPS probe of a plain-HTTP registry) must be
+    // an I/O error here, not the death of the process.
+    // SAFETY: changing a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

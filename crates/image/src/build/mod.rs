@@ -68,7 +68,7 @@ pub struct BuildOptions {
 #[derive(Clone)]
 #[allow(clippy::type_complexity)]
 pub struct PullHook(
-    pub std::sync::Arc<
+    pub  std::sync::Arc<
         dyn Fn(&str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
     >,
 );

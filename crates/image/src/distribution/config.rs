@@ -37,7 +37,10 @@ impl std::fmt::Debug for Credentials {
 }
 
 fn key_for(registry: &str) -> &str {
-    if matches!(registry, "docker.io" | "index.docker.io" | "registry-1.docker.io") {
+    if matches!(
+        registry,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    ) {
         HUB_KEY
     } else {
         registry

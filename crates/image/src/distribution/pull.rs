@@ -84,8 +84,14 @@ impl Client {
     ) -> Result<Pulled, DistributionError> {
         let s = self.session(&r.registry)?;
         let scopes = vec![format!("repository:{}:pull", r.repository)];
-        let (top_bytes, top_type, top) =
-            fetch_manifest(&s, &r.repository, &r.reference(), r.digest.as_ref(), &scopes).await?;
+        let (top_bytes, top_type, top) = fetch_manifest(
+            &s,
+            &r.repository,
+            &r.reference(),
+            r.digest.as_ref(),
+            &scopes,
+        )
+        .await?;
         let mut picked = None;
         let (m_bytes, m_digest, index_bytes) =
             match manifest::parse_top(&top_bytes, top_type.as_deref(), &top)? {
@@ -107,7 +113,8 @@ impl Client {
                     picked = Some(what);
                     let dd = manifest::descriptor_digest(d, "index entry")?;
                     let (b, _, got) =
-                        fetch_manifest(&s, &r.repository, &dd.to_string(), Some(&dd), &scopes).await?;
+                        fetch_manifest(&s, &r.repository, &dd.to_string(), Some(&dd), &scopes)
+                            .await?;
                     (b, got, Some(top_bytes))
                 }
                 TopLevel::Manifest(_) => (top_bytes, top.clone(), None),
@@ -186,12 +193,9 @@ impl Client {
             return Err(e);
         }
         let res = (|| {
-            for (bytes, d) in [
-                (&config_bytes, &config_digest),
-                (&m_bytes, &m_digest),
-            ]
-            .into_iter()
-            .chain(index_bytes.as_ref().map(|b| (b, &top)))
+            for (bytes, d) in [(&config_bytes, &config_digest), (&m_bytes, &m_digest)]
+                .into_iter()
+                .chain(index_bytes.as_ref().map(|b| (b, &top)))
             {
                 if store.content().stat(d)?.is_none() {
                     let info = store.content().put(bytes)?;
@@ -325,13 +329,14 @@ async fn fetch_small_blob(
     if !resp.status().is_success() {
         return Err(s.status_error("GET", &path, resp).await);
     }
-    let bytes = read_small(resp, MAX_CONFIG)
-        .await
-        .map_err(|detail| DistributionError::Transfer {
-            registry: s.registry.clone(),
-            what: format!("blob {d}"),
-            detail,
-        })?;
+    let bytes =
+        read_small(resp, MAX_CONFIG)
+            .await
+            .map_err(|detail| DistributionError::Transfer {
+                registry: s.registry.clone(),
+                what: format!("blob {d}"),
+                detail,
+            })?;
     let got = Digest::of(&bytes);
     if &got != d {
         return Err(DistributionError::DigestMismatch {
@@ -430,11 +435,13 @@ impl LayerJob {
             return Ok(out);
         }
         if !have_blob {
-            let _permit = self.downloads.acquire().await.map_err(|e| {
-                DistributionError::Task {
+            let _permit = self
+                .downloads
+                .acquire()
+                .await
+                .map_err(|e| DistributionError::Task {
                     detail: e.to_string(),
-                }
-            })?;
+                })?;
             if self.cancel.load(Ordering::Relaxed) {
                 return Ok(out);
             }
@@ -442,15 +449,15 @@ impl LayerJob {
             out.blob_new = true;
         }
         if !have_layer && !self.cancel.load(Ordering::Relaxed) {
-            let _permit = self.unpacks.acquire().await.map_err(|e| {
-                DistributionError::Task {
+            let _permit = self
+                .unpacks
+                .acquire()
+                .await
+                .map_err(|e| DistributionError::Task {
                     detail: e.to_string(),
-                }
-            })?;
-            self.progress.event(Event::Message(format!(
-                "{}: Extracting",
-                self.id()
-            )));
+                })?;
+            self.progress
+                .event(Event::Message(format!("{}: Extracting", self.id())));
             let store = self.store.clone();
             let (blob, diff_id) = (self.digest.clone(), self.diff_id.clone());
             let res = tokio::task::spawn_blocking(move || -> Result<bool, DistributionError> {
@@ -679,7 +686,8 @@ impl LayerJob {
                 &part,
             ));
         }
-        file.flush().map_err(DistributionError::io("write", &part))?;
+        file.flush()
+            .map_err(DistributionError::io("write", &part))?;
         drop(file);
         self.store.content().adopt(&part, &self.digest)?;
         Ok(fetched)

@@ -37,8 +37,11 @@ impl Client {
         let manifest_bytes = store.content().read_all(&img.manifest_digest)?;
         let s = self.session(&target.registry)?;
         let scopes = vec![format!("repository:{}:pull,push", target.repository)];
-        let mut blobs: Vec<(Digest, u64, &'static str)> =
-            vec![(img.config_digest.clone(), img.config_bytes.len() as u64, "config")];
+        let mut blobs: Vec<(Digest, u64, &'static str)> = vec![(
+            img.config_digest.clone(),
+            img.config_bytes.len() as u64,
+            "config",
+        )];
         for l in &img.layers {
             if !blobs.iter().any(|(d, _, _)| d == &l.blob) {
                 blobs.push((l.blob.clone(), l.size, "layer"));
@@ -140,9 +143,13 @@ impl BlobPush {
 
     /// Returns the bytes uploaded.
     async fn run(self) -> Result<u64, DistributionError> {
-        let _permit = self.sem.acquire().await.map_err(|e| DistributionError::Task {
-            detail: e.to_string(),
-        })?;
+        let _permit = self
+            .sem
+            .acquire()
+            .await
+            .map_err(|e| DistributionError::Task {
+                detail: e.to_string(),
+            })?;
         let s = &self.session;
         let blob = format!("/v2/{}/blobs/{}", self.repo, self.digest);
         let resp = s

@@ -85,7 +85,9 @@ impl RemoteRef {
                     || c.ends_with(['.', '_', '-'])
                     || c == ".."
                     || !c.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'.' | b'_' | b'-')
                     })
             })
         {

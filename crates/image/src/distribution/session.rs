@@ -183,7 +183,13 @@ struct AuthState {
 pub struct Session {
     /// The registry as the user wrote it (`docker.io` for Docker Hub).
     pub(crate) registry: String,
-    base: String,
+    host: String,
+    /// `https://host` or `http://host`; for an insecure registry decided by the first
+    /// request (HTTPS if it answers TLS, as docker does, else plain HTTP).
+    base: tokio::sync::OnceCell<String>,
+    insecure: bool,
+    /// Why HTTPS was not used for an insecure registry (told when HTTP fails too).
+    https_error: std::sync::OnceLock<String>,
     client: HyperClient<HttpsConnector<HttpConnector>, Body>,
     creds: Option<Credentials>,
     auth: Mutex<AuthState>,
@@ -244,10 +250,7 @@ fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
     (scheme.to_ascii_lowercase(), params)
 }
 
-fn tls_config(
-    host: &str,
-    opts: &ClientOptions,
-) -> Result<rustls::ClientConfig, DistributionError> {
+fn tls_config(host: &str, opts: &ClientOptions) -> Result<rustls::ClientConfig, DistributionError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for c in native.certs {
@@ -307,11 +310,7 @@ impl Session {
         creds: Option<Credentials>,
     ) -> Result<Self, DistributionError> {
         let host = reference::api_host(registry).to_string();
-        let scheme = if opts.is_insecure(&host) || opts.is_insecure(registry) {
-            "http"
-        } else {
-            "https"
-        };
+        let insecure = opts.is_insecure(&host) || opts.is_insecure(registry);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(std::time::Duration::from_secs(30)));
@@ -326,7 +325,10 @@ impl Session {
             .build(https);
         Ok(Self {
             registry: registry.to_string(),
-            base: format!("{scheme}://{host}"),
+            base: tokio::sync::OnceCell::new(),
+            insecure,
+            https_error: std::sync::OnceLock::new(),
+            host,
             client,
             creds,
             auth: Mutex::new(AuthState {
@@ -336,12 +338,51 @@ impl Session {
         })
     }
 
+    async fn base(&self) -> &str {
+        self.base
+            .get_or_init(|| async {
+                let https = format!("https://{}", self.host);
+                if !self.insecure {
+                    return https;
+                }
+                let probe = Request::get(format!("{https}/v2/"))
+                    .body(Empty::new().map_err(|e| match e {}).boxed());
+                let answered = match probe {
+                    Ok(req) => match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        self.client.request(req),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(e)) => {
+                            let _ = self.https_error.set(error_chain(&e));
+                            false
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                };
+                if answered {
+                    https
+                } else {
+                    format!("http://{}", self.host)
+                }
+            })
+            .await
+    }
+
     /// Absolute URL of an API path (`/v2/…`) or of a `Location` the registry returned.
     pub(crate) fn url(&self, path_or_url: &str) -> String {
         if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
             path_or_url.to_string()
         } else {
-            format!("{}{}", self.base, path_or_url)
+            let base = self
+                .base
+                .get()
+                .cloned()
+                .unwrap_or_else(|| format!("https://{}", self.host));
+            format!("{base}{path_or_url}")
         }
     }
 
@@ -358,10 +399,14 @@ impl Session {
     }
 
     fn connect_err(&self, url: &str, e: &(dyn std::error::Error + 'static)) -> DistributionError {
+        let mut detail = error_chain(e);
+        if let Some(h) = self.https_error.get() {
+            detail.push_str(&format!(" (over HTTPS: {h})"));
+        }
         DistributionError::Connect {
             registry: self.registry.clone(),
             url: url.to_string(),
-            detail: error_chain(e),
+            detail,
         }
     }
 
@@ -375,6 +420,7 @@ impl Session {
         body: &ReqBody,
         scopes: &[String],
     ) -> Result<Response<Incoming>, DistributionError> {
+        self.base().await;
         let url = self.url(path_or_url);
         let mut answered = false;
         // Once the registry is known to use tokens, fetch the one for a new scope set
@@ -382,7 +428,9 @@ impl Session {
         let known = {
             let st = self.auth.lock().unwrap_or_else(|e| e.into_inner());
             match &st.challenge {
-                Challenge::Bearer { realm, service } if !st.tokens.contains_key(&scopes.join(" ")) => {
+                Challenge::Bearer { realm, service }
+                    if !st.tokens.contains_key(&scopes.join(" ")) =>
+                {
                     Some((realm.clone(), service.clone()))
                 }
                 _ => None,
@@ -467,8 +515,10 @@ impl Session {
                     if sent_auth.is_some() {
                         return Err(self.refused(&detail));
                     }
-                    self.auth.lock().unwrap_or_else(|e| e.into_inner()).challenge =
-                        Challenge::Basic;
+                    self.auth
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .challenge = Challenge::Basic;
                 }
                 _ => return Err(self.refused(&format!("unsupported challenge {challenge:?}"))),
             }
@@ -529,13 +579,14 @@ impl Session {
             let d = error_detail(resp).await;
             return Err(self.refused(&format!("token endpoint {realm}: {d}")));
         }
-        let body = read_small(resp, 1 << 20).await.map_err(|detail| {
-            DistributionError::Transfer {
-                registry: self.registry.clone(),
-                what: "the token request".to_string(),
-                detail,
-            }
-        })?;
+        let body =
+            read_small(resp, 1 << 20)
+                .await
+                .map_err(|detail| DistributionError::Transfer {
+                    registry: self.registry.clone(),
+                    what: "the token request".to_string(),
+                    detail,
+                })?;
         if !status.is_success() {
             return Err(DistributionError::Status {
                 registry: self.registry.clone(),
