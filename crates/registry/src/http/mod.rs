@@ -32,6 +32,9 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS: HeaderName = HeaderName::from_static("oci-filters-applied");
 const RANGE_HDR: HeaderName = HeaderName::from_static("range");
 
+/// Referrers per response page.
+const REFERRERS_PAGE: usize = 1000;
+
 /// Read chunk for blob downloads.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -238,6 +241,30 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response> {
             if let Some(f) = filter {
                 list.retain(|d| d["artifactType"].as_str() == Some(f));
             }
+            // Pages in digest order, at most REFERRERS_PAGE (or `n`) per response, the
+            // rest behind a `Link: <…?last=…>; rel="next"` as the spec allows, so a
+            // subject with thousands of signatures never makes a response over the
+            // manifest size clients accept.
+            list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+            if let Some(last) = query.get("last") {
+                list.retain(|d| d["digest"].as_str().is_some_and(|x| x > last));
+            }
+            let n = query
+                .get("n")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(REFERRERS_PAGE)
+                .min(REFERRERS_PAGE);
+            let mut link = None;
+            if list.len() > n {
+                list.truncate(n);
+                if let Some(last) = list.last().and_then(|d| d["digest"].as_str()) {
+                    let mut next = format!("/v2/{name}/referrers/{digest}?last={last}&n={n}");
+                    if let Some(f) = filter {
+                        next.push_str(&format!("&artifactType={}", query::encode(f)));
+                    }
+                    link = Some(format!("<{next}>; rel=\"next\""));
+                }
+            }
             let mut r = json_response(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -246,6 +273,7 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response> {
                     "manifests": list,
                 }),
             );
+            set_link(&mut r, link);
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
             if filter.is_some() {
