@@ -661,7 +661,7 @@ async fn negotiate(
     headers: &HeaderMap,
 ) -> Result<crate::storage::StoredManifest> {
     let accepted = accepted_manifest_types(headers);
-    if accepted.is_empty() || accepted.iter().any(|a| *a == m.media_type) {
+    if accepted.is_empty() || accepted.contains(&m.media_type) {
         return Ok(m);
     }
     let unknown = || Error::ManifestUnknown {

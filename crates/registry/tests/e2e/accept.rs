@@ -50,17 +50,18 @@ fn put_image(addr: SocketAddr, repo: &str, tag: &str, seed: u8) {
     assert_eq!(r.status, 201, "{r:?}");
 }
 
-/// Pushes an OCI image, a Docker image and a Docker list over it; returns what each
-/// negotiated GET answered: (step, status, error code, Content-Type, Docker-Content-Digest).
-fn probe(
-    addr: SocketAddr,
-) -> Vec<(
+/// (step, status, error code, Content-Type, Docker-Content-Digest)
+type Answer = (
     &'static str,
     u16,
     Option<String>,
     Option<String>,
     Option<String>,
-)> {
+);
+
+/// Pushes an OCI image, a Docker image and a Docker list over it; returns what each
+/// negotiated GET answered: (step, status, error code, Content-Type, Docker-Content-Digest).
+fn probe(addr: SocketAddr) -> Vec<Answer> {
     put_image(addr, "neg/app", "oci", 1);
     // A Docker schema2 image over the same kind of blobs.
     let config = br#"{"architecture":"amd64","os":"linux","seed":2}"#.to_vec();
