@@ -132,3 +132,28 @@ impl Client {
         self.config.remove(registry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ImageStore;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The kubelet will spawn pulls on a multi-threaded runtime: the futures must be Send.
+    #[test]
+    fn operations_are_send() {
+        let client = Client::new(ClientOptions::default(), DockerConfig::at("/nonexistent"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ImageStore::open(dir.path()).unwrap());
+        let r = RemoteRef::parse("127.0.0.1:1/a/b:c").unwrap();
+        let p: Arc<dyn Progress> = Arc::new(Silent);
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert_send(&client.pull(&store, &r, &p));
+        assert_send(&client.push(&store, "a", &r, &p));
+        assert_send(&client.login("127.0.0.1:1", &creds));
+    }
+}
