@@ -585,7 +585,8 @@ impl Drop for CuttingProxy {
 }
 
 impl CuttingProxy {
-    fn start(to: SocketAddr, cut_path: String, cut_after: usize) -> CuttingProxy {
+    /// `every`: cut every response to `cut_path`, not only the first.
+    fn start(to: SocketAddr, cut_path: String, cut_after: usize, every: bool) -> CuttingProxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -619,7 +620,7 @@ impl CuttingProxy {
                             if text.starts_with("GET ") || text.starts_with("HEAD ") {
                                 let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
                                 if head.starts_with(&format!("GET {cut_path} "))
-                                    && !cut_done.swap(true, Ordering::SeqCst)
+                                    && (every || !cut_done.swap(true, Ordering::SeqCst))
                                 {
                                     armed.store(true, Ordering::SeqCst);
                                 }
@@ -689,7 +690,7 @@ fn an_interrupted_layer_download_resumes_with_range() {
         .as_str()
         .unwrap()
         .to_string();
-    let proxy = CuttingProxy::start(reg.addr, format!("/v2/big/app/blobs/{big}"), 1 << 20);
+    let proxy = CuttingProxy::start(reg.addr, format!("/v2/big/app/blobs/{big}"), 1 << 20, false);
     let via = format!("{}/big/app:v1", proxy.addr);
     let b = Env::new();
     let out = b.cmd(&["image", "pull", &via]).ok();
@@ -878,4 +879,60 @@ fn https_registry_with_a_custom_ca() {
     b.cmd(&["image", "pull", "--ca-cert", ca.to_str().unwrap(), &remote])
         .ok();
     assert_eq!(b.run(&remote), "over tls\n");
+}
+
+#[test]
+fn a_partial_layer_left_by_an_earlier_pull_is_continued() {
+    let reg = Registry::skiff(&[]);
+    let a = Env::new();
+    a.build_demo("big:1", "continued\n", 2 << 20);
+    let remote = format!("{}/big/app:v1", reg.host());
+    a.cmd(&["image", "tag", "big:1", &remote]).ok();
+    a.cmd(&["image", "push", &remote]).ok();
+    let manifest: Value = {
+        let (_, body) = http(reg.addr, "GET", "/v2/big/app/manifests/v1", &[("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")], b"");
+        serde_json::from_slice(&body).unwrap()
+    };
+    let big = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What a pull killed mid-layer leaves: the first part of the blob in the staging area.
+    let (st, blob) = http(
+        reg.addr,
+        "GET",
+        &format!("/v2/big/app/blobs/{big}"),
+        &[],
+        b"",
+    );
+    assert_eq!(st, 200);
+    let kept = blob.len() / 3;
+    let b = Env::new();
+    let ingest = b.data().join("images/content/ingest");
+    fs::create_dir_all(&ingest).unwrap();
+    let partial = ingest.join(format!("pull-{}.partial", &big[7..]));
+    fs::write(&partial, &blob[..kept]).unwrap();
+    let proxy = CuttingProxy::start(reg.addr, "/never".to_string(), 0, false);
+    let via = format!("{}/big/app:v1", proxy.addr);
+    let out = b.cmd(&["image", "pull", &via]).ok();
+    assert!(
+        out.stderr.contains(&format!("resuming at {kept}")),
+        "{}",
+        out.stderr
+    );
+    let heads = proxy.heads.lock().unwrap().clone();
+    assert!(
+        heads.iter().any(|h| h.contains(&big)
+            && h.to_ascii_lowercase()
+                .contains(&format!("range: bytes={kept}-"))),
+        "{heads:#?}"
+    );
+    assert_eq!(b.inspect(&via)["Id"], a.inspect("big:1")["Id"]);
+    assert_eq!(b.run(&via), "continued\n");
+    assert!(!partial.exists());
 }

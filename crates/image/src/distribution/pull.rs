@@ -608,9 +608,14 @@ impl LayerJob {
             let mut body = resp.into_body();
             let broke: Option<String> = loop {
                 if self.cancel.load(Ordering::Relaxed) {
-                    return Err(DistributionError::Task {
-                        detail: "cancelled after another layer failed".to_string(),
-                    });
+                    // The pull failed elsewhere (often a corrupt registry): leave no
+                    // staging file behind.
+                    return Err(fail(
+                        DistributionError::Task {
+                            detail: "cancelled after another layer failed".to_string(),
+                        },
+                        &part,
+                    ));
                 }
                 let frame = match tokio::time::timeout(STALL, body.frame()).await {
                     Err(_) => break Some(format!("no data for {}s", STALL.as_secs())),
