@@ -935,4 +935,14 @@ fn a_partial_layer_left_by_an_earlier_pull_is_continued() {
     assert_eq!(b.inspect(&via)["Id"], a.inspect("big:1")["Id"]);
     assert_eq!(b.run(&via), "continued\n");
     assert!(!partial.exists());
+
+    // A partial file that is wrong (not a prefix of the blob): one clean restart.
+    let c = Env::new();
+    let ingest = c.data().join("images/content/ingest");
+    fs::create_dir_all(&ingest).unwrap();
+    let bad: Vec<u8> = blob[..kept].iter().map(|b| b ^ 0x5a).collect();
+    fs::write(ingest.join(format!("pull-{}.partial", &big[7..])), bad).unwrap();
+    let out = c.cmd(&["image", "pull", &remote]).ok();
+    assert!(out.stderr.contains("starting over"), "{}", out.stderr);
+    assert_eq!(c.inspect(&remote)["Id"], a.inspect("big:1")["Id"]);
 }

@@ -541,155 +541,172 @@ impl LayerJob {
             e
         };
         let mut fetched = 0u64;
-        let mut attempt = 0;
         let path = blob_path(&self.repo, &self.digest);
-        while have < self.size || attempt == 0 {
-            attempt += 1;
-            let mut headers = Vec::new();
-            if have > 0 {
-                headers.push((header::RANGE, format!("bytes={have}-")));
-                self.progress.event(Event::Message(format!(
-                    "{}: resuming at byte {have} of {}",
-                    self.id(),
-                    self.size
-                )));
-            }
-            let resp = match get_following(&self.session, &path, &headers, &self.scopes).await {
-                Ok(r) => r,
-                Err(e @ DistributionError::Connect { .. }) if attempt <= RESUMES => {
-                    tracing::warn!("{e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
-                    continue;
+        let mut from_disk = have > 0;
+        loop {
+            let mut attempt = 0;
+            while have < self.size || attempt == 0 {
+                attempt += 1;
+                let mut headers = Vec::new();
+                if have > 0 {
+                    headers.push((header::RANGE, format!("bytes={have}-")));
+                    self.progress.event(Event::Message(format!(
+                        "{}: resuming at byte {have} of {}",
+                        self.id(),
+                        self.size
+                    )));
                 }
-                Err(e) => return Err(e),
-            };
-            match resp.status() {
-                StatusCode::OK => {
-                    if have > 0 {
-                        // The registry ignored Range: start over.
-                        have = 0;
-                        hasher = sha2::Sha256::new();
-                        file.set_len(0)
-                            .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
-                            .map_err(DistributionError::io("truncate", &part))?;
+                let resp = match get_following(&self.session, &path, &headers, &self.scopes).await {
+                    Ok(r) => r,
+                    Err(e @ DistributionError::Connect { .. }) if attempt <= RESUMES => {
+                        tracing::warn!("{e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+                        continue;
                     }
+                    Err(e) => return Err(e),
+                };
+                match resp.status() {
+                    StatusCode::OK => {
+                        if have > 0 {
+                            // The registry ignored Range: start over.
+                            have = 0;
+                            hasher = sha2::Sha256::new();
+                            file.set_len(0)
+                                .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+                                .map_err(DistributionError::io("truncate", &part))?;
+                        }
+                    }
+                    StatusCode::PARTIAL_CONTENT => {
+                        let start = resp
+                            .headers()
+                            .get(header::CONTENT_RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("bytes "))
+                            .and_then(|v| v.split('-').next())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if start != Some(have) {
+                            return Err(fail(
+                                DistributionError::Transfer {
+                                    registry: self.registry(),
+                                    what: format!("layer {}", self.digest),
+                                    detail: format!(
+                                        "asked for bytes from {have}, got Content-Range starting at {start:?}"
+                                    ),
+                                },
+                                &part,
+                            ));
+                        }
+                    }
+                    StatusCode::RANGE_NOT_SATISFIABLE if have >= self.size => break,
+                    StatusCode::NOT_FOUND => {
+                        return Err(DistributionError::BlobUnknown {
+                            registry: self.registry(),
+                            repository: self.repo.clone(),
+                            digest: self.digest.clone(),
+                        })
+                    }
+                    _ => return Err(self.session.status_error("GET", &path, resp).await),
                 }
-                StatusCode::PARTIAL_CONTENT => {
-                    let start = resp
-                        .headers()
-                        .get(header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if start != Some(have) {
+                let mut body = resp.into_body();
+                let broke: Option<String> = loop {
+                    if self.cancel.load(Ordering::Relaxed) {
+                        // The pull failed elsewhere (often a corrupt registry): leave no
+                        // staging file behind.
                         return Err(fail(
-                            DistributionError::Transfer {
-                                registry: self.registry(),
-                                what: format!("layer {}", self.digest),
-                                detail: format!(
-                                    "asked for bytes from {have}, got Content-Range starting at {start:?}"
-                                ),
+                            DistributionError::Task {
+                                detail: "cancelled after another layer failed".to_string(),
                             },
                             &part,
                         ));
                     }
+                    let frame = match tokio::time::timeout(STALL, body.frame()).await {
+                        Err(_) => break Some(format!("no data for {}s", STALL.as_secs())),
+                        Ok(None) => break None,
+                        Ok(Some(Err(e))) => break Some(super::session::err_chain(&e)),
+                        Ok(Some(Ok(f))) => f,
+                    };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if have + data.len() as u64 > self.size {
+                        return Err(fail(
+                            DistributionError::SizeMismatch {
+                                registry: self.registry(),
+                                what: "layer",
+                                digest: self.digest.clone(),
+                                expected: self.size,
+                                actual: have + data.len() as u64,
+                            },
+                            &part,
+                        ));
+                    }
+                    file.write_all(&data)
+                        .map_err(DistributionError::io("write", &part))?;
+                    hasher.update(&data);
+                    have += data.len() as u64;
+                    fetched += data.len() as u64;
+                    self.progress.event(Event::Advance {
+                        id: self.id(),
+                        bytes: data.len() as u64,
+                    });
+                };
+                match broke {
+                    None if have == self.size => break,
+                    None => {
+                        if attempt > RESUMES {
+                            return Err(DistributionError::SizeMismatch {
+                                registry: self.registry(),
+                                what: "layer",
+                                digest: self.digest.clone(),
+                                expected: self.size,
+                                actual: have,
+                            });
+                        }
+                    }
+                    Some(detail) => {
+                        if attempt > RESUMES {
+                            // The partial file stays: the next pull continues from it.
+                            return Err(DistributionError::Transfer {
+                                registry: self.registry(),
+                                what: format!("layer {}", self.digest),
+                                detail,
+                            });
+                        }
+                        tracing::warn!("layer {}: {detail}; resuming", self.digest);
+                    }
                 }
-                StatusCode::RANGE_NOT_SATISFIABLE if have >= self.size => break,
-                StatusCode::NOT_FOUND => {
-                    return Err(DistributionError::BlobUnknown {
+            }
+            let actual = Digest::from_hex(&hex::encode(std::mem::take(&mut hasher).finalize()))
+                .map_err(|_| DistributionError::Task {
+                    detail: "digest encoding".to_string(),
+                })?;
+            if actual != self.digest && from_disk {
+                // What an earlier run left was bad (e.g. written before a crash): start over
+                // once rather than fail a pull the registry could serve.
+                from_disk = false;
+                have = 0;
+                file.set_len(0)
+                    .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+                    .map_err(DistributionError::io("truncate", &part))?;
+                self.progress.event(Event::Message(format!(
+                    "{}: the partial download kept from before was corrupt; starting over",
+                    self.id()
+                )));
+                continue;
+            }
+            if actual != self.digest {
+                return Err(fail(
+                    DistributionError::DigestMismatch {
                         registry: self.registry(),
-                        repository: self.repo.clone(),
-                        digest: self.digest.clone(),
-                    })
-                }
-                _ => return Err(self.session.status_error("GET", &path, resp).await),
+                        what: "layer",
+                        expected: self.digest.clone(),
+                        actual,
+                        size: have,
+                    },
+                    &part,
+                ));
             }
-            let mut body = resp.into_body();
-            let broke: Option<String> = loop {
-                if self.cancel.load(Ordering::Relaxed) {
-                    // The pull failed elsewhere (often a corrupt registry): leave no
-                    // staging file behind.
-                    return Err(fail(
-                        DistributionError::Task {
-                            detail: "cancelled after another layer failed".to_string(),
-                        },
-                        &part,
-                    ));
-                }
-                let frame = match tokio::time::timeout(STALL, body.frame()).await {
-                    Err(_) => break Some(format!("no data for {}s", STALL.as_secs())),
-                    Ok(None) => break None,
-                    Ok(Some(Err(e))) => break Some(super::session::err_chain(&e)),
-                    Ok(Some(Ok(f))) => f,
-                };
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if have + data.len() as u64 > self.size {
-                    return Err(fail(
-                        DistributionError::SizeMismatch {
-                            registry: self.registry(),
-                            what: "layer",
-                            digest: self.digest.clone(),
-                            expected: self.size,
-                            actual: have + data.len() as u64,
-                        },
-                        &part,
-                    ));
-                }
-                file.write_all(&data)
-                    .map_err(DistributionError::io("write", &part))?;
-                hasher.update(&data);
-                have += data.len() as u64;
-                fetched += data.len() as u64;
-                self.progress.event(Event::Advance {
-                    id: self.id(),
-                    bytes: data.len() as u64,
-                });
-            };
-            match broke {
-                None if have == self.size => break,
-                None => {
-                    if attempt > RESUMES {
-                        return Err(DistributionError::SizeMismatch {
-                            registry: self.registry(),
-                            what: "layer",
-                            digest: self.digest.clone(),
-                            expected: self.size,
-                            actual: have,
-                        });
-                    }
-                }
-                Some(detail) => {
-                    if attempt > RESUMES {
-                        // The partial file stays: the next pull continues from it.
-                        return Err(DistributionError::Transfer {
-                            registry: self.registry(),
-                            what: format!("layer {}", self.digest),
-                            detail,
-                        });
-                    }
-                    tracing::warn!("layer {}: {detail}; resuming", self.digest);
-                }
-            }
-        }
-        let actual = Digest::from_hex(&hex::encode(hasher.finalize())).map_err(|_| {
-            DistributionError::Task {
-                detail: "digest encoding".to_string(),
-            }
-        })?;
-        if actual != self.digest {
-            return Err(fail(
-                DistributionError::DigestMismatch {
-                    registry: self.registry(),
-                    what: "layer",
-                    expected: self.digest.clone(),
-                    actual,
-                    size: have,
-                },
-                &part,
-            ));
+            break;
         }
         file.flush()
             .map_err(DistributionError::io("write", &part))?;
