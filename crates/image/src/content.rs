@@ -184,6 +184,31 @@ impl FsContentStore {
         &self.root
     }
 
+    /// Where writers stage blobs; files here are never visible as blobs. Callers that
+    /// stage on their own (resumable downloads) put their partial files here too.
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+
+    /// Makes a file staged in [`FsContentStore::ingest_dir`] visible as `digest`. The
+    /// caller must already have verified the file's digest and size while writing it
+    /// (a download hashes as it streams, so reading it again here would double the I/O).
+    pub fn adopt(&self, staged: &Path, digest: &Digest) -> Result<(), ContentError> {
+        let dst = self.blob_path(digest);
+        if dst.exists() {
+            let _ = fs::remove_file(staged);
+            return Ok(());
+        }
+        File::open(staged)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", staged))?;
+        fs::rename(staged, &dst).map_err(io_err("rename into place", &dst))?;
+        let dir = self.root.join("blobs/sha256");
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &dir))
+    }
+
     /// Path of a blob inside the store (whether or not it exists).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())

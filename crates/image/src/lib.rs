@@ -23,4 +23,5 @@ pub mod store;
 pub use store::{Image, ImageError, ImageStore};
 pub mod archive;
 pub mod build;
+pub mod distribution;
 pub mod mount;

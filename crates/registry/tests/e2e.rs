@@ -5,6 +5,8 @@
 // are test code too, where a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+#[path = "e2e/accept.rs"]
+mod accept;
 #[path = "e2e/common.rs"]
 mod common;
 #[path = "e2e/conformance.rs"]

@@ -24,6 +24,9 @@ pub enum BenchCmd {
     /// skopeo push+pull against skiff's registry vs docker-registry, and registry RSS
     /// during a 1 GiB blob push.
     Registry(crate::registry_bench::RegistryBenchArgs),
+    /// `skiff image pull` (download + unpack) vs `skopeo copy` to an OCI dir + `umoci
+    /// unpack`, from the same local registry.
+    Pull(crate::registry_bench::PullBenchArgs),
     /// The embedded store vs a single-member etcd: concurrent writers, latency, watch delivery.
     Store(crate::store_cmd::BenchStore),
 }
@@ -36,6 +39,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
             busybox,
         } => runtime(runs, &peer, &busybox),
         BenchCmd::Registry(args) => crate::registry_bench::main(args),
+        BenchCmd::Pull(args) => crate::registry_bench::pull_main(args),
         BenchCmd::Store(b) => crate::store_cmd::bench(b),
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
+use skiff_image::distribution::{Progress, RemoteRef, Silent};
 use skiff_image::reference::NamedRef;
 use skiff_image::{archive, build, Image, ImageStore};
 
@@ -21,6 +22,8 @@ pub struct ImageCli {
     /// skiff's data directory (images live under DIR/images).
     #[arg(long, global = true, env = "SKIFF_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub registry: crate::registry_client::RegistryOpts,
     #[command(subcommand)]
     pub cmd: ImageCmd,
 }
@@ -70,6 +73,23 @@ pub enum ImageCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Download an image from a registry: REGISTRY/REPO[:TAG|@DIGEST].
+    Pull {
+        reference: String,
+        /// Print only the image name.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Upload an image to a registry: REGISTRY/REPO[:TAG] (tag it so first).
+    Push {
+        reference: String,
+        /// Push the local image SOURCE under REFERENCE instead of the image named REFERENCE.
+        #[arg(long)]
+        from: Option<String>,
+        /// Print only the manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Write images to a tarball readable as docker-archive and as oci-archive.
     Save {
         #[arg(short, long)]
@@ -103,7 +123,13 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
-fn build(store: &ImageStore, data_dir: &Path, a: BuildArgs, out: &mut impl Write) -> Result<()> {
+fn build(
+    store: &ImageStore,
+    data_dir: &Path,
+    registry: &crate::registry_client::RegistryOpts,
+    a: BuildArgs,
+    out: &mut impl Write,
+) -> Result<()> {
     let mut build_args = std::collections::BTreeMap::new();
     for kv in &a.build_args {
         match kv.split_once('=') {
@@ -139,6 +165,7 @@ fn build(store: &ImageStore, data_dir: &Path, a: BuildArgs, out: &mut impl Write
         epoch,
         data_dir: data_dir.to_path_buf(),
         runtime_root: a.runtime_root,
+        pull: Some(pull_hook(data_dir, registry)),
     };
     build::build(store, &opts, out)?;
     Ok(())
@@ -163,7 +190,16 @@ fn run(cli: ImageCli) -> Result<()> {
     let store = open(&cli.data_dir)?;
     let mut out = std::io::stdout().lock();
     match cli.cmd {
-        ImageCmd::Build(a) => build(&store, &cli.data_dir, a, &mut out),
+        ImageCmd::Build(a) => build(&store, &cli.data_dir, &cli.registry, a, &mut out),
+        ImageCmd::Pull { reference, quiet } => {
+            let store = std::sync::Arc::new(store);
+            pull(&store, &cli.registry, &reference, quiet, &mut out)
+        }
+        ImageCmd::Push {
+            reference,
+            from,
+            quiet,
+        } => push(store, &cli.registry, &reference, from, quiet, &mut out),
         ImageCmd::Ls { quiet } => ls(&store, quiet, &mut out),
         ImageCmd::Inspect { references } => {
             let mut all = Vec::new();
@@ -377,4 +413,88 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         format!("{bytes}B")
     }
+}
+
+fn pull(
+    store: &std::sync::Arc<ImageStore>,
+    registry: &crate::registry_client::RegistryOpts,
+    reference: &str,
+    quiet: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let r = RemoteRef::parse(reference)?;
+    let client = registry.client();
+    let progress: std::sync::Arc<dyn Progress> = if quiet {
+        std::sync::Arc::new(Silent)
+    } else {
+        crate::registry_client::progress()
+    };
+    if !quiet {
+        writeln!(out, "Pulling {r}")?;
+    }
+    let pulled = crate::registry_client::runtime()?.block_on(client.pull(store, &r, &progress))?;
+    let name = pulled.name.clone().unwrap_or_else(|| r.to_string());
+    if quiet {
+        writeln!(out, "{name}")?;
+        return Ok(());
+    }
+    writeln!(out, "Digest: {}", pulled.top)?;
+    if pulled.downloaded > 0 {
+        writeln!(out, "Status: Downloaded newer image for {name}")?;
+    } else {
+        writeln!(out, "Status: Image is up to date for {name}")?;
+    }
+    writeln!(out, "{name}")?;
+    Ok(())
+}
+
+fn push(
+    store: ImageStore,
+    registry: &crate::registry_client::RegistryOpts,
+    reference: &str,
+    from: Option<String>,
+    quiet: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let r = RemoteRef::parse(reference)?;
+    let local = from.unwrap_or_else(|| reference.to_string());
+    let client = registry.client();
+    let progress: std::sync::Arc<dyn Progress> = if quiet {
+        std::sync::Arc::new(Silent)
+    } else {
+        crate::registry_client::progress()
+    };
+    if !quiet {
+        writeln!(
+            out,
+            "The push refers to repository [{}/{}]",
+            r.registry, r.repository
+        )?;
+    }
+    let store = std::sync::Arc::new(store);
+    let pushed =
+        crate::registry_client::runtime()?.block_on(client.push(&store, &local, &r, &progress))?;
+    if quiet {
+        writeln!(out, "{}", pushed.manifest)?;
+    } else {
+        writeln!(
+            out,
+            "{}: digest: {} size: {}",
+            r.tag.as_deref().unwrap_or("latest"),
+            pushed.manifest,
+            pushed.size
+        )?;
+    }
+    Ok(())
+}
+
+/// `FROM registry/repo:tag` in builds pulls through the same client as `skiff image pull`.
+fn pull_hook(data_dir: &Path, registry: &crate::registry_client::RegistryOpts) -> build::PullHook {
+    let data_dir = data_dir.to_path_buf();
+    let registry = registry.clone();
+    build::PullHook(std::sync::Arc::new(move |name: &str| {
+        let store = std::sync::Arc::new(ImageStore::open(&data_dir)?);
+        let mut err = std::io::stderr();
+        pull(&store, &registry, name, false, &mut err).map_err(|e| format!("{e:#}").into())
+    }))
 }

@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod image_cmd;
+mod login_cmd;
 mod registry_bench;
+mod registry_client;
 mod registry_cmd;
 mod run_cmd;
 mod store_cmd;
@@ -30,6 +32,10 @@ enum Cmd {
     /// OCI distribution registry: serve it, collect its garbage.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCmd),
+    /// Log in to a registry (credentials go to docker's config.json).
+    Login(login_cmd::LoginArgs),
+    /// Log out of a registry.
+    Logout(login_cmd::LogoutArgs),
     /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
     Store(store_cmd::StoreArgs),
 }
@@ -80,6 +86,14 @@ fn main() {
                 }
             }
         }
+        Cmd::Login(a) => {
+            init_tracing(false);
+            report("skiff login", login_cmd::login(a))
+        }
+        Cmd::Logout(a) => {
+            init_tracing(false);
+            report("skiff logout", login_cmd::logout(a))
+        }
         Cmd::Store(s) => {
             init_tracing(false);
             match store_cmd::main(s) {
@@ -92,6 +106,16 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+fn report(what: &str, r: anyhow::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            1
+        }
+    }
 }
 
 fn invoked_as(name: &str) -> bool {

@@ -409,3 +409,111 @@ fn run(args: &RegistryBenchArgs, tmp: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct PullBenchArgs {
+    /// Measured pulls per tool.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Layers in the test image.
+    #[arg(long, default_value_t = 5)]
+    layers: usize,
+    /// Total size of the layers, MiB (random, so compression does not shrink it).
+    #[arg(long, default_value_t = 256)]
+    total_mib: usize,
+}
+
+/// `skiff bench pull`: one skiff registry holding a skopeo-pushed image; then, alternating,
+/// `skiff image pull` into a fresh data dir vs `skopeo copy` into a fresh OCI dir followed
+/// by `umoci unpack` of it. Both download, verify and unpack every layer.
+pub fn pull_main(args: PullBenchArgs) -> Result<()> {
+    if args.runs == 0 || args.layers == 0 {
+        bail!("--runs and --layers must be at least 1");
+    }
+    let tmp = std::env::temp_dir().join(format!("skiff-bench-pull-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = pull_run(&args, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn timed(cmd: &mut Command) -> Result<f64> {
+    let start = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {cmd:?}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(secs)
+}
+
+fn pull_run(args: &PullBenchArgs, tmp: &Path) -> Result<()> {
+    let image = tmp.join("image");
+    eprintln!(
+        "making a {}-layer, {} MiB image…",
+        args.layers, args.total_mib
+    );
+    make_image(&image, args.layers, args.total_mib)?;
+    let reg_args = RegistryBenchArgs {
+        runs: 1,
+        layers: args.layers,
+        total_mib: args.total_mib,
+        rss_blob_mib: 0,
+        peer: PathBuf::new(),
+    };
+    let server = Server::start(Which::Skiff, &reg_args, &tmp.join("registry"))?;
+    let reference = format!("{}/bench/image:v1", server.addr);
+    skopeo_copy(
+        &format!("oci:{}:bench", image.display()),
+        &format!("docker://{reference}"),
+    )?;
+    let _ = std::fs::remove_dir_all(&image);
+    let me = std::env::current_exe().context("locate the skiff binary")?;
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..args.runs {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let dir = tmp.join(format!("run-{k}-{i}"));
+            std::fs::create_dir_all(&dir)?;
+            let secs = if k == 0 {
+                timed(
+                    Command::new(&me)
+                        .args(["image", "pull", "--quiet", &reference])
+                        .env("SKIFF_DATA_DIR", &dir)
+                        .env("DOCKER_CONFIG", &dir),
+                )?
+            } else {
+                let layout = dir.join("oci");
+                let a = skopeo_copy(
+                    &format!("docker://{reference}"),
+                    &format!("oci:{}:v1", layout.display()),
+                )?;
+                let b = timed(
+                    Command::new("umoci")
+                        .args(["unpack", "--image"])
+                        .arg(format!("{}:v1", layout.display()))
+                        .arg(dir.join("bundle")),
+                )?;
+                a + b
+            };
+            std::fs::remove_dir_all(&dir)?;
+            let name = if k == 0 { "skiff" } else { "skopeo+umoci" };
+            eprintln!("run {i} {name}: {secs:.2} s");
+            times[k].push(secs);
+        }
+    }
+    let s = median(&mut times[0]);
+    let p = median(&mut times[1]);
+    println!(
+        "pull (download + unpack) of a {}-layer {} MiB image from a local skiff registry, {} runs each, alternating",
+        args.layers, args.total_mib, args.runs
+    );
+    println!("{:<34} {:>10}", "tool", "median (s)");
+    println!("{:<34} {:>10.2}", "skiff image pull", s);
+    println!("{:<34} {:>10.2}", "skopeo copy + umoci unpack", p);
+    println!("ratio skiff/(skopeo+umoci): {:.3}", s / p);
+    Ok(())
+}

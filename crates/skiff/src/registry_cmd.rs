@@ -59,6 +59,10 @@ pub fn main(cmd: RegistryCmd) -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
+    // main() restores SIGPIPE's default (die) for C-like printing; a server must instead
+    // see EPIPE when a client disconnects mid-download, or one dropped pull kills it.
+    // SAFETY: changing a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // rustls needs a process-wide provider for anything that does not name one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = skiff_registry::Config::new(a.listen, a.data_dir);

@@ -59,6 +59,24 @@ pub struct BuildOptions {
     pub data_dir: PathBuf,
     /// The runtime's state root for RUN containers.
     pub runtime_root: PathBuf,
+    /// Pulls a `FROM registry/repo:tag` base that is not in the store (`None`: no pulls).
+    pub pull: Option<PullHook>,
+}
+
+/// Fetches a base image into the store by name; the binary wires it to the registry
+/// client so the builder stays synchronous and free of network code.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct PullHook(
+    pub  std::sync::Arc<
+        dyn Fn(&str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
+    >,
+);
+
+impl std::fmt::Debug for PullHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullHook")
+    }
 }
 
 /// Why one instruction failed.
@@ -82,6 +100,12 @@ pub enum StepError {
     SymlinkLoop { path: String },
     #[error("stage or image {name:?} not found (COPY --from / FROM)")]
     UnknownFrom { name: String },
+    #[error("pulling base image {name}")]
+    Pull {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("ADD: {file} is not a readable archive")]
     BadArchive {
         file: PathBuf,
@@ -365,9 +389,20 @@ impl Builder<'_> {
                 chain: Digest::of(b"scratch"),
             });
         }
-        let img = self
-            .store
-            .resolve(name)
+        let mut found = self.store.resolve(name);
+        // Like docker: a base named with a registry host and not here yet is pulled.
+        // Hub-style names are not, so a build never reaches out without being told where.
+        if let (Err(ImageError::NotFound { .. }), Some(pull)) = (&found, &self.opts.pull) {
+            let first = name.split('/').next().unwrap_or("");
+            if name.contains('/') && crate::distribution::reference::is_registry_host(first) {
+                (pull.0)(name).map_err(|source| StepError::Pull {
+                    name: name.to_string(),
+                    source,
+                })?;
+                found = self.store.resolve(name);
+            }
+        }
+        let img = found
             .and_then(|d| self.store.image(&d))
             .map_err(|e| match e {
                 ImageError::NotFound { .. } => StepError::UnknownFrom {

@@ -20,7 +20,7 @@ use tokio_util::io::ReaderStream;
 use crate::auth::{self, Auth, Identity};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
+use crate::manifest::{DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
 use crate::names::{valid_name, valid_tag};
 use crate::storage::{Reference, Storage};
 
@@ -32,8 +32,12 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS: HeaderName = HeaderName::from_static("oci-filters-applied");
 const RANGE_HDR: HeaderName = HeaderName::from_static("range");
 
-/// Read chunk for blob downloads.
-const READ_CHUNK: usize = 256 * 1024;
+/// Referrers per response page.
+const REFERRERS_PAGE: usize = 1000;
+
+/// Read chunk for blob downloads: each read is a hop to tokio's blocking pool, so fewer,
+/// larger reads serve faster (memory per download stays ~1 MiB).
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Shared state of a running registry.
 #[derive(Debug)]
@@ -238,6 +242,30 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response> {
             if let Some(f) = filter {
                 list.retain(|d| d["artifactType"].as_str() == Some(f));
             }
+            // Pages in digest order, at most REFERRERS_PAGE (or `n`) per response, the
+            // rest behind a `Link: <…?last=…>; rel="next"` as the spec allows, so a
+            // subject with thousands of signatures never makes a response over the
+            // manifest size clients accept.
+            list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+            if let Some(last) = query.get("last") {
+                list.retain(|d| d["digest"].as_str().is_some_and(|x| x > last));
+            }
+            let n = query
+                .get("n")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(REFERRERS_PAGE)
+                .min(REFERRERS_PAGE);
+            let mut link = None;
+            if list.len() > n {
+                list.truncate(n);
+                if let Some(last) = list.last().and_then(|d| d["digest"].as_str()) {
+                    let mut next = format!("/v2/{name}/referrers/{digest}?last={last}&n={n}");
+                    if let Some(f) = filter {
+                        next.push_str(&format!("&artifactType={}", query::encode(f)));
+                    }
+                    link = Some(format!("<{next}>; rel=\"next\""));
+                }
+            }
             let mut r = json_response(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -246,6 +274,7 @@ async fn handle(reg: &Registry, req: Request) -> Result<Response> {
                     "manifests": list,
                 }),
             );
+            set_link(&mut r, link);
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
             if filter.is_some() {
@@ -601,6 +630,75 @@ async fn upload(
 
 // ---- manifests ---------------------------------------------------------------------
 
+/// The manifest media types an `Accept` header lists (parameters and `q` ignored).
+fn accepted_manifest_types(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| crate::manifest::kind_of(t).is_some())
+        .collect()
+}
+
+/// Content negotiation as distribution does it: a client whose `Accept` lists manifest
+/// types but not the stored one gets MANIFEST_UNKNOWN for an OCI manifest or index, and
+/// for a Docker manifest list fetched by tag the `linux/<this arch>` manifest instead (a
+/// schema2-only client then still pulls). A request naming no manifest type at all (curl,
+/// `*/*`) gets what is stored, where distribution would refuse OCI content.
+async fn negotiate(
+    reg: &Registry,
+    name: &str,
+    reference: &Reference,
+    m: crate::storage::StoredManifest,
+    headers: &HeaderMap,
+) -> Result<crate::storage::StoredManifest> {
+    let accepted = accepted_manifest_types(headers);
+    if accepted.is_empty() || accepted.contains(&m.media_type) {
+        return Ok(m);
+    }
+    let unknown = || Error::ManifestUnknown {
+        repo: name.to_string(),
+        reference: reference.to_string(),
+    };
+    match m.media_type.as_str() {
+        OCI_MANIFEST | OCI_INDEX => Err(unknown()),
+        DOCKER_LIST
+            if matches!(reference, Reference::Tag(_))
+                && accepted.iter().any(|a| a == DOCKER_MANIFEST) =>
+        {
+            let arch = match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            };
+            let list: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or_default();
+            let pick = list["manifests"].as_array().and_then(|ms| {
+                ms.iter().find(|d| {
+                    d["platform"]["os"] == "linux" && d["platform"]["architecture"] == arch
+                })
+            });
+            let Some(digest) = pick
+                .and_then(|d| d["digest"].as_str())
+                .and_then(|d| d.parse::<Digest>().ok())
+            else {
+                return Err(unknown());
+            };
+            reg.storage
+                .get_manifest(name, &Reference::Digest(digest))
+                .await
+        }
+        _ => Ok(m),
+    }
+}
+
 async fn manifest(
     reg: &Registry,
     name: &str,
@@ -611,6 +709,7 @@ async fn manifest(
     match *method {
         Method::GET | Method::HEAD => {
             let m = reg.storage.get_manifest(name, reference).await?;
+            let m = negotiate(reg, name, reference, m, req.headers()).await?;
             let len = m.body.len();
             let mut r = Response::new(if *method == Method::HEAD {
                 Body::empty()

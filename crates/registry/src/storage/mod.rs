@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::SystemTime;
 
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,6 +40,8 @@ use uploads::UploadState;
 /// Write buffer for uploads: large enough that each filesystem call moves a useful
 /// amount, small enough that memory stays flat with many concurrent uploads.
 const WRITE_BUF: usize = 1 << 20;
+/// Body bytes handed to the writer thread at a time.
+const WRITE_BATCH: usize = 512 << 10;
 
 /// Where a manifest is looked up or stored.
 #[derive(Debug, Clone)]
@@ -474,7 +476,7 @@ async fn write_body(
     hasher: Option<Hasher>,
 ) -> Result<(u64, Option<Hasher>)> {
     use std::io::Write as _;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Hasher>)> {
         let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, file);
         let mut h = hasher;
@@ -490,13 +492,25 @@ async fn write_body(
         Ok((n, h))
     });
     let mut body_err = None;
+    // HTTP/1 frames are small (often 8–64 KiB); handing each to the writer thread costs a
+    // wake-up. Batching them into WRITE_BATCH pieces cuts those hand-offs ~30-fold for
+    // the same single copy the BufWriter would otherwise make.
+    let mut batch = BytesMut::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
+                    let piece = if batch.is_empty() && data.len() >= WRITE_BATCH {
+                        Some(data)
+                    } else {
+                        batch.extend_from_slice(&data);
+                        (batch.len() >= WRITE_BATCH).then(|| batch.split().freeze())
+                    };
                     // A closed queue means the writer failed; its error is reported below.
-                    if tx.send(data).await.is_err() {
-                        break;
+                    if let Some(p) = piece {
+                        if tx.send(p).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
@@ -505,6 +519,9 @@ async fn write_body(
                 break;
             }
         }
+    }
+    if body_err.is_none() && !batch.is_empty() {
+        let _ = tx.send(batch.freeze()).await;
     }
     drop(tx);
     let written = match writer.await {

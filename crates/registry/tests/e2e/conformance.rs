@@ -640,6 +640,27 @@ fn referrers_api() {
     assert_eq!(m[0]["size"], digests[1].1);
     assert_eq!(m[0]["artifactType"], "application/vnd.example.sig");
     assert_eq!(m[0]["annotations"]["n"], "1");
+    // Pages of one, in digest order, linked with rel="next".
+    let mut want_sorted: Vec<String> = digests.iter().map(|d| d.0.clone()).collect();
+    want_sorted.sort();
+    let r = http(
+        reg.addr,
+        "GET",
+        &format!("/v2/r/referrers/{subject}?n=1"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.json()["manifests"][0]["digest"], want_sorted[0].as_str());
+    let link = r
+        .header("link")
+        .expect("a Link to the next page")
+        .to_string();
+    assert!(link.ends_with("rel=\"next\""), "{link}");
+    let next = &link[1..link.find('>').unwrap()];
+    let r = http(reg.addr, "GET", next, &[], b"");
+    assert_eq!(r.json()["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json()["manifests"][0]["digest"], want_sorted[1].as_str());
+    assert_eq!(r.header("link"), None);
     // Unknown subject: empty index, not 404.
     let r = http(
         reg.addr,
