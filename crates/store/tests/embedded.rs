@@ -193,7 +193,7 @@ async fn defrag_shrinks_after_compaction() {
         let rev = s.current_revision().await.unwrap();
         s.compact(rev).await.unwrap();
     }
-    let (before, after) = EmbeddedStore::defrag(dir.path()).unwrap();
+    let (before, after) = EmbeddedStore::defrag(dir.path()).await.unwrap();
     assert!(after < before, "defrag did not shrink: {before} -> {after}");
     let s = open(dir.path());
     assert_eq!(s.count("/d/").await.unwrap(), 0);

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::logged::Tables;
@@ -31,6 +31,8 @@ const LEASE_TICK: Duration = Duration::from_millis(200);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// …or sooner once it holds this much.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// Where a defrag writes the new file before renaming it over the store.
+pub(super) const DEFRAG_FILE: &str = "state.redb.defrag";
 
 pub(super) enum Request {
     Txn(Txn, oneshot::Sender<Result<TxnResult>>),
@@ -38,6 +40,9 @@ pub(super) enum Request {
     Grant(Duration, oneshot::Sender<Result<Lease>>),
     Revoke(LeaseId, oneshot::Sender<Result<()>>),
     KeepAlive(LeaseId, oneshot::Sender<Result<()>>),
+    /// Rewrite the file compactly; answered with the file size before and after. Never part
+    /// of a batch: it runs between batches, with the log folded first.
+    Defrag(oneshot::Sender<Result<(u64, u64)>>),
 }
 
 impl Request {
@@ -56,12 +61,17 @@ impl Request {
                 Reply::Unit(tx, Ok(()))
             }
             Request::Grant(ttl, tx) => Reply::Lease(tx, Ok(Lease { id: 0, ttl })),
+            Request::Defrag(tx) => Reply::Sizes(tx, Ok((0, 0))),
         }
     }
 }
 
 pub(super) struct Writer {
     pub db: Arc<Database>,
+    /// Where readers find the database; replaced with `db` after a defrag.
+    pub slot: super::DbSlot,
+    /// The data dir (None in memory).
+    pub dir: Option<std::path::PathBuf>,
     pub loc: String,
     pub rx: mpsc::Receiver<Request>,
     pub notify: tokio::sync::watch::Sender<u64>,
@@ -94,6 +104,7 @@ enum Reply {
     Txn(oneshot::Sender<Result<TxnResult>>, Result<TxnResult>),
     Unit(oneshot::Sender<Result<()>>, Result<()>),
     Lease(oneshot::Sender<Result<Lease>>, Result<Lease>),
+    Sizes(oneshot::Sender<Result<(u64, u64)>>, Result<(u64, u64)>),
     /// A compaction, answered once its removal is done rather than at its commit.
     CompactPending(oneshot::Sender<Result<()>>),
 }
@@ -104,6 +115,7 @@ impl Reply {
             Reply::Txn(tx, _) => drop(tx.send(Err(e()))),
             Reply::Unit(tx, _) => drop(tx.send(Err(e()))),
             Reply::Lease(tx, _) => drop(tx.send(Err(e()))),
+            Reply::Sizes(tx, _) => drop(tx.send(Err(e()))),
             Reply::CompactPending(tx) => drop(tx.send(Err(e()))),
         }
     }
@@ -112,6 +124,7 @@ impl Reply {
             Reply::Txn(tx, r) => drop(tx.send(r)),
             Reply::Unit(tx, r) => drop(tx.send(r)),
             Reply::Lease(tx, r) => drop(tx.send(r)),
+            Reply::Sizes(tx, r) => drop(tx.send(r)),
             Reply::CompactPending(tx) => drop(tx.send(Ok(()))),
         }
     }
@@ -140,13 +153,17 @@ impl Writer {
                     .min(next_auto)
                     .saturating_duration_since(Instant::now())
             };
+            // A defrag ends the batch: what was queued before it is committed first.
+            let mut defrag = None;
             match self.rx.recv_timeout(wait) {
+                Ok(Request::Defrag(tx)) => defrag = Some(tx),
                 Ok(r) => batch.push(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && defrag.is_none() {
                 match self.rx.try_recv() {
+                    Ok(Request::Defrag(tx)) => defrag = Some(tx),
                     Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
@@ -302,6 +319,9 @@ impl Writer {
                     }
                 }
             }
+            if let Some(tx) = defrag {
+                let _ = tx.send(self.defrag());
+            }
         }
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "store checkpoint at close failed; the log will be replayed");
@@ -328,6 +348,55 @@ impl Writer {
         })
     }
 
+    /// Rewrite the store into a new file in one pass (pages full and in order, none free),
+    /// shrink it, and rename it over the old one. The old file stays intact until the
+    /// rename, which is atomic, and the log is empty by then, so a crash at any point
+    /// leaves one complete store.
+    fn defrag(&mut self) -> Result<(u64, u64)> {
+        let Some(dir) = self.dir.clone() else {
+            return Err(StoreError::InMemory {
+                operation: "defragment",
+            });
+        };
+        self.checkpoint()?;
+        let path = dir.join(super::STORE_FILE);
+        let tmp = dir.join(DEFRAG_FILE);
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let before = size(&path);
+        let _ = std::fs::remove_file(&tmp);
+        let tloc = tmp.display().to_string();
+        let io = |operation, e| StoreError::Io {
+            path: tmp.clone(),
+            operation,
+            source: e,
+        };
+        let res = (|| -> Result<Database> {
+            let mut out = Database::builder().create(&tmp).ctx(&tloc, "create")?;
+            let r = self.db.begin_read().ctx(&self.loc, "begin read")?;
+            super::copy_all(&r, &out, &self.loc, &tloc)?;
+            drop(r);
+            while out.compact().ctx(&tloc, "compact")? {}
+            std::fs::rename(&tmp, &path).map_err(|e| io("rename over the store file", e))?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("sync the data dir", e))?;
+            Ok(out)
+        })();
+        match res {
+            Ok(out) => {
+                let out = Arc::new(out);
+                *self.slot.write().unwrap_or_else(|e| e.into_inner()) = out.clone();
+                // Readers still on the old database finish on it; it closes with them.
+                self.db = out;
+                Ok((before, size(&path)))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
     /// A storage error fails the whole batch; it comes back with the request's reply so
     /// the writer still gets an answer.
     fn apply(
@@ -350,6 +419,8 @@ impl Writer {
                     ),
                 ))),
             },
+            // Taken out of the batch before it gets here.
+            Request::Defrag(tx) => Ok(Reply::Sizes(tx, Ok((0, 0)))),
             Request::Compact(rev, tx) => Ok(match self.compact(rev) {
                 Ok(()) => Reply::CompactPending(tx),
                 Err(e) => Reply::Unit(tx, Err(e)),
