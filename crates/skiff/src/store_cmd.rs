@@ -307,6 +307,9 @@ pub struct BenchStore {
     /// Where the embedded store's temp data dir goes (the same disk as etcd's).
     #[arg(long)]
     tmp: Option<PathBuf>,
+    /// Measure only the embedded store (no etcd, no ratio): for tuning it.
+    #[arg(long)]
+    embedded_only: bool,
 }
 
 struct RunResult {
@@ -441,6 +444,9 @@ pub fn bench(b: BenchStore) -> Result<()> {
                 r?
             };
             print_row("embedded", writers, &embedded);
+            if b.embedded_only {
+                continue;
+            }
             let cluster = skiff_store::testing::EtcdCluster::start(1)?;
             let etcd = {
                 let s = connect_etcd(cluster.endpoints()).await?;

@@ -236,6 +236,7 @@ impl EmbeddedStore {
             wal,
             history,
             clock,
+            folded: 0,
             first_failure: None,
         };
         let h = std::thread::Builder::new()

@@ -29,8 +29,10 @@ const COMPACT_STEP: usize = 4096;
 const LEASE_TICK: Duration = Duration::from_millis(200);
 /// How often the log is folded into the redb file (a durable redb commit)…
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// …or sooner once it holds this much.
+/// …or sooner once this much was logged since the last fold.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// The log is emptied after a fold once it is this long (replay at open stays short).
+const WAL_TRUNCATE_BYTES: u64 = 32 << 20;
 /// Where a defrag writes the new file before renaming it over the store.
 pub(super) const DEFRAG_FILE: &str = "state.redb.defrag";
 
@@ -83,6 +85,8 @@ pub(super) struct Writer {
     pub clock: Arc<dyn crate::Clock>,
     /// Keep at least this much history; compact older revisions automatically.
     pub history: Option<Duration>,
+    /// Length of the log at the last fold: what is below is durable in redb too.
+    pub folded: u64,
     /// The first storage failure, reported with later ones that follow from it (redb
     /// refuses all writes after an I/O error until the store is reopened).
     pub first_failure: Option<String>,
@@ -130,13 +134,20 @@ impl Reply {
     }
 }
 
+fn ckpt_bytes() -> u64 {
+    std::env::var("XCKPT_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(CHECKPOINT_BYTES)
+}
+fn ckpt_every() -> Duration {
+    std::env::var("XCKPT_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis).unwrap_or(CHECKPOINT_EVERY)
+}
+
 impl Writer {
     pub fn run(mut self) {
         // Compactions waiting for their physical removal to finish.
         let mut compactions: Vec<oneshot::Sender<Result<()>>> = Vec::new();
         let mut compact_done_to = self.compact_rev;
         let mut next_lease_check = Instant::now();
-        let mut next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+        let mut next_checkpoint = Instant::now() + ckpt_every();
         // Automatic compaction: every `history`, compact to the revision that was current
         // one `history` ago, so reads and watches can reach back at least that far.
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
@@ -306,16 +317,16 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            let wal_len = self.wal.as_ref().map_or(0, |w| w.len());
-            if wal_len > CHECKPOINT_BYTES || (Instant::now() >= next_checkpoint) {
-                next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
-                if wal_len > 0 {
+            let unfolded = self.wal.as_ref().map_or(0, |w| w.len()) - self.folded;
+            if unfolded > ckpt_bytes() || (Instant::now() >= next_checkpoint) {
+                next_checkpoint = Instant::now() + ckpt_every();
+                if unfolded > 0 {
                     let t = Instant::now();
-                    let r = self.checkpoint();
-                    tracing::debug!(bytes = wal_len, took = ?t.elapsed(), "store checkpoint");
+                    let r = self.fold();
+                    tracing::debug!(bytes = unfolded, took = ?t.elapsed(), "store fold");
                     if let Err(e) = r {
                         self.first_failure.get_or_insert_with(|| chain(&e));
-                        tracing::error!(error = %e, "store checkpoint failed; will retry");
+                        tracing::error!(error = %e, "store fold failed; will retry");
                     }
                 }
             }
@@ -328,12 +339,18 @@ impl Writer {
         }
     }
 
-    /// Make everything committed so far durable in redb itself and empty the log.
-    fn checkpoint(&mut self) -> Result<()> {
-        let Some(wal) = self.wal.as_mut() else {
+    /// Fold the log into redb: one durable redb commit makes everything committed so far
+    /// durable in the file itself. The log is emptied only once it is large
+    /// ([`WAL_TRUNCATE_BYTES`]): emptying costs a second sync, and leaving folded records
+    /// in it is harmless, since recovery replays the whole log in order and every operation
+    /// is blind, so a record applied twice leaves the state as it was. That halves the
+    /// syncs of a fold, the pause every writer waits out.
+    fn fold(&mut self) -> Result<()> {
+        let Some(wal) = self.wal.as_ref() else {
             return Ok(());
         };
-        if wal.len() == 0 {
+        let len = wal.len();
+        if len == self.folded {
             return Ok(());
         }
         let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
@@ -341,11 +358,33 @@ impl Writer {
             .map_err(redb::Error::from)
             .ctx(&self.loc, "set durability")?;
         w.commit().ctx(&self.loc, "checkpoint")?;
+        self.folded = len;
+        if len > WAL_TRUNCATE_BYTES {
+            self.empty_log()?;
+        }
+        Ok(())
+    }
+
+    /// Fold, then empty the log (at close and before a defrag, so neither leaves a log).
+    fn checkpoint(&mut self) -> Result<()> {
+        self.fold()?;
+        self.empty_log()
+    }
+
+    fn empty_log(&mut self) -> Result<()> {
+        let Some(wal) = self.wal.as_mut() else {
+            return Ok(());
+        };
+        if wal.len() == 0 {
+            return Ok(());
+        }
         wal.truncate_to(0).map_err(|e| StoreError::Io {
             path: wal.path().to_path_buf(),
             operation: "empty the write-ahead log",
             source: e,
-        })
+        })?;
+        self.folded = 0;
+        Ok(())
     }
 
     /// Rewrite the store into a new file in one pass (pages full and in order, none free),
