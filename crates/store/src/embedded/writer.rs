@@ -1,6 +1,7 @@
 //! The single writer thread: group commit, transactions, leases and compaction.
 //!
-//! Callers queue requests; the thread takes every request waiting (up to a bound), applies
+//! Callers queue requests; the thread takes every request waiting (up to a bound, and
+//! waiting a fraction of a millisecond for as many as the last batch had), applies
 //! them in order in one redb write transaction, each with its own revision, appends the
 //! transaction's mutations to the write-ahead log and syncs it ([`super::wal`]), commits
 //! the redb transaction, and only then answers them and wakes the watchers. So a write is
@@ -23,6 +24,8 @@ use crate::{
 
 /// The most requests committed together.
 const MAX_BATCH: usize = 1024;
+/// How long a batch waits for the writers of the previous one to come back.
+const GATHER: Duration = Duration::from_micros(300);
 /// Revlog entries removed per compaction step (one step per commit, between batches).
 const COMPACT_STEP: usize = 4096;
 /// How often leases are checked for expiry.
@@ -150,6 +153,7 @@ impl Writer {
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         let mut next_auto = self.history.map_or(far_future, |h| Instant::now() + h);
         let mut marked_rev = self.rev;
+        let mut last_batch = 0;
         loop {
             let mut batch = Vec::new();
             let busy = compact_done_to < self.compact_rev;
@@ -169,13 +173,29 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            // The writers answered after the last batch come back one by one, each after
+            // its task was scheduled; taking only the first of them would spend a whole
+            // sync on it and make the rest wait for the next. So while fewer than last
+            // time have arrived, wait a little (bounded, far below a sync) for the others.
+            let gather_until = Instant::now() + GATHER;
             while batch.len() < MAX_BATCH && defrag.is_none() {
-                match self.rx.try_recv() {
-                    Ok(Request::Defrag(tx)) => defrag = Some(tx),
-                    Ok(r) => batch.push(r),
+                let r = match self.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) if !batch.is_empty() && batch.len() < last_batch => {
+                        let left = gather_until.saturating_duration_since(Instant::now());
+                        match self.rx.recv_timeout(left) {
+                            Ok(r) => r,
+                            Err(_) => break,
+                        }
+                    }
                     Err(_) => break,
+                };
+                match r {
+                    Request::Defrag(tx) => defrag = Some(tx),
+                    r => batch.push(r),
                 }
             }
+            last_batch = batch.len();
             let check_leases = Instant::now() >= next_lease_check;
             if check_leases {
                 next_lease_check = Instant::now() + LEASE_TICK;
