@@ -25,7 +25,7 @@ use crate::{
 /// The most requests committed together.
 const MAX_BATCH: usize = 1024;
 /// How long a batch waits for the writers of the previous one to come back.
-const GATHER: Duration = Duration::from_micros(300);
+const GATHER: Duration = Duration::from_millis(1);
 /// Revlog entries removed per compaction step (one step per commit, between batches).
 const COMPACT_STEP: usize = 4096;
 /// How often leases are checked for expiry.
