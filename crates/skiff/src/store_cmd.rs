@@ -1,7 +1,8 @@
 //! `skiff store …`: admin of the embedded store (like etcdctl), and `skiff bench store`,
 //! the embedded store against a single-member etcd with the same durability. Admin commands
-//! open the store themselves, so the server must be stopped, except `snapshot`, which asks
-//! a running server through its admin socket.
+//! open the store themselves when no other process has it open; otherwise they ask that
+//! process (a running server) through its admin socket, `DATA_DIR/admin.sock`. `restore`
+//! refuses a live store.
 //!
 //! Both build their own tokio runtime: the rest of the binary is synchronous.
 
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use skiff_store::{
-    EmbeddedStore, EtcdOptions, EtcdStore, EventKind, KeyRange, KeyValue, ListOptions, OpenOptions,
-    Store, StoreError, WatchOptions,
+    EmbeddedStore, EtcdOptions, EtcdStore, Event, EventKind, KeyRange, KeyValue, ListOptions,
+    LiveStore, OpenOptions, Store, StoreError, StoreStatus, WatchOptions,
 };
 
 #[derive(Debug, clap::Args)]
@@ -71,11 +72,11 @@ enum StoreCmd {
         #[arg(long, conflicts_with = "revision")]
         keep: Option<i64>,
     },
-    /// Write a consistent copy of the store to FILE (works while the server runs).
+    /// Write a consistent copy of the store to FILE.
     Snapshot { file: PathBuf },
     /// Create the store of --data-dir from a snapshot (the data dir must have no store).
     Restore { file: PathBuf },
-    /// Give space freed by compaction back to the file system (needs the server stopped).
+    /// Give space freed by compaction back to the file system (writes wait meanwhile).
     Defrag,
 }
 
@@ -111,14 +112,51 @@ fn kv_json(kv: &KeyValue) -> serde_json::Value {
     })
 }
 
+/// Where an admin command finds the store: opened here (no other process has it) or
+/// through the admin socket of the process that has it open.
+enum Target {
+    Open(EmbeddedStore),
+    Live(LiveStore),
+}
+
+fn target(dir: &Path) -> Result<Target, StoreError> {
+    match open_existing(dir) {
+        Ok(s) => Ok(Target::Open(s)),
+        Err(e @ StoreError::Locked { .. }) => {
+            let live = LiveStore::new(dir);
+            if live.is_live() {
+                Ok(Target::Live(live))
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn print_event(e: &Event) {
+    match e.kind {
+        EventKind::Put => println!(
+            "PUT {} {} {}",
+            e.kv.mod_revision,
+            e.kv.key,
+            String::from_utf8_lossy(&e.kv.value)
+        ),
+        EventKind::Delete => println!("DELETE {} {}", e.kv.mod_revision, e.kv.key),
+    }
+}
+
 pub fn main(args: StoreArgs) -> Result<()> {
     let dir = args.data_dir.as_path();
     let rt = runtime()?;
     rt.block_on(async move {
         match args.cmd {
             StoreCmd::Get { key, rev, json } => {
-                let s = open_existing(dir)?;
-                let Some(kv) = s.get(&key, rev).await?.kv else {
+                let got = match target(dir)? {
+                    Target::Open(s) => s.get(&key, rev).await?,
+                    Target::Live(l) => l.get(&key, rev)?,
+                };
+                let Some(kv) = got.kv else {
                     bail!("key {key:?} not found in {}", dir.display());
                 };
                 if json {
@@ -136,17 +174,15 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 rev,
                 keys_only,
             } => {
-                let s = open_existing(dir)?;
-                let l = s
-                    .list(
-                        &prefix,
-                        &ListOptions {
-                            revision: rev,
-                            limit,
-                            continue_after: None,
-                        },
-                    )
-                    .await?;
+                let opts = ListOptions {
+                    revision: rev,
+                    limit,
+                    continue_after: None,
+                };
+                let l = match target(dir)? {
+                    Target::Open(s) => s.list(&prefix, &opts).await?,
+                    Target::Live(l) => l.list(&prefix, &opts)?,
+                };
                 for kv in &l.kvs {
                     if keys_only {
                         println!("{}", kv.key);
@@ -159,61 +195,70 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 }
             }
             StoreCmd::Watch { prefix, rev } => {
-                let s = open_existing(dir)?;
-                let mut w = s
-                    .watch(
-                        KeyRange::Prefix(prefix),
-                        WatchOptions {
-                            start_revision: rev,
-                            prev_kv: false,
-                        },
-                    )
-                    .await?;
-                while let Some(e) = w.next().await {
-                    let e = e?;
-                    match e.kind {
-                        EventKind::Put => println!(
-                            "PUT {} {} {}",
-                            e.kv.mod_revision,
-                            e.kv.key,
-                            String::from_utf8_lossy(&e.kv.value)
-                        ),
-                        EventKind::Delete => println!("DELETE {} {}", e.kv.mod_revision, e.kv.key),
+                let opts = WatchOptions {
+                    start_revision: rev,
+                    prev_kv: false,
+                };
+                match target(dir)? {
+                    Target::Open(s) => {
+                        let mut w = s.watch(KeyRange::Prefix(prefix), opts).await?;
+                        while let Some(e) = w.next().await {
+                            print_event(&e?);
+                        }
+                    }
+                    // Streams until interrupted or until the process that has the store
+                    // open closes it.
+                    Target::Live(l) => {
+                        for e in l.watch(&prefix, &opts)? {
+                            print_event(&e?);
+                        }
+                        eprintln!("the store was closed by the process that had it open");
                     }
                 }
             }
             StoreCmd::Status => {
-                let s = open_existing(dir)?;
-                let rev = s.current_revision().await?;
-                let compact = s.compact_revision()?;
-                let keys = s.count("").await?;
+                let st = match target(dir)? {
+                    Target::Open(s) => StoreStatus {
+                        revision: s.current_revision().await?,
+                        compact_revision: s.compact_revision()?,
+                        keys: s.count("").await?,
+                        file_bytes: EmbeddedStore::file_size(dir),
+                    },
+                    Target::Live(l) => l.status()?,
+                };
                 println!(
                     "{}",
                     serde_json::json!({
-                        "revision": rev,
-                        "compact_revision": compact,
-                        "keys": keys,
-                        "file_bytes": EmbeddedStore::file_size(dir),
+                        "revision": st.revision,
+                        "compact_revision": st.compact_revision,
+                        "keys": st.keys,
+                        "file_bytes": st.file_bytes,
                     })
                 );
             }
             StoreCmd::Compact { revision, keep } => {
-                let s = open_existing(dir)?;
-                let current = s.current_revision().await?;
-                let target = match (revision, keep) {
-                    (Some(r), _) => r,
-                    (None, Some(k)) if k >= 0 => (current - k).max(1),
-                    _ => bail!("give the revision to compact to, or --keep N (N >= 0)"),
+                if revision.is_none() && keep.is_none_or(|k| k < 0) {
+                    bail!("give the revision to compact to, or --keep N (N >= 0)");
+                }
+                let (target_rev, current) = match target(dir)? {
+                    Target::Open(s) => {
+                        let current = s.current_revision().await?;
+                        let t = match (revision, keep) {
+                            (Some(r), _) => r,
+                            (None, Some(k)) => (current - k).max(1),
+                            (None, None) => unreachable!("checked above"),
+                        };
+                        s.compact(t).await?;
+                        (t, current)
+                    }
+                    Target::Live(l) => l.compact(revision, keep)?,
                 };
-                s.compact(target).await?;
-                println!("compacted to revision {target} (current {current})");
+                println!("compacted to revision {target_rev} (current {current})");
             }
             StoreCmd::Snapshot { file } => {
-                let info = match open_existing(dir) {
-                    Ok(s) => s.snapshot(&file)?,
-                    // A server has it open: ask the server.
-                    Err(StoreError::Locked { .. }) => EmbeddedStore::snapshot_live(dir, &file)?,
-                    Err(e) => return Err(e.into()),
+                let info = match target(dir)? {
+                    Target::Open(s) => s.snapshot(&file)?,
+                    Target::Live(l) => l.snapshot(&file)?,
                 };
                 println!(
                     "snapshot {} at revision {}: {} keys, {} bytes",
@@ -234,7 +279,10 @@ pub fn main(args: StoreArgs) -> Result<()> {
                 );
             }
             StoreCmd::Defrag => {
-                let (before, after) = EmbeddedStore::defrag(dir)?;
+                let (before, after) = match target(dir)? {
+                    Target::Open(s) => s.defragment().await?,
+                    Target::Live(l) => l.defrag()?,
+                };
                 println!("defragmented {}: {before} -> {after} bytes", dir.display());
             }
         }
@@ -259,6 +307,9 @@ pub struct BenchStore {
     /// Where the embedded store's temp data dir goes (the same disk as etcd's).
     #[arg(long)]
     tmp: Option<PathBuf>,
+    /// Measure only the embedded store (no etcd, no ratio): for tuning it.
+    #[arg(long)]
+    embedded_only: bool,
 }
 
 struct RunResult {
@@ -393,6 +444,9 @@ pub fn bench(b: BenchStore) -> Result<()> {
                 r?
             };
             print_row("embedded", writers, &embedded);
+            if b.embedded_only {
+                continue;
+            }
             let cluster = skiff_store::testing::EtcdCluster::start(1)?;
             let etcd = {
                 let s = connect_etcd(cluster.endpoints()).await?;

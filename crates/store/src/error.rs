@@ -71,7 +71,7 @@ pub enum StoreError {
     DataDirMissing { path: PathBuf },
     #[error("{path} is not a skiff store ({reason}); point --data-dir at a skiff data dir or restore from a snapshot")]
     Foreign { path: PathBuf, reason: &'static str },
-    #[error("{path} is in use by another process (a running skiff server?); stop it first (`skiff store snapshot` works while it runs)")]
+    #[error("{path} is in use by another process (a running skiff server?) and no admin socket answers in its data dir; stop that process first")]
     Locked { path: PathBuf },
     #[error(
         "store {location} is corrupt: {detail}; restore it from a snapshot (`skiff store restore`)"
@@ -87,6 +87,22 @@ pub enum StoreError {
     CommitFailed { location: String, cause: String },
     #[error("store {location} is closed")]
     Closed { location: String },
+    #[error("the in-memory store has no file to {operation}")]
+    InMemory { operation: &'static str },
+    /// The process that has the store open answered an admin request with an error.
+    #[error("{socket}: the running store answered: {message}")]
+    Remote {
+        socket: PathBuf,
+        category: Category,
+        message: String,
+    },
+    /// The store is live (another process has it open) and the operation needs it closed.
+    #[error("{path} is in use by a running process (it answers on {socket}); {operation} needs the store closed: stop that process first")]
+    InUse {
+        path: PathBuf,
+        socket: PathBuf,
+        operation: &'static str,
+    },
     #[error("etcd at {endpoints}: {operation} failed")]
     Etcd {
         endpoints: String,
@@ -104,15 +120,19 @@ impl StoreError {
             AlreadyExists { .. } => Category::AlreadyExists,
             Conflict { .. } => Category::Conflict,
             Compacted { .. } => Category::Compacted,
-            FutureRevision { .. } | DuplicateKeyInTxn { .. } | EmptyKey | InvalidTtl { .. } => {
-                Category::Invalid
-            }
+            FutureRevision { .. }
+            | DuplicateKeyInTxn { .. }
+            | EmptyKey
+            | InvalidTtl { .. }
+            | InMemory { .. } => Category::Invalid,
+            Remote { category, .. } => *category,
             ReadOnly { .. }
             | Storage { .. }
             | Io { .. }
             | DataDirMissing { .. }
             | Foreign { .. }
             | Locked { .. }
+            | InUse { .. }
             | Corrupt { .. }
             | Closed { .. }
             | CommitFailed { .. }

@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use embedded::{EmbeddedStore, OpenOptions, SnapshotInfo, STORE_FILE, WAL_FILE};
+pub use embedded::{
+    EmbeddedStore, LiveStore, LiveWatch, OpenOptions, SnapshotInfo, StoreStatus, ADMIN_SOCKET,
+    STORE_FILE, WAL_FILE,
+};
 pub use error::{Category, StoreError};
 pub use etcd::{EtcdOptions, EtcdStore};
 pub use types::*;

@@ -193,7 +193,7 @@ async fn defrag_shrinks_after_compaction() {
         let rev = s.current_revision().await.unwrap();
         s.compact(rev).await.unwrap();
     }
-    let (before, after) = EmbeddedStore::defrag(dir.path()).unwrap();
+    let (before, after) = EmbeddedStore::defrag(dir.path()).await.unwrap();
     assert!(after < before, "defrag did not shrink: {before} -> {after}");
     let s = open(dir.path());
     assert_eq!(s.count("/d/").await.unwrap(), 0);
@@ -272,4 +272,149 @@ async fn leases_expire_on_the_injected_clock() {
     assert!(s.get("/lease/k", None).await.unwrap().kv.is_none());
     let e = s.keep_alive(l.id).await.unwrap_err();
     assert_eq!(e.category(), Category::NotFound, "{e}");
+}
+
+/// The admin socket's client against a store this process has open: every operation, values
+/// that are not UTF-8, errors that keep their kind, a watch that ends when the store
+/// closes, and a defrag while a reader is mid-transaction on the old file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_store_client_through_the_admin_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let live = LiveStore::new(dir.path());
+    assert!(live.is_live());
+    let binary = vec![0xff, 0x00, 0xfe];
+    let r1 = s.put("/l/bin", binary.clone(), 0).await.unwrap();
+    for i in 0..200 {
+        s.put(&format!("/l/k{i:03}"), vec![b'v'; 512], 0)
+            .await
+            .unwrap();
+    }
+    s.delete("/l/k000", None).await.unwrap();
+    let rev = s.current_revision().await.unwrap();
+    let blocking = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
+
+    let (l2, s2) = (live.clone(), s.clone());
+    blocking(Box::new(move || {
+        let g = l2.get("/l/bin", None).unwrap();
+        assert_eq!(g.kv.unwrap().value, binary);
+        assert_eq!(g.revision, rev);
+        assert_eq!(l2.get("/l/bin", Some(r1)).unwrap().kv.unwrap().mod_revision, r1);
+        assert!(l2.get("/l/none", None).unwrap().kv.is_none());
+        let e = l2.get("/l/bin", Some(rev + 10)).unwrap_err();
+        assert_eq!(e.category(), Category::Invalid, "{e}");
+        let page = l2
+            .list(
+                "/l/k",
+                &ListOptions {
+                    limit: Some(10),
+                    continue_after: Some("/l/k005".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.kvs.len(), 10);
+        assert_eq!(page.kvs[0].key, "/l/k006");
+        assert!(page.more);
+        let st = l2.status().unwrap();
+        assert_eq!((st.revision, st.keys), (rev, 200));
+        assert!(st.file_bytes > 0);
+
+        // A watch from the start sees the history in order, then a live write.
+        let mut w = l2
+            .watch(
+                "/l/",
+                &WatchOptions {
+                    start_revision: Some(r1),
+                    prev_kv: true,
+                },
+            )
+            .unwrap();
+        let first = w.next().unwrap().unwrap();
+        assert_eq!((first.kv.key.as_str(), first.kv.mod_revision), ("/l/bin", r1));
+        let mut last = r1;
+        for _ in 0..201 {
+            let e = w.next().unwrap().unwrap();
+            assert_eq!(e.kv.mod_revision, last + 1);
+            last = e.kv.mod_revision;
+        }
+        assert_eq!(last, rev);
+        drop(w);
+        // The last one was the delete, with the value it removed.
+        let mut w = l2
+            .watch(
+                "/l/k000",
+                &WatchOptions {
+                    start_revision: Some(rev),
+                    prev_kv: true,
+                },
+            )
+            .unwrap();
+        let e = w.next().unwrap().unwrap();
+        assert_eq!(e.kind, EventKind::Delete);
+        assert_eq!(e.prev_kv.unwrap().value, vec![b'v'; 512]);
+        drop(w);
+
+        let (to, current) = l2.compact(None, Some(10)).unwrap();
+        assert_eq!((to, current), (rev - 10, rev));
+        let e = l2.get("/l/bin", Some(r1)).unwrap_err();
+        assert!(matches!(e, StoreError::Compacted { .. }), "{e:?}");
+        let e = l2
+            .watch("/l/", &WatchOptions { start_revision: Some(r1), prev_kv: false })
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Compacted { compact_revision, .. } if compact_revision == rev - 10),
+            "{e:?}"
+        );
+        drop(s2);
+    }))
+    .await
+    .unwrap();
+
+    // Defrag while a watcher follows: reads and writes go on, on the new file.
+    let mut w = s
+        .watch(KeyRange::Prefix("/l/".into()), WatchOptions::default())
+        .await
+        .unwrap();
+    for i in 0..200 {
+        s.delete(&format!("/l/k{i:03}"), None).await.ok();
+    }
+    let now = s.current_revision().await.unwrap();
+    s.compact(now).await.unwrap();
+    let l2 = live.clone();
+    blocking(Box::new(move || {
+        let (b, a) = l2.defrag().unwrap();
+        assert!(a < b, "defrag did not shrink: {b} -> {a}");
+    }))
+    .await
+    .unwrap();
+    assert_eq!(s.count("/l/").await.unwrap(), 1);
+    let r = s.put("/l/after", b"x".to_vec(), 0).await.unwrap();
+    assert_eq!(r, now + 1);
+    // The watcher follows across the defrag.
+    let mut got = None;
+    while let Some(e) = w.next().await {
+        let e = e.unwrap();
+        if e.kv.key == "/l/after" {
+            got = Some(e.kv.mod_revision);
+            break;
+        }
+    }
+    assert_eq!(got, Some(r));
+    drop(w);
+    drop(s);
+    // Closed: nothing answers on the socket any more. (A watcher task that was reading
+    // when it was dropped may hold the store a moment longer.)
+    for _ in 0..1000 {
+        if !live.is_live() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!live.is_live());
+    let e = live.status().unwrap_err();
+    assert!(matches!(e, StoreError::Io { .. }), "{e:?}");
 }

@@ -9,6 +9,8 @@
 //! releases the file.
 
 mod admin;
+
+pub use admin::{LiveStore, LiveWatch, StoreStatus, ADMIN_SOCKET};
 mod logged;
 mod tables;
 mod wal;
@@ -59,9 +61,15 @@ impl Default for OpenOptions {
     }
 }
 
+/// The open database, shared by readers and the writer. The writer replaces it when it
+/// defragments (rewrites the file); a reader that began on the old one finishes on it.
+type DbSlot = Arc<std::sync::RwLock<Arc<Database>>>;
+
 struct Inner {
-    db: Arc<Database>,
+    db: DbSlot,
     loc: String,
+    /// The data dir (None in memory).
+    dir: Option<PathBuf>,
     requests: Option<std::sync::Mutex<mpsc::Sender<Request>>>,
     revision: tokio::sync::watch::Receiver<u64>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -135,6 +143,8 @@ impl EmbeddedStore {
         }
         let loc = path.display().to_string();
         let db = open_db(&path, exists)?;
+        // A defrag that a crash interrupted left its unfinished copy; the store is intact.
+        let _ = std::fs::remove_file(data_dir.join(writer::DEFRAG_FILE));
         // The file lock is ours now, so is the log.
         let wal_path = data_dir.join(WAL_FILE);
         let (mut wal, records) = Wal::open(&wal_path).map_err(|e| StoreError::Io {
@@ -157,6 +167,7 @@ impl EmbeddedStore {
         }
         let mut store = Self::start(
             Arc::new(db),
+            Some(data_dir.to_path_buf()),
             loc,
             Some(wal),
             opts.history,
@@ -178,7 +189,7 @@ impl EmbeddedStore {
     /// Snapshot the store of `data_dir` through the admin socket of the process that has
     /// it open (a running server).
     pub fn snapshot_live(data_dir: &Path, dest: &Path) -> Result<SnapshotInfo> {
-        admin::snapshot_live(data_dir, dest)
+        LiveStore::new(data_dir).snapshot(dest)
     }
 
     /// A store that lives in memory only: the same engine on redb's in-memory backend.
@@ -193,11 +204,12 @@ impl EmbeddedStore {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .ctx(&loc, "create")?;
         init_or_check(&db, &loc, true)?;
-        Self::start(Arc::new(db), loc, None, None, clock)
+        Self::start(Arc::new(db), None, loc, None, None, clock)
     }
 
     fn start(
         db: Arc<Database>,
+        dir: Option<PathBuf>,
         loc: String,
         wal: Option<Wal>,
         history: Option<Duration>,
@@ -210,8 +222,12 @@ impl EmbeddedStore {
         };
         let (notify, revision) = tokio::sync::watch::channel(rev);
         let (tx, rx) = mpsc::channel();
+        let slot: DbSlot = Arc::new(std::sync::RwLock::new(db.clone()));
+        let w_dir = dir.clone();
         let w = Writer {
-            db: db.clone(),
+            db,
+            slot: slot.clone(),
+            dir,
             loc: loc.clone(),
             rx,
             notify,
@@ -220,6 +236,7 @@ impl EmbeddedStore {
             wal,
             history,
             clock,
+            folded: 0,
             first_failure: None,
         };
         let h = std::thread::Builder::new()
@@ -232,7 +249,8 @@ impl EmbeddedStore {
             })?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
-                db,
+                db: slot,
+                dir: w_dir,
                 loc,
                 requests: Some(std::sync::Mutex::new(tx)),
                 revision,
@@ -247,7 +265,13 @@ impl EmbeddedStore {
     }
 
     fn read(&self) -> Result<ReadTransaction> {
-        self.inner.db.begin_read().ctx(self.loc(), "begin read")
+        let db = self
+            .inner
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        db.begin_read().ctx(self.loc(), "begin read")
     }
 
     async fn request<T>(
@@ -284,15 +308,7 @@ impl EmbeddedStore {
         let keys = {
             let out = Database::builder().create(&tmp).ctx(&dloc, "create")?;
             // The snapshot is not in use yet: write it in one durable commit.
-            let w = out.begin_write().ctx(&dloc, "begin write")?;
-            copy_table(&r, &w, META, self.loc(), &dloc)?;
-            copy_table(&r, &w, HIST, self.loc(), &dloc)?;
-            copy_table(&r, &w, REVLOG, self.loc(), &dloc)?;
-            let keys = copy_table(&r, &w, LATEST, self.loc(), &dloc)?;
-            copy_table(&r, &w, LEASES, self.loc(), &dloc)?;
-            copy_table(&r, &w, LEASE_KEYS, self.loc(), &dloc)?;
-            w.commit().ctx(&dloc, "commit")?;
-            keys
+            copy_all(&r, &out, self.loc(), &dloc)?
         };
         let bytes = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
         std::fs::rename(&tmp, dest).map_err(|e| StoreError::Io {
@@ -312,6 +328,15 @@ impl EmbeddedStore {
     /// hold a store yet.
     pub fn restore(snapshot: &Path, data_dir: &Path) -> Result<SnapshotInfo> {
         let target = data_dir.join(STORE_FILE);
+        // A running process would go on serving (and overwrite) the store it has open.
+        let live = LiveStore::new(data_dir);
+        if live.is_live() {
+            return Err(StoreError::InUse {
+                path: data_dir.to_path_buf(),
+                socket: data_dir.join(ADMIN_SOCKET),
+                operation: "restore",
+            });
+        }
         if target.exists() {
             return Err(StoreError::Io {
                 path: target,
@@ -369,37 +394,26 @@ impl EmbeddedStore {
         info
     }
 
-    /// Rewrite the file to give space freed by compaction back to the file system. Needs
-    /// the store closed everywhere else; returns the file size before and after.
-    pub fn defrag(data_dir: &Path) -> Result<(u64, u64)> {
-        let path = data_dir.join(STORE_FILE);
-        if !data_dir.is_dir() {
-            return Err(StoreError::DataDirMissing {
-                path: data_dir.to_path_buf(),
-            });
-        }
-        if !check_file(&path)? {
-            return Err(StoreError::Foreign {
-                path,
-                reason: "the data dir has no store file",
-            });
-        }
-        // Open and close it as a store first: replays and empties the log.
-        drop(Self::open(
+    /// Rewrite the file of a store that no process has open, to give space freed by
+    /// compaction back to the file system; returns the file size before and after. A live
+    /// store defragments through [`EmbeddedStore::defragment`] (its admin socket).
+    pub async fn defrag(data_dir: &Path) -> Result<(u64, u64)> {
+        let s = Self::open(
             data_dir,
             &OpenOptions {
                 create: false,
                 history: None,
                 ..OpenOptions::default()
             },
-        )?);
-        let loc = path.display().to_string();
-        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let before = size();
-        let mut db = open_db(&path, true)?;
-        while db.compact().ctx(&loc, "defrag")? {}
-        drop(db);
-        Ok((before, size()))
+        )?;
+        s.defragment().await
+    }
+
+    /// Rewrite this store's file compactly and switch to it, while it serves: writes wait
+    /// for the rewrite (as etcd's defrag), reads go on. Returns the file size before and
+    /// after.
+    pub async fn defragment(&self) -> Result<(u64, u64)> {
+        self.request("defrag", Request::Defrag).await
     }
 
     /// Size of the store file in bytes (0 in memory).
@@ -524,6 +538,19 @@ fn read_revs(r: &ReadTransaction, loc: &str) -> Result<(u64, u64)> {
     let rev = meta_get(&meta, REV_KEY, loc)?.unwrap_or(1);
     let compact = meta_get(&meta, COMPACT_KEY, loc)?.unwrap_or(0);
     Ok((rev, compact))
+}
+
+/// Copy every table of the store into `out` in one durable commit; returns the key count.
+pub(super) fn copy_all(r: &ReadTransaction, out: &Database, loc: &str, dloc: &str) -> Result<u64> {
+    let w = out.begin_write().ctx(dloc, "begin write")?;
+    copy_table(r, &w, META, loc, dloc)?;
+    copy_table(r, &w, HIST, loc, dloc)?;
+    copy_table(r, &w, REVLOG, loc, dloc)?;
+    let keys = copy_table(r, &w, LATEST, loc, dloc)?;
+    copy_table(r, &w, LEASES, loc, dloc)?;
+    copy_table(r, &w, LEASE_KEYS, loc, dloc)?;
+    w.commit().ctx(dloc, "commit")?;
+    Ok(keys)
 }
 
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(

@@ -4,9 +4,10 @@
 //!
 //! A batch's table mutations are recorded as blind operations (insert, remove, remove a
 //! key's history range), appended as one framed, checksummed record and synced; only then
-//! is the redb transaction committed (without fsync) and made visible. A checkpoint (a
-//! durable redb commit) empties the log. On open, records after the last checkpoint are
-//! replayed; replaying a record that was already applied is harmless because every
+//! is the redb transaction committed (without fsync) and made visible. A fold (a durable
+//! redb commit) makes everything logged so far durable in redb; the log is emptied only
+//! after a fold once it is long (or at close), to save a sync per fold. On open, the whole
+//! log is replayed; replaying a record that was already applied is harmless because every
 //! operation is blind and they are applied in their original order. A torn last record
 //! (a crash during the append) was never acknowledged and is dropped.
 
