@@ -1392,3 +1392,63 @@ fn run_hostname_volumes_and_limits() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("named volumes are not supported"));
 }
+
+/// A prune that runs while a build is between storing a layer and tagging its image
+/// waits for the build instead of deleting the build's (still unreferenced) blobs.
+#[test]
+fn prune_during_a_build_keeps_the_builds_blobs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = dir.path().join("rt");
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    // The RUN step keeps the build busy after the COPY layer's blob is stored; the sleep
+    // only widens the window the prune lands in, nothing is timed.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"2\"]\n",
+    )
+    .unwrap();
+    let mut build = Command::new("timeout")
+        .arg("120")
+        .arg(SKIFF)
+        .args([
+            "image",
+            "build",
+            "--data-dir",
+            p(&data),
+            "-t",
+            "slow:1",
+            p(&ctx),
+        ])
+        .env("SKIFF_RUNTIME_ROOT", &rt)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(build.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.starts_with("Step 3/3") {
+            break;
+        }
+    }
+    assert!(seen.contains("Step 3/3"), "{seen}");
+    let pruned = skiff_ok(&data, &["prune"]);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(build.wait().unwrap().success(), "{seen}{rest:?}");
+    // The prune found nothing to delete (it waited for the build) and the image is whole.
+    assert!(!pruned.contains("sha256:"), "{pruned}");
+    let out = dir.path().join("slow.tar");
+    skiff_ok(&data, &["save", "-o", p(&out), "slow:1"]);
+    let ran = skiff_run(&data, &rt, &["--rm", "slow:1", "/bin/busybox", "true"]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
