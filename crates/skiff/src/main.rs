@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod container;
+mod image_bench;
 mod image_cmd;
 mod registry_bench;
 mod registry_cmd;

@@ -178,7 +178,10 @@ fn run(args: RunArgs) -> Result<i32> {
         bundle: bundle.clone(),
         ..Default::default()
     };
+    // The namespace file must stay open until the runtime's init has joined it.
+    let netns = container::netns::prepare(&bundle)?;
     let result = runtime.run(&opts, false, false);
+    drop(netns);
     let mut cleanup = cleanup;
     if let Err(e) = guard.unmount() {
         // Never delete a directory that is still mounted: that would reach into it.
@@ -243,7 +246,8 @@ fn start_shim(args: &RunArgs, paths: &Paths, id: &str) -> Result<()> {
     bail!("{}", msg.trim_end())
 }
 
-/// Removes the mount, snapshot, container dir and name (on failure, and on exit with --rm).
+/// Removes the snapshot, container dir and name (on failure, and on exit with --rm).
+/// Declared before the MountGuard, so it runs after the rootfs is unmounted.
 struct Cleanup<'a> {
     paths: &'a Paths,
     store: &'a ImageStore,
@@ -255,8 +259,6 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let rootfs = self.paths.rootfs(self.id);
-            let _ = skiff_image::mount::unmount(&rootfs);
             let _ = self.store.snapshotter().remove(self.id);
             let _ = fs::remove_dir_all(self.paths.dir(self.id));
             let link = self.paths.name_link(self.name);
@@ -330,13 +332,7 @@ fn container_spec(img: &Image, args: &RunArgs, id: &str, rootfs: &Path) -> Resul
 
     let mut spec = skiff_runtime::default_spec::default_config(false);
     spec["process"]["terminal"] = json!(args.tty);
-    // The container has its own network namespace; like runc, bring its loopback up
-    // (published ports are dialed on 127.0.0.1 inside it). A createRuntime hook runs
-    // once the namespaces exist and before the process starts.
-    let exe = std::env::current_exe().context("finding the skiff binary")?;
-    spec["hooks"] = json!({"createRuntime": [{
-        "path": exe, "args": ["skiff", "container-shim", "lo-up"],
-    }]});
+
     spec["process"]["args"] = json!(argv);
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = json!(cwd);

@@ -13,6 +13,7 @@
 //! says so and its owner (pid + start time) is alive; the owner writes the exit code.
 
 pub mod cmds;
+pub mod netns;
 pub mod ports;
 pub mod shim;
 

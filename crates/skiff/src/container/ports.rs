@@ -7,7 +7,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
@@ -120,10 +119,8 @@ pub fn bind(maps: &mut [PortMap]) -> Result<Vec<TcpListener>> {
 
 type DialRequest = (u16, mpsc::Sender<io::Result<TcpStream>>);
 
-/// Starts the forwarding threads. `netns` is the container's network namespace
-/// (`/proc/PID/ns/net`); it is opened now, so the caller may let the path go.
-pub fn serve(listeners: Vec<TcpListener>, maps: &[PortMap], netns: &Path) -> Result<()> {
-    let ns = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
+/// Starts the forwarding threads. `ns` is the container's network namespace.
+pub fn serve(listeners: Vec<TcpListener>, maps: &[PortMap], ns: std::fs::File) -> Result<()> {
     let (tx, rx) = mpsc::channel::<DialRequest>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     std::thread::Builder::new()

@@ -1,22 +1,22 @@
-//! The owner of a detached container, and the hook that brings up its loopback.
+//! The owner of a detached container.
 //!
 //! `skiff run -d` prepares the container (snapshot, overlay mount, bundle) and starts
 //! `skiff container-shim run ID` in a new session, its stderr on the container's log
 //! file and its stdout a pipe back to `skiff run`. The shim binds the published ports,
 //! creates and starts the container through the runtime library (the container inherits
-//! the log as stdout/stderr), serves the ports, then writes `ok` on the pipe, or the
+//! the log as stdout/stderr) in a network namespace made beforehand (netns.rs), serves the ports, then writes `ok` on the pipe, or the
 //! error, and closes it. It stays until the container exits, then deletes the runtime's
 //! state, unmounts the rootfs and records the exit code (or, with `--rm`, removes the
 //! container). The shim is single-threaded until the container's processes exist (the
 //! runtime forks it); only then do the port threads start.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use skiff_image::ImageStore;
 
@@ -26,9 +26,6 @@ use super::{ports, Paths};
 pub enum ShimCmd {
     /// Own a prepared detached container (started by `skiff run -d`).
     Run(ShimRun),
-    /// createRuntime hook: bring up `lo` in the container's network namespace (OCI
-    /// state on stdin).
-    LoUp,
 }
 
 #[derive(Debug, Args)]
@@ -42,59 +39,8 @@ pub struct ShimRun {
 
 pub fn main(cmd: ShimCmd) -> i32 {
     match cmd {
-        ShimCmd::LoUp => match lo_up_hook() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("skiff: bringing up lo: {e:#}");
-                1
-            }
-        },
         ShimCmd::Run(a) => shim(a),
     }
-}
-
-fn lo_up_hook() -> Result<()> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .context("reading the OCI state")?;
-    let v: serde_json::Value = serde_json::from_str(&s).context("parsing the OCI state")?;
-    let pid = v["pid"]
-        .as_i64()
-        .context("the OCI state on stdin has no pid")?;
-    let ns = fs::File::open(format!("/proc/{pid}/ns/net"))
-        .with_context(|| format!("opening /proc/{pid}/ns/net"))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("joining the container's network namespace")?;
-    set_lo_up()
-}
-
-/// SIOCGIFFLAGS / SIOCSIFFLAGS on `lo` in this thread's network namespace.
-fn set_lo_up() -> Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain socket(2); the result is checked and owned right away.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket");
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of a valid ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS lo");
-    }
-    // SAFETY: the flags member is the one SIOCGIFFLAGS filled in.
-    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS lo");
-    }
-    Ok(())
 }
 
 fn shim(a: ShimRun) -> i32 {
@@ -134,6 +80,7 @@ fn shim(a: ShimRun) -> i32 {
 fn start(a: &ShimRun, paths: &Paths, runtime: &skiff_runtime::Runtime) -> Result<()> {
     let mut meta = paths.load(&a.id)?;
     let listeners = ports::bind(&mut meta.ports)?;
+    let netns = super::netns::prepare(&paths.bundle(&a.id))?;
     let opts = skiff_runtime::CreateOptions {
         id: a.id.clone(),
         bundle: paths.bundle(&a.id),
@@ -141,13 +88,8 @@ fn start(a: &ShimRun, paths: &Paths, runtime: &skiff_runtime::Runtime) -> Result
     };
     runtime.create(&opts)?;
     let started = (|| -> Result<()> {
-        let pid = runtime.load(&a.id)?.pid;
         if !listeners.is_empty() {
-            ports::serve(
-                listeners,
-                &meta.ports,
-                &PathBuf::from(format!("/proc/{pid}/ns/net")),
-            )?;
+            ports::serve(listeners, &meta.ports, netns)?;
         }
         meta.state = "running".into();
         meta.owner_pid = std::process::id() as i32;
