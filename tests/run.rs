@@ -235,6 +235,17 @@ fn detached_lifecycle_logs_ps_stop_rm() {
     }
     assert_eq!(logs, "hello\noops\n");
     assert_eq!(e.cmd(&["logs", &id[..6]]).ok().stdout, logs);
+    // exec into it (no published ports: nothing else holds its namespaces open).
+    let out = e
+        .cmd(&[
+            "exec",
+            "life",
+            "sh",
+            "-c",
+            "hostname; cat /proc/1/cmdline | tr '\\0' ' '",
+        ])
+        .ok();
+    assert_eq!(out.stdout, format!("{}\nsh -c {script} ", &id[..12]));
     // A running container is not removed without -f; the name is taken.
     e.cmd(&["rm", "life"]).fails_with(1, "is running");
     e.cmd(&["run", "-d", "--name", "life", "bb:1", "true"])

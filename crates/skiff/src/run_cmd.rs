@@ -182,6 +182,10 @@ fn run(args: RunArgs) -> Result<i32> {
     let netns = container::netns::prepare(&bundle)?;
     let result = runtime.run(&opts, false, false);
     drop(netns);
+    if !args.rm {
+        // Only for the record: the namespace is gone with the container.
+        let _ = container::netns::forget(&bundle);
+    }
     let mut cleanup = cleanup;
     if let Err(e) = guard.unmount() {
         // Never delete a directory that is still mounted: that would reach into it.

@@ -26,6 +26,17 @@ pub fn prepare(bundle: &Path) -> Result<File> {
     .join()
     .map_err(|_| anyhow::anyhow!("the network namespace thread panicked"))??;
     let path = format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd());
+    set_path(bundle, Some(&path))?;
+    Ok(ns)
+}
+
+/// Once the init has joined: the path dies with this process, and `exec` (which loads
+/// the bundle and joins the init's namespaces) must not find a dangling one there.
+pub fn forget(bundle: &Path) -> Result<()> {
+    set_path(bundle, None)
+}
+
+fn set_path(bundle: &Path, path: Option<&str>) -> Result<()> {
     let cfg = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&cfg).with_context(|| format!("reading {}", cfg.display()))?,
@@ -34,13 +45,16 @@ pub fn prepare(bundle: &Path) -> Result<File> {
         bail!("{}: no linux.namespaces", cfg.display());
     };
     for n in list.iter_mut() {
-        if n["type"] == "network" {
-            n["path"] = serde_json::json!(path);
+        let is_net = n["type"] == "network";
+        if let (Some(o), true) = (n.as_object_mut(), is_net) {
+            match path {
+                Some(p) => o.insert("path".into(), serde_json::json!(p)),
+                None => o.remove("path"),
+            };
         }
     }
     std::fs::write(&cfg, serde_json::to_vec_pretty(&spec)?)
-        .with_context(|| format!("writing {}", cfg.display()))?;
-    Ok(ns)
+        .with_context(|| format!("writing {}", cfg.display()))
 }
 
 /// SIOCGIFFLAGS / SIOCSIFFLAGS on `lo` in this thread's network namespace.

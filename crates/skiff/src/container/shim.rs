@@ -88,6 +88,7 @@ fn start(a: &ShimRun, paths: &Paths, runtime: &skiff_runtime::Runtime) -> Result
     };
     runtime.create(&opts)?;
     let started = (|| -> Result<()> {
+        super::netns::forget(&paths.bundle(&a.id))?;
         if !listeners.is_empty() {
             ports::serve(listeners, &meta.ports, netns)?;
         }
