@@ -25,6 +25,9 @@ pub struct UnpackArgs {
     /// Where to put the image and the unpacked trees (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep the generated layout and archive (for profiling); prints where.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -238,7 +241,11 @@ pub fn unpack(a: UnpackArgs) -> Result<()> {
         println!("ratio skiff/umoci: {:.3}", sm / pm);
         Ok(())
     })();
-    let _ = remove_tree(&tmp);
+    if a.keep {
+        eprintln!("kept {}", tmp.display());
+    } else {
+        let _ = remove_tree(&tmp);
+    }
     result
 }
 
