@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use skiff_image::mount::MountGuard;
-use skiff_image::{Image, ImageStore, Snapshotter};
+use skiff_image::{Image, ImageStore};
 
 use crate::container::{self, ports, Meta, Paths};
 use crate::image_cmd::DEFAULT_DATA_DIR;
@@ -263,11 +263,50 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.store.snapshotter().remove(self.id);
-            let _ = fs::remove_dir_all(self.paths.dir(self.id));
             let link = self.paths.name_link(self.name);
             if fs::read_link(&link).is_ok_and(|t| t.as_os_str() == self.id) {
                 let _ = fs::remove_file(link);
+            }
+            // Deleting the writable layer and the bundle costs several journaled
+            // metadata operations (tens of ms on a busy disk); like docker's daemon,
+            // do it in the background. What is visible goes at once: both directories
+            // move into <data>/trash first, and only then does `rm` run, detached.
+            let snapshot = self
+                .store
+                .snapshotter()
+                .upper_dir(self.id)
+                .ok()
+                .and_then(|u| u.parent().map(Path::to_path_buf));
+            let trash = self.paths.data.join("trash");
+            let _ = fs::create_dir_all(&trash);
+            let mut doomed = Vec::new();
+            for (from, suffix) in [
+                (snapshot, "snapshot"),
+                (Some(self.paths.dir(self.id)), "container"),
+            ] {
+                let Some(from) = from else { continue };
+                let to = trash.join(format!("{}-{suffix}", self.id));
+                match fs::rename(&from, &to) {
+                    Ok(()) => doomed.push(to),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => {
+                        let _ = fs::remove_dir_all(&from);
+                    }
+                }
+            }
+            if !doomed.is_empty() {
+                let spawned = Command::new("rm")
+                    .arg("-rf")
+                    .args(&doomed)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn();
+                if spawned.is_err() {
+                    for d in &doomed {
+                        let _ = fs::remove_dir_all(d);
+                    }
+                }
             }
         }
     }
