@@ -434,3 +434,44 @@ fn bad_input_gets_clear_errors() {
         .fails_with(1, "is not running");
     e.cmd(&["rm", "done"]).ok();
 }
+
+/// `run -it` and `exec -it` give the process a terminal (driven through `script`, which
+/// supplies the pty our side needs).
+#[test]
+fn run_and_exec_with_a_terminal() {
+    let e = Env::new();
+    busybox_image(&e);
+    let through_pty = |args: &str| -> String {
+        let out = Command::new("timeout")
+            .arg("60")
+            .args(["script", "-qec"])
+            .arg(format!("{SKIFF} {args}"))
+            .arg("/dev/null")
+            .env("SKIFF_DATA_DIR", e.data())
+            .env("SKIFF_RUNTIME_ROOT", e.dir.path().join("rt"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = through_pty("run --rm -it bb:1 sh -c 'tty; test -t 0 && echo stdin-is-a-tty'");
+    assert!(out.contains("/dev/pts/0"), "{out:?}");
+    assert!(out.contains("stdin-is-a-tty"), "{out:?}");
+    // Without -t there is no terminal.
+    let plain = e
+        .cmd(&["run", "--rm", "bb:1", "sh", "-c", "tty || true"])
+        .ok()
+        .stdout;
+    assert!(plain.contains("not a tty"), "{plain:?}");
+
+    e.cmd(&["run", "-d", "--name", "t", "bb:1", "sleep", "1000"])
+        .ok();
+    e.wait_status("t", "Up ");
+    let out = through_pty("exec -it t sh -c 'tty; echo in-$(hostname)'");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    let id = e.id_of("t");
+    assert!(out.contains(&format!("in-{}", &id[..12])), "{out:?}");
+    e.cmd(&["rm", "-f", "t"]).ok();
+    assert_gone(&e, &id);
+}
