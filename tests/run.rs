@@ -408,8 +408,8 @@ fn bad_input_gets_clear_errors() {
         e.cmd(&["run", "-d", "-p", spec, "bb:1", "true"])
             .fails_with(125, says);
     }
-    e.cmd(&["run", "-p", "8080:80", "bb:1", "true"])
-        .fails_with(125, "-p needs -d");
+    e.cmd(&["run", "-it", "-p", "8080:80", "bb:1", "true"])
+        .fails_with(125, "-p with -t");
     e.cmd(&["run", "-d", "-t", "bb:1", "true"])
         .fails_with(125, "drop -t");
     e.cmd(&["run", "--name", "../x", "bb:1", "true"])
@@ -473,5 +473,53 @@ fn run_and_exec_with_a_terminal() {
     let id = e.id_of("t");
     assert!(out.contains(&format!("in-{}", &id[..12])), "{out:?}");
     e.cmd(&["rm", "-f", "t"]).ok();
+    assert_gone(&e, &id);
+}
+
+/// `run -p` in the foreground: the output is relayed, SIGINT reaches the container, the
+/// exit code is the container's, `stop` from elsewhere ends it, `--rm` cleans up.
+#[test]
+fn foreground_run_with_published_ports() {
+    use std::io::BufRead;
+    let e = Env::new();
+    e.kubia();
+    let port = free_port();
+    let spawn = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("120")
+            .arg(SKIFF)
+            .args(args)
+            .env("SKIFF_DATA_DIR", e.data())
+            .env("SKIFF_RUNTIME_ROOT", e.dir.path().join("rt"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let spec = format!("127.0.0.1:{port}:8080");
+    let mut fg = spawn(&["run", "--rm", "-p", &spec, "--name", "fgweb", "kubia:1"]);
+    assert!(http_get(port).contains("You've hit"));
+    let id = e.id_of("fgweb");
+    // httpd as PID 1 ignores TERM: stop kills it after -t, and `run` exits with 137.
+    e.cmd(&["stop", "-t", "1", "fgweb"]).ok();
+    assert_eq!(fg.wait().unwrap().code(), Some(137));
+    assert_gone(&e, &id);
+
+    let script = "echo started; trap 'echo got-int; exit 7' INT; while true; do sleep 0.05; done";
+    let mut fg = spawn(&[
+        "run", "-p", "9", "--name", "trap", "kubia:1", "sh", "-c", script,
+    ]);
+    let mut lines = std::io::BufReader::new(fg.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    // `timeout` passes SIGINT on to skiff, which forwards it to the container.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(fg.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got-int");
+    assert_eq!(fg.wait().unwrap().code(), Some(7));
+    e.wait_status("trap", "Exited (7)");
+    let id = e.id_of("trap");
+    e.cmd(&["rm", "trap"]).ok();
     assert_gone(&e, &id);
 }

@@ -98,8 +98,11 @@ fn run(args: RunArgs) -> Result<i32> {
     if args.detach && args.tty {
         bail!("-t with -d: skiff has no attach, so a detached container cannot have a terminal; drop -t (use skiff exec -it later)");
     }
-    if !args.publish.is_empty() && !args.detach {
-        bail!("-p needs -d: published ports are served by the detached container's shim (skiff run -d -p ...)");
+    // With -p the container is served by a shim even in the foreground; this process
+    // then only relays its output and signals.
+    let via_shim = args.detach || !args.publish.is_empty();
+    if via_shim && args.tty {
+        bail!("-p with -t: a container with published ports runs under a shim and cannot have a terminal; drop -t (use skiff exec -it later)");
     }
     let ports = args
         .publish
@@ -134,7 +137,7 @@ fn run(args: RunArgs) -> Result<i32> {
         created: container::now_secs(),
         ports,
         rm: args.rm,
-        detached: args.detach,
+        detached: via_shim,
         stop_signal: cfg
             .stop_signal()
             .clone()
@@ -158,15 +161,19 @@ fn run(args: RunArgs) -> Result<i32> {
         serde_json::to_vec_pretty(&spec)?,
     )
     .context("writing config.json")?;
-    if args.detach {
+    if via_shim {
         paths.save(&meta)?;
-        start_shim(&args, &paths, &id)?;
+        let report = start_shim(&args, &paths, &id)?;
         // The shim owns the mount and the container now.
         std::mem::forget(guard);
         let mut cleanup = cleanup;
         cleanup.armed = false;
-        println!("{id}");
-        return Ok(0);
+        if args.detach {
+            println!("{id}");
+            return Ok(0);
+        }
+        let runtime = skiff_runtime::Runtime::new(&args.runtime_root);
+        return container::attach::follow(&paths, &runtime, &id, report);
     }
     meta.state = "running".into();
     meta.owner_pid = std::process::id() as i32;
@@ -209,7 +216,11 @@ fn run(args: RunArgs) -> Result<i32> {
 
 /// Starts the detached container's shim and waits for its verdict: `ok`, or the error
 /// (then the shim has undone its part, and our Cleanup the rest).
-fn start_shim(args: &RunArgs, paths: &Paths, id: &str) -> Result<()> {
+fn start_shim(
+    args: &RunArgs,
+    paths: &Paths,
+    id: &str,
+) -> Result<BufReader<std::process::ChildStdout>> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -223,6 +234,11 @@ fn start_shim(args: &RunArgs, paths: &Paths, id: &str) -> Result<()> {
         .arg(&args.data_dir)
         .arg("--runtime-root")
         .arg(&args.runtime_root)
+        .args(if args.detach {
+            None
+        } else {
+            Some("--attached")
+        })
         .arg(id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -235,7 +251,7 @@ fn start_shim(args: &RunArgs, paths: &Paths, id: &str) -> Result<()> {
     // never reach EOF while they live.
     out.read_line(&mut first).context("reading from the shim")?;
     if first == "ok\n" {
-        return Ok(());
+        return Ok(out);
     }
     let mut rest = String::new();
     let _ = out.read_to_string(&mut rest);

@@ -12,6 +12,7 @@
 //! or the shim of a detached one (shim.rs). The container is running while its record
 //! says so and its owner (pid + start time) is alive; the owner writes the exit code.
 
+pub mod attach;
 pub mod cmds;
 pub mod netns;
 pub mod ports;

@@ -34,6 +34,9 @@ pub struct ShimRun {
     pub data_dir: PathBuf,
     #[arg(long)]
     pub runtime_root: PathBuf,
+    /// A foreground `skiff run -p` waits on the pipe: write `exit N` there at the end.
+    #[arg(long)]
+    pub attached: bool,
     pub id: String,
 }
 
@@ -65,15 +68,19 @@ fn shim(a: ShimRun) -> i32 {
     match start(&a, &paths, &runtime) {
         Ok(()) => {
             let _ = report.write_all(b"ok\n");
-            drop(report);
         }
         Err(e) => {
             let _ = write!(report, "{e:#}");
             return 1;
         }
     }
+    // Detached, nobody reads the pipe any more (and writing to it would raise SIGPIPE).
+    let report = if a.attached { Some(report) } else { None };
     let code = wait_exit(&runtime, &a.id);
     finish(&paths, &runtime, &a.id, code);
+    if let Some(mut r) = report {
+        let _ = writeln!(r, "exit {code}");
+    }
     0
 }
 
