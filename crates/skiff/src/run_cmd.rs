@@ -6,8 +6,9 @@
 //! spec with the image config applied as Docker applies it) and the record
 //! (container/mod.rs). In the foreground the container runs through
 //! `skiff_runtime::Runtime` in this process, and on exit the rootfs is unmounted and the
-//! exit code recorded; `--rm` removes everything instead. Detached, the shim
-//! (container/shim.rs) takes over. This process stays single-threaded (the runtime forks
+//! exit code recorded; `--rm` removes everything instead. Detached, or with published
+//! ports, the shim (container/shim.rs) takes over; a foreground `-p` run then only relays
+//! output and signals (container/attach.rs). This process stays single-threaded (the runtime forks
 //! it): no async runtime here.
 //!
 //! Paths inside the image (WORKDIR, /etc/passwd) are resolved with [`secure_join`], which
