@@ -727,6 +727,18 @@ fn skiff_run(data: &Path, rt: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `skiff CMD --data-dir DATA ARGS…` with the runtime root `rt`.
+fn skiff_run_cmd(data: &Path, rt: &Path, args: &[&str]) -> Output {
+    Command::new(SKIFF)
+        .arg(args[0])
+        .arg("--data-dir")
+        .arg(data)
+        .env("SKIFF_RUNTIME_ROOT", rt)
+        .args(&args[1..])
+        .output()
+        .unwrap()
+}
+
 /// A busybox image made with umoci whose config sets ENTRYPOINT, CMD, ENV, WORKDIR
 /// and USER, loaded into `data` as `app:1`.
 fn load_app_image(dir: &Path, data: &Path) {
@@ -892,19 +904,35 @@ fn run_containers_do_not_see_each_others_writes() {
     assert!(stdout.contains("No such file"), "{stdout}");
     // Without --rm the writable layer stays, holding exactly that container's writes.
     let store = ImageStore::open(&data).unwrap();
-    let upper_a = store.snapshotter().upper_dir(&name_a).unwrap();
+    let id_of = |name: &str| {
+        fs::read_link(data.join("container-names").join(name))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let upper_a = store.snapshotter().upper_dir(&id_of(&name_a)).unwrap();
     assert_eq!(fs::read(upper_a.join("shared")).unwrap(), b"mine\n");
     assert!(upper_a.join("only-a").exists());
-    let upper_b = store.snapshotter().upper_dir(&name_b).unwrap();
+    let upper_b = store.snapshotter().upper_dir(&id_of(&name_b)).unwrap();
     assert!(!upper_b.join("shared").exists());
     // The same name again is refused.
     let out = skiff_run(&data, &rt, &["--name", &name_a, "bb:1", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
-    for n in [&name_a, &name_b] {
-        skiff_image::Snapshotter::remove(store.snapshotter(), n).unwrap();
-        fs::remove_dir_all(data.join("containers").join(n)).unwrap();
-    }
+    // skiff rm removes both writable layers and the records.
+    let out = skiff_run_cmd(&data, &rt, &["rm", &name_a, &name_b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_dir(data.join("containers")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(data.join("images/snapshots/active"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -1363,4 +1391,64 @@ fn run_hostname_volumes_and_limits() {
     let out = skiff_run(&data, &rt, &["--rm", "-v", "named:/data", "bb:1", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("named volumes are not supported"));
+}
+
+/// A prune that runs while a build is between storing a layer and tagging its image
+/// waits for the build instead of deleting the build's (still unreferenced) blobs.
+#[test]
+fn prune_during_a_build_keeps_the_builds_blobs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = dir.path().join("rt");
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    // The RUN step keeps the build busy after the COPY layer's blob is stored; the sleep
+    // only widens the window the prune lands in, nothing is timed.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"2\"]\n",
+    )
+    .unwrap();
+    let mut build = Command::new("timeout")
+        .arg("120")
+        .arg(SKIFF)
+        .args([
+            "image",
+            "build",
+            "--data-dir",
+            p(&data),
+            "-t",
+            "slow:1",
+            p(&ctx),
+        ])
+        .env("SKIFF_RUNTIME_ROOT", &rt)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(build.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.starts_with("Step 3/3") {
+            break;
+        }
+    }
+    assert!(seen.contains("Step 3/3"), "{seen}");
+    let pruned = skiff_ok(&data, &["prune"]);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(build.wait().unwrap().success(), "{seen}{rest:?}");
+    // The prune found nothing to delete (it waited for the build) and the image is whole.
+    assert!(!pruned.contains("sha256:"), "{pruned}");
+    let out = dir.path().join("slow.tar");
+    skiff_ok(&data, &["save", "-o", p(&out), "slow:1"]);
+    let ran = skiff_run(&data, &rt, &["--rm", "slow:1", "/bin/busybox", "true"]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
 }

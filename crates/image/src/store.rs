@@ -161,7 +161,19 @@ impl ImageStore {
 
     /// Takes the store's exclusive lock (blocking until other writers finish).
     pub fn lock(&self) -> Result<StoreLock, ImageError> {
-        let path = self.root.join("lock");
+        self.flock("lock", FlockArg::LockExclusive)
+    }
+
+    /// Held (shared) by a build from start to tag: the blobs and layers it writes are
+    /// referenced by no name until it tags the image, so prune, which takes this lock
+    /// exclusively (before the store lock), waits for builds in progress instead of
+    /// deleting their work. Builds do not wait for each other, nor loads for builds.
+    pub fn build_lease(&self) -> Result<StoreLock, ImageError> {
+        self.flock("build.lock", FlockArg::LockShared)
+    }
+
+    fn flock(&self, name: &str, arg: FlockArg) -> Result<StoreLock, ImageError> {
+        let path = self.root.join(name);
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -172,7 +184,7 @@ impl ImageStore {
                 path: path.clone(),
                 source,
             })?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| ImageError::Io {
+        let lock = Flock::lock(f, arg).map_err(|(_, e)| ImageError::Io {
             op: "lock",
             path,
             source: e.into(),
@@ -441,6 +453,8 @@ impl ImageStore {
 
     /// Removes blobs no reference reaches and unpacked layers no image or container uses.
     pub fn prune(&self) -> Result<PruneReport, ImageError> {
+        // Builds first, then the store lock: the order every holder of both uses.
+        let _builds = self.flock("build.lock", FlockArg::LockExclusive)?;
         let _lock = self.lock()?;
         let mut keep = BTreeSet::new();
         for top in self.refs.all()?.values() {

@@ -29,6 +29,12 @@ pub enum BenchCmd {
     Pull(crate::registry_bench::PullBenchArgs),
     /// The embedded store vs a single-member etcd: concurrent writers, latency, watch delivery.
     Store(crate::store_cmd::BenchStore),
+    /// Load + unpack of a ≥200 MB multi-layer image vs `umoci unpack` of the same layout.
+    Unpack(crate::image_bench::UnpackArgs),
+    /// `skiff run --rm IMAGE true` vs `runc run` of a prepared bundle of the same rootfs.
+    Run(crate::image_bench::RunArgs),
+    /// Rebuild of an unchanged 10-step Dockerfile (all cached).
+    Rebuild(crate::image_bench::RebuildArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -41,16 +47,19 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Registry(args) => crate::registry_bench::main(args),
         BenchCmd::Pull(args) => crate::registry_bench::pull_main(args),
         BenchCmd::Store(b) => crate::store_cmd::bench(b),
+        BenchCmd::Unpack(a) => crate::image_bench::unpack(a),
+        BenchCmd::Run(a) => crate::image_bench::run(a),
+        BenchCmd::Rebuild(a) => crate::image_bench::rebuild(a),
     }
 }
 
-struct Sample {
-    secs: f64,
-    maxrss_kib: i64,
+pub(crate) struct Sample {
+    pub(crate) secs: f64,
+    pub(crate) maxrss_kib: i64,
 }
 
 /// Run `cmd`, returning wall time and the peak RSS of it and its waited-for descendants.
-fn measure(cmd: &mut Command) -> Result<Sample> {
+pub(crate) fn measure(cmd: &mut Command) -> Result<Sample> {
     let start = Instant::now();
     let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
     let pid = child.id() as libc::pid_t;
@@ -73,7 +82,7 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
     })
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod container;
+mod image_bench;
 mod image_cmd;
 mod login_cmd;
 mod registry_bench;
@@ -26,6 +28,19 @@ enum Cmd {
     Image(image_cmd::ImageCli),
     /// Run a command in a new container from an image.
     Run(Box<run_cmd::RunArgs>),
+    /// List containers.
+    Ps(container::cmds::PsArgs),
+    /// Print a detached container's output.
+    Logs(container::cmds::LogsArgs),
+    /// Stop running containers (STOPSIGNAL, then SIGKILL after -t seconds).
+    Stop(container::cmds::StopArgs),
+    /// Remove containers.
+    Rm(container::cmds::RmArgs),
+    /// Run a command in a running container.
+    Exec(container::cmds::ExecArgs),
+    /// Internal: a detached container's owner, and its hooks.
+    #[command(subcommand, hide = true)]
+    ContainerShim(container::shim::ShimCmd),
     /// Benchmarks against the peers (runc, …); results go to README.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -66,6 +81,15 @@ fn main() {
             init_tracing(false);
             run_cmd::main(*r)
         }
+        Cmd::Ps(a) => container::cmds::report("ps", container::cmds::ps(a)),
+        Cmd::Logs(a) => container::cmds::report("logs", container::cmds::logs(a)),
+        Cmd::Stop(a) => container::cmds::report("stop", container::cmds::stop(a)),
+        Cmd::Rm(a) => container::cmds::report("rm", container::cmds::rm(a)),
+        Cmd::Exec(a) => {
+            init_tracing(false);
+            container::cmds::report("exec", container::cmds::exec(a))
+        }
+        Cmd::ContainerShim(c) => container::shim::main(c),
         Cmd::Bench(b) => {
             init_tracing(false);
             match bench::main(b) {

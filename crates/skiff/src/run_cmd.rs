@@ -1,25 +1,31 @@
-//! `skiff run`: one container from an image, in the foreground, without networking.
+//! `skiff run`: one container from an image, in the foreground or detached (`-d`).
 //!
-//! Lifecycle: resolve the image (refusing a wrong platform), prepare a snapshot named
-//! after the container, mount its overlay on `<data>/containers/<id>/bundle/rootfs`,
-//! write `config.json` (the runtime's default spec with the image config applied as
-//! Docker applies it), run it through `skiff_runtime::Runtime` in this process, and on
-//! exit unmount; `--rm` also removes the snapshot and the bundle. This process stays
-//! single-threaded (the runtime forks it): no async runtime here.
+//! Lifecycle: resolve the image (refusing a wrong platform), reserve the name, prepare
+//! a snapshot keyed by the container ID, mount its overlay on
+//! `<data>/containers/<id>/bundle/rootfs`, write `config.json` (the runtime's default
+//! spec with the image config applied as Docker applies it) and the record
+//! (container/mod.rs). In the foreground the container runs through
+//! `skiff_runtime::Runtime` in this process, and on exit the rootfs is unmounted and the
+//! exit code recorded; `--rm` removes everything instead. Detached, or with published
+//! ports, the shim (container/shim.rs) takes over; a foreground `-p` run then only relays
+//! output and signals (container/attach.rs). This process stays single-threaded (the runtime forks
+//! it): no async runtime here.
 //!
 //! Paths inside the image (WORKDIR, /etc/passwd) are resolved with [`secure_join`], which
 //! follows the image's symlinks as the container would see them, never onto the host.
 
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use skiff_image::mount::MountGuard;
-use skiff_image::{Image, ImageStore, Snapshotter};
+use skiff_image::{Image, ImageStore};
 
+use crate::container::{self, ports, Meta, Paths};
 use crate::image_cmd::DEFAULT_DATA_DIR;
 
 /// The exit code of `skiff run` when skiff itself failed (Docker's convention).
@@ -36,9 +42,21 @@ pub struct RunArgs {
     /// Remove the container's writable layer when it exits.
     #[arg(long)]
     pub rm: bool,
-    /// Container name (default: a random ID).
+    /// Container name (default: skiff-<short ID>).
     #[arg(long)]
     pub name: Option<String>,
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep stdin open (it always is in the foreground: stdin is passed through).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal (foreground only).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Publish a container port: [IP:]HOSTPORT:CTRPORT[/tcp] (needs -d).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// Set an environment variable (K=V, or K to pass this process's value).
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
@@ -76,72 +94,106 @@ pub fn main(args: RunArgs) -> i32 {
     }
 }
 
-/// A container ID: 32 random hex characters (Docker uses 64; the runtime's state paths
-/// and the snapshot key prefer shorter).
-fn random_id() -> Result<String> {
-    let mut b = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom")?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 fn run(args: RunArgs) -> Result<i32> {
+    // Flags first: nothing is created for a command line that cannot work.
+    if args.detach && args.tty {
+        bail!("-t with -d: skiff has no attach, so a detached container cannot have a terminal; drop -t (use skiff exec -it later)");
+    }
+    // With -p the container is served by a shim even in the foreground; this process
+    // then only relays its output and signals.
+    let via_shim = args.detach || !args.publish.is_empty();
+    if via_shim && args.tty {
+        bail!("-p with -t: a container with published ports runs under a shim and cannot have a terminal; drop -t (use skiff exec -it later)");
+    }
+    let ports = args
+        .publish
+        .iter()
+        .map(|p| ports::parse(p))
+        .collect::<Result<Vec<_>>>()?;
     let store = ImageStore::open(&args.data_dir)
         .with_context(|| format!("opening the image store in {}", args.data_dir.display()))?;
     let img = store.image(&store.resolve(&args.image)?)?;
-    let id = match &args.name {
-        Some(n) => n.clone(),
-        None => random_id()?,
-    };
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with(['.', '-'])
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !valid {
-        bail!("invalid container name {id:?}: use 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'");
-    }
-    let dir = args.data_dir.join("containers").join(&id);
-    if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    match fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            bail!(
-                "the container name {id:?} is already in use; remove {} or pick another --name",
-                dir.display()
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-    }
+    let paths = Paths::new(&args.data_dir);
+    let id = container::random_id()?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("skiff-{}", container::short(&id)));
+    paths.reserve_name(&name, &id)?;
+    let dir = paths.dir(&id);
     let cleanup = Cleanup {
+        paths: &paths,
         store: &store,
         id: &id,
-        dir: &dir,
+        name: &name,
         armed: true,
     };
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cfg = img.config.config().clone().unwrap_or_default();
+    let mut meta = Meta {
+        id: id.clone(),
+        name: name.clone(),
+        image: args.image.clone(),
+        command: Vec::new(),
+        created: container::now_secs(),
+        ports,
+        rm: args.rm,
+        detached: via_shim,
+        stop_signal: cfg
+            .stop_signal()
+            .clone()
+            .unwrap_or_else(|| "SIGTERM".into()),
+        state: "created".into(),
+        owner_pid: 0,
+        owner_start: 0,
+        exit_code: None,
+        finished: None,
+    };
     let mounts = store.prepare_rootfs(&img, &id)?;
-    let bundle = dir.join("bundle");
-    let rootfs = bundle.join("rootfs");
+    let bundle = paths.bundle(&id);
+    let rootfs = paths.rootfs(&id);
     fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let guard = MountGuard::mount(&mounts, &rootfs)?;
 
     let spec = container_spec(&img, &args, &id, &rootfs)?;
+    meta.command = serde_json::from_value(spec["process"]["args"].clone()).unwrap_or_default();
     fs::write(
         bundle.join("config.json"),
         serde_json::to_vec_pretty(&spec)?,
     )
     .context("writing config.json")?;
+    if via_shim {
+        paths.save(&meta)?;
+        let report = start_shim(&args, &paths, &id)?;
+        // The shim owns the mount and the container now.
+        std::mem::forget(guard);
+        let mut cleanup = cleanup;
+        cleanup.armed = false;
+        if args.detach {
+            println!("{id}");
+            return Ok(0);
+        }
+        let runtime = skiff_runtime::Runtime::new(&args.runtime_root);
+        return container::attach::follow(&paths, &runtime, &id, report);
+    }
+    meta.state = "running".into();
+    meta.owner_pid = std::process::id() as i32;
+    meta.owner_start = skiff_runtime::state::process_start_time(meta.owner_pid).unwrap_or(0);
+    paths.save(&meta)?;
     let runtime = skiff_runtime::Runtime::new(&args.runtime_root);
     let opts = skiff_runtime::CreateOptions {
         id: id.clone(),
         bundle: bundle.clone(),
         ..Default::default()
     };
+    // The namespace file must stay open until the runtime's init has joined it.
+    let netns = container::netns::prepare(&bundle)?;
     let result = runtime.run(&opts, false, false);
+    drop(netns);
+    if !args.rm {
+        // Only for the record: the namespace is gone with the container.
+        let _ = container::netns::forget(&bundle);
+    }
     let mut cleanup = cleanup;
     if let Err(e) = guard.unmount() {
         // Never delete a directory that is still mounted: that would reach into it.
@@ -152,24 +204,127 @@ fn run(args: RunArgs) -> Result<i32> {
     }
     // Runtime errors already name the container.
     let code = result?;
+    if !args.rm {
+        meta.state = "exited".into();
+        meta.exit_code = Some(code);
+        meta.finished = Some(container::now_secs());
+        paths.save(&meta)?;
+    }
     cleanup.armed = args.rm;
     drop(cleanup);
     Ok(code)
 }
 
-/// Removes the snapshot and container dir (on failure, and on exit with --rm).
+/// Starts the detached container's shim and waits for its verdict: `ok`, or the error
+/// (then the shim has undone its part, and our Cleanup the rest).
+fn start_shim(
+    args: &RunArgs,
+    paths: &Paths,
+    id: &str,
+) -> Result<BufReader<std::process::ChildStdout>> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.log(id))
+        .with_context(|| format!("creating {}", paths.log(id).display()))?;
+    let exe = std::env::current_exe().context("finding the skiff binary")?;
+    let mut child = Command::new(exe)
+        .arg("container-shim")
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&args.data_dir)
+        .arg("--runtime-root")
+        .arg(&args.runtime_root)
+        .args(if args.detach {
+            None
+        } else {
+            Some("--attached")
+        })
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting the container's shim")?;
+    let mut out = BufReader::new(child.stdout.take().context("shim stdout")?);
+    let mut first = String::new();
+    // Only the first line: the container's processes inherit the pipe, so it may
+    // never reach EOF while they live.
+    out.read_line(&mut first).context("reading from the shim")?;
+    if first == "ok\n" {
+        return Ok(out);
+    }
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let _ = child.wait();
+    let msg = format!("{first}{rest}");
+    if msg.trim().is_empty() {
+        bail!(
+            "the container's shim failed; see {}",
+            paths.log(id).display()
+        );
+    }
+    bail!("{}", msg.trim_end())
+}
+
+/// Removes the snapshot, container dir and name (on failure, and on exit with --rm).
+/// Declared before the MountGuard, so it runs after the rootfs is unmounted.
 struct Cleanup<'a> {
+    paths: &'a Paths,
     store: &'a ImageStore,
     id: &'a str,
-    dir: &'a Path,
+    name: &'a str,
     armed: bool,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.store.snapshotter().remove(self.id);
-            let _ = fs::remove_dir_all(self.dir);
+            let link = self.paths.name_link(self.name);
+            if fs::read_link(&link).is_ok_and(|t| t.as_os_str() == self.id) {
+                let _ = fs::remove_file(link);
+            }
+            // Deleting the writable layer and the bundle costs several journaled
+            // metadata operations (tens of ms on a busy disk); like docker's daemon,
+            // do it in the background. What is visible goes at once: both directories
+            // move into <data>/trash first, and only then does `rm` run, detached.
+            let snapshot = self
+                .store
+                .snapshotter()
+                .upper_dir(self.id)
+                .ok()
+                .and_then(|u| u.parent().map(Path::to_path_buf));
+            let trash = self.paths.data.join("trash");
+            let _ = fs::create_dir_all(&trash);
+            let mut doomed = Vec::new();
+            for (from, suffix) in [
+                (snapshot, "snapshot"),
+                (Some(self.paths.dir(self.id)), "container"),
+            ] {
+                let Some(from) = from else { continue };
+                let to = trash.join(format!("{}-{suffix}", self.id));
+                match fs::rename(&from, &to) {
+                    Ok(()) => doomed.push(to),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => {
+                        let _ = fs::remove_dir_all(&from);
+                    }
+                }
+            }
+            if !doomed.is_empty() {
+                let spawned = Command::new("rm")
+                    .arg("-rf")
+                    .args(&doomed)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn();
+                if spawned.is_err() {
+                    for d in &doomed {
+                        let _ = fs::remove_dir_all(d);
+                    }
+                }
+            }
         }
     }
 }
@@ -236,7 +391,8 @@ fn container_spec(img: &Image, args: &RunArgs, id: &str, rootfs: &Path) -> Resul
     secure_join(rootfs, &cwd, true).with_context(|| format!("creating working directory {cwd}"))?;
 
     let mut spec = skiff_runtime::default_spec::default_config(false);
-    spec["process"]["terminal"] = json!(false);
+    spec["process"]["terminal"] = json!(args.tty);
+
     spec["process"]["args"] = json!(argv);
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = json!(cwd);

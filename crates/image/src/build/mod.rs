@@ -269,6 +269,10 @@ pub fn build(
             path: opts.context.clone(),
         });
     }
+    // Until the image is tagged, prune must not take what this build stores.
+    let _lease = store
+        .build_lease()
+        .map_err(|e| BuildError::Store(e.into()))?;
     let df_path = opts
         .dockerfile
         .clone()
