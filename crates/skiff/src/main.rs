@@ -7,6 +7,7 @@ mod image_cmd;
 mod registry_bench;
 mod registry_cmd;
 mod run_cmd;
+mod server_cmd;
 mod store_cmd;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,8 @@ enum Cmd {
     Registry(registry_cmd::RegistryCmd),
     /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
     Store(store_cmd::StoreArgs),
+    /// The control plane: state store and Kubernetes API server.
+    Server(Box<server_cmd::ServerArgs>),
 }
 
 fn main() {
@@ -76,6 +79,16 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("skiff registry: {e:#}");
+                    1
+                }
+            }
+        }
+        Cmd::Server(s) => {
+            init_tracing(false);
+            match server_cmd::main(*s) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff server: {e:#}");
                     1
                 }
             }
