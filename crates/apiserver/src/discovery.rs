@@ -248,3 +248,65 @@ pub fn version() -> Value {
         "platform": format!("linux/{}", if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }),
     })
 }
+
+/// `/openapi/v3`: skiff_api's document, or — while it has no paths — a minimal one that
+/// declares, per group/version, each kind's PATCH operation with the `fieldValidation`
+/// parameter. kubectl looks exactly for that to validate on the server (otherwise it
+/// falls back to client-side validation with the protobuf `/openapi/v2`, which skiff
+/// does not serve).
+pub fn openapi_v3_index() -> Value {
+    let idx = skiff_api::openapi::v3_index();
+    if idx.get("paths").and_then(Value::as_object).is_some_and(|p| !p.is_empty()) {
+        return idx;
+    }
+    let mut paths = serde_json::Map::new();
+    for (g, v) in kinds::group_versions() {
+        let p = gv_path(g, v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=skiff")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+fn gv_path(g: &str, v: &str) -> String {
+    if g.is_empty() {
+        format!("api/{v}")
+    } else {
+        format!("apis/{g}/{v}")
+    }
+}
+
+/// `/openapi/v3/<path>`, see [`openapi_v3_index`].
+pub fn openapi_v3_doc(path: &str) -> Option<Value> {
+    if let Some(doc) = skiff_api::openapi::v3_group_version(path) {
+        return Some(doc);
+    }
+    let (g, v) = kinds::group_versions()
+        .into_iter()
+        .find(|(g, v)| gv_path(g, v) == path)?;
+    let mut paths = serde_json::Map::new();
+    for k in kinds::in_group_version(g, v) {
+        let base = if k.namespaced {
+            format!("/{path}/namespaces/{{namespace}}/{}/{{name}}", k.plural)
+        } else {
+            format!("/{path}/{}/{{name}}", k.plural)
+        };
+        let op = json!({
+            "x-kubernetes-group-version-kind": {"group": k.group, "version": k.version, "kind": k.kind},
+            "parameters": [
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            ],
+            "responses": {},
+        });
+        paths.insert(base, json!({"patch": op, "put": op}));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}

@@ -138,10 +138,19 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         ["api", "v1"] => get_only(crate::discovery::resource_list("", "v1")),
         ["apis", g] => get_only(crate::discovery::api_group(g)),
         ["apis", g, v] => get_only(crate::discovery::resource_list(g, v)),
+        // kubectl (apply, client-side validation) asks for the gnostic protobuf form only.
+        // An empty message is a valid, empty Document: kubectl then takes patch strategies
+        // from its compiled-in types and validates on the server (fieldValidation).
+        ["openapi", "v2"] if accept.contains("protobuf") && !accept.contains("json") => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")],
+            Vec::<u8>::new(),
+        )
+            .into_response()),
         ["openapi", "v2"] => get_only(Some(skiff_api::openapi::v2())),
-        ["openapi", "v3"] => get_only(Some(skiff_api::openapi::v3_index())),
+        ["openapi", "v3"] => get_only(Some(crate::discovery::openapi_v3_index())),
         ["openapi", "v3", rest @ ..] => {
-            get_only(skiff_api::openapi::v3_group_version(&rest.join("/")))
+            get_only(crate::discovery::openapi_v3_doc(&rest.join("/")))
         }
         ["api", "v1", rest @ ..] => {
             let t = target("", "v1", rest)?;
