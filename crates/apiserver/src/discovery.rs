@@ -256,7 +256,11 @@ pub fn version() -> Value {
 /// does not serve).
 pub fn openapi_v3_index() -> Value {
     let idx = skiff_api::openapi::v3_index();
-    if idx.get("paths").and_then(Value::as_object).is_some_and(|p| !p.is_empty()) {
+    if idx
+        .get("paths")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty())
+    {
         return idx;
     }
     let mut paths = serde_json::Map::new();

@@ -143,15 +143,16 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         // from its compiled-in types and validates on the server (fieldValidation).
         ["openapi", "v2"] if accept.contains("protobuf") && !accept.contains("json") => Ok((
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")],
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
             Vec::<u8>::new(),
         )
             .into_response()),
         ["openapi", "v2"] => get_only(Some(skiff_api::openapi::v2())),
         ["openapi", "v3"] => get_only(Some(crate::discovery::openapi_v3_index())),
-        ["openapi", "v3", rest @ ..] => {
-            get_only(crate::discovery::openapi_v3_doc(&rest.join("/")))
-        }
+        ["openapi", "v3", rest @ ..] => get_only(crate::discovery::openapi_v3_doc(&rest.join("/"))),
         ["api", "v1", rest @ ..] => {
             let t = target("", "v1", rest)?;
             resource(st, t, req).await
@@ -240,13 +241,24 @@ pub async fn body_bytes(body: Body) -> ApiResult<bytes::Bytes> {
     }
 }
 
-/// Decodes a JSON (or YAML) request body into an object.
-pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+/// Decodes a JSON or Kubernetes-protobuf request body into an object.
+pub fn decode_body(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("protobuf") {
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return st.proto.decode_body(body).map_err(|e| match e {
+            crate::proto::ProtoError::UnknownType { .. } => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                e.to_string(),
+            ),
+            e => ApiError::bad_request(format!("the request body is not valid protobuf: {e}")),
+        });
+    }
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    if !media.is_empty() && media != "application/json" && media != "*/*" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
@@ -255,6 +267,11 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
             ),
         ));
     }
+    decode_json(body)
+}
+
+/// Decodes a JSON request body into an object.
+pub fn decode_json(body: &[u8]) -> ApiResult<Value> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "the request body is not valid JSON: {e} (line {}, column {})",
@@ -309,7 +326,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         }
         "create" => {
             let body = body_bytes(req.into_body()).await?;
-            let obj = decode_body(&headers, &body)?;
+            let obj = decode_body(st, &headers, &body)?;
             if t.kind.kind == "SelfSubjectAccessReview" {
                 return Ok(subresources::access_review(obj));
             }
@@ -322,7 +339,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         }
         "update" => {
             let body = body_bytes(req.into_body()).await?;
-            let obj = decode_body(&headers, &body)?;
+            let obj = decode_body(st, &headers, &body)?;
             let name = t.name.as_deref().unwrap_or_default();
             let (obj, warnings) = objects::update(
                 st,

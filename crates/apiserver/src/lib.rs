@@ -11,6 +11,7 @@ mod discovery;
 mod handlers;
 pub mod meta;
 pub mod pki;
+mod proto;
 mod query;
 mod status;
 mod validate;
@@ -87,6 +88,8 @@ pub(crate) struct AppState {
     pub definitions: serde_json::Value,
     /// Serializes ClusterIP/NodePort allocation with the service create that uses it.
     pub alloc: tokio::sync::Mutex<()>,
+    /// Protobuf message layouts for kubectl's protobuf request bodies.
+    pub proto: proto::Schema,
 }
 
 /// A bound, not yet serving, API server.
@@ -153,6 +156,7 @@ impl Server {
                 server_address,
                 definitions,
                 alloc: tokio::sync::Mutex::new(()),
+                proto: proto::Schema::new(),
             }),
             pki,
         })

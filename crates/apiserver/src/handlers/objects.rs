@@ -2,13 +2,12 @@
 //! with Kubernetes' semantics — server-set metadata, defaulting, validation, optimistic
 //! concurrency, finalizers and deletion propagation.
 
-
 use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
 use skiff_store::{Revision, Store, StoreError};
 
-use crate::handlers::{decode_body, Filter};
+use crate::handlers::{decode_json, Filter};
 use crate::meta;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult, Cause};
@@ -731,7 +730,7 @@ impl DeleteOptions {
             o.propagation = Some("Orphan".into());
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let v = decode_body(&HeaderMap::new(), body)?;
+            let v = decode_json(body)?;
             if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 o.grace_period = Some(g);
             }

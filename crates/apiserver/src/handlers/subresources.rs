@@ -42,7 +42,7 @@ pub async fn serve(
         )),
         ("status", &Method::PUT) => {
             let body = body_bytes(req.into_body()).await?;
-            let obj = decode_body(&headers, &body)?;
+            let obj = decode_body(st, &headers, &body)?;
             let (o, w) = objects::update(st, kind, ns, &name, obj, q, Part::Status).await?;
             Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
         }
@@ -61,7 +61,7 @@ pub async fn serve(
             let obj = objects::get(st, kind, ns, &name).await?;
             let current = to_scale(kind, &obj);
             let scale = if method == Method::PUT {
-                decode_body(&headers, &body)?
+                decode_body(st, &headers, &body)?
             } else {
                 let ct = headers
                     .get(axum::http::header::CONTENT_TYPE)
@@ -110,7 +110,7 @@ pub async fn serve(
         }
         ("binding", &Method::POST) => {
             let body = body_bytes(req.into_body()).await?;
-            let b = decode_body(&headers, &body)?;
+            let b = decode_body(st, &headers, &body)?;
             let node = meta::str_at(&b, "/target/name")
                 .unwrap_or_default()
                 .to_string();
@@ -140,7 +140,7 @@ pub async fn serve(
             let opts = if body.is_empty() {
                 objects::DeleteOptions::default()
             } else {
-                let v = decode_body(&headers, &body)?;
+                let v = decode_body(st, &headers, &body)?;
                 let inner = v.get("deleteOptions").cloned().unwrap_or(json!({}));
                 objects::DeleteOptions::parse(&Query::default(), inner.to_string().as_bytes())?
             };
@@ -152,7 +152,7 @@ pub async fn serve(
             let mut tr = if body.is_empty() {
                 json!({})
             } else {
-                decode_body(&headers, &body)?
+                decode_body(st, &headers, &body)?
             };
             objects::get(st, kind, ns, &name).await?;
             let secs = tr
@@ -181,7 +181,7 @@ pub async fn serve(
         }
         ("finalize", &Method::PUT) => {
             let body = body_bytes(req.into_body()).await?;
-            let obj = decode_body(&headers, &body)?;
+            let obj = decode_body(st, &headers, &body)?;
             let mut cur = objects::get(st, kind, ns, &name).await?;
             cur["spec"]["finalizers"] = obj
                 .pointer("/spec/finalizers")
