@@ -4,12 +4,19 @@
 //!   short names, categories, subresources) — the single table discovery, routing and
 //!   OpenAPI are built from;
 //! - [`selector`]: label and field selectors as `kubectl -l` / `--field-selector` send them;
+//! - [`fields`]: which field labels each kind can be selected by, and their values;
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch;
 //! - [`table`]: server-side `meta.k8s.io/v1` Table output with kube-apiserver's columns;
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents.
+//!
+//! The type graph behind OpenAPI and strategic merge patch comes from k8s-openapi's
+//! schemars schemas (generated once, on first use). This crate enables no `v1_*` feature
+//! of k8s-openapi: the binary picks the Kubernetes version (v1_33), as k8s-openapi requires.
 
+pub mod fields;
 pub mod kinds;
 pub mod openapi;
 pub mod patch;
+mod schema;
 pub mod selector;
 pub mod table;
