@@ -82,7 +82,9 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Out {
         let mut c = Command::new(kubectl_path(version));
-        c.args(args).env("KUBECONFIG", self.kubeconfig()).env("HOME", self.dir.path());
+        c.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path());
         for (k, v) in env {
             c.env(k, v);
         }

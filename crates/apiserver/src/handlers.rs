@@ -19,6 +19,7 @@ use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
 use crate::{AppState, Peer};
 
+mod delete;
 mod objects;
 mod subresources;
 mod watch;
@@ -150,9 +151,11 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
             Vec::<u8>::new(),
         )
             .into_response()),
-        ["openapi", "v2"] => get_only(Some(skiff_api::openapi::v2())),
-        ["openapi", "v3"] => get_only(Some(crate::discovery::openapi_v3_index())),
-        ["openapi", "v3", rest @ ..] => get_only(crate::discovery::openapi_v3_doc(&rest.join("/"))),
+        ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
+        ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
+        ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
+            .map(|(b, _)| raw_json(b))
+            .ok_or_else(ApiError::path_not_found),
         ["api", "v1", rest @ ..] => {
             let t = target("", "v1", rest)?;
             resource(st, t, req).await
@@ -164,6 +167,15 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         }
         _ => Err(ApiError::path_not_found()),
     }
+}
+
+fn raw_json(b: &'static [u8]) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        b,
+    )
+        .into_response()
 }
 
 fn aggregated_response(doc: Value, version: &str) -> Response {
@@ -377,20 +389,20 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         }
         "delete" => {
             let body = body_bytes(req.into_body()).await?;
-            let opts = objects::DeleteOptions::parse(&q, &body)?;
+            let opts = delete::DeleteOptions::parse(&q, &body)?;
             let name = t.name.as_deref().unwrap_or_default();
             let (code, obj) =
-                objects::delete(st, t.kind, t.namespace.as_deref(), name, &opts).await?;
+                delete::delete(st, t.kind, t.namespace.as_deref(), name, &opts).await?;
             Ok(json_response(code, &obj))
         }
         "deletecollection" => {
             let body = body_bytes(req.into_body()).await?;
-            let opts = objects::DeleteOptions::parse(&q, &body)?;
+            let opts = delete::DeleteOptions::parse(&q, &body)?;
             let items = list_items(st, t.kind, t.namespace.as_deref(), &q).await?;
             let mut deleted = Vec::new();
             for o in items.items {
                 let ns = meta::namespace(&o).map(str::to_string);
-                match objects::delete(st, t.kind, ns.as_deref(), meta::name(&o), &opts).await {
+                match delete::delete(st, t.kind, ns.as_deref(), meta::name(&o), &opts).await {
                     Ok((_, d)) => deleted.push(d),
                     Err(e) if e.code == StatusCode::NOT_FOUND => {}
                     Err(e) => return Err(e),
@@ -532,19 +544,27 @@ async fn list(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> ApiRes
 
 /// Label and field selectors of a request, parsed once.
 pub struct Filter {
+    kind: &'static Kind,
     labels: skiff_api::selector::LabelSelector,
     fields: skiff_api::selector::FieldSelector,
 }
 
 impl Filter {
-    pub fn parse(q: &Query) -> ApiResult<Filter> {
+    pub fn parse(kind: &'static Kind, q: &Query) -> ApiResult<Filter> {
         let labels =
             skiff_api::selector::LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
                 .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let fields =
             skiff_api::selector::FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
                 .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
-        Ok(Filter { labels, fields })
+        fields
+            .check_supported(kind)
+            .map_err(|e| ApiError::bad_request(e.reason))?;
+        Ok(Filter {
+            kind,
+            labels,
+            fields,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -552,21 +572,8 @@ impl Filter {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        if !self.labels.is_empty() && !self.labels.matches(&meta::labels(obj)) {
-            return false;
-        }
-        if self.fields.is_empty() {
-            return true;
-        }
-        let get = |path: &str| -> Option<String> {
-            let ptr = format!("/{}", path.replace('.', "/"));
-            match obj.pointer(&ptr) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Null) | None => None,
-                Some(v) => Some(v.to_string()),
-            }
-        };
-        self.fields.matches(&get)
+        (self.labels.is_empty() || self.labels.matches(&meta::labels(obj)))
+            && (self.fields.is_empty() || self.fields.matches_object(self.kind, obj))
     }
 }
 
@@ -594,11 +601,11 @@ fn decode_continue(tok: &str) -> ApiResult<(Revision, String)> {
 /// resourceVersion/resourceVersionMatch.
 pub async fn list_items(
     st: &AppState,
-    kind: &Kind,
+    kind: &'static Kind,
     ns: Option<&str>,
     q: &Query,
 ) -> ApiResult<Listed> {
-    let filter = Filter::parse(q)?;
+    let filter = Filter::parse(kind, q)?;
     let prefix = meta::list_prefix(kind, ns);
     let limit = q.int("limit").filter(|l| *l > 0).map(|l| l as usize);
     let (mut revision, mut after) = match q.value("continue") {

@@ -138,13 +138,16 @@ pub async fn serve(
         ("eviction", &Method::POST) => {
             let body = body_bytes(req.into_body()).await?;
             let opts = if body.is_empty() {
-                objects::DeleteOptions::default()
+                super::delete::DeleteOptions::default()
             } else {
                 let v = decode_body(st, &headers, &body)?;
                 let inner = v.get("deleteOptions").cloned().unwrap_or(json!({}));
-                objects::DeleteOptions::parse(&Query::default(), inner.to_string().as_bytes())?
+                super::delete::DeleteOptions::parse(
+                    &Query::default(),
+                    inner.to_string().as_bytes(),
+                )?
             };
-            objects::delete(st, kind, ns, &name, &opts).await?;
+            super::delete::delete(st, kind, ns, &name, &opts).await?;
             Ok(success(StatusCode::CREATED))
         }
         ("token", &Method::POST) => {

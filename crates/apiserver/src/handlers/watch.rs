@@ -105,7 +105,7 @@ fn expired_line(msg: &str) -> Bytes {
 }
 
 pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> ApiResult<Response> {
-    let filter = Filter::parse(q)?;
+    let filter = Filter::parse(t.kind, q)?;
     let mut name = t.name.clone();
     // `fieldSelector=metadata.name=x` is how clients watch one object.
     if name.is_none() {
