@@ -558,15 +558,31 @@ fn discovery(v: &str) {
     let ver = json(&ver);
     assert_eq!(ver["serverVersion"]["minor"], "33");
     // explain reads the OpenAPI documents.
-    let e = s.kubectl(v, &["explain", "pod.spec.containers.image"]).ok().stdout;
-    assert!(e.contains("KIND:") && e.contains("Pod") && e.contains("FIELD: image <string>"), "{e}");
-    let e = s.kubectl(v, &["explain", "deployment.spec.replicas"]).ok().stdout;
-    assert!(e.contains("GROUP:      apps") && e.contains("FIELD: replicas <integer>"), "{e}");
-    // Server-side strict field validation, as kubectl asks for it.
-    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\ndata: {a: b}\nbogusField: 1\n";
-    let e = s.kubectl_with(v, &["create", "-f", "-"], Some(bad), &[]).fails();
+    let e = s
+        .kubectl(v, &["explain", "pod.spec.containers.image"])
+        .ok()
+        .stdout;
     assert!(
-        e.stderr.contains("strict decoding error: unknown field \"bogusField\""),
+        e.contains("KIND:") && e.contains("Pod") && e.contains("FIELD: image <string>"),
+        "{e}"
+    );
+    let e = s
+        .kubectl(v, &["explain", "deployment.spec.replicas"])
+        .ok()
+        .stdout;
+    assert!(
+        e.contains("GROUP:      apps") && e.contains("FIELD: replicas <integer>"),
+        "{e}"
+    );
+    // Server-side strict field validation, as kubectl asks for it.
+    let bad =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\ndata: {a: b}\nbogusField: 1\n";
+    let e = s
+        .kubectl_with(v, &["create", "-f", "-"], Some(bad), &[])
+        .fails();
+    assert!(
+        e.stderr
+            .contains("strict decoding error: unknown field \"bogusField\""),
         "{e:?}"
     );
     // Short names and categories resolve through discovery.

@@ -26,6 +26,8 @@ pub enum BenchCmd {
     Registry(crate::registry_bench::RegistryBenchArgs),
     /// The embedded store vs a single-member etcd: concurrent writers, latency, watch delivery.
     Store(crate::store_cmd::BenchStore),
+    /// The API server on the embedded store vs on etcd: creates, LIST, watch delivery, RSS.
+    Api(crate::api_bench::ApiBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -37,6 +39,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         } => runtime(runs, &peer, &busybox),
         BenchCmd::Registry(args) => crate::registry_bench::main(args),
         BenchCmd::Store(b) => crate::store_cmd::bench(b),
+        BenchCmd::Api(a) => crate::api_bench::main(a),
     }
 }
 

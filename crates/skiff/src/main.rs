@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod api_bench;
 mod bench;
 mod image_cmd;
 mod registry_bench;
