@@ -114,9 +114,9 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
     let accept = accept(req.headers());
     let get_only = |v: Option<Value>| -> ApiResult<Response> {
         if req.method() != Method::GET {
-            return Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )));
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
         }
         v.map(|v| json_response(StatusCode::OK, &v))
             .ok_or_else(ApiError::path_not_found)
@@ -316,9 +316,9 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         (&Method::DELETE, Some(_)) => "delete",
         (&Method::DELETE, None) => "deletecollection",
         _ => {
-            return Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )))
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
         }
     };
     if !t.kind.allows(verb) {

@@ -277,7 +277,7 @@ impl Schema {
                 || v.is_null()
                 // A zero metav1.Time is JSON null.
                 || (matches!(&f.ty, Ty::Msg(m) if m == "meta.v1.Time") && v == json!("1970-01-01T00:00:00Z"));
-            if is_zero && !(f.pointer && !v.is_null()) {
+            if is_zero && (!f.pointer || v.is_null()) {
                 continue;
             }
             out.insert(f.name.clone(), v);

@@ -65,7 +65,7 @@ pub fn object(kind: &Kind, obj: &Value) -> Vec<Cause> {
                     ));
                 } else if check_values && !is_label_value(vs.unwrap_or_default()) {
                     causes.push(Cause::invalid(
-                        format!("metadata.labels"),
+                        "metadata.labels".to_string(),
                         vs.unwrap_or_default(),
                         "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
                     ));
@@ -293,16 +293,14 @@ pub fn immutable(kind: &Kind, old: &Value, new: &Value) -> Vec<Cause> {
                 ));
             }
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            if !same("/spec/selector") {
-                causes.push(Cause::invalid(
-                    "spec.selector",
-                    &new.pointer("/spec/selector")
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                    "field is immutable",
-                ));
-            }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" if !same("/spec/selector") => {
+            causes.push(Cause::invalid(
+                "spec.selector",
+                &new.pointer("/spec/selector")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                "field is immutable",
+            ));
         }
         "Service" => {
             let old_ip = old.pointer("/spec/clusterIP");
@@ -315,10 +313,8 @@ pub fn immutable(kind: &Kind, old: &Value, new: &Value) -> Vec<Cause> {
                 ));
             }
         }
-        "Job" => {
-            if !same("/spec/selector") || !same("/spec/template") {
-                causes.push(Cause::invalid("spec.template", "", "field is immutable"));
-            }
+        "Job" if !same("/spec/selector") || !same("/spec/template") => {
+            causes.push(Cause::invalid("spec.template", "", "field is immutable"));
         }
         _ => {}
     }
