@@ -46,6 +46,8 @@ pub struct CacheEvent {
     pub object: Value,
     /// The object before the change (modifications), for selector transitions.
     pub prev: Option<Value>,
+    /// `object` encoded once, shared by every watcher that sends it as is.
+    pub encoded: String,
 }
 
 struct Inner {
@@ -200,7 +202,9 @@ async fn feed(cache: Weak<WatchCache>, store: Arc<dyn Store>, mut last: Revision
                 tracing::warn!(key = %ev.kv.key, revision = rev, "undecodable object in the store; not delivered to watchers");
                 continue;
             };
+            let encoded = object.to_string();
             cache.push(CacheEvent {
+                encoded,
                 revision: rev,
                 key: ev.kv.key,
                 kind,

@@ -59,6 +59,22 @@ impl Watch {
         }
     }
 
+    /// A cache event's line, reusing its encoding when no conversion is needed.
+    fn event_line(&self, t: &str, ev: &CacheEvent) -> Bytes {
+        let same_version = ev.object.get("apiVersion").and_then(Value::as_str)
+            == Some(self.kind.api_version().as_str());
+        if self.render == Render::Object && same_version {
+            let mut s = String::with_capacity(ev.encoded.len() + 32);
+            s.push_str("{\"type\":\"");
+            s.push_str(t);
+            s.push_str("\",\"object\":");
+            s.push_str(&ev.encoded);
+            s.push_str("}\n");
+            return Bytes::from(s);
+        }
+        self.line(t, &ev.object)
+    }
+
     fn line(&self, t: &str, obj: &Value) -> Bytes {
         let mut obj = obj.clone();
         obj["apiVersion"] = json!(self.kind.api_version());
@@ -182,7 +198,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
             }
             last = ev.revision;
             if let Some(ty) = w.classify(&ev) {
-                if tx.send(Ok(w.line(ty.as_str(), &ev.object))).await.is_err() {
+                if tx.send(Ok(w.event_line(ty.as_str(), &ev))).await.is_err() {
                     return;
                 }
             }
@@ -208,7 +224,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
                         }
                         last = ev.revision;
                         if let Some(ty) = w.classify(&ev) {
-                            if tx.send(Ok(w.line(ty.as_str(), &ev.object))).await.is_err() {
+                            if tx.send(Ok(w.event_line(ty.as_str(), &ev))).await.is_err() {
                                 return;
                             }
                         }
