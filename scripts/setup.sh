@@ -16,6 +16,7 @@ PACKAGES=(
   openssl         # self-signed certificates for registry and etcd TLS tests
   etcd-server     # the store's etcd backend tests and the store benchmark's peer
   protobuf-compiler libprotobuf-dev  # protoc and its well-known protos, to build etcd-client
+  python3-venv    # the venv of the official Python kubernetes client (API server tests)
 )
 
 missing=()
@@ -32,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     # benchmark start their own on free ports.
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
   fi
+fi
+
+# The official Python `kubernetes` client for the API server tests (Debian's
+# python3-kubernetes is too old), in its own venv so the system Python stays as it is.
+VENV=/opt/skiff-venv
+if ! "$VENV/bin/python" -c 'import kubernetes' >/dev/null 2>&1; then
+  echo "setup: installing the Python kubernetes client into $VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'kubernetes>=31'
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }

@@ -35,6 +35,8 @@ pub enum BenchCmd {
     Run(crate::image_bench::RunArgs),
     /// Rebuild of an unchanged 10-step Dockerfile (all cached).
     Rebuild(crate::image_bench::RebuildArgs),
+    /// The API server on the embedded store vs on etcd: creates, LIST, watch delivery, RSS.
+    Api(crate::api_bench::ApiBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -50,6 +52,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Unpack(a) => crate::image_bench::unpack(a),
         BenchCmd::Run(a) => crate::image_bench::run(a),
         BenchCmd::Rebuild(a) => crate::image_bench::rebuild(a),
+        BenchCmd::Api(a) => crate::api_bench::main(a),
     }
 }
 

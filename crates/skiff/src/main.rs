@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod api_bench;
 mod bench;
 mod container;
 mod image_bench;
@@ -11,6 +12,7 @@ mod registry_bench;
 mod registry_client;
 mod registry_cmd;
 mod run_cmd;
+mod server_cmd;
 mod store_cmd;
 
 #[derive(Debug, Parser)]
@@ -53,6 +55,8 @@ enum Cmd {
     Logout(login_cmd::LogoutArgs),
     /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
     Store(store_cmd::StoreArgs),
+    /// The control plane: state store and Kubernetes API server.
+    Server(Box<server_cmd::ServerArgs>),
 }
 
 fn main() {
@@ -117,6 +121,16 @@ fn main() {
         Cmd::Logout(a) => {
             init_tracing(false);
             report("skiff logout", login_cmd::logout(a))
+        }
+        Cmd::Server(s) => {
+            init_tracing(false);
+            match server_cmd::main(*s) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff server: {e:#}");
+                    1
+                }
+            }
         }
         Cmd::Store(s) => {
             init_tracing(false);

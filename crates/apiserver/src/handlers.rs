@@ -1,0 +1,711 @@
+//! Routing and the generic resource handlers: every request under `/api/v1` and
+//! `/apis/<group>/<version>` is parsed into a [`Target`] and served from the kinds table.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use skiff_api::kinds::{self, Kind};
+use skiff_store::{ListOptions, Revision, Store, StoreError};
+
+use crate::meta;
+use crate::query::Query;
+use crate::status::{ApiError, ApiResult};
+use crate::{AppState, Peer};
+
+mod delete;
+mod objects;
+mod subresources;
+mod watch;
+
+pub(crate) use objects::bootstrap;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/version", get(version))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn version() -> Response {
+    json_response(StatusCode::OK, &crate::discovery::version())
+}
+
+pub fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// What a resource request addresses.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub kind: &'static Kind,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+    /// The legacy `/watch/` path prefix.
+    pub watch_path: bool,
+}
+
+fn authenticated(st: &AppState, req: &Request) -> bool {
+    if req.extensions().get::<Peer>() == Some(&Peer::ClientCert) {
+        return true;
+    }
+    let Some(auth) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
+    // Constant-time comparison: the token is a secret.
+    !token.is_empty() && constant_time_eq(token.as_bytes(), st.token.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = if !authenticated(&st, &req) {
+        ApiError::unauthorized().into_response()
+    } else {
+        match route(&st, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    };
+    tracing::info!(target: "skiff::access", %method, %path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64);
+    resp
+}
+
+fn accept(headers: &HeaderMap) -> String {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let accept = accept(req.headers());
+    let get_only = |v: Option<Value>| -> ApiResult<Response> {
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        v.map(|v| json_response(StatusCode::OK, &v))
+            .ok_or_else(ApiError::path_not_found)
+    };
+    match segs.as_slice() {
+        ["api"] => match crate::discovery::aggregated_version(&accept) {
+            Some(v) => Ok(aggregated_response(
+                crate::discovery::aggregated(true, v),
+                v,
+            )),
+            None => get_only(Some(crate::discovery::api_versions(&st.server_address))),
+        },
+        ["apis"] => match crate::discovery::aggregated_version(&accept) {
+            Some(v) => Ok(aggregated_response(
+                crate::discovery::aggregated(false, v),
+                v,
+            )),
+            None => get_only(Some(crate::discovery::api_group_list())),
+        },
+        ["api", "v1"] => get_only(crate::discovery::resource_list("", "v1")),
+        ["apis", g] => get_only(crate::discovery::api_group(g)),
+        ["apis", g, v] => get_only(crate::discovery::resource_list(g, v)),
+        // kubectl (apply, client-side validation) asks for the gnostic protobuf form only.
+        // An empty message is a valid, empty Document: kubectl then takes patch strategies
+        // from its compiled-in types and validates on the server (fieldValidation).
+        ["openapi", "v2"] if accept.contains("protobuf") && !accept.contains("json") => Ok((
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            Vec::<u8>::new(),
+        )
+            .into_response()),
+        ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
+        ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
+        ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
+            .map(|(b, _)| raw_json(b))
+            .ok_or_else(ApiError::path_not_found),
+        ["api", "v1", rest @ ..] => {
+            let t = target("", "v1", rest)?;
+            resource(st, t, req).await
+        }
+        ["apis", g, v, rest @ ..] => {
+            let (g, v) = (g.to_string(), v.to_string());
+            let t = target(&g, &v, rest)?;
+            resource(st, t, req).await
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+fn raw_json(b: &'static [u8]) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        b,
+    )
+        .into_response()
+}
+
+fn aggregated_response(doc: Value, version: &str) -> Response {
+    let ct = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&ct).unwrap_or(HeaderValue::from_static("application/json")),
+        )],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
+/// Parses the path below a group/version.
+fn target(group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
+    let (watch_path, rest) = match rest {
+        ["watch", r @ ..] => (true, r),
+        r => (false, r),
+    };
+    let lookup = |plural: &str| {
+        kinds::by_resource(group, version, plural).ok_or_else(ApiError::path_not_found)
+    };
+    let t = |kind, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| Target {
+        kind,
+        namespace: ns.map(str::to_string),
+        name: name.map(str::to_string),
+        sub: sub.map(str::to_string),
+        watch_path,
+    };
+    let target = match rest {
+        // namespaces/<ns>/<plural>[/<name>[/<sub>]] unless <plural> is a namespace subresource.
+        ["namespaces", ns, plural, more @ ..]
+            if group.is_empty() && ["status", "finalize"].contains(plural) && more.is_empty() =>
+        {
+            t(lookup("namespaces")?, None, Some(ns), Some(plural))
+        }
+        ["namespaces", ns, plural, more @ ..] => {
+            let kind = lookup(plural)?;
+            if !kind.namespaced {
+                return Err(ApiError::path_not_found());
+            }
+            match more {
+                [] => t(kind, Some(ns), None, None),
+                [name] => t(kind, Some(ns), Some(name), None),
+                [name, sub, ..] => t(kind, Some(ns), Some(name), Some(sub)),
+            }
+        }
+        [plural] => t(lookup(plural)?, None, None, None),
+        [plural, name] => t(lookup(plural)?, None, Some(name), None),
+        [plural, name, sub, ..] => t(lookup(plural)?, None, Some(name), Some(sub)),
+        [] => return Err(ApiError::path_not_found()),
+    };
+    if target.kind.namespaced && target.namespace.is_none() && target.name.is_some() {
+        return Err(ApiError::path_not_found());
+    }
+    if let Some(sub) = &target.sub {
+        if !target.kind.has_subresource(sub) {
+            return Err(ApiError::path_not_found());
+        }
+    }
+    Ok(target)
+}
+
+/// Reads the request body, refusing more than [`crate::MAX_BODY`].
+pub async fn body_bytes(body: Body) -> ApiResult<bytes::Bytes> {
+    match axum::body::to_bytes(body, crate::MAX_BODY + 1).await {
+        Ok(b) if b.len() <= crate::MAX_BODY => Ok(b),
+        _ => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {}", crate::MAX_BODY),
+        )),
+    }
+}
+
+/// Decodes a JSON or Kubernetes-protobuf request body into an object.
+pub fn decode_body(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return st.proto.decode_body(body).map_err(|e| match e {
+            crate::proto::ProtoError::UnknownType { .. } => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                e.to_string(),
+            ),
+            e => ApiError::bad_request(format!("the request body is not valid protobuf: {e}")),
+        });
+    }
+    let media = ct.split(';').next().unwrap_or_default().trim();
+    if !media.is_empty() && media != "application/json" && media != "*/*" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unsupported format: {ct}; send application/json"
+            ),
+        ));
+    }
+    decode_json(body)
+}
+
+/// Decodes a JSON request body into an object.
+pub fn decode_json(body: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Response> {
+    let q = Query::parse(req.uri().query());
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    if let Some(sub) = t.sub.clone() {
+        return subresources::serve(st, &t, &sub, &q, req).await;
+    }
+    let verb = match (&method, &t.name) {
+        (&Method::GET, _) if t.watch_path || q.flag("watch") && q.get("watch").is_some() => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, None) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
+        (&Method::DELETE, Some(_)) => "delete",
+        (&Method::DELETE, None) => "deletecollection",
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
+        }
+    };
+    if !t.kind.allows(verb) {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} does not support {verb}",
+            t.kind.plural
+        )));
+    }
+    let accept = accept(&headers);
+    match verb {
+        "watch" => watch::serve(st, &t, &q, &accept).await,
+        "list" => list(st, &t, &q, &accept).await,
+        "get" => {
+            let name = t.name.as_deref().unwrap_or_default();
+            let obj = objects::get(st, t.kind, t.namespace.as_deref(), name).await?;
+            Ok(render_one(t.kind, obj, &accept))
+        }
+        "create" => {
+            let body = body_bytes(req.into_body()).await?;
+            let obj = decode_body(st, &headers, &body)?;
+            if t.kind.kind == "SelfSubjectAccessReview" {
+                return Ok(subresources::access_review(obj));
+            }
+            let (obj, warnings) =
+                objects::create(st, t.kind, t.namespace.as_deref(), obj, &q).await?;
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &obj),
+                &warnings,
+            ))
+        }
+        "update" => {
+            let body = body_bytes(req.into_body()).await?;
+            let obj = decode_body(st, &headers, &body)?;
+            let name = t.name.as_deref().unwrap_or_default();
+            let (obj, warnings) = objects::update(
+                st,
+                t.kind,
+                t.namespace.as_deref(),
+                name,
+                obj,
+                &q,
+                objects::Part::Main,
+            )
+            .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &obj),
+                &warnings,
+            ))
+        }
+        "patch" => {
+            let body = body_bytes(req.into_body()).await?;
+            let name = t.name.as_deref().unwrap_or_default();
+            let (obj, warnings) = objects::patch(
+                st,
+                t.kind,
+                t.namespace.as_deref(),
+                name,
+                &headers,
+                &body,
+                &q,
+                objects::Part::Main,
+            )
+            .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &obj),
+                &warnings,
+            ))
+        }
+        "delete" => {
+            let body = body_bytes(req.into_body()).await?;
+            let opts = delete::DeleteOptions::parse(&q, &body)?;
+            let name = t.name.as_deref().unwrap_or_default();
+            let (code, obj) =
+                delete::delete(st, t.kind, t.namespace.as_deref(), name, &opts).await?;
+            Ok(json_response(code, &obj))
+        }
+        "deletecollection" => {
+            let body = body_bytes(req.into_body()).await?;
+            let opts = delete::DeleteOptions::parse(&q, &body)?;
+            let items = list_items(st, t.kind, t.namespace.as_deref(), &q).await?;
+            let mut deleted = Vec::new();
+            for o in items.items {
+                let ns = meta::namespace(&o).map(str::to_string);
+                match delete::delete(st, t.kind, ns.as_deref(), meta::name(&o), &opts).await {
+                    Ok((_, d)) => deleted.push(d),
+                    Err(e) if e.code == StatusCode::NOT_FOUND => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &list_doc(t.kind, deleted, items.revision, None),
+            ))
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let v = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(h) = HeaderValue::from_str(&v) {
+            resp.headers_mut().append("Warning", h);
+        }
+    }
+    resp
+}
+
+/// What the Accept header asks an object or list to be rendered as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    Object,
+    Table,
+    Metadata,
+}
+
+pub fn render_kind(accept: &str) -> Render {
+    for part in accept.split(',') {
+        let p: Vec<&str> = part.split(';').map(str::trim).collect();
+        if p.contains(&"g=meta.k8s.io") {
+            if p.contains(&"as=Table") {
+                return Render::Table;
+            }
+            if p.iter().any(|s| s.starts_with("as=PartialObjectMetadata")) {
+                return Render::Metadata;
+            }
+        }
+        if p.first() == Some(&"application/json") && p.len() == 1 {
+            return Render::Object;
+        }
+    }
+    Render::Object
+}
+
+fn include_object(q: &Query) -> skiff_api::table::IncludeObject {
+    use skiff_api::table::IncludeObject;
+    match q.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(Value::Null),
+    })
+}
+
+fn render_one(kind: &Kind, obj: Value, accept: &str) -> Response {
+    let v = match render_kind(accept) {
+        Render::Object => obj,
+        Render::Metadata => partial(&obj),
+        Render::Table => {
+            let rv = obj.pointer("/metadata/resourceVersion").cloned();
+            let mut t = skiff_api::table::to_table(
+                kind.kind,
+                std::slice::from_ref(&obj),
+                skiff_api::table::IncludeObject::Metadata,
+                SystemTime::now(),
+            );
+            if let Some(rv) = rv {
+                t["metadata"]["resourceVersion"] = rv;
+            }
+            t
+        }
+    };
+    json_response(StatusCode::OK, &v)
+}
+
+pub struct Listed {
+    pub items: Vec<Value>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+}
+
+fn list_doc(kind: &Kind, items: Vec<Value>, rev: Revision, cont: Option<String>) -> Value {
+    let mut md = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        md["continue"] = json!(c);
+    }
+    json!({
+        "kind": format!("{}List", kind.kind),
+        "apiVersion": kind.api_version(),
+        "metadata": md,
+        "items": items,
+    })
+}
+
+async fn list(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> ApiResult<Response> {
+    let listed = list_items(st, t.kind, t.namespace.as_deref(), q).await?;
+    let v = match render_kind(accept) {
+        Render::Object => list_doc(t.kind, listed.items, listed.revision, listed.continue_token),
+        Render::Metadata => {
+            let mut d = list_doc(
+                t.kind,
+                listed.items.iter().map(partial).collect(),
+                listed.revision,
+                listed.continue_token,
+            );
+            d["kind"] = json!("PartialObjectMetadataList");
+            d["apiVersion"] = json!("meta.k8s.io/v1");
+            d
+        }
+        Render::Table => {
+            let mut table = skiff_api::table::to_table(
+                t.kind.kind,
+                &listed.items,
+                include_object(q),
+                SystemTime::now(),
+            );
+            table["metadata"]["resourceVersion"] = json!(listed.revision.to_string());
+            if let Some(c) = listed.continue_token {
+                table["metadata"]["continue"] = json!(c);
+            }
+            table
+        }
+    };
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// Label and field selectors of a request, parsed once.
+pub struct Filter {
+    kind: &'static Kind,
+    labels: skiff_api::selector::LabelSelector,
+    fields: skiff_api::selector::FieldSelector,
+}
+
+impl Filter {
+    pub fn parse(kind: &'static Kind, q: &Query) -> ApiResult<Filter> {
+        let labels =
+            skiff_api::selector::LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields =
+            skiff_api::selector::FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+                .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+        fields
+            .check_supported(kind)
+            .map_err(|e| ApiError::bad_request(e.reason))?;
+        Ok(Filter {
+            kind,
+            labels,
+            fields,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        (self.labels.is_empty() || self.labels.matches(&meta::labels(obj)))
+            && (self.fields.is_empty() || self.fields.matches_object(self.kind, obj))
+    }
+}
+
+/// Continue tokens carry the list's revision and the last key returned.
+fn encode_continue(rev: Revision, key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rev, "start": key}).to_string())
+}
+
+fn decode_continue(tok: &str) -> ApiResult<(Revision, String)> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {tok:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((
+        v["rv"].as_i64().ok_or_else(bad)?,
+        v["start"].as_str().ok_or_else(bad)?.to_string(),
+    ))
+}
+
+/// Reads objects matching the request's selectors, honouring limit/continue and
+/// resourceVersion/resourceVersionMatch.
+pub async fn list_items(
+    st: &AppState,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    q: &Query,
+) -> ApiResult<Listed> {
+    let filter = Filter::parse(kind, q)?;
+    let prefix = meta::list_prefix(kind, ns);
+    let limit = q.int("limit").filter(|l| *l > 0).map(|l| l as usize);
+    let (mut revision, mut after) = match q.value("continue") {
+        Some(c) => {
+            let (rv, key) = decode_continue(c)?;
+            (Some(rv), Some(key))
+        }
+        None => (None, None),
+    };
+    if revision.is_none() {
+        if let Some(rv) = q.value("resourceVersion") {
+            let n: Revision = rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))
+            })?;
+            if q.get("resourceVersionMatch") == Some("Exact") && n > 0 {
+                revision = Some(n);
+            }
+        }
+    }
+    let mut items = Vec::new();
+    let mut read_at: Revision;
+    loop {
+        let want = limit.map(|l| l.saturating_sub(items.len()));
+        let res = st
+            .store
+            .list(
+                &prefix,
+                &ListOptions {
+                    revision,
+                    limit: want.map(|w| if filter.is_empty() { w } else { w.max(256) }),
+                    continue_after: after.clone(),
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::Compacted { .. } if q.value("continue").is_some() => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => {
+                    ApiError::gone(format!("too old resource version: {e}"))
+                }
+                e => ApiError::from(e),
+            })?;
+        read_at = res.revision;
+        revision = Some(res.revision);
+        let mut last_key = None;
+        for kv in res.kvs {
+            if let Some(obj) = crate::watch_cache::decode(&kv.value, kv.mod_revision) {
+                last_key = Some(kv.key.clone());
+                if filter.matches(&obj) {
+                    items.push(obj);
+                    if limit.is_some_and(|l| items.len() >= l) {
+                        // More may follow: either the store said so, or this page ended early.
+                        let more = res.more || last_key.as_deref() != Some(kv.key.as_str());
+                        let _ = more;
+                        return Ok(Listed {
+                            items,
+                            revision: read_at,
+                            continue_token: next_token(st, &prefix, read_at, &kv.key).await?,
+                        });
+                    }
+                }
+            }
+        }
+        if !res.more {
+            break;
+        }
+        after = last_key;
+        if after.is_none() {
+            break;
+        }
+    }
+    Ok(Listed {
+        items,
+        revision: read_at,
+        continue_token: None,
+    })
+}
+
+/// A continue token if any key follows `key` at `rev`.
+async fn next_token(
+    st: &AppState,
+    prefix: &str,
+    rev: Revision,
+    key: &str,
+) -> ApiResult<Option<String>> {
+    let res = st
+        .store
+        .list(
+            prefix,
+            &ListOptions {
+                revision: Some(rev),
+                limit: Some(1),
+                continue_after: Some(key.to_string()),
+            },
+        )
+        .await?;
+    Ok((!res.kvs.is_empty()).then(|| encode_continue(rev, key)))
+}
+
+pub(crate) fn store_arc(st: &AppState) -> Arc<dyn Store> {
+    st.store.clone()
+}

@@ -1,0 +1,247 @@
+//! Subresources: status, scale (autoscaling/v1 Scale), pods/binding, pods/eviction,
+//! serviceaccounts/token, namespaces/finalize, and the access review everyone passes.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+use skiff_api::kinds::Kind;
+
+use super::objects::{self, Part};
+use super::{body_bytes, decode_body, json_response, Target};
+use crate::meta;
+use crate::query::Query;
+use crate::status::{ApiError, ApiResult};
+use crate::AppState;
+
+fn success(code: StatusCode) -> Response {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code.as_u16()}),
+    )
+}
+
+pub async fn serve(
+    st: &Arc<AppState>,
+    t: &Target,
+    sub: &str,
+    q: &Query,
+    req: Request,
+) -> ApiResult<Response> {
+    let kind = t.kind;
+    let ns = t.namespace.as_deref();
+    let name = t.name.clone().unwrap_or_default();
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    match (sub, &method) {
+        ("status", &Method::GET) => Ok(json_response(
+            StatusCode::OK,
+            &objects::get(st, kind, ns, &name).await?,
+        )),
+        ("status", &Method::PUT) => {
+            let body = body_bytes(req.into_body()).await?;
+            let obj = decode_body(st, &headers, &body)?;
+            let (o, w) = objects::update(st, kind, ns, &name, obj, q, Part::Status).await?;
+            Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
+        }
+        ("status", &Method::PATCH) => {
+            let body = body_bytes(req.into_body()).await?;
+            let (o, w) =
+                objects::patch(st, kind, ns, &name, &headers, &body, q, Part::Status).await?;
+            Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
+        }
+        ("scale", &Method::GET) => {
+            let obj = objects::get(st, kind, ns, &name).await?;
+            Ok(json_response(StatusCode::OK, &to_scale(kind, &obj)))
+        }
+        ("scale", &Method::PUT) | ("scale", &Method::PATCH) => {
+            let body = body_bytes(req.into_body()).await?;
+            let obj = objects::get(st, kind, ns, &name).await?;
+            let current = to_scale(kind, &obj);
+            let scale = if method == Method::PUT {
+                decode_body(st, &headers, &body)?
+            } else {
+                let ct = headers
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let pt = skiff_api::patch::PatchType::from_content_type(ct).ok_or_else(|| {
+                    ApiError::bad_request(format!("unsupported patch type {ct:?}"))
+                })?;
+                skiff_api::patch::apply_patch(
+                    "io.k8s.api.autoscaling.v1.Scale",
+                    &current,
+                    pt,
+                    &body,
+                )
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+            };
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if replicas < 0 {
+                return Err(ApiError::invalid(
+                    "Scale",
+                    "autoscaling",
+                    &name,
+                    vec![crate::Cause::invalid(
+                        "spec.replicas",
+                        &replicas.to_string(),
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            }
+            if let Some(rv) =
+                meta::str_at(&scale, "/metadata/resourceVersion").filter(|s| !s.is_empty())
+            {
+                if Some(rv) != meta::str_at(&obj, "/metadata/resourceVersion") {
+                    return Err(ApiError::conflict(kind.group, kind.plural, &name));
+                }
+            }
+            let mut updated = obj.clone();
+            updated["spec"]["replicas"] = json!(replicas);
+            let (o, _) =
+                objects::update(st, kind, ns, &name, updated, &Query::default(), Part::Main)
+                    .await?;
+            Ok(json_response(StatusCode::OK, &to_scale(kind, &o)))
+        }
+        ("binding", &Method::POST) => {
+            let body = body_bytes(req.into_body()).await?;
+            let b = decode_body(st, &headers, &body)?;
+            let node = meta::str_at(&b, "/target/name")
+                .unwrap_or_default()
+                .to_string();
+            if node.is_empty() {
+                return Err(ApiError::invalid(
+                    "Binding",
+                    "",
+                    &name,
+                    vec![crate::Cause::required("target.name")],
+                ));
+            }
+            let pod = objects::get(st, kind, ns, &name).await?;
+            if let Some(n) = meta::str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on pods/binding {name:?}: pod {name} is already assigned to node {n:?}"),
+                ));
+            }
+            let mut p = pod.clone();
+            p["spec"]["nodeName"] = json!(node);
+            objects::update(st, kind, ns, &name, p, &Query::default(), Part::Main).await?;
+            Ok(success(StatusCode::CREATED))
+        }
+        ("eviction", &Method::POST) => {
+            let body = body_bytes(req.into_body()).await?;
+            let opts = if body.is_empty() {
+                super::delete::DeleteOptions::default()
+            } else {
+                let v = decode_body(st, &headers, &body)?;
+                let inner = v.get("deleteOptions").cloned().unwrap_or(json!({}));
+                super::delete::DeleteOptions::parse(
+                    &Query::default(),
+                    inner.to_string().as_bytes(),
+                )?
+            };
+            super::delete::delete(st, kind, ns, &name, &opts).await?;
+            Ok(success(StatusCode::CREATED))
+        }
+        ("token", &Method::POST) => {
+            let body = body_bytes(req.into_body()).await?;
+            let mut tr = if body.is_empty() {
+                json!({})
+            } else {
+                decode_body(st, &headers, &body)?
+            };
+            objects::get(st, kind, ns, &name).await?;
+            let secs = tr
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(3600);
+            let exp =
+                std::time::SystemTime::now() + std::time::Duration::from_secs(secs.max(600) as u64);
+            tr["apiVersion"] = json!("authentication.k8s.io/v1");
+            tr["kind"] = json!("TokenRequest");
+            meta::default_at(&mut tr, &["metadata", "name"], json!(name));
+            meta::default_at(&mut tr, &["metadata", "namespace"], json!(ns));
+            meta::default_at(
+                &mut tr,
+                &["spec", "audiences"],
+                json!(["https://kubernetes.default.svc.cluster.local"]),
+            );
+            meta::default_at(&mut tr, &["spec", "expirationSeconds"], json!(secs));
+            // Service-account tokens are not verified yet (no service-account authn); the
+            // token is opaque and unique.
+            tr["status"] = json!({
+                "token": format!("skiff-sa.{}.{}", name, meta::uid()),
+                "expirationTimestamp": meta::rfc3339(exp),
+            });
+            Ok(json_response(StatusCode::CREATED, &tr))
+        }
+        ("finalize", &Method::PUT) => {
+            let body = body_bytes(req.into_body()).await?;
+            let obj = decode_body(st, &headers, &body)?;
+            let mut cur = objects::get(st, kind, ns, &name).await?;
+            cur["spec"]["finalizers"] = obj
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
+            let (o, _) =
+                objects::update(st, kind, ns, &name, cur, &Query::default(), Part::Main).await?;
+            Ok(json_response(StatusCode::OK, &o))
+        }
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "{}/{sub} needs the node's kubelet, which this server does not run yet",
+                kind.plural
+            ),
+        )),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on {}/{sub}",
+            kind.plural
+        ))),
+    }
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+fn to_scale(kind: &Kind, obj: &Value) -> Value {
+    let md = obj.get("metadata").cloned().unwrap_or_default();
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let _ = kind;
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": md.get("name"), "namespace": md.get("namespace"), "uid": md.get("uid"),
+            "resourceVersion": md.get("resourceVersion"), "creationTimestamp": md.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// The admin is allowed everything until RBAC lands.
+pub fn access_review(mut obj: Value) -> Response {
+    obj["status"] =
+        json!({"allowed": true, "reason": "skiff allows every authenticated user (no RBAC yet)"});
+    meta::default_at(&mut obj, &["metadata", "creationTimestamp"], Value::Null);
+    json_response(StatusCode::CREATED, &obj)
+}

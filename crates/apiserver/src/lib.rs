@@ -1,0 +1,263 @@
+//! skiff's Kubernetes API server: HTTPS with client-certificate and bearer-token
+//! authentication, discovery and OpenAPI, generic CRUD/list/watch/patch for every kind in
+//! `skiff_api::kinds::KINDS`, stored through the `skiff_store::Store` trait.
+//!
+//! Lifecycle: [`Server::bind`] loads (or on first start generates) the cluster
+//! credentials, creates the built-in namespaces and starts the watch cache;
+//! [`Server::run`] serves until its shutdown future completes.
+
+mod defaults;
+mod discovery;
+mod handlers;
+pub mod meta;
+pub mod pki;
+mod proto;
+mod query;
+mod status;
+mod validate;
+mod watch_cache;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use skiff_store::Store;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+pub use status::{ApiError, Cause};
+
+/// Largest request body accepted, as kube-apiserver (3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds `pki/`, `kubeconfig.yaml` and `token`.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Extra subject alternative names for the serving cert (first start only).
+    pub extra_sans: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("credentials in {dir}")]
+    Pki {
+        dir: PathBuf,
+        #[source]
+        source: pki::PkiError,
+    },
+    #[error("TLS setup with {path}")]
+    Tls {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("listening on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store: {operation}")]
+    Store {
+        operation: &'static str,
+        #[source]
+        source: skiff_store::StoreError,
+    },
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// Presented a client certificate signed by the cluster CA.
+    ClientCert,
+    Anonymous,
+}
+
+pub(crate) struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<watch_cache::WatchCache>,
+    pub token: String,
+    pub server_address: String,
+    /// OpenAPI v2 definitions, for unknown-field detection.
+    pub definitions: serde_json::Value,
+    /// Serializes ClusterIP/NodePort allocation with the service create that uses it.
+    pub alloc: tokio::sync::Mutex<()>,
+    /// Protobuf message layouts for kubectl's protobuf request bodies.
+    pub proto: proto::Schema,
+}
+
+/// A bound, not yet serving, API server.
+pub struct Server {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<AppState>,
+    pub pki: pki::Pki,
+}
+
+impl Server {
+    pub async fn bind(config: Config, store: Arc<dyn Store>) -> Result<Server, ServeError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        // Clients reach a wildcard listener through loopback on this machine.
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            local.ip().to_string()
+        };
+        let server_address = format!("{host}:{}", local.port());
+        let pki = pki::ensure(
+            &config.data_dir,
+            &format!("https://{server_address}"),
+            &config.extra_sans,
+        )
+        .map_err(|source| ServeError::Pki {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+        let tls = tls_acceptor(&pki)?;
+        handlers::bootstrap(&*store)
+            .await
+            .map_err(|source| ServeError::Store {
+                operation: "creating the built-in namespaces",
+                source,
+            })?;
+        let cache = watch_cache::WatchCache::start(store.clone())
+            .await
+            .map_err(|source| ServeError::Store {
+                operation: "starting the watch cache",
+                source,
+            })?;
+        let definitions = skiff_api::openapi::v2()
+            .get("definitions")
+            .cloned()
+            .unwrap_or_default();
+        Ok(Server {
+            listener,
+            tls,
+            state: Arc::new(AppState {
+                store,
+                cache,
+                token: pki.token.clone(),
+                server_address,
+                definitions,
+                alloc: tokio::sync::Mutex::new(()),
+                proto: proto::Schema::new(),
+            }),
+            pki,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; connections in flight are dropped then.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let app = handlers::router(self.state.clone());
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut shutdown => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let app = app.clone();
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                let stream = match tls.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                // The verifier only accepts certificates signed by the cluster CA, so any
+                // presented certificate authenticates the connection.
+                let peer = if stream.get_ref().1.peer_certificates().is_some() {
+                    Peer::ClientCert
+                } else {
+                    Peer::Anonymous
+                };
+                let svc =
+                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer);
+                        let app = app.clone();
+                        async move {
+                            let req = req.map(axum::body::Body::new);
+                            app.oneshot(req).await
+                        }
+                    });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(hyper_util::rt::TokioTimer::new());
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await
+                {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+fn tls_acceptor(pki: &pki::Pki) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |path: &PathBuf| {
+        let path = path.clone();
+        move |e: Box<dyn std::error::Error + Send + Sync>| ServeError::Tls { path, source: e }
+    };
+    let certs = CertificateDer::pem_file_iter(&pki.server_cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| err(&pki.server_cert)(Box::new(e)))?;
+    let key = PrivateKeyDer::from_pem_file(&pki.server_key)
+        .map_err(|e| err(&pki.server_key)(Box::new(e)))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in
+        CertificateDer::pem_file_iter(&pki.ca_cert).map_err(|e| err(&pki.ca_cert)(Box::new(e)))?
+    {
+        let ca = ca.map_err(|e| err(&pki.ca_cert)(Box::new(e)))?;
+        roots.add(ca).map_err(|e| err(&pki.ca_cert)(Box::new(e)))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| err(&pki.ca_cert)(Box::new(e)))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+        })
+        .map_err(|e| err(&pki.server_cert)(Box::new(e)))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}

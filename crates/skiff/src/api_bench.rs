@@ -1,0 +1,455 @@
+//! `skiff bench api`: the API server on the embedded store vs on a single-member etcd, in
+//! one run. Each backend gets a fresh `skiff server` child process; the clients here speak
+//! HTTPS with the agents' bearer token. Phases: N concurrent clients create pods (no
+//! nodes), one LIST of them all, then W watchers on the namespace receive every event of U
+//! updates (delivery latency = event received − update acknowledged). Server RSS is the
+//! child's peak (VmHWM).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+#[derive(Debug, clap::Args)]
+pub struct ApiBenchArgs {
+    /// Concurrent creating clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Pods to create.
+    #[arg(long, default_value_t = 20_000)]
+    pods: usize,
+    /// Concurrent watchers.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Updates the watchers must all receive.
+    #[arg(long, default_value_t = 1000)]
+    updates: usize,
+    /// Only the embedded store (no etcd peer).
+    #[arg(long)]
+    embedded_only: bool,
+}
+
+struct Figures {
+    creates_per_s: f64,
+    create_p50: Duration,
+    create_p99: Duration,
+    list: Duration,
+    listed: usize,
+    watch_p50: Duration,
+    watch_p99: Duration,
+    delivered: usize,
+    rss_mb: f64,
+}
+
+pub fn main(args: ApiBenchArgs) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let mut rows = Vec::new();
+    println!(
+        "{} clients create {} pods, LIST them, {} watchers x {} updates",
+        args.clients, args.pods, args.watchers, args.updates
+    );
+    rows.push(("embedded", rt.block_on(run_backend(&args, None))?));
+    if !args.embedded_only {
+        let etcd = skiff_store::testing::EtcdCluster::start(1)
+            .context("start etcd (Debian etcd-server)")?;
+        let eps = etcd.endpoints().join(",");
+        rows.push(("etcd", rt.block_on(run_backend(&args, Some(&eps)))?));
+    }
+    println!(
+        "{:<9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "backend", "creates/s", "p50 ms", "p99 ms", "LIST ms", "watch p50", "watch p99", "RSS MB"
+    );
+    for (name, f) in &rows {
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{:<9} {:>10.0} {:>9.2} {:>9.2} {:>9.1} {:>9.2} {:>9.2} {:>9.0}",
+            name,
+            f.creates_per_s,
+            ms(&f.create_p50),
+            ms(&f.create_p99),
+            ms(&f.list),
+            ms(&f.watch_p50),
+            ms(&f.watch_p99),
+            f.rss_mb
+        );
+        if f.listed != args.pods || f.delivered != args.watchers * args.updates {
+            bail!(
+                "{name}: listed {} of {} pods, delivered {} of {} watch events",
+                f.listed,
+                args.pods,
+                f.delivered,
+                args.watchers * args.updates
+            );
+        }
+    }
+    if rows.len() == 2 {
+        let (e, c) = (&rows[0].1, &rows[1].1);
+        println!(
+            "embedded/etcd: creates/s {:.2}x, create p99 {:.2}x, LIST {:.2}x, watch p99 {:.2}x",
+            e.creates_per_s / c.creates_per_s,
+            e.create_p99.as_secs_f64() / c.create_p99.as_secs_f64(),
+            e.list.as_secs_f64() / c.list.as_secs_f64(),
+            e.watch_p99.as_secs_f64() / c.watch_p99.as_secs_f64(),
+        );
+    }
+    Ok(())
+}
+
+struct ServerChild {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_server(etcd: Option<&str>) -> Result<(ServerChild, String)> {
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-bench-api-{}-{}",
+        std::process::id(),
+        if etcd.is_some() { "etcd" } else { "embedded" }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut cmd = Command::new(std::env::current_exe().context("find the skiff binary")?);
+    cmd.arg("server").arg("--data-dir").arg(&dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--disable-agent",
+    ]);
+    if let Some(e) = etcd {
+        cmd.args(["--datastore-endpoint", e]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start skiff server")?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let guard = ServerChild { child, dir };
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(u) = l.split("API on https://").nth(1) {
+                    break u.split(';').next().unwrap_or_default().to_string();
+                }
+            }
+            _ => bail!("skiff server exited before serving"),
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((guard, url))
+}
+
+#[derive(Clone)]
+struct Conn {
+    tls: tokio_rustls::TlsConnector,
+    addr: String,
+    token: String,
+}
+
+impl Conn {
+    fn new(dir: &Path, addr: &str) -> Result<Conn> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("pki/ca.crt")).context("read the CA")? {
+            roots
+                .add(c.context("parse the CA")?)
+                .context("trust the CA")?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let token = std::fs::read_to_string(dir.join("token")).context("read the token")?;
+        Ok(Conn {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            addr: addr.to_string(),
+            token: token.trim().to_string(),
+        })
+    }
+
+    async fn open(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .context("connect")?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls::pki_types::ServerName::try_from("localhost").context("server name")?;
+        let tls = self.tls.connect(name, tcp).await.context("TLS handshake")?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context("HTTP handshake")?;
+        tokio::spawn(conn);
+        Ok(send)
+    }
+
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        ct: &str,
+    ) -> Result<hyper::Request<Full<Bytes>>> {
+        hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", ct)
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .context("build request")
+    }
+}
+
+fn pod(name: &str) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// The resourceVersion of one watch event line, without parsing the whole object.
+fn line_rv(line: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(line).ok()?;
+    let i = s.find("\"resourceVersion\":\"")? + "\"resourceVersion\":\"".len();
+    s[i..].split('"').next()?.parse().ok()
+}
+
+async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures> {
+    let (server, addr) = start_server(etcd)?;
+    let conn = Conn::new(&server.dir, &addr)?;
+    let base = "/api/v1/namespaces/default/pods";
+
+    // Creates.
+    let per = args.pods.div_ceil(args.clients);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let conn = conn.clone();
+        let (from, to) = (c * per, ((c + 1) * per).min(args.pods));
+        tasks.push(tokio::spawn(async move {
+            let mut send = conn.open().await?;
+            let mut lat = Vec::with_capacity(to.saturating_sub(from));
+            for i in from..to {
+                let t = Instant::now();
+                let resp = send
+                    .ready_send(conn.req(
+                        "POST",
+                        base,
+                        pod(&format!("p{i:06}")),
+                        "application/json",
+                    )?)
+                    .await
+                    .context("create")?;
+                let status = resp.status();
+                resp.into_body()
+                    .collect()
+                    .await
+                    .context("read create response")?;
+                if status.as_u16() != 201 {
+                    bail!("create p{i:06}: HTTP {status}");
+                }
+                lat.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.context("create task")??);
+    }
+    let create_time = started.elapsed();
+
+    // LIST.
+    let mut send = conn.open().await?;
+    let t = Instant::now();
+    let resp = send
+        .ready_send(conn.req("GET", base, Vec::new(), "application/json")?)
+        .await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    let list = t.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&body).context("parse the list")?;
+    let listed = v["items"].as_array().map(Vec::len).unwrap_or(0);
+    let rv = v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    drop(body);
+
+    // Watchers, from the list's resourceVersion.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.watchers);
+    let mut watchers = Vec::new();
+    for _ in 0..args.watchers {
+        let conn = conn.clone();
+        let rv = rv.clone();
+        let ready = ready_tx.clone();
+        let want = args.updates;
+        watchers.push(tokio::spawn(async move {
+            let mut send = conn.open().await?;
+            let path = format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=600");
+            let resp = send
+                .ready_send(conn.req("GET", &path, Vec::new(), "application/json")?)
+                .await?;
+            let _ = ready.send(()).await;
+            let mut body = resp.into_body();
+            let mut buf = Vec::new();
+            let mut got: Vec<(i64, Instant)> = Vec::with_capacity(want);
+            while got.len() < want {
+                let Some(frame) = body.frame().await else {
+                    break;
+                };
+                let frame = frame.context("watch stream")?;
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                let now = Instant::now();
+                buf.extend_from_slice(data);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    if let Some(r) = line_rv(&line) {
+                        got.push((r, now));
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(got)
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..args.watchers {
+        ready_rx.recv().await.context("a watcher failed to start")?;
+    }
+    // Updates, acknowledged times by resulting resourceVersion.
+    let mut acked: HashMap<i64, Instant> = HashMap::with_capacity(args.updates);
+    let mut send = conn.open().await?;
+    for i in 0..args.updates {
+        let name = format!("p{:06}", i % args.pods.max(1));
+        let patch = format!(r#"{{"metadata":{{"annotations":{{"bench":"{i}"}}}}}}"#).into_bytes();
+        let resp = send
+            .ready_send(conn.req(
+                "PATCH",
+                &format!("{base}/{name}"),
+                patch,
+                "application/merge-patch+json",
+            )?)
+            .await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        let t = Instant::now();
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).context("parse the patch response")?;
+        let r: i64 = v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        acked.insert(r, t);
+    }
+    let mut delivery = Vec::new();
+    for w in watchers {
+        for (r, at) in tokio::time::timeout(Duration::from_secs(600), w)
+            .await
+            .context("watchers timed out")???
+        {
+            if let Some(a) = acked.get(&r) {
+                delivery.push(at.saturating_duration_since(*a));
+            }
+        }
+    }
+    let rss_mb = peak_rss_mb(server.child.id());
+    drop(server);
+    let mut lat2 = lat;
+    Ok(Figures {
+        creates_per_s: args.pods as f64 / create_time.as_secs_f64(),
+        create_p50: pct(&mut lat2, 0.50),
+        create_p99: pct(&mut lat2, 0.99),
+        list,
+        listed,
+        watch_p50: pct(&mut delivery, 0.50),
+        watch_p99: pct(&mut delivery, 0.99),
+        delivered: delivery.len(),
+        rss_mb,
+    })
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// A thousand watchers need more descriptors than the usual soft limit of 1024, in this
+/// process and in the server (which inherits the limit).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// HTTP/1 connections take one request at a time: wait until the previous one is done.
+trait ReadySend {
+    async fn ready_send(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>>;
+}
+
+impl ReadySend for SendRequest<Full<Bytes>> {
+    async fn ready_send(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.ready().await.context("connection closed")?;
+        self.send_request(req).await.context("request failed")
+    }
+}

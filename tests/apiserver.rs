@@ -1,0 +1,22 @@
+//! End-to-end tests of `skiff server`'s Kubernetes API: each test starts the real binary
+//! on a free loopback port with a temp data dir and drives it with real clients — kubectl
+//! 1.27 and 1.33, curl with the admin certificate, the official Python client — and, for
+//! the etcd backend, a real etcd on free loopback ports.
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "apiserver/common.rs"]
+mod common;
+
+#[path = "apiserver/kubectl.rs"]
+mod kubectl;
+
+#[path = "apiserver/http.rs"]
+mod http;
+
+#[path = "apiserver/python.rs"]
+mod python;
+
+#[path = "apiserver/etcd.rs"]
+mod etcd;

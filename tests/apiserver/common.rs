@@ -1,0 +1,261 @@
+//! Helpers for the API server tests: a real `skiff server` on a free loopback port with a
+//! temp data dir (killed and removed on drop), and runners for kubectl of a given version,
+//! curl with the admin certificate, and the Python client.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+/// Any command that runs longer fails the test (watch tests pass their own timeouts).
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The kubectl versions every kubectl test runs with: the oldest and newest supported.
+pub const VERSIONS: &[&str] = &["1.27", "1.33"];
+
+pub struct Server {
+    pub child: Child,
+    pub dir: TempDir,
+    pub url: String,
+    /// Extra server arguments (for restarts).
+    args: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves.
+    pub fn start_with(args: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-apiserver-")
+            .tempdir()
+            .expect("temp dir");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(dir.path(), &args);
+        Server {
+            child,
+            dir,
+            url,
+            args,
+        }
+    }
+
+    /// Stops the server and starts it again on the same data dir (and a new port).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url) = spawn(self.dir.path(), &self.args);
+        self.child = child;
+        self.url = url;
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    pub fn pki(&self, f: &str) -> PathBuf {
+        self.dir.path().join("pki").join(f)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("token"))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    /// kubectl of `version` (`1.27`…`1.33`) with this server's kubeconfig.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> Out {
+        self.kubectl_with(version, args, None, &[])
+    }
+
+    pub fn kubectl_with(
+        &self,
+        version: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Out {
+        let mut c = Command::new(kubectl_path(version));
+        c.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c, stdin)
+    }
+
+    /// curl with the admin client certificate; `args` are extra curl arguments.
+    pub fn curl(&self, method: &str, path: &str, args: &[&str]) -> Out {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-X", method, "-w", "\n%{http_code}"])
+            .arg("--cacert")
+            .arg(self.pki("ca.crt"))
+            .arg("--cert")
+            .arg(self.pki("admin.crt"))
+            .arg("--key")
+            .arg(self.pki("admin.key"))
+            .args(args)
+            .arg(format!("{}{path}", self.url));
+        run(c, None)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(SKIFF)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--disable-agent"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn skiff server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line
+                .split("API on ")
+                .nth(1)
+                .and_then(|r| r.split(';').next())
+            {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(Ok(url.to_string()));
+                }
+            } else if let Some(t) = &tx {
+                let _ = t.send(Err(line));
+            } else {
+                eprintln!("skiff server: {line}");
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(url)) => return (child, url),
+            Ok(Err(line)) => log.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("skiff server did not start: {}", log.join("\n"));
+            }
+        }
+    }
+}
+
+pub fn kubectl_path(version: &str) -> PathBuf {
+    let k = which("kubectl");
+    let real = std::fs::canonicalize(&k).unwrap_or(k);
+    real.parent()
+        .expect("kubectl dir")
+        .join(format!("kubectl.{version}"))
+}
+
+fn which(bin: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(bin))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| panic!("{bin} not on PATH"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    #[track_caller]
+    pub fn ok(self) -> Out {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn fails(self) -> Out {
+        assert_ne!(self.code, 0, "command unexpectedly succeeded: {self:#?}");
+        self
+    }
+
+    /// For curl: the HTTP status (last line) and the JSON body.
+    pub fn http(&self) -> (u16, serde_json::Value) {
+        let (body, code) = self.stdout.rsplit_once('\n').unwrap_or(("", &self.stdout));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+pub fn run(mut c: Command, stdin: Option<&str>) -> Out {
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));
+    if let (Some(s), Some(mut i)) = (stdin, child.stdin.take()) {
+        i.write_all(s.as_bytes()).expect("write stdin");
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(CMD_TIMEOUT) {
+        Ok(Ok(o)) => Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        },
+        Ok(Err(e)) => panic!("{c:?}: {e}"),
+        Err(_) => {
+            // The child moved into the waiter thread; signal it by pid.
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("{c:?} timed out after {CMD_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, for at most 30 s.
+#[track_caller]
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write file");
+    p
+}

@@ -1,0 +1,94 @@
+//! `skiff server --datastore-endpoint` with a real etcd (Debian etcd-server) on free
+//! loopback ports: a kubectl round trip, and the objects are etcd's keys.
+
+use skiff_store::testing::EtcdCluster;
+
+use crate::common::Server;
+
+#[test]
+fn kubectl_round_trip_on_etcd() {
+    let etcd = EtcdCluster::start(1).expect("start etcd");
+    let endpoints = etcd.endpoints().join(",");
+    let mut s = Server::start_with(&["--datastore-endpoint", &endpoints]);
+    for v in crate::common::VERSIONS {
+        let name = format!("cm-{}", v.replace('.', "-"));
+        s.kubectl(v, &["create", "configmap", &name, "--from-literal=k=v"])
+            .ok();
+        let got = s
+            .kubectl(v, &["get", "cm", &name, "-o", "jsonpath={.data.k}"])
+            .ok();
+        assert_eq!(got.stdout, "v");
+    }
+    // The state lives in etcd: a restarted server (new data dir contents aside) sees it,
+    // and resourceVersions are etcd revisions.
+    s.restart();
+    let names = s.kubectl("1.33", &["get", "cm", "-o", "name"]).ok().stdout;
+    assert_eq!(names, "configmap/cm-1-27\nconfigmap/cm-1-33\n");
+    let rv: i64 = s
+        .kubectl(
+            "1.33",
+            &[
+                "get",
+                "cm",
+                "cm-1-33",
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ],
+        )
+        .ok()
+        .stdout
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kv = rt.block_on(async {
+        let store = skiff_store::EtcdStore::connect(&skiff_store::EtcdOptions {
+            endpoints: etcd.endpoints(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        use skiff_store::Store;
+        store
+            .get("/registry/core/configmaps/default/cm-1-33", None)
+            .await
+            .unwrap()
+            .kv
+    });
+    assert_eq!(kv.expect("key in etcd").mod_revision, rv);
+    s.kubectl("1.33", &["delete", "cm", "cm-1-27"]).ok();
+    let e = s.kubectl("1.27", &["get", "cm", "cm-1-27"]).fails();
+    assert!(e.stderr.contains("not found"), "{e:?}");
+}
+
+#[test]
+fn unreachable_etcd_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let mut c = std::process::Command::new(crate::common::SKIFF);
+    c.arg("server").arg("--data-dir").arg(dir.path()).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--datastore-endpoint",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    let out = crate::common::run(c, None);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("connect to etcd at http://127.0.0.1:"),
+        "{out:?}"
+    );
+    let mut c = std::process::Command::new(crate::common::SKIFF);
+    c.arg("server").arg("--data-dir").arg(dir.path()).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--datastore-endpoint",
+        "127.0.0.1:2379",
+    ]);
+    let out = crate::common::run(c, None);
+    assert!(out.stderr.contains("use http://host:port"), "{out:?}");
+}
