@@ -1,24 +1,19 @@
 #!/usr/bin/env bash
-# skiff's main job, for now: build skiff and run a container from an OCI bundle made of
-# busybox-static and the default spec (`skiff runtime spec`, like `runc spec`).
+# skiff's main job: a cluster you can point kubectl at. Today that is the control plane
+# (`skiff server`: API server + embedded state store); the node agent comes later.
+# Data in ${SKIFF_DATA_DIR:-/var/lib/skiff}; API on ${SKIFF_LISTEN:-127.0.0.1:6443}.
+# Ctrl-C stops it; the state stays for the next start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release -q
-SKIFF=$PWD/target/release/skiff
-bundle=$(mktemp -d /tmp/skiff-demo.XXXXXX)
-trap 'rm -rf "$bundle"' EXIT
-mkdir -p "$bundle/rootfs/bin"
-cp /bin/busybox "$bundle/rootfs/bin/busybox"
-for applet in sh ls cat echo hostname id ps; do ln -s busybox "$bundle/rootfs/bin/$applet"; done
-(cd "$bundle" && "$SKIFF" runtime spec)
-# Non-interactive: no terminal, and a command that shows the isolation.
-python3 - "$bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]
-c = json.load(open(p))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["sh", "-c", "echo \"hello from $(hostname), I am pid $$\"; ps; id"]
-json.dump(c, open(p, "w"), indent=2)
-PY
-exec "$SKIFF" runtime --root /run/skiff/demo run -b "$bundle" "demo-$$"
+data=${SKIFF_DATA_DIR:-/var/lib/skiff}
+listen=${SKIFF_LISTEN:-127.0.0.1:6443}
+cat <<MSG
+skiff server: API on https://$listen, data in $data.
+In another shell:
+  export KUBECONFIG=$data/kubeconfig.yaml
+  kubectl get namespaces
+  kubectl create deployment web --image=kubia:1 --replicas=2 && kubectl get deploy,rs,pods -o wide
+MSG
+exec ./target/release/skiff server --data-dir "$data" --listen "$listen" --disable-agent
