@@ -155,15 +155,11 @@ fn compact_defrag_and_watch() {
 const LIVE_CHILD_ENV: &str = "SKIFF_STORE_LIVE_CHILD";
 const LIVE_WRITERS: usize = 4;
 
-/// The live store's owner (a stand-in for a server): runs only when the test below
-/// re-executes this binary with LIVE_CHILD_ENV set. It opens the store, keeps writing
+/// The live store's owner (a stand-in for a server), run in a child process: the test
+/// below re-executes itself with LIVE_CHILD_ENV set. It opens the store, keeps writing
 /// `/live/<writer>/<seq>` and prints `ACK key revision` for each acknowledged write, until
 /// its stdin closes (or a minute passes, so it cannot outlive a failed parent for long).
-#[test]
-fn live_child() {
-    let Ok(dir) = std::env::var(LIVE_CHILD_ENV) else {
-        return;
-    };
+fn live_child(dir: String) {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         let mut sink = String::new();
@@ -219,15 +215,15 @@ fn acks_at_least(acks: &Acks, n: usize) -> Vec<(String, i64)> {
 
 #[test]
 fn admin_commands_on_a_live_store_see_its_writes() {
-    if std::env::var(LIVE_CHILD_ENV).is_ok() {
-        return;
+    if let Ok(dir) = std::env::var(LIVE_CHILD_ENV) {
+        return live_child(dir);
     }
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "live_child",
+            "admin_commands_on_a_live_store_see_its_writes",
             "--nocapture",
             "--test-threads",
             "1",

@@ -23,12 +23,8 @@ fn value_for(key: &str) -> Vec<u8> {
     v
 }
 
-/// The child: runs only when the parent re-executes this test binary with CHILD_ENV set.
-#[test]
-fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The child: the test below re-executes itself with CHILD_ENV set to run this.
+fn crash_child(dir: String) {
     let round: usize = std::env::var("SKIFF_STORE_CRASH_ROUND")
         .unwrap()
         .parse()
@@ -72,8 +68,8 @@ impl Rng {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        return crash_child(dir);
     }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -96,7 +92,7 @@ fn acknowledged_writes_survive_sigkill() {
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .args([
-                "crash_child",
+                "acknowledged_writes_survive_sigkill",
                 "--exact",
                 "--nocapture",
                 "--test-threads",
