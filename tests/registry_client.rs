@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mounts.rs"]
+mod mounts;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -59,18 +62,7 @@ struct Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut targets: Vec<String> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|t| t.starts_with(&root))
-            .map(str::to_string)
-            .collect();
-        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        for t in targets {
-            let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+        mounts::unmount_all_under(self.dir.path());
     }
 }
 

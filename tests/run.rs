@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mounts.rs"]
+mod mounts;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -61,15 +64,7 @@ impl Drop for Env {
         for id in ids.lines() {
             let _ = self.cmd(&["rm", "-f", id]);
         }
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for t in mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|t| t.starts_with(&root))
-        {
-            let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
-        }
+        mounts::unmount_all_under(self.dir.path());
     }
 }
 
