@@ -66,19 +66,14 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        let res = if group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{group}")
-        };
-        ApiError {
-            details: Some(json!({"name": name, "group": group, "kind": plural})),
-            ..Self::new(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{res} {name:?} not found"),
-            )
-        }
+        Self::about_object(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            group,
+            plural,
+            name,
+            |res| format!("{res} {name:?} not found"),
+        )
     }
 
     pub fn path_not_found() -> Self {
@@ -90,22 +85,39 @@ impl ApiError {
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        let res = if group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{group}")
-        };
-        ApiError {
-            details: Some(json!({"name": name, "group": group, "kind": plural})),
-            ..Self::new(
-                StatusCode::CONFLICT,
-                "AlreadyExists",
-                format!("{res} {name:?} already exists"),
-            )
-        }
+        Self::about_object(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            group,
+            plural,
+            name,
+            |res| format!("{res} {name:?} already exists"),
+        )
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str) -> Self {
+        Self::about_object(
+            StatusCode::CONFLICT,
+            "Conflict",
+            group,
+            plural,
+            name,
+            |res| {
+                format!("Operation cannot be fulfilled on {res} {name:?}: the object has been modified; please apply your changes to the latest version and try again")
+            },
+        )
+    }
+
+    /// A Status about one object, with kube's details; `message` gets the resource as kube
+    /// names it in messages (`pods`, `deployments.apps`).
+    fn about_object(
+        code: StatusCode,
+        reason: &'static str,
+        group: &str,
+        plural: &str,
+        name: &str,
+        message: impl FnOnce(&str) -> String,
+    ) -> Self {
         let res = if group.is_empty() {
             plural.to_string()
         } else {
@@ -113,11 +125,7 @@ impl ApiError {
         };
         ApiError {
             details: Some(json!({"name": name, "group": group, "kind": plural})),
-            ..Self::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!("Operation cannot be fulfilled on {res} {name:?}: the object has been modified; please apply your changes to the latest version and try again"),
-            )
+            ..Self::new(code, reason, message(&res))
         }
     }
 
