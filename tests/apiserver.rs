@@ -20,3 +20,6 @@ mod python;
 
 #[path = "apiserver/etcd.rs"]
 mod etcd;
+
+#[path = "apiserver/audit.rs"]
+mod audit;

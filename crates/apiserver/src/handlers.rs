@@ -14,10 +14,11 @@ use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
 use skiff_store::{ListOptions, Revision, Store, StoreError};
 
+use crate::audit::{Record, UserInfo};
 use crate::meta;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
-use crate::{AppState, Peer};
+use crate::{AppState, Peer, RemoteAddr};
 
 mod delete;
 mod objects;
@@ -64,21 +65,37 @@ pub struct Target {
     pub watch_path: bool,
 }
 
-fn authenticated(st: &AppState, req: &Request) -> bool {
+/// The user a request authenticates as, if any: a client certificate signed by the
+/// cluster CA, or the cluster's bearer token.
+fn authenticate(st: &AppState, req: &Request) -> Option<UserInfo> {
     if req.extensions().get::<Peer>() == Some(&Peer::ClientCert) {
-        return true;
+        return Some(
+            req.extensions()
+                .get::<UserInfo>()
+                .cloned()
+                .unwrap_or(UserInfo {
+                    username: String::new(),
+                    groups: vec!["system:authenticated".into()],
+                }),
+        );
     }
-    let Some(auth) = req
+    let auth = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
+        .and_then(|v| v.to_str().ok())?;
     let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
     // Constant-time comparison: the token is a secret.
-    !token.is_empty() && constant_time_eq(token.as_bytes(), st.token.as_bytes())
+    (!token.is_empty() && constant_time_eq(token.as_bytes(), st.token.as_bytes())).then(|| {
+        UserInfo {
+            username: TOKEN_USER.into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    })
 }
+
+/// Who the cluster token authenticates as (agents and benchmarks use it; it may do
+/// everything, like the admin certificate, until RBAC lands).
+const TOKEN_USER: &str = "skiff:token";
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -88,7 +105,13 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = if !authenticated(&st, &req) {
+    let user = authenticate(&st, &req);
+    let record = st.audit.as_ref().map(|log| {
+        let anonymous = UserInfo::anonymous();
+        let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
+        Record::begin(log, &req, user.as_ref().unwrap_or(&anonymous), ip)
+    });
+    let resp = if user.is_none() {
         ApiError::unauthorized().into_response()
     } else {
         match route(&st, req).await {
@@ -97,7 +120,10 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         }
     };
     tracing::info!(target: "skiff::access", %method, %path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64);
-    resp
+    match record {
+        Some(r) => r.finish(resp),
+        None => resp,
+    }
 }
 
 fn accept(headers: &HeaderMap) -> String {
@@ -344,10 +370,11 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             }
             let (obj, warnings) =
                 objects::create(st, t.kind, t.namespace.as_deref(), obj, &q).await?;
-            Ok(with_warnings(
-                json_response(StatusCode::CREATED, &obj),
-                &warnings,
-            ))
+            let mut resp = with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
+            // The audit line names the created object (the URL could not: generateName).
+            resp.extensions_mut()
+                .insert(crate::audit::CreatedName(meta::name(&obj).to_string()));
+            Ok(resp)
         }
         "update" => {
             let body = body_bytes(req.into_body()).await?;

@@ -6,6 +6,7 @@
 //! credentials, creates the built-in namespaces and starts the watch cache;
 //! [`Server::run`] serves until its shutdown future completes.
 
+pub mod audit;
 mod defaults;
 mod discovery;
 mod handlers;
@@ -41,6 +42,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Extra subject alternative names for the serving cert (first start only).
     pub extra_sans: Vec<String>,
+    /// Where the audit log goes; None turns it off.
+    pub audit: Option<audit::AuditTarget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
     #[error("store: {operation}")]
     Store {
         operation: &'static str,
@@ -90,6 +95,7 @@ pub(crate) struct AppState {
     pub alloc: tokio::sync::Mutex<()>,
     /// Protobuf message layouts for kubectl's protobuf request bodies.
     pub proto: proto::Schema,
+    pub audit: Option<audit::AuditLog>,
 }
 
 /// A bound, not yet serving, API server.
@@ -142,6 +148,11 @@ impl Server {
                 operation: "starting the watch cache",
                 source,
             })?;
+        let audit = config
+            .audit
+            .as_ref()
+            .map(audit::AuditLog::open)
+            .transpose()?;
         let definitions = skiff_api::openapi::v2()
             .get("definitions")
             .cloned()
@@ -157,6 +168,7 @@ impl Server {
                 definitions,
                 alloc: tokio::sync::Mutex::new(()),
                 proto: proto::Schema::new(),
+                audit,
             }),
             pki,
         })
@@ -175,8 +187,8 @@ impl Server {
                 a = self.listener.accept() => a,
                 _ = &mut shutdown => break,
             };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -196,14 +208,17 @@ impl Server {
                 };
                 // The verifier only accepts certificates signed by the cluster CA, so any
                 // presented certificate authenticates the connection.
-                let peer = if stream.get_ref().1.peer_certificates().is_some() {
-                    Peer::ClientCert
-                } else {
-                    Peer::Anonymous
+                let (peer, cert_user) = match stream.get_ref().1.peer_certificates() {
+                    Some([leaf, ..]) => (Peer::ClientCert, Some(cert_user(leaf))),
+                    Some([]) | None => (Peer::Anonymous, None),
                 };
                 let svc =
                     hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(peer);
+                        req.extensions_mut().insert(RemoteAddr(remote));
+                        if let Some(u) = &cert_user {
+                            req.extensions_mut().insert(u.clone());
+                        }
                         let app = app.clone();
                         async move {
                             let req = req.map(axum::body::Body::new);
@@ -222,6 +237,32 @@ impl Server {
             });
         }
     }
+}
+
+/// The TCP peer of a request (the audit log's source IP).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteAddr(pub SocketAddr);
+
+/// The user a client certificate names, as Kubernetes reads it: the subject's common name
+/// is the user name, its organizations are the groups.
+fn cert_user(der: &rustls::pki_types::CertificateDer<'_>) -> audit::UserInfo {
+    let mut user = audit::UserInfo {
+        username: String::new(),
+        groups: Vec::new(),
+    };
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) {
+        let subject = cert.subject();
+        if let Some(cn) = subject.iter_common_name().next() {
+            user.username = cn.as_str().unwrap_or_default().to_string();
+        }
+        user.groups = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok())
+            .map(String::from)
+            .collect();
+    }
+    user.groups.push("system:authenticated".into());
+    user
 }
 
 fn tls_acceptor(pki: &pki::Pki) -> Result<tokio_rustls::TlsAcceptor, ServeError> {

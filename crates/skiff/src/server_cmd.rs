@@ -36,6 +36,27 @@ pub struct ServerArgs {
     /// Extra names or IPs for the serving certificate (used when it is first generated).
     #[arg(long = "tls-san", value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// Audit log (audit.k8s.io/v1 Event JSON lines): a file, `-` for standard output, or
+    /// an empty string for none. Default: DATA/audit.log.
+    #[arg(long)]
+    audit_log_path: Option<String>,
+    /// Rotate the audit log file to `<path>.1` once it is larger than this many megabytes.
+    #[arg(long, default_value_t = 100)]
+    audit_log_maxsize: u64,
+}
+
+fn audit_target(args: &ServerArgs) -> Option<skiff_apiserver::audit::AuditTarget> {
+    use skiff_apiserver::audit::AuditTarget;
+    match args.audit_log_path.as_deref() {
+        Some("") => None,
+        Some("-") => Some(AuditTarget::Stdout),
+        path => Some(AuditTarget::File {
+            path: path
+                .map(PathBuf::from)
+                .unwrap_or_else(|| args.data_dir.join("audit.log")),
+            max_bytes: args.audit_log_maxsize.saturating_mul(1 << 20),
+        }),
+    }
 }
 
 pub fn main(args: ServerArgs) -> Result<()> {
@@ -80,6 +101,7 @@ async fn run(args: ServerArgs) -> Result<()> {
             data_dir: args.data_dir.clone(),
             listen: args.listen,
             extra_sans: args.tls_san.clone(),
+            audit: audit_target(&args),
         },
         store,
     )
