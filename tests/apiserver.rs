@@ -23,3 +23,6 @@ mod etcd;
 
 #[path = "apiserver/audit.rs"]
 mod audit;
+
+#[path = "apiserver/events.rs"]
+mod events;

@@ -21,6 +21,7 @@ use crate::status::{ApiError, ApiResult};
 use crate::{AppState, Peer, RemoteAddr};
 
 mod delete;
+mod events_view;
 mod objects;
 mod subresources;
 mod watch;
@@ -189,6 +190,9 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
             let t = target(&g, &v, rest)?;
+            if events_view::is_view(t.kind) {
+                return events_view::serve(st, t, req).await;
+            }
             resource(st, t, req).await
         }
         _ => Err(ApiError::path_not_found()),

@@ -9,6 +9,7 @@
 pub mod audit;
 mod defaults;
 mod discovery;
+mod event_ttl;
 mod handlers;
 pub mod meta;
 pub mod pki;
@@ -44,6 +45,8 @@ pub struct Config {
     pub extra_sans: Vec<String>,
     /// Where the audit log goes; None turns it off.
     pub audit: Option<audit::AuditTarget>,
+    /// How long Events are kept (kube-apiserver's `--event-ttl`); None keeps them forever.
+    pub event_ttl: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,8 @@ pub(crate) struct AppState {
     /// Protobuf message layouts for kubectl's protobuf request bodies.
     pub proto: proto::Schema,
     pub audit: Option<audit::AuditLog>,
+    pub event_ttl: Option<Duration>,
+    pub event_leases: event_ttl::EventLeases,
 }
 
 /// A bound, not yet serving, API server.
@@ -169,6 +174,8 @@ impl Server {
                 alloc: tokio::sync::Mutex::new(()),
                 proto: proto::Schema::new(),
                 audit,
+                event_ttl: config.event_ttl,
+                event_leases: Default::default(),
             }),
             pki,
         })

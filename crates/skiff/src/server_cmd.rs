@@ -40,9 +40,44 @@ pub struct ServerArgs {
     /// an empty string for none. Default: DATA/audit.log.
     #[arg(long)]
     audit_log_path: Option<String>,
+    /// How long Events are kept, as kube-apiserver's --event-ttl: `1h`, `30m`, `90s`,
+    /// `1h30m` or plain seconds; 0 keeps them until deleted.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: std::time::Duration,
     /// Rotate the audit log file to `<path>.1` once it is larger than this many megabytes.
     #[arg(long, default_value_t = 100)]
     audit_log_maxsize: u64,
+}
+
+/// A Go-style duration as Kubernetes flags take them (`1h30m`, `90s`, `500ms`), or seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration; write e.g. 1h, 30m, 90s or 1h30m");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let d = match &rest[..unit] {
+            "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+            "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+            "s" => std::time::Duration::from_secs(n),
+            "ms" => std::time::Duration::from_millis(n),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(d);
+        rest = &rest[unit..];
+    }
+    Ok(total)
 }
 
 fn audit_target(args: &ServerArgs) -> Option<skiff_apiserver::audit::AuditTarget> {
@@ -102,6 +137,7 @@ async fn run(args: ServerArgs) -> Result<()> {
             listen: args.listen,
             extra_sans: args.tls_san.clone(),
             audit: audit_target(&args),
+            event_ttl: (!args.event_ttl.is_zero()).then_some(args.event_ttl),
         },
         store,
     )
@@ -130,4 +166,23 @@ async fn run(args: ServerArgs) -> Result<()> {
     };
     server.run(shutdown).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_kubernetes_flags_write_them() {
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "h", "1d", "1.5h", "-1h", "10x"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

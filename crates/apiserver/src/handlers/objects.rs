@@ -306,7 +306,16 @@ pub async fn create(
         if dry_run {
             return Ok((o, warnings));
         }
-        match st.store.create(&key, o.to_string().into_bytes(), 0).await {
+        let lease = st.event_leases.for_write(st, kind).await?;
+        match st
+            .store
+            .create(&key, o.to_string().into_bytes(), lease)
+            .await
+        {
+            Err(StoreError::LeaseNotFound { lease }) if attempt < 7 => {
+                st.event_leases.forget(lease).await;
+                continue;
+            }
             Ok(rev) => {
                 meta::metadata_mut(&mut o).insert("resourceVersion".into(), json!(rev.to_string()));
                 return Ok((o, warnings));
@@ -608,11 +617,24 @@ async fn write_update(
         meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
         return Ok(new);
     }
-    let kv = st
+    // Every write of an Event restarts its TTL, as in kube-apiserver.
+    let lease = st.event_leases.for_write(st, kind).await?;
+    let kv = match st
         .store
-        .update(&key, new.to_string().into_bytes(), Some(expected), 0)
+        .update(&key, new.to_string().into_bytes(), Some(expected), lease)
         .await
-        .map_err(|e| map_write(kind, name, e))?;
+    {
+        Err(StoreError::LeaseNotFound { lease }) => {
+            // The shared lease expired unused between writes: take a new one, once.
+            st.event_leases.forget(lease).await;
+            let lease = st.event_leases.for_write(st, kind).await?;
+            st.store
+                .update(&key, new.to_string().into_bytes(), Some(expected), lease)
+                .await
+        }
+        r => r,
+    }
+    .map_err(|e| map_write(kind, name, e))?;
     meta::metadata_mut(&mut new)
         .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     Ok(new)
