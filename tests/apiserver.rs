@@ -20,3 +20,6 @@ mod python;
 
 #[path = "apiserver/etcd.rs"]
 mod etcd;
+
+#[path = "apiserver/stream.rs"]
+mod stream;

@@ -21,6 +21,7 @@ use crate::{AppState, Peer};
 
 mod delete;
 mod objects;
+mod proxy;
 mod subresources;
 mod watch;
 

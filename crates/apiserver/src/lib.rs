@@ -9,6 +9,7 @@
 mod defaults;
 mod discovery;
 mod handlers;
+mod kubelet_client;
 pub mod meta;
 pub mod pki;
 mod proto;
@@ -41,6 +42,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Extra subject alternative names for the serving cert (first start only).
     pub extra_sans: Vec<String>,
+    /// A CA bundle trusted for kubelet serving certificates besides the cluster CA.
+    pub kubelet_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum ServeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("kubelet client credentials")]
+    KubeletClient(#[source] kubelet_client::KubeletClientError),
     #[error("listening on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -90,6 +95,8 @@ pub(crate) struct AppState {
     pub alloc: tokio::sync::Mutex<()>,
     /// Protobuf message layouts for kubectl's protobuf request bodies.
     pub proto: proto::Schema,
+    /// HTTPS client for the kubelets' streaming API (exec, attach, port-forward, logs).
+    pub kubelet: kubelet_client::KubeletClient,
 }
 
 /// A bound, not yet serving, API server.
@@ -130,6 +137,8 @@ impl Server {
             source,
         })?;
         let tls = tls_acceptor(&pki)?;
+        let kubelet = kubelet_client::KubeletClient::new(&pki, config.kubelet_ca.as_deref())
+            .map_err(ServeError::KubeletClient)?;
         handlers::bootstrap(&*store)
             .await
             .map_err(|source| ServeError::Store {
@@ -157,6 +166,7 @@ impl Server {
                 definitions,
                 alloc: tokio::sync::Mutex::new(()),
                 proto: proto::Schema::new(),
+                kubelet,
             }),
             pki,
         })

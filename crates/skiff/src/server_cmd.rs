@@ -36,9 +36,17 @@ pub struct ServerArgs {
     /// Extra names or IPs for the serving certificate (used when it is first generated).
     #[arg(long = "tls-san", value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// CA bundle trusted for kubelet serving certificates, besides the cluster CA.
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 pub fn main(args: ServerArgs) -> Result<()> {
+    // main() restores SIGPIPE's default (die) for C-like printing; a server must instead
+    // see EPIPE when a peer goes away mid-write (a streaming exec or port-forward session
+    // whose client or kubelet closed first), or one such session kills it.
+    // SAFETY: changing a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -80,6 +88,7 @@ async fn run(args: ServerArgs) -> Result<()> {
             data_dir: args.data_dir.clone(),
             listen: args.listen,
             extra_sans: args.tls_san.clone(),
+            kubelet_ca: args.kubelet_certificate_authority.clone(),
         },
         store,
     )
