@@ -31,9 +31,14 @@ struct HostRuntime {
 
 impl HostRuntime {
     fn check(&self, t: &ContainerRef) -> Result<(), RuntimeError> {
-        if !["web", "duo"].contains(&t.pod.as_str()) || !["main", "side"].contains(&t.container.as_str()) {
+        if !["web", "duo"].contains(&t.pod.as_str())
+            || !["main", "side"].contains(&t.container.as_str())
+        {
             return Err(RuntimeError::NotFound {
-                what: format!("container {:?} of pod {}/{}", t.container, t.namespace, t.pod),
+                what: format!(
+                    "container {:?} of pod {}/{}",
+                    t.container, t.namespace, t.pod
+                ),
             });
         }
         Ok(())
@@ -138,7 +143,11 @@ impl StreamingRuntime for HostRuntime {
         Ok(Box::new(c))
     }
 
-    async fn logs(&self, target: &ContainerRef, opts: &LogOptions) -> Result<LogStream, RuntimeError> {
+    async fn logs(
+        &self,
+        target: &ContainerRef,
+        opts: &LogOptions,
+    ) -> Result<LogStream, RuntimeError> {
         self.check(target)?;
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -191,7 +200,10 @@ impl Kubelet {
     /// Starts it with a serving certificate issued by the server's cluster CA; only
     /// clients with certificates from that CA (the API server) are accepted.
     fn start(s: &Server) -> Kubelet {
-        let dir = tempfile::Builder::new().prefix("skiff-kubelet-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-kubelet-")
+            .tempdir()
+            .unwrap();
         let issued = skiff_apiserver::pki::issue(
             &s.dir.path().join("pki"),
             skiff_apiserver::pki::Role::Server,
@@ -280,23 +292,48 @@ spec:
 fn cluster() -> (Server, Kubelet) {
     let s = Server::start();
     let k = Kubelet::start(&s);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let nodes = "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: ghost}\n";
     let f = write(s.dir.path(), "nodes.yaml", nodes);
-    s.kubectl("1.33", &["create", "-f", f.to_str().unwrap()]).ok();
+    s.kubectl("1.33", &["create", "-f", f.to_str().unwrap()])
+        .ok();
     for (node, port) in [("node-1", k.addr.port()), ("ghost", closed)] {
         let patch = format!(
             r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
         );
-        s.kubectl("1.33", &["patch", "node", node, "--subresource=status", "--type=merge", "-p", &patch])
-            .ok();
+        s.kubectl(
+            "1.33",
+            &[
+                "patch",
+                "node",
+                node,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+        )
+        .ok();
     }
     let f = write(s.dir.path(), "pods.yaml", PODS);
-    s.kubectl("1.33", &["create", "-f", f.to_str().unwrap()]).ok();
+    s.kubectl("1.33", &["create", "-f", f.to_str().unwrap()])
+        .ok();
     for pod in ["web", "duo", "floating", "lost"] {
         s.kubectl(
             "1.33",
-            &["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#],
+            &[
+                "patch",
+                "pod",
+                pod,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Running"}}"#,
+            ],
         )
         .ok();
     }
@@ -305,18 +342,59 @@ fn cluster() -> (Server, Kubelet) {
 
 fn exec(v: &str) {
     let (s, _k) = cluster();
-    let out = s.kubectl(v, &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let out = s.kubectl(
+        v,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
     assert_eq!(out.code, 3, "exit code propagated: {out:#?}");
     assert_eq!(out.stdout, "out\n", "{out:#?}");
     assert!(out.stderr.starts_with("err\n"), "stderr separate: {out:#?}");
-    assert!(out.stderr.contains("command terminated with exit code 3"), "{out:#?}");
+    assert!(
+        out.stderr.contains("command terminated with exit code 3"),
+        "{out:#?}"
+    );
 
-    let ok = s.kubectl(v, &["exec", "web", "-c", "main", "--", "sh", "-c", "echo fine"]).ok();
+    let ok = s
+        .kubectl(
+            v,
+            &[
+                "exec",
+                "-v=8",
+                "web",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo fine",
+            ],
+        )
+        .ok();
     assert_eq!(ok.stdout, "fine\n");
+    // The protocol each kubectl negotiated end to end (through the API server, with the
+    // kubelet): WebSocket v5 channels for 1.33, SPDY with v4 channels for 1.27.
+    let negotiated = if v == "1.27" {
+        "X-Stream-Protocol-Version: v4.channel.k8s.io"
+    } else {
+        "The subprotocol is v5.channel.k8s.io"
+    };
+    assert!(ok.stderr.contains(negotiated), "{}", ok.stderr);
 
     // stdin reaches the process and its EOF ends it.
     let up = s
-        .kubectl_with(v, &["exec", "-i", "web", "--", "tr", "a-z", "A-Z"], Some("hello\nworld\n"), &[])
+        .kubectl_with(
+            v,
+            &["exec", "-i", "web", "--", "tr", "a-z", "A-Z"],
+            Some("hello\nworld\n"),
+            &[],
+        )
         .ok();
     assert_eq!(up.stdout, "HELLO\nWORLD\n");
 
@@ -325,32 +403,63 @@ fn exec(v: &str) {
         .kubectl(v, &["exec", "web", "--", "sh", "-c", "seq 1 100000"])
         .ok();
     let expect: String = (1..=100000).map(|i| format!("{i}\n")).collect();
-    assert!(big.stdout == expect, "seq output differs: {} bytes", big.stdout.len());
+    assert!(
+        big.stdout == expect,
+        "seq output differs: {} bytes",
+        big.stdout.len()
+    );
 
     // A command that cannot start is the runtime's error, reported by kubectl.
-    let missing = s.kubectl(v, &["exec", "web", "--", "/nonexistent/cmd"]).fails();
+    let missing = s
+        .kubectl(v, &["exec", "web", "--", "/nonexistent/cmd"])
+        .fails();
     assert!(missing.stderr.contains("/nonexistent/cmd"), "{missing:#?}");
 }
 
 fn attach(v: &str) {
     let (s, _k) = cluster();
     let out = s
-        .kubectl_with(v, &["attach", "-i", "web", "-c", "main"], Some("shout\n"), &[])
+        .kubectl_with(
+            v,
+            &["attach", "-i", "web", "-c", "main"],
+            Some("shout\n"),
+            &[],
+        )
         .ok();
     assert!(out.stdout.contains("SHOUT\n"), "{out:#?}");
 }
 
 fn logs(v: &str) {
     let (s, k) = cluster();
-    assert_eq!(s.kubectl(v, &["logs", "web"]).ok().stdout, "line1\nline2\nline3\n");
-    assert_eq!(s.kubectl(v, &["logs", "web", "--tail=1"]).ok().stdout, "line3\n");
-    assert_eq!(s.kubectl(v, &["logs", "web", "--limit-bytes=8"]).ok().stdout, "line1\nli");
-    assert_eq!(s.kubectl(v, &["logs", "duo", "-c", "side"]).ok().stdout, "line1\nline2\nline3\n");
+    assert_eq!(
+        s.kubectl(v, &["logs", "web"]).ok().stdout,
+        "line1\nline2\nline3\n"
+    );
+    assert_eq!(
+        s.kubectl(v, &["logs", "web", "--tail=1"]).ok().stdout,
+        "line3\n"
+    );
+    assert_eq!(
+        s.kubectl(v, &["logs", "web", "--limit-bytes=8"])
+            .ok()
+            .stdout,
+        "line1\nli"
+    );
+    assert_eq!(
+        s.kubectl(v, &["logs", "duo", "-c", "side"]).ok().stdout,
+        "line1\nline2\nline3\n"
+    );
 
     // Server-side container checks, as kube-apiserver words them.
     let bad = s.kubectl(v, &["logs", "web", "-c", "nope"]).fails();
-    assert!(bad.stderr.contains("container nope is not valid for pod web"), "{bad:#?}");
-    let (code, body) = s.curl("GET", "/api/v1/namespaces/default/pods/duo/log", &[]).http();
+    assert!(
+        bad.stderr
+            .contains("container nope is not valid for pod web"),
+        "{bad:#?}"
+    );
+    let (code, body) = s
+        .curl("GET", "/api/v1/namespaces/default/pods/duo/log", &[])
+        .http();
     assert_eq!(code, 400);
     assert_eq!(
         body["message"],
@@ -368,13 +477,17 @@ fn logs(v: &str) {
         .spawn()
         .unwrap();
     let guard = KillOnDrop(&mut child);
-    let mut lines = BufReader::new(guard.0.stdout.take().unwrap()).lines();
+    let lines = lines_of(guard.0.stdout.take().unwrap());
+    let mut seen = String::new();
     for want in ["line1", "line2", "line3"] {
-        assert_eq!(lines.next().unwrap().unwrap(), want);
+        assert_eq!(wait_line(&lines, &mut seen, want, |_| true), want);
     }
-    let mut f = std::fs::OpenOptions::new().append(true).open(&k.log).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&k.log)
+        .unwrap();
     f.write_all(b"line4\n").unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "line4");
+    assert_eq!(wait_line(&lines, &mut seen, "line4", |_| true), "line4");
 }
 
 struct KillOnDrop<'a>(&'a mut Child);
@@ -386,10 +499,48 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
+/// Lines of a child's pipe, read on a thread so the pipe never fills.
+fn lines_of(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line matching `pred`; fails (instead of hanging) if none comes in 30 s. Lines
+/// passed over are appended to `seen`.
+#[track_caller]
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut String,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if pred(&line) {
+                    return line;
+                }
+            }
+            Err(_) => panic!("no {what} from kubectl; it printed:\n{seen}"),
+        }
+    }
+}
+
 fn port_forward(v: &str) {
     let (s, _k) = cluster();
     let mut child = Command::new(kubectl_path(v))
-        .args(["port-forward", "pod/web", ":8080", ":9999"])
+        .args(["port-forward", "-v=8", "pod/web", ":8080", ":9999"])
         .env("KUBECONFIG", s.kubeconfig())
         .env("HOME", s.dir.path())
         .stdin(Stdio::null())
@@ -398,16 +549,18 @@ fn port_forward(v: &str) {
         .spawn()
         .unwrap();
     let guard = KillOnDrop(&mut child);
-    let mut out = BufReader::new(guard.0.stdout.take().unwrap());
+    let out = lines_of(guard.0.stdout.take().unwrap());
+    let err = lines_of(guard.0.stderr.take().unwrap());
     // "Forwarding from 127.0.0.1:PORT -> 8080" (and [::1]) for each port.
     let mut local = std::collections::HashMap::new();
+    let mut printed = String::new();
     while local.len() < 2 {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "kubectl port-forward ended early");
-        if let Some(rest) = line.trim().strip_prefix("Forwarding from 127.0.0.1:") {
-            let (l, r) = rest.split_once(" -> ").unwrap();
-            local.insert(r.to_string(), l.parse::<u16>().unwrap());
-        }
+        let line = wait_line(&out, &mut printed, "Forwarding line", |l| {
+            l.starts_with("Forwarding from 127.0.0.1:")
+        });
+        let rest = line.trim().trim_start_matches("Forwarding from 127.0.0.1:");
+        let (l, r) = rest.split_once(" -> ").unwrap();
+        local.insert(r.to_string(), l.parse::<u16>().unwrap());
     }
     for round in 0..3 {
         let mut c = TcpStream::connect(("127.0.0.1", local["8080"])).unwrap();
@@ -416,32 +569,53 @@ fn port_forward(v: &str) {
         c.shutdown(std::net::Shutdown::Write).unwrap();
         let mut back = String::new();
         c.read_to_string(&mut back).unwrap();
-        assert!(back == msg, "round {round}: echoed {} of {} bytes", back.len(), msg.len());
+        assert!(
+            back == msg,
+            "round {round}: echoed {} of {} bytes",
+            back.len(),
+            msg.len()
+        );
     }
     // A port nothing listens on: the connection is closed and kubectl says why.
     let mut c = TcpStream::connect(("127.0.0.1", local["9999"])).unwrap();
     let mut back = Vec::new();
     let _ = c.read_to_end(&mut back);
     assert!(back.is_empty());
-    let mut err = BufReader::new(guard.0.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "no error from kubectl");
-        if line.contains("9999") {
-            break;
-        }
+    let mut seen = String::new();
+    wait_line(&err, &mut seen, "error for port 9999", |l| {
+        l.contains("nothing listens on port 9999 in pod web")
+    });
+    // SPDY tunneled in WebSocket for 1.33 (no fallback to a SPDY upgrade), SPDY for 1.27.
+    if v == "1.27" {
+        assert!(
+            seen.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
+            "{seen}"
+        );
+    } else {
+        assert!(
+            seen.contains("Sec-Websocket-Protocol: SPDY/3.1+portforward.k8s.io"),
+            "{seen}"
+        );
+        assert!(!seen.contains("Upgrade: SPDY/3.1"), "{seen}");
     }
-    assert!(line.contains("nothing listens on port 9999 in pod web"), "{line}");
 }
 
 /// Errors come back as Status errors, never a hang.
 fn errors(v: &str) {
     let (s, _k) = cluster();
     let floating = s.kubectl(v, &["exec", "floating", "--", "true"]).fails();
-    assert!(floating.stderr.contains("pod floating does not have a host assigned"), "{floating:#?}");
+    assert!(
+        floating
+            .stderr
+            .contains("pod floating does not have a host assigned"),
+        "{floating:#?}"
+    );
     let logs = s.kubectl(v, &["logs", "floating"]).fails();
-    assert!(logs.stderr.contains("pod floating does not have a host assigned"), "{logs:#?}");
+    assert!(
+        logs.stderr
+            .contains("pod floating does not have a host assigned"),
+        "{logs:#?}"
+    );
 
     let lost = s.kubectl(v, &["exec", "lost", "--", "true"]).fails();
     assert!(lost.stderr.contains("error dialing backend"), "{lost:#?}");
@@ -452,21 +626,30 @@ fn errors(v: &str) {
     );
 
     let missing = s.kubectl(v, &["exec", "nosuchpod", "--", "true"]).fails();
-    assert!(missing.stderr.contains("pods \"nosuchpod\" not found"), "{missing:#?}");
+    assert!(
+        missing.stderr.contains("pods \"nosuchpod\" not found"),
+        "{missing:#?}"
+    );
 }
 
 #[test]
 fn kubelet_rejects_clients_without_a_cluster_certificate() {
     let s = Server::start();
     let k = Kubelet::start(&s);
-    let url = format!("https://127.0.0.1:{}/containerLogs/default/web/main", k.addr.port());
+    let url = format!(
+        "https://127.0.0.1:{}/containerLogs/default/web/main",
+        k.addr.port()
+    );
     let anon = Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(s.pki("ca.crt"))
         .arg(&url)
         .output()
         .unwrap();
-    assert!(!anon.status.success(), "a client without a certificate was served");
+    assert!(
+        !anon.status.success(),
+        "a client without a certificate was served"
+    );
     let admin = Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(s.pki("ca.crt"))
@@ -477,7 +660,10 @@ fn kubelet_rejects_clients_without_a_cluster_certificate() {
         .arg(&url)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&admin.stdout), "line1\nline2\nline3\n");
+    assert_eq!(
+        String::from_utf8_lossy(&admin.stdout),
+        "line1\nline2\nline3\n"
+    );
 }
 
 macro_rules! per_version {

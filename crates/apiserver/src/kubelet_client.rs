@@ -109,12 +109,13 @@ impl KubeletClient {
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| KubeletClientError::BadHost { addr: addr.clone() })?;
         let connect = async {
-            let tcp = TcpStream::connect(&addr)
-                .await
-                .map_err(|source| KubeletClientError::Connect {
-                    addr: addr.clone(),
-                    source,
-                })?;
+            let tcp =
+                TcpStream::connect(&addr)
+                    .await
+                    .map_err(|source| KubeletClientError::Connect {
+                        addr: addr.clone(),
+                        source,
+                    })?;
             let _ = tcp.set_nodelay(true);
             self.tls
                 .connect(name, tcp)

@@ -15,8 +15,8 @@
 //! port-forward), and SPDY/3.1 tunneled in WebSocket binary messages
 //! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+ port-forward).
 
-mod query;
 pub mod portforward;
+mod query;
 pub mod remotecommand;
 pub mod runtime;
 pub mod server;

@@ -26,8 +26,7 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let mut session = spdy::Session::start(io);
-    let mut pending: HashMap<String, (Option<spdy::Stream>, Option<spdy::Stream>)> =
-        HashMap::new();
+    let mut pending: HashMap<String, (Option<spdy::Stream>, Option<spdy::Stream>)> = HashMap::new();
     while let Some(s) = session.streams.recv().await {
         let port = s.header("port").unwrap_or_default().to_string();
         // Clients before requestid keyed pairs by port.

@@ -16,15 +16,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -88,7 +86,9 @@ mod tests {
 
     #[test]
     fn repeated_and_encoded() {
-        let q = Query::parse(Some("command=sh&command=-c&command=echo+a%3Bexit%203&input=1&x"));
+        let q = Query::parse(Some(
+            "command=sh&command=-c&command=echo+a%3Bexit%203&input=1&x",
+        ));
         assert_eq!(q.all("command"), vec!["sh", "-c", "echo a;exit 3"]);
         assert!(q.flag("input"));
         assert!(q.flag("x"));

@@ -138,8 +138,12 @@ async fn pump(mut r: DuplexStream, ch: u8, out: mpsc::Sender<(u8, Bytes)>) {
 
 /// Serves exec/attach over an upgraded WebSocket connection with `protocol` (one of
 /// [`WS_PROTOCOLS`]).
-pub async fn serve_websocket<IO>(io: IO, protocol: &str, rt: Arc<dyn StreamingRuntime>, req: Request)
-where
+pub async fn serve_websocket<IO>(
+    io: IO,
+    protocol: &str,
+    rt: Arc<dyn StreamingRuntime>,
+    req: Request,
+) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let v5 = protocol.starts_with("v5.");
@@ -387,7 +391,10 @@ mod tests {
             }),
             &req(),
         );
-        assert_eq!((e["code"].as_u64(), e["reason"].as_str()), (Some(404), Some("NotFound")));
+        assert_eq!(
+            (e["code"].as_u64(), e["reason"].as_str()),
+            (Some(404), Some("NotFound"))
+        );
     }
 
     #[test]
@@ -395,8 +402,14 @@ mod tests {
         assert_eq!(
             parse_resize(br#"{"Width":80,"Height":24}{"Width":100,"Height":30}"#),
             vec![
-                TermSize { width: 80, height: 24 },
-                TermSize { width: 100, height: 30 }
+                TermSize {
+                    width: 80,
+                    height: 24
+                },
+                TermSize {
+                    width: 100,
+                    height: 30
+                }
             ]
         );
         assert!(parse_resize(b"junk").is_empty());

@@ -135,8 +135,7 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerErr
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| err(&files.cert)(Box::new(e)))?;
-    let key =
-        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err(&files.key)(Box::new(e)))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err(&files.key)(Box::new(e)))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -144,16 +143,18 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerErr
     let builder = match &files.client_ca {
         Some(ca_path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for ca in CertificateDer::pem_file_iter(ca_path)
-                .map_err(|e| err(ca_path)(Box::new(e)))?
+            for ca in
+                CertificateDer::pem_file_iter(ca_path).map_err(|e| err(ca_path)(Box::new(e)))?
             {
                 let ca = ca.map_err(|e| err(ca_path)(Box::new(e)))?;
                 roots.add(ca).map_err(|e| err(ca_path)(Box::new(e)))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| err(ca_path)(Box::new(e)))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| err(ca_path)(Box::new(e)))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -275,8 +276,7 @@ fn upgrade(
     let is_spdy = header_values(&headers, "upgrade")
         .iter()
         .any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
-    let (kind, supported, offered): (&str, Vec<&str>, Vec<String>) = if ws::is_upgrade(&headers)
-    {
+    let (kind, supported, offered): (&str, Vec<&str>, Vec<String>) = if ws::is_upgrade(&headers) {
         let supported = match stream {
             Stream::RemoteCommand(_) => remotecommand::WS_PROTOCOLS.to_vec(),
             Stream::PortForward { .. } => vec![portforward::WS_TUNNEL_PROTOCOL],
@@ -370,9 +370,8 @@ async fn logs(rt: Arc<dyn StreamingRuntime>, target: ContainerRef, q: &Query) ->
         Some(n) => Box::pin(reader.take(n)),
         None => reader,
     };
-    let body = StreamBody::new(
-        tokio_util::io::ReaderStream::new(reader).map(|r| r.map(Frame::data)),
-    );
+    let body =
+        StreamBody::new(tokio_util::io::ReaderStream::new(reader).map(|r| r.map(Frame::data)));
     let mut resp = Response::new(BodyExt::boxed_unsync(body));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -388,7 +387,10 @@ fn log_options(q: &Query) -> Result<LogOptions, String> {
         timestamps: q.flag("timestamps"),
         tail_lines: q.u64("tailLines")?,
         since_seconds: q.u64("sinceSeconds")?,
-        since_time: q.get("sinceTime").filter(|s| !s.is_empty()).map(str::to_string),
+        since_time: q
+            .get("sinceTime")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
         limit_bytes: q.u64("limitBytes")?,
     };
     if opts.since_seconds.is_some() && opts.since_time.is_some() {

@@ -36,16 +36,71 @@ const MAX_FRAME: usize = 1 << 24;
 /// Header words of the SPDY/3 compression dictionary (draft-mbelshe-httpbis-spdy-00
 /// section 2.6.10.1), each stored with a 32-bit length prefix.
 const DICT_WORDS: &[&str] = &[
-    "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-    "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-    "cache-control", "connection", "content-base", "content-encoding", "content-language",
-    "content-length", "content-location", "content-md5", "content-range", "content-type",
-    "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-    "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-    "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer",
-    "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent",
-    "vary", "via", "warning", "www-authenticate", "method", "get", "status", "200 OK",
-    "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+    "options",
+    "head",
+    "post",
+    "put",
+    "delete",
+    "trace",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "age",
+    "allow",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-base",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-md5",
+    "content-range",
+    "content-type",
+    "date",
+    "etag",
+    "expect",
+    "expires",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "last-modified",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "referer",
+    "retry-after",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "vary",
+    "via",
+    "warning",
+    "www-authenticate",
+    "method",
+    "get",
+    "status",
+    "200 OK",
+    "version",
+    "HTTP/1.1",
+    "url",
+    "public",
+    "set-cookie",
+    "keep-alive",
+    "origin",
 ];
 
 /// The dictionary's unprefixed tail (same section of the draft).
@@ -159,7 +214,9 @@ impl Inflater {
                 out.reserve(out.capacity().max(1024));
             }
             let (in0, out0) = (self.z.total_in(), self.z.total_out());
-            let res = self.z.decompress_vec(input, &mut out, FlushDecompress::Sync);
+            let res = self
+                .z
+                .decompress_vec(input, &mut out, FlushDecompress::Sync);
             input = &input[(self.z.total_in() - in0) as usize..];
             let progressed = self.z.total_in() != in0 || self.z.total_out() != out0;
             match res {
@@ -202,7 +259,11 @@ impl Deflater {
                 out.reserve(out.capacity().max(256));
             }
             let before = self.z.total_in();
-            if self.z.compress_vec(input, &mut out, FlushCompress::Sync).is_err() {
+            if self
+                .z
+                .compress_vec(input, &mut out, FlushCompress::Sync)
+                .is_err()
+            {
                 return out;
             }
             input = &input[(self.z.total_in() - before) as usize..];
@@ -246,8 +307,16 @@ pub fn syn_stream_frame(id: u32, fin: bool, block: &[u8]) -> Vec<u8> {
 /// A raw frame read off the wire.
 #[derive(Debug)]
 pub enum Frame {
-    Control { kind: u16, flags: u8, payload: Vec<u8> },
-    Data { id: u32, flags: u8, data: Vec<u8> },
+    Control {
+        kind: u16,
+        flags: u8,
+        payload: Vec<u8>,
+    },
+    Data {
+        id: u32,
+        flags: u8,
+        data: Vec<u8>,
+    },
 }
 
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, SpdyError> {
@@ -548,7 +617,9 @@ mod tests {
         let (mut cr, mut cw) = tokio::io::split(client);
         let mut def = Deflater::default();
         let block = def.deflate(&encode_header_block(&[("streamtype", "stdin")]));
-        cw.write_all(&syn_stream_frame(1, false, &block)).await.unwrap();
+        cw.write_all(&syn_stream_frame(1, false, &block))
+            .await
+            .unwrap();
         cw.write_all(&control_frame(PING, 0, &7u32.to_be_bytes()))
             .await
             .unwrap();

@@ -43,7 +43,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         .get_all(hyper::header::UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
 }
 
 /// The subprotocols the client offers, in its order.
@@ -123,7 +126,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 127 => self.inner.read_u64().await?,
                 n => u64::from(n),
             };
-            let limit = MAX_MESSAGE as u64 - self.partial.as_ref().map_or(0, |(_, b)| b.len() as u64);
+            let limit =
+                MAX_MESSAGE as u64 - self.partial.as_ref().map_or(0, |(_, b)| b.len() as u64);
             if len > limit {
                 return Err(WsError::TooLarge { len });
             }

@@ -96,7 +96,12 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> 
     let ephemeral = names(spec.and_then(|s| s.get("ephemeralContainers")));
     match asked.filter(|c| !c.is_empty()) {
         Some(c) => {
-            if containers.iter().chain(&inits).chain(&ephemeral).any(|n| n == c) {
+            if containers
+                .iter()
+                .chain(&inits)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
                 Ok(c.to_string())
             } else {
                 Err(ApiError::bad_request(format!(
@@ -176,7 +181,12 @@ fn hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
     ) || (!upgrade && matches!(name.as_str(), "connection" | "upgrade"))
 }
 
-pub async fn serve(st: &Arc<AppState>, t: &Target, sub: &str, mut req: Request) -> ApiResult<Response> {
+pub async fn serve(
+    st: &Arc<AppState>,
+    t: &Target,
+    sub: &str,
+    mut req: Request,
+) -> ApiResult<Response> {
     let method = req.method().clone();
     let allowed = match sub {
         "log" => method == Method::GET,
@@ -319,7 +329,11 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, sub: &str, mut req: Request) 
             let (client, kubelet) = match tokio::join!(client_upgrade, kubelet_upgrade) {
                 (Ok(c), Ok(k)) => (c, k),
                 (c, k) => {
-                    tracing::debug!(client_ok = c.is_ok(), kubelet_ok = k.is_ok(), "upgrade to the kubelet failed");
+                    tracing::debug!(
+                        client_ok = c.is_ok(),
+                        kubelet_ok = k.is_ok(),
+                        "upgrade to the kubelet failed"
+                    );
                     return;
                 }
             };
@@ -364,9 +378,15 @@ mod tests {
     fn kubelet_endpoint_prefers_internal_ip() {
         let n = json!({"status": {"addresses": [{"type": "Hostname", "address": "h"}, {"type": "InternalIP", "address": "10.0.0.2"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 12345}}}});
-        assert_eq!(kubelet_endpoint(&n, "n").unwrap(), ("10.0.0.2".to_string(), 12345));
+        assert_eq!(
+            kubelet_endpoint(&n, "n").unwrap(),
+            ("10.0.0.2".to_string(), 12345)
+        );
         let bare = json!({"status": {"addresses": [{"type": "Hostname", "address": "h"}]}});
-        assert_eq!(kubelet_endpoint(&bare, "n").unwrap(), ("h".to_string(), 10250));
+        assert_eq!(
+            kubelet_endpoint(&bare, "n").unwrap(),
+            ("h".to_string(), 10250)
+        );
         assert_eq!(
             kubelet_endpoint(&json!({}), "n").unwrap_err().code,
             StatusCode::SERVICE_UNAVAILABLE
