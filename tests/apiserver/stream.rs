@@ -684,3 +684,60 @@ macro_rules! per_version {
 }
 
 per_version!(exec, attach, logs, port_forward, errors);
+
+const PYTHON: &str = "/opt/skiff-venv/bin/python";
+
+/// The official Python client: exec over WebSocket channels (it offers v5 and v4) and
+/// port-forward over the WebSocket channel protocol (one connection per port).
+const PY_STREAM: &str = r#"
+import sys, socket
+from kubernetes import client, config
+from kubernetes.stream import stream, portforward
+
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+
+r = stream(v1.connect_get_namespaced_pod_exec, "web", "default",
+           command=["sh", "-c", "echo out; echo err >&2; exit 4"],
+           stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.run_forever(timeout=30)
+assert not r.is_open(), "exec session did not end"
+out, err = r.read_stdout(), r.read_stderr()
+assert (out, err) == ("out\n", "err\n"), (out, err)
+assert r.returncode == 4, r.returncode
+
+r = stream(v1.connect_get_namespaced_pod_exec, "web", "default", command=["tr", "a-z", "A-Z"],
+           stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.write_stdin("abc\n")
+r.close_channel(0)
+r.run_forever(timeout=30)
+assert r.read_stdout() == "ABC\n"
+assert r.returncode == 0, r.returncode
+
+pf = portforward(v1.connect_get_namespaced_pod_portforward, "web", "default", ports="8080,9999")
+s = pf.socket(8080)
+s.setblocking(True)
+s.sendall(b"hello python")
+got = b""
+while len(got) < 12:
+    chunk = s.recv(1024)
+    assert chunk, got
+    got += chunk
+assert got == b"hello python", got
+s.close()
+bad = pf.socket(9999)
+bad.setblocking(True)
+assert bad.recv(1024) == b""
+assert "nothing listens on port 9999 in pod web" in pf.error(9999), pf.error(9999)
+print("ok")
+"#;
+
+#[test]
+fn python_client_exec_and_port_forward() {
+    let (s, _k) = cluster();
+    let script = write(s.dir.path(), "stream.py", PY_STREAM);
+    let mut c = Command::new(PYTHON);
+    c.arg(script).arg(s.kubeconfig());
+    let out = crate::common::run(c, None);
+    assert_eq!((out.code, out.stdout.trim()), (0, "ok"), "{out:#?}");
+}

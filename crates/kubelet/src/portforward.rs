@@ -7,6 +7,11 @@
 //! kubectl 1.31+ sends the same SPDY session inside WebSocket binary messages
 //! (`SPDY/3.1+portforward.k8s.io`); [`websocket_tunnel`] turns those back into a byte
 //! stream.
+//!
+//! Other WebSocket clients (the Python client) use the channel protocol
+//! (`v4.channel.k8s.io`, [`serve_websocket_channels`]): the ports come in the `port` query
+//! parameter, port i gets data channel 2i and error channel 2i+1, and the first message
+//! on each channel is the port number (2 bytes, little-endian).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use crate::{spdy, ws};
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
 pub const WS_TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+pub const WS_CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
 
 pub async fn serve_spdy<IO>(io: IO, rt: Arc<dyn StreamingRuntime>, namespace: String, pod: String)
 where
@@ -142,11 +148,7 @@ where
         let mut rd = ws::Reader::new(rd);
         while let Ok(Some(m)) = rd.next().await {
             match m.opcode {
-                ws::OP_BINARY => {
-                    if tw.write_all(&m.payload).await.is_err() {
-                        break;
-                    }
-                }
+                ws::OP_BINARY if tw.write_all(&m.payload).await.is_err() => break,
                 ws::OP_PING => {
                     let _ = pongs.send(ws::encode(ws::OP_PONG, &m.payload, None)).await;
                 }
@@ -175,4 +177,106 @@ where
         let _ = frames_tx.send(ws::close_frame()).await;
     });
     ours
+}
+
+/// Port forwarding over the WebSocket channel protocol: one connection per port for the
+/// life of the session, which ends when every port's connection has ended (or failed).
+pub async fn serve_websocket_channels<IO>(
+    io: IO,
+    rt: Arc<dyn StreamingRuntime>,
+    namespace: String,
+    pod: String,
+    ports: Vec<u16>,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(io);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = frames_rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                return;
+            }
+            if frames_rx.is_empty() && wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let frame = |ch: usize, data: &[u8]| {
+        let mut m = Vec::with_capacity(data.len() + 1);
+        m.push(ch as u8);
+        m.extend_from_slice(data);
+        ws::encode(ws::OP_BINARY, &m, None)
+    };
+    let mut upstream: Vec<Option<tokio::io::WriteHalf<Box<dyn crate::runtime::Duplex>>>> =
+        Vec::new();
+    let mut downstream = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let (data_ch, err_ch) = (2 * i, 2 * i + 1);
+        for ch in [data_ch, err_ch] {
+            let _ = frames_tx.send(frame(ch, &port.to_le_bytes())).await;
+        }
+        match rt.port_forward(&namespace, &pod, *port).await {
+            Ok(conn) => {
+                let (mut r, w) = tokio::io::split(conn);
+                upstream.push(Some(w));
+                let tx = frames_tx.clone();
+                downstream.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    loop {
+                        match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if tx.send(frame(data_ch, &buf[..n])).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+            Err(e) => {
+                let msg = format!(
+                    "error forwarding port {port} to pod {namespace}/{pod}: {}",
+                    e.full_message()
+                );
+                let _ = frames_tx.send(frame(err_ch, msg.as_bytes())).await;
+                upstream.push(None);
+            }
+        }
+    }
+    let pongs = frames_tx.clone();
+    let reader = tokio::spawn(async move {
+        let mut rd = ws::Reader::new(rd);
+        while let Ok(Some(m)) = rd.next().await {
+            match m.opcode {
+                ws::OP_BINARY if !m.payload.is_empty() => {
+                    let ch = m.payload[0] as usize;
+                    if ch % 2 == 0 {
+                        if let Some(Some(w)) = upstream.get_mut(ch / 2) {
+                            if w.write_all(&m.payload[1..]).await.is_err() {
+                                upstream[ch / 2] = None;
+                            }
+                        }
+                    }
+                }
+                ws::OP_PING => {
+                    let _ = pongs.send(ws::encode(ws::OP_PONG, &m.payload, None)).await;
+                }
+                ws::OP_CLOSE => break,
+                _ => {}
+            }
+        }
+        for w in upstream.iter_mut().flatten() {
+            let _ = w.shutdown().await;
+        }
+    });
+    for d in downstream {
+        let _ = d.await;
+    }
+    let _ = frames_tx.send(ws::close_frame()).await;
+    drop(frames_tx);
+    let _ = writer.await;
+    reader.abort();
 }

@@ -360,6 +360,125 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{Duplex, LogOptions, LogStream};
+
+    /// Copies stdin to stdout, writes "e" to stderr, exits 7.
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl StreamingRuntime for Echo {
+        async fn exec(
+            &self,
+            _: &ContainerRef,
+            _: &[String],
+            _: bool,
+            stdio: ExecStdio,
+        ) -> Result<i32, RuntimeError> {
+            if let (Some(mut i), Some(o)) = (stdio.stdin, stdio.stdout) {
+                let mut o = o;
+                tokio::io::copy(&mut i, &mut o).await.unwrap();
+            }
+            if let Some(mut e) = stdio.stderr {
+                e.write_all(b"e").await.unwrap();
+            }
+            Ok(7)
+        }
+        async fn attach(
+            &self,
+            _: &ContainerRef,
+            _: bool,
+            _: ExecStdio,
+        ) -> Result<i32, RuntimeError> {
+            Ok(0)
+        }
+        async fn port_forward(
+            &self,
+            _: &str,
+            _: &str,
+            _: u16,
+        ) -> Result<Box<dyn Duplex>, RuntimeError> {
+            Err(RuntimeError::Unavailable {
+                message: "no".into(),
+            })
+        }
+        async fn logs(&self, _: &ContainerRef, _: &LogOptions) -> Result<LogStream, RuntimeError> {
+            Err(RuntimeError::NotFound { what: "log".into() })
+        }
+    }
+
+    /// Plays a WebSocket client: sends `frames`, then returns every message the server
+    /// sent until its close frame, as (opcode, payload).
+    async fn session(protocol: &str, r: Request, frames: Vec<Vec<u8>>) -> Vec<(u8, Vec<u8>)> {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let rt: Arc<dyn StreamingRuntime> = Arc::new(Echo);
+        let proto = protocol.to_string();
+        let served = tokio::spawn(async move { serve_websocket(server, &proto, rt, r).await });
+        let (cr, mut cw) = tokio::io::split(client);
+        for f in frames {
+            cw.write_all(&f).await.unwrap();
+        }
+        let mut rd = ws::Reader::new(cr);
+        let mut got = Vec::new();
+        while let Some(m) = rd.next().await.unwrap() {
+            let close = m.opcode == ws::OP_CLOSE;
+            got.push((m.opcode, m.payload.to_vec()));
+            if close {
+                break;
+            }
+        }
+        served.await.unwrap();
+        got
+    }
+
+    fn masked(op: u8, payload: &[u8]) -> Vec<u8> {
+        ws::encode(op, payload, Some([0x12, 0x34, 0x56, 0x78]))
+    }
+
+    #[tokio::test]
+    async fn websocket_v5_stdin_close_output_order_and_exit_code() {
+        let r = Request {
+            stdin: true,
+            ..req()
+        };
+        let got = session(
+            "v5.channel.k8s.io",
+            r,
+            vec![
+                masked(ws::OP_BINARY, b"\x00hel"),
+                masked(ws::OP_PING, b"p"),
+                masked(ws::OP_BINARY, b"\x00lo"),
+                masked(ws::OP_BINARY, &[CLOSE, STDIN]),
+            ],
+        )
+        .await;
+        assert!(got.contains(&(ws::OP_PONG, b"p".to_vec())));
+        let data: Vec<&(u8, Vec<u8>)> = got.iter().filter(|(op, _)| *op == ws::OP_BINARY).collect();
+        let on = |ch: u8| -> Vec<u8> {
+            data.iter()
+                .filter(|(_, p)| p[0] == ch)
+                .flat_map(|(_, p)| p[1..].to_vec())
+                .collect()
+        };
+        assert_eq!(on(STDOUT), b"hello");
+        assert_eq!(on(STDERR), b"e");
+        // The status comes after all output, and the close frame last.
+        let last = data.last().unwrap();
+        assert_eq!(last.1[0], STATUS);
+        let st: Value = serde_json::from_slice(&last.1[1..]).unwrap();
+        assert_eq!(st["details"]["causes"][0]["message"], "7");
+        assert_eq!(got.last().unwrap().0, ws::OP_CLOSE);
+    }
+
+    #[tokio::test]
+    async fn websocket_v4_without_stdin() {
+        let got = session("v4.channel.k8s.io", req(), vec![]).await;
+        let chans: Vec<u8> = got
+            .iter()
+            .filter(|(op, _)| *op == ws::OP_BINARY)
+            .map(|(_, p)| p[0])
+            .collect();
+        assert_eq!(chans, vec![STDERR, STATUS]);
+    }
 
     fn req() -> Request {
         Request {

@@ -235,7 +235,20 @@ async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Respon
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] if stream_method => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
-            upgrade(req, Stream::PortForward { ns, pod }, rt)
+            let mut ports = Vec::new();
+            for p in q.all("port").iter().flat_map(|v| v.split(',')) {
+                match p.trim().parse::<u16>() {
+                    Ok(n) if n > 0 => ports.push(n),
+                    _ => {
+                        return status(
+                            400,
+                            "BadRequest",
+                            format!("invalid port {p:?}: ports must be 1-65535"),
+                        )
+                    }
+                }
+            }
+            upgrade(req, Stream::PortForward { ns, pod, ports }, rt)
         }
         ["containerLogs", ns, pod, container] if *req.method() == Method::GET => {
             logs(rt, target(ns, pod, container), &q).await
@@ -254,7 +267,12 @@ async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Respon
 
 enum Stream {
     RemoteCommand(remotecommand::Request),
-    PortForward { ns: String, pod: String },
+    PortForward {
+        ns: String,
+        pod: String,
+        /// From the `port` query parameter (WebSocket channel protocol only).
+        ports: Vec<u16>,
+    },
 }
 
 fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
@@ -279,7 +297,10 @@ fn upgrade(
     let (kind, supported, offered): (&str, Vec<&str>, Vec<String>) = if ws::is_upgrade(&headers) {
         let supported = match stream {
             Stream::RemoteCommand(_) => remotecommand::WS_PROTOCOLS.to_vec(),
-            Stream::PortForward { .. } => vec![portforward::WS_TUNNEL_PROTOCOL],
+            Stream::PortForward { .. } => vec![
+                portforward::WS_TUNNEL_PROTOCOL,
+                portforward::WS_CHANNEL_PROTOCOL,
+            ],
         };
         ("WebSocket", supported, ws::offered_protocols(&headers))
     } else if is_spdy {
@@ -312,6 +333,15 @@ fn upgrade(
             ),
         );
     };
+    if let Stream::PortForward { ports, .. } = &stream {
+        if chosen == portforward::WS_CHANNEL_PROTOCOL && ports.is_empty() {
+            return status(
+                400,
+                "BadRequest",
+                "port forwarding over the WebSocket channel protocol needs the ports: add port=N to the query",
+            );
+        }
+    }
     let mut resp = Response::new(full(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -345,10 +375,17 @@ fn upgrade(
                 remotecommand::serve_websocket(io, &chosen, rt, r).await
             }
             (Stream::RemoteCommand(r), _) => remotecommand::serve_spdy(io, rt, r).await,
-            (Stream::PortForward { ns, pod }, "WebSocket") => {
+            (Stream::PortForward { ns, pod, .. }, "WebSocket")
+                if chosen == portforward::WS_TUNNEL_PROTOCOL =>
+            {
                 portforward::serve_spdy(portforward::websocket_tunnel(io), rt, ns, pod).await
             }
-            (Stream::PortForward { ns, pod }, _) => portforward::serve_spdy(io, rt, ns, pod).await,
+            (Stream::PortForward { ns, pod, ports }, "WebSocket") => {
+                portforward::serve_websocket_channels(io, rt, ns, pod, ports).await
+            }
+            (Stream::PortForward { ns, pod, .. }, _) => {
+                portforward::serve_spdy(io, rt, ns, pod).await
+            }
         }
     });
     resp

@@ -560,15 +560,13 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 RST_STREAM => {
                     open.remove(&(u32_at(&payload, 0)? & 0x7fff_ffff));
                 }
-                PING => {
-                    // Echo the peer's ping as is.
-                    if tx
-                        .send(Out::Raw(control_frame(PING, 0, &payload)))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
+                // Echo the peer's ping as is.
+                PING if tx
+                    .send(Out::Raw(control_frame(PING, 0, &payload)))
+                    .await
+                    .is_err() =>
+                {
+                    return Ok(())
                 }
                 GOAWAY => return Ok(()),
                 SETTINGS | WINDOW_UPDATE => {}
