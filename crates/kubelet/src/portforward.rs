@@ -251,7 +251,7 @@ pub async fn serve_websocket_channels<IO>(
         let mut rd = ws::Reader::new(rd);
         while let Ok(Some(m)) = rd.next().await {
             match m.opcode {
-                ws::OP_BINARY if !m.payload.is_empty() => {
+                ws::OP_BINARY | ws::OP_TEXT if !m.payload.is_empty() => {
                     let ch = m.payload[0] as usize;
                     if ch % 2 == 0 {
                         if let Some(Some(w)) = upstream.get_mut(ch / 2) {

@@ -223,7 +223,9 @@ async fn read_client<R: AsyncRead + Unpin>(
                 let _ = frames.send(ws::encode(ws::OP_PONG, &m.payload, None)).await;
             }
             ws::OP_CLOSE => return,
-            ws::OP_BINARY if !m.payload.is_empty() => {
+            // Clients may send channel data as text frames too (the Python client does for
+            // str input); the first byte is the channel either way.
+            ws::OP_BINARY | ws::OP_TEXT if !m.payload.is_empty() => {
                 let (ch, data) = (m.payload[0], &m.payload[1..]);
                 match ch {
                     STDIN => {
