@@ -32,6 +32,9 @@ const WINDOW_UPDATE: u16 = 9;
 const FLAG_FIN: u8 = 0x01;
 /// Largest frame payload accepted (SPDY's length field allows 16 MiB).
 const MAX_FRAME: usize = 1 << 24;
+/// Largest inflated header block: Kubernetes' blocks are a few hundred bytes, and a
+/// small compressed block must not expand into a memory bomb.
+const MAX_HEADER_BLOCK: usize = 1 << 20;
 
 /// Header words of the SPDY/3 compression dictionary (draft-mbelshe-httpbis-spdy-00
 /// section 2.6.10.1), each stored with a 32-bit length prefix.
@@ -230,6 +233,11 @@ impl Inflater {
                 Ok(_) if input.is_empty() && out.len() < out.capacity() => return Ok(out),
                 Ok(_) if !progressed && out.len() < out.capacity() => {
                     return Err(protocol("header block does not inflate"))
+                }
+                Ok(_) if out.len() > MAX_HEADER_BLOCK => {
+                    return Err(protocol(format!(
+                        "header block inflates past {MAX_HEADER_BLOCK} bytes"
+                    )))
                 }
                 Ok(_) => {}
             }
@@ -601,6 +609,42 @@ mod tests {
             assert_eq!(header(&h, "streamtype"), Some("data"));
             assert_eq!(header(&h, "port"), Some(port.as_str()));
         }
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, the session ends or errors; it never panics.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_header_block(&bytes);
+            let _ = Inflater::default().inflate(&bytes);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (tx, _rx) = mpsc::channel(64);
+                let (stx, _srx) = mpsc::channel(64);
+                let _ = read_frames(&mut &bytes[..], &tx, &stx).await;
+                let mut r = crate::ws::Reader::new(&bytes[..]);
+                while let Ok(Some(_)) = r.next().await {}
+            });
+        }
+
+        /// A valid SYN_STREAM prefix followed by garbage header bytes is an error, not a panic.
+        #[test]
+        fn garbage_header_blocks(block in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let frame = syn_stream_frame(1, false, &block);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (tx, _rx) = mpsc::channel(64);
+                let (stx, _srx) = mpsc::channel(64);
+                let _ = read_frames(&mut &frame[..], &tx, &stx).await;
+            });
+        }
+    }
+
+    #[test]
+    fn header_block_bomb_is_refused() {
+        let z = Deflater::default().deflate(&vec![0u8; 4 << 20]);
+        assert!(z.len() < 64 * 1024);
+        assert!(Inflater::default().inflate(&z).is_err());
     }
 
     #[test]
