@@ -104,10 +104,26 @@ impl StreamingRuntime for HostRuntime {
         &self,
         target: &ContainerRef,
         command: &[String],
-        _tty: bool,
+        tty: bool,
         stdio: ExecStdio,
     ) -> Result<i32, RuntimeError> {
         self.check(target)?;
+        // Reports the terminal size the client sent on the resize channel.
+        if command.first().map(String::as_str) == Some("resize-probe") {
+            let mut out = stdio.stdout.ok_or(RuntimeError::Invalid {
+                message: "resize-probe needs stdout".into(),
+            })?;
+            let size = match stdio.resize {
+                Some(mut r) => r.recv().await,
+                None => None,
+            };
+            let line = match size {
+                Some(s) => format!("tty={tty} {}x{}\n", s.width, s.height),
+                None => format!("tty={tty} no-resize\n"),
+            };
+            let _ = out.write_all(line.as_bytes()).await;
+            return Ok(0);
+        }
         self.run(command, stdio).await
     }
 
@@ -429,6 +445,23 @@ fn attach(v: &str) {
     assert!(out.stdout.contains("SHOUT\n"), "{out:#?}");
 }
 
+/// `exec -it` through a pty (`script`): tty is asked for and the terminal size arrives
+/// on the resize channel (WebSocket channel 4, or the SPDY resize stream).
+fn tty(v: &str) {
+    let (s, _k) = cluster();
+    let cmd = format!(
+        "stty cols 123 rows 45; {} exec -it web -- resize-probe",
+        kubectl_path(v).display()
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("HOME", s.dir.path());
+    let out = crate::common::run(c, None);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("tty=true 123x45"), "{out:#?}");
+}
+
 fn logs(v: &str) {
     let (s, k) = cluster();
     assert_eq!(
@@ -683,7 +716,7 @@ macro_rules! per_version {
     };
 }
 
-per_version!(exec, attach, logs, port_forward, errors);
+per_version!(exec, attach, tty, logs, port_forward, errors);
 
 const PYTHON: &str = "/opt/skiff-venv/bin/python";
 
