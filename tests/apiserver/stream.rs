@@ -216,12 +216,17 @@ impl Kubelet {
     /// Starts it with a serving certificate issued by the server's cluster CA; only
     /// clients with certificates from that CA (the API server) are accepted.
     fn start(s: &Server) -> Kubelet {
+        Self::start_issued_by(s, &s.dir.path().join("pki"))
+    }
+
+    /// Its serving certificate from the CA in `ca_dir` (a `pki/` directory).
+    fn start_issued_by(s: &Server, ca_dir: &std::path::Path) -> Kubelet {
         let dir = tempfile::Builder::new()
             .prefix("skiff-kubelet-")
             .tempdir()
             .unwrap();
         let issued = skiff_apiserver::pki::issue(
-            &s.dir.path().join("pki"),
+            ca_dir,
             skiff_apiserver::pki::Role::Server,
             "node-1",
             None,
@@ -308,6 +313,11 @@ spec:
 fn cluster() -> (Server, Kubelet) {
     let s = Server::start();
     let k = Kubelet::start(&s);
+    setup(&s, &k);
+    (s, k)
+}
+
+fn setup(s: &Server, k: &Kubelet) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -353,7 +363,6 @@ fn cluster() -> (Server, Kubelet) {
         )
         .ok();
     }
-    (s, k)
 }
 
 fn exec(v: &str) {
@@ -773,4 +782,33 @@ fn python_client_exec_and_port_forward() {
     c.arg(script).arg(s.kubeconfig());
     let out = crate::common::run(c, None);
     assert_eq!((out.code, out.stdout.trim()), (0, "ok"), "{out:#?}");
+}
+
+/// The kubelet's serving certificate must chain to the cluster CA, or to the CA given with
+/// `--kubelet-certificate-authority`.
+#[test]
+fn kubelet_certificate_is_verified() {
+    let other = tempfile::Builder::new()
+        .prefix("skiff-other-ca-")
+        .tempdir()
+        .unwrap();
+    let other_pki = skiff_apiserver::pki::ensure(other.path(), "https://127.0.0.1:1", &[]).unwrap();
+
+    let s = Server::start();
+    let k = Kubelet::start_issued_by(&s, &other_pki.dir);
+    setup(&s, &k);
+    let refused = s.kubectl("1.33", &["logs", "web"]).fails();
+    assert!(
+        refused.stderr.contains("invalid peer certificate"),
+        "{refused:#?}"
+    );
+
+    let ca = other_pki.ca_cert.to_str().unwrap();
+    let s = Server::start_with(&["--kubelet-certificate-authority", ca]);
+    let k = Kubelet::start_issued_by(&s, &other_pki.dir);
+    setup(&s, &k);
+    assert_eq!(
+        s.kubectl("1.33", &["logs", "web"]).ok().stdout,
+        "line1\nline2\nline3\n"
+    );
 }
