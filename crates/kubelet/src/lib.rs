@@ -12,8 +12,9 @@
 //! Streaming protocols: WebSocket with the channel subprotocols `v5.channel.k8s.io` and
 //! `v4.channel.k8s.io` (kubectl 1.30+ exec/attach), SPDY/3.1 with `X-Stream-Protocol-Version`
 //! `v4.channel.k8s.io` (kubectl ≤ 1.29 exec/attach) and `portforward.k8s.io` (kubectl ≤ 1.30
-//! port-forward), and SPDY/3.1 tunneled in WebSocket binary messages
-//! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+ port-forward).
+//! port-forward), SPDY/3.1 tunneled in WebSocket binary messages
+//! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+ port-forward), and port-forward over the
+//! WebSocket channel protocol (`v4.channel.k8s.io`, the Python client).
 
 pub mod portforward;
 mod query;
