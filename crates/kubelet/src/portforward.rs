@@ -253,7 +253,7 @@ pub async fn serve_websocket_channels<IO>(
             match m.opcode {
                 ws::OP_BINARY | ws::OP_TEXT if !m.payload.is_empty() => {
                     let ch = m.payload[0] as usize;
-                    if ch % 2 == 0 {
+                    if ch.is_multiple_of(2) {
                         if let Some(Some(w)) = upstream.get_mut(ch / 2) {
                             if w.write_all(&m.payload[1..]).await.is_err() {
                                 upstream[ch / 2] = None;
