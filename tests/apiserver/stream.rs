@@ -165,7 +165,23 @@ impl StreamingRuntime for HostRuntime {
         opts: &LogOptions,
     ) -> Result<LogStream, RuntimeError> {
         self.check(target)?;
+        if opts.previous {
+            return Err(RuntimeError::NotFound {
+                what: format!(
+                    "previous terminated container {:?} in pod {:?}",
+                    target.container, target.pod
+                ),
+            });
+        }
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // A fixed stamp stands for the log store's per-line times.
+        let text = if opts.timestamps {
+            text.split_inclusive('\n')
+                .map(|l| format!("2026-01-02T03:04:05.000000000Z {l}"))
+                .collect()
+        } else {
+            text
+        };
         let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
         if let Some(n) = opts.tail_lines {
             lines = lines.split_off(lines.len().saturating_sub(n as usize));
@@ -174,7 +190,7 @@ impl StreamingRuntime for HostRuntime {
         let (mut w, r) = tokio::io::duplex(64 * 1024);
         let log = self.log.clone();
         let follow = opts.follow;
-        let mut offset = text.len();
+        let mut offset = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         tokio::spawn(async move {
             if w.write_all(&head).await.is_err() || !follow {
                 return;
@@ -490,6 +506,22 @@ fn logs(v: &str) {
     assert_eq!(
         s.kubectl(v, &["logs", "duo", "-c", "side"]).ok().stdout,
         "line1\nline2\nline3\n"
+    );
+
+    // Options reach the runtime.
+    let stamped = s
+        .kubectl(v, &["logs", "web", "--timestamps", "--tail=2"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        stamped,
+        "2026-01-02T03:04:05.000000000Z line2\n2026-01-02T03:04:05.000000000Z line3\n"
+    );
+    let prev = s.kubectl(v, &["logs", "web", "--previous"]).fails();
+    assert!(
+        prev.stderr
+            .contains("previous terminated container \"main\" in pod \"web\" not found"),
+        "{prev:#?}"
     );
 
     // Server-side container checks, as kube-apiserver words them.
