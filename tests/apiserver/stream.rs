@@ -450,6 +450,28 @@ fn exec(v: &str) {
         big.stdout.len()
     );
 
+    // A client that goes away mid-stream ends the session (the process gets EPIPE), and
+    // the server keeps serving.
+    let mut child = Command::new(kubectl_path(v))
+        .args(["exec", "web", "--", "yes", "streaming"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("HOME", s.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let guard = KillOnDrop(&mut child);
+        let lines = lines_of(guard.0.stdout.take().unwrap());
+        let mut seen = String::new();
+        for _ in 0..100 {
+            wait_line(&lines, &mut seen, "streaming", |l| l == "streaming");
+        }
+    }
+    let again = s.kubectl(v, &["exec", "web", "--", "echo", "again"]).ok();
+    assert_eq!(again.stdout, "again\n");
+
     // A command that cannot start is the runtime's error, reported by kubectl.
     let missing = s
         .kubectl(v, &["exec", "web", "--", "/nonexistent/cmd"])
