@@ -479,6 +479,29 @@ fn exec(v: &str) {
     assert!(missing.stderr.contains("/nonexistent/cmd"), "{missing:#?}");
 }
 
+/// `kubectl cp` both ways: tar over exec stdin and stdout, binary and larger than any
+/// buffer on the path.
+fn cp(v: &str) {
+    let (s, _k) = cluster();
+    let work = tempfile::Builder::new()
+        .prefix("skiff-cp-")
+        .tempdir()
+        .unwrap();
+    let data: Vec<u8> = (0u32..(3 << 18))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let src = work.path().join("blob.bin");
+    std::fs::write(&src, &data).unwrap();
+    std::fs::create_dir(work.path().join("pod")).unwrap();
+    // The "container" is the host, so the pod path is a host path.
+    let in_pod = format!("web:{}", work.path().join("pod/blob.bin").display());
+    s.kubectl(v, &["cp", src.to_str().unwrap(), &in_pod]).ok();
+    assert!(std::fs::read(work.path().join("pod/blob.bin")).unwrap() == data);
+    let back = work.path().join("back.bin");
+    s.kubectl(v, &["cp", &in_pod, back.to_str().unwrap()]).ok();
+    assert!(std::fs::read(&back).unwrap() == data);
+}
+
 fn attach(v: &str) {
     let (s, _k) = cluster();
     let out = s
@@ -779,7 +802,7 @@ macro_rules! per_version {
     };
 }
 
-per_version!(exec, attach, tty, logs, port_forward, errors);
+per_version!(exec, cp, attach, tty, logs, port_forward, errors);
 
 const PYTHON: &str = "/opt/skiff-venv/bin/python";
 
