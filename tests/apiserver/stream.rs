@@ -658,6 +658,15 @@ fn wait_line(
 
 fn port_forward(v: &str) {
     let (s, _k) = cluster();
+    port_forward_on(&s, v);
+}
+
+/// kubectl's minor version.
+fn minor(v: &str) -> u32 {
+    v.trim_start_matches("1.").parse().unwrap()
+}
+
+fn port_forward_on(s: &Server, v: &str) {
     let mut child = Command::new(kubectl_path(v))
         .args(["port-forward", "-v=8", "pod/web", ":8080", ":9999"])
         .env("KUBECONFIG", s.kubeconfig())
@@ -704,8 +713,8 @@ fn port_forward(v: &str) {
     wait_line(&err, &mut seen, "error for port 9999", |l| {
         l.contains("nothing listens on port 9999 in pod web")
     });
-    // SPDY tunneled in WebSocket for 1.33 (no fallback to a SPDY upgrade), SPDY for 1.27.
-    if v == "1.27" {
+    // SPDY tunneled in WebSocket from 1.31 on (no fallback to a SPDY upgrade), SPDY before.
+    if minor(v) < 31 {
         assert!(
             seen.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
             "{seen}"
@@ -888,4 +897,34 @@ fn kubelet_certificate_is_verified() {
         s.kubectl("1.33", &["logs", "web"]).ok().stdout,
         "line1\nline2\nline3\n"
     );
+}
+
+/// The versions between the oldest and newest: exec switched to WebSocket in 1.30,
+/// port-forward to SPDY-in-WebSocket in 1.31.
+#[test]
+fn kubectl_1_28_to_1_32() {
+    let (s, _k) = cluster();
+    for v in ["1.28", "1.29", "1.30", "1.31", "1.32"] {
+        let out = s.kubectl(
+            v,
+            &[
+                "exec",
+                "-v=8",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+        );
+        assert_eq!(out.code, 3, "{v}: {out:#?}");
+        assert!(out.stdout.ends_with("out\n"), "{v}: {out:#?}");
+        let negotiated = if minor(v) < 30 {
+            "X-Stream-Protocol-Version: v4.channel.k8s.io"
+        } else {
+            "The subprotocol is v5.channel.k8s.io"
+        };
+        assert!(out.stderr.contains(negotiated), "{v}: {}", out.stderr);
+        port_forward_on(&s, v);
+    }
 }
