@@ -928,3 +928,46 @@ fn kubectl_1_28_to_1_32() {
         port_forward_on(&s, v);
     }
 }
+
+/// The test's runtime passes the suite every StreamingRuntime implementation runs.
+#[test]
+fn host_runtime_passes_the_conformance_suite() {
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-conf-")
+        .tempdir()
+        .unwrap();
+    let log = write(dir.path(), "main.log", "a\nb\n");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let host = HostRuntime {
+            log,
+            echo: echo_addr,
+        };
+        let fixture = skiff_kubelet::conformance::Fixture {
+            target: ContainerRef {
+                namespace: "default".into(),
+                pod: "web".into(),
+                container: "main".into(),
+            },
+            echo_port: Some(POD_PORT),
+            log: Some("a\nb\n".into()),
+        };
+        skiff_kubelet::conformance::run(&host, &fixture)
+            .await
+            .unwrap();
+    });
+}

@@ -16,6 +16,7 @@
 //! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+ port-forward), and port-forward over the
 //! WebSocket channel protocol (`v4.channel.k8s.io`, the Python client).
 
+pub mod conformance;
 pub mod portforward;
 mod query;
 pub mod remotecommand;
