@@ -210,3 +210,61 @@ pub async fn run(rt: &dyn StreamingRuntime, f: &Fixture) -> Result<(), Failure> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Duplex, LogStream};
+
+    /// Claims success without running anything.
+    struct Liar;
+
+    #[async_trait::async_trait]
+    impl StreamingRuntime for Liar {
+        async fn exec(
+            &self,
+            _: &ContainerRef,
+            _: &[String],
+            _: bool,
+            _: ExecStdio,
+        ) -> Result<i32, RuntimeError> {
+            Ok(0)
+        }
+        async fn attach(
+            &self,
+            _: &ContainerRef,
+            _: bool,
+            _: ExecStdio,
+        ) -> Result<i32, RuntimeError> {
+            Ok(0)
+        }
+        async fn port_forward(
+            &self,
+            _: &str,
+            _: &str,
+            _: u16,
+        ) -> Result<Box<dyn Duplex>, RuntimeError> {
+            Err(RuntimeError::Unavailable {
+                message: "no".into(),
+            })
+        }
+        async fn logs(&self, _: &ContainerRef, _: &LogOptions) -> Result<LogStream, RuntimeError> {
+            Err(RuntimeError::NotFound { what: "log".into() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_runs_nothing_fails() {
+        let f = Fixture {
+            target: ContainerRef {
+                namespace: "default".into(),
+                pod: "p".into(),
+                container: "c".into(),
+            },
+            echo_port: None,
+            log: None,
+        };
+        let e = run(&Liar, &f).await.unwrap_err();
+        assert_eq!(e.check, "exec: exit code, stdout and stderr apart");
+    }
+}
