@@ -26,3 +26,6 @@ mod audit;
 
 #[path = "apiserver/events.rs"]
 mod events;
+
+#[path = "apiserver/stream.rs"]
+mod stream;

@@ -23,6 +23,7 @@ use crate::{AppState, Peer, RemoteAddr};
 mod delete;
 mod events_view;
 mod objects;
+mod proxy;
 mod subresources;
 mod watch;
 

@@ -11,6 +11,7 @@ mod defaults;
 mod discovery;
 mod event_ttl;
 mod handlers;
+mod kubelet_client;
 pub mod meta;
 pub mod pki;
 mod proto;
@@ -47,6 +48,8 @@ pub struct Config {
     pub audit: Option<audit::AuditTarget>,
     /// How long Events are kept (kube-apiserver's `--event-ttl`); None keeps them forever.
     pub event_ttl: Option<Duration>,
+    /// A CA bundle trusted for kubelet serving certificates besides the cluster CA.
+    pub kubelet_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,8 @@ pub enum ServeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("kubelet client credentials")]
+    KubeletClient(#[source] kubelet_client::KubeletClientError),
     #[error("listening on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -101,6 +106,8 @@ pub(crate) struct AppState {
     pub audit: Option<audit::AuditLog>,
     pub event_ttl: Option<Duration>,
     pub event_leases: event_ttl::EventLeases,
+    /// HTTPS client for the kubelets' streaming API (exec, attach, port-forward, logs).
+    pub kubelet: kubelet_client::KubeletClient,
 }
 
 /// A bound, not yet serving, API server.
@@ -141,6 +148,8 @@ impl Server {
             source,
         })?;
         let tls = tls_acceptor(&pki)?;
+        let kubelet = kubelet_client::KubeletClient::new(&pki, config.kubelet_ca.as_deref())
+            .map_err(ServeError::KubeletClient)?;
         handlers::bootstrap(&*store)
             .await
             .map_err(|source| ServeError::Store {
@@ -176,6 +185,7 @@ impl Server {
                 audit,
                 event_ttl: config.event_ttl,
                 event_leases: Default::default(),
+                kubelet,
             }),
             pki,
         })

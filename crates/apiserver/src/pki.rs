@@ -4,6 +4,9 @@
 //! - `pki/server.crt`, `pki/server.key`: the API server's serving cert (SANs 127.0.0.1,
 //!   ::1, localhost, the host name and any extra SANs asked for);
 //! - `pki/admin.crt`, `pki/admin.key`: the admin client cert (CN admin, O system:masters);
+//! - `pki/kubelet-client.crt`, `pki/kubelet-client.key`: the API server's client cert for
+//!   kubelets' streaming API (exec, attach, port-forward, logs); generated on any start
+//!   that finds it missing;
 //! - `kubeconfig.yaml`: a kubeconfig kubectl uses as it is;
 //! - `token`: the bearer token agents join with.
 //!
@@ -27,6 +30,9 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
+    /// The API server's client identity towards kubelets.
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
     pub kubeconfig: PathBuf,
     pub token_file: PathBuf,
     /// The agents' bearer token.
@@ -91,6 +97,8 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
         server_key: p("server.key"),
         admin_cert: p("admin.crt"),
         admin_key: p("admin.key"),
+        kubelet_client_cert: p("kubelet-client.crt"),
+        kubelet_client_key: p("kubelet-client.key"),
         kubeconfig: data_dir.join("kubeconfig.yaml"),
         token_file: data_dir.join("token"),
         token: String::new(),
@@ -99,6 +107,17 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
     let ca_key_path = p("ca.key");
     if !pki.ca_cert.exists() || !ca_key_path.exists() {
         generate(&pki, &ca_key_path, extra_sans)?;
+    }
+    if !pki.kubelet_client_cert.exists() || !pki.kubelet_client_key.exists() {
+        let issued = issue(
+            &pki.dir,
+            Role::Client,
+            "skiff-apiserver-kubelet-client",
+            Some("system:masters"),
+            &[],
+        )?;
+        write_private(&pki.kubelet_client_key, &issued.key_pem)?;
+        write_private(&pki.kubelet_client_cert, &issued.cert_pem)?;
     }
     if !pki.token_file.exists() {
         let mut raw = [0u8; 24];
@@ -138,15 +157,7 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
 fn generate(pki: &Pki, ca_key_path: &Path, extra_sans: &[String]) -> Result<(), PkiError> {
     let gen = |what| move |source| PkiError::Generate { what, source };
     let ca_key = KeyPair::generate().map_err(gen("CA"))?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(gen("CA"))?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "skiff-ca".to_string());
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let ca = ca_params().map_err(gen("CA"))?;
     let ca_cert = ca.self_signed(&ca_key).map_err(gen("CA"))?;
     let issuer = Issuer::new(ca, ca_key);
 
@@ -197,6 +208,83 @@ fn generate(pki: &Pki, ca_key_path: &Path, extra_sans: &[String]) -> Result<(), 
     write_private(ca_key_path, &issuer.key().serialize_pem())?;
     write_private(&pki.ca_cert, &ca_cert.pem())?;
     Ok(())
+}
+
+/// The CA's parameters. Issuing later rebuilds them: a certificate's issuer is the CA's
+/// subject name and key, both of which these (with `ca.key`) reproduce exactly.
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "skiff-ca".to_string());
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca)
+}
+
+/// What an issued certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// TLS server (e.g. a kubelet's HTTPS API): needs `sans`.
+    Server,
+    /// TLS client.
+    Client,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Issues a certificate signed by the cluster CA in `pki_dir` (`ca.key` must be there):
+/// a kubelet's serving certificate (`Role::Server`, SANs = its node names and IPs) or a
+/// client certificate. The CA key never leaves this process.
+pub fn issue(
+    pki_dir: &Path,
+    role: Role,
+    common_name: &str,
+    organization: Option<&str>,
+    sans: &[String],
+) -> Result<Issued, PkiError> {
+    let what = match role {
+        Role::Server => "serving",
+        Role::Client => "client",
+    };
+    let gen = move |source| PkiError::Generate { what, source };
+    let ca_key_path = pki_dir.join("ca.key");
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path, "read"))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(gen)?;
+    let issuer = Issuer::new(ca_params().map_err(gen)?, ca_key);
+    let key = KeyPair::generate().map_err(gen)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name.to_string());
+    if let Some(o) = organization {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, o.to_string());
+    }
+    for n in sans {
+        params.subject_alt_names.push(match n.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(n.clone().try_into().map_err(gen)?),
+        });
+    }
+    params.extended_key_usages = vec![match role {
+        Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    let cert = params.signed_by(&key, &issuer).map_err(gen)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn hostname() -> std::io::Result<String> {

@@ -47,6 +47,9 @@ pub struct ServerArgs {
     /// Rotate the audit log file to `<path>.1` once it is larger than this many megabytes.
     #[arg(long, default_value_t = 100)]
     audit_log_maxsize: u64,
+    /// CA bundle trusted for kubelet serving certificates, besides the cluster CA.
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// A Go-style duration as Kubernetes flags take them (`1h30m`, `90s`, `500ms`), or seconds.
@@ -95,6 +98,11 @@ fn audit_target(args: &ServerArgs) -> Option<skiff_apiserver::audit::AuditTarget
 }
 
 pub fn main(args: ServerArgs) -> Result<()> {
+    // main() restores SIGPIPE's default (die) for C-like printing; a server must instead
+    // see EPIPE when a peer goes away mid-write (a streaming exec or port-forward session
+    // whose client or kubelet closed first), or one such session kills it.
+    // SAFETY: changing a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -138,6 +146,7 @@ async fn run(args: ServerArgs) -> Result<()> {
             extra_sans: args.tls_san.clone(),
             audit: audit_target(&args),
             event_ttl: (!args.event_ttl.is_zero()).then_some(args.event_ttl),
+            kubelet_ca: args.kubelet_certificate_authority.clone(),
         },
         store,
     )

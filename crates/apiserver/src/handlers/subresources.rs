@@ -194,6 +194,9 @@ pub async fn serve(
                 objects::update(st, kind, ns, &name, cur, &Query::default(), Part::Main).await?;
             Ok(json_response(StatusCode::OK, &o))
         }
+        ("log" | "exec" | "attach" | "portforward", _) if kind.kind == "Pod" => {
+            super::proxy::serve(st, t, sub, req).await
+        }
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",

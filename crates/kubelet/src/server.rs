@@ -1,0 +1,440 @@
+//! The kubelet's streaming HTTPS server: routes the kubelet paths to the protocol
+//! handlers, negotiates WebSocket or SPDY upgrades, and streams container logs.
+//!
+//! Lifecycle: [`StreamingServer::bind`] loads the serving certificate (and, when given,
+//! the CA that client certificates must chain to — the API server's kubelet-client CA);
+//! [`StreamingServer::run`] serves until its shutdown future completes. Sessions already
+//! upgraded run on until their streams end.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+use crate::query::Query;
+use crate::runtime::{ContainerRef, LogOptions, StreamingRuntime};
+use crate::{portforward, remotecommand, ws};
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// PEM files of the server's TLS identity.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS setup with {path}")]
+    Tls {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("listening on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct StreamingServer {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    runtime: Arc<dyn StreamingRuntime>,
+}
+
+impl StreamingServer {
+    pub async fn bind(
+        addr: SocketAddr,
+        files: &TlsFiles,
+        runtime: Arc<dyn StreamingRuntime>,
+    ) -> Result<StreamingServer, ServerError> {
+        let tls = tls_acceptor(files)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(StreamingServer {
+            listener,
+            tls,
+            runtime,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut shutdown => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubelet accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let tls = self.tls.clone();
+            let rt = self.runtime.clone();
+            tokio::spawn(async move {
+                let stream = match tls.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "kubelet TLS handshake failed");
+                        return;
+                    }
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let rt = rt.clone();
+                    async move { Ok::<_, Infallible>(handle(rt, req).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await
+                {
+                    tracing::debug!(error = %e, "kubelet connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: Box<dyn std::error::Error + Send + Sync>| ServerError::Tls { path, source: e }
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| err(&files.cert)(Box::new(e)))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err(&files.key)(Box::new(e)))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&files.cert)(Box::new(e)))?;
+    let builder = match &files.client_ca {
+        Some(ca_path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in
+                CertificateDer::pem_file_iter(ca_path).map_err(|e| err(ca_path)(Box::new(e)))?
+            {
+                let ca = ca.map_err(|e| err(ca_path)(Box::new(e)))?;
+                roots.add(ca).map_err(|e| err(ca_path)(Box::new(e)))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| err(ca_path)(Box::new(e)))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| err(&files.cert)(Box::new(e)))?;
+    // Upgrades need HTTP/1.1.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A Kubernetes Status error response.
+fn status(code: u16, reason: &str, message: impl Into<String>) -> Response<Body> {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code,
+    });
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(crate::query::percent_decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let q = Query::parse(req.uri().query());
+    let target = |ns: &str, pod: &str, c: &str| ContainerRef {
+        namespace: ns.to_string(),
+        pod: pod.to_string(),
+        container: c.to_string(),
+    };
+    let stream_method = matches!(*req.method(), Method::GET | Method::POST);
+    match segs.as_slice() {
+        [verb @ ("exec" | "attach"), ns, pod, container]
+        | [verb @ ("exec" | "attach"), ns, pod, _, container]
+            if stream_method =>
+        {
+            let attach = *verb == "attach";
+            let tty = q.flag("tty");
+            let r = remotecommand::Request {
+                target: target(ns, pod, container),
+                command: q.all("command"),
+                attach,
+                stdin: q.flag("input") || q.flag("stdin"),
+                stdout: q.flag("output") || q.flag("stdout"),
+                stderr: (q.flag("error") || q.flag("stderr")) && !tty,
+                tty,
+            };
+            if !attach && r.command.is_empty() {
+                return status(
+                    400,
+                    "BadRequest",
+                    "you must specify at least one command for the container (command=…)",
+                );
+            }
+            if !(r.stdin || r.stdout || r.stderr) {
+                return status(
+                    400,
+                    "BadRequest",
+                    "you must specify at least 1 of stdin, stdout, stderr",
+                );
+            }
+            upgrade(req, Stream::RemoteCommand(r), rt)
+        }
+        ["portForward", ns, pod] | ["portForward", ns, pod, _] if stream_method => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            let mut ports = Vec::new();
+            for p in q.all("port").iter().flat_map(|v| v.split(',')) {
+                match p.trim().parse::<u16>() {
+                    Ok(n) if n > 0 => ports.push(n),
+                    _ => {
+                        return status(
+                            400,
+                            "BadRequest",
+                            format!("invalid port {p:?}: ports must be 1-65535"),
+                        )
+                    }
+                }
+            }
+            upgrade(req, Stream::PortForward { ns, pod, ports }, rt)
+        }
+        ["containerLogs", ns, pod, container] if *req.method() == Method::GET => {
+            logs(rt, target(ns, pod, container), &q).await
+        }
+        ["healthz"] => Response::new(full("ok")),
+        _ => status(
+            404,
+            "NotFound",
+            format!(
+                "{} {path} is not a kubelet streaming path (exec, attach, portForward, containerLogs)",
+                req.method()
+            ),
+        ),
+    }
+}
+
+enum Stream {
+    RemoteCommand(remotecommand::Request),
+    PortForward {
+        ns: String,
+        pod: String,
+        /// From the `port` query parameter (WebSocket channel protocol only).
+        ports: Vec<u16>,
+    },
+}
+
+fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn upgrade(
+    mut req: Request<Incoming>,
+    stream: Stream,
+    rt: Arc<dyn StreamingRuntime>,
+) -> Response<Body> {
+    let headers = req.headers().clone();
+    let is_spdy = header_values(&headers, "upgrade")
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
+    let (kind, supported, offered): (&str, Vec<&str>, Vec<String>) = if ws::is_upgrade(&headers) {
+        let supported = match stream {
+            Stream::RemoteCommand(_) => remotecommand::WS_PROTOCOLS.to_vec(),
+            Stream::PortForward { .. } => vec![
+                portforward::WS_TUNNEL_PROTOCOL,
+                portforward::WS_CHANNEL_PROTOCOL,
+            ],
+        };
+        ("WebSocket", supported, ws::offered_protocols(&headers))
+    } else if is_spdy {
+        let supported = match stream {
+            Stream::RemoteCommand(_) => remotecommand::SPDY_PROTOCOLS.to_vec(),
+            Stream::PortForward { .. } => vec![portforward::PROTOCOL],
+        };
+        (
+            "SPDY",
+            supported,
+            header_values(&headers, "x-stream-protocol-version"),
+        )
+    } else {
+        return status(
+            400,
+            "BadRequest",
+            "Upgrade request required: use a WebSocket (Upgrade: websocket) or SPDY/3.1 client such as kubectl",
+        );
+    };
+    let Some(chosen) = supported
+        .iter()
+        .find(|s| offered.iter().any(|o| o == *s))
+        .map(|s| s.to_string())
+    else {
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "unable to upgrade: unable to negotiate a {kind} protocol: client supports {offered:?}, server supports {supported:?}"
+            ),
+        );
+    };
+    if let Stream::PortForward { ports, .. } = &stream {
+        if chosen == portforward::WS_CHANNEL_PROTOCOL && ports.is_empty() {
+            return status(
+                400,
+                "BadRequest",
+                "port forwarding over the WebSocket channel protocol needs the ports: add port=N to the query",
+            );
+        }
+    }
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    if kind == "WebSocket" {
+        match ws::handshake_headers(&headers, &chosen) {
+            Ok(list) => {
+                for (k, v) in list {
+                    h.insert(k, v);
+                }
+            }
+            Err(e) => return status(400, "BadRequest", e.to_string()),
+        }
+    } else {
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("SPDY/3.1"));
+        if let Ok(v) = HeaderValue::from_str(&chosen) {
+            h.insert("x-stream-protocol-version", v);
+        }
+    }
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = match on.await {
+            Ok(up) => TokioIo::new(up),
+            Err(e) => {
+                tracing::debug!(error = %e, "kubelet upgrade failed");
+                return;
+            }
+        };
+        match (stream, kind) {
+            (Stream::RemoteCommand(r), "WebSocket") => {
+                remotecommand::serve_websocket(io, &chosen, rt, r).await
+            }
+            (Stream::RemoteCommand(r), _) => remotecommand::serve_spdy(io, rt, r).await,
+            (Stream::PortForward { ns, pod, .. }, "WebSocket")
+                if chosen == portforward::WS_TUNNEL_PROTOCOL =>
+            {
+                portforward::serve_spdy(portforward::websocket_tunnel(io), rt, ns, pod).await
+            }
+            (Stream::PortForward { ns, pod, ports }, "WebSocket") => {
+                portforward::serve_websocket_channels(io, rt, ns, pod, ports).await
+            }
+            (Stream::PortForward { ns, pod, .. }, _) => {
+                portforward::serve_spdy(io, rt, ns, pod).await
+            }
+        }
+    });
+    resp
+}
+
+async fn logs(rt: Arc<dyn StreamingRuntime>, target: ContainerRef, q: &Query) -> Response<Body> {
+    let opts = match log_options(q) {
+        Ok(o) => o,
+        Err(msg) => return status(400, "BadRequest", msg),
+    };
+    let reader = match rt.logs(&target, &opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (code, reason) = e.code_reason();
+            return status(code, reason, e.full_message());
+        }
+    };
+    let reader: crate::runtime::Reader = match opts.limit_bytes {
+        Some(n) => Box::pin(reader.take(n)),
+        None => reader,
+    };
+    let body =
+        StreamBody::new(tokio_util::io::ReaderStream::new(reader).map(|r| r.map(Frame::data)));
+    let mut resp = Response::new(BodyExt::boxed_unsync(body));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+fn log_options(q: &Query) -> Result<LogOptions, String> {
+    let opts = LogOptions {
+        follow: q.flag("follow"),
+        previous: q.flag("previous"),
+        timestamps: q.flag("timestamps"),
+        tail_lines: q.u64("tailLines")?,
+        since_seconds: q.u64("sinceSeconds")?,
+        since_time: q
+            .get("sinceTime")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        limit_bytes: q.u64("limitBytes")?,
+    };
+    if opts.since_seconds.is_some() && opts.since_time.is_some() {
+        return Err("at most one of sinceTime or sinceSeconds may be specified".to_string());
+    }
+    if opts.limit_bytes == Some(0) {
+        return Err("limitBytes must be greater than zero".to_string());
+    }
+    Ok(opts)
+}
