@@ -38,8 +38,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// 8–16 MiB ones a larger bound let build up, and folding more often than this costs
 /// throughput (each fold also has a fixed cost, its sync).
 const CHECKPOINT_BYTES: u64 = 4 << 20;
-/// The log is emptied after a fold once it is this long (replay at open stays short).
-const WAL_TRUNCATE_BYTES: u64 = 32 << 20;
 /// Where a defrag writes the new file before renaming it over the store.
 pub(super) const DEFRAG_FILE: &str = "state.redb.defrag";
 
@@ -92,8 +90,6 @@ pub(super) struct Writer {
     pub clock: Arc<dyn crate::Clock>,
     /// Keep at least this much history; compact older revisions automatically.
     pub history: Option<Duration>,
-    /// Length of the log at the last fold: what is below is durable in redb too.
-    pub folded: u64,
     /// The first storage failure, reported with later ones that follow from it (redb
     /// refuses all writes after an I/O error until the store is reopened).
     pub first_failure: Option<String>,
@@ -215,7 +211,7 @@ impl Writer {
             }
             let mut replies = Vec::with_capacity(batch.len());
             let mut step_done = None;
-            let wal_len0 = self.wal.as_ref().map_or(0, |w| w.len());
+            let wal_mark = self.wal.as_ref().map(|w| w.mark());
             let res = (|| -> Result<()> {
                 let begin = || -> Result<WriteTransaction> {
                     let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
@@ -282,8 +278,8 @@ impl Writer {
                 if let Err(e) = w.commit().ctx(&self.loc, "commit") {
                     // The batch is logged but not applied: unlog it so that recovery
                     // does not apply what its writers were told failed.
-                    if let Some(wal) = self.wal.as_mut() {
-                        if let Err(te) = wal.truncate_to(wal_len0) {
+                    if let (Some(wal), Some(mark)) = (self.wal.as_mut(), wal_mark) {
+                        if let Err(te) = wal.rewind(mark) {
                             tracing::error!(error = %te, "cannot unlog a failed batch; stopping the store");
                             std::process::abort();
                         }
@@ -334,7 +330,7 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            let unfolded = self.wal.as_ref().map_or(0, |w| w.len()) - self.folded;
+            let unfolded = self.wal.as_ref().map_or(0, |w| w.len());
             if unfolded > CHECKPOINT_BYTES || (Instant::now() >= next_checkpoint) {
                 next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
                 if unfolded > 0 {
@@ -351,57 +347,40 @@ impl Writer {
                 let _ = tx.send(self.defrag());
             }
         }
-        if let Err(e) = self.checkpoint() {
+        if let Err(e) = self.fold() {
             tracing::error!(error = %e, "store checkpoint at close failed; the log will be replayed");
         }
     }
 
     /// Fold the log into redb: one durable redb commit makes everything committed so far
-    /// durable in the file itself. The log is emptied only once it is large
-    /// ([`WAL_TRUNCATE_BYTES`]): emptying costs a second sync, and leaving folded records
-    /// in it is harmless, since recovery replays the whole log in order and every operation
-    /// is blind, so a record applied twice leaves the state as it was. That halves the
-    /// syncs of a fold, the pause every writer waits out.
+    /// durable in the file itself, and records the log's next lap in the same commit, so
+    /// the log starts over from its beginning (without a sync of its own: the records of
+    /// the finished lap are no longer needed, and the next lap's are told apart by it).
     fn fold(&mut self) -> Result<()> {
-        let Some(wal) = self.wal.as_ref() else {
-            return Ok(());
-        };
-        let len = wal.len();
-        if len == self.folded {
-            return Ok(());
-        }
-        let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
-        w.set_durability(Durability::Immediate)
-            .map_err(redb::Error::from)
-            .ctx(&self.loc, "set durability")?;
-        w.commit().ctx(&self.loc, "checkpoint")?;
-        self.folded = len;
-        if len > WAL_TRUNCATE_BYTES {
-            self.empty_log()?;
-        }
-        Ok(())
-    }
-
-    /// Fold, then empty the log (at close and before a defrag, so neither leaves a log).
-    fn checkpoint(&mut self) -> Result<()> {
-        self.fold()?;
-        self.empty_log()
-    }
-
-    fn empty_log(&mut self) -> Result<()> {
         let Some(wal) = self.wal.as_mut() else {
             return Ok(());
         };
         if wal.len() == 0 {
             return Ok(());
         }
-        wal.truncate_to(0).map_err(|e| StoreError::Io {
+        let lap = wal.next_lap();
+        let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
+        w.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)
+            .ctx(&self.loc, "set durability")?;
+        {
+            let mut meta = w.open_table(META).ctx(&self.loc, "open table")?;
+            meta.insert(WAL_BASE_KEY, lap.base)
+                .ctx(&self.loc, "write")?;
+            meta.insert(WAL_SALT_KEY, lap.salt)
+                .ctx(&self.loc, "write")?;
+        }
+        w.commit().ctx(&self.loc, "checkpoint")?;
+        wal.restart(lap).map_err(|e| StoreError::Io {
             path: wal.path().to_path_buf(),
-            operation: "empty the write-ahead log",
+            operation: "start the write-ahead log over",
             source: e,
-        })?;
-        self.folded = 0;
-        Ok(())
+        })
     }
 
     /// Rewrite the store into a new file in one pass (pages full and in order, none free),
@@ -414,7 +393,8 @@ impl Writer {
                 operation: "defragment",
             });
         };
-        self.checkpoint()?;
+        // Fold first: the log is then empty, and the copy carries its current lap.
+        self.fold()?;
         let path = dir.join(super::STORE_FILE);
         let tmp = dir.join(DEFRAG_FILE);
         let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
