@@ -244,6 +244,7 @@ impl EmbeddedStore {
             wal,
             history,
             clock,
+            spare: Vec::new(),
             first_failure: None,
         };
         let h = std::thread::Builder::new()
