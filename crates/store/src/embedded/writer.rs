@@ -2,7 +2,7 @@
 //!
 //! Callers queue requests; the thread takes every request waiting (up to a bound, and
 //! waiting a fraction of a millisecond for as many as the last batch had), applies
-//! them in order in one redb write transaction, each with its own revision, appends the
+//! them in order in one redb write transaction, each with its own revision, writes the
 //! transaction's mutations to the write-ahead log and syncs it ([`super::wal`]), commits
 //! the redb transaction, and only then answers them and wakes the watchers. So a write is
 //! visible and acknowledged only once durable, and concurrent writers share one fsync.
