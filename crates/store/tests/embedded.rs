@@ -52,6 +52,39 @@ async fn reopen_keeps_data_revisions_and_leases() {
     assert!(s.get("/b", None).await.unwrap().kv.is_none());
 }
 
+/// The write-ahead log is written in place: a fold (here the one at close) starts it over
+/// from its beginning, so the same writes again reuse the file instead of growing it, and
+/// a clean close leaves nothing to replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_file_is_reused_after_a_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join(WAL_FILE);
+    let mut sizes = Vec::new();
+    for round in 0..3 {
+        let s = open(dir.path());
+        assert_eq!(
+            s.replayed_at_open(),
+            0,
+            "round {round}: a clean close folds"
+        );
+        for i in 0..200 {
+            s.put(&format!("/log/{round}/{i}"), vec![b'w'; 8 << 10], 0)
+                .await
+                .unwrap();
+        }
+        drop(s);
+        sizes.push(std::fs::metadata(&wal).unwrap().len());
+    }
+    // 200 batches of 8 KiB at least (each write its own batch, or fewer larger ones).
+    assert!(sizes[0] >= 200 * (8 << 10), "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s == sizes[0]), "{sizes:?}");
+    let s = open(dir.path());
+    for round in 0..3 {
+        let kv = s.get(&format!("/log/{round}/199"), None).await.unwrap();
+        assert_eq!(kv.kv.unwrap().value.len(), 8 << 10);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_keeps_the_file_bounded_under_churn() {
     let dir = tempfile::tempdir().unwrap();

@@ -174,22 +174,30 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// Apply the write-ahead log's records to the store and make them durable (on open).
+/// Apply the write-ahead log's records to the store and make them durable (on open), then
+/// start the log's next lap.
 pub(super) fn recover(db: &Database, wal: &mut Wal, records: &[Vec<u8>], loc: &str) -> Result<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let w = db.begin_write().ctx(loc, "begin write")?;
-    {
-        let mut t = Tables::open(&w, loc)?;
-        for r in records {
-            t.replay(r, loc)?;
+    let lap = if records.is_empty() {
+        // Nothing to fold; the stale records behind are told apart by their sequence
+        // numbers, which all lie below the next one.
+        wal.lap()
+    } else {
+        let lap = wal.next_lap();
+        let w = db.begin_write().ctx(loc, "begin write")?;
+        {
+            let mut t = Tables::open(&w, loc)?;
+            for r in records {
+                t.replay(r, loc)?;
+            }
+            t.meta.insert(WAL_BASE_KEY, lap.base).ctx(loc, "write")?;
+            t.meta.insert(WAL_SALT_KEY, lap.salt).ctx(loc, "write")?;
         }
-    }
-    w.commit().ctx(loc, "commit")?;
-    wal.truncate_to(0).map_err(|e| StoreError::Io {
+        w.commit().ctx(loc, "commit")?;
+        lap
+    };
+    wal.restart(lap).map_err(|e| StoreError::Io {
         path: wal.path().to_path_buf(),
-        operation: "empty the write-ahead log",
+        operation: "start the write-ahead log over",
         source: e,
     })
 }

@@ -75,6 +75,8 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     /// The admin socket (file-backed stores) and its listener thread.
     admin: Option<(PathBuf, std::thread::JoinHandle<()>)>,
+    /// Write-ahead log records replayed when the store was opened.
+    replayed: usize,
 }
 
 impl Drop for Inner {
@@ -147,24 +149,27 @@ impl EmbeddedStore {
         let _ = std::fs::remove_file(data_dir.join(writer::DEFRAG_FILE));
         // The file lock is ours now, so is the log.
         let wal_path = data_dir.join(WAL_FILE);
-        let (mut wal, records) = Wal::open(&wal_path).map_err(|e| StoreError::Io {
-            path: wal_path.clone(),
-            operation: "open the write-ahead log",
-            source: e,
-        })?;
-        if !exists && !records.is_empty() {
+        let wal_err = |operation| {
+            let path = wal_path.clone();
+            move |source| StoreError::Io {
+                path,
+                operation,
+                source,
+            }
+        };
+        if !exists {
             // A log without its store belongs to nothing; never apply it to a new one.
-            wal.truncate_to(0).map_err(|e| StoreError::Io {
-                path: wal_path.clone(),
-                operation: "empty a stale write-ahead log",
-                source: e,
-            })?;
+            wal::discard(&wal_path).map_err(wal_err("empty a stale write-ahead log"))?;
         }
         init_or_check(&db, &loc, !exists)?;
-        check_format(&db.begin_read().ctx(&loc, "begin read")?, &loc)?;
-        if exists {
-            logged::recover(&db, &mut wal, &records, &loc)?;
-        }
+        let lap = {
+            let r = db.begin_read().ctx(&loc, "begin read")?;
+            check_format(&r, &loc)?;
+            read_lap(&r, &loc)?
+        };
+        let (mut wal, records) =
+            Wal::open(&wal_path, lap).map_err(wal_err("open the write-ahead log"))?;
+        logged::recover(&db, &mut wal, &records, &loc)?;
         let mut store = Self::start(
             Arc::new(db),
             Some(data_dir.to_path_buf()),
@@ -173,6 +178,9 @@ impl EmbeddedStore {
             opts.history,
             opts.clock.clone(),
         )?;
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.replayed = records.len();
+        }
         let sock = data_dir.join(admin::ADMIN_SOCKET);
         match admin::serve(&sock, Arc::downgrade(&store.inner)) {
             Ok(h) => {
@@ -236,7 +244,7 @@ impl EmbeddedStore {
             wal,
             history,
             clock,
-            folded: 0,
+            spare: Vec::new(),
             first_failure: None,
         };
         let h = std::thread::Builder::new()
@@ -256,6 +264,7 @@ impl EmbeddedStore {
                 revision,
                 writer: Some(h),
                 admin: None,
+                replayed: 0,
             }),
         })
     }
@@ -416,6 +425,13 @@ impl EmbeddedStore {
         self.request("defrag", Request::Defrag).await
     }
 
+    /// How many write-ahead log records opening the store replayed: batches that were
+    /// acknowledged but not yet folded into the store file when it was last closed (or
+    /// killed).
+    pub fn replayed_at_open(&self) -> usize {
+        self.inner.replayed
+    }
+
     /// Size of the store file in bytes (0 in memory).
     pub fn file_size(data_dir: &Path) -> u64 {
         std::fs::metadata(data_dir.join(STORE_FILE))
@@ -495,6 +511,8 @@ fn init_or_check(db: &Database, loc: &str, fresh: bool) -> Result<()> {
                 meta.insert(FORMAT_KEY, FORMAT).ctx(loc, "write")?;
                 meta.insert(REV_KEY, 1).ctx(loc, "write")?;
                 meta.insert(COMPACT_KEY, 0).ctx(loc, "write")?;
+                meta.insert(WAL_SALT_KEY, wal::new_salt())
+                    .ctx(loc, "write")?;
             }
             _ => {}
         }
@@ -538,6 +556,15 @@ fn read_revs(r: &ReadTransaction, loc: &str) -> Result<(u64, u64)> {
     let rev = meta_get(&meta, REV_KEY, loc)?.unwrap_or(1);
     let compact = meta_get(&meta, COMPACT_KEY, loc)?.unwrap_or(0);
     Ok((rev, compact))
+}
+
+/// Which records of the write-ahead log are not folded yet (see [`wal`]).
+fn read_lap(r: &ReadTransaction, loc: &str) -> Result<wal::Lap> {
+    let meta = r.open_table(META).ctx(loc, "open table")?;
+    Ok(wal::Lap {
+        base: meta_get(&meta, WAL_BASE_KEY, loc)?.unwrap_or(0),
+        salt: meta_get(&meta, WAL_SALT_KEY, loc)?.unwrap_or(0),
+    })
 }
 
 /// Copy every table of the store into `out` in one durable commit; returns the key count.

@@ -4,7 +4,8 @@
 //!   retention window, deletes included (tombstones).
 //! - `revlog`: (revision, n) -> key: the order of events, read by watchers and compaction.
 //! - `latest`: key -> revision of its live version, for reads at the latest revision.
-//! - `meta`: format, current and compact revision, lease id counter.
+//! - `meta`: format, current and compact revision, lease id counter, the write-ahead
+//!   log's lap.
 //! - `leases`: id -> (ttl ms, deadline ms since the epoch); `lease_keys`: (lease, key).
 
 use redb::{ReadableTable, TableDefinition};
@@ -24,6 +25,10 @@ pub(super) const FORMAT: u64 = 1;
 pub(super) const REV_KEY: &str = "revision";
 pub(super) const COMPACT_KEY: &str = "compact-revision";
 pub(super) const LEASE_ID_KEY: &str = "next-lease";
+/// The write-ahead log's lap: the sequence number of its first record not folded into
+/// this file yet, and the salt of its checksums. Written only by durable commits.
+pub(super) const WAL_BASE_KEY: &str = "wal-base";
+pub(super) const WAL_SALT_KEY: &str = "wal-salt";
 
 const PUT: u8 = 1;
 const DEL: u8 = 2;

@@ -2,7 +2,7 @@
 //!
 //! Callers queue requests; the thread takes every request waiting (up to a bound, and
 //! waiting a fraction of a millisecond for as many as the last batch had), applies
-//! them in order in one redb write transaction, each with its own revision, appends the
+//! them in order in one redb write transaction, each with its own revision, writes the
 //! transaction's mutations to the write-ahead log and syncs it ([`super::wal`]), commits
 //! the redb transaction, and only then answers them and wakes the watchers. So a write is
 //! visible and acknowledged only once durable, and concurrent writers share one fsync.
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::logged::Tables;
 use super::tables::*;
-use super::wal::Wal;
+use super::wal::{OpLog, Wal};
 use crate::{
     Compare, KeyValue, Lease, LeaseId, Op, OpResult, Result, Revision, StoreError, Txn, TxnResult,
 };
@@ -31,15 +31,18 @@ const COMPACT_STEP: usize = 4096;
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(200);
 /// How often the log is folded into the redb file (a durable redb commit)…
+///
+/// Every writer waits out a fold (redb allows one write transaction at a time, and a
+/// durable commit writes and syncs every page changed since the last one), so each fold
+/// delays one write of every writer. What decides how many writes see such a pause is
+/// how often folds happen, not how large they are: at 64 writers, folding every 4 MiB
+/// (several times a second) paused ~2% of all writes, enough to make the pause the p99
+/// latency; once a second it is a fraction of a percent. Larger folds also write less in
+/// total, since a page rewritten by many batches is written once per fold.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// …or sooner once this much was logged since the last fold. Every writer waits while a
-/// fold writes the pages changed since the last one and syncs them, so smaller folds mean
-/// shorter pauses: measured at 64 writers, a 4 MiB fold takes about half as long as the
-/// 8–16 MiB ones a larger bound let build up, and folding more often than this costs
-/// throughput (each fold also has a fixed cost, its sync).
-const CHECKPOINT_BYTES: u64 = 4 << 20;
-/// The log is emptied after a fold once it is this long (replay at open stays short).
-const WAL_TRUNCATE_BYTES: u64 = 32 << 20;
+/// …or sooner once this much was logged since the last fold: bounds the log file and the
+/// replay at open (well under a second) when writes come faster than this per second.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Where a defrag writes the new file before renaming it over the store.
 pub(super) const DEFRAG_FILE: &str = "state.redb.defrag";
 
@@ -92,8 +95,8 @@ pub(super) struct Writer {
     pub clock: Arc<dyn crate::Clock>,
     /// Keep at least this much history; compact older revisions automatically.
     pub history: Option<Duration>,
-    /// Length of the log at the last fold: what is below is durable in redb too.
-    pub folded: u64,
+    /// The buffer of the last batch's log, reused by the next.
+    pub spare: Vec<u8>,
     /// The first storage failure, reported with later ones that follow from it (redb
     /// refuses all writes after an I/O error until the store is reopened).
     pub first_failure: Option<String>,
@@ -215,7 +218,7 @@ impl Writer {
             }
             let mut replies = Vec::with_capacity(batch.len());
             let mut step_done = None;
-            let wal_len0 = self.wal.as_ref().map_or(0, |w| w.len());
+            let wal_mark = self.wal.as_ref().map(|w| w.mark());
             let res = (|| -> Result<()> {
                 let begin = || -> Result<WriteTransaction> {
                     let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
@@ -240,6 +243,7 @@ impl Writer {
                             return Err(e);
                         }
                     };
+                    t.log = OpLog::reuse(std::mem::take(&mut self.spare));
                     let mut reqs = batch.into_iter();
                     while let Some(req) = reqs.next() {
                         match self.apply(&mut t, req) {
@@ -268,22 +272,27 @@ impl Writer {
                     }
                     std::mem::take(&mut t.log)
                 };
-                if log.is_empty() {
-                    // Reads only: nothing to make durable or visible.
-                    return w.abort().ctx(&self.loc, "abort");
-                }
-                if let Some(wal) = self.wal.as_mut() {
-                    wal.append(&log.0).map_err(|e| StoreError::Io {
+                let mut log = log;
+                let empty = log.is_empty();
+                let appended = match self.wal.as_mut() {
+                    Some(wal) if !empty => wal.append_log(&mut log).map_err(|e| StoreError::Io {
                         path: wal.path().to_path_buf(),
                         operation: "append to the write-ahead log",
                         source: e,
-                    })?;
+                    }),
+                    _ => Ok(()),
+                };
+                self.spare = log.into_buf();
+                if empty {
+                    // Reads only: nothing to make durable or visible.
+                    return w.abort().ctx(&self.loc, "abort");
                 }
+                appended?;
                 if let Err(e) = w.commit().ctx(&self.loc, "commit") {
                     // The batch is logged but not applied: unlog it so that recovery
                     // does not apply what its writers were told failed.
-                    if let Some(wal) = self.wal.as_mut() {
-                        if let Err(te) = wal.truncate_to(wal_len0) {
+                    if let (Some(wal), Some(mark)) = (self.wal.as_mut(), wal_mark) {
+                        if let Err(te) = wal.rewind(mark) {
                             tracing::error!(error = %te, "cannot unlog a failed batch; stopping the store");
                             std::process::abort();
                         }
@@ -334,7 +343,7 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            let unfolded = self.wal.as_ref().map_or(0, |w| w.len()) - self.folded;
+            let unfolded = self.wal.as_ref().map_or(0, |w| w.len());
             if unfolded > CHECKPOINT_BYTES || (Instant::now() >= next_checkpoint) {
                 next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
                 if unfolded > 0 {
@@ -351,57 +360,40 @@ impl Writer {
                 let _ = tx.send(self.defrag());
             }
         }
-        if let Err(e) = self.checkpoint() {
+        if let Err(e) = self.fold() {
             tracing::error!(error = %e, "store checkpoint at close failed; the log will be replayed");
         }
     }
 
     /// Fold the log into redb: one durable redb commit makes everything committed so far
-    /// durable in the file itself. The log is emptied only once it is large
-    /// ([`WAL_TRUNCATE_BYTES`]): emptying costs a second sync, and leaving folded records
-    /// in it is harmless, since recovery replays the whole log in order and every operation
-    /// is blind, so a record applied twice leaves the state as it was. That halves the
-    /// syncs of a fold, the pause every writer waits out.
+    /// durable in the file itself, and records the log's next lap in the same commit, so
+    /// the log starts over from its beginning (without a sync of its own: the records of
+    /// the finished lap are no longer needed, and the next lap's are told apart by it).
     fn fold(&mut self) -> Result<()> {
-        let Some(wal) = self.wal.as_ref() else {
-            return Ok(());
-        };
-        let len = wal.len();
-        if len == self.folded {
-            return Ok(());
-        }
-        let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
-        w.set_durability(Durability::Immediate)
-            .map_err(redb::Error::from)
-            .ctx(&self.loc, "set durability")?;
-        w.commit().ctx(&self.loc, "checkpoint")?;
-        self.folded = len;
-        if len > WAL_TRUNCATE_BYTES {
-            self.empty_log()?;
-        }
-        Ok(())
-    }
-
-    /// Fold, then empty the log (at close and before a defrag, so neither leaves a log).
-    fn checkpoint(&mut self) -> Result<()> {
-        self.fold()?;
-        self.empty_log()
-    }
-
-    fn empty_log(&mut self) -> Result<()> {
         let Some(wal) = self.wal.as_mut() else {
             return Ok(());
         };
         if wal.len() == 0 {
             return Ok(());
         }
-        wal.truncate_to(0).map_err(|e| StoreError::Io {
+        let lap = wal.next_lap();
+        let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
+        w.set_durability(Durability::Immediate)
+            .map_err(redb::Error::from)
+            .ctx(&self.loc, "set durability")?;
+        {
+            let mut meta = w.open_table(META).ctx(&self.loc, "open table")?;
+            meta.insert(WAL_BASE_KEY, lap.base)
+                .ctx(&self.loc, "write")?;
+            meta.insert(WAL_SALT_KEY, lap.salt)
+                .ctx(&self.loc, "write")?;
+        }
+        w.commit().ctx(&self.loc, "checkpoint")?;
+        wal.restart(lap).map_err(|e| StoreError::Io {
             path: wal.path().to_path_buf(),
-            operation: "empty the write-ahead log",
+            operation: "start the write-ahead log over",
             source: e,
-        })?;
-        self.folded = 0;
-        Ok(())
+        })
     }
 
     /// Rewrite the store into a new file in one pass (pages full and in order, none free),
@@ -414,7 +406,8 @@ impl Writer {
                 operation: "defragment",
             });
         };
-        self.checkpoint()?;
+        // Fold first: the log is then empty, and the copy carries its current lap.
+        self.fold()?;
         let path = dir.join(super::STORE_FILE);
         let tmp = dir.join(DEFRAG_FILE);
         let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
