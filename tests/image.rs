@@ -491,6 +491,24 @@ fn bad_archives_are_refused_and_the_store_is_unchanged() {
         &second_bad,
         &skiff_image::manifest::Platform::host().arch,
     );
+    // The bad layer first, good ones after: layers unpack side by side, so the good
+    // ones finish (the bad entry comes after 8 MiB) while the bad one fails, and must be
+    // rolled back too.
+    let first_bad = d.join("first-bad.tar");
+    let big = vec![7u8; 8 << 20];
+    oci_archive_layers(
+        &[
+            &LayerBuilder::new()
+                .file("a", &big, 0o644, 0, 0)
+                .raw(tar::EntryType::Link, "h", "../outside", b"")
+                .finish(),
+            &LayerBuilder::new().file("b", b"b", 0o644, 0, 0).finish(),
+            &LayerBuilder::new().file("c", b"c", 0o644, 0, 0).finish(),
+            &LayerBuilder::new().file("d", b"d", 0o644, 0, 0).finish(),
+        ],
+        &first_bad,
+        &skiff_image::manifest::Platform::host().arch,
+    );
     let not_archive = d.join("garbage.tar");
     fs::write(&not_archive, b"this is not a tarball at all").unwrap();
     let missing_blob = d.join("missing.tar");
@@ -525,6 +543,7 @@ fn bad_archives_are_refused_and_the_store_is_unchanged() {
             "escapes the archive root",
         ),
         ("bad layer over a good one", &second_bad, "'..'"),
+        ("bad layer under good ones", &first_bad, "'..'"),
         ("not an archive", &not_archive, "archive"),
         ("missing blob", &missing_blob, "missing"),
     ] {

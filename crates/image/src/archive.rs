@@ -20,7 +20,8 @@ use serde_json::json;
 use crate::content::{BlobWriter, ContentError, ContentStore};
 use crate::digest::Digest;
 use crate::error::Category;
-use crate::manifest::{self, FormatError, TopLevel};
+use crate::manifest::{self, Compression, FormatError, TopLevel};
+use crate::parallel;
 use crate::reference::{NamedRef, RefError};
 use crate::snapshot::{SnapshotError, Snapshotter};
 use crate::store::{ImageError, ImageStore};
@@ -160,8 +161,8 @@ struct Staged<'s> {
     blobs: HashMap<String, Box<dyn BlobWriter + 's>>,
     small: HashMap<String, Vec<u8>>,
     links: HashMap<String, String>,
-    /// Layer blobs already scanned: digest -> diff ID.
-    scanned: HashMap<Digest, Digest>,
+    /// Layer blobs already checked: digest -> (diff ID, compression).
+    scanned: HashMap<Digest, (Digest, Compression)>,
     /// Blobs to commit: digest -> (member, size).
     commit: BTreeMap<Digest, (String, u64)>,
     /// Generated documents to store (legacy docker manifests).
@@ -321,72 +322,100 @@ impl<'s> Staged<'s> {
         Ok((i.digest, i.size))
     }
 
-    /// Checks a staged layer (names, diff ID); returns its compression's media type.
+    /// Checks staged layers (names, diff IDs), each on its own thread; afterwards each
+    /// layer's blob is in `scanned` with its diff ID and compression.
     ///
     /// A layer of an image for this host is unpacked into the snapshotter right away:
     /// that reads and verifies it once instead of twice (scan now, unpack at the first
-    /// run). Layers unpacked here are removed again if the load fails (see `Drop`).
-    fn check_layer(
-        &mut self,
-        member: &str,
-        blob: &Digest,
-        expected: &Digest,
-        unpack: bool,
-    ) -> Result<&'static str, ArchiveError> {
-        let m = self.resolve(member);
-        let file = self.file.clone();
-        let layer_err = |source| ArchiveError::Layer {
-            file: file.clone(),
-            member: member.to_string(),
-            source,
-        };
+    /// run). Layers unpacked here are removed again if the load fails (see `Drop`), and
+    /// so are the ones that finished while another layer of the same image failed.
+    fn check_layers(&mut self, jobs: &[LayerJob]) -> Result<(), ArchiveError> {
         let snapshots = self.store.snapshotter();
-        let w = self
-            .blobs
-            .get_mut(&m)
-            .ok_or_else(|| ArchiveError::Missing {
+        // Readers are opened here, one writer borrowed at a time; they are independent
+        // of their writers, so the threads below own them.
+        let mut work = Vec::new();
+        for job in jobs {
+            let done = self
+                .scanned
+                .get(&job.blob)
+                .is_some_and(|(d, _)| d == &job.diff_id);
+            let queued = work.iter().any(|(j, ..): &(&LayerJob, _, _, _)| {
+                j.blob == job.blob && j.diff_id == job.diff_id
+            });
+            if done || queued {
+                continue;
+            }
+            let m = self.resolve(&job.member);
+            let w = self
+                .blobs
+                .get_mut(&m)
+                .ok_or_else(|| ArchiveError::Missing {
+                    file: self.file.clone(),
+                    member: job.member.clone(),
+                })?;
+            let mut head = Vec::with_capacity(4);
+            w.read_staged()?
+                .take(4)
+                .read_to_end(&mut head)
+                .map_err(|source| ArchiveError::Layer {
+                    file: self.file.clone(),
+                    member: job.member.clone(),
+                    source: UnpackError::Corrupt { entries: 0, source },
+                })?;
+            let unpack = job.unpack
+                && !snapshots
+                    .has_layer(&job.diff_id)
+                    .map_err(ImageError::from)?;
+            work.push((job, Compression::sniff(&head), unpack, w.read_staged()?));
+        }
+        let file = &self.file;
+        let results = parallel::run(work, |(job, compression, unpack, mut r)| {
+            let layer_err = |source| ArchiveError::Layer {
                 file: file.clone(),
-                member: member.to_string(),
-            })?;
-        let (diff_id, compression) =
-            if unpack && !snapshots.has_layer(expected).map_err(ImageError::from)? {
-                let compression = manifest::decompress(w.read_staged()?)
-                    .map(|(c, _)| c)
-                    .map_err(|e| {
-                        layer_err(UnpackError::Corrupt {
-                            entries: 0,
-                            source: e,
-                        })
-                    })?;
-                let mut r = w.read_staged()?;
-                match snapshots.unpack(expected, &mut r) {
-                    Ok(()) => self.unpacked.push(expected.clone()),
+                member: job.member.clone(),
+                source,
+            };
+            let diff_id = if unpack {
+                match snapshots.unpack(&job.diff_id, &mut r) {
+                    Ok(()) => job.diff_id.clone(),
                     Err(SnapshotError::Unpack { source, .. }) => return Err(layer_err(source)),
-                    Err(SnapshotError::DiffIdMismatch { actual, .. }) => {
-                        return Err(ArchiveError::DiffIdMismatch {
-                            file,
-                            member: member.to_string(),
-                            expected: expected.clone(),
-                            actual,
-                        })
-                    }
+                    Err(SnapshotError::DiffIdMismatch { actual, .. }) => actual,
                     Err(e) => return Err(ImageError::from(e).into()),
                 }
-                (expected.clone(), compression)
             } else {
-                let info = scan_layer(w.read_staged()?).map_err(layer_err)?;
-                (info.diff_id, info.compression)
+                scan_layer(r).map_err(layer_err)?.diff_id
             };
-        if &diff_id != expected {
-            return Err(ArchiveError::DiffIdMismatch {
-                file,
-                member: member.to_string(),
-                expected: expected.clone(),
-                actual: diff_id,
-            });
+            if diff_id != job.diff_id {
+                return Err(ArchiveError::DiffIdMismatch {
+                    file: file.clone(),
+                    member: job.member.clone(),
+                    expected: job.diff_id.clone(),
+                    actual: diff_id,
+                });
+            }
+            Ok((job, compression, unpack))
+        });
+        // Record every success before reporting the first failure, so `Drop` removes
+        // all that this load unpacked.
+        let mut first = None;
+        for r in results.into_iter().flatten() {
+            match r {
+                Ok((job, compression, unpacked)) => {
+                    if unpacked {
+                        self.unpacked.push(job.diff_id.clone());
+                    }
+                    self.scanned
+                        .insert(job.blob.clone(), (job.diff_id.clone(), compression));
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
         }
-        self.scanned.insert(blob.clone(), diff_id);
-        Ok(compression.oci_media_type())
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn format(&self, source: FormatError) -> ArchiveError {
@@ -415,18 +444,19 @@ impl<'s> Staged<'s> {
                 layers: m.layers().len(),
             });
         }
+        let mut jobs = Vec::new();
         for (l, diff_id) in m.layers().iter().zip(diff_ids) {
             let d = manifest::descriptor_digest(l, "layer").map_err(|e| self.format(e))?;
             let member = format!("blobs/sha256/{}", d.hex());
             self.verify(&member, &d, Some(l.size()))?;
-            match self.scanned.get(&d) {
-                Some(seen) if seen == &diff_id => {}
-                _ => {
-                    self.check_layer(&member, &d, &diff_id, here)?;
-                }
-            }
+            jobs.push(LayerJob {
+                member,
+                blob: d,
+                diff_id,
+                unpack: here,
+            });
         }
-        Ok(())
+        self.check_layers(&jobs)
     }
 
     /// Verifies a manifest or index named by an OCI descriptor, recursively.
@@ -518,13 +548,30 @@ impl<'s> Staged<'s> {
                     layers: e.layers.len(),
                 });
             }
-            let mut layers = Vec::new();
+            let mut jobs = Vec::new();
+            let mut sizes = Vec::new();
             for (member, diff_id) in e.layers.iter().zip(diff_ids) {
                 let (d, size) = self.digest_of(member)?;
                 self.verify(member, &d, None)?;
-                let media_type = self.check_layer(member, &d, &diff_id, here)?;
-                layers
-                    .push(json!({"mediaType": media_type, "digest": d.to_string(), "size": size}));
+                sizes.push(size);
+                jobs.push(LayerJob {
+                    member: member.clone(),
+                    blob: d,
+                    diff_id,
+                    unpack: here,
+                });
+            }
+            self.check_layers(&jobs)?;
+            let mut layers = Vec::new();
+            for (job, size) in jobs.iter().zip(sizes) {
+                // The same blob named with two diff IDs fails in check_layers.
+                let media_type = self
+                    .scanned
+                    .get(&job.blob)
+                    .map_or(manifest::OCI_LAYER_GZIP, |(_, c)| c.oci_media_type());
+                layers.push(
+                    json!({"mediaType": media_type, "digest": job.blob.to_string(), "size": size}),
+                );
             }
             let m = json!({
                 "schemaVersion": 2,
@@ -574,6 +621,15 @@ impl<'s> Staged<'s> {
         self.committed = true;
         Ok(())
     }
+}
+
+/// A staged layer to check: unpacked (an image for this host) or only scanned.
+struct LayerJob {
+    /// The archive member as the manifest names it (for errors).
+    member: String,
+    blob: Digest,
+    diff_id: Digest,
+    unpack: bool,
 }
 
 #[derive(serde::Deserialize)]

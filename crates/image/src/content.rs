@@ -83,8 +83,10 @@ pub trait BlobWriter: Write {
     fn digest_so_far(&self) -> BlobInfo;
 
     /// Re-reads the staged bytes from the start, so a caller can validate a blob (e.g.
-    /// decompress a layer) before deciding to commit it.
-    fn read_staged(&mut self) -> Result<Box<dyn Read + '_>, ContentError>;
+    /// decompress a layer) before deciding to commit it. The reader is independent of
+    /// the writer (and `Send`), so several staged layers can be unpacked on their own
+    /// threads at once; it must not outlive the writer, whose drop discards the bytes.
+    fn read_staged(&mut self) -> Result<Box<dyn Read + Send>, ContentError>;
 }
 
 /// Blob storage keyed by sha256 digest.
@@ -368,7 +370,7 @@ impl BlobWriter for FsBlobWriter<'_> {
         }
     }
 
-    fn read_staged(&mut self) -> Result<Box<dyn Read + '_>, ContentError> {
+    fn read_staged(&mut self) -> Result<Box<dyn Read + Send>, ContentError> {
         if let Some(o) = &mut self.out {
             o.flush().map_err(io_err("flush", &self.path))?;
         }

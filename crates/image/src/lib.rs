@@ -25,3 +25,4 @@ pub mod archive;
 pub mod build;
 pub mod distribution;
 pub mod mount;
+mod parallel;

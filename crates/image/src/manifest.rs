@@ -299,6 +299,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The compression a stream starting with `head` (at least 4 bytes, unless the
+    /// stream is shorter) uses.
+    pub fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+
     pub fn oci_media_type(self) -> &'static str {
         match self {
             Self::None => OCI_LAYER,
@@ -311,14 +323,7 @@ impl Compression {
 /// Wraps `r` in the decompressor its magic bytes call for.
 pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut br = BufReader::with_capacity(256 * 1024, r);
-    let head = br.fill_buf()?;
-    let c = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
+    let c = Compression::sniff(br.fill_buf()?);
     let out: Box<dyn Read + 'a> = match c {
         // MultiGzDecoder: pigz and some tools write concatenated gzip members.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),

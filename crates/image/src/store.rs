@@ -481,15 +481,24 @@ impl ImageStore {
         Ok(report)
     }
 
-    /// Unpacks the image's missing layers (verifying each against its diff ID).
+    /// Unpacks the image's missing layers (verifying each against its diff ID), each on
+    /// its own thread: every layer goes to its own directory. A layer that unpacked
+    /// while another failed stays: it is complete and verified, and the next run uses it.
     pub fn unpack(&self, img: &Image) -> Result<(), ImageError> {
+        let mut missing = Vec::new();
         for l in &img.layers {
-            if !self.snapshots.has_layer(&l.diff_id)? {
-                let mut r = self.content.open(&l.blob)?;
-                self.snapshots.unpack(&l.diff_id, &mut r)?;
+            if !missing.iter().any(|m: &&Layer| m.diff_id == l.diff_id)
+                && !self.snapshots.has_layer(&l.diff_id)?
+            {
+                missing.push(l);
             }
         }
-        Ok(())
+        let results = crate::parallel::run(missing, |l| -> Result<(), ImageError> {
+            let mut r = self.content.open(&l.blob)?;
+            self.snapshots.unpack(&l.diff_id, &mut r)?;
+            Ok(())
+        });
+        results.into_iter().flatten().collect()
     }
 
     /// Checks the platform, unpacks the layers and prepares snapshot `key`; returns the

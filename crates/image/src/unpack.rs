@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -280,6 +280,8 @@ struct Applier<'a> {
     dirs: HashSet<PathBuf>,
     /// Directory mtimes to set last: creating children changes them.
     dir_times: Vec<(PathBuf, (i64, i64))>,
+    /// Copy buffer for file data, allocated at the first regular file.
+    buf: Vec<u8>,
 }
 
 impl<'a> Applier<'a> {
@@ -290,6 +292,7 @@ impl<'a> Applier<'a> {
             root,
             dirs,
             dir_times: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -414,32 +417,38 @@ impl<'a> Applier<'a> {
 
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.clear(rel, &abs, false)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&abs)
-                    .map_err(io_err("create", &abs))?;
-                io::copy(entry, &mut f).map_err(|source| {
-                    // A short read is the archive's fault; a write error is ours.
-                    if source.kind() == io::ErrorKind::UnexpectedEof {
-                        UnpackError::Corrupt {
-                            entries: index,
-                            source,
-                        }
-                    } else {
-                        UnpackError::Io {
-                            op: "write",
-                            path: abs.clone(),
-                            source,
-                        }
+                let create = || {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&abs)
+                };
+                // Most names are new in a layer: try first, and clear only what is in
+                // the way (O_EXCL fails on any existing name, dangling symlinks too).
+                let mut f = match create() {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        self.clear(rel, &abs, false)?;
+                        create()
                     }
-                })?;
-                drop(f);
-                self.metadata(&abs, &meta, Some(mode))?;
-                set_mtime(&abs, mtime)?;
+                    r => r,
+                }
+                .map_err(io_err("create", &abs))?;
+                self.copy_data(entry, &mut f, &abs, index)?;
+                // Through the open file: no path lookups, and nothing can swap the
+                // file for a symlink in between.
+                let id = |v: u64| u32::try_from(v).ok();
+                std::os::unix::fs::fchown(&f, id(meta.uid), id(meta.gid))
+                    .map_err(io_err("chown", &abs))?;
+                f.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", &abs))?;
+                for (name, value) in &meta.xattrs {
+                    xattr::FileExt::set_xattr(&f, name, value)
+                        .map_err(io_err("set xattr on", &abs))?;
+                }
+                let t = TimeSpec::new(mtime.0, mtime.1);
+                nix::sys::stat::futimens(&f, &t, &t).map_err(nix_err("set times on", &abs))?;
             }
             tar::EntryType::Directory => {
                 if !self.clear(rel, &abs, true)? {
@@ -508,6 +517,44 @@ impl<'a> Applier<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Copies an entry's data in large chunks: one write per 256 KiB instead of per
+    /// 8 KiB (`io::copy`'s buffer) for the big files of a layer.
+    fn copy_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        f: &mut File,
+        abs: &Path,
+        index: usize,
+    ) -> Result<(), UnpackError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; 256 * 1024];
+        }
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A short or undecodable stream is the archive's fault; a write error
+                // (below) or a failing read of the blob file is ours.
+                Err(source)
+                    if matches!(
+                        source.kind(),
+                        io::ErrorKind::UnexpectedEof
+                            | io::ErrorKind::InvalidData
+                            | io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    return Err(UnpackError::Corrupt {
+                        entries: index,
+                        source,
+                    })
+                }
+                Err(e) => return Err(io_err("read the layer data for", abs)(e)),
+            };
+            f.write_all(&self.buf[..n]).map_err(io_err("write", abs))?;
+        }
     }
 
     /// Ownership, then mode (chown clears setuid bits), then xattrs.

@@ -267,3 +267,34 @@ fn pax_records_override_header_ids_and_times() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn later_entries_replace_earlier_ones_of_the_same_name() {
+    // As tar does: the last entry of a name wins, whatever was there before, and a file
+    // replacing a (dangling) symlink is written in place, never through the link.
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    let target = dir.path().join("t");
+    fs::create_dir(&target).unwrap();
+    let layer = LayerBuilder::new()
+        .file("f", b"first", 0o600, 0, 0)
+        .file("f", b"second", 0o640, 7, 8)
+        .symlink("s", outside.to_str().unwrap())
+        .file("s", b"not through the link", 0o644, 0, 0)
+        .dir("d", 0o755, 0, 0)
+        .file("d/child", b"x", 0o644, 0, 0)
+        .file("d", b"a file now", 0o644, 0, 0)
+        .finish();
+    unpack_layer(&layer[..], &target).unwrap();
+    let f = target.join("f");
+    assert_eq!(fs::read(&f).unwrap(), b"second");
+    let m = fs::metadata(&f).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 7, 8));
+    assert!(fs::symlink_metadata(target.join("s"))
+        .unwrap()
+        .file_type()
+        .is_file());
+    assert_eq!(fs::read(target.join("s")).unwrap(), b"not through the link");
+    assert!(!outside.exists(), "a write went through the symlink");
+    assert_eq!(fs::read(target.join("d")).unwrap(), b"a file now");
+}
