@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
-use skiff_store::{ListOptions, Revision, Store, StoreError};
+use skiff_store::Store;
 
 use crate::meta;
 use crate::query::Query;
@@ -20,10 +20,12 @@ use crate::status::{ApiError, ApiResult};
 use crate::{AppState, Peer};
 
 mod delete;
+mod list;
 mod objects;
 mod subresources;
 mod watch;
 
+pub(crate) use list::{list_items, Filter, Item};
 pub(crate) use objects::bootstrap;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -330,7 +332,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
     let accept = accept(&headers);
     match verb {
         "watch" => watch::serve(st, &t, &q, &accept).await,
-        "list" => list(st, &t, &q, &accept).await,
+        "list" => list::list(st, &t, &q, &accept).await,
         "get" => {
             let name = t.name.as_deref().unwrap_or_default();
             let obj = objects::get(st, t.kind, t.namespace.as_deref(), name).await?;
@@ -400,7 +402,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let opts = delete::DeleteOptions::parse(&q, &body)?;
             let items = list_items(st, t.kind, t.namespace.as_deref(), &q).await?;
             let mut deleted = Vec::new();
-            for o in items.items {
+            for o in items.items.into_iter().filter_map(Item::into_value) {
                 let ns = meta::namespace(&o).map(str::to_string);
                 match delete::delete(st, t.kind, ns.as_deref(), meta::name(&o), &opts).await {
                     Ok((_, d)) => deleted.push(d),
@@ -410,7 +412,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             }
             Ok(json_response(
                 StatusCode::OK,
-                &list_doc(t.kind, deleted, items.revision, None),
+                &list::list_doc(t.kind, deleted, items.revision, None),
             ))
         }
         _ => Err(ApiError::path_not_found()),
@@ -489,221 +491,6 @@ fn render_one(kind: &Kind, obj: Value, accept: &str) -> Response {
         }
     };
     json_response(StatusCode::OK, &v)
-}
-
-pub struct Listed {
-    pub items: Vec<Value>,
-    pub revision: Revision,
-    pub continue_token: Option<String>,
-}
-
-fn list_doc(kind: &Kind, items: Vec<Value>, rev: Revision, cont: Option<String>) -> Value {
-    let mut md = json!({"resourceVersion": rev.to_string()});
-    if let Some(c) = cont {
-        md["continue"] = json!(c);
-    }
-    json!({
-        "kind": format!("{}List", kind.kind),
-        "apiVersion": kind.api_version(),
-        "metadata": md,
-        "items": items,
-    })
-}
-
-async fn list(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> ApiResult<Response> {
-    let listed = list_items(st, t.kind, t.namespace.as_deref(), q).await?;
-    let v = match render_kind(accept) {
-        Render::Object => list_doc(t.kind, listed.items, listed.revision, listed.continue_token),
-        Render::Metadata => {
-            let mut d = list_doc(
-                t.kind,
-                listed.items.iter().map(partial).collect(),
-                listed.revision,
-                listed.continue_token,
-            );
-            d["kind"] = json!("PartialObjectMetadataList");
-            d["apiVersion"] = json!("meta.k8s.io/v1");
-            d
-        }
-        Render::Table => {
-            let mut table = skiff_api::table::to_table(
-                t.kind.kind,
-                &listed.items,
-                include_object(q),
-                SystemTime::now(),
-            );
-            table["metadata"]["resourceVersion"] = json!(listed.revision.to_string());
-            if let Some(c) = listed.continue_token {
-                table["metadata"]["continue"] = json!(c);
-            }
-            table
-        }
-    };
-    Ok(json_response(StatusCode::OK, &v))
-}
-
-/// Label and field selectors of a request, parsed once.
-pub struct Filter {
-    kind: &'static Kind,
-    labels: skiff_api::selector::LabelSelector,
-    fields: skiff_api::selector::FieldSelector,
-}
-
-impl Filter {
-    pub fn parse(kind: &'static Kind, q: &Query) -> ApiResult<Filter> {
-        let labels =
-            skiff_api::selector::LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
-                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let fields =
-            skiff_api::selector::FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
-                .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
-        fields
-            .check_supported(kind)
-            .map_err(|e| ApiError::bad_request(e.reason))?;
-        Ok(Filter {
-            kind,
-            labels,
-            fields,
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
-    }
-
-    pub fn matches(&self, obj: &Value) -> bool {
-        (self.labels.is_empty() || self.labels.matches(&meta::labels(obj)))
-            && (self.fields.is_empty() || self.fields.matches_object(self.kind, obj))
-    }
-}
-
-/// Continue tokens carry the list's revision and the last key returned.
-fn encode_continue(rev: Revision, key: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"rv": rev, "start": key}).to_string())
-}
-
-fn decode_continue(tok: &str) -> ApiResult<(Revision, String)> {
-    use base64::Engine;
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {tok:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tok)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((
-        v["rv"].as_i64().ok_or_else(bad)?,
-        v["start"].as_str().ok_or_else(bad)?.to_string(),
-    ))
-}
-
-/// Reads objects matching the request's selectors, honouring limit/continue and
-/// resourceVersion/resourceVersionMatch.
-pub async fn list_items(
-    st: &AppState,
-    kind: &'static Kind,
-    ns: Option<&str>,
-    q: &Query,
-) -> ApiResult<Listed> {
-    let filter = Filter::parse(kind, q)?;
-    let prefix = meta::list_prefix(kind, ns);
-    let limit = q.int("limit").filter(|l| *l > 0).map(|l| l as usize);
-    let (mut revision, mut after) = match q.value("continue") {
-        Some(c) => {
-            let (rv, key) = decode_continue(c)?;
-            (Some(rv), Some(key))
-        }
-        None => (None, None),
-    };
-    if revision.is_none() {
-        if let Some(rv) = q.value("resourceVersion") {
-            let n: Revision = rv.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))
-            })?;
-            if q.get("resourceVersionMatch") == Some("Exact") && n > 0 {
-                revision = Some(n);
-            }
-        }
-    }
-    let mut items = Vec::new();
-    let mut read_at: Revision;
-    loop {
-        let want = limit.map(|l| l.saturating_sub(items.len()));
-        let res = st
-            .store
-            .list(
-                &prefix,
-                &ListOptions {
-                    revision,
-                    limit: want.map(|w| if filter.is_empty() { w } else { w.max(256) }),
-                    continue_after: after.clone(),
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::Compacted { .. } if q.value("continue").is_some() => ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ),
-                StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => {
-                    ApiError::gone(format!("too old resource version: {e}"))
-                }
-                e => ApiError::from(e),
-            })?;
-        read_at = res.revision;
-        revision = Some(res.revision);
-        let mut last_key = None;
-        for kv in res.kvs {
-            if let Some(obj) = crate::watch_cache::decode(&kv.value, kv.mod_revision) {
-                last_key = Some(kv.key.clone());
-                if filter.matches(&obj) {
-                    items.push(obj);
-                    if limit.is_some_and(|l| items.len() >= l) {
-                        // More may follow: either the store said so, or this page ended early.
-                        let more = res.more || last_key.as_deref() != Some(kv.key.as_str());
-                        let _ = more;
-                        return Ok(Listed {
-                            items,
-                            revision: read_at,
-                            continue_token: next_token(st, &prefix, read_at, &kv.key).await?,
-                        });
-                    }
-                }
-            }
-        }
-        if !res.more {
-            break;
-        }
-        after = last_key;
-        if after.is_none() {
-            break;
-        }
-    }
-    Ok(Listed {
-        items,
-        revision: read_at,
-        continue_token: None,
-    })
-}
-
-/// A continue token if any key follows `key` at `rev`.
-async fn next_token(
-    st: &AppState,
-    prefix: &str,
-    rev: Revision,
-    key: &str,
-) -> ApiResult<Option<String>> {
-    let res = st
-        .store
-        .list(
-            prefix,
-            &ListOptions {
-                revision: Some(rev),
-                limit: Some(1),
-                continue_after: Some(key.to_string()),
-            },
-        )
-        .await?;
-    Ok((!res.kvs.is_empty()).then(|| encode_continue(rev, key)))
 }
 
 pub(crate) fn store_arc(st: &AppState) -> Arc<dyn Store> {

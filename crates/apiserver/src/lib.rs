@@ -13,6 +13,7 @@ pub mod meta;
 pub mod pki;
 mod proto;
 mod query;
+mod raw;
 mod status;
 mod validate;
 mod watch_cache;

@@ -128,7 +128,7 @@ pub(super) async fn get_kv(
     let (g, r) = group_res(kind);
     let res = st.store.get(&meta::key(kind, ns, name), None).await?;
     let kv = res.kv.ok_or_else(|| ApiError::not_found(g, r, name))?;
-    let mut obj = crate::watch_cache::decode(&kv.value, kv.mod_revision)
+    let mut obj = crate::raw::decode(&kv.value, kv.mod_revision)
         .ok_or_else(|| ApiError::internal(format!("stored object {} is not valid JSON", kv.key)))?;
     // One storage for several versions (autoscaling v1/v2): answer in the one asked for.
     obj["apiVersion"] = json!(kind.api_version());
