@@ -90,7 +90,8 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = if !authenticated(&st, &req) {
+    let yaml = prefers_yaml(req.headers());
+    let mut resp = if !authenticated(&st, &req) {
         ApiError::unauthorized().into_response()
     } else {
         match route(&st, req).await {
@@ -98,8 +99,57 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
             Err(e) => e.into_response(),
         }
     };
+    if yaml {
+        resp = to_yaml(resp).await;
+    }
     tracing::info!(target: "skiff::access", %method, %path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64);
     resp
+}
+
+/// Marks a response whose body never ends (watch), so it is passed on as it streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Streaming;
+
+/// The client's first choice in Accept is YAML (curl users; kubectl asks for JSON).
+fn prefers_yaml(headers: &HeaderMap) -> bool {
+    accept(headers)
+        .split(',')
+        .next()
+        .map(|p| p.split(';').next().unwrap_or_default().trim())
+        .is_some_and(is_yaml)
+}
+
+/// Re-encodes a finished JSON response (object, list or Status) as YAML.
+async fn to_yaml(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !is_json
+        || resp.extensions().get::<Streaming>().is_some()
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(format!("reading the response: {e}")).into_response(),
+    };
+    let yaml = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_saphyr::to_string(&v).ok());
+    match yaml {
+        Some(y) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(y))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 fn accept(headers: &HeaderMap) -> String {
@@ -255,14 +305,19 @@ pub async fn body_bytes(body: Body) -> ApiResult<bytes::Bytes> {
     }
 }
 
-/// Decodes a JSON or Kubernetes-protobuf request body into an object.
+/// Decodes a JSON, YAML or Kubernetes-protobuf request body into an object.
 pub fn decode_body(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    decode_typed(&st.proto, ct, body)
+}
+
+/// [`decode_body`] for a body of media type `ct`.
+pub fn decode_typed(proto: &crate::proto::Schema, ct: &str, body: &[u8]) -> ApiResult<Value> {
     if ct.starts_with("application/vnd.kubernetes.protobuf") {
-        return st.proto.decode_body(body).map_err(|e| match e {
+        return proto.decode_body(body).map_err(|e| match e {
             crate::proto::ProtoError::UnknownType { .. } => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
@@ -272,16 +327,22 @@ pub fn decode_body(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult
         });
     }
     let media = ct.split(';').next().unwrap_or_default().trim();
-    if !media.is_empty() && media != "application/json" && media != "*/*" {
-        return Err(ApiError::new(
+    match media {
+        "" | "application/json" | "*/*" => decode_json(body),
+        m if is_yaml(m) => decode_yaml(body),
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unsupported format: {ct}; send application/json"
+                "the body of the request was in an unsupported format: {ct}; send application/json, application/yaml or application/vnd.kubernetes.protobuf"
             ),
-        ));
+        )),
     }
-    decode_json(body)
+}
+
+/// Media types clients use for YAML.
+pub fn is_yaml(media: &str) -> bool {
+    matches!(media, "application/yaml" | "application/x-yaml" | "text/yaml")
 }
 
 /// Decodes a JSON request body into an object.
@@ -296,6 +357,30 @@ pub fn decode_json(body: &[u8]) -> ApiResult<Value> {
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// One YAML document as JSON; the error says what and where (line, column).
+pub fn decode_yaml_any(body: &[u8]) -> Result<Value, String> {
+    serde_saphyr::from_slice(body).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        format!("{}{at}", e.without_snippet())
+    })
+}
+
+/// Decodes a YAML request body (one document) into an object, as kube-apiserver converts
+/// YAML to JSON before decoding.
+pub fn decode_yaml(body: &[u8]) -> ApiResult<Value> {
+    let v = decode_yaml_any(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a YAML mapping (an object)",
         ));
     }
     Ok(v)

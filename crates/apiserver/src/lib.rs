@@ -8,6 +8,8 @@
 
 mod defaults;
 mod discovery;
+#[cfg(test)]
+mod fuzz_tests;
 mod handlers;
 pub mod meta;
 pub mod pki;

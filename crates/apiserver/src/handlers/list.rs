@@ -160,7 +160,7 @@ fn raw_list_doc(kind: &Kind, listed: &Listed) -> Vec<u8> {
     })
     .to_string();
     // The head is an object; reopen it to append the items.
-    out.extend_from_slice(head.trim_end_matches('}').as_bytes());
+    out.extend_from_slice(head.strip_suffix('}').unwrap_or(&head).as_bytes());
     out.extend_from_slice(b",\"items\":[");
     for (i, item) in listed.items.iter().enumerate() {
         if i > 0 {

@@ -251,7 +251,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok((
+    let mut resp = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -259,7 +259,9 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response();
+    resp.extensions_mut().insert(super::Streaming);
+    Ok(resp)
 }
 
 /// The watch's selectors, for the initial list.
