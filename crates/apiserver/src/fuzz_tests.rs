@@ -274,7 +274,8 @@ enum PField {
 fn arb_pfields() -> impl Strategy<Value = Vec<PField>> {
     let leaf = prop_oneof![
         (1u64..20, any::<u64>()).prop_map(|(n, v)| PField::Varint(n, v)),
-        (1u64..20, prop::collection::vec(any::<u8>(), 0..12)).prop_map(|(n, b)| PField::Bytes(n, b)),
+        (1u64..20, prop::collection::vec(any::<u8>(), 0..12))
+            .prop_map(|(n, b)| PField::Bytes(n, b)),
         (1u64..20, any::<u32>()).prop_map(|(n, v)| PField::Fixed32(n, v)),
         (1u64..20, any::<u64>()).prop_map(|(n, v)| PField::Fixed64(n, v)),
     ];
@@ -443,7 +444,10 @@ fn yaml_bodies_decode_like_json() {
         assert_eq!(code, 201, "{v}");
         assert_eq!(v["metadata"]["name"], obj["metadata"]["name"]);
         if let Some(data) = obj.get("data") {
-            assert_eq!(&v["data"], data, "strings that look like numbers stay strings");
+            assert_eq!(
+                &v["data"], data,
+                "strings that look like numbers stay strings"
+            );
         }
     }
     // Malformed YAML: a 400 Status that says where.
@@ -455,5 +459,8 @@ fn yaml_bodies_decode_like_json() {
     );
     assert_eq!(code, 400, "{v}");
     let msg = v["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("not valid YAML") && msg.contains("line "), "{msg}");
+    assert!(
+        msg.contains("not valid YAML") && msg.contains("line "),
+        "{msg}"
+    );
 }

@@ -342,7 +342,10 @@ pub fn decode_typed(proto: &crate::proto::Schema, ct: &str, body: &[u8]) -> ApiR
 
 /// Media types clients use for YAML.
 pub fn is_yaml(media: &str) -> bool {
-    matches!(media, "application/yaml" | "application/x-yaml" | "text/yaml")
+    matches!(
+        media,
+        "application/yaml" | "application/x-yaml" | "text/yaml"
+    )
 }
 
 /// Decodes a JSON request body into an object.

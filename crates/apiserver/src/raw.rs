@@ -172,7 +172,12 @@ impl<'a> Scanner<'a> {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
                         b'u' => {
                             let end = self.i.checked_add(5)?;
-                            if !self.b.get(self.i + 1..end)?.iter().all(u8::is_ascii_hexdigit) {
+                            if !self
+                                .b
+                                .get(self.i + 1..end)?
+                                .iter()
+                                .all(u8::is_ascii_hexdigit)
+                            {
                                 return None;
                             }
                             self.i = end;

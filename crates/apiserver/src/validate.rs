@@ -502,7 +502,10 @@ fn type_walk(
     };
     let fail = |path: &str, want: &str| {
         let at = if path.is_empty() { "the object" } else { path };
-        Some((at.to_string(), format!("{at}: expected {want}, got {found}")))
+        Some((
+            at.to_string(),
+            format!("{at}: expected {want}, got {found}"),
+        ))
     };
     if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         return match v {
@@ -525,7 +528,10 @@ fn type_walk(
                 None
             } else {
                 let at = if path.is_empty() { "the object" } else { path };
-                Some((at.to_string(), format!("{at}: {n} is not a valid integer here")))
+                Some((
+                    at.to_string(),
+                    format!("{at}: {n} is not a valid integer here"),
+                ))
             }
         }
         ("array", Value::Array(a)) => {
@@ -562,6 +568,16 @@ fn type_walk(
             None
         }
         ("integer" | "number", _) => fail(path, "a number"),
-        (t, _) => fail(path, &format!("{}{t}", if t == "array" || t == "object" { "an " } else { "a " })),
+        (t, _) => fail(
+            path,
+            &format!(
+                "{}{t}",
+                if t == "array" || t == "object" {
+                    "an "
+                } else {
+                    "a "
+                }
+            ),
+        ),
     }
 }

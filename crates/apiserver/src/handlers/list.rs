@@ -132,7 +132,12 @@ pub struct Listed {
     pub continue_token: Option<String>,
 }
 
-pub(super) fn list_doc(kind: &Kind, items: Vec<Value>, rev: Revision, cont: Option<String>) -> Value {
+pub(super) fn list_doc(
+    kind: &Kind,
+    items: Vec<Value>,
+    rev: Revision,
+    cont: Option<String>,
+) -> Value {
     json!({
         "kind": format!("{}List", kind.kind),
         "apiVersion": kind.api_version(),

@@ -25,6 +25,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 
 struct Watch {
     kind: &'static Kind,
+    /// `kind.api_version()`, computed once rather than per event.
+    api_version: String,
     prefix: String,
     name: Option<String>,
     filter: Filter,
@@ -65,7 +67,7 @@ impl Watch {
     /// A cache event's line: the cache's own when no conversion is needed, so a thousand
     /// watchers share one buffer.
     fn event_line(&self, t: EventType, ev: &CacheEvent) -> Option<Bytes> {
-        if self.render == Render::Object && ev.object.api_version == self.kind.api_version() {
+        if self.render == Render::Object && ev.object.api_version == self.api_version {
             return Some(ev.line(t));
         }
         ev.decode().map(|obj| self.line(t.as_str(), &obj))
@@ -143,6 +145,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
     }
     let w = Watch {
         kind: t.kind,
+        api_version: t.kind.api_version(),
         prefix: meta::list_prefix(t.kind, t.namespace.as_deref()),
         name,
         filter,
