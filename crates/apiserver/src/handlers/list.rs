@@ -21,6 +21,12 @@ use crate::status::{ApiError, ApiResult};
 use crate::watch_cache::ObjectView;
 use crate::AppState;
 
+/// Objects read from the store per call. Reads are paged at the first page's revision, so
+/// the list stays consistent; a single read of 20k pods (30 MB) exceeds what an etcd
+/// client takes in one gRPC message (4 MiB by default). Pages shrink when even one is too
+/// big (large objects).
+const STORE_PAGE: usize = 1000;
+
 /// One listed object: its stored bytes, decoded only when something needs the fields.
 pub struct Item {
     pub key: String,
@@ -318,28 +324,35 @@ pub async fn list_items(
     }
     let mut items = Vec::new();
     let mut read_at: Revision;
+    let mut page = STORE_PAGE;
     loop {
         let want = limit.map(|l| l.saturating_sub(items.len()));
-        let res = st
-            .store
-            .list(
-                &prefix,
-                &ListOptions {
-                    revision,
-                    limit: want.map(|w| if filter.is_empty() { w } else { w.max(256) }),
-                    continue_after: after.clone(),
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::Compacted { .. } if q.value("continue").is_some() => ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ),
-                StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => {
-                    ApiError::gone(format!("too old resource version: {e}"))
-                }
-                e => ApiError::from(e),
-            })?;
+        let opts = ListOptions {
+            revision,
+            limit: Some(
+                want.map(|w| if filter.is_empty() { w } else { w.max(256) })
+                    .unwrap_or(page)
+                    .min(page),
+            ),
+            continue_after: after.clone(),
+        };
+        let res = match st.store.list(&prefix, &opts).await {
+            Ok(r) => r,
+            Err(StoreError::Compacted { .. }) if q.value("continue").is_some() => return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            )),
+            Err(e @ (StoreError::Compacted { .. } | StoreError::FutureRevision { .. })) => {
+                return Err(ApiError::gone(format!("too old resource version: {e}")))
+            }
+            // Large objects can make a page bigger than one etcd response may be: read
+            // smaller pages before giving up.
+            Err(e) if page > 1 => {
+                tracing::debug!(error = %e, page, "store list failed; retrying with smaller pages");
+                page = (page / 4).max(1);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         read_at = res.revision;
         revision = Some(res.revision);
         let mut last_key = None;
