@@ -513,9 +513,7 @@ fn type_walk(
             _ => fail(path, "an integer or a string"),
         };
     }
-    let Some(ty) = schema.get("type").and_then(Value::as_str) else {
-        return None;
-    };
+    let ty = schema.get("type").and_then(Value::as_str)?;
     match (ty, v) {
         ("string", Value::String(_)) | ("boolean", Value::Bool(_)) => None,
         ("number", Value::Number(_)) => None,
