@@ -92,3 +92,60 @@ fn unreachable_etcd_is_a_clear_error() {
     let out = crate::common::run(c, None);
     assert!(out.stderr.contains("use http://host:port"), "{out:?}");
 }
+
+/// A LIST bigger than one etcd response may be (4 MiB for the client) is read in pages:
+/// here 40 ConfigMaps of 200 KB, written straight into etcd.
+#[test]
+fn large_list_on_etcd() {
+    let etcd = EtcdCluster::start(1).expect("start etcd");
+    let endpoints = etcd.endpoints().join(",");
+    let s = Server::start_with(&["--datastore-endpoint", &endpoints]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let big = "x".repeat(200 * 1024);
+    let revs: Vec<i64> = rt.block_on(async {
+        use skiff_store::Store;
+        let store = skiff_store::EtcdStore::connect(&skiff_store::EtcdOptions {
+            endpoints: etcd.endpoints(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut revs = Vec::new();
+        for i in 0..40 {
+            let name = format!("big-{i:02}");
+            let obj = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "default", "uid": format!("u-{i}"), "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "data": {"blob": big},
+            });
+            let key = format!("/registry/core/configmaps/default/{name}");
+            revs.push(store.put(&key, obj.to_string().into_bytes(), 0).await.unwrap());
+        }
+        revs
+    });
+    let (code, v) = s
+        .curl("GET", "/api/v1/namespaces/default/configmaps", &[])
+        .http();
+    assert_eq!(
+        code,
+        200,
+        "{}",
+        &v.to_string()[..v.to_string().len().min(300)]
+    );
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 40);
+    for (i, (item, rev)) in items.iter().zip(&revs).enumerate() {
+        assert_eq!(item["metadata"]["name"], format!("big-{i:02}"));
+        assert_eq!(item["metadata"]["resourceVersion"], rev.to_string());
+        assert_eq!(item["data"]["blob"].as_str().unwrap().len(), big.len());
+    }
+    let list_rv: i64 = v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(list_rv >= *revs.last().unwrap());
+}

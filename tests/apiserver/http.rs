@@ -675,3 +675,238 @@ fn watch_stream_resume_and_gone() {
         "{st}"
     );
 }
+
+/// curl with a body from a file and a Content-Type; returns the Out for raw inspection.
+fn send(
+    s: &Server,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: &[u8],
+    extra: &[&str],
+) -> crate::common::Out {
+    let f = s.dir.path().join("body.bin");
+    std::fs::write(&f, body).unwrap();
+    let mut args = vec![
+        "-H".to_string(),
+        format!("Content-Type: {ct}"),
+        "--data-binary".to_string(),
+        format!("@{}", f.display()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.curl(method, path, &args)
+}
+
+#[test]
+fn yaml_bodies_and_responses() {
+    let s = Server::start();
+    let cm = "/api/v1/namespaces/default/configmaps";
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y1\n  labels:\n    app: web\ndata:\n  port: \"8080\"\n  enabled: \"true\"\n  motd: |\n    hello\n    world\n";
+    let (code, v) = send(&s, "POST", cm, "application/yaml", yaml.as_bytes(), &[]).http();
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["data"]["port"], "8080");
+    assert_eq!(v["data"]["enabled"], "true");
+    assert_eq!(v["data"]["motd"], "hello\nworld\n");
+    assert_eq!(v["metadata"]["labels"]["app"], "web");
+    // Update with YAML, guarded by the resourceVersion.
+    let rv = v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let update = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y1\n  resourceVersion: \"{rv}\"\ndata:\n  port: \"9090\"\n"
+    );
+    let (code, v) = send(
+        &s,
+        "PUT",
+        &format!("{cm}/y1"),
+        "application/yaml",
+        update.as_bytes(),
+        &[],
+    )
+    .http();
+    assert_eq!(
+        (code, v["data"]["port"].clone()),
+        (200, json!("9090")),
+        "{v}"
+    );
+    // A merge patch written in YAML.
+    let (code, v) = send(
+        &s,
+        "PATCH",
+        &format!("{cm}/y1"),
+        "application/merge-patch+json",
+        b"data:\n  extra: yes-please\n",
+        &[],
+    )
+    .http();
+    assert_eq!(
+        (code, v["data"]["extra"].clone()),
+        (200, json!("yes-please")),
+        "{v}"
+    );
+    // Server-side apply stays unsupported.
+    let (code, _) = send(
+        &s,
+        "PATCH",
+        &format!("{cm}/y1"),
+        "application/apply-patch+yaml",
+        yaml.as_bytes(),
+        &[],
+    )
+    .http();
+    assert_eq!(code, 415);
+    // Malformed YAML: 400 with the line and column.
+    let (code, st) = send(
+        &s,
+        "POST",
+        cm,
+        "application/yaml",
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [broken\n",
+        &[],
+    )
+    .http();
+    assert_eq!(
+        (code, st["reason"].clone()),
+        (400, json!("BadRequest")),
+        "{st}"
+    );
+    let msg = st["message"].as_str().unwrap();
+    assert!(
+        msg.contains("not valid YAML") && msg.contains("line "),
+        "{msg}"
+    );
+    // A YAML list is no object; a number where a string belongs is refused as kube does.
+    assert_eq!(
+        send(&s, "POST", cm, "application/yaml", b"- a\n- b\n", &[])
+            .http()
+            .0,
+        400
+    );
+    let (code, st) = send(
+        &s,
+        "POST",
+        cm,
+        "application/yaml",
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y2\ndata:\n  port: 8080\n",
+        &[],
+    )
+    .http();
+    assert_eq!(code, 400, "{st}");
+    assert!(
+        st["message"].as_str().unwrap().contains("data.port"),
+        "{st}"
+    );
+    // Accept: application/yaml answers in YAML, which posts back as it is.
+    let o = s.curl(
+        "GET",
+        &format!("{cm}/y1"),
+        &["-i", "-H", "Accept: application/yaml"],
+    );
+    assert!(
+        o.stdout
+            .to_lowercase()
+            .contains("content-type: application/yaml"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("\nkind: ConfigMap\n"), "{}", o.stdout);
+    let o = s.curl(
+        "GET",
+        &format!("{cm}/y1"),
+        &["-H", "Accept: application/yaml"],
+    );
+    let (body, code) = o.stdout.rsplit_once('\n').unwrap();
+    assert_eq!(code, "200");
+    let copy: String = body
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("resourceVersion:") && !l.trim_start().starts_with("uid:")
+        })
+        .map(|l| format!("{}\n", l.replace("name: y1", "name: y3")))
+        .collect();
+    let (code, v) = send(&s, "POST", cm, "application/yaml", copy.as_bytes(), &[]).http();
+    assert_eq!(code, 201, "{v}\n{copy}");
+    assert_eq!(v["data"]["port"], "9090");
+    assert_eq!(v["data"]["extra"], "yes-please");
+    // Errors come in YAML too.
+    let o = s.curl(
+        "GET",
+        &format!("{cm}/nope"),
+        &["-H", "Accept: application/yaml"],
+    );
+    assert!(
+        o.stdout.contains("kind: Status") && o.stdout.contains("reason: NotFound"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn server_keeps_serving_after_garbage() {
+    let s = Server::start();
+    let targets = [
+        ("/api/v1/namespaces/default/configmaps", "v1", "ConfigMap"),
+        ("/api/v1/namespaces/default/pods", "v1", "Pod"),
+        (
+            "/apis/apps/v1/namespaces/default/deployments",
+            "apps/v1",
+            "Deployment",
+        ),
+        ("/api/v1/namespaces/default/services", "v1", "Service"),
+    ];
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#,
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
+    for (path, api_version, kind) in targets {
+        let body_field = if kind == "ConfigMap" { "data" } else { "spec" };
+        let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("application/json", br#"{"apiVersion": "v1", "kind": "#.to_vec(), 400),
+            ("application/json", b"\xff\xfe\x00garbage".to_vec(), 400),
+            ("application/json", b"[]".to_vec(), 400),
+            ("application/json", format!(r#"{{"apiVersion":"{api_version}","kind":"Secret","metadata":{{"name":"g"}}}}"#).into_bytes(), 400),
+            ("application/json", format!(r#"{{"apiVersion":"nope/v9","kind":"{kind}","metadata":{{"name":"g"}}}}"#).into_bytes(), 400),
+            ("application/json", format!(r#"{{"apiVersion":"{api_version}","kind":"{kind}","metadata":{{"name":"g"}},"{body_field}":[false]}}"#).into_bytes(), 400),
+            ("application/json", format!(r#"{{"apiVersion":"{api_version}","kind":"{kind}","metadata":"g"}}"#).into_bytes(), 400),
+            ("application/json", big.clone().into_bytes(), 413),
+            ("application/yaml", b"a: [1, 2\nb: }".to_vec(), 400),
+            ("application/yaml", b"&a [*a]".to_vec(), 400),
+            ("application/vnd.kubernetes.protobuf", b"k8s\x00\x0a\xff\xff\xff\xff".to_vec(), 400),
+            ("application/vnd.kubernetes.protobuf", b"not protobuf at all".to_vec(), 400),
+            ("text/plain", b"hello".to_vec(), 415),
+        ];
+        for (ct, body, want) in cases {
+            let (code, st) = send(&s, "POST", path, ct, &body, &[]).http();
+            assert_eq!(
+                code,
+                want,
+                "{kind} {ct} {:?}: {st}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            );
+            assert_eq!(st["kind"], "Status", "{st}");
+            assert_eq!(st["code"], want, "{st}");
+        }
+    }
+    // Still serving: health, a create, a get and a list.
+    let o = s.curl("GET", "/healthz", &[]);
+    assert!(o.stdout.starts_with("ok"), "{}", o.stdout);
+    let (code, v) = post(
+        &s,
+        "/api/v1/namespaces/default/pods",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"after"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#,
+    );
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = get(&s, "/api/v1/namespaces/default/pods/after");
+    assert_eq!((code, v["metadata"]["name"].clone()), (200, json!("after")));
+    let (code, v) = get(&s, "/api/v1/namespaces/default/pods");
+    assert_eq!(code, 200);
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["after"], "garbage created nothing");
+}

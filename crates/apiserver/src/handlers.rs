@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
-use skiff_store::{ListOptions, Revision, Store, StoreError};
+use skiff_store::Store;
 
 use crate::audit::{Record, UserInfo};
 use crate::meta;
@@ -22,11 +22,13 @@ use crate::{AppState, Peer, RemoteAddr};
 
 mod delete;
 mod events_view;
+mod list;
 mod objects;
 mod proxy;
 mod subresources;
 mod watch;
 
+pub(crate) use list::{list_items, Filter, Item};
 pub(crate) use objects::bootstrap;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -113,7 +115,8 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
         Record::begin(log, &req, user.as_ref().unwrap_or(&anonymous), ip)
     });
-    let resp = if user.is_none() {
+    let yaml = prefers_yaml(req.headers());
+    let mut resp = if user.is_none() {
         ApiError::unauthorized().into_response()
     } else {
         match route(&st, req).await {
@@ -121,10 +124,59 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
             Err(e) => e.into_response(),
         }
     };
+    if yaml {
+        resp = to_yaml(resp).await;
+    }
     tracing::info!(target: "skiff::access", %method, %path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64);
     match record {
         Some(r) => r.finish(resp),
         None => resp,
+    }
+}
+
+/// Marks a response whose body never ends (watch), so it is passed on as it streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Streaming;
+
+/// The client's first choice in Accept is YAML (curl users; kubectl asks for JSON).
+fn prefers_yaml(headers: &HeaderMap) -> bool {
+    accept(headers)
+        .split(',')
+        .next()
+        .map(|p| p.split(';').next().unwrap_or_default().trim())
+        .is_some_and(is_yaml)
+}
+
+/// Re-encodes a finished JSON response (object, list or Status) as YAML.
+async fn to_yaml(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !is_json
+        || resp.extensions().get::<Streaming>().is_some()
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(format!("reading the response: {e}")).into_response(),
+    };
+    let yaml = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_saphyr::to_string(&v).ok());
+    match yaml {
+        Some(y) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(y))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
     }
 }
 
@@ -284,14 +336,19 @@ pub async fn body_bytes(body: Body) -> ApiResult<bytes::Bytes> {
     }
 }
 
-/// Decodes a JSON or Kubernetes-protobuf request body into an object.
+/// Decodes a JSON, YAML or Kubernetes-protobuf request body into an object.
 pub fn decode_body(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    decode_typed(&st.proto, ct, body)
+}
+
+/// [`decode_body`] for a body of media type `ct`.
+pub fn decode_typed(proto: &crate::proto::Schema, ct: &str, body: &[u8]) -> ApiResult<Value> {
     if ct.starts_with("application/vnd.kubernetes.protobuf") {
-        return st.proto.decode_body(body).map_err(|e| match e {
+        return proto.decode_body(body).map_err(|e| match e {
             crate::proto::ProtoError::UnknownType { .. } => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
@@ -301,16 +358,25 @@ pub fn decode_body(st: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult
         });
     }
     let media = ct.split(';').next().unwrap_or_default().trim();
-    if !media.is_empty() && media != "application/json" && media != "*/*" {
-        return Err(ApiError::new(
+    match media {
+        "" | "application/json" | "*/*" => decode_json(body),
+        m if is_yaml(m) => decode_yaml(body),
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unsupported format: {ct}; send application/json"
+                "the body of the request was in an unsupported format: {ct}; send application/json, application/yaml or application/vnd.kubernetes.protobuf"
             ),
-        ));
+        )),
     }
-    decode_json(body)
+}
+
+/// Media types clients use for YAML.
+pub fn is_yaml(media: &str) -> bool {
+    matches!(
+        media,
+        "application/yaml" | "application/x-yaml" | "text/yaml"
+    )
 }
 
 /// Decodes a JSON request body into an object.
@@ -325,6 +391,30 @@ pub fn decode_json(body: &[u8]) -> ApiResult<Value> {
     if !v.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// One YAML document as JSON; the error says what and where (line, column).
+pub fn decode_yaml_any(body: &[u8]) -> Result<Value, String> {
+    serde_saphyr::from_slice(body).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        format!("{}{at}", e.without_snippet())
+    })
+}
+
+/// Decodes a YAML request body (one document) into an object, as kube-apiserver converts
+/// YAML to JSON before decoding.
+pub fn decode_yaml(body: &[u8]) -> ApiResult<Value> {
+    let v = decode_yaml_any(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a YAML mapping (an object)",
         ));
     }
     Ok(v)
@@ -361,7 +451,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
     let accept = accept(&headers);
     match verb {
         "watch" => watch::serve(st, &t, &q, &accept).await,
-        "list" => list(st, &t, &q, &accept).await,
+        "list" => list::list(st, &t, &q, &accept).await,
         "get" => {
             let name = t.name.as_deref().unwrap_or_default();
             let obj = objects::get(st, t.kind, t.namespace.as_deref(), name).await?;
@@ -432,7 +522,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let opts = delete::DeleteOptions::parse(&q, &body)?;
             let items = list_items(st, t.kind, t.namespace.as_deref(), &q).await?;
             let mut deleted = Vec::new();
-            for o in items.items {
+            for o in items.items.into_iter().filter_map(Item::into_value) {
                 let ns = meta::namespace(&o).map(str::to_string);
                 match delete::delete(st, t.kind, ns.as_deref(), meta::name(&o), &opts).await {
                     Ok((_, d)) => deleted.push(d),
@@ -442,7 +532,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             }
             Ok(json_response(
                 StatusCode::OK,
-                &list_doc(t.kind, deleted, items.revision, None),
+                &list::list_doc(t.kind, deleted, items.revision, None),
             ))
         }
         _ => Err(ApiError::path_not_found()),
@@ -521,221 +611,6 @@ fn render_one(kind: &Kind, obj: Value, accept: &str) -> Response {
         }
     };
     json_response(StatusCode::OK, &v)
-}
-
-pub struct Listed {
-    pub items: Vec<Value>,
-    pub revision: Revision,
-    pub continue_token: Option<String>,
-}
-
-fn list_doc(kind: &Kind, items: Vec<Value>, rev: Revision, cont: Option<String>) -> Value {
-    let mut md = json!({"resourceVersion": rev.to_string()});
-    if let Some(c) = cont {
-        md["continue"] = json!(c);
-    }
-    json!({
-        "kind": format!("{}List", kind.kind),
-        "apiVersion": kind.api_version(),
-        "metadata": md,
-        "items": items,
-    })
-}
-
-async fn list(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> ApiResult<Response> {
-    let listed = list_items(st, t.kind, t.namespace.as_deref(), q).await?;
-    let v = match render_kind(accept) {
-        Render::Object => list_doc(t.kind, listed.items, listed.revision, listed.continue_token),
-        Render::Metadata => {
-            let mut d = list_doc(
-                t.kind,
-                listed.items.iter().map(partial).collect(),
-                listed.revision,
-                listed.continue_token,
-            );
-            d["kind"] = json!("PartialObjectMetadataList");
-            d["apiVersion"] = json!("meta.k8s.io/v1");
-            d
-        }
-        Render::Table => {
-            let mut table = skiff_api::table::to_table(
-                t.kind.kind,
-                &listed.items,
-                include_object(q),
-                SystemTime::now(),
-            );
-            table["metadata"]["resourceVersion"] = json!(listed.revision.to_string());
-            if let Some(c) = listed.continue_token {
-                table["metadata"]["continue"] = json!(c);
-            }
-            table
-        }
-    };
-    Ok(json_response(StatusCode::OK, &v))
-}
-
-/// Label and field selectors of a request, parsed once.
-pub struct Filter {
-    kind: &'static Kind,
-    labels: skiff_api::selector::LabelSelector,
-    fields: skiff_api::selector::FieldSelector,
-}
-
-impl Filter {
-    pub fn parse(kind: &'static Kind, q: &Query) -> ApiResult<Filter> {
-        let labels =
-            skiff_api::selector::LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
-                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let fields =
-            skiff_api::selector::FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
-                .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
-        fields
-            .check_supported(kind)
-            .map_err(|e| ApiError::bad_request(e.reason))?;
-        Ok(Filter {
-            kind,
-            labels,
-            fields,
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
-    }
-
-    pub fn matches(&self, obj: &Value) -> bool {
-        (self.labels.is_empty() || self.labels.matches(&meta::labels(obj)))
-            && (self.fields.is_empty() || self.fields.matches_object(self.kind, obj))
-    }
-}
-
-/// Continue tokens carry the list's revision and the last key returned.
-fn encode_continue(rev: Revision, key: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"rv": rev, "start": key}).to_string())
-}
-
-fn decode_continue(tok: &str) -> ApiResult<(Revision, String)> {
-    use base64::Engine;
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {tok:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tok)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((
-        v["rv"].as_i64().ok_or_else(bad)?,
-        v["start"].as_str().ok_or_else(bad)?.to_string(),
-    ))
-}
-
-/// Reads objects matching the request's selectors, honouring limit/continue and
-/// resourceVersion/resourceVersionMatch.
-pub async fn list_items(
-    st: &AppState,
-    kind: &'static Kind,
-    ns: Option<&str>,
-    q: &Query,
-) -> ApiResult<Listed> {
-    let filter = Filter::parse(kind, q)?;
-    let prefix = meta::list_prefix(kind, ns);
-    let limit = q.int("limit").filter(|l| *l > 0).map(|l| l as usize);
-    let (mut revision, mut after) = match q.value("continue") {
-        Some(c) => {
-            let (rv, key) = decode_continue(c)?;
-            (Some(rv), Some(key))
-        }
-        None => (None, None),
-    };
-    if revision.is_none() {
-        if let Some(rv) = q.value("resourceVersion") {
-            let n: Revision = rv.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))
-            })?;
-            if q.get("resourceVersionMatch") == Some("Exact") && n > 0 {
-                revision = Some(n);
-            }
-        }
-    }
-    let mut items = Vec::new();
-    let mut read_at: Revision;
-    loop {
-        let want = limit.map(|l| l.saturating_sub(items.len()));
-        let res = st
-            .store
-            .list(
-                &prefix,
-                &ListOptions {
-                    revision,
-                    limit: want.map(|w| if filter.is_empty() { w } else { w.max(256) }),
-                    continue_after: after.clone(),
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::Compacted { .. } if q.value("continue").is_some() => ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ),
-                StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => {
-                    ApiError::gone(format!("too old resource version: {e}"))
-                }
-                e => ApiError::from(e),
-            })?;
-        read_at = res.revision;
-        revision = Some(res.revision);
-        let mut last_key = None;
-        for kv in res.kvs {
-            if let Some(obj) = crate::watch_cache::decode(&kv.value, kv.mod_revision) {
-                last_key = Some(kv.key.clone());
-                if filter.matches(&obj) {
-                    items.push(obj);
-                    if limit.is_some_and(|l| items.len() >= l) {
-                        // More may follow: either the store said so, or this page ended early.
-                        let more = res.more || last_key.as_deref() != Some(kv.key.as_str());
-                        let _ = more;
-                        return Ok(Listed {
-                            items,
-                            revision: read_at,
-                            continue_token: next_token(st, &prefix, read_at, &kv.key).await?,
-                        });
-                    }
-                }
-            }
-        }
-        if !res.more {
-            break;
-        }
-        after = last_key;
-        if after.is_none() {
-            break;
-        }
-    }
-    Ok(Listed {
-        items,
-        revision: read_at,
-        continue_token: None,
-    })
-}
-
-/// A continue token if any key follows `key` at `rev`.
-async fn next_token(
-    st: &AppState,
-    prefix: &str,
-    rev: Revision,
-    key: &str,
-) -> ApiResult<Option<String>> {
-    let res = st
-        .store
-        .list(
-            prefix,
-            &ListOptions {
-                revision: Some(rev),
-                limit: Some(1),
-                continue_after: Some(key.to_string()),
-            },
-        )
-        .await?;
-    Ok((!res.kvs.is_empty()).then(|| encode_continue(rev, key)))
 }
 
 pub(crate) fn store_arc(st: &AppState) -> Arc<dyn Store> {

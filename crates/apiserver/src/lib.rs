@@ -10,12 +10,15 @@ pub mod audit;
 mod defaults;
 mod discovery;
 mod event_ttl;
+#[cfg(test)]
+mod fuzz_tests;
 mod handlers;
 mod kubelet_client;
 pub mod meta;
 pub mod pki;
 mod proto;
 mod query;
+mod raw;
 mod status;
 mod validate;
 mod watch_cache;

@@ -463,3 +463,119 @@ fn walk(v: &Value, schema: &Value, defs: &Value, path: &str, out: &mut Vec<Strin
         _ => {}
     }
 }
+
+/// The first field of `obj` whose JSON type does not fit the kind's schema, as
+/// (dotted path, what was expected and found). kube-apiserver refuses these when it
+/// decodes into its Go types, before defaulting and validation; so does skiff, so those
+/// can rely on the declared shapes. `null` is every type's zero value.
+pub fn type_error(kind: &Kind, obj: &Value, defs: &Value) -> Option<(String, String)> {
+    let def = defs.get(kind.openapi_name)?;
+    let mut path = String::new();
+    type_walk(obj, def, defs, &mut path, 0)
+}
+
+fn type_walk(
+    v: &Value,
+    schema: &Value,
+    defs: &Value,
+    path: &mut String,
+    depth: usize,
+) -> Option<(String, String)> {
+    if depth > 64 || v.is_null() {
+        return None;
+    }
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => defs.get(r.rsplit('/').next().unwrap_or(r))?,
+        None => schema,
+    };
+    if let Some(Value::Array(all)) = schema.get("allOf") {
+        return type_walk(v, all.first()?, defs, path, depth + 1);
+    }
+    let found = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fail = |path: &str, want: &str| {
+        let at = if path.is_empty() { "the object" } else { path };
+        Some((
+            at.to_string(),
+            format!("{at}: expected {want}, got {found}"),
+        ))
+    };
+    if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        return match v {
+            Value::String(_) | Value::Number(_) => None,
+            _ => fail(path, "an integer or a string"),
+        };
+    }
+    let ty = schema.get("type").and_then(Value::as_str)?;
+    match (ty, v) {
+        ("string", Value::String(_)) | ("boolean", Value::Bool(_)) => None,
+        ("number", Value::Number(_)) => None,
+        ("integer", Value::Number(n)) => {
+            let fits = match schema.get("format").and_then(Value::as_str) {
+                Some("int32") => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+                _ => n.as_i64().is_some(),
+            };
+            if fits {
+                None
+            } else {
+                let at = if path.is_empty() { "the object" } else { path };
+                Some((
+                    at.to_string(),
+                    format!("{at}: {n} is not a valid integer here"),
+                ))
+            }
+        }
+        ("array", Value::Array(a)) => {
+            let items = schema.get("items")?;
+            let len = path.len();
+            for (i, child) in a.iter().enumerate() {
+                path.push_str(&format!("[{i}]"));
+                let r = type_walk(child, items, defs, path, depth + 1);
+                path.truncate(len);
+                if r.is_some() {
+                    return r;
+                }
+            }
+            None
+        }
+        ("object", Value::Object(m)) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+            let len = path.len();
+            for (k, child) in m {
+                let Some(s) = props.and_then(|p| p.get(k)).or(extra) else {
+                    continue;
+                };
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let r = type_walk(child, s, defs, path, depth + 1);
+                path.truncate(len);
+                if r.is_some() {
+                    return r;
+                }
+            }
+            None
+        }
+        ("integer" | "number", _) => fail(path, "a number"),
+        (t, _) => fail(
+            path,
+            &format!(
+                "{}{t}",
+                if t == "array" || t == "object" {
+                    "an "
+                } else {
+                    "a "
+                }
+            ),
+        ),
+    }
+}

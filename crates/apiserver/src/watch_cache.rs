@@ -7,12 +7,17 @@
 //! compacted away, history restarts at the store's current revision (resumes from before
 //! then get 410).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use serde_json::Value;
+use skiff_api::kinds;
 use skiff_store::{EventKind, KeyRange, Revision, Store, StoreError, WatchOptions};
 use tokio::sync::broadcast;
+
+use crate::meta;
+use crate::raw;
 
 /// Events kept for resuming watchers.
 pub const HISTORY: usize = 16_384;
@@ -36,18 +41,114 @@ impl EventType {
     }
 }
 
-/// One change, decoded once and shared by every watcher.
+/// One change, shared by every watcher. It holds the object as bytes plus the few fields
+/// selectors look at, never a decoded object: 16k buffered events of decoded pods cost
+/// hundreds of megabytes, their JSON a tenth of that.
 #[derive(Debug)]
 pub struct CacheEvent {
     pub revision: Revision,
     pub key: String,
     pub kind: EventType,
-    /// The object with `metadata.resourceVersion` set; for a delete, the last state.
-    pub object: Value,
-    /// The object before the change (modifications), for selector transitions.
-    pub prev: Option<Value>,
-    /// `object` encoded once, shared by every watcher that sends it as is.
-    pub encoded: String,
+    /// What selectors see of the object (for a delete, of its last state).
+    pub object: ObjectView,
+    /// The same of the object before the change (modifications), for selector transitions.
+    pub prev: Option<ObjectView>,
+    /// `{"type":"<kind>","object":<object>}` and a newline: what most watchers send as is.
+    line: Bytes,
+}
+
+impl CacheEvent {
+    fn new(
+        revision: Revision,
+        key: String,
+        kind: EventType,
+        json: &[u8],
+        object: ObjectView,
+        prev: Option<ObjectView>,
+    ) -> CacheEvent {
+        CacheEvent {
+            revision,
+            key,
+            kind,
+            object,
+            prev,
+            line: event_line(kind.as_str(), json),
+        }
+    }
+
+    /// The object's JSON, with `metadata.resourceVersion`.
+    pub fn json(&self) -> &[u8] {
+        let start = LINE_HEAD.len() + self.kind.as_str().len() + LINE_MID.len();
+        self.line
+            .get(start..self.line.len().saturating_sub(LINE_TAIL.len()))
+            .unwrap_or_default()
+    }
+
+    /// The watch line for this event reported as `t` (selector transitions change it);
+    /// shared, not copied, when `t` is the event's own type.
+    pub fn line(&self, t: EventType) -> Bytes {
+        if t == self.kind {
+            self.line.clone()
+        } else {
+            event_line(t.as_str(), self.json())
+        }
+    }
+
+    /// The object decoded, for watchers that convert or render it.
+    pub fn decode(&self) -> Option<Value> {
+        serde_json::from_slice(self.json()).ok()
+    }
+}
+
+const LINE_HEAD: &str = "{\"type\":\"";
+const LINE_MID: &str = "\",\"object\":";
+const LINE_TAIL: &str = "}\n";
+
+fn event_line(t: &str, json: &[u8]) -> Bytes {
+    let mut s = Vec::with_capacity(json.len() + 32);
+    s.extend_from_slice(LINE_HEAD.as_bytes());
+    s.extend_from_slice(t.as_bytes());
+    s.extend_from_slice(LINE_MID.as_bytes());
+    s.extend_from_slice(json);
+    s.extend_from_slice(LINE_TAIL.as_bytes());
+    Bytes::from(s)
+}
+
+/// The parts of an object that label and field selectors and name filters read.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectView {
+    pub name: String,
+    pub api_version: String,
+    pub labels: BTreeMap<String, String>,
+    /// Values of the field labels the object's kind can be selected by.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl ObjectView {
+    pub fn of(obj: &Value) -> ObjectView {
+        let api_version = meta::str_at(obj, "/apiVersion").unwrap_or_default();
+        let kind = meta::str_at(obj, "/kind").unwrap_or_default();
+        let fields = match kinds::by_kind(api_version, kind) {
+            Some(k) => skiff_api::fields::selectable_fields(k)
+                .into_iter()
+                .filter_map(|f| Some((f, skiff_api::fields::field_value(k, obj, f)?)))
+                .collect(),
+            None => Vec::new(),
+        };
+        ObjectView {
+            name: meta::name(obj).to_string(),
+            api_version: api_version.to_string(),
+            labels: meta::labels(obj),
+            fields,
+        }
+    }
+
+    pub fn field(&self, f: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == f)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 struct Inner {
@@ -73,14 +174,6 @@ pub struct Subscription {
 #[derive(Debug)]
 pub struct TooOld {
     pub oldest: Revision,
-}
-
-pub fn decode(value: &[u8], rv: Revision) -> Option<Value> {
-    let mut v: Value = serde_json::from_slice(value).ok()?;
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    }
-    Some(v)
 }
 
 impl WatchCache {
@@ -180,41 +273,42 @@ async fn feed(cache: Weak<WatchCache>, store: Arc<dyn Store>, mut last: Revision
             let Some(cache) = cache.upgrade() else { return };
             let rev = ev.kv.mod_revision;
             last = rev;
-            let prev = ev
-                .prev_kv
-                .as_ref()
-                .and_then(|p| decode(&p.value, p.mod_revision));
-            let (kind, object) = match ev.kind {
+            let prev_view = match (ev.kind, &ev.prev_kv) {
+                (EventKind::Put, Some(p)) if ev.kv.version > 1 => serde_json::from_slice(&p.value)
+                    .ok()
+                    .map(|v: Value| ObjectView::of(&v)),
+                _ => None,
+            };
+            let (kind, stored) = match ev.kind {
                 EventKind::Put => {
                     let t = if ev.kv.version == 1 {
                         EventType::Added
                     } else {
                         EventType::Modified
                     };
-                    (t, decode(&ev.kv.value, rev))
+                    (t, Some(&ev.kv.value))
                 }
-                EventKind::Delete => {
-                    let obj = ev.prev_kv.as_ref().and_then(|p| decode(&p.value, rev));
-                    (EventType::Deleted, obj)
-                }
+                EventKind::Delete => (EventType::Deleted, ev.prev_kv.as_ref().map(|p| &p.value)),
             };
-            let Some(object) = object else {
+            // One decode for the selector view; the bytes sent are the stored ones with the
+            // revision spliced in.
+            let decoded = stored.and_then(|b| Some((raw::with_rv(b, rev)?, raw::decode(b, rev)?)));
+            let Some((json, object)) = decoded else {
                 tracing::warn!(key = %ev.kv.key, revision = rev, "undecodable object in the store; not delivered to watchers");
                 continue;
             };
-            let encoded = object.to_string();
-            cache.push(CacheEvent {
-                encoded,
-                revision: rev,
-                key: ev.kv.key,
+            cache.push(CacheEvent::new(
+                rev,
+                ev.kv.key,
                 kind,
-                object,
-                prev: if kind == EventType::Modified {
-                    prev
+                &json,
+                ObjectView::of(&object),
+                if kind == EventType::Modified {
+                    prev_view
                 } else {
                     None
                 },
-            });
+            ));
         }
     }
 }

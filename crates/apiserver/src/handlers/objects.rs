@@ -128,7 +128,7 @@ pub(super) async fn get_kv(
     let (g, r) = group_res(kind);
     let res = st.store.get(&meta::key(kind, ns, name), None).await?;
     let kv = res.kv.ok_or_else(|| ApiError::not_found(g, r, name))?;
-    let mut obj = crate::watch_cache::decode(&kv.value, kv.mod_revision)
+    let mut obj = crate::raw::decode(&kv.value, kv.mod_revision)
         .ok_or_else(|| ApiError::internal(format!("stored object {} is not valid JSON", kv.key)))?;
     // One storage for several versions (autoscaling v1/v2): answer in the one asked for.
     obj["apiVersion"] = json!(kind.api_version());
@@ -169,6 +169,19 @@ fn check_type(kind: &Kind, obj: &mut Value) -> ApiResult<()> {
         obj["apiVersion"] = json!(kind.api_version());
     }
     Ok(())
+}
+
+/// Refuses fields whose JSON type does not fit the kind (400, as kube's decoding does).
+fn check_shapes(st: &AppState, kind: &Kind, obj: &Value) -> ApiResult<()> {
+    match crate::validate::type_error(kind, obj, &st.definitions) {
+        None => Ok(()),
+        Some((_, msg)) => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {msg}",
+            kind.kind,
+            kind.api_version(),
+            kind.kind
+        ))),
+    }
 }
 
 /// Applies `fieldValidation` (Strict: 400, Warn: warnings, Ignore: nothing).
@@ -247,6 +260,7 @@ pub async fn create(
     q: &Query,
 ) -> ApiResult<(Value, Vec<String>)> {
     check_type(kind, &mut obj)?;
+    check_shapes(st, kind, &obj)?;
     let warnings = field_validation(st, kind, &obj, q)?;
     if kind.namespaced {
         let ns = ns.ok_or_else(ApiError::path_not_found)?;
@@ -467,6 +481,7 @@ pub async fn update(
     part: Part,
 ) -> ApiResult<(Value, Vec<String>)> {
     check_type(kind, &mut obj)?;
+    check_shapes(st, kind, &obj)?;
     let warnings = field_validation(st, kind, &obj, q)?;
     if meta::name(&obj) != name {
         return Err(ApiError::bad_request(format!(
@@ -679,6 +694,7 @@ pub async fn patch(
             "server-side apply is not supported yet; use client-side `kubectl apply` (without --server-side)",
         ));
     }
+    let body = &*patch_json(body)?;
     let dry_run = q.get("dryRun") == Some("All");
     for _ in 0..16 {
         let (old, old_rev) = get_kv(st, kind, ns, name).await?;
@@ -702,6 +718,7 @@ pub async fn patch(
         }
         let mut patched = patched;
         check_type(kind, &mut patched)?;
+        check_shapes(st, kind, &patched)?;
         let warnings = field_validation(st, kind, &patched, q)?;
         if meta::name(&patched) != name {
             return Err(ApiError::bad_request(
@@ -720,6 +737,21 @@ pub async fn patch(
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))
+}
+
+/// The patch body as JSON: patches may be written in YAML (a superset of JSON), as
+/// `kubectl patch -p` accepts them; a body that is neither gets both parsers' errors.
+fn patch_json(body: &[u8]) -> ApiResult<std::borrow::Cow<'_, [u8]>> {
+    let json_err = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => return Ok(body.into()),
+        Err(e) => e,
+    };
+    match crate::handlers::decode_yaml_any(body) {
+        Ok(v) => Ok(v.to_string().into_bytes().into()),
+        Err(yaml_err) => Err(ApiError::bad_request(format!(
+            "the patch body is neither valid JSON ({json_err}) nor valid YAML ({yaml_err})"
+        ))),
+    }
 }
 
 fn body_pins_rv(body: &[u8]) -> bool {

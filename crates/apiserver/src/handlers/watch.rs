@@ -14,7 +14,7 @@ use skiff_api::kinds::Kind;
 use skiff_store::Revision;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{list_items, partial, render_kind, Filter, Render, Target};
+use super::{list_items, partial, render_kind, Filter, Item, Render, Target};
 use crate::meta;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
@@ -25,6 +25,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 
 struct Watch {
     kind: &'static Kind,
+    /// `kind.api_version()`, computed once rather than per event.
+    api_version: String,
     prefix: String,
     name: Option<String>,
     filter: Filter,
@@ -40,14 +42,17 @@ impl Watch {
             return None;
         }
         if let Some(n) = &self.name {
-            if meta::name(&ev.object) != n {
+            if ev.object.name != *n {
                 return None;
             }
         }
-        let now = self.filter.matches(&ev.object);
+        let now = self.filter.matches_view(&ev.object);
         match ev.kind {
             EventType::Modified => {
-                let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p));
+                let before = ev
+                    .prev
+                    .as_ref()
+                    .is_some_and(|p| self.filter.matches_view(p));
                 match (before, now) {
                     (true, true) => Some(EventType::Modified),
                     (false, true) => Some(EventType::Added),
@@ -59,20 +64,24 @@ impl Watch {
         }
     }
 
-    /// A cache event's line, reusing its encoding when no conversion is needed.
-    fn event_line(&self, t: &str, ev: &CacheEvent) -> Bytes {
-        let same_version = ev.object.get("apiVersion").and_then(Value::as_str)
-            == Some(self.kind.api_version().as_str());
-        if self.render == Render::Object && same_version {
-            let mut s = String::with_capacity(ev.encoded.len() + 32);
-            s.push_str("{\"type\":\"");
-            s.push_str(t);
-            s.push_str("\",\"object\":");
-            s.push_str(&ev.encoded);
-            s.push_str("}\n");
-            return Bytes::from(s);
+    /// A cache event's line: the cache's own when no conversion is needed, so a thousand
+    /// watchers share one buffer.
+    fn event_line(&self, t: EventType, ev: &CacheEvent) -> Option<Bytes> {
+        if self.render == Render::Object && ev.object.api_version == self.api_version {
+            return Some(ev.line(t));
         }
-        self.line(t, &ev.object)
+        ev.decode().map(|obj| self.line(t.as_str(), &obj))
+    }
+
+    /// An ADDED line for an object of the initial list.
+    fn item_line(&self, item: Item) -> Option<Bytes> {
+        if self.render == Render::Object {
+            let mut s = b"{\"type\":\"ADDED\",\"object\":".to_vec();
+            item.write_json(&mut s);
+            s.extend_from_slice(b"}\n");
+            return Some(Bytes::from(s));
+        }
+        item.into_value().map(|obj| self.line("ADDED", &obj))
     }
 
     fn line(&self, t: &str, obj: &Value) -> Bytes {
@@ -136,6 +145,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
     }
     let w = Watch {
         kind: t.kind,
+        api_version: t.kind.api_version(),
         prefix: meta::list_prefix(t.kind, t.namespace.as_deref()),
         name,
         filter,
@@ -180,11 +190,14 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = start;
-        for obj in &initial {
-            if w.name.as_deref().is_some_and(|n| n != meta::name(obj)) {
+        for item in initial {
+            if w.name.as_deref().is_some_and(|n| n != item.name()) {
                 continue;
             }
-            if tx.send(Ok(w.line("ADDED", obj))).await.is_err() {
+            let Some(line) = w.item_line(item) else {
+                continue;
+            };
+            if tx.send(Ok(line)).await.is_err() {
                 return;
             }
         }
@@ -197,8 +210,8 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
                 continue;
             }
             last = ev.revision;
-            if let Some(ty) = w.classify(&ev) {
-                if tx.send(Ok(w.event_line(ty.as_str(), &ev))).await.is_err() {
+            if let Some(line) = w.classify(&ev).and_then(|ty| w.event_line(ty, &ev)) {
+                if tx.send(Ok(line)).await.is_err() {
                     return;
                 }
             }
@@ -223,8 +236,8 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
                             continue;
                         }
                         last = ev.revision;
-                        if let Some(ty) = w.classify(&ev) {
-                            if tx.send(Ok(w.event_line(ty.as_str(), &ev))).await.is_err() {
+                        if let Some(line) = w.classify(&ev).and_then(|ty| w.event_line(ty, &ev)) {
+                            if tx.send(Ok(line)).await.is_err() {
                                 return;
                             }
                         }
@@ -241,7 +254,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok((
+    let mut resp = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -249,7 +262,9 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response();
+    resp.extensions_mut().insert(super::Streaming);
+    Ok(resp)
 }
 
 /// The watch's selectors, for the initial list.
