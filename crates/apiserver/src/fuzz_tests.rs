@@ -50,6 +50,7 @@ fn seeds() -> Vec<(&'static str, Value)> {
 struct Harness {
     rt: tokio::runtime::Runtime,
     app: axum::Router,
+    _pki_dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -58,6 +59,9 @@ impl Harness {
             .enable_all()
             .build()
             .expect("runtime");
+        // Credentials for the kubelet client (generated once per harness, in a temp dir).
+        let pki_dir = tempfile::tempdir().expect("temp dir");
+        let pki = crate::pki::ensure(pki_dir.path(), "https://127.0.0.1:6443", &[]).expect("pki");
         let app = rt.block_on(async {
             let store: Arc<dyn skiff_store::Store> =
                 Arc::new(skiff_store::EmbeddedStore::in_memory().expect("in-memory store"));
@@ -77,9 +81,18 @@ impl Harness {
                 definitions,
                 alloc: tokio::sync::Mutex::new(()),
                 proto: proto::Schema::new(),
+                audit: None,
+                event_ttl: None,
+                event_leases: Default::default(),
+                kubelet: crate::kubelet_client::KubeletClient::new(&pki, None)
+                    .expect("kubelet client"),
             }))
         });
-        Harness { rt, app }
+        Harness {
+            rt,
+            app,
+            _pki_dir: pki_dir,
+        }
     }
 
     /// Sends one request; returns the status code and the decoded body.
