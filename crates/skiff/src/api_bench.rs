@@ -35,6 +35,10 @@ pub struct ApiBenchArgs {
     /// Only the embedded store (no etcd peer).
     #[arg(long)]
     embedded_only: bool,
+    /// Extra `skiff server` arguments, for both backends (repeat; e.g.
+    /// `--server-arg=--audit-log-path=` to measure without the audit log).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 struct Figures {
@@ -121,7 +125,7 @@ impl Drop for ServerChild {
     }
 }
 
-fn start_server(etcd: Option<&str>) -> Result<(ServerChild, String)> {
+fn start_server(etcd: Option<&str>, extra: &[String]) -> Result<(ServerChild, String)> {
     let dir = std::env::temp_dir().join(format!(
         "skiff-bench-api-{}-{}",
         std::process::id(),
@@ -138,6 +142,7 @@ fn start_server(etcd: Option<&str>) -> Result<(ServerChild, String)> {
     if let Some(e) = etcd {
         cmd.args(["--datastore-endpoint", e]);
     }
+    cmd.args(extra);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -253,7 +258,7 @@ fn line_rv(line: &[u8]) -> Option<i64> {
 }
 
 async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures> {
-    let (server, addr) = start_server(etcd)?;
+    let (server, addr) = start_server(etcd, &args.server_args)?;
     let conn = Conn::new(&server.dir, &addr)?;
     let base = "/api/v1/namespaces/default/pods";
 
