@@ -19,11 +19,10 @@ use skiff_api::kinds::{self, Kind};
 
 use super::{body_bytes, decode_body, json_response, objects, resource, with_warnings, Target};
 use crate::query::Query;
-use crate::status::{ApiError, ApiResult, Cause};
+use crate::status::{ApiError, ApiResult};
 use crate::AppState;
 
 const API_VERSION: &str = "events.k8s.io/v1";
-const OPENAPI_NAME: &str = "io.k8s.api.events.v1.Event";
 
 /// Fields that differ between the two shapes: (events.k8s.io/v1, core/v1).
 const RENAMED: &[(&str, &str)] = &[
@@ -240,21 +239,7 @@ async fn patch(
         .is_some_and(|v| v.pointer("/metadata/resourceVersion").is_some());
     for _ in 0..16 {
         let current = to_v1(objects::get(st, core, ns, name).await?);
-        let patched = skiff_api::patch::apply_patch(OPENAPI_NAME, &current, ptype, body).map_err(
-            |e| match e {
-                skiff_api::patch::PatchError::Malformed(_) => ApiError::bad_request(e.to_string()),
-                e => ApiError::invalid(
-                    "Event",
-                    "events.k8s.io",
-                    name,
-                    vec![Cause {
-                        reason: "FieldValueInvalid",
-                        field: String::new(),
-                        message: e.to_string(),
-                    }],
-                ),
-            },
-        )?;
+        let patched = objects::apply_patch(t.kind, name, &current, ptype, body)?;
         if crate::meta::name(&patched) != name {
             return Err(ApiError::bad_request(
                 "the patch may not change metadata.name",

@@ -698,21 +698,7 @@ pub async fn patch(
     let dry_run = q.get("dryRun") == Some("All");
     for _ in 0..16 {
         let (old, old_rev) = get_kv(st, kind, ns, name).await?;
-        let patched = skiff_api::patch::apply_patch(kind.openapi_name, &old, ptype, body).map_err(
-            |e| match e {
-                skiff_api::patch::PatchError::Malformed(_) => ApiError::bad_request(e.to_string()),
-                e => ApiError::invalid(
-                    kind.kind,
-                    kind.group,
-                    name,
-                    vec![Cause {
-                        reason: "FieldValueInvalid",
-                        field: String::new(),
-                        message: e.to_string(),
-                    }],
-                ),
-            },
-        )?;
+        let patched = apply_patch(kind, name, &old, ptype, body)?;
         if !patched.is_object() {
             return Err(ApiError::bad_request("the patch result is not an object"));
         }
@@ -752,6 +738,30 @@ fn patch_json(body: &[u8]) -> ApiResult<std::borrow::Cow<'_, [u8]>> {
             "the patch body is neither valid JSON ({json_err}) nor valid YAML ({yaml_err})"
         ))),
     }
+}
+
+/// Applies a patch to `current` (an object of `kind` named `name`) by the kind's schema:
+/// a malformed patch is a 400, one that does not fit the object a 422.
+pub(super) fn apply_patch(
+    kind: &Kind,
+    name: &str,
+    current: &Value,
+    ptype: skiff_api::patch::PatchType,
+    body: &[u8],
+) -> ApiResult<Value> {
+    skiff_api::patch::apply_patch(kind.openapi_name, current, ptype, body).map_err(|e| match e {
+        skiff_api::patch::PatchError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        e => ApiError::invalid(
+            kind.kind,
+            kind.group,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: String::new(),
+                message: e.to_string(),
+            }],
+        ),
+    })
 }
 
 fn body_pins_rv(body: &[u8]) -> bool {
