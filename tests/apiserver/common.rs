@@ -107,6 +107,31 @@ impl Server {
     }
 }
 
+impl Server {
+    /// curl `method path` with `body` (written to a file in the data dir) as `content_type`:
+    /// the HTTP status and the JSON answer.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let f = write(self.dir.path(), "body", body);
+        self.curl(
+            method,
+            path,
+            &[
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                &format!("@{}", f.display()),
+            ],
+        )
+        .http()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -4,21 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{write, Server, VERSIONS};
+use crate::common::{Server, VERSIONS};
 
 fn send(s: &Server, method: &str, path: &str, ct: &str, body: &Value) -> (u16, Value) {
-    let f = write(s.dir.path(), "event-body.json", &body.to_string());
-    s.curl(
-        method,
-        path,
-        &[
-            "-H",
-            &format!("Content-Type: {ct}"),
-            "--data-binary",
-            &format!("@{}", f.display()),
-        ],
-    )
-    .http()
+    s.send(method, path, ct, &body.to_string())
 }
 
 const V1: &str = "/apis/events.k8s.io/v1/namespaces/default/events";

@@ -7,33 +7,11 @@ use serde_json::{json, Value};
 use crate::common::{write, Server};
 
 fn post(s: &Server, path: &str, body: &str) -> (u16, Value) {
-    let f = write(s.dir.path(), "body.json", body);
-    s.curl(
-        "POST",
-        path,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &format!("@{}", f.display()),
-        ],
-    )
-    .http()
+    s.send("POST", path, "application/json", body)
 }
 
 fn put(s: &Server, path: &str, body: &str) -> (u16, Value) {
-    let f = write(s.dir.path(), "body.json", body);
-    s.curl(
-        "PUT",
-        path,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &format!("@{}", f.display()),
-        ],
-    )
-    .http()
+    s.send("PUT", path, "application/json", body)
 }
 
 fn get(s: &Server, path: &str) -> (u16, Value) {
