@@ -19,6 +19,35 @@ mod redb_file {
     conformance!(on_disk());
 }
 
+/// A store that folds after every batch: reads go to the file.
+async fn folding_always() -> (EmbeddedStore, tempfile::TempDir) {
+    folding_every(std::time::Duration::ZERO)
+}
+
+/// One that folds every few milliseconds: reads see the file and unfolded writes mixed.
+async fn folding_often() -> (EmbeddedStore, tempfile::TempDir) {
+    folding_every(std::time::Duration::from_millis(3))
+}
+
+fn folding_every(every: std::time::Duration) -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OpenOptions {
+        fold_every: every,
+        ..OpenOptions::default()
+    };
+    (EmbeddedStore::open(dir.path(), &opts).unwrap(), dir)
+}
+
+mod redb_file_folding_always {
+    use super::*;
+    conformance!(folding_always());
+}
+
+mod redb_file_folding_often {
+    use super::*;
+    conformance!(folding_often());
+}
+
 mod memory {
     use super::*;
     async fn make() -> (EmbeddedStore, ()) {
@@ -462,4 +491,167 @@ async fn live_store_client_through_the_admin_socket() {
     assert!(!live.is_live());
     let e = live.status().unwrap_err();
     assert!(matches!(e, StoreError::Io { .. }), "{e:?}");
+}
+
+/// xorshift64*: a fixed sequence of pseudo-random numbers (the test must be repeatable).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Every read answers the same whether the writes before it were folded into the file
+/// (after every batch), are all still in memory (never folded), or are split between
+/// the two at arbitrary points: the same random writes, deletes, guarded updates, lease
+/// revocations and compactions go to three stores, and after each step gets (latest and
+/// at past revisions), paged lists (latest and at past revisions), counts and, at the
+/// end, a watch replaying the history with previous values must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_agree_however_the_writes_are_folded() {
+    use std::time::Duration;
+    let hour = Duration::from_secs(3600);
+    let (always, _d1) = folding_every(Duration::ZERO);
+    let (never, _d2) = folding_every(hour);
+    let (often, _d3) = folding_every(Duration::from_millis(1));
+    let stores = [&always, &never, &often];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let key = |rng: &mut Rng| format!("/d/k{:02}", rng.below(40));
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        let mut ids = Vec::new();
+        for s in stores {
+            ids.push(s.grant_lease(hour).await.unwrap().id);
+        }
+        assert!(ids.iter().all(|i| *i == ids[0]));
+        leases.push(ids[0]);
+    }
+    let first = always.current_revision().await.unwrap();
+    let mut compacted = 0;
+    for step in 0..1000u64 {
+        let k = key(&mut rng);
+        // Every 500 steps a lease is revoked (deleting its keys); otherwise a random op.
+        let revoke = step % 500 == 499 && !leases.is_empty();
+        let roll = if revoke { 100 } else { rng.below(100) };
+        let len = rng.below(3000) as usize;
+        let value: Vec<u8> = (0..len).map(|i| (i as u64 + step) as u8).collect();
+        let lease = if rng.below(10) == 0 {
+            leases[rng.below(leases.len() as u64) as usize]
+        } else {
+            0
+        };
+        // A guarded update expects the revision the key has before the step.
+        let expected = never
+            .get(&k, None)
+            .await
+            .unwrap()
+            .kv
+            .map(|kv| kv.mod_revision);
+        let mut outcomes = Vec::new();
+        for s in stores {
+            let out = match roll {
+                0..=54 => format!("{:?}", s.put(&k, value.clone(), lease).await),
+                55..=74 => format!("{:?}", s.delete(&k, None).await),
+                75..=89 => format!("{:?}", s.update(&k, value.clone(), expected, 0).await),
+                100 => format!("{:?}", s.revoke_lease(leases[0]).await),
+                90..=93 => {
+                    let rev = s.current_revision().await.unwrap();
+                    let to = rev - 300;
+                    if to > compacted {
+                        format!("{:?}", s.compact(to).await)
+                    } else {
+                        String::from("skip")
+                    }
+                }
+                _ => format!("{:?}", s.create(&k, value.clone(), 0).await),
+            };
+            outcomes.push(out);
+        }
+        if revoke {
+            leases.remove(0);
+        }
+        if (90..=93).contains(&roll) && outcomes[0] != "skip" {
+            compacted = always.current_revision().await.unwrap() - 300;
+        }
+        assert!(
+            outcomes.iter().all(|o| *o == outcomes[0]),
+            "step {step}: the stores disagree on a write: {outcomes:?}"
+        );
+
+        let rev = always.current_revision().await.unwrap();
+        let past = compacted.max(first) + rng.below((rev - compacted.max(first)) as u64 + 1) as i64;
+        let probe = key(&mut rng);
+        let limit = 1 + rng.below(12) as usize;
+        let mut views = Vec::new();
+        for s in stores {
+            let mut v = format!(
+                "rev {:?}\nget {:?}\nget@{past} {:?}\ncount {:?} {:?}\n",
+                s.current_revision().await,
+                s.get(&probe, None).await,
+                s.get(&probe, Some(past)).await,
+                s.count("/d/").await,
+                s.count(&probe).await,
+            );
+            for at in [None, Some(past)] {
+                let mut after = None;
+                loop {
+                    let page = s
+                        .list(
+                            "/d/",
+                            &ListOptions {
+                                revision: at,
+                                limit: Some(limit),
+                                continue_after: after.clone(),
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    v += &format!("list@{at:?} {page:?}\n");
+                    match page.kvs.last() {
+                        Some(kv) if page.more => after = Some(kv.key.clone()),
+                        _ => break,
+                    }
+                }
+            }
+            views.push(v);
+        }
+        for v in &views[1..] {
+            assert_eq!(v, &views[0], "step {step}: reads disagree");
+        }
+    }
+
+    // The history from the oldest revision kept, with previous values.
+    let end = always.current_revision().await.unwrap();
+    let mut histories = Vec::new();
+    for s in stores {
+        let mut w = s
+            .watch(
+                KeyRange::Prefix("/d/".into()),
+                WatchOptions {
+                    start_revision: Some(compacted.max(first) + 1),
+                    prev_kv: true,
+                },
+            )
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while events
+            .last()
+            .is_none_or(|e: &Event| e.kv.mod_revision < end)
+        {
+            events.push(conformance::next_event(&mut w).await.unwrap());
+        }
+        histories.push(events);
+    }
+    assert!(histories[0].len() > 100);
+    for h in &histories[1..] {
+        assert_eq!(h, &histories[0]);
+    }
 }

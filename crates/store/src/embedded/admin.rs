@@ -157,9 +157,7 @@ fn str_field<'a>(req: &'a Value, field: &str) -> Result<&'a str> {
 async fn serve_one(store: &EmbeddedStore, req: &Value) -> Result<Value> {
     match req["op"].as_str().unwrap_or("") {
         "status" => {
-            let r = store.read()?;
-            let (rev, compact) = super::read_revs(&r, store.loc())?;
-            drop(r);
+            let (rev, compact) = store.revs()?;
             Ok(json!({
                 "revision": rev,
                 "compact_revision": compact,

@@ -12,6 +12,7 @@ mod admin;
 
 pub use admin::{LiveStore, LiveWatch, StoreStatus, ADMIN_SOCKET};
 mod logged;
+mod overlay;
 mod tables;
 mod wal;
 mod writer;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use redb::{Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
 use tokio::sync::oneshot;
 
+use overlay::{DbRead, Layers, Overlay};
 use tables::*;
 use wal::Wal;
 use writer::{Request, Writer};
@@ -49,6 +51,10 @@ pub struct OpenOptions {
     pub history: Option<Duration>,
     /// The clock lease deadlines are kept on (tests inject their own).
     pub clock: Arc<dyn Clock>,
+    /// How often the writes kept in memory (durable in the write-ahead log) are folded
+    /// into the store file (default 1 s; it also folds after 64 MiB of log). Tests use
+    /// shorter intervals to exercise reads across the file and the unfolded writes.
+    pub fold_every: Duration,
 }
 
 impl Default for OpenOptions {
@@ -57,6 +63,7 @@ impl Default for OpenOptions {
             create: true,
             history: Some(Duration::from_secs(300)),
             clock: Arc::new(SystemClock),
+            fold_every: writer::FOLD_EVERY,
         }
     }
 }
@@ -67,6 +74,8 @@ type DbSlot = Arc<std::sync::RwLock<Arc<Database>>>;
 
 struct Inner {
     db: DbSlot,
+    /// Writes not folded into the file yet (see [`overlay`]).
+    mem: Arc<std::sync::RwLock<Overlay>>,
     loc: String,
     /// The data dir (None in memory).
     dir: Option<PathBuf>,
@@ -175,8 +184,7 @@ impl EmbeddedStore {
             Some(data_dir.to_path_buf()),
             loc,
             Some(wal),
-            opts.history,
-            opts.clock.clone(),
+            opts,
         )?;
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
             inner.replayed = records.len();
@@ -212,7 +220,12 @@ impl EmbeddedStore {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .ctx(&loc, "create")?;
         init_or_check(&db, &loc, true)?;
-        Self::start(Arc::new(db), None, loc, None, None, clock)
+        let opts = OpenOptions {
+            history: None,
+            clock,
+            ..OpenOptions::default()
+        };
+        Self::start(Arc::new(db), None, loc, None, &opts)
     }
 
     fn start(
@@ -220,20 +233,24 @@ impl EmbeddedStore {
         dir: Option<PathBuf>,
         loc: String,
         wal: Option<Wal>,
-        history: Option<Duration>,
-        clock: Arc<dyn Clock>,
+        opts: &OpenOptions,
     ) -> Result<Self> {
-        let (rev, compact_rev) = {
+        let (rev, compact_rev, snap) = {
             let r = db.begin_read().ctx(&loc, "begin read")?;
             check_format(&r, &loc)?;
-            read_revs(&r, &loc)?
+            let (rev, compact) = read_revs(&r, &loc)?;
+            (rev, compact, DbRead::open(&r, &loc)?)
         };
+        let mem = Arc::new(std::sync::RwLock::new(Overlay::default()));
         let (notify, revision) = tokio::sync::watch::channel(rev);
         let (tx, rx) = mpsc::channel();
         let slot: DbSlot = Arc::new(std::sync::RwLock::new(db.clone()));
         let w_dir = dir.clone();
         let w = Writer {
             db,
+            mem: mem.clone(),
+            snap: Arc::new(snap),
+            compact_done_to: compact_rev,
             slot: slot.clone(),
             dir,
             loc: loc.clone(),
@@ -242,8 +259,9 @@ impl EmbeddedStore {
             rev,
             compact_rev,
             wal,
-            history,
-            clock,
+            history: opts.history,
+            clock: opts.clock.clone(),
+            fold_every: opts.fold_every,
             spare: Vec::new(),
             first_failure: None,
         };
@@ -258,6 +276,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db: slot,
+                mem,
                 dir: w_dir,
                 loc,
                 requests: Some(std::sync::Mutex::new(tx)),
@@ -281,6 +300,28 @@ impl EmbeddedStore {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         db.begin_read().ctx(self.loc(), "begin read")
+    }
+
+    /// A consistent view of the store: the overlay, locked while `f` runs, over a redb
+    /// snapshot begun under the same lock. `f` takes (copies) what it needs from the
+    /// overlay; the snapshot is returned for the rest of the read, done without the lock.
+    fn view<T>(&self, f: impl FnOnce(&Layers, &Overlay) -> Result<T>) -> Result<(DbRead, T)> {
+        let mem = self.inner.mem.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.read()?;
+        let db = DbRead::open(&r, self.loc())?;
+        let layers = Layers {
+            over: [Some(&*mem), None],
+            db: &db,
+            loc: self.loc(),
+        };
+        let t = f(&layers, &mem)?;
+        drop(mem);
+        Ok((db, t))
+    }
+
+    /// The current and the compact revision.
+    fn revs(&self) -> Result<(u64, u64)> {
+        Ok(self.view(|l, _| l.revs())?.1)
     }
 
     async fn request<T>(
@@ -309,15 +350,25 @@ impl EmbeddedStore {
     /// Copy the store, consistent at one revision, into a new file at `dest`. Works on a
     /// read-only handle, so while a server runs.
     pub fn snapshot(&self, dest: &Path) -> Result<SnapshotInfo> {
-        let r = self.read()?;
-        let (rev, compact_rev) = read_revs(&r, self.loc())?;
+        let (r, ((rev, compact_rev), unfolded)) = {
+            let mem = self.inner.mem.read().unwrap_or_else(|e| e.into_inner());
+            let r = self.read()?;
+            let db = DbRead::open(&r, self.loc())?;
+            let layers = Layers {
+                over: [Some(&*mem), None],
+                db: &db,
+                loc: self.loc(),
+            };
+            let revs = layers.revs()?;
+            (r, (revs, mem.log.clone()))
+        };
         let tmp = dest.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
         let dloc = dest.display().to_string();
         let keys = {
             let out = Database::builder().create(&tmp).ctx(&dloc, "create")?;
             // The snapshot is not in use yet: write it in one durable commit.
-            copy_all(&r, &out, self.loc(), &dloc)?
+            copy_all(&r, &unfolded, &out, self.loc(), &dloc)?
         };
         let bytes = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
         std::fs::rename(&tmp, dest).map_err(|e| StoreError::Io {
@@ -441,8 +492,7 @@ impl EmbeddedStore {
 
     /// The oldest revision still readable.
     pub fn compact_revision(&self) -> Result<Revision> {
-        let r = self.read()?;
-        Ok(read_revs(&r, self.loc())?.1 as i64)
+        Ok(self.revs()?.1 as i64)
     }
 }
 
@@ -567,15 +617,27 @@ fn read_lap(r: &ReadTransaction, loc: &str) -> Result<wal::Lap> {
     })
 }
 
-/// Copy every table of the store into `out` in one durable commit; returns the key count.
-pub(super) fn copy_all(r: &ReadTransaction, out: &Database, loc: &str, dloc: &str) -> Result<u64> {
+/// Copy every table of the store into `out`, with the writes not folded into it yet
+/// (`unfolded`, the overlay's log) on top, in one durable commit; returns the key count.
+pub(super) fn copy_all(
+    r: &ReadTransaction,
+    unfolded: &[u8],
+    out: &Database,
+    loc: &str,
+    dloc: &str,
+) -> Result<u64> {
     let w = out.begin_write().ctx(dloc, "begin write")?;
     copy_table(r, &w, META, loc, dloc)?;
     copy_table(r, &w, HIST, loc, dloc)?;
     copy_table(r, &w, REVLOG, loc, dloc)?;
-    let keys = copy_table(r, &w, LATEST, loc, dloc)?;
+    copy_table(r, &w, LATEST, loc, dloc)?;
     copy_table(r, &w, LEASES, loc, dloc)?;
     copy_table(r, &w, LEASE_KEYS, loc, dloc)?;
+    let keys = {
+        let mut t = logged::DbTables::open(&w, dloc)?;
+        t.replay(unfolded, dloc)?;
+        redb::ReadableTableMetadata::len(&t.latest).ctx(dloc, "read")?
+    };
     w.commit().ctx(dloc, "commit")?;
     Ok(keys)
 }
@@ -619,20 +681,17 @@ impl EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<GetResult> {
-        let loc = self.loc();
-        let r = self.read()?;
-        let (rev, compact) = read_revs(&r, loc)?;
-        let hist = r.open_table(HIST).ctx(loc, "open table")?;
-        let kv = match revision {
-            None => {
-                let latest = r.open_table(LATEST).ctx(loc, "open table")?;
-                kv_latest(&latest, &hist, key, loc)?
-            }
-            Some(at) => {
-                self.check_rev(at, rev, compact)?;
-                kv_at(&hist, key, at as u64, loc)?
-            }
-        };
+        let (_, (rev, kv)) = self.view(|l, _| {
+            let (rev, compact) = l.revs()?;
+            let kv = match revision {
+                None => l.latest(key)?,
+                Some(at) => {
+                    self.check_rev(at, rev, compact)?;
+                    l.at(key, at as u64)?
+                }
+            };
+            Ok((rev, kv))
+        })?;
         Ok(GetResult {
             kv,
             revision: revision.unwrap_or(rev as i64),
@@ -641,20 +700,23 @@ impl Store for EmbeddedStore {
 
     async fn list(&self, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
         let loc = self.loc();
-        let r = self.read()?;
-        let (rev, compact) = read_revs(&r, loc)?;
-        let hist = r.open_table(HIST).ctx(loc, "open table")?;
         let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
         let after = opts.continue_after.as_deref();
-        let (kvs, more) = match opts.revision {
-            Some(at) if at != rev as i64 => {
-                self.check_rev(at, rev, compact)?;
-                list_at(&hist, prefix, after, limit, at as u64, loc)?
-            }
-            _ => {
-                let latest = r.open_table(LATEST).ctx(loc, "open table")?;
-                list_latest(&latest, &hist, prefix, after, limit, loc)?
-            }
+        let (db, (rev, at, picked)) = self.view(|l, mem| {
+            let (rev, compact) = l.revs()?;
+            let at = match opts.revision {
+                Some(at) if at != rev as i64 => {
+                    self.check_rev(at, rev, compact)?;
+                    Some(at as u64)
+                }
+                _ => None,
+            };
+            let picked = overlay::pick(mem, prefix, after, at.unwrap_or(u64::MAX));
+            Ok((rev, at, picked))
+        })?;
+        let (kvs, more) = match at {
+            Some(at) => overlay::list_at_over(&picked, &db, prefix, after, limit, at, loc)?,
+            None => overlay::list_latest_over(&picked, &db, prefix, after, limit, loc)?,
         };
         Ok(ListResult {
             kvs,
@@ -664,18 +726,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn count(&self, prefix: &str) -> Result<i64> {
-        let loc = self.loc();
-        let r = self.read()?;
-        let latest = r.open_table(LATEST).ctx(loc, "open table")?;
-        let mut n = 0;
-        for e in redb::ReadableTable::range(&latest, prefix..).ctx(loc, "count")? {
-            let (k, _) = e.ctx(loc, "count")?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            n += 1;
-        }
-        Ok(n)
+        let (db, picked) = self.view(|_, mem| Ok(overlay::pick(mem, prefix, None, u64::MAX)))?;
+        overlay::count_over(&picked, &db, prefix, self.loc())
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
@@ -683,10 +735,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn watch(&self, range: KeyRange, opts: WatchOptions) -> Result<Watcher> {
-        let (rev, compact) = {
-            let r = self.read()?;
-            read_revs(&r, self.loc())?
-        };
+        let (rev, compact) = self.revs()?;
         let start = match opts.start_revision {
             Some(s) if s > 0 => s as u64,
             _ => rev + 1,
@@ -709,18 +758,31 @@ impl Store for EmbeddedStore {
                 let Some(inner) = weak.upgrade() else { return };
                 let store = EmbeddedStore { inner };
                 let batch = (|| {
-                    let loc = store.loc();
-                    let r = store.read()?;
-                    let (_, compact) = read_revs(&r, loc)?;
-                    if pos.0 < compact {
-                        return Err(StoreError::Compacted {
-                            requested: pos.0 as i64,
-                            compact_revision: compact as i64,
-                        });
-                    }
-                    let revlog = r.open_table(REVLOG).ctx(loc, "open table")?;
-                    let hist = r.open_table(HIST).ctx(loc, "open table")?;
-                    read_events(&revlog, &hist, &range, pos, opts.prev_kv, WATCH_BATCH, loc)
+                    let (db, picked) = store.view(|l, mem| {
+                        let (_, compact) = l.revs()?;
+                        if pos.0 < compact {
+                            return Err(StoreError::Compacted {
+                                requested: pos.0 as i64,
+                                compact_revision: compact as i64,
+                            });
+                        }
+                        Ok(overlay::pick_events(
+                            mem,
+                            &range,
+                            pos,
+                            opts.prev_kv,
+                            WATCH_BATCH,
+                        ))
+                    })?;
+                    overlay::read_events_over(
+                        picked,
+                        &db,
+                        &range,
+                        pos,
+                        opts.prev_kv,
+                        WATCH_BATCH,
+                        store.loc(),
+                    )
                 })();
                 drop(store);
                 match batch {
@@ -752,8 +814,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let r = self.read()?;
-        Ok(read_revs(&r, self.loc())?.0 as i64)
+        Ok(self.revs()?.0 as i64)
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {

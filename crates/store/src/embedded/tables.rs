@@ -76,6 +76,11 @@ impl Rec {
         })
     }
 
+    /// Whether an encoded record is a put (not a tombstone).
+    pub fn is_put(b: &[u8]) -> bool {
+        b.first() == Some(&PUT)
+    }
+
     pub fn into_kv(self, key: &str, rev: u64) -> KeyValue {
         KeyValue {
             key: key.to_string(),
@@ -148,97 +153,17 @@ pub(super) fn kv_latest(
     }
 }
 
-/// Up to `limit` (plus one to tell whether there are more) keys under `prefix` after
-/// `after`, at the latest revision.
-pub(super) fn list_latest(
-    latest: &impl ReadableTable<&'static str, u64>,
-    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    prefix: &str,
-    after: Option<&str>,
-    limit: usize,
-    loc: &str,
-) -> Result<(Vec<KeyValue>, bool)> {
-    let start = start_key(prefix, after);
-    let mut out = Vec::new();
-    for e in latest.range(start.as_str()..).ctx(loc, "list")? {
-        let (k, v) = e.ctx(loc, "list")?;
-        let key = k.value();
-        if !key.starts_with(prefix) {
-            break;
-        }
-        if out.len() == limit {
-            return Ok((out, true));
-        }
-        let rev = v.value();
-        match hist.get((key, rev)).ctx(loc, "list")? {
-            Some(r) => out.push(Rec::decode(r.value(), loc)?.into_kv(key, rev)),
-            None => {
-                return Err(StoreError::Corrupt {
-                    location: loc.to_string(),
-                    detail: "the latest version of a key is missing from its history",
-                })
-            }
-        }
-    }
-    Ok((out, false))
-}
-
-/// Like [`list_latest`] but as of revision `rev`, from the history.
-pub(super) fn list_at(
-    hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    prefix: &str,
-    after: Option<&str>,
-    limit: usize,
-    rev: u64,
-    loc: &str,
-) -> Result<(Vec<KeyValue>, bool)> {
-    let start = start_key(prefix, after);
-    let mut out = Vec::new();
-    // Entries are ordered by (key, revision): remember the newest version <= rev of the
-    // key being scanned and emit it when the key changes.
-    let mut cur: Option<(String, Option<KeyValue>)> = None;
-    let flush = |cur: &mut Option<(String, Option<KeyValue>)>, out: &mut Vec<KeyValue>| {
-        if let Some((_, Some(kv))) = cur.take() {
-            out.push(kv);
-        }
-    };
-    for e in hist.range((start.as_str(), 0u64)..).ctx(loc, "list")? {
-        let (k, v) = e.ctx(loc, "list")?;
-        let (key, r) = k.value();
-        if !key.starts_with(prefix) {
-            break;
-        }
-        if cur.as_ref().is_some_and(|(c, _)| c != key) {
-            flush(&mut cur, &mut out);
-            if out.len() > limit {
-                break;
-            }
-        }
-        if cur.is_none() {
-            cur = Some((key.to_string(), None));
-        }
-        if r <= rev {
-            let rec = Rec::decode(v.value(), loc)?;
-            if let Some((_, slot)) = cur.as_mut() {
-                *slot = rec.put.then(|| rec.into_kv(key, r));
-            }
-        }
-    }
-    flush(&mut cur, &mut out);
-    let more = out.len() > limit;
-    out.truncate(limit);
-    Ok((out, more))
-}
-
-fn start_key(prefix: &str, after: Option<&str>) -> String {
+/// Where a list of `prefix` continuing after `after` starts.
+pub(super) fn start_key(prefix: &str, after: Option<&str>) -> String {
     match after {
         Some(a) if a >= prefix => format!("{a}\0"),
         _ => prefix.to_string(),
     }
 }
 
-/// Events in `range` at positions >= `from` ((revision, n)), at most `max` of them,
-/// and the position after the last one scanned.
+/// Events in `range` at positions >= `from` ((revision, n)) and below `until`, at most
+/// `max` of them, and the position after the last one scanned.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn read_events(
     revlog: &impl ReadableTable<(u64, u32), &'static str>,
     hist: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
@@ -246,6 +171,7 @@ pub(super) fn read_events(
     from: (u64, u32),
     prev_kv: bool,
     max: usize,
+    until: Option<(u64, u32)>,
     loc: &str,
 ) -> Result<(Vec<Event>, (u64, u32))> {
     let mut out = Vec::new();
@@ -253,6 +179,9 @@ pub(super) fn read_events(
     for e in revlog.range(from..).ctx(loc, "watch")? {
         let (k, v) = e.ctx(loc, "watch")?;
         let (rev, n) = k.value();
+        if until.is_some_and(|u| (rev, n) >= u) {
+            break;
+        }
         next = (rev, n + 1);
         let key = v.value();
         if !range.contains(key) {
@@ -272,30 +201,34 @@ pub(super) fn read_events(
         } else {
             None
         };
-        let ev = if rec.put {
-            Event {
-                kind: EventKind::Put,
-                kv: rec.into_kv(key, rev),
-                prev_kv: prev,
-            }
-        } else {
-            Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: key.to_string(),
-                    value: Vec::new(),
-                    create_revision: 0,
-                    mod_revision: rev as i64,
-                    version: 0,
-                    lease: 0,
-                },
-                prev_kv: prev,
-            }
-        };
-        out.push(ev);
+        out.push(event(key, rev, rec, prev));
         if out.len() >= max {
             break;
         }
     }
     Ok((out, next))
+}
+
+/// The watch event of version `rec` of `key`, written at `rev`.
+pub(super) fn event(key: &str, rev: u64, rec: Rec, prev: Option<KeyValue>) -> Event {
+    if rec.put {
+        Event {
+            kind: EventKind::Put,
+            kv: rec.into_kv(key, rev),
+            prev_kv: prev,
+        }
+    } else {
+        Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.to_string(),
+                value: Vec::new(),
+                create_revision: 0,
+                mod_revision: rev as i64,
+                version: 0,
+                lease: 0,
+            },
+            prev_kv: prev,
+        }
+    }
 }

@@ -148,6 +148,7 @@ impl Wal {
     }
 
     /// Bytes written in this lap.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.pos
     }
@@ -369,7 +370,6 @@ impl OpLog {
     pub fn is_empty(&self) -> bool {
         self.0.len() == HEADER
     }
-    #[cfg(test)]
     pub fn payload(&self) -> &[u8] {
         &self.0[HEADER..]
     }

@@ -2,20 +2,22 @@
 //!
 //! Callers queue requests; the thread takes every request waiting (up to a bound, and
 //! waiting a fraction of a millisecond for as many as the last batch had), applies
-//! them in order in one redb write transaction, each with its own revision, writes the
-//! transaction's mutations to the write-ahead log and syncs it ([`super::wal`]), commits
-//! the redb transaction, and only then answers them and wakes the watchers. So a write is
-//! visible and acknowledged only once durable, and concurrent writers share one fsync.
+//! them in order to a stage in memory, each with its own revision, writes the batch's
+//! mutations to the write-ahead log and syncs it ([`super::wal`]), merges the stage into
+//! the overlay readers see ([`super::overlay`]), and only then answers them and wakes the
+//! watchers. So a write is visible and acknowledged only once durable, and concurrent
+//! writers share one fsync. Once a second the overlay is folded into the redb file.
 
 use std::collections::HashSet;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::logged::Tables;
+use super::logged::{DbTables, Tables};
+use super::overlay::{DbRead, Overlay};
 use super::tables::*;
 use super::wal::{OpLog, Wal};
 use crate::{
@@ -26,11 +28,16 @@ use crate::{
 const MAX_BATCH: usize = 1024;
 /// How long a batch waits for the writers of the previous one to come back.
 const GATHER: Duration = Duration::from_millis(1);
-/// Revlog entries removed per compaction step (one step per commit, between batches).
+/// Revlog entries removed per compaction step…
 const COMPACT_STEP: usize = 4096;
+/// …and at most this many steps per fold: a fold pauses every writer, so a large
+/// compaction is spread over several, [`COMPACT_FOLD_EVERY`] apart.
+const COMPACT_STEPS_PER_FOLD: usize = 16;
+const COMPACT_FOLD_EVERY: Duration = Duration::from_millis(50);
 /// How often leases are checked for expiry.
 const LEASE_TICK: Duration = Duration::from_millis(200);
-/// How often the log is folded into the redb file (a durable redb commit)…
+/// How often the overlay is folded into the redb file (a durable redb commit), by
+/// default…
 ///
 /// Every writer waits out a fold (redb allows one write transaction at a time, and a
 /// durable commit writes and syncs every page changed since the last one), so each fold
@@ -39,7 +46,7 @@ const LEASE_TICK: Duration = Duration::from_millis(200);
 /// (several times a second) paused ~2% of all writes, enough to make the pause the p99
 /// latency; once a second it is a fraction of a percent. Larger folds also write less in
 /// total, since a page rewritten by many batches is written once per fold.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub(super) const FOLD_EVERY: Duration = Duration::from_secs(1);
 /// …or sooner once this much was logged since the last fold: bounds the log file and the
 /// replay at open (well under a second) when writes come faster than this per second.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
@@ -80,6 +87,12 @@ impl Request {
 
 pub(super) struct Writer {
     pub db: Arc<Database>,
+    /// The writes not folded into `db` yet, shared with readers.
+    pub mem: Arc<RwLock<Overlay>>,
+    /// A snapshot of `db` as of the last fold (what `mem` lies on).
+    pub snap: Arc<DbRead>,
+    /// Compaction has physically removed everything below this revision.
+    pub compact_done_to: u64,
     /// Where readers find the database; replaced with `db` after a defrag.
     pub slot: super::DbSlot,
     /// The data dir (None in memory).
@@ -95,6 +108,8 @@ pub(super) struct Writer {
     pub clock: Arc<dyn crate::Clock>,
     /// Keep at least this much history; compact older revisions automatically.
     pub history: Option<Duration>,
+    /// Fold the overlay into the file this often.
+    pub fold_every: Duration,
     /// The buffer of the last batch's log, reused by the next.
     pub spare: Vec<u8>,
     /// The first storage failure, reported with later ones that follow from it (redb
@@ -148,9 +163,9 @@ impl Writer {
     pub fn run(mut self) {
         // Compactions waiting for their physical removal to finish.
         let mut compactions: Vec<oneshot::Sender<Result<()>>> = Vec::new();
-        let mut compact_done_to = self.compact_rev;
+        let mut last_fold = Instant::now();
         let mut next_lease_check = Instant::now();
-        let mut next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+        let mut next_checkpoint = Instant::now() + self.fold_every;
         // Automatic compaction: every `history`, compact to the revision that was current
         // one `history` ago, so reads and watches can reach back at least that far.
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
@@ -159,15 +174,14 @@ impl Writer {
         let mut last_batch = 0;
         loop {
             let mut batch = Vec::new();
-            let busy = compact_done_to < self.compact_rev;
-            let wait = if busy {
-                Duration::ZERO
-            } else {
-                next_lease_check
-                    .min(next_checkpoint)
-                    .min(next_auto)
-                    .saturating_duration_since(Instant::now())
-            };
+            let mut until = next_lease_check.min(next_auto);
+            if self.unfolded() > 0 {
+                until = until.min(next_checkpoint);
+            }
+            if self.compact_done_to < self.compact_rev {
+                until = until.min(last_fold + COMPACT_FOLD_EVERY);
+            }
+            let wait = until.saturating_duration_since(Instant::now());
             // A defrag ends the batch: what was queued before it is committed first.
             let mut defrag = None;
             match self.rx.recv_timeout(wait) {
@@ -208,7 +222,7 @@ impl Writer {
             if Instant::now() >= next_auto {
                 if let Some(h) = self.history {
                     next_auto = Instant::now() + h;
-                    if marked_rev > self.compact_rev && compact_done_to == self.compact_rev {
+                    if marked_rev > self.compact_rev && self.compact_done_to == self.compact_rev {
                         // Cannot fail: marked_rev is above the compact revision and not
                         // above the current one.
                         let _ = self.compact(marked_rev as Revision);
@@ -217,90 +231,7 @@ impl Writer {
                 }
             }
             let mut replies = Vec::with_capacity(batch.len());
-            let mut step_done = None;
-            let wal_mark = self.wal.as_ref().map(|w| w.mark());
-            let res = (|| -> Result<()> {
-                let begin = || -> Result<WriteTransaction> {
-                    let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
-                    // Durability comes from the log (or is not wanted, in memory).
-                    w.set_durability(Durability::None)
-                        .map_err(redb::Error::from)
-                        .ctx(&self.loc, "set durability")?;
-                    Ok(w)
-                };
-                let w = match begin() {
-                    Ok(w) => w,
-                    Err(e) => {
-                        replies.extend(batch.into_iter().map(Request::into_pending));
-                        return Err(e);
-                    }
-                };
-                let log = {
-                    let mut t = match Tables::open(&w, &self.loc) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            replies.extend(batch.into_iter().map(Request::into_pending));
-                            return Err(e);
-                        }
-                    };
-                    t.log = OpLog::reuse(std::mem::take(&mut self.spare));
-                    let mut reqs = batch.into_iter();
-                    while let Some(req) = reqs.next() {
-                        match self.apply(&mut t, req) {
-                            Ok(r) => replies.push(r),
-                            Err(failed) => {
-                                let (e, r) = *failed;
-                                // The batch fails as a whole: keep every sender so each
-                                // writer hears why.
-                                replies.push(r);
-                                replies.extend(reqs.map(Request::into_pending));
-                                return Err(e);
-                            }
-                        }
-                    }
-                    if check_leases {
-                        self.expire_leases(&mut t)?;
-                    }
-                    if compact_done_to < self.compact_rev {
-                        step_done = Some(self.compact_step(&mut t)?);
-                    }
-                    if self.rev != rev0 {
-                        t.meta_put(REV_KEY, self.rev, &self.loc)?;
-                    }
-                    if self.compact_rev != compact0 {
-                        t.meta_put(COMPACT_KEY, self.compact_rev, &self.loc)?;
-                    }
-                    std::mem::take(&mut t.log)
-                };
-                let mut log = log;
-                let empty = log.is_empty();
-                let appended = match self.wal.as_mut() {
-                    Some(wal) if !empty => wal.append_log(&mut log).map_err(|e| StoreError::Io {
-                        path: wal.path().to_path_buf(),
-                        operation: "append to the write-ahead log",
-                        source: e,
-                    }),
-                    _ => Ok(()),
-                };
-                self.spare = log.into_buf();
-                if empty {
-                    // Reads only: nothing to make durable or visible.
-                    return w.abort().ctx(&self.loc, "abort");
-                }
-                appended?;
-                if let Err(e) = w.commit().ctx(&self.loc, "commit") {
-                    // The batch is logged but not applied: unlog it so that recovery
-                    // does not apply what its writers were told failed.
-                    if let (Some(wal), Some(mark)) = (self.wal.as_mut(), wal_mark) {
-                        if let Err(te) = wal.rewind(mark) {
-                            tracing::error!(error = %te, "cannot unlog a failed batch; stopping the store");
-                            std::process::abort();
-                        }
-                    }
-                    return Err(e);
-                }
-                Ok(())
-            })();
+            let res = self.commit_batch(batch, check_leases, (rev0, compact0), &mut replies);
             match res {
                 Ok(()) => {
                     if self.rev != rev0 {
@@ -310,14 +241,6 @@ impl Writer {
                         match r {
                             Reply::CompactPending(tx) => compactions.push(tx),
                             r => r.send(),
-                        }
-                    }
-                    if step_done == Some(true) {
-                        compact_done_to = self.compact_rev;
-                    }
-                    if compact_done_to == self.compact_rev {
-                        for tx in compactions.drain(..) {
-                            let _ = tx.send(Ok(()));
                         }
                     }
                 }
@@ -343,17 +266,25 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            let unfolded = self.wal.as_ref().map_or(0, |w| w.len());
-            if unfolded > CHECKPOINT_BYTES || (Instant::now() >= next_checkpoint) {
-                next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
-                if unfolded > 0 {
-                    let t = Instant::now();
-                    let r = self.fold();
-                    tracing::debug!(bytes = unfolded, took = ?t.elapsed(), "store fold");
-                    if let Err(e) = r {
-                        self.first_failure.get_or_insert_with(|| chain(&e));
-                        tracing::error!(error = %e, "store fold failed; will retry");
-                    }
+            let unfolded = self.unfolded();
+            let compacting = self.compact_done_to < self.compact_rev;
+            let now = Instant::now();
+            if unfolded > CHECKPOINT_BYTES
+                || now >= next_checkpoint
+                || (compacting && now >= last_fold + COMPACT_FOLD_EVERY)
+            {
+                next_checkpoint = now + self.fold_every;
+                last_fold = now;
+                let r = self.fold();
+                tracing::debug!(bytes = unfolded, took = ?now.elapsed(), "store fold");
+                if let Err(e) = r {
+                    self.first_failure.get_or_insert_with(|| chain(&e));
+                    tracing::error!(error = %e, "store fold failed; will retry");
+                }
+            }
+            if self.compact_done_to == self.compact_rev {
+                for tx in compactions.drain(..) {
+                    let _ = tx.send(Ok(()));
                 }
             }
             if let Some(tx) = defrag {
@@ -365,35 +296,132 @@ impl Writer {
         }
     }
 
-    /// Fold the log into redb: one durable redb commit makes everything committed so far
-    /// durable in the file itself, and records the log's next lap in the same commit, so
-    /// the log starts over from its beginning (without a sync of its own: the records of
-    /// the finished lap are no longer needed, and the next lap's are told apart by it).
-    fn fold(&mut self) -> Result<()> {
-        let Some(wal) = self.wal.as_mut() else {
-            return Ok(());
+    /// Bytes of log not folded into the file yet.
+    fn unfolded(&self) -> u64 {
+        self.mem.read().unwrap_or_else(|e| e.into_inner()).log.len() as u64
+    }
+
+    /// Apply a batch to a stage over the overlay, make its log record durable, and merge
+    /// the stage into the overlay (which makes it visible). On failure nothing of it is
+    /// visible or durable, and `replies` has every request's reply slot.
+    fn commit_batch(
+        &mut self,
+        batch: Vec<Request>,
+        check_leases: bool,
+        (rev0, compact0): (u64, u64),
+        replies: &mut Vec<Reply>,
+    ) -> Result<()> {
+        let mem = self.mem.clone();
+        let snap = self.snap.clone();
+        let loc = self.loc.clone();
+        let (stage, mut log) = {
+            let guard = mem.read().unwrap_or_else(|e| e.into_inner());
+            let mut t = Tables::new(
+                &guard,
+                &snap,
+                &loc,
+                OpLog::reuse(std::mem::take(&mut self.spare)),
+            );
+            let mut reqs = batch.into_iter();
+            while let Some(req) = reqs.next() {
+                match self.apply(&mut t, req) {
+                    Ok(r) => replies.push(r),
+                    Err(failed) => {
+                        let (e, r) = *failed;
+                        // The batch fails as a whole: keep every sender so each
+                        // writer hears why.
+                        replies.push(r);
+                        replies.extend(reqs.map(Request::into_pending));
+                        return Err(e);
+                    }
+                }
+            }
+            if check_leases {
+                self.expire_leases(&mut t)?;
+            }
+            if self.rev != rev0 {
+                t.meta_put(REV_KEY, self.rev);
+            }
+            if self.compact_rev != compact0 {
+                t.meta_put(COMPACT_KEY, self.compact_rev);
+            }
+            (t.stage, t.log)
         };
-        if wal.len() == 0 {
+        if log.is_empty() {
+            // Reads only: nothing to make durable or visible.
+            self.spare = log.into_buf();
             return Ok(());
         }
-        let lap = wal.next_lap();
+        let appended = match self.wal.as_mut() {
+            Some(wal) => wal.append_log(&mut log).map_err(|e| StoreError::Io {
+                path: wal.path().to_path_buf(),
+                operation: "append to the write-ahead log",
+                source: e,
+            }),
+            None => Ok(()),
+        };
+        if appended.is_ok() {
+            let mut m = mem.write().unwrap_or_else(|e| e.into_inner());
+            m.merge(stage);
+            m.log.extend_from_slice(log.payload());
+        }
+        self.spare = log.into_buf();
+        appended
+    }
+
+    /// Fold the overlay into redb: one durable redb commit replays its log into the file
+    /// (and removes a step of compacted history), and records the log's next lap in the
+    /// same commit, so the log starts over from its beginning (without a sync of its own:
+    /// the records of the finished lap are no longer needed, and the next lap's are told
+    /// apart by it). Then the overlay is emptied.
+    fn fold(&mut self) -> Result<()> {
+        let compacting = self.compact_done_to < self.compact_rev;
+        let mem = self.mem.clone();
+        let guard = mem.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_empty() && !compacting {
+            return Ok(());
+        }
+        let lap = self.wal.as_ref().map(|w| w.next_lap());
         let mut w = self.db.begin_write().ctx(&self.loc, "begin write")?;
         w.set_durability(Durability::Immediate)
             .map_err(redb::Error::from)
             .ctx(&self.loc, "set durability")?;
+        let mut done = !compacting;
         {
-            let mut meta = w.open_table(META).ctx(&self.loc, "open table")?;
-            meta.insert(WAL_BASE_KEY, lap.base)
-                .ctx(&self.loc, "write")?;
-            meta.insert(WAL_SALT_KEY, lap.salt)
-                .ctx(&self.loc, "write")?;
+            let mut t = DbTables::open(&w, &self.loc)?;
+            t.replay(&guard.log, &self.loc)?;
+            for _ in 0..COMPACT_STEPS_PER_FOLD {
+                if done {
+                    break;
+                }
+                done = self.compact_step(&mut t)?;
+            }
+            if let Some(lap) = lap {
+                t.meta
+                    .insert(WAL_BASE_KEY, lap.base)
+                    .ctx(&self.loc, "write")?;
+                t.meta
+                    .insert(WAL_SALT_KEY, lap.salt)
+                    .ctx(&self.loc, "write")?;
+            }
         }
+        drop(guard);
         w.commit().ctx(&self.loc, "checkpoint")?;
-        wal.restart(lap).map_err(|e| StoreError::Io {
-            path: wal.path().to_path_buf(),
-            operation: "start the write-ahead log over",
-            source: e,
-        })
+        // The file now holds everything in the overlay: read it from there.
+        let r = self.db.begin_read().ctx(&self.loc, "begin read")?;
+        self.snap = Arc::new(DbRead::open(&r, &self.loc)?);
+        mem.write().unwrap_or_else(|e| e.into_inner()).clear();
+        if done {
+            self.compact_done_to = self.compact_rev;
+        }
+        match (self.wal.as_mut(), lap) {
+            (Some(wal), Some(lap)) => wal.restart(lap).map_err(|e| StoreError::Io {
+                path: wal.path().to_path_buf(),
+                operation: "start the write-ahead log over",
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Rewrite the store into a new file in one pass (pages full and in order, none free),
@@ -422,7 +450,7 @@ impl Writer {
         let res = (|| -> Result<Database> {
             let mut out = Database::builder().create(&tmp).ctx(&tloc, "create")?;
             let r = self.db.begin_read().ctx(&self.loc, "begin read")?;
-            super::copy_all(&r, &out, &self.loc, &tloc)?;
+            super::copy_all(&r, &[], &out, &self.loc, &tloc)?;
             drop(r);
             while out.compact().ctx(&tloc, "compact")? {}
             std::fs::rename(&tmp, &path).map_err(|e| io("rename over the store file", e))?;
@@ -434,9 +462,14 @@ impl Writer {
         match res {
             Ok(out) => {
                 let out = Arc::new(out);
+                let snap = out
+                    .begin_read()
+                    .ctx(&self.loc, "begin read")
+                    .and_then(|r| DbRead::open(&r, &self.loc))?;
                 *self.slot.write().unwrap_or_else(|e| e.into_inner()) = out.clone();
                 // Readers still on the old database finish on it; it closes with them.
                 self.db = out;
+                self.snap = Arc::new(snap);
                 Ok((before, size(&path)))
             }
             Err(e) => {
@@ -484,10 +517,10 @@ impl Writer {
             },
             Request::KeepAlive(id, tx) => {
                 let r = (|| {
-                    let found = t.leases.get(id).ctx(&self.loc, "read")?.map(|v| v.value());
+                    let found = t.view().lease(id)?;
                     Ok(match found {
                         Some((ttl, _)) => {
-                            t.lease_put(id, ttl, self.clock.now_ms() + ttl, &self.loc)?;
+                            t.lease_put(id, ttl, self.clock.now_ms() + ttl);
                             Ok(())
                         }
                         None => Err(StoreError::LeaseNotFound { lease: id }),
@@ -503,7 +536,6 @@ impl Writer {
 
     /// Outer error: storage failure (aborts the batch). Inner: the request's own outcome.
     fn txn(&mut self, t: &mut Tables, txn: Txn) -> Result<Result<TxnResult>> {
-        let loc = self.loc.clone();
         // Validate both branches before writing anything, so a refused request never leaves
         // part of itself behind.
         for ops in [&txn.success, &txn.failure] {
@@ -520,7 +552,7 @@ impl Writer {
                 if !seen.insert(key.as_str()) {
                     return Ok(Err(StoreError::DuplicateKeyInTxn { key: key.clone() }));
                 }
-                if lease != 0 && t.leases.get(lease).ctx(&loc, "read")?.is_none() {
+                if lease != 0 && t.view().lease(lease)?.is_none() {
                     return Ok(Err(StoreError::LeaseNotFound { lease }));
                 }
             }
@@ -529,11 +561,10 @@ impl Writer {
         for c in &txn.compares {
             let holds = match c {
                 Compare::ModRevision { key, revision } => {
-                    let cur = t.latest.get(key.as_str()).ctx(&loc, "read")?;
-                    cur.map(|v| v.value() as i64).unwrap_or(0) == *revision
+                    t.view().latest_rev(key)? as i64 == *revision
                 }
                 Compare::Value { key, value } => {
-                    kv_latest(&t.latest, &t.hist, key, &loc)?.is_some_and(|kv| kv.value == *value)
+                    t.view().latest(key)?.is_some_and(|kv| kv.value == *value)
                 }
             };
             if !holds {
@@ -548,10 +579,10 @@ impl Writer {
         for op in ops {
             results.push(match op {
                 Op::Get { key } => OpResult::Get {
-                    kv: kv_latest(&t.latest, &t.hist, &key, &loc)?,
+                    kv: t.view().latest(&key)?,
                 },
                 Op::Put { key, value, lease } => {
-                    let prev = kv_latest(&t.latest, &t.hist, &key, &loc)?;
+                    let prev = t.view().latest(&key)?;
                     let rec = Rec {
                         put: true,
                         create: prev.as_ref().map_or(new_rev, |p| p.create_revision as u64),
@@ -564,7 +595,7 @@ impl Writer {
                     OpResult::Put { prev }
                 }
                 Op::Delete { key } => {
-                    let prev = kv_latest(&t.latest, &t.hist, &key, &loc)?;
+                    let prev = t.view().latest(&key)?;
                     if prev.is_some() {
                         self.delete(t, &key, new_rev, n, prev.as_ref())?;
                         n += 1;
@@ -592,20 +623,19 @@ impl Writer {
         rec: &Rec,
         prev: Option<&KeyValue>,
     ) -> Result<()> {
-        let loc = &self.loc;
-        t.hist_put(key, rev, rec.encode().as_slice(), loc)?;
-        t.revlog_put(rev, n, key, loc)?;
+        t.hist_put(key, rev, rec.encode().as_slice());
+        t.revlog_put(rev, n, key);
         if rec.put {
-            t.latest_put(key, rev, loc)?;
+            t.latest_put(key, rev);
         } else {
-            t.latest_remove(key, loc)?;
+            t.latest_remove(key);
         }
         let old_lease = prev.map_or(0, |p| p.lease);
         if old_lease != 0 && old_lease != rec.lease {
-            t.lease_key_remove(old_lease, key, loc)?;
+            t.lease_key_remove(old_lease, key);
         }
         if rec.lease != 0 {
-            t.lease_key_put(rec.lease, key, loc)?;
+            t.lease_key_put(rec.lease, key);
         }
         Ok(())
     }
@@ -648,7 +678,7 @@ impl Writer {
 
     /// Remove up to [`COMPACT_STEP`] events below the compact revision and the versions
     /// they superseded. Returns whether everything below it is gone.
-    fn compact_step(&self, t: &mut Tables) -> Result<bool> {
+    fn compact_step(&self, t: &mut DbTables) -> Result<bool> {
         let loc = &self.loc;
         let c = self.compact_rev;
         let mut todo = Vec::new();
@@ -666,7 +696,7 @@ impl Writer {
         let done = todo.len() < COMPACT_STEP;
         let mut keys = HashSet::new();
         for ((rev, n), key) in todo {
-            t.revlog_remove(rev, n, loc)?;
+            t.revlog.remove((rev, n)).ctx(loc, "compact")?;
             keys.insert(key);
         }
         for key in keys {
@@ -700,37 +730,27 @@ impl Writer {
                 ttl_secs: ttl.as_secs() as i64,
             }));
         }
-        let loc = &self.loc;
-        let id = meta_get(&t.meta, LEASE_ID_KEY, loc)?.unwrap_or(1) as i64;
-        t.meta_put(LEASE_ID_KEY, id as u64 + 1, loc)?;
+        let id = t.view().meta(LEASE_ID_KEY)?.unwrap_or(1) as i64;
+        t.meta_put(LEASE_ID_KEY, id as u64 + 1);
         let ms = ttl.as_millis() as u64;
-        t.lease_put(id, ms, self.clock.now_ms() + ms, loc)?;
+        t.lease_put(id, ms, self.clock.now_ms() + ms);
         Ok(Ok(Lease { id, ttl }))
     }
 
     fn revoke(&mut self, t: &mut Tables, id: LeaseId) -> Result<Result<()>> {
-        let loc = self.loc.clone();
-        if !t.lease_remove(id, &loc)? {
+        if !t.lease_remove(id)? {
             return Ok(Err(StoreError::LeaseNotFound { lease: id }));
         }
-        let mut keys = Vec::new();
-        for e in t
-            .lease_keys
-            .range((id, "")..(id + 1, ""))
-            .ctx(&loc, "read")?
-        {
-            let (k, _) = e.ctx(&loc, "read")?;
-            keys.push(k.value().1.to_string());
-        }
+        let keys = t.view().lease_keys(id)?;
         let new_rev = self.rev + 1;
         let mut n = 0;
         for key in &keys {
-            let prev = kv_latest(&t.latest, &t.hist, key, &loc)?;
+            let prev = t.view().latest(key)?;
             if prev.is_some() {
                 self.delete(t, key, new_rev, n, prev.as_ref())?;
                 n += 1;
             }
-            t.lease_key_remove(id, key, &loc)?;
+            t.lease_key_remove(id, key);
         }
         if n > 0 {
             self.rev = new_rev;
@@ -740,13 +760,13 @@ impl Writer {
 
     fn expire_leases(&mut self, t: &mut Tables) -> Result<()> {
         let now = self.clock.now_ms();
-        let mut expired = Vec::new();
-        for e in t.leases.iter().ctx(&self.loc, "read")? {
-            let (k, v) = e.ctx(&self.loc, "read")?;
-            if v.value().1 <= now {
-                expired.push(k.value());
-            }
-        }
+        let expired: Vec<i64> = t
+            .view()
+            .leases()?
+            .into_iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| id)
+            .collect();
         for id in expired {
             // Already checked that it exists.
             let _ = self.revoke(t, id)?;
