@@ -310,8 +310,13 @@ pub struct BenchStore {
     /// Measure only the embedded store (no etcd, no ratio): for tuning it.
     #[arg(long)]
     embedded_only: bool,
+    /// Runs per backend and writer count, alternating embedded and etcd; the medians are
+    /// compared.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=99))]
+    rounds: u32,
 }
 
+#[derive(Clone, Copy)]
 struct RunResult {
     writes: usize,
     secs: f64,
@@ -428,44 +433,78 @@ pub fn bench(b: BenchStore) -> Result<()> {
     rt.block_on(async move {
         println!(
             "store writes: {} B values, create (compare-and-set) of distinct keys, {} s or {} writes per run; \
-             both fsync every commit",
-            b.value_size, b.seconds, b.max_writes
+             both fsync every commit; {} rounds, alternating, then the medians",
+            b.value_size, b.seconds, b.max_writes, b.rounds
         );
         println!(
-            "{:<9} {:>7} {:>9} {:>10} {:>9} {:>9} {:>12} {:>12}",
+            "{:<11} {:>7} {:>9} {:>10} {:>9} {:>9} {:>12} {:>12}",
             "backend", "writers", "writes", "writes/s", "p50 ms", "p99 ms", "watch p50 ms", "watch p99 ms"
         );
         for &writers in &b.writers {
-            let dir = tempfile_dir(&tmp, writers)?;
-            let embedded = {
-                let s = EmbeddedStore::open(&dir, &OpenOptions::default())?;
-                let r = run(Arc::new(s), writers, &b).await;
-                let _ = std::fs::remove_dir_all(&dir);
-                r?
-            };
+            let mut embedded = Vec::new();
+            let mut etcd = Vec::new();
+            for round in 1..=b.rounds {
+                let dir = tempfile_dir(&tmp, writers)?;
+                let r = {
+                    let s = EmbeddedStore::open(&dir, &OpenOptions::default())?;
+                    let r = run(Arc::new(s), writers, &b).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    r?
+                };
+                print_row(&format!("embedded#{round}"), writers, &r);
+                embedded.push(r);
+                if b.embedded_only {
+                    continue;
+                }
+                let cluster = skiff_store::testing::EtcdCluster::start(1)?;
+                let r = {
+                    let s = connect_etcd(cluster.endpoints()).await?;
+                    run(Arc::new(s), writers, &b).await?
+                };
+                drop(cluster);
+                print_row(&format!("etcd#{round}"), writers, &r);
+                etcd.push(r);
+            }
+            let embedded = median(&embedded);
             print_row("embedded", writers, &embedded);
             if b.embedded_only {
                 continue;
             }
-            let cluster = skiff_store::testing::EtcdCluster::start(1)?;
-            let etcd = {
-                let s = connect_etcd(cluster.endpoints()).await?;
-                run(Arc::new(s), writers, &b).await?
-            };
-            drop(cluster);
+            let etcd = median(&etcd);
             print_row("etcd", writers, &etcd);
-            let (et, ee) = (
-                embedded.writes as f64 / embedded.secs,
-                etcd.writes as f64 / etcd.secs,
-            );
             println!(
-                "{writers} writers: embedded/etcd throughput {:.2}x (target >= 3), p99 ratio {:.2} (target <= 0.33)",
-                et / ee,
+                "{writers} writers, medians of {} runs: embedded/etcd throughput {:.2}x (target >= 3), p99 ratio {:.2} (target <= 0.33)",
+                b.rounds,
+                embedded.rate() / etcd.rate(),
                 embedded.p99.as_secs_f64() / etcd.p99.as_secs_f64()
             );
         }
         Ok(())
     })
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.writes as f64 / self.secs
+    }
+}
+
+/// Each figure's median over the runs.
+fn median(runs: &[RunResult]) -> RunResult {
+    fn mid<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    }
+    let rate = mid(runs.iter().map(RunResult::rate).collect());
+    let writes = mid(runs.iter().map(|r| r.writes).collect());
+    RunResult {
+        writes,
+        secs: writes as f64 / rate,
+        p50: mid(runs.iter().map(|r| r.p50).collect()),
+        p99: mid(runs.iter().map(|r| r.p99).collect()),
+        watch_p50: mid(runs.iter().map(|r| r.watch_p50).collect()),
+        watch_p99: mid(runs.iter().map(|r| r.watch_p99).collect()),
+    }
 }
 
 fn tempfile_dir(tmp: &Path, writers: usize) -> Result<PathBuf> {
@@ -496,11 +535,11 @@ async fn connect_etcd(endpoints: Vec<String>) -> Result<EtcdStore> {
 fn print_row(name: &str, writers: usize, r: &RunResult) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{:<9} {:>7} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>12.2} {:>12.2}",
+        "{:<11} {:>7} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>12.2} {:>12.2}",
         name,
         writers,
         r.writes,
-        r.writes as f64 / r.secs,
+        r.rate(),
         ms(r.p50),
         ms(r.p99),
         ms(r.watch_p50),
