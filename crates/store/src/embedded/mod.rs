@@ -306,6 +306,15 @@ impl EmbeddedStore {
     /// snapshot begun under the same lock. `f` takes (copies) what it needs from the
     /// overlay; the snapshot is returned for the rest of the read, done without the lock.
     fn view<T>(&self, f: impl FnOnce(&Layers, &Overlay) -> Result<T>) -> Result<(DbRead, T)> {
+        let (_, db, t) = self.view_txn(f)?;
+        Ok((db, t))
+    }
+
+    /// [`EmbeddedStore::view`], also returning the redb transaction (to copy the file).
+    fn view_txn<T>(
+        &self,
+        f: impl FnOnce(&Layers, &Overlay) -> Result<T>,
+    ) -> Result<(ReadTransaction, DbRead, T)> {
         let mem = self.inner.mem.read().unwrap_or_else(|e| e.into_inner());
         let r = self.read()?;
         let db = DbRead::open(&r, self.loc())?;
@@ -316,7 +325,7 @@ impl EmbeddedStore {
         };
         let t = f(&layers, &mem)?;
         drop(mem);
-        Ok((db, t))
+        Ok((r, db, t))
     }
 
     /// The current and the compact revision.
@@ -350,18 +359,9 @@ impl EmbeddedStore {
     /// Copy the store, consistent at one revision, into a new file at `dest`. Works on a
     /// read-only handle, so while a server runs.
     pub fn snapshot(&self, dest: &Path) -> Result<SnapshotInfo> {
-        let (r, ((rev, compact_rev), unfolded)) = {
-            let mem = self.inner.mem.read().unwrap_or_else(|e| e.into_inner());
-            let r = self.read()?;
-            let db = DbRead::open(&r, self.loc())?;
-            let layers = Layers {
-                over: [Some(&*mem), None],
-                db: &db,
-                loc: self.loc(),
-            };
-            let revs = layers.revs()?;
-            (r, (revs, mem.log.clone()))
-        };
+        // The file as of the snapshot, plus the writes not folded into it yet.
+        let (r, _, ((rev, compact_rev), unfolded)) =
+            self.view_txn(|l, mem| Ok((l.revs()?, mem.log.clone())))?;
         let tmp = dest.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
         let dloc = dest.display().to_string();
