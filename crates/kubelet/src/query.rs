@@ -1,35 +1,5 @@
 //! Multi-valued query strings (`command=sh&command=-c&…`).
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The pairs of a query string, in order, decoded.
 #[derive(Debug, Default, Clone)]
 pub struct Query(Vec<(String, String)>);
@@ -37,13 +7,8 @@ pub struct Query(Vec<(String, String)>);
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
         Query(
-            q.unwrap_or_default()
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
+            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .into_owned()
                 .collect(),
         )
     }
@@ -93,8 +58,9 @@ mod tests {
         assert!(q.flag("input"));
         assert!(q.flag("x"));
         assert!(!q.flag("output"));
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%41"), "A");
+        let odd = Query::parse(Some("a=%&b=a%2&c=%41"));
+        assert_eq!(odd.get("a"), Some("%"));
+        assert_eq!(odd.get("b"), Some("a%2"));
+        assert_eq!(odd.get("c"), Some("A"));
     }
 }

@@ -191,7 +191,11 @@ async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Respon
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(crate::query::percent_decode)
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let q = Query::parse(req.uri().query());

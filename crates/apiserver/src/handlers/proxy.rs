@@ -18,7 +18,6 @@ use skiff_api::kinds;
 use super::objects;
 use super::Target;
 use crate::meta;
-use crate::query::percent_decode;
 use crate::status::{ApiError, ApiResult};
 use crate::AppState;
 
@@ -38,13 +37,8 @@ const LOG_PARAMS: &[&str] = &[
 
 /// The pairs of a query string, in order (exec repeats `command`).
 fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    q.unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
 }
 
