@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
 
 use crate::runtime::StreamingRuntime;
 use crate::{spdy, ws};
@@ -129,20 +128,9 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
-    let (rd, mut wr) = tokio::io::split(io);
+    let (rd, wr) = tokio::io::split(io);
     let (mut tr, mut tw) = tokio::io::split(theirs);
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
-    tokio::spawn(async move {
-        while let Some(f) = frames_rx.recv().await {
-            if wr.write_all(&f).await.is_err() {
-                return;
-            }
-            if frames_rx.is_empty() && wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (frames_tx, _) = ws::spawn_writer(wr);
     let pongs = frames_tx.clone();
     tokio::spawn(async move {
         let mut rd = ws::Reader::new(rd);
@@ -190,19 +178,8 @@ pub async fn serve_websocket_channels<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(io);
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = frames_rx.recv().await {
-            if wr.write_all(&f).await.is_err() {
-                return;
-            }
-            if frames_rx.is_empty() && wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (frames_tx, writer) = ws::spawn_writer(wr);
     let frame = |ch: usize, data: &[u8]| {
         let mut m = Vec::with_capacity(data.len() + 1);
         m.push(ch as u8);

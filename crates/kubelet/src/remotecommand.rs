@@ -147,20 +147,8 @@ pub async fn serve_websocket<IO>(
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let v5 = protocol.starts_with("v5.");
-    let (rd, mut wr) = tokio::io::split(io);
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = frames_rx.recv().await {
-            if wr.write_all(&f).await.is_err() {
-                return;
-            }
-            if frames_rx.is_empty() && wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.flush().await;
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (frames_tx, writer) = ws::spawn_writer(wr);
 
     let (stdin_w, stdin_r) = if req.stdin {
         let (w, r) = tokio::io::duplex(PIPE);

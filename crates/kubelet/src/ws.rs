@@ -5,7 +5,9 @@
 use base64::Engine;
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Largest message accepted from a client; stdin and resize messages are small.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -207,6 +209,29 @@ pub fn encode(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
 /// A close frame with status 1000 (normal closure).
 pub fn close_frame() -> Vec<u8> {
     encode(OP_CLOSE, &1000u16.to_be_bytes(), None)
+}
+
+/// The task that writes encoded frames to `wr` in the order they are sent, flushing
+/// whenever none are queued, and shuts `wr` down once every sender is gone (or a write
+/// fails).
+pub fn spawn_writer<W>(mut wr: W) -> (mpsc::Sender<Vec<u8>>, JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
+    let task = tokio::spawn(async move {
+        while let Some(f) = frames_rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                return;
+            }
+            if frames_rx.is_empty() && wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+    });
+    (frames_tx, task)
 }
 
 #[cfg(test)]

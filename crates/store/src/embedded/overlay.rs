@@ -353,8 +353,9 @@ pub(super) fn list_latest_over(
             return Ok(None);
         }
         let rev = v.value();
-        // The value is read only if the key is not overridden; cheap enough to read
-        // always, as the file's latest versions are what a list mostly returns.
+        // Read even when the overlay overrides the key: that is rare (the overlay holds
+        // about a second of writes), and the file's latest versions are what a list
+        // mostly returns.
         match db.hist.get((key, rev)).ctx(loc, "list")? {
             Some(r) => Ok(Some((
                 key.to_string(),
@@ -502,7 +503,6 @@ pub(super) fn pick_events(
 
 /// Watch events from `from`: the file's first (up to where the overlay's begin), then the
 /// overlay's (`over`, from [`pick_events`] with the same `from`).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn read_events_over(
     over: OverEvents,
     db: &DbRead,
