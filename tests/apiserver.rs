@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "apiserver/common.rs"]
+#[macro_use]
 mod common;
 
 #[path = "apiserver/kubectl.rs"]

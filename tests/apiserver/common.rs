@@ -74,6 +74,15 @@ impl Server {
         self.kubectl_with(version, args, None, &[])
     }
 
+    /// kubectl `version` with `args`, pointed at this server (not started yet).
+    pub fn kubectl_command(&self, version: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(kubectl_path(version));
+        c.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path());
+        c
+    }
+
     pub fn kubectl_with(
         &self,
         version: &str,
@@ -81,10 +90,7 @@ impl Server {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> Out {
-        let mut c = Command::new(kubectl_path(version));
-        c.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path());
+        let mut c = self.kubectl_command(version, args);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -283,4 +289,22 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, contents).expect("write file");
     p
+}
+
+/// One test module per function named, with a test per kubectl version in [`VERSIONS`].
+macro_rules! per_version {
+    ($($name:ident),*) => {
+        $(
+            mod $name {
+                #[test]
+                fn kubectl_1_27() {
+                    super::$name($crate::common::VERSIONS[0]);
+                }
+                #[test]
+                fn kubectl_1_33() {
+                    super::$name($crate::common::VERSIONS[1]);
+                }
+            }
+        )*
+    };
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{eventually, write, Server, VERSIONS};
+use crate::common::{eventually, write, Server};
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -713,23 +713,6 @@ fn cascade(v: &str) {
             });
         }
     }
-}
-
-macro_rules! per_version {
-    ($($name:ident),*) => {
-        $(
-            mod $name {
-                #[test]
-                fn kubectl_1_27() {
-                    super::$name(super::VERSIONS[0]);
-                }
-                #[test]
-                fn kubectl_1_33() {
-                    super::$name(super::VERSIONS[1]);
-                }
-            }
-        )*
-    };
 }
 
 per_version!(

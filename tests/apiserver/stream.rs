@@ -17,7 +17,7 @@ use skiff_kubelet::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{kubectl_path, write, Server, VERSIONS};
+use crate::common::{kubectl_path, write, Server};
 
 /// The port in pod `web` that the test's echo listener stands for.
 const POD_PORT: u16 = 8080;
@@ -452,10 +452,8 @@ fn exec(v: &str) {
 
     // A client that goes away mid-stream ends the session (the process gets EPIPE), and
     // the server keeps serving.
-    let mut child = Command::new(kubectl_path(v))
-        .args(["exec", "web", "--", "yes", "streaming"])
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", s.dir.path())
+    let mut child = s
+        .kubectl_command(v, &["exec", "web", "--", "yes", "streaming"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -586,10 +584,8 @@ fn logs(v: &str) {
     );
 
     // -f: the stream stays open and delivers what is appended.
-    let mut child = Command::new(kubectl_path(v))
-        .args(["logs", "-f", "web"])
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", s.dir.path())
+    let mut child = s
+        .kubectl_command(v, &["logs", "-f", "web"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -667,10 +663,8 @@ fn minor(v: &str) -> u32 {
 }
 
 fn port_forward_on(s: &Server, v: &str) {
-    let mut child = Command::new(kubectl_path(v))
-        .args(["port-forward", "-v=8", "pod/web", ":8080", ":9999"])
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", s.dir.path())
+    let mut child = s
+        .kubectl_command(v, &["port-forward", "-v=8", "pod/web", ":8080", ":9999"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -792,23 +786,6 @@ fn kubelet_rejects_clients_without_a_cluster_certificate() {
         String::from_utf8_lossy(&admin.stdout),
         "line1\nline2\nline3\n"
     );
-}
-
-macro_rules! per_version {
-    ($($name:ident),*) => {
-        $(
-            mod $name {
-                #[test]
-                fn kubectl_1_27() {
-                    super::$name(super::VERSIONS[0]);
-                }
-                #[test]
-                fn kubectl_1_33() {
-                    super::$name(super::VERSIONS[1]);
-                }
-            }
-        )*
-    };
 }
 
 per_version!(exec, cp, attach, tty, logs, port_forward, errors);

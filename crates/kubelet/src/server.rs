@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -279,23 +279,13 @@ enum Stream {
     },
 }
 
-fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
-    h.get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
 fn upgrade(
     mut req: Request<Incoming>,
     stream: Stream,
     rt: Arc<dyn StreamingRuntime>,
 ) -> Response<Body> {
     let headers = req.headers().clone();
-    let is_spdy = header_values(&headers, "upgrade")
+    let is_spdy = ws::header_values(&headers, "upgrade")
         .iter()
         .any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
     let (kind, supported, offered): (&str, Vec<&str>, Vec<String>) = if ws::is_upgrade(&headers) {
@@ -315,7 +305,7 @@ fn upgrade(
         (
             "SPDY",
             supported,
-            header_values(&headers, "x-stream-protocol-version"),
+            ws::header_values(&headers, "x-stream-protocol-version"),
         )
     } else {
         return status(

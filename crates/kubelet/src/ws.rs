@@ -53,8 +53,12 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// The subprotocols the client offers, in its order.
 pub fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all("sec-websocket-protocol")
+    header_values(headers, "sec-websocket-protocol")
+}
+
+/// The comma-separated values of every `name` header, trimmed, in order.
+pub fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
