@@ -22,7 +22,8 @@ use crate::status::{ApiError, ApiResult};
 use crate::watch_cache::{CacheEvent, EventType, Subscription, WatchCache};
 use crate::AppState;
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Watch {
     kind: &'static Kind,
@@ -115,8 +116,15 @@ impl Watch {
         if initial_end {
             md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": md});
+        // An object of the kind served, carrying only its resourceVersion (and the marker).
+        let obj = match self.render {
+            Render::Metadata => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": md})
+            }
+            Render::Object | Render::Table => {
+                json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": md})
+            }
+        };
         let mut s = json!({"type": "BOOKMARK", "object": obj}).to_string();
         s.push('\n');
         Bytes::from(s)
@@ -273,6 +281,23 @@ impl Stream {
         )
     }
 
+    /// When to send the next bookmark, after the one due at `last` (None: none yet). As
+    /// kube-apiserver: every [`BOOKMARK_EVERY`], and once [`BOOKMARK_BEFORE_TIMEOUT`]
+    /// before the watch times out, so a client resumes from a fresh revision.
+    fn next_bookmark(&self, last: Option<tokio::time::Instant>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let periodic = now + BOOKMARK_EVERY;
+        let pre_timeout = self
+            .deadline
+            .checked_sub(BOOKMARK_BEFORE_TIMEOUT)
+            .unwrap_or(now);
+        if last.is_none_or(|l| l < pre_timeout) {
+            periodic.min(pre_timeout)
+        } else {
+            periodic
+        }
+    }
+
     /// The line for a cache event, if this watcher sees it.
     fn line(&self, ev: &CacheEvent) -> Option<Bytes> {
         if ev.revision <= self.start {
@@ -308,13 +333,13 @@ impl Stream {
                 }
             }
         }
-        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-        tick.tick().await;
+        let mut next_bookmark = self.next_bookmark(None);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(self.deadline) => return,
                 _ = self.tx.closed() => return,
-                _ = tick.tick(), if w.bookmarks => {
+                _ = tokio::time::sleep_until(next_bookmark), if w.bookmarks => {
+                    next_bookmark = self.next_bookmark(Some(next_bookmark));
                     // Only when caught up: a bookmark ahead of an undelivered event would
                     // let the client resume past it.
                     if let Some(rev) = cache.progress(&sub) {
