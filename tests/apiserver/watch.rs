@@ -448,9 +448,8 @@ impl KubectlWatch {
             };
             let name = obj.metadata.name.clone().unwrap_or_default();
             state.retain(|(n, _)| *n != name);
-            match e["type"].as_str() {
-                Some("ADDED" | "MODIFIED") => state.push((name, obj)),
-                _ => {}
+            if matches!(e["type"].as_str(), Some("ADDED" | "MODIFIED")) {
+                state.push((name, obj));
             }
         }
         view(state.iter().map(|(_, o)| o))
