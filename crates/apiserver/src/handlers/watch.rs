@@ -1,6 +1,13 @@
 //! Watch requests: a chunked stream of `{"type": …, "object": …}` lines fed by the watch
-//! cache, filtered per request (kind, namespace, name, selectors), with initial events,
-//! bookmarks, resume from a resourceVersion (410 when too old) and timeoutSeconds.
+//! cache, filtered per request (kind, namespace, name, selectors), with initial events
+//! (legacy, and streaming lists: `sendInitialEvents=true` ending with the
+//! `k8s.io/initial-events-end` bookmark), bookmarks (every minute and just before the
+//! timeout, only when the watcher is caught up), resume from a resourceVersion and
+//! timeoutSeconds. Options are validated as kube-apiserver does (422 ListOptions).
+//!
+//! A watch never skips: when its position is too old, or the cache lost events it owed,
+//! or it fell too far behind, it gets one ERROR event with a 410 Gone Status and ends, so
+//! the client relists. The HTTP answer itself is 200 then, as kube-apiserver's.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
