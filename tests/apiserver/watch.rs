@@ -18,7 +18,7 @@ use kube::runtime::reflector;
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::{json, Value};
 use skiff_store::testing::EtcdCluster;
-use skiff_store::{EtcdOptions, EtcdStore, Store};
+use skiff_store::{EtcdOptions, EtcdStore, Op, Store, Txn};
 
 use crate::common::{Server, VERSIONS};
 use crate::kube_rs::{client, cm, listed, reader_view, until, view, View};
@@ -485,9 +485,8 @@ async fn in_etcd(etcd: &EtcdStore) -> View {
     view(&objs)
 }
 
-/// Writes ConfigMap `name` in etcd directly, as a copy of `from` with `data`.
-async fn put_direct(etcd: &EtcdStore, from: &str, name: &str, data: Value) {
-    let key = |n: &str| format!("/registry/core/configmaps/default/{n}");
+/// ConfigMap `name` as stored in etcd: a copy of `from` with `data`.
+async fn stored(etcd: &EtcdStore, from: &str, name: &str, data: Value) -> Op {
     let kv = etcd.get(&key(from), None).await.unwrap().kv.unwrap();
     let mut o: Value = serde_json::from_slice(&kv.value).unwrap();
     if from != name {
@@ -498,9 +497,26 @@ async fn put_direct(etcd: &EtcdStore, from: &str, name: &str, data: Value) {
     if let Some(md) = o["metadata"].as_object_mut() {
         md.remove("resourceVersion");
     }
-    etcd.put(&key(name), serde_json::to_vec(&o).unwrap(), 0)
-        .await
-        .unwrap();
+    Op::Put {
+        key: key(name),
+        value: serde_json::to_vec(&o).unwrap(),
+        lease: 0,
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("/registry/core/configmaps/default/{name}")
+}
+
+/// Writes `ops` to etcd directly, in one transaction (one revision).
+async fn write_direct(etcd: &EtcdStore, ops: Vec<Op>) {
+    etcd.txn(Txn {
+        compares: vec![],
+        success: ops,
+        failure: vec![],
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,12 +575,18 @@ async fn kube_compaction_under_live_watchers_ends_them_and_clients_relist() {
     .await;
 
     // 1. The store out of reach and back, nothing compacted: every watch resumes where it
-    //    was and sees the change made meanwhile; none ends.
+    //    was and sees the changes made meanwhile — both keys of one transaction, which
+    //    share a revision; none ends.
     proxy.cut();
-    put_direct(&direct, "c0", "c0", json!({"v": "1"})).await;
+    let ops = vec![
+        stored(&direct, "c0", "c0", json!({"v": "1"})).await,
+        stored(&direct, "c1", "c1", json!({"v": "1"})).await,
+    ];
+    write_direct(&direct, ops).await;
     proxy.restore();
     let want = in_etcd(&direct).await;
-    until("the watchers to see c0's change", || async {
+    assert_eq!(want["c0"].0, want["c1"].0, "one revision for both");
+    until("the watchers to see c0's and c1's change", || async {
         (reader_view(&reader) == want && kubectls.iter().all(|k| k.view() == want)).then_some(())
     })
     .await;
@@ -576,12 +598,11 @@ async fn kube_compaction_under_live_watchers_ends_them_and_clients_relist() {
     // 2. Changes, then a compaction, while the API server cannot see the store: its watch
     //    cache misses them for good. Every live watch must end rather than go on without.
     proxy.cut();
-    put_direct(&direct, "c1", "c1", json!({"v": "2"})).await;
-    direct
-        .delete("/registry/core/configmaps/default/c2", None)
-        .await
-        .unwrap();
-    put_direct(&direct, "c3", "c9", json!({"v": "9"})).await;
+    let op = stored(&direct, "c1", "c1", json!({"v": "2"})).await;
+    write_direct(&direct, vec![op]).await;
+    direct.delete(&key("c2"), None).await.unwrap();
+    let op = stored(&direct, "c3", "c9", json!({"v": "9"})).await;
+    write_direct(&direct, vec![op]).await;
     let rev = direct.current_revision().await.unwrap();
     direct.compact(rev).await.unwrap();
     proxy.restore();
