@@ -31,6 +31,9 @@ mod events;
 #[path = "apiserver/stream.rs"]
 mod stream;
 
+#[path = "apiserver/lifecycle.rs"]
+mod lifecycle;
+
 #[path = "apiserver/kube_rs.rs"]
 mod kube_rs;
 
