@@ -715,6 +715,9 @@ impl CgroupManager for V1Manager {
     fn stats(&self) -> Result<Stats, CgroupError> {
         let mut s = Stats::default();
         self.cpu_stats(&mut s)?;
+        if let Some(dir) = self.controller_dir("cpuset") {
+            s.cpuset = stats::read_cpuset_v1(dir)?;
+        }
         if let Some(dir) = self.controller_dir("memory") {
             s.memory.usage = stats::read_memory_entry_v1(dir, "memory")?;
             s.memory.swap = stats::read_memory_entry_v1(dir, "memory.memsw")?;
