@@ -256,7 +256,13 @@ pub fn prepare(spec: &Spec, cfg: &RootfsConfig) -> Result<(), RootfsError> {
     };
     mount(None::<&str>, "/", None::<&str>, initial, None::<&str>)
         .map_err(|e| sys("set propagation of", Path::new("/"), e))?;
-    make_parent_private(&cfg.rootfs)?;
+    // pivot_root refuses a rootfs whose parent mount is shared. After a recursive slave or
+    // private every mount is unshared already, and the mount table need not be read.
+    let unshared = initial.contains(MsFlags::MS_REC)
+        && initial.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
+    if !unshared {
+        make_parent_private(&cfg.rootfs)?;
+    }
     mount(
         Some(&cfg.rootfs),
         &cfg.rootfs,

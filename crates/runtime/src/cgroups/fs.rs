@@ -309,7 +309,32 @@ pub(crate) fn remove_cgroup(
     created_ancestors: &[PathBuf],
     hooks: &FsHooks,
 ) -> Result<(), CgroupError> {
-    remove_descendants(leaf, hooks)?;
+    // Most containers make no sub-cgroups: try the leaf first, and list it (a readdir per
+    // hierarchy) only when the kernel refuses.
+    let removed = match rmdir(leaf, hooks) {
+        Ok(()) => true,
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    };
+    if !removed {
+        remove_descendants(leaf, hooks)?;
+        remove_leaf(leaf, hooks)?;
+    }
+    let mut ancestors: Vec<&PathBuf> = created_ancestors.iter().filter(|p| *p != leaf).collect();
+    ancestors.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for dir in ancestors {
+        match rmdir(dir, hooks) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == ErrorKind::NotFound
+                    || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+            Err(e) => return Err(CgroupError::io("remove directory", dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// rmdir `leaf`, retrying while the kernel still reports it busy.
+fn remove_leaf(leaf: &Path, hooks: &FsHooks) -> Result<(), CgroupError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -329,17 +354,6 @@ pub(crate) fn remove_cgroup(
                 })
             }
             Err(e) => return Err(CgroupError::io("remove directory", leaf, e)),
-        }
-    }
-    let mut ancestors: Vec<&PathBuf> = created_ancestors.iter().filter(|p| *p != leaf).collect();
-    ancestors.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for dir in ancestors {
-        match rmdir(dir, hooks) {
-            Ok(()) => {}
-            Err(e)
-                if e.kind() == ErrorKind::NotFound
-                    || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
-            Err(e) => return Err(CgroupError::io("remove directory", dir, e)),
         }
     }
     Ok(())
