@@ -40,7 +40,16 @@ pub(crate) fn write_knob(
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|e| CgroupError::io("read", path, e))
+    read_whole(path).map_err(|e| CgroupError::io("read", path, e))
+}
+
+/// Read a file whose size stat does not know (procfs, cgroupfs) with one large read
+/// instead of a series of growing small ones.
+pub(crate) fn read_whole(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::with_capacity(16 * 1024);
+    std::fs::File::open(path)?.read_to_string(&mut s)?;
+    Ok(s)
 }
 
 /// `None` when the file does not exist (controller absent or knob not supported).

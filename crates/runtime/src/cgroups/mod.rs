@@ -255,7 +255,7 @@ pub fn open_from(
 
 /// The calling process's /proc/self/cgroup, to record as a container's origin.
 pub fn own_cgroup_text() -> Option<String> {
-    std::fs::read_to_string("/proc/self/cgroup").ok()
+    fs::read_whole(Path::new("/proc/self/cgroup")).ok()
 }
 
 #[cfg(test)]
