@@ -534,12 +534,59 @@ impl Rt {
         });
         got.unwrap_or_else(|| panic!("container {id} did not reach {n} processes: {last:?}"))
     }
+}
 
-    /// The cgroup dir of `cgroups_path` under `controller` on the host (cgroup v1).
-    pub fn cgroup_dir(controller: &str, cgroups_path: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join(cgroups_path.trim_start_matches('/'))
+/// The host's cgroup layout under /sys/fs/cgroup, from /proc/self/mountinfo (the
+/// runtime's own detection, so tests and runtime cannot disagree about the host).
+pub fn host_cgroup_layout() -> skiff_runtime::cgroups::HostLayout {
+    skiff_runtime::cgroups::host_layout(Path::new("/sys/fs/cgroup"))
+        .expect("read /proc/self/mountinfo")
+        .expect("no cgroup filesystem is mounted at /sys/fs/cgroup")
+}
+
+/// Where containers' cgroup files are: one directory per v1 hierarchy under
+/// /sys/fs/cgroup (legacy and hybrid hosts, like this test machine), or one directory in
+/// a cgroup2 tree (a unified host's /sys/fs/cgroup, or a hybrid host's unified mount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroups {
+    V1,
+    V2 { root: PathBuf },
+}
+
+impl Cgroups {
+    /// What `skiff runtime` uses on this host by default (no `--cgroup-root`).
+    pub fn host() -> Cgroups {
+        let layout = host_cgroup_layout();
+        match layout.version {
+            skiff_runtime::cgroups::CgroupVersion::V1 => Cgroups::V1,
+            skiff_runtime::cgroups::CgroupVersion::V2 => Cgroups::V2 {
+                root: layout.unified.unwrap_or_else(|| "/sys/fs/cgroup".into()),
+            },
+        }
+    }
+
+    pub fn is_v2(&self) -> bool {
+        matches!(self, Cgroups::V2 { .. })
+    }
+
+    /// The cgroup dir of `cgroups_path` that holds `controller`'s files (v1: that
+    /// controller's hierarchy; v2: the one directory).
+    pub fn dir(&self, controller: &str, cgroups_path: &str) -> PathBuf {
+        let rel = cgroups_path.trim_start_matches('/');
+        match self {
+            Cgroups::V1 => Path::new("/sys/fs/cgroup").join(controller).join(rel),
+            Cgroups::V2 { root } => root.join(rel),
+        }
+    }
+
+    /// The trimmed contents of `file` in `controller`'s dir of `cgroups_path`.
+    #[track_caller]
+    pub fn read(&self, controller: &str, cgroups_path: &str, file: &str) -> String {
+        let p = self.dir(controller, cgroups_path).join(file);
+        fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+            .trim()
+            .to_string()
     }
 }
 
@@ -555,13 +602,12 @@ impl Drop for Rt {
             // Backstop for a runtime that failed to remove its cgroups: only our own unique
             // leaf dirs, never the shared parent.
             if cg.contains("skiff-t") {
-                if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
-                    for e in rd.flatten() {
-                        let d = e.path().join(cg.trim_start_matches('/'));
-                        if d.is_dir() {
-                            let _ = fs::remove_dir(&d);
-                        }
-                    }
+                let mut dirs = cgroup_dirs(cg);
+                if let Some(r) = &self.cgroup_root {
+                    dirs.push(r.join(cg.trim_start_matches('/')));
+                }
+                for d in dirs {
+                    let _ = fs::remove_dir(&d);
                 }
             }
         }
@@ -631,7 +677,8 @@ pub fn processes_mentioning(marker: &str) -> Vec<(i32, String)> {
     found
 }
 
-/// Whether the cgroup `cgroups_path` exists under any v1 controller (or v2 root).
+/// The dirs of cgroup `cgroups_path` that exist: under any v1 hierarchy or cgroup2
+/// mount below /sys/fs/cgroup, or under /sys/fs/cgroup itself (a unified host).
 pub fn cgroup_dirs(cgroups_path: &str) -> Vec<PathBuf> {
     let rel = cgroups_path.trim_start_matches('/');
     let mut dirs = vec![];

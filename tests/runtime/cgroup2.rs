@@ -1,31 +1,33 @@
-//! Containers on cgroup v2. This machine is hybrid: its v1 hierarchies carry the
-//! controllers, and its cgroup2 mount (/sys/fs/cgroup/unified) has only the core and
-//! hugetlb. That is enough to run skiff's v2 path for real: creation straight into the
-//! cgroup (clone3 with CLONE_INTO_CGROUP), the eBPF device filter, freezing, exec, and a
-//! clear refusal of limits whose controller is missing.
+//! Containers on cgroup v2. On a unified host (Debian 12 and later) that is
+//! /sys/fs/cgroup itself, with every controller. This test machine is hybrid: its v1
+//! hierarchies carry the controllers, and its cgroup2 mount (/sys/fs/cgroup/unified) has
+//! only the core and hugetlb. That is enough to run skiff's v2 path for real: creation
+//! straight into the cgroup (clone3 with CLONE_INTO_CGROUP), the eBPF device filter,
+//! freezing, exec, and a clear refusal of limits whose controller is missing. (v2 limits
+//! are written to a fake cgroupfs by the runtime crate's unit tests.)
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::common::{unique_name, Bundle, Rt};
+use crate::common::{host_cgroup_layout, unique_name, Bundle, Cgroups, Rt};
 
+/// The host's cgroup2 mount: /sys/fs/cgroup on a unified host, e.g.
+/// /sys/fs/cgroup/unified on a hybrid one.
 fn unified() -> PathBuf {
-    let p = PathBuf::from("/sys/fs/cgroup/unified");
+    let p = host_cgroup_layout()
+        .unified
+        .expect("this host has no cgroup2 mount under /sys/fs/cgroup");
     assert!(
         p.join("cgroup.controllers").exists(),
-        "this test machine has a cgroup2 mount at {}",
+        "{} is not a cgroup2 root",
         p.display()
     );
     p
 }
 
 fn cgroup_file(id: &str, file: &str) -> String {
-    let p = unified().join(id).join(file);
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .trim()
-        .to_string()
+    Cgroups::V2 { root: unified() }.read("", id, file)
 }
 
 #[test]
@@ -87,17 +89,38 @@ fn cgroup2_pause_resume_exec_and_delete() {
 
 #[test]
 fn a_limit_without_its_controller_is_refused_and_nothing_is_left() {
-    // The unified hierarchy here has no pids controller.
-    let rt = Rt::skiff_on(&unified());
+    let root = unified();
+    let available =
+        std::fs::read_to_string(root.join("cgroup.controllers")).expect("read cgroup.controllers");
+    let available: Vec<&str> = available.split_whitespace().collect();
+    // A limit whose controller this cgroup2 mount lacks (pids on this hybrid host). A
+    // unified host may have them all; cgroup v2 has no realtime cpu limits at all.
+    let candidates = [
+        ("pids", "/linux/resources/pids", json!({"limit": 10})),
+        (
+            "rdma",
+            "/linux/resources/rdma",
+            json!({"mlx5_0": {"hcaHandles": 1}}),
+        ),
+    ];
+    let (name, pointer, value) = candidates
+        .into_iter()
+        .find(|(c, _, _)| !available.contains(c))
+        .unwrap_or((
+            "realtime",
+            "/linux/resources/cpu",
+            json!({"realtimeRuntime": 1000, "realtimePeriod": 100000}),
+        ));
+    let rt = Rt::skiff_on(&root);
     let mut b = Bundle::new(&["true"]);
-    b.set("/linux/resources/pids", json!({"limit": 10}));
+    b.set(pointer, value);
     let id = unique_name();
     let out = rt.run(&b, &id);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains("pids"),
-        "error does not name the controller: {out:?}"
+        out.stderr.contains(name),
+        "error does not name the {name} controller: {out:?}"
     );
     assert!(!rt.state_dir(&id).exists(), "state dir left behind");
-    assert!(!unified().join(&id).exists(), "cgroup left behind");
+    assert!(!root.join(&id).exists(), "cgroup left behind");
 }

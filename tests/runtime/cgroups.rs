@@ -1,11 +1,14 @@
-//! The cgroup side of a container (cgroup v1 layout, as on the test machines): its
-//! cgroup, resource limits, pause/resume, ps and events. cgroupsPath is
-//! `/<id>`; ids are unique `skiff-t<pid>-<n>` names (see `Bundle::save_for`).
+//! The cgroup side of a container on this host's default cgroup layout: v1 hierarchies
+//! on a legacy or hybrid host (like the test machines), the unified hierarchy on a v2
+//! host (Debian 12 and later); each test reads the files of the layout it finds. Its
+//! cgroup, resource limits, pause/resume, ps and events. cgroupsPath is `/<id>`; ids are
+//! unique `skiff-t<pid>-<n>` names (see `Bundle::save_for`).
 
 use serde_json::json;
 
-use crate::common::{cgroup_dirs, pid_alive, unique_name, Bundle, Rt};
+use crate::common::{cgroup_dirs, pid_alive, unique_name, Bundle, Cgroups, Rt};
 
+/// The v1 hierarchies a container joins.
 const CONTROLLERS: &[&str] = &[
     "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids",
 ];
@@ -14,35 +17,37 @@ fn cg_path(id: &str) -> String {
     format!("/{id}")
 }
 
-/// The contents of `<controller>/<id>/<file>` on the host, trimmed.
-fn cg_file(controller: &str, id: &str, file: &str) -> String {
-    let p = Rt::cgroup_dir(controller, &cg_path(id)).join(file);
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn container_gets_its_own_cgroup_which_delete_removes() {
+    let cgroups = Cgroups::host();
     let rt = Rt::skiff();
     let b = Bundle::new(&["sleep", "60"]);
     let id = unique_name();
     rt.create(&b, &id).ok();
     let pid = rt.state(&id)["pid"].as_i64().expect("pid");
     // Already in its cgroup while created, before the program runs.
-    for c in CONTROLLERS {
-        let procs = cg_file(c, &id, "cgroup.procs");
+    let controllers: &[&str] = if cgroups.is_v2() { &[""] } else { CONTROLLERS };
+    for c in controllers {
+        let procs = cgroups.read(c, &cg_path(&id), "cgroup.procs");
         assert!(
             procs.lines().any(|l| l == pid.to_string()),
             "{c}: init {pid} not in cgroup.procs {procs:?}"
         );
     }
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
-    for line in own
+    let lines: Vec<&str> = own
         .lines()
-        .filter(|l| CONTROLLERS.iter().any(|c| l.split(':').nth(1) == Some(c)))
-    {
+        .filter(|l| {
+            let ctl = l.split(':').nth(1);
+            if cgroups.is_v2() {
+                ctl == Some("")
+            } else {
+                CONTROLLERS.iter().any(|c| ctl == Some(c))
+            }
+        })
+        .collect();
+    assert_eq!(lines.len(), controllers.len(), "{own}");
+    for line in lines {
         assert!(line.ends_with(&cg_path(&id)), "init is elsewhere: {line}");
     }
     rt.cmd(&["start", &id]).ok();
@@ -53,6 +58,7 @@ fn container_gets_its_own_cgroup_which_delete_removes() {
 
 #[test]
 fn resource_limits_are_written_to_the_cgroup() {
+    let cgroups = Cgroups::host();
     let rt = Rt::skiff();
     let mut b = Bundle::new(&["sleep", "60"]);
     b.set("/linux/resources/memory", json!({"limit": 67108864}))
@@ -63,24 +69,36 @@ fn resource_limits_are_written_to_the_cgroup() {
         .set("/linux/resources/pids", json!({"limit": 20}));
     let id = unique_name();
     rt.start_detached(&b, &id);
-    assert_eq!(cg_file("memory", &id, "memory.limit_in_bytes"), "67108864");
-    assert_eq!(cg_file("cpu", &id, "cpu.shares"), "512");
-    assert_eq!(cg_file("cpu", &id, "cpu.cfs_quota_us"), "50000");
-    assert_eq!(cg_file("cpu", &id, "cpu.cfs_period_us"), "100000");
-    assert_eq!(cg_file("cpuset", &id, "cpuset.cpus"), "0");
-    assert_eq!(cg_file("cpuset", &id, "cpuset.mems"), "0");
-    assert_eq!(cg_file("pids", &id, "pids.max"), "20");
-    // runc's default config denies every device; the runtime then allows the standard ones.
-    let devices = cg_file("devices", &id, "devices.list");
-    assert!(
-        !devices.lines().any(|l| l == "a *:* rwm"),
-        "devices not restricted: {devices}"
-    );
-    for dev in ["c 1:3 rwm", "c 1:5 rwm", "c 1:9 rwm", "c 5:0 rwm"] {
+    let p = cg_path(&id);
+    let read = |controller: &str, file: &str| cgroups.read(controller, &p, file);
+    assert_eq!(read("cpuset", "cpuset.cpus"), "0");
+    assert_eq!(read("cpuset", "cpuset.mems"), "0");
+    assert_eq!(read("pids", "pids.max"), "20");
+    if cgroups.is_v2() {
+        assert_eq!(read("memory", "memory.max"), "67108864");
+        // runc's conversion of shares [2, 262144] to weight [1, 10000].
+        assert_eq!(read("cpu", "cpu.weight"), "20");
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000");
+        // Device rules are an eBPF program on v2, with no file to read: the filter is
+        // tested by what a container can open (cgroup2.rs).
+    } else {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu", "cpu.shares"), "512");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        // runc's default config denies every device; the runtime then allows the
+        // standard ones.
+        let devices = read("devices", "devices.list");
         assert!(
-            devices.lines().any(|l| l == dev),
-            "{dev} missing from devices.list: {devices}"
+            !devices.lines().any(|l| l == "a *:* rwm"),
+            "devices not restricted: {devices}"
         );
+        for dev in ["c 1:3 rwm", "c 1:5 rwm", "c 1:9 rwm", "c 5:0 rwm"] {
+            assert!(
+                devices.lines().any(|l| l == dev),
+                "{dev} missing from devices.list: {devices}"
+            );
+        }
     }
     rt.cmd(&["delete", "--force", &id]).ok();
 }
@@ -134,13 +152,25 @@ fn pause_and_resume_freeze_the_container() {
     let b = Bundle::new(&["sh", "-c", "sleep 60 & sleep 60"]);
     let id = unique_name();
     let pid = rt.start_detached(&b, &id);
+    let cgroups = Cgroups::host();
+    // v1: freezer.state; v2: cgroup.events' "frozen" key.
+    let frozen = || {
+        if cgroups.is_v2() {
+            let events = cgroups.read("", &cg_path(&id), "cgroup.events");
+            events.lines().any(|l| l == "frozen 1")
+        } else {
+            let state = cgroups.read("freezer", &cg_path(&id), "freezer.state");
+            assert!(state == "FROZEN" || state == "THAWED", "{state}");
+            state == "FROZEN"
+        }
+    };
     rt.cmd(&["pause", &id]).ok();
     assert_eq!(rt.state(&id)["status"], "paused");
-    assert_eq!(cg_file("freezer", &id, "freezer.state"), "FROZEN");
+    assert!(frozen(), "pause left the cgroup thawed");
     rt.cmd(&["pause", &id]).fails_with(1, &["paused"]);
     rt.cmd(&["resume", &id]).ok();
     assert_eq!(rt.state(&id)["status"], "running");
-    assert_eq!(cg_file("freezer", &id, "freezer.state"), "THAWED");
+    assert!(!frozen(), "resume left the cgroup frozen");
     rt.cmd(&["resume", &id]).fails_with(1, &["running"]);
 
     // A paused container can still be force-deleted: its processes must be thawed to die.

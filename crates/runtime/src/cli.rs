@@ -43,8 +43,9 @@ pub struct RuntimeCli {
     /// Accepted for runc compatibility; skiff manages cgroupfs directly.
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility.
-    #[arg(long, global = true)]
+    /// Accepted for runc compatibility. Like runc's, it goes before the command: after
+    /// `spec` the same name is that command's own flag.
+    #[arg(long)]
     pub rootless: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -563,6 +564,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        // clap checks (e.g. one long name per argument, globals included) run here, not
+        // only when a debug binary happens to parse that subcommand.
+        use clap::CommandFactory;
+        RuntimeCli::command().debug_assert();
+        let cli = RuntimeCli::try_parse_from(["skiff runtime", "spec", "--rootless"]).unwrap();
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Spec {
+                rootless_spec: true,
+                ..
+            }
+        ));
+        let cli = RuntimeCli::try_parse_from(["skiff runtime", "--rootless", "auto", "state", "x"])
+            .unwrap();
+        assert_eq!(cli.rootless.as_deref(), Some("auto"));
+    }
 
     #[test]
     fn signals() {

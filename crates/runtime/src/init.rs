@@ -31,13 +31,17 @@ pub struct InitContext {
     /// Namespaces to join by path, in join order (the user namespace first).
     pub join: Vec<(LinuxNamespaceType, PathBuf)>,
     pub new_userns: bool,
-    /// Namespaces the init unshares itself after becoming root of its new user namespace.
+    /// Namespaces the init unshares itself (all new ones but user and pid): first thing,
+    /// or with a new user namespace once it is root there.
     pub unshare_flags: CloneFlags,
     pub new_utsns: bool,
     pub new_cgroupns: bool,
     /// Unshare the cgroup namespace before preparing the rootfs (a cgroup2 mount in it
     /// must see the new namespace); otherwise it is unshared after HooksDone.
     pub cgroupns_early: bool,
+    /// The config has prestart or createRuntime hooks, which the parent runs between
+    /// Hooks and HooksDone; without any, neither message is sent.
+    pub runtime_hooks: bool,
     /// `exec.fifo` in the state dir; None for a foreground run (Start comes by channel).
     pub fifo: Option<PathBuf>,
 }
@@ -88,13 +92,18 @@ fn setup(
         Some(p) => Some(open_fifo(p)?),
         None => None,
     };
+    // While the parent makes our cgroup (it says Go when it is ready).
+    if !ctx.new_userns && !ctx.unshare_flags.is_empty() {
+        nix::sched::unshare(ctx.unshare_flags)
+            .map_err(|e| format!("unshare {:?}: {e}", ctx.unshare_flags))?;
+    }
+    let (payload, _) = ch.expect(Msg::Go).map_err(|e| chain(&e))?;
     // Moving ourselves is far cheaper than being moved (see CgroupManager::join_self),
     // and it works even in a new user namespace because our credentials are still the
     // host's here. Children and every later step are accounted to the container.
     if !in_cgroup {
         cg.join_self().map_err(|e| chain(&e))?;
     }
-    let (payload, _) = ch.expect(Msg::Go).map_err(|e| chain(&e))?;
     let host_pid: i32 = std::str::from_utf8(&payload)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -137,8 +146,10 @@ fn setup(
         }
     }
     rootfs::prepare(&ctx.spec, &ctx.rootfs).map_err(|e| format!("rootfs: {e}"))?;
-    ch.send(Msg::Hooks).map_err(|e| chain(&e))?;
-    ch.expect(Msg::HooksDone).map_err(|e| chain(&e))?;
+    if ctx.runtime_hooks {
+        ch.send(Msg::Hooks).map_err(|e| chain(&e))?;
+        ch.expect(Msg::HooksDone).map_err(|e| chain(&e))?;
+    }
     if ctx.new_cgroupns && !ctx.cgroupns_early {
         unshare_cgroupns()?;
     }

@@ -256,7 +256,13 @@ pub fn prepare(spec: &Spec, cfg: &RootfsConfig) -> Result<(), RootfsError> {
     };
     mount(None::<&str>, "/", None::<&str>, initial, None::<&str>)
         .map_err(|e| sys("set propagation of", Path::new("/"), e))?;
-    make_parent_private(&cfg.rootfs)?;
+    // pivot_root refuses a rootfs whose parent mount is shared. After a recursive slave or
+    // private every mount is unshared already, and the mount table need not be read.
+    let unshared = initial.contains(MsFlags::MS_REC)
+        && initial.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
+    if !unshared {
+        make_parent_private(&cfg.rootfs)?;
+    }
     mount(
         Some(&cfg.rootfs),
         &cfg.rootfs,
@@ -476,9 +482,26 @@ const fn dev(path: &'static str, major: u64, minor: u64) -> DefaultDev {
 }
 
 fn create_devices(extra: Option<&Vec<LinuxDevice>>, cfg: &RootfsConfig) -> Result<(), RootfsError> {
+    // As runc: no umask while the nodes are made, so mknod gives each its exact mode
+    // without a chmod after it, and parent directories get 0755 whatever the umask.
+    let old = nix::sys::stat::umask(Mode::empty());
+    let r = create_devices_unmasked(extra, cfg);
+    nix::sys::stat::umask(old);
+    r
+}
+
+fn create_devices_unmasked(
+    extra: Option<&Vec<LinuxDevice>>,
+    cfg: &RootfsConfig,
+) -> Result<(), RootfsError> {
+    let mut parents = Parents::new();
+    // New nodes belong to our effective ids: root's, so only other owners need a chown.
+    let made_by_root = nix::unistd::geteuid().is_root() && nix::unistd::getegid().as_raw() == 0;
     for d in DEFAULT_DEVICES {
         make_device(
             cfg,
+            &mut parents,
+            made_by_root,
             Path::new(d.path),
             SFlag::S_IFCHR,
             d.major,
@@ -497,6 +520,8 @@ fn create_devices(extra: Option<&Vec<LinuxDevice>>, cfg: &RootfsConfig) -> Resul
         };
         make_device(
             cfg,
+            &mut parents,
+            made_by_root,
             d.path(),
             kind,
             d.major().max(0) as u64,
@@ -509,9 +534,42 @@ fn create_devices(extra: Option<&Vec<LinuxDevice>>, cfg: &RootfsConfig) -> Resul
     Ok(())
 }
 
+/// Directories known to exist, each with whether new files in it take its group
+/// (set-group-ID), so a run of devices in /dev checks /dev once.
+struct Parents(Vec<(PathBuf, bool)>);
+
+impl Parents {
+    fn new() -> Self {
+        Parents(Vec::new())
+    }
+
+    /// Make `dir` (0755, the umask being 0 here) unless known; returns its setgid bit.
+    fn ensure(&mut self, dir: &Path) -> Result<bool, RootfsError> {
+        if let Some((_, setgid)) = self.0.iter().find(|(d, _)| d == dir) {
+            return Ok(*setgid);
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| ioe("mkdir", dir, e))?;
+        let setgid = std::fs::metadata(dir)
+            .map_err(|e| ioe("stat", dir, e))?
+            .permissions()
+            .mode()
+            & 0o2000
+            != 0;
+        self.0.push((dir.to_path_buf(), setgid));
+        Ok(setgid)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn make_device(
     cfg: &RootfsConfig,
+    parents: &mut Parents,
+    made_by_root: bool,
     path: &Path,
     kind: SFlag,
     major: u64,
@@ -521,19 +579,21 @@ fn make_device(
     gid: u32,
 ) -> Result<(), RootfsError> {
     let dest = secure_join(&cfg.rootfs, path)?;
-    if let Some(parent) = dest.parent() {
-        mkdir_all(parent)?;
-    }
+    let setgid_parent = match dest.parent() {
+        Some(parent) => parents.ensure(parent)?,
+        None => false,
+    };
     if !cfg.in_userns {
         let _ = std::fs::remove_file(&dest);
         let perm = Mode::from_bits_truncate(mode & 0o7777);
         match mknod(&dest, kind, perm, makedev(major, minor)) {
             Ok(()) => {
-                // mknod is subject to the umask; set the exact mode asked for.
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(|e| ioe("chmod", &dest, e))?;
-                chown(&dest, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                    .map_err(|e| sys("chown", &dest, e))?;
+                // Already root's when made by root, unless the directory passes its
+                // own group on.
+                if uid != 0 || gid != 0 || setgid_parent || !made_by_root {
+                    chown(&dest, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                        .map_err(|e| sys("chown", &dest, e))?;
+                }
                 return Ok(());
             }
             Err(nix::Error::EPERM) => {}

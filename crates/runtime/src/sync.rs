@@ -32,7 +32,8 @@ pub enum SyncError {
 pub enum Msg {
     /// parent → child: maps written, cgroup joined; go on.
     Go = 1,
-    /// child → parent: mounts prepared; run prestart/createRuntime hooks now.
+    /// child → parent: mounts prepared; run prestart/createRuntime hooks now. Only sent
+    /// when the config has such hooks (both sides know it before the clone).
     Hooks = 2,
     /// parent → child: hooks ran.
     HooksDone = 3,
@@ -40,7 +41,8 @@ pub enum Msg {
     Fd = 4,
     /// child → parent: fully set up, waiting for start.
     Ready = 5,
-    /// parent → child: exec now (foreground run; `start` uses the fifo instead).
+    /// parent → child: exec now (foreground run; `start` uses the fifo instead). A plain
+    /// foreground run queues it before Ready arrives; the init reads it after Ready.
     Start = 6,
     /// child → parent: something failed; payload is the message.
     Error = 7,

@@ -14,9 +14,14 @@ pub enum BenchCmd {
         /// Measured runs of each runtime (after 2 warm-up runs each).
         #[arg(long, default_value_t = 30)]
         runs: usize,
-        /// The peer runtime binary.
+        /// The peer runtime binary (anything with runc's command line, e.g. a
+        /// `skiff-runtime` link to another skiff build, to compare two builds).
         #[arg(long, default_value = "runc")]
         peer: String,
+        /// The binary whose `spec` writes the bundle's config.json (default: runc, so both
+        /// sides run exactly what `runc spec` describes, whatever the peer).
+        #[arg(long, default_value = "runc")]
+        spec_from: String,
         /// Where the busybox-static binary is.
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
@@ -44,8 +49,9 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Runtime {
             runs,
             peer,
+            spec_from,
             busybox,
-        } => runtime(runs, &peer, &busybox),
+        } => runtime(runs, &peer, &spec_from, &busybox),
         BenchCmd::Registry(args) => crate::registry_bench::main(args),
         BenchCmd::Pull(args) => crate::registry_bench::pull_main(args),
         BenchCmd::Store(b) => crate::store_cmd::bench(b),
@@ -95,20 +101,20 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn make_bundle(dir: &Path, busybox: &Path, peer: &str) -> Result<()> {
+fn make_bundle(dir: &Path, busybox: &Path, spec_from: &str) -> Result<()> {
     let bin = dir.join("rootfs/bin");
     std::fs::create_dir_all(&bin)?;
     std::fs::copy(busybox, bin.join("busybox")).context("copy busybox")?;
     std::os::unix::fs::symlink("busybox", bin.join("true"))?;
     std::os::unix::fs::symlink("busybox", bin.join("sh"))?;
-    // The peer's own default spec, so both run exactly what `runc spec` describes.
-    let st = Command::new(peer)
+    // runc's own default spec, so both run exactly what `runc spec` describes.
+    let st = Command::new(spec_from)
         .arg("spec")
         .current_dir(dir)
         .status()
-        .with_context(|| format!("run {peer} spec"))?;
+        .with_context(|| format!("run {spec_from} spec"))?;
     if !st.success() {
-        bail!("{peer} spec failed");
+        bail!("{spec_from} spec failed");
     }
     let path = dir.join("config.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
@@ -118,7 +124,7 @@ fn make_bundle(dir: &Path, busybox: &Path, peer: &str) -> Result<()> {
     Ok(())
 }
 
-fn runtime(runs: usize, peer: &str, busybox: &Path) -> Result<()> {
+fn runtime(runs: usize, peer: &str, spec_from: &str, busybox: &Path) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -127,28 +133,35 @@ fn runtime(runs: usize, peer: &str, busybox: &Path) -> Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let result = (|| -> Result<()> {
         let bundle = tmp.join("bundle");
-        make_bundle(&bundle, busybox, peer)?;
+        make_bundle(&bundle, busybox, spec_from)?;
         let (skiff_root, peer_root) = (tmp.join("skiff-state"), tmp.join("peer-state"));
         let mut skiff = Vec::new();
         let mut other = Vec::new();
         for i in 0..runs + 2 {
             let id = format!("bench-{}-{i}", std::process::id());
-            let s = measure(
-                Command::new(&me)
-                    .args(["runtime", "--root"])
-                    .arg(&skiff_root)
-                    .args(["run", "-b"])
-                    .arg(&bundle)
-                    .arg(&id),
-            )?;
-            let p = measure(
-                Command::new(peer)
-                    .arg("--root")
-                    .arg(&peer_root)
-                    .args(["run", "-b"])
-                    .arg(&bundle)
-                    .arg(&id),
-            )?;
+            let mut skiff_cmd = Command::new(&me);
+            skiff_cmd
+                .args(["runtime", "--root"])
+                .arg(&skiff_root)
+                .args(["run", "-b"])
+                .arg(&bundle)
+                .arg(&id);
+            let mut peer_cmd = Command::new(peer);
+            peer_cmd
+                .arg("--root")
+                .arg(&peer_root)
+                .args(["run", "-b"])
+                .arg(&bundle)
+                .arg(&id);
+            // Alternate, and swap the order every round, so neither side always runs
+            // right after the other's teardown.
+            let (s, p) = if i % 2 == 0 {
+                let s = measure(&mut skiff_cmd)?;
+                (s, measure(&mut peer_cmd)?)
+            } else {
+                let p = measure(&mut peer_cmd)?;
+                (measure(&mut skiff_cmd)?, p)
+            };
             if i >= 2 {
                 skiff.push(s);
                 other.push(p);
@@ -160,7 +173,7 @@ fn runtime(runs: usize, peer: &str, busybox: &Path) -> Result<()> {
         let srss = skiff.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
         let prss = other.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
         println!(
-            "runtime run of the `{peer} spec` bundle with /bin/true, {runs} runs each, alternating"
+            "runtime run of the `{spec_from} spec` bundle with /bin/true, {runs} runs each, alternating (order swapped every round)"
         );
         println!(
             "{:<8} {:>12} {:>16}",

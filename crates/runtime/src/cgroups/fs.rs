@@ -40,7 +40,16 @@ pub(crate) fn write_knob(
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|e| CgroupError::io("read", path, e))
+    read_whole(path).map_err(|e| CgroupError::io("read", path, e))
+}
+
+/// Read a file whose size stat does not know (procfs, cgroupfs) with one large read
+/// instead of a series of growing small ones.
+pub(crate) fn read_whole(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::with_capacity(16 * 1024);
+    std::fs::File::open(path)?.read_to_string(&mut s)?;
+    Ok(s)
 }
 
 /// `None` when the file does not exist (controller absent or knob not supported).
@@ -309,7 +318,32 @@ pub(crate) fn remove_cgroup(
     created_ancestors: &[PathBuf],
     hooks: &FsHooks,
 ) -> Result<(), CgroupError> {
-    remove_descendants(leaf, hooks)?;
+    // Most containers make no sub-cgroups: try the leaf first, and list it (a readdir per
+    // hierarchy) only when the kernel refuses.
+    let removed = match rmdir(leaf, hooks) {
+        Ok(()) => true,
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    };
+    if !removed {
+        remove_descendants(leaf, hooks)?;
+        remove_leaf(leaf, hooks)?;
+    }
+    let mut ancestors: Vec<&PathBuf> = created_ancestors.iter().filter(|p| *p != leaf).collect();
+    ancestors.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for dir in ancestors {
+        match rmdir(dir, hooks) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == ErrorKind::NotFound
+                    || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+            Err(e) => return Err(CgroupError::io("remove directory", dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// rmdir `leaf`, retrying while the kernel still reports it busy.
+fn remove_leaf(leaf: &Path, hooks: &FsHooks) -> Result<(), CgroupError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -329,17 +363,6 @@ pub(crate) fn remove_cgroup(
                 })
             }
             Err(e) => return Err(CgroupError::io("remove directory", leaf, e)),
-        }
-    }
-    let mut ancestors: Vec<&PathBuf> = created_ancestors.iter().filter(|p| *p != leaf).collect();
-    ancestors.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for dir in ancestors {
-        match rmdir(dir, hooks) {
-            Ok(()) => {}
-            Err(e)
-                if e.kind() == ErrorKind::NotFound
-                    || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
-            Err(e) => return Err(CgroupError::io("remove directory", dir, e)),
         }
     }
     Ok(())

@@ -165,7 +165,57 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn mount_sources(&self) -> Vec<CgroupMountSource>;
 }
 
-/// Detect the layout under `root`: v2 when `root` itself is a cgroup2 mount.
+/// The cgroup filesystems a host has under one root (normally `/sys/fs/cgroup`), as its
+/// mount table shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLayout {
+    /// What the runtime uses there: V2 when the root itself is a cgroup2 mount (a unified
+    /// host: Debian 12 and every current systemd distribution), else V1 (legacy, or
+    /// hybrid with the controllers on v1 hierarchies).
+    pub version: CgroupVersion,
+    /// The cgroup2 mount at or below the root: the root itself on a unified host, e.g.
+    /// `<root>/unified` on a hybrid one, None on a purely legacy one.
+    pub unified: Option<PathBuf>,
+}
+
+/// The layout under `root` from the text of `/proc/self/mountinfo`; None when neither a
+/// cgroup2 mount at `root` nor any v1 hierarchy below it is mounted.
+///
+/// When several mounts share a mount point the last one listed is the visible one, so a
+/// tmpfs mounted over a cgroup2 root (or the other way round) is judged by what is on top.
+pub fn layout_from_mountinfo(mountinfo: &str, root: &Path) -> Option<HostLayout> {
+    let mounts = fs::parse_mountinfo(mountinfo);
+    let on_top = |mp: &Path| mounts.iter().rev().find(|m| m.mount_point == mp);
+    if on_top(root).is_some_and(|m| m.fstype == "cgroup2") {
+        return Some(HostLayout {
+            version: CgroupVersion::V2,
+            unified: Some(root.to_path_buf()),
+        });
+    }
+    let below = |fstype: &str| {
+        mounts
+            .iter()
+            .filter(|m| m.mount_point != root && m.mount_point.starts_with(root))
+            .filter(|m| m.fstype == fstype)
+            .find(|m| on_top(&m.mount_point).is_some_and(|t| t.fstype == fstype))
+            .map(|m| m.mount_point.clone())
+    };
+    below("cgroup")?;
+    Some(HostLayout {
+        version: CgroupVersion::V1,
+        unified: below("cgroup2"),
+    })
+}
+
+/// The layout of this host under `root` (see [`layout_from_mountinfo`]).
+pub fn host_layout(root: &Path) -> Result<Option<HostLayout>, CgroupError> {
+    let path = Path::new("/proc/self/mountinfo");
+    Ok(layout_from_mountinfo(&fs::read(path)?, root))
+}
+
+/// Detect the layout under `root`: v2 when `root` itself is a cgroup2 mount. One statfs,
+/// so every command pays almost nothing for it; it agrees with [`layout_from_mountinfo`]
+/// (tested on this host's mounts), which also finds a hybrid host's cgroup2 mount.
 pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
     let st = nix::sys::statfs::statfs(root)
         .map_err(|e| CgroupError::io("statfs", root, std::io::Error::from(e)))?;
@@ -205,5 +255,91 @@ pub fn open_from(
 
 /// The calling process's /proc/self/cgroup, to record as a container's origin.
 pub fn own_cgroup_text() -> Option<String> {
-    std::fs::read_to_string("/proc/self/cgroup").ok()
+    fs::read_whole(Path::new("/proc/self/cgroup")).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod layout_tests {
+    use super::*;
+
+    const ROOT: &str = "/sys/fs/cgroup";
+
+    /// Debian 12 / any systemd host booted with the unified hierarchy only.
+    const UNIFIED: &str = "\
+22 28 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
+23 28 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:2 - sysfs sysfs rw
+26 23 0:25 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+28 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+";
+
+    /// systemd's hybrid layout (this test machine): a tmpfs at the root, v1 hierarchies
+    /// below it, and a controller-less cgroup2 mount at `unified`.
+    const HYBRID: &str = "\
+31 23 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+32 31 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+33 31 0:28 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
+36 31 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,cpu,cpuacct
+37 31 0:32 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:17 - cgroup cgroup rw,memory
+";
+
+    /// A legacy host: v1 only.
+    const LEGACY: &str = "\
+31 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec shared:9 - tmpfs tmpfs rw,mode=755
+37 31 0:32 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:17 - cgroup cgroup rw,memory
+38 31 0:33 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:18 - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn unified_host_is_v2_at_the_root() {
+        let l = layout_from_mountinfo(UNIFIED, Path::new(ROOT)).unwrap();
+        assert_eq!(l.version, CgroupVersion::V2);
+        assert_eq!(l.unified.as_deref(), Some(Path::new(ROOT)));
+    }
+
+    #[test]
+    fn hybrid_host_is_v1_with_its_unified_mount_found() {
+        let l = layout_from_mountinfo(HYBRID, Path::new(ROOT)).unwrap();
+        assert_eq!(l.version, CgroupVersion::V1);
+        assert_eq!(
+            l.unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
+        // The unified mount itself, used as a root (`--cgroup-root`), is a v2 layout.
+        let u = layout_from_mountinfo(HYBRID, Path::new("/sys/fs/cgroup/unified")).unwrap();
+        assert_eq!(u.version, CgroupVersion::V2);
+    }
+
+    #[test]
+    fn legacy_host_is_v1_without_a_unified_mount() {
+        let l = layout_from_mountinfo(LEGACY, Path::new(ROOT)).unwrap();
+        assert_eq!(l.version, CgroupVersion::V1);
+        assert_eq!(l.unified, None);
+    }
+
+    #[test]
+    fn no_cgroup_mount_and_over_mounts() {
+        let none = "23 1 0:22 / /sys rw - sysfs sysfs rw\n";
+        assert_eq!(layout_from_mountinfo(none, Path::new(ROOT)), None);
+        // A root elsewhere sees nothing of /sys/fs/cgroup.
+        assert_eq!(layout_from_mountinfo(UNIFIED, Path::new("/cg")), None);
+        // A tmpfs mounted over the cgroup2 root hides it.
+        let hidden = format!("{UNIFIED}40 26 0:40 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n");
+        assert_eq!(layout_from_mountinfo(&hidden, Path::new(ROOT)), None);
+        // A path that only shares a prefix with the root is not below it.
+        let sibling = "37 31 0:32 / /sys/fs/cgroupX/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(layout_from_mountinfo(sibling, Path::new(ROOT)), None);
+    }
+
+    #[test]
+    fn statfs_detection_agrees_with_this_hosts_mount_table() {
+        let root = Path::new(ROOT);
+        let layout = host_layout(root)
+            .unwrap()
+            .expect("this host mounts cgroups at /sys/fs/cgroup");
+        assert_eq!(detect(root).unwrap(), layout.version);
+        if let Some(u) = &layout.unified {
+            assert_eq!(detect(u).unwrap(), CgroupVersion::V2, "{}", u.display());
+        }
+    }
 }

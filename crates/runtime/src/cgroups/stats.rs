@@ -24,11 +24,53 @@ fn is_zero(v: &u64) -> bool {
 #[serde(default)]
 pub struct Stats {
     pub cpu: Cpu,
+    /// v1's cpuset files; all zero on v2, as with runc.
+    pub cpuset: CpuSet,
     pub memory: Memory,
     pub pids: Pids,
     pub blkio: Blkio,
     /// Keyed by page size ("2MB"). runc always prints the map, `{}` when empty.
     pub hugetlb: BTreeMap<String, Hugetlb>,
+    /// Intel RDT (resctrl) counters: skiff manages no resctrl groups, so always `{}`,
+    /// what runc prints for a container without one.
+    pub intel_rdt: IntelRdt,
+    /// Filled by runc's callers (shims), never by `runc events`: always `null`.
+    pub network_interfaces: Option<Vec<NetworkInterface>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuSet {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u16>,
+    pub cpu_exclusive: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mems: Vec<u16>,
+    pub mem_hardwall: u64,
+    pub mem_exclusive: u64,
+    pub memory_migrate: u64,
+    pub memory_spread_page: u64,
+    pub memory_spread_slab: u64,
+    pub memory_pressure: u64,
+    pub sched_load_balance: u64,
+    pub sched_relax_domain_level: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntelRdt {}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkInterface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +186,66 @@ pub struct Hugetlb {
     #[serde(skip_serializing_if = "is_zero")]
     pub max: u64,
     pub failcnt: u64,
+}
+
+/// A cpuset list ("0-3,8,10-11") as the CPU or node numbers it names.
+pub fn parse_cpuset_list(path: &Path, content: &str) -> Result<Vec<u16>, CgroupError> {
+    let mut out = Vec::new();
+    let n = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|e| parse_error(path, content, format!("bad cpuset number {s:?}: {e}")))
+    };
+    for part in content.trim().split(',').filter(|p| !p.trim().is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (n(a)?, n(b)?);
+                if a > b {
+                    return Err(parse_error(
+                        path,
+                        content,
+                        format!("range {part} is reversed"),
+                    ));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(n(part)?),
+        }
+    }
+    Ok(out)
+}
+
+/// v1 cpuset counters of the container directory `dir`, as runc reads them.
+pub(crate) fn read_cpuset_v1(dir: &Path) -> Result<CpuSet, CgroupError> {
+    let list = |name: &str| -> Result<Vec<u16>, CgroupError> {
+        let f = dir.join(name);
+        match fs::read_opt(&f)? {
+            Some(c) => parse_cpuset_list(&f, &c),
+            None => Ok(Vec::new()),
+        }
+    };
+    let num = |name: &str| fs::read_u64_or_zero(&dir.join(name), u64::MAX);
+    let level = dir.join("cpuset.sched_relax_domain_level");
+    let sched_relax_domain_level = match fs::read_opt(&level)? {
+        Some(c) => c
+            .trim()
+            .parse::<i64>()
+            .map_err(|e| parse_error(&level, &c, e.to_string()))?,
+        None => 0,
+    };
+    Ok(CpuSet {
+        cpus: list("cpuset.cpus")?,
+        cpu_exclusive: num("cpuset.cpu_exclusive")?,
+        mems: list("cpuset.mems")?,
+        mem_hardwall: num("cpuset.mem_hardwall")?,
+        mem_exclusive: num("cpuset.mem_exclusive")?,
+        memory_migrate: num("cpuset.memory_migrate")?,
+        memory_spread_page: num("cpuset.memory_spread_page")?,
+        memory_spread_slab: num("cpuset.memory_spread_slab")?,
+        memory_pressure: num("cpuset.memory_pressure")?,
+        sched_load_balance: num("cpuset.sched_load_balance")?,
+        sched_relax_domain_level,
+    })
 }
 
 fn parse_dev(path: &Path, line: &str, dev: &str) -> Result<(u64, u64), CgroupError> {
@@ -291,8 +393,10 @@ pub(crate) fn read_blkio_v1(dir: &Path, b: &mut Blkio) -> Result<(), CgroupError
 mod tests {
     use super::*;
 
+    /// runc's Go omission rules on a made-up value (the shape of real `runc events
+    /// --stats` output is compared in the end-to-end test `vs_runc::events_stats_…`).
     #[test]
-    fn json_shape_matches_runc() {
+    fn json_follows_runcs_omission_rules() {
         let mut s = Stats::default();
         s.cpu.usage.total = 10;
         s.cpu.usage.percpu = vec![4, 6];
@@ -324,15 +428,34 @@ mod tests {
                 "kernelTCP": {"limit": 0, "failcnt": 0},
                 "raw": {"cache": 7}
             },
+            "cpuset": {
+                "cpu_exclusive": 0, "mem_hardwall": 0, "mem_exclusive": 0,
+                "memory_migrate": 0, "memory_spread_page": 0, "memory_spread_slab": 0,
+                "memory_pressure": 0, "sched_load_balance": 0, "sched_relax_domain_level": 0
+            },
             "pids": {"current": 3},
             "blkio": {"ioServiceBytesRecursive": [
                 {"major": 8, "op": "Read", "value": 4096}
             ]},
-            "hugetlb": {}
+            "hugetlb": {},
+            "intel_rdt": {},
+            "network_interfaces": null
         });
         assert_eq!(v, expected);
         let back: Stats = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn cpuset_lists() {
+        let p = Path::new("cpuset.cpus");
+        assert_eq!(
+            parse_cpuset_list(p, "0-2,5,7-8\n").unwrap(),
+            vec![0, 1, 2, 5, 7, 8]
+        );
+        assert_eq!(parse_cpuset_list(p, "\n").unwrap(), Vec::<u16>::new());
+        assert!(parse_cpuset_list(p, "3-1").is_err());
+        assert!(parse_cpuset_list(p, "a").is_err());
     }
 
     #[test]
