@@ -6,6 +6,8 @@
 //! credentials, creates the built-in namespaces and starts the watch cache;
 //! [`Server::run`] serves until its shutdown future completes.
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 mod defaults;
 mod discovery;
