@@ -457,7 +457,7 @@ fn server_data_dir_while_running_and_stopped() {
     assert!(live["keys"].as_i64().unwrap() > 0, "{live}");
     let ns = ok(&skiff(
         &data,
-        &["list", "/registry/namespaces/", "--keys-only"],
+        &["list", "/registry/core/namespaces/", "--keys-only"],
     ));
     assert!(
         ns.lines().any(|k| k.ends_with("/default")),
@@ -476,11 +476,11 @@ fn server_data_dir_while_running_and_stopped() {
         stopped["revision"].as_i64() >= live["revision"].as_i64(),
         "{stopped} after {live}"
     );
-    assert_eq!(
-        stopped,
-        status(&data.join("store")),
-        "same store either way"
-    );
+    // (Opening a stopped store folds its log, so only the file size may differ.)
+    let direct = status(&data.join("store"));
+    for f in ["revision", "keys", "compact_revision"] {
+        assert_eq!(stopped[f], direct[f], "{f}: the same store either way");
+    }
 
     // restore into a server data dir with an empty store/ fills that store/.
     let fresh = tmp.path().join("fresh");
