@@ -23,7 +23,7 @@ pub struct UnpackArgs {
     #[arg(long, default_value_t = 48)]
     pub layer_mib: usize,
     /// Where to put the image and the unpacked trees (default: the system temp dir).
-    /// Needs about 0.9 GiB plus 0.6 GiB per run (defaults), all removed at the end.
+    /// Needs about 0.9 GiB plus 0.9 GiB per run (defaults), all removed at the end.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Keep the generated layout and archive (for profiling); prints where.
