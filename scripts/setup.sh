@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Installs everything skiff's build, demo and tests need on a fresh Debian machine.
-# Idempotent: installs only what is missing, and runs apt-get update only then.
+# Installs everything skiff's build, demo and tests need on a fresh Debian machine, then
+# checks what it cannot install (root, overlayfs, the pinned Rust toolchain, kubectl
+# 1.27…1.33) and says what to do about each thing missing. Idempotent: installs only what
+# is missing, and runs apt-get update only then.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (sudo $0): it installs Debian packages, and skiff's tests create" >&2
+  echo "       namespaces, cgroups, mounts and network devices" >&2
+  exit 1
+fi
 
 PACKAGES=(
+  curl            # the API server tests talk HTTPS with client certificates through it
+  build-essential # a C toolchain: cc links skiff and builds ring, zstd and zlib-rs's C parts
   runc            # differential tests and the runtime benchmark's peer
   busybox-static  # root filesystems for test and demo containers
   iproute2        # ip netns for namespace tests
@@ -44,8 +55,60 @@ if ! "$VENV/bin/python" -c 'import kubernetes' >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q 'kubernetes>=31'
 fi
 
-command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
-if ! cargo nextest --version >/dev/null 2>&1; then
+# What cannot be installed from here: collected, then reported together.
+problems=()
+
+# The toolchain rust-toolchain.toml pins (what CI builds, lints and formats with).
+TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+if ! command -v rustup >/dev/null; then
+  problems+=("rustup not found: install rustup (https://rustup.rs), then
+    rustup toolchain install $TOOLCHAIN --component rustfmt,clippy")
+elif ! rustup toolchain list | grep -q "^$TOOLCHAIN"; then
+  problems+=("Rust $TOOLCHAIN (pinned in rust-toolchain.toml) is not installed:
+    rustup toolchain install $TOOLCHAIN --component rustfmt,clippy")
+else
+  for c in rustfmt clippy; do
+    rustup component list --toolchain "$TOOLCHAIN" --installed 2>/dev/null | grep -q "^$c" ||
+      problems+=("the $c component of Rust $TOOLCHAIN is missing:
+    rustup component add --toolchain $TOOLCHAIN $c")
+  done
+fi
+
+# overlayfs: image snapshots and `skiff run` mount overlays.
+if ! grep -qw overlay /proc/filesystems; then
+  modprobe overlay 2>/dev/null || true
+  grep -qw overlay /proc/filesystems ||
+    problems+=("the kernel has no overlay filesystem (not in /proc/filesystems, modprobe overlay failed):
+    boot a kernel with CONFIG_OVERLAY_FS, or install its modules package and run modprobe overlay")
+fi
+
+# kubectl: the API server tests run kubectl.1.NN from the directory of the kubectl on PATH
+# (after symlinks), else the kubectl on PATH when it is that version (tests/apiserver/common.rs).
+KUBECTL_VERSIONS=(1.27 1.28 1.29 1.30 1.31 1.32 1.33)
+if ! command -v kubectl >/dev/null; then
+  problems+=("kubectl not found on PATH: install kubectl, and beside it (after symlinks) the official
+    release binaries of v${KUBECTL_VERSIONS[0]} … v${KUBECTL_VERSIONS[-1]} named kubectl.1.NN")
+else
+  kdir=$(dirname "$(readlink -f "$(command -v kubectl)")")
+  minor=$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n1)
+  for v in "${KUBECTL_VERSIONS[@]}"; do
+    [ -x "$kdir/kubectl.$v" ] && continue
+    [ "1.$minor" = "$v" ] && continue
+    problems+=("kubectl $v not found: neither $kdir/kubectl.$v nor the kubectl on PATH (1.${minor:-?}):
+    put the official kubectl v$v.x release binary at $kdir/kubectl.$v (chmod +x)")
+  done
+fi
+
+command -v cargo >/dev/null || problems+=("cargo not found on PATH: install the Rust toolchain above")
+if [ ${#problems[@]} -eq 0 ] && ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest >/dev/null
+fi
+
+if [ ${#problems[@]} -gt 0 ]; then
+  echo "setup: ${#problems[@]} thing(s) this script cannot install:" >&2
+  for p in "${problems[@]}"; do
+    echo "  - $p" >&2
+  done
+  exit 1
 fi

@@ -220,12 +220,44 @@ fn spawn(dir: &Path, listen: &str, args: &[String]) -> (Child, String) {
     }
 }
 
+/// kubectl of `version` (`1.NN`): `kubectl.1.NN` beside the kubectl on PATH (after
+/// symlinks), else that kubectl itself when it is of that version. A version that is in
+/// neither place fails the test, naming it (scripts/setup.sh says how to install it).
 pub fn kubectl_path(version: &str) -> PathBuf {
     let k = which("kubectl");
-    let real = std::fs::canonicalize(&k).unwrap_or(k);
-    real.parent()
-        .expect("kubectl dir")
-        .join(format!("kubectl.{version}"))
+    let real = std::fs::canonicalize(&k).unwrap_or_else(|_| k.clone());
+    let dir = real.parent().expect("kubectl dir");
+    let beside = dir.join(format!("kubectl.{version}"));
+    if beside.exists() {
+        return beside;
+    }
+    let on_path = kubectl_client_version(&k);
+    if on_path.as_deref() == Some(version) {
+        return k;
+    }
+    panic!(
+        "kubectl {version} not found: no {} and the kubectl on PATH ({}) is {}; \
+         put the kubectl v{version} release binary there (see scripts/setup.sh)",
+        beside.display(),
+        k.display(),
+        on_path.as_deref().unwrap_or("of an unknown version"),
+    )
+}
+
+/// `1.NN` of `kubectl version --client` ("minor" may carry a suffix such as `32+`).
+fn kubectl_client_version(kubectl: &Path) -> Option<String> {
+    let out = Command::new(kubectl)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let major = v["clientVersion"]["major"].as_str()?;
+    let minor: String = v["clientVersion"]["minor"]
+        .as_str()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some(format!("{major}.{minor}"))
 }
 
 fn which(bin: &str) -> PathBuf {

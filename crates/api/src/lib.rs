@@ -17,6 +17,8 @@
 //! schemars schemas (generated once, on first use). This crate enables no `v1_*` feature
 //! of k8s-openapi: the binary picks the Kubernetes version (v1_33), as k8s-openapi requires.
 
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 pub mod fields;
 pub mod kinds;

@@ -6,6 +6,8 @@
 //! credentials, creates the built-in namespaces and starts the watch cache;
 //! [`Server::run`] serves until its shutdown future completes.
 
+#![forbid(unsafe_code)]
+
 mod alloc;
 pub mod audit;
 mod discovery;

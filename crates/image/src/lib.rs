@@ -6,6 +6,8 @@
 //! builds share one [`content::ContentStore`] and one [`snapshot::Snapshotter`], and
 //! mounting what a snapshotter returns is the caller's job ([`mount`]).
 
+#![forbid(unsafe_code)]
+
 pub mod content;
 pub mod digest;
 pub mod dockerfile;

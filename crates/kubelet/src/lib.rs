@@ -16,6 +16,10 @@
 //! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+ port-forward), and port-forward over the
 //! WebSocket channel protocol (`v4.channel.k8s.io`, the Python client).
 
+#![forbid(unsafe_code)]
+
+/// The suite every [`StreamingRuntime`] runs (for tests only: `features = ["testing"]`).
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod portforward;
 mod query;

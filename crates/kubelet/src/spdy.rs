@@ -627,16 +627,29 @@ mod tests {
             });
         }
 
-        /// A valid SYN_STREAM prefix followed by garbage header bytes is an error, not a panic.
+        /// A valid SYN_STREAM prefix followed by a header block that does not decode ends the
+        /// session with a zlib or protocol error, before any stream reaches a handler and
+        /// before any reply is sent.
         #[test]
         fn garbage_header_blocks(block in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            // Random bytes that happen to inflate to a valid header block are not garbage.
+            proptest::prop_assume!(Inflater::default()
+                .inflate(&block)
+                .and_then(|b| parse_header_block(&b))
+                .is_err());
             let frame = syn_stream_frame(1, false, &block);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let (tx, _rx) = mpsc::channel(64);
-                let (stx, _srx) = mpsc::channel(64);
-                let _ = read_frames(&mut &frame[..], &tx, &stx).await;
+            let (r, replies, streams) = rt.block_on(async {
+                let (tx, mut rx) = mpsc::channel(64);
+                let (stx, mut srx) = mpsc::channel(64);
+                let r = read_frames(&mut &frame[..], &tx, &stx).await;
+                (r, rx.try_recv().is_ok(), srx.try_recv().is_ok())
             });
+            proptest::prop_assert!(
+                matches!(r, Err(SpdyError::Zlib { .. } | SpdyError::Protocol { .. })),
+                "{:?}", r
+            );
+            proptest::prop_assert!(!replies && !streams, "a stream was opened from garbage");
         }
     }
 

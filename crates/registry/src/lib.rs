@@ -10,6 +10,8 @@
 //! [`Config::upload_expiry`] in the background. [`storage::gc`] is an offline
 //! operation on the same data directory.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod digest;
 pub mod error;

@@ -71,8 +71,7 @@ pub fn main(args: ApiBenchArgs) -> Result<()> {
     );
     rows.push(("embedded", rt.block_on(run_backend(&args, None))?));
     if !args.embedded_only {
-        let etcd = skiff_store::testing::EtcdCluster::start(1)
-            .context("start etcd (Debian etcd-server)")?;
+        let etcd = crate::store_cmd::EtcdPeer::start(&std::env::temp_dir())?;
         let eps = etcd.endpoints().join(",");
         rows.push(("etcd", rt.block_on(run_backend(&args, Some(&eps)))?));
         if args.services > 0 {

@@ -23,7 +23,7 @@ pub struct UnpackArgs {
     #[arg(long, default_value_t = 48)]
     pub layer_mib: usize,
     /// Where to put the image and the unpacked trees (default: the system temp dir).
-    /// Needs about 0.9 GiB plus 0.6 GiB per run (defaults), all removed at the end.
+    /// Needs about 0.9 GiB plus 0.9 GiB per run (defaults), all removed at the end.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Keep the generated layout and archive (for profiling); prints where.
@@ -175,6 +175,37 @@ fn make_layout(tmp: &Path, layers: usize, mib: usize) -> Result<PathBuf> {
     Ok(layout)
 }
 
+/// The image's layer blobs (gzip tars), base layer first, from the layout's only manifest.
+fn layer_blobs(layout: &Path) -> Result<Vec<PathBuf>> {
+    let read = |p: &Path| -> Result<serde_json::Value> {
+        serde_json::from_slice(&fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("parsing {}", p.display()))
+    };
+    let blob = |digest: &serde_json::Value| -> Result<PathBuf> {
+        let d = digest.as_str().context("a descriptor without a digest")?;
+        let hex = d
+            .strip_prefix("sha256:")
+            .context("a digest that is not sha256")?;
+        Ok(layout.join("blobs/sha256").join(hex))
+    };
+    let index = read(&layout.join("index.json"))?;
+    let manifest = read(&blob(&index["manifests"][0]["digest"])?)?;
+    manifest["layers"]
+        .as_array()
+        .context("a manifest without layers")?
+        .iter()
+        .map(|l| blob(&l["digest"]))
+        .collect()
+}
+
+/// The three sides of the unpack benchmark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UnpackSide {
+    Skiff,
+    Umoci,
+    Tar,
+}
+
 /// Every run unpacks into fresh directories, and nothing is deleted before the end.
 ///
 /// Deleting a tree right before the next run distorts both sides: on ext4 without a
@@ -203,49 +234,84 @@ pub fn unpack(a: UnpackArgs) -> Result<()> {
             .filter_map(|e| e.ok()?.metadata().ok())
             .map(|m| m.len())
             .sum();
-        let (mut st, mut pt) = (Vec::new(), Vec::new());
+        let layers = layer_blobs(&layout)?;
+        let (mut st, mut pt, mut tt) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..=a.runs {
-            let data = tmp.join(format!("skiff-data-{i}"));
-            let s = measure(
-                Command::new(&me)
-                    .args(["image", "load", "--data-dir"])
-                    .arg(&data)
-                    .arg("-i")
-                    .arg(&archive)
-                    .stdout(Stdio::null()),
-            )?;
-            let unpacked = du(&data.join("images/snapshots"))?;
-            let bundle = tmp.join(format!("umoci-bundle-{i}"));
-            let p = measure(
-                Command::new("umoci")
-                    .args(["unpack", "--image"])
-                    .arg(format!("{}:bench", layout.display()))
-                    .arg(&bundle)
-                    .stdout(Stdio::null()),
-            )?;
-            let theirs = du(&bundle.join("rootfs"))?;
-            if i == 0 {
-                eprintln!(
-                    "unpacked: skiff {:.0} MiB, umoci {:.0} MiB",
-                    unpacked as f64 / 1048576.0,
-                    theirs as f64 / 1048576.0
-                );
-                continue;
+            // The order is reversed every round, so no side always runs first (on the
+            // coldest cache) or right after the same other side.
+            let mut order = [UnpackSide::Skiff, UnpackSide::Umoci, UnpackSide::Tar];
+            if i % 2 == 1 {
+                order.reverse();
             }
-            st.push(s.secs);
-            pt.push(p.secs);
+            for side in order {
+                let (secs, tree) = match side {
+                    UnpackSide::Skiff => {
+                        let data = tmp.join(format!("skiff-data-{i}"));
+                        let s = measure(
+                            Command::new(&me)
+                                .args(["image", "load", "--data-dir"])
+                                .arg(&data)
+                                .arg("-i")
+                                .arg(&archive)
+                                .stdout(Stdio::null()),
+                        )?;
+                        (s.secs, data.join("images/snapshots"))
+                    }
+                    UnpackSide::Umoci => {
+                        let bundle = tmp.join(format!("umoci-bundle-{i}"));
+                        let s = measure(
+                            Command::new("umoci")
+                                .args(["unpack", "--image"])
+                                .arg(format!("{}:bench", layout.display()))
+                                .arg(&bundle)
+                                .stdout(Stdio::null()),
+                        )?;
+                        (s.secs, bundle.join("rootfs"))
+                    }
+                    UnpackSide::Tar => {
+                        // The floor: each layer's gzip tar extracted in order into one
+                        // tree, nothing hashed or verified (these layers have no whiteouts).
+                        let root = tmp.join(format!("tar-rootfs-{i}"));
+                        fs::create_dir_all(&root)?;
+                        let script = "set -e; root=$1; shift; for l in \"$@\"; do tar -xzf \"$l\" -C \"$root\"; done";
+                        let s = measure(
+                            Command::new("sh")
+                                .args(["-c", script, "sh"])
+                                .arg(&root)
+                                .args(&layers),
+                        )?;
+                        (s.secs, root)
+                    }
+                };
+                if i == 0 {
+                    let name = match side {
+                        UnpackSide::Skiff => "skiff",
+                        UnpackSide::Umoci => "umoci",
+                        UnpackSide::Tar => "tar -x",
+                    };
+                    eprintln!("unpacked: {name} {:.0} MiB", du(&tree)? as f64 / 1048576.0);
+                    continue;
+                }
+                match side {
+                    UnpackSide::Skiff => st.push(secs),
+                    UnpackSide::Umoci => pt.push(secs),
+                    UnpackSide::Tar => tt.push(secs),
+                }
+            }
         }
-        let (sm, pm) = (median(&mut st), median(&mut pt));
+        let (sm, pm, tm) = (median(&mut st), median(&mut pt), median(&mut tt));
         println!(
-            "{} layers, {} MiB uncompressed, {:.0} MiB of gzip blobs; {} runs each, alternating",
+            "{} layers, {} MiB uncompressed, {:.0} MiB of gzip blobs; {} runs each, alternating with the order reversed every round",
             a.layers,
             a.layers * a.layer_mib,
             blobs as f64 / 1048576.0,
             a.runs
         );
-        println!("skiff image load (store + verify + unpack all layers): {sm:.2} s");
-        println!("umoci unpack:                                          {pm:.2} s");
+        println!("skiff image load (store + verify + unpack all layers):     {sm:.2} s");
+        println!("umoci unpack (also hashes every file for its mtree manifest): {pm:.2} s");
+        println!("tar -xzf of each layer in order (the floor, nothing hashed): {tm:.2} s");
         println!("ratio skiff/umoci: {:.3}", sm / pm);
+        println!("ratio skiff/tar:   {:.3}", sm / tm);
         Ok(())
     })();
     if a.keep {

@@ -1,6 +1,9 @@
 //! `skiff bench registry`: skopeo pushes then pulls a multi-layer image against skiff's
 //! registry and against distribution (Debian's docker-registry), alternating, each run on
 //! fresh, empty registries; then the registries' peak RSS while a 1 GiB blob is pushed.
+//! skopeo's own work bounds the wall time on both sides, so the registries' own cost is
+//! reported too: each server's CPU seconds (user + system, from /proc) per GiB pushed and
+//! per GiB pulled.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,6 +28,9 @@ pub struct RegistryBenchArgs {
     /// Size of the blob pushed while watching RSS, MiB.
     #[arg(long, default_value_t = 1024)]
     rss_blob_mib: usize,
+    /// Pushes of that blob per registry (alternating; medians reported).
+    #[arg(long, default_value_t = 3)]
+    rss_runs: usize,
     /// The peer registry binary.
     #[arg(long, default_value = "/usr/bin/docker-registry")]
     peer: PathBuf,
@@ -109,6 +115,36 @@ impl Server {
     fn peak_rss_mib(&self) -> f64 {
         proc_status_kib(self.child.id(), "VmHWM:") as f64 / 1024.0
     }
+
+    /// CPU time the server has used so far, all threads, user + system, seconds.
+    fn cpu_secs(&self) -> Result<f64> {
+        proc_cpu_secs(self.child.id())
+    }
+}
+
+/// utime + stime of `pid` from /proc/PID/stat (fields 14 and 15, in clock ticks).
+fn proc_cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("unexpected /proc/{pid}/stat: {stat:?}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state).
+    let ticks = |field: usize| -> Result<u64> {
+        fields
+            .get(field - 3)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no field {field} in /proc/{pid}/stat: {stat:?}"))
+    };
+    // SAFETY: sysconf only reads a system constant; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok((ticks(14)? + ticks(15)?) as f64 / hz as f64)
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
@@ -329,8 +365,16 @@ fn run(args: &RegistryBenchArgs, tmp: &Path) -> Result<()> {
     );
     make_image(&image, args.layers, args.total_mib)?;
     let src = format!("oci:{}:bench", image.display());
+    // What a push sends and a pull fetches: every blob (layers, config) and the manifest.
+    let image_bytes: u64 = std::fs::read_dir(image.join("blobs/sha256"))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let gib = image_bytes as f64 / (1u64 << 30) as f64;
     let mut push = [Vec::new(), Vec::new()];
     let mut pull = [Vec::new(), Vec::new()];
+    let mut push_cpu = [Vec::new(), Vec::new()];
+    let mut pull_cpu = [Vec::new(), Vec::new()];
     let mut rss: [f64; 2] = [0.0, 0.0];
     for i in 0..args.runs {
         // Alternate who goes first, so neither always gets the warmer cache.
@@ -344,14 +388,23 @@ fn run(args: &RegistryBenchArgs, tmp: &Path) -> Result<()> {
             let data = tmp.join(format!("data-{k}-{i}"));
             let server = Server::start(which, args, &data)?;
             let repo = format!("docker://{}/bench/image:v1", server.addr);
+            let c0 = server.cpu_secs()?;
             let p = skopeo_copy(&src, &repo)?;
+            let c1 = server.cpu_secs()?;
             let out = tmp.join(format!("pulled-{k}-{i}"));
             let q = skopeo_copy(&repo, &format!("oci:{}:v1", out.display()))?;
+            let c2 = server.cpu_secs()?;
+            push_cpu[k].push((c1 - c0) / gib);
+            pull_cpu[k].push((c2 - c1) / gib);
             rss[k] = rss[k].max(server.peak_rss_mib());
             drop(server);
             let _ = std::fs::remove_dir_all(&data);
             let _ = std::fs::remove_dir_all(&out);
-            eprintln!("run {i} {which:?}: push {p:.2} s, pull {q:.2} s");
+            eprintln!(
+                "run {i} {which:?}: push {p:.2} s ({:.2} CPU s), pull {q:.2} s ({:.2} CPU s)",
+                c1 - c0,
+                c2 - c1
+            );
             push[k].push(p);
             pull[k].push(q);
         }
@@ -386,26 +439,69 @@ fn run(args: &RegistryBenchArgs, tmp: &Path) -> Result<()> {
     );
 
     println!(
-        "\n{} MiB blob pushed in one streamed PUT: registry peak RSS",
-        args.rss_blob_mib
+        "\nthe registry's own cost: server CPU seconds (user + system, /proc/PID/stat) per GiB \
+         ({:.0} MiB pushed, then pulled, per run), medians",
+        image_bytes as f64 / 1048576.0
     );
-    for which in [Which::Skiff, Which::Peer] {
-        let data = tmp.join(format!("rss-{}", which as usize));
-        let server = Server::start(which, args, &data)?;
-        let before = server.peak_rss_mib();
-        let secs = push_big_blob(server.addr, args.rss_blob_mib)?;
-        let after = server.peak_rss_mib();
-        let name = if which == Which::Skiff {
-            "skiff"
-        } else {
-            "docker-registry"
-        };
+    let cpu: Vec<[f64; 2]> = push_cpu
+        .iter_mut()
+        .zip(pull_cpu.iter_mut())
+        .map(|(push, pull)| [median(push), median(pull)])
+        .collect();
+    println!(
+        "{:<16} {:>14} {:>14} {:>14}",
+        "registry", "push CPU s/GiB", "pull CPU s/GiB", "both CPU s/GiB"
+    );
+    for (k, name) in ["skiff", "docker-registry"].iter().enumerate() {
         println!(
-            "{name:<16} peak RSS {after:>7.1} MiB (idle {before:.1} MiB), {:.0} MiB/s",
-            args.rss_blob_mib as f64 / secs
+            "{name:<16} {:>14.3} {:>14.3} {:>14.3}",
+            cpu[k][0],
+            cpu[k][1],
+            (cpu[k][0] + cpu[k][1]) / 2.0
         );
-        drop(server);
-        let _ = std::fs::remove_dir_all(&data);
+    }
+    println!(
+        "ratio skiff/docker-registry CPU per GiB: push {:.3}, pull {:.3}, both {:.3} (target <= 0.5)",
+        cpu[0][0] / cpu[1][0],
+        cpu[0][1] / cpu[1][1],
+        (cpu[0][0] + cpu[0][1]) / (cpu[1][0] + cpu[1][1])
+    );
+
+    if args.rss_runs == 0 {
+        return Ok(());
+    }
+    println!(
+        "\n{} MiB blob pushed in one streamed PUT: registry peak RSS, {} runs each, alternating, medians",
+        args.rss_blob_mib, args.rss_runs
+    );
+    let mut peak = [Vec::new(), Vec::new()];
+    let mut idle = [Vec::new(), Vec::new()];
+    let mut rate = [Vec::new(), Vec::new()];
+    for i in 0..args.rss_runs {
+        let order = if i % 2 == 0 {
+            [Which::Skiff, Which::Peer]
+        } else {
+            [Which::Peer, Which::Skiff]
+        };
+        for which in order {
+            let k = which as usize;
+            let data = tmp.join(format!("rss-{k}-{i}"));
+            let server = Server::start(which, args, &data)?;
+            idle[k].push(server.peak_rss_mib());
+            let secs = push_big_blob(server.addr, args.rss_blob_mib)?;
+            peak[k].push(server.peak_rss_mib());
+            rate[k].push(args.rss_blob_mib as f64 / secs);
+            drop(server);
+            let _ = std::fs::remove_dir_all(&data);
+        }
+    }
+    for (k, name) in ["skiff", "docker-registry"].iter().enumerate() {
+        println!(
+            "{name:<16} peak RSS {:>7.1} MiB (idle {:.1} MiB), {:.0} MiB/s",
+            median(&mut peak[k]),
+            median(&mut idle[k]),
+            median(&mut rate[k])
+        );
     }
     Ok(())
 }
@@ -462,6 +558,7 @@ fn pull_run(args: &PullBenchArgs, tmp: &Path) -> Result<()> {
         layers: args.layers,
         total_mib: args.total_mib,
         rss_blob_mib: 0,
+        rss_runs: 0,
         peer: PathBuf::new(),
     };
     let server = Server::start(Which::Skiff, &reg_args, &tmp.join("registry"))?;

@@ -1,8 +1,8 @@
 //! `skiff store …`: admin of the embedded store (like etcdctl), and `skiff bench store`,
 //! the embedded store against a single-member etcd with the same durability. Admin commands
-//! open the store themselves when no other process has it open; otherwise they ask that
-//! process (a running server) through its admin socket, `DATA_DIR/admin.sock`. `restore`
-//! refuses a live store.
+//! take the server's data dir (they use its `store/`) or the store's own dir, open the store
+//! themselves when no other process has it open, and otherwise ask that process (a running
+//! server) through its admin socket, `STORE_DIR/admin.sock`. `restore` refuses a live store.
 //!
 //! Both build their own tokio runtime: the rest of the binary is synchronous.
 
@@ -13,16 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use skiff_store::{
     EmbeddedStore, EtcdOptions, EtcdStore, Event, EventKind, KeyRange, KeyValue, ListOptions,
-    LiveStore, OpenOptions, Store, StoreError, StoreStatus, WatchOptions,
+    LiveStore, OpenOptions, Store, StoreError, StoreStatus, WatchOptions, ADMIN_SOCKET, STORE_FILE,
+    WAL_FILE,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// The server's store data dir (holds state.redb).
+    /// The server's data dir (its store/ is used), or the store's own dir (holds state.redb).
     #[arg(
         long,
         global = true,
-        default_value = "/var/lib/skiff/store",
+        default_value = "/var/lib/skiff",
         env = "SKIFF_STORE_DATA_DIR"
     )]
     data_dir: PathBuf,
@@ -78,6 +79,24 @@ enum StoreCmd {
     Restore { file: PathBuf },
     /// Give space freed by compaction back to the file system (writes wait meanwhile).
     Defrag,
+}
+
+/// The store's own dir for `--data-dir`: the dir itself when it holds a store's files, else
+/// its `store/` when there is one (a server's data dir, the directory a user knows), else the
+/// dir as given (so a missing or empty one gets the store's own error, and `restore` creates
+/// the store there).
+fn store_dir(data_dir: &Path) -> PathBuf {
+    let holds_store = |d: &Path| {
+        [STORE_FILE, WAL_FILE, ADMIN_SOCKET]
+            .iter()
+            .any(|f| d.join(f).symlink_metadata().is_ok())
+    };
+    let inner = data_dir.join("store");
+    if !holds_store(data_dir) && inner.is_dir() {
+        inner
+    } else {
+        data_dir.to_path_buf()
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -147,7 +166,8 @@ fn print_event(e: &Event) {
 }
 
 pub fn main(args: StoreArgs) -> Result<()> {
-    let dir = args.data_dir.as_path();
+    let dir = store_dir(&args.data_dir);
+    let dir = dir.as_path();
     let rt = runtime()?;
     rt.block_on(async move {
         match args.cmd {
@@ -433,8 +453,12 @@ pub fn bench(b: BenchStore) -> Result<()> {
     rt.block_on(async move {
         println!(
             "store writes: {} B values, create (compare-and-set) of distinct keys, {} s or {} writes per run; \
-             both fsync every commit; {} rounds, alternating, then the medians",
+             both fsync every commit; {} rounds, alternating with the order swapped every round, then the medians",
             b.value_size, b.seconds, b.max_writes, b.rounds
+        );
+        println!(
+            "embedded: the store opened in this process, called directly; etcd: a single-member \
+             etcd reached over gRPC on loopback (both behind the API server: `skiff bench api`)"
         );
         println!(
             "{:<11} {:>7} {:>9} {:>10} {:>9} {:>9} {:>12} {:>12}",
@@ -444,26 +468,35 @@ pub fn bench(b: BenchStore) -> Result<()> {
             let mut embedded = Vec::new();
             let mut etcd = Vec::new();
             for round in 1..=b.rounds {
-                let dir = tempfile_dir(&tmp, writers)?;
-                let r = {
-                    let s = EmbeddedStore::open(&dir, &OpenOptions::default())?;
-                    let r = run(Arc::new(s), writers, &b).await;
-                    let _ = std::fs::remove_dir_all(&dir);
-                    r?
+                // Swap who goes first every round, so neither always meets the disk after
+                // the other's writeback.
+                let order: &[bool] = match (b.embedded_only, round % 2 == 1) {
+                    (true, _) => &[true],
+                    (false, true) => &[true, false],
+                    (false, false) => &[false, true],
                 };
-                print_row(&format!("embedded#{round}"), writers, &r);
-                embedded.push(r);
-                if b.embedded_only {
-                    continue;
+                for &is_embedded in order {
+                    if is_embedded {
+                        let dir = tempfile_dir(&tmp, writers)?;
+                        let r = {
+                            let s = EmbeddedStore::open(&dir, &OpenOptions::default())?;
+                            let r = run(Arc::new(s), writers, &b).await;
+                            let _ = std::fs::remove_dir_all(&dir);
+                            r?
+                        };
+                        print_row(&format!("embedded#{round}"), writers, &r);
+                        embedded.push(r);
+                    } else {
+                        let peer = EtcdPeer::start(&tmp)?;
+                        let r = {
+                            let s = connect_etcd(peer.endpoints()).await?;
+                            run(Arc::new(s), writers, &b).await?
+                        };
+                        drop(peer);
+                        print_row(&format!("etcd#{round}"), writers, &r);
+                        etcd.push(r);
+                    }
                 }
-                let cluster = skiff_store::testing::EtcdCluster::start(1)?;
-                let r = {
-                    let s = connect_etcd(cluster.endpoints()).await?;
-                    run(Arc::new(s), writers, &b).await?
-                };
-                drop(cluster);
-                print_row(&format!("etcd#{round}"), writers, &r);
-                etcd.push(r);
             }
             let embedded = median(&embedded);
             print_row("embedded", writers, &embedded);
@@ -545,4 +578,70 @@ fn print_row(name: &str, writers: usize, r: &RunResult) {
         ms(r.watch_p50),
         ms(r.watch_p99)
     );
+}
+
+/// The benchmark's peer: one etcd member (Debian's etcd-server) on free loopback ports with
+/// its default durability (fsync'd WAL) and a data dir under `tmp`, killed and removed on
+/// drop. (Tests use `skiff_store::testing`, which is not in this binary.)
+pub(crate) struct EtcdPeer {
+    child: std::process::Child,
+    dir: PathBuf,
+    client_url: String,
+}
+
+impl EtcdPeer {
+    pub(crate) fn start(tmp: &Path) -> Result<EtcdPeer> {
+        let free_port = || -> Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("find a free loopback port")?
+                .port())
+        };
+        let (cp, pp) = (free_port()?, free_port()?);
+        let dir = tmp.join(format!("skiff-bench-etcd-{}-{cp}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let client_url = format!("http://127.0.0.1:{cp}");
+        let peer_url = format!("http://127.0.0.1:{pp}");
+        let child = std::process::Command::new("etcd")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--name", "bench"])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("bench={peer_url}")])
+            .args(["--log-level", "error"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("start etcd (install Debian's etcd-server)")?;
+        let peer = EtcdPeer {
+            child,
+            dir,
+            client_url,
+        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cp));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                bail!("etcd did not listen on {addr} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(peer)
+    }
+
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        vec![self.client_url.clone()]
+    }
+}
+
+impl Drop for EtcdPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -388,3 +388,105 @@ fn admin_commands_on_a_live_store_see_its_writes() {
     assert_eq!(st["revision"].as_i64(), Some(last));
     assert_eq!(st["keys"].as_i64(), Some(all.len() as i64));
 }
+
+/// A `skiff server` (control plane only) on a free loopback port with `dir` as its data dir;
+/// killed on drop.
+struct SkiffServer(std::process::Child);
+
+impl SkiffServer {
+    fn start(dir: &Path) -> SkiffServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--disable-agent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let server = SkiffServer(child);
+        let mut log = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        // The server prints "… API on https://…" once it serves, or exits with an error.
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("API on ") => break,
+                Some(Ok(l)) => log.push(l),
+                _ => panic!("skiff server did not start:\n{}", log.join("\n")),
+            }
+        }
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        server
+    }
+
+    fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for SkiffServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(ok(&skiff(dir, &["status"])).trim()).unwrap()
+}
+
+/// `--data-dir` takes the server's data dir, the one a user knows, and uses its `store/`:
+/// through `store/admin.sock` while the server runs, and directly once it has stopped.
+#[test]
+fn server_data_dir_while_running_and_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let server = SkiffServer::start(&data);
+    assert!(
+        data.join("store").join(skiff_store::ADMIN_SOCKET).exists(),
+        "the running server has no admin socket in its store/"
+    );
+
+    // Running: the store is locked by the server, so this answer came over its socket.
+    let live = status(&data);
+    assert!(live["revision"].as_i64().unwrap() > 1, "{live}");
+    assert!(live["keys"].as_i64().unwrap() > 0, "{live}");
+    let ns = ok(&skiff(
+        &data,
+        &["list", "/registry/core/namespaces/", "--keys-only"],
+    ));
+    assert!(
+        ns.lines().any(|k| k.ends_with("/default")),
+        "no default namespace in:\n{ns}"
+    );
+    let snap = tmp.path().join("server.db");
+    let out = ok(&skiff(&data, &["snapshot", snap.to_str().unwrap()]));
+    assert!(out.contains(" at revision "), "{out}");
+    let e = err(&skiff(&data, &["restore", snap.to_str().unwrap()]));
+    assert!(e.contains("in use by a running process"), "{e}");
+
+    // Stopped: opened directly, with everything the server had written.
+    server.stop();
+    let stopped = status(&data);
+    assert!(
+        stopped["revision"].as_i64() >= live["revision"].as_i64(),
+        "{stopped} after {live}"
+    );
+    // (Opening a stopped store folds its log, so only the file size may differ.)
+    let direct = status(&data.join("store"));
+    for f in ["revision", "keys", "compact_revision"] {
+        assert_eq!(stopped[f], direct[f], "{f}: the same store either way");
+    }
+
+    // restore into a server data dir with an empty store/ fills that store/.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir_all(fresh.join("store")).unwrap();
+    let out = ok(&skiff(&fresh, &["restore", snap.to_str().unwrap()]));
+    assert!(out.contains("fresh/store"), "{out}");
+    assert!(fresh.join("store").join(skiff_store::STORE_FILE).exists());
+    assert!(status(&fresh)["keys"].as_i64().unwrap() > 0);
+}

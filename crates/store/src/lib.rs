@@ -13,9 +13,13 @@
 //! Backends: [`EmbeddedStore`] (redb, one file, the default; also in memory for tests) and
 //! [`EtcdStore`] (a real etcd cluster).
 
+#![forbid(unsafe_code)]
+
 mod embedded;
 mod error;
 mod etcd;
+/// Real etcd processes for tests (not in the production binary: `features = ["testing"]`).
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 

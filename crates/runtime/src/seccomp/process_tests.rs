@@ -95,9 +95,9 @@ fn getpid() -> i32 {
 }
 
 fn socket(family: libc::c_int, ty: libc::c_int) -> i32 {
-    // SAFETY: no memory; the fd (if any) dies with the child.
     // Arguments widened explicitly: the filter compares all 64 bits of each register.
     let (family, ty) = (libc::c_long::from(family), libc::c_long::from(ty));
+    // SAFETY: no memory; the fd (if any) dies with the child.
     code(unsafe { libc::syscall(libc::SYS_socket, family, ty, 0 as libc::c_long) })
 }
 
