@@ -60,6 +60,21 @@ problems=()
 
 # The toolchain rust-toolchain.toml pins (what CI builds, lints and formats with).
 TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$TOOLCHAIN"; then
+  # A toolchain of exactly that version installed under another name (stable) serves as
+  # is: linked under the pinned name, so nothing is downloaded (machines without access
+  # to static.rust-lang.org build too).
+  RUSTUP_DIR=${RUSTUP_HOME:-$HOME/.rustup}
+  for t in $(rustup toolchain list | awk '{print $1}'); do
+    v=$(RUSTUP_TOOLCHAIN=$t rustc --version 2>/dev/null | awk '{print $2}')
+    host=$(RUSTUP_TOOLCHAIN=$t rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+    if [ "$v" = "$TOOLCHAIN" ] && [ -n "$host" ] && [ -d "$RUSTUP_DIR/toolchains/$t" ]; then
+      echo "setup: using the installed $t (rustc $v) as the pinned toolchain $TOOLCHAIN"
+      ln -sfn "$RUSTUP_DIR/toolchains/$t" "$RUSTUP_DIR/toolchains/$TOOLCHAIN-$host"
+      break
+    fi
+  done
+fi
 if ! command -v rustup >/dev/null; then
   problems+=("rustup not found: install rustup (https://rustup.rs), then
     rustup toolchain install $TOOLCHAIN --component rustfmt,clippy")
