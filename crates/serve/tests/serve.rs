@@ -2,6 +2,8 @@
 //! limit closes the extra connection, and shutdown drains in-flight requests and ends
 //! long-running responses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
