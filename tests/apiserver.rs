@@ -30,3 +30,6 @@ mod events;
 
 #[path = "apiserver/stream.rs"]
 mod stream;
+
+#[path = "apiserver/lifecycle.rs"]
+mod lifecycle;

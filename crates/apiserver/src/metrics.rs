@@ -132,45 +132,45 @@ impl Metrics {
         let requests = Family::<RequestCode, Counter>::default();
         registry.register(
             "apiserver_request",
-            "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
+            "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code",
             requests.clone(),
         );
         let durations: HistogramFamily<RequestInfo> =
             Family::new_with_constructor(request_histogram);
         registry.register(
             "apiserver_request_duration_seconds",
-            "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component (long-running requests excluded).",
+            "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component (long-running requests excluded)",
             durations.clone(),
         );
         let longrunning = Family::<RequestInfo, Gauge>::default();
         registry.register(
             "apiserver_longrunning_requests",
-            "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component.",
+            "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component",
             longrunning.clone(),
         );
         let storage: HistogramFamily<StorageOp> = Family::new_with_constructor(storage_histogram);
         registry.register(
             "etcd_request_duration_seconds",
-            "Storage request latency in seconds for each operation and object type (whichever store backend serves it).",
+            "Storage request latency in seconds for each operation and object type (whichever store backend serves it)",
             storage.clone(),
         );
         let capacity = Gauge::<i64>::default();
         capacity.set(crate::watch_cache::HISTORY as i64);
         registry.register(
             "watch_cache_capacity",
-            "Events the watch cache keeps for resuming watchers.",
+            "Events the watch cache keeps for resuming watchers",
             capacity,
         );
         let cache_events = Family::<ResourceLabel, Counter>::default();
         registry.register(
             "apiserver_watch_cache_events_received",
-            "Counter of events received by the watch cache, by resource.",
+            "Counter of events received by the watch cache, by resource",
             cache_events.clone(),
         );
         let cache_revision = Gauge::<i64>::default();
         registry.register(
             "apiserver_watch_cache_resource_version",
-            "The newest resourceVersion the watch cache has seen.",
+            "The newest resourceVersion the watch cache has seen",
             cache_revision.clone(),
         );
         Arc::new(Metrics {

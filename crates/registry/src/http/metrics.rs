@@ -70,26 +70,26 @@ impl Default for Metrics {
         let requests = Family::<HandlerCode, Counter>::default();
         registry.register(
             "registry_http_requests",
-            "Requests by HTTP method, handler and response code.",
+            "Requests by HTTP method, handler and response code",
             requests.clone(),
         );
         let durations: Family<Handler, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(request_histogram);
         registry.register(
             "registry_http_request_duration_seconds",
-            "Time to the response head in seconds, by HTTP method and handler.",
+            "Time to the response head in seconds, by HTTP method and handler",
             durations.clone(),
         );
         let received = Family::<HandlerOnly, Counter>::default();
         registry.register(
             "registry_http_received_bytes",
-            "Request body bytes received, by handler.",
+            "Request body bytes received, by handler",
             received.clone(),
         );
         let sent = Family::<HandlerOnly, Counter>::default();
         registry.register(
             "registry_http_sent_bytes",
-            "Response body bytes sent, by handler.",
+            "Response body bytes sent, by handler",
             sent.clone(),
         );
         // Uploads run from milliseconds (a small layer on loopback) to many minutes.
@@ -98,7 +98,7 @@ impl Default for Metrics {
         ]);
         registry.register(
             "registry_blob_upload_duration_seconds",
-            "Blob uploads from start to verified completion, in seconds.",
+            "Blob uploads from start to verified completion, in seconds",
             upload_duration.clone(),
         );
         Metrics {
