@@ -156,7 +156,9 @@ async fn purge_loop(reg: Arc<Registry>, expiry: Duration) {
         match reg.storage.purge_stale_uploads(expiry).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "purged expired uploads"),
-            Err(e) => tracing::warn!(error = %error::chain(&e), "purging expired uploads failed"),
+            Err(e) => {
+                tracing::warn!(error = %skiff_serve::Chain(&e), "purging expired uploads failed")
+            }
         }
         tokio::time::sleep(every).await;
     }
