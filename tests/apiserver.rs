@@ -31,5 +31,8 @@ mod events;
 #[path = "apiserver/stream.rs"]
 mod stream;
 
+#[path = "apiserver/lifecycle.rs"]
+mod lifecycle;
+
 #[path = "apiserver/serving.rs"]
 mod serving;

@@ -420,6 +420,13 @@ fn pods_binding_eviction_token_and_finalizers() {
         ],
     );
     assert_eq!(o.http().0, 200, "{o:?}");
+    // A bound pod is deleted gracefully: it stays for its kubelet, which removes it with
+    // grace 0 once its containers are gone.
+    let (code, p) = get(&s, &format!("{pods}/p"));
+    assert_eq!(code, 200);
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30, "{p}");
+    let o = s.curl("DELETE", &format!("{pods}/p?gracePeriodSeconds=0"), &[]);
+    assert_eq!(o.http().0, 200, "{o:?}");
     assert_eq!(get(&s, &format!("{pods}/p")).0, 404);
     // Eviction deletes.
     let pod2 = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});

@@ -1,8 +1,12 @@
 //! Kubernetes API machinery with no I/O, shared by the API server and its tests.
 //!
+//! - [`cluster`]: the address plan (service, node-port and pod ranges) every component shares;
 //! - [`kinds`]: the served resources (group/version/kind ↔ plural resource, scope, verbs,
 //!   short names, categories, subresources) — the single table discovery, routing and
 //!   OpenAPI are built from;
+//! - [`object`]: field access, defaulting and name/label syntax over JSON objects;
+//! - [`strategy`]: per-kind REST strategies (defaulting, validation, status rules,
+//!   graceful deletion) that the API server's generic handlers call;
 //! - [`selector`]: label and field selectors as `kubectl -l` / `--field-selector` send them;
 //! - [`fields`]: which field labels each kind can be selected by, and their values;
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch;
@@ -13,10 +17,13 @@
 //! schemars schemas (generated once, on first use). This crate enables no `v1_*` feature
 //! of k8s-openapi: the binary picks the Kubernetes version (v1_33), as k8s-openapi requires.
 
+pub mod cluster;
 pub mod fields;
 pub mod kinds;
+pub mod object;
 pub mod openapi;
 pub mod patch;
 mod schema;
 pub mod selector;
+pub mod strategy;
 pub mod table;

@@ -4,7 +4,7 @@
 //! written within a short window (5% of the TTL, at most a minute), granted for the TTL plus
 //! that window, so the store holds a few dozen leases rather than one per Event.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use skiff_api::kinds::Kind;
 use skiff_store::{LeaseId, StoreError};
@@ -16,7 +16,7 @@ const MAX_REUSE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub(crate) struct EventLeases {
-    current: tokio::sync::Mutex<Option<(LeaseId, Instant)>>,
+    current: tokio::sync::Mutex<Option<(LeaseId, SystemTime)>>,
 }
 
 impl EventLeases {
@@ -31,13 +31,14 @@ impl EventLeases {
         }
         let reuse = (ttl / 20).min(MAX_REUSE);
         let mut cur = self.current.lock().await;
+        let now = st.clock.now();
         if let Some((id, granted)) = *cur {
-            if granted.elapsed() < reuse {
+            if now.duration_since(granted).is_ok_and(|age| age < reuse) {
                 return Ok(id);
             }
         }
         let lease = st.store.grant_lease(ttl + reuse).await?;
-        *cur = Some((lease.id, Instant::now()));
+        *cur = Some((lease.id, now));
         Ok(lease.id)
     }
 

@@ -65,7 +65,10 @@ impl Harness {
         let app = rt.block_on(async {
             let store: Arc<dyn skiff_store::Store> =
                 Arc::new(skiff_store::EmbeddedStore::in_memory().expect("in-memory store"));
-            handlers::bootstrap(&*store).await.expect("bootstrap");
+            let alloc = crate::alloc::Allocator::new(Default::default());
+            handlers::bootstrap(&*store, &alloc, 6443)
+                .await
+                .expect("bootstrap");
             let cache = watch_cache::WatchCache::start(store.clone())
                 .await
                 .expect("watch cache");
@@ -79,7 +82,8 @@ impl Harness {
                 token: "t".into(),
                 server_address: "127.0.0.1:6443".into(),
                 definitions,
-                alloc: tokio::sync::Mutex::new(()),
+                alloc,
+                clock: Arc::new(crate::meta::SystemClock),
                 proto: proto::Schema::new(),
                 audit: None,
                 event_ttl: None,

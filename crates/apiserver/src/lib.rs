@@ -6,14 +6,15 @@
 //! credentials, creates the built-in namespaces and starts the watch cache;
 //! [`Server::run`] serves until its shutdown future completes.
 
+mod alloc;
 pub mod audit;
-mod defaults;
 mod discovery;
 mod event_ttl;
 #[cfg(test)]
 mod fuzz_tests;
 mod handlers;
 mod kubelet_client;
+mod master_endpoints;
 pub mod meta;
 mod metrics;
 pub mod pki;
@@ -51,6 +52,12 @@ pub struct Config {
     pub event_ttl: Option<Duration>,
     /// A CA bundle trusted for kubelet serving certificates besides the cluster CA.
     pub kubelet_ca: Option<PathBuf>,
+    /// The ranges Service addresses are allocated from.
+    pub cluster: skiff_api::cluster::ClusterConfig,
+    /// The address other components (and pods, through the `kubernetes` Service) reach
+    /// this server at; default: the listen address, or this host's first non-loopback
+    /// IPv4 address when listening on all.
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    #[error("creating the built-in namespaces and the kubernetes Service: {0}")]
+    Bootstrap(String),
     #[error("store: {operation}")]
     Store {
         operation: &'static str,
@@ -100,8 +109,10 @@ pub(crate) struct AppState {
     pub server_address: String,
     /// OpenAPI v2 definitions, for unknown-field detection.
     pub definitions: serde_json::Value,
-    /// Serializes ClusterIP/NodePort allocation with the service create that uses it.
-    pub alloc: tokio::sync::Mutex<()>,
+    /// Service ClusterIPs and NodePorts, allocated in the store.
+    pub alloc: alloc::Allocator,
+    /// The time source of graceful deletion and Event expiry.
+    pub clock: Arc<dyn meta::Clock>,
     /// Protobuf message layouts for kubectl's protobuf request bodies.
     pub proto: proto::Schema,
     pub audit: Option<audit::AuditLog>,
@@ -158,10 +169,21 @@ impl Server {
         let tls = tls_acceptor(&pki)?;
         let kubelet = kubelet_client::KubeletClient::new(&pki, config.kubelet_ca.as_deref())
             .map_err(ServeError::KubeletClient)?;
-        handlers::bootstrap(&*store)
+        let allocator = alloc::Allocator::new(config.cluster.clone());
+        handlers::bootstrap(&*store, &allocator, local.port())
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let advertise = config.advertise_address.unwrap_or_else(|| {
+            if local.ip().is_unspecified() {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            } else {
+                local.ip()
+            }
+        });
+        master_endpoints::start(store.clone(), SocketAddr::new(advertise, local.port()))
             .await
             .map_err(|source| ServeError::Store {
-                operation: "creating the built-in namespaces",
+                operation: "announcing this server in the kubernetes Service's endpoints",
                 source,
             })?;
         let cache = watch_cache::WatchCache::start(store.clone())
@@ -189,7 +211,8 @@ impl Server {
                 token: pki.token.clone(),
                 server_address,
                 definitions,
-                alloc: tokio::sync::Mutex::new(()),
+                alloc: allocator,
+                clock: Arc::new(meta::SystemClock),
                 proto: proto::Schema::new(),
                 audit,
                 event_ttl: config.event_ttl,

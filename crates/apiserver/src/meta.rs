@@ -1,9 +1,7 @@
 //! Object metadata helpers: timestamps, uids, names, labels, and the storage key layout.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
 use skiff_api::kinds::Kind;
 
 /// RFC 3339 in UTC with second precision, as Kubernetes' `metav1.Time`.
@@ -35,7 +33,52 @@ pub fn now() -> String {
     rfc3339(SystemTime::now())
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+/// Parses what [`rfc3339`] writes (and fractional seconds or a `+00:00` offset, which
+/// other clients write); `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time
+        .strip_suffix('Z')
+        .or_else(|| time.strip_suffix("+00:00"))?;
+    let time = time.split('.').next()?;
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + std::time::Duration::from_secs(s))
+}
+
+/// The time source of the API server's time-dependent rules (graceful deletion
+/// deadlines, Event expiry), injectable so tests can set the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The system RNG only fails when the kernel has none; fall back to the clock then
     // (uids need uniqueness, not secrecy).
@@ -102,109 +145,10 @@ pub fn key(kind: &Kind, ns: Option<&str>, name: &str) -> String {
     }
 }
 
-pub fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
-    v.pointer(ptr).and_then(Value::as_str)
-}
-
-pub fn name(v: &Value) -> &str {
-    str_at(v, "/metadata/name").unwrap_or_default()
-}
-
-pub fn namespace(v: &Value) -> Option<&str> {
-    str_at(v, "/metadata/namespace")
-}
-
-pub fn labels(v: &Value) -> BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `obj.metadata`, created if missing.
-pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = Value::Object(Map::new());
-    }
-    match obj.get_mut("metadata") {
-        Some(Value::Object(m)) => m,
-        // Just made an object above.
-        _ => unreachable!("metadata is an object"),
-    }
-}
-
-/// Sets `obj[path...]` to `value` unless a value is already there, creating objects on the way.
-pub fn default_at(obj: &mut Value, path: &[&str], value: Value) {
-    let mut cur = obj;
-    for (i, seg) in path.iter().enumerate() {
-        if !cur.is_object() {
-            return;
-        }
-        let last = i + 1 == path.len();
-        let entry = match cur.as_object_mut() {
-            Some(m) => m.entry(seg.to_string()).or_insert_with(|| {
-                if last {
-                    Value::Null
-                } else {
-                    Value::Object(Map::new())
-                }
-            }),
-            None => return,
-        };
-        if last {
-            if entry.is_null() {
-                *entry = value;
-            }
-            return;
-        }
-        cur = entry;
-    }
-}
-
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-pub fn is_dns1035_label(s: &str) -> bool {
-    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
-}
-
-/// A qualified name (label/annotation key): optional DNS subdomain prefix and a name part
-/// of at most 63 alphanumerics, '-', '_', '.' that starts and ends alphanumeric.
-pub fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if let Some(p) = prefix {
-        if !is_dns1123_subdomain(p) {
-            return false;
-        }
-    }
-    is_label_value(name) && !name.is_empty()
-}
-
-pub fn is_label_value(s: &str) -> bool {
-    s.is_empty()
-        || (s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
-}
+pub use skiff_api::object::{
+    default_at, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_label_value,
+    is_qualified_name, labels, metadata_mut, name, namespace, str_at,
+};
 
 #[cfg(test)]
 mod tests {
@@ -215,19 +159,21 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096);
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
+        assert_eq!(parse_rfc3339("2024-02-29T12:34:56Z"), Some(t));
+        assert_eq!(parse_rfc3339("2024-02-29T12:34:56.123456Z"), Some(t));
+        assert_eq!(parse_rfc3339(&rfc3339(UNIX_EPOCH)), Some(UNIX_EPOCH));
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T12:34:56",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]
     fn names() {
-        assert!(is_dns1123_subdomain("a.b-c.d"));
-        assert!(!is_dns1123_subdomain("A"));
-        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
-        assert!(!is_dns1123_label("a.b"));
-        assert!(!is_dns1035_label("1a"));
-        assert!(is_qualified_name("app.kubernetes.io/name"));
-        assert!(!is_qualified_name("-x"));
-        assert!(is_label_value(""));
-        assert!(!is_label_value("a b"));
         let u = uid();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");

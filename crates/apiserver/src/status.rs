@@ -6,38 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use skiff_store::{Category, StoreError};
 
-/// One `details.causes` entry: which field is wrong and why.
-#[derive(Debug, Clone)]
-pub struct Cause {
-    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`, …
-    pub reason: &'static str,
-    pub field: String,
-    pub message: String,
-}
-
-impl Cause {
-    pub fn invalid(field: impl Into<String>, value: &str, why: &str) -> Self {
-        Cause {
-            reason: "FieldValueInvalid",
-            field: field.into(),
-            message: format!("Invalid value: {value:?}: {why}"),
-        }
-    }
-    pub fn required(field: impl Into<String>) -> Self {
-        Cause {
-            reason: "FieldValueRequired",
-            field: field.into(),
-            message: "Required value".to_string(),
-        }
-    }
-    pub fn forbidden(field: impl Into<String>, why: &str) -> Self {
-        Cause {
-            reason: "FieldValueForbidden",
-            field: field.into(),
-            message: format!("Forbidden: {why}"),
-        }
-    }
-}
+pub use skiff_api::strategy::Cause;
 
 /// An API error, rendered as a Status.
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,10 @@ pub struct ApiBenchArgs {
     /// Only the embedded store (no etcd peer).
     #[arg(long)]
     embedded_only: bool,
+    /// NodePort Services created concurrently through two API servers on one etcd (no
+    /// ClusterIP or NodePort may be handed out twice); 0 skips this phase.
+    #[arg(long, default_value_t = 2000)]
+    services: usize,
     /// Extra `skiff server` arguments, for both backends (repeat; e.g.
     /// `--server-arg=--audit-log-path=` to measure without the audit log).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -71,6 +75,9 @@ pub fn main(args: ApiBenchArgs) -> Result<()> {
             .context("start etcd (Debian etcd-server)")?;
         let eps = etcd.endpoints().join(",");
         rows.push(("etcd", rt.block_on(run_backend(&args, Some(&eps)))?));
+        if args.services > 0 {
+            rt.block_on(run_services(&args, &eps))?;
+        }
     }
     println!(
         "{:<9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -126,10 +133,12 @@ impl Drop for ServerChild {
 }
 
 fn start_server(etcd: Option<&str>, extra: &[String]) -> Result<(ServerChild, String)> {
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "skiff-bench-api-{}-{}",
+        "skiff-bench-api-{}-{}-{}",
         std::process::id(),
-        if etcd.is_some() { "etcd" } else { "embedded" }
+        if etcd.is_some() { "etcd" } else { "embedded" },
+        SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -410,6 +419,105 @@ async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures>
         delivered: delivery.len(),
         rss_mb,
     })
+}
+
+/// Two API servers on one etcd; `args.clients` clients, half on each, create
+/// `args.services` NodePort Services; then every Service's ClusterIP and NodePort must be
+/// distinct.
+async fn run_services(args: &ApiBenchArgs, etcd: &str) -> Result<()> {
+    let (a, addr_a) = start_server(Some(etcd), &args.server_args)?;
+    let (b, addr_b) = start_server(Some(etcd), &args.server_args)?;
+    let conns = [Conn::new(&a.dir, &addr_a)?, Conn::new(&b.dir, &addr_b)?];
+    let ns = "/api/v1/namespaces/default/services";
+    let per = args.services.div_ceil(args.clients.max(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.clients.max(1) {
+        let conn = conns[c % 2].clone();
+        let (from, to) = (c * per, ((c + 1) * per).min(args.services));
+        tasks.push(tokio::spawn(async move {
+            let mut send = conn.open().await?;
+            let mut lat = Vec::with_capacity(to.saturating_sub(from));
+            for i in from..to {
+                let svc = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": format!("bench-s{i:05}")},
+                    "spec": {"type": "NodePort", "ports": [{"port": 80}]},
+                });
+                let t = Instant::now();
+                let resp = send
+                    .ready_send(conn.req(
+                        "POST",
+                        ns,
+                        svc.to_string().into_bytes(),
+                        "application/json",
+                    )?)
+                    .await
+                    .context("create a Service")?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                if status.as_u16() != 201 {
+                    bail!(
+                        "create bench-s{i:05}: HTTP {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                lat.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.context("create task")??);
+    }
+    let elapsed = started.elapsed();
+    let mut send = conns[0].open().await?;
+    let resp = send
+        .ready_send(conns[0].req("GET", "/api/v1/services", Vec::new(), "application/json")?)
+        .await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).context("parse the Service list")?;
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    let (mut ips, mut ports) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let (mut dup_ips, mut dup_ports, mut created) = (0, 0, 0);
+    for it in &items {
+        if !it["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("bench-s")
+        {
+            continue;
+        }
+        created += 1;
+        if !ips.insert(
+            it["spec"]["clusterIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ) {
+            dup_ips += 1;
+        }
+        if !ports.insert(it["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0)) {
+            dup_ports += 1;
+        }
+    }
+    drop((a, b));
+    println!(
+        "services: 2 servers on one etcd, {} clients: {} NodePort Services in {:.2} s ({:.0}/s, p99 {:.1} ms); duplicate ClusterIPs {dup_ips}, duplicate NodePorts {dup_ports}",
+        args.clients,
+        created,
+        elapsed.as_secs_f64(),
+        args.services as f64 / elapsed.as_secs_f64(),
+        pct(&mut lat, 0.99).as_secs_f64() * 1e3,
+    );
+    if created != args.services || dup_ips > 0 || dup_ports > 0 {
+        bail!("services: {created} of {} created, {dup_ips} duplicate ClusterIPs, {dup_ports} duplicate NodePorts", args.services);
+    }
+    Ok(())
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {

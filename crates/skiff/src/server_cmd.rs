@@ -50,6 +50,48 @@ pub struct ServerArgs {
     /// CA bundle trusted for kubelet serving certificates, besides the cluster CA.
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// The range Service ClusterIPs are allocated from (its first address is the
+    /// `kubernetes` Service's).
+    #[arg(long, default_value = "10.43.0.0/16", value_parser = parse_service_cidr)]
+    service_cluster_ip_range: ipnet::Ipv4Net,
+    /// The range Service NodePorts are allocated from: FIRST-LAST.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_node_ports)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The range pod IPs are allocated from (nodes get slices of it).
+    #[arg(long, default_value = "10.42.0.0/16", value_parser = parse_cluster_cidr)]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// The address this server is reached at by other components and pods (the
+    /// `kubernetes` Service's endpoints). Default: the listen address, or when listening
+    /// on all addresses, this host's first non-loopback IPv4 address.
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
+}
+
+fn parse_service_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    skiff_api::cluster::ClusterConfig::parse_service_cidr(s).map_err(|e| e.to_string())
+}
+
+fn parse_cluster_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    skiff_api::cluster::ClusterConfig::parse_cluster_cidr(s).map_err(|e| e.to_string())
+}
+
+fn parse_node_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    skiff_api::cluster::ClusterConfig::parse_node_ports(s).map_err(|e| e.to_string())
+}
+
+/// This host's first non-loopback, up IPv4 address, if it has one.
+fn host_ipv4() -> Option<std::net::IpAddr> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    addrs
+        .filter(|a| {
+            a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+                && !a
+                    .flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+        })
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback())
+        .map(std::net::IpAddr::V4)
 }
 
 /// A Go-style duration as Kubernetes flags take them (`1h30m`, `90s`, `500ms`), or seconds.
@@ -147,6 +189,18 @@ async fn run(args: ServerArgs) -> Result<()> {
             audit: audit_target(&args),
             event_ttl: (!args.event_ttl.is_zero()).then_some(args.event_ttl),
             kubelet_ca: args.kubelet_certificate_authority.clone(),
+            cluster: skiff_api::cluster::ClusterConfig {
+                service_cidr: args.service_cluster_ip_range,
+                node_ports: args.service_node_port_range.clone(),
+                cluster_cidr: args.cluster_cidr,
+            },
+            advertise_address: args.advertise_address.or_else(|| {
+                if args.listen.ip().is_unspecified() {
+                    host_ipv4()
+                } else {
+                    Some(args.listen.ip())
+                }
+            }),
         },
         store,
     )

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
-use skiff_store::{Revision, Store, StoreError};
+use skiff_store::{KeyValue, Revision, Store, StoreError};
 
 use super::objects::{get_kv, map_write, ns_kind, BUILTIN_NAMESPACES};
 use crate::handlers::decode_json;
@@ -117,8 +117,15 @@ pub async fn delete(
         .propagation
         .clone()
         .unwrap_or_else(|| "Background".into());
-    if kind.kind == "Namespace" {
+    let strategy = skiff_api::strategy::for_kind(kind.kind);
+    if strategy.terminates_before_delete() {
         return delete_namespace(st, kind, name, old, old_rev).await;
+    }
+    let mut new = old.clone();
+    let grace = before_delete(strategy, &mut new, opts.grace_period, st.clock.now());
+    if grace == Grace::Pending {
+        // Graceful deletion is already under way and this request does not shorten it.
+        return Ok((StatusCode::OK, old));
     }
     let already_terminating = old.pointer("/metadata/deletionTimestamp").is_some();
     match policy.as_str() {
@@ -128,17 +135,28 @@ pub async fn delete(
         "Orphan" if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
         _ => {}
     }
-    if !finalizers.is_empty() {
-        let mut new = old.clone();
+    // Removed now when nothing waits for it: no finalizer, and no grace period left to
+    // run (a graceful kind's owner, such as a pod's kubelet, deletes it with grace 0).
+    let delete_now = finalizers.is_empty()
+        && match grace {
+            Grace::Set(g) => g == 0,
+            _ => true,
+        };
+    if !delete_now {
         let md = meta::metadata_mut(&mut new);
-        if !already_terminating {
-            md.insert("deletionTimestamp".into(), json!(meta::now()));
+        if !already_terminating && grace == Grace::NotGraceful {
+            md.insert(
+                "deletionTimestamp".into(),
+                json!(meta::rfc3339(st.clock.now())),
+            );
             md.insert(
                 "deletionGracePeriodSeconds".into(),
                 json!(opts.grace_period.unwrap_or(0)),
             );
         }
-        md.insert("finalizers".into(), json!(finalizers));
+        if !finalizers.is_empty() {
+            md.insert("finalizers".into(), json!(finalizers));
+        }
         md.remove("resourceVersion");
         let kv = st
             .store
@@ -163,9 +181,7 @@ pub async fn delete(
         }
         return Ok((StatusCode::OK, new));
     }
-    let _ = st
-        .store
-        .delete(&key, Some(old_rev))
+    crate::alloc::delete_with_holdings(&*st.store, kind.kind, &key, old_rev, &old)
         .await
         .map_err(|e| map_write(kind, name, e))?;
     if policy == "Background" {
@@ -180,6 +196,68 @@ pub async fn delete(
     let mut out = old;
     meta::metadata_mut(&mut out).remove("resourceVersion");
     Ok((StatusCode::OK, out))
+}
+
+/// What graceful deletion makes of a delete request, as kube-apiserver's `BeforeDelete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grace {
+    /// The kind is not deleted gracefully (or a zero grace period already ran out).
+    NotGraceful,
+    /// The object is terminating gracefully and the request does not shorten that.
+    Pending,
+    /// `deletionTimestamp` and `deletionGracePeriodSeconds` were set to this period.
+    Set(i64),
+}
+
+/// Marks `obj` for graceful deletion per its strategy: a first delete sets
+/// `deletionTimestamp` to now plus the grace period; a later one may only shorten it.
+fn before_delete(
+    strategy: &dyn skiff_api::strategy::Strategy,
+    obj: &mut Value,
+    requested: Option<i64>,
+    now: std::time::SystemTime,
+) -> Grace {
+    let secs = |g: i64| std::time::Duration::from_secs(g.max(0).unsigned_abs());
+    let current = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        let current = match current {
+            Some(c) if c > 0 => c,
+            // Marked with no time left (or by finalizers only): nothing to wait for.
+            _ => return Grace::NotGraceful,
+        };
+        return match requested {
+            Some(r) if r < current => {
+                // The deadline moves earlier by the difference, as kube does.
+                let deadline = meta::str_at(obj, "/metadata/deletionTimestamp")
+                    .and_then(meta::parse_rfc3339)
+                    .unwrap_or(now + secs(current));
+                let start = deadline.checked_sub(secs(current)).unwrap_or(now);
+                let md = meta::metadata_mut(obj);
+                md.insert(
+                    "deletionTimestamp".into(),
+                    json!(meta::rfc3339(start + secs(r))),
+                );
+                md.insert("deletionGracePeriodSeconds".into(), json!(r.max(0)));
+                Grace::Set(r.max(0))
+            }
+            _ => Grace::Pending,
+        };
+    }
+    let Some(period) = strategy.graceful_delete(obj, requested) else {
+        return Grace::NotGraceful;
+    };
+    let md = meta::metadata_mut(obj);
+    md.insert(
+        "deletionTimestamp".into(),
+        json!(meta::rfc3339(now + secs(period))),
+    );
+    md.insert("deletionGracePeriodSeconds".into(), json!(period));
+    if let Some(g) = md.get("generation").and_then(Value::as_i64) {
+        md.insert("generation".into(), json!(g + 1));
+    }
+    Grace::Set(period)
 }
 
 /// Namespaces turn Terminating; their contents are removed, then the namespace.
@@ -231,16 +309,36 @@ async fn finalize_namespace(store: &dyn Store, name: &str) -> Result<(), StoreEr
         let prefix = meta::list_prefix(k, Some(name));
         let res = store.list(&prefix, &Default::default()).await?;
         for kv in res.kvs {
-            match store.delete(&kv.key, None).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            remove(store, k, kv).await?;
         }
     }
     match store.delete(&meta::key(ns_kind(), None, name), None).await {
         Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Removes a stored object (with the addresses it holds), whatever changed since `kv`
+/// was read; gone already is fine.
+async fn remove(store: &dyn Store, kind: &Kind, mut kv: KeyValue) -> Result<(), StoreError> {
+    for _ in 0..8 {
+        let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        match crate::alloc::delete_with_holdings(store, kind.kind, &kv.key, kv.mod_revision, &obj)
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => match store.get(&kv.key, None).await?.kv {
+                Some(fresh) => kv = fresh,
+                None => return Ok(()),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict {
+        key: kv.key,
+        expected: kv.mod_revision,
+        actual: 0,
+    })
 }
 
 fn owned_by(obj: &Value, uid: &str) -> bool {
@@ -297,10 +395,7 @@ fn collect_dependents<'a>(
                     let dep_uid = meta::str_at(&obj, "/metadata/uid")
                         .unwrap_or_default()
                         .to_string();
-                    match store.delete(&kv.key, None).await {
-                        Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
+                    remove(store, k, kv).await?;
                     collect_dependents(store, ns, &dep_uid, false).await?;
                 }
             }
@@ -349,7 +444,9 @@ async fn finish_propagation(
             rest = a.clone();
         }
         let r = if rest.is_empty() {
-            store.delete(&key, Some(kv.mod_revision)).await.map(|_| ())
+            crate::alloc::delete_with_holdings(store, kind.kind, &key, kv.mod_revision, &obj)
+                .await
+                .map(|_| ())
         } else {
             store
                 .update(&key, obj.to_string().into_bytes(), Some(kv.mod_revision), 0)

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
+use skiff_api::strategy;
 use skiff_store::{Revision, Store, StoreError};
 
 use crate::meta;
@@ -28,40 +29,68 @@ pub(super) fn ns_kind() -> &'static Kind {
     kinds::by_resource("", "v1", "namespaces").expect("namespaces are served")
 }
 
-/// Creates the built-in namespaces (and the `kubernetes` service) if missing.
-pub async fn bootstrap(store: &dyn Store) -> Result<(), StoreError> {
+/// Creates the built-in namespaces and the `default/kubernetes` Service if missing (the
+/// Service with the range's first address and this server's port as its target), and
+/// brings the address allocations in line with the stored Services.
+pub async fn bootstrap(
+    store: &dyn Store,
+    alloc: &crate::alloc::Allocator,
+    port: u16,
+) -> Result<(), ApiError> {
     let kind = ns_kind();
     for ns in BUILTIN_NAMESPACES {
         let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         stamp_new(kind, &mut obj);
-        crate::defaults::apply("Namespace", &mut obj);
+        strategy::for_kind("Namespace").default(&mut obj);
         match store
             .create(&meta::key(kind, None, ns), obj.to_string().into_bytes(), 0)
             .await
         {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     let svc = kinds::by_resource("", "v1", "services").expect("services are served");
-    let mut obj = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": "10.43.0.1", "clusterIPs": ["10.43.0.1"], "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
-    });
-    stamp_new(svc, &mut obj);
-    crate::defaults::apply("Service", &mut obj);
-    match store
-        .create(
-            &meta::key(svc, Some("default"), "kubernetes"),
-            obj.to_string().into_bytes(),
-            0,
-        )
-        .await
-    {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
+    crate::alloc::repair(store, &meta::kind_prefix(svc)).await?;
+    let key = meta::key(svc, Some("default"), "kubernetes");
+    let ip = alloc.config.kubernetes_service_ip().to_string();
+    for _ in 0..5 {
+        match store.get(&key, None).await?.kv {
+            None => {
+                let mut obj = json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                    "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+                });
+                stamp_new(svc, &mut obj);
+                strategy::for_kind("Service").default(&mut obj);
+                match alloc.create(store, &key, &mut obj, false).await? {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(kv) => {
+                // Point the Service at the port this server really listens on.
+                let Ok(old) = serde_json::from_slice::<Value>(&kv.value) else {
+                    return Ok(());
+                };
+                if old.pointer("/spec/ports/0/targetPort") == Some(&json!(port)) {
+                    return Ok(());
+                }
+                let mut new = old.clone();
+                new["spec"]["ports"][0]["targetPort"] = json!(port);
+                match alloc
+                    .update(store, &key, &old, &mut new, kv.mod_revision, false)
+                    .await?
+                {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
     }
+    Ok(())
 }
 
 /// Server-set metadata of a new object.
@@ -82,17 +111,7 @@ fn stamp_new(kind: &Kind, obj: &mut Value) {
 
 /// Kinds whose spec changes bump metadata.generation.
 fn has_generation(kind: &Kind) -> bool {
-    !matches!(
-        kind.kind,
-        "ConfigMap"
-            | "Secret"
-            | "Event"
-            | "Endpoints"
-            | "EndpointSlice"
-            | "Lease"
-            | "ServiceAccount"
-            | "ControllerRevision"
-    )
+    strategy::for_kind(kind.kind).has_generation()
 }
 
 /// The part of an object whose change bumps generation: everything but metadata and status.
@@ -288,7 +307,8 @@ pub async fn create(
         .flatten();
     stamp_new(kind, &mut obj);
     // Status is the controllers' to write; a create starts from the kind's initial status.
-    if has_status(kind) && kind.kind != "Namespace" {
+    let strategy = strategy::for_kind(kind.kind);
+    if has_status(kind) && strategy.resets_status_on_create() {
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }
@@ -300,23 +320,31 @@ pub async fn create(
             meta::metadata_mut(&mut o)
                 .insert("name".into(), json!(format!("{g}{}", meta::name_suffix())));
         }
-        if kind.kind == "Job" {
-            job_selector(&mut o);
-        }
-        crate::defaults::apply(kind.kind, &mut o);
-        if kind.kind == "Pod" {
-            crate::defaults::pod_admission(&mut o);
-        }
-        invalid(kind, &o, crate::validate::object(kind, &o))?;
-        let _guard = if kind.kind == "Service" {
-            let g = st.alloc.lock().await;
-            allocate_service(st, &mut o).await?;
-            Some(g)
-        } else {
-            None
-        };
+        strategy.prepare_for_create(&mut o);
+        strategy.default(&mut o);
+        strategy.admit(&mut o);
+        invalid(kind, &o, strategy::validate(kind.kind, &o))?;
         let name = meta::name(&o).to_string();
         let key = meta::key(kind, ns, &name);
+        if kind.kind == "Service" {
+            // Addresses are allocated in the same store transaction as the create.
+            match st.alloc.create(&*st.store, &key, &mut o, dry_run).await? {
+                Ok(rev) => {
+                    if !dry_run {
+                        meta::metadata_mut(&mut o)
+                            .insert("resourceVersion".into(), json!(rev.to_string()));
+                    }
+                    return Ok((o, warnings));
+                }
+                Err(StoreError::AlreadyExists { .. }) if generate.is_some() && attempt < 7 => {
+                    continue
+                }
+                Err(StoreError::AlreadyExists { .. }) => {
+                    return Err(ApiError::already_exists(kind.group, kind.plural, &name))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if dry_run {
             return Ok((o, warnings));
         }
@@ -344,130 +372,6 @@ pub async fn create(
     Err(ApiError::internal(
         "could not generate a unique name; try again",
     ))
-}
-
-/// Jobs select their pods by the job's uid, as kube's job strategy does.
-fn job_selector(obj: &mut Value) {
-    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
-        return;
-    }
-    let uid = meta::str_at(obj, "/metadata/uid")
-        .unwrap_or_default()
-        .to_string();
-    let name = meta::name(obj).to_string();
-    let labels = json!({
-        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-        "controller-uid": uid, "job-name": name,
-    });
-    if obj.get("spec").is_some_and(Value::is_object) {
-        obj["spec"]["selector"] =
-            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-        meta::default_at(obj, &["spec", "template", "metadata", "labels"], json!({}));
-        if let Some(m) = obj
-            .pointer_mut("/spec/template/metadata/labels")
-            .and_then(Value::as_object_mut)
-        {
-            for (k, v) in labels.as_object().into_iter().flatten() {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-/// ClusterIP from 10.43.0.0/16 and node ports from 30000–32767, avoiding those in use.
-async fn allocate_service(st: &AppState, obj: &mut Value) -> ApiResult<()> {
-    let ty = meta::str_at(obj, "/spec/type")
-        .unwrap_or("ClusterIP")
-        .to_string();
-    if ty == "ExternalName" {
-        return Ok(());
-    }
-    let svc = kinds::by_resource("", "v1", "services").expect("services are served");
-    let all = st
-        .store
-        .list(&meta::kind_prefix(svc), &Default::default())
-        .await?;
-    let mut ips = std::collections::HashSet::new();
-    let mut node_ports = std::collections::HashSet::new();
-    for kv in all.kvs {
-        let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        if let Some(ip) = meta::str_at(&v, "/spec/clusterIP") {
-            ips.insert(ip.to_string());
-        }
-        for p in v
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
-                node_ports.insert(n);
-            }
-        }
-    }
-    let requested = meta::str_at(obj, "/spec/clusterIP")
-        .unwrap_or("")
-        .to_string();
-    if requested.is_empty() {
-        // .1 is the kubernetes service, .10 by convention cluster DNS.
-        let ip = (11u32..65_534)
-            .map(|n| format!("10.43.{}.{}", n / 256, n % 256))
-            .find(|ip| !ips.contains(ip))
-            .ok_or_else(|| ApiError::internal("the service IP range 10.43.0.0/16 is full"))?;
-        obj["spec"]["clusterIP"] = json!(ip);
-        obj["spec"]["clusterIPs"] = json!([ip]);
-    } else if requested == "None" {
-        obj["spec"]["clusterIPs"] = json!(["None"]);
-    } else {
-        let ok = requested
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|a| a.octets()[0] == 10 && a.octets()[1] == 43);
-        if !ok {
-            return Err(ApiError::invalid(
-                "Service",
-                "",
-                meta::name(obj),
-                vec![Cause::invalid(
-                    "spec.clusterIPs[0]",
-                    &requested,
-                    "provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16",
-                )],
-            ));
-        }
-        if ips.contains(&requested) {
-            return Err(ApiError::invalid(
-                "Service",
-                "",
-                meta::name(obj),
-                vec![Cause::invalid(
-                    "spec.clusterIPs",
-                    &requested,
-                    "failed to allocate IP: provided IP is already allocated",
-                )],
-            ));
-        }
-        obj["spec"]["clusterIPs"] = json!([requested]);
-    }
-    if ty == "NodePort" || ty == "LoadBalancer" {
-        if let Some(Value::Array(ports)) = obj.pointer_mut("/spec/ports") {
-            let mut next = 30000i64;
-            for p in ports {
-                if p.get("nodePort").and_then(Value::as_i64).is_none() {
-                    while node_ports.contains(&next) {
-                        next += 1;
-                    }
-                    if next > 32767 {
-                        return Err(ApiError::internal(
-                            "the node port range 30000-32767 is full",
-                        ));
-                    }
-                    p["nodePort"] = json!(next);
-                    node_ports.insert(next);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Update the whole object (`Part::Main`) or its status.
@@ -528,32 +432,24 @@ async fn write_update(
     part: Part,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    let mut new = match part {
-        Part::Status => {
-            let mut n = old.clone();
-            n["status"] = incoming.get("status").cloned().unwrap_or(Value::Null);
-            if n["status"].is_null() {
-                if let Some(m) = n.as_object_mut() {
-                    m.remove("status");
-                }
-            }
-            n
-        }
+    let strategy = strategy::for_kind(kind.kind);
+    let mut new = incoming;
+    match part {
+        Part::Status => strategy.prepare_for_status_update(&mut new, old),
         Part::Main => {
-            let mut n = incoming;
             if has_status(kind) {
                 match old.get("status") {
-                    Some(s) => n["status"] = s.clone(),
+                    Some(s) => new["status"] = s.clone(),
                     None => {
-                        if let Some(m) = n.as_object_mut() {
+                        if let Some(m) = new.as_object_mut() {
                             m.remove("status");
                         }
                     }
                 }
             }
-            n
+            strategy.prepare_for_update(&mut new, old);
         }
-    };
+    }
     // Server-owned metadata always comes from the stored object.
     {
         let old_md = old.get("metadata").cloned().unwrap_or_default();
@@ -579,21 +475,10 @@ async fn write_update(
         md.remove("resourceVersion");
         md.remove("selfLink");
     }
-    crate::defaults::apply(kind.kind, &mut new);
-    if kind.kind == "Pod" {
-        crate::defaults::pod_admission(&mut new);
-    }
+    strategy.default(&mut new);
+    strategy.admit(&mut new);
     if part == Part::Main {
-        let mut causes = crate::validate::object(kind, &new);
-        causes.extend(crate::validate::immutable(kind, old, &new));
-        invalid(kind, &new, causes)?;
-        if kind.kind == "Service" && meta::str_at(&new, "/spec/clusterIP").is_none() {
-            for k in ["clusterIP", "clusterIPs"] {
-                if let Some(v) = old.pointer(&format!("/spec/{k}")) {
-                    new["spec"][k] = v.clone();
-                }
-            }
-        }
+        invalid(kind, &new, strategy::validate_update(kind.kind, old, &new))?;
     }
     if has_generation(kind) && spec_part(&new) != spec_part(old) {
         let g = old
@@ -609,26 +494,41 @@ async fn write_update(
         // No change: kube-apiserver skips the write, the resourceVersion stays.
         return Ok(old.clone());
     }
-    if dry_run {
-        return Ok(new);
-    }
     let key = meta::key(kind, ns, name);
     // A terminating object whose last finalizer went away is removed now.
     let finalizers_empty = new
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_none_or(|a| a.is_empty());
-    if new.pointer("/metadata/deletionTimestamp").is_some()
+    // ... unless it is being deleted gracefully: then the grace period runs out first
+    // (its owner, a kubelet, deletes it with grace 0).
+    let grace = new
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let remove = new.pointer("/metadata/deletionTimestamp").is_some()
         && finalizers_empty
-        && kind.kind != "Namespace"
-    {
-        let kv = st
-            .store
-            .delete(&key, Some(expected))
+        && grace == 0
+        && !strategy.terminates_before_delete();
+    if kind.kind == "Service" && !remove {
+        // Addresses the update gains or drops change in the same transaction.
+        let rev = st
+            .alloc
+            .update(&*st.store, &key, old, &mut new, expected, dry_run)
+            .await?
+            .map_err(|e| map_write(kind, name, e))?;
+        if !dry_run {
+            meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
+        }
+        return Ok(new);
+    }
+    if dry_run {
+        return Ok(new);
+    }
+    if remove {
+        let rev = crate::alloc::delete_with_holdings(&*st.store, kind.kind, &key, expected, old)
             .await
             .map_err(|e| map_write(kind, name, e))?;
-        let _ = kv;
-        let rev = st.store.current_revision().await?;
         meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
         return Ok(new);
     }

@@ -1,0 +1,109 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn pods_are_deleted_gracefully_only_when_a_kubelet_runs_them() {
+    let pod = |node: &str, phase: &str| json!({"metadata": {"name": "p"}, "spec": {"nodeName": node, "terminationGracePeriodSeconds": 120}, "status": {"phase": phase}});
+    let s = for_kind("Pod");
+    assert_eq!(s.graceful_delete(&pod("n1", "Running"), None), Some(120));
+    assert_eq!(s.graceful_delete(&pod("n1", "Running"), Some(5)), Some(5));
+    assert_eq!(s.graceful_delete(&pod("n1", "Running"), Some(0)), Some(0));
+    assert_eq!(
+        s.graceful_delete(&pod("", "Pending"), None),
+        Some(0),
+        "unbound"
+    );
+    assert_eq!(
+        s.graceful_delete(&pod("n1", "Succeeded"), None),
+        Some(0),
+        "finished"
+    );
+    assert_eq!(
+        for_kind("ConfigMap").graceful_delete(&pod("n1", "Running"), None),
+        None
+    );
+}
+
+#[test]
+fn defaults_fill_what_kube_apiserver_fills() {
+    let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let s = for_kind("Pod");
+    s.default(&mut pod);
+    s.admit(&mut pod);
+    assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+    assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    let mut d =
+        json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}});
+    for_kind("Deployment").default(&mut d);
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    let mut svc = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+    for_kind("Service").default(&mut svc);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+}
+
+#[test]
+fn validation_names_the_field_and_the_rule() {
+    let causes = validate(
+        "Service",
+        &json!({"metadata": {"name": "1bad"}, "spec": {"ports": []}}),
+    );
+    let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(fields, ["metadata.name", "spec.ports"]);
+    assert!(
+        causes[0].message.contains("DNS-1035"),
+        "{}",
+        causes[0].message
+    );
+    let causes = validate(
+        "Job",
+        &json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}}),
+    );
+    assert_eq!(causes.len(), 1);
+    assert_eq!(causes[0].reason, "FieldValueNotSupported");
+    assert!(validate("Namespace", &json!({"metadata": {"name": "a.b"}}))
+        .iter()
+        .any(|c| c.field == "metadata.name"));
+}
+
+#[test]
+fn updates_may_not_change_immutable_fields() {
+    let old = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "1"}}}});
+    let new = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "2"}}}});
+    let mut causes = Vec::new();
+    for_kind("ReplicaSet").validate_update(&old, &new, &mut causes);
+    assert_eq!(causes[0].field, "spec.selector");
+    let old = json!({"immutable": true, "data": {"a": "1"}});
+    let new = json!({"immutable": true, "data": {"a": "2"}});
+    let mut causes = Vec::new();
+    for_kind("ConfigMap").validate_update(&old, &new, &mut causes);
+    assert_eq!(causes[0].reason, "FieldValueForbidden");
+}
+
+#[test]
+fn status_updates_change_only_status() {
+    let old = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"x": 1}, "status": {"phase": "Pending"}});
+    let mut new = json!({"metadata": {"name": "p", "labels": {"a": "2"}}, "spec": {"x": 2}, "status": {"phase": "Running"}});
+    for_kind("Pod").prepare_for_status_update(&mut new, &old);
+    assert_eq!(new["spec"]["x"], 1);
+    assert_eq!(new["metadata"]["labels"]["a"], "1");
+    assert_eq!(new["status"]["phase"], "Running");
+}
+
+#[test]
+fn jobs_select_their_pods_by_uid() {
+    let mut job =
+        json!({"metadata": {"name": "j", "uid": "u1"}, "spec": {"template": {"spec": {}}}});
+    for_kind("Job").prepare_for_create(&mut job);
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        "u1"
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["job-name"],
+        "j"
+    );
+}
