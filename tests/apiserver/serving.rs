@@ -33,25 +33,47 @@ fn sigterm_with_a_watch_open_drains_and_exits_0_within_10s() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn kubectl get -w");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = watch.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // The watch is live once a configmap created after the list shows up in it.
-    let mut seen = Vec::new();
-    eventually("kubectl's watch to be open", || {
-        srv.kubectl(
-            "1.33",
-            &["create", "configmap", &format!("during-{}", seen.len())],
-        )
-        .ok();
+    // And a raw HTTP/1.1 watch, whose clean end (the last chunk) curl tells from a cut.
+    let mut raw = std::process::Command::new("curl")
+        .args(["-sSN", "--http1.1", "--cacert"])
+        .arg(srv.pki("ca.crt"))
+        .arg("--cert")
+        .arg(srv.pki("admin.crt"))
+        .arg("--key")
+        .arg(srv.pki("admin.key"))
+        .arg(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=1",
+            srv.url
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn curl");
+    let lines = |out: std::process::ChildStdout| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let rx = lines(watch.stdout.take().expect("stdout"));
+    let raw_rx = lines(raw.stdout.take().expect("stdout"));
+    // Both watches are live once a configmap created after they started shows up in them.
+    let (mut seen, mut raw_seen) = (Vec::new(), Vec::new());
+    let mut n = 0;
+    eventually("both watches to be open", || {
+        srv.kubectl("1.33", &["create", "configmap", &format!("during-{n}")])
+            .ok();
+        n += 1;
         while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
             seen.push(l);
         }
-        seen.iter().any(|l| l.starts_with("during-")).then_some(())
+        raw_seen.extend(raw_rx.try_iter());
+        (seen.iter().any(|l| l.starts_with("during-"))
+            && raw_seen.iter().any(|l| l.contains("\"name\":\"during-")))
+        .then_some(())
     });
 
     let status = std::process::Command::new("kill")
@@ -71,6 +93,15 @@ fn sigterm_with_a_watch_open_drains_and_exits_0_within_10s() {
     }
     let kubectl = kubectl.expect("kubectl get -w still running after the server exited");
     assert_eq!(kubectl.code(), Some(0), "kubectl get -w: {kubectl}: {err}");
+    let curl = wait_exit(&mut raw, Duration::from_secs(30));
+    let _ = raw.kill();
+    let mut err = String::new();
+    if let Some(mut e) = raw.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let curl = curl.expect("curl's watch still running after the server exited");
+    // curl fails (18: transfer closed with outstanding data) if the stream was cut.
+    assert_eq!(curl.code(), Some(0), "curl watch: {curl}: {err}");
 }
 
 /// curl without credentials (health checks are open to anonymous clients).
@@ -226,4 +257,45 @@ fn metrics_count_requests_by_verb_resource_and_code() {
     );
     // /metrics needs credentials, as in Kubernetes.
     assert_eq!(anonymous(&srv, "/metrics").0, 401);
+}
+
+#[test]
+fn sigterm_ends_a_log_follow_proxied_to_the_kubelet() {
+    // Its own server (and kubelet): this test kills the server.
+    let (mut srv, _kubelet) = crate::stream::cluster();
+    let mut logs = srv
+        .kubectl_command("1.33", &["logs", "-f", "web"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl logs -f");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = logs.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The follow is streaming once the file's last line arrived.
+    eventually("kubectl logs -f to stream", || {
+        rx.try_iter().any(|l| l == "line3").then_some(())
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = wait_exit(&mut srv.child, Duration::from_secs(10))
+        .expect("skiff server still running 10 s after SIGTERM with a log follow open");
+    assert_eq!(exit.code(), Some(0), "skiff server exited with {exit}");
+    // The follow was ended by the server, not cut.
+    let done = wait_exit(&mut logs, Duration::from_secs(30));
+    let _ = logs.kill();
+    let mut err = String::new();
+    if let Some(mut e) = logs.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let done = done.expect("kubectl logs -f still running after the server exited");
+    assert_eq!(done.code(), Some(0), "kubectl logs -f: {done}: {err}");
 }
