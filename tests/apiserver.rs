@@ -1,7 +1,7 @@
 //! End-to-end tests of `skiff server`'s Kubernetes API: each test starts the real binary
 //! on a free loopback port with a temp data dir and drives it with real clients — kubectl
-//! 1.27 and 1.33, curl with the admin certificate, the official Python client — and, for
-//! the etcd backend, a real etcd on free loopback ports.
+//! 1.27 and 1.33, curl with the admin certificate, the official Python client, kube-rs —
+//! and, for the etcd backend, a real etcd on free loopback ports.
 
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +33,12 @@ mod stream;
 
 #[path = "apiserver/lifecycle.rs"]
 mod lifecycle;
+
+#[path = "apiserver/kube_rs.rs"]
+mod kube_rs;
+
+#[path = "apiserver/watch.rs"]
+mod watch;
 
 #[path = "apiserver/serving.rs"]
 mod serving;

@@ -22,6 +22,8 @@ pub struct Server {
     pub url: String,
     /// Extra server arguments (for restarts).
     args: Vec<String>,
+    /// The --listen address (127.0.0.1:0 unless the port must survive restarts).
+    listen: String,
 }
 
 impl Server {
@@ -31,25 +33,51 @@ impl Server {
 
     /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves.
     pub fn start_with(args: &[&str]) -> Server {
+        Self::start_listening("127.0.0.1:0", args)
+    }
+
+    /// Starts `skiff server` on a fixed free port, so [`Server::restart`] keeps the URL
+    /// that long-lived clients (kube-rs watchers) hold.
+    pub fn start_on_fixed_port(args: &[&str]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_listening(&format!("127.0.0.1:{port}"), args)
+    }
+
+    fn start_listening(listen: &str, args: &[&str]) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("skiff-apiserver-")
             .tempdir()
             .expect("temp dir");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(dir.path(), &args);
+        let (child, url) = spawn(dir.path(), listen, &args);
         Server {
             child,
             dir,
             url,
             args,
+            listen: listen.to_string(),
         }
     }
 
-    /// Stops the server and starts it again on the same data dir (and a new port).
+    /// Stops the server and starts it again on the same data dir (and a new port, unless
+    /// started with [`Server::start_on_fixed_port`]).
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills the server (it stays down until [`Server::start_again`]).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, url) = spawn(self.dir.path(), &self.args);
+    }
+
+    /// Starts the stopped server again on its data dir.
+    pub fn start_again(&mut self) {
+        let (child, url) = spawn(self.dir.path(), &self.listen, &self.args);
         self.child = child;
         self.url = url;
     }
@@ -145,12 +173,12 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, args: &[String]) -> (Child, String) {
+fn spawn(dir: &Path, listen: &str, args: &[String]) -> (Child, String) {
     let mut child = Command::new(SKIFF)
         .arg("server")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--disable-agent"])
+        .args(["--listen", listen, "--disable-agent"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

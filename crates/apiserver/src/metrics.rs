@@ -30,7 +30,7 @@ use skiff_store::{
     TxnResult, WatchOptions, Watcher,
 };
 
-use crate::watch_cache::WatchCache;
+use crate::watch_cache::{Ended, WatchCache};
 
 /// What a request is, as the metrics label it (kube-apiserver's RequestInfo).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,34 +207,27 @@ impl Metrics {
         LongRunningGuard(g)
     }
 
-    /// Follows the watch cache's events until `stop`, counting them by resource.
+    /// Follows the watch cache's live events until `stop`, counting them by resource.
     pub async fn follow_cache(self: Arc<Self>, cache: Arc<WatchCache>, stop: CancellationToken) {
         loop {
-            let from = cache.latest();
-            self.cache_revision.set(from);
-            let Ok(sub) = cache.subscribe(from) else {
-                // The cache reset between the two calls: start again at its new head.
-                tokio::task::yield_now().await;
-                continue;
+            // Live events only: no backlog is after the newest possible revision.
+            let Ok(mut sub) = cache.subscribe(Revision::MAX) else {
+                return;
             };
-            let mut rx = sub.rx;
-            for ev in sub.backlog {
-                self.cache_event(&ev.key, ev.revision);
+            if let Some(rev) = cache.progress(&sub) {
+                self.cache_revision.set(rev);
             }
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    ev = rx.recv() => match ev {
+                    ev = sub.recv() => match ev {
                         Ok(ev) => self.cache_event(&ev.key, ev.revision),
-                        // Fell behind or the cache reset: start again at its head.
+                        Err(Ended::Closed) => return,
+                        // Fell behind, or the cache lost events: follow again from now.
                         Err(_) => break,
                     }
                 }
             }
-            if stop.is_cancelled() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

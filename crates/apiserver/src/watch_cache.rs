@@ -2,10 +2,16 @@
 //! `kubectl get -w` cost one store stream. It keeps the last [`HISTORY`] events so watchers
 //! can resume from a resourceVersion; older positions get 410 Gone, as kube-apiserver.
 //!
+//! Contract: a [`Subscription`] yields every event after its start revision, in order,
+//! without a gap — or it ends. It ends with [`Ended::Gap`] when the cache lost events it
+//! owed (the feeder met a compacted revision) and with [`Ended::Lagged`] when the watcher
+//! fell more than [`CHANNEL`] events behind; the watch handler turns both into an ERROR
+//! event with 410 Gone, so clients relist instead of silently missing changes.
+//!
 //! Lifecycle: [`WatchCache::start`] spawns the feeder task; it runs until the cache is
-//! dropped. If the store watch fails it resumes from the last revision it saw; if that was
-//! compacted away, history restarts at the store's current revision (resumes from before
-//! then get 410).
+//! dropped. If the store watch fails or ends it resumes from the last revision it saw; if
+//! that was compacted away, history restarts at the store's current revision: resumes from
+//! before then get 410, and every live subscription ends with [`Ended::Gap`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,7 +28,7 @@ use crate::raw;
 /// Events kept for resuming watchers.
 pub const HISTORY: usize = 16_384;
 /// Events a slow watcher may fall behind before it is ended with 410.
-const CHANNEL: usize = 65_536;
+pub const CHANNEL: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -155,19 +161,71 @@ struct Inner {
     events: VecDeque<Arc<CacheEvent>>,
     /// Events after this revision are all in `events` or still to come.
     covered_after: Revision,
-    /// Revision of the newest event seen.
+    /// Revision of the newest event seen (or of the store when history restarted).
     latest: Revision,
+}
+
+/// What subscribers receive: events, and the news that the cache lost some.
+#[derive(Debug, Clone)]
+enum Message {
+    Event(Arc<CacheEvent>),
+    /// History restarted after `revision`: events between the last one sent and it were
+    /// compacted away before the cache saw them.
+    Gap {
+        revision: Revision,
+    },
 }
 
 pub struct WatchCache {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<CacheEvent>>,
+    tx: broadcast::Sender<Message>,
+    history: usize,
 }
 
-/// A subscription: the buffered events after the requested revision, then live ones.
+/// A subscription: the buffered events after the requested revision, then live ones
+/// through [`Subscription::recv`].
 pub struct Subscription {
     pub backlog: Vec<Arc<CacheEvent>>,
-    pub rx: broadcast::Receiver<Arc<CacheEvent>>,
+    rx: broadcast::Receiver<Message>,
+}
+
+/// Why a subscription ended. Only [`Ended::Closed`] is not the watcher's loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The cache lost events after this subscriber's position (compaction while the feeder
+    /// was behind): the subscriber must relist.
+    Gap { revision: Revision },
+    /// The subscriber fell more than [`CHANNEL`] events behind.
+    Lagged { missed: u64 },
+    /// The cache is gone (server shutting down).
+    Closed,
+}
+
+impl Ended {
+    /// The message of the 410 Gone sent to the watcher, or `None` to just close the stream.
+    pub fn gone_message(&self) -> Option<String> {
+        match self {
+            Ended::Gap { revision } => Some(format!(
+                "too old resource version: the watch cache lost events before revision {revision} (compacted before it saw them); list and watch again"
+            )),
+            Ended::Lagged { missed } => Some(format!(
+                "the watch fell too far behind ({missed} events not delivered); list and watch again"
+            )),
+            Ended::Closed => None,
+        }
+    }
+}
+
+impl Subscription {
+    /// The next live event, in revision order, or why there are no more.
+    pub async fn recv(&mut self) -> Result<Arc<CacheEvent>, Ended> {
+        match self.rx.recv().await {
+            Ok(Message::Event(ev)) => Ok(ev),
+            Ok(Message::Gap { revision }) => Err(Ended::Gap { revision }),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Err(Ended::Lagged { missed }),
+            Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+        }
+    }
 }
 
 /// The requested revision is older than the cache's history.
@@ -179,17 +237,23 @@ pub struct TooOld {
 impl WatchCache {
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<WatchCache>, StoreError> {
         let rev = store.current_revision().await?;
-        let (tx, _) = broadcast::channel(CHANNEL);
-        let cache = Arc::new(WatchCache {
+        let cache = Arc::new(WatchCache::new(rev, HISTORY, CHANNEL));
+        tokio::spawn(feed(Arc::downgrade(&cache), store, rev));
+        Ok(cache)
+    }
+
+    /// A cache at `rev` with no feeder (tests push and reset it by hand).
+    fn new(rev: Revision, history: usize, channel: usize) -> WatchCache {
+        let (tx, _) = broadcast::channel(channel);
+        WatchCache {
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
                 covered_after: rev,
                 latest: rev,
             }),
             tx,
-        });
-        tokio::spawn(feed(Arc::downgrade(&cache), store, rev));
-        Ok(cache)
+            history,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -213,29 +277,36 @@ impl WatchCache {
         Ok(Subscription { backlog, rx })
     }
 
-    /// The newest revision the cache has seen (for bookmarks).
-    pub fn latest(&self) -> Revision {
-        self.lock().latest
+    /// The revision `sub` has seen everything up to, if it has received every event sent
+    /// so far (for bookmarks: a bookmark ahead of an undelivered event would let a client
+    /// resume past it).
+    pub fn progress(&self, sub: &Subscription) -> Option<Revision> {
+        let inner = self.lock();
+        sub.rx.is_empty().then_some(inner.latest)
     }
 
     fn push(&self, ev: CacheEvent) {
         let mut inner = self.lock();
         inner.latest = inner.latest.max(ev.revision);
         let ev = Arc::new(ev);
-        if inner.events.len() >= HISTORY {
+        if inner.events.len() >= self.history {
             if let Some(old) = inner.events.pop_front() {
                 inner.covered_after = old.revision;
             }
         }
         inner.events.push_back(ev.clone());
-        let _ = self.tx.send(ev);
+        let _ = self.tx.send(Message::Event(ev));
     }
 
+    /// History restarts after `rev`: the events before it were lost, so every live
+    /// subscription ends (after the events it was already sent) and resumes from before
+    /// `rev` get [`TooOld`].
     fn reset(&self, rev: Revision) {
         let mut inner = self.lock();
         inner.events.clear();
         inner.covered_after = rev;
         inner.latest = inner.latest.max(rev);
+        let _ = self.tx.send(Message::Gap { revision: rev });
     }
 }
 
@@ -253,7 +324,7 @@ async fn feed(cache: Weak<WatchCache>, store: Arc<dyn Store>, mut last: Revision
         let mut w = match w {
             Ok(w) => w,
             Err(e) => {
-                if !recover(&cache, &store, &e, &mut last).await {
+                if !recover(&cache, &store, Some(&e), &mut last).await {
                     return;
                 }
                 continue;
@@ -261,9 +332,16 @@ async fn feed(cache: Weak<WatchCache>, store: Arc<dyn Store>, mut last: Revision
         };
         loop {
             let ev = match w.next().await {
-                None => return,
+                // The store ended the watch (it is closing, or a backend gave up): resume
+                // like after an error, so watchers are never left waiting on a dead feed.
+                None => {
+                    if !recover(&cache, &store, None, &mut last).await {
+                        return;
+                    }
+                    break;
+                }
                 Some(Err(e)) => {
-                    if !recover(&cache, &store, &e, &mut last).await {
+                    if !recover(&cache, &store, Some(&e), &mut last).await {
                         return;
                     }
                     break;
@@ -313,23 +391,125 @@ async fn feed(cache: Weak<WatchCache>, store: Arc<dyn Store>, mut last: Revision
     }
 }
 
-/// Decides how to go on after a store watch error; false ends the feeder.
+/// Decides how to go on after a store watch failed with `e` (or ended: `None`); false
+/// ends the feeder.
 async fn recover(
     cache: &Weak<WatchCache>,
     store: &Arc<dyn Store>,
-    e: &StoreError,
+    e: Option<&StoreError>,
     last: &mut Revision,
 ) -> bool {
     let Some(c) = cache.upgrade() else {
         return false;
     };
-    tracing::warn!(error = %e, "watch cache: store watch failed; resuming");
-    if let StoreError::Compacted { .. } = e {
+    match e {
+        Some(e) => tracing::warn!(error = %e, "watch cache: store watch failed; resuming"),
+        None => tracing::warn!("watch cache: store watch ended; resuming"),
+    }
+    if let Some(StoreError::Compacted { .. }) = e {
         if let Ok(rev) = store.current_revision().await {
+            tracing::warn!(
+                from = *last + 1,
+                to = rev,
+                "watch cache: events were compacted before the cache saw them; ending every watch (410) so clients relist"
+            );
             c.reset(rev);
             *last = rev;
         }
     }
+    drop(c);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn event(rev: Revision, name: &str) -> CacheEvent {
+        let obj = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rev.to_string()},
+        });
+        CacheEvent::new(
+            rev,
+            format!("/registry/core/configmaps/default/{name}"),
+            EventType::Added,
+            obj.to_string().as_bytes(),
+            ObjectView::of(&obj),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn reset_ends_live_subscriptions_after_what_they_were_sent() {
+        let cache = WatchCache::new(10, HISTORY, CHANNEL);
+        let mut sub = cache.subscribe(10).unwrap();
+        cache.push(event(11, "a"));
+        cache.reset(20);
+        assert_eq!(sub.recv().await.unwrap().revision, 11);
+        assert_eq!(sub.recv().await.unwrap_err(), Ended::Gap { revision: 20 });
+        assert!(Ended::Gap { revision: 20 }
+            .gone_message()
+            .unwrap()
+            .contains("too old resource version"));
+        // Resuming from inside the gap is refused; from its end it works.
+        assert_eq!(cache.subscribe(15).err().unwrap().oldest, 20);
+        let mut after = cache.subscribe(20).unwrap();
+        cache.push(event(21, "b"));
+        assert_eq!(after.recv().await.unwrap().revision, 21);
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_ended_never_skipped_ahead() {
+        let cache = WatchCache::new(0, HISTORY, 4);
+        let mut slow = cache.subscribe(0).unwrap();
+        let mut fast = cache.subscribe(0).unwrap();
+        for r in 1..=3 {
+            cache.push(event(r, "x"));
+            assert_eq!(fast.recv().await.unwrap().revision, r);
+        }
+        for r in 4..=6 {
+            cache.push(event(r, "x"));
+            assert_eq!(fast.recv().await.unwrap().revision, r);
+        }
+        // Six events through a channel of four: the slow one lost two and must end.
+        assert_eq!(slow.recv().await.unwrap_err(), Ended::Lagged { missed: 2 });
+        assert!(Ended::Lagged { missed: 2 }.gone_message().is_some());
+    }
+
+    #[tokio::test]
+    async fn progress_is_reported_only_when_caught_up() {
+        let cache = WatchCache::new(10, HISTORY, CHANNEL);
+        let mut sub = cache.subscribe(10).unwrap();
+        assert_eq!(cache.progress(&sub), Some(10));
+        cache.push(event(11, "a"));
+        assert_eq!(cache.progress(&sub), None);
+        sub.recv().await.unwrap();
+        assert_eq!(cache.progress(&sub), Some(11));
+    }
+
+    #[test]
+    fn history_keeps_the_newest_events() {
+        let cache = WatchCache::new(0, 2, CHANNEL);
+        for r in 1..=3 {
+            cache.push(event(r, "x"));
+        }
+        assert_eq!(cache.subscribe(0).err().unwrap().oldest, 1);
+        let sub = cache.subscribe(1).unwrap();
+        let revs: Vec<Revision> = sub.backlog.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, [2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_cache_closes_subscriptions() {
+        let cache = WatchCache::new(0, HISTORY, CHANNEL);
+        let mut sub = cache.subscribe(0).unwrap();
+        drop(cache);
+        assert_eq!(sub.recv().await.unwrap_err(), Ended::Closed);
+        assert_eq!(Ended::Closed.gone_message(), None);
+    }
 }

@@ -17,7 +17,7 @@ use super::{include_object, json_response, partial, render_kind, Render, Target}
 use crate::meta;
 use crate::query::Query;
 use crate::raw;
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, Cause};
 use crate::watch_cache::ObjectView;
 use crate::AppState;
 
@@ -183,12 +183,127 @@ fn raw_list_doc(kind: &Kind, listed: &Listed) -> Vec<u8> {
     out
 }
 
+/// The resourceVersion-related list options of a LIST or WATCH, validated as
+/// kube-apiserver does (`ListOptions.meta.k8s.io "" is invalid: …`, 422).
+pub struct VersionOptions {
+    /// `sendInitialEvents`, when given.
+    pub send_initial_events: Option<bool>,
+    pub allow_watch_bookmarks: bool,
+}
+
+const NOT_OLDER_THAN: &str = "NotOlderThan";
+
+impl VersionOptions {
+    pub fn parse(q: &Query, watch: bool) -> ApiResult<VersionOptions> {
+        let send_initial_events = bool_param(q, "sendInitialEvents")?;
+        let allow_watch_bookmarks = bool_param(q, "allowWatchBookmarks")?.unwrap_or(false);
+        let rv = q.value("resourceVersion");
+        let matching = q.value("resourceVersionMatch");
+        let continued = q.value("continue").is_some();
+        let rvm = "resourceVersionMatch";
+        let mut causes = Vec::new();
+        if watch {
+            if send_initial_events.is_some() && matching != Some(NOT_OLDER_THAN) {
+                causes.push(Cause::forbidden(
+                    rvm,
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            // The initial-events-end bookmark is how clients learn the list is complete.
+            if send_initial_events == Some(true) && !allow_watch_bookmarks {
+                causes.push(Cause::forbidden(
+                    "allowWatchBookmarks",
+                    "sendInitialEvents requires setting allowWatchBookmarks to true",
+                ));
+            }
+            if let Some(m) = matching {
+                if send_initial_events.is_none() {
+                    causes.push(Cause::forbidden(
+                        rvm,
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                    ));
+                }
+                if m != NOT_OLDER_THAN {
+                    causes.push(not_supported(rvm, m, &[NOT_OLDER_THAN]));
+                }
+                if continued {
+                    causes.push(Cause::forbidden(
+                        rvm,
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    ));
+                }
+            }
+        } else {
+            if let Some(m) = matching {
+                if rv.is_none() {
+                    causes.push(Cause::forbidden(
+                        rvm,
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                if continued {
+                    causes.push(Cause::forbidden(
+                        rvm,
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    ));
+                }
+                match m {
+                    "Exact" if rv == Some("0") => causes.push(Cause::forbidden(
+                        rvm,
+                        "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    )),
+                    "Exact" | NOT_OLDER_THAN => {}
+                    _ => causes.push(not_supported(rvm, m, &["Exact", NOT_OLDER_THAN, ""])),
+                }
+            }
+            if send_initial_events.is_some() {
+                causes.push(Cause::forbidden(
+                    "sendInitialEvents",
+                    "sendInitialEvents is forbidden for list",
+                ));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", causes));
+        }
+        Ok(VersionOptions {
+            send_initial_events,
+            allow_watch_bookmarks,
+        })
+    }
+}
+
+/// A boolean query parameter as Go's strconv.ParseBool reads it; absent or empty is None.
+fn bool_param(q: &Query, k: &str) -> ApiResult<Option<bool>> {
+    match q.value(k) {
+        None => Ok(None),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(Some(true)),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(Some(false)),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "invalid value {v:?} for query parameter {k}: must be true or false"
+        ))),
+    }
+}
+
+fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
+    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+    Cause {
+        reason: "FieldValueNotSupported",
+        field: field.to_string(),
+        message: format!(
+            "Unsupported value: {value:?}: supported values: {}",
+            list.join(", ")
+        ),
+    }
+}
+
 pub(super) async fn list(
     st: &Arc<AppState>,
     t: &Target,
     q: &Query,
     accept: &str,
 ) -> ApiResult<Response> {
+    VersionOptions::parse(q, false)?;
     let listed = list_items(st, t.kind, t.namespace.as_deref(), q).await?;
     let v = match render_kind(accept) {
         Render::Object => {

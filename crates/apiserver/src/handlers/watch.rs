@@ -1,6 +1,13 @@
 //! Watch requests: a chunked stream of `{"type": …, "object": …}` lines fed by the watch
-//! cache, filtered per request (kind, namespace, name, selectors), with initial events,
-//! bookmarks, resume from a resourceVersion (410 when too old) and timeoutSeconds.
+//! cache, filtered per request (kind, namespace, name, selectors), with initial events
+//! (legacy, and streaming lists: `sendInitialEvents=true` ending with the
+//! `k8s.io/initial-events-end` bookmark), bookmarks (every minute and just before the
+//! timeout, only when the watcher is caught up), resume from a resourceVersion and
+//! timeoutSeconds. Options are validated as kube-apiserver does (422 ListOptions).
+//!
+//! A watch never skips: when its position is too old, or the cache lost events it owed,
+//! or it fell too far behind, it gets one ERROR event with a 410 Gone Status and ends, so
+//! the client relists. The HTTP answer itself is 200 then, as kube-apiserver's.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,16 +19,18 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use skiff_api::kinds::Kind;
 use skiff_store::Revision;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use super::{list_items, partial, render_kind, Filter, Item, Render, Target};
+use super::list::{self, Item};
+use super::{list_items, partial, render_kind, Filter, Render, Target};
 use crate::meta;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
-use crate::watch_cache::{CacheEvent, EventType};
+use crate::watch_cache::{CacheEvent, EventType, Subscription, WatchCache};
 use crate::AppState;
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Watch {
     kind: &'static Kind,
@@ -114,8 +123,15 @@ impl Watch {
         if initial_end {
             md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": md});
+        // An object of the kind served, carrying only its resourceVersion (and the marker).
+        let obj = match self.render {
+            Render::Metadata => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": md})
+            }
+            Render::Object | Render::Table => {
+                json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": md})
+            }
+        };
         let mut s = json!({"type": "BOOKMARK", "object": obj}).to_string();
         s.push('\n');
         Bytes::from(s)
@@ -129,7 +145,33 @@ fn expired_line(msg: &str) -> Bytes {
     Bytes::from(s)
 }
 
+/// Where a watch starts, from its (validated) list options, as kube-apiserver reads them:
+/// `sendInitialEvents=true` (a streaming list) and the legacy watch without a
+/// resourceVersion (or with "0") begin with the current objects as ADDED events; otherwise
+/// the watch starts after `resourceVersion`, or now.
+enum Start {
+    /// List now, send the objects, then follow from the list's revision.
+    Initial,
+    After(Revision),
+    Now,
+}
+
+fn start_of(q: &Query, send_initial: Option<bool>) -> ApiResult<Start> {
+    let rv = match q.value("resourceVersion") {
+        None | Some("0") => None,
+        Some(rv) => Some(rv.parse::<Revision>().map_err(|_| {
+            ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))
+        })?),
+    };
+    Ok(match (send_initial, rv) {
+        (Some(true), _) | (None, None) => Start::Initial,
+        (_, Some(rv)) => Start::After(rv),
+        (Some(false), None) => Start::Now,
+    })
+}
+
 pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> ApiResult<Response> {
+    let opts = list::VersionOptions::parse(q, true)?;
     let filter = Filter::parse(t.kind, q)?;
     let mut name = t.name.clone();
     // `fieldSelector=metadata.name=x` is how clients watch one object.
@@ -150,13 +192,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
         name,
         filter,
         render: render_kind(accept),
-        bookmarks: q.flag("allowWatchBookmarks") && q.get("allowWatchBookmarks").is_some(),
-    };
-    let rv = q.value("resourceVersion");
-    let send_initial = match q.get("sendInitialEvents") {
-        Some("true") => true,
-        Some(_) => false,
-        None => matches!(rv, None | Some("0")),
+        bookmarks: opts.allow_watch_bookmarks,
     };
     let timeout = q
         .int("timeoutSeconds")
@@ -165,92 +201,41 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
         .unwrap_or(Duration::from_secs(1800));
 
     let mut initial = Vec::new();
-    let start: Revision = if send_initial || rv.is_none() || rv == Some("0") {
-        let mut lq = Query::parse(None);
-        lq = merge_query(lq, q);
-        let listed = list_items(st, t.kind, t.namespace.as_deref(), &lq).await?;
-        if send_initial {
+    let start: Revision = match start_of(q, opts.send_initial_events)? {
+        Start::Initial => {
+            let lq = selectors_only(q);
+            let listed = list_items(st, t.kind, t.namespace.as_deref(), &lq).await?;
+            // NotOlderThan: the list must be at least as new as the resourceVersion asked.
+            if let Some(rv) = q.value("resourceVersion").and_then(|v| v.parse().ok()) {
+                if rv > listed.revision {
+                    return Err(too_large(rv, listed.revision));
+                }
+            }
             initial = listed.items;
+            listed.revision
         }
-        listed.revision
-    } else {
-        let rv = rv.unwrap_or_default();
-        rv.parse().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {rv:?}: must be a number"))
-        })?
+        Start::After(rv) => rv,
+        Start::Now => st.store.current_revision().await?,
     };
-    let sub = st
-        .cache
-        .subscribe(start)
-        .map_err(|e| ApiError::gone(format!("too old resource version: {start} ({})", e.oldest)))?;
-    let bookmark_initial_end =
-        send_initial && q.get("sendInitialEvents") == Some("true") && w.bookmarks;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-    let cache = st.cache.clone();
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = start;
-        for item in initial {
-            if w.name.as_deref().is_some_and(|n| n != item.name()) {
-                continue;
-            }
-            let Some(line) = w.item_line(item) else {
-                continue;
+    match st.cache.subscribe(start) {
+        Ok(sub) => {
+            let stream = Stream {
+                w,
+                tx,
+                deadline: tokio::time::Instant::now() + timeout,
+                start,
+                initial_end_bookmark: opts.send_initial_events == Some(true),
             };
-            if tx.send(Ok(line)).await.is_err() {
-                return;
-            }
+            tokio::spawn(stream.run(st.cache.clone(), initial, sub));
         }
-        if bookmark_initial_end && tx.send(Ok(w.bookmark(start, true))).await.is_err() {
-            return;
+        // As kube-apiserver: the watch is answered, with one ERROR event (410 Gone), so
+        // clients relist (an HTTP error here would make kube-rs retry the same position).
+        Err(e) => {
+            let msg = format!("too old resource version: {start} ({})", e.oldest);
+            let _ = tx.try_send(Ok(expired_line(&msg)));
         }
-        let mut rx_live = sub.rx;
-        for ev in sub.backlog {
-            if ev.revision <= last {
-                continue;
-            }
-            last = ev.revision;
-            if let Some(line) = w.classify(&ev).and_then(|ty| w.event_line(ty, &ev)) {
-                if tx.send(Ok(line)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = tx.closed() => return,
-                _ = tick.tick() => {
-                    if w.bookmarks {
-                        let rev = cache.latest().max(last);
-                        if tx.send(Ok(w.bookmark(rev, false))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                ev = rx_live.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.revision <= last {
-                            continue;
-                        }
-                        last = ev.revision;
-                        if let Some(line) = w.classify(&ev).and_then(|ty| w.event_line(ty, &ev)) {
-                            if tx.send(Ok(line)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Ok(expired_line("the watch fell too far behind; list and watch again"))).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }
-    });
+    }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -267,25 +252,137 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
     Ok(resp)
 }
 
-/// The watch's selectors, for the initial list.
-fn merge_query(_base: Query, q: &Query) -> Query {
-    let mut s = Vec::new();
-    for k in ["labelSelector", "fieldSelector"] {
-        if let Some(v) = q.value(k) {
-            s.push(format!("{k}={}", urlencode(v)));
-        }
+/// kube-apiserver's answer to a resourceVersion newer than the store's.
+fn too_large(rv: Revision, current: Revision) -> ApiError {
+    ApiError {
+        details: Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        })),
+        ..ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("Too large resource version: {rv}, current: {current}"),
+        )
     }
-    Query::parse(Some(&s.join("&")))
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
+/// One watch's task: initial events, the cache's backlog, then live events until the
+/// timeout, the client leaving, or the subscription ending (410 unless the server stops).
+struct Stream {
+    w: Watch,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    deadline: tokio::time::Instant,
+    /// Events up to this revision are in the initial list or before the watch.
+    start: Revision,
+    initial_end_bookmark: bool,
+}
+
+impl Stream {
+    /// Sends a line; false when the client is gone or the deadline passed while a slow
+    /// client was not reading.
+    async fn send(&self, line: Bytes) -> bool {
+        matches!(
+            tokio::time::timeout_at(self.deadline, self.tx.send(Ok(line))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// When to send the next bookmark, after the one due at `last` (None: none yet). As
+    /// kube-apiserver: every [`BOOKMARK_EVERY`], and once [`BOOKMARK_BEFORE_TIMEOUT`]
+    /// before the watch times out, so a client resumes from a fresh revision.
+    fn next_bookmark(&self, last: Option<tokio::time::Instant>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let periodic = now + BOOKMARK_EVERY;
+        let pre_timeout = self
+            .deadline
+            .checked_sub(BOOKMARK_BEFORE_TIMEOUT)
+            .unwrap_or(now);
+        if last.is_none_or(|l| l < pre_timeout) {
+            periodic.min(pre_timeout)
+        } else {
+            periodic
+        }
+    }
+
+    /// The line for a cache event, if this watcher sees it.
+    fn line(&self, ev: &CacheEvent) -> Option<Bytes> {
+        if ev.revision <= self.start {
+            return None;
+        }
+        self.w.classify(ev).and_then(|ty| self.w.event_line(ty, ev))
+    }
+
+    async fn run(self, cache: Arc<WatchCache>, initial: Vec<Item>, mut sub: Subscription) {
+        let w = &self.w;
+        for item in initial {
+            if w.name.as_deref().is_some_and(|n| n != item.name()) {
+                continue;
             }
-        })
-        .collect()
+            let Some(line) = w.item_line(item) else {
+                continue;
+            };
+            if !self.send(line).await {
+                return;
+            }
+        }
+        if self.initial_end_bookmark && !self.send(w.bookmark(self.start, true)).await {
+            return;
+        }
+        // Every event of a revision is delivered: several keys can change in one
+        // transaction, so events are never skipped by comparing with the last one sent.
+        let mut seen = self.start;
+        for ev in std::mem::take(&mut sub.backlog) {
+            seen = seen.max(ev.revision);
+            if let Some(line) = self.line(&ev) {
+                if !self.send(line).await {
+                    return;
+                }
+            }
+        }
+        let mut next_bookmark = self.next_bookmark(None);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.deadline) => return,
+                _ = self.tx.closed() => return,
+                _ = tokio::time::sleep_until(next_bookmark), if w.bookmarks => {
+                    next_bookmark = self.next_bookmark(Some(next_bookmark));
+                    // Only when caught up: a bookmark ahead of an undelivered event would
+                    // let the client resume past it.
+                    if let Some(rev) = cache.progress(&sub) {
+                        if !self.send(w.bookmark(rev.max(seen), false)).await {
+                            return;
+                        }
+                    }
+                }
+                ev = sub.recv() => match ev {
+                    Ok(ev) => {
+                        seen = seen.max(ev.revision);
+                        if let Some(line) = self.line(&ev) {
+                            if !self.send(line).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(end) => {
+                        if let Some(msg) = end.gone_message() {
+                            self.send(expired_line(&msg)).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The watch's selectors, for the initial list.
+fn selectors_only(q: &Query) -> Query {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for k in ["labelSelector", "fieldSelector"] {
+        if let Some(v) = q.value(k) {
+            s.append_pair(k, v);
+        }
+    }
+    Query::parse(Some(&s.finish()))
 }
