@@ -39,3 +39,6 @@ mod kube_rs;
 
 #[path = "apiserver/watch.rs"]
 mod watch;
+
+#[path = "apiserver/serving.rs"]
+mod serving;

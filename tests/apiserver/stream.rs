@@ -221,7 +221,7 @@ impl StreamingRuntime for HostRuntime {
 
 /// A kubelet streaming server on loopback, with a TCP echo listener behind pod port 8080.
 /// Its tasks (and the listeners they hold) end when the runtime is dropped.
-struct Kubelet {
+pub(crate) struct Kubelet {
     _rt: tokio::runtime::Runtime,
     addr: SocketAddr,
     log: PathBuf,
@@ -326,7 +326,7 @@ spec:
 
 /// A server, a kubelet for node-1, node `ghost` whose kubelet port is closed, and the
 /// pods above marked Running (kubectl port-forward and attach want a running pod).
-fn cluster() -> (Server, Kubelet) {
+pub(crate) fn cluster() -> (Server, Kubelet) {
     let s = Server::start();
     let k = Kubelet::start(&s);
     setup(&s, &k);

@@ -77,7 +77,7 @@ impl Harness {
                 .cloned()
                 .unwrap_or_default();
             handlers::router(Arc::new(AppState {
-                store,
+                store: store.clone(),
                 cache,
                 token: "t".into(),
                 server_address: "127.0.0.1:6443".into(),
@@ -90,6 +90,9 @@ impl Harness {
                 event_leases: Default::default(),
                 kubelet: crate::kubelet_client::KubeletClient::new(&pki, None)
                     .expect("kubelet client"),
+                health: crate::metrics::Health::new(store.clone(), Default::default()),
+                shutdown: Default::default(),
+                metrics: crate::metrics::Metrics::new(),
             }))
         });
         Harness {

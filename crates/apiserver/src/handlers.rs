@@ -14,8 +14,11 @@ use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
 use skiff_store::Store;
 
+use skiff_serve::metrics::LongRunning;
+
 use crate::audit::{Record, UserInfo};
 use crate::meta;
+use crate::metrics::RequestInfo;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
 use crate::{AppState, Peer, RemoteAddr};
@@ -33,16 +36,9 @@ pub(crate) use objects::bootstrap;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/healthz", get(ok))
-        .route("/livez", get(ok))
-        .route("/readyz", get(ok))
         .route("/version", get(version))
         .fallback(dispatch)
         .with_state(state)
-}
-
-async fn ok() -> &'static str {
-    "ok"
 }
 
 async fn version() -> Response {
@@ -109,6 +105,14 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let info = request_info(&method, &path, req.uri().query());
+    // Health checks are open to anonymous clients, as kube-apiserver's
+    // system:public-info-viewer allows, and not audited.
+    if let Some(resp) = health(&st, &path, req.uri().query()).await {
+        st.metrics
+            .observe(&info, resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
     let user = authenticate(&st, &req);
     let record = st.audit.as_ref().map(|log| {
         let anonymous = UserInfo::anonymous();
@@ -128,9 +132,81 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         resp = to_yaml(resp).await;
     }
     tracing::info!(target: "skiff::access", %method, %path, code = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64);
+    st.metrics
+        .observe(&info, resp.status().as_u16(), started.elapsed());
+    if info.long_running() && resp.status().is_success() {
+        // Open until its body ends; ends when shutdown starts.
+        let guard = st.metrics.long_running(&info);
+        resp = resp.map(|b| Body::new(LongRunning::new(b, &st.shutdown, guard)));
+    }
     match record {
         Some(r) => r.finish(resp),
         None => resp,
+    }
+}
+
+/// `/livez`, `/readyz`, `/healthz` and their single checks (`/readyz/etcd`).
+async fn health(st: &AppState, path: &str, query: Option<&str>) -> Option<Response> {
+    let rest = path.trim_start_matches('/');
+    let (endpoint, check) = match rest.split_once('/') {
+        Some((e, c)) => (e, Some(c)),
+        None => (rest, None),
+    };
+    let checks = match endpoint {
+        "livez" | "healthz" => &st.health.livez,
+        "readyz" => &st.health.readyz,
+        _ => return None,
+    };
+    Some(checks.respond(endpoint, check, query).await.map(Body::new))
+}
+
+/// What a request is, for the request metrics (kube-apiserver's RequestInfo).
+fn request_info(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let t = match segs.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => target("", "v1", rest).ok(),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => target(g, v, rest).ok(),
+        _ => None,
+    };
+    let Some(t) = t else {
+        return RequestInfo::non_resource(method.as_str());
+    };
+    let q = Query::parse(query);
+    let subresource = t
+        .sub
+        .as_deref()
+        .and_then(|s| t.kind.subresources.iter().find(|k| **k == s).copied())
+        .unwrap_or_default();
+    let verb = match subresource {
+        "exec" | "attach" | "portforward" | "proxy" => "CONNECT",
+        "" => match resource_verb(method, &t, &q) {
+            Some("watch") => "WATCH",
+            Some("list") => "LIST",
+            Some("get") => "GET",
+            Some("create") => "POST",
+            Some("update") => "PUT",
+            Some("patch") => "PATCH",
+            Some("delete") => "DELETE",
+            Some("deletecollection") => "DELETECOLLECTION",
+            _ => RequestInfo::non_resource(method.as_str()).verb,
+        },
+        _ => RequestInfo::non_resource(method.as_str()).verb,
+    };
+    RequestInfo {
+        verb,
+        group: t.kind.group,
+        version: t.kind.version,
+        resource: t.kind.plural,
+        subresource,
+        scope: if t.name.is_some() {
+            "resource"
+        } else if t.namespace.is_some() {
+            "namespace"
+        } else {
+            "cluster"
+        },
+        component: "apiserver",
+        dry_run: if q.get("dryRun").is_some() { "All" } else { "" },
     }
 }
 
@@ -232,6 +308,9 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         )
             .into_response()),
         ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
+        ["metrics"] if req.method() == Method::GET => {
+            Ok(skiff_serve::metrics::response(&st.metrics.registry).map(Body::new))
+        }
         ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
         ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
             .map(|(b, _)| raw_json(b))
@@ -427,20 +506,10 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
     if let Some(sub) = t.sub.clone() {
         return subresources::serve(st, &t, &sub, &q, req).await;
     }
-    let verb = match (&method, &t.name) {
-        (&Method::GET, _) if t.watch_path || q.flag("watch") && q.get("watch").is_some() => "watch",
-        (&Method::GET, None) => "list",
-        (&Method::GET, Some(_)) => "get",
-        (&Method::POST, None) => "create",
-        (&Method::PUT, Some(_)) => "update",
-        (&Method::PATCH, Some(_)) => "patch",
-        (&Method::DELETE, Some(_)) => "delete",
-        (&Method::DELETE, None) => "deletecollection",
-        _ => {
-            return Err(ApiError::method_not_allowed(
-                "the server does not allow this method on the requested resource",
-            ))
-        }
+    let Some(verb) = resource_verb(&method, &t, &q) else {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
     };
     if !t.kind.allows(verb) {
         return Err(ApiError::method_not_allowed(format!(
@@ -537,6 +606,21 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         }
         _ => Err(ApiError::path_not_found()),
     }
+}
+
+/// The Kubernetes verb of a request on a resource (not a subresource).
+fn resource_verb(method: &Method, t: &Target, q: &Query) -> Option<&'static str> {
+    Some(match (method, &t.name) {
+        (&Method::GET, _) if t.watch_path || q.flag("watch") && q.get("watch").is_some() => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, None) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
+        (&Method::DELETE, Some(_)) => "delete",
+        (&Method::DELETE, None) => "deletecollection",
+        _ => return None,
+    })
 }
 
 pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {

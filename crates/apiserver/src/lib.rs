@@ -18,6 +18,7 @@ mod handlers;
 mod kubelet_client;
 mod master_endpoints;
 pub mod meta;
+mod metrics;
 pub mod pki;
 mod proto;
 mod query;
@@ -32,11 +33,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use skiff_store::Store;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 pub use status::{ApiError, Cause};
 
@@ -124,6 +122,10 @@ pub(crate) struct AppState {
     pub event_leases: event_ttl::EventLeases,
     /// HTTPS client for the kubelets' streaming API (exec, attach, port-forward, logs).
     pub kubelet: kubelet_client::KubeletClient,
+    /// Cancelled when shutdown starts: long-running responses (watches, streams) end.
+    pub shutdown: skiff_serve::CancellationToken,
+    pub metrics: Arc<metrics::Metrics>,
+    pub health: metrics::Health,
 }
 
 /// A bound, not yet serving, API server.
@@ -136,6 +138,9 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config, store: Arc<dyn Store>) -> Result<Server, ServeError> {
+        let metrics = metrics::Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, metrics.clone()));
+        let shutdown = skiff_serve::CancellationToken::new();
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -198,6 +203,7 @@ impl Server {
             .get("definitions")
             .cloned()
             .unwrap_or_default();
+        let health = metrics::Health::new(store.clone(), shutdown.clone());
         Ok(Server {
             listener,
             tls,
@@ -214,6 +220,9 @@ impl Server {
                 event_ttl: config.event_ttl,
                 event_leases: Default::default(),
                 kubelet,
+                health,
+                shutdown,
+                metrics,
             }),
             pki,
         })
@@ -223,64 +232,39 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes; connections in flight are dropped then.
+    /// Serves until `shutdown` completes, then drains: watches and streams end, requests
+    /// in flight finish (see `skiff_serve::Serve`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = handlers::router(self.state.clone());
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = &mut shutdown => break,
-            };
-            let (tcp, remote) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let app = app.clone();
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                let stream = match tls.accept(tcp).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                };
+        let follower = tokio::spawn(
+            self.state
+                .metrics
+                .clone()
+                .follow_cache(self.state.cache.clone(), self.state.shutdown.clone()),
+        );
+        skiff_serve::Serve::new(self.listener)
+            .tls(Some(self.tls))
+            .name("apiserver")
+            .shutdown_signal(self.state.shutdown.clone())
+            .on_connection(|c| {
+                let mut ext = hyper::http::Extensions::new();
+                ext.insert(RemoteAddr(c.remote));
                 // The verifier only accepts certificates signed by the cluster CA, so any
                 // presented certificate authenticates the connection.
-                let (peer, cert_user) = match stream.get_ref().1.peer_certificates() {
-                    Some([leaf, ..]) => (Peer::ClientCert, Some(cert_user(leaf))),
-                    Some([]) | None => (Peer::Anonymous, None),
-                };
-                let svc =
-                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(peer);
-                        req.extensions_mut().insert(RemoteAddr(remote));
-                        if let Some(u) = &cert_user {
-                            req.extensions_mut().insert(u.clone());
-                        }
-                        let app = app.clone();
-                        async move {
-                            let req = req.map(axum::body::Body::new);
-                            app.oneshot(req).await
-                        }
-                    });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(hyper_util::rt::TokioTimer::new());
-                if let Err(e) = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .await
-                {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                match c.peer_certificates {
+                    Some([leaf, ..]) => {
+                        ext.insert(Peer::ClientCert);
+                        ext.insert(cert_user(leaf));
+                    }
+                    Some([]) | None => {
+                        ext.insert(Peer::Anonymous);
+                    }
                 }
-            });
-        }
+                ext
+            })
+            .run(hyper_util::service::TowerToHyperService::new(app), shutdown)
+            .await;
+        follower.abort();
     }
 }
 

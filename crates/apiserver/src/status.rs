@@ -159,12 +159,7 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
+        let msg = skiff_serve::error_chain(&e);
         match e.category() {
             Category::Compacted => ApiError::gone(format!("too old resource version: {msg}")),
             Category::Unavailable => {

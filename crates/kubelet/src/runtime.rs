@@ -91,13 +91,7 @@ impl RuntimeError {
 
     /// The message with its chain of causes.
     pub fn full_message(&self) -> String {
-        let mut msg = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        msg
+        skiff_serve::error_chain(self)
     }
 }
 

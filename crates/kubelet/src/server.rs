@@ -3,15 +3,15 @@
 //!
 //! Lifecycle: [`StreamingServer::bind`] loads the serving certificate (and, when given,
 //! the CA that client certificates must chain to — the API server's kubelet-client CA);
-//! [`StreamingServer::run`] serves until its shutdown future completes. Sessions already
-//! upgraded run on until their streams end.
+//! [`StreamingServer::run`] serves until its shutdown future completes, then drains
+//! (`skiff_serve::Serve`): exec/attach/port-forward sessions and log follows end at once,
+//! other requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -22,6 +22,8 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+use skiff_serve::metrics::LongRunning;
+use skiff_serve::CancellationToken;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -83,45 +85,21 @@ impl StreamingServer {
         self.listener.local_addr()
     }
 
+    /// Serves until `shutdown` completes, then drains (module docs).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = &mut shutdown => break,
-            };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "kubelet accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let tls = self.tls.clone();
-            let rt = self.runtime.clone();
-            tokio::spawn(async move {
-                let stream = match tls.accept(tcp).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "kubelet TLS handshake failed");
-                        return;
-                    }
-                };
-                let svc = hyper::service::service_fn(move |req| {
-                    let rt = rt.clone();
-                    async move { Ok::<_, Infallible>(handle(rt, req).await) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await
-                {
-                    tracing::debug!(error = %e, "kubelet connection ended with an error");
-                }
-            });
-        }
+        let signal = CancellationToken::new();
+        let rt = self.runtime;
+        let stop = signal.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let (rt, stop) = (rt.clone(), stop.clone());
+            async move { Ok::<_, Infallible>(handle(rt, req, stop).await) }
+        });
+        skiff_serve::Serve::new(self.listener)
+            .tls(Some(self.tls))
+            .name("kubelet")
+            .shutdown_signal(signal)
+            .run(svc, shutdown)
+            .await;
     }
 }
 
@@ -186,7 +164,11 @@ fn status(code: u16, reason: &str, message: impl Into<String>) -> Response<Body>
     r
 }
 
-async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    rt: Arc<dyn StreamingRuntime>,
+    req: Request<Incoming>,
+    stop: CancellationToken,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segs: Vec<String> = path
         .split('/')
@@ -235,7 +217,7 @@ async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Respon
                     "you must specify at least 1 of stdin, stdout, stderr",
                 );
             }
-            upgrade(req, Stream::RemoteCommand(r), rt)
+            upgrade(req, Stream::RemoteCommand(r), rt, stop)
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] if stream_method => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -252,10 +234,12 @@ async fn handle(rt: Arc<dyn StreamingRuntime>, req: Request<Incoming>) -> Respon
                     }
                 }
             }
-            upgrade(req, Stream::PortForward { ns, pod, ports }, rt)
+            upgrade(req, Stream::PortForward { ns, pod, ports }, rt, stop)
         }
         ["containerLogs", ns, pod, container] if *req.method() == Method::GET => {
-            logs(rt, target(ns, pod, container), &q).await
+            let resp = logs(rt, target(ns, pod, container), &q).await;
+            // A follow never ends by itself: it ends when shutdown starts.
+            resp.map(|b| LongRunning::new(b, &stop, ()).boxed_unsync())
         }
         ["healthz"] => Response::new(full("ok")),
         _ => status(
@@ -283,6 +267,7 @@ fn upgrade(
     mut req: Request<Incoming>,
     stream: Stream,
     rt: Arc<dyn StreamingRuntime>,
+    stop: CancellationToken,
 ) -> Response<Body> {
     let headers = req.headers().clone();
     let is_spdy = ws::header_values(&headers, "upgrade")
@@ -364,22 +349,30 @@ fn upgrade(
                 return;
             }
         };
-        match (stream, kind) {
-            (Stream::RemoteCommand(r), "WebSocket") => {
-                remotecommand::serve_websocket(io, &chosen, rt, r).await
+        let session = async move {
+            match (stream, kind) {
+                (Stream::RemoteCommand(r), "WebSocket") => {
+                    remotecommand::serve_websocket(io, &chosen, rt, r).await
+                }
+                (Stream::RemoteCommand(r), _) => remotecommand::serve_spdy(io, rt, r).await,
+                (Stream::PortForward { ns, pod, .. }, "WebSocket")
+                    if chosen == portforward::WS_TUNNEL_PROTOCOL =>
+                {
+                    portforward::serve_spdy(portforward::websocket_tunnel(io), rt, ns, pod).await
+                }
+                (Stream::PortForward { ns, pod, ports }, "WebSocket") => {
+                    portforward::serve_websocket_channels(io, rt, ns, pod, ports).await
+                }
+                (Stream::PortForward { ns, pod, .. }, _) => {
+                    portforward::serve_spdy(io, rt, ns, pod).await
+                }
             }
-            (Stream::RemoteCommand(r), _) => remotecommand::serve_spdy(io, rt, r).await,
-            (Stream::PortForward { ns, pod, .. }, "WebSocket")
-                if chosen == portforward::WS_TUNNEL_PROTOCOL =>
-            {
-                portforward::serve_spdy(portforward::websocket_tunnel(io), rt, ns, pod).await
-            }
-            (Stream::PortForward { ns, pod, ports }, "WebSocket") => {
-                portforward::serve_websocket_channels(io, rt, ns, pod, ports).await
-            }
-            (Stream::PortForward { ns, pod, .. }, _) => {
-                portforward::serve_spdy(io, rt, ns, pod).await
-            }
+        };
+        // An upgraded session is no longer the HTTP connection's: end it when shutdown
+        // starts, or it would outlive the drain.
+        tokio::select! {
+            _ = session => {}
+            _ = stop.cancelled() => {}
         }
     });
     resp

@@ -174,7 +174,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         // Display leaves causes to `source()`; clients and logs get the whole chain.
-        let message = chain(&self);
+        let message = skiff_serve::error_chain(&self);
         if status.is_server_error() {
             tracing::error!(error = %message, "registry request failed");
         } else {
@@ -203,15 +203,3 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// `error: cause: cause…`
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}

@@ -27,7 +27,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub use error::Error;
@@ -128,6 +127,7 @@ impl Server {
                 auth,
                 read_only: config.read_only,
                 tls: tls.is_some(),
+                metrics: Arc::new(http::Metrics::default()),
             }),
             tls,
             upload_expiry: config.upload_expiry,
@@ -138,49 +138,16 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes. Connections in flight are dropped then.
+    /// Serves until `shutdown` completes, then drains: requests in flight (a blob
+    /// download, an upload chunk) get `skiff_serve::Limits::drain_timeout` to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let app = http::router(self.registry.clone());
         let purger = tokio::spawn(purge_loop(self.registry.clone(), self.upload_expiry));
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = &mut shutdown => break,
-            };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-            let tls = self.tls.clone();
-            tokio::spawn(async move {
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                // With a timer, hyper drops connections that do not finish sending their
-                // request head within 30 s, so idle sockets cannot pile up.
-                builder.http1().timer(hyper_util::rt::TokioTimer::new());
-                let res = match tls {
-                    Some(acceptor) => match acceptor.accept(tcp).await {
-                        Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    },
-                    None => builder.serve_connection(TokioIo::new(tcp), svc).await,
-                };
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
+        skiff_serve::Serve::new(self.listener)
+            .tls(self.tls)
+            .name("registry")
+            .run(hyper_util::service::TowerToHyperService::new(app), shutdown)
+            .await;
         purger.abort();
     }
 }
@@ -191,7 +158,9 @@ async fn purge_loop(reg: Arc<Registry>, expiry: Duration) {
         match reg.storage.purge_stale_uploads(expiry).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "purged expired uploads"),
-            Err(e) => tracing::warn!(error = %error::chain(&e), "purging expired uploads failed"),
+            Err(e) => {
+                tracing::warn!(error = %skiff_serve::Chain(&e), "purging expired uploads failed")
+            }
         }
         tokio::time::sleep(every).await;
     }

@@ -13,6 +13,8 @@ mod common;
 mod conformance;
 #[path = "e2e/differential.rs"]
 mod differential;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/skopeo.rs"]
 mod skopeo;
 #[path = "e2e/token.rs"]

@@ -60,18 +60,7 @@ pub enum RuntimeError {
 /// An error and its causes, `outer: cause: root cause`, for places that can only carry
 /// a string (the init's report to its parent, the CLI's message).
 pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        // Transparent wrappers repeat their cause's text; say it once.
-        if !s.ends_with(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
+    skiff_serve::error_chain(e)
 }
 
 impl RuntimeError {

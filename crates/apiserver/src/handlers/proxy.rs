@@ -294,13 +294,10 @@ pub async fn serve(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let resp = st.kubelet.send(&host, port, out).await.map_err(|e| {
-        let mut msg = format!("error dialing backend: kubelet of node {node_name:?}: {e}");
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        ApiError::internal(msg)
+        ApiError::internal(format!(
+            "error dialing backend: kubelet of node {node_name:?}: {}",
+            skiff_serve::error_chain(&e)
+        ))
     })?;
 
     let status = resp.status();

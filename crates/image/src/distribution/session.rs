@@ -31,6 +31,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use skiff_serve::error_chain;
 
 use super::config::Credentials;
 use super::{reference, DistributionError};
@@ -193,20 +194,6 @@ pub struct Session {
     client: HyperClient<HttpsConnector<HttpConnector>, Body>,
     creds: Option<Credentials>,
     auth: Mutex<AuthState>,
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 pub(crate) fn percent_encode(s: &str) -> String {

@@ -46,10 +46,14 @@ pub struct Registry {
     pub auth: Option<Auth>,
     pub read_only: bool,
     pub tls: bool,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
+mod metrics;
 mod query;
 mod token;
+
+pub(crate) use metrics::Metrics;
 
 use query::Query;
 
@@ -59,8 +63,13 @@ pub fn router(reg: Arc<Registry>) -> axum::Router {
             "/token",
             axum::routing::get(token::token_get).post(token::token_post),
         )
+        .route("/metrics", axum::routing::get(serve_metrics))
         .fallback(dispatch)
         .with_state(reg)
+}
+
+async fn serve_metrics(State(reg): State<Arc<Registry>>) -> Response {
+    skiff_serve::metrics::response(&reg.metrics.registry).map(Body::new)
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
@@ -76,10 +85,14 @@ pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
 
 async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let mut resp = match handle(&reg, req).await {
+    let handler = Route::parse(&path).map_or("other", |r| r.handler());
+    let tracker = reg.metrics.begin(method.as_str(), handler);
+    let req = req.map(|b| tracker.request_body(b));
+    let resp = match handle(&reg, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    let mut resp = tracker.finish(resp);
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
@@ -124,6 +137,19 @@ impl<'a> Route<'a> {
             return Some(Route::Referrers(name, last));
         }
         None
+    }
+
+    /// The metrics' name for the route (no repository names: they are unbounded).
+    fn handler(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Tags(_) => "tags",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::Upload(..) => "blob_upload",
+            Route::Referrers(..) => "referrers",
+        }
     }
 
     fn name(&self) -> Option<&'a str> {
@@ -575,6 +601,7 @@ async fn upload(
         }
         if let Some(d) = query.get("digest") {
             let digest: Digest = d.parse()?;
+            let started = std::time::Instant::now();
             let id = storage.start_upload(name).await?;
             let res = storage
                 .upload_finish(name, &id, &digest, None, req.into_body())
@@ -584,9 +611,11 @@ async fn upload(
                 let _ = storage.upload_cancel(name, &id).await;
             }
             res?;
+            reg.metrics.upload_took(started.elapsed());
             return Ok(blob_created(name, &digest));
         }
         let id = storage.start_upload(name).await?;
+        reg.metrics.upload_started(&id);
         return Ok(empty(StatusCode::ACCEPTED, &upload_headers(name, &id, 0)));
     }
     match *method {
@@ -613,12 +642,15 @@ async fn upload(
         Method::PUT => {
             let digest: Digest = query.get("digest").ok_or(Error::DigestMissing)?.parse()?;
             let range = content_range(req.headers(), id)?;
-            storage
+            let res = storage
                 .upload_finish(name, id, &digest, range.map(|r| r.0), req.into_body())
-                .await?;
+                .await;
+            reg.metrics.upload_ended(id, res.is_ok());
+            res?;
             Ok(blob_created(name, &digest))
         }
         Method::DELETE => {
+            reg.metrics.upload_ended(id, false);
             storage.upload_cancel(name, id).await?;
             Ok(empty(StatusCode::NO_CONTENT, &[]))
         }
