@@ -311,7 +311,7 @@ impl Copier {
     }
 }
 
-/// Reads records from a log, also one that is still being written: [`Reader::next`]
+/// Reads records from a log, also one that is still being written: [`Reader::read_new`]
 /// returns the complete lines added since the last call.
 pub struct Reader {
     path: PathBuf,
@@ -336,7 +336,7 @@ impl Reader {
     }
 
     /// The records completed since the last call (none at the current end).
-    pub fn next(&mut self) -> Result<Vec<Record>, LogError> {
+    pub fn read_new(&mut self) -> Result<Vec<Record>, LogError> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.file.read(&mut buf).map_err(|source| LogError::Io {
@@ -509,7 +509,7 @@ mod tests {
         .run(&b"oops\n"[..])
         .unwrap();
         let mut reader = Reader::open(&path).unwrap();
-        let recs = reader.next().unwrap();
+        let recs = reader.read_new().unwrap();
         let tags: Vec<(Stream, bool, usize)> = recs
             .iter()
             .map(|r| (r.stream, r.partial, r.content.len()))
@@ -539,17 +539,17 @@ mod tests {
         s.read_to_end(&mut got).unwrap();
         assert_eq!(got, out);
         // Nothing new: nothing returned; a line being written is not returned half.
-        assert!(reader.next().unwrap().is_empty());
+        assert!(reader.read_new().unwrap().is_empty());
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         f.write_all(b"2016-10-06T00:17:09Z stdout F ha").unwrap();
-        assert!(reader.next().unwrap().is_empty());
+        assert!(reader.read_new().unwrap().is_empty());
         f.write_all(b"lf\n").unwrap();
-        assert_eq!(reader.next().unwrap()[0].content, b"half");
+        assert_eq!(reader.read_new().unwrap()[0].content, b"half");
         f.write_all(b"not a record\n").unwrap();
-        let e = reader.next().unwrap_err();
+        let e = reader.read_new().unwrap_err();
         assert!(e.to_string().contains("line 9"), "{e}");
         assert_eq!(previous_path(d.path(), 1), Some(path));
         assert_eq!(previous_path(d.path(), 0), None);

@@ -237,7 +237,7 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
     );
     let mut sleep = Duration::from_millis(10);
     loop {
-        let records = reader.next()?;
+        let records = reader.read_new()?;
         for r in &records {
             out.write(r)?;
         }
@@ -253,7 +253,7 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
         let alive = paths.load(&m.id).map(|m| m.running()).unwrap_or(false);
         if !alive {
             // Whatever was written before the end.
-            for r in &reader.next()? {
+            for r in &reader.read_new()? {
                 out.write(r)?;
             }
             out.flush()?;
