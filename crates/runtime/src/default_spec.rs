@@ -235,7 +235,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// What `runc spec` writes (runc 1.1), which the typed builder must reproduce.
+    /// What `runc spec` writes (runc 1.2's layout: the cgroup namespace included; 1.1
+    /// leaves it out and says 1.0.2-dev), with skiff's hostname: the typed builder must
+    /// reproduce it exactly.
     fn runc_spec() -> Value {
         let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
         json!({

@@ -2,6 +2,7 @@
 //! the exit watcher (see the module docs of [`super`]).
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -397,10 +398,20 @@ fn exec(
         };
     };
     let n = s.exec_seq.fetch_add(1, Ordering::Relaxed);
-    let file = std::env::temp_dir().join(format!("skiff-exec-{}-{n}.json", std::process::id()));
+    // Beside the bundle's config, readable by root only (the env may hold secrets).
+    let file = s.opts.bundle.join(format!("exec-{n}.json"));
     let written = serde_json::to_vec(process)
         .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&file, b));
+        .and_then(|b| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&file)?
+                .write_all(&b)
+        });
     if let Err(e) = written {
         return error(
             Category::Unavailable,
