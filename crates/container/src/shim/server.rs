@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -79,21 +79,19 @@ pub fn serve(listener: UnixListener, opts: ShimOptions, owner: Box<dyn Owner>) -
     code
 }
 
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) -> i32 {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let (req, fds, conn) = match read_request(conn) {
-            Ok(r) => r,
-            Err((conn, e)) => {
-                if let Some(mut c) = conn {
-                    let _ = write_response(&mut c, &error(Category::Invalid, &e));
-                }
-                continue;
-            }
-        };
-        let mut conn = conn;
+        // A client that connects and never writes must not hold the shim up.
+        let _ = conn.set_read_timeout(Some(REQUEST_TIMEOUT));
         if shared.phase() == Phase::New {
             // Single-threaded until the container exists: answer in this thread.
+            let Some((req, _fds, mut conn)) = receive(conn) else {
+                continue;
+            };
             let resp = match req {
                 Request::Create => create(shared),
                 Request::State => state(shared),
@@ -106,20 +104,20 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) -> i32 {
             let _ = write_response(&mut conn, &resp);
             continue;
         }
-        let is_delete = req == Request::Delete;
-        if is_delete {
-            if let Phase::Exited { .. } = shared.phase() {
-                let _ = write_response(&mut conn, &Response::Ok);
-                return 0;
-            }
-        }
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("shim-conn".into())
             .spawn(move || {
-                let resp = handle(&s, req, fds);
-                let _ = write_response(&mut conn, &resp);
+                if let Some((req, fds, mut conn)) = receive(conn) {
+                    let exited = matches!(s.phase(), Phase::Exited { .. });
+                    if req == Request::Delete && exited {
+                        let _ = write_response(&mut conn, &Response::Ok);
+                        end(&s);
+                    }
+                    let resp = handle(&s, req, fds);
+                    let _ = write_response(&mut conn, &resp);
+                }
                 s.in_flight.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -127,6 +125,27 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) -> i32 {
         }
     }
     0
+}
+
+/// Reads a request; a bad one is answered here (None).
+fn receive(conn: UnixStream) -> Option<(Request, Vec<OwnedFd>, UnixStream)> {
+    match read_request(conn) {
+        Ok(r) => Some(r),
+        Err((conn, e)) => {
+            if let Some(mut c) = conn {
+                let _ = write_response(&mut c, &error(Category::Invalid, &e));
+            }
+            None
+        }
+    }
+}
+
+/// Ends the shim after the container is gone: the socket file goes first.
+fn end(s: &Shared) -> ! {
+    if let Some(p) = &s.socket {
+        let _ = std::fs::remove_file(p);
+    }
+    std::process::exit(0)
 }
 
 fn handle(s: &Arc<Shared>, req: Request, mut fds: Vec<OwnedFd>) -> Response {
@@ -373,10 +392,7 @@ fn watch(s: &Arc<Shared>, copiers: Vec<std::thread::JoinHandle<std::io::Result<(
         while s.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if let Some(p) = &s.socket {
-            let _ = std::fs::remove_file(p);
-        }
-        std::process::exit(0);
+        end(s);
     }
 }
 
