@@ -1,6 +1,8 @@
 //! End-to-end tests of `skiff run -d/-p/--name`, `skiff ps/logs/stop/rm/exec` (run as
 //! root): detached lifecycles, ports published to 127.0.0.1 (the kubia example), exec
-//! into running containers, the container's loopback, and bad input.
+//! into running containers, the container's loopback, bad input, CRI-format logs
+//! (`logs --timestamps`, stdout and stderr apart) and the shim's task protocol driven
+//! over its socket with skiff-container's client.
 //!
 //! Every test has its own temp data dir and runtime root; every command runs under
 //! `timeout`. The guard removes (rm -f) the test's containers and unmounts leftovers.
@@ -219,17 +221,20 @@ fn detached_lifecycle_logs_ps_stop_rm() {
     for h in ["CREATED", "STATUS", "PORTS", "NAMES"] {
         assert!(ps.lines().next().unwrap().contains(h), "{ps}");
     }
-    // Output of a detached container goes to its log (by name and by ID prefix).
-    let mut logs = String::new();
+    // Output of a detached container goes to its log (by name and by ID prefix), its
+    // stdout to `logs`'s stdout and its stderr to `logs`'s stderr.
+    let (mut out, mut err) = (String::new(), String::new());
     for _ in 0..200 {
-        logs = e.cmd(&["logs", "life"]).ok().stdout;
-        if logs.contains("oops") {
+        let o = e.cmd(&["logs", "life"]).ok();
+        (out, err) = (o.stdout, o.stderr);
+        if err.contains("oops") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(logs, "hello\noops\n");
-    assert_eq!(e.cmd(&["logs", &id[..6]]).ok().stdout, logs);
+    assert_eq!(out, "hello\n");
+    assert_eq!(err, "oops\n");
+    assert_eq!(e.cmd(&["logs", &id[..6]]).ok().stdout, out);
     // exec into it (no published ports: nothing else holds its namespaces open).
     let out = e
         .cmd(&[
@@ -516,5 +521,214 @@ fn foreground_run_with_published_ports() {
     e.wait_status("trap", "Exited (7)");
     let id = e.id_of("trap");
     e.cmd(&["rm", "trap"]).ok();
+    assert_gone(&e, &id);
+}
+
+/// The log is in the CRI format (one timestamped record per line, streams apart, a
+/// partial last line marked `P`), and `logs -t` prefixes each line with its time.
+#[test]
+fn logs_are_cri_records_and_timestamps_show() {
+    use skiff_container::log::{parse_record, parse_time, Stream};
+    let e = Env::new();
+    busybox_image(&e);
+    let id = e
+        .cmd(&[
+            "run",
+            "-d",
+            "--name",
+            "talk",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; echo out2; printf partial",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    e.wait_status("talk", "Exited (0)");
+    let raw = fs::read_to_string(e.data().join("containers").join(&id).join("0.log")).unwrap();
+    let records: Vec<_> = raw
+        .lines()
+        .map(|l| parse_record(l.as_bytes()).unwrap_or_else(|r| panic!("{r}: {l:?}")))
+        .collect();
+    let mut stdout: Vec<(bool, &[u8])> = Vec::new();
+    for r in &records {
+        if r.stream == Stream::Stdout {
+            stdout.push((r.partial, &r.content));
+        }
+    }
+    assert_eq!(
+        stdout,
+        [
+            (false, &b"out1"[..]),
+            (false, &b"out2"[..]),
+            (true, &b"partial"[..])
+        ]
+    );
+    let stderr: Vec<_> = records
+        .iter()
+        .filter(|r| r.stream == Stream::Stderr)
+        .collect();
+    assert_eq!(stderr.len(), 1);
+    assert_eq!(
+        (stderr[0].partial, &stderr[0].content[..]),
+        (false, &b"err1"[..])
+    );
+    // Plain logs reproduce the output exactly, each stream on its own.
+    let plain = e.cmd(&["logs", "talk"]).ok();
+    assert_eq!(plain.stdout, "out1\nout2\npartial");
+    assert_eq!(plain.stderr, "err1\n");
+    // With -t (and --timestamps) every line starts with its RFC 3339 time.
+    for flag in ["-t", "--timestamps"] {
+        let stamped = e.cmd(&["logs", flag, "talk"]).ok();
+        let lines: Vec<&str> = stamped.stdout.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 3, "{:?}", stamped.stdout);
+        let mut last = std::time::UNIX_EPOCH;
+        for (line, want) in lines.iter().zip(["out1\n", "out2\n", "partial"]) {
+            let (ts, text) = line.split_once(' ').unwrap();
+            let t = parse_time(ts).unwrap_or_else(|| panic!("bad timestamp in {line:?}"));
+            assert!(t >= last, "times go backwards: {:?}", stamped.stdout);
+            last = t;
+            assert_eq!(text, want);
+        }
+        let (ts, text) = stamped.stderr.split_once(' ').unwrap();
+        assert!(parse_time(ts).is_some(), "{:?}", stamped.stderr);
+        assert_eq!(text, "err1\n");
+    }
+    e.cmd(&["rm", "talk"]).ok();
+    assert_gone(&e, &id);
+}
+
+/// The shim's task API over its socket: state, stats, exec with our pipes, attach,
+/// resize (refused: no terminal), kill and wait, then the shim is gone.
+#[test]
+fn shim_task_protocol_round_trip() {
+    use nix::sys::signal::Signal;
+    use skiff_container::shim::{Category, Client};
+    use skiff_container::ContainerState;
+    use std::os::fd::AsFd;
+    let e = Env::new();
+    busybox_image(&e);
+    let id = e
+        .cmd(&[
+            "run",
+            "-d",
+            "--name",
+            "task",
+            "bb:1",
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; while true; do sleep 0.05; done",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let sock = e.data().join("containers").join(&id).join("shim.sock");
+    let client = Client::new(&sock);
+    let (state, pid, code) = client.state().unwrap();
+    assert_eq!((state, code), (ContainerState::Running, None));
+    assert!(pid > 0);
+    let stats = client.stats().unwrap();
+    assert!(stats.pids.current >= 1, "{stats:?}");
+    assert!(stats.memory.usage.usage > 0, "{stats:?}");
+
+    // exec with our own pipes as its stdio; its exit code comes back.
+    let spec =
+        skiff_container::spec::load(&e.data().join("containers").join(&id).join("bundle")).unwrap();
+    let process = skiff_container::spec::exec_process(
+        &spec,
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "read x; echo got-$x; echo err-$(hostname) >&2; exit 4".into(),
+        ],
+        false,
+        None,
+        &[],
+    )
+    .unwrap();
+    let (in_r, mut in_w) = std::io::pipe().unwrap();
+    let (mut out_r, out_w) = std::io::pipe().unwrap();
+    let (mut err_r, err_w) = std::io::pipe().unwrap();
+    in_w.write_all(b"line\n").unwrap();
+    drop(in_w);
+    let code = client
+        .exec(&process, in_r.as_fd(), out_w.as_fd(), err_w.as_fd())
+        .unwrap();
+    assert_eq!(code, 4);
+    drop((in_r, out_w, err_w));
+    let mut text = String::new();
+    out_r.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "got-line\n");
+    text.clear();
+    err_r.read_to_string(&mut text).unwrap();
+    assert_eq!(text, format!("err-{}\n", &id[..12]));
+
+    // attach: what the container writes from now on reaches our pipes too.
+    let (mut a_out_r, a_out_w) = std::io::pipe().unwrap();
+    let (mut a_err_r, a_err_w) = std::io::pipe().unwrap();
+    client.attach(a_out_w.as_fd(), a_err_w.as_fd()).unwrap();
+    drop((a_out_w, a_err_w));
+    let (null_in, _keep) = std::io::pipe().unwrap();
+    let say = skiff_container::spec::exec_process(
+        &spec,
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo attached-out > /proc/1/fd/1; echo attached-err > /proc/1/fd/2".into(),
+        ],
+        false,
+        None,
+        &[],
+    )
+    .unwrap();
+    let devnull = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    assert_eq!(
+        client
+            .exec(&say, null_in.as_fd(), devnull.as_fd(), devnull.as_fd())
+            .unwrap(),
+        0
+    );
+
+    let err = client.resize(80, 24).unwrap_err();
+    assert_eq!(err.category(), Category::Invalid);
+    assert!(err.to_string().contains("no terminal"), "{err}");
+    let err = client.delete().unwrap_err();
+    assert_eq!(err.category(), Category::Conflict);
+
+    // kill + wait: the TERM trap's exit code, recorded by the time wait answers.
+    client.kill(Signal::SIGTERM, false).unwrap();
+    assert_eq!(client.wait().unwrap(), 3);
+    let row = e
+        .cmd(&["ps", "-a"])
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.ends_with(" task"))
+        .unwrap()
+        .to_string();
+    assert!(row.contains("Exited (3)"), "{row}");
+    // The attached pipes got the output and were closed at the exit.
+    let mut got = String::new();
+    a_out_r.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "attached-out\n");
+    got.clear();
+    a_err_r.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "attached-err\n");
+    // The shim ends after the exit (skiff run's shims do) and takes its socket along.
+    for _ in 0..400 {
+        if !sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(!sock.exists(), "the shim's socket is left");
+    assert!(client.state().is_err());
+    e.cmd(&["rm", "task"]).ok();
     assert_gone(&e, &id);
 }

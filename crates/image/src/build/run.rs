@@ -2,8 +2,8 @@
 //!
 //! Lifecycle: prepare a snapshot `build-<pid>-<n>` over the layers so far, mount its
 //! overlay on `<data>/builds/<key>/rootfs` (guarded: unmounted on every path), write a
-//! bundle whose spec is the runtime's default (new, empty network namespace: no network)
-//! with the stage's Env/WorkingDir/User, run it in the foreground with its stdout and
+//! bundle whose typed spec (skiff-container's builder) is the runtime's default (new,
+//! empty network namespace: no network) with the stage's Env/WorkingDir/User, run it in the foreground with its stdout and
 //! stderr sent to a file (so a failure can report the output), then read the snapshot's
 //! upper dir back as layer entries. The snapshot and bundle are removed on drop.
 
@@ -11,8 +11,6 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use serde_json::json;
 
 use super::layer::{self, Entries};
 use super::StepError;
@@ -78,22 +76,12 @@ pub fn run(
     };
     let guard = MountGuard::mount(&mounts, &rootfs)?;
 
-    make_workdir(&rootfs, spec.cwd)?;
-    let (uid, gid) = resolve_user(&rootfs, spec.user)?;
-    let mut cfg = skiff_runtime::default_spec::default_config(false);
-    cfg["process"]["terminal"] = json!(false);
-    cfg["process"]["args"] = json!(spec.argv);
-    cfg["process"]["env"] = json!(spec.env);
-    cfg["process"]["cwd"] = json!(spec.cwd);
-    cfg["process"]["user"] = json!({"uid": uid, "gid": gid});
-    cfg["root"] = json!({"path": "rootfs", "readonly": false});
-    cfg["hostname"] = json!("buildkitsandbox");
-    let cfg_path = dir.join("config.json");
-    let bytes = serde_json::to_vec_pretty(&cfg).map_err(|source| StepError::Json {
-        what: "the RUN container's config.json",
-        source,
+    let cfg = container_spec(&rootfs, spec)?;
+    skiff_container::spec::write(&dir, &cfg).map_err(|e| StepError::Io {
+        op: "write the RUN container's config.json in",
+        path: dir.clone(),
+        source: std::io::Error::other(e),
     })?;
-    fs::write(&cfg_path, bytes).map_err(io_err("write", &cfg_path))?;
 
     let out_path = dir.join("output");
     let out_file = fs::File::create(&out_path).map_err(io_err("create", &out_path))?;
@@ -158,69 +146,50 @@ impl Drop for Restore {
     }
 }
 
-/// Docker creates a missing WORKDIR before RUN. Components that are symlinks are left to
-/// the container to resolve: creating through them could reach outside the rootfs.
-fn make_workdir(rootfs: &Path, cwd: &str) -> Result<(), StepError> {
-    let mut p = rootfs.to_path_buf();
-    for c in cwd.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        if c == ".." {
-            return Ok(());
-        }
-        p.push(c);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Ok(()),
-            Err(_) => fs::create_dir(&p).map_err(io_err("create working directory", &p))?,
-        }
-    }
-    Ok(())
+/// The RUN container's typed spec: the runtime's default (a new, empty network
+/// namespace: no network) with the stage's Env, WorkingDir (created if missing, inside
+/// the image) and User (resolved in the image's /etc/passwd and /etc/group).
+fn container_spec(rootfs: &Path, spec: &RunSpec<'_>) -> Result<oci_spec::runtime::Spec, StepError> {
+    use skiff_container::path::{secure_join, PathError};
+    use skiff_container::user;
+    secure_join(rootfs, spec.cwd, true).map_err(|e| match e {
+        PathError::SymlinkLoop { path } => StepError::SymlinkLoop { path },
+        other => StepError::Io {
+            op: "create the working directory",
+            path: PathBuf::from(spec.cwd),
+            source: std::io::Error::other(other),
+        },
+    })?;
+    let user = user::resolve(rootfs, spec.user, &[]).map_err(|e| user_error(rootfs, e))?;
+    skiff_container::SpecBuilder::new(spec.argv.clone())
+        .env(spec.env.clone())
+        .cwd(spec.cwd)
+        .user(user)
+        .hostname("buildkitsandbox")
+        .build()
+        .map_err(|e| StepError::Io {
+            op: "build the RUN container's spec for",
+            path: rootfs.to_path_buf(),
+            source: std::io::Error::other(e),
+        })
 }
 
-/// `uid[:gid]` or names looked up in the image's /etc/passwd and /etc/group.
+/// `uid[:gid]` or names looked up in the image's /etc/passwd and /etc/group (skiff-container's
+/// resolver; COPY --chown uses it too).
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), StepError> {
-    let read = |f: &str| -> String {
-        let etc = rootfs.join("etc");
-        let p = etc.join(f);
-        let plain = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink());
-        if plain(&etc) && plain(&p) {
-            fs::read_to_string(p).unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let u = if u.is_empty() { "0" } else { u };
-    let lookup = |file: &str, name: &str, id_field: usize| -> Option<(u32, u32)> {
-        read(file).lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() > id_field && f[0] == name {
-                let id = f[id_field].parse().ok()?;
-                let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0);
-                Some((id, gid))
-            } else {
-                None
-            }
-        })
-    };
-    let (uid, mut gid) = match u.parse::<u32>() {
-        Ok(n) => (n, 0),
-        Err(_) => lookup("passwd", u, 2).ok_or_else(|| StepError::UnknownUser {
-            user: u.to_string(),
-        })?,
-    };
-    if let Some(g) = g {
-        gid =
-            match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => lookup("group", g, 2).map(|(id, _)| id).ok_or_else(|| {
-                    StepError::UnknownUser {
-                        user: g.to_string(),
-                    }
-                })?,
-            };
+    let u = skiff_container::user::resolve(rootfs, user, &[]).map_err(|e| user_error(rootfs, e))?;
+    Ok((u.uid, u.gid))
+}
+
+fn user_error(rootfs: &Path, e: skiff_container::user::UserError) -> StepError {
+    use skiff_container::user::UserError;
+    match e {
+        UserError::UnknownUser { user } => StepError::UnknownUser { user },
+        UserError::UnknownGroup { group } => StepError::UnknownUser { user: group },
+        other => StepError::Io {
+            op: "resolve the user in",
+            path: rootfs.join("etc"),
+            source: std::io::Error::other(other),
+        },
     }
-    Ok((uid, gid))
 }

@@ -1,7 +1,7 @@
 //! `skiff ps | logs | stop | rm | exec` for the containers `skiff run` made.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,9 @@ pub struct LogsArgs {
     /// Keep printing as the container writes, until it exits.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Start each line with the time it was written (RFC 3339, nanoseconds).
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
     pub container: String,
 }
 
@@ -112,16 +115,16 @@ fn ago(secs: u64) -> String {
 }
 
 fn status_text(m: &Meta) -> String {
-    if m.running() {
-        format!("Up {}", ago(m.created))
-    } else if m.state == "created" {
-        "Created".into()
-    } else {
-        match (m.exit_code, m.finished) {
-            (Some(c), Some(f)) => format!("Exited ({c}) {} ago", ago(f)),
-            // The owner died without recording how the container ended.
-            _ => "Exited (unknown)".into(),
-        }
+    use skiff_container::Status;
+    match m.status() {
+        Status::Running => format!("Up {}", ago(m.created)),
+        Status::Created => "Created".into(),
+        Status::Exited {
+            exit_code,
+            finished,
+        } => format!("Exited ({exit_code}) {} ago", ago(finished)),
+        // The owner died without recording how the container ended.
+        Status::Unknown => "Exited (unknown)".into(),
     }
 }
 
@@ -212,36 +215,37 @@ fn shell_join(argv: &[String]) -> String {
     argv.join(" ")
 }
 
+/// Prints the container's CRI log: its stdout to stdout, its stderr to stderr.
 pub fn logs(a: LogsArgs) -> Result<i32> {
     let paths = Paths::new(&a.common.data_dir);
     let m = paths.resolve(&a.container)?;
     let p = paths.log(&m.id);
-    let mut f = match fs::File::open(&p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if m.detached {
-                return Ok(0);
-            }
-            bail!(
-                "container {} ran in the foreground: its output went to the terminal, there is no log (use skiff run -d)",
-                m.name
-            );
+    if !p.exists() {
+        if m.detached {
+            return Ok(0);
         }
-        Err(e) => return Err(e).with_context(|| format!("opening {}", p.display())),
-    };
-    let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 64 * 1024];
+        bail!(
+            "container {} ran in the foreground: its output went to the terminal, there is no log (use skiff run -d)",
+            m.name
+        );
+    }
+    let mut reader = skiff_container::log::Reader::open(&p)?;
+    let mut out = skiff_container::log::Render::new(
+        std::io::stdout().lock(),
+        std::io::stderr().lock(),
+        a.timestamps,
+    );
     let mut sleep = Duration::from_millis(10);
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", p.display()))?;
-        if n > 0 {
-            out.write_all(&buf[..n])?;
+        let records = reader.read_new()?;
+        for r in &records {
+            out.write(r)?;
+        }
+        out.flush()?;
+        if !records.is_empty() {
             sleep = Duration::from_millis(10);
             continue;
         }
-        out.flush()?;
         if !a.follow {
             return Ok(0);
         }
@@ -249,11 +253,10 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
         let alive = paths.load(&m.id).map(|m| m.running()).unwrap_or(false);
         if !alive {
             // Whatever was written before the end.
-            let pos = f.stream_position()?;
-            f.seek(SeekFrom::Start(pos))?;
-            let mut rest = Vec::new();
-            f.read_to_end(&mut rest)?;
-            out.write_all(&rest)?;
+            for r in &reader.read_new()? {
+                out.write(r)?;
+            }
+            out.flush()?;
             return Ok(0);
         }
         std::thread::sleep(sleep);
@@ -400,25 +403,14 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     if !m.running() {
         bail!("container {} is not running (see skiff ps -a)", m.name);
     }
-    let cfg = paths.bundle(&m.id).join("config.json");
-    let spec: serde_json::Value = serde_json::from_slice(
-        &fs::read(&cfg).with_context(|| format!("reading {}", cfg.display()))?,
-    )?;
     // The container's own process settings (user, env, cwd, caps…) with this command.
-    let mut p = spec["process"].clone();
-    p["args"] = serde_json::json!(a.cmd);
-    p["terminal"] = serde_json::json!(a.tty);
-    if let Some(w) = &a.workdir {
-        p["cwd"] = serde_json::json!(w);
-    }
-    if let Some(env) = p["env"].as_array_mut() {
-        for kv in &a.env {
-            let key = kv.split('=').next().unwrap_or("");
-            env.retain(|e| e.as_str().and_then(|e| e.split('=').next()) != Some(key));
-            env.push(serde_json::json!(kv));
-        }
-    }
-    let process: oci_spec::runtime::Process =
-        serde_json::from_value(p).context("building the exec process")?;
+    let spec = skiff_container::spec::load(&paths.bundle(&m.id))?;
+    let process = skiff_container::spec::exec_process(
+        &spec,
+        a.cmd.clone(),
+        a.tty,
+        a.workdir.as_deref(),
+        &a.env,
+    )?;
     Ok(runtime.exec(&m.id, &process, &skiff_runtime::ExecOptions::default())?)
 }

@@ -5,12 +5,15 @@
 //! ```text
 //! containers/<id>/container.json   this module's record (Meta), rewritten atomically
 //! containers/<id>/bundle/           the OCI bundle (rootfs is the overlay mount point)
-//! containers/<id>/log               stdout+stderr of a detached container
+//! containers/<id>/0.log             a detached container's output, CRI log format
+//! containers/<id>/shim.sock         its shim's task socket (while the shim runs)
+//! containers/<id>/shim.log          the shim's own diagnostics
 //! container-names/<name> -> <id>    a symlink: creating it atomically reserves the name
 //! ```
 //! A container's *owner* is the process that waits for it: the foreground `skiff run`,
-//! or the shim of a detached one (shim.rs). The container is running while its record
-//! says so and its owner (pid + start time) is alive; the owner writes the exit code.
+//! or the shim of a detached one (skiff-container's shim, wired up in shim.rs). The
+//! container is running while its record says so and its owner (pid + start time) is
+//! alive; the owner writes the exit code.
 
 pub mod attach;
 pub mod cmds;
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use skiff_container::ContainerState;
 
 pub use ports::PortMap;
 
@@ -45,8 +49,7 @@ pub struct Meta {
     pub detached: bool,
     /// The image's STOPSIGNAL (default SIGTERM).
     pub stop_signal: String,
-    /// "created", "running" or "exited".
-    pub state: String,
+    pub state: ContainerState,
     #[serde(default)]
     pub owner_pid: i32,
     #[serde(default)]
@@ -78,8 +81,12 @@ impl Paths {
     pub fn meta(&self, id: &str) -> PathBuf {
         self.dir(id).join("container.json")
     }
+    /// The CRI log of the container's first (only) instance.
     pub fn log(&self, id: &str) -> PathBuf {
-        self.dir(id).join("log")
+        skiff_container::log::instance_path(&self.dir(id), 0)
+    }
+    pub fn socket(&self, id: &str) -> PathBuf {
+        self.dir(id).join("shim.sock")
     }
     pub fn bundle(&self, id: &str) -> PathBuf {
         self.dir(id).join("bundle")
@@ -180,9 +187,22 @@ impl Paths {
 impl Meta {
     /// Whether the owner (foreground `skiff run` or shim) still waits for the container.
     pub fn running(&self) -> bool {
-        self.state == "running"
-            && self.owner_pid > 0
+        self.state == ContainerState::Running && self.owner_alive()
+    }
+
+    fn owner_alive(&self) -> bool {
+        self.owner_pid > 0
             && skiff_runtime::state::process_start_time(self.owner_pid) == Some(self.owner_start)
+    }
+
+    /// What `skiff ps` shows.
+    pub fn status(&self) -> skiff_container::Status {
+        skiff_container::Status::of(
+            self.state,
+            self.owner_alive(),
+            self.exit_code,
+            self.finished,
+        )
     }
 }
 

@@ -11,11 +11,11 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-/// Makes the namespace and points `bundle/config.json` at it; keep the returned file
-/// open until the container's init has joined (or the namespace is gone).
-pub fn prepare(bundle: &Path) -> Result<File> {
+/// Makes the namespace; returns it (keep it open until the container's init has joined,
+/// or the namespace is gone) and the path the spec names it by.
+pub fn create() -> Result<(File, String)> {
     let ns = std::thread::spawn(|| -> Result<File> {
         // unshare(CLONE_NEWNET) moves only this thread.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
@@ -26,6 +26,12 @@ pub fn prepare(bundle: &Path) -> Result<File> {
     .join()
     .map_err(|_| anyhow::anyhow!("the network namespace thread panicked"))??;
     let path = format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd());
+    Ok((ns, path))
+}
+
+/// [`create`], and points `bundle/config.json` at it.
+pub fn prepare(bundle: &Path) -> Result<File> {
+    let (ns, path) = create()?;
     set_path(bundle, Some(&path))?;
     Ok(ns)
 }
@@ -37,24 +43,9 @@ pub fn forget(bundle: &Path) -> Result<()> {
 }
 
 fn set_path(bundle: &Path, path: Option<&str>) -> Result<()> {
-    let cfg = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&cfg).with_context(|| format!("reading {}", cfg.display()))?,
-    )?;
-    let Some(list) = spec["linux"]["namespaces"].as_array_mut() else {
-        bail!("{}: no linux.namespaces", cfg.display());
-    };
-    for n in list.iter_mut() {
-        let is_net = n["type"] == "network";
-        if let (Some(o), true) = (n.as_object_mut(), is_net) {
-            match path {
-                Some(p) => o.insert("path".into(), serde_json::json!(p)),
-                None => o.remove("path"),
-            };
-        }
-    }
-    std::fs::write(&cfg, serde_json::to_vec_pretty(&spec)?)
-        .with_context(|| format!("writing {}", cfg.display()))
+    let mut spec = skiff_container::spec::load(bundle)?;
+    skiff_container::spec::set_network_namespace(&mut spec, path);
+    Ok(skiff_container::spec::write(bundle, &spec)?)
 }
 
 /// SIOCGIFFLAGS / SIOCSIFFLAGS on `lo` in this thread's network namespace.

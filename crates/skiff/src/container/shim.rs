@@ -1,148 +1,142 @@
-//! The owner of a detached container.
+//! `skiff container-shim serve ID`: the owner of a detached (or `-p`) container.
 //!
-//! `skiff run -d` prepares the container (snapshot, overlay mount, bundle) and starts
-//! `skiff container-shim run ID` in a new session, its stderr on the container's log
-//! file and its stdout a pipe back to `skiff run`. The shim binds the published ports,
-//! creates and starts the container through the runtime library (the container inherits
-//! the log as stdout/stderr) in a network namespace made beforehand (netns.rs), serves the ports, then writes `ok` on the pipe, or the
-//! error, and closes it. It stays until the container exits, then deletes the runtime's
-//! state, unmounts the rootfs and records the exit code (or, with `--rm`, removes the
-//! container). The shim is single-threaded until the container's processes exist (the
-//! runtime forks it); only then do the port threads start.
+//! `skiff run` prepares the container (snapshot, overlay mount, bundle, record), binds
+//! the shim's socket (`containers/<id>/shim.sock`) and starts this command in a new
+//! session with the listening socket as its stdin and its stderr on `shim.log`. The
+//! task protocol and the container's lifecycle are skiff-container's shim
+//! ([`skiff_container::shim`]); this module is what `skiff run` adds around it
+//! ([`RunOwner`]): before create it binds the published ports and makes the network
+//! namespace (netns.rs); after create it serves the ports and records the container as
+//! running with this process as its owner; after the exit it unmounts the rootfs and
+//! records the exit code (or, with `--rm`, removes the container). The shim ends once
+//! that is done.
 
-use std::fs;
-use std::io::Write;
+use std::fs::File;
+use std::net::TcpListener;
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Result;
 use clap::{Args, Subcommand};
+use skiff_container::shim::{BoxError, Owner, ShimOptions};
+use skiff_container::ContainerState;
 use skiff_image::ImageStore;
 
-use super::{ports, Paths};
+use super::{ports, Meta, Paths};
 
 #[derive(Debug, Subcommand)]
 pub enum ShimCmd {
-    /// Own a prepared detached container (started by `skiff run -d`).
-    Run(ShimRun),
+    /// Own a prepared container; the listening task socket is stdin (started by `skiff run`).
+    Serve(ShimServe),
 }
 
 #[derive(Debug, Args)]
-pub struct ShimRun {
+pub struct ShimServe {
     #[arg(long)]
     pub data_dir: PathBuf,
     #[arg(long)]
     pub runtime_root: PathBuf,
-    /// A foreground `skiff run -p` waits on the pipe: write `exit N` there at the end.
-    #[arg(long)]
-    pub attached: bool,
     pub id: String,
 }
 
 pub fn main(cmd: ShimCmd) -> i32 {
     match cmd {
-        ShimCmd::Run(a) => shim(a),
+        ShimCmd::Serve(a) => serve(a),
     }
 }
 
-fn shim(a: ShimRun) -> i32 {
-    // The pipe to `skiff run` is our stdout; keep a private copy, then make stdout the
-    // log too, so the container gets the log on both.
-    let report = std::io::stdout().as_fd().try_clone_to_owned();
-    let mut report = match report {
-        Ok(r) => fs::File::from(r),
+fn serve(a: ShimServe) -> i32 {
+    let listener = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixListener::from(fd),
         Err(e) => {
-            eprintln!("skiff shim: {e}");
+            eprintln!("skiff shim: taking the task socket from stdin: {e}");
             return 1;
         }
     };
-    if let Err(e) = nix::unistd::dup2_stdout(std::io::stderr()) {
-        let _ = writeln!(report, "redirecting the shim's stdout to the log: {e}");
-        return 1;
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
     }
     // A session of its own: the terminal's signals and hangups are not the container's.
     let _ = nix::unistd::setsid();
-    let paths = Paths::new(&a.data_dir);
-    let runtime = skiff_runtime::Runtime::new(&a.runtime_root);
-    match start(&a, &paths, &runtime) {
-        Ok(()) => {
-            let _ = report.write_all(b"ok\n");
-        }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
         Err(e) => {
-            let _ = write!(report, "{e:#}");
+            eprintln!("skiff shim: finding the skiff binary: {e}");
             return 1;
         }
-    }
-    // Detached, nobody reads the pipe any more (and writing to it would raise SIGPIPE).
-    let report = if a.attached { Some(report) } else { None };
-    let code = wait_exit(&runtime, &a.id);
-    finish(&paths, &runtime, &a.id, code);
-    if let Some(mut r) = report {
-        let _ = writeln!(r, "exit {code}");
-    }
-    0
-}
-
-fn start(a: &ShimRun, paths: &Paths, runtime: &skiff_runtime::Runtime) -> Result<()> {
-    let mut meta = paths.load(&a.id)?;
-    let listeners = ports::bind(&mut meta.ports)?;
-    let netns = super::netns::prepare(&paths.bundle(&a.id))?;
-    let opts = skiff_runtime::CreateOptions {
+    };
+    let paths = Paths::new(&a.data_dir);
+    let opts = ShimOptions {
         id: a.id.clone(),
         bundle: paths.bundle(&a.id),
-        ..Default::default()
+        runtime_root: a.runtime_root.clone(),
+        log_path: paths.log(&a.id),
+        runtime_command: vec![exe.into_os_string(), "runtime".into()],
+        exit_when_stopped: true,
     };
-    runtime.create(&opts)?;
-    let started = (|| -> Result<()> {
-        super::netns::forget(&paths.bundle(&a.id))?;
-        if !listeners.is_empty() {
-            ports::serve(listeners, &meta.ports, netns)?;
+    let owner = RunOwner {
+        paths,
+        id: a.id,
+        meta: None,
+        listeners: Vec::new(),
+        netns: None,
+    };
+    skiff_container::shim::serve(listener, opts, Box::new(owner))
+}
+
+/// What `skiff run` does around the shim's steps.
+struct RunOwner {
+    paths: Paths,
+    id: String,
+    meta: Option<Meta>,
+    listeners: Vec<TcpListener>,
+    netns: Option<File>,
+}
+
+impl Owner for RunOwner {
+    fn before_create(&mut self) -> Result<(), BoxError> {
+        let mut meta = self.paths.load(&self.id)?;
+        self.listeners = ports::bind(&mut meta.ports)?;
+        self.netns = Some(super::netns::prepare(&self.paths.bundle(&self.id))?);
+        self.meta = Some(meta);
+        Ok(())
+    }
+
+    fn created(&mut self, _pid: i32) -> Result<(), BoxError> {
+        super::netns::forget(&self.paths.bundle(&self.id))?;
+        let Some(meta) = self.meta.as_mut() else {
+            return Err("the shim created the container before loading its record".into());
+        };
+        // The port threads dial from inside the namespace; without ports it can go.
+        let netns = self.netns.take();
+        if let (false, Some(ns)) = (self.listeners.is_empty(), netns) {
+            ports::serve(std::mem::take(&mut self.listeners), &meta.ports, ns)?;
         }
-        meta.state = "running".into();
+        meta.state = ContainerState::Running;
         meta.owner_pid = std::process::id() as i32;
         meta.owner_start = skiff_runtime::state::process_start_time(meta.owner_pid).unwrap_or(0);
-        paths.save(&meta)?;
-        runtime.start(&a.id)?;
+        self.paths.save(meta)?;
         Ok(())
-    })();
-    if let Err(e) = started {
-        let _ = runtime.delete(&a.id, true);
-        return Err(e);
     }
-    Ok(())
-}
 
-/// Waits for the container's init to end; its exit code (128+signal if killed).
-fn wait_exit(runtime: &skiff_runtime::Runtime, id: &str) -> i32 {
-    let mut sleep = Duration::from_millis(2);
-    loop {
-        match runtime.state(id) {
-            Ok(st) if st.status == skiff_runtime::state::Status::Stopped => {
-                return st.exit_status.unwrap_or(255);
+    fn started(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn exited(&mut self, exit_code: i32) {
+        let paths = &self.paths;
+        let id = &self.id;
+        let _ = skiff_image::mount::unmount(&paths.rootfs(id));
+        let Ok(mut meta) = paths.load(id) else { return };
+        if meta.rm {
+            if let Ok(store) = ImageStore::open(&paths.data) {
+                let _ = super::cmds::remove_files(paths, &store, &meta);
             }
-            Ok(_) => {}
-            Err(_) => return 255,
+            return;
         }
-        std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(Duration::from_millis(100));
+        meta.state = ContainerState::Exited;
+        meta.exit_code = Some(exit_code);
+        meta.finished = Some(super::now_secs());
+        let _ = paths.save(&meta);
     }
-}
-
-/// After the container exited: drop the runtime state and the mount; record the exit
-/// code, or remove everything with --rm.
-fn finish(paths: &Paths, runtime: &skiff_runtime::Runtime, id: &str, code: i32) {
-    let _ = runtime.delete(id, true);
-    let _ = skiff_image::mount::unmount(&paths.rootfs(id));
-    let Ok(mut meta) = paths.load(id) else { return };
-    if meta.rm {
-        if let Ok(store) = ImageStore::open(&paths.data) {
-            let _ = super::cmds::remove_files(paths, &store, &meta);
-        }
-        return;
-    }
-    meta.state = "exited".into();
-    meta.exit_code = Some(code);
-    meta.finished = Some(super::now_secs());
-    let _ = paths.save(&meta);
 }
