@@ -80,7 +80,7 @@ fn build(rootless: bool) -> Result<Spec, oci_spec::OciSpecError> {
                 .build()
         }
     };
-    let mounts = vec![
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &[])?,
         mount(
             "/dev",
@@ -187,6 +187,25 @@ fn build(rootless: bool) -> Result<Spec, oci_spec::OciSpecError> {
         linux.set_uid_mappings(Some(vec![map(nix::unistd::getuid().as_raw())?]));
         linux.set_gid_mappings(Some(vec![map(nix::unistd::getgid().as_raw())?]));
         linux.set_resources(None);
+        // As runc: an unprivileged user can neither pick the tty group for devpts nor
+        // mount a new sysfs, so /dev/pts drops gid=5 and /sys is the host's, bound.
+        for m in &mut mounts {
+            match m.destination().to_str() {
+                Some("/dev/pts") => {
+                    let opts = m.options().clone().unwrap_or_default();
+                    m.set_options(Some(opts.into_iter().filter(|o| o != "gid=5").collect()));
+                }
+                Some("/sys") => {
+                    *m = mount(
+                        "/sys",
+                        "none",
+                        "/sys",
+                        &["rbind", "nosuid", "noexec", "nodev", "ro"],
+                    )?;
+                }
+                _ => {}
+            }
+        }
     }
     linux.set_namespaces(Some(namespaces));
 
@@ -310,6 +329,15 @@ mod tests {
         ]);
         want["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
         want["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        want["mounts"][2]["options"] = json!([
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620"
+        ]);
+        want["mounts"][5] = json!({"destination": "/sys", "type": "none", "source": "/sys",
+            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
         assert_eq!(v, want);
     }
 }
