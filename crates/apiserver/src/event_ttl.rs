@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use skiff_api::kinds::Kind;
 use skiff_store::{LeaseId, StoreError};
 
-use crate::AppState;
+use crate::Objects;
 
 /// How long one granted lease is handed out to new writes: 5% of the TTL, at most this.
 const MAX_REUSE: Duration = Duration::from_secs(60);
@@ -22,7 +22,7 @@ pub(crate) struct EventLeases {
 impl EventLeases {
     /// The lease a write of `kind` attaches to: none (0) unless it is a core Event and
     /// events expire.
-    pub async fn for_write(&self, st: &AppState, kind: &Kind) -> Result<LeaseId, StoreError> {
+    pub async fn for_write(&self, st: &Objects, kind: &Kind) -> Result<LeaseId, StoreError> {
         let Some(ttl) = st.event_ttl else {
             return Ok(0);
         };

@@ -77,17 +77,19 @@ impl Harness {
                 .cloned()
                 .unwrap_or_default();
             handlers::router(Arc::new(AppState {
-                store: store.clone(),
+                objects: crate::Objects {
+                    store: store.clone(),
+                    definitions,
+                    alloc,
+                    clock: Arc::new(crate::meta::SystemClock),
+                    event_ttl: None,
+                    event_leases: Default::default(),
+                },
                 cache,
                 token: "t".into(),
                 server_address: "127.0.0.1:6443".into(),
-                definitions,
-                alloc,
-                clock: Arc::new(crate::meta::SystemClock),
                 proto: proto::Schema::new(),
                 audit: None,
-                event_ttl: None,
-                event_leases: Default::default(),
                 kubelet: crate::kubelet_client::KubeletClient::new(&pki, None)
                     .expect("kubelet client"),
                 health: crate::metrics::Health::new(store.clone(), Default::default()),

@@ -523,7 +523,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         "list" => list::list(st, &t, &q, &accept).await,
         "get" => {
             let name = t.name.as_deref().unwrap_or_default();
-            let obj = objects::get(st, t.kind, t.namespace.as_deref(), name).await?;
+            let obj = objects::get(&st.objects, t.kind, t.namespace.as_deref(), name).await?;
             Ok(render_one(t.kind, obj, &accept))
         }
         "create" => {
@@ -533,7 +533,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
                 return Ok(subresources::access_review(obj));
             }
             let (obj, warnings) =
-                objects::create(st, t.kind, t.namespace.as_deref(), obj, &q).await?;
+                objects::create(&st.objects, t.kind, t.namespace.as_deref(), obj, &q).await?;
             let mut resp = with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
             // The audit line names the created object (the URL could not: generateName).
             resp.extensions_mut()
@@ -545,7 +545,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let obj = decode_body(st, &headers, &body)?;
             let name = t.name.as_deref().unwrap_or_default();
             let (obj, warnings) = objects::update(
-                st,
+                &st.objects,
                 t.kind,
                 t.namespace.as_deref(),
                 name,
@@ -563,7 +563,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let body = body_bytes(req.into_body()).await?;
             let name = t.name.as_deref().unwrap_or_default();
             let (obj, warnings) = objects::patch(
-                st,
+                &st.objects,
                 t.kind,
                 t.namespace.as_deref(),
                 name,
@@ -583,7 +583,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let opts = delete::DeleteOptions::parse(&q, &body)?;
             let name = t.name.as_deref().unwrap_or_default();
             let (code, obj) =
-                delete::delete(st, t.kind, t.namespace.as_deref(), name, &opts).await?;
+                delete::delete(&st.objects, t.kind, t.namespace.as_deref(), name, &opts).await?;
             Ok(json_response(code, &obj))
         }
         "deletecollection" => {
@@ -593,7 +593,9 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let mut deleted = Vec::new();
             for o in items.items.into_iter().filter_map(Item::into_value) {
                 let ns = meta::namespace(&o).map(str::to_string);
-                match delete::delete(st, t.kind, ns.as_deref(), meta::name(&o), &opts).await {
+                match delete::delete(&st.objects, t.kind, ns.as_deref(), meta::name(&o), &opts)
+                    .await
+                {
                     Ok((_, d)) => deleted.push(d),
                     Err(e) if e.code == StatusCode::NOT_FOUND => {}
                     Err(e) => return Err(e),
@@ -697,6 +699,6 @@ fn render_one(kind: &Kind, obj: Value, accept: &str) -> Response {
     json_response(StatusCode::OK, &v)
 }
 
-pub(crate) fn store_arc(st: &AppState) -> Arc<dyn Store> {
+pub(crate) fn store_arc(st: &crate::Objects) -> Arc<dyn Store> {
     st.store.clone()
 }

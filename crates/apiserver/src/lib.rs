@@ -104,22 +104,31 @@ pub(crate) enum Peer {
     Anonymous,
 }
 
-pub(crate) struct AppState {
+/// What the object handlers (create, get, update, patch, delete) work with: the store and
+/// what every write consults. Handlers take this part, not the whole [`AppState`].
+pub(crate) struct Objects {
     pub store: Arc<dyn Store>,
-    pub cache: Arc<watch_cache::WatchCache>,
-    pub token: String,
-    pub server_address: String,
     /// OpenAPI v2 definitions, for unknown-field detection.
     pub definitions: serde_json::Value,
     /// Service ClusterIPs and NodePorts, allocated in the store.
     pub alloc: alloc::Allocator,
     /// The time source of graceful deletion and Event expiry.
     pub clock: Arc<dyn meta::Clock>,
+    pub event_ttl: Option<Duration>,
+    pub event_leases: event_ttl::EventLeases,
+}
+
+/// The server's parts, each handed on to what needs it: `objects` to the object handlers,
+/// `cache` to lists and watches, `audit`, `kubelet`, `metrics` and `health` to their own
+/// layers.
+pub(crate) struct AppState {
+    pub objects: Objects,
+    pub cache: Arc<watch_cache::WatchCache>,
+    pub token: String,
+    pub server_address: String,
     /// Protobuf message layouts for kubectl's protobuf request bodies.
     pub proto: proto::Schema,
     pub audit: Option<audit::AuditLog>,
-    pub event_ttl: Option<Duration>,
-    pub event_leases: event_ttl::EventLeases,
     /// HTTPS client for the kubelets' streaming API (exec, attach, port-forward, logs).
     pub kubelet: kubelet_client::KubeletClient,
     /// Cancelled when shutdown starts: long-running responses (watches, streams) end.
@@ -208,17 +217,19 @@ impl Server {
             listener,
             tls,
             state: Arc::new(AppState {
-                store,
+                objects: Objects {
+                    store,
+                    definitions,
+                    alloc: allocator,
+                    clock: Arc::new(meta::SystemClock),
+                    event_ttl: config.event_ttl,
+                    event_leases: Default::default(),
+                },
                 cache,
                 token: pki.token.clone(),
                 server_address,
-                definitions,
-                alloc: allocator,
-                clock: Arc::new(meta::SystemClock),
                 proto: proto::Schema::new(),
                 audit,
-                event_ttl: config.event_ttl,
-                event_leases: Default::default(),
                 kubelet,
                 health,
                 shutdown,

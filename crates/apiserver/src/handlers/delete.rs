@@ -14,7 +14,7 @@ use crate::handlers::decode_json;
 use crate::meta;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
-use crate::AppState;
+use crate::Objects;
 
 /// DeleteOptions from the query and/or the body.
 #[derive(Debug, Default, Clone)]
@@ -73,7 +73,7 @@ impl DeleteOptions {
 /// Deletes an object: immediately, or by marking it terminating when finalizers (or
 /// foreground/orphan propagation) must run first. Returns the code and the body.
 pub async fn delete(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
     name: &str,
@@ -262,7 +262,7 @@ fn before_delete(
 
 /// Namespaces turn Terminating; their contents are removed, then the namespace.
 async fn delete_namespace(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     name: &str,
     mut ns: Value,
@@ -458,5 +458,49 @@ async fn finish_propagation(
             Err(StoreError::NotFound { .. }) => return Ok(()),
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::json;
+    use skiff_api::strategy::for_kind;
+
+    use super::{before_delete, Grace};
+    use crate::meta;
+
+    #[test]
+    fn graceful_deadlines_follow_kube_before_delete() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut pod = json!({"metadata": {"name": "p", "generation": 1},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}});
+        let pods = for_kind("Pod");
+        assert_eq!(before_delete(pods, &mut pod, None, t0), Grace::Set(30));
+        assert_eq!(
+            pod["metadata"]["deletionTimestamp"],
+            json!(meta::rfc3339(t0 + Duration::from_secs(30)))
+        );
+        assert_eq!(pod["metadata"]["generation"], 2);
+        // Ten seconds on, a longer period changes nothing, a shorter one moves the
+        // deadline earlier by the difference.
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(before_delete(pods, &mut pod, Some(60), t1), Grace::Pending);
+        assert_eq!(before_delete(pods, &mut pod, None, t1), Grace::Pending);
+        assert_eq!(before_delete(pods, &mut pod, Some(5), t1), Grace::Set(5));
+        assert_eq!(
+            pod["metadata"]["deletionTimestamp"],
+            json!(meta::rfc3339(t0 + Duration::from_secs(5)))
+        );
+        assert_eq!(before_delete(pods, &mut pod, Some(0), t1), Grace::Set(0));
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 0);
+        // Kinds without graceful deletion are removed as they are.
+        let mut cm = json!({"metadata": {"name": "c"}});
+        assert_eq!(
+            before_delete(for_kind("ConfigMap"), &mut cm, Some(30), t0),
+            Grace::NotGraceful
+        );
+        assert!(cm["metadata"].get("deletionTimestamp").is_none());
     }
 }

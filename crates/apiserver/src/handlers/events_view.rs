@@ -238,7 +238,7 @@ async fn patch(
         .ok()
         .is_some_and(|v| v.pointer("/metadata/resourceVersion").is_some());
     for _ in 0..16 {
-        let current = to_v1(objects::get(st, core, ns, name).await?);
+        let current = to_v1(objects::get(&st.objects, core, ns, name).await?);
         let patched = objects::apply_patch(t.kind, name, &current, ptype, body)?;
         if crate::meta::name(&patched) != name {
             return Err(ApiError::bad_request(
@@ -246,7 +246,7 @@ async fn patch(
             ));
         }
         match objects::update(
-            st,
+            &st.objects,
             core,
             ns,
             name,

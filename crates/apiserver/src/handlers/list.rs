@@ -451,7 +451,7 @@ pub async fn list_items(
             ),
             continue_after: after.clone(),
         };
-        let res = match st.store.list(&prefix, &opts).await {
+        let res = match st.objects.store.list(&prefix, &opts).await {
             Ok(r) => r,
             Err(StoreError::Compacted { .. }) if q.value("continue").is_some() => return Err(ApiError::gone(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
@@ -512,6 +512,7 @@ async fn next_token(
     key: &str,
 ) -> ApiResult<Option<String>> {
     let res = st
+        .objects
         .store
         .list(
             prefix,

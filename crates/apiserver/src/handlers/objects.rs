@@ -11,7 +11,7 @@ use skiff_store::{Revision, Store, StoreError};
 use crate::meta;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult, Cause};
-use crate::AppState;
+use crate::Objects;
 
 /// Which part of an object a write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +134,12 @@ fn group_res(kind: &Kind) -> (&'static str, &'static str) {
     (kind.group, kind.plural)
 }
 
-pub async fn get(st: &AppState, kind: &Kind, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+pub async fn get(st: &Objects, kind: &Kind, ns: Option<&str>, name: &str) -> ApiResult<Value> {
     get_kv(st, kind, ns, name).await.map(|(v, _)| v)
 }
 
 pub(super) async fn get_kv(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
     name: &str,
@@ -191,7 +191,7 @@ fn check_type(kind: &Kind, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// Refuses fields whose JSON type does not fit the kind (400, as kube's decoding does).
-fn check_shapes(st: &AppState, kind: &Kind, obj: &Value) -> ApiResult<()> {
+fn check_shapes(st: &Objects, kind: &Kind, obj: &Value) -> ApiResult<()> {
     match crate::validate::type_error(kind, obj, &st.definitions) {
         None => Ok(()),
         Some((_, msg)) => Err(ApiError::bad_request(format!(
@@ -204,7 +204,7 @@ fn check_shapes(st: &AppState, kind: &Kind, obj: &Value) -> ApiResult<()> {
 }
 
 /// Applies `fieldValidation` (Strict: 400, Warn: warnings, Ignore: nothing).
-fn field_validation(st: &AppState, kind: &Kind, obj: &Value, q: &Query) -> ApiResult<Vec<String>> {
+fn field_validation(st: &Objects, kind: &Kind, obj: &Value, q: &Query) -> ApiResult<Vec<String>> {
     let mode = q.get("fieldValidation").unwrap_or("Warn");
     if mode == "Ignore" {
         return Ok(Vec::new());
@@ -250,7 +250,7 @@ fn invalid(kind: &Kind, obj: &Value, causes: Vec<Cause>) -> ApiResult<()> {
     }
 }
 
-async fn check_namespace(st: &AppState, ns: &str, creating: bool) -> ApiResult<()> {
+async fn check_namespace(st: &Objects, ns: &str, creating: bool) -> ApiResult<()> {
     let kind = ns_kind();
     let res = st.store.get(&meta::key(kind, None, ns), None).await?;
     let Some(kv) = res.kv else {
@@ -272,7 +272,7 @@ async fn check_namespace(st: &AppState, ns: &str, creating: bool) -> ApiResult<(
 }
 
 pub async fn create(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
     mut obj: Value,
@@ -376,7 +376,7 @@ pub async fn create(
 
 /// Update the whole object (`Part::Main`) or its status.
 pub async fn update(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
     name: &str,
@@ -422,7 +422,7 @@ pub async fn update(
 /// `expected`. Returns the stored object.
 #[allow(clippy::too_many_arguments)]
 async fn write_update(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
     name: &str,
@@ -567,7 +567,7 @@ pub(super) fn map_write(kind: &Kind, name: &str, e: StoreError) -> ApiError {
 /// resourceVersion.
 #[allow(clippy::too_many_arguments)]
 pub async fn patch(
-    st: &AppState,
+    st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
     name: &str,

@@ -194,7 +194,7 @@ pub async fn serve(
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     let pairs = query_pairs(req.uri().query());
-    let pod = objects::get(st, t.kind, Some(&ns), &name).await?;
+    let pod = objects::get(&st.objects, t.kind, Some(&ns), &name).await?;
 
     let mut query: Vec<(String, String)> = Vec::new();
     let path = match sub {
@@ -263,7 +263,7 @@ pub async fn serve(
     }
     let node_kind = kinds::by_resource("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("the nodes kind is not registered"))?;
-    let node = objects::get(st, node_kind, None, &node_name).await?;
+    let node = objects::get(&st.objects, node_kind, None, &node_name).await?;
     let (host, port) = kubelet_endpoint(&node, &node_name)?;
 
     let qs: Vec<String> = query

@@ -38,27 +38,37 @@ pub async fn serve(
     match (sub, &method) {
         ("status", &Method::GET) => Ok(json_response(
             StatusCode::OK,
-            &objects::get(st, kind, ns, &name).await?,
+            &objects::get(&st.objects, kind, ns, &name).await?,
         )),
         ("status", &Method::PUT) => {
             let body = body_bytes(req.into_body()).await?;
             let obj = decode_body(st, &headers, &body)?;
-            let (o, w) = objects::update(st, kind, ns, &name, obj, q, Part::Status).await?;
+            let (o, w) =
+                objects::update(&st.objects, kind, ns, &name, obj, q, Part::Status).await?;
             Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
         }
         ("status", &Method::PATCH) => {
             let body = body_bytes(req.into_body()).await?;
-            let (o, w) =
-                objects::patch(st, kind, ns, &name, &headers, &body, q, Part::Status).await?;
+            let (o, w) = objects::patch(
+                &st.objects,
+                kind,
+                ns,
+                &name,
+                &headers,
+                &body,
+                q,
+                Part::Status,
+            )
+            .await?;
             Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
         }
         ("scale", &Method::GET) => {
-            let obj = objects::get(st, kind, ns, &name).await?;
+            let obj = objects::get(&st.objects, kind, ns, &name).await?;
             Ok(json_response(StatusCode::OK, &to_scale(kind, &obj)))
         }
         ("scale", &Method::PUT) | ("scale", &Method::PATCH) => {
             let body = body_bytes(req.into_body()).await?;
-            let obj = objects::get(st, kind, ns, &name).await?;
+            let obj = objects::get(&st.objects, kind, ns, &name).await?;
             let current = to_scale(kind, &obj);
             let scale = if method == Method::PUT {
                 decode_body(st, &headers, &body)?
@@ -103,9 +113,16 @@ pub async fn serve(
             }
             let mut updated = obj.clone();
             updated["spec"]["replicas"] = json!(replicas);
-            let (o, _) =
-                objects::update(st, kind, ns, &name, updated, &Query::default(), Part::Main)
-                    .await?;
+            let (o, _) = objects::update(
+                &st.objects,
+                kind,
+                ns,
+                &name,
+                updated,
+                &Query::default(),
+                Part::Main,
+            )
+            .await?;
             Ok(json_response(StatusCode::OK, &to_scale(kind, &o)))
         }
         ("binding", &Method::POST) => {
@@ -122,7 +139,7 @@ pub async fn serve(
                     vec![crate::Cause::required("target.name")],
                 ));
             }
-            let pod = objects::get(st, kind, ns, &name).await?;
+            let pod = objects::get(&st.objects, kind, ns, &name).await?;
             if let Some(n) = meta::str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -132,7 +149,16 @@ pub async fn serve(
             }
             let mut p = pod.clone();
             p["spec"]["nodeName"] = json!(node);
-            objects::update(st, kind, ns, &name, p, &Query::default(), Part::Main).await?;
+            objects::update(
+                &st.objects,
+                kind,
+                ns,
+                &name,
+                p,
+                &Query::default(),
+                Part::Main,
+            )
+            .await?;
             Ok(success(StatusCode::CREATED))
         }
         ("eviction", &Method::POST) => {
@@ -147,7 +173,7 @@ pub async fn serve(
                     inner.to_string().as_bytes(),
                 )?
             };
-            super::delete::delete(st, kind, ns, &name, &opts).await?;
+            super::delete::delete(&st.objects, kind, ns, &name, &opts).await?;
             Ok(success(StatusCode::CREATED))
         }
         ("token", &Method::POST) => {
@@ -157,7 +183,7 @@ pub async fn serve(
             } else {
                 decode_body(st, &headers, &body)?
             };
-            objects::get(st, kind, ns, &name).await?;
+            objects::get(&st.objects, kind, ns, &name).await?;
             let secs = tr
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_i64)
@@ -185,13 +211,21 @@ pub async fn serve(
         ("finalize", &Method::PUT) => {
             let body = body_bytes(req.into_body()).await?;
             let obj = decode_body(st, &headers, &body)?;
-            let mut cur = objects::get(st, kind, ns, &name).await?;
+            let mut cur = objects::get(&st.objects, kind, ns, &name).await?;
             cur["spec"]["finalizers"] = obj
                 .pointer("/spec/finalizers")
                 .cloned()
                 .unwrap_or(json!([]));
-            let (o, _) =
-                objects::update(st, kind, ns, &name, cur, &Query::default(), Part::Main).await?;
+            let (o, _) = objects::update(
+                &st.objects,
+                kind,
+                ns,
+                &name,
+                cur,
+                &Query::default(),
+                Part::Main,
+            )
+            .await?;
             Ok(json_response(StatusCode::OK, &o))
         }
         ("log" | "exec" | "attach" | "portforward", _) if kind.kind == "Pod" => {

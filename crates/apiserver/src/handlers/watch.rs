@@ -215,7 +215,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
             listed.revision
         }
         Start::After(rv) => rv,
-        Start::Now => st.store.current_revision().await?,
+        Start::Now => st.objects.store.current_revision().await?,
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     match st.cache.subscribe(start) {
