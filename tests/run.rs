@@ -504,7 +504,9 @@ fn foreground_run_with_published_ports() {
     assert_eq!(fg.wait().unwrap().code(), Some(137));
     assert_gone(&e, &id);
 
-    let script = "echo started; trap 'echo got-int; exit 7' INT; while true; do sleep 0.05; done";
+    // The trap is set before "started" is printed: sh as PID 1 ignores a SIGINT that
+    // arrives while it has no handler, and the test would wait forever.
+    let script = "trap 'echo got-int; exit 7' INT; echo started; while true; do sleep 0.05; done";
     let mut fg = spawn(&[
         "run", "-p", "9", "--name", "trap", "kubia:1", "sh", "-c", script,
     ]);
