@@ -273,7 +273,16 @@ fn start_shim(args: &RunArgs, paths: &Paths, id: &str) -> Result<Client> {
     } else {
         client.attach(std::io::stdout().as_fd(), std::io::stderr().as_fd())
     }
-    .and_then(|()| client.start());
+    .and_then(|()| {
+        if !args.detach {
+            // Blocked before the start: a signal that comes before `follow` is
+            // forwarded, never fatal to this process.
+            if let Err(e) = container::attach::block_forwarded_signals() {
+                tracing::warn!(error = %e, "could not block SIGINT/SIGTERM/SIGHUP");
+            }
+        }
+        client.start()
+    });
     if let Err(e) = started {
         // Created but not running: end it; the shim records the exit and ends.
         let _ = client.kill(nix::sys::signal::Signal::SIGKILL, true);

@@ -12,11 +12,27 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use skiff_container::shim::Client;
 
-pub fn follow(client: &Client) -> Result<i32> {
+/// The signals a foreground run forwards. They must be blocked before the container
+/// starts (see [`block_forwarded_signals`]): one that came between the start and
+/// [`follow`] would otherwise end this process and leave the container running.
+fn forwarded_signals() -> SigSet {
     let mut mask = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         mask.add(s);
     }
+    mask
+}
+
+/// Blocks the forwarded signals in this (single-threaded) process; they stay pending
+/// until [`follow`] reads them.
+pub fn block_forwarded_signals() -> Result<()> {
+    forwarded_signals()
+        .thread_block()
+        .context("blocking signals")
+}
+
+pub fn follow(client: &Client) -> Result<i32> {
+    let mask = forwarded_signals();
     mask.thread_block().context("blocking signals")?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("signalfd")?;
