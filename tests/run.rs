@@ -504,7 +504,7 @@ fn foreground_run_with_published_ports() {
     assert_eq!(fg.wait().unwrap().code(), Some(137));
     assert_gone(&e, &id);
 
-    // The trap is set before "started" is printed: sh as PID 1 ignores a SIGINT that
+    // The trap is set before "started" is printed: sh as PID 1 does not die of a SIGINT that
     // arrives while it has no handler, and the test would wait forever.
     let script = "trap 'echo got-int; exit 7' INT; echo started; while true; do sleep 0.05; done";
     let mut fg = spawn(&[

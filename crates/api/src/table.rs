@@ -16,7 +16,7 @@ mod pod;
 mod tests;
 mod time;
 
-pub use time::human_duration;
+pub use time::{format_time, human_duration, parse_time};
 
 /// What each row carries in `object` (the `includeObject` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -284,9 +284,12 @@ pub fn init_alive(rec: &Record) -> bool {
 
 /// RFC 3339 UTC timestamp with nanoseconds, from the system clock.
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339_nanos(std::time::SystemTime::now())
+}
+
+/// `t` as RFC 3339 in UTC with nanoseconds (`2024-05-01T12:34:56.123456789Z`).
+pub fn rfc3339_nanos(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     let (y, m, dd) = civil_from_days(days);

@@ -28,7 +28,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// Parses an RFC 3339 timestamp (`metav1.Time`, `metav1.MicroTime`) to Unix seconds.
-pub(crate) fn parse_time(t: &str) -> Option<i64> {
+pub fn parse_time(t: &str) -> Option<i64> {
     let b = t.as_bytes();
     if !t.is_ascii()
         || b.len() < 20
@@ -78,7 +78,7 @@ pub(crate) fn parse_time(t: &str) -> Option<i64> {
 }
 
 /// Formats Unix seconds as RFC 3339 in UTC (`2024-01-02T03:04:05Z`).
-pub(crate) fn format_time(secs: i64) -> String {
+pub fn format_time(secs: i64) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     let (y, m, d) = civil_from_days(days);
