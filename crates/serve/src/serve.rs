@@ -130,16 +130,8 @@ impl Serve {
     /// Serves `service` until `shutdown` completes, then drains (module docs).
     pub async fn run<S, B>(self, service: S, shutdown: impl Future<Output = ()>)
     where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn StdError + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let Serve {
             listener,
@@ -237,6 +229,45 @@ struct Conn {
     name: &'static str,
 }
 
+/// A service the loop can serve: hyper's bounds on a cloneable, shareable service,
+/// written once.
+pub trait HttpService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn StdError + Send + Sync>>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<Box<dyn StdError + Send + Sync>>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body the loop can stream.
+pub trait ResponseBody:
+    Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
 impl Conn {
     async fn serve<S, B>(
         self: Arc<Self>,
@@ -245,16 +276,8 @@ impl Conn {
         service: S,
         _permit: OwnedSemaphorePermit,
     ) where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn StdError + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let name = self.name;
         match &self.tls {
@@ -304,16 +327,8 @@ impl Conn {
         service: S,
     ) where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn StdError + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let name = self.name;
         // hyper's own header timeout starts only once it owns the connection, after the
