@@ -505,25 +505,16 @@ fn add_holdings(
     compares: &mut Vec<Compare>,
     success: &mut Vec<Op>,
 ) {
-    for ip in &h.ips {
+    let ips = h.ips.iter().map(|ip| (ip_key(*ip), ip_record(*ip, owner)));
+    let ports = h.ports.iter().map(|p| (port_key(*p), port_record(owner)));
+    for (key, value) in ips.chain(ports) {
         compares.push(Compare::ModRevision {
-            key: ip_key(*ip),
+            key: key.clone(),
             revision: 0,
         });
         success.push(Op::Put {
-            key: ip_key(*ip),
-            value: ip_record(*ip, owner),
-            lease: 0,
-        });
-    }
-    for p in &h.ports {
-        compares.push(Compare::ModRevision {
-            key: port_key(*p),
-            revision: 0,
-        });
-        success.push(Op::Put {
-            key: port_key(*p),
-            value: port_record(owner),
+            key,
+            value,
             lease: 0,
         });
     }

@@ -42,18 +42,22 @@ fn deployment(obj: &mut Value) {
     default_at(obj, &["spec", "replicas"], json!(1));
     default_at(obj, &["spec", "revisionHistoryLimit"], json!(10));
     default_at(obj, &["spec", "progressDeadlineSeconds"], json!(600));
-    default_at(obj, &["spec", "strategy", "type"], json!("RollingUpdate"));
-    if obj.pointer("/spec/strategy/type") == Some(&json!("RollingUpdate")) {
-        default_at(
-            obj,
-            &["spec", "strategy", "rollingUpdate", "maxUnavailable"],
-            json!("25%"),
-        );
-        default_at(
-            obj,
-            &["spec", "strategy", "rollingUpdate", "maxSurge"],
-            json!("25%"),
-        );
+    rolling_update(
+        obj,
+        "strategy",
+        json!({"maxUnavailable": "25%", "maxSurge": "25%"}),
+    );
+}
+
+/// `spec.<field>.type` defaults to RollingUpdate; a RollingUpdate strategy gets each of
+/// `defaults`' fields in `rollingUpdate` that it leaves out.
+fn rolling_update(obj: &mut Value, field: &str, defaults: Value) {
+    default_at(obj, &["spec", field, "type"], json!("RollingUpdate"));
+    if obj.pointer(&format!("/spec/{field}/type")) != Some(&json!("RollingUpdate")) {
+        return;
+    }
+    for (k, v) in defaults.as_object().into_iter().flatten() {
+        default_at(obj, &["spec", field, "rollingUpdate", k], v.clone());
     }
 }
 
@@ -65,18 +69,7 @@ fn stateful_set(obj: &mut Value) {
     default_at(obj, &["spec", "replicas"], json!(1));
     default_at(obj, &["spec", "podManagementPolicy"], json!("OrderedReady"));
     default_at(obj, &["spec", "revisionHistoryLimit"], json!(10));
-    default_at(
-        obj,
-        &["spec", "updateStrategy", "type"],
-        json!("RollingUpdate"),
-    );
-    if obj.pointer("/spec/updateStrategy/type") == Some(&json!("RollingUpdate")) {
-        default_at(
-            obj,
-            &["spec", "updateStrategy", "rollingUpdate", "partition"],
-            json!(0),
-        );
-    }
+    rolling_update(obj, "updateStrategy", json!({"partition": 0}));
     default_at(
         obj,
         &["spec", "persistentVolumeClaimRetentionPolicy"],
@@ -86,18 +79,11 @@ fn stateful_set(obj: &mut Value) {
 
 fn daemon_set(obj: &mut Value) {
     default_at(obj, &["spec", "revisionHistoryLimit"], json!(10));
-    default_at(
+    rolling_update(
         obj,
-        &["spec", "updateStrategy", "type"],
-        json!("RollingUpdate"),
+        "updateStrategy",
+        json!({"maxUnavailable": 1, "maxSurge": 0}),
     );
-    if obj.pointer("/spec/updateStrategy/type") == Some(&json!("RollingUpdate")) {
-        default_at(
-            obj,
-            &["spec", "updateStrategy", "rollingUpdate"],
-            json!({"maxUnavailable": 1, "maxSurge": 0}),
-        );
-    }
 }
 
 fn workload(obj: &Value, causes: &mut Vec<Cause>) {
