@@ -9,6 +9,7 @@
 //!   graceful deletion) that the API server's generic handlers call;
 //! - [`selector`]: label and field selectors as `kubectl -l` / `--field-selector` send them;
 //! - [`fields`]: which field labels each kind can be selected by, and their values;
+//! - [`quantity`]: resource quantities (`500m`, `128Mi`) parsed exactly, as Kubernetes does;
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch;
 //! - [`table`]: server-side `meta.k8s.io/v1` Table output with kube-apiserver's columns;
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents.
@@ -25,6 +26,7 @@ pub mod kinds;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod quantity;
 mod schema;
 pub mod selector;
 pub mod strategy;
