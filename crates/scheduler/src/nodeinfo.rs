@@ -508,7 +508,16 @@ impl Snapshot {
     /// cache updates its snapshot incrementally).
     pub fn from_nodes(nodes: Vec<NodeInfo>) -> Snapshot {
         let mut s = Snapshot::default();
-        for n in nodes {
+        let mut image_nodes: HashMap<String, usize> = HashMap::new();
+        for n in &nodes {
+            for name in n.images.keys() {
+                *image_nodes.entry(name.clone()).or_default() += 1;
+            }
+        }
+        for mut n in nodes {
+            for (name, state) in n.images.iter_mut() {
+                state.num_nodes = image_nodes.get(name).copied().unwrap_or(1);
+            }
             s.index.insert(n.name.clone(), s.nodes.len());
             s.nodes.push(Arc::new(n));
         }
@@ -527,6 +536,23 @@ impl Snapshot {
             if !n.pods_with_required_anti_affinity.is_empty() {
                 self.have_pods_with_required_anti_affinity.push(i);
             }
+        }
+    }
+
+    /// Places `pod` on the node at `idx` (copying that node only if it is shared), keeping
+    /// the affinity index lists current.
+    pub fn assume(&mut self, idx: usize, pod: Arc<PodInfo>) {
+        let has_affinity = pod.has_affinity();
+        let has_anti = !pod.required_anti_affinity.is_empty();
+        let node = Arc::make_mut(&mut self.nodes[idx]);
+        let first_affinity = has_affinity && node.pods_with_affinity.is_empty();
+        let first_anti = has_anti && node.pods_with_required_anti_affinity.is_empty();
+        node.add_pod(pod);
+        if first_affinity {
+            self.have_pods_with_affinity.push(idx);
+        }
+        if first_anti {
+            self.have_pods_with_required_anti_affinity.push(idx);
         }
     }
 
