@@ -15,9 +15,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod framework;
 pub mod nodeinfo;
 pub mod plugins;
+pub mod queue;
 pub mod schedule;
 
 use std::sync::Arc;
