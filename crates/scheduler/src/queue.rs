@@ -124,6 +124,16 @@ fn is_gated(pod: &PodInfo) -> bool {
         .is_some_and(|g| !g.is_empty())
 }
 
+/// Whether an update touches what scheduling reads (spec, labels, annotations).
+fn relevant_change(
+    old: &k8s_openapi::api::core::v1::Pod,
+    new: &k8s_openapi::api::core::v1::Pod,
+) -> bool {
+    old.spec != new.spec
+        || old.metadata.labels != new.metadata.labels
+        || old.metadata.annotations != new.metadata.annotations
+}
+
 fn creation_key(pod: &PodInfo, seq: u64) -> (i64, u64) {
     let ts = pod
         .pod
@@ -238,7 +248,13 @@ impl SchedulingQueue {
             return;
         };
         let gated = is_gated(&info);
+        // Status-only updates (our own condition patches among them) change nothing a
+        // plugin reads: the pod keeps its place.
+        let relevant = relevant_change(&e.pod.info.pod, &info.pod);
         e.pod.info = info;
+        if !relevant {
+            return;
+        }
         match e.place {
             Place::InFlight => e.moved_while_in_flight = true,
             Place::Gated if !gated => {
