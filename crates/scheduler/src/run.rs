@@ -83,7 +83,7 @@ pub(crate) async fn run(
     crate::watch::spawn_all(&client, &inner, &config.scheduler_name);
     let instance = format!("{}-{}", config.scheduler_name, std::process::id());
     let ctx = Ctx {
-        events: EventRecorder::start(client.clone(), instance),
+        events: EventRecorder::start(client.clone(), config.scheduler_name.clone(), instance),
         inner: inner.clone(),
         client,
         fw,
