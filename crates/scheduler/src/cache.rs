@@ -216,6 +216,20 @@ impl Cache {
         let Some(node) = pod.node_name.clone() else {
             return;
         };
+        if let Some(p) = self.pods.get_mut(&pod.uid) {
+            // The watch confirms our assumption: the node's sums already hold the pod, so
+            // only the flag changes (no copy of the node) unless what plugins read changed.
+            if p.assumed
+                && p.node == node
+                && p.pod.labels == pod.labels
+                && p.pod.requests == pod.requests
+                && p.pod.host_ports == pod.host_ports
+            {
+                p.assumed = false;
+                p.deadline = None;
+                return;
+            }
+        }
         if let Some(old) = self.pods.remove(&pod.uid) {
             self.unplace(&pod.uid, &old.node);
         }
