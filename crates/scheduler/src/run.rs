@@ -90,19 +90,29 @@ pub(crate) async fn run(
         metrics,
         profile: config.scheduler_name.clone().into(),
     };
-    let result = tokio::select! {
+    // Callers may drop this future instead of completing `shutdown` (leader election
+    // losing the lease): the watchers must stop either way.
+    let _watchers = AbortOnDrop(inner);
+    tokio::select! {
         _ = shutdown => Ok(()),
         r = schedule_loop(ctx, config) => r,
-    };
-    for t in inner
-        .tasks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(..)
-    {
-        t.abort();
     }
-    result
+}
+
+struct AbortOnDrop(Arc<Inner>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in self
+            .0
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
 }
 
 async fn schedule_loop(ctx: Ctx, config: Config) -> Result<(), Error> {
