@@ -18,6 +18,8 @@
 pub mod framework;
 pub mod nodeinfo;
 pub mod plugins;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::sync::Arc;
 
