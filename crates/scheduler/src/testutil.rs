@@ -54,8 +54,8 @@ impl PodBuilder {
 
     pub fn cpu(self, cpu: &str) -> Self {
         self.set(
-            "/spec/containers/0",
-            json!({"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}),
+            "/spec/containers",
+            json!([{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]),
         )
     }
 
@@ -161,4 +161,47 @@ pub fn feasible(snap: &Snapshot, statuses: &[Status]) -> Vec<String> {
         .filter(|(_, s)| s.is_success())
         .map(|(n, _)| n.name.clone())
         .collect()
+}
+
+/// A stand-in for NodeResourcesFit in tests of preemption: CPU only.
+pub struct CpuFit;
+
+impl crate::framework::Plugin for CpuFit {
+    fn name(&self) -> &'static str {
+        "CpuFit"
+    }
+}
+
+impl Filter for CpuFit {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        if node.requested.milli_cpu + pod.requests.milli_cpu > node.allocatable.milli_cpu {
+            Status::unschedulable("Insufficient cpu")
+        } else {
+            Status::success()
+        }
+    }
+}
+
+/// Runs every PreFilter of `fw` (recording skips) and every Filter on each node, as the
+/// framework's runner does; returns the state and the rejected nodes' statuses.
+pub fn run_cycle(
+    fw: &crate::Framework,
+    pod: &PodInfo,
+    snap: &Snapshot,
+) -> (CycleState, crate::framework::NodeStatuses) {
+    let mut state = CycleState::default();
+    for p in &fw.pre_filter {
+        let (s, _) = p.pre_filter(&mut state, pod, snap);
+        if s.code == crate::framework::Code::Skip {
+            state.skip_filter.push(p.name());
+        }
+    }
+    let mut statuses = crate::framework::NodeStatuses::new();
+    for n in &snap.nodes {
+        let s = crate::plugins::default_preemption::run_filters(fw, &state, pod, n);
+        if !s.is_success() {
+            statuses.insert(n.name.clone(), s);
+        }
+    }
+    (state, statuses)
 }

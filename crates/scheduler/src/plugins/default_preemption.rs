@@ -436,3 +436,216 @@ impl PostFilter for DefaultPreemption {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::nodeinfo::PdbInfo;
+    use crate::plugins::inter_pod_affinity::InterPodAffinity;
+    use crate::testutil::{node, node_with_cpu, place, pod, run_cycle, snapshot, term, CpuFit};
+    use skiff_api::selector::LabelSelector;
+
+    fn framework() -> Framework {
+        let ipa = Arc::new(InterPodAffinity::default());
+        Framework {
+            pre_filter: vec![ipa.clone()],
+            filter: vec![Arc::new(CpuFit), ipa],
+            ..Default::default()
+        }
+    }
+
+    fn preempt(p: &PodInfo, snap: &Snapshot) -> PostFilterResult {
+        let fw = framework();
+        let (state, statuses) = run_cycle(&fw, p, snap);
+        assert!(statuses.len() == snap.nodes.len(), "the pod fits somewhere");
+        DefaultPreemption::default().post_filter(&state, p, snap, &fw, &statuses)
+    }
+
+    fn victims(r: &PostFilterResult) -> Vec<&str> {
+        r.victims.iter().map(|(_, name, _)| name.as_str()).collect()
+    }
+
+    #[test]
+    fn high_priority_pod_preempts_a_low_priority_one_on_a_full_node() {
+        let mut nodes = vec![node("node-1", &[])];
+        place(&mut nodes, "node-1", pod("low").cpu("4").priority(0));
+        let snap = snapshot(nodes);
+        let r = preempt(&pod("high").cpu("2").priority(1000).info(), &snap);
+        assert!(r.status.is_success(), "{:?}", r.status);
+        assert_eq!(r.nominated_node.as_deref(), Some("node-1"));
+        assert_eq!(victims(&r), ["low"]);
+        // An equal-priority pod evicts nothing.
+        let r = preempt(&pod("peer").cpu("2").priority(0).info(), &snap);
+        assert_eq!(r.status.code, Code::Unschedulable);
+        assert_eq!(
+            r.status.reasons,
+            ["preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."]
+        );
+        assert_eq!(r.nominated_node, None);
+    }
+
+    #[test]
+    fn victims_are_reprieved_highest_priority_first() {
+        let mut nodes = vec![node("node-1", &[])];
+        place(&mut nodes, "node-1", pod("small").cpu("1").priority(1));
+        place(&mut nodes, "node-1", pod("big").cpu("3").priority(2));
+        let snap = snapshot(nodes);
+        // Needs 3 CPUs: "big" is tried first and must go; then "small" fits beside.
+        let r = preempt(&pod("p").cpu("3").priority(10).info(), &snap);
+        assert_eq!(victims(&r), ["big"]);
+        // Needs 4: both go, listed highest priority first.
+        let r = preempt(&pod("p").cpu("4").priority(10).info(), &snap);
+        assert_eq!(victims(&r), ["big", "small"]);
+    }
+
+    #[test]
+    fn node_choice_follows_kubes_order() {
+        let mut nodes = vec![
+            node("node-1", &[]),
+            node("node-2", &[]),
+            node("node-3", &[]),
+        ];
+        // node-1: two victims of priority 1 and 2; node-2: one of priority 1 but 4 CPUs;
+        // node-3: two of priority 1.
+        place(&mut nodes, "node-1", pod("a1").cpu("2").priority(1));
+        place(&mut nodes, "node-1", pod("a2").cpu("2").priority(2));
+        place(&mut nodes, "node-2", pod("b1").cpu("4").priority(1));
+        place(&mut nodes, "node-3", pod("c1").cpu("2").priority(1));
+        place(&mut nodes, "node-3", pod("c2").cpu("2").priority(1));
+        let snap = snapshot(nodes.clone());
+        // Lowest highest priority (1) ties node-2 and node-3; smallest sum picks node-2.
+        let r = preempt(&pod("p").cpu("4").priority(10).info(), &snap);
+        assert_eq!(r.nominated_node.as_deref(), Some("node-2"));
+        assert_eq!(victims(&r), ["b1"]);
+        // A budget protecting b1 (0 disruptions allowed) moves it to node-3.
+        let mut snap = snapshot(nodes);
+        snap.pdbs.push(PdbInfo {
+            namespace: "default".into(),
+            selector: LabelSelector::parse("app=b").expect("selector"),
+            disruptions_allowed: 0,
+            disrupted_pods: Default::default(),
+        });
+        let mut n2 = NodeInfo::clone(&snap.nodes[1]);
+        n2.remove_pod("uid-b1");
+        n2.add_pod(Arc::new(
+            pod("b1")
+                .cpu("4")
+                .priority(1)
+                .labels(&[("app", "b")])
+                .node("node-2")
+                .info(),
+        ));
+        snap.nodes[1] = Arc::new(n2);
+        let r = preempt(&pod("p").cpu("4").priority(10).info(), &snap);
+        assert_eq!(r.nominated_node.as_deref(), Some("node-3"));
+        assert_eq!(victims(&r), ["c1", "c2"]);
+    }
+
+    #[test]
+    fn later_started_victims_are_preferred_on_a_tie() {
+        let mut nodes = vec![node("node-1", &[]), node("node-2", &[])];
+        place(
+            &mut nodes,
+            "node-1",
+            pod("old")
+                .cpu("4")
+                .priority(1)
+                .start_time("2024-01-01T00:00:00Z"),
+        );
+        place(
+            &mut nodes,
+            "node-2",
+            pod("young")
+                .cpu("4")
+                .priority(1)
+                .start_time("2025-01-01T00:00:00Z"),
+        );
+        let r = preempt(&pod("p").cpu("4").priority(10).info(), &snapshot(nodes));
+        assert_eq!(r.nominated_node.as_deref(), Some("node-2"));
+    }
+
+    #[test]
+    fn message_when_preemption_cannot_help() {
+        let mut nodes = vec![
+            node_with_cpu("node-1", &[], "1"),
+            node("node-2", &[]),
+            node_with_cpu("node-3", &[], "2"),
+        ];
+        place(&mut nodes, "node-2", pod("vip").cpu("4").priority(100));
+        place(&mut nodes, "node-3", pod("low").cpu("1").priority(0));
+        let snap = snapshot(nodes);
+        let p = pod("p").cpu("3").priority(10).info();
+        let fw = framework();
+        let (state, mut statuses) = run_cycle(&fw, &p, &snap);
+        // As if node-1 had an untolerated taint.
+        statuses.insert(
+            "node-1".into(),
+            Status::unresolvable("node(s) had untolerated taint"),
+        );
+        let r = DefaultPreemption::default().post_filter(&state, &p, &snap, &fw, &statuses);
+        assert_eq!(r.status.code, Code::Unschedulable);
+        assert_eq!(
+            r.status.reasons,
+            ["preemption: 0/3 nodes are available: 1 Insufficient cpu, 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."]
+        );
+    }
+
+    #[test]
+    fn preemption_policy_never_and_terminating_victims_hold_back() {
+        let mut nodes = vec![node("node-1", &[])];
+        place(&mut nodes, "node-1", pod("low").cpu("4").priority(0));
+        let snap = snapshot(nodes.clone());
+        let never = pod("p")
+            .cpu("2")
+            .priority(10)
+            .set("/spec/preemptionPolicy", json!("Never"))
+            .info();
+        let r = preempt(&never, &snap);
+        assert_eq!(
+            r.status.reasons,
+            ["preemption: not eligible due to preemptionPolicy=Never."]
+        );
+        let mut nodes = vec![node("node-1", &[])];
+        place(
+            &mut nodes,
+            "node-1",
+            pod("low")
+                .cpu("4")
+                .priority(0)
+                .set("/metadata/deletionTimestamp", json!("2025-01-01T00:00:00Z")),
+        );
+        let nominated = pod("p")
+            .cpu("2")
+            .priority(10)
+            .set("/status/nominatedNodeName", json!("node-1"))
+            .info();
+        let r = preempt(&nominated, &snapshot(nodes));
+        assert_eq!(
+            r.status.reasons,
+            ["preemption: not eligible due to a terminating pod on the nominated node."]
+        );
+    }
+
+    #[test]
+    fn evicting_the_pod_its_anti_affinity_rejects_makes_room() {
+        let mut nodes = vec![node("node-1", &[])];
+        place(
+            &mut nodes,
+            "node-1",
+            pod("web-old").labels(&[("app", "web")]).priority(0),
+        );
+        let snap = snapshot(nodes);
+        let p = pod("web-new")
+            .priority(10)
+            .affinity(
+                json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                term("app", "web", "kubernetes.io/hostname")]}}),
+            )
+            .info();
+        let r = preempt(&p, &snap);
+        assert!(r.status.is_success(), "{:?}", r.status);
+        assert_eq!(victims(&r), ["web-old"]);
+    }
+}
