@@ -3,6 +3,7 @@
 pub mod default_preemption;
 pub mod inter_pod_affinity;
 pub mod pod_topology_spread;
+mod topology;
 
 use std::sync::Arc;
 
