@@ -247,7 +247,9 @@ impl Algorithm {
             .iter()
             .filter(|f| !state.skip_filter.contains(&f.name()))
             .collect();
-        let mut statuses = NodeStatuses::new();
+        // Rejections by node index: turned into a map by name only when nothing fits
+        // (most cycles find enough nodes and never need it).
+        let mut rejected: Vec<(usize, Status)> = Vec::new();
         let mut rejecting: Vec<&'static str> = Vec::new();
 
         // A pod nominated by an earlier preemption tries its nominated node first.
@@ -303,13 +305,17 @@ impl Algorithm {
                         if !rejecting.contains(&st.plugin) {
                             rejecting.push(st.plugin);
                         }
-                        statuses.insert(node.name.clone(), st);
+                        rejected.push((i, st));
                     }
                 }
             }
         }
         self.next_start = (self.next_start + processed) % num_all;
         if feasible.is_empty() {
+            let mut statuses: NodeStatuses = rejected
+                .into_iter()
+                .map(|(i, st)| (snapshot.nodes[i].name.clone(), st))
+                .collect();
             if narrowed.is_some() {
                 // Nodes a PreFilter ruled out count as rejected by it, as kube records them.
                 let reason = format!("node(s) didn't satisfy plugin(s) [{}]", narrowing.join(" "));
