@@ -763,9 +763,24 @@ mod tests {
         };
         let mut snap = snapshot(three_nodes());
         let p = web().info();
+        // Every cycle's state stays alive, as if held by binding: the cache must not
+        // change the counts those states read.
+        let held: std::cell::RefCell<Vec<(CycleState, Snapshot, Vec<String>)>> =
+            std::cell::RefCell::new(Vec::new());
         let verdicts = |plugin: &InterPodAffinity, snap: &Snapshot| {
-            let (_, statuses) = filter_all(plugin, &p, snap);
-            feasible(snap, &statuses)
+            let (state, statuses) = filter_all(plugin, &p, snap);
+            for (old_state, old_snap, old_verdict) in held.borrow().iter() {
+                let again: Vec<Status> = old_snap
+                    .nodes
+                    .iter()
+                    .map(|n| plugin.filter(old_state, &p, n))
+                    .collect();
+                assert_eq!(&feasible(old_snap, &again), old_verdict);
+            }
+            let verdict = feasible(snap, &statuses);
+            held.borrow_mut()
+                .push((state, snap.clone(), verdict.clone()));
+            verdict
         };
         assert_eq!(verdicts(&plugin, &snap), ["node-1", "node-2", "node-3"]);
         // Only node-3 changes (a new Arc); the others are shared with the last cycle.

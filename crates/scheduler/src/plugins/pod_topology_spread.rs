@@ -1056,7 +1056,8 @@ mod tests {
             feasible(snap, &statuses)
         };
         let mut snap = snapshot(zoned());
-        let mut steps: Vec<Box<dyn Fn(&mut Snapshot)>> = Vec::new();
+        type Step = Box<dyn Fn(&mut Snapshot)>;
+        let mut steps: Vec<Step> = Vec::new();
         for (i, name) in ["b1", "c1", "a2"].into_iter().enumerate() {
             steps.push(Box::new(move |snap: &mut Snapshot| {
                 let at = snap.index[name];
