@@ -226,9 +226,10 @@ impl FilterState {
     }
 }
 
+/// Shared, so that preemption's copies of the cycle state do not copy the scores.
 #[derive(Debug, Clone)]
 struct ScoreState {
-    scores: TopologyCounts,
+    scores: Arc<TopologyCounts>,
 }
 
 impl InterPodAffinity {
@@ -299,7 +300,12 @@ impl InterPodAffinity {
             }
         }
         if !scores.is_empty() {
-            state.write(SCORE_KEY, ScoreState { scores });
+            state.write(
+                SCORE_KEY,
+                ScoreState {
+                    scores: Arc::new(scores),
+                },
+            );
         }
     }
 }
