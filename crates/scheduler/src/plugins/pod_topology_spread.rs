@@ -25,7 +25,9 @@
 //!
 //! The score's per-domain counts are built during PreFilter, where the whole snapshot is
 //! in hand (PreScore sees only the feasible nodes); PreScore adds the domain weights from
-//! the feasible nodes.
+//! the feasible nodes. Both sets of counts are kept across cycles per question (the
+//! constraints, the pod's namespace and what the inclusion policies read) in a
+//! `topology::NodeCache`, recomputed only for nodes whose `Arc<NodeInfo>` changed since.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -84,7 +86,7 @@ pub struct PodTopologySpread {
     /// kube's `defaultingType: System`: default constraints do not require nodes to have
     /// every topology key when scoring.
     pub system_defaulted: bool,
-    /// Domain counts kept across cycles (see [`NodeCache`]).
+    /// Domain counts kept across cycles (see `topology::NodeCache`).
     cache: NodeCache<Vec<Domains>>,
 }
 

@@ -292,7 +292,7 @@ impl<A: Clone + Default> NodeCache<A> {
             }
             (None, None) => Entry {
                 signature,
-                nodes: Vec::new(),
+                nodes: Vec::with_capacity(snapshot.nodes.len()),
                 counts: Arc::new(A::default()),
             },
         };
