@@ -228,21 +228,35 @@ struct Entry<A> {
     signature: String,
     nodes: Vec<(Arc<NodeInfo>, Contribution)>,
     counts: Arc<A>,
+    /// The cache's call count when this entry last answered.
+    used: u64,
+}
+
+struct Entries<A> {
+    list: VecDeque<Entry<A>>,
+    calls: u64,
 }
 
 /// Counts per question (`signature`), kept across cycles; see the module doc.
 pub(crate) struct NodeCache<A> {
-    entries: Mutex<VecDeque<Entry<A>>>,
+    entries: Mutex<Entries<A>>,
 }
 
 /// Entries remembered at once (up to two per question): a few pod templates are
 /// scheduled in turn.
 const CACHED_QUESTIONS: usize = 8;
 
+/// Calls after which an unused entry is dropped: an entry keeps the old version of
+/// every node that changed since it last answered, so idle ones must not linger.
+const IDLE_CALLS: u64 = 64;
+
 impl<A> Default for NodeCache<A> {
     fn default() -> Self {
         NodeCache {
-            entries: Mutex::new(VecDeque::new()),
+            entries: Mutex::new(Entries {
+                list: VecDeque::new(),
+                calls: 0,
+            }),
         }
     }
 }
@@ -264,11 +278,15 @@ impl<A: Clone + Default> NodeCache<A> {
         apply: impl Fn(&mut A, &NodeInfo, u32, u32, i64, i64),
     ) -> Arc<A> {
         // A poisoned lock only means a panic mid-update elsewhere: start afresh.
-        let mut entries = self.entries.lock().unwrap_or_else(|e| {
+        let mut guard = self.entries.lock().unwrap_or_else(|e| {
             let mut g = e.into_inner();
-            g.clear();
+            g.list.clear();
             g
         });
+        guard.calls += 1;
+        let calls = guard.calls;
+        let entries = &mut guard.list;
+        entries.retain(|e| calls - e.used <= IDLE_CALLS);
         // The counts handed out last cycle may still be held (a cycle state kept for
         // binding): then updating them in place would copy them whole. Two entries per
         // question take turns instead; the one nobody holds is brought up to date.
@@ -288,12 +306,14 @@ impl<A: Clone + Default> NodeCache<A> {
                     signature,
                     nodes: e.nodes.clone(),
                     counts: Arc::new(A::clone(&e.counts)),
+                    used: calls,
                 }
             }
             (None, None) => Entry {
                 signature,
                 nodes: Vec::with_capacity(snapshot.nodes.len()),
                 counts: Arc::new(A::default()),
+                used: calls,
             },
         };
         let take_back = |counts: &mut A, node: &NodeInfo, c: &Contribution| {
@@ -327,6 +347,7 @@ impl<A: Clone + Default> NodeCache<A> {
             }
         }
         let counts = entry.counts.clone();
+        entry.used = calls;
         entries.push_front(entry);
         entries.truncate(CACHED_QUESTIONS);
         counts
