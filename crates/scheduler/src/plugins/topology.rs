@@ -353,3 +353,69 @@ impl<A: Clone + Default> NodeCache<A> {
         counts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{node, pod, snapshot};
+
+    /// Pods per zone.
+    fn per_zone(
+        cache: &NodeCache<TopologyCounts>,
+        sig: &str,
+        snap: &Snapshot,
+    ) -> Arc<TopologyCounts> {
+        cache.counts(
+            sig.to_string(),
+            snap,
+            |node, out| {
+                if !node.pods.is_empty() {
+                    out.push((0, 0, node.pods.len() as i64));
+                }
+            },
+            |counts, node, _, _, n, sign| counts.add_on_node("zone", &node.labels, n * sign),
+        )
+    }
+
+    fn add_pod(snap: &mut Snapshot, at: usize, name: &str) {
+        let mut n = NodeInfo::clone(&snap.nodes[at]);
+        let node_name = n.name.clone();
+        n.add_pod(Arc::new(pod(name).node(&node_name).info()));
+        snap.nodes[at] = Arc::new(n);
+    }
+
+    #[test]
+    fn held_counts_are_never_changed_and_idle_entries_go() {
+        let cache = NodeCache::default();
+        let mut snap = snapshot(vec![
+            node("n1", &[("zone", "a")]),
+            node("n2", &[("zone", "b")]),
+        ]);
+        add_pod(&mut snap, 0, "p1");
+        let first = per_zone(&cache, "q", &snap);
+        assert_eq!((first.get("zone", "a"), first.get("zone", "b")), (1, 0));
+        // `first` is still held: the next answer comes from a twin.
+        add_pod(&mut snap, 1, "p2");
+        let second = per_zone(&cache, "q", &snap);
+        assert_eq!((first.get("zone", "a"), first.get("zone", "b")), (1, 0));
+        assert_eq!((second.get("zone", "a"), second.get("zone", "b")), (1, 1));
+        drop(first);
+        add_pod(&mut snap, 0, "p3");
+        let third = per_zone(&cache, "q", &snap);
+        assert_eq!((third.get("zone", "a"), third.get("zone", "b")), (2, 1));
+        assert_eq!(second.get("zone", "b"), 1);
+        let lock =
+            |c: &NodeCache<TopologyCounts>| c.entries.lock().map(|e| e.list.len()).unwrap_or(0);
+        assert_eq!(lock(&cache), 2);
+        // Other questions for a while: "q" is forgotten.
+        for i in 0..=IDLE_CALLS {
+            per_zone(&cache, &format!("other-{}", i % 2), &snap);
+        }
+        let left = cache
+            .entries
+            .lock()
+            .map(|e| e.list.iter().filter(|e| e.signature == "q").count())
+            .unwrap_or(1);
+        assert_eq!(left, 0);
+    }
+}
