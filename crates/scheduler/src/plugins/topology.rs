@@ -186,6 +186,15 @@ impl Overlay {
 
     /// Whether any of the node's domains (for the keys counted) holds a positive count.
     pub(crate) fn any_positive_on_node(&self, labels: &BTreeMap<String, String>) -> bool {
+        if self.delta.is_empty() {
+            // The common case (no preemption simulation): one lookup per key.
+            return self.base.by_key.iter().any(|(k, values)| {
+                labels
+                    .get(k)
+                    .and_then(|v| values.get(v))
+                    .is_some_and(|n| *n > 0)
+            });
+        }
         let positive = |k: &str| labels.get(k).is_some_and(|v| self.get(k, v) > 0);
         self.base.keys().any(positive) || self.delta.keys().any(positive)
     }
