@@ -18,10 +18,12 @@
 pub mod framework;
 pub mod nodeinfo;
 pub mod plugins;
+pub mod schedule;
 
 use std::sync::Arc;
 
 use framework::{Filter, PostFilter, PreBind, PreFilter, PreScore, Reserve, Score};
+use nodeinfo::{PodInfo, Snapshot};
 
 /// The name pods select this scheduler by (`spec.schedulerName`).
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -67,6 +69,53 @@ pub struct Framework {
     pub score: Vec<(Arc<dyn Score>, i64)>,
     pub reserve: Vec<Arc<dyn Reserve>>,
     pub pre_bind: Vec<Arc<dyn PreBind>>,
+}
+
+impl Framework {
+    /// Every plugin's registered cluster events, by plugin name (the queue moves a pod
+    /// back when an event registered by a plugin that rejected it happens).
+    pub fn plugin_events(
+        &self,
+    ) -> std::collections::HashMap<&'static str, Vec<framework::ClusterEvent>> {
+        let mut out = std::collections::HashMap::new();
+        let mut add = |p: &dyn framework::Plugin| {
+            out.entry(p.name())
+                .or_insert_with(|| p.events_to_register());
+        };
+        self.pre_filter.iter().for_each(|p| add(&**p));
+        self.filter.iter().for_each(|p| add(&**p));
+        self.post_filter.iter().for_each(|p| add(&**p));
+        self.pre_score.iter().for_each(|p| add(&**p));
+        self.score.iter().for_each(|(p, _)| add(&**p));
+        self.reserve.iter().for_each(|p| add(&**p));
+        self.pre_bind.iter().for_each(|p| add(&**p));
+        out
+    }
+}
+
+/// Runs the real scheduling cycle for each pod in order against `snapshot`, assuming each
+/// placed pod there (so later pods see it), and returns the chosen node per pod (`None`
+/// when it fits nowhere). The in-process benchmark and tests use it; PostFilter results
+/// (preemption) are not acted on.
+pub fn simulate(
+    framework: &Framework,
+    config: &Config,
+    snapshot: &mut Snapshot,
+    pods: &[Arc<PodInfo>],
+) -> Vec<Option<String>> {
+    let mut algo = schedule::Algorithm::default();
+    let nominated = schedule::Nominated::default();
+    let mut out = Vec::with_capacity(pods.len());
+    for pod in pods {
+        match algo.schedule(framework, config, snapshot, &nominated, pod) {
+            schedule::Outcome::Scheduled(r) => {
+                snapshot.assume(r.node, pod.clone());
+                out.push(Some(r.node_name));
+            }
+            _ => out.push(None),
+        }
+    }
+    out
 }
 
 /// Why the scheduler stopped (it runs until shutdown otherwise).
