@@ -78,11 +78,101 @@ fn extended(name: &str) -> bool {
     name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
 }
 
+/// How kube prints a quantity in a message (`Quantity.String()`, its canonical form):
+/// `2000m` is `2`, `1000` is `1k`, `0.5` is `500m`, `1024Mi` is `1Gi`.
 fn quantity_text(v: &Value) -> String {
-    match v {
+    let raw = match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    };
+    canonical(raw.trim()).unwrap_or(raw)
+}
+
+fn canonical(s: &str) -> Option<String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", s.strip_prefix('+').unwrap_or(s)),
+    };
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(end);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    let mut digits: u128 = format!("{int}{frac}").parse().ok()?;
+    let mut exp = -(frac.len() as i32);
+    let binary = match suffix {
+        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
+            let k = 10
+                * (1 + ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
+                    .iter()
+                    .position(|x| *x == suffix)? as u32);
+            digits = digits.checked_mul(1u128.checked_shl(k)?)?;
+            true
+        }
+        _ => false,
+    };
+    let exponent_form = suffix.starts_with(['e', 'E']);
+    exp += match suffix {
+        "n" => -9,
+        "u" => -6,
+        "m" => -3,
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => 0,
+        "k" => 3,
+        "M" => 6,
+        "G" => 9,
+        "T" => 12,
+        "P" => 15,
+        "E" => 18,
+        e if exponent_form => e[1..].parse().ok()?,
+        _ => return None,
+    };
+    if digits == 0 {
+        return Some("0".into());
     }
+    while digits.is_multiple_of(10) {
+        digits /= 10;
+        exp += 1;
+    }
+    if binary && exp >= 0 {
+        let value = digits.checked_mul(10u128.checked_pow(exp as u32)?)?;
+        let (mut n, mut unit) = (value, 0);
+        while unit < 6 && n.is_multiple_of(1024) {
+            n /= 1024;
+            unit += 1;
+        }
+        let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][unit];
+        return Some(format!("{sign}{n}{suffix}"));
+    }
+    // Nano is the finest unit: smaller values round up to it.
+    if exp < -9 {
+        let scale = 10u128.checked_pow((-9 - exp) as u32)?;
+        digits = digits.div_ceil(scale);
+        exp = -9;
+    }
+    let e3 = exp.div_euclid(3) * 3;
+    let mantissa = digits.checked_mul(10u128.checked_pow((exp - e3) as u32)?)?;
+    let unit = if exponent_form {
+        if e3 == 0 {
+            String::new()
+        } else {
+            format!("e{e3}")
+        }
+    } else {
+        match e3 {
+            -9 => "n",
+            -6 => "u",
+            -3 => "m",
+            0 => "",
+            3 => "k",
+            6 => "M",
+            9 => "G",
+            12 => "T",
+            15 => "P",
+            _ => "E",
+        }
+        .to_string()
+    };
+    Some(format!("{sign}{mantissa}{unit}"))
 }
 
 fn quantity(v: &Value) -> Option<Quantity> {

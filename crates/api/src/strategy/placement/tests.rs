@@ -209,3 +209,27 @@ fn templates_are_checked_too() {
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(c[0].field, "spec.template.spec.tolerations[0].effect");
 }
+
+#[test]
+fn quantities_print_in_canonical_form() {
+    for (given, printed) in [
+        ("2000m", "2"),
+        ("1000", "1k"),
+        ("0.5", "500m"),
+        ("1.5", "1500m"),
+        ("1024Mi", "1Gi"),
+        ("128Mi", "128Mi"),
+        ("1e3", "1e3"),
+        ("-1", "-1"),
+        ("100m", "100m"),
+        ("0", "0"),
+    ] {
+        assert_eq!(super::canonical(given).as_deref(), Some(printed), "{given}");
+    }
+    assert_eq!(
+        messages(&with_resources(
+            json!({"requests": {"cpu": "2000m"}, "limits": {"cpu": "1000m"}})
+        )),
+        ["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"]
+    );
+}
