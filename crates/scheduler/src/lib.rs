@@ -15,14 +15,23 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binder;
+pub mod cache;
 pub mod framework;
+pub mod metrics;
 pub mod nodeinfo;
 pub mod plugins;
+pub mod queue;
+mod run;
 pub mod schedule;
+#[cfg(test)]
+pub(crate) mod testutil;
+mod watch;
 
 use std::sync::Arc;
 
 use framework::{Filter, PostFilter, PreBind, PreFilter, PreScore, Reserve, Score};
+pub use metrics::Metrics;
 use nodeinfo::{PodInfo, Snapshot};
 
 /// The name pods select this scheduler by (`spec.schedulerName`).
@@ -125,23 +134,6 @@ pub enum Error {
     Api(#[from] kube::Error),
 }
 
-/// The scheduler's Prometheus metrics (`scheduler_schedule_attempts_total`,
-/// `scheduler_scheduling_attempt_duration_seconds`, `scheduler_pending_pods` …).
-#[derive(Default)]
-pub struct Metrics {
-    registry: prometheus_client::registry::Registry,
-}
-
-impl Metrics {
-    /// The text exposition format served at `/metrics`.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
-}
-
 /// One scheduler: built with a client and settings, then run until shutdown (callers
 /// wrap `run` in leader election when several may run).
 pub struct Scheduler {
@@ -168,9 +160,18 @@ impl Scheduler {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        // The scheduling loop lands with the queue and cache; until then this only waits.
-        let _ = (&self.client, &self.config);
-        shutdown.await;
-        Ok(())
+        run::run(self.client, self.config, self.metrics, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `skiff server` spawns the scheduler on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn run_is_send(s: Scheduler) {
+        fn send<T: Send>(_: &T) {}
+        send(&s.run(std::future::pending::<()>()));
     }
 }

@@ -410,6 +410,19 @@ impl NodeInfo {
         }
     }
 
+    /// Takes a new version of the Node object, keeping the pods placed here.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        let fresh = NodeInfo::new(node);
+        self.name = fresh.name;
+        self.labels = fresh.labels;
+        self.taints = fresh.taints;
+        self.unschedulable = fresh.unschedulable;
+        self.allocatable = fresh.allocatable;
+        self.images = fresh.images;
+        self.node = fresh.node;
+        self.generation += 1;
+    }
+
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.requested.add(&pod.requests);
         self.requested.allowed_pod_number += 1;
