@@ -95,20 +95,20 @@ impl Timing {
     }
 }
 
-/// `<hostname>_<random UUID>`, the identity kube components campaign with: unique per
-/// process, and it says which machine holds the lease.
+/// `<hostname>_<random>`, the shape of the identity kube components campaign with:
+/// unique per process, and it says which machine holds the lease.
 pub fn unique_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}_{}", random_uuid())
+    format!("{host}_{}", random_hex())
 }
 
-/// A version 4 UUID from the kernel's random pool (falling back to the time and process
+/// 128 bits from the kernel's random pool as hex (falling back to the time and process
 /// id, which still differ between two candidates on one machine).
-fn random_uuid() -> String {
+fn random_hex() -> String {
     use std::io::Read as _;
     let mut b = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
@@ -119,17 +119,7 @@ fn random_uuid() -> String {
             .as_nanos();
         b = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
     }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One candidate for one Lease.
@@ -338,18 +328,8 @@ impl LeaderElector {
                 },
                 spec: Some(self.claim(&LeaseSpec::default(), wall)),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(lease) => {
-                    *seen = Some(Observed {
-                        lease,
-                        changed_at: sent,
-                        read_at: sent,
-                    });
-                    Ok(Attempt::Held)
-                }
-                Err(e) if is_conflict(&e) => Ok(Attempt::Conflict),
-                Err(e) => Err(e),
-            };
+            let created = self.api.create(&PostParams::default(), &lease).await;
+            return written(created, seen, sent);
         };
         self.observe(seen, current, sent, wall);
         let Some(obs) = seen.as_ref() else {
@@ -365,22 +345,11 @@ impl LeaderElector {
         let mut claimed = obs.lease.clone();
         claimed.spec = Some(self.claim(&obs.spec(), wall));
         // `claimed` carries the resourceVersion read: a write by anyone since fails.
-        match self
+        let replaced = self
             .api
             .replace(&self.name, &PostParams::default(), &claimed)
-            .await
-        {
-            Ok(lease) => {
-                *seen = Some(Observed {
-                    lease,
-                    changed_at: sent,
-                    read_at: sent,
-                });
-                Ok(Attempt::Held)
-            }
-            Err(e) if is_conflict(&e) => Ok(Attempt::Conflict),
-            Err(e) => Err(e),
-        }
+            .await;
+        written(replaced, seen, sent)
     }
 
     /// The record this candidate writes to hold the lease from `old`.
@@ -481,6 +450,27 @@ impl LeaderElector {
     }
 }
 
+/// The outcome of writing our claim (read at `sent`): held from then on, or lost to a
+/// concurrent writer.
+fn written(
+    result: Result<Lease, kube::Error>,
+    seen: &mut Option<Observed>,
+    sent: Instant,
+) -> Result<Attempt, kube::Error> {
+    match result {
+        Ok(lease) => {
+            *seen = Some(Observed {
+                lease,
+                changed_at: sent,
+                read_at: sent,
+            });
+            Ok(Attempt::Held)
+        }
+        Err(e) if is_conflict(&e) => Ok(Attempt::Conflict),
+        Err(e) => Err(e),
+    }
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
@@ -517,13 +507,12 @@ mod tests {
     }
 
     #[test]
-    fn identities_are_host_and_a_v4_uuid() {
+    fn identities_are_host_and_128_random_bits() {
         let a = unique_identity();
         let b = unique_identity();
         assert_ne!(a, b);
-        let (host, uuid) = a.rsplit_once('_').expect("host_uuid");
+        let (host, random) = a.rsplit_once('_').expect("host_random");
         assert!(!host.is_empty());
-        assert_eq!(uuid.len(), 36);
-        assert_eq!(&uuid[14..15], "4");
+        assert_eq!(random.len(), 32);
     }
 }
