@@ -90,6 +90,22 @@ impl Server {
         self.dir.path().join("pki").join(f)
     }
 
+    /// A kube-rs client from the kubeconfig the server wrote (admin client certificate),
+    /// configured as a user would.
+    pub async fn kube_client(&self) -> kube::Client {
+        // skiff uses rustls with ring; kube-rs picks up the process-wide provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kube config from the server's kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("token"))
             .expect("token file")

@@ -134,6 +134,7 @@ async fn run(args: SchedulerArgs) -> Result<()> {
     timing.validate().context(
         "--leader-elect-lease-duration, --leader-elect-renew-deadline, --leader-elect-retry-period",
     )?;
+    let identity = skiff_leader::unique_identity();
     let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("read the kubeconfig {}", args.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(
@@ -142,6 +143,15 @@ async fn run(args: SchedulerArgs) -> Result<()> {
     )
     .await
     .with_context(|| format!("use the kubeconfig {}", args.kubeconfig.display()))?;
+    let mut config = config;
+    // Which scheduler process made a request, in the audit log: two schedulers sharing a
+    // kubeconfig authenticate as one user.
+    if let Ok(ua) = hyper::header::HeaderValue::from_str(&format!(
+        "kube-scheduler/skiff-{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    )) {
+        config.headers.push((hyper::header::USER_AGENT, ua));
+    }
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config)
         .with_context(|| format!("a client for {server} from {}", args.kubeconfig.display()))?;
@@ -152,18 +162,18 @@ async fn run(args: SchedulerArgs) -> Result<()> {
     let election = args.leader_elect.then(|| Election {
         namespace: args.leader_elect_resource_namespace.clone(),
         name: args.leader_elect_resource_name.clone(),
-        identity: skiff_leader::unique_identity(),
+        identity: identity.clone(),
         timing,
     });
-    let identity = election.as_ref().map(|e| e.identity.clone());
     let metrics = MetricsSlot::default();
     let stop = CancellationToken::new();
     let serving = tokio::spawn(serve_metrics(listener, metrics.clone(), stop.clone()));
     eprintln!(
-        "skiff scheduler: API {server}; metrics on http://{metrics_addr}/metrics; {}",
-        match &identity {
-            Some(id) => format!("leader election as {id}"),
-            None => "no leader election".into(),
+        "skiff scheduler: API {server}; metrics on http://{metrics_addr}/metrics; identity {identity}{}",
+        if args.leader_elect {
+            "; leader election"
+        } else {
+            ""
         }
     );
     let shutdown = {
