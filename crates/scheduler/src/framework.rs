@@ -126,6 +126,8 @@ pub struct CycleState {
     /// PreFilter/PreScore plugins that returned Skip: their Filter/Score do not run.
     pub skip_filter: Vec<&'static str>,
     pub skip_score: Vec<&'static str>,
+    /// How many nodes the cycle's snapshot holds (ImageLocality spreads by it).
+    pub num_all_nodes: usize,
 }
 
 impl Clone for CycleState {
@@ -138,6 +140,7 @@ impl Clone for CycleState {
                 .collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
+            num_all_nodes: self.num_all_nodes,
         }
     }
 }

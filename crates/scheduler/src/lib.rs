@@ -15,13 +15,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binder;
+pub mod cache;
 pub mod framework;
+pub mod metrics;
 pub mod nodeinfo;
 pub mod plugins;
+pub mod queue;
+mod run;
+pub mod schedule;
+mod watch;
 
 use std::sync::Arc;
 
 use framework::{Filter, PostFilter, PreBind, PreFilter, PreScore, Reserve, Score};
+pub use metrics::Metrics;
+use nodeinfo::{PodInfo, Snapshot};
 
 /// The name pods select this scheduler by (`spec.schedulerName`).
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -69,28 +78,58 @@ pub struct Framework {
     pub pre_bind: Vec<Arc<dyn PreBind>>,
 }
 
+impl Framework {
+    /// Every plugin's registered cluster events, by plugin name (the queue moves a pod
+    /// back when an event registered by a plugin that rejected it happens).
+    pub fn plugin_events(
+        &self,
+    ) -> std::collections::HashMap<&'static str, Vec<framework::ClusterEvent>> {
+        let mut out = std::collections::HashMap::new();
+        let mut add = |p: &dyn framework::Plugin| {
+            out.entry(p.name())
+                .or_insert_with(|| p.events_to_register());
+        };
+        self.pre_filter.iter().for_each(|p| add(&**p));
+        self.filter.iter().for_each(|p| add(&**p));
+        self.post_filter.iter().for_each(|p| add(&**p));
+        self.pre_score.iter().for_each(|p| add(&**p));
+        self.score.iter().for_each(|(p, _)| add(&**p));
+        self.reserve.iter().for_each(|p| add(&**p));
+        self.pre_bind.iter().for_each(|p| add(&**p));
+        out
+    }
+}
+
+/// Runs the real scheduling cycle for each pod in order against `snapshot`, assuming each
+/// placed pod there (so later pods see it), and returns the chosen node per pod (`None`
+/// when it fits nowhere). The in-process benchmark and tests use it; PostFilter results
+/// (preemption) are not acted on.
+pub fn simulate(
+    framework: &Framework,
+    config: &Config,
+    snapshot: &mut Snapshot,
+    pods: &[Arc<PodInfo>],
+) -> Vec<Option<String>> {
+    let mut algo = schedule::Algorithm::default();
+    let nominated = schedule::Nominated::default();
+    let mut out = Vec::with_capacity(pods.len());
+    for pod in pods {
+        match algo.schedule(framework, config, snapshot, &nominated, pod) {
+            schedule::Outcome::Scheduled(r) => {
+                snapshot.assume(r.node, pod.clone());
+                out.push(Some(r.node_name));
+            }
+            _ => out.push(None),
+        }
+    }
+    out
+}
+
 /// Why the scheduler stopped (it runs until shutdown otherwise).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Api(#[from] kube::Error),
-}
-
-/// The scheduler's Prometheus metrics (`scheduler_schedule_attempts_total`,
-/// `scheduler_scheduling_attempt_duration_seconds`, `scheduler_pending_pods` …).
-#[derive(Default)]
-pub struct Metrics {
-    registry: prometheus_client::registry::Registry,
-}
-
-impl Metrics {
-    /// The text exposition format served at `/metrics`.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
 }
 
 /// One scheduler: built with a client and settings, then run until shutdown (callers
@@ -119,9 +158,18 @@ impl Scheduler {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        // The scheduling loop lands with the queue and cache; until then this only waits.
-        let _ = (&self.client, &self.config);
-        shutdown.await;
-        Ok(())
+        run::run(self.client, self.config, self.metrics, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `skiff server` spawns the scheduler on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn run_is_send(s: Scheduler) {
+        fn send<T: Send>(_: &T) {}
+        send(&s.run(std::future::pending::<()>()));
     }
 }

@@ -410,6 +410,19 @@ impl NodeInfo {
         }
     }
 
+    /// Takes a new version of the Node object, keeping the pods placed here.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        let fresh = NodeInfo::new(node);
+        self.name = fresh.name;
+        self.labels = fresh.labels;
+        self.taints = fresh.taints;
+        self.unschedulable = fresh.unschedulable;
+        self.allocatable = fresh.allocatable;
+        self.images = fresh.images;
+        self.node = fresh.node;
+        self.generation += 1;
+    }
+
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.requested.add(&pod.requests);
         self.requested.allowed_pod_number += 1;
@@ -501,6 +514,38 @@ pub struct Snapshot {
     pub have_pods_with_affinity: Vec<usize>,
     pub have_pods_with_required_anti_affinity: Vec<usize>,
     pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// PodDisruptionBudgets, for preemption (victims whose eviction would break a budget
+    /// are kept when possible). Filled from every PDB: `metadata.namespace`,
+    /// `spec.selector` compiled (a missing selector as [`LabelSelector::nothing`]),
+    /// `status.disruptionsAllowed` and the names in `status.disruptedPods`.
+    pub pdbs: Vec<PdbInfo>,
+    /// `spec.selector` of each Service with a non-empty selector, by namespace (as a
+    /// selector of `key=value` requirements). PodTopologySpread's cluster default
+    /// constraints spread a pod among the pods of the Services selecting it.
+    pub service_selectors: HashMap<String, Vec<LabelSelector>>,
+    /// `spec.selector` of each ReplicationController, ReplicaSet and StatefulSet, keyed
+    /// by [`controller_key`] (`namespace/Kind/name`); the controller owning a pod
+    /// (`ownerReferences[controller=true]`) adds its selector to the default spread
+    /// selector.
+    pub controller_selectors: HashMap<String, LabelSelector>,
+}
+
+/// A PodDisruptionBudget as preemption reads it.
+#[derive(Debug, Clone)]
+pub struct PdbInfo {
+    pub namespace: String,
+    /// A budget with an empty or null selector protects no pods (as kube's preemption).
+    pub selector: LabelSelector,
+    pub disruptions_allowed: i32,
+    /// Pods the API server already counted as disrupted (`status.disruptedPods`): evicting
+    /// them again does not use up the budget.
+    pub disrupted_pods: HashSet<String>,
+}
+
+/// The key of [`Snapshot::controller_selectors`]: `Kind` is `ReplicationController`,
+/// `ReplicaSet` or `StatefulSet`.
+pub fn controller_key(namespace: &str, kind: &str, name: &str) -> String {
+    format!("{namespace}/{kind}/{name}")
 }
 
 impl Snapshot {
@@ -508,7 +553,16 @@ impl Snapshot {
     /// cache updates its snapshot incrementally).
     pub fn from_nodes(nodes: Vec<NodeInfo>) -> Snapshot {
         let mut s = Snapshot::default();
-        for n in nodes {
+        let mut image_nodes: HashMap<String, usize> = HashMap::new();
+        for n in &nodes {
+            for name in n.images.keys() {
+                *image_nodes.entry(name.clone()).or_default() += 1;
+            }
+        }
+        for mut n in nodes {
+            for (name, state) in n.images.iter_mut() {
+                state.num_nodes = image_nodes.get(name).copied().unwrap_or(1);
+            }
             s.index.insert(n.name.clone(), s.nodes.len());
             s.nodes.push(Arc::new(n));
         }
@@ -527,6 +581,23 @@ impl Snapshot {
             if !n.pods_with_required_anti_affinity.is_empty() {
                 self.have_pods_with_required_anti_affinity.push(i);
             }
+        }
+    }
+
+    /// Places `pod` on the node at `idx` (copying that node only if it is shared), keeping
+    /// the affinity index lists current.
+    pub fn assume(&mut self, idx: usize, pod: Arc<PodInfo>) {
+        let has_affinity = pod.has_affinity();
+        let has_anti = !pod.required_anti_affinity.is_empty();
+        let node = Arc::make_mut(&mut self.nodes[idx]);
+        let first_affinity = has_affinity && node.pods_with_affinity.is_empty();
+        let first_anti = has_anti && node.pods_with_required_anti_affinity.is_empty();
+        node.add_pod(pod);
+        if first_affinity {
+            self.have_pods_with_affinity.push(idx);
+        }
+        if first_anti {
+            self.have_pods_with_required_anti_affinity.push(idx);
         }
     }
 

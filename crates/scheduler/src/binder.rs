@@ -1,0 +1,241 @@
+//! The scheduler's writes to the API, all off the scheduling loop: `pods/binding`, the
+//! `PodScheduled=False` condition and `status.nominatedNodeName`, preemption's victim
+//! deletions, and Events.
+//!
+//! Events go through a bounded channel drained by one task ([`EventRecorder`]); when it is
+//! full they are dropped, so a slow API never slows scheduling. The other writes retry
+//! transient failures (5xx, 429, transport errors) with exponential backoff and give up on
+//! answers that will not change (404, 409, 422).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::DEFAULT_SCHEDULER_NAME;
+
+/// How many Events may wait to be written before new ones are dropped.
+pub const EVENT_QUEUE: usize = 4096;
+/// Events written concurrently.
+const EVENT_WRITERS: usize = 16;
+const RETRIES: u32 = 5;
+
+/// Whether an API failure is worth retrying.
+pub fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    }
+}
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Runs `op` until it succeeds, fails for good, or [`RETRIES`] attempts failed.
+pub async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < RETRIES && is_transient(&e) => {
+                tracing::debug!(%e, attempt, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One Event to write about a pod.
+#[derive(Debug, Clone)]
+pub struct EventRequest {
+    pub regarding: ObjectReference,
+    pub type_: &'static str,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+/// The reference an Event's `regarding` gets for a pod.
+pub fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+/// The sending side of the Event channel; cloning is cheap.
+#[derive(Clone)]
+pub struct EventRecorder {
+    tx: mpsc::Sender<EventRequest>,
+}
+
+impl EventRecorder {
+    /// Starts the task that writes Events with `client` as `instance`.
+    pub fn start(client: Client, instance: String) -> EventRecorder {
+        let (tx, mut rx) = mpsc::channel::<EventRequest>(EVENT_QUEUE);
+        tokio::spawn(async move {
+            let writers = Arc::new(Semaphore::new(EVENT_WRITERS));
+            while let Some(req) = rx.recv().await {
+                let Ok(permit) = writers.clone().acquire_owned().await else {
+                    break;
+                };
+                let client = client.clone();
+                let instance = instance.clone();
+                tokio::spawn(async move {
+                    write_event(client, &instance, req).await;
+                    drop(permit);
+                });
+            }
+        });
+        EventRecorder { tx }
+    }
+
+    /// Queues an Event; dropped when the queue is full.
+    pub fn record(&self, req: EventRequest) {
+        if self.tx.try_send(req).is_err() {
+            tracing::debug!("event queue full; event dropped");
+        }
+    }
+}
+
+async fn write_event(client: Client, instance: &str, req: EventRequest) {
+    let ns = req
+        .regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let name = format!(
+        "{}.{:x}",
+        req.regarding.name.as_deref().unwrap_or("pod"),
+        now.as_nanosecond()
+    );
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some(req.action.into()),
+        reason: Some(req.reason.into()),
+        note: Some(req.note),
+        type_: Some(req.type_.into()),
+        regarding: Some(req.regarding),
+        reporting_controller: Some(DEFAULT_SCHEDULER_NAME.into()),
+        reporting_instance: Some(instance.into()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client, &ns);
+    let pp = PostParams::default();
+    if let Err(e) = with_retries("event", || api.create(&pp, &ev)).await {
+        tracing::debug!(%e, "event not written");
+    }
+}
+
+/// `pods/binding` for `pod` to `node`.
+pub async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            ..Default::default()
+        },
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pp = PostParams::default();
+    with_retries("binding", || {
+        api.create_subresource::<_, serde_json::Value>("binding", name, &pp, &binding)
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Whether the pod already carries this `PodScheduled` condition (so the patch is skipped).
+pub fn has_condition(pod: &Pod, status: &str, reason: &str, message: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == status
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref().unwrap_or("") == message
+        })
+}
+
+/// Patches `PodScheduled=False` with `reason` and `message`, and `nominatedNodeName` when
+/// given (`Some("")` clears it).
+pub async fn patch_unschedulable(
+    client: &Client,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+    nominated: Option<&str>,
+) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let mut status = json!({
+        "conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+                .to_string(),
+        }]
+    });
+    if let Some(n) = nominated {
+        status["nominatedNodeName"] = if n.is_empty() { json!(null) } else { json!(n) };
+    }
+    let patch = json!({ "status": status });
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let (pp, patch) = (PatchParams::default(), Patch::Strategic(&patch));
+    with_retries("pod status", || api.patch_status(name, &pp, &patch))
+        .await
+        .map(|_| ())
+}
+
+/// Deletes a preemption victim gracefully; a victim already gone is fine.
+pub async fn delete_victim(client: &Client, ns: &str, name: &str) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = DeleteParams::default();
+    match with_retries("victim", || api.delete(name, &dp)).await {
+        Err(e) if is_not_found(&e) => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
