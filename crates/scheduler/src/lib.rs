@@ -24,6 +24,8 @@ pub mod plugins;
 pub mod queue;
 mod run;
 pub mod schedule;
+#[cfg(test)]
+pub(crate) mod testutil;
 mod watch;
 
 use std::sync::Arc;
