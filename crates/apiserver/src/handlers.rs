@@ -27,6 +27,7 @@ mod delete;
 mod events_view;
 mod list;
 mod objects;
+mod priority;
 mod proxy;
 mod subresources;
 mod watch;
@@ -595,7 +596,8 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
                     .await
                 {
                     Ok((_, d)) => deleted.push(d),
-                    Err(e) if e.code == StatusCode::NOT_FOUND => {}
+                    // Gone meanwhile, or never deletable (system PriorityClasses).
+                    Err(e) if [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN].contains(&e.code) => {}
                     Err(e) => return Err(e),
                 }
             }

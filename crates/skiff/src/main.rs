@@ -12,6 +12,7 @@ mod registry_bench;
 mod registry_client;
 mod registry_cmd;
 mod run_cmd;
+mod scheduler_bench;
 mod scheduler_cmd;
 mod server_cmd;
 mod store_cmd;
