@@ -57,8 +57,10 @@ fn anti_affinity_puts_one_replica_per_node_and_the_fourth_stays_pending() {
     let failed = c.event("web-3", "FailedScheduling");
     assert_eq!(failed["type"], "Warning");
     assert_eq!(failed["message"], expected.as_str());
+    // kube-scheduler records through events.k8s.io/v1: core/v1 shows it as the
+    // reporting component (`source` stays empty).
     assert_eq!(
-        failed["source"]["component"], "default-scheduler",
+        failed["reportingComponent"], "default-scheduler",
         "{failed}"
     );
     let scheduled = c.event("web-0", "Scheduled");
