@@ -31,8 +31,15 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves.
+    /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves. The
+    /// API server tests run it without its scheduler, whose writes (pod conditions,
+    /// Events, its Lease, its watches in the audit log) are not theirs to see.
     pub fn start_with(args: &[&str]) -> Server {
+        Self::start_listening("127.0.0.1:0", &without_scheduler(args))
+    }
+
+    /// Starts `skiff server` with its in-process scheduler (the scheduler tests).
+    pub fn start_with_scheduler(args: &[&str]) -> Server {
         Self::start_listening("127.0.0.1:0", args)
     }
 
@@ -43,7 +50,7 @@ impl Server {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        Self::start_listening(&format!("127.0.0.1:{port}"), args)
+        Self::start_listening(&format!("127.0.0.1:{port}"), &without_scheduler(args))
     }
 
     fn start_listening(listen: &str, args: &[&str]) -> Server {
@@ -180,6 +187,12 @@ impl Server {
         )
         .http()
     }
+}
+
+fn without_scheduler<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    std::iter::once("--disable-scheduler")
+        .chain(args.iter().copied())
+        .collect()
 }
 
 impl Drop for Server {

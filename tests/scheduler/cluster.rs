@@ -28,7 +28,7 @@ impl Cluster {
     }
 
     pub fn start_with(kubectl: &'static str, args: &[&str]) -> Cluster {
-        let server = Server::start_with(args);
+        let server = Server::start_with_scheduler(args);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
