@@ -39,6 +39,7 @@ impl Server {
     }
 
     /// Starts `skiff server` with its in-process scheduler (the scheduler tests).
+    #[allow(dead_code)]
     pub fn start_with_scheduler(args: &[&str]) -> Server {
         Self::start_listening("127.0.0.1:0", args)
     }
