@@ -309,9 +309,7 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         )
             .into_response()),
         ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
-        ["metrics"] if req.method() == Method::GET => {
-            Ok(skiff_serve::metrics::response(&st.metrics.registry).map(Body::new))
-        }
+        ["metrics"] if req.method() == Method::GET => Ok(st.metrics.response()),
         ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
         ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
             .map(|(b, _)| raw_json(b))
