@@ -286,6 +286,23 @@ fn of_two_standalone_schedulers_only_the_leader_binds_and_the_other_takes_over()
         "{metrics}"
     );
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+
+    // SIGTERM: it stops, releases the Lease and exits 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &s[1 - li].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = s[1 - li].child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "skiff scheduler exits 0 after SIGTERM: {exit:?}"
+    );
+    assert_eq!(
+        holder(&c, "kube-scheduler"),
+        None,
+        "the Lease was not released"
+    );
 }
 
 /// Bad flags and an unreadable kubeconfig end the command with a clear message.
