@@ -42,3 +42,6 @@ mod watch;
 
 #[path = "apiserver/serving.rs"]
 mod serving;
+
+#[path = "apiserver/scheduling.rs"]
+mod scheduling;

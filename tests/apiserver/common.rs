@@ -31,8 +31,16 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves.
+    /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves. The
+    /// API server tests run it without its scheduler, whose writes (pod conditions,
+    /// Events, its Lease, its watches in the audit log) are not theirs to see.
     pub fn start_with(args: &[&str]) -> Server {
+        Self::start_listening("127.0.0.1:0", &without_scheduler(args))
+    }
+
+    /// Starts `skiff server` with its in-process scheduler (the scheduler tests).
+    #[allow(dead_code)]
+    pub fn start_with_scheduler(args: &[&str]) -> Server {
         Self::start_listening("127.0.0.1:0", args)
     }
 
@@ -43,7 +51,7 @@ impl Server {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        Self::start_listening(&format!("127.0.0.1:{port}"), args)
+        Self::start_listening(&format!("127.0.0.1:{port}"), &without_scheduler(args))
     }
 
     fn start_listening(listen: &str, args: &[&str]) -> Server {
@@ -88,6 +96,22 @@ impl Server {
 
     pub fn pki(&self, f: &str) -> PathBuf {
         self.dir.path().join("pki").join(f)
+    }
+
+    /// A kube-rs client from the kubeconfig the server wrote (admin client certificate),
+    /// configured as a user would.
+    pub async fn kube_client(&self) -> kube::Client {
+        // skiff uses rustls with ring; kube-rs picks up the process-wide provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kube config from the server's kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
     }
 
     pub fn token(&self) -> String {
@@ -164,6 +188,12 @@ impl Server {
         )
         .http()
     }
+}
+
+fn without_scheduler<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    std::iter::once("--disable-scheduler")
+        .chain(args.iter().copied())
+        .collect()
 }
 
 impl Drop for Server {

@@ -21,16 +21,7 @@ use crate::common::Server;
 
 /// A kube-rs client for `s` from the kubeconfig it wrote (admin client certificate).
 pub async fn client(s: &Server) -> Client {
-    // skiff uses rustls with ring; kube-rs picks up the process-wide provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(s.kubeconfig()).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("kube config from the server's kubeconfig");
-    Client::try_from(config).expect("kube client")
+    s.kube_client().await
 }
 
 /// Polls `f` every 100 ms until it returns Some, for at most 30 s.

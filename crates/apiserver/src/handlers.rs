@@ -27,6 +27,7 @@ mod delete;
 mod events_view;
 mod list;
 mod objects;
+mod priority;
 mod proxy;
 mod subresources;
 mod watch;
@@ -308,9 +309,7 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         )
             .into_response()),
         ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
-        ["metrics"] if req.method() == Method::GET => {
-            Ok(skiff_serve::metrics::response(&st.metrics.registry).map(Body::new))
-        }
+        ["metrics"] if req.method() == Method::GET => Ok(st.metrics.response()),
         ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
         ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
             .map(|(b, _)| raw_json(b))
@@ -597,7 +596,8 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
                     .await
                 {
                     Ok((_, d)) => deleted.push(d),
-                    Err(e) if e.code == StatusCode::NOT_FOUND => {}
+                    // Gone meanwhile, or never deletable (system PriorityClasses).
+                    Err(e) if [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN].contains(&e.code) => {}
                     Err(e) => return Err(e),
                 }
             }

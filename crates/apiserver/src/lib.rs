@@ -16,6 +16,7 @@ mod event_ttl;
 mod fuzz_tests;
 mod handlers;
 mod kubelet_client;
+mod local_client;
 mod master_endpoints;
 pub mod meta;
 mod metrics;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use skiff_store::Store;
 use tokio::net::TcpListener;
 
+pub use local_client::LocalTransport;
 pub use status::{ApiError, Cause};
 
 /// Largest request body accepted, as kube-apiserver (3 MiB).
@@ -241,6 +243,22 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A kube-rs client that calls this server in process, authenticated as `username`
+    /// in `groups` (plus `system:authenticated`), through the same authn, admission,
+    /// audit and metrics path as an HTTPS client with that certificate (see
+    /// [`LocalTransport`]). Call inside a tokio runtime; the client stays valid while and
+    /// after [`Server::run`] serves.
+    pub fn client(&self, username: &str, groups: &[&str]) -> kube::Client {
+        local_client::client(self.state.clone(), username, groups)
+    }
+
+    /// Appends what `source` returns (Prometheus text exposition, as
+    /// `prometheus_client::encoding::text::encode` writes it) to this server's `/metrics`,
+    /// so components running inside the server (the scheduler) are scraped with it.
+    pub fn add_metrics_source(&self, source: impl Fn() -> String + Send + Sync + 'static) {
+        self.state.metrics.add_source(Box::new(source));
     }
 
     /// Serves until `shutdown` completes, then drains: watches and streams end, requests

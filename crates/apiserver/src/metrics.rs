@@ -110,7 +110,12 @@ pub(crate) struct Metrics {
     storage: HistogramFamily<StorageOp>,
     cache_events: Family<ResourceLabel, Counter>,
     cache_revision: Gauge,
+    /// Components running inside the server whose metrics `/metrics` appends.
+    sources: std::sync::RwLock<Vec<MetricsSource>>,
 }
+
+/// Another registry's text exposition (see `Server::add_metrics_source`).
+pub(crate) type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,7 +186,51 @@ impl Metrics {
             storage,
             cache_events,
             cache_revision,
+            sources: Default::default(),
         })
+    }
+
+    pub fn add_source(&self, source: MetricsSource) {
+        if let Ok(mut s) = self.sources.write() {
+            s.push(source);
+        }
+    }
+
+    /// `/metrics`: this server's registry, then every added source, as one exposition
+    /// (each part's `# EOF` dropped, one at the end).
+    pub fn response(&self) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        const EOF: &str = "# EOF\n";
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding the metrics failed: {e}\n"),
+            )
+                .into_response();
+        }
+        let strip = |t: &mut String| {
+            if t.ends_with(EOF) {
+                t.truncate(t.len() - EOF.len());
+            }
+        };
+        strip(&mut text);
+        if let Ok(sources) = self.sources.read() {
+            for source in sources.iter() {
+                let mut part = source();
+                strip(&mut part);
+                text.push_str(&part);
+            }
+        }
+        text.push_str(EOF);
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                skiff_serve::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response()
     }
 
     /// Counts a finished request (its response head is ready).

@@ -64,6 +64,19 @@ impl ApiError {
         )
     }
 
+    /// 403 about one object, as kube's admission refusals:
+    /// `pods "x" is forbidden: <why>`.
+    pub fn forbidden(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        Self::about_object(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            group,
+            plural,
+            name,
+            |res| format!("{res} {name:?} is forbidden: {why}"),
+        )
+    }
+
     pub fn conflict(group: &str, plural: &str, name: &str) -> Self {
         Self::about_object(
             StatusCode::CONFLICT,

@@ -161,7 +161,13 @@ fn type_walk(
         return None;
     }
     let schema = match schema.get("$ref").and_then(Value::as_str) {
-        Some(r) => defs.get(r.rsplit('/').next().unwrap_or(r))?,
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or(r);
+            if name == QUANTITY {
+                return quantity_error(v, path);
+            }
+            defs.get(name)?
+        }
         None => schema,
     };
     if let Some(Value::Array(all)) = schema.get("allOf") {
@@ -254,4 +260,22 @@ fn type_walk(
             ),
         ),
     }
+}
+
+const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+
+/// A resource quantity is a number or a string in quantity syntax; kube's decoder refuses
+/// anything else with the syntax's regular expression (no field path).
+fn quantity_error(v: &Value, path: &str) -> Option<(String, String)> {
+    let ok = match v {
+        Value::Number(_) => true,
+        Value::String(s) => skiff_api::quantity::Quantity::parse(s).is_ok(),
+        _ => false,
+    };
+    (!ok).then(|| {
+        (
+            path.to_string(),
+            skiff_api::quantity::QuantityError.to_string(),
+        )
+    })
 }

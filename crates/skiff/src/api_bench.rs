@@ -118,9 +118,9 @@ pub fn main(args: ApiBenchArgs) -> Result<()> {
     Ok(())
 }
 
-struct ServerChild {
-    child: Child,
-    dir: PathBuf,
+pub(crate) struct ServerChild {
+    pub(crate) child: Child,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for ServerChild {
@@ -132,9 +132,19 @@ impl Drop for ServerChild {
 }
 
 fn start_server(etcd: Option<&str>, extra: &[String]) -> Result<(ServerChild, String)> {
+    start_server_named("api", etcd, extra)
+}
+
+/// A fresh `skiff server --disable-agent` child on a free loopback port with a temp data
+/// dir named after the bench (killed and removed when the guard drops); its API address.
+pub(crate) fn start_server_named(
+    bench: &str,
+    etcd: Option<&str>,
+    extra: &[String],
+) -> Result<(ServerChild, String)> {
     static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "skiff-bench-api-{}-{}-{}",
+        "skiff-bench-{bench}-{}-{}-{}",
         std::process::id(),
         if etcd.is_some() { "etcd" } else { "embedded" },
         SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -176,14 +186,20 @@ fn start_server(etcd: Option<&str>, extra: &[String]) -> Result<(ServerChild, St
 }
 
 #[derive(Clone)]
-struct Conn {
-    tls: tokio_rustls::TlsConnector,
-    addr: String,
-    token: String,
+pub(crate) struct Conn {
+    pub(crate) tls: tokio_rustls::TlsConnector,
+    pub(crate) addr: String,
+    pub(crate) token: String,
 }
 
 impl Conn {
-    fn new(dir: &Path, addr: &str) -> Result<Conn> {
+    pub(crate) fn new(dir: &Path, addr: &str) -> Result<Conn> {
+        Self::with_alpn(dir, addr, Vec::new())
+    }
+
+    /// Trusts the server's CA and authenticates with its token; `alpn` are the protocols
+    /// offered in the TLS handshake (`h2` for HTTP/2 clients).
+    pub(crate) fn with_alpn(dir: &Path, addr: &str, alpn: Vec<Vec<u8>>) -> Result<Conn> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::CertificateDer;
         let mut roots = rustls::RootCertStore::empty();
@@ -192,13 +208,14 @@ impl Conn {
                 .add(c.context("parse the CA")?)
                 .context("trust the CA")?;
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        cfg.alpn_protocols = alpn;
         let token = std::fs::read_to_string(dir.join("token")).context("read the token")?;
         Ok(Conn {
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
@@ -207,7 +224,8 @@ impl Conn {
         })
     }
 
-    async fn open(&self) -> Result<SendRequest<Full<Bytes>>> {
+    /// An HTTP/1 connection (one request at a time).
+    pub(crate) async fn open(&self) -> Result<SendRequest<Full<Bytes>>> {
         let tcp = tokio::net::TcpStream::connect(&self.addr)
             .await
             .context("connect")?;
@@ -221,7 +239,7 @@ impl Conn {
         Ok(send)
     }
 
-    fn req(
+    pub(crate) fn req(
         &self,
         method: &str,
         path: &str,
@@ -250,7 +268,7 @@ fn pod(name: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
+pub(crate) fn pct(v: &mut [Duration], p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
     }
@@ -519,7 +537,7 @@ async fn run_services(args: &ApiBenchArgs, etcd: &str) -> Result<()> {
     Ok(())
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -534,7 +552,7 @@ fn peak_rss_mb(pid: u32) -> f64 {
 
 /// A thousand watchers need more descriptors than the usual soft limit of 1024, in this
 /// process and in the server (which inherits the limit).
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

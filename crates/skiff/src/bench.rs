@@ -42,6 +42,10 @@ pub enum BenchCmd {
     Rebuild(crate::image_bench::RebuildArgs),
     /// The API server on the embedded store vs on etcd: creates, LIST, watch delivery, RSS.
     Api(crate::api_bench::ApiBenchArgs),
+    /// Pods bound per second end to end (server + scheduler) on N Node objects: basic,
+    /// required anti-affinity and topology-spread phases; `--in-process` for the
+    /// scheduling cycle alone.
+    Scheduler(crate::scheduler_bench::SchedulerBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -59,6 +63,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Run(a) => crate::image_bench::run(a),
         BenchCmd::Rebuild(a) => crate::image_bench::rebuild(a),
         BenchCmd::Api(a) => crate::api_bench::main(a),
+        BenchCmd::Scheduler(a) => crate::scheduler_bench::main(a),
     }
 }
 

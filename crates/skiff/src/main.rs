@@ -12,6 +12,8 @@ mod registry_bench;
 mod registry_client;
 mod registry_cmd;
 mod run_cmd;
+mod scheduler_bench;
+mod scheduler_cmd;
 mod server_cmd;
 mod store_cmd;
 
@@ -55,8 +57,10 @@ enum Cmd {
     Logout(login_cmd::LogoutArgs),
     /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
     Store(store_cmd::StoreArgs),
-    /// The control plane: state store and Kubernetes API server.
+    /// The control plane: state store, Kubernetes API server and scheduler.
     Server(Box<server_cmd::ServerArgs>),
+    /// The scheduler alone, against an API server named by a kubeconfig.
+    Scheduler(Box<scheduler_cmd::SchedulerArgs>),
 }
 
 fn main() {
@@ -139,6 +143,10 @@ fn main() {
                     1
                 }
             }
+        }
+        Cmd::Scheduler(s) => {
+            init_tracing(false);
+            report("skiff scheduler", scheduler_cmd::main(*s))
         }
         Cmd::Store(s) => {
             init_tracing(false);

@@ -1,6 +1,10 @@
 //! `skiff server`: the control plane — the state store (embedded, or etcd with
-//! `--datastore-endpoint`) and the Kubernetes API server. No scheduler, controllers or
-//! local agent exist yet, so it always runs as with `--disable-agent`.
+//! `--datastore-endpoint`), the Kubernetes API server and, unless `--disable-scheduler`,
+//! the scheduler. The scheduler runs in process over `Server::client` as
+//! `system:kube-scheduler`, under leader election on the Lease kube-system/kube-scheduler
+//! (several servers on one etcd have one active scheduler); its metrics are appended to
+//! the API server's `/metrics`. No local agent exists yet, so it always runs as with
+//! `--disable-agent`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +21,14 @@ pub struct ServerArgs {
     /// Address the HTTPS API listens on.
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: SocketAddr,
-    /// Run the control plane only, without a local agent (the only mode so far).
+    /// Run the control plane only, without a local agent. Accepted for k3s compatibility;
+    /// no effect yet, as no local agent exists (it lands with the kubelet).
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the scheduler in this server (as k3s' `--disable-scheduler`); a
+    /// standalone `skiff scheduler` may schedule instead.
+    #[arg(long)]
+    disable_scheduler: bool,
     /// Keep the cluster state in etcd instead of the embedded store:
     /// `http(s)://host:2379[,…]`.
     #[arg(long, value_delimiter = ',')]
@@ -95,7 +104,7 @@ fn host_ipv4() -> Option<std::net::IpAddr> {
 }
 
 /// A Go-style duration as Kubernetes flags take them (`1h30m`, `90s`, `500ms`), or seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{s:?} is not a duration; write e.g. 1h, 30m, 90s or 1h30m");
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(std::time::Duration::from_secs(secs));
@@ -140,6 +149,12 @@ fn audit_target(args: &ServerArgs) -> Option<skiff_apiserver::audit::AuditTarget
 }
 
 pub fn main(args: ServerArgs) -> Result<()> {
+    serve_blocking(run(args))
+}
+
+/// Runs a long-lived server process's main future (the API server's, the standalone
+/// scheduler's) on a multi-threaded runtime with rustls' ring provider installed.
+pub(crate) fn serve_blocking(main: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     // main() restores SIGPIPE's default (die) for C-like printing; a server must instead
     // see EPIPE when a peer goes away mid-write (a streaming exec or port-forward session
     // whose client or kubelet closed first), or one such session kills it.
@@ -150,7 +165,7 @@ pub fn main(args: ServerArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(run(args))
+    rt.block_on(main)
 }
 
 async fn run(args: ServerArgs) -> Result<()> {
@@ -216,19 +231,51 @@ async fn run(args: ServerArgs) -> Result<()> {
         "skiff server: API on https://{addr}; kubeconfig {}",
         server.pki.kubeconfig.display()
     );
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    let stop = skiff_leader::CancellationToken::new();
+    let scheduler = (!args.disable_scheduler).then(|| {
+        let metrics = crate::scheduler_cmd::MetricsSlot::default();
+        let source = metrics.clone();
+        server.add_metrics_source(move || source.encode());
+        // kube-scheduler's certificate names only the user; the group comes with
+        // authentication.
+        let client = server.client("system:kube-scheduler", &["system:authenticated"]);
+        let election = crate::scheduler_cmd::Election::kube_scheduler();
+        let stopped = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::scheduler_cmd::run_elected(client, Some(election), metrics, stopped).await
+            {
+                eprintln!("skiff server: scheduler: {e:#}");
+            }
+        })
+    });
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
         }
     };
-    server.run(shutdown).await;
+    tokio::spawn(signal);
+    server.run(stop.clone().cancelled_owned()).await;
+    // The in-process client outlives the listener: the scheduler stops, then releases its
+    // lease so another server's scheduler takes over at once.
+    if let Some(s) = scheduler {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), s).await;
+    }
     Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C (never, if the handler cannot be installed).
+pub(crate) async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 #[cfg(test)]

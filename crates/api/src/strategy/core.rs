@@ -1,5 +1,5 @@
 //! Core kinds without much of their own: namespaces, ConfigMaps and Secrets, volumes,
-//! priority classes, autoscalers, and the kinds that carry no generation.
+//! autoscalers, and the kinds that carry no generation.
 
 use serde_json::{json, Value};
 
@@ -104,13 +104,6 @@ impl Strategy for PersistentVolume {
         );
         default_at(obj, &["spec", "volumeMode"], json!("Filesystem"));
         default_at(obj, &["status", "phase"], json!("Pending"));
-    }
-}
-
-pub(super) struct PriorityClass;
-impl Strategy for PriorityClass {
-    fn default(&self, obj: &mut Value) {
-        default_at(obj, &["preemptionPolicy"], json!("PreemptLowerPriority"));
     }
 }
 

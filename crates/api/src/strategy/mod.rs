@@ -24,11 +24,17 @@ use crate::object::{
 
 mod batch;
 mod core;
+mod placement;
 mod pod;
+mod scheduling;
 mod service;
+mod syntax;
 mod workloads;
 
 pub use pod::{pod_spec_defaults, qos_class};
+pub use scheduling::{
+    admit_pod_priority, default_class_conflict, system_priority_classes, PriorityRefusal,
+};
 
 /// One `details.causes` entry of a 422: which field is wrong and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,28 @@ impl Cause {
             reason: "FieldValueRequired",
             field: field.into(),
             message: "Required value".to_string(),
+        }
+    }
+    /// An invalid value that kube prints unquoted (numbers, Go structs): `rendered` as is.
+    pub fn invalid_raw(field: impl Into<String>, rendered: &str, why: &str) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {rendered}: {why}"),
+        }
+    }
+    pub fn required_because(field: impl Into<String>, why: &str) -> Self {
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: format!("Required value: {why}"),
+        }
+    }
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {value:?}"),
         }
     }
     pub fn forbidden(field: impl Into<String>, why: &str) -> Self {
@@ -144,6 +172,12 @@ pub trait Strategy: Sync {
         None
     }
 
+    /// Why deleting `obj` is refused, if it is: the API server answers 403
+    /// `<resource> "<name>" is forbidden: <why>` (system PriorityClasses).
+    fn delete_forbidden(&self, _obj: &Value) -> Option<&'static str> {
+        None
+    }
+
     /// Deleting marks the object terminating and empties it asynchronously before it is
     /// removed (namespaces).
     fn terminates_before_delete(&self) -> bool {
@@ -160,7 +194,7 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         "ConfigMap" | "Secret" => &core::ConfigData,
         "PersistentVolumeClaim" => &core::PersistentVolumeClaim,
         "PersistentVolume" => &core::PersistentVolume,
-        "PriorityClass" => &core::PriorityClass,
+        "PriorityClass" => &scheduling::PriorityClass,
         "HorizontalPodAutoscaler" => &core::HorizontalPodAutoscaler,
         "Event" | "Endpoints" | "EndpointSlice" | "Lease" | "ServiceAccount"
         | "ControllerRevision" => &core::NoGeneration,

@@ -25,10 +25,13 @@ impl Strategy for Pod {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         validate_pod_spec(obj.get("spec"), "spec", causes);
+        super::placement::gated_node_name(obj.get("spec"), causes);
     }
 
     fn validate_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
-        // Only images, activeDeadlineSeconds and added tolerations may change.
+        super::placement::gates_update(old.get("spec"), new.get("spec"), causes);
+        // Only images, activeDeadlineSeconds, added tolerations and removed scheduling
+        // gates may change.
         let strip = |v: &Value| {
             let mut s = v.get("spec").cloned().unwrap_or(Value::Null);
             for key in ["containers", "initContainers"] {
@@ -43,6 +46,7 @@ impl Strategy for Pod {
             if let Some(m) = s.as_object_mut() {
                 m.remove("activeDeadlineSeconds");
                 m.remove("tolerations");
+                m.remove("schedulingGates");
                 // Set once by the scheduler through pods/binding.
                 m.remove("nodeName");
             }
@@ -215,6 +219,9 @@ pub(super) fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec
                 }
             }
         }
+    }
+    if let Some(s) = spec {
+        super::placement::validate(s, at, causes);
     }
     if let Some(rp) = spec
         .and_then(|s| s.get("restartPolicy"))

@@ -80,6 +80,9 @@ pub async fn delete(
     opts: &DeleteOptions,
 ) -> ApiResult<(StatusCode, Value)> {
     let (old, old_rev) = get_kv(st, kind, ns, name).await?;
+    if let Some(why) = skiff_api::strategy::for_kind(kind.kind).delete_forbidden(&old) {
+        return Err(ApiError::forbidden(kind.group, kind.plural, name, why));
+    }
     if let Some(uid) = &opts.precondition_uid {
         if meta::str_at(&old, "/metadata/uid") != Some(uid.as_str()) {
             return Err(ApiError::new(

@@ -20,6 +20,9 @@ pub enum Part {
     Main,
     /// Only status.
     Status,
+    /// Spec and status in one write (pods/binding: `spec.nodeName` with the
+    /// `PodScheduled` condition), validated as an update of the main resource.
+    All,
 }
 
 pub(super) const BUILTIN_NAMESPACES: &[&str] =
@@ -50,6 +53,7 @@ pub async fn bootstrap(
             Err(e) => return Err(e.into()),
         }
     }
+    super::priority::bootstrap(store).await?;
     let svc = kinds::by_resource("", "v1", "services").expect("services are served");
     crate::alloc::repair(store, &meta::kind_prefix(svc)).await?;
     let key = meta::key(svc, Some("default"), "kubernetes");
@@ -94,7 +98,7 @@ pub async fn bootstrap(
 }
 
 /// Server-set metadata of a new object.
-fn stamp_new(kind: &Kind, obj: &mut Value) {
+pub(super) fn stamp_new(kind: &Kind, obj: &mut Value) {
     let md = meta::metadata_mut(obj);
     md.insert("uid".into(), json!(meta::uid()));
     md.insert("creationTimestamp".into(), json!(meta::now()));
@@ -313,6 +317,7 @@ pub async fn create(
             m.remove("status");
         }
     }
+    super::priority::admit(st, kind, &mut obj, true).await?;
     let dry_run = q.get("dryRun") == Some("All");
     for attempt in 0..8 {
         let mut o = obj.clone();
@@ -421,7 +426,7 @@ pub async fn update(
 /// Merges `incoming` over `old` per `part`, defaults, validates and writes guarded by
 /// `expected`. Returns the stored object.
 #[allow(clippy::too_many_arguments)]
-async fn write_update(
+pub(super) async fn write_update(
     st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
@@ -449,6 +454,7 @@ async fn write_update(
             }
             strategy.prepare_for_update(&mut new, old);
         }
+        Part::All => strategy.prepare_for_update(&mut new, old),
     }
     // Server-owned metadata always comes from the stored object.
     {
@@ -477,7 +483,8 @@ async fn write_update(
     }
     strategy.default(&mut new);
     strategy.admit(&mut new);
-    if part == Part::Main {
+    if part != Part::Status {
+        super::priority::admit(st, kind, &mut new, false).await?;
         invalid(kind, &new, strategy::validate_update(kind.kind, old, &new))?;
     }
     if has_generation(kind) && spec_part(&new) != spec_part(old) {

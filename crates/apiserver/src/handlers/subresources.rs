@@ -128,37 +128,7 @@ pub async fn serve(
         ("binding", &Method::POST) => {
             let body = body_bytes(req.into_body()).await?;
             let b = decode_body(st, &headers, &body)?;
-            let node = meta::str_at(&b, "/target/name")
-                .unwrap_or_default()
-                .to_string();
-            if node.is_empty() {
-                return Err(ApiError::invalid(
-                    "Binding",
-                    "",
-                    &name,
-                    vec![crate::Cause::required("target.name")],
-                ));
-            }
-            let pod = objects::get(&st.objects, kind, ns, &name).await?;
-            if let Some(n) = meta::str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!("Operation cannot be fulfilled on pods/binding {name:?}: pod {name} is already assigned to node {n:?}"),
-                ));
-            }
-            let mut p = pod.clone();
-            p["spec"]["nodeName"] = json!(node);
-            objects::update(
-                &st.objects,
-                kind,
-                ns,
-                &name,
-                p,
-                &Query::default(),
-                Part::Main,
-            )
-            .await?;
+            bind(st, kind, ns, &name, &b).await?;
             Ok(success(StatusCode::CREATED))
         }
         ("eviction", &Method::POST) => {
@@ -243,6 +213,112 @@ pub async fn serve(
             "the server does not allow this method on {}/{sub}",
             kind.plural
         ))),
+    }
+}
+
+/// `pods/binding`, as kube's BindingREST: the pod gets `spec.nodeName`, the binding's
+/// annotations and `PodScheduled=True` in one write, retried on conflicts. A pod that is
+/// being deleted, is already bound or still has scheduling gates is refused (409).
+async fn bind(
+    st: &AppState,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    name: &str,
+    binding: &Value,
+) -> ApiResult<()> {
+    let node = meta::str_at(binding, "/target/name").unwrap_or_default();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "Binding",
+            "",
+            name,
+            vec![crate::Cause::required("target.name")],
+        ));
+    }
+    let refuse = |why: String| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on pods/binding {name:?}: {why}"),
+        )
+    };
+    for _ in 0..16 {
+        let (pod, rev) = objects::get_kv(&st.objects, kind, ns, name).await?;
+        if let Some(uid) = meta::str_at(binding, "/metadata/uid").filter(|u| !u.is_empty()) {
+            let have = meta::str_at(&pod, "/metadata/uid").unwrap_or_default();
+            if uid != have {
+                return Err(refuse(format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                )));
+            }
+        }
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(refuse(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        if let Some(n) = meta::str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+            return Err(refuse(format!(
+                "pod {name} is already assigned to node {n:?}"
+            )));
+        }
+        if pod
+            .pointer("/spec/schedulingGates")
+            .and_then(Value::as_array)
+            .is_some_and(|g| !g.is_empty())
+        {
+            return Err(refuse(format!(
+                "pod {name} has non-empty .spec.schedulingGates"
+            )));
+        }
+        let mut p = pod.clone();
+        p["spec"]["nodeName"] = json!(node);
+        if let Some(a) = binding
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+        {
+            for (k, v) in a {
+                meta::default_at(&mut p, &["metadata", "annotations"], json!({}));
+                p["metadata"]["annotations"][k] = v.clone();
+            }
+        }
+        set_condition(&mut p, "PodScheduled", "True");
+        // The pod as read is the object written over: no second read, no schema walk
+        // of a body that came from the store.
+        match objects::write_update(&st.objects, kind, ns, name, &pod, p, rev, Part::All, false)
+            .await
+        {
+            Err(e) if e.reason == "Conflict" => continue,
+            r => return r.map(|_| ()),
+        }
+    }
+    Err(ApiError::conflict(kind.group, kind.plural, name))
+}
+
+/// kube's `UpdatePodCondition`: the condition becomes `{type, status}`, its
+/// lastTransitionTime now unless the status stays the same.
+fn set_condition(pod: &mut Value, type_: &str, status: &str) {
+    meta::default_at(pod, &["status", "conditions"], json!([]));
+    let Some(conds) = pod
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    let old = conds
+        .iter()
+        .position(|c| c.get("type").and_then(Value::as_str) == Some(type_));
+    let since = match old.map(|i| &conds[i]) {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some(status) => c
+            .get("lastTransitionTime")
+            .cloned()
+            .unwrap_or_else(|| json!(meta::now())),
+        _ => json!(meta::now()),
+    };
+    let cond = json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+    match old {
+        Some(i) => conds[i] = cond,
+        None => conds.push(cond),
     }
 }
 
