@@ -219,10 +219,13 @@ impl Cache {
         if let Some(p) = self.pods.get_mut(&pod.uid) {
             // The watch confirms our assumption, or the pod's status changed: the node's
             // sums already hold the pod, so nothing is copied unless what plugins read
-            // (labels, requests, ports, being deleted; the rest of the spec is immutable)
-            // changed.
+            // (labels, requests, ports, being deleted, start time; the rest of the spec is
+            // immutable) changed.
+            let (was, is) = (&p.pod.pod, &pod.pod);
             if p.node == node
-                && p.pod.pod.metadata.deletion_timestamp == pod.pod.metadata.deletion_timestamp
+                && was.metadata.deletion_timestamp == is.metadata.deletion_timestamp
+                && was.status.as_ref().and_then(|s| s.start_time.as_ref())
+                    == is.status.as_ref().and_then(|s| s.start_time.as_ref())
                 && p.pod.labels == pod.labels
                 && p.pod.requests == pod.requests
                 && p.pod.host_ports == pod.host_ports
@@ -391,6 +394,46 @@ impl Cache {
     }
 }
 
+/// The parts of a placed pod that plugins and the watch read (metadata, the scheduling
+/// fields of the spec, phase and start time), without containers, volumes or container
+/// statuses: the cache holds every pod of the cluster, so this is most of its memory.
+pub fn slim_assigned(pod: &Pod) -> Pod {
+    let mut metadata = pod.metadata.clone();
+    metadata.managed_fields = None;
+    if let Some(a) = metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    let spec = pod
+        .spec
+        .as_ref()
+        .map(|s| k8s_openapi::api::core::v1::PodSpec {
+            node_name: s.node_name.clone(),
+            scheduler_name: s.scheduler_name.clone(),
+            priority: s.priority,
+            priority_class_name: s.priority_class_name.clone(),
+            preemption_policy: s.preemption_policy.clone(),
+            node_selector: s.node_selector.clone(),
+            affinity: s.affinity.clone(),
+            tolerations: s.tolerations.clone(),
+            topology_spread_constraints: s.topology_spread_constraints.clone(),
+            ..Default::default()
+        });
+    let status = pod
+        .status
+        .as_ref()
+        .map(|s| k8s_openapi::api::core::v1::PodStatus {
+            phase: s.phase.clone(),
+            start_time: s.start_time.clone(),
+            nominated_node_name: s.nominated_node_name.clone(),
+            ..Default::default()
+        });
+    Pod {
+        metadata,
+        spec,
+        status,
+    }
+}
+
 /// A pod the scheduler should no longer count anywhere: finished or being deleted pods
 /// free their resources as far as scheduling is concerned (kube skips terminal pods).
 pub fn is_terminal(pod: &Pod) -> bool {
@@ -519,5 +562,24 @@ mod tests {
         c.update_snapshot(&mut snap);
         assert!(snap.service_selectors.is_empty());
         assert!(snap.namespace_labels.is_empty());
+    }
+
+    #[test]
+    fn slim_copies_keep_what_plugins_read() {
+        let mut p = with_toleration(pod("p", &[("cpu", "1")]), "k", "Exists", "", "");
+        p.spec.as_mut().unwrap().node_name = Some("n".into());
+        p.spec.as_mut().unwrap().priority = Some(7);
+        p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        let slim = slim_assigned(&p);
+        let spec = slim.spec.as_ref().unwrap();
+        assert!(spec.containers.is_empty());
+        assert_eq!(spec.node_name.as_deref(), Some("n"));
+        assert_eq!(spec.priority, Some(7));
+        assert_eq!(spec.tolerations.as_ref().map(Vec::len), Some(1));
+        assert_eq!(slim.metadata.labels, p.metadata.labels);
+        // The digest comes from the full pod; only the object it points at is slim.
+        let mut info = (*info(p.clone())).clone();
+        info.pod = Arc::new(slim);
+        assert_eq!(info.requests.milli_cpu, 1000);
     }
 }

@@ -193,6 +193,9 @@ fn schedule_one(
             }
             let mut assumed = (*pod).clone();
             assumed.node_name = Some(r.node_name.clone());
+            let mut placed = crate::cache::slim_assigned(&pod.pod);
+            placed.spec.get_or_insert_with(Default::default).node_name = Some(r.node_name.clone());
+            assumed.pod = Arc::new(placed);
             {
                 let mut sh = ctx.inner.lock();
                 sh.cache.assume_pod(Arc::new(assumed), &r.node_name);

@@ -32,6 +32,12 @@ use crate::run::Shared;
 pub(crate) trait Handler<K>: Send + 'static {
     /// `old` is the previous version (None for a new object), `new` None for a delete.
     fn handle(&self, sh: &mut Shared, old: Option<&Arc<K>>, new: Option<&Arc<K>>, now: Instant);
+
+    /// The version of `new` to remember for the next comparison (a slimmer copy the
+    /// handler already holds, or `new` itself).
+    fn keep(&self, _sh: &Shared, new: &Arc<K>) -> Arc<K> {
+        new.clone()
+    }
 }
 
 /// Watches `api` until the process ends, feeding `handler` under the shared lock; marks
@@ -67,9 +73,14 @@ pub(crate) async fn run_watch<K, H>(
                 if let Some(seen) = relist.as_mut() {
                     seen.insert(key.clone());
                 }
+                let mut o = o;
+                // Server-side apply bookkeeping is large and never read here.
+                o.meta_mut().managed_fields = None;
                 let new = Arc::new(o);
-                let old = known.insert(key, new.clone());
+                let old = known.remove(&key);
                 handler.handle(&mut sh, old.as_ref(), Some(&new), now);
+                let kept = handler.keep(&sh, &new);
+                known.insert(key, kept);
             }
             Event::Delete(o) => {
                 let key = key_of(&o);
@@ -124,6 +135,15 @@ fn changed<T: PartialEq>(a: Option<&T>, b: Option<&T>) -> bool {
 }
 
 impl Handler<Pod> for PodHandler {
+    fn keep(&self, sh: &Shared, new: &Arc<Pod>) -> Arc<Pod> {
+        if assigned(new).is_some() {
+            if let Some((info, _)) = sh.cache.pod(&new.uid().unwrap_or_default()) {
+                return info.pod.clone();
+            }
+        }
+        new.clone()
+    }
+
     fn handle(
         &self,
         sh: &mut Shared,
@@ -163,9 +183,11 @@ impl Handler<Pod> for PodHandler {
                 }
                 return;
             }
-            let Ok(info) = PodInfo::new(pod.clone()) else {
+            let Ok(mut info) = PodInfo::new(pod.clone()) else {
                 return;
             };
+            // Placed pods are read for their digest, not their containers: keep a slim copy.
+            info.pod = Arc::new(crate::cache::slim_assigned(pod));
             let was_bound = old.is_some_and(|o| assigned(o).is_some());
             sh.cache.add_pod(Arc::new(info));
             let act = if !was_bound {
