@@ -1,6 +1,8 @@
 //! Decisions per second of the scheduling cycle alone, on the benchmark's synthetic
 //! cluster (5,000 nodes: 4 CPU, 16 GiB, 110 pods, 10 zones) with plain pods.
-//! `cargo run --release -p skiff-scheduler --example simulate [nodes] [pods]`
+//! `cargo run --release -p skiff-scheduler --example simulate [nodes] [pods] [plain|anti|spread]`
+//! (`anti`: required pod anti-affinity per hostname; `spread`: zone topology spread,
+//! maxSkew 1).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +25,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let nodes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5000);
     let pods: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50000);
+    let mode = args.next().unwrap_or_else(|| "plain".into());
     let infos: Vec<NodeInfo> = (0..nodes)
         .map(|i| {
             let mut n = Node::default();
@@ -46,27 +49,49 @@ fn main() {
         })
         .collect();
     let mut snapshot = Snapshot::from_nodes(infos);
-    let pod_infos: Vec<Arc<PodInfo>> = (0..pods)
-        .map(|i| {
-            let mut p = Pod::default();
-            p.metadata.name = Some(format!("pod-{i}"));
-            p.metadata.namespace = Some("default".into());
-            p.metadata.uid = Some(format!("uid-{i}"));
-            p.spec = Some(PodSpec {
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: Some("registry.k8s.io/pause:3.10".into()),
-                    resources: Some(ResourceRequirements {
-                        requests: Some(q(&[("cpu", "100m"), ("memory", "100Mi")])),
+    let pod_infos: Vec<Arc<PodInfo>> =
+        (0..pods)
+            .map(|i| {
+                let mut p = Pod::default();
+                p.metadata.name = Some(format!("pod-{i}"));
+                p.metadata.namespace = Some("default".into());
+                p.metadata.uid = Some(format!("uid-{i}"));
+                p.metadata.labels = Some([("app".to_string(), "bench".to_string())].into());
+                p.spec = Some(PodSpec {
+                    containers: vec![Container {
+                        name: "c".into(),
+                        image: Some("registry.k8s.io/pause:3.10".into()),
+                        resources: Some(ResourceRequirements {
+                            requests: Some(q(&[("cpu", "100m"), ("memory", "100Mi")])),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
+                    }],
                     ..Default::default()
-                }],
-                ..Default::default()
-            });
-            Arc::new(PodInfo::new(Arc::new(p)).expect("valid pod"))
-        })
-        .collect();
+                });
+                let spec = p.spec.as_mut().expect("spec set above");
+                let selector = serde_json::json!({"matchLabels": {"app": "bench"}});
+                match mode.as_str() {
+                    "anti" => {
+                        spec.affinity = Some(serde_json::from_value(serde_json::json!({
+                        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                            {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"}
+                        ]}
+                    })).expect("affinity"));
+                    }
+                    "spread" => {
+                        spec.topology_spread_constraints =
+                            Some(vec![serde_json::from_value(serde_json::json!({
+                                "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": selector
+                            }))
+                            .expect("constraint")]);
+                    }
+                    _ => {}
+                }
+                Arc::new(PodInfo::new(Arc::new(p)).expect("valid pod"))
+            })
+            .collect();
     let config = Config::default();
     let fw = plugins::default_framework(&config);
     let start = Instant::now();
@@ -74,7 +99,7 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let placed = out.iter().filter(|o| o.is_some()).count();
     println!(
-        "{nodes} nodes, {pods} pods: {placed} placed in {secs:.3} s = {:.0} decisions/s",
+        "{mode}: {nodes} nodes, {pods} pods: {placed} placed in {secs:.3} s = {:.0} decisions/s",
         pods as f64 / secs
     );
 }

@@ -19,8 +19,6 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::DEFAULT_SCHEDULER_NAME;
-
 /// How many Events may wait to be written before new ones are dropped.
 pub const EVENT_QUEUE: usize = 4096;
 /// Events written concurrently.
@@ -91,8 +89,9 @@ pub struct EventRecorder {
 }
 
 impl EventRecorder {
-    /// Starts the task that writes Events with `client` as `instance`.
-    pub fn start(client: Client, instance: String) -> EventRecorder {
+    /// Starts the task that writes Events with `client`, reported by `controller` (the
+    /// profile's scheduler name, as kube-scheduler does) and `instance`.
+    pub fn start(client: Client, controller: String, instance: String) -> EventRecorder {
         let (tx, mut rx) = mpsc::channel::<EventRequest>(EVENT_QUEUE);
         tokio::spawn(async move {
             let writers = Arc::new(Semaphore::new(EVENT_WRITERS));
@@ -101,9 +100,9 @@ impl EventRecorder {
                     break;
                 };
                 let client = client.clone();
-                let instance = instance.clone();
+                let (controller, instance) = (controller.clone(), instance.clone());
                 tokio::spawn(async move {
-                    write_event(client, &instance, req).await;
+                    write_event(client, &controller, &instance, req).await;
                     drop(permit);
                 });
             }
@@ -119,7 +118,7 @@ impl EventRecorder {
     }
 }
 
-async fn write_event(client: Client, instance: &str, req: EventRequest) {
+async fn write_event(client: Client, controller: &str, instance: &str, req: EventRequest) {
     let ns = req
         .regarding
         .namespace
@@ -143,7 +142,7 @@ async fn write_event(client: Client, instance: &str, req: EventRequest) {
         note: Some(req.note),
         type_: Some(req.type_.into()),
         regarding: Some(req.regarding),
-        reporting_controller: Some(DEFAULT_SCHEDULER_NAME.into()),
+        reporting_controller: Some(controller.into()),
         reporting_instance: Some(instance.into()),
         ..Default::default()
     };

@@ -216,6 +216,20 @@ impl Cache {
         let Some(node) = pod.node_name.clone() else {
             return;
         };
+        if let Some(p) = self.pods.get_mut(&pod.uid) {
+            // The watch confirms our assumption: the node's sums already hold the pod, so
+            // only the flag changes (no copy of the node) unless what plugins read changed.
+            if p.assumed
+                && p.node == node
+                && p.pod.labels == pod.labels
+                && p.pod.requests == pod.requests
+                && p.pod.host_ports == pod.host_ports
+            {
+                p.assumed = false;
+                p.deadline = None;
+                return;
+            }
+        }
         if let Some(old) = self.pods.remove(&pod.uid) {
             self.unplace(&pod.uid, &old.node);
         }
@@ -478,5 +492,30 @@ mod tests {
         assert!(snap.nodes.is_empty());
         c.remove_pod("uid-p");
         assert_eq!(c.node_names().len(), 0);
+    }
+
+    #[test]
+    fn cluster_wide_data_reaches_the_snapshot_when_changed() {
+        let mut c = Cache::new();
+        let mut snap = Snapshot::default();
+        c.set_namespace("team-a", [("env".to_string(), "prod".to_string())].into());
+        c.set_service(
+            "default",
+            "web",
+            Some(LabelSelector::parse("app=web").unwrap()),
+        );
+        c.set_controller(
+            &crate::nodeinfo::controller_key("default", "ReplicaSet", "web-1"),
+            Some(LabelSelector::parse("app=web,pod-template-hash=1").unwrap()),
+        );
+        c.update_snapshot(&mut snap);
+        assert_eq!(snap.namespace_labels["team-a"]["env"], "prod");
+        assert_eq!(snap.service_selectors["default"].len(), 1);
+        assert_eq!(snap.controller_selectors.len(), 1);
+        c.set_service("default", "web", None);
+        c.remove_namespace("team-a");
+        c.update_snapshot(&mut snap);
+        assert!(snap.service_selectors.is_empty());
+        assert!(snap.namespace_labels.is_empty());
     }
 }

@@ -83,26 +83,36 @@ pub(crate) async fn run(
     crate::watch::spawn_all(&client, &inner, &config.scheduler_name);
     let instance = format!("{}-{}", config.scheduler_name, std::process::id());
     let ctx = Ctx {
-        events: EventRecorder::start(client.clone(), instance),
+        events: EventRecorder::start(client.clone(), config.scheduler_name.clone(), instance),
         inner: inner.clone(),
         client,
         fw,
         metrics,
         profile: config.scheduler_name.clone().into(),
     };
-    let result = tokio::select! {
+    // Callers may drop this future instead of completing `shutdown` (leader election
+    // losing the lease): the watchers must stop either way.
+    let _watchers = AbortOnDrop(inner);
+    tokio::select! {
         _ = shutdown => Ok(()),
         r = schedule_loop(ctx, config) => r,
-    };
-    for t in inner
-        .tasks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(..)
-    {
-        t.abort();
     }
-    result
+}
+
+struct AbortOnDrop(Arc<Inner>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in self
+            .0
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
 }
 
 async fn schedule_loop(ctx: Ctx, config: Config) -> Result<(), Error> {

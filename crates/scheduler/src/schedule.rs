@@ -108,6 +108,10 @@ pub struct FitError {
 
 impl fmt::Display for FitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.num_all_nodes == 0 {
+            // kube's ErrNoNodesAvailable.
+            return f.write_str("no nodes available to schedule pods");
+        }
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
         if let Some(msg) = &self.pre_filter_msg {
             write!(f, " {msg}.")?;
@@ -243,7 +247,9 @@ impl Algorithm {
             .iter()
             .filter(|f| !state.skip_filter.contains(&f.name()))
             .collect();
-        let mut statuses = NodeStatuses::new();
+        // Rejections by node index: turned into a map by name only when nothing fits
+        // (most cycles find enough nodes and never need it).
+        let mut rejected: Vec<(usize, Status)> = Vec::new();
         let mut rejecting: Vec<&'static str> = Vec::new();
 
         // A pod nominated by an earlier preemption tries its nominated node first.
@@ -299,13 +305,17 @@ impl Algorithm {
                         if !rejecting.contains(&st.plugin) {
                             rejecting.push(st.plugin);
                         }
-                        statuses.insert(node.name.clone(), st);
+                        rejected.push((i, st));
                     }
                 }
             }
         }
         self.next_start = (self.next_start + processed) % num_all;
         if feasible.is_empty() {
+            let mut statuses: NodeStatuses = rejected
+                .into_iter()
+                .map(|(i, st)| (snapshot.nodes[i].name.clone(), st))
+                .collect();
             if narrowed.is_some() {
                 // Nodes a PreFilter ruled out count as rejected by it, as kube records them.
                 let reason = format!("node(s) didn't satisfy plugin(s) [{}]", narrowing.join(" "));
@@ -572,5 +582,97 @@ mod tests {
         }
         assert_eq!(seen[0], 0);
         assert!(seen[1] > 0 && seen[2] > 0 && seen[3] > 0);
+    }
+
+    mod cycle {
+        use super::super::*;
+        use crate::plugins::default_framework;
+        use crate::plugins::testutil::*;
+
+        fn snapshot(nodes: Vec<k8s_openapi::api::core::v1::Node>) -> Snapshot {
+            Snapshot::from_nodes(nodes.into_iter().map(|n| node_info(n, vec![])).collect())
+        }
+
+        fn small(name: &str) -> k8s_openapi::api::core::v1::Node {
+            node(name, &[("cpu", "1"), ("memory", "4Gi"), ("pods", "110")])
+        }
+
+        #[test]
+        fn unschedulable_message_through_the_default_profile() {
+            let snap = snapshot(vec![
+                with_taint(
+                    small("cp"),
+                    "node-role.kubernetes.io/control-plane",
+                    "",
+                    "NoSchedule",
+                ),
+                small("a"),
+                small("b"),
+            ]);
+            let config = Config::default();
+            let fw = default_framework(&config);
+            let pod = info(pod("big", &[("cpu", "2")]));
+            let out =
+                Algorithm::default().schedule(&fw, &config, &snap, &Nominated::default(), &pod);
+            let Outcome::Unschedulable(e) = out else {
+                panic!("expected unschedulable");
+            };
+            assert!(e.to_string().starts_with(
+                "0/3 nodes are available: 1 node(s) had untolerated taint \
+                 {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu."
+            ));
+            assert!(e.rejecting_plugins.contains(&"NodeResourcesFit"));
+            assert!(e.rejecting_plugins.contains(&"TaintToleration"));
+        }
+
+        #[test]
+        fn scores_a_rotating_window_of_feasible_nodes() {
+            let snap = snapshot((0..300).map(|i| small(&format!("n{i}"))).collect());
+            let config = Config::default();
+            let fw = default_framework(&config);
+            let mut algo = Algorithm::default();
+            let pod = info(pod("p", &[("cpu", "100m")]));
+            // 300 nodes: 50 - 300/125 = 48 %, so 144 feasible nodes are enough.
+            let Outcome::Scheduled(r) =
+                algo.schedule(&fw, &config, &snap, &Nominated::default(), &pod)
+            else {
+                panic!("expected scheduled");
+            };
+            assert_eq!((r.evaluated_nodes, r.feasible_nodes), (144, 144));
+            assert_eq!(algo.next_start, 144);
+        }
+
+        #[test]
+        fn simulate_places_in_order_and_respects_capacity() {
+            let mut snap = snapshot(vec![small("a"), small("b")]);
+            let config = Config::default();
+            let fw = default_framework(&config);
+            let pods: Vec<_> = (0..5)
+                .map(|i| info(pod(&format!("p{i}"), &[("cpu", "500m")])))
+                .collect();
+            let out = crate::simulate(&fw, &config, &mut snap, &pods);
+            assert_eq!(out.iter().filter(|o| o.is_some()).count(), 4);
+            assert_eq!(out[4], None);
+            assert_eq!(snap.get("a").unwrap().pods.len(), 2);
+            assert_eq!(snap.get("b").unwrap().pods.len(), 2);
+        }
+
+        #[test]
+        fn nominated_pods_hold_their_room_against_lower_priority() {
+            let snap = snapshot(vec![small("a")]);
+            let config = Config::default();
+            let fw = default_framework(&config);
+            let mut nominated = Nominated::default();
+            let mut high = pod("high", &[("cpu", "800m")]);
+            high.spec.as_mut().unwrap().priority = Some(100);
+            nominated.add(info(high), "a");
+            let low = info(pod("low", &[("cpu", "500m")]));
+            let out = Algorithm::default().schedule(&fw, &config, &snap, &nominated, &low);
+            assert!(matches!(out, Outcome::Unschedulable(_)));
+            let mut higher = pod("higher", &[("cpu", "500m")]);
+            higher.spec.as_mut().unwrap().priority = Some(1000);
+            let out = Algorithm::default().schedule(&fw, &config, &snap, &nominated, &info(higher));
+            assert!(matches!(out, Outcome::Scheduled(_)));
+        }
     }
 }

@@ -595,6 +595,13 @@ async fn run_phase(
     })
     .await?;
     let create_secs = base.elapsed().as_secs_f64();
+    println!(
+        "{}: {} pods created in {create_secs:.2} s ({:.0}/s), {} bound meanwhile",
+        phase.name,
+        phase.count,
+        phase.count as f64 / create_secs,
+        bound(&binds)
+    );
 
     // Wait for every bind, failing when none arrives for STALL.
     let mut last = (0, Instant::now());
