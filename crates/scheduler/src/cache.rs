@@ -217,10 +217,12 @@ impl Cache {
             return;
         };
         if let Some(p) = self.pods.get_mut(&pod.uid) {
-            // The watch confirms our assumption: the node's sums already hold the pod, so
-            // only the flag changes (no copy of the node) unless what plugins read changed.
-            if p.assumed
-                && p.node == node
+            // The watch confirms our assumption, or the pod's status changed: the node's
+            // sums already hold the pod, so nothing is copied unless what plugins read
+            // (labels, requests, ports, being deleted; the rest of the spec is immutable)
+            // changed.
+            if p.node == node
+                && p.pod.pod.metadata.deletion_timestamp == pod.pod.metadata.deletion_timestamp
                 && p.pod.labels == pod.labels
                 && p.pod.requests == pod.requests
                 && p.pod.host_ports == pod.host_ports
