@@ -287,6 +287,11 @@ fn of_two_standalone_schedulers_only_the_leader_binds_and_the_other_takes_over()
         "{metrics}"
     );
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    assert!(
+        metrics.contains("leader_election_master_status{name=\"kube-scheduler\"} 1"),
+        "{metrics}"
+    );
 
     // SIGTERM: it stops, releases the Lease and exits 0.
     let term = Command::new("kill")
@@ -369,6 +374,10 @@ fn the_in_server_scheduler_binds_as_system_kube_scheduler() {
     assert!(metrics.contains("apiserver_request_total"), "{metrics}");
     assert!(
         metrics.contains("scheduler_schedule_attempts_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leader_election_master_status{name=\"kube-scheduler\"} 1"),
         "{metrics}"
     );
     assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");

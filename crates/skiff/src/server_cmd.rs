@@ -233,13 +233,13 @@ async fn run(args: ServerArgs) -> Result<()> {
     );
     let stop = skiff_leader::CancellationToken::new();
     let scheduler = (!args.disable_scheduler).then(|| {
-        let metrics = crate::scheduler_cmd::MetricsSlot::default();
+        let election = crate::scheduler_cmd::Election::kube_scheduler();
+        let metrics = crate::scheduler_cmd::MetricsSlot::new(Some(&election.name));
         let source = metrics.clone();
         server.add_metrics_source(move || source.encode());
         // kube-scheduler's certificate names only the user; the group comes with
         // authentication.
         let client = server.client("system:kube-scheduler", &["system:authenticated"]);
-        let election = crate::scheduler_cmd::Election::kube_scheduler();
         let stopped = stop.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) =
