@@ -43,6 +43,7 @@ pub struct SchedulerArgs {
 }
 
 /// Where the scheduler's lease lives (kube-scheduler's `--leader-elect-resource-*`).
+#[derive(Clone)]
 pub(crate) struct Election {
     pub namespace: String,
     pub name: String,
