@@ -281,6 +281,7 @@ fn placement_fields_are_validated_with_kubes_messages() {
 /// kube refuses.
 #[test]
 fn binding_sets_pod_scheduled() {
+    // The test servers run no scheduler (common.rs): the test binds, and counts writes.
     let s = Server::start();
     let v = VERSIONS[1];
     let bind = |name: &str, node: &str| {

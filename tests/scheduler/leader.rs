@@ -266,11 +266,12 @@ fn of_two_standalone_schedulers_only_the_leader_binds_and_the_other_takes_over()
     });
     assert_eq!(by_follower, None, "the follower wrote pods");
 
-    // SIGKILL: no release; the survivor waits out the lease (15 s since the last renewal
-    // it saw, which is at most 15 s after the kill).
+    // SIGKILL: no release; the survivor waits out the lease: 15 s from the last renewal
+    // it saw (dated by the renewal's own time), so at most 15 s after the kill, plus a
+    // request or two.
     s[li].child.kill().unwrap();
     s[li].child.wait().unwrap();
-    let took = until_holder(&c, "kube-scheduler", &ids[1 - li], Duration::from_secs(17));
+    let took = until_holder(&c, "kube-scheduler", &ids[1 - li], Duration::from_secs(16));
     eprintln!("the survivor took over {took:?} after the leader was killed");
     c.create(&pod("second", json!({"app": "a"}), Some("100m"), json!({})));
     assert_eq!(c.bound("second"), "node-1");
@@ -286,6 +287,11 @@ fn of_two_standalone_schedulers_only_the_leader_binds_and_the_other_takes_over()
         "{metrics}"
     );
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    assert!(
+        metrics.contains("leader_election_master_status{name=\"kube-scheduler\"} 1"),
+        "{metrics}"
+    );
 
     // SIGTERM: it stops, releases the Lease and exits 0.
     let term = Command::new("kill")
@@ -368,6 +374,10 @@ fn the_in_server_scheduler_binds_as_system_kube_scheduler() {
     assert!(metrics.contains("apiserver_request_total"), "{metrics}");
     assert!(
         metrics.contains("scheduler_schedule_attempts_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leader_election_master_status{name=\"kube-scheduler\"} 1"),
         "{metrics}"
     );
     assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");

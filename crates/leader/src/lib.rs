@@ -260,17 +260,33 @@ impl LeaderElector {
     /// Tries until this candidate holds the lease: every retry period, and at once when
     /// the holder's lease runs out sooner.
     async fn acquire(&self, seen: &mut Option<Observed>) {
+        let mut conflicted = false;
         loop {
-            let next = match self.try_acquire_or_renew(seen).await {
+            let attempt = self.try_acquire_or_renew(seen).await;
+            let after_conflict =
+                std::mem::replace(&mut conflicted, matches!(attempt, Ok(Attempt::Conflict)));
+            let next = match attempt {
                 Ok(Attempt::Held) => return,
                 Ok(Attempt::Other(holder)) => {
-                    tracing::debug!(lease = %self.name, %holder, "lease held by another candidate");
-                    let retry = Instant::now() + self.timing.retry_period;
-                    seen.as_ref()
-                        .map(|o| o.expiry(self.timing.lease_duration).min(retry))
-                        .unwrap_or(retry)
+                    let now = Instant::now();
+                    let expiry = seen
+                        .as_ref()
+                        .map(|o| o.expiry(self.timing.lease_duration))
+                        .unwrap_or(now);
+                    tracing::debug!(lease = %self.name, %holder, expires_in = ?expiry.saturating_duration_since(now), "lease held by another candidate");
+                    expiry.min(now + self.timing.retry_period)
                 }
-                Ok(Attempt::Conflict) => Instant::now() + self.timing.retry_period,
+                Ok(Attempt::Conflict) => {
+                    tracing::debug!(lease = %self.name, "the lease changed under us; reading it again");
+                    // Read the winner's record at once (once): a candidate's lease clock
+                    // starts at its first sight of a record, and candidates that start
+                    // together race to create the lease.
+                    if after_conflict {
+                        Instant::now() + self.timing.retry_period
+                    } else {
+                        Instant::now()
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(lease = %self.name, error = %e, "could not read or take the lease; retrying");
                     Instant::now() + self.timing.retry_period

@@ -43,6 +43,7 @@ pub struct SchedulerArgs {
 }
 
 /// Where the scheduler's lease lives (kube-scheduler's `--leader-elect-resource-*`).
+#[derive(Clone)]
 pub(crate) struct Election {
     pub namespace: String,
     pub name: String,
@@ -62,22 +63,70 @@ impl Election {
     }
 }
 
-/// The metrics of the scheduler of the current (or last) leadership term: each term runs
-/// a fresh scheduler, and `/metrics` reads whichever is current.
-#[derive(Clone, Default)]
-pub(crate) struct MetricsSlot(Arc<RwLock<Option<Arc<skiff_scheduler::Metrics>>>>);
+/// The metrics of the scheduler of the current (or last) leadership term (each term runs
+/// a fresh scheduler, and `/metrics` reads whichever is current), and kube's
+/// `leader_election_master_status{name}` gauge: 1 while this process leads.
+#[derive(Clone)]
+pub(crate) struct MetricsSlot {
+    scheduler: Arc<RwLock<Option<Arc<skiff_scheduler::Metrics>>>>,
+    leading: LeaderGauge,
+    /// The gauge's one series (`name` = the lease), when this process elects.
+    lease: Option<Vec<(String, String)>>,
+    registry: Arc<prometheus_client::registry::Registry>,
+}
+
+type LeaderGauge = prometheus_client::metrics::family::Family<
+    Vec<(String, String)>,
+    prometheus_client::metrics::gauge::Gauge,
+>;
 
 impl MetricsSlot {
+    /// `lease` names the gauge's lease (kube-scheduler exports it only when it elects).
+    pub fn new(lease: Option<&str>) -> MetricsSlot {
+        let leading = LeaderGauge::default();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let lease = lease.map(|l| vec![("name".to_string(), l.to_string())]);
+        if let Some(series) = &lease {
+            leading.get_or_create(series).set(0);
+            registry.register(
+                "leader_election_master_status",
+                "Whether this process is the leader (1) or not (0), per lease",
+                leading.clone(),
+            );
+        }
+        MetricsSlot {
+            scheduler: Default::default(),
+            leading,
+            lease,
+            registry: Arc::new(registry),
+        }
+    }
+
+    fn set_leading(&self, leading: bool) {
+        if let Some(series) = &self.lease {
+            self.leading.get_or_create(series).set(i64::from(leading));
+        }
+    }
+
+    /// One text exposition: the scheduler's metrics, then the leader gauge.
     pub fn encode(&self) -> String {
-        self.0
+        const EOF: &str = "# EOF\n";
+        let mut text = self
+            .scheduler
             .read()
             .ok()
             .and_then(|m| m.as_ref().map(|m| m.encode()))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if text.ends_with(EOF) {
+            text.truncate(text.len() - EOF.len());
+        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
     }
 
     fn set(&self, metrics: Arc<skiff_scheduler::Metrics>) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.scheduler.write() {
             *m = Some(metrics);
         }
     }
@@ -95,7 +144,13 @@ pub(crate) async fn run_elected(
         let scheduler =
             skiff_scheduler::Scheduler::new(client.clone(), skiff_scheduler::Config::default());
         metrics.set(scheduler.metrics());
-        scheduler.run(stop.cancelled_owned())
+        metrics.set_leading(true);
+        let metrics = metrics.clone();
+        async move {
+            let r = scheduler.run(stop.cancelled_owned()).await;
+            metrics.set_leading(false);
+            r
+        }
     };
     match election {
         None => {
@@ -165,7 +220,10 @@ async fn run(args: SchedulerArgs) -> Result<()> {
         identity: identity.clone(),
         timing,
     });
-    let metrics = MetricsSlot::default();
+    let metrics = MetricsSlot::new(
+        args.leader_elect
+            .then_some(args.leader_elect_resource_name.as_str()),
+    );
     let stop = CancellationToken::new();
     let serving = tokio::spawn(serve_metrics(listener, metrics.clone(), stop.clone()));
     eprintln!(

@@ -233,19 +233,33 @@ async fn run(args: ServerArgs) -> Result<()> {
     );
     let stop = skiff_leader::CancellationToken::new();
     let scheduler = (!args.disable_scheduler).then(|| {
-        let metrics = crate::scheduler_cmd::MetricsSlot::default();
+        let election = crate::scheduler_cmd::Election::kube_scheduler();
+        let metrics = crate::scheduler_cmd::MetricsSlot::new(Some(&election.name));
         let source = metrics.clone();
         server.add_metrics_source(move || source.encode());
         // kube-scheduler's certificate names only the user; the group comes with
         // authentication.
         let client = server.client("system:kube-scheduler", &["system:authenticated"]);
-        let election = crate::scheduler_cmd::Election::kube_scheduler();
-        let stopped = stop.clone().cancelled_owned();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) =
-                crate::scheduler_cmd::run_elected(client, Some(election), metrics, stopped).await
-            {
-                eprintln!("skiff server: scheduler: {e:#}");
+            // The API server outlives a failed scheduler: start a new one (it campaigns
+            // again; the failed one released the lease) after a pause, until shutdown.
+            loop {
+                let stopped = stop.clone().cancelled_owned();
+                let run = crate::scheduler_cmd::run_elected(
+                    client.clone(),
+                    Some(election.clone()),
+                    metrics.clone(),
+                    stopped,
+                );
+                match run.await {
+                    Ok(()) => return,
+                    Err(e) => eprintln!("skiff server: scheduler: {e:#}; restarting it in 5 s"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
             }
         })
     });
