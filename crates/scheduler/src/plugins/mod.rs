@@ -3,7 +3,7 @@
 pub mod default_preemption;
 pub mod inter_pod_affinity;
 pub mod pod_topology_spread;
-mod topology;
+pub(crate) mod topology;
 
 use std::sync::Arc;
 

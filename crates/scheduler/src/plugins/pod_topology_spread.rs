@@ -446,10 +446,50 @@ impl Domains {
 struct FilterState {
     constraints: Vec<Constraint>,
     domains: Arc<Vec<Domains>>,
+    /// Per constraint, the most matching pods a domain may hold for the pod to fit there
+    /// (`maxSkew + min − self`), and whether every domain is within it: Filter runs on
+    /// thousands of nodes per cycle, so what depends only on the counts is settled once.
+    limits: Vec<(i64, bool)>,
 }
 
 impl FilterState {
+    fn new(constraints: Vec<Constraint>, domains: Arc<Vec<Domains>>, pod: &PodInfo) -> Self {
+        let mut s = FilterState {
+            constraints,
+            domains,
+            limits: Vec::new(),
+        };
+        s.set_limits(pod);
+        s
+    }
+
+    fn set_limits(&mut self, pod: &PodInfo) {
+        self.limits = self
+            .constraints
+            .iter()
+            .zip(self.domains.iter())
+            .map(|(c, d)| {
+                // No eligible domain at all leaves the minimum unbounded: every node passes.
+                let mut min = d.min().unwrap_or(i64::from(i32::MAX));
+                if (d.counts.len() as i64) < c.min_domains {
+                    min = 0;
+                }
+                let own = i64::from(c.selector.matches(&pod.labels));
+                let limit = c.max_skew + min - own;
+                // A domain nobody counted holds 0 pods.
+                let all_within =
+                    limit >= 0 && d.by_count.keys().next_back().is_none_or(|m| *m <= limit);
+                (limit, all_within)
+            })
+            .collect();
+    }
+
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
+        self.update_counts(pod, other, node, delta);
+        self.set_limits(pod);
+    }
+
+    fn update_counts(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
         if other.namespace != pod.namespace || !has_all_keys(&self.constraints, &node.labels) {
             return;
         }
@@ -604,13 +644,7 @@ impl PreFilter for PodTopologySpread {
             return (Status::skip(), None);
         }
         let domains = self.domain_counts("filter", &constraints, true, pod, snapshot);
-        state.write(
-            FILTER_KEY,
-            FilterState {
-                constraints,
-                domains,
-            },
-        );
+        state.write(FILTER_KEY, FilterState::new(constraints, domains, pod));
         (Status::success(), None)
     }
 
@@ -642,21 +676,17 @@ impl PreFilter for PodTopologySpread {
 }
 
 impl Filter for PodTopologySpread {
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+    fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<FilterState>(FILTER_KEY) else {
             return Status::success();
         };
-        for (c, d) in s.constraints.iter().zip(s.domains.iter()) {
+        for ((c, d), &(limit, all_within)) in
+            s.constraints.iter().zip(s.domains.iter()).zip(&s.limits)
+        {
             let Some(value) = node.labels.get(&c.topology_key) else {
                 return Status::unresolvable(ERR_NODE_LABEL_NOT_MATCH).with_plugin(NAME);
             };
-            // No eligible domain at all leaves the minimum unbounded: every node passes.
-            let mut min = d.min().unwrap_or(i64::from(i32::MAX));
-            if (d.counts.len() as i64) < c.min_domains {
-                min = 0;
-            }
-            let own = i64::from(c.selector.matches(&pod.labels));
-            if d.get(value) + own - min > c.max_skew {
+            if !all_within && d.get(value) > limit {
                 return Status::unschedulable(ERR_CONSTRAINTS_NOT_MATCH).with_plugin(NAME);
             }
         }
