@@ -152,7 +152,7 @@ fn count_affinity(
 /// Applies a contribution `(term, _, n)` to the node's domain of that term's key.
 fn on_term_keys(
     terms: &[AffinityTerm],
-) -> impl Fn(&mut TopologyCounts, &NodeInfo, u32, u32, i64, i64) + '_ {
+) -> impl Fn(&mut TopologyCounts, &Arc<NodeInfo>, u32, u32, i64, i64) + '_ {
     move |counts, node, t, _, n, sign| {
         if let Some(t) = terms.get(t as usize) {
             counts.add_on_node(&t.topology_key, &node.labels, n * sign);

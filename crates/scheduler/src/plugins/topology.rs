@@ -284,7 +284,7 @@ impl<A: Clone + Default> NodeCache<A> {
         signature: String,
         snapshot: &Snapshot,
         contribute: impl Fn(&NodeInfo, &mut Contribution),
-        apply: impl Fn(&mut A, &NodeInfo, u32, u32, i64, i64),
+        apply: impl Fn(&mut A, &Arc<NodeInfo>, u32, u32, i64, i64),
     ) -> Arc<A> {
         // A poisoned lock only means a panic mid-update elsewhere: start afresh.
         let mut guard = self.entries.lock().unwrap_or_else(|e| {
@@ -325,7 +325,7 @@ impl<A: Clone + Default> NodeCache<A> {
                 used: calls,
             },
         };
-        let take_back = |counts: &mut A, node: &NodeInfo, c: &Contribution| {
+        let take_back = |counts: &mut A, node: &Arc<NodeInfo>, c: &Contribution| {
             for &(a, b, n) in c.as_slice() {
                 apply(counts, node, a, b, n, -1);
             }
