@@ -119,7 +119,7 @@ impl fmt::Display for FitError {
             let mut counts: HashMap<&str, usize> = HashMap::new();
             for s in self.statuses.values() {
                 for r in &s.reasons {
-                    *counts.entry(r.as_str()).or_default() += 1;
+                    *counts.entry(r.as_ref()).or_default() += 1;
                 }
             }
             // kube sorts the "count reason" strings as strings, so "10 x" sorts before "2 y".
@@ -515,7 +515,7 @@ mod tests {
     fn fit_error(reasons: &[(&str, &str)], post: Option<&str>) -> FitError {
         let mut statuses = NodeStatuses::new();
         for (node, r) in reasons {
-            statuses.insert(node.to_string(), Status::unschedulable(*r));
+            statuses.insert(node.to_string(), Status::unschedulable(r.to_string()));
         }
         FitError {
             num_all_nodes: reasons.len(),
@@ -523,7 +523,7 @@ mod tests {
             statuses,
             rejecting_plugins: vec![],
             post_filter: post.map(|m| PostFilterResult {
-                status: Status::unschedulable(m),
+                status: Status::unschedulable(m.to_string()),
                 nominated_node: None,
                 victims: vec![],
             }),

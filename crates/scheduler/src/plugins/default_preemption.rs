@@ -303,7 +303,7 @@ fn fit_error(all_nodes: usize, statuses: &HashMap<&str, Status>) -> String {
     let mut histogram: HashMap<&str, usize> = HashMap::new();
     for s in statuses.values() {
         for r in &s.reasons {
-            *histogram.entry(r.as_str()).or_default() += 1;
+            *histogram.entry(r.as_ref()).or_default() += 1;
         }
     }
     let mut reasons: Vec<String> = histogram

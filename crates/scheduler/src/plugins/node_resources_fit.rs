@@ -72,7 +72,7 @@ impl Filter for NodeResourcesFit {
         }
         Status {
             code: crate::framework::Code::Unschedulable,
-            reasons,
+            reasons: reasons.into_iter().map(Into::into).collect(),
             plugin: NAME,
         }
     }
