@@ -1,8 +1,8 @@
 //! Decisions per second of the scheduling cycle alone, on the benchmark's synthetic
 //! cluster (5,000 nodes: 4 CPU, 16 GiB, 110 pods, 10 zones) with plain pods.
-//! `cargo run --release -p skiff-scheduler --example simulate [nodes] [pods] [plain|anti|spread]`
+//! `cargo run --release -p skiff-scheduler --example simulate [nodes] [pods] [plain|anti|spread|soft]`
 //! (`anti`: required pod anti-affinity per hostname; `spread`: zone topology spread,
-//! maxSkew 1).
+//! maxSkew 1; `soft`: the same spread as ScheduleAnyway, scored rather than filtered).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,11 +79,16 @@ fn main() {
                         ]}
                     })).expect("affinity"));
                     }
-                    "spread" => {
+                    "spread" | "soft" => {
+                        let when = if mode == "soft" {
+                            "ScheduleAnyway"
+                        } else {
+                            "DoNotSchedule"
+                        };
                         spec.topology_spread_constraints =
                             Some(vec![serde_json::from_value(serde_json::json!({
                                 "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": selector
+                                "whenUnsatisfiable": when, "labelSelector": selector
                             }))
                             .expect("constraint")]);
                     }

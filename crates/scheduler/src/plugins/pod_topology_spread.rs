@@ -29,7 +29,7 @@
 //! constraints, the pod's namespace and what the inclusion policies read) in a
 //! `topology::NodeCache`, recomputed only for nodes whose `Arc<NodeInfo>` changed since.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
@@ -42,7 +42,7 @@ use crate::framework::{
 use crate::nodeinfo::{
     compile_selector, controller_key, node_matches_term, NodeInfo, PodInfo, Snapshot,
 };
-use crate::plugins::topology::{FastMap, NodeCache};
+use crate::plugins::topology::{FastMap, FastSet, NodeCache};
 
 pub const NAME: &str = "PodTopologySpread";
 const FILTER_KEY: &str = "PreFilterPodTopologySpread";
@@ -767,7 +767,7 @@ impl PreScore for PodTopologySpread {
                     scored
                         .iter()
                         .map(|n| n.labels.get(&c.topology_key).map_or("", String::as_str))
-                        .collect::<HashSet<&str>>()
+                        .collect::<FastSet<&str>>()
                         .len()
                 };
                 ((size + 2) as f64).ln()
@@ -787,13 +787,19 @@ impl Score for PodTopologySpread {
         }
         let mut score = 0.0;
         for (i, c) in s.constraints.iter().enumerate() {
-            let Some(value) = node.labels.get(&c.topology_key) else {
-                continue;
-            };
-            let count = if c.topology_key == LABEL_HOSTNAME {
-                count_matching(&node.pods, &c.selector, &s.namespace)
+            let counted = s.counts.get(i);
+            let count = if let Some(n) = counted.and_then(|d| d.get_on_node(node)) {
+                // Counted, so it has the key.
+                n
             } else {
-                s.counts.get(i).map_or(0, |d| d.get(value))
+                let Some(value) = node.labels.get(&c.topology_key) else {
+                    continue;
+                };
+                if c.topology_key == LABEL_HOSTNAME {
+                    count_matching(&node.pods, &c.selector, &s.namespace)
+                } else {
+                    counted.map_or(0, |d| d.get(value))
+                }
             };
             let weight = s.weights.get(i).copied().unwrap_or(1.0);
             // maxSkew − 1 waters down small differences between domains.

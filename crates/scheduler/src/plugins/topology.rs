@@ -56,6 +56,7 @@ impl Hasher for FxHasher {
 }
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
 
 /// Numbers per topology pair, as `key → value → n`. Entries that drop to zero are
 /// removed, so an empty map means no pair counts.
