@@ -473,10 +473,14 @@ impl Domains {
             .map_or(0, |&i| self.domains[i as usize].pods)
     }
 
+    /// The slot of a node counted here.
+    fn slot_of(&self, node: &NodeInfo) -> Option<u32> {
+        self.nodes.get(&address(node)).map(|&(slot, _)| slot)
+    }
+
     /// Matching pods in the domain of a node counted here.
     fn get_on_node(&self, node: &NodeInfo) -> Option<i64> {
-        let &(slot, _) = self.nodes.get(&address(node))?;
-        Some(self.domains[slot as usize].pods)
+        Some(self.domains[self.slot_of(node)? as usize].pods)
     }
 
     fn min(&self) -> Option<i64> {
@@ -559,6 +563,15 @@ struct ScoreState {
     counts: Arc<Vec<Domains>>,
     /// `ln(domains among the feasible nodes + 2)` per constraint, set by PreScore.
     weights: Vec<f64>,
+}
+
+impl ScoreState {
+    /// Whether the node has every constraint's key. With `require_all` only such nodes
+    /// are counted, so a counted node is known to without reading its labels.
+    fn has_all_keys(&self, node: &NodeInfo) -> bool {
+        (self.require_all && self.counts.iter().any(|d| d.slot_of(node).is_some()))
+            || has_all_keys(&self.constraints, &node.labels)
+    }
 }
 
 /// A node left out of scoring (missing a required key) is marked with this raw score;
@@ -754,21 +767,33 @@ impl PreScore for PodTopologySpread {
         let scored: Vec<&NodeInfo> = nodes
             .iter()
             .copied()
-            .filter(|n| !s.require_all || has_all_keys(&s.constraints, &n.labels))
+            .filter(|n| !s.require_all || s.has_all_keys(n))
             .collect();
         s.weights = s
             .constraints
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 let size = if c.topology_key == LABEL_HOSTNAME {
                     scored.len()
                 } else {
-                    // A node without the key counts as the domain "" here, as in kube.
-                    scored
-                        .iter()
-                        .map(|n| n.labels.get(&c.topology_key).map_or("", String::as_str))
-                        .collect::<FastSet<&str>>()
-                        .len()
+                    // Domains by slot where counted (no label read), else by value.
+                    let counted = s.counts.get(i);
+                    let mut slots = FastSet::default();
+                    let mut others = FastSet::default();
+                    for n in &scored {
+                        if let Some(slot) = counted.and_then(|d| d.slot_of(n)) {
+                            slots.insert(slot);
+                            continue;
+                        }
+                        // A node without the key counts as the domain "" here, as in kube.
+                        let value = n.labels.get(&c.topology_key).map_or("", String::as_str);
+                        match counted.and_then(|d| d.slots.get(value)) {
+                            Some(&slot) => slots.insert(slot),
+                            None => others.insert(value),
+                        };
+                    }
+                    slots.len() + others.len()
                 };
                 ((size + 2) as f64).ln()
             })
@@ -782,7 +807,7 @@ impl Score for PodTopologySpread {
         let Some(s) = state.read::<ScoreState>(SCORE_KEY) else {
             return Ok(0);
         };
-        if s.require_all && !has_all_keys(&s.constraints, &node.labels) {
+        if s.require_all && !s.has_all_keys(node) {
             return Ok(IGNORED);
         }
         let mut score = 0.0;
@@ -1075,6 +1100,11 @@ mod tests {
             let (_, statuses) = filter_all(plugin, &p, snap);
             feasible(snap, &statuses)
         };
+        let soft = pod("soft")
+            .labels(&[("app", "web")])
+            .spread(spread(LABEL_ZONE, 1, "ScheduleAnyway", json!({})))
+            .info();
+        assert!(scores(&plugin, &soft, &snap).is_some());
         assert_eq!(verdicts(&plugin, &snap), ["c1"]);
         // a2 moves to an empty zone: a new version of the node, the others kept as they were.
         snap.nodes[1] = Arc::new(node("a2", &[(LABEL_ZONE, "d")]));
@@ -1082,6 +1112,10 @@ mod tests {
         assert_eq!(
             verdicts(&PodTopologySpread::default(), &snap),
             verdicts(&plugin, &snap)
+        );
+        assert_eq!(
+            scores(&PodTopologySpread::default(), &soft, &snap),
+            scores(&plugin, &soft, &snap)
         );
         // A copy of a node (as preemption and nominated pods make) is judged by its labels.
         let mut state = CycleState::default();
