@@ -464,6 +464,31 @@ impl Domains {
             nodes.insert(address(node), (slot, node.clone()));
         } else {
             nodes.remove(&address(node));
+            // Values of nodes long gone (hostnames, as nodes come and go) would pile up.
+            if self.domains.len() > 2 * self.present + 64 {
+                self.compact();
+            }
+        }
+    }
+
+    /// Drops the slots of domains that no longer exist, renumbering the others.
+    fn compact(&mut self) {
+        let mut renumbered = vec![u32::MAX; self.domains.len()];
+        let mut domains = Vec::with_capacity(self.present);
+        for (old, d) in self.domains.iter().enumerate() {
+            if d.nodes > 0 || d.pods != 0 {
+                renumbered[old] = domains.len() as u32;
+                domains.push(*d);
+            }
+        }
+        self.domains = domains;
+        self.slots.retain(|_, slot| {
+            *slot = renumbered[*slot as usize];
+            *slot != u32::MAX
+        });
+        // A counted node's domain holds it, so it exists and keeps a slot.
+        for (slot, _) in Arc::make_mut(&mut self.nodes).values_mut() {
+            *slot = renumbered[*slot as usize];
         }
     }
 
@@ -1079,6 +1104,25 @@ mod tests {
             Some((1, 1, 0))
         );
         assert_eq!(d.as_ref().and_then(Domains::min), Some(0));
+    }
+
+    #[test]
+    fn slots_of_vanished_domains_are_reclaimed() {
+        let mut d = Domains::default();
+        let kept = Arc::new(node("kept", &[]));
+        d.add_node(&kept, "kept", 2, 1);
+        // Nodes with values of their own come and go, as hostnames do.
+        for i in 0..1000 {
+            let n = Arc::new(node(&format!("n{i}"), &[]));
+            d.add_node(&n, &format!("v{i}"), 1, 1);
+            d.add_node(&n, &format!("v{i}"), 1, -1);
+        }
+        assert!(d.domains.len() <= 2 * d.present + 65, "{}", d.domains.len());
+        assert_eq!(
+            (d.present, d.get("kept"), d.get_on_node(&kept)),
+            (1, 2, Some(2))
+        );
+        assert_eq!((d.get("v999"), d.min()), (0, Some(2)));
     }
 
     #[test]
