@@ -176,8 +176,12 @@ async fn scheduler_loop_binds_reports_and_retries_on_node_add() {
     pods.create(&PostParams::default(), &pod("big", "3"))
         .await
         .unwrap();
+    // The tainted node is unresolvable (preemption cannot help there); on the others no
+    // lower-priority pod could make room.
     let want = "0/3 nodes are available: 1 node(s) had untolerated taint \
-                {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu.";
+                {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu. preemption: \
+                0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No \
+                preemption victims found for incoming pod.";
     let cond = until("PodScheduled=False", || async {
         let p = pods.get("big").await.ok()?;
         condition(&p).filter(|c| c.0 == "False")

@@ -64,44 +64,8 @@ impl Cluster {
     /// Registers a node as a kubelet would: the object, then its status.
     #[track_caller]
     pub fn node(&self, n: &Node) {
-        let mut labels = json!({
-            "kubernetes.io/hostname": n.name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-        });
-        for (k, v) in &n.labels {
-            labels[k] = json!(v);
-        }
-        self.create(&json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": n.name, "labels": labels},
-            "spec": {"taints": n.taints},
-        }));
-        let resources =
-            json!({"cpu": n.cpu, "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"});
-        let status = json!({"status": {
-            "capacity": resources,
-            "allocatable": resources,
-            "conditions": [{
-                "type": "Ready",
-                "status": "True",
-                "reason": "KubeletReady",
-                "message": "kubelet is posting ready status",
-            }],
-        }});
-        self.kubectl(&[
-            "patch",
-            "node",
-            &n.name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ])
-        .ok();
+        register_node(&self.server, self.kubectl, n);
     }
-
     /// Waits (watching) until `cond` holds for the pod `name` in default; panics with the
     /// pod's YAML after [`WAIT`].
     #[track_caller]
@@ -267,4 +231,57 @@ pub fn pod(name: &str, labels: Value, cpu: Option<&str>, spec: Value) -> Value {
 /// preemption found.
 pub fn unschedulable_message(nodes: usize, reasons: &str, preemption: &str) -> String {
     format!("0/{nodes} nodes are available: {reasons}. preemption: 0/{nodes} nodes are available: {preemption}.")
+}
+
+/// Registers `n` through `server` with kubectl `version`: the object, then its status.
+#[track_caller]
+pub fn register_node(server: &Server, version: &str, n: &Node) {
+    let mut labels = json!({
+        "kubernetes.io/hostname": n.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+    });
+    for (k, v) in &n.labels {
+        labels[k] = json!(v);
+    }
+    let node = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": n.name, "labels": labels},
+        "spec": {"taints": n.taints},
+    });
+    server
+        .kubectl_with(
+            version,
+            &["create", "-f", "-"],
+            Some(&node.to_string()),
+            &[],
+        )
+        .ok();
+    let resources =
+        json!({"cpu": n.cpu, "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"});
+    let status = json!({"status": {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+        }],
+    }});
+    server
+        .kubectl(
+            version,
+            &[
+                "patch",
+                "node",
+                &n.name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ],
+        )
+        .ok();
 }

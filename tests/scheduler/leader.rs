@@ -151,6 +151,8 @@ fn electors_agree_on_one_leader_and_hand_over_when_it_stops_or_dies() {
 struct Standalone {
     child: Child,
     identity: String,
+    /// `http://127.0.0.1:PORT`, where /metrics and /healthz are served.
+    metrics: String,
 }
 
 impl Drop for Standalone {
@@ -180,9 +182,13 @@ fn standalone(c: &Cluster) -> Standalone {
                 .split("identity ")
                 .nth(1)
                 .and_then(|r| r.split(';').next());
-            match (id, tx.take()) {
-                (Some(id), Some(tx)) => {
-                    let _ = tx.send(id.to_string());
+            let metrics = line
+                .split("metrics on ")
+                .nth(1)
+                .and_then(|r| r.split("/metrics").next());
+            match (id.zip(metrics), tx.take()) {
+                (Some((id, metrics)), Some(tx)) => {
+                    let _ = tx.send((id.to_string(), metrics.to_string()));
                 }
                 (_, t) => {
                     tx = t;
@@ -191,10 +197,21 @@ fn standalone(c: &Cluster) -> Standalone {
             }
         }
     });
-    let identity = rx
+    let (identity, metrics) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("skiff scheduler did not start");
-    Standalone { child, identity }
+    Standalone {
+        child,
+        identity,
+        metrics,
+    }
+}
+
+/// Plain-HTTP GET with curl: the body.
+fn http_get(url: &str) -> String {
+    let mut c = Command::new("curl");
+    c.args(["-sSf", url]);
+    crate::common::run(c, None).ok().stdout
 }
 
 fn audit_lines(c: &Cluster) -> Vec<Value> {
@@ -259,6 +276,66 @@ fn of_two_standalone_schedulers_only_the_leader_binds_and_the_other_takes_over()
     assert_eq!(c.bound("second"), "node-1");
     let ua = binding_record(&c, "second")["userAgent"].clone();
     assert!(ua.as_str().unwrap().contains(&ids[1 - li]), "bound by {ua}");
+
+    // The survivor's own endpoints: health, and metrics counting what it scheduled.
+    let survivor = &s[1 - li];
+    assert_eq!(http_get(&format!("{}/healthz", survivor.metrics)), "ok");
+    let metrics = http_get(&format!("{}/metrics", survivor.metrics));
+    assert!(
+        metrics.contains("scheduler_schedule_attempts_total"),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+
+    // SIGTERM: it stops, releases the Lease and exits 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &s[1 - li].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = s[1 - li].child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "skiff scheduler exits 0 after SIGTERM: {exit:?}"
+    );
+    assert_eq!(
+        holder(&c, "kube-scheduler"),
+        None,
+        "the Lease was not released"
+    );
+}
+
+/// Bad flags and an unreadable kubeconfig end the command with a clear message.
+#[test]
+fn the_standalone_scheduler_refuses_bad_flags_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(SKIFF);
+        c.arg("scheduler").args(args);
+        crate::common::run(c, None)
+    };
+    let missing = dir.path().join("nope.yaml");
+    let out = run(&["--kubeconfig", missing.to_str().unwrap()]).fails();
+    assert!(
+        out.stderr.contains("read the kubeconfig") && out.stderr.contains("nope.yaml"),
+        "{out:?}"
+    );
+    let out = run(&[
+        "--kubeconfig",
+        missing.to_str().unwrap(),
+        "--leader-elect",
+        "--leader-elect-lease-duration",
+        "5s",
+    ])
+    .fails();
+    assert!(
+        out.stderr
+            .contains("lease duration (5s) must be longer than the renew deadline (10s)"),
+        "{out:?}"
+    );
+    let out = run(&["--kubeconfig", "k", "--leader-elect-retry-period", "2 s"]).fails();
+    assert!(out.stderr.contains("is not a duration"), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
 
 /// The server's own scheduler: bindings audited as system:kube-scheduler, the pod's
@@ -294,4 +371,84 @@ fn the_in_server_scheduler_binds_as_system_kube_scheduler() {
         "{metrics}"
     );
     assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+}
+
+/// The lines of `server`'s audit log that record a successful binding of `pod`.
+fn bindings_in(server: &crate::common::Server, pod: &str) -> Vec<Value> {
+    std::fs::read_to_string(server.dir.path().join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["subresource"] == "binding"
+                && e["objectRef"]["name"] == pod
+                && e["responseStatus"]["code"] == 201
+        })
+        .collect()
+}
+
+/// The node `pod` is bound to, through `server`, once it is (polled: the two servers'
+/// schedulers are watched only through their audit logs).
+#[track_caller]
+fn bound_through(server: &crate::common::Server, pod: &str) -> String {
+    eventually(&format!("{pod} to be bound"), || {
+        let out = server.kubectl(
+            VERSIONS[1],
+            &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"],
+        );
+        (out.code == 0 && !out.stdout.is_empty()).then_some(out.stdout)
+    })
+}
+
+/// Several servers on one etcd: one scheduler acts (its server's audit log holds every
+/// binding, as system:kube-scheduler); when that server shuts down it releases the
+/// Lease and the other server's scheduler takes over at once.
+#[test]
+fn servers_on_one_etcd_run_one_scheduler_and_hand_over_at_shutdown() {
+    use crate::common::Server;
+    let etcd = skiff_store::testing::EtcdCluster::start(1).expect("start etcd");
+    let endpoints = etcd.endpoints().join(",");
+    let servers = [
+        Server::start_with_scheduler(&["--datastore-endpoint", &endpoints]),
+        Server::start_with_scheduler(&["--datastore-endpoint", &endpoints]),
+    ];
+    crate::cluster::register_node(&servers[0], VERSIONS[1], &Node::new("node-1", "4"));
+    let create = |s: &Server, name: &str| {
+        let p = pod(name, json!({"app": "a"}), Some("100m"), json!({}));
+        s.kubectl_with(
+            VERSIONS[1],
+            &["create", "-f", "-"],
+            Some(&p.to_string()),
+            &[],
+        )
+        .ok();
+    };
+    create(&servers[0], "first");
+    assert_eq!(bound_through(&servers[0], "first"), "node-1");
+    let first = eventually("the binding in one audit log", || {
+        let found: Vec<usize> = (0..2)
+            .filter(|&i| !bindings_in(&servers[i], "first").is_empty())
+            .collect();
+        (!found.is_empty()).then_some(found)
+    });
+    assert_eq!(first.len(), 1, "both servers' schedulers bound the pod");
+    let leader = first[0];
+    let e = &bindings_in(&servers[leader], "first")[0];
+    assert_eq!(e["user"]["username"], "system:kube-scheduler", "{e}");
+
+    // SIGTERM: the leader's server drains, its scheduler stops and releases the Lease.
+    let [a, b] = servers;
+    let (mut stopping, survivor) = if leader == 0 { (a, b) } else { (b, a) };
+    let term = Command::new("kill")
+        .args(["-TERM", &stopping.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = stopping.child.wait().unwrap();
+    assert!(exit.success(), "the server exits 0 after SIGTERM: {exit:?}");
+    create(&survivor, "second");
+    assert_eq!(bound_through(&survivor, "second"), "node-1");
+    assert_eq!(bindings_in(&survivor, "second").len(), 1);
+    assert!(bindings_in(&stopping, "second").is_empty());
 }

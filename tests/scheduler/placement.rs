@@ -33,20 +33,23 @@ fn anti_affinity_puts_one_replica_per_node_and_the_fourth_stays_pending() {
     for n in ["node-1", "node-2", "node-3"] {
         c.node(&Node::new(n, "4"));
     }
-    for i in 0..4 {
-        c.create(&pod(
+    let web = |i: usize| {
+        pod(
             &format!("web-{i}"),
             json!({"app": "web"}),
             Some("500m"),
             anti_affinity("web"),
-        ));
+        )
+    };
+    for i in 0..3 {
+        c.create(&web(i));
     }
-    // Which three of the four win is the queue's order (creation time): web-0..2.
     let nodes: BTreeSet<String> = (0..3).map(|i| c.bound(&format!("web-{i}"))).collect();
     assert_eq!(
         nodes,
         BTreeSet::from(["node-1".into(), "node-2".into(), "node-3".into()])
     );
+    c.create(&web(3));
     let expected = unschedulable_message(
         3,
         "3 node(s) didn't match pod anti-affinity rules",
@@ -356,17 +359,13 @@ fn host_port_conflicts_are_avoided() {
             "ports": [{"containerPort": 80, "hostPort": p, "protocol": "TCP"}],
         }]})
     };
-    for i in 0..3 {
-        c.create(&pod(
-            &format!("hp-{i}"),
-            json!({"app": "hp"}),
-            None,
-            port(8080),
-        ));
-    }
+    let hp = |i: usize| pod(&format!("hp-{i}"), json!({"app": "hp"}), None, port(8080));
+    c.create(&hp(0));
+    c.create(&hp(1));
     let a = c.bound("hp-0");
     let b = c.bound("hp-1");
     assert_ne!(a, b, "hp-0 and hp-1 share host port 8080");
+    c.create(&hp(2));
     assert_eq!(
         c.unschedulable("hp-2"),
         unschedulable_message(

@@ -477,6 +477,8 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -514,5 +516,110 @@ mod tests {
         let (host, random) = a.rsplit_once('_').expect("host_random");
         assert!(!host.is_empty());
         assert_eq!(random.len(), 32);
+    }
+
+    /// An elector whose client is never called (these tests only build records).
+    fn elector(identity: &str) -> LeaderElector {
+        let unreachable = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("no API server"))
+        });
+        LeaderElector::new(
+            kube::Client::new(unreachable, "default"),
+            "kube-system",
+            "lease",
+            identity,
+        )
+    }
+
+    fn lease(rv: &str, holder: &str, renewed: Timestamp) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("lease".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(renewed)),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_count_transitions_only_when_the_holder_changes() {
+        let me = elector("me");
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let t1 = Timestamp::from_second(1_010).unwrap();
+        let first = me.claim(&LeaseSpec::default(), t0);
+        assert_eq!(first.holder_identity.as_deref(), Some("me"));
+        assert_eq!(first.lease_transitions, Some(1));
+        assert_eq!(first.lease_duration_seconds, Some(15));
+        assert_eq!(first.acquire_time, Some(MicroTime(t0)));
+        let renewed = me.claim(&first, t1);
+        assert_eq!(renewed.lease_transitions, Some(1));
+        assert_eq!(renewed.acquire_time, Some(MicroTime(t0)));
+        assert_eq!(renewed.renew_time, Some(MicroTime(t1)));
+        let taken = elector("other").claim(&renewed, t1);
+        assert_eq!(taken.lease_transitions, Some(2));
+        assert_eq!(taken.acquire_time, Some(MicroTime(t1)));
+    }
+
+    /// A record seen to change is dated by its renewTime, but only within the interval
+    /// since the previous read (bounded by half the lease/renew margin): a holder's clock
+    /// running behind can never make its live lease look expired.
+    #[tokio::test(start_paused = true)]
+    async fn observed_renewals_are_dated_within_the_read_interval() {
+        let me = elector("me");
+        let mut seen = None;
+        let wall = Timestamp::from_second(10_000).unwrap();
+        let secs = |s: i64| k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let read0 = Instant::now();
+        // A first read counts as now, whatever renewTime says.
+        me.observe(&mut seen, lease("1", "x", wall - secs(12)), read0, wall);
+        assert_eq!(seen.as_ref().unwrap().changed_at, read0);
+
+        // Two seconds later the record changed; its renewTime says a second ago.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let read1 = Instant::now();
+        let wall1 = wall + secs(2);
+        me.observe(&mut seen, lease("2", "x", wall1 - secs(1)), read1, wall1);
+        assert_eq!(
+            seen.as_ref().unwrap().changed_at,
+            read1 - Duration::from_secs(1)
+        );
+
+        // An unchanged record keeps its date; only the read time moves.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let read2 = Instant::now();
+        me.observe(
+            &mut seen,
+            lease("2", "x", wall1 - secs(1)),
+            read2,
+            wall1 + secs(2),
+        );
+        assert_eq!(
+            seen.as_ref().unwrap().changed_at,
+            read1 - Duration::from_secs(1)
+        );
+        assert_eq!(seen.as_ref().unwrap().read_at, read2);
+
+        // A holder whose clock is 20 s behind: the date is clamped to the last read.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let read3 = Instant::now();
+        let wall3 = wall1 + secs(4);
+        me.observe(&mut seen, lease("3", "x", wall3 - secs(20)), read3, wall3);
+        assert_eq!(seen.as_ref().unwrap().changed_at, read2);
+        // A holder whose clock runs ahead: dated now.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let read4 = Instant::now();
+        let wall4 = wall3 + secs(2);
+        me.observe(&mut seen, lease("4", "x", wall4 + secs(30)), read4, wall4);
+        assert_eq!(seen.as_ref().unwrap().changed_at, read4);
+        assert_eq!(
+            seen.as_ref().unwrap().expiry(Duration::from_secs(99)),
+            read4 + Duration::from_secs(15)
+        );
     }
 }

@@ -493,4 +493,29 @@ mod tests {
         c.remove_pod("uid-p");
         assert_eq!(c.node_names().len(), 0);
     }
+
+    #[test]
+    fn cluster_wide_data_reaches_the_snapshot_when_changed() {
+        let mut c = Cache::new();
+        let mut snap = Snapshot::default();
+        c.set_namespace("team-a", [("env".to_string(), "prod".to_string())].into());
+        c.set_service(
+            "default",
+            "web",
+            Some(LabelSelector::parse("app=web").unwrap()),
+        );
+        c.set_controller(
+            &crate::nodeinfo::controller_key("default", "ReplicaSet", "web-1"),
+            Some(LabelSelector::parse("app=web,pod-template-hash=1").unwrap()),
+        );
+        c.update_snapshot(&mut snap);
+        assert_eq!(snap.namespace_labels["team-a"]["env"], "prod");
+        assert_eq!(snap.service_selectors["default"].len(), 1);
+        assert_eq!(snap.controller_selectors.len(), 1);
+        c.set_service("default", "web", None);
+        c.remove_namespace("team-a");
+        c.update_snapshot(&mut snap);
+        assert!(snap.service_selectors.is_empty());
+        assert!(snap.namespace_labels.is_empty());
+    }
 }

@@ -9,9 +9,15 @@
 //! - [`nodeinfo`]: pods and nodes digested for the plugins, and the cycle's snapshot;
 //! - [`plugins`]: the default plugin set (NodeResourcesFit, NodeAffinity, TaintToleration,
 //!   InterPodAffinity, PodTopologySpread, …) and preemption;
-//! - the scheduling queue (active, backoff and unschedulable pods, moved back on cluster
-//!   events), the cache (node totals with assumed pods, incremental snapshots) and the
-//!   binder (asynchronous `pods/binding`; a failed bind forgets the assumption).
+//! - [`schedule`]: one scheduling cycle (kube's `schedulePod`) and its Unschedulable
+//!   message; [`simulate`] runs it over a list of pods for the in-process benchmark;
+//! - [`queue`]: active, backoff, unschedulable and gated pods, moved back on the cluster
+//!   events the rejecting plugins registered;
+//! - [`cache`]: node totals with assumed pods, incremental copy-on-write snapshots;
+//! - [`binder`]: the API writes (asynchronous `pods/binding`, condition patches, victim
+//!   deletions, Events through a bounded channel);
+//! - [`metrics`]: kube-scheduler's Prometheus metrics;
+//! - the loop behind [`Scheduler::run`] and its watchers (private modules `run`, `watch`).
 
 #![forbid(unsafe_code)]
 

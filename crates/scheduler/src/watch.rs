@@ -495,3 +495,35 @@ pub(crate) fn spawn_all(client: &Client, inner: &Arc<crate::run::Inner>, schedul
 
 /// Both required watchers have listed.
 pub(crate) const SYNCED_ALL: u32 = 0b11;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testutil::*;
+
+    #[test]
+    fn node_updates_map_to_actions_and_heartbeats_to_none() {
+        let old = node("n", &[("cpu", "4")]);
+        let mut beat = old.clone();
+        beat.metadata.resource_version = Some("9".into());
+        assert_eq!(node_update_actions(&old, &beat), 0);
+        let labelled = with_labels(old.clone(), &[("zone", "a")]);
+        assert_eq!(
+            node_update_actions(&old, &labelled),
+            action::UPDATE_NODE_LABEL
+        );
+        let tainted = with_taint(old.clone(), "k", "", "NoSchedule");
+        assert_eq!(
+            node_update_actions(&old, &tainted),
+            action::UPDATE_NODE_TAINT
+        );
+        let bigger = node("n", &[("cpu", "8")]);
+        assert_eq!(
+            node_update_actions(&old, &bigger),
+            action::UPDATE_NODE_ALLOCATABLE
+        );
+        let mut cordoned = old.clone();
+        cordoned.spec.as_mut().unwrap().unschedulable = Some(true);
+        assert_eq!(node_update_actions(&old, &cordoned), action::UPDATE_OTHER);
+    }
+}

@@ -629,6 +629,45 @@ mod tests {
     }
 
     #[test]
+    fn evicting_pods_that_skew_the_spread_makes_room() {
+        use crate::plugins::pod_topology_spread::{PodTopologySpread, LABEL_ZONE};
+        let spread = Arc::new(PodTopologySpread::default());
+        let fw = Framework {
+            pre_filter: vec![spread.clone()],
+            filter: vec![Arc::new(CpuFit), spread],
+            ..Default::default()
+        };
+        let mut nodes = vec![
+            node("a1", &[(LABEL_ZONE, "a")]),
+            node("b1", &[(LABEL_ZONE, "b")]),
+        ];
+        for i in 0..2 {
+            place(
+                &mut nodes,
+                "a1",
+                pod(&format!("web-{i}"))
+                    .labels(&[("app", "web")])
+                    .priority(i),
+            );
+        }
+        place(&mut nodes, "b1", pod("vip").cpu("4").priority(100));
+        let snap = snapshot(nodes);
+        let p = pod("web-new")
+            .labels(&[("app", "web")])
+            .cpu("1")
+            .priority(10)
+            .spread(json!([{"maxSkew": 1, "topologyKey": LABEL_ZONE, "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": "web"}}}]))
+            .info();
+        let (state, statuses) = run_cycle(&fw, &p, &snap);
+        assert_eq!(statuses.len(), 2);
+        let r = DefaultPreemption::default().post_filter(&state, &p, &snap, &fw, &statuses);
+        assert_eq!(r.nominated_node.as_deref(), Some("a1"));
+        // With one web pod back in zone a the skew would be 2: both go.
+        assert_eq!(victims(&r), ["web-1", "web-0"]);
+    }
+
+    #[test]
     fn evicting_the_pod_its_anti_affinity_rejects_makes_room() {
         let mut nodes = vec![node("node-1", &[])];
         place(

@@ -23,6 +23,12 @@
 //! per cycle through [`Snapshot::namespace_labels`]. The score data is computed during
 //! PreFilter, the last point where the whole snapshot is in hand (PreScore sees only the
 //! feasible nodes); it depends only on the snapshot, so the result is the same.
+//!
+//! Cost: every count above is kept across cycles per question (the pod's namespace and
+//! labels, or its resolved terms) in a `topology::NodeCache`, recomputed only for the nodes
+//! whose `Arc<NodeInfo>` changed since; a cycle for a pod like the last one costs a
+//! pointer comparison per node. Plain pods in a cluster without affinity pods return
+//! Skip after two length checks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +59,8 @@ pub struct InterPodAffinity {
     /// Placed pods matching the incoming pod's required affinity / anti-affinity terms.
     affinity: NodeCache<TopologyCounts>,
     anti_affinity: NodeCache<TopologyCounts>,
+    /// Preferred-term weights per domain for a pod of this namespace, labels and terms.
+    scores: NodeCache<TopologyCounts>,
 }
 
 impl Default for InterPodAffinity {
@@ -68,6 +76,7 @@ impl InterPodAffinity {
             existing_anti: NodeCache::default(),
             affinity: NodeCache::default(),
             anti_affinity: NodeCache::default(),
+            scores: NodeCache::default(),
         }
     }
 }
@@ -226,9 +235,10 @@ impl FilterState {
     }
 }
 
+/// Shared, so that preemption's copies of the cycle state do not copy the scores.
 #[derive(Debug, Clone)]
 struct ScoreState {
-    scores: TopologyCounts,
+    scores: Arc<TopologyCounts>,
 }
 
 impl InterPodAffinity {
@@ -251,53 +261,84 @@ impl InterPodAffinity {
             .collect();
         let ns_labels = snapshot.namespace_labels.get(&pod.namespace);
         let hard_weight = i64::from(self.hard_pod_affinity_weight);
-        let mut scores = TopologyCounts::default();
-        let mut visit = |node: &NodeInfo, existing: &PodInfo| {
-            for (t, w) in &preferred {
-                if t.matches(existing, None) {
-                    scores.add_on_node(&t.topology_key, &node.labels, *w);
-                }
-            }
-            if hard_weight > 0 {
-                for t in &existing.required_affinity {
-                    if t.matches(pod, ns_labels) {
-                        scores.add_on_node(&t.topology_key, &node.labels, hard_weight);
-                    }
-                }
-            }
-            let theirs = existing
-                .preferred_affinity
-                .iter()
-                .map(|w| (w, 1))
-                .chain(existing.preferred_anti_affinity.iter().map(|w| (w, -1)));
-            for (w, sign) in theirs {
-                if w.term.matches(pod, ns_labels) {
-                    scores.add_on_node(
-                        &w.term.topology_key,
-                        &node.labels,
-                        sign * i64::from(w.weight),
-                    );
-                }
-            }
-        };
-        if has_preferred {
-            // The incoming pod's terms may match any placed pod.
-            for node in snapshot.nodes.iter().filter(|n| !n.labels.is_empty()) {
-                for p in &node.pods {
-                    visit(node, p);
-                }
-            }
-        } else {
-            for &i in &snapshot.have_pods_with_affinity {
-                let node = &snapshot.nodes[i];
-                if node.labels.is_empty() {
-                    continue;
-                }
-                for p in &node.pods_with_affinity {
-                    visit(node, p);
-                }
+        // Which placed pods to look at: all when the incoming pod has preferred terms,
+        // else only those with terms of their own.
+        fn pods_of(node: &NodeInfo, all: bool) -> &[Arc<PodInfo>] {
+            if all {
+                &node.pods
+            } else {
+                &node.pods_with_affinity
             }
         }
+        let weighted = |signed: &[(AffinityTerm, i64)]| {
+            signed
+                .iter()
+                .map(|(t, w)| format!("{}{w};", terms_signature(std::slice::from_ref(t))))
+                .collect::<String>()
+        };
+        let signature = format!(
+            "{}\0{:?}\0{:?}\0{hard_weight}\0{}",
+            pod.namespace,
+            pod.labels,
+            ns_labels,
+            weighted(&preferred)
+        );
+        // A contribution is (pod index, kind << 16 | term index, signed weight).
+        const INCOMING: u32 = 0;
+        const REQUIRED: u32 = 1;
+        const PREFERRED: u32 = 2;
+        const PREFERRED_ANTI: u32 = 3;
+        let scores = self.scores.counts(
+            signature,
+            snapshot,
+            |node, out| {
+                if node.labels.is_empty() {
+                    return;
+                }
+                for (i, existing) in pods_of(node, has_preferred).iter().enumerate() {
+                    let mut add = |kind: u32, t: usize, w: i64| {
+                        out.push((i as u32, kind << 16 | t as u32, w));
+                    };
+                    for (t, (term, w)) in preferred.iter().enumerate() {
+                        if term.matches(existing, None) {
+                            add(INCOMING, t, *w);
+                        }
+                    }
+                    if hard_weight > 0 {
+                        for (t, term) in existing.required_affinity.iter().enumerate() {
+                            if term.matches(pod, ns_labels) {
+                                add(REQUIRED, t, hard_weight);
+                            }
+                        }
+                    }
+                    for (t, w) in existing.preferred_affinity.iter().enumerate() {
+                        if w.term.matches(pod, ns_labels) {
+                            add(PREFERRED, t, i64::from(w.weight));
+                        }
+                    }
+                    for (t, w) in existing.preferred_anti_affinity.iter().enumerate() {
+                        if w.term.matches(pod, ns_labels) {
+                            add(PREFERRED_ANTI, t, -i64::from(w.weight));
+                        }
+                    }
+                }
+            },
+            |scores, node, i, kt, w, sign| {
+                let Some(existing) = pods_of(node, has_preferred).get(i as usize) else {
+                    return;
+                };
+                let t = (kt & 0xffff) as usize;
+                let key = match kt >> 16 {
+                    INCOMING => preferred.get(t).map(|(term, _)| term),
+                    REQUIRED => existing.required_affinity.get(t),
+                    PREFERRED => existing.preferred_affinity.get(t).map(|w| &w.term),
+                    _ => existing.preferred_anti_affinity.get(t).map(|w| &w.term),
+                };
+                if let Some(term) = key {
+                    scores.add_on_node(&term.topology_key, &node.labels, w * sign);
+                }
+            },
+        );
         if !scores.is_empty() {
             state.write(SCORE_KEY, ScoreState { scores });
         }
@@ -515,7 +556,7 @@ mod tests {
 
     use super::*;
     use crate::framework::Code;
-    use crate::testutil::{feasible, filter_all, node, place, pod, snapshot, term};
+    use crate::testutil::{feasible, filter_all, node, place, pod, snapshot, term, PodBuilder};
 
     fn anti(key: &str, value: &str, topology: &str) -> serde_json::Value {
         json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term(key, value, topology)]}})
@@ -763,9 +804,24 @@ mod tests {
         };
         let mut snap = snapshot(three_nodes());
         let p = web().info();
+        // Every cycle's state stays alive, as if held by binding: the cache must not
+        // change the counts those states read.
+        let held: std::cell::RefCell<Vec<(CycleState, Snapshot, Vec<String>)>> =
+            std::cell::RefCell::new(Vec::new());
         let verdicts = |plugin: &InterPodAffinity, snap: &Snapshot| {
-            let (_, statuses) = filter_all(plugin, &p, snap);
-            feasible(snap, &statuses)
+            let (state, statuses) = filter_all(plugin, &p, snap);
+            for (old_state, old_snap, old_verdict) in held.borrow().iter() {
+                let again: Vec<Status> = old_snap
+                    .nodes
+                    .iter()
+                    .map(|n| plugin.filter(old_state, &p, n))
+                    .collect();
+                assert_eq!(&feasible(old_snap, &again), old_verdict);
+            }
+            let verdict = feasible(snap, &statuses);
+            held.borrow_mut()
+                .push((state, snap.clone(), verdict.clone()));
+            verdict
         };
         assert_eq!(verdicts(&plugin, &snap), ["node-1", "node-2", "node-3"]);
         // Only node-3 changes (a new Arc); the others are shared with the last cycle.
@@ -796,6 +852,41 @@ mod tests {
         snap.nodes[1] = std::sync::Arc::new(n2);
         assert_eq!(verdicts(&plugin, &snap), ["node-1"]);
         assert_eq!(verdicts(&InterPodAffinity::default(), &snap), ["node-1"]);
+    }
+
+    #[test]
+    fn scores_kept_across_cycles_follow_changed_nodes() {
+        let plugin = InterPodAffinity::default();
+        let p = pod("x")
+            .labels(&[("app", "web")])
+            .affinity(
+                json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "podAffinityTerm": term("app", "db", "zone")}]}}),
+            )
+            .info();
+        let mut snap = snapshot(three_nodes());
+        let fan = pod("fan").affinity(
+            json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 30, "podAffinityTerm": term("app", "web", "kubernetes.io/hostname")}]}}),
+        );
+        let changes: [(usize, PodBuilder); 3] = [
+            (0, pod("db").labels(&[("app", "db")])),
+            (2, fan),
+            (1, pod("db2").labels(&[("app", "db")])),
+        ];
+        for (at, added) in changes {
+            let mut n = NodeInfo::clone(&snap.nodes[at]);
+            let name = n.name.clone();
+            n.add_pod(std::sync::Arc::new(added.node(&name).info()));
+            snap.nodes[at] = std::sync::Arc::new(n);
+            snap.refresh_lists();
+            assert_eq!(
+                scores(&plugin, &p, &snap),
+                scores(&InterPodAffinity::default(), &p, &snap)
+            );
+        }
+        // Zone a (node-1, node-2) holds the dbs; node-3 has the fan that avoids web pods.
+        assert_eq!(scores(&plugin, &p, &snap), [100, 100, 0]);
     }
 
     /// Not a timing assertion: shows the PreFilter+Filter cost at 5,000 nodes with 5,000

@@ -186,33 +186,86 @@ impl Overlay {
 
     /// Whether any of the node's domains (for the keys counted) holds a positive count.
     pub(crate) fn any_positive_on_node(&self, labels: &BTreeMap<String, String>) -> bool {
+        if self.delta.is_empty() {
+            // The common case (no preemption simulation): one lookup per key.
+            return self.base.by_key.iter().any(|(k, values)| {
+                labels
+                    .get(k)
+                    .and_then(|v| values.get(v))
+                    .is_some_and(|n| *n > 0)
+            });
+        }
         let positive = |k: &str| labels.get(k).is_some_and(|v| self.get(k, v) > 0);
         self.base.keys().any(positive) || self.delta.keys().any(positive)
     }
 }
 
 /// One node's part of the counts: `(a, b, n)` triples whose meaning the caller's
-/// `apply` knows (a term or constraint index, a pod index, the number of pods).
-pub(crate) type Contribution = Vec<(u32, u32, i64)>;
+/// `apply` knows (a term or constraint index, a pod index, the number of pods). Most
+/// nodes give none or one, kept inline: a cold cycle at 5,000 nodes allocates nothing
+/// per node.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Contribution {
+    #[default]
+    None,
+    One((u32, u32, i64)),
+    Many(Vec<(u32, u32, i64)>),
+}
+
+impl Contribution {
+    pub(crate) fn push(&mut self, t: (u32, u32, i64)) {
+        *self = match std::mem::take(self) {
+            Contribution::None => Contribution::One(t),
+            Contribution::One(first) => Contribution::Many(vec![first, t]),
+            Contribution::Many(mut v) => {
+                v.push(t);
+                Contribution::Many(v)
+            }
+        };
+    }
+
+    fn as_slice(&self) -> &[(u32, u32, i64)] {
+        match self {
+            Contribution::None => &[],
+            Contribution::One(t) => std::slice::from_ref(t),
+            Contribution::Many(v) => v,
+        }
+    }
+}
 
 struct Entry<A> {
     signature: String,
     nodes: Vec<(Arc<NodeInfo>, Contribution)>,
     counts: Arc<A>,
+    /// The cache's call count when this entry last answered.
+    used: u64,
+}
+
+struct Entries<A> {
+    list: VecDeque<Entry<A>>,
+    calls: u64,
 }
 
 /// Counts per question (`signature`), kept across cycles; see the module doc.
 pub(crate) struct NodeCache<A> {
-    entries: Mutex<VecDeque<Entry<A>>>,
+    entries: Mutex<Entries<A>>,
 }
 
-/// Questions remembered at once: a few pod templates are scheduled in turn.
-const CACHED_QUESTIONS: usize = 4;
+/// Entries remembered at once (up to two per question): a few pod templates are
+/// scheduled in turn.
+const CACHED_QUESTIONS: usize = 8;
+
+/// Calls after which an unused entry is dropped: an entry keeps the old version of
+/// every node that changed since it last answered, so idle ones must not linger.
+const IDLE_CALLS: u64 = 64;
 
 impl<A> Default for NodeCache<A> {
     fn default() -> Self {
         NodeCache {
-            entries: Mutex::new(VecDeque::new()),
+            entries: Mutex::new(Entries {
+                list: VecDeque::new(),
+                calls: 0,
+            }),
         }
     }
 }
@@ -234,23 +287,46 @@ impl<A: Clone + Default> NodeCache<A> {
         apply: impl Fn(&mut A, &NodeInfo, u32, u32, i64, i64),
     ) -> Arc<A> {
         // A poisoned lock only means a panic mid-update elsewhere: start afresh.
-        let mut entries = self.entries.lock().unwrap_or_else(|e| {
+        let mut guard = self.entries.lock().unwrap_or_else(|e| {
             let mut g = e.into_inner();
-            g.clear();
+            g.list.clear();
             g
         });
-        let mut entry = match entries.iter().position(|e| e.signature == signature) {
-            Some(i) => entries
+        guard.calls += 1;
+        let calls = guard.calls;
+        let entries = &mut guard.list;
+        entries.retain(|e| calls - e.used <= IDLE_CALLS);
+        // The counts handed out last cycle may still be held (a cycle state kept for
+        // binding): then updating them in place would copy them whole. Two entries per
+        // question take turns instead; the one nobody holds is brought up to date.
+        let same = |e: &Entry<A>| e.signature == signature;
+        let free = entries
+            .iter()
+            .position(|e| same(e) && Arc::strong_count(&e.counts) == 1);
+        let held = entries.iter().position(same);
+        let twins = entries.iter().filter(|e| same(e)).count();
+        let mut entry = match (free.or(if twins < 2 { None } else { held }), held) {
+            (Some(i), _) => entries
                 .remove(i)
                 .unwrap_or_else(|| unreachable!("index found above")),
-            None => Entry {
+            (None, Some(i)) => {
+                let e = &entries[i];
+                Entry {
+                    signature,
+                    nodes: e.nodes.clone(),
+                    counts: Arc::new(A::clone(&e.counts)),
+                    used: calls,
+                }
+            }
+            (None, None) => Entry {
                 signature,
-                nodes: Vec::new(),
+                nodes: Vec::with_capacity(snapshot.nodes.len()),
                 counts: Arc::new(A::default()),
+                used: calls,
             },
         };
         let take_back = |counts: &mut A, node: &NodeInfo, c: &Contribution| {
-            for &(a, b, n) in c {
+            for &(a, b, n) in c.as_slice() {
                 apply(counts, node, a, b, n, -1);
             }
         };
@@ -261,9 +337,9 @@ impl<A: Clone + Default> NodeCache<A> {
                 }
             }
             let counts = Arc::make_mut(&mut entry.counts);
-            let mut c = Contribution::new();
+            let mut c = Contribution::None;
             contribute(node, &mut c);
-            for &(a, b, n) in &c {
+            for &(a, b, n) in c.as_slice() {
                 apply(counts, node, a, b, n, 1);
             }
             if let Some(slot) = entry.nodes.get_mut(i) {
@@ -280,8 +356,75 @@ impl<A: Clone + Default> NodeCache<A> {
             }
         }
         let counts = entry.counts.clone();
+        entry.used = calls;
         entries.push_front(entry);
         entries.truncate(CACHED_QUESTIONS);
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{node, pod, snapshot};
+
+    /// Pods per zone.
+    fn per_zone(
+        cache: &NodeCache<TopologyCounts>,
+        sig: &str,
+        snap: &Snapshot,
+    ) -> Arc<TopologyCounts> {
+        cache.counts(
+            sig.to_string(),
+            snap,
+            |node, out| {
+                if !node.pods.is_empty() {
+                    out.push((0, 0, node.pods.len() as i64));
+                }
+            },
+            |counts, node, _, _, n, sign| counts.add_on_node("zone", &node.labels, n * sign),
+        )
+    }
+
+    fn add_pod(snap: &mut Snapshot, at: usize, name: &str) {
+        let mut n = NodeInfo::clone(&snap.nodes[at]);
+        let node_name = n.name.clone();
+        n.add_pod(Arc::new(pod(name).node(&node_name).info()));
+        snap.nodes[at] = Arc::new(n);
+    }
+
+    #[test]
+    fn held_counts_are_never_changed_and_idle_entries_go() {
+        let cache = NodeCache::default();
+        let mut snap = snapshot(vec![
+            node("n1", &[("zone", "a")]),
+            node("n2", &[("zone", "b")]),
+        ]);
+        add_pod(&mut snap, 0, "p1");
+        let first = per_zone(&cache, "q", &snap);
+        assert_eq!((first.get("zone", "a"), first.get("zone", "b")), (1, 0));
+        // `first` is still held: the next answer comes from a twin.
+        add_pod(&mut snap, 1, "p2");
+        let second = per_zone(&cache, "q", &snap);
+        assert_eq!((first.get("zone", "a"), first.get("zone", "b")), (1, 0));
+        assert_eq!((second.get("zone", "a"), second.get("zone", "b")), (1, 1));
+        drop(first);
+        add_pod(&mut snap, 0, "p3");
+        let third = per_zone(&cache, "q", &snap);
+        assert_eq!((third.get("zone", "a"), third.get("zone", "b")), (2, 1));
+        assert_eq!(second.get("zone", "b"), 1);
+        let lock =
+            |c: &NodeCache<TopologyCounts>| c.entries.lock().map(|e| e.list.len()).unwrap_or(0);
+        assert_eq!(lock(&cache), 2);
+        // Other questions for a while: "q" is forgotten.
+        for i in 0..=IDLE_CALLS {
+            per_zone(&cache, &format!("other-{}", i % 2), &snap);
+        }
+        let left = cache
+            .entries
+            .lock()
+            .map(|e| e.list.iter().filter(|e| e.signature == "q").count())
+            .unwrap_or(1);
+        assert_eq!(left, 0);
     }
 }
