@@ -281,6 +281,19 @@ fn print_table(title: &str, rate: &str, rows: &[Row]) {
             r.note
         );
     }
+    // One line per phase with the figure and its unit, for scripts and README.
+    let unit = if rate == "bound pods/s" {
+        "pods/s bound"
+    } else {
+        rate
+    };
+    for r in rows {
+        let mut line = format!("{}: {:.0} {unit}", r.name, r.per_s);
+        if let (Some(p50), Some(p99)) = (r.p50, r.p99) {
+            line += &format!(", p50 {} ms, p99 {} ms", ms(Some(p50)), ms(Some(p99)));
+        }
+        println!("{line}");
+    }
 }
 
 pub fn main(args: SchedulerBenchArgs) -> Result<()> {
