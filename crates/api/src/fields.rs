@@ -143,7 +143,34 @@ pub fn field_value(kind: &Kind, obj: &Value, field: &str) -> Option<String> {
                 .3
         }
     };
-    Some(match obj.pointer(ptr) {
+    Some(render(field, obj.pointer(ptr)))
+}
+
+/// Every field label `kind` can be selected by with its value in `obj`, in
+/// [`selectable_fields`] order, in one pass over the table (the watch cache takes them
+/// from every event it keeps).
+pub fn field_values(kind: &Kind, obj: &Value) -> Vec<(&'static str, String)> {
+    let mut out = vec![(
+        "metadata.name",
+        render("metadata.name", obj.pointer("/metadata/name")),
+    )];
+    if kind.namespaced {
+        out.push((
+            "metadata.namespace",
+            render("metadata.namespace", obj.pointer("/metadata/namespace")),
+        ));
+    }
+    for (k, g, f, ptr) in FIELDS {
+        if *k == kind.kind && *g == kind.group {
+            out.push((f, render(f, obj.pointer(ptr))));
+        }
+    }
+    out
+}
+
+/// A field's value as a selector compares it.
+fn render(field: &str, v: Option<&Value>) -> String {
+    match v {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
@@ -154,7 +181,7 @@ pub fn field_value(kind: &Kind, obj: &Value, field: &str) -> Option<String> {
             "status.replicas" | "status.successful" => "0".into(),
             _ => String::new(),
         },
-    })
+    }
 }
 
 impl FieldSelector {
@@ -195,6 +222,20 @@ mod tests {
     use super::*;
     use crate::kinds::by_kind;
     use serde_json::json;
+
+    #[test]
+    fn all_values_at_once_match_one_by_one() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": "n1", "hostNetwork": true}, "status": {"phase": "Running"}});
+        for (api, kind) in [("v1", "Pod"), ("v1", "Node"), ("events.k8s.io/v1", "Event")] {
+            let k = by_kind(api, kind).expect("served");
+            let one_by_one: Vec<(&str, String)> = selectable_fields(k)
+                .into_iter()
+                .filter_map(|f| Some((f, field_value(k, &pod, f)?)))
+                .collect();
+            assert_eq!(field_values(k, &pod), one_by_one, "{kind}");
+        }
+    }
 
     fn kind(api_version: &str, k: &str) -> &'static Kind {
         by_kind(api_version, k).expect("served kind")

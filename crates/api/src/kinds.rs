@@ -502,7 +502,9 @@ pub fn in_group_version<'a>(
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
     KINDS
         .iter()
-        .find(|k| k.group == group && k.version == version && k.plural == plural)
+        // The most distinctive part first: the watch cache and routing look kinds up on
+        // every request and event.
+        .find(|k| k.plural == plural && k.group == group && k.version == version)
 }
 
 /// Looks a kind up by an object's `apiVersion` and `kind`.
@@ -510,7 +512,7 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Kind> {
     let (group, version) = split_api_version(api_version);
     KINDS
         .iter()
-        .find(|k| k.group == group && k.version == version && k.kind == kind)
+        .find(|k| k.kind == kind && k.group == group && k.version == version)
 }
 
 /// `apps/v1` → (`apps`, `v1`); `v1` → (``, `v1`).

@@ -135,10 +135,7 @@ impl ObjectView {
         let api_version = meta::str_at(obj, "/apiVersion").unwrap_or_default();
         let kind = meta::str_at(obj, "/kind").unwrap_or_default();
         let fields = match kinds::by_kind(api_version, kind) {
-            Some(k) => skiff_api::fields::selectable_fields(k)
-                .into_iter()
-                .filter_map(|f| Some((f, skiff_api::fields::field_value(k, obj, f)?)))
-                .collect(),
+            Some(k) => skiff_api::fields::field_values(k, obj),
             None => Vec::new(),
         };
         ObjectView {

@@ -41,11 +41,13 @@ pub struct SchedulerBenchArgs {
     #[arg(long, default_value_t = 50_000)]
     pods: usize,
     /// Pods with required pod anti-affinity on the hostname (groups of 50); 0 skips.
-    #[arg(long, default_value_t = 5000)]
-    anti_affinity_pods: usize,
+    /// Default: one per node (5,000 at 5,000 nodes, as the issue's case).
+    #[arg(long)]
+    anti_affinity_pods: Option<usize>,
     /// Pods spread over zones with maxSkew 1 (DoNotSchedule); 0 skips.
-    #[arg(long, default_value_t = 10_000)]
-    spread_pods: usize,
+    /// Default: two per node (10,000 at 5,000 nodes).
+    #[arg(long)]
+    spread_pods: Option<usize>,
     /// No server: the scheduling cycle alone on a snapshot of the same cluster.
     #[arg(long)]
     in_process: bool,
@@ -99,14 +101,14 @@ fn phases(args: &SchedulerBenchArgs) -> Vec<Phase> {
             kind: Kind::AntiAffinity,
             name: "anti-affinity",
             namespace: "bench-anti",
-            count: args.anti_affinity_pods,
+            count: args.anti_affinity_pods.unwrap_or(args.nodes),
             kube_floor: Some(60.0),
         },
         Phase {
             kind: Kind::Spread,
             name: "spread",
             namespace: "bench-spread",
-            count: args.spread_pods,
+            count: args.spread_pods.unwrap_or(2 * args.nodes),
             kube_floor: None,
         },
     ]
@@ -279,6 +281,19 @@ fn print_table(title: &str, rate: &str, rows: &[Row]) {
             r.note
         );
     }
+    // One line per phase with the figure and its unit, for scripts and README.
+    let unit = if rate == "bound pods/s" {
+        "pods/s bound"
+    } else {
+        rate
+    };
+    for r in rows {
+        let mut line = format!("{}: {:.0} {unit}", r.name, r.per_s);
+        if let (Some(p50), Some(p99)) = (r.p50, r.p99) {
+            line += &format!(", p50 {} ms, p99 {} ms", ms(Some(p50)), ms(Some(p99)));
+        }
+        println!("{line}");
+    }
 }
 
 pub fn main(args: SchedulerBenchArgs) -> Result<()> {
@@ -287,6 +302,7 @@ pub fn main(args: SchedulerBenchArgs) -> Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    check_capacity(&args)?;
     if args.in_process {
         return in_process(&args);
     }
@@ -300,6 +316,25 @@ pub fn main(args: SchedulerBenchArgs) -> Result<()> {
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         }
     })
+}
+
+/// Refuses a run whose pods cannot all fit: the phases' CPU requests must leave a tenth
+/// of the cluster free, or the last DoNotSchedule-spread pods would wait, rightly, for
+/// room in the emptiest zone and the bench would report a stall instead of a figure.
+fn check_capacity(args: &SchedulerBenchArgs) -> Result<()> {
+    let pods: usize = phases(args).iter().map(|p| p.count).sum();
+    let wanted = pods as i64 * POD_CPU_M;
+    let room = args.nodes as i64 * NODE_CPU_M * 9 / 10;
+    let slots = args.nodes * NODE_PODS as usize;
+    if wanted > room || pods > slots {
+        bail!(
+            "{pods} pods of {POD_CPU_M}m CPU do not fit in 90% of {} nodes of {NODE_CPU_M}m \
+             ({NODE_PODS} pods each): lower --pods, --anti-affinity-pods or --spread-pods, \
+             or raise --nodes",
+            args.nodes
+        );
+    }
+    Ok(())
 }
 
 /// The scheduling cycle alone: the same nodes and pods through `simulate`.
