@@ -3,7 +3,7 @@
 pub mod default_preemption;
 pub mod inter_pod_affinity;
 pub mod pod_topology_spread;
-pub(crate) mod topology;
+mod topology;
 
 use std::sync::Arc;
 
