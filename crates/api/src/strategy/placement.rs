@@ -346,8 +346,7 @@ fn node_selector_term(term: &Value, at: &str, causes: &mut Vec<Cause>) {
     for (j, e) in items(term.get("matchExpressions")).enumerate() {
         requirement(e, &format!("{at}.matchExpressions[{j}]"), true, causes);
     }
-    let fields = term.get("matchFields").and_then(Value::as_array);
-    for (j, e) in fields.into_iter().flatten().enumerate() {
+    for (j, e) in items(term.get("matchFields")).enumerate() {
         let at = format!("{at}.matchFields[{j}]");
         let op = e
             .get("operator")

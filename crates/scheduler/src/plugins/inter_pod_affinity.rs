@@ -38,7 +38,7 @@ use crate::framework::{
     PreScore, Score, Status, MAX_NODE_SCORE,
 };
 use crate::nodeinfo::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
-use crate::plugins::topology::{NodeCache, Overlay, TopologyCounts};
+use crate::plugins::topology::{apply_pod_delta, NodeCache, Overlay, PodDelta, TopologyCounts};
 
 pub const NAME: &str = "InterPodAffinity";
 const FILTER_KEY: &str = "PreFilterInterPodAffinity";
@@ -179,7 +179,7 @@ struct FilterState {
     anti_counts: Overlay,
 }
 
-impl FilterState {
+impl PodDelta for FilterState {
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
         count_anti_affinity(
             &mut self.existing_anti,
@@ -205,7 +205,9 @@ impl FilterState {
             delta,
         );
     }
+}
 
+impl FilterState {
     fn satisfies_affinity(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
         let mut pods_exist = true;
         for t in &self.affinity {
@@ -476,10 +478,7 @@ impl PreFilter for InterPodAffinity {
         added: &PodInfo,
         node: &NodeInfo,
     ) -> Status {
-        if let Some(s) = state.read_mut::<FilterState>(FILTER_KEY) {
-            s.update(pod, added, node, 1);
-        }
-        Status::success()
+        apply_pod_delta::<FilterState>(state, FILTER_KEY, pod, added, node, 1)
     }
 
     fn remove_pod(
@@ -489,10 +488,7 @@ impl PreFilter for InterPodAffinity {
         removed: &PodInfo,
         node: &NodeInfo,
     ) -> Status {
-        if let Some(s) = state.read_mut::<FilterState>(FILTER_KEY) {
-            s.update(pod, removed, node, -1);
-        }
-        Status::success()
+        apply_pod_delta::<FilterState>(state, FILTER_KEY, pod, removed, node, -1)
     }
 }
 

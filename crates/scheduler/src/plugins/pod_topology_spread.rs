@@ -42,7 +42,7 @@ use crate::framework::{
 use crate::nodeinfo::{
     compile_selector, controller_key, node_matches_term, NodeInfo, PodInfo, Snapshot,
 };
-use crate::plugins::topology::{FastMap, FastSet, NodeCache};
+use crate::plugins::topology::{apply_pod_delta, FastMap, FastSet, NodeCache, PodDelta};
 
 pub const NAME: &str = "PodTopologySpread";
 const FILTER_KEY: &str = "PreFilterPodTopologySpread";
@@ -523,6 +523,13 @@ struct FilterState {
     limits: Vec<(i64, bool)>,
 }
 
+impl PodDelta for FilterState {
+    fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
+        self.update_counts(pod, other, node, delta);
+        self.set_limits(pod);
+    }
+}
+
 impl FilterState {
     fn new(constraints: Vec<Constraint>, domains: Arc<Vec<Domains>>, pod: &PodInfo) -> Self {
         let mut s = FilterState {
@@ -553,11 +560,6 @@ impl FilterState {
                 (limit, all_within)
             })
             .collect();
-    }
-
-    fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
-        self.update_counts(pod, other, node, delta);
-        self.set_limits(pod);
     }
 
     fn update_counts(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
@@ -735,10 +737,7 @@ impl PreFilter for PodTopologySpread {
         added: &PodInfo,
         node: &NodeInfo,
     ) -> Status {
-        if let Some(s) = state.read_mut::<FilterState>(FILTER_KEY) {
-            s.update(pod, added, node, 1);
-        }
-        Status::success()
+        apply_pod_delta::<FilterState>(state, FILTER_KEY, pod, added, node, 1)
     }
 
     fn remove_pod(
@@ -748,10 +747,7 @@ impl PreFilter for PodTopologySpread {
         removed: &PodInfo,
         node: &NodeInfo,
     ) -> Status {
-        if let Some(s) = state.read_mut::<FilterState>(FILTER_KEY) {
-            s.update(pod, removed, node, -1);
-        }
-        Status::success()
+        apply_pod_delta::<FilterState>(state, FILTER_KEY, pod, removed, node, -1)
     }
 }
 

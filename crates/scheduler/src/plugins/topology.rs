@@ -364,6 +364,34 @@ impl<A: Clone + Default> NodeCache<A> {
     }
 }
 
+/// A PreFilter state that preemption's simulation keeps right as pods are added to or
+/// removed from a node (`delta` is +1 or −1).
+pub(crate) trait PodDelta: 'static {
+    fn update(
+        &mut self,
+        pod: &crate::nodeinfo::PodInfo,
+        other: &crate::nodeinfo::PodInfo,
+        node: &NodeInfo,
+        delta: i64,
+    );
+}
+
+/// The body of a counting plugin's `add_pod` / `remove_pod`: apply the delta to its state
+/// under `key`, if PreFilter wrote one.
+pub(crate) fn apply_pod_delta<T: PodDelta>(
+    state: &mut crate::framework::CycleState,
+    key: &'static str,
+    pod: &crate::nodeinfo::PodInfo,
+    other: &crate::nodeinfo::PodInfo,
+    node: &NodeInfo,
+    delta: i64,
+) -> crate::framework::Status {
+    if let Some(s) = state.read_mut::<T>(key) {
+        s.update(pod, other, node, delta);
+    }
+    crate::framework::Status::success()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
