@@ -24,6 +24,18 @@ pub enum EtcdServerError {
     },
 }
 
+/// Why one start attempt failed: a member exited (retried on new ports) or anything else.
+enum Start {
+    Exited(EtcdServerError),
+    Failed(EtcdServerError),
+}
+
+impl From<EtcdServerError> for Start {
+    fn from(e: EtcdServerError) -> Start {
+        Start::Failed(e)
+    }
+}
+
 struct Member {
     name: String,
     client_url: String,
@@ -44,18 +56,27 @@ pub struct EtcdTls {
     pub client_ca_file: PathBuf,
 }
 
-fn free_port() -> Result<u16, EtcdServerError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| EtcdServerError::Io {
+/// `n` distinct free loopback ports: every listener is held until all are picked, so one
+/// cluster never gets the same port twice (another process may still take one before
+/// etcd binds it; [`EtcdCluster::start_with`] starts again on new ports then).
+fn free_ports(n: usize) -> Result<Vec<u16>, EtcdServerError> {
+    let io = |e| EtcdServerError::Io {
         operation: "find a free loopback port",
         source: e,
-    })?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| EtcdServerError::Io {
-            operation: "find a free loopback port",
-            source: e,
-        })
+    };
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(io))
+        .collect()
 }
+
+/// How many times a cluster is started on fresh ports when a member exits at start-up
+/// (its port was taken by another process between picking and binding).
+const START_ATTEMPTS: usize = 3;
 
 impl EtcdCluster {
     /// Start `n` members (1 or 3 usually) with etcd's default durability (fsync'd WAL).
@@ -70,6 +91,17 @@ impl EtcdCluster {
     }
 
     fn start_with(n: usize, tls: Option<&EtcdTls>) -> Result<Self, EtcdServerError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(n, tls) {
+                Err(Start::Exited(_)) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(Start::Exited(e) | Start::Failed(e)) => return Err(e),
+                Ok(c) => return Ok(c),
+            }
+        }
+    }
+
+    fn start_once(n: usize, tls: Option<&EtcdTls>) -> Result<Self, Start> {
         let dir = std::env::temp_dir().join(format!(
             "skiff-etcd-{}-{}",
             std::process::id(),
@@ -86,11 +118,10 @@ impl EtcdCluster {
             members: Vec::new(),
             dir,
         };
-        let mut peers = Vec::new();
-        for i in 0..n {
-            let (cp, pp) = (free_port()?, free_port()?);
-            peers.push((format!("m{i}"), cp, pp));
-        }
+        let ports = free_ports(2 * n)?;
+        let peers: Vec<_> = (0..n)
+            .map(|i| (format!("m{i}"), ports[2 * i], ports[2 * i + 1]))
+            .collect();
         let initial: Vec<String> = peers
             .iter()
             .map(|(name, _, pp)| format!("{name}=http://127.0.0.1:{pp}"))
@@ -144,14 +175,21 @@ impl EtcdCluster {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        for m in &cluster.members {
+        for m in &mut cluster.members {
             while TcpStream::connect_timeout(&m.client_addr, Duration::from_millis(200)).is_err() {
+                let not_ready = EtcdServerError::NotReady {
+                    name: m.name.clone(),
+                    addr: m.client_addr,
+                    secs: 30,
+                };
+                // A member that exited lost its port to another process: start again.
+                if let Some(c) = m.child.as_mut() {
+                    if matches!(c.try_wait(), Ok(Some(_))) {
+                        return Err(Start::Exited(not_ready));
+                    }
+                }
                 if Instant::now() > deadline {
-                    return Err(EtcdServerError::NotReady {
-                        name: m.name.clone(),
-                        addr: m.client_addr,
-                        secs: 30,
-                    });
+                    return Err(Start::Failed(not_ready));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
