@@ -770,37 +770,29 @@ mod tests {
             .await
             .expect("ok")
             .expect("created");
-        let mut s = svc("b", "ClusterIP", "10.96.0.3", None);
-        let e = a
-            .create(&store, &key("b"), &mut s, false)
-            .await
-            .unwrap_err();
-        let causes = e.details.expect("details").to_string();
+        // The causes of the refusal of Service `name`.
+        let refused = |name: &'static str, kind, ip, port| {
+            let (a, store) = (&a, &store);
+            async move {
+                let mut s = svc(name, kind, ip, port);
+                let e = a
+                    .create(store, &key(name), &mut s, false)
+                    .await
+                    .unwrap_err();
+                e.details.expect("details").to_string()
+            }
+        };
+        let causes = refused("b", "ClusterIP", "10.96.0.3", None).await;
         assert!(causes.contains(r#"Invalid value: []string{\"10.96.0.3\"}: failed to allocate IP 10.96.0.3: provided IP is already allocated"#), "{causes}");
-        let mut s = svc("c", "NodePort", "", Some(30001));
-        let e = a
-            .create(&store, &key("c"), &mut s, false)
-            .await
-            .unwrap_err();
-        let causes = e.details.expect("details").to_string();
+        let causes = refused("c", "NodePort", "", Some(30001)).await;
         assert!(
             causes.contains("spec.ports[0].nodePort")
                 && causes.contains("Invalid value: 30001: provided port is already allocated"),
             "{causes}"
         );
-        let mut s = svc("d", "ClusterIP", "10.1.2.3", None);
-        let e = a
-            .create(&store, &key("d"), &mut s, false)
-            .await
-            .unwrap_err();
-        let causes = e.details.expect("details").to_string();
+        let causes = refused("d", "ClusterIP", "10.1.2.3", None).await;
         assert!(causes.contains("provided IP (10.1.2.3) is not in the valid range. The range of valid IPs is 10.96.0.0/29"), "{causes}");
-        let mut s = svc("e", "NodePort", "", Some(40000));
-        let e = a
-            .create(&store, &key("e"), &mut s, false)
-            .await
-            .unwrap_err();
-        let causes = e.details.expect("details").to_string();
+        let causes = refused("e", "NodePort", "", Some(40000)).await;
         assert!(
             causes.contains(
                 "provided port is not in the valid range. The range of valid ports is 30000-30002"
