@@ -1,0 +1,9 @@
+//! Not written yet.
+
+use tokio::task::JoinHandle;
+
+use crate::Context;
+
+pub(crate) fn start(_ctx: &Context) -> Option<JoinHandle<()>> {
+    None
+}

@@ -1,0 +1,1 @@
+//! ControllerRevision history shared by DaemonSets and StatefulSets (not written yet).
