@@ -44,6 +44,21 @@ impl Cluster {
         c
     }
 
+    /// A server with the controller manager (`config`) and the scheduler running, so
+    /// pods get bound to the nodes the test registers.
+    pub async fn start_with_scheduler(config: Config) -> Cluster {
+        let c = Self::start_with(config).await;
+        let client = c
+            .server
+            .client("system:kube-scheduler", &["system:authenticated"]);
+        let stop = c.stop.clone();
+        tokio::spawn(async move {
+            let s = skiff_scheduler::Scheduler::new(client, skiff_scheduler::Config::default());
+            let _ = s.run(stop.cancelled_owned()).await;
+        });
+        c
+    }
+
     /// A server with no controllers (tests that drive one by hand).
     pub async fn server_only() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
