@@ -32,15 +32,27 @@ impl Server {
     }
 
     /// Starts `skiff server` with `args` on 127.0.0.1:0 and waits until it serves. The
-    /// API server tests run it without its scheduler, whose writes (pod conditions,
-    /// Events, its Lease, its watches in the audit log) are not theirs to see.
+    /// API server tests run it without its scheduler and controller manager, whose
+    /// writes (pod conditions, ServiceAccounts, Events, their Leases, their watches in the
+    /// audit log) are not theirs to see.
     pub fn start_with(args: &[&str]) -> Server {
         Self::start_listening("127.0.0.1:0", &without_scheduler(args))
     }
 
-    /// Starts `skiff server` with its in-process scheduler (the scheduler tests).
+    /// Starts `skiff server` with its in-process scheduler but no controller manager
+    /// (the scheduler tests).
     #[allow(dead_code)]
     pub fn start_with_scheduler(args: &[&str]) -> Server {
+        let args: Vec<&str> = std::iter::once("--disable-controller-manager")
+            .chain(args.iter().copied())
+            .collect();
+        Self::start_listening("127.0.0.1:0", &args)
+    }
+
+    /// Starts `skiff server` with its in-process scheduler and controller manager (the
+    /// controller tests).
+    #[allow(dead_code)]
+    pub fn start_with_controllers(args: &[&str]) -> Server {
         Self::start_listening("127.0.0.1:0", args)
     }
 
@@ -191,7 +203,8 @@ impl Server {
 }
 
 fn without_scheduler<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    std::iter::once("--disable-scheduler")
+    ["--disable-scheduler", "--disable-controller-manager"]
+        .into_iter()
         .chain(args.iter().copied())
         .collect()
 }

@@ -111,8 +111,8 @@ pub enum HollowError {
     TooMany { count: usize, max: usize },
 }
 
-/// At most this many nodes per process: host IPs are 10.255.<i/256>.<i%256>, fallback
-/// pod ranges 10.<128 + i/256>.<i%256>.0/24 (below 10.255).
+/// At most this many nodes per process: host IPs are 10.255.<(i+1)/256>.<(i+1)%256>,
+/// fallback pod ranges 10.<128 + i/256>.<i%256>.0/24 (below 10.255).
 const MAX_NODES: usize = 127 * 256;
 
 /// Running hollow nodes; see the module docs.
@@ -139,7 +139,10 @@ struct NodeState {
     fallback: Ipv4Net,
     registered: Instant,
     failed: AtomicBool,
-    /// Wakes the heartbeat early (after a recovery).
+    /// The next heartbeat posts the node's status whatever its interval (recovery, or
+    /// someone else marked the node not Ready).
+    post_status: AtomicBool,
+    /// Wakes the heartbeat early.
     wake: Notify,
     cidr: tokio::sync::watch::Sender<Option<Ipv4Net>>,
     ips: Mutex<IpPool>,
@@ -182,9 +185,11 @@ impl HollowNodes {
             .iter()
             .enumerate()
             .map(|(i, name)| {
+                // Host addresses start at 10.255.0.1 (never a network's .0).
+                let h = i + 1;
                 let state = NodeState {
                     name: name.clone(),
-                    host_ip: Ipv4Addr::new(10, 255, (i / 256) as u8, (i % 256) as u8),
+                    host_ip: Ipv4Addr::new(10, 255, (h / 256) as u8, (h % 256) as u8),
                     fallback: Ipv4Net::new(
                         Ipv4Addr::new(10, 128 + (i / 256) as u8, (i % 256) as u8, 0),
                         24,
@@ -192,6 +197,7 @@ impl HollowNodes {
                     .unwrap_or_default(),
                     registered: now,
                     failed: AtomicBool::new(false),
+                    post_status: AtomicBool::new(false),
                     wake: Notify::new(),
                     cidr: tokio::sync::watch::channel(None).0,
                     ips: Mutex::new(IpPool::default()),
@@ -260,7 +266,7 @@ impl HollowNodes {
             return false;
         };
         if n.failed.swap(false, Ordering::SeqCst) {
-            *lock(&n.ready_since) = Timestamp::now();
+            n.post_status.store(true, Ordering::SeqCst);
             n.wake.notify_one();
             let shared = self.shared.clone();
             let name = name.to_string();
@@ -458,6 +464,14 @@ async fn register(shared: &Shared, name: &str) -> Result<(), HollowError> {
     }
 }
 
+/// Whether the node's Ready condition is True.
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 fn pod_cidr(node: &Node) -> Option<Ipv4Net> {
     let spec = node.spec.as_ref()?;
     let cidrs = spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.iter());
@@ -498,7 +512,6 @@ async fn heartbeat(shared: Arc<Shared>, node: Arc<NodeState>, offset: Duration) 
     let config = &shared.config;
     let mut last_status = Instant::now();
     let mut next = tokio::time::Instant::now() + offset;
-    let mut was_failed = false;
     loop {
         tokio::select! {
             () = shared.stop.cancelled() => return,
@@ -506,15 +519,22 @@ async fn heartbeat(shared: Arc<Shared>, node: Arc<NodeState>, offset: Duration) 
             () = node.wake.notified() => {}
         }
         if node.failed.load(Ordering::SeqCst) {
-            was_failed = true;
             continue;
         }
         if let Err(e) = renew_lease(&shared, &node.name).await {
             tracing::warn!(node = %node.name, error = %e, "renew the hollow node's Lease");
         }
-        if was_failed || last_status.elapsed() >= config.status_interval {
+        let forced = node.post_status.swap(false, Ordering::SeqCst);
+        if forced || last_status.elapsed() >= config.status_interval {
             let now = Timestamp::now();
-            let since = *lock(&node.ready_since);
+            let since = {
+                let mut since = lock(&node.ready_since);
+                if forced {
+                    // Ready turns True again now (it was Unknown or False meanwhile).
+                    *since = now;
+                }
+                *since
+            };
             let patch = json!({"status": {"conditions": conditions(now, since, since)}});
             let nodes: Api<Node> = Api::all(shared.client.clone());
             match nodes
@@ -525,11 +545,9 @@ async fn heartbeat(shared: Arc<Shared>, node: Arc<NodeState>, offset: Duration) 
                 )
                 .await
             {
-                Ok(_) => {
-                    last_status = Instant::now();
-                    was_failed = false;
-                }
+                Ok(_) => last_status = Instant::now(),
                 Err(e) => {
+                    node.post_status.store(forced, Ordering::SeqCst);
                     tracing::warn!(node = %node.name, error = %e, "post the hollow node's status")
                 }
             }
@@ -550,10 +568,21 @@ async fn watch_nodes(shared: Arc<Shared>) {
         };
         match ev {
             Ok(Event::Apply(n) | Event::InitApply(n)) => {
-                if let (Some(state), Some(cidr)) = (shared.nodes.get(&n.name_any()), pod_cidr(&n)) {
+                let Some(state) = shared.nodes.get(&n.name_any()) else {
+                    continue;
+                };
+                if let Some(cidr) = pod_cidr(&n) {
                     if *state.cidr.borrow() != Some(cidr) {
                         state.cidr.send_replace(Some(cidr));
                     }
+                }
+                // A live kubelet reports Ready again when someone else (the node
+                // lifecycle controller) marked it otherwise.
+                if !node_ready(&n)
+                    && !state.failed.load(Ordering::SeqCst)
+                    && !state.post_status.swap(true, Ordering::SeqCst)
+                {
+                    state.wake.notify_one();
                 }
             }
             Ok(_) => {}

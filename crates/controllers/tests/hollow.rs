@@ -80,14 +80,14 @@ async fn nodes_register_ready_and_report_bound_pods_running() {
     let addresses = status.addresses.unwrap();
     assert!(addresses
         .iter()
-        .any(|a| a.type_ == "InternalIP" && a.address == "10.255.0.1"));
+        .any(|a| a.type_ == "InternalIP" && a.address == "10.255.0.2"));
 
     // A pod bound to a node without a podCIDR: an address from the node's fake range.
     let pods: Api<Pod> = c.api("default");
     bound_pod(&pods, "web-1", "hollow-a-1").await;
     let p = running(&pods, "web-1").await;
     let s = p.status.unwrap();
-    assert_eq!(s.host_ip.as_deref(), Some("10.255.0.1"));
+    assert_eq!(s.host_ip.as_deref(), Some("10.255.0.2"));
     assert!(
         s.pod_ip.as_deref().unwrap().starts_with("10.128.1."),
         "{:?}",
@@ -154,7 +154,7 @@ async fn nodes_register_ready_and_report_bound_pods_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_renew_and_graceful_deletions_finish() {
+async fn leases_renew_ready_is_reasserted_and_graceful_deletions_finish() {
     let c = Cluster::server_only().await;
     let hollow = HollowNodes::start(c.controller_client(), config("hollow-b-", 1))
         .await
@@ -172,6 +172,30 @@ async fn leases_renew_and_graceful_deletions_finish() {
     let first = spec.renew_time.unwrap().0;
     eventually("the Lease to be renewed", || async {
         (renew_time(&leases, "hollow-b-0").await? > first).then_some(())
+    })
+    .await;
+
+    // Marked Unknown by someone else (as the node lifecycle controller does to a silent
+    // node), a live node reports Ready again.
+    let nodes: Api<Node> = c.cluster_api();
+    let unknown = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
+        "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]}});
+    nodes
+        .patch_status(
+            "hollow-b-0",
+            &PatchParams::default(),
+            &Patch::Strategic(unknown),
+        )
+        .await
+        .unwrap();
+    eventually("the node to report Ready again", || async {
+        let n = nodes.get("hollow-b-0").await.ok()?;
+        let ready = n
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.status == "True").then_some(())
     })
     .await;
 

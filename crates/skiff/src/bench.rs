@@ -46,6 +46,10 @@ pub enum BenchCmd {
     /// required anti-affinity and topology-spread phases; `--in-process` for the
     /// scheduling cycle alone.
     Scheduler(crate::scheduler_bench::SchedulerBenchArgs),
+    /// A Deployment of N replicas on hollow nodes (server, scheduler and controller
+    /// manager in one `skiff server`): create until all pods are Running and Ready, then a
+    /// rolling update to a new image until complete; times, pods/s, server RSS.
+    Controllers(crate::controllers_bench::ControllersBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -64,6 +68,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Rebuild(a) => crate::image_bench::rebuild(a),
         BenchCmd::Api(a) => crate::api_bench::main(a),
         BenchCmd::Scheduler(a) => crate::scheduler_bench::main(a),
+        BenchCmd::Controllers(a) => crate::controllers_bench::main(a),
     }
 }
 

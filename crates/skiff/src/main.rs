@@ -4,10 +4,14 @@ use clap::{Parser, Subcommand};
 
 mod api_bench;
 mod bench;
+mod component;
 mod container;
+mod controller_manager_cmd;
+mod controllers_bench;
 mod image_bench;
 mod image_cmd;
 mod login_cmd;
+mod hollow_cmd;
 mod registry_bench;
 mod registry_client;
 mod registry_cmd;
@@ -57,10 +61,16 @@ enum Cmd {
     Logout(login_cmd::LogoutArgs),
     /// Admin of the embedded store: get, list, watch, compact, snapshot, restore, defrag.
     Store(store_cmd::StoreArgs),
-    /// The control plane: state store, Kubernetes API server and scheduler.
+    /// The control plane: state store, Kubernetes API server, scheduler and controller
+    /// manager.
     Server(Box<server_cmd::ServerArgs>),
     /// The scheduler alone, against an API server named by a kubeconfig.
     Scheduler(Box<scheduler_cmd::SchedulerArgs>),
+    /// The controller manager alone, against an API server named by a kubeconfig.
+    ControllerManager(Box<controller_manager_cmd::ControllerManagerArgs>),
+    /// Nodes without machines (as kubemark's): they heartbeat and report their pods
+    /// Running, for tests and benchmarks at scale.
+    HollowNodes(Box<hollow_cmd::HollowArgs>),
 }
 
 fn main() {
@@ -147,6 +157,14 @@ fn main() {
         Cmd::Scheduler(s) => {
             init_tracing(false);
             report("skiff scheduler", scheduler_cmd::main(*s))
+        }
+        Cmd::ControllerManager(a) => {
+            init_tracing(false);
+            report("skiff controller-manager", controller_manager_cmd::main(*a))
+        }
+        Cmd::HollowNodes(a) => {
+            init_tracing(false);
+            report("skiff hollow-nodes", hollow_cmd::main(*a))
         }
         Cmd::Store(s) => {
             init_tracing(false);

@@ -1,9 +1,10 @@
 //! `skiff server`: the control plane — the state store (embedded, or etcd with
-//! `--datastore-endpoint`), the Kubernetes API server and, unless `--disable-scheduler`,
-//! the scheduler. The scheduler runs in process over `Server::client` as
-//! `system:kube-scheduler`, under leader election on the Lease kube-system/kube-scheduler
-//! (several servers on one etcd have one active scheduler); its metrics are appended to
-//! the API server's `/metrics`. No local agent exists yet, so it always runs as with
+//! `--datastore-endpoint`), the Kubernetes API server and, unless `--disable-scheduler`
+//! and `--disable-controller-manager`, the scheduler and the controller manager. Both run
+//! in process over `Server::client` (as `system:kube-scheduler` and
+//! `system:kube-controller-manager`), each under leader election on its Lease in
+//! kube-system (several servers on one etcd have one active scheduler and one active
+//! controller manager); their metrics are appended to the API server's `/metrics`. No local agent exists yet, so it always runs as with
 //! `--disable-agent`.
 
 use std::net::SocketAddr;
@@ -29,6 +30,13 @@ pub struct ServerArgs {
     /// standalone `skiff scheduler` may schedule instead.
     #[arg(long)]
     disable_scheduler: bool,
+    /// Do not run the controller manager in this server (as k3s'
+    /// `--disable-controller-manager`); a standalone `skiff controller-manager` may run
+    /// the controllers instead.
+    #[arg(long)]
+    disable_controller_manager: bool,
+    #[command(flatten)]
+    controller_manager: crate::controller_manager_cmd::ControllerFlags,
     /// Keep the cluster state in etcd instead of the embedded store:
     /// `http(s)://host:2379[,…]`.
     #[arg(long, value_delimiter = ',')]
@@ -169,6 +177,8 @@ pub(crate) fn serve_blocking(main: impl std::future::Future<Output = Result<()>>
 }
 
 async fn run(args: ServerArgs) -> Result<()> {
+    let mut controllers = args.controller_manager.config()?;
+    controllers.cluster_cidr = Some(ipnet::IpNet::V4(args.cluster_cidr));
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create the data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = if args.datastore_endpoint.is_empty() {
@@ -232,11 +242,14 @@ async fn run(args: ServerArgs) -> Result<()> {
         server.pki.kubeconfig.display()
     );
     let stop = skiff_leader::CancellationToken::new();
+    // One leader_election_master_status gauge for both components' leases.
+    let leaders = crate::component::LeaderGauge::new();
     let scheduler = (!args.disable_scheduler).then(|| {
-        let election = crate::scheduler_cmd::Election::kube_scheduler();
-        let metrics = crate::scheduler_cmd::MetricsSlot::new(Some(&election.name));
+        let election = crate::component::Election::in_kube_system("kube-scheduler");
+        let metrics =
+            crate::scheduler_cmd::MetricsSlot::new(Some((leaders.clone(), &election.name)));
         let source = metrics.clone();
-        server.add_metrics_source(move || source.encode());
+        server.add_metrics_source(move || source.encode_scheduler());
         // kube-scheduler's certificate names only the user; the group comes with
         // authentication.
         let client = server.client("system:kube-scheduler", &["system:authenticated"]);
@@ -263,6 +276,42 @@ async fn run(args: ServerArgs) -> Result<()> {
             }
         })
     });
+    let controller_manager = if args.disable_controller_manager {
+        None
+    } else {
+        controllers.root_ca_pem = Some(
+            std::fs::read_to_string(&server.pki.ca_cert)
+                .with_context(|| format!("read the cluster CA {}", server.pki.ca_cert.display()))?,
+        );
+        let election = crate::component::Election::in_kube_system("kube-controller-manager");
+        let client = server.client("system:kube-controller-manager", &["system:authenticated"]);
+        let (stop, leaders) = (stop.clone(), leaders.clone());
+        Some(tokio::spawn(async move {
+            // As the scheduler: a failed controller manager is started again after a pause.
+            loop {
+                let run = crate::controller_manager_cmd::run_elected(
+                    client.clone(),
+                    controllers.clone(),
+                    Some(election.clone()),
+                    Some(leaders.clone()),
+                    stop.clone().cancelled_owned(),
+                );
+                match run.await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        eprintln!("skiff server: controller manager: {e:#}; restarting it in 5 s")
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+            }
+        }))
+    };
+    if scheduler.is_some() || controller_manager.is_some() {
+        server.add_metrics_source(move || leaders.encode());
+    }
     let signal = {
         let stop = stop.clone();
         async move {
@@ -272,10 +321,10 @@ async fn run(args: ServerArgs) -> Result<()> {
     };
     tokio::spawn(signal);
     server.run(stop.clone().cancelled_owned()).await;
-    // The in-process client outlives the listener: the scheduler stops, then releases its
-    // lease so another server's scheduler takes over at once.
-    if let Some(s) = scheduler {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), s).await;
+    // The in-process client outlives the listener: the scheduler and the controller
+    // manager stop, then release their leases so another server's take over at once.
+    for task in [scheduler, controller_manager].into_iter().flatten() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
     }
     Ok(())
 }
