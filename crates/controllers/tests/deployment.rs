@@ -658,3 +658,54 @@ async fn invalid_strategies_are_refused_with_kubes_messages() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_replica_sets_are_adopted_and_non_matching_ones_released() {
+    let c = cluster().await;
+    let _rs = fake_replica_sets(&c);
+    let orphan: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web-orphan", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:0"}]}},
+        },
+    }))
+    .unwrap();
+    let rs_api = c.api::<ReplicaSet>(NS);
+    rs_api
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+    create(&c, &deployment("web", 2, "nginx:1", json!({}))).await;
+    rolled_out(&c, "web").await;
+    // Adopted as an old ReplicaSet (another template), then rolled down to 0.
+    let rss = replica_sets(&c, "web").await;
+    assert_eq!(
+        rss.len(),
+        2,
+        "{:?}",
+        rss.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    let adopted = rss
+        .iter()
+        .find(|r| r.name_any() == "web-orphan")
+        .expect("adopted");
+    assert_eq!(replicas(adopted), 0);
+    // Labels that no longer match: released.
+    rs_api
+        .patch(
+            "web-orphan",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"app": "other"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the release", || async {
+        let rs = rs_api.get("web-orphan").await.ok()?;
+        rs.owner_references().is_empty().then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
