@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod events;
 pub mod expectations;
+pub mod hollow;
 pub mod informer;
 pub mod queue;
 pub mod runner;
