@@ -7,7 +7,7 @@
 //! node frees it. When the range is full the node gets the Event CIDRNotAvailable and is
 //! tried again later.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -178,6 +178,8 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         nodes,
         set,
         recorder: ctx.events.recorder("cidrAllocator"),
+        queue: queue.clone(),
+        waiting: Mutex::new(HashSet::new()),
     };
     Some(runner::spawn(
         Arc::new(r),
@@ -201,11 +203,20 @@ struct Allocator {
     nodes: Informer<Node>,
     set: Arc<Mutex<CidrSet>>,
     recorder: Recorder,
+    queue: Queue,
+    /// Nodes that found the range full, looked at again when a slice is freed.
+    waiting: Mutex<HashSet<String>>,
 }
 
 impl Allocator {
     fn set(&self) -> std::sync::MutexGuard<'_, CidrSet> {
         self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -222,13 +233,19 @@ impl Reconciler for Allocator {
     async fn reconcile(&self, key: &str) -> Result<Action, ApiError> {
         let Some(node) = self.nodes.get("", key) else {
             self.set().release(key);
+            let waiting: Vec<String> = self.waiting().drain().collect();
+            for k in waiting {
+                self.queue.add(k);
+            }
             return Ok(Action::Done);
         };
         if let Some(cidr) = pod_cidr(&node) {
             self.set().occupy(key, cidr);
             return Ok(Action::Done);
         }
-        let Some(cidr) = self.set().allocate(key) else {
+        let allocated = self.set().allocate(key);
+        let Some(cidr) = allocated else {
+            self.waiting().insert(key.to_string());
             self.recorder.normal(
                 &*node,
                 "CIDRNotAvailable",
