@@ -14,6 +14,7 @@
 //! terminating pod. Each pass runs once at start.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,22 +56,34 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     let nodes = ctx.informers.informer::<Node>();
     let pods = ctx.informers.informer::<Pod>();
     let queue = Queue::new();
+    // Terminated pods in the cache, counted by the handler so a pass runs only when
+    // they are over the threshold.
+    let terminated = Arc::new(AtomicUsize::new(0));
     {
-        let (q, nodes) = (queue.clone(), nodes.clone());
+        let (q, nodes, count) = (queue.clone(), nodes.clone(), terminated.clone());
+        let threshold = ctx.config.terminated_pod_gc_threshold;
         pods.on_change(move |ch| {
             let p = ch.object();
+            let (was, is) = match ch {
+                Change::Added(p) => (false, is_terminal(p)),
+                Change::Updated { old, new } => (is_terminal(old), is_terminal(new)),
+                Change::Deleted(p) => (is_terminal(p), false),
+            };
+            if was != is {
+                let n = if is {
+                    count.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    count.fetch_sub(1, Ordering::Relaxed).saturating_sub(1)
+                };
+                if is && threshold > 0 && n > threshold {
+                    q.add_after(TERMINATED, BATCH);
+                }
+            }
             if let Change::Deleted(_) = ch {
                 return;
             }
             if unscheduled_terminating(p) {
                 q.add(format!("pod:{}", key_of(&**p)));
-            }
-            let was_terminal = match ch {
-                Change::Updated { old, .. } => is_terminal(old),
-                _ => false,
-            };
-            if is_terminal(p) && !was_terminal {
-                q.add_after(TERMINATED, BATCH);
             }
             if node_of(p).is_some_and(|n| nodes.get("", n).is_none()) {
                 q.add_after(ORPHANED, BATCH);

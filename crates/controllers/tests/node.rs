@@ -212,6 +212,11 @@ async fn a_silent_node_turns_unknown_is_tainted_and_recovers() {
         Some("node-controller")
     );
     assert_eq!(ev.involved_object.kind.as_deref(), Some("Node"));
+    let ev = events_for(&c, "n1", "RegisteredNode").await;
+    assert_eq!(
+        ev[0].message.as_deref(),
+        Some("Node n1 event: Registered Node n1 in Controller")
+    );
     let pods: Api<Pod> = c.api("default");
     eventually("the node's pod to turn not ready", || async {
         let p = pods.get("p").await.unwrap();

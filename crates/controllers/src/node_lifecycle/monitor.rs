@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -18,7 +18,7 @@ use super::taints::condition;
 use super::PodsByNode;
 use crate::informer::{split_key, Informer};
 use crate::util::{is_not_found, pod_condition, ApiError};
-use crate::{Context, Recorder};
+use crate::{Context, EventType, Recorder};
 
 /// The conditions a silent node has set to Unknown (kube's nodeConditionTypes).
 const CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -33,6 +33,8 @@ struct Health {
     ready_heartbeat: Option<Timestamp>,
     /// The Lease's renewTime last seen.
     lease_renew: Option<Timestamp>,
+    /// The node's uid (for the Event when it goes).
+    uid: Option<String>,
 }
 
 pub(super) struct Monitor {
@@ -89,7 +91,20 @@ impl Monitor {
             .iter()
             .filter_map(|n| n.metadata.name.as_deref())
             .collect();
-        self.health.retain(|n, _| names.contains(n.as_str()));
+        let recorder = &self.recorder;
+        self.health.retain(|n, h| {
+            let keep = names.contains(n.as_str());
+            if !keep {
+                node_event(
+                    recorder,
+                    n,
+                    h.uid.clone(),
+                    "RemovingNode",
+                    &format!("Removing Node {n} from Controller"),
+                );
+            }
+            keep
+        });
         self.retry.retain(|n| names.contains(n.as_str()));
         for node in &nodes {
             if let Err(e) = self.check(node).await {
@@ -112,6 +127,15 @@ impl Monitor {
             None => self.ctx.config.node_startup_grace_period,
             Some(_) => self.ctx.config.node_monitor_grace_period,
         };
+        if !self.health.contains_key(&name) {
+            node_event(
+                &self.recorder,
+                &name,
+                node.metadata.uid.clone(),
+                "RegisteredNode",
+                &format!("Registered Node {name} in Controller"),
+            );
+        }
         let h = self.health.entry(name.clone()).or_insert_with(|| {
             // A node that never reported counts its startup grace from its creation.
             let probe = match &observed {
@@ -126,6 +150,7 @@ impl Monitor {
                 probe,
                 ready_heartbeat: heartbeat,
                 lease_renew: None,
+                uid: node.metadata.uid.clone(),
             }
         });
         if h.ready_heartbeat != heartbeat {
@@ -225,6 +250,23 @@ impl Monitor {
             .await;
         results.into_iter().all(|ok| ok)
     }
+}
+
+/// kube's RecordNodeEvent: an Event about the node `name` (which may be gone).
+fn node_event(recorder: &Recorder, name: &str, uid: Option<String>, reason: &str, what: &str) {
+    let object = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.to_string()),
+        uid,
+        ..Default::default()
+    };
+    recorder.publish_ref(
+        object,
+        EventType::Normal,
+        reason,
+        format!("Node {name} event: {what}"),
+    );
 }
 
 /// The node's conditions with every one of [`CONDITIONS`] Unknown, or None when they
