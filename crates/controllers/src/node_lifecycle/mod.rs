@@ -110,7 +110,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
             // A pod is looked at when it lands on a node with NoExecute taints or its
             // tolerations change; the node's handler covers taint changes.
             let relevant = match ch {
-                Change::Added(p) => true_if_bound(p),
+                Change::Added(p) => PodsByNode::node_of(p).is_some(),
                 Change::Updated { old, new } => {
                     PodsByNode::node_of(old) != PodsByNode::node_of(new)
                         || old.spec.as_ref().map(|s| &s.tolerations)
@@ -201,10 +201,6 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     }))
 }
 
-fn true_if_bound(p: &Pod) -> bool {
-    PodsByNode::node_of(p).is_some()
-}
-
 /// Keeps each node's `node.kubernetes.io/*` taints in line with its conditions (kube's
 /// doNoScheduleTaintingPass and doNoExecuteTaintingPass).
 struct Tainter {
@@ -245,5 +241,36 @@ impl Reconciler for Tainter {
             }
             Err(e) => Err(ApiError::new("taint node", key, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"containers": [], "nodeName": node},
+            }))
+            .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn the_index_follows_pods_between_nodes() {
+        let idx = PodsByNode::default();
+        let (a, b) = (pod("p", None), pod("p", Some("n1")));
+        idx.apply(&Change::Added(&a));
+        assert!(idx.pods("n1").is_empty());
+        idx.apply(&Change::Updated { old: &a, new: &b });
+        assert_eq!(idx.pods("n1"), vec!["default/p".to_string()]);
+        let c = pod("p", Some("n2"));
+        idx.apply(&Change::Updated { old: &b, new: &c });
+        assert!(idx.pods("n1").is_empty());
+        assert_eq!(idx.pods("n2"), vec!["default/p".to_string()]);
+        idx.apply(&Change::Deleted(&c));
+        assert!(idx.pods("n2").is_empty());
     }
 }
