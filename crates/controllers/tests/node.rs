@@ -99,6 +99,27 @@ async fn post_ready(c: &Cluster, name: &str, status: &str) {
         .unwrap();
 }
 
+/// A kubelet's heartbeats for `name` every 500 ms until the handle is aborted.
+fn keep_alive(c: &Cluster, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let leases: Api<Lease> = c.api("kube-node-lease");
+    let nodes: Api<Node> = c.cluster_api();
+    tokio::spawn(async move {
+        loop {
+            let now = Timestamp::now();
+            let lease = serde_json::json!({"spec": {"renewTime": MicroTime(now)}});
+            let _ = leases
+                .patch(name, &PatchParams::default(), &Patch::Merge(&lease))
+                .await;
+            let status = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+            let _ = nodes
+                .patch_status(name, &PatchParams::default(), &Patch::Strategic(&status))
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
 fn node_taints(n: &Node) -> Vec<(String, String)> {
     n.spec
         .as_ref()
@@ -158,10 +179,16 @@ async fn deleted(pods: &Api<Pod>, name: &str) -> Option<Option<Pod>> {
 async fn a_silent_node_turns_unknown_is_tainted_and_recovers() {
     let c = Cluster::start_with(config(&["nodelifecycle"])).await;
     add_node(&c, "n1").await;
+    add_node(&c, "n2").await;
+    // n2 stays up: with every node down nothing would be evicted.
+    let alive = keep_alive(&c, "n2");
     let pod = create_pod(&c, "p", Some("n1"), serde_json::Value::Null).await;
     c.set_running_ready(&pod).await;
+    let short = serde_json::json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+        "effect": "NoExecute", "tolerationSeconds": 1}]);
+    create_pod(&c, "short", Some("n1"), short).await;
     let nodes: Api<Node> = c.cluster_api();
-    // No more lease renewals or status heartbeats: the node goes silent.
+    // No more lease renewals or status heartbeats: n1 goes silent.
     let node = eventually(
         "the node to turn Unknown and be tainted unreachable",
         || async {
@@ -223,7 +250,12 @@ async fn a_silent_node_turns_unknown_is_tainted_and_recovers() {
         (pod_condition(&p, "Ready").map(|c| c.0).as_deref() == Some("False")).then_some(())
     })
     .await;
-    // The default toleration (300 s) keeps the pod meanwhile.
+    eventually(
+        "the pod tolerating unreachable for 1 s to be evicted",
+        || deleted(&pods, "short"),
+    )
+    .await;
+    // The default toleration (300 s) keeps the other pod meanwhile.
     assert!(pods
         .get("p")
         .await
@@ -243,6 +275,35 @@ async fn a_silent_node_turns_unknown_is_tainted_and_recovers() {
             .then_some(())
     })
     .await;
+    alive.abort();
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_node_is_down_nothing_is_evicted() {
+    let c = Cluster::start_with(config(&["nodelifecycle"])).await;
+    add_node(&c, "n1").await;
+    create_pod(&c, "p", Some("n1"), serde_json::json!([])).await;
+    let nodes: Api<Node> = c.cluster_api();
+    // The one node goes silent: kube's master disruption mode.
+    eventually(
+        "the node to turn Unknown and be tainted NoSchedule",
+        || async {
+            let n = nodes.get("n1").await.unwrap();
+            (ready_status(&n).map(|r| r.0).as_deref() == Some("Unknown")
+                && node_taints(&n)
+                    .contains(&("node.kubernetes.io/unreachable".into(), "NoSchedule".into())))
+            .then_some(())
+        },
+    )
+    .await;
+    // Both taints are written in one patch: the NoExecute one is left out on purpose.
+    let n = nodes.get("n1").await.unwrap();
+    assert!(
+        !node_taints(&n).iter().any(|(_, e)| e == "NoExecute"),
+        "{:?}",
+        node_taints(&n)
+    );
     c.shutdown().await;
 }
 
@@ -254,6 +315,8 @@ async fn a_not_ready_node_and_a_cordon_get_their_taints() {
     })
     .await;
     add_node(&c, "n1").await;
+    // A Ready node besides (with every node down nothing is tainted NoExecute).
+    add_node(&c, "n2").await;
     let nodes: Api<Node> = c.cluster_api();
     post_ready(&c, "n1", "False").await;
     nodes

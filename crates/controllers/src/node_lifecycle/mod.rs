@@ -12,7 +12,9 @@
 //! - Taints ([`Tainter`]): a node's Ready condition and `spec.unschedulable` decide its
 //!   `node.kubernetes.io/*` taints (see [`taints::desired_taints`]); they are written with
 //!   a patch of `spec.taints` guarded by the node's resourceVersion, so a concurrent
-//!   writer makes the patch fail and the node is looked at again.
+//!   writer makes the patch fail and the node is looked at again. When no node at all is
+//!   Ready (kube's master disruption mode) no NoExecute taints are set and those set are
+//!   removed: the control plane is more likely cut off than every node dead.
 //! - Eviction ([`eviction`]): a pod on a node with NoExecute taints is deleted once one of
 //!   them is not tolerated, or when its toleration runs out; a delayed key per pod, so the
 //!   decision is taken again at that time (and dropped if the taint is gone).
@@ -176,7 +178,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     let workers = ctx.config.workers;
     let h1 = runner::spawn(
         Arc::new(tainter),
-        taint_queue,
+        taint_queue.clone(),
         workers,
         ready(),
         ctx.stop.clone(),
@@ -188,7 +190,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         ready(),
         ctx.stop.clone(),
     );
-    let m = monitor::Monitor::new(ctx, nodes, leases, pods, index);
+    let m = monitor::Monitor::new(ctx, nodes, leases, pods, index, taint_queue.clone());
     let (ready3, stop) = (ready(), ctx.stop.clone());
     let h3 = tokio::spawn(async move {
         tokio::select! {
@@ -199,6 +201,19 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     Some(tokio::spawn(async move {
         let _ = tokio::join!(h1, h2, h3);
     }))
+}
+
+/// kube's master disruption mode: when no node is Ready the control plane is more likely
+/// cut off than every node dead, so nothing is evicted (NoExecute taints are removed)
+/// until a node is Ready again.
+pub(crate) fn all_down(nodes: &Informer<Node>) -> bool {
+    let mut any = false;
+    let mut ready = false;
+    nodes.for_each(None, |n| {
+        any = true;
+        ready |= taints::is_ready(n);
+    });
+    any && !ready
 }
 
 /// Keeps each node's `node.kubernetes.io/*` taints in line with its conditions (kube's
@@ -221,7 +236,10 @@ impl Reconciler for Tainter {
         let Some(node) = self.nodes.get("", key) else {
             return Ok(Action::Done);
         };
-        let Some(want) = taints::desired_taints(&node, self.ctx.now()) else {
+        // Only a node that is down can need NoExecute taints; only then is it worth
+        // asking whether every node is down.
+        let evict = taints::is_ready(&node) || !all_down(&self.nodes);
+        let Some(want) = taints::desired_taints(&node, self.ctx.now(), evict) else {
             return Ok(Action::Done);
         };
         let patch = serde_json::json!({

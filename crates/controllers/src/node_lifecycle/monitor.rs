@@ -18,7 +18,7 @@ use super::taints::condition;
 use super::PodsByNode;
 use crate::informer::{split_key, Informer};
 use crate::util::{is_not_found, pod_condition, ApiError};
-use crate::{Context, EventType, Recorder};
+use crate::{Context, EventType, Queue, Recorder};
 
 /// The conditions a silent node has set to Unknown (kube's nodeConditionTypes).
 const CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -47,6 +47,10 @@ pub(super) struct Monitor {
     health: HashMap<String, Health>,
     /// Nodes whose pods could not all be marked not ready (tried again next pass).
     retry: HashSet<String>,
+    /// The taint queue: every node is looked at again when disruption mode flips.
+    taint_queue: Queue,
+    /// Whether the last pass found every node down (master disruption mode).
+    all_down: bool,
 }
 
 impl Monitor {
@@ -56,6 +60,7 @@ impl Monitor {
         leases: Informer<Lease>,
         pods: Informer<Pod>,
         index: PodsByNode,
+        taint_queue: Queue,
     ) -> Monitor {
         Monitor {
             ctx: ctx.clone(),
@@ -66,6 +71,8 @@ impl Monitor {
             recorder: ctx.events.recorder("node-controller"),
             health: HashMap::new(),
             retry: HashSet::new(),
+            taint_queue,
+            all_down: false,
         }
     }
 
@@ -109,6 +116,18 @@ impl Monitor {
         for node in &nodes {
             if let Err(e) = self.check(node).await {
                 tracing::debug!(error = %crate::runner::Chain(&e), "node health update failed; next pass retries");
+            }
+        }
+        let all_down = super::all_down(&self.nodes);
+        if all_down != self.all_down {
+            self.all_down = all_down;
+            if all_down {
+                tracing::warn!("no node is Ready: entering master disruption mode (no evictions)");
+            } else {
+                tracing::info!("a node is Ready again: leaving master disruption mode");
+            }
+            for n in &names {
+                self.taint_queue.add(*n);
             }
         }
     }

@@ -65,11 +65,17 @@ fn managed(t: &Taint) -> bool {
     }
 }
 
+/// Whether the node's Ready condition is True.
+pub(crate) fn is_ready(node: &Node) -> bool {
+    condition(node, "Ready").is_some_and(|c| c.status == "True")
+}
+
 /// The taints `node` should carry given its conditions and `spec.unschedulable`, or None
 /// when it carries them already. Taints this controller does not own are kept as they
 /// are; owned ones still called for keep their `timeAdded`; new NoExecute taints get
-/// `now` (the start of their pods' toleration).
-pub(crate) fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
+/// `now` (the start of their pods' toleration). With `evict` false (every node is
+/// down: kube's master disruption mode) no NoExecute taint is called for.
+pub(crate) fn desired_taints(node: &Node, now: Timestamp, evict: bool) -> Option<Vec<Taint>> {
     let mut want: Vec<(&str, &str)> = Vec::new();
     for (type_, status, key) in NO_SCHEDULE_BY_CONDITION {
         if condition(node, type_).is_some_and(|c| c.status == *status) {
@@ -80,8 +86,8 @@ pub(crate) fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> 
         want.push((UNSCHEDULABLE, NO_SCHEDULE));
     }
     match condition(node, "Ready").map(|c| c.status.as_str()) {
-        Some("False") => want.push((NOT_READY, NO_EXECUTE)),
-        Some("Unknown") => want.push((UNREACHABLE, NO_EXECUTE)),
+        Some("False") if evict => want.push((NOT_READY, NO_EXECUTE)),
+        Some("Unknown") if evict => want.push((UNREACHABLE, NO_EXECUTE)),
         _ => {}
     }
     let current = taints(node);
@@ -211,7 +217,7 @@ mod tests {
     fn conditions_call_for_taints_and_others_are_kept() {
         let now = ts(1000);
         let n = node("Unknown", false, vec![taint("mine", NO_EXECUTE)]);
-        let got = desired_taints(&n, now).unwrap();
+        let got = desired_taints(&n, now, true).unwrap();
         assert_eq!(
             keys(&got),
             vec![
@@ -224,10 +230,10 @@ mod tests {
         assert_eq!(got[1].time_added, None);
         // Already tainted: nothing to do.
         let n = node("Unknown", false, got);
-        assert_eq!(desired_taints(&n, ts(2000)), None);
+        assert_eq!(desired_taints(&n, ts(2000), true), None);
         // Unknown → False swaps unreachable for not-ready.
         let n = node("False", true, n.spec.unwrap().taints.unwrap());
-        let got = desired_taints(&n, now).unwrap();
+        let got = desired_taints(&n, now, true).unwrap();
         assert_eq!(
             keys(&got),
             vec![
@@ -237,10 +243,16 @@ mod tests {
                 (NOT_READY.into(), NO_EXECUTE.into()),
             ]
         );
+        // Every node down: no NoExecute taints.
+        let down = node("Unknown", false, vec![]);
+        assert_eq!(
+            keys(&desired_taints(&down, now, false).unwrap()),
+            vec![(UNREACHABLE.into(), NO_SCHEDULE.into())]
+        );
         // Ready again: only what is not ours stays (and the cordon).
         let n = node("True", true, got);
         assert_eq!(
-            keys(&desired_taints(&n, now).unwrap()),
+            keys(&desired_taints(&n, now, true).unwrap()),
             vec![
                 ("mine".into(), NO_EXECUTE.into()),
                 (UNSCHEDULABLE.into(), NO_SCHEDULE.into())
