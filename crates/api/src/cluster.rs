@@ -29,6 +29,12 @@ pub struct ClusterConfig {
     pub node_ports: RangeInclusive<u16>,
     /// Pod IPs (`--cluster-cidr`, default 10.42.0.0/16); nodes get slices of it.
     pub cluster_cidr: Ipv4Net,
+    /// Seconds pods tolerate `node.kubernetes.io/not-ready:NoExecute` unless they say
+    /// otherwise (`--default-not-ready-toleration-seconds`, default 300).
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds pods tolerate `node.kubernetes.io/unreachable:NoExecute` unless they say
+    /// otherwise (`--default-unreachable-toleration-seconds`, default 300).
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for ClusterConfig {
@@ -37,6 +43,8 @@ impl Default for ClusterConfig {
             service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 43, 0, 0), 16).expect("valid prefix"),
             node_ports: 30000..=32767,
             cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 42, 0, 0), 16).expect("valid prefix"),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }

@@ -77,6 +77,15 @@ pub struct ServerArgs {
     /// The range pod IPs are allocated from (nodes get slices of it).
     #[arg(long, default_value = "10.42.0.0/16", value_parser = parse_cluster_cidr)]
     cluster_cidr: ipnet::Ipv4Net,
+    /// Seconds pods tolerate a not-ready node (the `node.kubernetes.io/not-ready:NoExecute`
+    /// toleration added to every pod that has none), as kube-apiserver's flag.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// Seconds pods tolerate an unreachable node (the
+    /// `node.kubernetes.io/unreachable:NoExecute` toleration added to every pod that has
+    /// none), as kube-apiserver's flag.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// The address this server is reached at by other components and pods (the
     /// `kubernetes` Service's endpoints). Default: the listen address, or when listening
     /// on all addresses, this host's first non-loopback IPv4 address.
@@ -218,6 +227,8 @@ async fn run(args: ServerArgs) -> Result<()> {
                 service_cidr: args.service_cluster_ip_range,
                 node_ports: args.service_node_port_range.clone(),
                 cluster_cidr: args.cluster_cidr,
+                default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+                default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
             },
             advertise_address: args.advertise_address.or_else(|| {
                 if args.listen.ip().is_unspecified() {

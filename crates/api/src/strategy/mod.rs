@@ -18,6 +18,7 @@
 
 use serde_json::Value;
 
+use crate::cluster::ClusterConfig;
 use crate::object::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name,
 };
@@ -155,8 +156,9 @@ pub trait Strategy: Sync {
     /// Defaulting, as kube-apiserver's defaulters (applied on create and update).
     fn default(&self, _obj: &mut Value) {}
 
-    /// What admission adds to the kind (on create and update).
-    fn admit(&self, _obj: &mut Value) {}
+    /// What admission adds to the kind (on create and update), under the cluster's
+    /// settings (default toleration seconds).
+    fn admit(&self, _obj: &mut Value, _cluster: &ClusterConfig) {}
 
     /// Kind-specific validation of a whole (defaulted) object.
     fn validate(&self, _obj: &Value, _causes: &mut Vec<Cause>) {}

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::{Cause, Strategy};
+use crate::cluster::ClusterConfig;
 use crate::object::{default_at, is_dns1123_label};
 
 pub(super) struct Pod;
@@ -19,8 +20,8 @@ impl Strategy for Pod {
         default_at(obj, &["status", "qosClass"], json!(qos));
     }
 
-    fn admit(&self, obj: &mut Value) {
-        pod_admission(obj);
+    fn admit(&self, obj: &mut Value, cluster: &ClusterConfig) {
+        pod_admission(obj, cluster);
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
@@ -123,9 +124,11 @@ fn container(c: &mut Value) {
         }
     }
 }
-/// Pods get `serviceAccountName: default` and the not-ready/unreachable tolerations from
-/// admission in Kubernetes; skiff applies them on create only.
-pub fn pod_admission(pod: &mut Value) {
+/// Pods get `serviceAccountName: default` from admission in Kubernetes, and from its
+/// DefaultTolerationSeconds plugin a NoExecute toleration of the not-ready and the
+/// unreachable taint for the cluster's seconds (300 by default), each unless the pod
+/// already tolerates that taint with NoExecute (or any effect, or any key).
+pub fn pod_admission(pod: &mut Value, cluster: &ClusterConfig) {
     let Some(spec) = pod.get_mut("spec") else {
         return;
     };
@@ -135,11 +138,30 @@ pub fn pod_admission(pod: &mut Value) {
     default_at(spec, &["enableServiceLinks"], json!(true));
     default_at(spec, &["preemptionPolicy"], json!("PreemptLowerPriority"));
     default_at(spec, &["priority"], json!(0));
-    if spec.get("tolerations").is_none_or(Value::is_null) {
-        spec["tolerations"] = json!([
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-        ]);
+    if !spec.get("tolerations").is_some_and(Value::is_array) {
+        spec["tolerations"] = json!([]);
+    }
+    let Some(tolerations) = spec.get_mut("tolerations").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for (key, seconds) in [
+        (
+            "node.kubernetes.io/not-ready",
+            cluster.default_not_ready_toleration_seconds,
+        ),
+        (
+            "node.kubernetes.io/unreachable",
+            cluster.default_unreachable_toleration_seconds,
+        ),
+    ] {
+        let tolerated = tolerations.iter().any(|t| {
+            let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or_default();
+            (field("key") == key || field("key").is_empty())
+                && (field("effect") == "NoExecute" || field("effect").is_empty())
+        });
+        if !tolerated {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
     }
 }
 /// Guaranteed when every container sets equal cpu and memory requests and limits,

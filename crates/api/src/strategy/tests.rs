@@ -30,7 +30,7 @@ fn defaults_fill_what_kube_apiserver_fills() {
     let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     let s = for_kind("Pod");
     s.default(&mut pod);
-    s.admit(&mut pod);
+    s.admit(&mut pod, &ClusterConfig::default());
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
     assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
     assert_eq!(pod["spec"]["serviceAccountName"], "default");
@@ -106,4 +106,45 @@ fn jobs_select_their_pods_by_uid() {
         job["spec"]["template"]["metadata"]["labels"]["job-name"],
         "j"
     );
+}
+
+#[test]
+fn pods_get_default_toleration_seconds_unless_they_tolerate_the_taint() {
+    let cluster = ClusterConfig {
+        default_not_ready_toleration_seconds: 7,
+        default_unreachable_toleration_seconds: 9,
+        ..Default::default()
+    };
+    let admit = |tolerations: serde_json::Value| {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}], "tolerations": tolerations}});
+        for_kind("Pod").admit(&mut pod, &cluster);
+        pod["spec"]["tolerations"].clone()
+    };
+    let not_ready = json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 7});
+    let unreachable = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 9});
+    assert_eq!(admit(json!(null)), json!([not_ready, unreachable]));
+    assert_eq!(admit(json!([])), json!([not_ready, unreachable]));
+    // Other tolerations are kept and the defaults added after them.
+    let gpu = json!({"key": "gpu", "operator": "Exists", "effect": "NoSchedule"});
+    assert_eq!(admit(json!([gpu])), json!([gpu, not_ready, unreachable]));
+    // A pod's own toleration of one taint (NoExecute or any effect) wins for that taint.
+    let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2});
+    assert_eq!(admit(json!([own])), json!([own, not_ready]));
+    let any_effect = json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists"});
+    assert_eq!(admit(json!([any_effect])), json!([any_effect, unreachable]));
+    // A NoSchedule toleration of the taint does not count.
+    let no_schedule = json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"});
+    assert_eq!(
+        admit(json!([no_schedule])),
+        json!([no_schedule, not_ready, unreachable])
+    );
+    // Tolerating every taint tolerates both.
+    let all = json!({"operator": "Exists"});
+    assert_eq!(admit(json!([all])), json!([all]));
+    // Admission runs again on updates without adding anything twice.
+    let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    for_kind("Pod").admit(&mut pod, &cluster);
+    let once = pod.clone();
+    for_kind("Pod").admit(&mut pod, &cluster);
+    assert_eq!(pod, once);
 }

@@ -327,7 +327,7 @@ pub async fn create(
         }
         strategy.prepare_for_create(&mut o);
         strategy.default(&mut o);
-        strategy.admit(&mut o);
+        strategy.admit(&mut o, &st.alloc.config);
         invalid(kind, &o, strategy::validate(kind.kind, &o))?;
         let name = meta::name(&o).to_string();
         let key = meta::key(kind, ns, &name);
@@ -482,7 +482,7 @@ pub(super) async fn write_update(
         md.remove("selfLink");
     }
     strategy.default(&mut new);
-    strategy.admit(&mut new);
+    strategy.admit(&mut new, &st.alloc.config);
     if part != Part::Status {
         super::priority::admit(st, kind, &mut new, false).await?;
         invalid(kind, &new, strategy::validate_update(kind.kind, old, &new))?;
