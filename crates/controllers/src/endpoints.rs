@@ -18,7 +18,7 @@
 //! The pod and service helpers here ([`should_pod_be_in_endpoints`], [`find_port`],
 //! [`services_for_pod_change`] …) are shared with the EndpointSlice controller.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -623,9 +623,9 @@ pub(crate) fn rfc3339_nano(t: Timestamp) -> String {
     format!("{t:.9}")
 }
 
-/// The port names of a set of Service ports, for tests and logs.
+/// The port names of a subset.
 #[cfg(test)]
-fn names(subset: &EndpointSubset) -> BTreeSet<String> {
+fn names(subset: &EndpointSubset) -> std::collections::BTreeSet<String> {
     subset
         .ports
         .iter()
@@ -679,7 +679,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             names(s8080),
-            BTreeSet::from(["web".into(), "metrics".into()])
+            std::collections::BTreeSet::from(["web".into(), "metrics".into()])
         );
         assert_eq!(s8080.addresses.as_ref().unwrap()[0].ip, "10.42.0.2");
         assert_eq!(
