@@ -81,7 +81,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
 struct Shared {
     client: Client,
     graph: Mutex<Graph>,
-    /// Every served kind by (apiVersion, kind), to read an owner by its reference.
+    /// Every served kind by (group, kind), to read an owner by its reference.
     kinds: RwLock<HashMap<(String, String), Arc<Resource>>>,
     queue: Queue,
 }
@@ -104,13 +104,20 @@ impl Shared {
         }
     }
 
+    /// The served resource of an owner reference's kind, in whatever version the server
+    /// prefers (the reference may name another version of the group).
     fn kind(&self, api_version: &str, kind: &str) -> Option<Arc<Resource>> {
         self.kinds
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(api_version.to_string(), kind.to_string()))
+            .get(&(group_of(api_version).to_string(), kind.to_string()))
             .cloned()
     }
+}
+
+/// The group of an apiVersion (`apps/v1` → `apps`, `v1` → the core group, "").
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
 /// Kinds never collected: Events (kube's default ignored resources).
@@ -134,10 +141,7 @@ async fn monitor(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: Cancella
                 let mut watched = HashSet::new();
                 for (res, caps) in found.resources {
                     let res = Arc::new(res);
-                    kinds.insert(
-                        (res.ar.api_version.clone(), res.ar.kind.clone()),
-                        res.clone(),
-                    );
+                    kinds.insert((res.ar.group.clone(), res.ar.kind.clone()), res.clone());
                     if ignored(&res) || !resources::supports(&caps, resources::GC_VERBS) {
                         continue;
                     }
@@ -421,7 +425,11 @@ impl GarbageCollector {
             if graph.is_absent(&r.uid) {
                 return Ok(Owner::Dangling);
             }
-            if let Some(owner) = graph.get(&r.uid) {
+            // The graph answers for an owner it holds under the reference's name (and,
+            // when namespaced, in the dependent's namespace); else a live read does.
+            if let Some(owner) = graph.get(&r.uid).filter(|o| {
+                o.name == r.name && (o.namespace.is_none() || o.namespace == node.namespace)
+            }) {
                 return Ok(if owner.deleting_dependents() {
                     Owner::Waiting
                 } else {
@@ -438,8 +446,10 @@ impl GarbageCollector {
             });
         };
         if kind.namespaced && node.namespace.is_none() {
-            // A cluster-scoped object cannot be owned by a namespaced one.
-            return Ok(Owner::Dangling);
+            // A cluster-scoped object cannot be owned by a namespaced one: the reference
+            // is unresolvable, and kube never collects such an object for it.
+            tracing::debug!(object = %node.display(), owner = %r.name, "cluster-scoped object with a namespaced owner kind; kept");
+            return Ok(Owner::Solid);
         }
         let owner = self
             .shared
@@ -518,7 +528,7 @@ impl GarbageCollector {
                 Err(e) => {
                     return Err(
                         ApiError::new("removing owner references from", node.display(), e).into(),
-                    )
+                    );
                 }
             }
         }
@@ -565,7 +575,7 @@ impl GarbageCollector {
                 Err(e) => {
                     return Err(
                         ApiError::new("removing a finalizer from", node.display(), e).into(),
-                    )
+                    );
                 }
             }
         }
