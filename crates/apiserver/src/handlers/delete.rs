@@ -318,8 +318,24 @@ mod tests {
     use serde_json::json;
     use skiff_api::strategy::for_kind;
 
-    use super::{before_delete, Grace};
+    use super::{before_delete, gc_finalizers, Grace};
     use crate::meta;
+
+    #[test]
+    fn an_explicit_policy_replaces_the_collectors_finalizers() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let held = v(&["example.com/hold", "orphan"]);
+        assert_eq!(gc_finalizers(&held, None), held);
+        assert_eq!(
+            gc_finalizers(&held, Some("Foreground")),
+            v(&["example.com/hold", "foregroundDeletion"])
+        );
+        assert_eq!(
+            gc_finalizers(&held, Some("Background")),
+            v(&["example.com/hold"])
+        );
+        assert_eq!(gc_finalizers(&[], Some("Orphan")), v(&["orphan"]));
+    }
 
     #[test]
     fn graceful_deadlines_follow_kube_before_delete() {
