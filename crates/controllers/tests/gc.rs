@@ -348,3 +348,52 @@ async fn configmap_err(cms: &Api<ConfigMap>) -> String {
         .unwrap_err()
         .to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreground_owner_waits_for_its_pods_kubelet() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    let c = cluster().await;
+    namespace(&c, "pods").await;
+    let rss: Api<ReplicaSet> = c.api("pods");
+    let pods: Api<Pod> = c.api("pods");
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}},
+    }))
+    .unwrap();
+    let rs = rss.create(&PostParams::default(), &rs).await.unwrap();
+    let mut owner = owner_ref(&rs, true);
+    owner["controller"] = json!(true);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web"}, "ownerReferences": [owner]},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30,
+                 "containers": [{"name": "c", "image": "busybox:1.36"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    rss.delete("web", &policy(PropagationPolicy::Foreground))
+        .await
+        .unwrap();
+    // The pod is deleted gracefully; until its kubelet is done, the owner stays.
+    eventually("the pod to be terminating", || async {
+        pods.get("web-1")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        rss.get("web").await.unwrap().finalizers(),
+        ["foregroundDeletion"]
+    );
+    pods.delete("web-1", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    gone(&rss, "web").await;
+}
