@@ -12,7 +12,6 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
-use skiff_store::Store;
 
 use skiff_serve::metrics::LongRunning;
 
@@ -697,8 +696,4 @@ fn render_one(kind: &Kind, obj: Value, accept: &str) -> Response {
         }
     };
     json_response(StatusCode::OK, &v)
-}
-
-pub(crate) fn store_arc(st: &crate::Objects) -> Arc<dyn Store> {
-    st.store.clone()
 }

@@ -1,15 +1,16 @@
 //! Deletion with Kubernetes' semantics: preconditions, finalizers (deletionTimestamp
 //! instead of removal), propagationPolicy through ownerReferences (Orphan, Background,
-//! Foreground), and namespaces that turn Terminating while their contents are removed.
-//! The dependents' work done here is the API-level share of the garbage-collector and
-//! namespace controllers until those land.
+//! Foreground), and namespaces that turn Terminating, as kube-apiserver does. The
+//! dependents and a namespace's contents are not the server's: the garbage collector
+//! deletes (or orphans) dependents and runs the `foregroundDeletion`/`orphan` finalizers
+//! this adds, the namespace controller empties a Terminating namespace and finalizes it.
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
-use skiff_api::kinds::{self, Kind};
-use skiff_store::{KeyValue, Revision, Store, StoreError};
+use skiff_api::kinds::Kind;
+use skiff_store::Revision;
 
-use super::objects::{get_kv, map_write, ns_kind, BUILTIN_NAMESPACES};
+use super::objects::{get_kv, map_write, BUILTIN_NAMESPACES};
 use crate::handlers::decode_json;
 use crate::meta;
 use crate::query::Query;
@@ -103,48 +104,35 @@ pub async fn delete(
     if opts.dry_run {
         return Ok((StatusCode::OK, old));
     }
-    let uid = meta::str_at(&old, "/metadata/uid")
-        .unwrap_or_default()
-        .to_string();
     let key = meta::key(kind, ns, name);
-    let mut finalizers: Vec<String> = old
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let policy = opts
-        .propagation
-        .clone()
-        .unwrap_or_else(|| "Background".into());
     let strategy = skiff_api::strategy::for_kind(kind.kind);
     if strategy.terminates_before_delete() {
         return delete_namespace(st, kind, name, old, old_rev).await;
     }
+    let current = finalizers_of(&old);
+    let finalizers = gc_finalizers(&current, opts.propagation.as_deref());
     let mut new = old.clone();
     let grace = before_delete(strategy, &mut new, opts.grace_period, st.clock.now());
-    if grace == Grace::Pending {
-        // Graceful deletion is already under way and this request does not shorten it.
+    if grace == Grace::Pending && finalizers == current {
+        // Graceful deletion is already under way and this request changes nothing.
         return Ok((StatusCode::OK, old));
     }
     let already_terminating = old.pointer("/metadata/deletionTimestamp").is_some();
-    match policy.as_str() {
-        "Foreground" if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
-            finalizers.push("foregroundDeletion".into())
-        }
-        "Orphan" if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
-        _ => {}
-    }
     // Removed now when nothing waits for it: no finalizer, and no grace period left to
     // run (a graceful kind's owner, such as a pod's kubelet, deletes it with grace 0).
+    // Dependents are the garbage collector's: it sees the owner gone and removes them
+    // (Background), or runs the `foregroundDeletion`/`orphan` finalizer added here.
     let delete_now = finalizers.is_empty()
         && match grace {
             Grace::Set(g) => g == 0,
-            _ => true,
+            Grace::Pending => false,
+            Grace::NotGraceful => true,
         };
+    if !delete_now && already_terminating && grace == Grace::NotGraceful && finalizers == current {
+        // Terminating already, and this request neither shortens the grace period nor
+        // changes the finalizers.
+        return Ok((StatusCode::OK, old));
+    }
     if !delete_now {
         let md = meta::metadata_mut(&mut new);
         if !already_terminating && grace == Grace::NotGraceful {
@@ -157,7 +145,9 @@ pub async fn delete(
                 json!(opts.grace_period.unwrap_or(0)),
             );
         }
-        if !finalizers.is_empty() {
+        if finalizers.is_empty() {
+            md.remove("finalizers");
+        } else {
             md.insert("finalizers".into(), json!(finalizers));
         }
         md.remove("resourceVersion");
@@ -168,37 +158,48 @@ pub async fn delete(
             .map_err(|e| map_write(kind, name, e))?;
         meta::metadata_mut(&mut new)
             .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-        if finalizers
-            .iter()
-            .any(|f| f == "foregroundDeletion" || f == "orphan")
-        {
-            let store = crate::handlers::store_arc(st);
-            let k: &'static Kind =
-                kinds::by_kind(&kind.api_version(), kind.kind).unwrap_or(ns_kind());
-            let (ns, name) = (ns.map(str::to_string), name.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = finish_propagation(&*store, k, ns.as_deref(), &name, &uid).await {
-                    tracing::warn!(error = %e, object = %name, "finishing deletion propagation failed");
-                }
-            });
-        }
         return Ok((StatusCode::OK, new));
     }
     crate::alloc::delete_with_holdings(&*st.store, kind.kind, &key, old_rev, &old)
         .await
         .map_err(|e| map_write(kind, name, e))?;
-    if policy == "Background" {
-        let store = crate::handlers::store_arc(st);
-        let ns = ns.map(str::to_string);
-        tokio::spawn(async move {
-            if let Err(e) = collect_dependents(&*store, ns.as_deref(), &uid, false).await {
-                tracing::warn!(error = %e, "deleting dependents failed");
-            }
-        });
-    }
     let mut out = old;
     meta::metadata_mut(&mut out).remove("resourceVersion");
     Ok((StatusCode::OK, out))
+}
+
+fn finalizers_of(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The finalizers an object keeps when deleted with `policy`, as kube-apiserver's
+/// `deletionFinalizersForGarbageCollection`: an explicit policy replaces the garbage
+/// collector's finalizers (`orphan` for Orphan, `foregroundDeletion` for Foreground,
+/// neither for Background); without one, the object keeps the ones it has.
+fn gc_finalizers(current: &[String], policy: Option<&str>) -> Vec<String> {
+    const ORPHAN: &str = "orphan";
+    const FOREGROUND: &str = "foregroundDeletion";
+    let Some(policy) = policy else {
+        return current.to_vec();
+    };
+    let mut out: Vec<String> = current
+        .iter()
+        .filter(|f| *f != ORPHAN && *f != FOREGROUND)
+        .cloned()
+        .collect();
+    match policy {
+        "Orphan" => out.push(ORPHAN.into()),
+        "Foreground" => out.push(FOREGROUND.into()),
+        _ => {}
+    }
+    out
 }
 
 /// What graceful deletion makes of a delete request, as kube-apiserver's `BeforeDelete`.
@@ -263,7 +264,10 @@ fn before_delete(
     Grace::Set(period)
 }
 
-/// Namespaces turn Terminating; their contents are removed, then the namespace.
+/// Namespaces turn Terminating: `deletionTimestamp` and phase Terminating. The namespace
+/// controller empties it and then removes `kubernetes` from `spec.finalizers` through
+/// `namespaces/{name}/finalize`; the namespace is removed once no finalizer (spec or
+/// metadata) remains, by that update or here when there was none to begin with.
 async fn delete_namespace(
     st: &Objects,
     kind: &Kind,
@@ -278,6 +282,18 @@ async fn delete_namespace(
             format!("namespace {name:?} is forbidden: this namespace may not be deleted"),
         ));
     }
+    let key = meta::key(kind, None, name);
+    let spec_finalizers = ns
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !spec_finalizers && finalizers_of(&ns).is_empty() {
+        crate::alloc::delete_with_holdings(&*st.store, kind.kind, &key, rev, &ns)
+            .await
+            .map_err(|e| map_write(kind, name, e))?;
+        meta::metadata_mut(&mut ns).remove("resourceVersion");
+        return Ok((StatusCode::OK, ns));
+    }
     if ns.pointer("/metadata/deletionTimestamp").is_none() {
         let md = meta::metadata_mut(&mut ns);
         md.insert("deletionTimestamp".into(), json!(meta::now()));
@@ -286,182 +302,13 @@ async fn delete_namespace(
         ns["status"]["phase"] = json!("Terminating");
         let kv = st
             .store
-            .update(
-                &meta::key(kind, None, name),
-                ns.to_string().into_bytes(),
-                Some(rev),
-                0,
-            )
+            .update(&key, ns.to_string().into_bytes(), Some(rev), 0)
             .await
             .map_err(|e| map_write(kind, name, e))?;
         meta::metadata_mut(&mut ns)
             .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     }
-    let store = crate::handlers::store_arc(st);
-    let name = name.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = finalize_namespace(&*store, &name).await {
-            tracing::warn!(error = %e, namespace = %name, "finalizing the namespace failed");
-        }
-    });
     Ok((StatusCode::OK, ns))
-}
-
-async fn finalize_namespace(store: &dyn Store, name: &str) -> Result<(), StoreError> {
-    for k in kinds::KINDS.iter().filter(|k| k.namespaced) {
-        let prefix = meta::list_prefix(k, Some(name));
-        let res = store.list(&prefix, &Default::default()).await?;
-        for kv in res.kvs {
-            remove(store, k, kv).await?;
-        }
-    }
-    match store.delete(&meta::key(ns_kind(), None, name), None).await {
-        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes a stored object (with the addresses it holds), whatever changed since `kv`
-/// was read; gone already is fine.
-async fn remove(store: &dyn Store, kind: &Kind, mut kv: KeyValue) -> Result<(), StoreError> {
-    for _ in 0..8 {
-        let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        match crate::alloc::delete_with_holdings(store, kind.kind, &kv.key, kv.mod_revision, &obj)
-            .await
-        {
-            Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => match store.get(&kv.key, None).await?.kv {
-                Some(fresh) => kv = fresh,
-                None => return Ok(()),
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Conflict {
-        key: kv.key,
-        expected: kv.mod_revision,
-        actual: 0,
-    })
-}
-
-fn owned_by(obj: &Value, uid: &str) -> bool {
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter()
-                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-        })
-}
-
-/// Deletes (or, with `orphan`, releases) the objects owned by `uid` in `ns` — the API-level
-/// share of the garbage collector until the controller lands.
-fn collect_dependents<'a>(
-    store: &'a dyn Store,
-    ns: Option<&'a str>,
-    uid: &'a str,
-    orphan: bool,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>> {
-    Box::pin(async move {
-        for k in kinds::KINDS
-            .iter()
-            .filter(|k| ns.is_some() || !k.namespaced)
-        {
-            let res = store
-                .list(&meta::list_prefix(k, ns), &Default::default())
-                .await?;
-            for kv in res.kvs {
-                let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
-                    continue;
-                };
-                if !owned_by(&obj, uid) {
-                    continue;
-                }
-                if orphan {
-                    if let Some(Value::Array(refs)) = obj.pointer_mut("/metadata/ownerReferences") {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-                    }
-                    match store
-                        .update(
-                            &kv.key,
-                            obj.to_string().into_bytes(),
-                            Some(kv.mod_revision),
-                            0,
-                        )
-                        .await
-                    {
-                        Ok(_)
-                        | Err(StoreError::NotFound { .. })
-                        | Err(StoreError::Conflict { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    let dep_uid = meta::str_at(&obj, "/metadata/uid")
-                        .unwrap_or_default()
-                        .to_string();
-                    remove(store, k, kv).await?;
-                    collect_dependents(store, ns, &dep_uid, false).await?;
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Runs the foregroundDeletion/orphan finalizers of a terminating object, then removes
-/// the object if no other finalizer remains.
-async fn finish_propagation(
-    store: &dyn Store,
-    kind: &Kind,
-    ns: Option<&str>,
-    name: &str,
-    uid: &str,
-) -> Result<(), StoreError> {
-    let key = meta::key(kind, ns, name);
-    let Some(kv) = store.get(&key, None).await?.kv else {
-        return Ok(());
-    };
-    let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-    let fins: Vec<String> = obj
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let orphan = fins.iter().any(|f| f == "orphan");
-    collect_dependents(store, ns, uid, orphan).await?;
-    // Re-read and drop our finalizers; retry on concurrent writers.
-    loop {
-        let Some(kv) = store.get(&key, None).await?.kv else {
-            return Ok(());
-        };
-        let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        if meta::str_at(&obj, "/metadata/uid") != Some(uid) {
-            return Ok(());
-        }
-        let mut rest = Vec::new();
-        if let Some(Value::Array(a)) = obj.pointer_mut("/metadata/finalizers") {
-            a.retain(|f| f != "orphan" && f != "foregroundDeletion");
-            rest = a.clone();
-        }
-        let r = if rest.is_empty() {
-            crate::alloc::delete_with_holdings(store, kind.kind, &key, kv.mod_revision, &obj)
-                .await
-                .map(|_| ())
-        } else {
-            store
-                .update(&key, obj.to_string().into_bytes(), Some(kv.mod_revision), 0)
-                .await
-                .map(|_| ())
-        };
-        match r {
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(StoreError::NotFound { .. }) => return Ok(()),
-            r => return r,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -471,8 +318,24 @@ mod tests {
     use serde_json::json;
     use skiff_api::strategy::for_kind;
 
-    use super::{before_delete, Grace};
+    use super::{before_delete, gc_finalizers, Grace};
     use crate::meta;
+
+    #[test]
+    fn an_explicit_policy_replaces_the_collectors_finalizers() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let held = v(&["example.com/hold", "orphan"]);
+        assert_eq!(gc_finalizers(&held, None), held);
+        assert_eq!(
+            gc_finalizers(&held, Some("Foreground")),
+            v(&["example.com/hold", "foregroundDeletion"])
+        );
+        assert_eq!(
+            gc_finalizers(&held, Some("Background")),
+            v(&["example.com/hold"])
+        );
+        assert_eq!(gc_finalizers(&[], Some("Orphan")), v(&["orphan"]));
+    }
 
     #[test]
     fn graceful_deadlines_follow_kube_before_delete() {

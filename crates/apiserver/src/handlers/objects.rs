@@ -513,10 +513,16 @@ pub(super) async fn write_update(
         .pointer("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(0);
+    // A namespace also waits for its `spec.finalizers` (the namespace controller's
+    // `kubernetes`, removed through `finalize` once the namespace is empty).
+    let spec_finalizers_empty = new
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty());
     let remove = new.pointer("/metadata/deletionTimestamp").is_some()
         && finalizers_empty
         && grace == 0
-        && !strategy.terminates_before_delete();
+        && (!strategy.terminates_before_delete() || spec_finalizers_empty);
     if kind.kind == "Service" && !remove {
         // Addresses the update gains or drops change in the same transaction.
         let rev = st
