@@ -124,7 +124,11 @@ pub(crate) fn revisions_of(
         }
         _ => {}
     });
-    owned.sort_by(|a, b| a.revision.cmp(&b.revision).then_with(|| a.name_any().cmp(&b.name_any())));
+    owned.sort_by(|a, b| {
+        a.revision
+            .cmp(&b.revision)
+            .then_with(|| a.name_any().cmp(&b.name_any()))
+    });
     (owned, orphans)
 }
 
@@ -222,7 +226,9 @@ where
                 }
                 count = Some(count.unwrap_or(0).saturating_add(1));
             }
-            Err(e) => return Err(ApiError::new("create controllerrevision", rev.name_any(), e).into()),
+            Err(e) => {
+                return Err(ApiError::new("create controllerrevision", rev.name_any(), e).into())
+            }
         }
     }
     Err(HistoryError::Collisions { owner: owner_name })
@@ -304,7 +310,8 @@ mod tests {
         assert!(a.bytes().all(|c| ALPHANUMS.contains(&c)), "{a}");
         // FNV-32a's published test vector.
         assert_eq!(fnv32a(b"a"), 0xe40c_292c);
-        assert_eq!(safe_encode("0123456789"), "hjklmnpqrs");
+        // kube: each byte indexes the alphabet modulo its length (b'0' = 48 -> 21 -> '4').
+        assert_eq!(safe_encode("0123456789"), "456789bcdf");
         assert_eq!(revision_name("web", "abc"), "web-abc");
     }
 

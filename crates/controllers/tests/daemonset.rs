@@ -58,7 +58,10 @@ async fn pods_by_node(c: &Cluster, app: &str) -> BTreeMap<String, Pod> {
 }
 
 fn image(p: &Pod) -> String {
-    p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default()
+    p.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,9 +70,12 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
     add_node(&c, "n1", "4").await;
     add_node(&c, "n2", "4").await;
     let dss = c.api::<DaemonSet>("default");
-    dss.create(&PostParams::default(), &daemonset("agent", "busybox", json!({})))
-        .await
-        .unwrap();
+    dss.create(
+        &PostParams::default(),
+        &daemonset("agent", "busybox", json!({})),
+    )
+    .await
+    .unwrap();
     let pods = eventually("a pod bound on each of n1 and n2", || async {
         let p = pods_by_node(&c, "agent").await;
         (p.len() == 2).then_some(p)
@@ -82,8 +88,14 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
     let (node, pod) = pods.iter().next().unwrap();
     assert!(pod.name_any().starts_with("agent-"), "{}", pod.name_any());
     let labels = pod.labels();
-    assert!(labels.contains_key("controller-revision-hash"), "{labels:?}");
-    assert_eq!(labels.get("pod-template-generation").map(String::as_str), Some("1"));
+    assert!(
+        labels.contains_key("controller-revision-hash"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.get("pod-template-generation").map(String::as_str),
+        Some("1")
+    );
     let spec = pod.spec.as_ref().unwrap();
     let term = &spec
         .affinity
@@ -97,7 +109,10 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
         .unwrap()
         .node_selector_terms[0];
     let field = &term.match_fields.as_ref().unwrap()[0];
-    assert_eq!((field.key.as_str(), field.operator.as_str()), ("metadata.name", "In"));
+    assert_eq!(
+        (field.key.as_str(), field.operator.as_str()),
+        ("metadata.name", "In")
+    );
     assert_eq!(field.values.as_deref(), Some(&[node.clone()][..]));
     let tolerated: BTreeSet<String> = spec
         .tolerations
@@ -116,11 +131,17 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
         assert!(tolerated.contains(t), "{t} missing from {tolerated:?}");
     }
     let owner = &pod.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller), ("DaemonSet", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("DaemonSet", Some(true))
+    );
 
     add_node(&c, "n3", "4").await;
     eventually("a pod on the new node n3", || async {
-        pods_by_node(&c, "agent").await.contains_key("n3").then_some(())
+        pods_by_node(&c, "agent")
+            .await
+            .contains_key("n3")
+            .then_some(())
     })
     .await;
 
@@ -128,17 +149,20 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
         .delete("n2", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("n2's pod deleted and the status to count two nodes", || async {
-        let p = pods_by_node(&c, "agent").await;
-        let ds = dss.get("agent").await.ok()?;
-        let st = ds.status?;
-        (p.keys().cloned().collect::<Vec<_>>() == ["n1", "n3"]
-            && st.desired_number_scheduled == 2
-            && st.current_number_scheduled == 2
-            && st.number_misscheduled == 0
-            && st.observed_generation == Some(1))
-        .then_some(())
-    })
+    eventually(
+        "n2's pod deleted and the status to count two nodes",
+        || async {
+            let p = pods_by_node(&c, "agent").await;
+            let ds = dss.get("agent").await.ok()?;
+            let st = ds.status?;
+            (p.keys().cloned().collect::<Vec<_>>() == ["n1", "n3"]
+                && st.desired_number_scheduled == 2
+                && st.current_number_scheduled == 2
+                && st.number_misscheduled == 0
+                && st.observed_generation == Some(1))
+            .then_some(())
+        },
+    )
     .await;
 
     // A ready pod counts as ready and available.
@@ -172,9 +196,12 @@ async fn a_tainted_node_is_skipped_unless_tolerated() {
         .await
         .unwrap();
     let dss = c.api::<DaemonSet>("default");
-    dss.create(&PostParams::default(), &daemonset("plain", "busybox", json!({})))
-        .await
-        .unwrap();
+    dss.create(
+        &PostParams::default(),
+        &daemonset("plain", "busybox", json!({})),
+    )
+    .await
+    .unwrap();
     dss.create(
         &PostParams::default(),
         &daemonset(
@@ -205,9 +232,15 @@ async fn a_tainted_node_is_skipped_unless_tolerated() {
     )
     .await
     .unwrap();
-    eventually("the plain DaemonSet on the tainted node once it tolerates it", || async {
-        pods_by_node(&c, "plain").await.contains_key("gpu").then_some(())
-    })
+    eventually(
+        "the plain DaemonSet on the tainted node once it tolerates it",
+        || async {
+            pods_by_node(&c, "plain")
+                .await
+                .contains_key("gpu")
+                .then_some(())
+        },
+    )
     .await;
     c.shutdown().await;
 }
@@ -219,9 +252,12 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
         add_node(&c, n, "4").await;
     }
     let dss = c.api::<DaemonSet>("default");
-    dss.create(&PostParams::default(), &daemonset("web", "nginx:1", json!({})))
-        .await
-        .unwrap();
+    dss.create(
+        &PostParams::default(),
+        &daemonset("web", "nginx:1", json!({})),
+    )
+    .await
+    .unwrap();
     // Acts as the kubelets: every bound pod becomes Running and Ready.
     let ready_all = || async {
         let pods = pods_by_node(&c, "web").await;
@@ -255,10 +291,7 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
     let saw_v2_while_v1_left = std::cell::Cell::new(false);
     eventually("every node on nginx:2, one node at a time", || async {
         let before = pods_by_node(&c, "web").await;
-        let ready_old = before
-            .values()
-            .filter(|p| image(p) == "nginx:1")
-            .count();
+        let ready_old = before.values().filter(|p| image(p) == "nginx:1").count();
         let new = before.values().filter(|p| image(p) == "nginx:2").count();
         // maxUnavailable 1: at most one node lacks an available pod; the new pods we
         // have not marked ready yet are the unavailable ones.
@@ -286,12 +319,18 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
         .then_some(())
     })
     .await;
-    assert!(saw_v2_while_v1_left.get(), "the update replaced every pod at once");
+    assert!(
+        saw_v2_while_v1_left.get(),
+        "the update replaced every pod at once"
+    );
 
     // History: two revisions, the newest the pods' hash.
     let revs = c.api::<ControllerRevision>("default");
     let by_revision = || async {
-        let list = revs.list(&ListParams::default().labels("app=web")).await.unwrap();
+        let list = revs
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap();
         list.items
             .into_iter()
             .map(|r| (r.revision, r))
@@ -299,15 +338,22 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
     };
     let history = by_revision().await;
     assert_eq!(history.keys().copied().collect::<Vec<_>>(), [1, 2]);
-    let hash = pods_by_node(&c, "web").await.values().next().unwrap().labels()
-        ["controller-revision-hash"]
+    let hash = pods_by_node(&c, "web")
+        .await
+        .values()
+        .next()
+        .unwrap()
+        .labels()["controller-revision-hash"]
         .clone();
     let rev2 = &history[&2];
     assert_eq!(rev2.name_any(), format!("web-{hash}"));
     assert_eq!(rev2.labels()["controller-revision-hash"], hash);
     assert_eq!(rev2.owner_references()[0].kind, "DaemonSet");
     let data = &rev2.data.as_ref().unwrap().0;
-    assert_eq!(data.pointer("/spec/template/$patch"), Some(&json!("replace")));
+    assert_eq!(
+        data.pointer("/spec/template/$patch"),
+        Some(&json!("replace"))
+    );
     assert_eq!(
         data.pointer("/spec/template/spec/containers/0/image"),
         Some(&json!("nginx:2"))

@@ -82,7 +82,12 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         dss.on_change(move |c| q.add(key_of(&**c.object())));
     }
     {
-        let (q, cr, de, dss) = (queue.clone(), creations.clone(), deletions.clone(), dss.clone());
+        let (q, cr, de, dss) = (
+            queue.clone(),
+            creations.clone(),
+            deletions.clone(),
+            dss.clone(),
+        );
         pods.on_change(move |c| {
             let pod = c.object();
             let ns = pod.namespace().unwrap_or_default();
@@ -225,7 +230,8 @@ impl Sync<'_> {
             .and_then(|s| s.update_strategy.as_ref())
             .and_then(|u| u.rolling_update.as_ref());
         let desired = self.desired();
-        let surge = util::scaled_value(ru.and_then(|r| r.max_surge.as_ref()), desired, true).unwrap_or(0);
+        let surge =
+            util::scaled_value(ru.and_then(|r| r.max_surge.as_ref()), desired, true).unwrap_or(0);
         let unavailable = match ru.and_then(|r| r.max_unavailable.as_ref()) {
             None => 1,
             v => util::scaled_value(v, desired, true).unwrap_or(1),
@@ -241,7 +247,8 @@ impl Sync<'_> {
 /// Creation time, then name: the oldest first.
 fn by_age(a: &Arc<Pod>, b: &Arc<Pod>) -> std::cmp::Ordering {
     let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    t(a).cmp(&t(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+    t(a).cmp(&t(b))
+        .then_with(|| a.name_any().cmp(&b.name_any()))
 }
 
 #[async_trait::async_trait]
@@ -266,23 +273,27 @@ impl Reconciler for DaemonSetController {
         }
         let ns = ds.namespace().unwrap_or_default();
         let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let selector = util::selector(Some(&spec.selector)).map_err(|source| DaemonSetError::Selector {
-            key: key.into(),
-            source,
-        })?;
+        let selector =
+            util::selector(Some(&spec.selector)).map_err(|source| DaemonSetError::Selector {
+                key: key.into(),
+                source,
+            })?;
         let pod_api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
         let rev_api: Api<ControllerRevision> = Api::namespaced(self.ctx.client.clone(), &ns);
 
         // Pods: ours, and orphans the selector claims.
         let mut pods = Vec::new();
         let mut orphans = Vec::new();
-        self.pods.for_each(Some(&ns), |p| match util::controller_of(&p.metadata) {
-            Some(c) if c.uid == uid => pods.push(p.clone()),
-            None if !util::is_deleting(&p.metadata) && selector.matches(util::labels_of(&p.metadata)) => {
-                orphans.push(p.clone())
-            }
-            _ => {}
-        });
+        self.pods
+            .for_each(Some(&ns), |p| match util::controller_of(&p.metadata) {
+                Some(c) if c.uid == uid => pods.push(p.clone()),
+                None if !util::is_deleting(&p.metadata)
+                    && selector.matches(util::labels_of(&p.metadata)) =>
+                {
+                    orphans.push(p.clone())
+                }
+                _ => {}
+            });
         for o in orphans {
             util::adopt(&pod_api, &*o, util::controller_ref(&*ds)).await?;
             pods.push(o);
@@ -296,15 +307,25 @@ impl Reconciler for DaemonSetController {
         let (revs, orphan_revs) = history::revisions_of(&self.revisions, &ns, &uid, &selector);
         history::adopt(&rev_api, &*ds, &orphan_revs).await?;
         let status = ds.status.clone().unwrap_or_default();
-        let current = history::current_revision(&rev_api, &*ds, &spec.template, &revs, status.collision_count)
-            .await
-            .map_err(history_err)?;
+        let current = history::current_revision(
+            &rev_api,
+            &*ds,
+            &spec.template,
+            &revs,
+            status.collision_count,
+        )
+        .await
+        .map_err(history_err)?;
         let cur_name = current.revision.name_any();
         let hash = util::labels_of(&current.revision.metadata)
             .get(CONTROLLER_REVISION_HASH)
             .cloned()
             .unwrap_or_else(|| cur_name.clone());
-        let old: Vec<_> = revs.iter().filter(|r| r.name_any() != cur_name).cloned().collect();
+        let old: Vec<_> = revs
+            .iter()
+            .filter(|r| r.name_any() != cur_name)
+            .cloned()
+            .collect();
 
         let generation = ds
             .metadata
@@ -362,16 +383,30 @@ impl Reconciler for DaemonSetController {
 
         let live: HashSet<String> = pods
             .iter()
-            .filter_map(|p| util::labels_of(&p.metadata).get(CONTROLLER_REVISION_HASH).cloned())
+            .filter_map(|p| {
+                util::labels_of(&p.metadata)
+                    .get(CONTROLLER_REVISION_HASH)
+                    .cloned()
+            })
             .collect();
-        history::truncate(&rev_api, &old, &live, spec.revision_history_limit.unwrap_or(10)).await?;
+        history::truncate(
+            &rev_api,
+            &old,
+            &live,
+            spec.revision_history_limit.unwrap_or(10),
+        )
+        .await?;
 
         let (new_status, unavailable_ready) = self.status(&sync, current.collision_count);
         if ds.status.as_ref() != Some(&new_status) {
             let ds_api: Api<DaemonSet> = Api::namespaced(self.ctx.client.clone(), &ns);
             let patch = serde_json::json!({"status": new_status});
             match ds_api
-                .patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(
+                    &ds.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
             {
                 Ok(_) => {}
@@ -434,7 +469,11 @@ impl DaemonSetController {
                 // is ready and the new one is not yet available.
                 let (mut oldest_new, mut oldest_old) = (None, None);
                 for pod in running {
-                    let slot = if s.is_updated(&pod) { &mut oldest_new } else { &mut oldest_old };
+                    let slot = if s.is_updated(&pod) {
+                        &mut oldest_new
+                    } else {
+                        &mut oldest_old
+                    };
                     if slot.is_none() {
                         *slot = Some(pod);
                     } else {
@@ -442,18 +481,30 @@ impl DaemonSetController {
                     }
                 }
                 if let (Some(new), Some(old)) = (oldest_new, oldest_old) {
-                    if !util::is_ready(&old) || util::is_available(&new, s.min_ready, self.ctx.now()) {
+                    if !util::is_ready(&old)
+                        || util::is_available(&new, s.min_ready, self.ctx.now())
+                    {
                         deletes.push(old);
                     }
                 }
             } else if !p.should_continue_running {
-                deletes.extend(on_node.iter().filter(|p| !util::is_deleting(&p.metadata)).cloned());
+                deletes.extend(
+                    on_node
+                        .iter()
+                        .filter(|p| !util::is_deleting(&p.metadata))
+                        .cloned(),
+                );
             }
         }
         // Pods for nodes that are gone.
         for (n, on_node) in &s.by_node {
             if !known.contains(n) {
-                deletes.extend(on_node.iter().filter(|p| !util::is_deleting(&p.metadata)).cloned());
+                deletes.extend(
+                    on_node
+                        .iter()
+                        .filter(|p| !util::is_deleting(&p.metadata))
+                        .cloned(),
+                );
             }
         }
         (creates, deletes, requeue)
@@ -461,7 +512,10 @@ impl DaemonSetController {
 
     /// Whether a failed pod on this node waits; otherwise steps the backoff.
     fn backoff_left(&self, key: &str, now: Instant) -> Option<Duration> {
-        let mut b = self.backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self
+            .backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match b.get(key).copied() {
             Some((delay, at)) if now < at + delay => Some(at + delay - now),
             Some((delay, at)) => {
@@ -582,10 +636,8 @@ impl DaemonSetController {
         deletes.truncate(BURST);
         let mut errors = Vec::new();
         self.creations.expect_creations(s.key, creates.len());
-        self.deletions.expect_deletions(
-            s.key,
-            deletes.iter().filter_map(|p| p.metadata.uid.clone()),
-        );
+        self.deletions
+            .expect_deletions(s.key, deletes.iter().filter_map(|p| p.metadata.uid.clone()));
 
         let deleted = join_all(deletes.iter().map(|p| async move {
             let r = api.delete(&p.name_any(), &DeleteParams::default()).await;
@@ -595,9 +647,11 @@ impl DaemonSetController {
         for (p, r) in deleted {
             let uid = p.metadata.uid.as_deref().unwrap_or_default();
             match r {
-                Ok(_) => self
-                    .recorder
-                    .normal(s.ds, "SuccessfulDelete", format!("Deleted pod: {}", p.name_any())),
+                Ok(_) => self.recorder.normal(
+                    s.ds,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", p.name_any()),
+                ),
                 Err(e) if util::is_not_found(&e) => self.deletions.deletion_observed(s.key, uid),
                 Err(e) => {
                     self.deletions.deletion_observed(s.key, uid);
@@ -639,9 +693,11 @@ impl DaemonSetController {
             let mut failed = false;
             for r in results {
                 match r {
-                    Ok(p) => self
-                        .recorder
-                        .normal(s.ds, "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
+                    Ok(p) => self.recorder.normal(
+                        s.ds,
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", p.name_any()),
+                    ),
                     Err(e) => {
                         failed = true;
                         self.creations.creation_observed(s.key);
@@ -674,7 +730,11 @@ impl DaemonSetController {
         };
         let (mut available, mut updated) = (0, 0);
         for (n, p) in &s.nodes {
-            let on_node = s.by_node.get(&n.name_any()).map(Vec::as_slice).unwrap_or(&[]);
+            let on_node = s
+                .by_node
+                .get(&n.name_any())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let scheduled = !on_node.is_empty();
             if p.should_run {
                 st.desired_number_scheduled += 1;

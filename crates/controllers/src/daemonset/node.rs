@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PodSpec, Taint, Toleration,
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec,
+    Taint, Toleration,
 };
 
 /// Whether a new daemon pod should run on the node, and whether one already there may
@@ -26,7 +26,11 @@ pub(crate) fn placement(node: &Node, spec: &PodSpec) -> Placement {
         should_run: false,
         should_continue_running: false,
     };
-    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty() && n != name) {
+    if spec
+        .node_name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != name)
+    {
         return no;
     }
     if !fits_node_affinity(node, spec) {
@@ -89,7 +93,10 @@ fn fits_node_affinity(node: &Node, spec: &PodSpec) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
         None => true,
         Some(r) => r
@@ -153,7 +160,11 @@ pub(crate) fn target_node(spec: Option<&PodSpec>) -> Option<String> {
     terms.iter().find_map(|t| {
         t.match_fields.as_ref()?.iter().find_map(|f| {
             (f.key == "metadata.name" && f.operator == "In")
-                .then(|| f.values.as_ref().and_then(|v| (v.len() == 1).then(|| v[0].clone())))
+                .then(|| {
+                    f.values
+                        .as_ref()
+                        .and_then(|v| (v.len() == 1).then(|| v[0].clone()))
+                })
                 .flatten()
         })
     })
@@ -180,8 +191,13 @@ pub(crate) fn pin_to_node(spec: &mut PodSpec, node: &str) {
         match_fields: Some(vec![field.clone()]),
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    let terms = match na.required_during_scheduling_ignored_during_execution.take() {
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    let terms = match na
+        .required_during_scheduling_ignored_during_execution
+        .take()
+    {
         Some(sel) if !sel.node_selector_terms.is_empty() => sel
             .node_selector_terms
             .into_iter()
@@ -248,7 +264,10 @@ mod tests {
             {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}));
         assert_eq!(
             placement(&no_sched, &spec),
-            Placement { should_run: false, should_continue_running: true }
+            Placement {
+                should_run: false,
+                should_continue_running: true
+            }
         );
         let no_exec = node(json!({"metadata": {"name": "a"}, "spec": {"taints": [
             {"key": "dedicated", "value": "gpu", "effect": "NoExecute"}]}}));
@@ -262,8 +281,10 @@ mod tests {
         }]);
         assert!(placement(&no_exec, &daemon_pod_spec(&tolerant, "a")).should_run);
         // A cordoned node still runs daemons.
-        let cordoned = node(json!({"metadata": {"name": "a"}, "spec": {"unschedulable": true, "taints": [
-            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}}));
+        let cordoned = node(
+            json!({"metadata": {"name": "a"}, "spec": {"unschedulable": true, "taints": [
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}}),
+        );
         assert!(placement(&cordoned, &spec).should_run);
     }
 
@@ -296,10 +317,18 @@ mod tests {
             .unwrap()
             .node_selector_terms;
         assert_eq!(terms.len(), 1);
-        assert_eq!(terms[0].match_fields.as_ref().unwrap()[0].values, Some(vec!["a".into()]));
+        assert_eq!(
+            terms[0].match_fields.as_ref().unwrap()[0].values,
+            Some(vec!["a".into()])
+        );
         assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].key, "zone");
         assert_eq!(target_node(Some(&spec)), Some("a".into()));
-        let keys: Vec<_> = spec.tolerations.iter().flatten().filter_map(|t| t.key.clone()).collect();
+        let keys: Vec<_> = spec
+            .tolerations
+            .iter()
+            .flatten()
+            .filter_map(|t| t.key.clone())
+            .collect();
         assert_eq!(keys.len(), 6);
         assert!(!keys.iter().any(|k| k.contains("network-unavailable")));
     }
