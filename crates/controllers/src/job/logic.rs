@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(backoff_delay(7), BACKOFF_MAX);
         assert_eq!(backoff_delay(1000), BACKOFF_MAX);
         assert_eq!(backoff_remaining(0, Some(ts(100)), ts(100)), Duration::ZERO);
-        assert_eq!(backoff_remaining(1, Some(ts(100)), ts(104)), Duration::from_secs(6));
+        assert_eq!(
+            backoff_remaining(1, Some(ts(100)), ts(104)),
+            Duration::from_secs(6)
+        );
         assert_eq!(backoff_remaining(2, Some(ts(100)), ts(150)), Duration::ZERO);
         assert_eq!(backoff_remaining(3, None, ts(150)), Duration::ZERO);
     }
@@ -298,7 +301,13 @@ mod tests {
                     .into()
             )
         );
-        assert_eq!(match_policy(&policy, &failed_pod(42, Some("DisruptionTarget"))), PolicyAction::Ignore);
-        assert_eq!(match_policy(&policy, &failed_pod(1, None)), PolicyAction::Count);
+        assert_eq!(
+            match_policy(&policy, &failed_pod(42, Some("DisruptionTarget"))),
+            PolicyAction::Ignore
+        );
+        assert_eq!(
+            match_policy(&policy, &failed_pod(1, None)),
+            PolicyAction::Count
+        );
     }
 }

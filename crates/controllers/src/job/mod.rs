@@ -158,7 +158,14 @@ pub(crate) fn finished_condition(job: &Job) -> Option<&JobCondition> {
 }
 
 /// Sets (or flips) a condition, keeping its transition time when the status holds.
-fn set_condition(st: &mut JobStatus, type_: &str, status: &str, reason: &str, message: &str, now: Timestamp) {
+fn set_condition(
+    st: &mut JobStatus,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
     let conds = st.conditions.get_or_insert_with(Vec::new);
     let now = Time(now);
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
@@ -241,12 +248,20 @@ impl JobController {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         match self
             .pod_api(ns)
-            .patch(&pod.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
             .await
         {
             Ok(_) => Ok(()),
             Err(e) if util::is_not_found(&e) => Ok(()),
-            Err(e) => Err(ApiError::new("remove the tracking finalizer of pod", pod.name_any(), e)),
+            Err(e) => Err(ApiError::new(
+                "remove the tracking finalizer of pod",
+                pod.name_any(),
+                e,
+            )),
         }
     }
 
@@ -274,7 +289,8 @@ impl JobController {
         }
         self.expectations.expect_deletions(
             key,
-            pods.iter().map(|p| p.metadata.uid.clone().unwrap_or_default()),
+            pods.iter()
+                .map(|p| p.metadata.uid.clone().unwrap_or_default()),
         );
         let ns = job.namespace().unwrap_or_default();
         let api = self.pod_api(&ns);
@@ -297,14 +313,20 @@ impl JobController {
             match r {
                 Ok(left) => {
                     terminating += i32::from(left);
-                    self.recorder
-                        .normal(job, "SuccessfulDelete", format!("Deleted pod: {}", p.name_any()));
+                    self.recorder.normal(
+                        job,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", p.name_any()),
+                    );
                 }
                 Err(e) => {
                     self.expectations
                         .deletion_observed(key, p.metadata.uid.as_deref().unwrap_or_default());
-                    self.recorder
-                        .warning(job, "FailedDelete", format!("Error deleting: {}", e.source));
+                    self.recorder.warning(
+                        job,
+                        "FailedDelete",
+                        format!("Error deleting: {}", e.source),
+                    );
                     err = Some(e);
                 }
             }
@@ -324,7 +346,8 @@ impl JobController {
             Some(i) => util::generate_name_prefix(&format!("{name}-{i}")),
             None => util::generate_name_prefix(&name),
         };
-        let mut pod = util::pod_from_template(&spec.template, &ns, &prefix, util::controller_ref(job));
+        let mut pod =
+            util::pod_from_template(&spec.template, &ns, &prefix, util::controller_ref(job));
         pod.metadata
             .finalizers
             .get_or_insert_with(Vec::new)
@@ -370,7 +393,12 @@ impl JobController {
     }
 
     /// Creates pods in slow-start batches (1, 2, 4 …); stops at the first refused batch.
-    async fn create_pods(&self, job: &Job, key: &str, indexes: Vec<Option<i32>>) -> Result<(), JobError> {
+    async fn create_pods(
+        &self,
+        job: &Job,
+        key: &str,
+        indexes: Vec<Option<i32>>,
+    ) -> Result<(), JobError> {
         if indexes.is_empty() {
             return Ok(());
         }
@@ -397,9 +425,11 @@ impl JobController {
             .await;
             for r in results {
                 match r {
-                    Ok(Some(p)) => self
-                        .recorder
-                        .normal(job, "SuccessfulCreate", format!("Created pod: {}", p.name_any())),
+                    Ok(Some(p)) => self.recorder.normal(
+                        job,
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", p.name_any()),
+                    ),
                     Ok(None) => self.expectations.creation_observed(key),
                     Err(e) => {
                         failed += 1;
@@ -465,7 +495,11 @@ impl JobController {
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
         let suspended = spec.suspend == Some(true);
         let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6));
-        let on_failure = spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref())
+        let on_failure = spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
             == Some("OnFailure");
 
         let mut pods: Vec<Arc<Pod>> = Vec::new();
@@ -477,9 +511,11 @@ impl JobController {
         let original = job.status.clone().unwrap_or_default();
         let mut st = original.clone();
         let unc = st.uncounted_terminated_pods.clone().unwrap_or_default();
-        let mut unc_succ: BTreeSet<String> = unc.succeeded.unwrap_or_default().into_iter().collect();
+        let mut unc_succ: BTreeSet<String> =
+            unc.succeeded.unwrap_or_default().into_iter().collect();
         let mut unc_fail: BTreeSet<String> = unc.failed.unwrap_or_default().into_iter().collect();
-        let mut done_idx = logic::parse_indexes(st.completed_indexes.as_deref(), completions.unwrap_or(0));
+        let mut done_idx =
+            logic::parse_indexes(st.completed_indexes.as_deref(), completions.unwrap_or(0));
 
         // What the Job already decided (kube ≥ 1.31 keeps it as a condition).
         let mut ending = if let Some(c) = condition(&st, "FailureTarget") {
@@ -541,7 +577,11 @@ impl JobController {
         }
         self.set_backoff(key, Some(record));
 
-        let active_pods: Vec<Arc<Pod>> = pods.iter().filter(|p| util::is_active(p)).cloned().collect();
+        let active_pods: Vec<Arc<Pod>> = pods
+            .iter()
+            .filter(|p| util::is_active(p))
+            .cloned()
+            .collect();
         let succeeded = if indexed {
             done_idx.len() as i64
         } else {
@@ -552,9 +592,17 @@ impl JobController {
         // 2. Does the Job end now?
         if ending.is_none() {
             let active_refs: Vec<&Pod> = active_pods.iter().map(|p| &**p).collect();
-            let restarts = if on_failure { logic::restarts(&active_refs) } else { 0 };
+            let restarts = if on_failure {
+                logic::restarts(&active_refs)
+            } else {
+                0
+            };
             let past_on_failure = on_failure
-                && if backoff_limit == 0 { restarts > 0 } else { restarts >= backoff_limit };
+                && if backoff_limit == 0 {
+                    restarts > 0
+                } else {
+                    restarts >= backoff_limit
+                };
             let deadline = spec
                 .active_deadline_seconds
                 .zip(st.start_time.as_ref())
@@ -705,7 +753,14 @@ impl JobController {
             let was_suspended = condition(&st, "Suspended").is_some();
             if suspended {
                 if !was_suspended {
-                    set_condition(&mut st, "Suspended", "True", "JobSuspended", "Job suspended", now);
+                    set_condition(
+                        &mut st,
+                        "Suspended",
+                        "True",
+                        "JobSuspended",
+                        "Job suspended",
+                        now,
+                    );
                     self.recorder.normal(&*job, "Suspended", "Job suspended");
                 }
                 let n = self.delete_pods(&job, key, &active_pods).await;
@@ -717,7 +772,14 @@ impl JobController {
                 ready = 0;
             } else {
                 if was_suspended {
-                    set_condition(&mut st, "Suspended", "False", "JobResumed", "Job resumed", now);
+                    set_condition(
+                        &mut st,
+                        "Suspended",
+                        "False",
+                        "JobResumed",
+                        "Job resumed",
+                        now,
+                    );
                     self.recorder.normal(&*job, "Resumed", "Job resumed");
                     // The deadline counts from the resume.
                     st.start_time = Some(Time(now));
@@ -845,7 +907,12 @@ impl JobController {
         let remaining = i64::from(completions) - done_idx.len() as i64;
         let want = parallelism.min(remaining).max(0) as usize;
         if by_index.len() > want {
-            let extra: Vec<i32> = by_index.keys().rev().take(by_index.len() - want).copied().collect();
+            let extra: Vec<i32> = by_index
+                .keys()
+                .rev()
+                .take(by_index.len() - want)
+                .copied()
+                .collect();
             for i in extra {
                 delete.extend(by_index.remove(&i).into_iter().flatten());
             }
@@ -879,7 +946,8 @@ impl Reconciler for JobController {
             return Ok(Action::Done);
         };
         if util::is_deleting(&job.metadata) || finished_condition(&job).is_some() {
-            self.release_pods(ns, name, job.metadata.uid.as_deref()).await?;
+            self.release_pods(ns, name, job.metadata.uid.as_deref())
+                .await?;
             self.set_backoff(key, None);
             return Ok(Action::Done);
         }
