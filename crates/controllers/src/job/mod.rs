@@ -283,7 +283,13 @@ impl JobController {
 
     /// Deletes pods the controller no longer wants (finalizer first, so they are not
     /// counted); how many are left terminating.
-    async fn delete_pods(&self, job: &Job, key: &str, pods: &[Arc<Pod>]) -> Result<i32, ApiError> {
+    async fn delete_pods(
+        &self,
+        job: &Job,
+        key: &str,
+        pods: &[Arc<Pod>],
+        released: &HashSet<String>,
+    ) -> Result<i32, ApiError> {
         if pods.is_empty() {
             return Ok(0);
         }
@@ -297,7 +303,10 @@ impl JobController {
         let results = join_all(pods.iter().map(|p| {
             let api = api.clone();
             async move {
-                self.remove_finalizer(p).await?;
+                // The cache may not show a finalizer just removed; never remove it twice.
+                if !released.contains(p.metadata.uid.as_deref().unwrap_or_default()) {
+                    self.remove_finalizer(p).await?;
+                }
                 let dp = DeleteParams::background();
                 match api.delete(&p.name_any(), &dp).await {
                     Ok(either) => Ok(either.is_left()),
@@ -686,7 +695,7 @@ impl JobController {
         let delete_result = if to_delete.is_empty() {
             Ok(0)
         } else {
-            self.delete_pods(&job, key, &to_delete).await
+            self.delete_pods(&job, key, &to_delete, &released).await
         };
         terminating += *delete_result.as_ref().unwrap_or(&0);
 
@@ -724,7 +733,10 @@ impl JobController {
             active = 0;
             ready = 0;
             // The terminal condition once nothing is left running or uncounted.
-            let clean = unc_succ.is_empty() && unc_fail.is_empty() && terminating == 0;
+            let clean = unc_succ.is_empty()
+                && unc_fail.is_empty()
+                && terminating == 0
+                && delete_result.is_ok();
             if clean && finished_condition(&job).is_none() {
                 match end {
                     Ending::Complete => {
@@ -763,7 +775,7 @@ impl JobController {
                     );
                     self.recorder.normal(&*job, "Suspended", "Job suspended");
                 }
-                let n = self.delete_pods(&job, key, &active_pods).await;
+                let n = self.delete_pods(&job, key, &active_pods, &released).await;
                 match n {
                     Ok(t) => terminating += t,
                     Err(e) => manage_err = Some(e.into()),
@@ -797,7 +809,7 @@ impl JobController {
                     &done_idx,
                 );
                 if !delete.is_empty() {
-                    match self.delete_pods(&job, key, &delete).await {
+                    match self.delete_pods(&job, key, &delete, &released).await {
                         Ok(t) => terminating += t,
                         Err(e) => manage_err = Some(e.into()),
                     }
