@@ -395,9 +395,14 @@ pub fn load_location(name: &str) -> Result<TimeZone, TimeZoneError> {
             if name.starts_with('/') || name.split('/').any(|p| p == ".." || p.is_empty()) {
                 return Err(TimeZoneError::Unknown(name.to_string()));
             }
-            jiff::tz::db()
+            let tz = jiff::tz::db()
                 .get(name)
-                .map_err(|_| TimeZoneError::Unknown(name.to_string()))
+                .map_err(|_| TimeZoneError::Unknown(name.to_string()))?;
+            // The database is searched without regard to case; Go's (on Linux) is not.
+            match tz.iana_name() {
+                Some(found) if found != name => Err(TimeZoneError::Unknown(name.to_string())),
+                _ => Ok(tz),
+            }
         }
     }
 }
@@ -640,5 +645,7 @@ mod tests {
             "unknown time zone Mars/Phobos"
         );
         assert!(load_location("../etc/passwd").is_err());
+        assert!(load_location("europe/berlin").is_err());
+        assert!(load_location("US/Eastern").is_ok());
     }
 }

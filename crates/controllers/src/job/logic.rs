@@ -2,7 +2,8 @@
 //! form, the pod backoff between recreations, podFailurePolicy matching and the counts a
 //! Job's pods give. No I/O here, so each rule is unit-tested with fixed times.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, PodFailurePolicy};
@@ -211,6 +212,78 @@ pub(crate) fn restarts(pods: &[&Pod]) -> i64 {
         .sum()
 }
 
+/// Which pods to create (their indexes, None for NonIndexed) and which to delete.
+pub(crate) fn plan_pods(
+    indexed: bool,
+    completions: Option<i32>,
+    parallelism: i32,
+    succeeded: i64,
+    active: &[Arc<Pod>],
+    done_idx: &BTreeSet<i32>,
+) -> (Vec<Option<i32>>, Vec<Arc<Pod>>) {
+    let parallelism = i64::from(parallelism);
+    if !indexed {
+        let want = match completions {
+            // A work queue: once one succeeded, start no more.
+            None if succeeded > 0 => active.len() as i64,
+            None => parallelism,
+            Some(c) => parallelism.min(i64::from(c) - succeeded).max(0),
+        };
+        let have = active.len() as i64;
+        if have > want {
+            let mut victims: Vec<Arc<Pod>> = active.to_vec();
+            // Unready and newest first, as kube's ActivePods ranking roughly does.
+            victims.sort_by_key(|p| {
+                (
+                    util::is_ready(p),
+                    std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+                )
+            });
+            victims.truncate((have - want) as usize);
+            return (Vec::new(), victims);
+        }
+        return (vec![None; (want - have) as usize], Vec::new());
+    }
+    let completions = completions.unwrap_or(0);
+    let mut by_index: BTreeMap<i32, Vec<Arc<Pod>>> = BTreeMap::new();
+    let mut delete = Vec::new();
+    for p in active {
+        match pod_index(p) {
+            Some(i) if i < completions && !done_idx.contains(&i) => {
+                by_index.entry(i).or_default().push(p.clone())
+            }
+            _ => delete.push(p.clone()),
+        }
+    }
+    for pods in by_index.values_mut() {
+        // One pod per index: keep the oldest.
+        pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        delete.extend(pods.drain(1..));
+    }
+    let remaining = i64::from(completions) - done_idx.len() as i64;
+    let want = parallelism.min(remaining).max(0) as usize;
+    if by_index.len() > want {
+        let extra: Vec<i32> = by_index
+            .keys()
+            .rev()
+            .take(by_index.len() - want)
+            .copied()
+            .collect();
+        for i in extra {
+            delete.extend(by_index.remove(&i).into_iter().flatten());
+        }
+    }
+    let mut create = Vec::new();
+    let mut i = 0;
+    while by_index.len() + create.len() < want && i < completions {
+        if !done_idx.contains(&i) && !by_index.contains_key(&i) {
+            create.push(Some(i));
+        }
+        i += 1;
+    }
+    (create, delete)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +294,60 @@ mod tests {
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
+    }
+
+    fn pod(name: &str, index: Option<i32>, ready: bool, created: i64) -> Arc<Pod> {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": ts(created)},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        }))
+        .unwrap();
+        if let Some(i) = index {
+            p.metadata.annotations = Some([(INDEX_KEY.to_string(), i.to_string())].into());
+        }
+        Arc::new(p)
+    }
+
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
+        pods.iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn non_indexed_jobs_keep_parallelism_pods_up_to_what_is_left() {
+        let none = BTreeSet::new();
+        // 5 completions, 2 done, parallelism 4: 3 wanted, 1 running → 2 more.
+        let (create, delete) = plan_pods(false, Some(5), 4, 2, &[pod("a", None, true, 1)], &none);
+        assert_eq!((create.len(), delete.len()), (2, 0));
+        // Parallelism lowered to 1 with 3 running: the unready, then the newest, go.
+        let active = [
+            pod("old", None, true, 1),
+            pod("new", None, true, 3),
+            pod("unready", None, false, 2),
+        ];
+        let (create, delete) = plan_pods(false, Some(10), 1, 0, &active, &none);
+        assert!(create.is_empty());
+        assert_eq!(names(&delete), ["unready", "new"]);
+        // A work queue (no completions): after one success nothing new starts.
+        let (create, _) = plan_pods(false, None, 3, 1, &[pod("a", None, true, 1)], &none);
+        assert!(create.is_empty());
+        let (create, _) = plan_pods(false, None, 3, 0, &[], &none);
+        assert_eq!(create.len(), 3);
+    }
+
+    #[test]
+    fn indexed_jobs_run_the_lowest_missing_indexes_once_each() {
+        let done: BTreeSet<i32> = [0, 2].into_iter().collect();
+        let active = [
+            pod("one", Some(1), true, 1),
+            pod("one-dup", Some(1), true, 2),
+            pod("done", Some(2), true, 1),
+            pod("stray", Some(9), true, 1),
+        ];
+        let (create, delete) = plan_pods(true, Some(6), 3, 2, &active, &done);
+        assert_eq!(create, [Some(3), Some(4)]);
+        assert_eq!(names(&delete), ["done", "stray", "one-dup"]);
     }
 
     #[test]

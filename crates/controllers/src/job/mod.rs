@@ -18,17 +18,17 @@
 //! `Failed` (or `Complete`, with `completionTime`) condition and its Event.
 
 mod logic;
+mod pods;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use tokio::task::JoinHandle;
 
@@ -38,7 +38,7 @@ use crate::runner::{self, Action, Reconciler};
 use crate::util::{self, ApiError};
 use crate::{Context, Recorder};
 
-use logic::{PolicyAction, INDEX_KEY};
+use logic::PolicyAction;
 
 /// The finalizer that keeps a Job's pod until the Job has counted it.
 pub(crate) const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -222,263 +222,6 @@ impl JobController {
             Some(r) => m.insert(key.to_string(), r),
             None => m.remove(key),
         };
-    }
-
-    /// Removes the tracking finalizer (a JSON patch guarded by the finalizer's position).
-    async fn remove_finalizer(&self, pod: &Pod) -> Result<(), ApiError> {
-        let Some(i) = pod
-            .metadata
-            .finalizers
-            .as_ref()
-            .and_then(|f| f.iter().position(|x| x == TRACKING_FINALIZER))
-        else {
-            return Ok(());
-        };
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": TRACKING_FINALIZER},
-            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
-        ]))
-        .map_err(|e| {
-            ApiError::new(
-                "build the finalizer patch of pod",
-                pod.name_any(),
-                kube::Error::SerdeError(e),
-            )
-        })?;
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        match self
-            .pod_api(ns)
-            .patch(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::<()>::Json(patch),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if util::is_not_found(&e) => Ok(()),
-            Err(e) => Err(ApiError::new(
-                "remove the tracking finalizer of pod",
-                pod.name_any(),
-                e,
-            )),
-        }
-    }
-
-    /// Removes the finalizer of `pods` concurrently; the UIDs it was removed from.
-    async fn remove_finalizers(&self, pods: &[Arc<Pod>]) -> (HashSet<String>, Option<ApiError>) {
-        let results = join_all(pods.iter().map(|p| self.remove_finalizer(p))).await;
-        let mut done = HashSet::new();
-        let mut err = None;
-        for (p, r) in pods.iter().zip(results) {
-            match r {
-                Ok(()) => {
-                    done.insert(p.metadata.uid.clone().unwrap_or_default());
-                }
-                Err(e) => err = Some(e),
-            }
-        }
-        (done, err)
-    }
-
-    /// Deletes pods the controller no longer wants (finalizer first, so they are not
-    /// counted); how many are left terminating.
-    async fn delete_pods(
-        &self,
-        job: &Job,
-        key: &str,
-        pods: &[Arc<Pod>],
-        released: &HashSet<String>,
-    ) -> Result<i32, ApiError> {
-        if pods.is_empty() {
-            return Ok(0);
-        }
-        self.expectations.expect_deletions(
-            key,
-            pods.iter()
-                .map(|p| p.metadata.uid.clone().unwrap_or_default()),
-        );
-        let ns = job.namespace().unwrap_or_default();
-        let api = self.pod_api(&ns);
-        let results = join_all(pods.iter().map(|p| {
-            let api = api.clone();
-            async move {
-                // The cache may not show a finalizer just removed; never remove it twice.
-                if !released.contains(p.metadata.uid.as_deref().unwrap_or_default()) {
-                    self.remove_finalizer(p).await?;
-                }
-                let dp = DeleteParams::background();
-                match api.delete(&p.name_any(), &dp).await {
-                    Ok(either) => Ok(either.is_left()),
-                    Err(e) if util::is_not_found(&e) => Ok(false),
-                    Err(e) => Err(ApiError::new("delete pod", p.name_any(), e)),
-                }
-            }
-        }))
-        .await;
-        let mut terminating = 0;
-        let mut err = None;
-        for (p, r) in pods.iter().zip(results) {
-            match r {
-                Ok(left) => {
-                    terminating += i32::from(left);
-                    self.recorder.normal(
-                        job,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", p.name_any()),
-                    );
-                }
-                Err(e) => {
-                    self.expectations
-                        .deletion_observed(key, p.metadata.uid.as_deref().unwrap_or_default());
-                    self.recorder.warning(
-                        job,
-                        "FailedDelete",
-                        format!("Error deleting: {}", e.source),
-                    );
-                    err = Some(e);
-                }
-            }
-        }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(terminating),
-        }
-    }
-
-    /// The pod for `index` (Indexed) or a plain one, as kube builds it.
-    fn new_pod(&self, job: &Job, index: Option<i32>) -> Option<Pod> {
-        let spec = job.spec.as_ref()?;
-        let ns = job.namespace().unwrap_or_default();
-        let name = job.name_any();
-        let prefix = match index {
-            Some(i) => util::generate_name_prefix(&format!("{name}-{i}")),
-            None => util::generate_name_prefix(&name),
-        };
-        let mut pod =
-            util::pod_from_template(&spec.template, &ns, &prefix, util::controller_ref(job));
-        pod.metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(TRACKING_FINALIZER.to_string());
-        if let Some(i) = index {
-            let v = i.to_string();
-            pod.metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(INDEX_KEY.into(), v.clone());
-            pod.metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert(INDEX_KEY.into(), v);
-            if let Some(ps) = pod.spec.as_mut() {
-                if ps.hostname.is_none() {
-                    ps.hostname = Some(format!("{name}-{i}"));
-                }
-                let env = EnvVar {
-                    name: "JOB_COMPLETION_INDEX".into(),
-                    value: None,
-                    value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector {
-                            api_version: None,
-                            field_path: format!("metadata.labels['{INDEX_KEY}']"),
-                        }),
-                        ..Default::default()
-                    }),
-                };
-                let all = ps
-                    .containers
-                    .iter_mut()
-                    .chain(ps.init_containers.iter_mut().flatten());
-                for c in all {
-                    let e = c.env.get_or_insert_with(Vec::new);
-                    if !e.iter().any(|x| x.name == env.name) {
-                        e.push(env.clone());
-                    }
-                }
-            }
-        }
-        Some(pod)
-    }
-
-    /// Creates pods in slow-start batches (1, 2, 4 …); stops at the first refused batch.
-    async fn create_pods(
-        &self,
-        job: &Job,
-        key: &str,
-        indexes: Vec<Option<i32>>,
-    ) -> Result<(), JobError> {
-        if indexes.is_empty() {
-            return Ok(());
-        }
-        let ns = job.namespace().unwrap_or_default();
-        let api = self.pod_api(&ns);
-        let total = indexes.len();
-        self.expectations.expect_creations(key, total);
-        let mut done = 0;
-        let mut batch = 1;
-        let mut failed = 0;
-        while done < total {
-            let n = batch.min(total - done);
-            let chunk = &indexes[done..done + n];
-            let results = join_all(chunk.iter().map(|i| {
-                let api = api.clone();
-                let pod = self.new_pod(job, *i);
-                async move {
-                    match pod {
-                        Some(pod) => api.create(&PostParams::default(), &pod).await.map(Some),
-                        None => Ok(None),
-                    }
-                }
-            }))
-            .await;
-            for r in results {
-                match r {
-                    Ok(Some(p)) => self.recorder.normal(
-                        job,
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", p.name_any()),
-                    ),
-                    Ok(None) => self.expectations.creation_observed(key),
-                    Err(e) => {
-                        failed += 1;
-                        self.expectations.creation_observed(key);
-                        self.recorder
-                            .warning(job, "FailedCreate", format!("Error creating: {e}"));
-                    }
-                }
-            }
-            done += n;
-            if failed > 0 {
-                // The rest will not be created now; stop expecting them.
-                for _ in done..total {
-                    self.expectations.creation_observed(key);
-                }
-                return Err(JobError::Create {
-                    job: key.to_string(),
-                    failed,
-                });
-            }
-            batch *= 2;
-        }
-        Ok(())
-    }
-
-    /// A gone (or going) Job: its pods' finalizers must not keep them forever.
-    async fn release_pods(&self, ns: &str, name: &str, uid: Option<&str>) -> Result<(), ApiError> {
-        let mut held = Vec::new();
-        self.pods.for_each(Some(ns), |p| {
-            let ours = util::controller_of(&p.metadata).is_some_and(|r| {
-                r.kind == "Job" && r.name == name && uid.is_none_or(|u| r.uid == u)
-            });
-            if ours && has_finalizer(p) {
-                held.push(p.clone());
-            }
-        });
-        match self.remove_finalizers(&held).await.1 {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 
     async fn write_status(&self, job: &Job, status: JobStatus) -> Result<Job, ApiError> {
@@ -799,8 +542,7 @@ impl JobController {
                 if st.start_time.is_none() {
                     st.start_time = Some(Time(now));
                 }
-                let (create, delete) = self.plan(
-                    &job,
+                let (create, delete) = logic::plan_pods(
                     indexed,
                     completions,
                     parallelism,
@@ -863,82 +605,6 @@ impl JobController {
         }
         Ok(requeue.map_or(Action::Done, Action::RequeueAfter))
     }
-
-    /// Which pods to create (their indexes, None for NonIndexed) and which to delete.
-    #[allow(clippy::too_many_arguments)]
-    fn plan(
-        &self,
-        job: &Job,
-        indexed: bool,
-        completions: Option<i32>,
-        parallelism: i32,
-        succeeded: i64,
-        active: &[Arc<Pod>],
-        done_idx: &BTreeSet<i32>,
-    ) -> (Vec<Option<i32>>, Vec<Arc<Pod>>) {
-        let _ = job;
-        let parallelism = i64::from(parallelism);
-        if !indexed {
-            let want = match completions {
-                // A work queue: once one succeeded, start no more.
-                None if succeeded > 0 => active.len() as i64,
-                None => parallelism,
-                Some(c) => parallelism.min(i64::from(c) - succeeded).max(0),
-            };
-            let have = active.len() as i64;
-            if have > want {
-                let mut victims: Vec<Arc<Pod>> = active.to_vec();
-                // Unready and newest first, as kube's ActivePods ranking roughly does.
-                victims.sort_by_key(|p| {
-                    (
-                        util::is_ready(p),
-                        std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-                    )
-                });
-                victims.truncate((have - want) as usize);
-                return (Vec::new(), victims);
-            }
-            return (vec![None; (want - have) as usize], Vec::new());
-        }
-        let completions = completions.unwrap_or(0);
-        let mut by_index: BTreeMap<i32, Vec<Arc<Pod>>> = BTreeMap::new();
-        let mut delete = Vec::new();
-        for p in active {
-            match logic::pod_index(p) {
-                Some(i) if i < completions && !done_idx.contains(&i) => {
-                    by_index.entry(i).or_default().push(p.clone())
-                }
-                _ => delete.push(p.clone()),
-            }
-        }
-        for pods in by_index.values_mut() {
-            // One pod per index: keep the oldest.
-            pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-            delete.extend(pods.drain(1..));
-        }
-        let remaining = i64::from(completions) - done_idx.len() as i64;
-        let want = parallelism.min(remaining).max(0) as usize;
-        if by_index.len() > want {
-            let extra: Vec<i32> = by_index
-                .keys()
-                .rev()
-                .take(by_index.len() - want)
-                .copied()
-                .collect();
-            for i in extra {
-                delete.extend(by_index.remove(&i).into_iter().flatten());
-            }
-        }
-        let mut create = Vec::new();
-        let mut i = 0;
-        while by_index.len() + create.len() < want && i < completions {
-            if !done_idx.contains(&i) && !by_index.contains_key(&i) {
-                create.push(Some(i));
-            }
-            i += 1;
-        }
-        (create, delete)
-    }
 }
 
 #[async_trait::async_trait]
@@ -957,6 +623,11 @@ impl Reconciler for JobController {
             self.release_pods(ns, name, None).await?;
             return Ok(Action::Done);
         };
+        // A Job another controller manages (spec.managedBy) is left to it.
+        let managed_by = job.spec.as_ref().and_then(|s| s.managed_by.as_deref());
+        if managed_by.is_some_and(|m| m != "kubernetes.io/job-controller") {
+            return Ok(Action::Done);
+        }
         if util::is_deleting(&job.metadata) || finished_condition(&job).is_some() {
             self.release_pods(ns, name, job.metadata.uid.as_deref())
                 .await?;
