@@ -1,6 +1,7 @@
 //! Kubernetes API machinery with no I/O, shared by the API server and its tests.
 //!
 //! - [`cluster`]: the address plan (service, node-port and pod ranges) every component shares;
+//! - [`cron`]: CronJob schedules (parse, next time in a zone) with Kubernetes' messages;
 //! - [`kinds`]: the served resources (group/version/kind ↔ plural resource, scope, verbs,
 //!   short names, categories, subresources) — the single table discovery, routing and
 //!   OpenAPI are built from;
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod cron;
 pub mod fields;
 pub mod kinds;
 pub mod object;
