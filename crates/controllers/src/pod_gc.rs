@@ -6,12 +6,14 @@
 //!   pods are marked Failed (DisruptionTarget, reason DeletionByPodGC) and force deleted.
 //! - Terminated pods (Succeeded or Failed) beyond `terminated_pod_gc_threshold`: the
 //!   oldest by creation go first (evicted ones before the rest, as kube sorts them).
+//! - Terminating pods of a node that is not Ready and tainted
+//!   `node.kubernetes.io/out-of-service`: marked Failed and force deleted.
 //! - Unscheduled terminating pods (a `deletionTimestamp` and no node): no kubelet will
 //!   finish them, so they are force deleted (grace 0).
 //!
 //! Keys: `orphaned` and `terminated` are passes over the pod cache, queued with a short
-//! delay so a burst of changes costs one pass; `pod:<ns>/<name>` is one unscheduled
-//! terminating pod. Each pass runs once at start.
+//! delay so a burst of changes costs one pass; `node:<name>` is one out-of-service node;
+//! `pod:<ns>/<name>` is one unscheduled terminating pod. Each pass runs once at start.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +40,8 @@ const BATCH: Duration = Duration::from_millis(200);
 const CONCURRENT_DELETES: usize = 32;
 
 const ORPHANED: &str = "orphaned";
+/// Nodes shut down for good are tainted so by their admin (kube's NodeOutOfService).
+const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 const TERMINATED: &str = "terminated";
 
 fn node_of(p: &Pod) -> Option<&str> {
@@ -46,6 +50,23 @@ fn node_of(p: &Pod) -> Option<&str> {
         .node_name
         .as_deref()
         .filter(|n| !n.is_empty())
+}
+
+/// Whether `node` is not Ready and tainted out-of-service: its terminating pods will not
+/// be finished by a kubelet.
+fn out_of_service(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE));
+    !ready && tainted
 }
 
 fn unscheduled_terminating(p: &Pod) -> bool {
@@ -85,16 +106,25 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
             if unscheduled_terminating(p) {
                 q.add(format!("pod:{}", key_of(&**p)));
             }
-            if node_of(p).is_some_and(|n| nodes.get("", n).is_none()) {
-                q.add_after(ORPHANED, BATCH);
+            if let Some(n) = node_of(p) {
+                match nodes.get("", n) {
+                    None => q.add_after(ORPHANED, BATCH),
+                    Some(node) if is_deleting(&p.metadata) && out_of_service(&node) => {
+                        q.add_after(format!("node:{n}"), BATCH);
+                    }
+                    Some(_) => {}
+                }
             }
         });
     }
     {
         let q = queue.clone();
-        nodes.on_change(move |ch| {
-            if let Change::Deleted(_) = ch {
-                q.add_after(ORPHANED, BATCH);
+        nodes.on_change(move |ch| match ch {
+            Change::Deleted(_) => q.add_after(ORPHANED, BATCH),
+            Change::Added(n) | Change::Updated { new: n, .. } => {
+                if out_of_service(n) {
+                    q.add_after(format!("node:{}", key_of(&***n)), BATCH);
+                }
             }
         });
     }
@@ -122,6 +152,16 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     ))
 }
 
+/// What a pod is marked with before it is force deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Nothing,
+    /// Phase Failed (a terminating pod of an out-of-service node).
+    Failed,
+    /// Phase Failed and DisruptionTarget (its node is gone).
+    NodeGone,
+}
+
 struct PodGc {
     ctx: Context,
     nodes: Informer<Node>,
@@ -136,32 +176,32 @@ impl PodGc {
     }
 
     /// Force deletes (grace 0) every pod in `victims`, concurrently.
-    async fn delete_all(&self, victims: Vec<Arc<Pod>>, orphaned: bool) -> Result<(), ApiError> {
+    async fn delete_all(&self, victims: Vec<Arc<Pod>>, mark: Mark) -> Result<(), ApiError> {
         use futures_util::StreamExt;
         let results: Vec<Result<(), ApiError>> = futures_util::stream::iter(victims)
-            .map(|p| async move { self.delete(&p, orphaned).await })
+            .map(|p| async move { self.delete(&p, mark).await })
             .buffer_unordered(CONCURRENT_DELETES)
             .collect()
             .await;
         results.into_iter().collect()
     }
 
-    async fn delete(&self, pod: &Pod, orphaned: bool) -> Result<(), ApiError> {
+    async fn delete(&self, pod: &Pod, mark: Mark) -> Result<(), ApiError> {
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let api = self.api(&ns);
-        if orphaned && !is_terminal(pod) {
+        if mark != Mark::Nothing && !is_terminal(pod) {
             // kube's markFailedAndDeletePodWithCondition.
-            let status = serde_json::json!({"status": {
-                "phase": "Failed",
-                "conditions": [{
+            let mut status = serde_json::json!({"status": {"phase": "Failed"}});
+            if mark == Mark::NodeGone {
+                status["status"]["conditions"] = serde_json::json!([{
                     "type": "DisruptionTarget",
                     "status": "True",
                     "reason": "DeletionByPodGC",
                     "message": "PodGC: node no longer exists",
                     "lastTransitionTime": Time(self.ctx.now()),
-                }],
-            }});
+                }]);
+            }
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
                 .await
@@ -231,11 +271,33 @@ impl PodGc {
                 pods = victims.len(),
                 "deleting the pods of a deleted node"
             );
-            self.delete_all(victims, true).await?;
+            self.delete_all(victims, Mark::NodeGone).await?;
         }
         Ok(wait.map_or(Action::Done, |w| {
             Action::RequeueAfter(w + Duration::from_millis(10))
         }))
+    }
+
+    /// kube's gcTerminating: the terminating pods of an out-of-service node.
+    async fn out_of_service(&self, node: &str) -> Result<Action, ApiError> {
+        if !self.nodes.get("", node).is_some_and(|n| out_of_service(&n)) {
+            return Ok(Action::Done);
+        }
+        let mut victims = Vec::new();
+        self.pods.for_each(None, |p| {
+            if is_deleting(&p.metadata) && node_of(p) == Some(node) {
+                victims.push(p.clone());
+            }
+        });
+        if !victims.is_empty() {
+            tracing::info!(
+                node,
+                pods = victims.len(),
+                "force deleting the terminating pods of an out-of-service node"
+            );
+        }
+        self.delete_all(victims, Mark::Failed).await?;
+        Ok(Action::Done)
     }
 
     async fn terminated(&self) -> Result<Action, ApiError> {
@@ -269,7 +331,7 @@ impl PodGc {
             threshold,
             "deleting terminated pods over the threshold"
         );
-        self.delete_all(terminated, false).await?;
+        self.delete_all(terminated, Mark::Nothing).await?;
         Ok(Action::Done)
     }
 }
@@ -287,13 +349,16 @@ impl Reconciler for PodGc {
             ORPHANED => self.orphaned().await,
             TERMINATED => self.terminated().await,
             _ => {
+                if let Some(node) = key.strip_prefix("node:") {
+                    return self.out_of_service(node).await;
+                }
                 let Some(k) = key.strip_prefix("pod:") else {
                     return Ok(Action::Done);
                 };
                 let (ns, name) = split_key(k);
                 match self.pods.get(ns, name) {
                     Some(p) if unscheduled_terminating(&p) => {
-                        self.delete(&p, false).await?;
+                        self.delete(&p, Mark::Nothing).await?;
                         Ok(Action::Done)
                     }
                     _ => Ok(Action::Done),

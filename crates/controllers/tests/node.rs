@@ -517,3 +517,37 @@ async fn pod_gc_removes_pods_of_deleted_nodes_and_old_terminated_pods() {
     .await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_pods_of_an_out_of_service_node_are_force_deleted() {
+    let c = Cluster::start_with(Config {
+        controllers: vec!["podgc".into()],
+        ..Default::default()
+    })
+    .await;
+    add_node(&c, "n1").await;
+    let pod = create_pod(&c, "p", Some("n1"), serde_json::Value::Null).await;
+    c.set_running_ready(&pod).await;
+    let pods: Api<Pod> = c.api("default");
+    pods.delete("p", &DeleteParams::default()).await.unwrap();
+    // No kubelet finishes it: it lingers, terminating.
+    assert!(pods
+        .get("p")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    post_ready(&c, "n1", "False").await;
+    let nodes: Api<Node> = c.cluster_api();
+    let taint = serde_json::json!({"spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown", "effect": "NoExecute"}]}});
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .unwrap();
+    eventually("the terminating pod to be force deleted", || async {
+        pods.get_opt("p").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
