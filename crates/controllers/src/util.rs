@@ -297,16 +297,18 @@ mod tests {
     #[test]
     fn availability_waits_min_ready_seconds() {
         let now = Timestamp::from_second(1_000).unwrap();
-        let mut pod = Pod::default();
-        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-            conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                last_transition_time: Some(Time(Timestamp::from_second(995).unwrap())),
+        let pod = Pod {
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(Time(Timestamp::from_second(995).unwrap())),
+                    ..Default::default()
+                }]),
                 ..Default::default()
-            }]),
+            }),
             ..Default::default()
-        });
+        };
         assert!(is_ready(&pod));
         assert!(is_available(&pod, Duration::ZERO, now));
         assert!(is_available(&pod, Duration::from_secs(5), now));

@@ -133,23 +133,29 @@ impl Cluster {
             .expect("node status")
     }
 
-    /// Renews the node's Lease in kube-node-lease (one heartbeat).
+    /// Renews the node's Lease in kube-node-lease (one heartbeat): created on first use,
+    /// then its renewTime merge-patched.
     pub async fn renew_lease(&self, name: &str) {
         let leases: Api<Lease> = self.api("kube-node-lease");
-        let lease = serde_json::json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let lease: Lease = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "kube-node-lease"},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
-                     "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())},
-        });
-        leases
-            .patch(
-                name,
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&lease),
-            )
-            .await
-            .expect("renew lease");
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
+        }))
+        .unwrap();
+        match leases.create(&PostParams::default(), &lease).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let patch = serde_json::json!({"spec": {"renewTime": now}});
+                leases
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("renew lease");
+            }
+            Err(e) => panic!("create lease: {e}"),
+        }
     }
 
     /// Marks a bound pod Running and Ready, as its kubelet would.
