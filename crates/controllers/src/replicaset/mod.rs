@@ -504,7 +504,8 @@ impl<K: Owner> Controller<K> {
                     }
                 }
                 None => {
-                    if selector.matches(labels) {
+                    // A selector of everything (refused by validation) adopts nothing.
+                    if !selector.is_empty() && selector.matches(labels) {
                         seen.orphans.push(p.clone());
                     }
                 }
