@@ -434,7 +434,7 @@ impl<K: Owner> Reconciler for Controller<K> {
         let message = failure.as_ref().map(failure_message);
         let failed = match (&failure, &message) {
             (Some(ReplicaError::Create { .. }), Some(m)) => Failure::Create(m),
-            (Some(_), Some(m)) => Failure::Delete(m),
+            (Some(ReplicaError::Delete { .. }), Some(m)) => Failure::Delete(m),
             _ => Failure::None,
         };
         let old = owner.current_status();
@@ -504,7 +504,8 @@ impl<K: Owner> Controller<K> {
                     }
                 }
                 None => {
-                    if selector.matches(labels) {
+                    // A selector of everything (refused by validation) adopts nothing.
+                    if !selector.is_empty() && selector.matches(labels) {
                         seen.orphans.push(p.clone());
                     }
                 }
