@@ -247,8 +247,10 @@ impl Reconciler for SliceController {
         let svc = self.services.get(ns, name);
         let Some((svc, selector)) = svc.as_ref().and_then(|s| Some((s, service_selector(s)?)))
         else {
-            // Gone, or no longer selecting: its slices go.
-            for s in &existing {
+            // Gone, or no longer selecting: the slices this controller made for it go
+            // (those controlled by a Service; the API server's own `kubernetes` slices
+            // carry the managed-by label too but no owner, and stay).
+            for s in existing.iter().filter(|s| controlled_by_a_service(s)) {
                 self.delete_slice(key, s).await?;
             }
             return Ok(Action::Done);
@@ -481,6 +483,10 @@ struct Plan {
     create: Vec<EndpointSlice>,
     update: Vec<EndpointSlice>,
     delete: Vec<Arc<EndpointSlice>>,
+}
+
+fn controlled_by_a_service(s: &EndpointSlice) -> bool {
+    crate::util::controller_of(&s.metadata).is_some_and(|r| r.kind == "Service")
 }
 
 fn owned_by(s: &EndpointSlice, svc: &Service) -> bool {

@@ -406,6 +406,11 @@ async fn services_without_a_selector_keep_their_own_endpoints() {
         json!({"metadata": {"name": "external"}, "spec": {"ports": [{"port": 80}]}}),
     )
     .await;
+    let kube_slices = eventually("the API server's `kubernetes` slice", || async {
+        let n = slices(&c, "default", "kubernetes").await.len();
+        (n > 0).then_some(n)
+    })
+    .await;
     let eps: Api<Endpoints> = c.api("default");
     let mine: Endpoints = serde_json::from_value(json!({
         "metadata": {"name": "external"},
@@ -428,5 +433,25 @@ async fn services_without_a_selector_keep_their_own_endpoints() {
     let got = eps.get("external").await.unwrap();
     assert_eq!(addresses(&got).0, vec!["192.0.2.1".to_string()]);
     assert!(slices(&c, "default", "external").await.is_empty());
+
+    // A Service that loses its selector loses its slices (its placeholder here).
+    eventually("the placeholder slice", || async {
+        (slices(&c, "default", "sel").await.len() == 1).then_some(())
+    })
+    .await;
+    let svcs: Api<Service> = c.api("default");
+    svcs.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"selector": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the slices of the selector-less Service to go", || async {
+        slices(&c, "default", "sel").await.is_empty().then_some(())
+    })
+    .await;
+    // The API server's own slices of `kubernetes` (no selector, no owner) are left alone.
+    assert_eq!(slices(&c, "default", "kubernetes").await.len(), kube_slices);
     c.shutdown().await;
 }
