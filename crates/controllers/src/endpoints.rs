@@ -70,11 +70,17 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         pods.on_change(move |c| services_for_pod_change(&svcs, c, |k| q.add_after(k, BATCH)));
     }
     {
-        // A deleted or edited Endpoints is restored (or removed) from its Service.
-        let q = queue.clone();
+        // A deleted Endpoints is restored, an edited one reverted, when a selecting
+        // Service owns the name; Endpoints of no Service are not ours to touch.
+        let (q, svcs) = (queue.clone(), services.clone());
         endpoints.on_change(move |c| {
-            if !matches!(c, Change::Added(_)) {
-                q.add(key_of(&**c.object()));
+            let key = key_of(&**c.object());
+            let managed = || {
+                svcs.get_key(&key)
+                    .is_some_and(|s| service_selector(&s).is_some())
+            };
+            if matches!(c, Change::Deleted(_) | Change::Updated { .. }) && managed() {
+                q.add(key);
             }
         });
     }

@@ -282,6 +282,24 @@ async fn named_ports_resolve_per_pod_and_pods_without_the_name_are_left_out() {
         .collect();
     ports.sort();
     assert_eq!(ports, vec![8080, 9090]);
+
+    // Deleted or edited by hand, the Endpoints come back as the Service says.
+    let old_uid = ep.metadata.uid.clone();
+    eps.delete("named", &DeleteParams::default()).await.unwrap();
+    eventually("the Endpoints restored", || async {
+        let ep = eps.get_opt("named").await.unwrap()?;
+        (ep.metadata.uid != old_uid && ep.subsets.as_ref().map_or(0, Vec::len) == 2).then_some(())
+    })
+    .await;
+    let patch = json!({"subsets": [{"addresses": [{"ip": "192.0.2.9"}], "ports": [{"port": 1}]}]});
+    eps.patch("named", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("the edit reverted", || async {
+        let ep = eps.get_opt("named").await.unwrap()?;
+        (addresses(&ep).0 == vec!["10.42.0.2".to_string(), "10.42.0.3".to_string()]).then_some(())
+    })
+    .await;
     c.shutdown().await;
 }
 
