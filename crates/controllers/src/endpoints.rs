@@ -94,6 +94,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     };
     let r = EndpointController {
         api_client: ctx.client.clone(),
+        recorder: ctx.events.recorder("endpoint-controller"),
         services,
         pods,
         endpoints,
@@ -109,6 +110,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
 
 struct EndpointController {
     api_client: kube::Client,
+    recorder: crate::events::Recorder,
     services: Informer<Service>,
     pods: Informer<Pod>,
     endpoints: Informer<Endpoints>,
@@ -194,7 +196,14 @@ impl Reconciler for EndpointController {
                     Err(e) if crate::util::status_code(&e) == Some(403) || is_not_found(&e) => {
                         Ok(Action::Done)
                     }
-                    Err(e) => Err(ApiError::new("create endpoints", key, e).into()),
+                    Err(e) => {
+                        self.recorder.warning(
+                            &ep,
+                            "FailedToCreateEndpoint",
+                            format!("Failed to create endpoint for service {ns}/{name}: {e}"),
+                        );
+                        Err(ApiError::new("create endpoints", key, e).into())
+                    }
                 }
             }
             Some(cur) => {
@@ -205,6 +214,14 @@ impl Reconciler for EndpointController {
                 match api.replace(name, &PostParams::default(), &ep).await {
                     Ok(_) => Ok(Action::Done),
                     Err(e) if is_not_found(&e) => Ok(Action::RequeueAfter(BATCH)),
+                    Err(e) if !is_conflict(&e) => {
+                        self.recorder.warning(
+                            &ep,
+                            "FailedToUpdateEndpoint",
+                            format!("Failed to update endpoint {ns}/{name}: {e}"),
+                        );
+                        Err(ApiError::new("update endpoints", key, e).into())
+                    }
                     Err(e) => Err(ApiError::new("update endpoints", key, e).into()),
                 }
             }

@@ -117,6 +117,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     };
     let r = SliceController {
         client: ctx.client.clone(),
+        recorder: ctx.events.recorder("endpoint-slice-controller"),
         services,
         pods,
         nodes,
@@ -156,6 +157,7 @@ enum Written {
 
 struct SliceController {
     client: kube::Client,
+    recorder: crate::events::Recorder,
     services: Informer<Service>,
     pods: Informer<Pod>,
     nodes: Informer<Node>,
@@ -288,7 +290,19 @@ impl Reconciler for SliceController {
             plan.update.extend(p.update);
             plan.delete.extend(p.delete);
         }
-        self.apply(key, svc, plan, trigger).await?;
+        if let Err(e) = self.apply(key, svc, plan, trigger).await {
+            if e.code() != Some(409) {
+                self.recorder.warning(
+                    &**svc,
+                    "FailedToUpdateEndpointSlices",
+                    format!(
+                        "Error updating Endpoint Slices for Service {ns}/{name}: {}",
+                        crate::runner::Chain(&e)
+                    ),
+                );
+            }
+            return Err(e.into());
+        }
         Ok(if missing_node {
             Action::RequeueAfter(Duration::from_secs(5))
         } else {
