@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -147,6 +149,38 @@ fn managed_service_name(s: &EndpointSlice) -> Option<&str> {
     l.get(LABEL_SERVICE_NAME).map(String::as_str)
 }
 
+/// Per Service key: slice uid → what we wrote and when, until the cache shows it.
+type Tracked = HashMap<String, HashMap<String, (Written, Instant)>>;
+
+/// How long a write the cache does not show holds its Service back.
+const TRACKER_EXPIRY: Duration = Duration::from_secs(10);
+
+/// Whether the cached slices of Service `key` lag behind what was written of them;
+/// forgets the writes they show.
+fn stale(tracker: &mut Tracked, key: &str, existing: &[Arc<EndpointSlice>], now: Instant) -> bool {
+    let Some(written) = tracker.get_mut(key) else {
+        return false;
+    };
+    let by_uid: HashMap<&str, &EndpointSlice> = existing
+        .iter()
+        .filter_map(|s| Some((s.metadata.uid.as_deref()?, &**s)))
+        .collect();
+    // A write the cache never shows (the slice was deleted by someone else before we
+    // looked) is forgotten after a while rather than holding the Service back.
+    written.retain(|uid, (w, at)| match (w, by_uid.get(uid.as_str())) {
+        _ if now.duration_since(*at) > TRACKER_EXPIRY => false,
+        (Written::Deleted, None) => false,
+        (Written::Deleted, Some(_)) => true,
+        (Written::At(_), None) => true,
+        (Written::At(v), Some(s)) => rv(&s.metadata) < *v,
+    });
+    let stale = !written.is_empty();
+    if !stale {
+        tracker.remove(key);
+    }
+    stale
+}
+
 /// What the controller last wrote of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Written {
@@ -163,7 +197,7 @@ struct SliceController {
     nodes: Informer<Node>,
     slices: Informer<EndpointSlice>,
     /// Per Service key: slice uid → what we wrote, until the cache shows it.
-    tracker: Mutex<HashMap<String, HashMap<String, Written>>>,
+    tracker: Mutex<Tracked>,
     max_per_slice: usize,
 }
 
@@ -175,7 +209,7 @@ fn rv(meta: &ObjectMeta) -> u64 {
 }
 
 impl SliceController {
-    fn tracker(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Written>>> {
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracked> {
         self.tracker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -183,25 +217,7 @@ impl SliceController {
 
     /// Whether the cache lags behind our writes for this Service; forgets what it shows.
     fn stale(&self, key: &str, existing: &[Arc<EndpointSlice>]) -> bool {
-        let mut tracker = self.tracker();
-        let Some(written) = tracker.get_mut(key) else {
-            return false;
-        };
-        let by_uid: HashMap<&str, &EndpointSlice> = existing
-            .iter()
-            .filter_map(|s| Some((s.metadata.uid.as_deref()?, &**s)))
-            .collect();
-        written.retain(|uid, w| match (w, by_uid.get(uid.as_str())) {
-            (Written::Deleted, None) => false,
-            (Written::Deleted, Some(_)) => true,
-            (Written::At(_), None) => true,
-            (Written::At(v), Some(s)) => rv(&s.metadata) < *v,
-        });
-        let stale = !written.is_empty();
-        if !stale {
-            tracker.remove(key);
-        }
-        stale
+        stale(&mut self.tracker(), key, existing, Instant::now())
     }
 
     fn record(&self, key: &str, uid: Option<String>, w: Written) {
@@ -209,7 +225,7 @@ impl SliceController {
             self.tracker()
                 .entry(key.to_string())
                 .or_default()
-                .insert(uid, w);
+                .insert(uid, (w, Instant::now()));
         }
     }
 
@@ -833,6 +849,38 @@ mod tests {
         assert_eq!(filled.update.len(), 1);
         assert_eq!(filled.update[0].metadata.name.as_deref(), Some("web-1"));
         assert_eq!(filled.update[0].endpoints.len(), 5);
+    }
+
+    #[test]
+    fn a_cache_behind_our_writes_is_stale_until_it_shows_them() {
+        let at = |uid: &str, rv: &str| {
+            let mut s = new_slice(&svc(), "IPv4", ports());
+            s.metadata.uid = Some(uid.into());
+            s.metadata.resource_version = Some(rv.into());
+            Arc::new(s)
+        };
+        let t0 = Instant::now();
+        let mut t = Tracked::new();
+        t.entry("ns/web".into()).or_default().extend([
+            ("a".to_string(), (Written::At(10), t0)),
+            ("b".to_string(), (Written::Deleted, t0)),
+        ]);
+        assert!(!stale(&mut t, "ns/other", &[], t0));
+        assert!(stale(&mut t, "ns/web", &[at("a", "9"), at("b", "5")], t0));
+        assert!(stale(&mut t, "ns/web", &[at("a", "10"), at("b", "5")], t0));
+        assert!(!stale(&mut t, "ns/web", &[at("a", "11")], t0));
+        assert!(t.is_empty());
+        // A write never seen is forgotten after the expiry.
+        t.entry("ns/web".into())
+            .or_default()
+            .insert("c".into(), (Written::At(3), t0));
+        assert!(stale(&mut t, "ns/web", &[], t0));
+        assert!(!stale(
+            &mut t,
+            "ns/web",
+            &[],
+            t0 + TRACKER_EXPIRY + Duration::from_secs(1)
+        ));
     }
 
     #[test]
