@@ -344,30 +344,68 @@ impl SliceController {
                 None => a.remove(TRIGGER_TIME),
             };
         };
+        // Creates, then updates, then deletes (as kube orders them, so an endpoint moving
+        // between slices is never missing from all of them); each phase concurrently.
+        let mut errors = Vec::new();
         // Not while the Service is being deleted: the garbage collector would race us.
         if svc.metadata.deletion_timestamp.is_none() {
-            for mut s in plan.create {
+            let creates = plan.create.into_iter().map(|mut s| {
                 stamp(&mut s);
-                match api.create(&PostParams::default(), &s).await {
-                    Ok(c) => self.record(key, c.metadata.uid.clone(), Written::At(rv(&c.metadata))),
-                    // The namespace is terminating.
-                    Err(e) if crate::util::status_code(&e) == Some(403) => return Ok(()),
-                    Err(e) => return Err(ApiError::new("create endpointslice", key, e)),
+                let api = api.clone();
+                async move {
+                    match api.create(&PostParams::default(), &s).await {
+                        Ok(c) => {
+                            self.record(key, c.metadata.uid.clone(), Written::At(rv(&c.metadata)));
+                            Ok(())
+                        }
+                        // The namespace is terminating.
+                        Err(e) if crate::util::status_code(&e) == Some(403) => Ok(()),
+                        Err(e) => Err(ApiError::new("create endpointslice", key, e)),
+                    }
+                }
+            });
+            errors.extend(run_concurrently(creates).await);
+        }
+        let updates = plan.update.into_iter().map(|mut s| {
+            stamp(&mut s);
+            let api = api.clone();
+            async move {
+                match api.replace(&s.name_any(), &PostParams::default(), &s).await {
+                    Ok(u) => {
+                        self.record(key, u.metadata.uid.clone(), Written::At(rv(&u.metadata)));
+                        Ok(())
+                    }
+                    Err(e) => Err(ApiError::new("update endpointslice", s.name_any(), e)),
                 }
             }
+        });
+        errors.extend(run_concurrently(updates).await);
+        let deletes = plan
+            .delete
+            .into_iter()
+            .map(|s| async move { self.delete_slice(key, &s).await });
+        errors.extend(run_concurrently(deletes).await);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        for mut s in plan.update {
-            stamp(&mut s);
-            match api.replace(&s.name_any(), &PostParams::default(), &s).await {
-                Ok(u) => self.record(key, u.metadata.uid.clone(), Written::At(rv(&u.metadata))),
-                Err(e) => return Err(ApiError::new("update endpointslice", s.name_any(), e)),
-            }
-        }
-        for s in plan.delete {
-            self.delete_slice(key, &s).await?;
-        }
-        Ok(())
     }
+}
+
+/// Writes in flight at once for one Service.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Runs the writes, [`WRITE_CONCURRENCY`] at a time, and returns their errors.
+async fn run_concurrently<F>(writes: impl Iterator<Item = F>) -> Vec<ApiError>
+where
+    F: std::future::Future<Output = Result<(), ApiError>>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(writes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await
 }
 
 /// The address types a Service's slices have (kube's `getAddressTypesForService`).
