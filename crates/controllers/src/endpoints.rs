@@ -715,6 +715,27 @@ mod tests {
     }
 
     #[test]
+    fn the_service_family_picks_the_pod_ip() {
+        let mut p = (*pod("a", "10.42.0.2", true, &[])).clone();
+        p.status.as_mut().unwrap().pod_ips = Some(vec![
+            k8s_openapi::api::core::v1::PodIP {
+                ip: "10.42.0.2".into(),
+            },
+            k8s_openapi::api::core::v1::PodIP {
+                ip: "fd00::2".into(),
+            },
+        ]);
+        let mut s = svc(serde_json::json!([{"port": 80}]));
+        assert_eq!(pod_ip_for_service(&s, &p).as_deref(), Some("10.42.0.2"));
+        s.spec.as_mut().unwrap().ip_families = Some(vec!["IPv6".into()]);
+        assert_eq!(pod_ip_for_service(&s, &p).as_deref(), Some("fd00::2"));
+        s.spec.as_mut().unwrap().ip_families = None;
+        s.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert!(is_headless(&s));
+        assert_eq!(pod_ip_for_service(&s, &p).as_deref(), Some("10.42.0.2"));
+    }
+
+    #[test]
     fn over_capacity_is_truncated_to_a_thousand() {
         let s = svc(serde_json::json!([{"port": 80}]));
         let pods: Vec<_> = (0..1200)
@@ -751,6 +772,12 @@ mod tests {
         ));
         assert!(!should_pod_be_in_endpoints(&p, false));
         assert!(should_pod_be_in_endpoints(&p, true));
+        let mut done = (*pod("d", "10.42.0.5", false, &[])).clone();
+        done.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        done.status.as_mut().unwrap().phase = Some("Failed".into());
+        assert!(!should_pod_be_in_endpoints(&done, true));
+        done.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+        assert!(should_pod_be_in_endpoints(&done, true));
         let mut q = (*pod("b", "", true, &[])).clone();
         assert!(!should_pod_be_in_endpoints(&q, true));
         q.status.as_mut().unwrap().pod_ip = Some("fd00::1".into());
