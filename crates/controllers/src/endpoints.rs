@@ -641,9 +641,10 @@ fn pod_change_time(pod: &Pod) -> Option<Timestamp> {
     ready.max(created)
 }
 
-/// RFC 3339 with nanoseconds, as kube writes the trigger-time annotation.
+/// Go's RFC 3339 with nanoseconds (trailing zeros of the fraction dropped), as kube
+/// writes the trigger-time annotation.
 pub(crate) fn rfc3339_nano(t: Timestamp) -> String {
-    format!("{t:.9}")
+    t.to_string()
 }
 
 /// The port names of a subset.
@@ -712,6 +713,14 @@ mod tests {
         assert!(!d.truncated);
         assert_eq!(d.labels.get("app").map(String::as_str), Some("x"));
         assert!(!d.labels.contains_key(HEADLESS_LABEL));
+    }
+
+    #[test]
+    fn trigger_times_are_written_as_go_writes_rfc3339_nano() {
+        let t = Timestamp::new(1_700_000_000, 120_000_000).unwrap();
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20.12Z");
+        let t = Timestamp::new(1_700_000_000, 0).unwrap();
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20Z");
     }
 
     #[test]
