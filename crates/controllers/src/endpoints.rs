@@ -70,11 +70,17 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         pods.on_change(move |c| services_for_pod_change(&svcs, c, |k| q.add_after(k, BATCH)));
     }
     {
-        // A deleted or edited Endpoints is restored (or removed) from its Service.
-        let q = queue.clone();
+        // A deleted Endpoints is restored, an edited one reverted, when a selecting
+        // Service owns the name; Endpoints of no Service are not ours to touch.
+        let (q, svcs) = (queue.clone(), services.clone());
         endpoints.on_change(move |c| {
-            if !matches!(c, Change::Added(_)) {
-                q.add(key_of(&**c.object()));
+            let key = key_of(&**c.object());
+            let managed = || {
+                svcs.get_key(&key)
+                    .is_some_and(|s| service_selector(&s).is_some())
+            };
+            if matches!(c, Change::Deleted(_) | Change::Updated { .. }) && managed() {
+                q.add(key);
             }
         });
     }
@@ -88,6 +94,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     };
     let r = EndpointController {
         api_client: ctx.client.clone(),
+        recorder: ctx.events.recorder("endpoint-controller"),
         services,
         pods,
         endpoints,
@@ -103,6 +110,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
 
 struct EndpointController {
     api_client: kube::Client,
+    recorder: crate::events::Recorder,
     services: Informer<Service>,
     pods: Informer<Pod>,
     endpoints: Informer<Endpoints>,
@@ -188,7 +196,14 @@ impl Reconciler for EndpointController {
                     Err(e) if crate::util::status_code(&e) == Some(403) || is_not_found(&e) => {
                         Ok(Action::Done)
                     }
-                    Err(e) => Err(ApiError::new("create endpoints", key, e).into()),
+                    Err(e) => {
+                        self.recorder.warning(
+                            &ep,
+                            "FailedToCreateEndpoint",
+                            format!("Failed to create endpoint for service {ns}/{name}: {e}"),
+                        );
+                        Err(ApiError::new("create endpoints", key, e).into())
+                    }
                 }
             }
             Some(cur) => {
@@ -199,6 +214,14 @@ impl Reconciler for EndpointController {
                 match api.replace(name, &PostParams::default(), &ep).await {
                     Ok(_) => Ok(Action::Done),
                     Err(e) if is_not_found(&e) => Ok(Action::RequeueAfter(BATCH)),
+                    Err(e) if !is_conflict(&e) => {
+                        self.recorder.warning(
+                            &ep,
+                            "FailedToUpdateEndpoint",
+                            format!("Failed to update endpoint {ns}/{name}: {e}"),
+                        );
+                        Err(ApiError::new("update endpoints", key, e).into())
+                    }
                     Err(e) => Err(ApiError::new("update endpoints", key, e).into()),
                 }
             }
@@ -618,9 +641,10 @@ fn pod_change_time(pod: &Pod) -> Option<Timestamp> {
     ready.max(created)
 }
 
-/// RFC 3339 with nanoseconds, as kube writes the trigger-time annotation.
+/// Go's RFC 3339 with nanoseconds (trailing zeros of the fraction dropped), as kube
+/// writes the trigger-time annotation.
 pub(crate) fn rfc3339_nano(t: Timestamp) -> String {
-    format!("{t:.9}")
+    t.to_string()
 }
 
 /// The port names of a subset.
@@ -692,6 +716,35 @@ mod tests {
     }
 
     #[test]
+    fn trigger_times_are_written_as_go_writes_rfc3339_nano() {
+        let t = Timestamp::new(1_700_000_000, 120_000_000).unwrap();
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20.12Z");
+        let t = Timestamp::new(1_700_000_000, 0).unwrap();
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn the_service_family_picks_the_pod_ip() {
+        let mut p = (*pod("a", "10.42.0.2", true, &[])).clone();
+        p.status.as_mut().unwrap().pod_ips = Some(vec![
+            k8s_openapi::api::core::v1::PodIP {
+                ip: "10.42.0.2".into(),
+            },
+            k8s_openapi::api::core::v1::PodIP {
+                ip: "fd00::2".into(),
+            },
+        ]);
+        let mut s = svc(serde_json::json!([{"port": 80}]));
+        assert_eq!(pod_ip_for_service(&s, &p).as_deref(), Some("10.42.0.2"));
+        s.spec.as_mut().unwrap().ip_families = Some(vec!["IPv6".into()]);
+        assert_eq!(pod_ip_for_service(&s, &p).as_deref(), Some("fd00::2"));
+        s.spec.as_mut().unwrap().ip_families = None;
+        s.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert!(is_headless(&s));
+        assert_eq!(pod_ip_for_service(&s, &p).as_deref(), Some("10.42.0.2"));
+    }
+
+    #[test]
     fn over_capacity_is_truncated_to_a_thousand() {
         let s = svc(serde_json::json!([{"port": 80}]));
         let pods: Vec<_> = (0..1200)
@@ -728,6 +781,12 @@ mod tests {
         ));
         assert!(!should_pod_be_in_endpoints(&p, false));
         assert!(should_pod_be_in_endpoints(&p, true));
+        let mut done = (*pod("d", "10.42.0.5", false, &[])).clone();
+        done.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        done.status.as_mut().unwrap().phase = Some("Failed".into());
+        assert!(!should_pod_be_in_endpoints(&done, true));
+        done.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+        assert!(should_pod_be_in_endpoints(&done, true));
         let mut q = (*pod("b", "", true, &[])).clone();
         assert!(!should_pod_be_in_endpoints(&q, true));
         q.status.as_mut().unwrap().pod_ip = Some("fd00::1".into());

@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -117,6 +119,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
     };
     let r = SliceController {
         client: ctx.client.clone(),
+        recorder: ctx.events.recorder("endpoint-slice-controller"),
         services,
         pods,
         nodes,
@@ -146,6 +149,38 @@ fn managed_service_name(s: &EndpointSlice) -> Option<&str> {
     l.get(LABEL_SERVICE_NAME).map(String::as_str)
 }
 
+/// Per Service key: slice uid → what we wrote and when, until the cache shows it.
+type Tracked = HashMap<String, HashMap<String, (Written, Instant)>>;
+
+/// How long a write the cache does not show holds its Service back.
+const TRACKER_EXPIRY: Duration = Duration::from_secs(10);
+
+/// Whether the cached slices of Service `key` lag behind what was written of them;
+/// forgets the writes they show.
+fn stale(tracker: &mut Tracked, key: &str, existing: &[Arc<EndpointSlice>], now: Instant) -> bool {
+    let Some(written) = tracker.get_mut(key) else {
+        return false;
+    };
+    let by_uid: HashMap<&str, &EndpointSlice> = existing
+        .iter()
+        .filter_map(|s| Some((s.metadata.uid.as_deref()?, &**s)))
+        .collect();
+    // A write the cache never shows (the slice was deleted by someone else before we
+    // looked) is forgotten after a while rather than holding the Service back.
+    written.retain(|uid, (w, at)| match (w, by_uid.get(uid.as_str())) {
+        _ if now.duration_since(*at) > TRACKER_EXPIRY => false,
+        (Written::Deleted, None) => false,
+        (Written::Deleted, Some(_)) => true,
+        (Written::At(_), None) => true,
+        (Written::At(v), Some(s)) => rv(&s.metadata) < *v,
+    });
+    let stale = !written.is_empty();
+    if !stale {
+        tracker.remove(key);
+    }
+    stale
+}
+
 /// What the controller last wrote of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Written {
@@ -156,12 +191,13 @@ enum Written {
 
 struct SliceController {
     client: kube::Client,
+    recorder: crate::events::Recorder,
     services: Informer<Service>,
     pods: Informer<Pod>,
     nodes: Informer<Node>,
     slices: Informer<EndpointSlice>,
     /// Per Service key: slice uid → what we wrote, until the cache shows it.
-    tracker: Mutex<HashMap<String, HashMap<String, Written>>>,
+    tracker: Mutex<Tracked>,
     max_per_slice: usize,
 }
 
@@ -173,7 +209,7 @@ fn rv(meta: &ObjectMeta) -> u64 {
 }
 
 impl SliceController {
-    fn tracker(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Written>>> {
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracked> {
         self.tracker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -181,25 +217,7 @@ impl SliceController {
 
     /// Whether the cache lags behind our writes for this Service; forgets what it shows.
     fn stale(&self, key: &str, existing: &[Arc<EndpointSlice>]) -> bool {
-        let mut tracker = self.tracker();
-        let Some(written) = tracker.get_mut(key) else {
-            return false;
-        };
-        let by_uid: HashMap<&str, &EndpointSlice> = existing
-            .iter()
-            .filter_map(|s| Some((s.metadata.uid.as_deref()?, &**s)))
-            .collect();
-        written.retain(|uid, w| match (w, by_uid.get(uid.as_str())) {
-            (Written::Deleted, None) => false,
-            (Written::Deleted, Some(_)) => true,
-            (Written::At(_), None) => true,
-            (Written::At(v), Some(s)) => rv(&s.metadata) < *v,
-        });
-        let stale = !written.is_empty();
-        if !stale {
-            tracker.remove(key);
-        }
-        stale
+        stale(&mut self.tracker(), key, existing, Instant::now())
     }
 
     fn record(&self, key: &str, uid: Option<String>, w: Written) {
@@ -207,7 +225,7 @@ impl SliceController {
             self.tracker()
                 .entry(key.to_string())
                 .or_default()
-                .insert(uid, w);
+                .insert(uid, (w, Instant::now()));
         }
     }
 
@@ -247,8 +265,10 @@ impl Reconciler for SliceController {
         let svc = self.services.get(ns, name);
         let Some((svc, selector)) = svc.as_ref().and_then(|s| Some((s, service_selector(s)?)))
         else {
-            // Gone, or no longer selecting: its slices go.
-            for s in &existing {
+            // Gone, or no longer selecting: the slices this controller made for it go
+            // (those controlled by a Service; the API server's own `kubernetes` slices
+            // carry the managed-by label too but no owner, and stay).
+            for s in existing.iter().filter(|s| controlled_by_a_service(s)) {
                 self.delete_slice(key, s).await?;
             }
             return Ok(Action::Done);
@@ -286,7 +306,19 @@ impl Reconciler for SliceController {
             plan.update.extend(p.update);
             plan.delete.extend(p.delete);
         }
-        self.apply(key, svc, plan, trigger).await?;
+        if let Err(e) = self.apply(key, svc, plan, trigger).await {
+            if e.code() != Some(409) {
+                self.recorder.warning(
+                    &**svc,
+                    "FailedToUpdateEndpointSlices",
+                    format!(
+                        "Error updating Endpoint Slices for Service {ns}/{name}: {}",
+                        crate::runner::Chain(&e)
+                    ),
+                );
+            }
+            return Err(e.into());
+        }
         Ok(if missing_node {
             Action::RequeueAfter(Duration::from_secs(5))
         } else {
@@ -312,30 +344,68 @@ impl SliceController {
                 None => a.remove(TRIGGER_TIME),
             };
         };
+        // Creates, then updates, then deletes (as kube orders them, so an endpoint moving
+        // between slices is never missing from all of them); each phase concurrently.
+        let mut errors = Vec::new();
         // Not while the Service is being deleted: the garbage collector would race us.
         if svc.metadata.deletion_timestamp.is_none() {
-            for mut s in plan.create {
+            let creates = plan.create.into_iter().map(|mut s| {
                 stamp(&mut s);
-                match api.create(&PostParams::default(), &s).await {
-                    Ok(c) => self.record(key, c.metadata.uid.clone(), Written::At(rv(&c.metadata))),
-                    // The namespace is terminating.
-                    Err(e) if crate::util::status_code(&e) == Some(403) => return Ok(()),
-                    Err(e) => return Err(ApiError::new("create endpointslice", key, e)),
+                let api = api.clone();
+                async move {
+                    match api.create(&PostParams::default(), &s).await {
+                        Ok(c) => {
+                            self.record(key, c.metadata.uid.clone(), Written::At(rv(&c.metadata)));
+                            Ok(())
+                        }
+                        // The namespace is terminating.
+                        Err(e) if crate::util::status_code(&e) == Some(403) => Ok(()),
+                        Err(e) => Err(ApiError::new("create endpointslice", key, e)),
+                    }
+                }
+            });
+            errors.extend(run_concurrently(creates).await);
+        }
+        let updates = plan.update.into_iter().map(|mut s| {
+            stamp(&mut s);
+            let api = api.clone();
+            async move {
+                match api.replace(&s.name_any(), &PostParams::default(), &s).await {
+                    Ok(u) => {
+                        self.record(key, u.metadata.uid.clone(), Written::At(rv(&u.metadata)));
+                        Ok(())
+                    }
+                    Err(e) => Err(ApiError::new("update endpointslice", s.name_any(), e)),
                 }
             }
+        });
+        errors.extend(run_concurrently(updates).await);
+        let deletes = plan
+            .delete
+            .into_iter()
+            .map(|s| async move { self.delete_slice(key, &s).await });
+        errors.extend(run_concurrently(deletes).await);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        for mut s in plan.update {
-            stamp(&mut s);
-            match api.replace(&s.name_any(), &PostParams::default(), &s).await {
-                Ok(u) => self.record(key, u.metadata.uid.clone(), Written::At(rv(&u.metadata))),
-                Err(e) => return Err(ApiError::new("update endpointslice", s.name_any(), e)),
-            }
-        }
-        for s in plan.delete {
-            self.delete_slice(key, &s).await?;
-        }
-        Ok(())
     }
+}
+
+/// Writes in flight at once for one Service.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Runs the writes, [`WRITE_CONCURRENCY`] at a time, and returns their errors.
+async fn run_concurrently<F>(writes: impl Iterator<Item = F>) -> Vec<ApiError>
+where
+    F: std::future::Future<Output = Result<(), ApiError>>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(writes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await
 }
 
 /// The address types a Service's slices have (kube's `getAddressTypesForService`).
@@ -481,6 +551,10 @@ struct Plan {
     create: Vec<EndpointSlice>,
     update: Vec<EndpointSlice>,
     delete: Vec<Arc<EndpointSlice>>,
+}
+
+fn controlled_by_a_service(s: &EndpointSlice) -> bool {
+    crate::util::controller_of(&s.metadata).is_some_and(|r| r.kind == "Service")
 }
 
 fn owned_by(s: &EndpointSlice, svc: &Service) -> bool {
@@ -813,6 +887,38 @@ mod tests {
         assert_eq!(filled.update.len(), 1);
         assert_eq!(filled.update[0].metadata.name.as_deref(), Some("web-1"));
         assert_eq!(filled.update[0].endpoints.len(), 5);
+    }
+
+    #[test]
+    fn a_cache_behind_our_writes_is_stale_until_it_shows_them() {
+        let at = |uid: &str, rv: &str| {
+            let mut s = new_slice(&svc(), "IPv4", ports());
+            s.metadata.uid = Some(uid.into());
+            s.metadata.resource_version = Some(rv.into());
+            Arc::new(s)
+        };
+        let t0 = Instant::now();
+        let mut t = Tracked::new();
+        t.entry("ns/web".into()).or_default().extend([
+            ("a".to_string(), (Written::At(10), t0)),
+            ("b".to_string(), (Written::Deleted, t0)),
+        ]);
+        assert!(!stale(&mut t, "ns/other", &[], t0));
+        assert!(stale(&mut t, "ns/web", &[at("a", "9"), at("b", "5")], t0));
+        assert!(stale(&mut t, "ns/web", &[at("a", "10"), at("b", "5")], t0));
+        assert!(!stale(&mut t, "ns/web", &[at("a", "11")], t0));
+        assert!(t.is_empty());
+        // A write never seen is forgotten after the expiry.
+        t.entry("ns/web".into())
+            .or_default()
+            .insert("c".into(), (Written::At(3), t0));
+        assert!(stale(&mut t, "ns/web", &[], t0));
+        assert!(!stale(
+            &mut t,
+            "ns/web",
+            &[],
+            t0 + TRACKER_EXPIRY + Duration::from_secs(1)
+        ));
     }
 
     #[test]

@@ -282,6 +282,24 @@ async fn named_ports_resolve_per_pod_and_pods_without_the_name_are_left_out() {
         .collect();
     ports.sort();
     assert_eq!(ports, vec![8080, 9090]);
+
+    // Deleted or edited by hand, the Endpoints come back as the Service says.
+    let old_uid = ep.metadata.uid.clone();
+    eps.delete("named", &DeleteParams::default()).await.unwrap();
+    eventually("the Endpoints restored", || async {
+        let ep = eps.get_opt("named").await.unwrap()?;
+        (ep.metadata.uid != old_uid && ep.subsets.as_ref().map_or(0, Vec::len) == 2).then_some(())
+    })
+    .await;
+    let patch = json!({"subsets": [{"addresses": [{"ip": "192.0.2.9"}], "ports": [{"port": 1}]}]});
+    eps.patch("named", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("the edit reverted", || async {
+        let ep = eps.get_opt("named").await.unwrap()?;
+        (addresses(&ep).0 == vec!["10.42.0.2".to_string(), "10.42.0.3".to_string()]).then_some(())
+    })
+    .await;
     c.shutdown().await;
 }
 
@@ -406,6 +424,11 @@ async fn services_without_a_selector_keep_their_own_endpoints() {
         json!({"metadata": {"name": "external"}, "spec": {"ports": [{"port": 80}]}}),
     )
     .await;
+    let kube_slices = eventually("the API server's `kubernetes` slice", || async {
+        let n = slices(&c, "default", "kubernetes").await.len();
+        (n > 0).then_some(n)
+    })
+    .await;
     let eps: Api<Endpoints> = c.api("default");
     let mine: Endpoints = serde_json::from_value(json!({
         "metadata": {"name": "external"},
@@ -428,5 +451,25 @@ async fn services_without_a_selector_keep_their_own_endpoints() {
     let got = eps.get("external").await.unwrap();
     assert_eq!(addresses(&got).0, vec!["192.0.2.1".to_string()]);
     assert!(slices(&c, "default", "external").await.is_empty());
+
+    // A Service that loses its selector loses its slices (its placeholder here).
+    eventually("the placeholder slice", || async {
+        (slices(&c, "default", "sel").await.len() == 1).then_some(())
+    })
+    .await;
+    let svcs: Api<Service> = c.api("default");
+    svcs.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"selector": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the slices of the selector-less Service to go", || async {
+        slices(&c, "default", "sel").await.is_empty().then_some(())
+    })
+    .await;
+    // The API server's own slices of `kubernetes` (no selector, no owner) are left alone.
+    assert_eq!(slices(&c, "default", "kubernetes").await.len(), kube_slices);
     c.shutdown().await;
 }
