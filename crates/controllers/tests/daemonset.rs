@@ -167,7 +167,7 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
 
     // A ready pod counts as ready and available.
     for p in pods_by_node(&c, "agent").await.values() {
-        c.set_running_ready(p).await;
+        set_running_ready(&c, p).await;
     }
     eventually("numberReady and numberAvailable 2", || async {
         let st = dss.get("agent").await.ok()?.status?;
@@ -268,7 +268,7 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             {
-                c.set_running_ready(p).await;
+                set_running_ready(&c, p).await;
             }
         }
         pods
@@ -409,4 +409,30 @@ fn is_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// `Cluster::set_running_ready`, but a pod deleted meanwhile (by the controller) is no
+/// failure.
+async fn set_running_ready(c: &Cluster, p: &Pod) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let status = json!({"status": {
+        "phase": "Running", "podIP": "10.42.0.10", "startTime": now,
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ],
+    }});
+    let r = c
+        .api::<Pod>("default")
+        .patch_status(
+            &p.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("mark {} ready: {e}", p.name_any()),
+    }
 }

@@ -455,7 +455,7 @@ impl Reconciler for StatefulSetController {
         st.current_replicas = Some(current);
         st.updated_replicas = Some(updated);
         // A finished rolling update makes the update revision current.
-        if rolling && updated == st.replicas && ready == st.replicas && st.replicas == replicas {
+        if rolling && updated == st.replicas && ready == st.replicas {
             st.current_revision = Some(update_name.clone());
             st.current_replicas = Some(updated);
         }
