@@ -381,12 +381,15 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
         add_node(&c, n, "4").await;
     }
     let dss = c.api::<DaemonSet>("default");
-    dss.create(
-        &PostParams::default(),
-        &daemonset("web", "nginx:1", json!({})),
-    )
-    .await
-    .unwrap();
+    let mut ds = daemonset("web", "nginx:1", json!({}));
+    ds.metadata.annotations = Some(
+        [(
+            "kubernetes.io/change-cause".to_string(),
+            "first".to_string(),
+        )]
+        .into(),
+    );
+    dss.create(&PostParams::default(), &ds).await.unwrap();
     // Acts as the kubelets: every bound pod becomes Running and Ready.
     let ready_all = || async {
         let pods = pods_by_node(&c, "web").await;
@@ -474,6 +477,14 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
         .unwrap()
         .labels()["controller-revision-hash"]
         .clone();
+    assert_eq!(
+        history[&1]
+            .annotations()
+            .get("kubernetes.io/change-cause")
+            .map(String::as_str),
+        Some("first"),
+        "the revision keeps the change cause"
+    );
     let rev2 = &history[&2];
     assert_eq!(rev2.name_any(), format!("web-{hash}"));
     assert_eq!(rev2.labels()["controller-revision-hash"], hash);
