@@ -384,6 +384,16 @@ async fn a_partitioned_rolling_update_leaves_lower_ordinals_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_pods_come_at_once_and_scaled_claims_get_the_pod_as_owner() {
     let c = cluster().await;
+    // An orphan already named as the set's ordinal 0 is adopted and given its identity.
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "par-0", "labels": {"app": "par"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
+    }))
+    .unwrap();
+    c.api::<Pod>("default")
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
     let sets = c.api::<StatefulSet>("default");
     sets.create(
         &PostParams::default(),
@@ -402,6 +412,22 @@ async fn parallel_pods_come_at_once_and_scaled_claims_get_the_pod_as_owner() {
     })
     .await;
     let set_uid = sets.get("par").await.unwrap().metadata.uid.unwrap();
+    eventually("par-0 adopted with its identity labels", || async {
+        let p = pods(&c, "par").await.remove("par-0")?;
+        (p.owner_references()
+            .first()
+            .is_some_and(|o| o.uid == set_uid)
+            && p.labels()
+                .get("statefulset.kubernetes.io/pod-name")
+                .map(String::as_str)
+                == Some("par-0")
+            && p.labels()
+                .get("apps.kubernetes.io/pod-index")
+                .map(String::as_str)
+                == Some("0"))
+        .then_some(())
+    })
+    .await;
     let claims = c.api::<PersistentVolumeClaim>("default");
     let claim = claims.get("www-par-2").await.unwrap();
     let owners = claim.owner_references();
