@@ -189,6 +189,9 @@ where
                 name: Some(revision_name(&owner_name, &h)),
                 namespace: owner.meta().namespace.clone(),
                 labels: Some(labels),
+                // As kube: the owner's annotations (kubernetes.io/change-cause is what
+                // `kubectl rollout history` lists).
+                annotations: owner.meta().annotations.clone(),
                 owner_references: Some(vec![util::controller_ref(owner)]),
                 ..Default::default()
             },

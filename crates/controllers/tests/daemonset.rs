@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{eventually, Cluster};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -167,7 +167,7 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
 
     // A ready pod counts as ready and available.
     for p in pods_by_node(&c, "agent").await.values() {
-        c.set_running_ready(p).await;
+        set_running_ready(&c, p).await;
     }
     eventually("numberReady and numberAvailable 2", || async {
         let st = dss.get("agent").await.ok()?.status?;
@@ -178,6 +178,135 @@ async fn one_pod_per_node_following_nodes_added_and_deleted() {
         .then_some(())
     })
     .await;
+
+    // A failed pod is deleted and made again.
+    let failed = pods_by_node(&c, "agent").await["n1"].clone();
+    c.api::<Pod>("default")
+        .patch_status(
+            &failed.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed", "conditions": [
+                {"type": "Ready", "status": "False"}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("a new pod on n1 in place of the failed one", || async {
+        let p = pods_by_node(&c, "agent").await;
+        let now = p.get("n1")?;
+        (now.metadata.uid != failed.metadata.uid && util_phase(now) != "Failed").then_some(())
+    })
+    .await;
+    eventually("SuccessfulCreate and SuccessfulDelete events", || async {
+        let evs = c
+            .api::<Event>("default")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        let seen = |reason: &str, msg: String| {
+            evs.items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref() == Some(msg.as_str())
+                    && e.source.as_ref().and_then(|s| s.component.as_deref())
+                        == Some("daemonset-controller")
+            })
+        };
+        (seen(
+            "SuccessfulCreate",
+            format!("Created pod: {}", pod.name_any()),
+        ) && seen(
+            "SuccessfulDelete",
+            format!("Deleted pod: {}", failed.name_any()),
+        ))
+        .then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}
+
+fn util_phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_surge_starts_the_new_pod_before_the_old_one_goes() {
+    let c = cluster().await;
+    add_node(&c, "n1", "4").await;
+    add_node(&c, "n2", "4").await;
+    let dss = c.api::<DaemonSet>("default");
+    let mut ds = daemonset("surge", "nginx:1", json!({}));
+    ds.spec.as_mut().unwrap().update_strategy = serde_json::from_value(json!({
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+    .unwrap();
+    dss.create(&PostParams::default(), &ds).await.unwrap();
+    let all = || async {
+        c.api::<Pod>("default")
+            .list(&ListParams::default().labels("app=surge"))
+            .await
+            .unwrap()
+            .items
+    };
+    eventually("two ready pods", || async {
+        for p in pods_by_node(&c, "surge").await.values() {
+            if !is_ready(p) {
+                set_running_ready(&c, p).await;
+            }
+        }
+        let st = dss.get("surge").await.ok()?.status?;
+        (st.number_available == Some(2)).then_some(())
+    })
+    .await;
+    dss.patch(
+        "surge",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "agent", "image": "nginx:2"}]}}}})),
+    )
+    .await
+    .unwrap();
+    let surged = std::cell::Cell::new(false);
+    eventually("both nodes on nginx:2, each surged first", || async {
+        let pods = all().await;
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &pods {
+            if p.metadata.deletion_timestamp.is_none() {
+                if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                    *per_node.entry(n).or_default() += 1;
+                }
+            }
+        }
+        // maxUnavailable 0: every node keeps a ready pod throughout.
+        for n in ["n1", "n2"] {
+            assert!(
+                pods.iter()
+                    .any(
+                        |p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n)
+                            && is_ready(p)
+                            && p.metadata.deletion_timestamp.is_none()
+                    ),
+                "{n} has no ready pod"
+            );
+        }
+        if per_node.values().any(|c| *c == 2) {
+            surged.set(true);
+        }
+        // Mark only one new pod at a time, so the surge is visible.
+        for p in &pods {
+            if !is_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                set_running_ready(&c, p).await;
+                break;
+            }
+        }
+        let p = pods_by_node(&c, "surge").await;
+        (p.len() == 2 && p.values().all(|p| image(p) == "nginx:2" && is_ready(p))).then_some(())
+    })
+    .await;
+    assert!(
+        surged.get(),
+        "no node ever ran the old and the new pod together"
+    );
     c.shutdown().await;
 }
 
@@ -252,12 +381,15 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
         add_node(&c, n, "4").await;
     }
     let dss = c.api::<DaemonSet>("default");
-    dss.create(
-        &PostParams::default(),
-        &daemonset("web", "nginx:1", json!({})),
-    )
-    .await
-    .unwrap();
+    let mut ds = daemonset("web", "nginx:1", json!({}));
+    ds.metadata.annotations = Some(
+        [(
+            "kubernetes.io/change-cause".to_string(),
+            "first".to_string(),
+        )]
+        .into(),
+    );
+    dss.create(&PostParams::default(), &ds).await.unwrap();
     // Acts as the kubelets: every bound pod becomes Running and Ready.
     let ready_all = || async {
         let pods = pods_by_node(&c, "web").await;
@@ -268,7 +400,7 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             {
-                c.set_running_ready(p).await;
+                set_running_ready(&c, p).await;
             }
         }
         pods
@@ -345,6 +477,14 @@ async fn a_rolling_update_replaces_one_node_at_a_time_and_history_records_it() {
         .unwrap()
         .labels()["controller-revision-hash"]
         .clone();
+    assert_eq!(
+        history[&1]
+            .annotations()
+            .get("kubernetes.io/change-cause")
+            .map(String::as_str),
+        Some("first"),
+        "the revision keeps the change cause"
+    );
     let rev2 = &history[&2];
     assert_eq!(rev2.name_any(), format!("web-{hash}"));
     assert_eq!(rev2.labels()["controller-revision-hash"], hash);
@@ -409,4 +549,30 @@ fn is_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// `Cluster::set_running_ready`, but a pod deleted meanwhile (by the controller) is no
+/// failure.
+async fn set_running_ready(c: &Cluster, p: &Pod) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let status = json!({"status": {
+        "phase": "Running", "podIP": "10.42.0.10", "startTime": now,
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ],
+    }});
+    let r = c
+        .api::<Pod>("default")
+        .patch_status(
+            &p.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("mark {} ready: {e}", p.name_any()),
+    }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{eventually, Cluster};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -74,11 +74,38 @@ fn image(p: &Pod) -> &str {
 async fn ready_all(c: &Cluster, app: &str) -> BTreeMap<String, Pod> {
     let ps = pods(c, app).await;
     for p in ps.values() {
-        if !is_ready(p) && p.metadata.deletion_timestamp.is_none() {
-            c.set_running_ready(p).await;
+        let failed = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
+        if !is_ready(p) && !failed && p.metadata.deletion_timestamp.is_none() {
+            set_running_ready(c, p).await;
         }
     }
     ps
+}
+
+/// `Cluster::set_running_ready`, but a pod deleted meanwhile (by the controller) is no
+/// failure.
+async fn set_running_ready(c: &Cluster, p: &Pod) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let status = json!({"status": {
+        "phase": "Running", "podIP": "10.42.0.10", "startTime": now,
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ],
+    }});
+    let r = c
+        .api::<Pod>("default")
+        .patch_status(
+            &p.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("mark {} ready: {e}", p.name_any()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +177,7 @@ async fn ordered_creation_claims_failed_pods_and_scale_down() {
     })
     .await;
 
-    c.set_running_ready(web0).await;
+    set_running_ready(&c, web0).await;
     eventually("web-1 once web-0 is ready", || async {
         pods(&c, "web").await.contains_key("web-1").then_some(())
     })
@@ -298,12 +325,75 @@ async fn a_partitioned_rolling_update_leaves_lower_ordinals_alone() {
         .then_some(())
     })
     .await;
+
+    // History: two revisions; `kubectl rollout undo` patches the first one's data back,
+    // and the controller renumbers that revision 3 rather than making another.
+    let revs = c.api::<ControllerRevision>("default");
+    let history = || async {
+        revs.list(&ListParams::default().labels("app=db"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| (r.revision, r))
+            .collect::<BTreeMap<i64, ControllerRevision>>()
+    };
+    let h = history().await;
+    assert_eq!(h.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(h[&1].name_any(), first);
+    let data = h[&1].data.as_ref().unwrap().0.clone();
+    assert_eq!(
+        data.pointer("/spec/template/$patch"),
+        Some(&json!("replace"))
+    );
+    sets.patch("db", &PatchParams::default(), &Patch::Strategic(data))
+        .await
+        .unwrap();
+    eventually(
+        "the first revision renumbered 3 and every pod back on nginx:1",
+        || async {
+            let ps = ready_all(&c, "db").await;
+            let h = history().await;
+            let st = sets.get("db").await.ok()?.status?;
+            (h.len() == 2
+                && h.get(&3).is_some_and(|r| r.name_any() == first)
+                && ps.len() == 3
+                && ps.values().all(|p| image(p) == "nginx:1")
+                && st.current_revision.as_deref() == Some(first.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // revisionHistoryLimit 0 drops the revision no pod runs any more.
+    sets.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"revisionHistoryLimit": 0}})),
+    )
+    .await
+    .unwrap();
+    eventually("only the current revision kept", || async {
+        let h = history().await;
+        (h.len() == 1 && h.values().all(|r| r.name_any() == first)).then_some(())
+    })
+    .await;
     c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_pods_come_at_once_and_scaled_claims_get_the_pod_as_owner() {
     let c = cluster().await;
+    // An orphan already named as the set's ordinal 0 is adopted and given its identity.
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "par-0", "labels": {"app": "par"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
+    }))
+    .unwrap();
+    c.api::<Pod>("default")
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
     let sets = c.api::<StatefulSet>("default");
     sets.create(
         &PostParams::default(),
@@ -322,6 +412,22 @@ async fn parallel_pods_come_at_once_and_scaled_claims_get_the_pod_as_owner() {
     })
     .await;
     let set_uid = sets.get("par").await.unwrap().metadata.uid.unwrap();
+    eventually("par-0 adopted with its identity labels", || async {
+        let p = pods(&c, "par").await.remove("par-0")?;
+        (p.owner_references()
+            .first()
+            .is_some_and(|o| o.uid == set_uid)
+            && p.labels()
+                .get("statefulset.kubernetes.io/pod-name")
+                .map(String::as_str)
+                == Some("par-0")
+            && p.labels()
+                .get("apps.kubernetes.io/pod-index")
+                .map(String::as_str)
+                == Some("0"))
+        .then_some(())
+    })
+    .await;
     let claims = c.api::<PersistentVolumeClaim>("default");
     let claim = claims.get("www-par-2").await.unwrap();
     let owners = claim.owner_references();
@@ -330,7 +436,6 @@ async fn parallel_pods_come_at_once_and_scaled_claims_get_the_pod_as_owner() {
         (owners[0].kind.as_str(), owners[0].uid.as_str()),
         ("StatefulSet", set_uid.as_str())
     );
-    let pod_uid = pods(&c, "par").await["par-2"].metadata.uid.clone().unwrap();
     sets.patch(
         "par",
         &PatchParams::default(),
@@ -338,16 +443,15 @@ async fn parallel_pods_come_at_once_and_scaled_claims_get_the_pod_as_owner() {
     )
     .await
     .unwrap();
-    eventually("par-2 gone and its claim owned by the pod", || async {
+    // whenScaled: Delete makes the pod the claim's owner before the pod goes, so the
+    // claim goes with it; the claims of kept pods stay, owned by the set.
+    eventually("par-2 and its claim gone", || async {
         let ps = pods(&c, "par").await;
-        let claim = claims.get("www-par-2").await.ok()?;
-        let owners = claim.owner_references();
-        (!ps.contains_key("par-2")
-            && owners.len() == 1
-            && owners[0].kind == "Pod"
-            && owners[0].uid == pod_uid)
-            .then_some(())
+        let gone = claims.get_opt("www-par-2").await.ok()?.is_none();
+        (!ps.contains_key("par-2") && gone).then_some(())
     })
     .await;
+    let kept = claims.get("www-par-1").await.unwrap();
+    assert_eq!(kept.owner_references()[0].uid, set_uid);
     c.shutdown().await;
 }

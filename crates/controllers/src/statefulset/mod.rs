@@ -348,6 +348,9 @@ impl Reconciler for StatefulSetController {
                     }
                 }
                 Some(p) => {
+                    if let Err(e) = self.sync_identity(&s, p, ord).await {
+                        errors.push(e);
+                    }
                     if let Err(e) = self.sync_claims(&s, p, true).await {
                         errors.push(e);
                     }
@@ -455,7 +458,7 @@ impl Reconciler for StatefulSetController {
         st.current_replicas = Some(current);
         st.updated_replicas = Some(updated);
         // A finished rolling update makes the update revision current.
-        if rolling && updated == st.replicas && ready == st.replicas && st.replicas == replicas {
+        if rolling && updated == st.replicas && ready == st.replicas {
             st.current_revision = Some(update_name.clone());
             st.current_replicas = Some(updated);
         }
@@ -572,6 +575,32 @@ impl StatefulSetController {
                 );
                 Err(ApiError::new("delete pod", pod_name, e))
             }
+        }
+    }
+
+    /// Puts back the labels naming the pod (kube's `updateIdentity`; an adopted pod may
+    /// lack them).
+    async fn sync_identity(&self, s: &Sync<'_>, pod: &Pod, ordinal: i32) -> Result<(), ApiError> {
+        let name = pod.name_any();
+        let labels = util::labels_of(&pod.metadata);
+        let index = ordinal.to_string();
+        if labels.get(identity::POD_NAME_LABEL) == Some(&name)
+            && labels.get(identity::POD_INDEX_LABEL) == Some(&index)
+        {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {"labels": {
+            identity::POD_NAME_LABEL: name,
+            identity::POD_INDEX_LABEL: index,
+        }}});
+        match s
+            .pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if util::is_not_found(&e) => Ok(()),
+            Err(e) => Err(ApiError::new("update identity of pod", name, e)),
         }
     }
 
