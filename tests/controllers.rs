@@ -25,3 +25,6 @@ mod leader;
 
 #[path = "controllers/deployment.rs"]
 mod deployment;
+
+#[path = "controllers/gc.rs"]
+mod gc;

@@ -209,8 +209,13 @@ fn create_get_describe(v: &str) {
 }
 
 /// The imperative `kubectl create …` commands (protobuf bodies from kubectl 1.32 on).
+/// The namespace controller (and the garbage collector) run: they empty a deleted
+/// namespace; nothing else acts on the objects created here.
 fn create_subcommands(v: &str) {
-    let s = Server::start();
+    let s = Server::start_with_controllers(&[
+        "--disable-scheduler",
+        "--controllers=garbagecollector,namespace",
+    ]);
     assert_eq!(
         s.kubectl(v, &["create", "namespace", "team"]).ok().stdout,
         "namespace/team created\n"
@@ -658,9 +663,10 @@ fn watch(v: &str) {
 }
 
 /// delete --cascade: orphan keeps dependents (without their owner reference), foreground
-/// and background remove them.
+/// and background remove them: the API server adds the finalizers, the controller
+/// manager's garbage collector does the rest.
 fn cascade(v: &str) {
-    let s = Server::start();
+    let s = Server::start_with_controllers(&[]);
     let owner = |name: &str| {
         s.kubectl(v, &["create", "configmap", name, "--from-literal=a=b"])
             .ok();

@@ -137,6 +137,7 @@ async fn monitor(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: Cancella
                 if let Some(msg) = found.failure_message() {
                     tracing::warn!(error = %msg, "garbage collector: discovery incomplete");
                 }
+                let complete = found.failed.is_empty();
                 let mut kinds = HashMap::new();
                 let mut watched = HashSet::new();
                 for (res, caps) in found.resources {
@@ -155,14 +156,25 @@ async fn monitor(shared: Arc<Shared>, ready: watch::Sender<bool>, stop: Cancella
                     }
                 }
                 *shared.kinds.write().unwrap_or_else(PoisonError::into_inner) = kinds;
-                // Kinds no longer served (a removed CRD): stop watching them.
-                watches.retain(|res, task| {
-                    let keep = watched.contains(res);
-                    if !keep {
-                        task.abort();
-                    }
-                    keep
-                });
+                // Kinds no longer served (a removed CRD): stop watching them and forget
+                // their objects. Only after a complete discovery: a group that failed
+                // to answer this time is not gone.
+                if complete {
+                    watches.retain(|res, task| {
+                        let keep = watched.contains(res);
+                        if !keep {
+                            task.abort();
+                            let mut graph = shared.graph();
+                            let mut work = Vec::new();
+                            for uid in graph.uids_of(res) {
+                                work.extend(graph.remove(&uid));
+                            }
+                            drop(graph);
+                            shared.enqueue(work);
+                        }
+                        keep
+                    });
+                }
             }
             Err(e) => tracing::warn!(error = %e, "garbage collector: discovery failed"),
         }
