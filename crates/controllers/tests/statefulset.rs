@@ -18,7 +18,7 @@ use skiff_controllers::Config;
 
 async fn cluster() -> Cluster {
     Cluster::start_with(Config {
-        controllers: vec!["statefulset".into()],
+        controllers: vec!["statefulset".into(), "garbagecollector".into()],
         ..Default::default()
     })
     .await
