@@ -302,6 +302,7 @@ fn check_bounds(
     let s = stop.clone();
     let h = tokio::spawn(async move {
         let mut state: BTreeMap<String, (i32, i32)> = BTreeMap::new();
+        let mut seen: Vec<String> = Vec::new();
         let mut checked = 0;
         let mut w = watcher(api, watcher::Config::default()).boxed();
         loop {
@@ -323,16 +324,19 @@ fn check_bounds(
                 .and_then(|s| s.available_replicas)
                 .unwrap_or(0);
             state.insert(rs.name_any(), (replicas(&rs), avail));
+            seen.push(format!("{state:?}"));
             let total: i32 = state.values().map(|v| v.0).sum();
             let available: i32 = state.values().map(|v| v.1).sum();
             assert!(
                 total <= max_total,
-                "{total} replicas > {max_total}: {state:?}"
+                "{total} replicas > {max_total}: {}",
+                seen.join(" | ")
             );
             if state.len() > 1 {
                 assert!(
                     available >= min_available,
-                    "{available} available < {min_available}: {state:?}"
+                    "{available} available < {min_available}: {}",
+                    seen.join(" | ")
                 );
             }
             checked += 1;
@@ -593,6 +597,62 @@ async fn old_replica_sets_beyond_the_history_limit_are_deleted() {
     .await;
     assert_eq!(rss.iter().map(revision).collect::<Vec<_>>(), [3, 4]);
     assert_eq!(image_of(&rss[1]), "nginx:4");
+    c.shutdown().await;
+}
+
+/// The whole chain: the Deployment controller, the real ReplicaSet controller, the
+/// scheduler and hollow nodes that run pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_with_the_replicaset_controller_and_hollow_nodes() {
+    use k8s_openapi::api::core::v1::Pod;
+    use skiff_controllers::hollow::{HollowConfig, HollowNodes};
+    let c = Cluster::start_with_scheduler(Config {
+        controllers: vec!["deployment".into(), "replicaset".into()],
+        ..Default::default()
+    })
+    .await;
+    let hollow = HollowNodes::start(
+        c.controller_client(),
+        HollowConfig {
+            prefix: "deploy-node-".into(),
+            count: 2,
+            renew_interval: Duration::from_millis(200),
+            pod_cidr_wait: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // 30 replicas, 25% each way: at most 38 replicas, at least 23 available.
+    create(&c, &deployment("web", 30, "nginx:1", json!({}))).await;
+    rolled_out(&c, "web").await;
+    let (stop, checker) = check_bounds(&c, "web", 38, 23);
+    set_image(&c, "web", "nginx:2").await;
+    rolled_out(&c, "web").await;
+    stop.cancel();
+    checker.await.expect("bounds held at every step");
+    let rss = replica_sets(&c, "web").await;
+    assert_eq!(rss.iter().map(replicas).collect::<Vec<_>>(), [0, 30]);
+    let hash = rss[1].labels()["pod-template-hash"].clone();
+    eventually("30 new pods and no old ones", || async {
+        let pods = c
+            .api::<Pod>(NS)
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items;
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let new = live
+            .iter()
+            .filter(|p| p.labels().get("pod-template-hash") == Some(&hash))
+            .count();
+        (live.len() == 30 && new == 30).then_some(())
+    })
+    .await;
+    hollow.stop().await;
     c.shutdown().await;
 }
 
