@@ -302,6 +302,7 @@ fn check_bounds(
     let s = stop.clone();
     let h = tokio::spawn(async move {
         let mut state: BTreeMap<String, (i32, i32)> = BTreeMap::new();
+        let mut seen: Vec<String> = Vec::new();
         let mut checked = 0;
         let mut w = watcher(api, watcher::Config::default()).boxed();
         loop {
@@ -323,16 +324,19 @@ fn check_bounds(
                 .and_then(|s| s.available_replicas)
                 .unwrap_or(0);
             state.insert(rs.name_any(), (replicas(&rs), avail));
+            seen.push(format!("{state:?}"));
             let total: i32 = state.values().map(|v| v.0).sum();
             let available: i32 = state.values().map(|v| v.1).sum();
             assert!(
                 total <= max_total,
-                "{total} replicas > {max_total}: {state:?}"
+                "{total} replicas > {max_total}: {}",
+                seen.join(" | ")
             );
             if state.len() > 1 {
                 assert!(
                     available >= min_available,
-                    "{available} available < {min_available}: {state:?}"
+                    "{available} available < {min_available}: {}",
+                    seen.join(" | ")
                 );
             }
             checked += 1;
@@ -596,6 +600,62 @@ async fn old_replica_sets_beyond_the_history_limit_are_deleted() {
     c.shutdown().await;
 }
 
+/// The whole chain: the Deployment controller, the real ReplicaSet controller, the
+/// scheduler and hollow nodes that run pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_with_the_replicaset_controller_and_hollow_nodes() {
+    use k8s_openapi::api::core::v1::Pod;
+    use skiff_controllers::hollow::{HollowConfig, HollowNodes};
+    let c = Cluster::start_with_scheduler(Config {
+        controllers: vec!["deployment".into(), "replicaset".into()],
+        ..Default::default()
+    })
+    .await;
+    let hollow = HollowNodes::start(
+        c.controller_client(),
+        HollowConfig {
+            prefix: "deploy-node-".into(),
+            count: 2,
+            renew_interval: Duration::from_millis(200),
+            pod_cidr_wait: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // 30 replicas, 25% each way: at most 38 replicas, at least 23 available.
+    create(&c, &deployment("web", 30, "nginx:1", json!({}))).await;
+    rolled_out(&c, "web").await;
+    let (stop, checker) = check_bounds(&c, "web", 38, 23);
+    set_image(&c, "web", "nginx:2").await;
+    rolled_out(&c, "web").await;
+    stop.cancel();
+    checker.await.expect("bounds held at every step");
+    let rss = replica_sets(&c, "web").await;
+    assert_eq!(rss.iter().map(replicas).collect::<Vec<_>>(), [0, 30]);
+    let hash = rss[1].labels()["pod-template-hash"].clone();
+    eventually("30 new pods and no old ones", || async {
+        let pods = c
+            .api::<Pod>(NS)
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items;
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let new = live
+            .iter()
+            .filter(|p| p.labels().get("pod-template-hash") == Some(&hash))
+            .count();
+        (live.len() == 30 && new == 30).then_some(())
+    })
+    .await;
+    hollow.stop().await;
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_strategies_are_refused_with_kubes_messages() {
     let c = Cluster::server_only().await;
@@ -707,5 +767,140 @@ async fn orphan_replica_sets_are_adopted_and_non_matching_ones_released() {
         rs.owner_references().is_empty().then_some(())
     })
     .await;
+    c.shutdown().await;
+}
+
+/// A rough measure at scale (not run by default): `SKIFF_DEPLOY_SCALE=2000 cargo test
+/// -p skiff-controllers --test deployment scale -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "scale measure; run by hand"]
+async fn scale_measure() {
+    use skiff_controllers::hollow::{HollowConfig, HollowNodes};
+    let n: i32 = std::env::var("SKIFF_DEPLOY_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let c = Cluster::start_with_scheduler(Config {
+        controllers: vec!["deployment".into(), "replicaset".into()],
+        ..Default::default()
+    })
+    .await;
+    let hollow = HollowNodes::start(
+        c.controller_client(),
+        HollowConfig {
+            prefix: "scale-node-".into(),
+            count: std::env::var("SKIFF_DEPLOY_NODES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or((n as usize).div_ceil(100) + 1),
+            pod_cidr_wait: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    if std::env::var("SKIFF_DEPLOY_RS_ONLY").is_ok() {
+        // The same pods through a bare ReplicaSet, to compare.
+        let t = std::time::Instant::now();
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "big"},
+            "spec": {"replicas": n, "selector": {"matchLabels": {"app": "big"}},
+                "template": {"metadata": {"labels": {"app": "big"}},
+                    "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}}},
+        }))
+        .unwrap();
+        c.api::<ReplicaSet>(NS)
+            .create(&PostParams::default(), &rs)
+            .await
+            .unwrap();
+        eventually("available", || async {
+            let rs = c.api::<ReplicaSet>(NS).get("big").await.ok()?;
+            (rs.status?.available_replicas == Some(n)).then_some(())
+        })
+        .await;
+        println!(
+            "{n} replicas (bare ReplicaSet) available in {:?}",
+            t.elapsed()
+        );
+        return;
+    }
+    let t = std::time::Instant::now();
+    create(&c, &deployment("big", n, "nginx:1", json!({}))).await;
+    let wait = |what: &'static str| {
+        let api = c.api::<Deployment>(NS);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            loop {
+                let d = api.get("big").await.unwrap();
+                let s = d.status.clone().unwrap_or_default();
+                if d.metadata.generation <= s.observed_generation
+                    && s.updated_replicas == Some(n)
+                    && s.available_replicas == Some(n)
+                    && s.replicas == Some(n)
+                {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: {s:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait("create").await;
+    println!("{n} replicas available in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    if std::env::var("SKIFF_DEPLOY_TRACE").is_ok() {
+        let api: Api<ReplicaSet> = c.api(NS);
+        tokio::spawn(async move {
+            let mut state: BTreeMap<String, (i32, i32, i32)> = BTreeMap::new();
+            let mut w = watcher(api, watcher::Config::default()).boxed();
+            while let Some(Ok(ev)) = w.next().await {
+                let (WatchEvent::Apply(rs) | WatchEvent::InitApply(rs)) = ev else {
+                    continue;
+                };
+                let st = rs.status.clone().unwrap_or_default();
+                state.insert(
+                    rs.name_any(),
+                    (
+                        replicas(&rs),
+                        st.replicas,
+                        st.available_replicas.unwrap_or(0),
+                    ),
+                );
+                println!("{:>8.2?} {state:?}", t.elapsed());
+            }
+        });
+    }
+    if std::env::var("SKIFF_DEPLOY_TRACE").is_ok() {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = c.api(NS);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let l = pods.list(&ListParams::default()).await.unwrap().items;
+                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                for p in &l {
+                    let img = p
+                        .spec
+                        .as_ref()
+                        .map(|s| s.containers[0].image.clone().unwrap_or_default())
+                        .unwrap_or_default();
+                    let bound = p.spec.as_ref().and_then(|s| s.node_name.clone()).is_some();
+                    let phase = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    let del = p.metadata.deletion_timestamp.is_some();
+                    *counts
+                        .entry(format!("{img} bound={bound} {phase} del={del}"))
+                        .or_default() += 1;
+                }
+                println!("PODS {:>8.2?} {counts:?}", t.elapsed());
+            }
+        });
+    }
+    set_image(&c, "big", "nginx:2").await;
+    wait("rollout").await;
+    println!("rolled {n} replicas in {:?}", t.elapsed());
+    hollow.stop().await;
     c.shutdown().await;
 }

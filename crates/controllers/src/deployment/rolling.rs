@@ -10,6 +10,15 @@ use super::maths::take_down;
 use super::sync::Sets;
 use super::{progress, rs_available, rs_replicas, Result, Run};
 
+/// The available replicas a ReplicaSet will still have once it reaches its size: its
+/// status lags behind a scale-down it has not carried out yet, and counting the pods
+/// about to go as available would let the next step take the same margin twice (kube
+/// sums the raw status and can dip below `replicas - maxUnavailable` for a moment; a
+/// watch of every step sees it).
+fn lasting_available(rs: &ReplicaSet) -> i32 {
+    rs_available(rs).min(rs_replicas(rs))
+}
+
 impl Run<'_> {
     /// kube's `rolloutRolling`.
     pub(super) async fn rollout_rolling(&mut self, mut sets: Sets) -> Result<()> {
@@ -59,7 +68,7 @@ impl Run<'_> {
         let (new_replicas, new_available) = sets
             .new
             .as_ref()
-            .map_or((0, 0), |rs| (rs_replicas(rs), rs_available(rs)));
+            .map_or((0, 0), |rs| (rs_replicas(rs), lasting_available(rs)));
         let budget = self
             .plan
             .max_scaled_down(all_total, new_replicas, new_available);
@@ -69,12 +78,12 @@ impl Run<'_> {
         let unhealthy: Vec<(i32, i32)> = sets
             .olds
             .iter()
-            .map(|rs| (rs_replicas(rs), rs_replicas(rs) - rs_available(rs)))
+            .map(|rs| (rs_replicas(rs), rs_replicas(rs) - lasting_available(rs)))
             .collect();
         let mut scaled = self
             .apply_sizes(&mut sets.olds, take_down(&unhealthy, budget))
             .await?;
-        let available: i32 = sets.all().map(rs_available).sum();
+        let available: i32 = sets.all().map(lasting_available).sum();
         let surplus = self.plan.available_surplus(available);
         if surplus > 0 {
             let all: Vec<(i32, i32)> = sets
