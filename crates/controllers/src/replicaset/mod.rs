@@ -287,6 +287,10 @@ fn start<K: Owner>(ctx: &Context) -> Option<JoinHandle<()>> {
     ))
 }
 
+/// How long pod events that change only what the status counts are gathered before the
+/// owner is reconciled (each reconcile walks the namespace's pods).
+const POD_STATUS_BATCH: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Turns pod changes into owner keys and ticks off expectations.
 struct PodHandler<K> {
     owners: Informer<K>,
@@ -303,7 +307,7 @@ impl<K: Owner> PodHandler<K> {
                     self.deleted(pod);
                 } else if let Some(key) = self.owner_key(pod, controller_of(&pod.metadata)) {
                     self.expectations.creation_observed(&key);
-                    self.queue.add(key);
+                    self.enqueue(key);
                 } else if controller_of(&pod.metadata).is_none() {
                     self.enqueue_matching(pod);
                 }
@@ -330,7 +334,12 @@ impl<K: Owner> PodHandler<K> {
                 }
                 if new_ref.is_some() {
                     if let Some(key) = self.owner_key(new, new_ref) {
-                        self.queue.add(key);
+                        // Status-only news (a pod turned ready): batched.
+                        if ref_changed || labels_changed {
+                            self.queue.add(key);
+                        } else {
+                            self.queue.add_after(key, POD_STATUS_BATCH);
+                        }
                     }
                 } else if labels_changed || ref_changed {
                     self.enqueue_matching(new);
@@ -345,7 +354,18 @@ impl<K: Owner> PodHandler<K> {
         if let Some(key) = self.owner_key(pod, controller_of(&pod.metadata)) {
             let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             self.expectations.deletion_observed(&key, uid);
+            self.enqueue(key);
+        }
+    }
+
+    /// Queues the owner at once when this event completes its expectations (the next
+    /// burst of creates or deletes may start), else after a short batch period: a burst
+    /// of ten thousand pod events costs a few reconciles, not ten thousand.
+    fn enqueue(&self, key: String) {
+        if self.expectations.satisfied(&key) {
             self.queue.add(key);
+        } else {
+            self.queue.add_after(key, POD_STATUS_BATCH);
         }
     }
 
