@@ -112,6 +112,12 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ("Service", "", "spec.clusterIP", "/spec/clusterIP"),
     ("Service", "", "spec.type", "/spec/type"),
     ("ReplicaSet", "apps", "status.replicas", "/status/replicas"),
+    (
+        "ReplicationController",
+        "",
+        "status.replicas",
+        "/status/replicas",
+    ),
     ("Job", "batch", "status.successful", "/status/succeeded"),
 ];
 
