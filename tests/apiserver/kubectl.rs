@@ -721,11 +721,147 @@ fn cascade(v: &str) {
     }
 }
 
+const REPLICATION_CONTROLLER: &str = r#"apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: nginx
+spec:
+  replicas: 2
+  template:
+    metadata:
+      labels: {app: nginx}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+"#;
+
+/// core/v1 ReplicationControllers: create -f (selector and labels defaulted from the
+/// template), validation, get (table, wide, `all`, field selector), scale; the server's
+/// replicationcontroller controller creates the pods (no scheduler: they stay Pending).
+fn replication_controllers(v: &str) {
+    let s = Server::start_with_controllers(&[
+        "--disable-scheduler",
+        "--controllers=replicationcontroller",
+    ]);
+    let f = write(s.dir.path(), "rc.yaml", REPLICATION_CONTROLLER);
+    assert_eq!(
+        s.kubectl(v, &["create", "-f", f.to_str().unwrap()])
+            .ok()
+            .stdout,
+        "replicationcontroller/nginx created\n"
+    );
+    let rc = json(
+        &s.kubectl(v, &["get", "rc", "nginx", "-o", "json"])
+            .ok()
+            .stdout,
+    );
+    assert_eq!(rc["spec"]["selector"], serde_json::json!({"app": "nginx"}));
+    assert_eq!(
+        rc["metadata"]["labels"],
+        serde_json::json!({"app": "nginx"})
+    );
+    assert_eq!(rc["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    assert_eq!(rc["metadata"]["generation"], 1);
+
+    let bad = REPLICATION_CONTROLLER
+        .replace(
+            "name: nginx\nspec:",
+            "name: bad\nspec:\n  selector: {app: other}",
+        )
+        .replace("replicas: 2", "replicas: 1");
+    let bf = write(s.dir.path(), "bad.yaml", &bad);
+    let refused = s
+        .kubectl(v, &["create", "-f", bf.to_str().unwrap()])
+        .fails();
+    assert!(
+        refused
+            .stderr
+            .contains("`selector` does not match template `labels`"),
+        "{refused:?}"
+    );
+
+    let replicas = |s: &Server, path: &str| -> String {
+        s.kubectl(
+            v,
+            &["get", "rc", "nginx", "-o", &format!("jsonpath={{{path}}}")],
+        )
+        .ok()
+        .stdout
+    };
+    eventually("status.replicas 2", || {
+        (replicas(&s, ".status.replicas") == "2").then_some(())
+    });
+    let rows = |s: &Server, extra: &[&str]| -> Vec<Vec<String>> {
+        let mut args = vec!["get", "rc"];
+        args.extend_from_slice(extra);
+        s.kubectl(v, &args)
+            .ok()
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    let t = rows(&s, &[]);
+    assert_eq!(
+        t[0],
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        "{t:?}"
+    );
+    assert_eq!(t[1][..4], ["nginx", "2", "2", "0"], "{t:?}");
+    assert_eq!(t.len(), 2, "{t:?}");
+    let w = rows(&s, &["-o", "wide"]);
+    assert_eq!(
+        w[0],
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ],
+        "{w:?}"
+    );
+    assert_eq!(w[1][5..], ["nginx", "nginx:1.25", "app=nginx"], "{w:?}");
+    let all = s.kubectl(v, &["get", "all", "-o", "name"]).ok().stdout;
+    assert!(all.contains("replicationcontroller/nginx\n"), "{all}");
+
+    assert_eq!(
+        s.kubectl(v, &["scale", "rc", "nginx", "--replicas=3"])
+            .ok()
+            .stdout,
+        "replicationcontroller/nginx scaled\n"
+    );
+    assert_eq!(replicas(&s, ".spec.replicas"), "3");
+    eventually("status.replicas 3", || {
+        (replicas(&s, ".status.replicas") == "3").then_some(())
+    });
+    let owned = |s: &Server| -> usize {
+        json(&s.kubectl(v, &["get", "pods", "-o", "json"]).ok().stdout)["items"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| {
+                        p["metadata"]["ownerReferences"][0]["kind"] == "ReplicationController"
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(owned(&s), 3);
+    let by_field = rows(&s, &["--field-selector", "status.replicas=3", "-o", "name"]);
+    assert_eq!(by_field, [["replicationcontroller/nginx"]], "{by_field:?}");
+}
+
 per_version!(
     create_get_describe,
     create_subcommands,
     apply_patch_replace_edit_scale,
     discovery,
     watch,
-    cascade
+    cascade,
+    replication_controllers
 );

@@ -112,6 +112,12 @@ const FIELDS: &[(&str, &str, &str, &str)] = &[
     ("Service", "", "spec.clusterIP", "/spec/clusterIP"),
     ("Service", "", "spec.type", "/spec/type"),
     ("ReplicaSet", "apps", "status.replicas", "/status/replicas"),
+    (
+        "ReplicationController",
+        "",
+        "status.replicas",
+        "/status/replicas",
+    ),
     ("Job", "batch", "status.successful", "/status/succeeded"),
 ];
 
@@ -294,6 +300,9 @@ mod tests {
             .matches_object(secrets, &json!({"type": "kubernetes.io/tls"})));
         let rs = kind("apps/v1", "ReplicaSet");
         assert!(sel("status.replicas=0").matches_object(rs, &json!({"status": {}})));
+        let rc = kind("v1", "ReplicationController");
+        assert!(sel("status.replicas=3").matches_object(rc, &json!({"status": {"replicas": 3}})));
+        assert!(!sel("status.replicas=3").matches_object(rc, &json!({"status": {"replicas": 2}})));
         for k in crate::kinds::KINDS {
             assert!(selectable_fields(k).contains(&"metadata.name"));
             assert_eq!(

@@ -45,6 +45,7 @@ fn build() -> Map<String, Value> {
     add::<api::core::v1::PersistentVolumeClaim>(&mut g);
     add::<api::core::v1::PersistentVolume>(&mut g);
     add::<api::core::v1::Pod>(&mut g);
+    add::<api::core::v1::ReplicationController>(&mut g);
     add::<api::core::v1::ResourceQuota>(&mut g);
     add::<api::core::v1::Secret>(&mut g);
     add::<api::core::v1::ServiceAccount>(&mut g);

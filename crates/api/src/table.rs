@@ -242,6 +242,30 @@ pub fn columns(kind: &str) -> Vec<Column> {
             ]);
             c.extend(containers_cols(Some(apps("ReplicaSetSpec", "selector"))));
         }
+        "ReplicationController" => {
+            c.extend([
+                col(
+                    "Desired",
+                    "integer",
+                    core("ReplicationControllerSpec", "replicas"),
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    core("ReplicationControllerStatus", "replicas"),
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    core("ReplicationControllerStatus", "readyReplicas"),
+                ),
+                age_col(),
+            ]);
+            c.extend(containers_cols(Some(core(
+                "ReplicationControllerSpec",
+                "selector",
+            ))));
+        }
         "StatefulSet" => {
             c.extend([
                 col(

@@ -494,7 +494,6 @@ async fn a_replica_set_being_deleted_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the API server does not serve ReplicationControllers yet"]
 async fn a_replication_controller_holds_its_replicas() {
     let c = cluster().await;
     let rcs: Api<ReplicationController> = c.api("default");

@@ -153,6 +153,12 @@ const PATCH_META: &[(&str, &str, u8, &str)] = &[
         "type",
     ),
     (
+        "io.k8s.api.core.v1.ReplicationControllerStatus",
+        "conditions",
+        M,
+        "type",
+    ),
+    (
         "io.k8s.api.apps.v1.StatefulSetStatus",
         "conditions",
         M,

@@ -27,6 +27,7 @@ mod batch;
 mod core;
 mod placement;
 mod pod;
+mod replication_controller;
 mod scheduling;
 mod service;
 mod syntax;
@@ -202,6 +203,7 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         | "ControllerRevision" => &core::NoGeneration,
         "Deployment" => &workloads::DEPLOYMENT,
         "ReplicaSet" => &workloads::REPLICA_SET,
+        "ReplicationController" => &replication_controller::ReplicationController,
         "StatefulSet" => &workloads::STATEFUL_SET,
         "DaemonSet" => &workloads::DAEMON_SET,
         "Job" => &batch::Job,

@@ -188,6 +188,20 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
                 json!(format_selector(o.pointer("/spec/selector"))),
             ]
         }
+        "ReplicationController" => {
+            // An RC's selector is a plain map, printed as labels are.
+            let (names, images) = containers(o.pointer("/spec/template/spec"));
+            vec![
+                name(o),
+                json!(int(o, "/spec/replicas")),
+                json!(int(o, "/status/replicas")),
+                json!(int(o, "/status/readyReplicas")),
+                age(o, now),
+                json!(names),
+                json!(images),
+                json!(format_labels(o.pointer("/spec/selector"))),
+            ]
+        }
         "StatefulSet" => {
             let (names, images) = containers(o.pointer("/spec/template/spec"));
             vec![

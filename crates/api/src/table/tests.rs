@@ -96,6 +96,7 @@ fn column_sets_match_kubectl_headers() {
         ("Pod", "NAME READY STATUS RESTARTS AGE", "IP NODE NOMINATED NODE READINESS GATES"),
         ("Deployment", "NAME READY UP-TO-DATE AVAILABLE AGE", "CONTAINERS IMAGES SELECTOR"),
         ("ReplicaSet", "NAME DESIRED CURRENT READY AGE", "CONTAINERS IMAGES SELECTOR"),
+        ("ReplicationController", "NAME DESIRED CURRENT READY AGE", "CONTAINERS IMAGES SELECTOR"),
         ("StatefulSet", "NAME READY AGE", "CONTAINERS IMAGES"),
         ("DaemonSet", "NAME DESIRED CURRENT READY UP-TO-DATE AVAILABLE NODE SELECTOR AGE", "CONTAINERS IMAGES SELECTOR"),
         ("Job", "NAME STATUS COMPLETIONS DURATION AGE", "CONTAINERS IMAGES SELECTOR"),
@@ -259,6 +260,24 @@ fn workload_rows() {
         (c[1].clone(), c[3].clone(), c[4].clone(), c[7].clone()),
         (json!(2), json!(0), json!("<unknown>"), json!("<none>"))
     );
+    let rc = json!({"metadata": {"name": "nginx"},
+        "spec": {"replicas": 3, "selector": {"tier": "web", "app": "nginx"}, "template": template},
+        "status": {"replicas": 3, "readyReplicas": 2}});
+    assert_eq!(
+        cells("ReplicationController", rc),
+        vec![
+            json!("nginx"),
+            json!(3),
+            json!(3),
+            json!(2),
+            json!("<unknown>"),
+            json!("a,b"),
+            json!("nginx:1,redis"),
+            json!("app=nginx,tier=web")
+        ]
+    );
+    let rc = json!({"metadata": {"name": "empty"}, "spec": {"template": template}});
+    assert_eq!(cells("ReplicationController", rc)[7], "<none>");
     let sts = json!({"metadata": {"name": "db"}, "spec": {"replicas": 3, "template": template}, "status": {"readyReplicas": 1}});
     assert_eq!(cells("StatefulSet", sts)[1], "1/3");
     let ds = json!({"metadata": {"name": "agent"}, "spec": {"template": {"spec": {"nodeSelector": {"os": "linux"}, "containers": []}}},

@@ -325,8 +325,14 @@ fn set_condition(pod: &mut Value, type_: &str, status: &str) {
 /// The autoscaling/v1 Scale view of a workload.
 fn to_scale(kind: &Kind, obj: &Value) -> Value {
     let md = obj.get("metadata").cloned().unwrap_or_default();
+    // An RC's selector is the label map itself; the apps kinds' is a LabelSelector.
+    let labels = if kind.kind == "ReplicationController" {
+        "/spec/selector"
+    } else {
+        "/spec/selector/matchLabels"
+    };
     let selector = obj
-        .pointer("/spec/selector/matchLabels")
+        .pointer(labels)
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -335,7 +341,6 @@ fn to_scale(kind: &Kind, obj: &Value) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
-    let _ = kind;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
