@@ -43,6 +43,11 @@ pub struct ControllersBenchArgs {
     /// Run the hollow nodes as a `skiff hollow-nodes` child instead of in this process.
     #[arg(long)]
     hollow_process: bool,
+    /// Instead of a Deployment, create `--replicas` bare pods bound to the nodes by name
+    /// (no scheduler, no controllers act): what the hollow nodes and the API server alone
+    /// take to get them Running and Ready.
+    #[arg(long)]
+    bare_pods: bool,
     /// A phase that has not finished after this long fails.
     #[arg(long, default_value = "300s", value_parser = crate::server_cmd::parse_duration)]
     timeout: Duration,
@@ -286,7 +291,7 @@ async fn run(args: ControllersBenchArgs) -> Result<()> {
     );
 
     let t = Instant::now();
-    let (_hollow_child, _hollow) = if args.hollow_process {
+    let (hollow_child, hollow) = if args.hollow_process {
         (Some(hollow_child(&kubeconfig, args.nodes)?), None)
     } else {
         let config = skiff_controllers::hollow::HollowConfig {
@@ -303,7 +308,18 @@ async fn run(args: ControllersBenchArgs) -> Result<()> {
         args.nodes,
         t.elapsed().as_secs_f64()
     );
+    let r = phases(&args, &client, pid).await;
+    // Quietly: the nodes and the watch end before the server they talk to.
+    if let Some(h) = hollow {
+        h.stop().await;
+    }
+    drop(hollow_child);
+    drop(server);
+    r
+}
 
+/// The namespace, the Deployment and its two phases, measured.
+async fn phases(args: &ControllersBenchArgs, client: &kube::Client, pid: u32) -> Result<()> {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -317,6 +333,11 @@ async fn run(args: ControllersBenchArgs) -> Result<()> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let changed = Arc::new(tokio::sync::Notify::new());
     let watch = tokio::spawn(watch_pods(pods.clone(), seen.clone(), changed.clone()));
+    // Aborted however this function returns.
+    let _watch = AbortOnDrop(watch);
+    if args.bare_pods {
+        return bare_pods(args, &pods, &seen, &changed, pid).await;
+    }
 
     let n = i32::try_from(args.replicas).context("--replicas is too large")?;
     let deployment: Deployment = serde_json::from_value(json!({
@@ -417,9 +438,77 @@ async fn run(args: ControllersBenchArgs) -> Result<()> {
         verdict(rolled.as_secs_f64() <= 20.0),
         verdict(hwm <= 400.0)
     );
-    watch.abort();
-    drop(server);
     Ok(())
+}
+
+/// `--bare-pods`: N pods created with `spec.nodeName` set, round-robin over the nodes,
+/// 128 creates in flight, until the watch sees them all Running and Ready.
+async fn bare_pods(
+    args: &ControllersBenchArgs,
+    pods: &Api<Pod>,
+    seen: &Arc<Mutex<Seen>>,
+    changed: &tokio::sync::Notify,
+    pid: u32,
+) -> Result<()> {
+    let t = Instant::now();
+    let creates = futures_util::stream::iter(0..args.replicas)
+        .map(|i| {
+            let pods = pods.clone();
+            let nodes = args.nodes;
+            async move {
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("{NAME}-{i}"), "labels": {"app": NAME}},
+                    "spec": {"nodeName": format!("hollow-node-{}", i % nodes),
+                             "containers": [{"name": "app", "image": IMAGE_1}]},
+                }))?;
+                pods.create(&PostParams::default(), &pod)
+                    .await
+                    .with_context(|| format!("create pod {NAME}-{i}"))?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(128);
+    tokio::pin!(creates);
+    while let Some(r) = creates.next().await {
+        r?;
+    }
+    let created = t.elapsed();
+    let deadline = t + args.timeout;
+    loop {
+        let (live, ready, _) = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .counts();
+        if ready == args.replicas {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "bare pods: not done after {:?}: {live} pods seen, {ready} Running and Ready",
+                args.timeout
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), changed.notified()).await;
+    }
+    let all = t.elapsed();
+    println!(
+        "bare pods: {} created in {:.2} s; all Running and Ready after {:.2} s ({:.0} pods/s)",
+        args.replicas,
+        created.as_secs_f64(),
+        all.as_secs_f64(),
+        args.replicas as f64 / all.as_secs_f64()
+    );
+    let (hwm, rss) = rss_mb(pid);
+    println!("server RSS: peak {hwm:.0} MB, now {rss:.0} MB");
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {
