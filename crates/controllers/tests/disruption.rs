@@ -403,3 +403,49 @@ async fn an_eviction_consumes_the_budget() {
     still_there(&c, "db-1").await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unready_and_pending_pods_go_without_using_the_budget() {
+    let c = cluster().await;
+    let rs = replica_set(&c, "db", 3, None).await;
+    pod(&c, "db-0", &rs, true).await;
+    pod(&c, "db-1", &rs, true).await;
+    pod(&c, "db-2", &rs, false).await;
+    pdb(
+        &c,
+        "db",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}),
+    )
+    .await;
+    wait_status(&c, "db", sum(3, 2, 2, 0, "False", "InsufficientPods")).await;
+
+    // Unready, and the budget has the healthy pods it needs (IfHealthyBudget).
+    evict(&c, "db-2", false).await.unwrap();
+    let gone = c.api::<Pod>("default").get_opt("db-2").await.unwrap();
+    assert!(gone.is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+    let s = c
+        .api::<PodDisruptionBudget>("default")
+        .get("db")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(s.disrupted_pods, None);
+
+    // A pod not yet running is no disruption.
+    let api: Api<Pod> = c.api("default");
+    let mut p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-3", "labels": {"app": "db"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    p.metadata.owner_references = Some(vec![controller(&rs)]);
+    api.create(&PostParams::default(), &p).await.unwrap();
+    evict(&c, "db-3", false).await.unwrap();
+
+    // A ready one is still guarded.
+    let s = evict(&c, "db-0", false).await.unwrap_err();
+    assert_eq!(refusal(&s).0, 429);
+    still_there(&c, "db-0").await;
+    c.shutdown().await;
+}
