@@ -24,6 +24,7 @@ use crate::{AppState, Peer, RemoteAddr};
 
 mod delete;
 mod events_view;
+mod eviction;
 mod list;
 mod objects;
 mod priority;

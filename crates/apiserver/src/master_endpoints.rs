@@ -127,8 +127,9 @@ pub(crate) async fn reconcile(store: &dyn Store) -> Result<(), StoreError> {
         let mut base = json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": name, "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "kubernetes",
-                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+                // Only the service name, as kube-apiserver's own slice: no managed-by, so
+                // the endpointslice controller never takes it for one of its own.
+                "labels": {"kubernetes.io/service-name": "kubernetes"}},
             "addressType": "IPv4",
             "ports": port(*p),
         });
@@ -138,8 +139,9 @@ pub(crate) async fn reconcile(store: &dyn Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates `key` from `base` (with `field` set to `value`), or updates its `field` when
-/// it differs; a concurrent writer's change is re-read and retried.
+/// Creates `key` from `base` (with `field` set to `value`), or updates its `field` and
+/// labels when they differ (as kube's adapter, so an old slice loses labels it should not
+/// carry); a concurrent writer's change is re-read and retried.
 async fn write_if_changed(
     store: &dyn Store,
     key: &str,
@@ -164,10 +166,16 @@ async fn write_if_changed(
                 let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) else {
                     return Ok(());
                 };
-                if obj.get(field) == Some(&value) {
+                let labels = base.pointer("/metadata/labels").cloned();
+                if obj.get(field) == Some(&value)
+                    && obj.pointer("/metadata/labels") == labels.as_ref()
+                {
                     return Ok(());
                 }
                 obj[field] = value.clone();
+                if let Some(l) = labels {
+                    meta::metadata_mut(&mut obj).insert("labels".into(), l);
+                }
                 meta::metadata_mut(&mut obj).remove("resourceVersion");
                 match store
                     .update(key, obj.to_string().into_bytes(), Some(kv.mod_revision), 0)
@@ -181,4 +189,52 @@ async fn write_if_changed(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use skiff_store::EmbeddedStore;
+
+    async fn slice(store: &dyn Store) -> Value {
+        let kv = store.get(SLICES_PREFIX, None).await.unwrap().kv.unwrap();
+        serde_json::from_slice(&kv.value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_slice_carries_only_the_service_name_like_kube_apiservers() {
+        let store = EmbeddedStore::in_memory().expect("memory store");
+        announce(&store, "10.0.0.1:6443".parse().unwrap())
+            .await
+            .unwrap();
+        reconcile(&store).await.unwrap();
+        let s = slice(&store).await;
+        assert_eq!(
+            s["metadata"]["labels"],
+            json!({"kubernetes.io/service-name": "kubernetes"})
+        );
+        assert_eq!(s["endpoints"][0]["addresses"], json!(["10.0.0.1"]));
+
+        // A slice written with the controller's managed-by label loses it.
+        let mut old = s.clone();
+        old["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] =
+            json!("endpointslice-controller.k8s.io");
+        let rev = store
+            .get(SLICES_PREFIX, None)
+            .await
+            .unwrap()
+            .kv
+            .unwrap()
+            .mod_revision;
+        store
+            .update(SLICES_PREFIX, old.to_string().into_bytes(), Some(rev), 0)
+            .await
+            .unwrap();
+        reconcile(&store).await.unwrap();
+        assert_eq!(
+            slice(&store).await["metadata"]["labels"],
+            json!({"kubernetes.io/service-name": "kubernetes"})
+        );
+    }
 }

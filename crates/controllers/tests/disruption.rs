@@ -244,3 +244,208 @@ async fn a_deployments_scale_counts_once_over_its_replica_sets() {
     assert_eq!(cond.message, "found no controllers for pod \"stray\"");
     c.shutdown().await;
 }
+
+const VIOLATES: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
+
+/// Evicts `name`, returning the refusal's Status.
+async fn evict(c: &Cluster, name: &str, dry_run: bool) -> Result<(), Box<kube::core::Status>> {
+    let mut params = kube::api::EvictParams::default();
+    params.post_options.dry_run = dry_run;
+    match c.api::<Pod>("default").evict(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(s),
+        Err(e) => panic!("evicting {name}: {e}"),
+    }
+}
+
+/// The refusal's code, reason, message and DisruptionBudget cause message.
+fn refusal(s: &kube::core::Status) -> (u16, String, String, String) {
+    let cause = s
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .find(|c| c.reason == "DisruptionBudget")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    (s.code, s.reason.clone(), s.message.clone(), cause)
+}
+
+fn refused(cause: &str) -> (u16, String, String, String) {
+    (429, "TooManyRequests".into(), VIOLATES.into(), cause.into())
+}
+
+async fn still_there(c: &Cluster, name: &str) {
+    let p = c.api::<Pod>("default").get(name).await.unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_none(),
+        "{name} is being deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_that_would_break_the_budget_is_refused() {
+    let c = cluster().await;
+    let rs = replica_set(&c, "db", 2, None).await;
+    pod(&c, "db-0", &rs, true).await;
+    pod(&c, "db-1", &rs, true).await;
+    pdb(
+        &c,
+        "db",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}),
+    )
+    .await;
+    wait_status(&c, "db", sum(2, 2, 2, 0, "False", "InsufficientPods")).await;
+    let s = evict(&c, "db-0", false).await.unwrap_err();
+    assert_eq!(
+        refusal(&s),
+        refused("The disruption budget db needs 2 healthy pods and has 2 currently")
+    );
+    still_there(&c, "db-0").await;
+
+    // An unready pod goes free only while the budget has its healthy pods: here it
+    // has not, so the unready pod is refused too.
+    set_ready(&c, "db-1", false).await;
+    wait_status(&c, "db", sum(2, 2, 1, 0, "False", "InsufficientPods")).await;
+    let s = evict(&c, "db-1", false).await.unwrap_err();
+    assert_eq!(
+        refusal(&s),
+        refused("The disruption budget db needs 2 healthy pods and has 1 currently")
+    );
+    still_there(&c, "db-1").await;
+
+    // Two budgets over one pod: the eviction subresource does not support it.
+    pdb(
+        &c,
+        "db-too",
+        json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "db"}}}),
+    )
+    .await;
+    let s = evict(&c, "db-0", false).await.unwrap_err();
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (
+            500,
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+        )
+    );
+    still_there(&c, "db-0").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_consumes_the_budget() {
+    use futures_util::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+
+    let c = cluster().await;
+    let rs = replica_set(&c, "db", 2, None).await;
+    pod(&c, "db-0", &rs, true).await;
+    pod(&c, "db-1", &rs, true).await;
+    pdb(
+        &c,
+        "db",
+        json!({"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}),
+    )
+    .await;
+    wait_status(&c, "db", sum(2, 1, 2, 1, "True", "SufficientPods")).await;
+    let pdbs: Api<PodDisruptionBudget> = c.api("default");
+
+    // A dry run neither deletes the pod nor touches the budget.
+    evict(&c, "db-1", true).await.unwrap();
+    still_there(&c, "db-1").await;
+    let before = pdbs.get("db").await.unwrap();
+    let s = before.status.clone().unwrap();
+    assert_eq!((s.disruptions_allowed, s.disrupted_pods), (1, None));
+
+    // Watch the budget from here, to see the eviction's write whatever the controller
+    // does after it.
+    let rv = before.metadata.resource_version.clone().unwrap();
+    let mut events = pdbs
+        .watch(&WatchParams::default().fields("metadata.name=db"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    evict(&c, "db-0", false).await.unwrap();
+    let consumed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            if let WatchEvent::Modified(p) = e.unwrap() {
+                let s = p.status.unwrap_or_default();
+                if s.disrupted_pods.is_some_and(|m| m.contains_key("db-0")) {
+                    return Some(s.disruptions_allowed);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("the eviction marks db-0 in disruptedPods");
+    assert_eq!(consumed, Some(0));
+    let gone = eventually("db-0 deleted", || async {
+        match c.api::<Pod>("default").get_opt("db-0").await.unwrap() {
+            None => Some(()),
+            Some(p) => p.metadata.deletion_timestamp.map(|_| ()),
+        }
+    })
+    .await;
+    assert_eq!(gone, ());
+
+    // Nothing is left to disrupt: an immediate second eviction is refused.
+    let s = evict(&c, "db-1", false).await.unwrap_err();
+    let (code, reason, message, cause) = refusal(&s);
+    assert_eq!(
+        (code, reason.as_str(), message.as_str()),
+        (429, "TooManyRequests", VIOLATES)
+    );
+    assert!(
+        cause.starts_with("The disruption budget db needs 1 healthy pods and has "),
+        "{cause}"
+    );
+    still_there(&c, "db-1").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unready_and_pending_pods_go_without_using_the_budget() {
+    let c = cluster().await;
+    let rs = replica_set(&c, "db", 3, None).await;
+    pod(&c, "db-0", &rs, true).await;
+    pod(&c, "db-1", &rs, true).await;
+    pod(&c, "db-2", &rs, false).await;
+    pdb(
+        &c,
+        "db",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}),
+    )
+    .await;
+    wait_status(&c, "db", sum(3, 2, 2, 0, "False", "InsufficientPods")).await;
+
+    // Unready, and the budget has the healthy pods it needs (IfHealthyBudget).
+    evict(&c, "db-2", false).await.unwrap();
+    let gone = c.api::<Pod>("default").get_opt("db-2").await.unwrap();
+    assert!(gone.is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+    let s = c
+        .api::<PodDisruptionBudget>("default")
+        .get("db")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(s.disrupted_pods, None);
+
+    // A pod not yet running is no disruption.
+    let api: Api<Pod> = c.api("default");
+    let mut p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-3", "labels": {"app": "db"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    p.metadata.owner_references = Some(vec![controller(&rs)]);
+    api.create(&PostParams::default(), &p).await.unwrap();
+    evict(&c, "db-3", false).await.unwrap();
+
+    // A ready one is still guarded.
+    let s = evict(&c, "db-0", false).await.unwrap_err();
+    assert_eq!(refusal(&s).0, 429);
+    still_there(&c, "db-0").await;
+    c.shutdown().await;
+}

@@ -133,17 +133,7 @@ pub async fn serve(
         }
         ("eviction", &Method::POST) => {
             let body = body_bytes(req.into_body()).await?;
-            let opts = if body.is_empty() {
-                super::delete::DeleteOptions::default()
-            } else {
-                let v = decode_body(st, &headers, &body)?;
-                let inner = v.get("deleteOptions").cloned().unwrap_or(json!({}));
-                super::delete::DeleteOptions::parse(
-                    &Query::default(),
-                    inner.to_string().as_bytes(),
-                )?
-            };
-            super::delete::delete(&st.objects, kind, ns, &name, &opts).await?;
+            super::eviction::evict(st, kind, ns, &name, q, &headers, &body).await?;
             Ok(success(StatusCode::CREATED))
         }
         ("token", &Method::POST) => {
