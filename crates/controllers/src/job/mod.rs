@@ -461,10 +461,7 @@ impl JobController {
         // 3. Record before releasing: the UIDs (and indexes) first, then the finalizers.
         let mut job = job;
         if newly {
-            st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-                succeeded: Some(unc_succ.iter().cloned().collect()),
-                failed: Some(unc_fail.iter().cloned().collect()),
-            });
+            st.uncounted_terminated_pods = uncounted(&unc_succ, &unc_fail);
             if indexed {
                 st.completed_indexes = Some(logic::format_indexes(&done_idx));
                 st.succeeded = Some(done_idx.len() as i32);
@@ -507,10 +504,7 @@ impl JobController {
             st.succeeded = Some(st.succeeded.unwrap_or(0) + moved_succ.len() as i32);
         }
         st.failed = Some(st.failed.unwrap_or(0) + moved_fail.len() as i32);
-        st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-            succeeded: Some(unc_succ.iter().cloned().collect()),
-            failed: Some(unc_fail.iter().cloned().collect()),
-        });
+        st.uncounted_terminated_pods = uncounted(&unc_succ, &unc_fail);
 
         let mut active = active_pods.len() as i32;
         let mut ready = active_pods.iter().filter(|p| util::is_ready(p)).count() as i32;
@@ -689,4 +683,16 @@ fn rv_of(job: &Job) -> Option<u64> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `status.uncountedTerminatedPods` as kube writes it (empty lists left out).
+fn uncounted(
+    succeeded: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+) -> Option<UncountedTerminatedPods> {
+    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
+    Some(UncountedTerminatedPods {
+        succeeded: list(succeeded),
+        failed: list(failed),
+    })
 }
