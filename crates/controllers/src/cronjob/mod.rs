@@ -29,6 +29,8 @@ use crate::{Context, Recorder};
 pub enum CronJobError {
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error("could not replace job {namespace}/{name}")]
+    Replace { namespace: String, name: String },
 }
 
 struct CronJobController {
@@ -93,10 +95,22 @@ impl CronJobController {
             self.ctx.client.clone(),
             &job.namespace().unwrap_or_default(),
         );
-        match api
+        let mut result = api
             .delete(&job.name_any(), &DeleteParams::background())
-            .await
-        {
+            .await;
+        // skiff's API server answers a delete that races a status write with a conflict
+        // (kube-apiserver retries it itself): try again a few times.
+        for _ in 0..3 {
+            match &result {
+                Err(e) if util::is_conflict(e) => {
+                    result = api
+                        .delete(&job.name_any(), &DeleteParams::background())
+                        .await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(_) => {
                 self.event(
                     cj,
@@ -172,6 +186,17 @@ impl Reconciler for CronJobController {
         let mut p = plan::plan(&cj, &jobs, &missing, now);
         for (kind, reason, message) in std::mem::take(&mut p.events) {
             self.event(&cj, kind, reason, message);
+        }
+        for j in &p.replace {
+            if !self.delete_job(&cj, j).await {
+                return Err(CronJobError::Replace {
+                    namespace: ns,
+                    name: j.name_any(),
+                });
+            }
+            if let Some(a) = p.status.active.as_mut() {
+                a.retain(|r| r.uid != j.metadata.uid);
+            }
         }
         for j in &p.delete {
             if self.delete_job(&cj, j).await {
