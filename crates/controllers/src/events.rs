@@ -126,10 +126,7 @@ impl Recorder {
             message: message.into(),
         };
         if self.tx.try_send(r).is_err() {
-            tracing::debug!(
-                component = self.component,
-                "event queue full; event dropped"
-            );
+            tracing::debug!(component = self.component, "event queue full; event dropped");
         }
     }
 

@@ -131,11 +131,7 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     pub fn for_each(&self, ns: Option<&str>, mut f: impl FnMut(&Arc<K>)) {
         let objects = read(&self.inner.objects);
         match ns {
-            Some(ns) => objects
-                .get(ns)
-                .into_iter()
-                .flat_map(|m| m.values())
-                .for_each(&mut f),
+            Some(ns) => objects.get(ns).into_iter().flat_map(|m| m.values()).for_each(&mut f),
             None => objects.values().flat_map(|m| m.values()).for_each(&mut f),
         }
     }
@@ -177,10 +173,7 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
             .insert(name, new.clone());
         match old {
             None => self.notify(&Change::Added(&new)),
-            Some(old) => self.notify(&Change::Updated {
-                old: &old,
-                new: &new,
-            }),
+            Some(old) => self.notify(&Change::Updated { old: &old, new: &new }),
         }
     }
 

@@ -64,10 +64,7 @@ type Start = fn(&Context) -> Option<JoinHandle<()>>;
 /// Every controller, by kube-controller-manager's name for it (`--controllers`).
 pub const CONTROLLERS: &[(&str, Start)] = &[
     ("replicaset", replicaset::start_replicaset),
-    (
-        "replicationcontroller",
-        replicaset::start_replication_controller,
-    ),
+    ("replicationcontroller", replicaset::start_replication_controller),
     ("deployment", deployment::start),
     ("daemonset", daemonset::start),
     ("statefulset", statefulset::start),
@@ -119,7 +116,8 @@ impl Default for Config {
             node_monitor_period: Duration::from_secs(5),
             node_startup_grace_period: Duration::from_secs(60),
             cluster_cidr: Some(ipnet::IpNet::V4(
-                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 42, 0, 0), 16).unwrap_or_default(),
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 42, 0, 0), 16)
+                    .unwrap_or_default(),
             )),
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12500,
@@ -212,11 +210,7 @@ impl Context {
 }
 
 /// Runs the enabled controllers with `client` until `stop` is cancelled.
-pub async fn run(
-    client: Client,
-    config: Config,
-    stop: CancellationToken,
-) -> Result<(), ConfigError> {
+pub async fn run(client: Client, config: Config, stop: CancellationToken) -> Result<(), ConfigError> {
     config.validate()?;
     run_with(Context::new(client, config, stop)).await;
     Ok(())

@@ -197,9 +197,7 @@ fn backoff(failures: u32) -> Duration {
 /// Moves delayed keys to the queue when their time comes; ends with the queue.
 async fn timer(inner: Weak<Inner>) {
     loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
+        let Some(strong) = inner.upgrade() else { return };
         let q = Queue { inner: strong };
         let notified = q.inner.timer.notified();
         tokio::pin!(notified);

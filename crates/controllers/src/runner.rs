@@ -51,10 +51,7 @@ pub fn spawn<R: Reconciler>(
             () = ready => {}
             () = stop.cancelled() => return,
         }
-        tracing::debug!(
-            controller = reconciler.name(),
-            "caches synced; starting workers"
-        );
+        tracing::debug!(controller = reconciler.name(), "caches synced; starting workers");
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers.max(1) {
             let (r, q) = (reconciler.clone(), queue.clone());

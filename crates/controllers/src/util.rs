@@ -203,7 +203,11 @@ pub fn generate_name_prefix(owner_name: &str) -> String {
 
 /// Makes `owner` the controller of the object `name` (adoption), unless another
 /// controller got there first; guarded by the object's resourceVersion.
-pub async fn adopt<K>(api: &Api<K>, obj: &K, owner: OwnerReference) -> Result<(), ApiError>
+pub async fn adopt<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner: OwnerReference,
+) -> Result<(), ApiError>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -238,11 +242,7 @@ where
         "uid": obj.meta().uid,
     }});
     match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),

@@ -115,10 +115,7 @@ impl Cluster {
         }))
         .unwrap();
         let nodes: Api<Node> = self.cluster_api();
-        nodes
-            .create(&PostParams::default(), &node)
-            .await
-            .expect("create node");
+        nodes.create(&PostParams::default(), &node).await.expect("create node");
         let now = k8s_openapi::jiff::Timestamp::now();
         let status = serde_json::json!({"status": {
             "capacity": {"cpu": cpu, "memory": "32Gi", "pods": "110"},
@@ -143,11 +140,7 @@ impl Cluster {
                      "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())},
         });
         leases
-            .patch(
-                name,
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&lease),
-            )
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&lease))
             .await
             .expect("renew lease");
     }
