@@ -591,3 +591,78 @@ async fn the_api_refuses_bad_schedules_and_time_zones() {
     .await
     .unwrap();
 }
+
+/// A CronJob with a still-running Job from its previous run, whose next run is due now.
+async fn cronjob_with_running_job(c: &Cluster, name: &str, policy: &str) -> Job {
+    let cjs = c.api::<CronJob>("default");
+    let cj = cjs
+        .create(
+            &PostParams::default(),
+            &cronjob(name, json!({"suspend": true, "concurrencyPolicy": policy})),
+        )
+        .await
+        .unwrap();
+    let mut j = job(&format!("{name}-1"), json!({}));
+    j.metadata.owner_references = serde_json::from_value(json!([{"apiVersion": "batch/v1",
+        "kind": "CronJob", "name": name, "uid": cj.uid().unwrap(), "controller": true}]))
+    .unwrap();
+    let running = create(c, j).await;
+    let past = Timestamp::from_second(Timestamp::now().as_second() - 300).unwrap();
+    let status = json!({"status": {"lastScheduleTime": past, "active": [{"apiVersion": "batch/v1",
+        "kind": "Job", "name": running.name_any(), "namespace": "default", "uid": running.uid()}]}});
+    cjs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    cjs.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_skips_a_run_while_one_is_active_and_replace_replaces_it() {
+    let c = cluster().await;
+    let jobs = c.api::<Job>("default");
+    let cjs = c.api::<CronJob>("default");
+
+    cronjob_with_running_job(&c, "forbid", "Forbid").await;
+    assert_eq!(
+        wait_event(&c, "forbid", "JobAlreadyActive").await,
+        "Not starting job because prior execution is running and concurrency policy is Forbid"
+    );
+    let l = jobs.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        l.items
+            .iter()
+            .filter(|j| j.name_any().starts_with("forbid-"))
+            .count(),
+        1
+    );
+
+    let old = cronjob_with_running_job(&c, "replace", "Replace").await;
+    let new = eventually("the replacing job", || async {
+        let st = cjs.get("replace").await.ok()?.status?;
+        let active = st.active?;
+        (active.len() == 1 && active[0].name != old.metadata.name).then(|| active[0].clone())
+    })
+    .await;
+    assert!(jobs
+        .get_opt(new.name.as_deref().unwrap())
+        .await
+        .unwrap()
+        .is_some());
+    eventually("the replaced job to go", || async {
+        let j = jobs.get_opt(&old.name_any()).await.unwrap();
+        j.is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        wait_event(&c, "replace", "SuccessfulDelete").await,
+        format!("Deleted job {}", old.name_any())
+    );
+}

@@ -11,7 +11,8 @@
 
 mod plan;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{DeleteParams, PostParams};
@@ -28,6 +29,8 @@ use crate::{Context, Recorder};
 pub enum CronJobError {
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error("could not replace job {namespace}/{name}")]
+    Replace { namespace: String, name: String },
 }
 
 struct CronJobController {
@@ -35,6 +38,9 @@ struct CronJobController {
     cronjobs: Informer<CronJob>,
     jobs: Informer<Job>,
     recorder: Recorder,
+    /// The resourceVersion of each CronJob's last status write: a cache older than it
+    /// lacks the Jobs just recorded in `active` (its update event is on the way).
+    written: Mutex<HashMap<String, u64>>,
 }
 
 pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
@@ -67,6 +73,7 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         ctx: ctx.clone(),
         cronjobs,
         jobs,
+        written: Mutex::new(HashMap::new()),
     };
     Some(runner::spawn(
         Arc::new(c),
@@ -88,10 +95,22 @@ impl CronJobController {
             self.ctx.client.clone(),
             &job.namespace().unwrap_or_default(),
         );
-        match api
+        let mut result = api
             .delete(&job.name_any(), &DeleteParams::background())
-            .await
-        {
+            .await;
+        // skiff's API server answers a delete that races a status write with a conflict
+        // (kube-apiserver retries it itself): try again a few times.
+        for _ in 0..3 {
+            match &result {
+                Err(e) if util::is_conflict(e) => {
+                    result = api
+                        .delete(&job.name_any(), &DeleteParams::background())
+                        .await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(_) => {
                 self.event(
                     cj,
@@ -125,8 +144,16 @@ impl Reconciler for CronJobController {
 
     async fn reconcile(&self, key: &str) -> Result<Action, CronJobError> {
         let Some(cj) = self.cronjobs.get_key(key) else {
+            lock(&self.written).remove(key);
             return Ok(Action::Done);
         };
+        let rv = |cj: &CronJob| cj.metadata.resource_version.as_deref()?.parse::<u64>().ok();
+        if lock(&self.written)
+            .get(key)
+            .is_some_and(|w| rv(&cj).is_some_and(|r| r < *w))
+        {
+            return Ok(Action::Done);
+        }
         let ns = cj.namespace().unwrap_or_default();
         let uid = cj.metadata.uid.clone().unwrap_or_default();
         let mut jobs: Vec<Arc<Job>> = Vec::new();
@@ -159,6 +186,17 @@ impl Reconciler for CronJobController {
         let mut p = plan::plan(&cj, &jobs, &missing, now);
         for (kind, reason, message) in std::mem::take(&mut p.events) {
             self.event(&cj, kind, reason, message);
+        }
+        for j in &p.replace {
+            if !self.delete_job(&cj, j).await {
+                return Err(CronJobError::Replace {
+                    namespace: ns,
+                    name: j.name_any(),
+                });
+            }
+            if let Some(a) = p.status.active.as_mut() {
+                a.retain(|r| r.uid != j.metadata.uid);
+            }
         }
         for j in &p.delete {
             if self.delete_job(&cj, j).await {
@@ -216,11 +254,18 @@ impl Reconciler for CronJobController {
         if p.status != stored {
             let mut updated = (*cj).clone();
             updated.status = Some(p.status);
-            Api::<CronJob>::namespaced(self.ctx.client.clone(), &ns)
+            let written = Api::<CronJob>::namespaced(self.ctx.client.clone(), &ns)
                 .replace_status(&cj.name_any(), &PostParams::default(), &updated)
                 .await
                 .map_err(|e| ApiError::new("update status of cronjob", cj.name_any(), e))?;
+            if let Some(r) = rv(&written) {
+                lock(&self.written).insert(key.to_string(), r);
+            }
         }
         Ok(p.requeue.map_or(Action::Done, Action::RequeueAfter))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -29,7 +29,9 @@ pub(crate) struct Plan {
     /// The status to write (when it differs from the stored one).
     pub status: CronJobStatus,
     pub events: Vec<(EventType, &'static str, String)>,
-    /// Jobs to delete (Replace, history limits), with the event once deleted.
+    /// Running Jobs the new run replaces (Replace); the run waits until they are gone.
+    pub replace: Vec<Arc<Job>>,
+    /// Finished Jobs beyond the history limits.
     pub delete: Vec<Arc<Job>>,
     /// The Job to create for a scheduled time (its ref goes to `active` once created).
     pub create: Option<Job>,
@@ -334,9 +336,7 @@ pub(crate) fn plan(cj: &CronJob, jobs: &[Arc<Job>], missing: &[String], now: Tim
         Some("Replace") => {
             for r in p.status.active.iter().flatten() {
                 if let Some(j) = jobs.iter().find(|j| j.metadata.uid == r.uid) {
-                    if !p.delete.iter().any(|d| d.metadata.uid == j.metadata.uid) {
-                        p.delete.push(j.clone());
-                    }
+                    p.replace.push(j.clone());
                 }
             }
         }
@@ -528,7 +528,7 @@ mod tests {
             let cj = with_active(cj, &[&running], "2024-01-01T10:05:00Z");
             let p = plan(&cj, std::slice::from_ref(&running), &[], at);
             assert_eq!(p.create.is_some(), creates, "{policy}");
-            assert_eq!(p.delete.len(), deletes, "{policy}");
+            assert_eq!(p.replace.len(), deletes, "{policy}");
             assert_eq!(reasons(&p), events, "{policy}");
         }
     }

@@ -20,7 +20,7 @@
 mod logic;
 mod pods;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,12 @@ struct JobController {
     recorder: Recorder,
     expectations: Arc<Expectations>,
     backoff: Mutex<HashMap<String, BackoffRecord>>,
+    /// The resourceVersion of each Job's last status write: a cache older than it is
+    /// stale (its update event is on the way), and acting on it could repeat work.
+    written: Mutex<HashMap<String, u64>>,
+    /// Pods whose tracking finalizer was removed (and so were counted) but which the
+    /// pod cache may still show with it: never counted twice.
+    released: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
@@ -113,6 +119,8 @@ pub(crate) fn start(ctx: &Context) -> Option<JoinHandle<()>> {
         pods,
         expectations,
         backoff: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
+        released: Mutex::new(HashMap::new()),
     };
     Some(runner::spawn(
         Arc::new(c),
@@ -224,14 +232,27 @@ impl JobController {
         };
     }
 
-    async fn write_status(&self, job: &Job, status: JobStatus) -> Result<Job, ApiError> {
+    async fn write_status(&self, key: &str, job: &Job, status: JobStatus) -> Result<Job, ApiError> {
         let mut j = job.clone();
         j.status = Some(status);
         let ns = job.namespace().unwrap_or_default();
-        self.job_api(&ns)
+        let written = self
+            .job_api(&ns)
             .replace_status(&job.name_any(), &PostParams::default(), &j)
             .await
-            .map_err(|e| ApiError::new("update status of job", job.name_any(), e))
+            .map_err(|e| ApiError::new("update status of job", job.name_any(), e))?;
+        if let Some(rv) = rv_of(&written) {
+            lock(&self.written).insert(key.to_string(), rv);
+        }
+        Ok(written)
+    }
+
+    /// Forgets what is remembered of a Job.
+    fn forget(&self, key: &str) {
+        self.expectations.delete(key);
+        self.set_backoff(key, None);
+        lock(&self.written).remove(key);
+        lock(&self.released).remove(key);
     }
 
     async fn sync(&self, key: &str, job: Arc<Job>) -> Result<Action, JobError> {
@@ -254,12 +275,29 @@ impl JobController {
             .and_then(|s| s.restart_policy.as_deref())
             == Some("OnFailure");
 
+        if lock(&self.written)
+            .get(key)
+            .is_some_and(|w| rv_of(&job).is_some_and(|rv| rv < *w))
+        {
+            // Our own last write has not reached the cache yet; its event will requeue.
+            return Ok(Action::Done);
+        }
         let mut pods: Vec<Arc<Pod>> = Vec::new();
         self.pods.for_each(Some(&ns), |p| {
             if util::is_controlled_by(&p.metadata, &uid) {
                 pods.push(p.clone());
             }
         });
+        // Released pods the cache now shows without the finalizer need no guard.
+        let already_released: HashSet<String> = {
+            let mut r = lock(&self.released);
+            let set = r.entry(key.to_string()).or_default();
+            set.retain(|u| {
+                pods.iter()
+                    .any(|p| p.metadata.uid.as_deref() == Some(u.as_str()) && has_finalizer(p))
+            });
+            set.clone()
+        };
         let original = job.status.clone().unwrap_or_default();
         let mut st = original.clone();
         let unc = st.uncounted_terminated_pods.clone().unwrap_or_default();
@@ -290,6 +328,9 @@ impl JobController {
         let mut fail_job: Option<String> = None;
         for p in pods.iter().filter(|p| has_finalizer(p)) {
             let puid = p.metadata.uid.clone().unwrap_or_default();
+            if already_released.contains(&puid) {
+                continue;
+            }
             if unc_succ.contains(&puid) || unc_fail.contains(&puid) {
                 to_release.push(p.clone());
                 continue;
@@ -420,17 +461,18 @@ impl JobController {
         // 3. Record before releasing: the UIDs (and indexes) first, then the finalizers.
         let mut job = job;
         if newly {
-            st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-                succeeded: Some(unc_succ.iter().cloned().collect()),
-                failed: Some(unc_fail.iter().cloned().collect()),
-            });
+            st.uncounted_terminated_pods = uncounted(&unc_succ, &unc_fail);
             if indexed {
                 st.completed_indexes = Some(logic::format_indexes(&done_idx));
                 st.succeeded = Some(done_idx.len() as i32);
             }
-            job = Arc::new(self.write_status(&job, st.clone()).await?);
+            job = Arc::new(self.write_status(key, &job, st.clone()).await?);
         }
         let (released, release_err) = self.remove_finalizers(&to_release).await;
+        lock(&self.released)
+            .entry(key.to_string())
+            .or_default()
+            .extend(released.iter().cloned());
         let mut terminating = pods
             .iter()
             .filter(|p| util::is_deleting(&p.metadata) && !util::is_terminal(p))
@@ -462,10 +504,7 @@ impl JobController {
             st.succeeded = Some(st.succeeded.unwrap_or(0) + moved_succ.len() as i32);
         }
         st.failed = Some(st.failed.unwrap_or(0) + moved_fail.len() as i32);
-        st.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-            succeeded: Some(unc_succ.iter().cloned().collect()),
-            failed: Some(unc_fail.iter().cloned().collect()),
-        });
+        st.uncounted_terminated_pods = uncounted(&unc_succ, &unc_fail);
 
         let mut active = active_pods.len() as i32;
         let mut ready = active_pods.iter().filter(|p| util::is_ready(p)).count() as i32;
@@ -592,7 +631,7 @@ impl JobController {
             st.succeeded = Some(done_idx.len() as i32);
         }
         if job.status.as_ref() != Some(&st) {
-            self.write_status(&job, st).await?;
+            self.write_status(key, &job, st).await?;
         }
         if let Some(e) = release_err {
             return Err(e.into());
@@ -618,8 +657,7 @@ impl Reconciler for JobController {
     async fn reconcile(&self, key: &str) -> Result<Action, JobError> {
         let (ns, name) = split_key(key);
         let Some(job) = self.jobs.get_key(key) else {
-            self.expectations.delete(key);
-            self.set_backoff(key, None);
+            self.forget(key);
             self.release_pods(ns, name, None).await?;
             return Ok(Action::Done);
         };
@@ -631,9 +669,30 @@ impl Reconciler for JobController {
         if util::is_deleting(&job.metadata) || finished_condition(&job).is_some() {
             self.release_pods(ns, name, job.metadata.uid.as_deref())
                 .await?;
-            self.set_backoff(key, None);
+            self.forget(key);
             return Ok(Action::Done);
         }
         self.sync(key, job).await
     }
+}
+
+/// A resourceVersion as the number it is in skiff's store (None if it is not one).
+fn rv_of(job: &Job) -> Option<u64> {
+    job.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `status.uncountedTerminatedPods` as kube writes it (empty lists left out).
+fn uncounted(
+    succeeded: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+) -> Option<UncountedTerminatedPods> {
+    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
+    Some(UncountedTerminatedPods {
+        succeeded: list(succeeded),
+        failed: list(failed),
+    })
 }
