@@ -25,3 +25,9 @@ mod leader;
 
 #[path = "controllers/deployment.rs"]
 mod deployment;
+
+#[path = "controllers/rollout.rs"]
+mod rollout;
+
+#[path = "controllers/workloads.rs"]
+mod workloads;
