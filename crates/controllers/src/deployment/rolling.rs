@@ -74,7 +74,13 @@ impl Run<'_> {
         let mut scaled = self
             .apply_sizes(&mut sets.olds, take_down(&unhealthy, budget))
             .await?;
-        let available: i32 = sets.all().map(rs_available).sum();
+        // A ReplicaSet just scaled down still reports the available pods it is about to
+        // delete (its status lags its spec): count at most spec.replicas of them, or two
+        // syncs in a row would take down the same surplus twice.
+        let available: i32 = sets
+            .all()
+            .map(|rs| rs_available(rs).min(rs_replicas(rs)))
+            .sum();
         let surplus = self.plan.available_surplus(available);
         if surplus > 0 {
             let all: Vec<(i32, i32)> = sets
