@@ -28,3 +28,9 @@ mod deployment;
 
 #[path = "controllers/gc.rs"]
 mod gc;
+
+#[path = "controllers/rollout.rs"]
+mod rollout;
+
+#[path = "controllers/workloads.rs"]
+mod workloads;
