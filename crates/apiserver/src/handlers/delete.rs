@@ -71,9 +71,37 @@ impl DeleteOptions {
     }
 }
 
+/// How often a delete is tried again when a concurrent writer (a controller's status
+/// write) changed the object between our read and our write.
+const DELETE_ATTEMPTS: usize = 8;
+
 /// Deletes an object: immediately, or by marking it terminating when finalizers (or
-/// foreground/orphan propagation) must run first. Returns the code and the body.
+/// foreground/orphan propagation) must run first. Returns the code and the body. A write
+/// that loses a race with another writer is tried again on the new version, as
+/// kube-apiserver's `GuaranteedUpdate` does, unless the caller pinned a resourceVersion.
 pub async fn delete(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<(StatusCode, Value)> {
+    let mut attempt = 1;
+    loop {
+        match delete_once(st, kind, ns, name, opts).await {
+            Err(e)
+                if e.code == StatusCode::CONFLICT
+                    && opts.precondition_rv.is_none()
+                    && attempt < DELETE_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn delete_once(
     st: &Objects,
     kind: &Kind,
     ns: Option<&str>,

@@ -249,8 +249,12 @@ fn start<K: Owner>(ctx: &Context) -> Option<JoinHandle<()>> {
         let (q, e) = (queue.clone(), expectations.clone());
         owners.on_change(move |ch| {
             let key = key_of(&**ch.object());
-            if let Change::Deleted(_) = ch {
-                e.delete(&key);
+            match ch {
+                Change::Deleted(_) => e.delete(&key),
+                // Its own status writes come back as updates: nothing to act on (a
+                // reconcile walks the namespace's pods, so these would double them).
+                Change::Updated { old, new } if status_only(old.meta(), new.meta()) => return,
+                _ => {}
             }
             q.add(key);
         });
@@ -285,6 +289,19 @@ fn start<K: Owner>(ctx: &Context) -> Option<JoinHandle<()>> {
         ready,
         ctx.stop.clone(),
     ))
+}
+
+/// Whether an owner's update changed nothing but its status (same generation, labels,
+/// owners and deletion state).
+fn status_only(
+    old: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    new: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    old.generation == new.generation
+        && old.labels == new.labels
+        && old.owner_references == new.owner_references
+        && old.deletion_timestamp == new.deletion_timestamp
+        && old.annotations == new.annotations
 }
 
 /// How long pod events that change only what the status counts are gathered before the
