@@ -411,3 +411,76 @@ macro_rules! per_version {
         )*
     };
 }
+
+/// A standalone control-plane component (`skiff scheduler` or `skiff controller-manager`)
+/// with `--leader-elect`, killed on drop.
+#[allow(dead_code)]
+pub struct Standalone {
+    pub child: Child,
+    pub identity: String,
+    /// `http://127.0.0.1:PORT`, where /metrics and /healthz are served.
+    pub metrics: String,
+}
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `skiff <component> --leader-elect` against `kubeconfig` and waits until it
+/// reports its identity and metrics address.
+#[allow(dead_code)]
+pub fn standalone(component: &str, kubeconfig: &Path) -> Standalone {
+    let mut child = Command::new(SKIFF)
+        .arg(component)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--leader-elect", "--metrics-bind-address", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn skiff {component}: {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = component.to_string();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let id = line
+                .split("identity ")
+                .nth(1)
+                .and_then(|r| r.split(';').next());
+            let metrics = line
+                .split("metrics on ")
+                .nth(1)
+                .and_then(|r| r.split("/metrics").next());
+            match (id.zip(metrics), tx.take()) {
+                (Some((id, metrics)), Some(tx)) => {
+                    let _ = tx.send((id.to_string(), metrics.to_string()));
+                }
+                (_, t) => {
+                    tx = t;
+                    eprintln!("skiff {name}: {line}");
+                }
+            }
+        }
+    });
+    let (identity, metrics) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("skiff {component} did not start"));
+    Standalone {
+        child,
+        identity,
+        metrics,
+    }
+}
+
+/// Plain-HTTP GET with curl: the body.
+#[allow(dead_code)]
+pub fn http_get(url: &str) -> String {
+    let mut c = Command::new("curl");
+    c.args(["-sSf", url]);
+    run(c, None).ok().stdout
+}

@@ -3,8 +3,7 @@
 //! leader acts, the audit log telling them apart by user agent; the other takes over when
 //! the leader is killed), and the server's own controller manager (its Lease and gauge).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -12,7 +11,7 @@ use kube::api::Api;
 use serde_json::{json, Value};
 
 use crate::cluster::Cluster;
-use crate::common::{eventually, SKIFF, VERSIONS};
+use crate::common::{eventually, http_get, standalone, Standalone, SKIFF, VERSIONS};
 
 const LEASE: &str = "kube-controller-manager";
 
@@ -23,73 +22,6 @@ fn holder(c: &Cluster) -> Option<String> {
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
         .filter(|h| !h.is_empty())
-}
-
-/// A standalone `skiff controller-manager --leader-elect`, killed on drop.
-struct Standalone {
-    child: Child,
-    identity: String,
-    /// `http://127.0.0.1:PORT`, where /metrics and /healthz are served.
-    metrics: String,
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn standalone(c: &Cluster) -> Standalone {
-    let mut child = Command::new(SKIFF)
-        .arg("controller-manager")
-        .arg("--kubeconfig")
-        .arg(c.server.kubeconfig())
-        .args(["--leader-elect", "--metrics-bind-address", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skiff controller-manager");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let id = line
-                .split("identity ")
-                .nth(1)
-                .and_then(|r| r.split(';').next());
-            let metrics = line
-                .split("metrics on ")
-                .nth(1)
-                .and_then(|r| r.split("/metrics").next());
-            match (id.zip(metrics), tx.take()) {
-                (Some((id, metrics)), Some(tx)) => {
-                    let _ = tx.send((id.to_string(), metrics.to_string()));
-                }
-                (_, t) => {
-                    tx = t;
-                    eprintln!("skiff controller-manager: {line}");
-                }
-            }
-        }
-    });
-    let (identity, metrics) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("skiff controller-manager did not start");
-    Standalone {
-        child,
-        identity,
-        metrics,
-    }
-}
-
-/// Plain-HTTP GET with curl: the body.
-fn http_get(url: &str) -> String {
-    let mut c = Command::new("curl");
-    c.args(["-sSf", url]);
-    crate::common::run(c, None).ok().stdout
 }
 
 fn gauge(s: &Standalone) -> String {
@@ -149,7 +81,10 @@ fn replica_set(name: &str, replicas: i32) -> Value {
 #[test]
 fn of_two_standalone_controller_managers_only_the_leader_acts_and_the_other_takes_over() {
     let c = Cluster::start_with(VERSIONS[0], &["--disable-controller-manager"]);
-    let mut s = [standalone(&c), standalone(&c)];
+    let mut s = [
+        standalone("controller-manager", &c.server.kubeconfig()),
+        standalone("controller-manager", &c.server.kubeconfig()),
+    ];
     let ids: Vec<String> = s.iter().map(|s| s.identity.clone()).collect();
     let leader = eventually("a leader", || holder(&c));
     let li = ids

@@ -5,8 +5,7 @@
 //! system:kube-scheduler, its metrics on the server's /metrics).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use serde_json::{json, Value};
 use skiff_leader::{CancellationToken, LeaderElector, Timing};
 
 use crate::cluster::{pod, scheduled_condition, Cluster, Node};
-use crate::common::{eventually, SKIFF, VERSIONS};
+use crate::common::{eventually, http_get, standalone, SKIFF, VERSIONS};
 
 fn lease(c: &Cluster, name: &str) -> Option<Lease> {
     let api: Api<Lease> = Api::namespaced(c.client.clone(), "kube-system");
@@ -147,73 +146,6 @@ fn electors_agree_on_one_leader_and_hand_over_when_it_stops_or_dies() {
     third.abort();
 }
 
-/// A standalone `skiff scheduler --leader-elect`, killed on drop.
-struct Standalone {
-    child: Child,
-    identity: String,
-    /// `http://127.0.0.1:PORT`, where /metrics and /healthz are served.
-    metrics: String,
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn standalone(c: &Cluster) -> Standalone {
-    let mut child = Command::new(SKIFF)
-        .arg("scheduler")
-        .arg("--kubeconfig")
-        .arg(c.server.kubeconfig())
-        .args(["--leader-elect", "--metrics-bind-address", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skiff scheduler");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let id = line
-                .split("identity ")
-                .nth(1)
-                .and_then(|r| r.split(';').next());
-            let metrics = line
-                .split("metrics on ")
-                .nth(1)
-                .and_then(|r| r.split("/metrics").next());
-            match (id.zip(metrics), tx.take()) {
-                (Some((id, metrics)), Some(tx)) => {
-                    let _ = tx.send((id.to_string(), metrics.to_string()));
-                }
-                (_, t) => {
-                    tx = t;
-                    eprintln!("skiff scheduler: {line}");
-                }
-            }
-        }
-    });
-    let (identity, metrics) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("skiff scheduler did not start");
-    Standalone {
-        child,
-        identity,
-        metrics,
-    }
-}
-
-/// Plain-HTTP GET with curl: the body.
-fn http_get(url: &str) -> String {
-    let mut c = Command::new("curl");
-    c.args(["-sSf", url]);
-    crate::common::run(c, None).ok().stdout
-}
-
 fn audit_lines(c: &Cluster) -> Vec<Value> {
     std::fs::read_to_string(c.server.dir.path().join("audit.log"))
         .unwrap_or_default()
@@ -240,7 +172,10 @@ fn binding_record(c: &Cluster, pod: &str) -> Value {
 #[test]
 fn of_two_standalone_schedulers_only_the_leader_binds_and_the_other_takes_over() {
     let c = Cluster::start_with(VERSIONS[0], &["--disable-scheduler"]);
-    let mut s = [standalone(&c), standalone(&c)];
+    let mut s = [
+        standalone("scheduler", &c.server.kubeconfig()),
+        standalone("scheduler", &c.server.kubeconfig()),
+    ];
     let ids: Vec<String> = s.iter().map(|s| s.identity.clone()).collect();
     let leader = eventually("a leader", || holder(&c, "kube-scheduler"));
     let li = ids

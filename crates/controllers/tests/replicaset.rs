@@ -534,35 +534,6 @@ async fn a_replication_controller_holds_its_replicas() {
     c.shutdown().await;
 }
 
-/// `cargo test -p skiff-controllers --test replicaset -- --ignored ten_thousand --nocapture`
-/// prints how long 10,000 creates take through the in-process server (no assertion on
-/// time: debug builds on a shared machine vary too much).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "scale check, run by hand"]
-async fn ten_thousand_replicas() {
-    let c = cluster().await;
-    let rss: Api<ReplicaSet> = c.api("default");
-    let t = std::time::Instant::now();
-    rss.create(
-        &PostParams::default(),
-        &replica_set("big", 10000, serde_json::json!({})),
-    )
-    .await
-    .unwrap();
-    while rss
-        .get("big")
-        .await
-        .unwrap()
-        .status
-        .map_or(0, |s| s.replicas)
-        < 10000
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    eprintln!("10,000 pods created in {:?}", t.elapsed());
-    c.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_deletes_unscheduled_pods_before_scheduled_ones() {
     let c = Cluster::start_with_scheduler(Config {
