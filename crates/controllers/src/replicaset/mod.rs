@@ -69,6 +69,31 @@ pub(crate) fn start_replication_controller(ctx: &Context) -> Option<JoinHandle<(
     start::<ReplicationController>(ctx)
 }
 
+/// The two kinds' statuses have the same fields under different types.
+macro_rules! status_from {
+    ($s:expr) => {
+        Status {
+            replicas: $s.replicas,
+            fully_labeled_replicas: $s.fully_labeled_replicas.unwrap_or(0),
+            ready_replicas: $s.ready_replicas.unwrap_or(0),
+            available_replicas: $s.available_replicas.unwrap_or(0),
+            observed_generation: $s.observed_generation.unwrap_or(0),
+            conditions: $s
+                .conditions
+                .iter()
+                .flatten()
+                .map(|c| Condition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    last_transition_time: c.last_transition_time.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
+                .collect(),
+        }
+    };
+}
+
 /// What the controller needs of the kind that owns the pods.
 pub(crate) trait Owner:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -114,28 +139,9 @@ impl Owner for ReplicaSet {
         util::selector(self.spec.as_ref().map(|s| &s.selector))
     }
     fn current_status(&self) -> Status {
-        let Some(s) = &self.status else {
-            return Status::default();
-        };
-        Status {
-            replicas: s.replicas,
-            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
-            ready_replicas: s.ready_replicas.unwrap_or(0),
-            available_replicas: s.available_replicas.unwrap_or(0),
-            observed_generation: s.observed_generation.unwrap_or(0),
-            conditions: s
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| Condition {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    last_transition_time: c.last_transition_time.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-                .collect(),
-        }
+        self.status
+            .as_ref()
+            .map_or_else(Status::default, |s| status_from!(s))
     }
 }
 
@@ -173,28 +179,9 @@ impl Owner for ReplicationController {
         }))
     }
     fn current_status(&self) -> Status {
-        let Some(s) = &self.status else {
-            return Status::default();
-        };
-        Status {
-            replicas: s.replicas,
-            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
-            ready_replicas: s.ready_replicas.unwrap_or(0),
-            available_replicas: s.available_replicas.unwrap_or(0),
-            observed_generation: s.observed_generation.unwrap_or(0),
-            conditions: s
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| Condition {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    last_transition_time: c.last_transition_time.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-                .collect(),
-        }
+        self.status
+            .as_ref()
+            .map_or_else(Status::default, |s| status_from!(s))
     }
 }
 
