@@ -34,3 +34,4 @@ pub use runtime::{
     TermSize,
 };
 pub use server::{ServerError, StreamingServer, TlsFiles};
+pub mod agent;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent_cmd;
 mod api_bench;
 mod bench;
 mod component;
@@ -64,6 +65,8 @@ enum Cmd {
     /// The control plane: state store, Kubernetes API server, scheduler and controller
     /// manager.
     Server(Box<server_cmd::ServerArgs>),
+    /// The node agent (kubelet): runs this node's pods as containers.
+    Agent(Box<agent_cmd::AgentArgs>),
     /// The scheduler alone, against an API server named by a kubeconfig.
     Scheduler(Box<scheduler_cmd::SchedulerArgs>),
     /// The controller manager alone, against an API server named by a kubeconfig.
@@ -153,6 +156,10 @@ fn main() {
                     1
                 }
             }
+        }
+        Cmd::Agent(a) => {
+            init_tracing(false);
+            report("skiff agent", agent_cmd::main(*a))
         }
         Cmd::Scheduler(s) => {
             init_tracing(false);

@@ -4,8 +4,9 @@
 //! in process over `Server::client` (as `system:kube-scheduler` and
 //! `system:kube-controller-manager`), each under leader election on its Lease in
 //! kube-system (several servers on one etcd have one active scheduler and one active
-//! controller manager); their metrics are appended to the API server's `/metrics`. No local agent exists yet, so it always runs as with
-//! `--disable-agent`.
+//! controller manager); their metrics are appended to the API server's `/metrics`. Unless
+//! `--disable-agent`, a local agent (kubelet) joins the cluster over HTTPS with the
+//! cluster token, as a remote `skiff agent` does, and runs pods on this machine.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,10 +23,15 @@ pub struct ServerArgs {
     /// Address the HTTPS API listens on.
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: SocketAddr,
-    /// Run the control plane only, without a local agent. Accepted for k3s compatibility;
-    /// no effect yet, as no local agent exists (it lands with the kubelet).
+    /// Run the control plane only, without the local agent (as k3s' `--disable-agent`).
     #[arg(long)]
     disable_agent: bool,
+    /// Stop every pod container of the local agent (DATA/agent), unmount and remove what
+    /// it made, then exit (the cluster state stays).
+    #[arg(long)]
+    clean: bool,
+    #[command(flatten)]
+    agent: crate::agent_cmd::AgentFlags,
     /// Do not run the scheduler in this server (as k3s' `--disable-scheduler`); a
     /// standalone `skiff scheduler` may schedule instead.
     #[arg(long)]
@@ -166,6 +172,14 @@ fn audit_target(args: &ServerArgs) -> Option<skiff_apiserver::audit::AuditTarget
 }
 
 pub fn main(args: ServerArgs) -> Result<()> {
+    if args.clean {
+        let dir = args.data_dir.join("agent");
+        skiff_kubelet::agent::clean(&dir, &args.agent.cgroup_parent);
+        for d in ["pods", "containers", "runtime"] {
+            let _ = std::fs::remove_dir_all(dir.join(d));
+        }
+        return Ok(());
+    }
     serve_blocking(run(args))
 }
 
@@ -243,11 +257,6 @@ async fn run(args: ServerArgs) -> Result<()> {
     .await
     .context("start the API server")?;
     let addr = server.local_addr().context("read the listen address")?;
-    if !args.disable_agent {
-        eprintln!(
-            "skiff server: no local agent yet; running the control plane only (as --disable-agent)"
-        );
-    }
     eprintln!(
         "skiff server: API on https://{addr}; kubeconfig {}",
         server.pki.kubeconfig.display()
@@ -320,6 +329,11 @@ async fn run(args: ServerArgs) -> Result<()> {
             }
         }))
     };
+    let agent = if args.disable_agent {
+        None
+    } else {
+        Some(start_agent(&args, &server, addr, stop.clone())?)
+    };
     if scheduler.is_some() || controller_manager.is_some() {
         server.add_metrics_source(move || leaders.encode());
     }
@@ -334,10 +348,76 @@ async fn run(args: ServerArgs) -> Result<()> {
     server.run(stop.clone().cancelled_owned()).await;
     // The in-process client outlives the listener: the scheduler and the controller
     // manager stop, then release their leases so another server's take over at once.
-    for task in [scheduler, controller_manager].into_iter().flatten() {
+    for task in [scheduler, controller_manager, agent].into_iter().flatten() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
     }
     Ok(())
+}
+
+/// The local agent: it joins over HTTPS with the cluster token, as a remote agent does.
+fn start_agent(
+    args: &ServerArgs,
+    server: &skiff_apiserver::Server,
+    addr: SocketAddr,
+    stop: skiff_leader::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    let url = format!("https://{}", SocketAddr::new(ip, addr.port()));
+    let node_ip = if ip.is_loopback() {
+        ip
+    } else {
+        args.advertise_address.or_else(host_ipv4).unwrap_or(ip)
+    };
+    let dir = args.data_dir.join("agent");
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).with_context(|| format!("create {}", pki.display()))?;
+    let tls = skiff_kubelet::TlsFiles {
+        cert: pki.join("kubelet-serving.crt"),
+        key: pki.join("kubelet-serving.key"),
+        client_ca: Some(server.pki.ca_cert.clone()),
+    };
+    let mut cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip, tls.clone())?;
+    if cfg.node_ip != node_ip && args.agent.node_ip.is_none() {
+        cfg.node_ip = node_ip;
+    }
+    // The kubelet's serving certificate, signed by the cluster CA for its name and IP.
+    let issued = skiff_apiserver::pki::issue(
+        &server.pki.dir,
+        skiff_apiserver::pki::Role::Server,
+        &format!("system:node:{}", cfg.node_name),
+        Some("system:nodes"),
+        &[cfg.node_name.clone(), cfg.node_ip.to_string()],
+    )
+    .context("issue the kubelet's serving certificate")?;
+    std::fs::write(&tls.cert, &issued.cert_pem)
+        .with_context(|| format!("write {}", tls.cert.display()))?;
+    std::fs::write(&tls.key, &issued.key_pem)
+        .with_context(|| format!("write {}", tls.key.display()))?;
+    let ca = std::fs::read(&server.pki.ca_cert)
+        .with_context(|| format!("read the cluster CA {}", server.pki.ca_cert.display()))?;
+    let token = server.pki.token.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let run = async {
+                let client = crate::agent_cmd::token_client(&url, &token, &ca)?;
+                skiff_kubelet::agent::run(client, cfg.clone(), stop.clone())
+                    .await
+                    .map_err(anyhow::Error::from)
+            };
+            match run.await {
+                Ok(()) => return,
+                Err(e) => eprintln!("skiff server: agent: {e:#}; restarting it in 5 s"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+        }
+    }))
 }
 
 /// Completes on SIGTERM or Ctrl-C (never, if the handler cannot be installed).

@@ -194,6 +194,9 @@ pub trait Owner: Send {
     fn created(&mut self, pid: i32) -> Result<(), BoxError>;
     /// After `start`, before it is answered.
     fn started(&mut self) -> Result<(), BoxError>;
+    /// After the container's processes are gone, before the runtime deletes its state
+    /// (its cgroup can still be read, e.g. for an OOM kill).
+    fn stopped(&mut self) {}
     /// After the container exited, its output is drained and the runtime's state is gone.
     fn exited(&mut self, exit_code: i32);
 }

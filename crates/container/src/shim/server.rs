@@ -379,6 +379,7 @@ fn watch(s: &Arc<Shared>, copiers: Vec<std::thread::JoinHandle<std::io::Result<(
     }
     lock(&s.stdout_sinks).clear();
     lock(&s.stderr_sinks).clear();
+    lock(&s.owner).stopped();
     let _ = s.runtime.delete(id, true);
     lock(&s.owner).exited(exit_code);
     let pid = match s.phase() {

@@ -28,6 +28,17 @@ use super::{ports, Meta, Paths};
 pub enum ShimCmd {
     /// Own a prepared container; the listening task socket is stdin (started by `skiff run`).
     Serve(ShimServe),
+    /// Own a pod's container (started by the agent); the task socket is stdin.
+    Pod(PodShim),
+}
+
+#[derive(Debug, Args)]
+pub struct PodShim {
+    /// The container's directory (record.json, bundle/).
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub runtime_root: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +53,20 @@ pub struct ShimServe {
 pub fn main(cmd: ShimCmd) -> i32 {
     match cmd {
         ShimCmd::Serve(a) => serve(a),
+        ShimCmd::Pod(a) => {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("skiff shim: finding the skiff binary: {e}");
+                    return 1;
+                }
+            };
+            skiff_kubelet::agent::containers::serve_shim(
+                &a.dir,
+                &a.runtime_root,
+                vec![exe.into_os_string(), "runtime".into()],
+            )
+        }
     }
 }
 

@@ -1,0 +1,719 @@
+//! The runtime manager: pod sandboxes and containers on skiff's container library.
+//!
+//! A sandbox is a pod's directory (`<data>/pods/<uid>`) with its network, IPC and UTS
+//! namespaces pinned by bind mounts (no pause process), its `/etc/hosts`,
+//! `/etc/resolv.conf` and volumes. A container is `<data>/containers/<id>`: its record
+//! (what pod and container it is, which attempt), the OCI bundle whose rootfs is an
+//! overlay of the image, and the socket of its shim: the small process that owns the
+//! container, copies its output into the CRI log and, when it exits, writes `exit.json`
+//! (exit code, time, OOM kill) and ends. Everything the kubelet knows about containers
+//! is on disk, so an agent that was killed and started again adopts what runs: the same
+//! containers, attempts (restart counts) and exit codes.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+use skiff_container::netns::Pinned;
+use skiff_container::shim::Client;
+use skiff_container::BindMount;
+use skiff_image::mount::MountGuard;
+use skiff_image::snapshot::Snapshotter;
+use skiff_image::ImageStore;
+
+use super::AgentError;
+
+/// What the agent knows about one container, written when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_uid: String,
+    pub namespace: String,
+    pub pod: String,
+    pub name: String,
+    /// 0 for the first run of this container in the pod, then one more per restart.
+    pub attempt: u32,
+    pub init: bool,
+    /// The image as the pod names it, and what it resolved to.
+    pub image: String,
+    /// The store's digest of the image (what the rootfs is made from).
+    pub image_id: String,
+    /// `registry/repo@sha256:…`: the status' imageID.
+    #[serde(default)]
+    pub image_ref: String,
+    pub created: String,
+    pub started: Option<String>,
+    /// The container's cgroup (absolute, as in the spec).
+    pub cgroup: String,
+    pub log_path: PathBuf,
+    /// Host side of `terminationMessagePath`, if the container has one.
+    pub termination_log: Option<PathBuf>,
+    /// The image's STOPSIGNAL (or SIGTERM).
+    pub stop_signal: String,
+}
+
+/// Written by the shim when the container has exited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    pub finished: String,
+    pub oom_killed: bool,
+}
+
+/// A container as the runtime sees it now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    Running,
+    Exited(ExitRecord),
+    /// Neither running nor an exit record: its processes are gone (a reboot, a killed
+    /// shim).
+    Lost,
+}
+
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub record: ContainerRecord,
+    pub state: RunState,
+}
+
+/// What the pod worker asks for.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub record: ContainerRecord,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `user[:group]` as the image or securityContext give it (resolved in the rootfs).
+    pub user: String,
+    pub supplemental_groups: Vec<u32>,
+    pub mounts: Vec<BindMount>,
+    pub memory_limit: Option<i64>,
+    /// CFS quota in µs per 100 ms period.
+    pub cpu_quota: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub pids_limit: Option<i64>,
+    pub readonly_rootfs: bool,
+    /// securityContext.runAsNonRoot: refuse a container that would run as uid 0.
+    pub run_as_non_root: bool,
+}
+
+/// Why a container could not be created or started (the worker maps these to
+/// `CreateContainerError`, `CreateContainerConfigError`, `RunContainerError`).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Create(String),
+    #[error("{0}")]
+    Run(String),
+}
+
+pub struct RuntimeManager {
+    pub data: PathBuf,
+    pub runtime_root: PathBuf,
+    pub shim_command: Vec<OsString>,
+    pub cgroup_parent: String,
+    pub store: Arc<ImageStore>,
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::TimestampRound::new().smallest(jiff::Unit::Second))
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Io { what, source }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// 64 hex characters from the kernel's random source.
+pub fn random_id() -> String {
+    let mut b = [0u8; 32];
+    let _ = getrandom(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+impl RuntimeManager {
+    pub fn pods_dir(&self) -> PathBuf {
+        self.data.join("pods")
+    }
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir().join(uid)
+    }
+    pub fn containers_dir(&self) -> PathBuf {
+        self.data.join("containers")
+    }
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir().join(id)
+    }
+    pub fn ns_dir(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("ns")
+    }
+
+    /// The pod's namespaces, made on first use (and made again after a reboot-like loss).
+    pub fn ensure_sandbox(&self, uid: &str, hostname: &str) -> Result<Pinned, AgentError> {
+        let dir = self.ns_dir(uid);
+        let pinned = Pinned::at(&dir);
+        if pinned.is_pinned() {
+            return Ok(pinned);
+        }
+        skiff_container::netns::unpin(&dir);
+        skiff_container::netns::pin_sandbox(&dir, hostname).map_err(|e| AgentError::Sandbox {
+            uid: uid.to_string(),
+            message: skiff_serve::error_chain(&e),
+        })
+    }
+
+    pub fn sandbox_ready(&self, uid: &str) -> bool {
+        Pinned::at(&self.ns_dir(uid)).is_pinned()
+    }
+
+    /// Every container on disk, with its state now.
+    pub fn list(&self) -> Vec<Container> {
+        let Ok(entries) = fs::read_dir(self.containers_dir()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let dir = e.path();
+            let Ok(bytes) = fs::read(dir.join("record.json")) else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<ContainerRecord>(&bytes) else {
+                continue;
+            };
+            let state = self.state(&record);
+            out.push(Container { record, state });
+        }
+        out
+    }
+
+    /// The containers of one pod.
+    pub fn pod_containers(&self, uid: &str) -> Vec<Container> {
+        self.list()
+            .into_iter()
+            .filter(|c| c.record.pod_uid == uid)
+            .collect()
+    }
+
+    pub fn state(&self, r: &ContainerRecord) -> RunState {
+        let dir = self.container_dir(&r.id);
+        let exit = || {
+            fs::read(dir.join("exit.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
+        };
+        if let Some(e) = exit() {
+            return RunState::Exited(e);
+        }
+        match Client::new(dir.join("shim.sock")).state() {
+            Ok(_) => RunState::Running,
+            // The shim may have just written the record and ended.
+            Err(_) => exit().map(RunState::Exited).unwrap_or(RunState::Lost),
+        }
+    }
+
+    /// Creates and starts a container; returns its record (with `started` set).
+    pub fn start(&self, cfg: ContainerConfig) -> Result<ContainerRecord, StartError> {
+        let mut record = cfg.record.clone();
+        let id = random_id();
+        record.id = id.clone();
+        record.cgroup = format!("{}/{id}", cfg.record.cgroup.trim_end_matches('/'));
+        let dir = self.container_dir(&id);
+        let bundle = dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        let fail = |what: &str, e: &dyn std::error::Error| {
+            StartError::Create(format!("{what}: {}", skiff_serve::error_chain(e)))
+        };
+        fs::create_dir_all(&rootfs).map_err(|e| fail("creating the container directory", &e))?;
+        let cleanup = Cleanup {
+            rt: self,
+            id: id.clone(),
+            armed: true,
+        };
+        let img = self
+            .store
+            .resolve(&record.image_id)
+            .and_then(|d| self.store.image(&d))
+            .map_err(|e| fail("reading the image", &e))?;
+        let mounts = self
+            .store
+            .prepare_rootfs(&img, &id)
+            .map_err(|e| fail("preparing the root filesystem", &e))?;
+        let guard = MountGuard::mount(&mounts, &rootfs)
+            .map_err(|e| fail("mounting the root filesystem", &e))?;
+        let spec = self.spec(&cfg, &record, &rootfs)?;
+        skiff_container::spec::write(&bundle, &spec)
+            .map_err(|e| fail("writing the OCI spec", &e))?;
+        if let Some(parent) = record.log_path.parent() {
+            fs::create_dir_all(parent).map_err(|e| fail("creating the log directory", &e))?;
+        }
+        record.created = now_rfc3339();
+        self.save(&record)
+            .map_err(|e| fail("writing the container record", &e))?;
+        let client = self.spawn_shim(&id)?;
+        // The shim owns the mount now: it unmounts when the container exits.
+        std::mem::forget(guard);
+        if let Err(e) = client.create() {
+            let _ = client.delete();
+            return Err(StartError::Run(skiff_serve::error_chain(&e)));
+        }
+        if let Err(e) = client.start() {
+            let _ = client.kill(Signal::SIGKILL, true);
+            return Err(StartError::Run(skiff_serve::error_chain(&e)));
+        }
+        record.started = Some(now_rfc3339());
+        self.save(&record)
+            .map_err(|e| fail("writing the container record", &e))?;
+        let mut cleanup = cleanup;
+        cleanup.armed = false;
+        Ok(record)
+    }
+
+    pub fn save(&self, r: &ContainerRecord) -> Result<(), AgentError> {
+        let path = self.container_dir(&r.id).join("record.json");
+        let bytes = serde_json::to_vec_pretty(r).map_err(|e| AgentError::Io {
+            what: format!("encoding {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&path, &bytes).map_err(io(format!("writing {}", path.display())))
+    }
+
+    fn spec(
+        &self,
+        cfg: &ContainerConfig,
+        record: &ContainerRecord,
+        rootfs: &Path,
+    ) -> Result<Spec, StartError> {
+        let user = skiff_container::user::resolve(rootfs, &cfg.user, &[])
+            .map_err(|e| StartError::Config(skiff_serve::error_chain(&e)))?;
+        if cfg.run_as_non_root && user.uid == 0 {
+            return Err(StartError::Config(
+                "container has runAsNonRoot and image will run as root".into(),
+            ));
+        }
+        let mut user = user;
+        for g in &cfg.supplemental_groups {
+            if !user.additional_gids.contains(g) {
+                user.additional_gids.push(*g);
+            }
+        }
+        let mut env = cfg.env.clone();
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        if cfg.cwd != "/" {
+            // Kubernetes (as Docker) creates a missing working directory.
+            skiff_container::path::secure_join(rootfs, &cfg.cwd, true).map_err(|e| {
+                StartError::Create(format!(
+                    "creating working directory {}: {}",
+                    cfg.cwd,
+                    skiff_serve::error_chain(&e)
+                ))
+            })?;
+        }
+        let mut b = skiff_container::SpecBuilder::new(cfg.args.clone())
+            .env(env)
+            .cwd(cfg.cwd.clone())
+            .user(user);
+        for m in &cfg.mounts {
+            // The mount point must exist in the image for files (e.g. /etc/hosts).
+            b = b.bind_mount(m.clone());
+        }
+        if let Some(m) = cfg.memory_limit {
+            b = b.memory_limit(m.max(6 << 20));
+        }
+        let mut spec = b
+            .build()
+            .map_err(|e| StartError::Create(skiff_serve::error_chain(&e)))?;
+        let pinned = Pinned::at(&self.ns_dir(&record.pod_uid));
+        if let Some(linux) = spec.linux_mut() {
+            if let Some(nss) = linux.namespaces_mut() {
+                for n in nss.iter_mut() {
+                    match n.typ() {
+                        LinuxNamespaceType::Network => {
+                            n.set_path(Some(pinned.net.clone()));
+                        }
+                        LinuxNamespaceType::Ipc => {
+                            n.set_path(Some(pinned.ipc.clone()));
+                        }
+                        LinuxNamespaceType::Uts => {
+                            n.set_path(Some(pinned.uts.clone()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            linux.set_cgroups_path(Some(PathBuf::from(&record.cgroup)));
+            let mut res = linux.resources().clone().unwrap_or_default();
+            let mut cpu = res.cpu().clone().unwrap_or_default();
+            if let Some(q) = cfg.cpu_quota {
+                cpu.set_quota(Some(q));
+                cpu.set_period(Some(100_000));
+            }
+            if let Some(s) = cfg.cpu_shares {
+                cpu.set_shares(Some(s));
+            }
+            res.set_cpu(Some(cpu));
+            if let Some(p) = cfg.pids_limit {
+                res.set_pids(
+                    oci_spec::runtime::LinuxPidsBuilder::default()
+                        .limit(p)
+                        .build()
+                        .ok(),
+                );
+            }
+            linux.set_resources(Some(res));
+        }
+        if let Some(root) = spec.root_mut() {
+            root.set_readonly(Some(cfg.readonly_rootfs));
+        }
+        // The sandbox's UTS namespace carries the host name.
+        spec.set_hostname(None);
+        Ok(spec)
+    }
+
+    fn spawn_shim(&self, id: &str) -> Result<Client, StartError> {
+        let dir = self.container_dir(id);
+        let sock = dir.join("shim.sock");
+        let run = |what: &str, e: &dyn std::error::Error| {
+            StartError::Run(format!("{what}: {}", skiff_serve::error_chain(e)))
+        };
+        let listener =
+            skiff_container::shim::bind(&sock).map_err(|e| run("binding the shim socket", &e))?;
+        let log =
+            fs::File::create(dir.join("shim.log")).map_err(|e| run("creating shim.log", &e))?;
+        let Some((prog, args)) = self.shim_command.split_first() else {
+            return Err(StartError::Run("no shim command configured".into()));
+        };
+        let mut child = Command::new(prog)
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--runtime-root")
+            .arg(&self.runtime_root)
+            .stdin(Stdio::from(OwnedFd::from(listener)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| run("starting the container's shim", &e))?;
+        // Reap it when it ends (it outlives us if we are killed: then init reaps it).
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(Client::new(sock))
+    }
+
+    /// Sends `signal` to the container's init (with `all`, to every process in it).
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) {
+        let _ = Client::new(self.container_dir(id).join("shim.sock")).kill(signal, all);
+    }
+
+    /// Removes a container: kills what still runs, unmounts, drops its snapshot and
+    /// directory, and its cgroup.
+    pub fn remove(&self, r: &ContainerRecord) {
+        if self.state(r) == RunState::Running {
+            self.kill(&r.id, Signal::SIGKILL, true);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline && matches!(self.state(r), RunState::Running)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let dir = self.container_dir(&r.id);
+        let rootfs = dir.join("bundle").join("rootfs");
+        while is_mounted(&rootfs) {
+            if nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+        let _ = self.store.snapshotter().remove(&r.id);
+        let _ = fs::remove_dir_all(&dir);
+        remove_cgroup(&r.cgroup);
+    }
+
+    /// Removes the pod's sandbox: namespaces, volumes, files and cgroup.
+    pub fn remove_sandbox(&self, uid: &str, pod_cgroup: Option<&str>) {
+        let dir = self.pod_dir(uid);
+        skiff_container::netns::unpin(&self.ns_dir(uid));
+        unmount_below(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        if let Some(cg) = pod_cgroup {
+            remove_cgroup(cg);
+        }
+    }
+}
+
+/// Removes a half-made container when `start` fails.
+struct Cleanup<'a> {
+    rt: &'a RuntimeManager,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let dir = self.rt.container_dir(&self.id);
+        let rootfs = dir.join("bundle").join("rootfs");
+        while is_mounted(&rootfs) {
+            if nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+        let _ = self.rt.store.snapshotter().remove(&self.id);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    mounts_below(p).iter().any(|m| m == p)
+}
+
+/// Unmounts everything at or below `dir` (lazily: a leftover must never block cleanup).
+pub fn unmount_below(dir: &Path) {
+    for _ in 0..4 {
+        let ms = mounts_below(dir);
+        if ms.is_empty() {
+            return;
+        }
+        for m in ms {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The cgroup hierarchies of this machine: the v2 root, or each v1 controller's mount.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base.to_path_buf()];
+    }
+    fs::read_dir(base)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !p.is_symlink())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the cgroup `path` (absolute, as in a spec) in every hierarchy, children first.
+pub fn remove_cgroup(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    for root in cgroup_roots() {
+        remove_cgroup_dir(&root.join(rel));
+    }
+}
+
+/// Removes the cgroup `path` in every hierarchy if it has no children.
+pub fn remove_cgroup_if_empty(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    for root in cgroup_roots() {
+        let _ = fs::remove_dir(root.join(rel));
+    }
+}
+
+fn remove_cgroup_dir(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_dir(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// A file of the container's memory cgroup (v2 or v1), read as `key value` lines.
+pub fn oom_killed(cgroup: &str) -> bool {
+    let rel = cgroup.trim_start_matches('/');
+    let base = Path::new("/sys/fs/cgroup");
+    let candidates = [
+        base.join(rel).join("memory.events"),
+        base.join("memory").join(rel).join("memory.oom_control"),
+    ];
+    for f in candidates {
+        if let Ok(text) = fs::read_to_string(&f) {
+            let kv: BTreeMap<&str, u64> = text
+                .lines()
+                .filter_map(|l| {
+                    let mut it = l.split_whitespace();
+                    Some((it.next()?, it.next()?.parse().ok()?))
+                })
+                .collect();
+            return kv.get("oom_kill").copied().unwrap_or(0) > 0;
+        }
+    }
+    false
+}
+
+/// The shim's owner for a pod container: records the exit for the agent.
+pub struct PodOwner {
+    pub dir: PathBuf,
+    pub record: ContainerRecord,
+    pub oom: bool,
+}
+
+impl skiff_container::shim::Owner for PodOwner {
+    fn before_create(&mut self) -> Result<(), skiff_container::shim::BoxError> {
+        Ok(())
+    }
+    fn created(&mut self, _pid: i32) -> Result<(), skiff_container::shim::BoxError> {
+        Ok(())
+    }
+    fn started(&mut self) -> Result<(), skiff_container::shim::BoxError> {
+        Ok(())
+    }
+    fn stopped(&mut self) {
+        self.oom = oom_killed(&self.record.cgroup);
+    }
+    fn exited(&mut self, exit_code: i32) {
+        let rootfs = self.dir.join("bundle").join("rootfs");
+        if skiff_image::mount::unmount(&rootfs).is_err() {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let rec = ExitRecord {
+            exit_code,
+            finished: now_rfc3339(),
+            oom_killed: self.oom,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&rec) {
+            let _ = write_atomic(&self.dir.join("exit.json"), &bytes);
+        }
+    }
+}
+
+/// `skiff container-shim pod --dir DIR --runtime-root R`: the shim of one pod container.
+pub fn serve_shim(dir: &Path, runtime_root: &Path, runtime_command: Vec<OsString>) -> i32 {
+    use std::os::fd::AsFd;
+    let listener = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::os::unix::net::UnixListener::from(fd),
+        Err(e) => {
+            eprintln!("skiff pod shim: taking the task socket from stdin: {e}");
+            return 1;
+        }
+    };
+    if let Ok(null) = fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    let _ = nix::unistd::setsid();
+    let record: ContainerRecord = match fs::read(dir.join("record.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("skiff pod shim: reading {}/record.json: {e}", dir.display());
+            return 1;
+        }
+    };
+    let opts = skiff_container::shim::ShimOptions {
+        id: record.id.clone(),
+        bundle: dir.join("bundle"),
+        runtime_root: runtime_root.to_path_buf(),
+        log_path: record.log_path.clone(),
+        runtime_command,
+        exit_when_stopped: true,
+    };
+    let owner = PodOwner {
+        dir: dir.to_path_buf(),
+        record,
+        oom: false,
+    };
+    skiff_container::shim::serve(listener, opts, Box::new(owner))
+}
+
+impl RuntimeManager {
+    /// Runs `argv` in the container (no stdin), collecting its output; its exit code and
+    /// output, or an error after `timeout` (the command is left to finish on its own).
+    pub fn exec_sync(
+        &self,
+        r: &ContainerRecord,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(i32, Vec<u8>), String> {
+        let dir = self.container_dir(&r.id);
+        let spec = skiff_container::spec::load(&dir.join("bundle")).map_err(|e| e.to_string())?;
+        let process = skiff_container::spec::exec_process(&spec, argv, false, None, &[])
+            .map_err(|e| e.to_string())?;
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+        let null = fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let sock = dir.join("shim.sock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let client = Client::new(sock);
+            let code = client.exec(&process, null.as_fd(), wr.as_fd(), wr.as_fd());
+            drop(wr);
+            let _ = tx.send(code);
+        });
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut out = Vec::new();
+            let _ = fs::File::from(rd).take(1 << 20).read_to_end(&mut out);
+            out
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(code)) => Ok((code, reader.join().unwrap_or_default())),
+            Ok(Err(e)) => Err(skiff_serve::error_chain(&e)),
+            Err(_) => Err(format!("command timed out after {timeout:?}")),
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The node agent: registers its Node, keeps its Lease, and runs the pods bound to it.
+//!
+//! - [`node`]: registration (capacity, allocatable, addresses, nodeInfo, conditions),
+//!   the Lease every 10 s and the node status when it changes (or every 5 minutes).
+//! - the pod manager (here): a watch of the pods bound to this node feeds one
+//!   [`worker::Worker`] per pod UID; on start it adopts what the runtime still runs and
+//!   removes what belongs to no pod any more.
+//! - [`containers`]: the runtime manager (sandboxes, containers, shims) on skiff's
+//!   container library; [`images`]: pulls; [`volumes`]: env and volume plugins;
+//!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
+//!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
+//!   logs with.
+
+pub mod containers;
+pub mod images;
+pub mod node;
+pub mod podspec;
+pub mod probes;
+pub mod status;
+pub mod streaming;
+pub mod volumes;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Taint};
+use kube::runtime::watcher;
+use kube::{Api, Resource};
+use skiff_controllers::{EventType, Recorder};
+use skiff_serve::CancellationToken;
+use tokio::sync::watch;
+
+use crate::server::{StreamingServer, TlsFiles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating the sandbox of pod {uid}: {message}")]
+    Sandbox { uid: String, message: String },
+    #[error("opening the image store in {dir}: {message}")]
+    Store { dir: PathBuf, message: String },
+    #[error("registering node {node}: {source}")]
+    Register {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the kubelet API on {addr}: {source}")]
+    Streaming {
+        addr: SocketAddr,
+        #[source]
+        source: crate::ServerError,
+    },
+}
+
+/// How the agent runs (`skiff agent`'s flags).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub node_ip: IpAddr,
+    /// The kubelet API's port (0: any free one; the Node reports the one it got).
+    pub kubelet_port: u16,
+    /// Pods' cgroups go under `{cgroup_parent}/{qos}/pod{uid}`.
+    pub cgroup_parent: String,
+    pub max_pods: u32,
+    pub node_labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    /// The shim program and its leading arguments (`skiff container-shim pod`).
+    pub shim_command: Vec<OsString>,
+    pub runtime_root: PathBuf,
+    /// The kubelet API's serving certificate and the CA client certificates must chain to.
+    pub tls: TlsFiles,
+    pub cluster_dns: Option<IpAddr>,
+    pub cluster_domain: String,
+    /// This node's CPU (millicores) and memory (bytes), for capacity and resourceFieldRef.
+    pub cpu_milli: i64,
+    pub memory_bytes: i64,
+    pub system_reserved_cpu_milli: i64,
+    pub system_reserved_memory: i64,
+    pub pod_pids_limit: Option<i64>,
+    pub registry: skiff_image::distribution::ClientOptions,
+    pub version: String,
+}
+
+/// The kubelet's events, about pods and their containers.
+#[derive(Clone)]
+pub struct Events {
+    rec: Recorder,
+}
+
+impl Events {
+    pub fn normal(&self, pod: &Pod, reason: &str, msg: impl Into<String>) {
+        self.rec.normal(pod, reason, msg);
+    }
+    pub fn warning(&self, pod: &Pod, reason: &str, msg: impl Into<String>) {
+        self.rec.warning(pod, reason, msg);
+    }
+    /// An event about one container (`spec.containers{name}`).
+    pub fn container(
+        &self,
+        pod: &Pod,
+        name: &str,
+        init: bool,
+        warning: bool,
+        reason: &str,
+        msg: impl Into<String>,
+    ) {
+        let mut r: ObjectReference = pod.object_ref(&());
+        r.field_path = Some(if init {
+            format!("spec.initContainers{{{name}}}")
+        } else {
+            format!("spec.containers{{{name}}}")
+        });
+        let kind = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.rec.publish_ref(r, kind, reason, msg);
+    }
+}
+
+/// What every part of the agent shares.
+pub struct Shared {
+    pub client: kube::Client,
+    pub cfg: Arc<AgentConfig>,
+    pub rt: Arc<containers::RuntimeManager>,
+    pub images: Arc<images::ImageManager>,
+    pub events: Events,
+    pods: Mutex<HashMap<String, Arc<Pod>>>,
+    workers: Mutex<HashMap<String, watch::Sender<Option<Arc<Pod>>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The pod `namespace/name` this agent runs, if any.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        lock(&self.pods)
+            .values()
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && p.metadata.name.as_deref() == Some(name)
+            })
+            .cloned()
+    }
+
+    fn forget(&self, uid: &str) {
+        lock(&self.workers).remove(uid);
+        lock(&self.pods).remove(uid);
+    }
+
+    /// Hands the pod's latest state to its worker, starting one for a new UID.
+    fn dispatch(self: &Arc<Self>, uid: &str, pod: Option<Arc<Pod>>) {
+        if let Some(p) = &pod {
+            lock(&self.pods).insert(uid.to_string(), p.clone());
+        }
+        let mut workers = lock(&self.workers);
+        if let Some(tx) = workers.get(uid) {
+            let _ = tx.send(pod);
+            return;
+        }
+        let (tx, rx) = watch::channel(pod);
+        workers.insert(uid.to_string(), tx);
+        let w = worker::Worker::new(self.clone(), uid.to_string(), rx);
+        tokio::spawn(w.run());
+    }
+}
+
+/// The docker config (`{"auths": …}`) of the pod's imagePullSecrets, if it has any.
+pub async fn pull_secrets(client: &kube::Client, pod: &Pod) -> Option<serde_json::Value> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let refs = pod.spec.as_ref()?.image_pull_secrets.clone()?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut auths = serde_json::Map::new();
+    for r in refs {
+        let Ok(Some(s)) = api.get_opt(&r.name).await else {
+            continue;
+        };
+        let data = s.data.unwrap_or_default();
+        if let Some(b) = data.get(".dockerconfigjson") {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b.0) {
+                if let Some(m) = v.get("auths").and_then(|a| a.as_object()) {
+                    auths.extend(m.clone());
+                }
+            }
+        } else if let Some(b) = data.get(".dockercfg") {
+            if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(&b.0) {
+                auths.extend(m);
+            }
+        }
+    }
+    (!auths.is_empty()).then(|| serde_json::json!({ "auths": auths }))
+}
+
+/// Runs the agent until `stop`; pods keep running when it ends (a new agent adopts them).
+pub async fn run(
+    client: kube::Client,
+    cfg: AgentConfig,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    for d in ["pods", "containers"] {
+        let p = cfg.data_dir.join(d);
+        std::fs::create_dir_all(&p).map_err(|source| AgentError::Io {
+            what: format!("creating {}", p.display()),
+            source,
+        })?;
+    }
+    let store = skiff_image::ImageStore::open(&cfg.data_dir).map_err(|e| AgentError::Store {
+        dir: cfg.data_dir.clone(),
+        message: skiff_serve::error_chain(&e),
+    })?;
+    let store = Arc::new(store);
+    let rt = Arc::new(containers::RuntimeManager {
+        data: cfg.data_dir.clone(),
+        runtime_root: cfg.runtime_root.clone(),
+        shim_command: cfg.shim_command.clone(),
+        cgroup_parent: cfg.cgroup_parent.clone(),
+        store: store.clone(),
+    });
+    let images = Arc::new(images::ImageManager::new(
+        store,
+        cfg.registry.clone(),
+        cfg.data_dir.join("pull-auth"),
+    ));
+    let sink = skiff_controllers::EventSink::start(client.clone());
+    let events = Events {
+        rec: sink.recorder("kubelet"),
+    };
+    let mut cfg = cfg;
+    // The kubelet API first: the Node names its port.
+    let addr = SocketAddr::new(cfg.node_ip, cfg.kubelet_port);
+    let shared_slot: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::new(std::sync::OnceLock::new());
+    let streaming = Arc::new(streaming::AgentStreaming {
+        shared: shared_slot.clone(),
+    });
+    let server = StreamingServer::bind(addr, &cfg.tls, streaming)
+        .await
+        .map_err(|source| AgentError::Streaming { addr, source })?;
+    if let Ok(a) = server.local_addr() {
+        cfg.kubelet_port = a.port();
+    }
+    let sh = Arc::new(Shared {
+        client: client.clone(),
+        cfg: Arc::new(cfg),
+        rt,
+        images,
+        events,
+        pods: Mutex::new(HashMap::new()),
+        workers: Mutex::new(HashMap::new()),
+    });
+    let _ = shared_slot.set(sh.clone());
+    let serve_stop = stop.clone();
+    let streaming_task =
+        tokio::spawn(async move { server.run(serve_stop.cancelled_owned()).await });
+    node::register(&sh).await?;
+    let hb = tokio::spawn(node::heartbeat(sh.clone(), stop.clone()));
+    pod_manager(sh.clone(), stop.clone()).await;
+    let _ = hb.await;
+    let _ = streaming_task.await;
+    // Workers see their channels close and leave the pods running.
+    lock(&sh.workers).clear();
+    Ok(())
+}
+
+/// Feeds the pod workers from a watch of the pods bound to this node.
+async fn pod_manager(sh: Arc<Shared>, stop: CancellationToken) {
+    let api: Api<Pod> = Api::all(sh.client.clone());
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", sh.cfg.node_name));
+    let mut stream =
+        kube::runtime::WatchStreamExt::default_backoff(watcher::watcher(api, wc)).boxed();
+    let mut listed: HashSet<String> = HashSet::new();
+    loop {
+        let ev = tokio::select! {
+            () = stop.cancelled() => return,
+            ev = stream.next() => ev,
+        };
+        let Some(ev) = ev else { return };
+        match ev {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitApply(p)) | Ok(watcher::Event::Apply(p)) => {
+                let Some(uid) = p.metadata.uid.clone() else {
+                    continue;
+                };
+                listed.insert(uid.clone());
+                sh.dispatch(&uid, Some(Arc::new(p)));
+            }
+            Ok(watcher::Event::Delete(p)) => {
+                if let Some(uid) = &p.metadata.uid {
+                    sh.dispatch(uid, None);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                // Pods that went away while we were not watching, and containers of pods
+                // this node no longer has: terminated and removed.
+                let known: Vec<String> = lock(&sh.workers).keys().cloned().collect();
+                for uid in known {
+                    if !listed.contains(&uid) {
+                        sh.dispatch(&uid, None);
+                    }
+                }
+                let rt = sh.rt.clone();
+                let on_disk = tokio::task::spawn_blocking(move || {
+                    let mut uids: HashSet<String> =
+                        rt.list().into_iter().map(|c| c.record.pod_uid).collect();
+                    if let Ok(d) = std::fs::read_dir(rt.pods_dir()) {
+                        uids.extend(
+                            d.flatten()
+                                .map(|e| e.file_name().to_string_lossy().into_owned()),
+                        );
+                    }
+                    uids
+                })
+                .await
+                .unwrap_or_default();
+                for uid in on_disk {
+                    if !listed.contains(&uid) && !lock(&sh.workers).contains_key(&uid) {
+                        sh.dispatch(&uid, None);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watching this node's pods"),
+        }
+    }
+}
+
+/// Stops every pod container under `data_dir` and removes what the agent made there
+/// (mounts, namespaces, cgroups): `skiff server --clean` / `skiff agent --clean`.
+pub fn clean(data_dir: &std::path::Path, cgroup_parent: &str) {
+    let Ok(store) = skiff_image::ImageStore::open(data_dir) else {
+        containers::unmount_below(data_dir);
+        return;
+    };
+    let rt = containers::RuntimeManager {
+        data: data_dir.to_path_buf(),
+        runtime_root: data_dir.join("runtime"),
+        shim_command: Vec::new(),
+        cgroup_parent: cgroup_parent.to_string(),
+        store: Arc::new(store),
+    };
+    let mut cgroups = Vec::new();
+    for c in rt.list() {
+        if let Some((parent, _)) = c.record.cgroup.rsplit_once('/') {
+            cgroups.push(parent.to_string());
+        }
+        rt.remove(&c.record);
+    }
+    if let Ok(d) = std::fs::read_dir(rt.pods_dir()) {
+        for e in d.flatten() {
+            rt.remove_sandbox(&e.file_name().to_string_lossy(), None);
+        }
+    }
+    cgroups.sort();
+    cgroups.dedup();
+    for cg in cgroups {
+        containers::remove_cgroup(&cg);
+    }
+    // The QoS levels and the parent go when empty (rmdir fails on a cgroup in use).
+    let parent = cgroup_parent.trim_end_matches('/');
+    for qos in ["besteffort", "burstable"] {
+        containers::remove_cgroup_if_empty(&format!("{parent}/{qos}"));
+    }
+    containers::remove_cgroup_if_empty(parent);
+    containers::unmount_below(data_dir);
+}

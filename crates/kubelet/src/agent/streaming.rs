@@ -1,0 +1,345 @@
+//! The kubelet API's runtime: exec, attach, port-forward and logs of this agent's pods,
+//! resolved from pod and container names to the running container (and its sandbox).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::containers::{Container, RunState};
+use super::Shared;
+use crate::runtime::{
+    ContainerRef, Duplex, ExecStdio, LogOptions, LogStream, RuntimeError, StreamingRuntime,
+};
+
+pub struct AgentStreaming {
+    pub shared: Arc<OnceLock<Arc<Shared>>>,
+}
+
+fn unavailable(message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Unavailable {
+        message: message.into(),
+    }
+}
+
+impl AgentStreaming {
+    fn sh(&self) -> Result<&Arc<Shared>, RuntimeError> {
+        self.shared
+            .get()
+            .ok_or_else(|| unavailable("the agent is starting"))
+    }
+
+    /// The pod's containers named `name`, latest attempt first.
+    async fn runs(&self, t: &ContainerRef) -> Result<(String, Vec<Container>), RuntimeError> {
+        let sh = self.sh()?;
+        let pod = sh
+            .pod(&t.namespace, &t.pod)
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("pod {:?} in namespace {:?}", t.pod, t.namespace),
+            })?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let rt = sh.rt.clone();
+        let u = uid.clone();
+        let mut cs: Vec<Container> = tokio::task::spawn_blocking(move || rt.pod_containers(&u))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.record.name == t.container)
+            .collect();
+        cs.sort_by_key(|c| std::cmp::Reverse(c.record.attempt));
+        Ok((uid, cs))
+    }
+
+    async fn running(&self, t: &ContainerRef) -> Result<Container, RuntimeError> {
+        let (_, cs) = self.runs(t).await?;
+        match cs.into_iter().next() {
+            Some(c) if c.state == RunState::Running => Ok(c),
+            Some(_) => Err(RuntimeError::Invalid {
+                message: format!("container {:?} is not running", t.container),
+            }),
+            None => Err(RuntimeError::NotFound {
+                what: format!("container {:?} in pod {:?}", t.container, t.pod),
+            }),
+        }
+    }
+}
+
+/// A socket pair: our end as async, theirs as a plain fd for the shim.
+fn pair() -> Result<(tokio::net::UnixStream, OwnedFd), RuntimeError> {
+    let (a, b) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| unavailable(format!("making a socket pair: {e}")))?;
+    a.set_nonblocking(true)
+        .map_err(|e| unavailable(format!("socket pair: {e}")))?;
+    let a = tokio::net::UnixStream::from_std(a)
+        .map_err(|e| unavailable(format!("socket pair: {e}")))?;
+    Ok((a, OwnedFd::from(b)))
+}
+
+#[async_trait::async_trait]
+impl StreamingRuntime for AgentStreaming {
+    async fn exec(
+        &self,
+        target: &ContainerRef,
+        command: &[String],
+        tty: bool,
+        stdio: ExecStdio,
+    ) -> Result<i32, RuntimeError> {
+        let _ = tty;
+        let c = self.running(target).await?;
+        let sh = self.sh()?;
+        let dir = sh.rt.container_dir(&c.record.id);
+        let spec = skiff_container::spec::load(&dir.join("bundle"))
+            .map_err(|e| unavailable(e.to_string()))?;
+        let process =
+            skiff_container::spec::exec_process(&spec, command.to_vec(), false, None, &[])
+                .map_err(|e| unavailable(e.to_string()))?;
+        let ExecStdio {
+            stdin,
+            stdout,
+            stderr,
+            ..
+        } = stdio;
+        let (in_ours, in_theirs) = pair()?;
+        let (out_ours, out_theirs) = pair()?;
+        let (err_ours, err_theirs) = pair()?;
+        // stdin: the client's bytes, then EOF.
+        let feed = tokio::spawn(async move {
+            let (_, mut w) = in_ours.into_split();
+            if let Some(mut r) = stdin {
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+            let _ = w.shutdown().await;
+        });
+        let copy = |ours: tokio::net::UnixStream, sink: Option<crate::runtime::Writer>| {
+            tokio::spawn(async move {
+                let (mut r, _w) = ours.into_split();
+                match sink {
+                    Some(mut s) => {
+                        let _ = tokio::io::copy(&mut r, &mut s).await;
+                        let _ = s.flush().await;
+                    }
+                    None => {
+                        let mut buf = [0u8; 8192];
+                        while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                }
+            })
+        };
+        let out_task = copy(out_ours, stdout);
+        let err_task = copy(err_ours, stderr);
+        let sock = dir.join("shim.sock");
+        let code = tokio::task::spawn_blocking(move || {
+            let client = skiff_container::shim::Client::new(sock);
+            let r = client.exec(
+                &process,
+                in_theirs.as_fd(),
+                out_theirs.as_fd(),
+                err_theirs.as_fd(),
+            );
+            drop((in_theirs, out_theirs, err_theirs));
+            r
+        })
+        .await
+        .map_err(|e| unavailable(format!("exec: {e}")))?;
+        let _ = out_task.await;
+        let _ = err_task.await;
+        feed.abort();
+        code.map_err(|e| RuntimeError::Internal {
+            message: skiff_serve::error_chain(&e),
+            source: None,
+        })
+    }
+
+    async fn attach(
+        &self,
+        target: &ContainerRef,
+        _tty: bool,
+        stdio: ExecStdio,
+    ) -> Result<i32, RuntimeError> {
+        let c = self.running(target).await?;
+        let sh = self.sh()?;
+        let dir = sh.rt.container_dir(&c.record.id);
+        let ExecStdio { stdout, stderr, .. } = stdio;
+        let (out_ours, out_theirs) = pair()?;
+        let (err_ours, err_theirs) = pair()?;
+        let sock = dir.join("shim.sock");
+        tokio::task::spawn_blocking(move || {
+            skiff_container::shim::Client::new(sock).attach(out_theirs.as_fd(), err_theirs.as_fd())
+        })
+        .await
+        .map_err(|e| unavailable(format!("attach: {e}")))?
+        .map_err(|e| unavailable(skiff_serve::error_chain(&e)))?;
+        let copy = |ours: tokio::net::UnixStream, sink: Option<crate::runtime::Writer>| {
+            tokio::spawn(async move {
+                let (mut r, _w) = ours.into_split();
+                if let Some(mut s) = sink {
+                    let _ = tokio::io::copy(&mut r, &mut s).await;
+                    let _ = s.flush().await;
+                }
+            })
+        };
+        let a = copy(out_ours, stdout);
+        let b = copy(err_ours, stderr);
+        let _ = a.await;
+        let _ = b.await;
+        let rt = sh.rt.clone();
+        let rec = c.record.clone();
+        let code = tokio::task::spawn_blocking(move || match rt.state(&rec) {
+            RunState::Exited(e) => e.exit_code,
+            _ => 0,
+        })
+        .await
+        .unwrap_or(0);
+        Ok(code)
+    }
+
+    async fn port_forward(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> Result<Box<dyn Duplex>, RuntimeError> {
+        let sh = self.sh()?;
+        let p = sh
+            .pod(namespace, pod)
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("pod {pod:?} in namespace {namespace:?}"),
+            })?;
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let ns = sh.rt.ns_dir(&uid).join("net");
+        let s = tokio::task::spawn_blocking(move || {
+            skiff_container::netns::in_network(&ns, move || {
+                std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5))
+            })
+        })
+        .await
+        .map_err(|e| unavailable(format!("port-forward: {e}")))?
+        .map_err(|e| unavailable(format!("entering the pod's network namespace: {}", skiff_serve::error_chain(&e))))?
+        .map_err(|e| unavailable(format!(
+            "failed to connect to localhost:{port} inside namespace of pod {pod:?}, IPv4: dial tcp4 127.0.0.1:{port}: connect: {e}"
+        )))?;
+        s.set_nonblocking(true)
+            .map_err(|e| unavailable(e.to_string()))?;
+        let s = tokio::net::TcpStream::from_std(s).map_err(|e| unavailable(e.to_string()))?;
+        Ok(Box::new(s))
+    }
+
+    async fn logs(
+        &self,
+        target: &ContainerRef,
+        opts: &LogOptions,
+    ) -> Result<LogStream, RuntimeError> {
+        let (_, cs) = self.runs(target).await?;
+        let c = if opts.previous {
+            cs.get(1).cloned().ok_or_else(|| RuntimeError::Invalid {
+                message: format!(
+                    "previous terminated container {:?} in pod {:?} not found",
+                    target.container, target.pod
+                ),
+            })?
+        } else {
+            cs.first().cloned().ok_or_else(|| RuntimeError::Invalid {
+                message: format!(
+                    "container {:?} in pod {:?} is waiting to start: ContainerCreating",
+                    target.container, target.pod
+                ),
+            })?
+        };
+        let sh = self.sh()?.clone();
+        let opts = opts.clone();
+        let (tx, rx) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let _ = stream_log(sh, c, opts, tx).await;
+        });
+        Ok(Box::pin(rx))
+    }
+}
+
+/// Renders the container's CRI log into `out`; with `follow`, until the container ends.
+async fn stream_log(
+    sh: Arc<Shared>,
+    c: Container,
+    opts: LogOptions,
+    mut out: tokio::io::DuplexStream,
+) -> std::io::Result<()> {
+    use skiff_container::log::{Reader, Render};
+    let path = c.record.log_path.clone();
+    let mut reader = loop {
+        match Reader::open(&path) {
+            Ok(r) => break r,
+            Err(_) if opts.follow => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => return Ok(()),
+        }
+    };
+    let since = opts
+        .since_time
+        .as_deref()
+        .and_then(skiff_container::log::parse_time)
+        .or_else(|| {
+            opts.since_seconds
+                .map(|s| std::time::SystemTime::now() - Duration::from_secs(s))
+        });
+    let render = |records: &[skiff_container::log::Record]| -> Vec<u8> {
+        let buf = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        {
+            let mut r = Render::new(Sink(buf.clone()), Sink(buf.clone()), opts.timestamps);
+            for rec in records {
+                if since.is_some_and(|s| rec.time < s) {
+                    continue;
+                }
+                let _ = r.write(rec);
+            }
+        }
+        let out = buf.borrow().clone();
+        out
+    };
+    // The first batch: everything so far, cut to the tail.
+    let mut first = reader.read_new().map_err(std::io::Error::other)?;
+    if let Some(n) = opts.tail_lines {
+        let full: Vec<usize> = first
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.partial)
+            .map(|(i, _)| i)
+            .collect();
+        if (n as usize) < full.len() {
+            let cut = full[full.len() - n as usize - 1] + 1;
+            first.drain(..cut);
+        }
+    }
+    out.write_all(&render(&first)).await?;
+    if !opts.follow {
+        return Ok(());
+    }
+    loop {
+        let recs = reader.read_new().map_err(std::io::Error::other)?;
+        if !recs.is_empty() {
+            out.write_all(&render(&recs)).await?;
+            continue;
+        }
+        let rt = sh.rt.clone();
+        let rec = c.record.clone();
+        let alive = tokio::task::spawn_blocking(move || rt.state(&rec) == RunState::Running)
+            .await
+            .unwrap_or(false);
+        if !alive {
+            let recs = reader.read_new().map_err(std::io::Error::other)?;
+            out.write_all(&render(&recs)).await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Both streams of a log go to one buffer (the kubelet's log stream interleaves them).
+struct Sink(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,998 @@
+//! One pod worker per pod UID, in the shape of the kubelet's pod workers: it always acts
+//! on the latest desired state (a watch channel; intermediate updates are skipped),
+//! syncs (sandbox, volumes, init containers in order, then the containers, restarting
+//! them per restartPolicy with Kubernetes' back-off), and when the pod is deleted
+//! terminates it (stop signal, grace period, SIGKILL), deletes it with grace 0 and
+//! removes what it left on the node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::containers::{
+    Container as RtContainer, ContainerConfig, ContainerRecord, RunState, StartError,
+};
+use super::images::PullPolicy;
+use super::status::{by_name, Facts, Waiting};
+use super::{probes, Shared};
+
+/// Kubernetes' container restart back-off: 10 s doubling to 5 minutes.
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long resets its back-off.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often a worker looks at its containers when nothing wakes it.
+const RESYNC: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct Backoff {
+    delay: Duration,
+    /// The restart may not happen before this.
+    until: Instant,
+}
+
+pub struct Worker {
+    pub(super) sh: Arc<Shared>,
+    pub(super) uid: String,
+    pub(super) rx: watch::Receiver<Option<Arc<Pod>>>,
+    facts: Facts,
+    restart_backoff: HashMap<String, Backoff>,
+    image_backoff: HashMap<String, Backoff>,
+    last_status: Option<Value>,
+    probes: probes::State,
+    /// Volumes are refreshed at most this often (configMap/secret updates).
+    volumes_at: Option<Instant>,
+    volume_paths: BTreeMap<String, std::path::PathBuf>,
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::TimestampRound::new().smallest(jiff::Unit::Second))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+fn since(ts: &str) -> Option<Duration> {
+    let t: jiff::Timestamp = ts.parse().ok()?;
+    let d = jiff::Timestamp::now().duration_since(t);
+    d.try_into().ok()
+}
+
+impl Worker {
+    pub fn new(sh: Arc<Shared>, uid: String, rx: watch::Receiver<Option<Arc<Pod>>>) -> Worker {
+        Worker {
+            sh,
+            uid,
+            rx,
+            facts: Facts::default(),
+            restart_backoff: HashMap::new(),
+            image_backoff: HashMap::new(),
+            last_status: None,
+            probes: probes::State::default(),
+            volumes_at: None,
+            volume_paths: BTreeMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let pod = self.rx.borrow_and_update().clone();
+            let wake = match &pod {
+                None => {
+                    self.terminate(None, Duration::from_secs(2)).await;
+                    self.cleanup(None).await;
+                    return;
+                }
+                Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                    let grace = p
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .unwrap_or(30)
+                        .max(0) as u64;
+                    self.terminate(Some(p), Duration::from_secs(grace)).await;
+                    self.facts.terminating = true;
+                    let cs = self.containers().await;
+                    self.report(p, &cs).await;
+                    let api: Api<Pod> = Api::namespaced(
+                        self.sh.client.clone(),
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                    );
+                    let dp = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        preconditions: Some(Preconditions {
+                            uid: p.metadata.uid.clone(),
+                            resource_version: None,
+                        }),
+                        ..Default::default()
+                    };
+                    if let Err(e) = api
+                        .delete(p.metadata.name.as_deref().unwrap_or_default(), &dp)
+                        .await
+                    {
+                        if !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
+                            tracing::warn!(pod = %pod_key(p), error = %e, "deleting the terminated pod");
+                        }
+                    }
+                    self.cleanup(Some(p)).await;
+                    return;
+                }
+                Some(p) => self.sync(p).await,
+            };
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        // The manager is gone (agent shutdown): leave the pod running.
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    async fn containers(&self) -> Vec<RtContainer> {
+        let rt = self.sh.rt.clone();
+        let uid = self.uid.clone();
+        tokio::task::spawn_blocking(move || rt.pod_containers(&uid))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Brings the pod's containers to what its spec asks; returns when to look again.
+    async fn sync(&mut self, pod: &Pod) -> Duration {
+        let mut wake = RESYNC;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if self.facts.start_time.is_none() {
+            self.facts.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .map(|t| t.0.to_string())
+                .or_else(|| Some(now_rfc3339()));
+        }
+        self.facts.host_ip = Some(self.sh.cfg.node_ip.to_string());
+        // Sandbox.
+        let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
+        let hostname: String = hostname.chars().take(63).collect();
+        let (rt, uid) = (self.sh.rt.clone(), self.uid.clone());
+        let host = hostname.clone();
+        let sandbox = tokio::task::spawn_blocking(move || rt.ensure_sandbox(&uid, &host)).await;
+        match sandbox {
+            Ok(Ok(_)) => self.facts.sandbox_ready = true,
+            Ok(Err(e)) => {
+                self.facts.sandbox_ready = false;
+                self.sh.events.warning(
+                    pod,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+                let cs = self.containers().await;
+                self.report(pod, &cs).await;
+                return Duration::from_secs(5);
+            }
+            Err(_) => return Duration::from_secs(5),
+        }
+        if let Err(e) = self.write_etc_files(pod, &hostname) {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "writing /etc/hosts and resolv.conf");
+        }
+        // Volumes (refreshed every 10 s for configMap and secret updates).
+        if self
+            .volumes_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            let pod_dir = self.sh.rt.pod_dir(&self.uid);
+            match super::volumes::setup(
+                &self.sh.client,
+                pod,
+                &pod_dir,
+                &self.sh.cfg.node_ip.to_string(),
+            )
+            .await
+            {
+                Ok(paths) => {
+                    self.volume_paths = paths;
+                    self.volumes_at = Some(Instant::now());
+                }
+                Err(e) => {
+                    self.sh.events.warning(pod, "FailedMount", e.0.clone());
+                    let cs = self.containers().await;
+                    self.report(pod, &cs).await;
+                    return Duration::from_secs(5);
+                }
+            }
+        }
+
+        let mut cs = self.containers().await;
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let terminal = self
+            .last_status
+            .as_ref()
+            .is_some_and(|s| s["phase"] == "Succeeded" || s["phase"] == "Failed");
+        if !terminal {
+            // Init containers in order; sidecars (restartPolicy Always) keep running.
+            let mut initialized = true;
+            for ic in spec.init_containers.clone().unwrap_or_default() {
+                let sidecar = ic.restart_policy.as_deref() == Some("Always");
+                let runs = by_name(&cs);
+                let latest = runs
+                    .get(&ic.name)
+                    .and_then(|v| v.first())
+                    .map(|c| (*c).clone());
+                match latest {
+                    None => {
+                        self.start(pod, &ic, true, 0, &mut wake).await;
+                        if !sidecar {
+                            initialized = false;
+                            break;
+                        }
+                    }
+                    Some(c) => match &c.state {
+                        RunState::Running => {
+                            if !sidecar {
+                                initialized = false;
+                                break;
+                            }
+                        }
+                        RunState::Exited(e) if e.exit_code == 0 && !sidecar => {}
+                        _ => {
+                            let p = if sidecar { "Always" } else { policy.as_str() };
+                            if p != "Never" {
+                                self.restart(pod, &ic, true, &c, &mut wake).await;
+                            }
+                            if !sidecar {
+                                initialized = false;
+                                break;
+                            }
+                        }
+                    },
+                }
+            }
+            if initialized {
+                cs = self.containers().await;
+                for c in spec.containers.clone() {
+                    let runs = by_name(&cs);
+                    let latest = runs
+                        .get(&c.name)
+                        .and_then(|v| v.first())
+                        .map(|c| (*c).clone());
+                    match latest {
+                        None => self.start(pod, &c, false, 0, &mut wake).await,
+                        Some(rc) => {
+                            match &rc.state {
+                                RunState::Running => {
+                                    self.facts.waiting.remove(&c.name);
+                                    // Probes: readiness and liveness.
+                                    let verdict = probes::run(
+                                        &self.sh,
+                                        &mut self.probes,
+                                        pod,
+                                        &c,
+                                        &rc.record,
+                                    )
+                                    .await;
+                                    self.facts.ready.insert(rc.record.id.clone(), verdict.ready);
+                                    wake = wake.min(verdict.next);
+                                    if verdict.restart {
+                                        self.sh.events.container(pod, &c.name, false, true, "Killing", format!("Container {} failed liveness probe, will be restarted", c.name));
+                                        self.kill_one(
+                                            &rc.record,
+                                            Duration::from_secs(
+                                                spec.termination_grace_period_seconds
+                                                    .unwrap_or(30)
+                                                    .max(0)
+                                                    as u64,
+                                            ),
+                                        )
+                                        .await;
+                                        wake = Duration::from_millis(10);
+                                    }
+                                }
+                                RunState::Exited(e) => {
+                                    let again = match policy.as_str() {
+                                        "Always" => true,
+                                        "OnFailure" => e.exit_code != 0,
+                                        _ => false,
+                                    };
+                                    if again {
+                                        self.restart(pod, &c, false, &rc, &mut wake).await;
+                                    } else {
+                                        self.facts.waiting.remove(&c.name);
+                                    }
+                                }
+                                RunState::Lost => {
+                                    if policy != "Never" {
+                                        self.restart(pod, &c, false, &rc, &mut wake).await;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            cs = self.containers().await;
+        }
+        self.read_messages(&cs);
+        self.report(pod, &cs).await;
+        wake
+    }
+
+    /// The termination messages of exited containers.
+    fn read_messages(&mut self, cs: &[RtContainer]) {
+        for c in cs {
+            if let (RunState::Exited(_), Some(p)) = (&c.state, &c.record.termination_log) {
+                if !self.facts.messages.contains_key(&c.record.id) {
+                    let text = std::fs::read(p)
+                        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
+                        .unwrap_or_default();
+                    self.facts.messages.insert(c.record.id.clone(), text);
+                }
+            }
+        }
+    }
+
+    fn write_etc_files(&self, pod: &Pod, hostname: &str) -> std::io::Result<()> {
+        let dir = self.sh.rt.pod_dir(&self.uid);
+        let hosts = dir.join("etc-hosts");
+        if hosts.exists() {
+            return Ok(());
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let domain = &self.sh.cfg.cluster_domain;
+        let mut h = String::from("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        if let Some(ip) = ip {
+            match &spec.subdomain {
+                Some(sub) => h.push_str(&format!(
+                    "{ip}\t{hostname}.{sub}.{ns}.svc.{domain}\t{hostname}\n"
+                )),
+                None => h.push_str(&format!("{ip}\t{hostname}\n")),
+            }
+        }
+        for a in spec.host_aliases.clone().unwrap_or_default() {
+            h.push_str(&format!(
+                "\n# Entries added by HostAliases.\n{}\t{}\n",
+                a.ip,
+                a.hostnames.unwrap_or_default().join("\t")
+            ));
+        }
+        let mut r = format!("search {ns}.svc.{domain} svc.{domain} {domain}\n");
+        if let Some(dns) = self.sh.cfg.cluster_dns {
+            r.push_str(&format!("nameserver {dns}\n"));
+        }
+        r.push_str("options ndots:5\n");
+        std::fs::write(dir.join("resolv.conf"), r)?;
+        std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+        std::fs::write(hosts, h)
+    }
+
+    /// Restarts an exited container unless it is in back-off.
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        last: &RtContainer,
+        wake: &mut Duration,
+    ) {
+        let key = c.name.clone();
+        let ran = match (&last.record.started, &last.state) {
+            (Some(s), RunState::Exited(e)) => {
+                let a: Option<jiff::Timestamp> = s.parse().ok();
+                let b: Option<jiff::Timestamp> = e.finished.parse().ok();
+                match (a, b) {
+                    (Some(a), Some(b)) => b.duration_since(a).try_into().unwrap_or(Duration::ZERO),
+                    _ => Duration::ZERO,
+                }
+            }
+            _ => Duration::ZERO,
+        };
+        if ran >= BACKOFF_RESET {
+            self.restart_backoff.remove(&key);
+        }
+        let finished_ago = match &last.state {
+            RunState::Exited(e) => since(&e.finished).unwrap_or(Duration::ZERO),
+            _ => Duration::ZERO,
+        };
+        if let Some(b) = self.restart_backoff.get(&key) {
+            let now = Instant::now();
+            if now < b.until {
+                let left = b.until - now;
+                let msg = format!(
+                    "back-off {} restarting failed container={} pod={}",
+                    go_duration(b.delay),
+                    c.name,
+                    pod_key(pod)
+                );
+                let newly = self.facts.waiting.get(&key).map(|w| w.reason.as_str())
+                    != Some("CrashLoopBackOff");
+                if newly {
+                    self.sh.events.container(
+                        pod,
+                        &c.name,
+                        init,
+                        true,
+                        "BackOff",
+                        "Back-off restarting failed container".to_string()
+                            + &format!(" {} in pod {}", c.name, pod_key(pod)),
+                    );
+                }
+                self.facts.waiting.insert(
+                    key,
+                    Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: msg,
+                    },
+                );
+                *wake = (*wake).min(left);
+                return;
+            }
+        }
+        // Next back-off counts from this restart.
+        let delay = match self.restart_backoff.get(&key) {
+            Some(b) => (b.delay * 2).min(BACKOFF_MAX),
+            None => BACKOFF_START,
+        };
+        let _ = finished_ago;
+        self.restart_backoff.insert(
+            key,
+            Backoff {
+                delay,
+                until: Instant::now() + delay,
+            },
+        );
+        // Keep only the last exited instance (for lastState and `logs --previous`).
+        let rt = self.sh.rt.clone();
+        let uid = self.uid.clone();
+        let name = c.name.clone();
+        let keep = last.record.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for old in rt.pod_containers(&uid) {
+                if old.record.name == name
+                    && old.record.id != keep
+                    && old.state != RunState::Running
+                {
+                    rt.remove(&old.record);
+                }
+            }
+        })
+        .await;
+        self.start(pod, c, init, last.record.attempt + 1, wake)
+            .await;
+    }
+
+    async fn start(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        attempt: u32,
+        wake: &mut Duration,
+    ) {
+        let key = c.name.clone();
+        let image = c.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            self.facts.waiting.insert(
+                key,
+                Waiting {
+                    reason: "InvalidImageName".into(),
+                    message: "the container has no image".into(),
+                },
+            );
+            return;
+        }
+        // Image.
+        if let Some(b) = self.image_backoff.get(&key) {
+            if Instant::now() < b.until {
+                let msg = format!("Back-off pulling image {image:?}");
+                if self.facts.waiting.get(&key).map(|w| w.reason.as_str())
+                    != Some("ImagePullBackOff")
+                {
+                    self.sh
+                        .events
+                        .container(pod, &c.name, init, false, "BackOff", msg.clone());
+                }
+                self.facts.waiting.insert(
+                    key,
+                    Waiting {
+                        reason: "ImagePullBackOff".into(),
+                        message: msg,
+                    },
+                );
+                *wake = (*wake).min(b.until - Instant::now());
+                return;
+            }
+        }
+        let policy = PullPolicy::of(c.image_pull_policy.as_deref(), &image);
+        let pulling = policy == PullPolicy::Always || self.sh.images.present(&image).is_none();
+        if pulling && policy != PullPolicy::Never {
+            self.sh.events.container(
+                pod,
+                &c.name,
+                init,
+                false,
+                "Pulling",
+                format!("Pulling image {image:?}"),
+            );
+        }
+        let auths = super::pull_secrets(&self.sh.client, pod).await;
+        let t0 = Instant::now();
+        let resolved = match self.sh.images.ensure(&image, policy, auths.as_ref()).await {
+            Ok((r, pulled)) => {
+                self.image_backoff.remove(&key);
+                match pulled {
+                    Some(d) => self.sh.events.container(
+                        pod,
+                        &c.name,
+                        init,
+                        false,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image {image:?} in {} ({} including waiting)",
+                            go_duration(d),
+                            go_duration(t0.elapsed())
+                        ),
+                    ),
+                    None => self.sh.events.container(
+                        pod,
+                        &c.name,
+                        init,
+                        false,
+                        "Pulled",
+                        format!("Container image {image:?} already present on machine"),
+                    ),
+                }
+                r
+            }
+            Err(f) => {
+                let delay = match self.image_backoff.get(&key) {
+                    Some(b) => (b.delay * 2).min(BACKOFF_MAX),
+                    None => BACKOFF_START,
+                };
+                self.image_backoff.insert(
+                    key.clone(),
+                    Backoff {
+                        delay,
+                        until: Instant::now() + delay,
+                    },
+                );
+                self.sh.events.container(
+                    pod,
+                    &c.name,
+                    init,
+                    true,
+                    "Failed",
+                    format!("Failed to pull image {image:?}: {}", f.message),
+                );
+                self.sh.events.container(
+                    pod,
+                    &c.name,
+                    init,
+                    true,
+                    "Failed",
+                    format!("Error: {}", f.reason),
+                );
+                self.facts.waiting.insert(
+                    key,
+                    Waiting {
+                        reason: f.reason.to_string(),
+                        message: f.message,
+                    },
+                );
+                *wake = (*wake).min(delay);
+                return;
+            }
+        };
+        // Environment.
+        let host_ip = self.sh.cfg.node_ip.to_string();
+        let env = match super::volumes::environment(
+            &self.sh.client,
+            pod,
+            c,
+            &host_ip,
+            (self.sh.cfg.cpu_milli, self.sh.cfg.memory_bytes),
+        )
+        .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                self.sh.events.container(
+                    pod,
+                    &c.name,
+                    init,
+                    true,
+                    "Failed",
+                    format!("Error: {}", e.0),
+                );
+                self.facts.waiting.insert(
+                    key,
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: e.0,
+                    },
+                );
+                *wake = (*wake).min(Duration::from_secs(2));
+                return;
+            }
+        };
+        let cfg = match self.container_config(pod, c, init, attempt, &resolved, env) {
+            Ok(cfg) => cfg,
+            Err(msg) => {
+                self.sh.events.container(
+                    pod,
+                    &c.name,
+                    init,
+                    true,
+                    "Failed",
+                    format!("Error: {msg}"),
+                );
+                self.facts.waiting.insert(
+                    key,
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: msg,
+                    },
+                );
+                *wake = (*wake).min(Duration::from_secs(2));
+                return;
+            }
+        };
+        let rt = self.sh.rt.clone();
+        let started = tokio::task::spawn_blocking(move || rt.start(cfg)).await;
+        match started {
+            Ok(Ok(_)) => {
+                self.facts.waiting.remove(&key);
+                self.sh.events.container(
+                    pod,
+                    &c.name,
+                    init,
+                    false,
+                    "Created",
+                    format!("Created container: {}", c.name),
+                );
+                self.sh.events.container(
+                    pod,
+                    &c.name,
+                    init,
+                    false,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+                *wake = (*wake).min(Duration::from_millis(200));
+            }
+            Ok(Err(e)) => {
+                let reason = match &e {
+                    StartError::Config(_) => "CreateContainerConfigError",
+                    StartError::Create(_) => "CreateContainerError",
+                    StartError::Run(_) => "RunContainerError",
+                };
+                self.sh
+                    .events
+                    .container(pod, &c.name, init, true, "Failed", format!("Error: {e}"));
+                self.facts.waiting.insert(
+                    key.clone(),
+                    Waiting {
+                        reason: reason.into(),
+                        message: e.to_string(),
+                    },
+                );
+                // A container that cannot start is retried with the restart back-off.
+                let delay = match self.restart_backoff.get(&key) {
+                    Some(b) => (b.delay * 2).min(BACKOFF_MAX),
+                    None => BACKOFF_START,
+                };
+                self.restart_backoff.insert(
+                    key,
+                    Backoff {
+                        delay,
+                        until: Instant::now() + delay,
+                    },
+                );
+                *wake = (*wake).min(delay);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn container_config(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        attempt: u32,
+        img: &super::images::Resolved,
+        env: Vec<(String, String)>,
+    ) -> Result<ContainerConfig, String> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ic = &img.config;
+        let mut all_env: Vec<String> = ic.env().clone().unwrap_or_default();
+        if !all_env.iter().any(|e| e.starts_with("PATH=")) {
+            all_env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        let hostname = spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+        skiff_container::spec::set_env(&mut all_env, format!("HOSTNAME={hostname}"));
+        for (k, v) in &env {
+            skiff_container::spec::set_env(&mut all_env, format!("{k}={v}"));
+        }
+        let map: BTreeMap<String, String> = env.iter().cloned().collect();
+        let args = super::podspec::argv(
+            c,
+            &ic.entrypoint().clone().unwrap_or_default(),
+            &ic.cmd().clone().unwrap_or_default(),
+            &map,
+        );
+        if args.is_empty() {
+            return Err(format!(
+                "no command specified for container {:?}: the image has no ENTRYPOINT or CMD",
+                c.name
+            ));
+        }
+        let cwd = c
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .or_else(|| ic.working_dir().clone().filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into());
+        let psc = spec.security_context.clone().unwrap_or_default();
+        let sc = c.security_context.clone().unwrap_or_default();
+        let uid = sc.run_as_user.or(psc.run_as_user);
+        let gid = sc.run_as_group.or(psc.run_as_group);
+        let user = match (uid, gid) {
+            (Some(u), Some(g)) => format!("{u}:{g}"),
+            (Some(u), None) => u.to_string(),
+            (None, Some(g)) => format!(
+                "{}:{g}",
+                ic.user()
+                    .clone()
+                    .unwrap_or_else(|| "0".into())
+                    .split(':')
+                    .next()
+                    .unwrap_or("0")
+            ),
+            (None, None) => ic.user().clone().unwrap_or_default(),
+        };
+        let mut groups: Vec<u32> = psc
+            .supplemental_groups
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| *g as u32)
+            .collect();
+        if let Some(fs) = psc.fs_group {
+            groups.push(fs as u32);
+        }
+        let pod_dir = self.sh.rt.pod_dir(&self.uid);
+        let mut mounts =
+            super::volumes::container_mounts(c, &self.volume_paths, pod).map_err(|e| e.0)?;
+        for (file, dest) in [
+            ("etc-hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("hostname", "/etc/hostname"),
+        ] {
+            if !mounts.iter().any(|m| m.destination == dest) {
+                mounts.push(skiff_container::BindMount {
+                    source: pod_dir.join(file),
+                    destination: dest.into(),
+                    read_only: false,
+                });
+            }
+        }
+        let (shares, quota, memory) = super::podspec::cgroup_values(c);
+        let log_dir = pod_dir.join("logs").join(&c.name);
+        let log_path = skiff_container::log::instance_path(&log_dir, attempt);
+        let record = ContainerRecord {
+            id: String::new(),
+            pod_uid: self.uid.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            name: c.name.clone(),
+            attempt,
+            init,
+            image: c.image.clone().unwrap_or_default(),
+            image_id: img.store_ref.clone(),
+            image_ref: img.image_id.clone(),
+            created: String::new(),
+            started: None,
+            cgroup: super::podspec::pod_cgroup(&self.sh.cfg.cgroup_parent, pod),
+            log_path,
+            termination_log: None,
+            stop_signal: ic.stop_signal().clone().unwrap_or_else(|| "SIGTERM".into()),
+        };
+        Ok(ContainerConfig {
+            record,
+            args,
+            env: all_env,
+            cwd,
+            user,
+            supplemental_groups: groups,
+            mounts,
+            memory_limit: memory,
+            cpu_quota: quota,
+            cpu_shares: Some(shares),
+            pids_limit: self.sh.cfg.pod_pids_limit,
+            readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+            run_as_non_root: sc.run_as_non_root.or(psc.run_as_non_root) == Some(true),
+        })
+    }
+
+    /// Stops one container: its stop signal, then SIGKILL after `grace`.
+    async fn kill_one(&self, r: &ContainerRecord, grace: Duration) {
+        let sig = parse_signal(&r.stop_signal);
+        self.sh.rt.kill(&r.id, sig, false);
+        let deadline = Instant::now() + grace;
+        loop {
+            if self.sh.rt.state(r) != RunState::Running {
+                return;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.sh.rt.kill(&r.id, Signal::SIGKILL, true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.sh.rt.state(r) == RunState::Running && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every running container of the pod within `grace`.
+    async fn terminate(&mut self, pod: Option<&Pod>, grace: Duration) {
+        let cs = self.containers().await;
+        let running: Vec<_> = cs
+            .into_iter()
+            .filter(|c| c.state == RunState::Running)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + grace;
+        if let Some(p) = pod {
+            for c in &running {
+                if let Some(spec) = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|x| x.name == c.record.name))
+                {
+                    self.sh.events.container(
+                        p,
+                        &spec.name,
+                        false,
+                        false,
+                        "Killing",
+                        format!("Stopping container {}", spec.name),
+                    );
+                    probes::pre_stop(&self.sh, p, spec, &c.record, deadline).await;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let kills = running.iter().map(|c| self.kill_one(&c.record, left));
+        futures_util::future::join_all(kills).await;
+    }
+
+    /// Removes every container and the sandbox.
+    async fn cleanup(&mut self, pod: Option<&Pod>) {
+        let rt = self.sh.rt.clone();
+        let uid = self.uid.clone();
+        let cgroup = pod.map(|p| super::podspec::pod_cgroup(&self.sh.cfg.cgroup_parent, p));
+        let _ = tokio::task::spawn_blocking(move || {
+            let cs = rt.pod_containers(&uid);
+            let mut cgroups: Vec<String> = Vec::new();
+            for c in &cs {
+                if let Some((parent, _)) = c.record.cgroup.rsplit_once('/') {
+                    cgroups.push(parent.to_string());
+                }
+                rt.remove(&c.record);
+            }
+            if let Some(cg) = cgroup {
+                cgroups.push(cg);
+            }
+            cgroups.sort();
+            cgroups.dedup();
+            rt.remove_sandbox(&uid, None);
+            for cg in cgroups {
+                super::containers::remove_cgroup(&cg);
+            }
+        })
+        .await;
+        self.sh.forget(&self.uid);
+    }
+
+    /// Patches the pod's status when it changed.
+    async fn report(&mut self, pod: &Pod, cs: &[RtContainer]) {
+        let now = now_rfc3339();
+        let status = super::status::pod_status(pod, cs, &self.facts, &now);
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.sh.client.clone(), &ns);
+        // The conditions and container lists are replaced whole by a merge patch.
+        let patch = json!({"status": status});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.last_status = Some(status),
+            Err(kube::Error::Api(s)) if s.code == 404 => self.last_status = Some(status),
+            Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "updating pod status"),
+        }
+    }
+}
+
+/// `SIGTERM`, `TERM`, `15` → the signal (SIGTERM if unknown).
+pub fn parse_signal(s: &str) -> Signal {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).unwrap_or(Signal::SIGTERM);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse().unwrap_or(Signal::SIGTERM)
+}
+
+/// Go's duration format, as Kubernetes messages print it: `10s`, `1m20s`, `1.5s`.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        let (m, s) = (secs / 60, secs % 60);
+        if m >= 60 {
+            return format!("{}h{}m{}s", m / 60, m % 60, s);
+        }
+        return format!("{m}m{s}s");
+    }
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
+    }
+    let s = format!("{:.3}", d.as_secs_f64());
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_signals_print_as_kubernetes() {
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(parse_signal("SIGQUIT"), Signal::SIGQUIT);
+        assert_eq!(parse_signal("INT"), Signal::SIGINT);
+        assert_eq!(parse_signal("9"), Signal::SIGKILL);
+        assert_eq!(parse_signal("bogus"), Signal::SIGTERM);
+    }
+}
