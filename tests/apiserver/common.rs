@@ -24,6 +24,8 @@ pub struct Server {
     args: Vec<String>,
     /// The --listen address (127.0.0.1:0 unless the port must survive restarts).
     listen: String,
+    /// The local agent's cgroup parent, when the server runs its agent (cleaned on drop).
+    agent_cgroup: Option<String>,
 }
 
 impl Server {
@@ -43,7 +45,8 @@ impl Server {
     /// (the scheduler tests).
     #[allow(dead_code)]
     pub fn start_with_scheduler(args: &[&str]) -> Server {
-        let args: Vec<&str> = std::iter::once("--disable-controller-manager")
+        let args: Vec<&str> = ["--disable-controller-manager", "--disable-agent"]
+            .into_iter()
             .chain(args.iter().copied())
             .collect();
         Self::start_listening("127.0.0.1:0", &args)
@@ -53,7 +56,30 @@ impl Server {
     /// controller tests).
     #[allow(dead_code)]
     pub fn start_with_controllers(args: &[&str]) -> Server {
-        Self::start_listening("127.0.0.1:0", args)
+        let args: Vec<&str> = std::iter::once("--disable-agent")
+            .chain(args.iter().copied())
+            .collect();
+        Self::start_listening("127.0.0.1:0", &args)
+    }
+
+    /// Starts the whole `skiff server`: scheduler, controller manager and its local
+    /// agent (kubelet API on a free port, pods' cgroups under a parent of this test's).
+    /// On drop the server is killed and `skiff server --clean` removes its pods.
+    #[allow(dead_code)]
+    pub fn start_with_agent(args: &[&str]) -> Server {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let cgroup = format!(
+            "/skiff-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let args: Vec<&str> = ["--kubelet-port", "0", "--cgroup-parent", cgroup.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let mut s = Self::start_listening("127.0.0.1:0", &args);
+        s.agent_cgroup = Some(cgroup);
+        s
     }
 
     /// Starts `skiff server` on a fixed free port, so [`Server::restart`] keeps the URL
@@ -79,6 +105,7 @@ impl Server {
             url,
             args,
             listen: listen.to_string(),
+            agent_cgroup: None,
         }
     }
 
@@ -100,6 +127,11 @@ impl Server {
         let (child, url) = spawn(self.dir.path(), &self.listen, &self.args);
         self.child = child;
         self.url = url;
+    }
+
+    /// The local agent's cgroup parent (servers from [`Server::start_with_agent`]).
+    pub fn agent_cgroup(&self) -> Option<&str> {
+        self.agent_cgroup.as_deref()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -203,16 +235,30 @@ impl Server {
 }
 
 fn without_scheduler<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    ["--disable-scheduler", "--disable-controller-manager"]
-        .into_iter()
-        .chain(args.iter().copied())
-        .collect()
+    [
+        "--disable-scheduler",
+        "--disable-controller-manager",
+        "--disable-agent",
+    ]
+    .into_iter()
+    .chain(args.iter().copied())
+    .collect()
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(cg) = &self.agent_cgroup {
+            // The pods' containers outlive the server (as on a node): stop and remove them.
+            let _ = Command::new(SKIFF)
+                .arg("server")
+                .arg("--clean")
+                .arg("--data-dir")
+                .arg(self.dir.path())
+                .args(["--cgroup-parent", cg])
+                .status();
+        }
     }
 }
 
@@ -221,7 +267,7 @@ fn spawn(dir: &Path, listen: &str, args: &[String]) -> (Child, String) {
         .arg("server")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", listen, "--disable-agent"])
+        .args(["--listen", listen])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

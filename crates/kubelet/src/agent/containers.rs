@@ -117,6 +117,9 @@ pub enum StartError {
     Run(String),
 }
 
+/// Where shim sockets go when the data dir's path is too long for them.
+const SHIM_SOCKETS: &str = "/run/skiff/shims";
+
 pub struct RuntimeManager {
     pub data: PathBuf,
     pub runtime_root: PathBuf,
@@ -168,6 +171,17 @@ impl RuntimeManager {
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.containers_dir().join(id)
     }
+    /// The shim's task socket: in the container's directory, or under /run/skiff/shims
+    /// when that path is too long for a Unix socket (108 bytes).
+    pub fn socket(&self, id: &str) -> PathBuf {
+        let p = self.container_dir(id).join("shim.sock");
+        if p.as_os_str().len() < 100 {
+            p
+        } else {
+            PathBuf::from(SHIM_SOCKETS).join(format!("{id}.sock"))
+        }
+    }
+
     pub fn ns_dir(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("ns")
     }
@@ -228,7 +242,7 @@ impl RuntimeManager {
         if let Some(e) = exit() {
             return RunState::Exited(e);
         }
-        match Client::new(dir.join("shim.sock")).state() {
+        match Client::new(self.socket(&r.id)).state() {
             Ok(_) => RunState::Running,
             // The shim may have just written the record and ended.
             Err(_) => exit().map(RunState::Exited).unwrap_or(RunState::Lost),
@@ -397,7 +411,10 @@ impl RuntimeManager {
 
     fn spawn_shim(&self, id: &str) -> Result<Client, StartError> {
         let dir = self.container_dir(id);
-        let sock = dir.join("shim.sock");
+        let sock = self.socket(id);
+        if let Some(parent) = sock.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
         let run = |what: &str, e: &dyn std::error::Error| {
             StartError::Run(format!("{what}: {}", skiff_serve::error_chain(e)))
         };
@@ -428,7 +445,7 @@ impl RuntimeManager {
 
     /// Sends `signal` to the container's init (with `all`, to every process in it).
     pub fn kill(&self, id: &str, signal: Signal, all: bool) {
-        let _ = Client::new(self.container_dir(id).join("shim.sock")).kill(signal, all);
+        let _ = Client::new(self.socket(id)).kill(signal, all);
     }
 
     /// Removes a container: kills what still runs, unmounts, drops its snapshot and
@@ -451,6 +468,7 @@ impl RuntimeManager {
         }
         let _ = self.store.snapshotter().remove(&r.id);
         let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_file(self.socket(&r.id));
         remove_cgroup(&r.cgroup);
     }
 
@@ -695,7 +713,7 @@ impl RuntimeManager {
         let (rd, wr) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
         let null = fs::File::open("/dev/null").map_err(|e| e.to_string())?;
-        let sock = dir.join("shim.sock");
+        let sock = self.socket(&r.id);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::os::fd::AsFd;

@@ -128,7 +128,7 @@ impl StreamingRuntime for AgentStreaming {
         };
         let out_task = copy(out_ours, stdout);
         let err_task = copy(err_ours, stderr);
-        let sock = dir.join("shim.sock");
+        let sock = sh.rt.socket(&c.record.id);
         let code = tokio::task::spawn_blocking(move || {
             let client = skiff_container::shim::Client::new(sock);
             let r = client.exec(
@@ -163,7 +163,7 @@ impl StreamingRuntime for AgentStreaming {
         let ExecStdio { stdout, stderr, .. } = stdio;
         let (out_ours, out_theirs) = pair()?;
         let (err_ours, err_theirs) = pair()?;
-        let sock = dir.join("shim.sock");
+        let sock = sh.rt.socket(&c.record.id);
         tokio::task::spawn_blocking(move || {
             skiff_container::shim::Client::new(sock).attach(out_theirs.as_fd(), err_theirs.as_fd())
         })

@@ -501,6 +501,13 @@ impl Worker {
             );
             return;
         }
+        // A container that could not be created waits out its back-off.
+        if let (Some(b), Some(w)) = (self.restart_backoff.get(&key), self.facts.waiting.get(&key)) {
+            if Instant::now() < b.until && w.reason != "CrashLoopBackOff" {
+                *wake = (*wake).min(b.until - Instant::now());
+                return;
+            }
+        }
         // Image.
         if let Some(b) = self.image_backoff.get(&key) {
             if Instant::now() < b.until {

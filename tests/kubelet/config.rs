@@ -1,0 +1,290 @@
+//! Config and probes: configMap volumes updated in place, env from a secret, init
+//! containers, readiness gating a ReplicaSet, liveness restarts, and bad input with
+//! Kubernetes' reasons.
+
+use crate::node::{assert_clean, wait, Node};
+
+#[test]
+fn config_volumes_env_init_and_probes() {
+    let (dir, cgroups);
+    {
+        let n = Node::start();
+        dir = n.data().to_path_buf();
+        cgroups = n.cgroup_dirs(n.server.agent_cgroup().unwrap());
+        n.k(&[
+            "create",
+            "configmap",
+            "conf",
+            "--from-literal=greeting=hello",
+        ])
+        .ok();
+        n.k(&[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=password=s3cret",
+        ])
+        .ok();
+        let img = &n.image;
+        n.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: app, labels: {{app: x}}}}
+spec:
+  initContainers:
+  - name: init
+    image: {img}
+    command: ["sh", "-c", "echo initialized > /work/marker"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: app
+    image: {img}
+    command: ["sh", "-c", "sleep 3600"]
+    env:
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: GREETING
+      value: "$(POD_NAME) says hi"
+    volumeMounts:
+    - {{name: conf, mountPath: /etc/conf}}
+    - {{name: work, mountPath: /work}}
+  volumes:
+  - {{name: conf, configMap: {{name: conf}}}}
+  - {{name: work, emptyDir: {{}}}}
+"#
+        ));
+        n.k(&["wait", "--for=condition=Ready", "pod/app", "--timeout=60s"])
+            .ok();
+        assert_eq!(
+            n.jp(
+                "app",
+                "{.status.initContainerStatuses[0].state.terminated.reason}"
+            ),
+            "Completed"
+        );
+        assert_eq!(
+            n.k(&["exec", "app", "--", "cat", "/work/marker"])
+                .ok()
+                .stdout,
+            "initialized\n"
+        );
+        let env = n.k(&["exec", "app", "--", "env"]).ok().stdout;
+        assert!(
+            env.contains("PASSWORD=s3cret") && env.contains("GREETING=app says hi"),
+            "{env}"
+        );
+        assert_eq!(
+            n.k(&["exec", "app", "--", "cat", "/etc/conf/greeting"])
+                .ok()
+                .stdout,
+            "hello"
+        );
+        // An update of the configMap reaches the running pod.
+        n.k(&[
+            "patch",
+            "configmap",
+            "conf",
+            "-p",
+            r#"{"data":{"greeting":"updated"}}"#,
+        ])
+        .ok();
+        wait("the configMap update in the pod", 60, || {
+            let o = n.k(&["exec", "app", "--", "cat", "/etc/conf/greeting"]);
+            (o.stdout == "updated").then_some(())
+        });
+
+        // Readiness gates the ReplicaSet's readyReplicas; a failing liveness probe restarts.
+        n.apply(&format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: web
+        image: {img}
+        readinessProbe:
+          exec: {{command: ["test", "-f", "/tmp/ready"]}}
+          periodSeconds: 1
+"#
+        ));
+        wait("two web pods running", 60, || {
+            let o = n.k(&["get", "pods", "-l", "app=web", "--no-headers"]);
+            (o.stdout.matches("Running").count() == 2).then_some(())
+        });
+        let ready = n
+            .k(&[
+                "get",
+                "rs",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[0].status.readyReplicas}",
+            ])
+            .ok()
+            .stdout;
+        assert!(
+            ready.is_empty() || ready == "0",
+            "no pod is ready yet: {ready}"
+        );
+        let pods = n
+            .k(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ])
+            .ok()
+            .stdout;
+        for p in pods.split_whitespace() {
+            n.k(&["exec", p, "--", "touch", "/tmp/ready"]).ok();
+        }
+        wait("readyReplicas 2", 60, || {
+            let o = n.k(&[
+                "get",
+                "rs",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[0].status.readyReplicas}",
+            ]);
+            (o.stdout == "2").then_some(())
+        });
+        n.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: live}}
+spec:
+  containers:
+  - name: live
+    image: {img}
+    livenessProbe:
+      httpGet: {{path: /, port: 8081}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+        ));
+        wait("a liveness restart", 60, || {
+            let c: u32 = n
+                .jp("live", "{.status.containerStatuses[0].restartCount}")
+                .parse()
+                .unwrap_or(0);
+            (c >= 1).then_some(())
+        });
+        let events = n
+            .k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=live",
+            ])
+            .ok()
+            .stdout;
+        assert!(
+            events.contains("Unhealthy") && events.contains("failed liveness probe"),
+            "{events}"
+        );
+
+        // Bad input: the reasons Kubernetes gives, the node stays Ready.
+        n.k(&[
+            "run",
+            "nopull",
+            "--image",
+            &format!("{}/nothere:1", n.registry_addr),
+        ])
+        .ok();
+        n.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: nokey}}
+spec:
+  containers:
+  - name: c
+    image: {img}
+    env:
+    - name: X
+      valueFrom: {{configMapKeyRef: {{name: conf, key: missing}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nonroot}}
+spec:
+  securityContext: {{runAsNonRoot: true}}
+  containers:
+  - name: c
+    image: {img}
+"#
+        ));
+        wait("ErrImagePull or ImagePullBackOff", 60, || {
+            let r = n.jp(
+                "nopull",
+                "{.status.containerStatuses[0].state.waiting.reason}",
+            );
+            (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(())
+        });
+        wait("CreateContainerConfigError for a missing key", 60, || {
+            let w = n.jp("nokey", "{.status.containerStatuses[0].state.waiting}");
+            (w.contains("CreateContainerConfigError")
+                && w.contains("couldn't find key missing in ConfigMap default/conf"))
+            .then_some(())
+        });
+        wait("CreateContainerConfigError for runAsNonRoot", 60, || {
+            let w = n.jp("nonroot", "{.status.containerStatuses[0].state.waiting}");
+            (w.contains("CreateContainerConfigError") && w.contains("runAsNonRoot")).then_some(())
+        });
+        // A port-forward to a closed port: the connection is refused, kubectl says so.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pf = n.server.kubectl_command(
+            crate::common::VERSIONS[1],
+            &["port-forward", "pod/app", &format!("{port}:9999")],
+        );
+        pf.env("KUBECONFIG", n.server.kubeconfig())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = pf.spawn().unwrap();
+        let mut closed = false;
+        for _ in 0..50 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::Read;
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                let mut b = Vec::new();
+                let _ = s.read_to_end(&mut b);
+                closed = b.is_empty();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            closed,
+            "the forwarded connection to a closed port ends at once"
+        );
+        assert!(err.contains("9999") && err.contains("refused"), "{err}");
+        let nodes = n.k(&["get", "nodes", "--no-headers"]).ok().stdout;
+        assert!(nodes.contains(" Ready"), "{nodes}");
+        assert_eq!(
+            n.jp("app", "{.status.containerStatuses[0].restartCount}"),
+            "0"
+        );
+    }
+    assert_clean(&dir, &cgroups);
+}

@@ -1,0 +1,191 @@
+//! Pods as a user drives them: run, exec, logs, port-forward, cp, attach, delete.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{run, VERSIONS};
+use crate::node::{assert_clean, wait, Node};
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn run_exec_logs_port_forward_cp_attach_and_delete() {
+    let (dir, cgroups);
+    {
+        let n = Node::start();
+        dir = n.data().to_path_buf();
+        cgroups = n.cgroup_dirs(n.server.agent_cgroup().unwrap());
+        n.k(&["run", "kubia", "--image", &n.image, "--port=8080"])
+            .ok();
+        n.k(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/kubia",
+            "--timeout=60s",
+        ])
+        .ok();
+        let row = n.k(&["get", "pod", "kubia", "--no-headers"]).ok().stdout;
+        assert!(row.contains("1/1") && row.contains("Running"), "{row}");
+        assert!(n
+            .jp("kubia", "{.status.containerStatuses[0].containerID}")
+            .starts_with("skiff://"));
+        assert_eq!(n.jp("kubia", "{.status.qosClass}"), "BestEffort");
+        assert!(n
+            .jp("kubia", "{.status.containerStatuses[0].imageID}")
+            .contains("/kubia@sha256:"));
+
+        for v in VERSIONS {
+            // exec: the pod's UTS namespace carries its name.
+            assert_eq!(
+                n.kv(v, &["exec", "kubia", "--", "hostname"]).ok().stdout,
+                "kubia\n"
+            );
+            // stdin reaches the command; the exit code comes back.
+            let mut c = n
+                .server
+                .kubectl_command(v, &["exec", "-i", "kubia", "--", "cat"]);
+            c.env("KUBECONFIG", n.server.kubeconfig());
+            assert_eq!(
+                run(c, Some("through stdin\n")).ok().stdout,
+                "through stdin\n"
+            );
+            let o = n.kv(
+                v,
+                &["exec", "kubia", "--", "sh", "-c", "echo err >&2; exit 7"],
+            );
+            assert_eq!(o.code, 7, "{o:?}");
+            assert!(o.stderr.contains("err"), "{o:?}");
+        }
+        // /etc/hosts and resolv.conf are the pod's.
+        let resolv = n
+            .k(&["exec", "kubia", "--", "cat", "/etc/resolv.conf"])
+            .ok()
+            .stdout;
+        assert!(
+            resolv.contains("search default.svc.cluster.local"),
+            "{resolv}"
+        );
+
+        // port-forward to the pod's 8080 (inside its network namespace).
+        for v in VERSIONS {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut pf = n
+                .server
+                .kubectl_command(v, &["port-forward", "pod/kubia", &format!("{port}:8080")]);
+            pf.env("KUBECONFIG", n.server.kubeconfig())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = pf.spawn().unwrap();
+            let body = wait("port-forward to answer", 20, || {
+                http_get(port).filter(|b| b.contains("You've hit kubia"))
+            });
+            assert!(body.contains("200"), "{body}");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+
+        // kubectl cp (tar in the container).
+        let local = n.data().join("copied.cgi");
+        n.k(&[
+            "cp",
+            "kubia:/www/cgi-bin/index.cgi",
+            local.to_str().unwrap(),
+        ])
+        .ok();
+        assert!(std::fs::read_to_string(&local)
+            .unwrap()
+            .contains("You've hit"));
+
+        // logs, then logs -f, of a container that writes.
+        n.k(&[
+            "run",
+            "logger",
+            "--image",
+            &n.image,
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo hello-from-logs; while true; do echo tick; sleep 0.2; done",
+        ])
+        .ok();
+        wait("the logger's output", 60, || {
+            let o = n.k(&["logs", "logger"]);
+            o.stdout.contains("hello-from-logs").then_some(())
+        });
+        let tail = n.k(&["logs", "logger", "--tail=1"]).ok().stdout;
+        assert_eq!(tail, "tick\n");
+        let mut f = n
+            .server
+            .kubectl_command(VERSIONS[0], &["logs", "-f", "logger", "--timestamps"]);
+        f.env("KUBECONFIG", n.server.kubeconfig())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = f.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = 0;
+        for l in lines.by_ref().take(8) {
+            let l = l.unwrap();
+            // RFC 3339 timestamp first.
+            assert!(l.starts_with("20") && l.contains('T'), "{l}");
+            seen += 1;
+        }
+        assert_eq!(seen, 8, "logs -f kept streaming new lines");
+        let _ = child.kill();
+        let _ = child.wait();
+        // attach: the running container's output.
+        let mut a = n.server.kubectl_command(VERSIONS[1], &["attach", "logger"]);
+        a.env("KUBECONFIG", n.server.kubeconfig())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = a.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains("tick"), "{line:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+
+        // Graceful delete: sh as PID 1 ignores SIGTERM, so the grace period runs out and
+        // SIGKILL ends it; the kubelet then deletes the pod and kubectl returns.
+        let t0 = std::time::Instant::now();
+        n.k(&["delete", "pod", "logger", "--grace-period=3"]).ok();
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+            "{took:?}"
+        );
+        assert!(n
+            .k(&["get", "pod", "logger"])
+            .fails()
+            .stderr
+            .contains("NotFound"));
+        // Its containers are gone from the node.
+        let left = std::fs::read_dir(n.data().join("agent/containers"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 1, "only kubia's container is left");
+        n.k(&["delete", "pod", "kubia", "--grace-period=1"]).ok();
+        wait("pod dirs removed", 20, || {
+            (std::fs::read_dir(n.data().join("agent/pods"))
+                .unwrap()
+                .count()
+                == 0)
+                .then_some(())
+        });
+    }
+    assert_clean(&dir, &cgroups);
+}
