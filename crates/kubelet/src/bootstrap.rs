@@ -446,12 +446,17 @@ fn cert_client(
 
 /// A kube client authenticated by the node's client certificate.
 pub fn client(creds: &NodeCredentials) -> Result<kube::Client, BootstrapError> {
-    let kc = std::fs::read_to_string(&creds.kubeconfig).map_err(io(&creds.kubeconfig, "read"))?;
+    let kc =
+        kube::config::Kubeconfig::read_from(&creds.kubeconfig).map_err(|e| BootstrapError::Io {
+            path: creds.kubeconfig.clone(),
+            operation: "read the node kubeconfig",
+            source: std::io::Error::other(e.to_string()),
+        })?;
     let server = kc
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap_or_default()
-        .to_string();
+        .clusters
+        .iter()
+        .find_map(|c| c.cluster.as_ref().and_then(|c| c.server.clone()))
+        .unwrap_or_default();
     let ca_pem = std::fs::read_to_string(&creds.ca_cert).map_err(io(&creds.ca_cert, "read"))?;
     let opts = BootstrapOptions::new(&server, "", "", Path::new(""));
     cert_client(&opts, &ca_pem, &creds.client_cert, &creds.client_key)

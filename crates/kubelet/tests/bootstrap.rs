@@ -21,6 +21,7 @@ struct Cluster {
     url: String,
     token: String,
     ca_pem: String,
+    ca_key_pem: String,
     admin: Client,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
@@ -70,6 +71,7 @@ impl Cluster {
             url,
             token: pki.token.clone(),
             ca_pem: std::fs::read_to_string(&pki.ca_cert).unwrap(),
+            ca_key_pem: std::fs::read_to_string(&pki.ca_key).unwrap(),
             admin,
             stop,
             _dir: dir,
@@ -85,9 +87,7 @@ impl Cluster {
 
     async fn csrs(&self) -> Vec<CertificateSigningRequest> {
         let api: Api<CertificateSigningRequest> = Api::all(self.admin.clone());
-        let mut items = api.list(&ListParams::default()).await.unwrap().items;
-        items.sort_by_key(|c| c.metadata.creation_timestamp.clone().map(|t| t.0));
-        items
+        api.list(&ListParams::default()).await.unwrap().items
     }
 
     fn token_client(&self) -> Client {
@@ -183,7 +183,13 @@ async fn a_node_joins_with_the_token_reuses_its_certificates_and_renews_them() {
     // One client request with the token, one serving request as the node.
     let csrs = c.csrs().await;
     assert_eq!(csrs.len(), 2);
-    let (client_csr, serving_csr) = (&csrs[0], &csrs[1]);
+    let by_signer = |signer: &str| {
+        csrs.iter()
+            .find(|c| c.spec.signer_name == signer)
+            .expect("a request for the signer")
+    };
+    let client_csr = by_signer(bootstrap::SIGNER_KUBELET_CLIENT);
+    let serving_csr = by_signer(bootstrap::SIGNER_KUBELET_SERVING);
     assert_eq!(
         client_csr.spec.signer_name,
         bootstrap::SIGNER_KUBELET_CLIENT
@@ -429,4 +435,81 @@ async fn only_node_identities_are_approved_and_a_human_decides_the_rest() {
     let der_issued = der(&pem);
     let (_, cert) = x509_parser::parse_x509_certificate(&der_issued).unwrap();
     assert_eq!(cert.subject().to_string(), "CN=alice, O=team");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_renew_loop_replaces_a_certificate_past_eighty_percent_of_its_life() {
+    let c = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = c.options("node-r", dir.path());
+    opts.ca = CaSource::File(dir.path().join("given-ca.crt"));
+    std::fs::write(dir.path().join("given-ca.crt"), &c.ca_pem).unwrap();
+    let creds = bootstrap::ensure(&opts).await.expect("bootstrap");
+    // Swap in a client certificate near its end: issued in 2020, ending next year.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "system:node:node-r");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let year = 1970
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 31_556_952;
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(year as i32 + 1, 6, 1);
+    let ca_key = rcgen::KeyPair::from_pem(&c.ca_key_pem).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&c.ca_pem, ca_key).unwrap();
+    let old = p.signed_by(&key, &issuer).unwrap().pem();
+    std::fs::write(&creds.client_key, key.serialize_pem()).unwrap();
+    std::fs::write(&creds.client_cert, &old).unwrap();
+    let before: Vec<String> = c
+        .csrs()
+        .await
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+
+    let stop = CancellationToken::new();
+    let renewing = tokio::spawn(bootstrap::renew_loop(
+        opts.clone(),
+        creds.clone(),
+        stop.clone(),
+    ));
+    let renewed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let now = std::fs::read_to_string(&creds.client_cert).unwrap_or_default();
+            if now != old && !now.is_empty() {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("renewed within a minute");
+    stop.cancel();
+    renewing.await.unwrap();
+    let der_new = der(&renewed);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der_new).unwrap();
+    assert_eq!(
+        cert.subject().to_string(),
+        "CN=system:node:node-r, O=system:nodes"
+    );
+    let csrs = c.csrs().await;
+    let new: Vec<_> = csrs
+        .iter()
+        .filter(|c| !before.contains(c.metadata.name.as_ref().unwrap()))
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].spec.username.as_deref(), Some("system:node:node-r"));
+    // The renewed pair is usable, and the next start reuses it.
+    let node: Api<CertificateSigningRequest> = Api::all(bootstrap::client(&creds).unwrap());
+    node.list(&ListParams::default())
+        .await
+        .expect("the renewed certificate authenticates");
+    bootstrap::ensure(&opts).await.expect("ensure");
+    assert_eq!(c.csrs().await.len(), before.len() + 1);
 }
