@@ -37,6 +37,8 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+mod ca;
+
 pub const SIGNER_KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const SIGNER_KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
 const NODES_GROUP: &str = "system:nodes";
@@ -310,28 +312,6 @@ pub fn renew_time(not_before: i64, not_after: i64) -> i64 {
     not_before + ((not_after - not_before).max(0) as f64 * RENEW_AT) as i64
 }
 
-fn parse_hash(hash: &str) -> Result<String, BootstrapError> {
-    let hex = hash
-        .strip_prefix("sha256:")
-        .unwrap_or(hash)
-        .to_ascii_lowercase();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(BootstrapError::BadCaHash {
-            hash: hash.to_string(),
-        });
-    }
-    Ok(hex)
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex_lower(&sha2::Sha256::digest(data))
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn server_uri(opts: &BootstrapOptions) -> Result<hyper::http::Uri, BootstrapError> {
     let bad = |reason: String| BootstrapError::BadServer {
         server: opts.server.clone(),
@@ -342,72 +322,6 @@ fn server_uri(opts: &BootstrapOptions) -> Result<hyper::http::Uri, BootstrapErro
         return Err(bad("the scheme must be https".into()));
     }
     Ok(uri)
-}
-
-/// The cluster CA as PEM, from where `opts` says, checked.
-async fn load_ca(opts: &BootstrapOptions, stored: &Path) -> Result<String, BootstrapError> {
-    let (pem, source_name) = match &opts.ca {
-        CaSource::File(p) => (
-            std::fs::read_to_string(p).map_err(io(p, "read the CA file"))?,
-            p.display().to_string(),
-        ),
-        CaSource::Pem(p) => (p.clone(), "the CA given".to_string()),
-        CaSource::FetchWithHash(hash) => {
-            let expected = hash.as_deref().map(parse_hash).transpose()?;
-            // A CA kept from an earlier start is used when it still fits the hash.
-            if let Ok(kept) = std::fs::read_to_string(stored) {
-                if expected
-                    .as_deref()
-                    .is_none_or(|h| sha256_hex(kept.as_bytes()) == h)
-                {
-                    return Ok(kept);
-                }
-            }
-            let fetched = fetch_ca(opts).await?;
-            let actual = sha256_hex(fetched.as_bytes());
-            if let Some(expected) = expected {
-                if actual != expected {
-                    return Err(BootstrapError::CaHashMismatch {
-                        server: opts.server.clone(),
-                        expected: format!("sha256:{expected}"),
-                        actual,
-                    });
-                }
-            } else {
-                tracing::warn!(server = %opts.server, "trusting the cluster CA fetched without a hash (sha256:{actual}); pass the hash to verify it");
-            }
-            (fetched, format!("{}/cacerts", opts.server))
-        }
-    };
-    cert_der(pem.as_bytes()).map_err(|reason| BootstrapError::BadCa {
-        source_name,
-        reason,
-    })?;
-    Ok(pem)
-}
-
-/// `GET /cacerts` without verifying the server (its CA is what we do not have yet): the
-/// caller checks the hash.
-async fn fetch_ca(opts: &BootstrapOptions) -> Result<String, BootstrapError> {
-    let mut config = kube::Config::new(server_uri(opts)?);
-    config.accept_invalid_certs = true;
-    let client = kube::Client::try_from(config).map_err(|source| BootstrapError::Client {
-        server: opts.server.clone(),
-        source,
-    })?;
-    let req = hyper::http::Request::get("/cacerts")
-        .body(Vec::new())
-        .map_err(|e| BootstrapError::BadServer {
-            server: opts.server.clone(),
-            reason: e.to_string(),
-        })?;
-    client
-        .request_text(req)
-        .await
-        .map_err(|source| BootstrapError::CaFetch {
-            server: opts.server.clone(),
-            source,
-        })
 }
 
 fn base_config(opts: &BootstrapOptions, ca_pem: &str) -> Result<kube::Config, BootstrapError> {
@@ -717,7 +631,7 @@ pub async fn ensure(opts: &BootstrapOptions) -> Result<NodeCredentials, Bootstra
             .create(&pki)
             .map_err(io(&pki, "create directory"))?;
     }
-    let ca_pem = load_ca(opts, &creds.ca_cert).await?;
+    let ca_pem = ca::load(opts, &creds.ca_cert).await?;
     if std::fs::read_to_string(&creds.ca_cert).ok().as_deref() != Some(ca_pem.as_str()) {
         write_atomic(&creds.ca_cert, ca_pem.as_bytes(), 0o644)?;
     }
@@ -856,20 +770,6 @@ mod tests {
         assert_eq!(renew_time(1000, 2000), 1800);
         assert_eq!(renew_time(0, 365 * 86400), 292 * 86400);
         assert_eq!(renew_time(10, 5), 10);
-    }
-
-    #[test]
-    fn ca_hashes_are_checked_for_shape() {
-        let h = "sha256:".to_string() + &"Ab".repeat(32);
-        assert_eq!(parse_hash(&h).ok(), Some("ab".repeat(32)));
-        assert!(matches!(
-            parse_hash("sha256:xyz"),
-            Err(BootstrapError::BadCaHash { .. })
-        ));
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
     }
 
     #[test]

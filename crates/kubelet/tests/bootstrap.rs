@@ -35,6 +35,10 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(&["csrapproving", "csrsigning"]).await
+    }
+
+    async fn start_with(controllers: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(skiff_store::EmbeddedStore::in_memory().unwrap());
         let server = skiff_apiserver::Server::bind(
@@ -59,7 +63,7 @@ impl Cluster {
         let stop = CancellationToken::new();
         tokio::spawn(server.run(stop.clone().cancelled_owned()));
         let config = skiff_controllers::Config {
-            controllers: vec!["csrapproving".into(), "csrsigning".into()],
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
             cluster_signing: Some(skiff_controllers::ClusterSigning {
                 ca_cert_pem: std::fs::read_to_string(&pki.ca_cert).unwrap(),
                 ca_key_pem: std::fs::read_to_string(&pki.ca_key).unwrap(),
@@ -512,4 +516,73 @@ async fn the_renew_loop_replaces_a_certificate_past_eighty_percent_of_its_life()
         .expect("the renewed certificate authenticates");
     bootstrap::ensure(&opts).await.expect("ensure");
     assert_eq!(c.csrs().await.len(), before.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_approves_or_one_that_is_denied_is_reported_by_name() {
+    // No approver: requests stay pending.
+    let c = Cluster::start_with(&["csrsigning"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = c.options("node-p", dir.path());
+    opts.approval_timeout = std::time::Duration::from_secs(1);
+    let err = bootstrap::ensure(&opts).await.unwrap_err();
+    let BootstrapError::Timeout { csr, .. } = &err else {
+        panic!("{err:?}");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains(csr.as_str()) && text.contains("waiting for approval"),
+        "{text}"
+    );
+    assert!(!dir.path().join("pki/kubelet-client.crt").exists());
+
+    // An administrator denies the next one.
+    let admin: Api<CertificateSigningRequest> = Api::all(c.admin.clone());
+    let known: Vec<String> = c
+        .csrs()
+        .await
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    let denier = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            loop {
+                let list = admin.list(&ListParams::default()).await.unwrap();
+                if let Some(new) = list
+                    .items
+                    .into_iter()
+                    .find(|c| !known.contains(c.metadata.name.as_ref().unwrap()))
+                {
+                    let name = new.metadata.name.clone().unwrap();
+                    let mut denied = new;
+                    denied
+                        .status
+                        .get_or_insert_with(Default::default)
+                        .conditions = Some(vec![CertificateSigningRequestCondition {
+                        type_: "Denied".into(),
+                        status: "True".into(),
+                        reason: Some("NotOnMyWatch".into()),
+                        message: Some("unknown machine".into()),
+                        ..Default::default()
+                    }]);
+                    admin
+                        .replace_subresource("approval", &name, &PostParams::default(), &denied)
+                        .await
+                        .unwrap();
+                    return name;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    opts.approval_timeout = std::time::Duration::from_secs(60);
+    let err = bootstrap::ensure(&opts).await.unwrap_err();
+    let denied_name = denier.await.unwrap();
+    let BootstrapError::Denied { csr, reason, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(csr, &denied_name);
+    assert_eq!(reason, "NotOnMyWatch");
+    assert!(err.to_string().contains("unknown machine"), "{err}");
 }
