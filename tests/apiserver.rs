@@ -45,3 +45,6 @@ mod serving;
 
 #[path = "apiserver/scheduling.rs"]
 mod scheduling;
+
+#[path = "apiserver/certificates.rs"]
+mod certificates;

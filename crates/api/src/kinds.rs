@@ -418,6 +418,20 @@ pub static KINDS: &[Kind] = &[
         &["status"],
         "io.k8s.api.batch.v1.Job",
     ),
+    // certificates.k8s.io/v1
+    k(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        CRUD,
+        &["csr"],
+        NONE,
+        &["status", "approval"],
+        "io.k8s.api.certificates.v1.CertificateSigningRequest",
+    ),
     // coordination.k8s.io/v1
     k(
         "coordination.k8s.io",

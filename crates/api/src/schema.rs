@@ -60,6 +60,7 @@ fn build() -> Map<String, Value> {
     add::<api::autoscaling::v1::HorizontalPodAutoscaler>(&mut g);
     add::<api::batch::v1::CronJob>(&mut g);
     add::<api::batch::v1::Job>(&mut g);
+    add::<api::certificates::v1::CertificateSigningRequest>(&mut g);
     add::<api::coordination::v1::Lease>(&mut g);
     add::<api::discovery::v1::EndpointSlice>(&mut g);
     add::<api::events::v1::Event>(&mut g);

@@ -527,6 +527,23 @@ pub fn columns(kind: &str) -> Vec<Column> {
                 age_col(),
             ]);
         }
+        "CertificateSigningRequest" => {
+            let spec = "io.k8s.api.certificates.v1.CertificateSigningRequestSpec";
+            c.extend([
+                age_col(),
+                col("SignerName", "string", d(spec, "signerName")),
+                col("Requestor", "string", d(spec, "request")),
+                col("RequestedDuration", "string", d(spec, "expirationSeconds")),
+                col(
+                    "Condition",
+                    "string",
+                    d(
+                        "io.k8s.api.certificates.v1.CertificateSigningRequestStatus",
+                        "conditions",
+                    ),
+                ),
+            ]);
+        }
         "Lease" => {
             c.extend([
                 col(

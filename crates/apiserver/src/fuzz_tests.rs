@@ -87,6 +87,7 @@ impl Harness {
                 },
                 cache,
                 token: "t".into(),
+                ca_pem: String::new(),
                 server_address: "127.0.0.1:6443".into(),
                 proto: proto::Schema::new(),
                 audit: None,

@@ -114,7 +114,25 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
             .observe(&info, resp.status().as_u16(), started.elapsed());
         return resp;
     }
+    // The cluster CA, for joining agents that have no CA yet (they check its hash),
+    // as k3s serves it.
+    if path == "/cacerts" && method == Method::GET {
+        let resp = (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            st.ca_pem.clone(),
+        )
+            .into_response();
+        st.metrics
+            .observe(&info, resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
+    let mut req = req;
     let user = authenticate(&st, &req);
+    if let Some(u) = &user {
+        // Kinds that record their creator (CertificateSigningRequests) read it here.
+        req.extensions_mut().insert(u.clone());
+    }
     let record = st.audit.as_ref().map(|log| {
         let anonymous = UserInfo::anonymous();
         let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
@@ -502,6 +520,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
     let q = Query::parse(req.uri().query());
     let method = req.method().clone();
     let headers = req.headers().clone();
+    let user = req.extensions().get::<UserInfo>().cloned();
     if let Some(sub) = t.sub.clone() {
         return subresources::serve(st, &t, &sub, &q, req).await;
     }
@@ -527,9 +546,19 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         }
         "create" => {
             let body = body_bytes(req.into_body()).await?;
-            let obj = decode_body(st, &headers, &body)?;
+            let mut obj = decode_body(st, &headers, &body)?;
             if t.kind.kind == "SelfSubjectAccessReview" {
                 return Ok(subresources::access_review(obj));
+            }
+            if let Some(u) = &user {
+                skiff_api::strategy::for_kind(t.kind.kind).set_requester(
+                    &mut obj,
+                    &skiff_api::strategy::Requester {
+                        username: &u.username,
+                        uid: "",
+                        groups: &u.groups,
+                    },
+                );
             }
             let (obj, warnings) =
                 objects::create(&st.objects, t.kind, t.namespace.as_deref(), obj, &q).await?;

@@ -127,6 +127,8 @@ pub(crate) struct AppState {
     pub objects: Objects,
     pub cache: Arc<watch_cache::WatchCache>,
     pub token: String,
+    /// The cluster CA certificate (PEM), served unauthenticated at `/cacerts`.
+    pub ca_pem: String,
     pub server_address: String,
     /// Protobuf message layouts for kubectl's protobuf request bodies.
     pub proto: proto::Schema,
@@ -180,6 +182,10 @@ impl Server {
             source,
         })?;
         let tls = tls_acceptor(&pki)?;
+        let ca_pem = std::fs::read_to_string(&pki.ca_cert).map_err(|e| ServeError::Tls {
+            path: pki.ca_cert.clone(),
+            source: Box::new(e),
+        })?;
         let kubelet = kubelet_client::KubeletClient::new(&pki, config.kubelet_ca.as_deref())
             .map_err(ServeError::KubeletClient)?;
         let allocator = alloc::Allocator::new(config.cluster.clone());
@@ -229,6 +235,7 @@ impl Server {
                 },
                 cache,
                 token: pki.token.clone(),
+                ca_pem,
                 server_address,
                 proto: proto::Schema::new(),
                 audit,

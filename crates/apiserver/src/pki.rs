@@ -26,6 +26,9 @@ use rcgen::{
 pub struct Pki {
     pub dir: PathBuf,
     pub ca_cert: PathBuf,
+    /// The CA's private key: the controller manager's cluster signing key
+    /// (`--cluster-signing-key-file`).
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub admin_cert: PathBuf,
@@ -93,6 +96,7 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
     let p = |n: &str| dir.join(n);
     let mut pki = Pki {
         ca_cert: p("ca.crt"),
+        ca_key: p("ca.key"),
         server_cert: p("server.crt"),
         server_key: p("server.key"),
         admin_cert: p("admin.crt"),
@@ -104,7 +108,7 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
         token: String::new(),
         dir: dir.clone(),
     };
-    let ca_key_path = p("ca.key");
+    let ca_key_path = pki.ca_key.clone();
     if !pki.ca_cert.exists() || !ca_key_path.exists() {
         generate(&pki, &ca_key_path, extra_sans)?;
     }

@@ -34,6 +34,7 @@ pub mod runner;
 pub mod util;
 
 // One module per controller (kube-controller-manager's controller names in CONTROLLERS).
+mod certificates;
 mod cronjob;
 mod daemonset;
 mod deployment;
@@ -85,6 +86,8 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("nodeipam", node_ipam::start),
     ("podgc", pod_gc::start),
     ("disruption", disruption::start),
+    ("csrapproving", certificates::start_approving),
+    ("csrsigning", certificates::start_signing),
 ];
 
 /// The controller manager's settings; names follow kube-controller-manager's flags.
@@ -109,6 +112,29 @@ pub struct Config {
     pub terminated_pod_gc_threshold: usize,
     /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace.
     pub root_ca_pem: Option<String>,
+    /// `--cluster-signing-cert-file`/`--cluster-signing-key-file`: the CA `csrsigning`
+    /// signs approved CertificateSigningRequests with; None turns the signer off.
+    pub cluster_signing: Option<ClusterSigning>,
+    /// `--cluster-signing-duration`: the longest validity an issued certificate gets
+    /// (and the default when a request names none); one year.
+    pub cluster_signing_duration: Duration,
+}
+
+/// The cluster signing CA, PEM.
+#[derive(Clone)]
+pub struct ClusterSigning {
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+}
+
+impl std::fmt::Debug for ClusterSigning {
+    // The key is a secret: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSigning")
+            .field("ca_cert_pem", &self.ca_cert_pem)
+            .field("ca_key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -125,6 +151,8 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12500,
             root_ca_pem: None,
+            cluster_signing: None,
+            cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }

@@ -37,6 +37,30 @@ pub struct ControllerFlags {
     /// (0: never).
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
+    /// The CA certificate (PEM) csrsigning signs approved CertificateSigningRequests
+    /// with (kubelet client and serving certificates); with `--cluster-signing-key-file`.
+    /// Inside `skiff server` the cluster CA by default.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `--cluster-signing-cert-file`.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// The longest validity of a signed certificate (and the default).
+    #[arg(long, default_value = "8760h", value_parser = crate::server_cmd::parse_duration)]
+    pub cluster_signing_duration: Duration,
+}
+
+/// The cluster signing CA read from its certificate and key files.
+pub fn cluster_signing(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<skiff_controllers::ClusterSigning> {
+    Ok(skiff_controllers::ClusterSigning {
+        ca_cert_pem: std::fs::read_to_string(cert)
+            .with_context(|| format!("read the cluster signing certificate {}", cert.display()))?,
+        ca_key_pem: std::fs::read_to_string(key)
+            .with_context(|| format!("read the cluster signing key {}", key.display()))?,
+    })
 }
 
 impl ControllerFlags {
@@ -49,9 +73,20 @@ impl ControllerFlags {
             node_monitor_period: self.node_monitor_period,
             node_startup_grace_period: self.node_startup_grace_period,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            cluster_signing: match (
+                &self.cluster_signing_cert_file,
+                &self.cluster_signing_key_file,
+            ) {
+                (Some(cert), Some(key)) => Some(cluster_signing(cert, key)?),
+                _ => None,
+            },
+            cluster_signing_duration: self.cluster_signing_duration,
             ..Default::default()
         };
         config.validate()?;
+        if self.cluster_signing_duration < Duration::from_secs(600) {
+            anyhow::bail!("--cluster-signing-duration must be at least 10m");
+        }
         if self.node_monitor_period.is_zero() {
             anyhow::bail!("--node-monitor-period must be positive");
         }

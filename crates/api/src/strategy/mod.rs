@@ -24,6 +24,7 @@ use crate::object::{
 };
 
 mod batch;
+mod certificates;
 mod core;
 mod placement;
 mod pod;
@@ -33,6 +34,7 @@ mod service;
 mod syntax;
 mod workloads;
 
+pub use certificates::{check_request_pem, KNOWN_USAGES as CSR_USAGES};
 pub use pod::{pod_spec_defaults, qos_class};
 pub use scheduling::{
     admit_pod_priority, default_class_conflict, system_priority_classes, PriorityRefusal,
@@ -104,6 +106,16 @@ impl Cause {
     }
 }
 
+/// The authenticated user behind a request, for kinds that record who created them
+/// (CertificateSigningRequests).
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    pub username: &'a str,
+    /// Empty when the authenticator gives no uid (certificates, the cluster token).
+    pub uid: &'a str,
+    pub groups: &'a [String],
+}
+
 /// Which syntax a kind's names follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameRule {
@@ -133,6 +145,10 @@ pub trait Strategy: Sync {
         true
     }
 
+    /// Records the authenticated creator in a new object (before defaulting and
+    /// validation), overwriting whatever the client sent there.
+    fn set_requester(&self, _obj: &mut Value, _who: &Requester<'_>) {}
+
     /// Kind-specific server fields of a new object (after uid and timestamps are set).
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
@@ -153,6 +169,15 @@ pub trait Strategy: Sync {
             }
         }
     }
+
+    /// What a write to the `approval` subresource may change (CertificateSigningRequests:
+    /// the Approved and Denied conditions); by default nothing.
+    fn prepare_for_approval_update(&self, new: &mut Value, old: &Value) {
+        *new = old.clone();
+    }
+
+    /// Rules about what a write to `status` (or `approval`) may change; by default none.
+    fn validate_status_update(&self, _old: &Value, _new: &Value, _causes: &mut Vec<Cause>) {}
 
     /// Defaulting, as kube-apiserver's defaulters (applied on create and update).
     fn default(&self, _obj: &mut Value) {}
@@ -198,6 +223,7 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         "PersistentVolumeClaim" => &core::PersistentVolumeClaim,
         "PersistentVolume" => &core::PersistentVolume,
         "PriorityClass" => &scheduling::PriorityClass,
+        "CertificateSigningRequest" => &certificates::CertificateSigningRequest,
         "HorizontalPodAutoscaler" => &core::HorizontalPodAutoscaler,
         "Event" | "Endpoints" | "EndpointSlice" | "Lease" | "ServiceAccount"
         | "ControllerRevision" => &core::NoGeneration,
@@ -226,6 +252,13 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
 pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = validate(kind, new);
     for_kind(kind).validate_update(old, new, &mut causes);
+    causes
+}
+
+/// Validates a write to the status (or approval) subresource of `kind`.
+pub fn validate_status_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for_kind(kind).validate_status_update(old, new, &mut causes);
     causes
 }
 

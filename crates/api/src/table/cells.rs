@@ -290,6 +290,7 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
             json!(int(o, "/status/disruptionsAllowed")),
             age(o, now),
         ],
+        "CertificateSigningRequest" => csr(o, now),
         "Lease" => vec![name(o), json!(s(o, "/spec/holderIdentity")), age(o, now)],
         "PriorityClass" => vec![
             name(o),
@@ -862,5 +863,41 @@ fn resource_quota(o: &Value, now: i64) -> Vec<Value> {
         age(o, now),
         json!(requests.join(", ")),
         json!(limits.join(", ")),
+    ]
+}
+
+/// A CertificateSigningRequest's row: the requested duration and the condition summary
+/// (`Pending`, `Approved`, `Denied`, then `,Failed` and `,Issued`).
+fn csr(o: &Value, now: i64) -> Vec<Value> {
+    let has = |t: &str| {
+        arr(o, "/status/conditions")
+            .iter()
+            .any(|c| s(c, "/type") == t)
+    };
+    let mut condition = if has("Denied") {
+        "Denied"
+    } else if has("Approved") {
+        "Approved"
+    } else {
+        "Pending"
+    }
+    .to_string();
+    if has("Failed") {
+        condition.push_str(",Failed");
+    }
+    if !s(o, "/status/certificate").is_empty() {
+        condition.push_str(",Issued");
+    }
+    let duration = match opt_int(o, "/spec/expirationSeconds") {
+        Some(secs) => human_secs(secs),
+        None => "<none>".into(),
+    };
+    vec![
+        name(o),
+        age(o, now),
+        json!(s(o, "/spec/signerName")),
+        json!(s(o, "/spec/username")),
+        json!(duration),
+        json!(condition),
     ]
 }

@@ -593,3 +593,47 @@ proptest::proptest! {
         let _ = parse_time(&d);
     }
 }
+
+#[test]
+fn certificate_signing_requests_print_kubes_condition_summary() {
+    assert_eq!(
+        names("CertificateSigningRequest", 0),
+        "NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION"
+    );
+    let csr = |status: Value, secs: Option<i64>| {
+        let mut o = json!({
+            "metadata": {"name": "node-csr-x", "creationTimestamp": ago(90)},
+            "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                     "username": "skiff:token", "request": ""},
+            "status": status,
+        });
+        if let Some(s) = secs {
+            o["spec"]["expirationSeconds"] = json!(s);
+        }
+        cells("CertificateSigningRequest", o)
+    };
+    assert_eq!(
+        csr(json!({}), None),
+        [
+            json!("node-csr-x"),
+            json!("90s"),
+            json!("kubernetes.io/kube-apiserver-client-kubelet"),
+            json!("skiff:token"),
+            json!("<none>"),
+            json!("Pending"),
+        ]
+    );
+    let issued = csr(
+        json!({"certificate": "Y2VydA==", "conditions": [{"type": "Approved", "status": "True"}]}),
+        Some(86400),
+    );
+    assert_eq!(issued[4], json!("24h"));
+    assert_eq!(issued[5], json!("Approved,Issued"));
+    let failed = csr(
+        json!({"conditions": [{"type": "Approved"}, {"type": "Failed"}]}),
+        None,
+    );
+    assert_eq!(failed[5], json!("Approved,Failed"));
+    let denied = csr(json!({"conditions": [{"type": "Denied"}]}), None);
+    assert_eq!(denied[5], json!("Denied"));
+}

@@ -20,6 +20,8 @@ pub enum Part {
     Main,
     /// Only status.
     Status,
+    /// The approval conditions (the `approval` subresource of CertificateSigningRequests).
+    Approval,
     /// Spec and status in one write (pods/binding: `spec.nodeName` with the
     /// `PodScheduled` condition), validated as an update of the main resource.
     All,
@@ -454,6 +456,7 @@ pub(super) async fn write_update(
             }
             strategy.prepare_for_update(&mut new, old);
         }
+        Part::Approval => strategy.prepare_for_approval_update(&mut new, old),
         Part::All => strategy.prepare_for_update(&mut new, old),
     }
     // Server-owned metadata always comes from the stored object.
@@ -483,7 +486,13 @@ pub(super) async fn write_update(
     }
     strategy.default(&mut new);
     strategy.admit(&mut new, &st.alloc.config);
-    if part != Part::Status {
+    if matches!(part, Part::Status | Part::Approval) {
+        invalid(
+            kind,
+            &new,
+            strategy::validate_status_update(kind.kind, old, &new),
+        )?;
+    } else {
         super::priority::admit(st, kind, &mut new, false).await?;
         invalid(kind, &new, strategy::validate_update(kind.kind, old, &new))?;
     }

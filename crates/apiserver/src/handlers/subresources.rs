@@ -1,4 +1,4 @@
-//! Subresources: status, scale (autoscaling/v1 Scale), pods/binding, pods/eviction,
+//! Subresources: status, approval (CertificateSigningRequests), scale (autoscaling/v1 Scale), pods/binding, pods/eviction,
 //! serviceaccounts/token, namespaces/finalize, and the access review everyone passes.
 
 use std::sync::Arc;
@@ -36,30 +36,30 @@ pub async fn serve(
     let method = req.method().clone();
     let headers = req.headers().clone();
     match (sub, &method) {
-        ("status", &Method::GET) => Ok(json_response(
+        ("status" | "approval", &Method::GET) => Ok(json_response(
             StatusCode::OK,
             &objects::get(&st.objects, kind, ns, &name).await?,
         )),
-        ("status", &Method::PUT) => {
+        ("status" | "approval", &Method::PUT) => {
             let body = body_bytes(req.into_body()).await?;
             let obj = decode_body(st, &headers, &body)?;
-            let (o, w) =
-                objects::update(&st.objects, kind, ns, &name, obj, q, Part::Status).await?;
+            let part = if sub == "status" {
+                Part::Status
+            } else {
+                Part::Approval
+            };
+            let (o, w) = objects::update(&st.objects, kind, ns, &name, obj, q, part).await?;
             Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
         }
-        ("status", &Method::PATCH) => {
+        ("status" | "approval", &Method::PATCH) => {
+            let part = if sub == "status" {
+                Part::Status
+            } else {
+                Part::Approval
+            };
             let body = body_bytes(req.into_body()).await?;
-            let (o, w) = objects::patch(
-                &st.objects,
-                kind,
-                ns,
-                &name,
-                &headers,
-                &body,
-                q,
-                Part::Status,
-            )
-            .await?;
+            let (o, w) =
+                objects::patch(&st.objects, kind, ns, &name, &headers, &body, q, part).await?;
             Ok(super::with_warnings(json_response(StatusCode::OK, &o), &w))
         }
         ("scale", &Method::GET) => {
