@@ -56,9 +56,13 @@ pub struct AgentArgs {
     /// The cluster's join token (the server's DATA/token).
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
-    /// The cluster CA (the server's DATA/pki/ca.crt).
+    /// The cluster CA (the server's DATA/pki/ca.crt). Without it the CA is fetched from
+    /// the server's /cacerts (checked against --ca-cert-hash when given).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// `sha256:<hex>` of the cluster CA's PEM, to check a fetched CA against.
+    #[arg(long)]
+    pub ca_cert_hash: Option<String>,
     /// Pods, containers, images and credentials of this node.
     #[arg(long, default_value = "/var/lib/skiff/agent")]
     pub data_dir: PathBuf,
@@ -108,13 +112,8 @@ fn mem_total() -> i64 {
         .unwrap_or(0)
 }
 
-/// The agent's config from its flags.
-pub fn config(
-    flags: &AgentFlags,
-    data_dir: &Path,
-    default_ip: IpAddr,
-    tls: skiff_kubelet::TlsFiles,
-) -> Result<AgentConfig> {
+/// The agent's config from its flags (its TLS files are the bootstrap's).
+pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result<AgentConfig> {
     let node_name = match &flags.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()
@@ -157,7 +156,11 @@ pub fn config(
         taints,
         shim_command: vec![exe.into_os_string(), "container-shim".into(), "pod".into()],
         runtime_root: data_dir.join("runtime"),
-        tls,
+        tls: skiff_kubelet::TlsFiles {
+            cert: data_dir.join("pki/kubelet-serving.crt"),
+            key: data_dir.join("pki/kubelet-serving.key"),
+            client_ca: Some(data_dir.join("pki/ca.crt")),
+        },
         cluster_dns: flags.cluster_dns,
         cluster_domain: flags.cluster_domain.clone(),
         cpu_milli: cpus * 1000,
@@ -170,22 +173,47 @@ pub fn config(
     })
 }
 
-/// A kube client that authenticates with the join token over HTTPS.
-pub fn token_client(server: &str, token: &str, ca_pem: &[u8]) -> Result<kube::Client> {
-    let url: http::Uri = server
-        .parse()
-        .with_context(|| format!("--server {server:?}: write https://host:port"))?;
-    let mut cfg = kube::Config::new(url);
-    let ders: Vec<Vec<u8>> = rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem)
-        .filter_map(|c| c.ok())
-        .map(|c| c.to_vec())
-        .collect();
-    if ders.is_empty() {
-        bail!("the cluster CA has no PEM certificate");
+/// Joins the cluster (TLS bootstrap with the token: the node's client and serving
+/// certificates through CSRs, reused on later starts and renewed before they expire),
+/// then runs the agent until `stop`; a failed agent is started again after 5 s.
+pub async fn run_joined(
+    server: String,
+    token: String,
+    ca: skiff_kubelet::bootstrap::CaSource,
+    cfg: AgentConfig,
+    stop: skiff_serve::CancellationToken,
+) {
+    use skiff_kubelet::bootstrap;
+    let mut opts = bootstrap::BootstrapOptions::new(&server, &token, &cfg.node_name, &cfg.data_dir);
+    opts.ca = ca;
+    opts.serving_ips = vec![cfg.node_ip];
+    let mut renewing = false;
+    loop {
+        let run = async {
+            let creds = bootstrap::ensure(&opts).await?;
+            if !renewing {
+                tokio::spawn(bootstrap::renew_loop(opts.clone(), creds.clone(), stop.clone()));
+                renewing = true;
+            }
+            let client = bootstrap::client(&creds)?;
+            let mut cfg = cfg.clone();
+            cfg.tls = skiff_kubelet::TlsFiles {
+                cert: creds.serving_cert.clone(),
+                key: creds.serving_key.clone(),
+                client_ca: Some(creds.ca_cert.clone()),
+            };
+            skiff_kubelet::agent::run(client, cfg, stop.clone()).await?;
+            anyhow::Ok(())
+        };
+        match run.await {
+            Ok(()) => return,
+            Err(e) => eprintln!("skiff agent: {e:#}; starting again in 5 s"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
     }
-    cfg.root_cert = Some(ders);
-    cfg.auth_info.token = Some(token.to_string().into());
-    kube::Client::try_from(cfg).context("building the API client")
 }
 
 pub fn main(args: AgentArgs) -> Result<()> {
@@ -196,24 +224,29 @@ pub fn main(args: AgentArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let server = args
-        .server
-        .clone()
-        .context("--server is required: the API server's https://host:port")?;
-    let token = args
-        .token
-        .clone()
-        .context("--token is required: the cluster's join token (the server's DATA/token)")?;
-    let ca_file = args
-        .ca_file
-        .clone()
-        .context("--ca-file is required: the cluster CA (the server's DATA/pki/ca.crt)")?;
-    let ca = std::fs::read(&ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+    let server = args.server.clone().context("--server is required: the API server's https://host:port")?;
+    let token = args.token.clone().context("--token is required: the cluster's join token (the server's DATA/token)")?;
+    let ca = match (&args.ca_file, &args.ca_cert_hash) {
+        (Some(f), _) => skiff_kubelet::bootstrap::CaSource::File(f.clone()),
+        (None, h) => skiff_kubelet::bootstrap::CaSource::FetchWithHash(h.clone()),
+    };
+    let url: http::Uri = server
+        .parse()
+        .with_context(|| format!("--server {server:?}: write https://host:port"))?;
+    let host_ip: Option<IpAddr> = url.host().and_then(|h| h.trim_matches(|c| c == '[' || c == ']').parse().ok());
+    let default_ip = match host_ip {
+        Some(ip) if ip.is_loopback() => ip,
+        _ => crate::server_cmd::host_ipv4().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+    };
+    let cfg = config(&args.flags, &args.data_dir, default_ip)?;
     crate::server_cmd::serve_blocking(async move {
-        let client = token_client(&server, &token, &ca)?;
-        let _ = client;
-        bail!("a standalone agent needs a serving certificate from the cluster (TLS bootstrap); not available yet: run the agent inside `skiff server`")
+        let stop = skiff_serve::CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            crate::server_cmd::shutdown_signal().await;
+            s.cancel();
+        });
+        run_joined(server, token, ca, cfg, stop).await;
+        Ok(())
     })
 }
-
-use rustls::pki_types::pem::PemObject as _;

@@ -112,7 +112,7 @@ fn parse_node_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
 }
 
 /// This host's first non-loopback, up IPv4 address, if it has one.
-fn host_ipv4() -> Option<std::net::IpAddr> {
+pub(crate) fn host_ipv4() -> Option<std::net::IpAddr> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     addrs
         .filter(|a| {
@@ -303,6 +303,13 @@ async fn run(args: ServerArgs) -> Result<()> {
             std::fs::read_to_string(&server.pki.ca_cert)
                 .with_context(|| format!("read the cluster CA {}", server.pki.ca_cert.display()))?,
         );
+        if controllers.cluster_signing.is_none() {
+            // Agents' CSRs (kubelet TLS bootstrap) are signed with the cluster CA.
+            controllers.cluster_signing = Some(crate::controller_manager_cmd::cluster_signing(
+                &server.pki.ca_cert,
+                &server.pki.ca_key,
+            )?);
+        }
         let election = crate::component::Election::in_kube_system("kube-controller-manager");
         let client = server.client("system:kube-controller-manager", &["system:authenticated"]);
         let (stop, leaders) = (stop.clone(), leaders.clone());
@@ -354,7 +361,8 @@ async fn run(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The local agent: it joins over HTTPS with the cluster token, as a remote agent does.
+/// The local agent: it joins over HTTPS with the cluster token, as a remote agent does
+/// (TLS bootstrap: its client and serving certificates come through CSRs).
 fn start_agent(
     args: &ServerArgs,
     server: &skiff_apiserver::Server,
@@ -373,51 +381,10 @@ fn start_agent(
         args.advertise_address.or_else(host_ipv4).unwrap_or(ip)
     };
     let dir = args.data_dir.join("agent");
-    let pki = dir.join("pki");
-    std::fs::create_dir_all(&pki).with_context(|| format!("create {}", pki.display()))?;
-    let tls = skiff_kubelet::TlsFiles {
-        cert: pki.join("kubelet-serving.crt"),
-        key: pki.join("kubelet-serving.key"),
-        client_ca: Some(server.pki.ca_cert.clone()),
-    };
-    let mut cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip, tls.clone())?;
-    if cfg.node_ip != node_ip && args.agent.node_ip.is_none() {
-        cfg.node_ip = node_ip;
-    }
-    // The kubelet's serving certificate, signed by the cluster CA for its name and IP.
-    let issued = skiff_apiserver::pki::issue(
-        &server.pki.dir,
-        skiff_apiserver::pki::Role::Server,
-        &format!("system:node:{}", cfg.node_name),
-        Some("system:nodes"),
-        &[cfg.node_name.clone(), cfg.node_ip.to_string()],
-    )
-    .context("issue the kubelet's serving certificate")?;
-    std::fs::write(&tls.cert, &issued.cert_pem)
-        .with_context(|| format!("write {}", tls.cert.display()))?;
-    std::fs::write(&tls.key, &issued.key_pem)
-        .with_context(|| format!("write {}", tls.key.display()))?;
-    let ca = std::fs::read(&server.pki.ca_cert)
-        .with_context(|| format!("read the cluster CA {}", server.pki.ca_cert.display()))?;
+    let cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip)?;
+    let ca = skiff_kubelet::bootstrap::CaSource::File(server.pki.ca_cert.clone());
     let token = server.pki.token.clone();
-    Ok(tokio::spawn(async move {
-        loop {
-            let run = async {
-                let client = crate::agent_cmd::token_client(&url, &token, &ca)?;
-                skiff_kubelet::agent::run(client, cfg.clone(), stop.clone())
-                    .await
-                    .map_err(anyhow::Error::from)
-            };
-            match run.await {
-                Ok(()) => return,
-                Err(e) => eprintln!("skiff server: agent: {e:#}; restarting it in 5 s"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-            }
-        }
-    }))
+    Ok(tokio::spawn(crate::agent_cmd::run_joined(url, token, ca, cfg, stop)))
 }
 
 /// Completes on SIGTERM or Ctrl-C (never, if the handler cannot be installed).

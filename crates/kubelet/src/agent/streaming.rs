@@ -159,7 +159,6 @@ impl StreamingRuntime for AgentStreaming {
     ) -> Result<i32, RuntimeError> {
         let c = self.running(target).await?;
         let sh = self.sh()?;
-        let dir = sh.rt.container_dir(&c.record.id);
         let ExecStdio { stdout, stderr, .. } = stdio;
         let (out_ours, out_theirs) = pair()?;
         let (err_ours, err_theirs) = pair()?;
