@@ -113,7 +113,7 @@ spec:
       - name: web
         image: {img}
         readinessProbe:
-          exec: {{command: ["test", "-f", "/tmp/ready"]}}
+          exec: {{command: ["test", "-f", "/www/ready"]}}
           periodSeconds: 1
 "#
         ));
@@ -148,7 +148,7 @@ spec:
             .ok()
             .stdout;
         for p in pods.split_whitespace() {
-            n.k(&["exec", p, "--", "touch", "/tmp/ready"]).ok();
+            n.k(&["exec", p, "--", "touch", "/www/ready"]).ok();
         }
         wait("readyReplicas 2", 60, || {
             let o = n.k(&[

@@ -154,6 +154,26 @@ pub fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// [`wait`], and on time-out says what `why` finds.
+#[track_caller]
+pub fn wait_or<T>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {secs} s waiting for {what}: {}", why());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Nothing of `dir` is mounted and `cgroup` exists in no hierarchy.
 #[track_caller]
 pub fn assert_clean(dir: &Path, cgroup_dirs: &[PathBuf]) {

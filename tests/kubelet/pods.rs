@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::{run, VERSIONS};
-use crate::node::{assert_clean, wait, Node};
+use crate::node::{assert_clean, wait, wait_or, Node};
 
 fn http_get(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -84,13 +84,29 @@ fn run_exec_logs_port_forward_cp_attach_and_delete() {
             let mut pf = n
                 .server
                 .kubectl_command(v, &["port-forward", "pod/kubia", &format!("{port}:8080")]);
+            let log = n.data().join(format!("port-forward-{v}.log"));
             pf.env("KUBECONFIG", n.server.kubeconfig())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
             let mut child = pf.spawn().unwrap();
-            let body = wait("port-forward to answer", 20, || {
-                http_get(port).filter(|b| b.contains("You've hit kubia"))
-            });
+            let last = std::cell::RefCell::new(None);
+            let body = wait_or(
+                "port-forward to answer",
+                60,
+                || {
+                    let got = http_get(port);
+                    *last.borrow_mut() = got.clone();
+                    got.filter(|b| b.contains("You've hit kubia"))
+                },
+                || {
+                    format!(
+                        "last answer {:?}; kubectl: {} {}",
+                        last.borrow(),
+                        std::fs::read_to_string(&log).unwrap_or_default(),
+                        std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+                    )
+                },
+            );
             assert!(body.contains("200"), "{body}");
             let _ = child.kill();
             let _ = child.wait();

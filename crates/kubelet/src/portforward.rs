@@ -67,7 +67,7 @@ async fn forward(
     pod: String,
     port: String,
     err: spdy::Stream,
-    mut data: spdy::Stream,
+    data: spdy::Stream,
 ) {
     let fail = |msg: String| async {
         err.writer.write(Bytes::from(msg)).await;
@@ -94,31 +94,33 @@ async fn forward(
         }
     };
     let (mut cr, mut cw) = tokio::io::split(conn);
-    let up = async {
-        while let Some(b) = data.data.recv().await {
+    let mut from_client = data.data;
+    // Client → pod runs on its own: when the pod ends the connection, the forward is
+    // over (as the kubelet's), whether or not the client closed its side; client-go
+    // waits for the error stream to close before it closes the local connection.
+    let up = tokio::spawn(async move {
+        while let Some(b) = from_client.recv().await {
             if cw.write_all(&b).await.is_err() {
                 break;
             }
         }
         let _ = cw.shutdown().await;
-    };
+    });
     let writer = data.writer.clone();
-    let down = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !writer.write(Bytes::copy_from_slice(&buf[..n])).await {
-                        break;
-                    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match cr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !writer.write(Bytes::copy_from_slice(&buf[..n])).await {
+                    break;
                 }
             }
         }
-        writer.finish().await;
-    };
-    tokio::join!(up, down);
+    }
+    writer.finish().await;
     err.writer.finish().await;
+    up.abort();
 }
 
 /// Unwraps a WebSocket whose binary messages carry a byte stream (SPDY tunneling): the

@@ -192,7 +192,11 @@ pub async fn run_joined(
         let run = async {
             let creds = bootstrap::ensure(&opts).await?;
             if !renewing {
-                tokio::spawn(bootstrap::renew_loop(opts.clone(), creds.clone(), stop.clone()));
+                tokio::spawn(bootstrap::renew_loop(
+                    opts.clone(),
+                    creds.clone(),
+                    stop.clone(),
+                ));
                 renewing = true;
             }
             let client = bootstrap::client(&creds)?;
@@ -224,8 +228,14 @@ pub fn main(args: AgentArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let server = args.server.clone().context("--server is required: the API server's https://host:port")?;
-    let token = args.token.clone().context("--token is required: the cluster's join token (the server's DATA/token)")?;
+    let server = args
+        .server
+        .clone()
+        .context("--server is required: the API server's https://host:port")?;
+    let token = args
+        .token
+        .clone()
+        .context("--token is required: the cluster's join token (the server's DATA/token)")?;
     let ca = match (&args.ca_file, &args.ca_cert_hash) {
         (Some(f), _) => skiff_kubelet::bootstrap::CaSource::File(f.clone()),
         (None, h) => skiff_kubelet::bootstrap::CaSource::FetchWithHash(h.clone()),
@@ -233,7 +243,9 @@ pub fn main(args: AgentArgs) -> Result<()> {
     let url: http::Uri = server
         .parse()
         .with_context(|| format!("--server {server:?}: write https://host:port"))?;
-    let host_ip: Option<IpAddr> = url.host().and_then(|h| h.trim_matches(|c| c == '[' || c == ']').parse().ok());
+    let host_ip: Option<IpAddr> = url
+        .host()
+        .and_then(|h| h.trim_matches(|c| c == '[' || c == ']').parse().ok());
     let default_ip = match host_ip {
         Some(ip) if ip.is_loopback() => ip,
         _ => crate::server_cmd::host_ipv4().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),

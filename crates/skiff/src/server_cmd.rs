@@ -384,7 +384,9 @@ fn start_agent(
     let cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip)?;
     let ca = skiff_kubelet::bootstrap::CaSource::File(server.pki.ca_cert.clone());
     let token = server.pki.token.clone();
-    Ok(tokio::spawn(crate::agent_cmd::run_joined(url, token, ca, cfg, stop)))
+    Ok(tokio::spawn(crate::agent_cmd::run_joined(
+        url, token, ca, cfg, stop,
+    )))
 }
 
 /// Completes on SIGTERM or Ctrl-C (never, if the handler cannot be installed).

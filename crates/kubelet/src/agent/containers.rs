@@ -451,6 +451,10 @@ impl RuntimeManager {
     /// Removes a container: kills what still runs, unmounts, drops its snapshot and
     /// directory, and its cgroup.
     pub fn remove(&self, r: &ContainerRecord) {
+        if self.state(r) == RunState::Lost {
+            // Its shim is gone but processes may be left: end them through the cgroup.
+            kill_cgroup(&r.cgroup);
+        }
         if self.state(r) == RunState::Running {
             self.kill(&r.id, Signal::SIGKILL, true);
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -573,6 +577,31 @@ pub fn remove_cgroup(path: &str) {
     }
     for root in cgroup_roots() {
         remove_cgroup_dir(&root.join(rel));
+    }
+}
+
+/// SIGKILLs every process in the cgroup `path` (in any hierarchy) and waits briefly for
+/// them to go.
+pub fn kill_cgroup(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    for _ in 0..50 {
+        let mut any = false;
+        for root in cgroup_roots() {
+            let Ok(text) = fs::read_to_string(root.join(rel).join("cgroup.procs")) else {
+                continue;
+            };
+            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                any = true;
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if !any {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -872,6 +872,10 @@ impl Worker {
     /// Stops every running container of the pod within `grace`.
     async fn terminate(&mut self, pod: Option<&Pod>, grace: Duration) {
         let cs = self.containers().await;
+        for c in cs.iter().filter(|c| c.state == RunState::Lost) {
+            let cg = c.record.cgroup.clone();
+            let _ = tokio::task::spawn_blocking(move || super::containers::kill_cgroup(&cg)).await;
+        }
         let running: Vec<_> = cs
             .into_iter()
             .filter(|c| c.state == RunState::Running)

@@ -51,6 +51,10 @@ pub struct ShimServe {
 }
 
 pub fn main(cmd: ShimCmd) -> i32 {
+    // A shim writes to sockets whose readers may go away (an attach client that quit):
+    // that must be EPIPE, not the death of the shim and the loss of its container.
+    // SAFETY: changing a signal disposition before any thread exists; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     match cmd {
         ShimCmd::Serve(a) => serve(a),
         ShimCmd::Pod(a) => {
