@@ -130,6 +130,7 @@ impl Server {
     }
 
     /// The local agent's cgroup parent (servers from [`Server::start_with_agent`]).
+    #[allow(dead_code)]
     pub fn agent_cgroup(&self) -> Option<&str> {
         self.agent_cgroup.as_deref()
     }
