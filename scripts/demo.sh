@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# skiff's main job: a cluster you can point kubectl at. Today that is the control plane
-# (`skiff server`: API server + embedded state store, scheduler, controller manager); the
-# node agent comes later (until then `skiff hollow-nodes` gives fake nodes to run pods on).
+# skiff's main job: a cluster you can point kubectl at: `skiff server` (API server +
+# embedded state store, scheduler, controller manager) with its local agent, so this
+# machine is a node that runs pods as containers.
 # Data in ${SKIFF_DATA_DIR:-/var/lib/skiff}; API on ${SKIFF_LISTEN:-127.0.0.1:6443}.
 # Ctrl-C stops it; the state stays for the next start.
 set -euo pipefail
@@ -14,9 +14,13 @@ cat <<MSG
 skiff server: API on https://$listen, data in $data.
 In another shell:
   export KUBECONFIG=$data/kubeconfig.yaml
-  kubectl get namespaces
-  ./target/release/skiff hollow-nodes --kubeconfig $data/kubeconfig.yaml --count 3 &   # fake nodes
-  kubectl create deployment web --image=kubia:1 --replicas=2 && kubectl get deploy,rs,pods -o wide
-  kubectl set image deploy/web kubia=kubia:2 && kubectl rollout status deploy/web
+  kubectl get nodes
+  ./target/release/skiff registry serve --listen 127.0.0.1:5000 --data-dir /tmp/skiff-registry &
+  cp /bin/busybox examples/kubia/ && ./target/release/skiff image build -t 127.0.0.1:5000/kubia:1 examples/kubia
+  ./target/release/skiff image push 127.0.0.1:5000/kubia:1
+  kubectl create deployment web --image=127.0.0.1:5000/kubia:1 --replicas=2 && kubectl get pods -o wide
+  kubectl exec deploy/web -- hostname; kubectl port-forward deploy/web 8080:8080 & curl 127.0.0.1:8080
+After Ctrl-C the pods keep running; the next start adopts them
+(./target/release/skiff server --clean --data-dir $data stops them).
 MSG
-exec ./target/release/skiff server --data-dir "$data" --listen "$listen" --disable-agent
+exec ./target/release/skiff server --data-dir "$data" --listen "$listen"

@@ -50,6 +50,9 @@ pub enum BenchCmd {
     /// manager in one `skiff server`): create until all pods are Running and Ready, then a
     /// rolling update to a new image until complete; times, pods/s, server RSS.
     Controllers(crate::controllers_bench::ControllersBenchArgs),
+    /// Pod start-up on one real node (server + standalone agent): one pod create →
+    /// Running/Ready p50/p99, a Deployment's pods all Running, agent and per-pod memory.
+    Pods(crate::pods_bench::PodsBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -69,6 +72,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Api(a) => crate::api_bench::main(a),
         BenchCmd::Scheduler(a) => crate::scheduler_bench::main(a),
         BenchCmd::Controllers(a) => crate::controllers_bench::main(a),
+        BenchCmd::Pods(a) => crate::pods_bench::main(a),
     }
 }
 

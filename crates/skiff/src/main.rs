@@ -13,6 +13,7 @@ mod hollow_cmd;
 mod image_bench;
 mod image_cmd;
 mod login_cmd;
+mod pods_bench;
 mod registry_bench;
 mod registry_client;
 mod registry_cmd;
