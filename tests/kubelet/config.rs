@@ -245,6 +245,73 @@ spec:
             let w = n.jp("nonroot", "{.status.containerStatuses[0].state.waiting}");
             (w.contains("CreateContainerConfigError") && w.contains("runAsNonRoot")).then_some(())
         });
+        // A command that does not exist: RunContainerError saying why; retried with back-off.
+        n.k(&[
+            "run",
+            "badcmd",
+            "--image",
+            img,
+            "--command",
+            "--",
+            "/no/such/binary",
+        ])
+        .ok();
+        wait("RunContainerError for a missing executable", 60, || {
+            let w = n.jp("badcmd", "{.status.containerStatuses[0].state.waiting}");
+            (w.contains("RunContainerError") && w.contains("/no/such/binary")).then_some(())
+        });
+        // preStop runs before the stop signal; the delete ends within the grace period.
+        let marker = n.data().join("prestop-marker");
+        std::fs::create_dir_all(&marker).unwrap();
+        n.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: prestop}}
+spec:
+  terminationGracePeriodSeconds: 4
+  containers:
+  - name: c
+    image: {img}
+    lifecycle: {{preStop: {{exec: {{command: ["sh", "-c", "echo stopping > /marker/ran"]}}}}}}
+    volumeMounts: [{{name: m, mountPath: /marker}}]
+  volumes:
+  - {{name: m, hostPath: {{path: {}}}}}
+"#,
+            marker.display()
+        ));
+        n.k(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/prestop",
+            "--timeout=60s",
+        ])
+        .ok();
+        let t0 = std::time::Instant::now();
+        n.k(&["delete", "pod", "prestop"]).ok();
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(12),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            std::fs::read_to_string(marker.join("ran")).unwrap(),
+            "stopping\n"
+        );
+        let events = n
+            .k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=prestop",
+            ])
+            .ok()
+            .stdout;
+        assert!(
+            events.contains("Killing") && events.contains("Stopping container c"),
+            "{events}"
+        );
+
         // A port-forward to a closed port: the connection is refused, kubectl says so.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -115,7 +115,9 @@ fn container_status(
                 RunState::Running => {
                     s["state"] = json!({"running": {"startedAt": c.record.started.clone().unwrap_or_else(|| c.record.created.clone())}});
                     s["started"] = json!(true);
-                    let ready = facts.ready.get(&c.record.id).copied().unwrap_or(true);
+                    // Without a verdict yet, only a container without probes is ready.
+                    let unprobed = spec.readiness_probe.is_none() && spec.startup_probe.is_none();
+                    let ready = facts.ready.get(&c.record.id).copied().unwrap_or(unprobed);
                     s["ready"] = json!(ready && !facts.terminating);
                     if let Some(p) = previous {
                         s["lastState"] = json!({"terminated": terminated(p, facts)});
@@ -417,6 +419,20 @@ mod tests {
         assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
         assert_eq!(c["restartCount"], 1);
         assert_eq!(s["conditions"][2]["status"], "False");
+    }
+
+    #[test]
+    fn a_probed_container_is_not_ready_before_its_first_verdict() {
+        let mut p = pod("Always");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.containers[0].readiness_probe = Some(Default::default());
+        }
+        let mut f = Facts::default();
+        let s = pod_status(&p, &[run(0, RunState::Running)], &f, "now");
+        assert_eq!(s["containerStatuses"][0]["ready"], false);
+        f.ready.insert("id0".into(), true);
+        let s = pod_status(&p, &[run(0, RunState::Running)], &f, "now");
+        assert_eq!(s["containerStatuses"][0]["ready"], true);
     }
 
     #[test]
