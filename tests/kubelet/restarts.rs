@@ -134,6 +134,56 @@ fn crash_loop_oom_limits_host_kill_and_agent_restart() {
             assert_eq!(max.trim(), "50000 100000");
         }
 
+        // The kubelet API's resource statistics (what metrics-server reads), over HTTPS
+        // with a client certificate of the cluster CA.
+        let port = n
+            .k(&[
+                "get",
+                "node",
+                "-o",
+                "jsonpath={.items[0].status.daemonEndpoints.kubeletEndpoint.Port}",
+            ])
+            .ok()
+            .stdout;
+        let get = |path: &str| {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-sf", "--cacert"])
+                .arg(n.server.pki("ca.crt"))
+                .arg("--cert")
+                .arg(n.server.pki("admin.crt"))
+                .arg("--key")
+                .arg(n.server.pki("admin.key"))
+                .arg(format!("https://127.0.0.1:{port}{path}"));
+            crate::common::run(c, None).ok().stdout
+        };
+        let summary: serde_json::Value = serde_json::from_str(&get("/stats/summary")).unwrap();
+        assert!(
+            summary["node"]["memory"]["workingSetBytes"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{summary}"
+        );
+        let limited = summary["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["podRef"]["name"] == "limited")
+            .unwrap_or_else(|| panic!("no stats for pod limited: {summary}"));
+        assert!(
+            limited["containers"][0]["memory"]["workingSetBytes"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{limited}"
+        );
+        let metrics = get("/metrics/resource");
+        assert!(metrics.contains("container_memory_working_set_bytes{container=\"l\",namespace=\"default\",pod=\"limited\"}"), "{metrics}");
+        assert!(
+            metrics.contains("node_cpu_usage_seconds_total "),
+            "{metrics}"
+        );
+
         // A container killed on the host is restarted.
         let procs = container_cgroup(&n, "besteffort", "kubia").join("cgroup.procs");
         let pid = std::fs::read_to_string(&procs).unwrap();

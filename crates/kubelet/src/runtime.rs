@@ -130,4 +130,19 @@ pub trait StreamingRuntime: Send + Sync + 'static {
         target: &ContainerRef,
         opts: &LogOptions,
     ) -> Result<LogStream, RuntimeError>;
+
+    /// `/stats/summary`: the node's, pods' and containers' CPU and memory (the kubelet's
+    /// summary API, `stats/v1alpha1`).
+    async fn stats_summary(&self) -> Result<serde_json::Value, RuntimeError> {
+        Err(RuntimeError::NotFound {
+            what: "resource statistics on this runtime".into(),
+        })
+    }
+
+    /// `/metrics/resource`: the same as Prometheus text (what metrics-server scrapes).
+    async fn metrics_resource(&self) -> Result<String, RuntimeError> {
+        Err(RuntimeError::NotFound {
+            what: "resource metrics on this runtime".into(),
+        })
+    }
 }

@@ -242,11 +242,39 @@ async fn handle(
             resp.map(|b| LongRunning::new(b, &stop, ()).boxed_unsync())
         }
         ["healthz"] => Response::new(full("ok")),
+        ["stats", "summary"] if *req.method() == Method::GET => match rt.stats_summary().await {
+            Ok(v) => {
+                let mut r = Response::new(full(v.to_string()));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            Err(e) => {
+                let (code, reason) = e.code_reason();
+                status(code, reason, e.full_message())
+            }
+        },
+        ["metrics", "resource"] if *req.method() == Method::GET => match rt.metrics_resource().await {
+            Ok(text) => {
+                let mut r = Response::new(full(text));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            Err(e) => {
+                let (code, reason) = e.code_reason();
+                status(code, reason, e.full_message())
+            }
+        },
         _ => status(
             404,
             "NotFound",
             format!(
-                "{} {path} is not a kubelet streaming path (exec, attach, portForward, containerLogs)",
+                "{} {path} is not a kubelet path (exec, attach, portForward, containerLogs, stats/summary, metrics/resource)",
                 req.method()
             ),
         ),

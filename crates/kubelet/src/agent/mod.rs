@@ -16,6 +16,7 @@ pub mod images;
 pub mod node;
 pub mod podspec;
 pub mod probes;
+pub mod stats;
 pub mod status;
 pub mod streaming;
 pub mod volumes;
@@ -140,6 +141,8 @@ pub struct Shared {
     pub events: Events,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
     workers: Mutex<HashMap<String, watch::Sender<Option<Arc<Pod>>>>>,
+    /// CPU rates between `/stats/summary` reads.
+    pub rates: stats::Rates,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,6 +159,11 @@ impl Shared {
                     && p.metadata.name.as_deref() == Some(name)
             })
             .cloned()
+    }
+
+    /// The pods this agent runs now.
+    pub fn pods_snapshot(&self) -> Vec<Arc<Pod>> {
+        lock(&self.pods).values().cloned().collect()
     }
 
     fn forget(&self, uid: &str) {
@@ -261,6 +269,7 @@ pub async fn run(
         events,
         pods: Mutex::new(HashMap::new()),
         workers: Mutex::new(HashMap::new()),
+        rates: stats::Rates::default(),
     });
     let _ = shared_slot.set(sh.clone());
     let serve_stop = stop.clone();

@@ -224,6 +224,20 @@ impl StreamingRuntime for AgentStreaming {
         Ok(Box::new(s))
     }
 
+    async fn stats_summary(&self) -> Result<serde_json::Value, RuntimeError> {
+        let sh = self.sh()?.clone();
+        tokio::task::spawn_blocking(move || super::stats::summary(&sh))
+            .await
+            .map_err(|e| unavailable(format!("stats: {e}")))
+    }
+
+    async fn metrics_resource(&self) -> Result<String, RuntimeError> {
+        let sh = self.sh()?.clone();
+        tokio::task::spawn_blocking(move || super::stats::metrics(&sh))
+            .await
+            .map_err(|e| unavailable(format!("metrics: {e}")))
+    }
+
     async fn logs(
         &self,
         target: &ContainerRef,
