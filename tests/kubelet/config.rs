@@ -312,6 +312,57 @@ spec:
             "{events}"
         );
 
+        // terminationMessagePath, capabilities, allowPrivilegeEscalation, postStart.
+        n.apply(&format!(r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: msg}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {img}
+    command: ["sh", "-c", "echo 'it failed here' > /dev/termination-log; exit 2"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: caps}}
+spec:
+  containers:
+  - name: c
+    image: {img}
+    securityContext: {{capabilities: {{drop: [ALL], add: [NET_ADMIN]}}, allowPrivilegeEscalation: false}}
+    lifecycle: {{postStart: {{exec: {{command: ["sh", "-c", "echo started > /www/poststart"]}}}}}}
+"#));
+        wait("the termination message", 60, || {
+            let m = n.jp(
+                "msg",
+                "{.status.containerStatuses[0].state.terminated.message}",
+            );
+            (m == "it failed here\n").then_some(())
+        });
+        assert_eq!(
+            n.jp(
+                "msg",
+                "{.status.containerStatuses[0].state.terminated.exitCode}"
+            ),
+            "2"
+        );
+        n.k(&["wait", "--for=condition=Ready", "pod/caps", "--timeout=60s"])
+            .ok();
+        let status = n
+            .k(&["exec", "caps", "--", "cat", "/proc/1/status"])
+            .ok()
+            .stdout;
+        assert!(status.contains("CapEff:\t0000000000001000"), "{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+        assert_eq!(
+            n.k(&["exec", "caps", "--", "cat", "/www/poststart"])
+                .ok()
+                .stdout,
+            "started\n"
+        );
+
         // A port-forward to a closed port: the connection is refused, kubectl says so.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -103,6 +103,119 @@ pub struct ContainerConfig {
     pub readonly_rootfs: bool,
     /// securityContext.runAsNonRoot: refuse a container that would run as uid 0.
     pub run_as_non_root: bool,
+    /// securityContext.capabilities (names with or without `CAP_`; drop `ALL`).
+    pub caps_add: Vec<String>,
+    pub caps_drop: Vec<String>,
+    pub privileged: bool,
+    /// allowPrivilegeEscalation: false sets no_new_privs.
+    pub no_new_privileges: bool,
+}
+
+/// The capabilities a container starts with, as containerd gives Kubernetes containers.
+const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// Every capability (privileged containers).
+const ALL_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+fn capability(name: &str) -> Result<oci_spec::runtime::Capability, StartError> {
+    let up = name.trim().to_ascii_uppercase();
+    let full = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
+    serde_json::from_value(serde_json::Value::String(full.clone())).map_err(|_| {
+        StartError::Config(format!(
+            "unknown capability {name:?} in securityContext.capabilities"
+        ))
+    })
+}
+
+/// The container's capability set from the defaults and its securityContext.
+fn capability_set(cfg: &ContainerConfig) -> Result<oci_spec::runtime::Capabilities, StartError> {
+    let mut set: oci_spec::runtime::Capabilities = oci_spec::runtime::Capabilities::new();
+    let base = if cfg.privileged {
+        ALL_CAPS
+    } else {
+        DEFAULT_CAPS
+    };
+    for c in base {
+        set.insert(capability(c)?);
+    }
+    for d in &cfg.caps_drop {
+        if d.eq_ignore_ascii_case("ALL") {
+            set.clear();
+        } else {
+            set.remove(&capability(d)?);
+        }
+    }
+    for a in &cfg.caps_add {
+        if a.eq_ignore_ascii_case("ALL") {
+            for c in ALL_CAPS {
+                set.insert(capability(c)?);
+            }
+        } else {
+            set.insert(capability(a)?);
+        }
+    }
+    Ok(set)
 }
 
 /// Why a container could not be created or started (the worker maps these to
@@ -403,6 +516,25 @@ impl RuntimeManager {
         }
         if let Some(root) = spec.root_mut() {
             root.set_readonly(Some(cfg.readonly_rootfs));
+        }
+        let caps = capability_set(cfg)?;
+        if let Some(p) = spec.process_mut() {
+            if let Some(mut c) = p.capabilities().clone() {
+                c.set_bounding(Some(caps.clone()));
+                c.set_effective(Some(caps.clone()));
+                c.set_permitted(Some(caps));
+                // As containerd: no ambient or inheritable set.
+                c.set_ambient(None);
+                c.set_inheritable(None);
+                p.set_capabilities(Some(c));
+            }
+            p.set_no_new_privileges(Some(cfg.no_new_privileges && !cfg.privileged));
+        }
+        if cfg.privileged {
+            if let Some(linux) = spec.linux_mut() {
+                linux.set_masked_paths(None);
+                linux.set_readonly_paths(None);
+            }
         }
         // The sandbox's UTS namespace carries the host name.
         spec.set_hostname(None);

@@ -268,3 +268,48 @@ pub async fn pre_stop(
         }
     }
 }
+
+/// Runs a postStart hook; the error says why it failed.
+pub async fn post_start(
+    sh: &Shared,
+    c: &Container,
+    r: &ContainerRecord,
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+) -> Result<(), String> {
+    let timeout = Duration::from_secs(30);
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
+        return Ok(());
+    }
+    if let Some(e) = &h.exec {
+        let argv = e.command.clone().unwrap_or_default();
+        let rt = sh.rt.clone();
+        let rec = r.clone();
+        return match tokio::task::spawn_blocking(move || rt.exec_sync(&rec, argv, timeout)).await {
+            Ok(Ok((0, _))) => Ok(()),
+            Ok(Ok((code, out))) => Err(format!(
+                "command {:?} exited with {code}: {}",
+                e.command.clone().unwrap_or_default().join(" "),
+                String::from_utf8_lossy(&out).trim()
+            )),
+            Ok(Err(m)) => Err(m),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    if let Some(g) = &h.http_get {
+        let Some(port) = port_of(&g.port, c) else {
+            return Err(format!("unknown port {:?}", g.port));
+        };
+        let ns = sh.rt.ns_dir(&r.pod_uid).join("net");
+        let g = g.clone();
+        let code = tokio::task::spawn_blocking(move || http_get(&ns, port, &g, timeout))
+            .await
+            .unwrap_or(0);
+        return if (200..400).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("HTTP GET on port {port} answered {code}"))
+        };
+    }
+    Ok(())
+}

@@ -331,22 +331,45 @@ impl Worker {
             }
             cs = self.containers().await;
         }
-        self.read_messages(&cs);
+        self.read_messages(pod, &cs);
         self.report(pod, &cs).await;
         wake
     }
 
     /// The termination messages of exited containers.
-    fn read_messages(&mut self, cs: &[RtContainer]) {
+    /// The termination messages of exited containers (with FallbackToLogsOnError, the
+    /// end of the log of a failed container that wrote none).
+    fn read_messages(&mut self, pod: &Pod, cs: &[RtContainer]) {
         for c in cs {
-            if let (RunState::Exited(_), Some(p)) = (&c.state, &c.record.termination_log) {
-                if !self.facts.messages.contains_key(&c.record.id) {
-                    let text = std::fs::read(p)
-                        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
-                        .unwrap_or_default();
-                    self.facts.messages.insert(c.record.id.clone(), text);
-                }
+            let RunState::Exited(e) = &c.state else {
+                continue;
+            };
+            if self.facts.messages.contains_key(&c.record.id) {
+                continue;
             }
+            let mut text = c
+                .record
+                .termination_log
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
+                .unwrap_or_default();
+            let fallback = pod
+                .spec
+                .as_ref()
+                .into_iter()
+                .flat_map(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                })
+                .find(|x| x.name == c.record.name)
+                .and_then(|x| x.termination_message_policy.as_deref())
+                == Some("FallbackToLogsOnError");
+            if text.is_empty() && fallback && e.exit_code != 0 {
+                text = log_tail(&c.record.log_path, 80, 2048);
+            }
+            self.facts.messages.insert(c.record.id.clone(), text);
         }
     }
 
@@ -667,7 +690,7 @@ impl Worker {
         let rt = self.sh.rt.clone();
         let started = tokio::task::spawn_blocking(move || rt.start(cfg)).await;
         match started {
-            Ok(Ok(_)) => {
+            Ok(Ok(rec)) => {
                 self.facts.waiting.remove(&key);
                 self.sh.events.container(
                     pod,
@@ -686,6 +709,20 @@ impl Worker {
                     format!("Started container {}", c.name),
                 );
                 *wake = (*wake).min(Duration::from_millis(200));
+                if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+                    if let Err(msg) = probes::post_start(&self.sh, c, &rec, &hook).await {
+                        self.sh.events.container(
+                            pod,
+                            &c.name,
+                            init,
+                            true,
+                            "FailedPostStartHook",
+                            format!("PostStartHook failed: {msg}"),
+                        );
+                        let grace = Duration::from_secs(spec_grace(pod));
+                        self.kill_one(&rec, grace).await;
+                    }
+                }
             }
             Ok(Err(e)) => {
                 let reason = match &e {
@@ -810,6 +847,30 @@ impl Worker {
                 });
             }
         }
+        // terminationMessagePath: a file of the pod's the container writes its message to.
+        let mut termination_log = None;
+        let tpath = c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        if tpath.starts_with('/') && !mounts.iter().any(|m| m.destination == tpath) {
+            let dir = pod_dir.join("termination");
+            let host = dir.join(format!("{}-{attempt}", c.name));
+            let made = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&host, b""))
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o666))
+                });
+            if made.is_ok() {
+                mounts.push(skiff_container::BindMount {
+                    source: host.clone(),
+                    destination: tpath,
+                    read_only: false,
+                });
+                termination_log = Some(host);
+            }
+        }
         let (shares, quota, memory) = super::podspec::cgroup_values(c);
         let log_dir = pod_dir.join("logs").join(&c.name);
         let log_path = skiff_container::log::instance_path(&log_dir, attempt);
@@ -828,7 +889,7 @@ impl Worker {
             started: None,
             cgroup: super::podspec::pod_cgroup(&self.sh.cfg.cgroup_parent, pod),
             log_path,
-            termination_log: None,
+            termination_log,
             stop_signal: ic.stop_signal().clone().unwrap_or_else(|| "SIGTERM".into()),
         };
         Ok(ContainerConfig {
@@ -845,6 +906,18 @@ impl Worker {
             pids_limit: self.sh.cfg.pod_pids_limit,
             readonly_rootfs: sc.read_only_root_filesystem == Some(true),
             run_as_non_root: sc.run_as_non_root.or(psc.run_as_non_root) == Some(true),
+            caps_add: sc
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.add.clone())
+                .unwrap_or_default(),
+            caps_drop: sc
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.drop.clone())
+                .unwrap_or_default(),
+            privileged: sc.privileged == Some(true),
+            no_new_privileges: sc.allow_privilege_escalation == Some(false),
         })
     }
 
@@ -957,6 +1030,31 @@ impl Worker {
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "updating pod status"),
         }
     }
+}
+
+/// The last `lines` lines (at most `bytes`) a container wrote to its log.
+fn log_tail(path: &std::path::Path, lines: usize, bytes: usize) -> String {
+    let Ok(mut r) = skiff_container::log::Reader::open(path) else {
+        return String::new();
+    };
+    let records = r.read_new().unwrap_or_default();
+    let mut out: Vec<u8> = Vec::new();
+    for rec in records.iter().rev().take(lines).rev() {
+        out.extend_from_slice(&rec.content);
+        if !rec.partial {
+            out.push(b'\n');
+        }
+    }
+    let start = out.len().saturating_sub(bytes);
+    String::from_utf8_lossy(&out[start..]).into_owned()
+}
+
+fn spec_grace(pod: &Pod) -> u64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0) as u64
 }
 
 /// `SIGTERM`, `TERM`, `15` → the signal (SIGTERM if unknown).
