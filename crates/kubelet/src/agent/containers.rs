@@ -317,31 +317,43 @@ impl RuntimeManager {
         Pinned::at(&self.ns_dir(uid)).is_pinned()
     }
 
-    /// Every container on disk, with its state now.
-    pub fn list(&self) -> Vec<Container> {
+    /// The records of every container on disk.
+    pub fn records(&self) -> Vec<ContainerRecord> {
         let Ok(entries) = fs::read_dir(self.containers_dir()) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for e in entries.flatten() {
-            let dir = e.path();
-            let Ok(bytes) = fs::read(dir.join("record.json")) else {
+            let Ok(bytes) = fs::read(e.path().join("record.json")) else {
                 continue;
             };
-            let Ok(record) = serde_json::from_slice::<ContainerRecord>(&bytes) else {
-                continue;
-            };
-            let state = self.state(&record);
-            out.push(Container { record, state });
+            if let Ok(record) = serde_json::from_slice::<ContainerRecord>(&bytes) {
+                out.push(record);
+            }
         }
         out
     }
 
-    /// The containers of one pod.
-    pub fn pod_containers(&self, uid: &str) -> Vec<Container> {
-        self.list()
+    /// Every container on disk, with its state now.
+    pub fn list(&self) -> Vec<Container> {
+        self.records()
             .into_iter()
-            .filter(|c| c.record.pod_uid == uid)
+            .map(|record| {
+                let state = self.state(&record);
+                Container { record, state }
+            })
+            .collect()
+    }
+
+    /// The containers of one pod (only theirs are asked for their state).
+    pub fn pod_containers(&self, uid: &str) -> Vec<Container> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.pod_uid == uid)
+            .map(|record| {
+                let state = self.state(&record);
+                Container { record, state }
+            })
             .collect()
     }
 
@@ -354,6 +366,19 @@ impl RuntimeManager {
         };
         if let Some(e) = exit() {
             return RunState::Exited(e);
+        }
+        // The shim's process is alive (its pid, checked against its command line so a
+        // reused pid does not count): no need to ask it over its socket.
+        let alive = fs::read_to_string(dir.join("shim.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&r.id))
+                    .unwrap_or(false)
+            });
+        if alive {
+            return RunState::Running;
         }
         match Client::new(self.socket(&r.id)).state() {
             Ok(_) => RunState::Running,
@@ -568,6 +593,7 @@ impl RuntimeManager {
             .stderr(log)
             .spawn()
             .map_err(|e| run("starting the container's shim", &e))?;
+        let _ = write_atomic(&dir.join("shim.pid"), child.id().to_string().as_bytes());
         // Reap it when it ends (it outlives us if we are killed: then init reaps it).
         std::thread::spawn(move || {
             let _ = child.wait();

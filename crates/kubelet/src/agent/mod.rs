@@ -324,7 +324,7 @@ async fn pod_manager(sh: Arc<Shared>, stop: CancellationToken) {
                 let rt = sh.rt.clone();
                 let on_disk = tokio::task::spawn_blocking(move || {
                     let mut uids: HashSet<String> =
-                        rt.list().into_iter().map(|c| c.record.pod_uid).collect();
+                        rt.records().into_iter().map(|r| r.pod_uid).collect();
                     if let Ok(d) = std::fs::read_dir(rt.pods_dir()) {
                         uids.extend(
                             d.flatten()
