@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -29,10 +29,12 @@ use skiff_image::mount::MountGuard;
 use skiff_image::snapshot::Snapshotter;
 use skiff_image::ImageStore;
 
+use super::cri::ContainerRuntime;
+
 use super::AgentError;
 
 /// What the agent knows about one container, written when it is created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
     pub pod_uid: String,
@@ -85,7 +87,7 @@ pub struct Container {
 }
 
 /// What the pod worker asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContainerConfig {
     pub record: ContainerRecord,
     pub args: Vec<String>,
@@ -299,151 +301,6 @@ impl RuntimeManager {
         self.pod_dir(uid).join("ns")
     }
 
-    /// The pod's namespaces, made on first use (and made again after a reboot-like loss).
-    pub fn ensure_sandbox(&self, uid: &str, hostname: &str) -> Result<Pinned, AgentError> {
-        let dir = self.ns_dir(uid);
-        let pinned = Pinned::at(&dir);
-        if pinned.is_pinned() {
-            return Ok(pinned);
-        }
-        skiff_container::netns::unpin(&dir);
-        skiff_container::netns::pin_sandbox(&dir, hostname).map_err(|e| AgentError::Sandbox {
-            uid: uid.to_string(),
-            message: skiff_serve::error_chain(&e),
-        })
-    }
-
-    pub fn sandbox_ready(&self, uid: &str) -> bool {
-        Pinned::at(&self.ns_dir(uid)).is_pinned()
-    }
-
-    /// The records of every container on disk.
-    pub fn records(&self) -> Vec<ContainerRecord> {
-        let Ok(entries) = fs::read_dir(self.containers_dir()) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for e in entries.flatten() {
-            let Ok(bytes) = fs::read(e.path().join("record.json")) else {
-                continue;
-            };
-            if let Ok(record) = serde_json::from_slice::<ContainerRecord>(&bytes) {
-                out.push(record);
-            }
-        }
-        out
-    }
-
-    /// Every container on disk, with its state now.
-    pub fn list(&self) -> Vec<Container> {
-        self.records()
-            .into_iter()
-            .map(|record| {
-                let state = self.state(&record);
-                Container { record, state }
-            })
-            .collect()
-    }
-
-    /// The containers of one pod (only theirs are asked for their state).
-    pub fn pod_containers(&self, uid: &str) -> Vec<Container> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.pod_uid == uid)
-            .map(|record| {
-                let state = self.state(&record);
-                Container { record, state }
-            })
-            .collect()
-    }
-
-    pub fn state(&self, r: &ContainerRecord) -> RunState {
-        let dir = self.container_dir(&r.id);
-        let exit = || {
-            fs::read(dir.join("exit.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
-        };
-        if let Some(e) = exit() {
-            return RunState::Exited(e);
-        }
-        // The shim's process is alive (its pid, checked against its command line so a
-        // reused pid does not count): no need to ask it over its socket.
-        let alive = fs::read_to_string(dir.join("shim.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .is_some_and(|pid| {
-                fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(&r.id))
-                    .unwrap_or(false)
-            });
-        if alive {
-            return RunState::Running;
-        }
-        match Client::new(self.socket(&r.id)).state() {
-            Ok(_) => RunState::Running,
-            // The shim may have just written the record and ended.
-            Err(_) => exit().map(RunState::Exited).unwrap_or(RunState::Lost),
-        }
-    }
-
-    /// Creates and starts a container; returns its record (with `started` set).
-    pub fn start(&self, cfg: ContainerConfig) -> Result<ContainerRecord, StartError> {
-        let mut record = cfg.record.clone();
-        let id = random_id();
-        record.id = id.clone();
-        record.cgroup = format!("{}/{id}", cfg.record.cgroup.trim_end_matches('/'));
-        let dir = self.container_dir(&id);
-        let bundle = dir.join("bundle");
-        let rootfs = bundle.join("rootfs");
-        let fail = |what: &str, e: &dyn std::error::Error| {
-            StartError::Create(format!("{what}: {}", skiff_serve::error_chain(e)))
-        };
-        fs::create_dir_all(&rootfs).map_err(|e| fail("creating the container directory", &e))?;
-        let cleanup = Cleanup {
-            rt: self,
-            id: id.clone(),
-            armed: true,
-        };
-        let img = self
-            .store
-            .resolve(&record.image_id)
-            .and_then(|d| self.store.image(&d))
-            .map_err(|e| fail("reading the image", &e))?;
-        let mounts = self
-            .store
-            .prepare_rootfs(&img, &id)
-            .map_err(|e| fail("preparing the root filesystem", &e))?;
-        let guard = MountGuard::mount(&mounts, &rootfs)
-            .map_err(|e| fail("mounting the root filesystem", &e))?;
-        let spec = self.spec(&cfg, &record, &rootfs)?;
-        skiff_container::spec::write(&bundle, &spec)
-            .map_err(|e| fail("writing the OCI spec", &e))?;
-        if let Some(parent) = record.log_path.parent() {
-            fs::create_dir_all(parent).map_err(|e| fail("creating the log directory", &e))?;
-        }
-        record.created = now_rfc3339();
-        self.save(&record)
-            .map_err(|e| fail("writing the container record", &e))?;
-        let client = self.spawn_shim(&id)?;
-        // The shim owns the mount now: it unmounts when the container exits.
-        std::mem::forget(guard);
-        if let Err(e) = client.create() {
-            let _ = client.delete();
-            return Err(StartError::Run(skiff_serve::error_chain(&e)));
-        }
-        if let Err(e) = client.start() {
-            let _ = client.kill(Signal::SIGKILL, true);
-            return Err(StartError::Run(skiff_serve::error_chain(&e)));
-        }
-        record.started = Some(now_rfc3339());
-        self.save(&record)
-            .map_err(|e| fail("writing the container record", &e))?;
-        let mut cleanup = cleanup;
-        cleanup.armed = false;
-        Ok(record)
-    }
-
     pub fn save(&self, r: &ContainerRecord) -> Result<(), AgentError> {
         let path = self.container_dir(&r.id).join("record.json");
         let bytes = serde_json::to_vec_pretty(r).map_err(|e| AgentError::Io {
@@ -600,50 +457,6 @@ impl RuntimeManager {
         });
         Ok(Client::new(sock))
     }
-
-    /// Sends `signal` to the container's init (with `all`, to every process in it).
-    pub fn kill(&self, id: &str, signal: Signal, all: bool) {
-        let _ = Client::new(self.socket(id)).kill(signal, all);
-    }
-
-    /// Removes a container: kills what still runs, unmounts, drops its snapshot and
-    /// directory, and its cgroup.
-    pub fn remove(&self, r: &ContainerRecord) {
-        if self.state(r) == RunState::Lost {
-            // Its shim is gone but processes may be left: end them through the cgroup.
-            kill_cgroup(&r.cgroup);
-        }
-        if self.state(r) == RunState::Running {
-            self.kill(&r.id, Signal::SIGKILL, true);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline && matches!(self.state(r), RunState::Running)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let dir = self.container_dir(&r.id);
-        let rootfs = dir.join("bundle").join("rootfs");
-        while is_mounted(&rootfs) {
-            if nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
-                break;
-            }
-        }
-        let _ = self.store.snapshotter().remove(&r.id);
-        let _ = fs::remove_dir_all(&dir);
-        let _ = fs::remove_file(self.socket(&r.id));
-        remove_cgroup(&r.cgroup);
-    }
-
-    /// Removes the pod's sandbox: namespaces, volumes, files and cgroup.
-    pub fn remove_sandbox(&self, uid: &str, pod_cgroup: Option<&str>) {
-        let dir = self.pod_dir(uid);
-        skiff_container::netns::unpin(&self.ns_dir(uid));
-        unmount_below(&dir);
-        let _ = fs::remove_dir_all(&dir);
-        if let Some(cg) = pod_cgroup {
-            remove_cgroup(cg);
-        }
-    }
 }
 
 /// Removes a half-made container when `start` fails.
@@ -763,17 +576,6 @@ pub fn kill_cgroup(path: &str) {
     }
 }
 
-/// Removes the cgroup `path` in every hierarchy if it has no children.
-pub fn remove_cgroup_if_empty(path: &str) {
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() {
-        return;
-    }
-    for root in cgroup_roots() {
-        let _ = fs::remove_dir(root.join(rel));
-    }
-}
-
 fn remove_cgroup_dir(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -884,10 +686,164 @@ pub fn serve_shim(dir: &Path, runtime_root: &Path, runtime_command: Vec<OsString
     skiff_container::shim::serve(listener, opts, Box::new(owner))
 }
 
-impl RuntimeManager {
-    /// Runs `argv` in the container (no stdin), collecting its output; its exit code and
-    /// output, or an error after `timeout` (the command is left to finish on its own).
-    pub fn exec_sync(
+impl ContainerRuntime for RuntimeManager {
+    /// The pod's namespaces, made on first use (and made again after a reboot-like loss).
+    fn run_sandbox(&self, uid: &str, hostname: &str) -> Result<(), AgentError> {
+        let dir = self.ns_dir(uid);
+        if Pinned::at(&dir).is_pinned() {
+            return Ok(());
+        }
+        skiff_container::netns::unpin(&dir);
+        skiff_container::netns::pin_sandbox(&dir, hostname)
+            .map(drop)
+            .map_err(|e| AgentError::Sandbox {
+                uid: uid.to_string(),
+                message: skiff_serve::error_chain(&e),
+            })
+    }
+
+    fn sandbox_ready(&self, uid: &str) -> bool {
+        Pinned::at(&self.ns_dir(uid)).is_pinned()
+    }
+
+    fn records(&self) -> Vec<ContainerRecord> {
+        let Ok(entries) = fs::read_dir(self.containers_dir()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let Ok(bytes) = fs::read(e.path().join("record.json")) else {
+                continue;
+            };
+            if let Ok(record) = serde_json::from_slice::<ContainerRecord>(&bytes) {
+                out.push(record);
+            }
+        }
+        out
+    }
+
+    fn state(&self, r: &ContainerRecord) -> RunState {
+        let dir = self.container_dir(&r.id);
+        let exit = || {
+            fs::read(dir.join("exit.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
+        };
+        if let Some(e) = exit() {
+            return RunState::Exited(e);
+        }
+        // The shim's process is alive (its pid, checked against its command line so a
+        // reused pid does not count): no need to ask it over its socket.
+        let alive = fs::read_to_string(dir.join("shim.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&r.id))
+                    .unwrap_or(false)
+            });
+        if alive {
+            return RunState::Running;
+        }
+        match Client::new(self.socket(&r.id)).state() {
+            Ok(_) => RunState::Running,
+            // The shim may have just written the record and ended.
+            Err(_) => exit().map(RunState::Exited).unwrap_or(RunState::Lost),
+        }
+    }
+
+    fn start(&self, cfg: ContainerConfig) -> Result<ContainerRecord, StartError> {
+        let mut record = cfg.record.clone();
+        let id = random_id();
+        record.id = id.clone();
+        record.cgroup = format!("{}/{id}", cfg.record.cgroup.trim_end_matches('/'));
+        let dir = self.container_dir(&id);
+        let bundle = dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        let fail = |what: &str, e: &dyn std::error::Error| {
+            StartError::Create(format!("{what}: {}", skiff_serve::error_chain(e)))
+        };
+        fs::create_dir_all(&rootfs).map_err(|e| fail("creating the container directory", &e))?;
+        let cleanup = Cleanup {
+            rt: self,
+            id: id.clone(),
+            armed: true,
+        };
+        let img = self
+            .store
+            .resolve(&record.image_id)
+            .and_then(|d| self.store.image(&d))
+            .map_err(|e| fail("reading the image", &e))?;
+        let mounts = self
+            .store
+            .prepare_rootfs(&img, &id)
+            .map_err(|e| fail("preparing the root filesystem", &e))?;
+        let guard = MountGuard::mount(&mounts, &rootfs)
+            .map_err(|e| fail("mounting the root filesystem", &e))?;
+        let spec = self.spec(&cfg, &record, &rootfs)?;
+        skiff_container::spec::write(&bundle, &spec)
+            .map_err(|e| fail("writing the OCI spec", &e))?;
+        if let Some(parent) = record.log_path.parent() {
+            fs::create_dir_all(parent).map_err(|e| fail("creating the log directory", &e))?;
+        }
+        record.created = now_rfc3339();
+        self.save(&record)
+            .map_err(|e| fail("writing the container record", &e))?;
+        let client = self.spawn_shim(&id)?;
+        // The shim owns the mount now: it unmounts when the container exits.
+        std::mem::forget(guard);
+        if let Err(e) = client.create() {
+            let _ = client.delete();
+            return Err(StartError::Run(skiff_serve::error_chain(&e)));
+        }
+        if let Err(e) = client.start() {
+            let _ = client.kill(Signal::SIGKILL, true);
+            return Err(StartError::Run(skiff_serve::error_chain(&e)));
+        }
+        record.started = Some(now_rfc3339());
+        self.save(&record)
+            .map_err(|e| fail("writing the container record", &e))?;
+        let mut cleanup = cleanup;
+        cleanup.armed = false;
+        Ok(record)
+    }
+
+    fn kill(&self, r: &ContainerRecord, signal: Signal, all: bool) {
+        let _ = Client::new(self.socket(&r.id)).kill(signal, all);
+    }
+
+    fn remove(&self, r: &ContainerRecord) {
+        if self.state(r) == RunState::Lost {
+            // Its shim is gone but processes may be left: end them through the cgroup.
+            kill_cgroup(&r.cgroup);
+        }
+        if self.state(r) == RunState::Running {
+            self.kill(r, Signal::SIGKILL, true);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline && matches!(self.state(r), RunState::Running)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let dir = self.container_dir(&r.id);
+        let rootfs = dir.join("bundle").join("rootfs");
+        while is_mounted(&rootfs) {
+            if nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+        let _ = self.store.snapshotter().remove(&r.id);
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_file(self.socket(&r.id));
+        remove_cgroup(&r.cgroup);
+    }
+
+    fn remove_sandbox(&self, uid: &str) {
+        let dir = self.ns_dir(uid);
+        skiff_container::netns::unpin(&dir);
+        let _ = fs::remove_dir(&dir);
+    }
+    fn exec_sync(
         &self,
         r: &ContainerRecord,
         argv: Vec<String>,
@@ -920,5 +876,48 @@ impl RuntimeManager {
             Ok(Err(e)) => Err(skiff_serve::error_chain(&e)),
             Err(_) => Err(format!("command timed out after {timeout:?}")),
         }
+    }
+
+    fn exec(
+        &self,
+        r: &ContainerRecord,
+        argv: Vec<String>,
+        stdin: BorrowedFd<'_>,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> Result<i32, String> {
+        let dir = self.container_dir(&r.id);
+        let spec = skiff_container::spec::load(&dir.join("bundle")).map_err(|e| e.to_string())?;
+        let process = skiff_container::spec::exec_process(&spec, argv, false, None, &[])
+            .map_err(|e| e.to_string())?;
+        Client::new(self.socket(&r.id))
+            .exec(&process, stdin, stdout, stderr)
+            .map_err(|e| skiff_serve::error_chain(&e))
+    }
+
+    fn attach(
+        &self,
+        r: &ContainerRecord,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> Result<(), String> {
+        Client::new(self.socket(&r.id))
+            .attach(stdout, stderr)
+            .map_err(|e| skiff_serve::error_chain(&e))
+    }
+
+    fn sandboxes(&self) -> Vec<String> {
+        let Ok(d) = fs::read_dir(self.pods_dir()) else {
+            return Vec::new();
+        };
+        d.flatten()
+            .filter(|e| e.path().join("ns").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn network_namespace(&self, uid: &str) -> Option<PathBuf> {
+        let ns = self.ns_dir(uid).join("net");
+        ns.exists().then_some(ns)
     }
 }

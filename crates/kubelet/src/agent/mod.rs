@@ -12,6 +12,10 @@
 //!   logs with.
 
 pub mod containers;
+pub mod cri;
+#[cfg(any(test, feature = "testing"))]
+pub mod cri_conformance;
+pub mod fake;
 pub mod images;
 pub mod node;
 pub mod podspec;
@@ -37,6 +41,8 @@ use skiff_serve::CancellationToken;
 use tokio::sync::watch;
 
 use crate::server::{StreamingServer, TlsFiles};
+
+use cri::ContainerRuntime as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -136,7 +142,7 @@ impl Events {
 pub struct Shared {
     pub client: kube::Client,
     pub cfg: Arc<AgentConfig>,
-    pub rt: Arc<containers::RuntimeManager>,
+    pub rt: Arc<dyn cri::ContainerRuntime>,
     pub images: Arc<images::ImageManager>,
     pub events: Events,
     pods: Mutex<HashMap<String, Arc<Pod>>>,
@@ -164,6 +170,12 @@ impl Shared {
     /// The pods this agent runs now.
     pub fn pods_snapshot(&self) -> Vec<Arc<Pod>> {
         lock(&self.pods).values().cloned().collect()
+    }
+
+    /// The pod's directory: its volumes, `/etc/hosts`, logs (and, on skiff's runtime,
+    /// its pinned namespaces).
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.data_dir.join("pods").join(uid)
     }
 
     fn forget(&self, uid: &str) {
@@ -322,10 +334,12 @@ async fn pod_manager(sh: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
                 let rt = sh.rt.clone();
+                let pods_dir = sh.cfg.data_dir.join("pods");
                 let on_disk = tokio::task::spawn_blocking(move || {
                     let mut uids: HashSet<String> =
                         rt.records().into_iter().map(|r| r.pod_uid).collect();
-                    if let Ok(d) = std::fs::read_dir(rt.pods_dir()) {
+                    uids.extend(rt.sandboxes());
+                    if let Ok(d) = std::fs::read_dir(pods_dir) {
                         uids.extend(
                             d.flatten()
                                 .map(|e| e.file_name().to_string_lossy().into_owned()),
@@ -367,9 +381,13 @@ pub fn clean(data_dir: &std::path::Path, cgroup_parent: &str) {
         }
         rt.remove(&c.record);
     }
+    for uid in rt.sandboxes() {
+        rt.remove_sandbox(&uid);
+    }
     if let Ok(d) = std::fs::read_dir(rt.pods_dir()) {
         for e in d.flatten() {
-            rt.remove_sandbox(&e.file_name().to_string_lossy(), None);
+            containers::unmount_below(&e.path());
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
     cgroups.sort();
@@ -377,11 +395,8 @@ pub fn clean(data_dir: &std::path::Path, cgroup_parent: &str) {
     for cg in cgroups {
         containers::remove_cgroup(&cg);
     }
-    // The QoS levels and the parent go when empty (rmdir fails on a cgroup in use).
-    let parent = cgroup_parent.trim_end_matches('/');
-    for qos in ["besteffort", "burstable"] {
-        containers::remove_cgroup_if_empty(&format!("{parent}/{qos}"));
-    }
-    containers::remove_cgroup_if_empty(parent);
+    // Pod cgroups, the QoS levels and the parent go when empty (rmdir, depth first: a
+    // cgroup still in use stays).
+    containers::remove_cgroup(cgroup_parent.trim_end_matches('/'));
     containers::unmount_below(data_dir);
 }

@@ -103,9 +103,14 @@ fn status(sh: &Shared, old: Option<&Value>) -> Value {
         }
     };
     let mut images: Vec<Value> = Vec::new();
-    if let Ok(list) = sh.rt.store.refs().all() {
+    if let Ok(list) = sh.images.store.refs().all() {
         for (name, digest) in list.into_iter().take(50) {
-            let size = sh.rt.store.image(&digest).map(|i| i.size()).unwrap_or(0);
+            let size = sh
+                .images
+                .store
+                .image(&digest)
+                .map(|i| i.size())
+                .unwrap_or(0);
             images.push(json!({"names": [name], "sizeBytes": size}));
         }
     }

@@ -56,7 +56,7 @@ async fn attempt(sh: &Shared, c: &Container, r: &ContainerRecord, p: &Probe) -> 
             Ok(Ok((0, _)))
         );
     }
-    let ns = sh.rt.ns_dir(&r.pod_uid).join("net");
+    let ns = sh.rt.network_namespace(&r.pod_uid).unwrap_or_default();
     if let Some(t) = &p.tcp_socket {
         let Some(port) = port_of(&t.port, c) else {
             return false;
@@ -258,7 +258,7 @@ pub async fn pre_stop(
         .await;
     } else if let Some(g) = &h.http_get {
         if let Some(port) = port_of(&g.port, c) {
-            let ns = sh.rt.ns_dir(&r.pod_uid).join("net");
+            let ns = sh.rt.network_namespace(&r.pod_uid).unwrap_or_default();
             let g = g.clone();
             let _ = tokio::time::timeout(
                 left,
@@ -300,7 +300,7 @@ pub async fn post_start(
         let Some(port) = port_of(&g.port, c) else {
             return Err(format!("unknown port {:?}", g.port));
         };
-        let ns = sh.rt.ns_dir(&r.pod_uid).join("net");
+        let ns = sh.rt.network_namespace(&r.pod_uid).unwrap_or_default();
         let g = g.clone();
         let code = tokio::task::spawn_blocking(move || http_get(&ns, port, &g, timeout))
             .await

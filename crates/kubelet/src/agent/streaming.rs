@@ -88,12 +88,6 @@ impl StreamingRuntime for AgentStreaming {
         let _ = tty;
         let c = self.running(target).await?;
         let sh = self.sh()?;
-        let dir = sh.rt.container_dir(&c.record.id);
-        let spec = skiff_container::spec::load(&dir.join("bundle"))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let process =
-            skiff_container::spec::exec_process(&spec, command.to_vec(), false, None, &[])
-                .map_err(|e| unavailable(e.to_string()))?;
         let ExecStdio {
             stdin,
             stdout,
@@ -128,11 +122,11 @@ impl StreamingRuntime for AgentStreaming {
         };
         let out_task = copy(out_ours, stdout);
         let err_task = copy(err_ours, stderr);
-        let sock = sh.rt.socket(&c.record.id);
+        let (rt, rec, argv) = (sh.rt.clone(), c.record.clone(), command.to_vec());
         let code = tokio::task::spawn_blocking(move || {
-            let client = skiff_container::shim::Client::new(sock);
-            let r = client.exec(
-                &process,
+            let r = rt.exec(
+                &rec,
+                argv,
                 in_theirs.as_fd(),
                 out_theirs.as_fd(),
                 err_theirs.as_fd(),
@@ -145,8 +139,8 @@ impl StreamingRuntime for AgentStreaming {
         let _ = out_task.await;
         let _ = err_task.await;
         feed.abort();
-        code.map_err(|e| RuntimeError::Internal {
-            message: skiff_serve::error_chain(&e),
+        code.map_err(|message| RuntimeError::Internal {
+            message,
             source: None,
         })
     }
@@ -162,13 +156,13 @@ impl StreamingRuntime for AgentStreaming {
         let ExecStdio { stdout, stderr, .. } = stdio;
         let (out_ours, out_theirs) = pair()?;
         let (err_ours, err_theirs) = pair()?;
-        let sock = sh.rt.socket(&c.record.id);
+        let (rt, rec) = (sh.rt.clone(), c.record.clone());
         tokio::task::spawn_blocking(move || {
-            skiff_container::shim::Client::new(sock).attach(out_theirs.as_fd(), err_theirs.as_fd())
+            rt.attach(&rec, out_theirs.as_fd(), err_theirs.as_fd())
         })
         .await
         .map_err(|e| unavailable(format!("attach: {e}")))?
-        .map_err(|e| unavailable(skiff_serve::error_chain(&e)))?;
+        .map_err(unavailable)?;
         let copy = |ours: tokio::net::UnixStream, sink: Option<crate::runtime::Writer>| {
             tokio::spawn(async move {
                 let (mut r, _w) = ours.into_split();
@@ -206,7 +200,11 @@ impl StreamingRuntime for AgentStreaming {
                 what: format!("pod {pod:?} in namespace {namespace:?}"),
             })?;
         let uid = p.metadata.uid.clone().unwrap_or_default();
-        let ns = sh.rt.ns_dir(&uid).join("net");
+        let ns = sh.rt.network_namespace(&uid).ok_or_else(|| {
+            unavailable(format!(
+                "pod {pod:?} in namespace {namespace:?} has no network namespace"
+            ))
+        })?;
         let s = tokio::task::spawn_blocking(move || {
             skiff_container::netns::in_network(&ns, move || {
                 std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5))

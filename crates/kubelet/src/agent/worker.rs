@@ -173,7 +173,7 @@ impl Worker {
         let hostname: String = hostname.chars().take(63).collect();
         let (rt, uid) = (self.sh.rt.clone(), self.uid.clone());
         let host = hostname.clone();
-        let sandbox = tokio::task::spawn_blocking(move || rt.ensure_sandbox(&uid, &host)).await;
+        let sandbox = tokio::task::spawn_blocking(move || rt.run_sandbox(&uid, &host)).await;
         match sandbox {
             Ok(Ok(_)) => self.facts.sandbox_ready = true,
             Ok(Err(e)) => {
@@ -197,7 +197,7 @@ impl Worker {
             .volumes_at
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
         {
-            let pod_dir = self.sh.rt.pod_dir(&self.uid);
+            let pod_dir = self.sh.pod_dir(&self.uid);
             match super::volumes::setup(
                 &self.sh.client,
                 pod,
@@ -374,7 +374,7 @@ impl Worker {
     }
 
     fn write_etc_files(&self, pod: &Pod, hostname: &str) -> std::io::Result<()> {
-        let dir = self.sh.rt.pod_dir(&self.uid);
+        let dir = self.sh.pod_dir(&self.uid);
         let hosts = dir.join("etc-hosts");
         if hosts.exists() {
             return Ok(());
@@ -831,7 +831,7 @@ impl Worker {
         if let Some(fs) = psc.fs_group {
             groups.push(fs as u32);
         }
-        let pod_dir = self.sh.rt.pod_dir(&self.uid);
+        let pod_dir = self.sh.pod_dir(&self.uid);
         let mut mounts =
             super::volumes::container_mounts(c, &self.volume_paths, pod).map_err(|e| e.0)?;
         for (file, dest) in [
@@ -924,7 +924,7 @@ impl Worker {
     /// Stops one container: its stop signal, then SIGKILL after `grace`.
     async fn kill_one(&self, r: &ContainerRecord, grace: Duration) {
         let sig = parse_signal(&r.stop_signal);
-        self.sh.rt.kill(&r.id, sig, false);
+        self.sh.rt.kill(r, sig, false);
         let deadline = Instant::now() + grace;
         loop {
             if self.sh.rt.state(r) != RunState::Running {
@@ -935,7 +935,7 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.sh.rt.kill(&r.id, Signal::SIGKILL, true);
+        self.sh.rt.kill(r, Signal::SIGKILL, true);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.sh.rt.state(r) == RunState::Running && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -985,6 +985,7 @@ impl Worker {
     async fn cleanup(&mut self, pod: Option<&Pod>) {
         let rt = self.sh.rt.clone();
         let uid = self.uid.clone();
+        let pod_dir = self.sh.pod_dir(&uid);
         let cgroup = pod.map(|p| super::podspec::pod_cgroup(&self.sh.cfg.cgroup_parent, p));
         let _ = tokio::task::spawn_blocking(move || {
             let cs = rt.pod_containers(&uid);
@@ -1000,7 +1001,9 @@ impl Worker {
             }
             cgroups.sort();
             cgroups.dedup();
-            rt.remove_sandbox(&uid, None);
+            rt.remove_sandbox(&uid);
+            super::containers::unmount_below(&pod_dir);
+            let _ = std::fs::remove_dir_all(&pod_dir);
             for cg in cgroups {
                 super::containers::remove_cgroup(&cg);
             }
