@@ -66,12 +66,21 @@ impl V1Manager {
         origin: Option<&str>,
     ) -> Result<Self, CgroupError> {
         let path = fs::parse_cgroups_path(cgroups_path)?;
-        let mountinfo = fs::read(Path::new("/proc/self/mountinfo"))?;
         let proc_cgroup = match origin {
             Some(o) => o.to_string(),
             None => fs::read(Path::new("/proc/self/cgroup"))?,
         };
-        let mounts = discover(root, &mountinfo, &proc_cgroup);
+        // mountinfo lists every mount of the namespace (on a node, every pod's rootfs and
+        // volumes): reading it costs the kernel more the more pods run, so it is read
+        // only when the hierarchies are not where they usually are.
+        let mounts = match discover_usual(root, &proc_cgroup) {
+            Some(m) => m,
+            None => discover(
+                root,
+                &fs::read(Path::new("/proc/self/mountinfo"))?,
+                &proc_cgroup,
+            ),
+        };
         if mounts.is_empty() {
             return Err(CgroupError::MissingController {
                 controller: "any cgroup v1 hierarchy",
@@ -580,6 +589,45 @@ impl V1Manager {
         }
         Ok(())
     }
+}
+
+/// The hierarchies as a host mounts them: each one this process is in at
+/// `root/<controllers as /proc/self/cgroup lists them>` (`root/<name>` for a named one),
+/// a cgroup filesystem holding this process's own cgroup directory (so its root is the
+/// hierarchy's root). `None` when any of them is not: [`discover`] reads mountinfo then.
+fn discover_usual(root: &Path, proc_cgroup: &str) -> Option<Vec<Mount>> {
+    let mut out: Vec<Mount> = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_id, ctrls, own) = (it.next()?, it.next()?, it.next()?);
+        if ctrls.is_empty() {
+            // The unified hierarchy of a hybrid host: not a v1 hierarchy.
+            continue;
+        }
+        let dir = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+        if dir.is_empty() || dir.contains('/') {
+            return None;
+        }
+        let mount_point = root.join(dir);
+        let st = nix::sys::statfs::statfs(&mount_point).ok()?;
+        if st.filesystem_type() != nix::sys::statfs::CGROUP_SUPER_MAGIC {
+            return None;
+        }
+        if !mount_point.join(own.trim_start_matches('/')).is_dir() {
+            return None;
+        }
+        let mut controllers: Vec<String> = ctrls.split(',').map(str::to_string).collect();
+        controllers.sort();
+        if out.iter().any(|m| m.controllers == controllers) {
+            continue;
+        }
+        out.push(Mount {
+            controllers,
+            mount_point,
+            mount_root: "/".to_string(),
+        });
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Every mounted v1 hierarchy below `root`, first mount of each wins.

@@ -10,6 +10,37 @@ fn resources(json: &str) -> LinuxResources {
 }
 
 #[test]
+fn the_usual_places_agree_with_mountinfo_on_this_host() {
+    let root = Path::new("/sys/fs/cgroup");
+    if crate::cgroups::detect(root).ok() != Some(crate::cgroups::CgroupVersion::V1) {
+        return; // a v2 host: no v1 hierarchies to find
+    }
+    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let key = |m: &Mount| {
+        (
+            m.controllers.join(","),
+            m.mount_point.clone(),
+            m.mount_root.clone(),
+        )
+    };
+    let mut slow: Vec<_> = discover(root, &mountinfo, &proc_cgroup)
+        .iter()
+        .map(key)
+        .collect();
+    let mut fast: Vec<_> = discover_usual(root, &proc_cgroup)
+        .expect("this host mounts its hierarchies where hosts usually do")
+        .iter()
+        .map(key)
+        .collect();
+    slow.sort();
+    fast.sort();
+    assert_eq!(fast, slow);
+    // Somewhere else, the usual places are not taken for granted.
+    assert!(discover_usual(Path::new("/tmp"), &proc_cgroup).is_none());
+}
+
+#[test]
 fn discover_reads_mountinfo_controllers() {
     let mountinfo = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
