@@ -76,11 +76,11 @@ fn crash_loop_oom_limits_host_kill_and_agent_restart() {
             ),
             "Error"
         );
-        let row = n.k(&["get", "pod", "crash", "--no-headers"]).ok().stdout;
-        assert!(
-            row.contains("CrashLoopBackOff") && row.contains("0/1"),
-            "{row}"
-        );
+        // The row flips to Error or Running for a moment when a back-off ends.
+        wait("kubectl's row to show CrashLoopBackOff", 60, || {
+            let row = n.k(&["get", "pod", "crash", "--no-headers"]).ok().stdout;
+            (row.contains("CrashLoopBackOff") && row.contains("0/1")).then_some(())
+        });
         let events = n
             .k(&[
                 "get",
@@ -176,6 +176,24 @@ fn crash_loop_oom_limits_host_kill_and_agent_restart() {
                 .unwrap()
                 > 0,
             "{limited}"
+        );
+        // Only the API server's identity (group system:masters) may use the kubelet API:
+        // a node's own certificate of the same CA is refused as Kubernetes refuses it.
+        let mut c = std::process::Command::new("curl");
+        c.args(["-s", "--cacert"])
+            .arg(n.server.pki("ca.crt"))
+            .arg("--cert")
+            .arg(n.data().join("agent/pki/kubelet-client.crt"))
+            .arg("--key")
+            .arg(n.data().join("agent/pki/kubelet-client.key"))
+            .args(["-w", " %{http_code}"])
+            .arg(format!("https://127.0.0.1:{port}/stats/summary"));
+        let refused = crate::common::run(c, None).ok().stdout;
+        assert!(
+            refused.starts_with("Forbidden (user=system:node:")
+                && refused.contains("verb=get, resource=nodes, subresource(s)=[stats])")
+                && refused.ends_with(" 403"),
+            "{refused}"
         );
         let metrics = get("/metrics/resource");
         assert!(metrics.contains("container_memory_working_set_bytes{container=\"l\",namespace=\"default\",pod=\"limited\"}"), "{metrics}");

@@ -717,8 +717,15 @@ fn validity(path: &Path) -> Option<(i64, i64)> {
 }
 
 /// Renews each certificate at 80% of its lifetime, until `stop` is cancelled. A failed
-/// renewal is logged and tried again with backoff (30 s doubling to 5 min).
-pub async fn renew_loop(opts: BootstrapOptions, creds: NodeCredentials, stop: CancellationToken) {
+/// renewal is logged and tried again with backoff (30 s doubling to 5 min). After each
+/// renewal `renewed` counts one more, so whoever holds the old pair (the agent's API
+/// client and its serving TLS) can load the new one.
+pub async fn renew_loop(
+    opts: BootstrapOptions,
+    creds: NodeCredentials,
+    stop: CancellationToken,
+    renewed: tokio::sync::watch::Sender<u64>,
+) {
     let mut backoff = Duration::from_secs(30);
     loop {
         let due = |p: &Path| validity(p).map(|(nb, na)| renew_time(nb, na)).unwrap_or(0);
@@ -745,7 +752,11 @@ pub async fn renew_loop(opts: BootstrapOptions, creds: NodeCredentials, stop: Ca
             r = renew_one(&opts, &creds, &ca_pem, which) => r,
         };
         match result {
-            Ok(()) => backoff = Duration::from_secs(30),
+            Ok(()) => {
+                backoff = Duration::from_secs(30);
+                tracing::info!("renewed the node's {which:?} certificate");
+                renewed.send_modify(|n| *n += 1);
+            }
             Err(e) => {
                 tracing::error!(
                     "renewing the node's {which:?} certificate failed: {}; trying again in {backoff:?}",

@@ -62,6 +62,86 @@ pub struct StreamingServer {
     listener: TcpListener,
     tls: tokio_rustls::TlsAcceptor,
     runtime: Arc<dyn StreamingRuntime>,
+    /// Client certificates are required: authorize who they name.
+    authorize: bool,
+}
+
+/// Who a request comes from: its client certificate's subject (CN the user, O the
+/// groups), as the API server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// The group whose members may use every kubelet path: the API server's kubelet-client
+/// certificate (and the admin's) are in it. Kubernetes' kubelet asks the API server
+/// (SubjectAccessReview on `nodes/proxy`); with RBAC's defaults that allows the same
+/// identities, and refuses nodes, service accounts and ordinary users.
+pub const ADMIN_GROUP: &str = "system:masters";
+
+fn peer_of(cert: &[u8]) -> Option<Peer> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let subject = c.subject();
+    let user = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_string)
+        .collect();
+    Some(Peer { user, groups })
+}
+
+/// The kubelet's authorization attributes of a path: (verb, subresource of `nodes`).
+fn attributes(method: &Method, segs: &[&str]) -> (&'static str, &'static str) {
+    let verb = match *method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "*",
+    };
+    let sub = match segs.first().copied() {
+        Some("stats") => "stats",
+        Some("metrics") => "metrics",
+        Some("logs") => "log",
+        Some("spec") => "spec",
+        _ => "proxy",
+    };
+    (verb, sub)
+}
+
+/// `None` when `peer` may do what `req` asks; else the response that refuses it.
+fn authorize(peer: Option<&Peer>, method: &Method, segs: &[&str]) -> Option<Response<Body>> {
+    let plain = |code: u16, text: String| {
+        let mut r = Response::new(full(text));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    let Some(peer) = peer else {
+        return Some(plain(401, "Unauthorized\n".into()));
+    };
+    // Any authenticated client may ask whether the kubelet is alive.
+    if segs == ["healthz"] || peer.groups.iter().any(|g| g == ADMIN_GROUP) {
+        return None;
+    }
+    let (verb, sub) = attributes(method, segs);
+    Some(plain(
+        403,
+        format!(
+            "Forbidden (user={}, verb={verb}, resource=nodes, subresource(s)=[{sub}])\n",
+            peer.user
+        ),
+    ))
 }
 
 impl StreamingServer {
@@ -78,6 +158,7 @@ impl StreamingServer {
             listener,
             tls,
             runtime,
+            authorize: files.client_ca.is_some(),
         })
     }
 
@@ -90,12 +171,39 @@ impl StreamingServer {
         let signal = CancellationToken::new();
         let rt = self.runtime;
         let stop = signal.clone();
-        let svc = hyper::service::service_fn(move |req| {
+        let check = self.authorize;
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let (rt, stop) = (rt.clone(), stop.clone());
-            async move { Ok::<_, Infallible>(handle(rt, req, stop).await) }
+            async move {
+                if check {
+                    let segs: Vec<&str> = req
+                        .uri()
+                        .path()
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    if let Some(refused) =
+                        authorize(req.extensions().get::<Peer>(), req.method(), &segs)
+                    {
+                        return Ok::<_, Infallible>(refused);
+                    }
+                }
+                Ok::<_, Infallible>(handle(rt, req, stop).await)
+            }
         });
         skiff_serve::Serve::new(self.listener)
             .tls(Some(self.tls))
+            .on_connection(|c| {
+                let mut ext = hyper::http::Extensions::new();
+                if let Some(p) = c
+                    .peer_certificates
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| peer_of(leaf))
+                {
+                    ext.insert(p);
+                }
+                ext
+            })
             .name("kubelet")
             .shutdown_signal(signal)
             .run(svc, shutdown)
@@ -452,4 +560,65 @@ fn log_options(q: &Query) -> Result<LogOptions, String> {
         return Err("limitBytes must be greater than zero".to_string());
     }
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(user: &str, groups: &[&str]) -> Peer {
+        Peer {
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_the_api_servers_group_may_use_the_kubelet_api() {
+        let admin = peer("skiff-apiserver-kubelet-client", &[ADMIN_GROUP]);
+        let node = peer("system:node:other", &["system:nodes"]);
+        for segs in [
+            &["exec", "default", "p", "c"][..],
+            &["stats", "summary"],
+            &["containerLogs", "default", "p", "c"],
+        ] {
+            assert!(authorize(Some(&admin), &Method::POST, segs).is_none());
+            let refused = authorize(Some(&node), &Method::POST, segs).unwrap();
+            assert_eq!(refused.status(), 403);
+        }
+        assert!(authorize(Some(&node), &Method::GET, &["healthz"]).is_none());
+        assert_eq!(
+            authorize(None, &Method::GET, &["healthz"])
+                .unwrap()
+                .status(),
+            401
+        );
+        assert_eq!(
+            attributes(&Method::POST, &["exec", "ns", "p", "c"]),
+            ("create", "proxy")
+        );
+        assert_eq!(
+            attributes(&Method::GET, &["stats", "summary"]),
+            ("get", "stats")
+        );
+        assert_eq!(
+            attributes(&Method::GET, &["metrics", "resource"]),
+            ("get", "metrics")
+        );
+    }
+
+    #[test]
+    fn a_certificates_subject_names_the_peer() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(
+            peer_of(cert.der()),
+            Some(peer("system:node:n1", &["system:nodes"]))
+        );
+    }
 }

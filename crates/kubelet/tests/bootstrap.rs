@@ -478,10 +478,12 @@ async fn the_renew_loop_replaces_a_certificate_past_eighty_percent_of_its_life()
         .collect();
 
     let stop = CancellationToken::new();
+    let (renewed_tx, mut renewed_rx) = tokio::sync::watch::channel(0u64);
     let renewing = tokio::spawn(bootstrap::renew_loop(
         opts.clone(),
         creds.clone(),
         stop.clone(),
+        renewed_tx,
     ));
     let renewed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         loop {
@@ -494,6 +496,12 @@ async fn the_renew_loop_replaces_a_certificate_past_eighty_percent_of_its_life()
     })
     .await
     .expect("renewed within a minute");
+    // Whoever holds the old pair hears of the new one.
+    tokio::time::timeout(std::time::Duration::from_secs(10), renewed_rx.changed())
+        .await
+        .expect("the renewal is announced")
+        .unwrap();
+    assert_eq!(*renewed_rx.borrow(), 1);
     stop.cancel();
     renewing.await.unwrap();
     let der_new = der(&renewed);

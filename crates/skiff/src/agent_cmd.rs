@@ -187,17 +187,21 @@ pub async fn run_joined(
     let mut opts = bootstrap::BootstrapOptions::new(&server, &token, &cfg.node_name, &cfg.data_dir);
     opts.ca = ca;
     opts.serving_ips = vec![cfg.node_ip];
-    let mut renewing = false;
+    let (renewed_tx, mut renewed) = tokio::sync::watch::channel(0u64);
+    let mut renewed_tx = Some(renewed_tx);
     loop {
+        // A renewed certificate restarts the agent in place (it adopts its running pods):
+        // its API client and kubelet API then use the new pair.
+        let this_run = stop.child_token();
         let run = async {
             let creds = bootstrap::ensure(&opts).await?;
-            if !renewing {
+            if let Some(tx) = renewed_tx.take() {
                 tokio::spawn(bootstrap::renew_loop(
                     opts.clone(),
                     creds.clone(),
                     stop.clone(),
+                    tx,
                 ));
-                renewing = true;
             }
             let client = bootstrap::client(&creds)?;
             let mut cfg = cfg.clone();
@@ -206,11 +210,27 @@ pub async fn run_joined(
                 key: creds.serving_key.clone(),
                 client_ca: Some(creds.ca_cert.clone()),
             };
-            skiff_kubelet::agent::run(client, cfg, stop.clone()).await?;
+            skiff_kubelet::agent::run(client, cfg, this_run.clone()).await?;
             anyhow::Ok(())
         };
-        match run.await {
-            Ok(()) => return,
+        let watch_renewal = {
+            let this_run = this_run.clone();
+            renewed.mark_unchanged();
+            let mut renewed = renewed.clone();
+            tokio::spawn(async move {
+                if renewed.changed().await.is_ok() {
+                    this_run.cancel();
+                }
+            })
+        };
+        let result = run.await;
+        watch_renewal.abort();
+        match result {
+            Ok(()) if stop.is_cancelled() => return,
+            Ok(()) => {
+                eprintln!("skiff agent: certificates renewed; the agent starts again with them");
+                continue;
+            }
             Err(e) => eprintln!("skiff agent: {e:#}; starting again in 5 s"),
         }
         tokio::select! {
