@@ -2,7 +2,7 @@
 //! containers, readiness gating a ReplicaSet, liveness restarts, and bad input with
 //! Kubernetes' reasons.
 
-use crate::node::{assert_clean, wait, Node};
+use crate::node::{assert_clean, wait, wait_or, Node};
 
 #[test]
 fn config_volumes_env_init_and_probes() {
@@ -167,6 +167,9 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: live}}
 spec:
+  # A container that fails its liveness probe is stopped like any other: SIGTERM (which
+  # an init process ignores), then SIGKILL after the grace period, one after the other.
+  terminationGracePeriodSeconds: 1
   containers:
   - name: live
     image: {img}
@@ -174,15 +177,38 @@ spec:
       httpGet: {{path: /, port: 8081}}
       periodSeconds: 1
       failureThreshold: 2
+  - name: grpc
+    image: {img}
+    command: ["sleep", "3600"]
+    livenessProbe:
+      grpc: {{port: 9090}}
+      periodSeconds: 1
+      failureThreshold: 2
 "#
         ));
-        wait("a liveness restart", 60, || {
-            let c: u32 = n
-                .jp("live", "{.status.containerStatuses[0].restartCount}")
-                .parse()
-                .unwrap_or(0);
-            (c >= 1).then_some(())
-        });
+        for c in ["live", "grpc"] {
+            wait_or(
+                &format!("a liveness restart of {c}"),
+                60,
+                || {
+                    let count: u32 = n
+                        .jp(
+                            "live",
+                            &format!(
+                                "{{.status.containerStatuses[?(@.name==\"{c}\")].restartCount}}"
+                            ),
+                        )
+                        .parse()
+                        .unwrap_or(0);
+                    (count >= 1).then_some(())
+                },
+                || {
+                    let pod = n.k(&["get", "pod", "live", "-o", "yaml"]).stdout;
+                    let ev = n.k(&["get", "events"]).stdout;
+                    format!("{pod}\n{ev}")
+                },
+            );
+        }
         let events = n
             .k(&[
                 "get",

@@ -16,6 +16,7 @@ pub mod cri;
 #[cfg(any(test, feature = "testing"))]
 pub mod cri_conformance;
 pub mod fake;
+pub mod grpc_probe;
 pub mod images;
 pub mod node;
 pub mod podspec;
