@@ -64,6 +64,26 @@ fn run_exec_logs_port_forward_cp_attach_and_delete() {
             assert_eq!(o.code, 7, "{o:?}");
             assert!(o.stderr.contains("err"), "{o:?}");
         }
+        // exec -t: the command gets a terminal of kubectl's size (kubectl in a pty made by
+        // script(1), 123 columns by 45 rows).
+        let k = n.server.kubectl_command(
+            VERSIONS[1],
+            &["exec", "-it", "kubia", "--", "sh", "-c", "tty; stty size"],
+        );
+        let quoted: Vec<String> = std::iter::once(k.get_program())
+            .chain(k.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect();
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec"])
+            .arg(format!("stty cols 123 rows 45; {}", quoted.join(" ")))
+            .arg("/dev/null")
+            .env("KUBECONFIG", n.server.kubeconfig());
+        let out = run(c, None).ok().stdout;
+        assert!(
+            out.contains("/dev/pts/") && out.contains("45 123"),
+            "exec -t: {out:?}"
+        );
         // /etc/hosts and resolv.conf are the pod's.
         let resolv = n
             .k(&["exec", "kubia", "--", "cat", "/etc/resolv.conf"])

@@ -882,14 +882,26 @@ impl ContainerRuntime for RuntimeManager {
         &self,
         r: &ContainerRecord,
         argv: Vec<String>,
+        tty: Option<crate::runtime::TermSize>,
         stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
     ) -> Result<i32, String> {
         let dir = self.container_dir(&r.id);
         let spec = skiff_container::spec::load(&dir.join("bundle")).map_err(|e| e.to_string())?;
-        let process = skiff_container::spec::exec_process(&spec, argv, false, None, &[])
-            .map_err(|e| e.to_string())?;
+        let mut process =
+            skiff_container::spec::exec_process(&spec, argv, tty.is_some(), None, &[])
+                .map_err(|e| e.to_string())?;
+        // The runtime's foreground exec makes the pty and copies between it and the
+        // fds; the first size comes with the process.
+        if let Some(t) = tty.filter(|t| t.width > 0 && t.height > 0) {
+            let size = oci_spec::runtime::BoxBuilder::default()
+                .width(u64::from(t.width))
+                .height(u64::from(t.height))
+                .build()
+                .map_err(|e| e.to_string())?;
+            process.set_console_size(Some(size));
+        }
         Client::new(self.socket(&r.id))
             .exec(&process, stdin, stdout, stderr)
             .map_err(|e| skiff_serve::error_chain(&e))

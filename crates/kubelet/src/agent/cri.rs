@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 
 use super::containers::{Container, ContainerConfig, ContainerRecord, RunState, StartError};
 use super::AgentError;
+use crate::runtime::TermSize;
 
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Makes the pod's sandbox (its network, IPC and UTS namespaces, `hostname` as the
@@ -87,11 +88,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(i32, Vec<u8>), String>;
 
-    /// Runs `argv` in the running container with the given stdio; its exit code.
+    /// Runs `argv` in the running container with the given stdio; its exit code. With
+    /// `tty` (its first size) the process gets a terminal: its input and output go
+    /// through a pty, and `stderr` is unused.
     fn exec(
         &self,
         r: &ContainerRecord,
         argv: Vec<String>,
+        tty: Option<TermSize>,
         stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,

@@ -280,6 +280,7 @@ fn exec_and_kill(f: &Fixture, ctx: &Ctx) -> Result<(), String> {
         .exec(
             &r,
             sh("echo streamed"),
+            None,
             null.as_fd(),
             wr.as_fd(),
             wr.as_fd(),

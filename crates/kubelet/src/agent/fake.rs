@@ -375,6 +375,7 @@ impl ContainerRuntime for FakeRuntime {
         &self,
         r: &ContainerRecord,
         argv: Vec<String>,
+        _tty: Option<crate::runtime::TermSize>,
         _stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
         _stderr: BorrowedFd<'_>,

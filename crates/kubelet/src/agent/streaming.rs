@@ -11,6 +11,7 @@ use super::containers::{Container, RunState};
 use super::Shared;
 use crate::runtime::{
     ContainerRef, Duplex, ExecStdio, LogOptions, LogStream, RuntimeError, StreamingRuntime,
+    TermSize,
 };
 
 pub struct AgentStreaming {
@@ -85,15 +86,31 @@ impl StreamingRuntime for AgentStreaming {
         tty: bool,
         stdio: ExecStdio,
     ) -> Result<i32, RuntimeError> {
-        let _ = tty;
         let c = self.running(target).await?;
         let sh = self.sh()?;
         let ExecStdio {
             stdin,
             stdout,
             stderr,
-            ..
+            resize,
         } = stdio;
+        // kubectl sends the terminal's size as soon as the stream is up: the pty is made
+        // with it. (Later resizes are not passed on: the runtime's exec holds the pty.)
+        let size = match (tty, resize) {
+            (false, _) => None,
+            (true, None) => Some(TermSize {
+                width: 80,
+                height: 24,
+            }),
+            (true, Some(mut rx)) => {
+                let first = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+                tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                Some(first.ok().flatten().unwrap_or(TermSize {
+                    width: 80,
+                    height: 24,
+                }))
+            }
+        };
         let (in_ours, in_theirs) = pair()?;
         let (out_ours, out_theirs) = pair()?;
         let (err_ours, err_theirs) = pair()?;
@@ -127,6 +144,7 @@ impl StreamingRuntime for AgentStreaming {
             let r = rt.exec(
                 &rec,
                 argv,
+                size,
                 in_theirs.as_fd(),
                 out_theirs.as_fd(),
                 err_theirs.as_fd(),
