@@ -109,6 +109,8 @@ pub struct ContainerConfig {
     pub privileged: bool,
     /// allowPrivilegeEscalation: false sets no_new_privs.
     pub no_new_privileges: bool,
+    /// seccomp, procMount and the pod's host / shared namespaces.
+    pub security: super::security::ContainerSecurity,
 }
 
 /// The capabilities a container starts with, as containerd gives Kubernetes containers.
@@ -191,10 +193,12 @@ fn capability(name: &str) -> Result<oci_spec::runtime::Capability, StartError> {
 /// The container's capability set from the defaults and its securityContext.
 fn capability_set(cfg: &ContainerConfig) -> Result<oci_spec::runtime::Capabilities, StartError> {
     let mut set: oci_spec::runtime::Capabilities = oci_spec::runtime::Capabilities::new();
+    // Privileged: every capability this agent holds (containerd's
+    // WithAllCurrentCapabilities); ALL_CAPS is in the kernel's order.
     let base = if cfg.privileged {
-        ALL_CAPS
+        super::security::held_caps(ALL_CAPS)
     } else {
-        DEFAULT_CAPS
+        DEFAULT_CAPS.to_vec()
     };
     for c in base {
         set.insert(capability(c)?);
@@ -543,6 +547,10 @@ impl RuntimeManager {
             root.set_readonly(Some(cfg.readonly_rootfs));
         }
         let caps = capability_set(cfg)?;
+        let cap_names: std::collections::BTreeSet<String> = caps
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(String::from))
+            .collect();
         if let Some(p) = spec.process_mut() {
             if let Some(mut c) = p.capabilities().clone() {
                 c.set_bounding(Some(caps.clone()));
@@ -561,6 +569,15 @@ impl RuntimeManager {
                 linux.set_readonly_paths(None);
             }
         }
+        super::security::apply(
+            &mut spec,
+            &cfg.security,
+            cfg.privileged,
+            &cap_names,
+            &self.data,
+            &super::pidns::pin_path(&self.ns_dir(&record.pod_uid)),
+        )
+        .map_err(StartError::Config)?;
         // The sandbox's UTS namespace carries the host name.
         spec.set_hostname(None);
         Ok(spec)
@@ -637,6 +654,7 @@ impl RuntimeManager {
     /// Removes the pod's sandbox: namespaces, volumes, files and cgroup.
     pub fn remove_sandbox(&self, uid: &str, pod_cgroup: Option<&str>) {
         let dir = self.pod_dir(uid);
+        super::pidns::stop(&self.ns_dir(uid));
         skiff_container::netns::unpin(&self.ns_dir(uid));
         unmount_below(&dir);
         let _ = fs::remove_dir_all(&dir);

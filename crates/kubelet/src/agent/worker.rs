@@ -171,9 +171,41 @@ impl Worker {
         // Sandbox.
         let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
         let hostname: String = hostname.chars().take(63).collect();
+        // Admission: a pod whose sysctls the node does not allow fails before it runs.
+        let sysctls =
+            match super::security::check_sysctls(&spec, &self.sh.cfg.allowed_unsafe_sysctls) {
+                Ok(s) => s,
+                Err(message) => {
+                    if self.facts.rejected.is_none() {
+                        self.sh
+                            .events
+                            .warning(pod, "SysctlForbidden", message.clone());
+                        self.facts.rejected = Some(Waiting {
+                            reason: "SysctlForbidden".into(),
+                            message,
+                        });
+                    }
+                    self.report(pod, &[]).await;
+                    return RESYNC.max(Duration::from_secs(10));
+                }
+            };
+        if spec.host_network == Some(true) {
+            self.facts.pod_ip = Some(self.sh.cfg.node_ip.to_string());
+        }
         let (rt, uid) = (self.sh.rt.clone(), self.uid.clone());
         let host = hostname.clone();
-        let sandbox = tokio::task::spawn_blocking(move || rt.ensure_sandbox(&uid, &host)).await;
+        let share_pid = spec.share_process_namespace == Some(true) && spec.host_pid != Some(true);
+        let skiff = self
+            .sh
+            .cfg
+            .shim_command
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let sandbox = tokio::task::spawn_blocking(move || {
+            super::security::ensure_sandbox(&rt, &uid, &host, &sysctls, share_pid.then_some(&skiff))
+        })
+        .await;
         match sandbox {
             Ok(Ok(_)) => self.facts.sandbox_ready = true,
             Ok(Err(e)) => {
@@ -918,6 +950,7 @@ impl Worker {
                 .unwrap_or_default(),
             privileged: sc.privileged == Some(true),
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
+            security: super::security::container_security(&spec, c),
         })
     }
 
