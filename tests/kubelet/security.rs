@@ -3,8 +3,6 @@
 //! shareProcessNamespace, and hostNetwork / hostPID / hostIPC — each checked inside the
 //! containers, and bad input with Kubernetes' reasons.
 
-use std::path::Path;
-
 use crate::node::{assert_clean, wait, Node};
 
 const OCI_DENY_CHMOD: &str = r#"{"defaultAction": "SCMP_ACT_ALLOW",
@@ -64,7 +62,7 @@ fn host_ns(ns: &str) -> String {
 
 #[test]
 fn seccomp_sysctls_proc_mount_and_namespaces() {
-    let (dir, cgroups);
+    let (dir, cgroups, left_pause);
     {
         let n = Node::start_with(&["--allowed-unsafe-sysctls", "net.core.*,kernel.msgmax"]);
         dir = n.data().to_path_buf();
@@ -132,6 +130,16 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: shared2}}
+spec:
+  shareProcessNamespace: true
+  containers:
+  - name: a
+    image: {img}
+    command: ["sleep", "3702"]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: hostns}}
 spec:
   hostNetwork: true
@@ -182,7 +190,7 @@ spec:
     command: ["sleep", "3600"]
 "#
         ));
-        for p in ["sec", "shared", "hostns"] {
+        for p in ["sec", "shared", "shared2", "hostns"] {
             let o = n.k(&[
                 "wait",
                 "--for=condition=Ready",
@@ -357,20 +365,46 @@ spec:
             ns_link(&n, "shared", "a", "pid"),
             ns_link(&n, "shared", "b", "pid")
         );
+        // A container kills the other's process; that one restarts in the same namespace
+        // (its init is the pod's, not the first container's) and the first runs on.
+        n.k(&[
+            "exec",
+            "shared",
+            "-c",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            r#"for p in /proc/[0-9]*; do [ "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" = "sleep 3701 " ] && kill ${p#/proc/}; done; true"#,
+        ])
+        .ok();
+        wait("b restarted", 60, || {
+            let counts = n.jp("shared", "{.status.containerStatuses[*].restartCount}");
+            let ready = n.jp("shared", "{.status.containerStatuses[*].ready}");
+            (counts == "0 1" && ready == "true true").then_some(())
+        });
+        let ps = n.k(&["exec", "shared", "-c", "a", "--", "ps"]).ok().stdout;
+        assert!(ps.contains("sleep 3701"), "{ps}");
+        assert_eq!(
+            ns_link(&n, "shared", "a", "pid"),
+            ns_link(&n, "shared", "b", "pid")
+        );
         assert_ne!(
             ns_link(&n, "sec", "rd", "pid"),
             ns_link(&n, "sec", "local", "pid")
         );
+        let pause_of = |pod: &str| -> i32 {
+            let uid = n.jp(pod, "{.metadata.uid}");
+            std::fs::read_to_string(n.data().join(format!("agent/pods/{uid}/ns/pause.pid")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        left_pause = pause_of("shared2");
         let shared_uid = n.jp("shared", "{.metadata.uid}");
-        let pause_pid: i32 = std::fs::read_to_string(
-            n.data()
-                .join(format!("agent/pods/{shared_uid}/ns/pause.pid")),
-        )
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-        assert!(Path::new(&format!("/proc/{pause_pid}")).exists());
+        let pause_pid = pause_of("shared");
+        assert!(!gone(pause_pid) && !gone(left_pause));
 
         // hostNetwork, hostPID, hostIPC: the host's namespaces; the pod IP is the node's.
         for ns in ["net", "pid", "ipc", "uts"] {
@@ -381,6 +415,26 @@ spec:
         assert_eq!(
             n.jp("hostns", "{.status.podIP}"),
             n.jp("hostns", "{.status.hostIP}")
+        );
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let o = n
+            .k(&[
+                "exec",
+                "hostns",
+                "--",
+                "sh",
+                "-c",
+                "hostname; echo $HOSTNAME; cat /etc/hostname",
+            ])
+            .ok();
+        assert_eq!(o.stdout, host_name.repeat(3), "{o:?}");
+        let hosts = n
+            .k(&["exec", "hostns", "--", "cat", "/etc/hosts"])
+            .ok()
+            .stdout;
+        assert!(
+            hosts.starts_with("# Kubernetes-managed hosts file (host network)."),
+            "{hosts}"
         );
 
         // Bad input: a missing or invalid Localhost profile, a forbidden sysctl.
@@ -446,10 +500,16 @@ spec:
         // Deleting the shared pod ends its namespace's init.
         n.k(&["delete", "pod", "shared", "--timeout=60s"]).ok();
         wait("the pause process gone", 30, || {
-            let stat = std::fs::read_to_string(format!("/proc/{pause_pid}/stat"));
-            stat.map_or(true, |s| s.contains(") Z ")).then_some(())
+            gone(pause_pid).then_some(())
         });
         assert!(!n.data().join(format!("agent/pods/{shared_uid}")).exists());
     }
     assert_clean(&dir, &cgroups);
+    // The server's --clean ended the PID namespace init of the pod it left.
+    assert!(gone(left_pause), "pause process {left_pause} left");
+}
+
+/// Whether the process is gone (or a zombie its new parent has not reaped yet).
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
 }

@@ -93,6 +93,33 @@ pub fn container_security(spec: &PodSpec, c: &Container) -> ContainerSecurity {
     }
 }
 
+/// The pod's host name: the node's for a hostNetwork pod (it shares the node's UTS
+/// namespace), else `spec.hostname` or the pod's name (at most 63 characters).
+pub fn pod_hostname(spec: &PodSpec, pod_name: &str) -> String {
+    if spec.host_network == Some(true) {
+        if let Ok(h) = nix::unistd::gethostname() {
+            return h.to_string_lossy().into_owned();
+        }
+    }
+    let name = spec.hostname.as_deref().unwrap_or(pod_name);
+    name.chars().take(63).collect()
+}
+
+/// The /etc/hosts of a hostNetwork pod: the node's, then the pod's hostAliases (as the
+/// kubelet writes it).
+pub fn host_network_hosts(spec: &PodSpec) -> String {
+    let mut h = String::from("# Kubernetes-managed hosts file (host network).\n");
+    h.push_str(&std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+    for a in spec.host_aliases.clone().unwrap_or_default() {
+        h.push_str(&format!(
+            "\n# Entries added by HostAliases.\n{}\t{}\n",
+            a.ip,
+            a.hostnames.unwrap_or_default().join("\t")
+        ));
+    }
+    h
+}
+
 /// Applies `sec` to a container's spec: its namespaces (`pid_ns` is the pod's pinned
 /// PID namespace), procMount and seccomp profile. `caps` is the container's bounding
 /// set as `CAP_*` names (the Docker profile format and [`runtime_default`] look at it).

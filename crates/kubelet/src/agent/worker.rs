@@ -169,8 +169,7 @@ impl Worker {
         }
         self.facts.host_ip = Some(self.sh.cfg.node_ip.to_string());
         // Sandbox.
-        let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
-        let hostname: String = hostname.chars().take(63).collect();
+        let hostname = super::security::pod_hostname(&spec, &name);
         // Admission: a pod whose sysctls the node does not allow fails before it runs.
         let sysctls =
             match super::security::check_sysctls(&spec, &self.sh.cfg.allowed_unsafe_sysctls) {
@@ -430,6 +429,9 @@ impl Worker {
                 a.ip,
                 a.hostnames.unwrap_or_default().join("\t")
             ));
+        }
+        if spec.host_network == Some(true) {
+            h = super::security::host_network_hosts(&spec);
         }
         let mut r = format!("search {ns}.svc.{domain} svc.{domain} {domain}\n");
         if let Some(dns) = self.sh.cfg.cluster_dns {
@@ -808,10 +810,8 @@ impl Worker {
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             );
         }
-        let hostname = spec
-            .hostname
-            .clone()
-            .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+        let hostname =
+            super::security::pod_hostname(&spec, pod.metadata.name.as_deref().unwrap_or_default());
         skiff_container::spec::set_env(&mut all_env, format!("HOSTNAME={hostname}"));
         for (k, v) in &env {
             skiff_container::spec::set_env(&mut all_env, format!("{k}={v}"));
