@@ -24,6 +24,11 @@ fn free_port() -> u16 {
 
 impl Node {
     pub fn start() -> Node {
+        Node::start_with(&[])
+    }
+
+    /// A node whose `skiff server` gets `args` besides the test's own.
+    pub fn start_with(args: &[&str]) -> Node {
         let work = tempfile::Builder::new()
             .prefix("skiff-kubelet-")
             .tempdir()
@@ -39,7 +44,7 @@ impl Node {
             .unwrap();
         let image = format!("{addr}/kubia:1");
         build_kubia(work.path(), &image);
-        let server = Server::start_with_agent(&[]);
+        let server = Server::start_with_agent(args);
         let node = Node {
             server,
             registry,

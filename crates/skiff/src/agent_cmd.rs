@@ -46,6 +46,10 @@ pub struct AgentFlags {
     /// The most processes a pod's container may have.
     #[arg(long)]
     pub pod_max_pids: Option<i64>,
+    /// Namespaced sysctls pods may set besides Kubernetes' safe set: names or groups
+    /// ending in `*`, e.g. `kernel.msg*,net.core.somaxconn`.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +145,8 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
             _ => bail!("--system-reserved {r:?}: write cpu=100m or memory=256Mi"),
         }
     }
+    skiff_kubelet::agent::security::validate_patterns(&flags.allowed_unsafe_sysctls)
+        .map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?;
     let exe = std::env::current_exe().context("finding the skiff binary")?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -168,6 +174,7 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
         system_reserved_cpu_milli: rcpu,
         system_reserved_memory: rmem,
         pod_pids_limit: flags.pod_max_pids,
+        allowed_unsafe_sysctls: flags.allowed_unsafe_sysctls.clone(),
         registry: skiff_image::distribution::ClientOptions::default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     })

@@ -29,7 +29,7 @@ use skiff_image::mount::MountGuard;
 use skiff_image::snapshot::Snapshotter;
 use skiff_image::ImageStore;
 
-use super::cri::ContainerRuntime;
+use super::cri::{ContainerRuntime, SandboxConfig};
 
 use super::AgentError;
 
@@ -111,6 +111,8 @@ pub struct ContainerConfig {
     pub privileged: bool,
     /// allowPrivilegeEscalation: false sets no_new_privs.
     pub no_new_privileges: bool,
+    /// seccomp, procMount and the pod's host / shared namespaces.
+    pub security: super::security::ContainerSecurity,
 }
 
 /// The capabilities a container starts with, as containerd gives Kubernetes containers.
@@ -193,10 +195,12 @@ fn capability(name: &str) -> Result<oci_spec::runtime::Capability, StartError> {
 /// The container's capability set from the defaults and its securityContext.
 fn capability_set(cfg: &ContainerConfig) -> Result<oci_spec::runtime::Capabilities, StartError> {
     let mut set: oci_spec::runtime::Capabilities = oci_spec::runtime::Capabilities::new();
+    // Privileged: every capability this agent holds (containerd's
+    // WithAllCurrentCapabilities); ALL_CAPS is in the kernel's order.
     let base = if cfg.privileged {
-        ALL_CAPS
+        super::security::held_caps(ALL_CAPS)
     } else {
-        DEFAULT_CAPS
+        DEFAULT_CAPS.to_vec()
     };
     for c in base {
         set.insert(capability(c)?);
@@ -400,6 +404,10 @@ impl RuntimeManager {
             root.set_readonly(Some(cfg.readonly_rootfs));
         }
         let caps = capability_set(cfg)?;
+        let cap_names: std::collections::BTreeSet<String> = caps
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(String::from))
+            .collect();
         if let Some(p) = spec.process_mut() {
             if let Some(mut c) = p.capabilities().clone() {
                 c.set_bounding(Some(caps.clone()));
@@ -418,6 +426,15 @@ impl RuntimeManager {
                 linux.set_readonly_paths(None);
             }
         }
+        super::security::apply(
+            &mut spec,
+            &cfg.security,
+            cfg.privileged,
+            &cap_names,
+            &self.data,
+            &super::pidns::pin_path(&self.ns_dir(&record.pod_uid)),
+        )
+        .map_err(StartError::Config)?;
         // The sandbox's UTS namespace carries the host name.
         spec.set_hostname(None);
         Ok(spec)
@@ -688,18 +705,27 @@ pub fn serve_shim(dir: &Path, runtime_root: &Path, runtime_command: Vec<OsString
 
 impl ContainerRuntime for RuntimeManager {
     /// The pod's namespaces, made on first use (and made again after a reboot-like loss).
-    fn run_sandbox(&self, uid: &str, hostname: &str) -> Result<(), AgentError> {
+    fn run_sandbox(&self, uid: &str, cfg: &SandboxConfig) -> Result<(), AgentError> {
         let dir = self.ns_dir(uid);
-        if Pinned::at(&dir).is_pinned() {
-            return Ok(());
+        let fail = |message: String| AgentError::Sandbox {
+            uid: uid.to_string(),
+            message,
+        };
+        if !Pinned::at(&dir).is_pinned() {
+            skiff_container::netns::unpin(&dir);
+            let pinned = skiff_container::netns::pin_sandbox(&dir, &cfg.hostname)
+                .map_err(|e| fail(skiff_serve::error_chain(&e)))?;
+            if let Err(e) = super::security::apply_sysctls(&pinned, &cfg.sysctls) {
+                // Made again (and the sysctls tried again) on the next sync.
+                skiff_container::netns::unpin(&dir);
+                return Err(fail(e));
+            }
         }
-        skiff_container::netns::unpin(&dir);
-        skiff_container::netns::pin_sandbox(&dir, hostname)
-            .map(drop)
-            .map_err(|e| AgentError::Sandbox {
-                uid: uid.to_string(),
-                message: skiff_serve::error_chain(&e),
-            })
+        if cfg.share_pid {
+            let skiff = self.shim_command.first().cloned().unwrap_or_default();
+            super::pidns::ensure(&dir, &skiff).map_err(fail)?;
+        }
+        Ok(())
     }
 
     fn sandbox_ready(&self, uid: &str) -> bool {
@@ -840,6 +866,7 @@ impl ContainerRuntime for RuntimeManager {
 
     fn remove_sandbox(&self, uid: &str) {
         let dir = self.ns_dir(uid);
+        super::pidns::stop(&dir);
         skiff_container::netns::unpin(&dir);
         let _ = fs::remove_dir(&dir);
     }

@@ -19,10 +19,21 @@ use super::containers::{Container, ContainerConfig, ContainerRecord, RunState, S
 use super::AgentError;
 use crate::runtime::TermSize;
 
+/// What a pod's sandbox is made with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The UTS name.
+    pub hostname: String,
+    /// Namespaced sysctls (`net.*`, `kernel.shm*` …), written when its namespaces are made.
+    pub sysctls: Vec<(String, String)>,
+    /// `shareProcessNamespace`: one PID namespace for all of the pod's containers.
+    pub share_pid: bool,
+}
+
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// Makes the pod's sandbox (its network, IPC and UTS namespaces, `hostname` as the
-    /// UTS name) unless it is there and usable; after a reboot-like loss it is made anew.
-    fn run_sandbox(&self, uid: &str, hostname: &str) -> Result<(), AgentError>;
+    /// Makes the pod's sandbox (its network, IPC and UTS namespaces) unless it is there
+    /// and usable; after a reboot-like loss it is made anew.
+    fn run_sandbox(&self, uid: &str, cfg: &SandboxConfig) -> Result<(), AgentError>;
 
     /// Whether the pod's sandbox is there and usable.
     fn sandbox_ready(&self, uid: &str) -> bool;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::containers::{ContainerConfig, ContainerRecord, RunState, StartError};
-use super::cri::ContainerRuntime;
+use super::cri::{ContainerRuntime, SandboxConfig};
 
 /// How long any state the suite waits for may take.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -98,7 +98,7 @@ impl Ctx {
     fn pod(&self, n: usize) -> Result<String, String> {
         let uid = format!("{}-{n}", self.prefix);
         self.rt
-            .run_sandbox(&uid, "conformance")
+            .run_sandbox(&uid, &sandbox())
             .map_err(|e| format!("run_sandbox: {e}"))?;
         self.pods
             .lock()
@@ -120,6 +120,13 @@ impl Ctx {
             }
             self.rt.remove_sandbox(&uid);
         }
+    }
+}
+
+fn sandbox() -> SandboxConfig {
+    SandboxConfig {
+        hostname: "conformance".into(),
+        ..Default::default()
     }
 }
 
@@ -201,7 +208,7 @@ fn read_all(fd: OwnedFd) -> std::sync::mpsc::Receiver<Vec<u8>> {
 fn sandbox_lifecycle(_f: &Fixture, ctx: &Ctx) -> Result<(), String> {
     let rt = &*ctx.rt;
     let uid = ctx.pod(0)?;
-    rt.run_sandbox(&uid, "conformance")
+    rt.run_sandbox(&uid, &sandbox())
         .map_err(|e| format!("a second run_sandbox of a ready sandbox must succeed: {e}"))?;
     if !rt.sandbox_ready(&uid) || !rt.sandboxes().contains(&uid) {
         return Err("a sandbox just made is not ready or not listed".into());

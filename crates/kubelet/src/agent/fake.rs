@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 
 use super::containers::{ContainerConfig, ContainerRecord, ExitRecord, RunState, StartError};
-use super::cri::ContainerRuntime;
+use super::cri::{ContainerRuntime, SandboxConfig};
 use super::AgentError;
 
 /// One step of a fake process.
@@ -254,7 +254,7 @@ fn log_line(r: &ContainerRecord, line: &str) {
 }
 
 impl ContainerRuntime for FakeRuntime {
-    fn run_sandbox(&self, uid: &str, hostname: &str) -> Result<(), AgentError> {
+    fn run_sandbox(&self, uid: &str, cfg: &SandboxConfig) -> Result<(), AgentError> {
         if uid.is_empty() {
             return Err(AgentError::Sandbox {
                 uid: uid.into(),
@@ -264,7 +264,7 @@ impl ContainerRuntime for FakeRuntime {
         self.lock()
             .sandboxes
             .entry(uid.to_string())
-            .or_insert_with(|| hostname.to_string());
+            .or_insert_with(|| cfg.hostname.clone());
         Ok(())
     }
 

@@ -19,8 +19,10 @@ pub mod fake;
 pub mod grpc_probe;
 pub mod images;
 pub mod node;
+pub mod pidns;
 pub mod podspec;
 pub mod probes;
+pub mod security;
 pub mod stats;
 pub mod status;
 pub mod streaming;
@@ -97,6 +99,9 @@ pub struct AgentConfig {
     pub system_reserved_cpu_milli: i64,
     pub system_reserved_memory: i64,
     pub pod_pids_limit: Option<i64>,
+    /// `--allowed-unsafe-sysctls`: namespaced sysctls (or `prefix*` groups) pods may set
+    /// besides the safe set.
+    pub allowed_unsafe_sysctls: Vec<String>,
     pub registry: skiff_image::distribution::ClientOptions,
     pub version: String,
 }

@@ -30,6 +30,8 @@ pub struct Facts {
     pub messages: BTreeMap<String, String>,
     /// The pod is being deleted: exited containers are not restarting.
     pub terminating: bool,
+    /// The node refused the pod (e.g. SysctlForbidden): it failed without running.
+    pub rejected: Option<Waiting>,
 }
 
 /// The containers of one name, latest attempt first.
@@ -197,6 +199,20 @@ pub fn pod_status(pod: &Pod, cs: &[RtContainer], facts: &Facts, now: &str) -> Va
         .status
         .as_ref()
         .and_then(|s| serde_json::to_value(s).ok());
+    if let Some(r) = &facts.rejected {
+        // As the kubelet's rejectPod: only phase, reason, message and QoS class.
+        let mut status = json!({
+            "phase": "Failed",
+            "reason": r.reason,
+            "message": format!("Pod was rejected: {}", r.message),
+            "qosClass": super::podspec::qos_class(pod),
+        });
+        if let Some(ip) = &facts.host_ip {
+            status["hostIP"] = json!(ip);
+            status["hostIPs"] = json!([{"ip": ip}]);
+        }
+        return status;
+    }
     let spec = pod.spec.clone().unwrap_or_default();
     let runs = by_name(cs);
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");

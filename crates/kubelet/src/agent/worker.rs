@@ -169,11 +169,36 @@ impl Worker {
         }
         self.facts.host_ip = Some(self.sh.cfg.node_ip.to_string());
         // Sandbox.
-        let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
-        let hostname: String = hostname.chars().take(63).collect();
+        let hostname = super::security::pod_hostname(&spec, &name);
+        // Admission: a pod whose sysctls the node does not allow fails before it runs.
+        let sysctls =
+            match super::security::check_sysctls(&spec, &self.sh.cfg.allowed_unsafe_sysctls) {
+                Ok(s) => s,
+                Err(message) => {
+                    if self.facts.rejected.is_none() {
+                        self.sh
+                            .events
+                            .warning(pod, "SysctlForbidden", message.clone());
+                        self.facts.rejected = Some(Waiting {
+                            reason: "SysctlForbidden".into(),
+                            message,
+                        });
+                    }
+                    self.report(pod, &[]).await;
+                    return RESYNC.max(Duration::from_secs(10));
+                }
+            };
+        if spec.host_network == Some(true) {
+            self.facts.pod_ip = Some(self.sh.cfg.node_ip.to_string());
+        }
         let (rt, uid) = (self.sh.rt.clone(), self.uid.clone());
         let host = hostname.clone();
-        let sandbox = tokio::task::spawn_blocking(move || rt.run_sandbox(&uid, &host)).await;
+        let sandbox_cfg = super::cri::SandboxConfig {
+            hostname: host,
+            sysctls,
+            share_pid: spec.share_process_namespace == Some(true) && spec.host_pid != Some(true),
+        };
+        let sandbox = tokio::task::spawn_blocking(move || rt.run_sandbox(&uid, &sandbox_cfg)).await;
         match sandbox {
             Ok(Ok(_)) => self.facts.sandbox_ready = true,
             Ok(Err(e)) => {
@@ -398,6 +423,9 @@ impl Worker {
                 a.ip,
                 a.hostnames.unwrap_or_default().join("\t")
             ));
+        }
+        if spec.host_network == Some(true) {
+            h = super::security::host_network_hosts(&spec);
         }
         let mut r = format!("search {ns}.svc.{domain} svc.{domain} {domain}\n");
         if let Some(dns) = self.sh.cfg.cluster_dns {
@@ -776,10 +804,8 @@ impl Worker {
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             );
         }
-        let hostname = spec
-            .hostname
-            .clone()
-            .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+        let hostname =
+            super::security::pod_hostname(&spec, pod.metadata.name.as_deref().unwrap_or_default());
         skiff_container::spec::set_env(&mut all_env, format!("HOSTNAME={hostname}"));
         for (k, v) in &env {
             skiff_container::spec::set_env(&mut all_env, format!("{k}={v}"));
@@ -918,6 +944,7 @@ impl Worker {
                 .unwrap_or_default(),
             privileged: sc.privileged == Some(true),
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
+            security: super::security::container_security(&spec, c),
         })
     }
 

@@ -30,6 +30,16 @@ pub enum ShimCmd {
     Serve(ShimServe),
     /// Own a pod's container (started by the agent); the task socket is stdin.
     Pod(PodShim),
+    /// The init of a pod's shared PID namespace (started by the agent): prints its PID
+    /// and reaps orphans until killed.
+    Pause(PauseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Be the namespace's init (run by `pause` itself).
+    #[arg(long, hide = true)]
+    pub init: bool,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +67,7 @@ pub fn main(cmd: ShimCmd) -> i32 {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     match cmd {
         ShimCmd::Serve(a) => serve(a),
+        ShimCmd::Pause(a) => skiff_kubelet::agent::pidns::serve_pause(a.init),
         ShimCmd::Pod(a) => {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
