@@ -195,6 +195,31 @@ fn crash_loop_oom_limits_host_kill_and_agent_restart() {
                 && refused.ends_with(" 403"),
             "{refused}"
         );
+        // The same through the API server: nodes/{name}/proxy/{path}.
+        let node = n
+            .k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+            .ok()
+            .stdout;
+        let proxied = n
+            .k(&[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+            ])
+            .ok()
+            .stdout;
+        let proxied: serde_json::Value = serde_json::from_str(&proxied).unwrap();
+        assert_eq!(proxied["node"]["nodeName"], node.as_str(), "{proxied}");
+        assert_eq!(
+            n.k(&[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{node}/proxy/healthz")
+            ])
+            .ok()
+            .stdout,
+            "ok"
+        );
         let metrics = get("/metrics/resource");
         assert!(metrics.contains("container_memory_working_set_bytes{container=\"l\",namespace=\"default\",pod=\"limited\"}"), "{metrics}");
         assert!(

@@ -175,12 +175,7 @@ fn hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
     ) || (!upgrade && matches!(name.as_str(), "connection" | "upgrade"))
 }
 
-pub async fn serve(
-    st: &Arc<AppState>,
-    t: &Target,
-    sub: &str,
-    mut req: Request,
-) -> ApiResult<Response> {
+pub async fn serve(st: &Arc<AppState>, t: &Target, sub: &str, req: Request) -> ApiResult<Response> {
     let method = req.method().clone();
     let allowed = match sub {
         "log" => method == Method::GET,
@@ -261,11 +256,6 @@ pub async fn serve(
             "pod {name} does not have a host assigned"
         )));
     }
-    let node_kind = kinds::by_resource("", "v1", "nodes")
-        .ok_or_else(|| ApiError::internal("the nodes kind is not registered"))?;
-    let node = objects::get(&st.objects, node_kind, None, &node_name).await?;
-    let (host, port) = kubelet_endpoint(&node, &node_name)?;
-
     let qs: Vec<String> = query
         .iter()
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
@@ -275,6 +265,41 @@ pub async fn serve(
     } else {
         format!("{path}?{}", qs.join("&"))
     };
+    relay(st, &node_name, uri, req, sub == "log").await
+}
+
+/// `nodes/{name}/proxy/{path}`: any request to the node's kubelet (its stats, metrics,
+/// logs, pods …), relayed as it is, body and upgrades included.
+pub async fn serve_node(st: &Arc<AppState>, t: &Target, req: Request) -> ApiResult<Response> {
+    let name = t.name.clone().unwrap_or_default();
+    let path = req.uri().path();
+    let marker = format!("/nodes/{name}/proxy");
+    let rest = path
+        .find(&marker)
+        .map(|i| &path[i + marker.len()..])
+        .unwrap_or_default();
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let uri = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    relay(st, &name, uri, req, false).await
+}
+
+/// Sends the request to `uri` on the kubelet of `node_name` and relays the answer; a
+/// 101 answer splices the two connections.
+async fn relay(
+    st: &Arc<AppState>,
+    node_name: &str,
+    uri: String,
+    mut req: Request,
+    log: bool,
+) -> ApiResult<Response> {
+    let method = req.method().clone();
+    let node_kind = kinds::by_resource("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("the nodes kind is not registered"))?;
+    let node = objects::get(&st.objects, node_kind, None, node_name).await?;
+    let (host, port) = kubelet_endpoint(&node, node_name)?;
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let mut out = hyper::Request::builder().method(method).uri(&uri);
     for (k, v) in req.headers() {
@@ -288,10 +313,10 @@ pub async fn serve(
         format!("{host}:{port}")
     };
     out = out.header(header::HOST, host_header);
-    let out = out
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let out = out
+        .body(std::mem::take(req.body_mut()))
+        .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
 
     let resp = st.kubelet.send(&host, port, out).await.map_err(|e| {
         ApiError::internal(format!(
@@ -337,7 +362,7 @@ pub async fn serve(
             .body(Body::empty())
             .map_err(|e| ApiError::internal(format!("relaying the kubelet's answer: {e}")));
     }
-    if status.is_success() && sub == "log" && !resp.headers().contains_key(header::CONTENT_TYPE) {
+    if status.is_success() && log && !resp.headers().contains_key(header::CONTENT_TYPE) {
         builder = builder.header(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     builder

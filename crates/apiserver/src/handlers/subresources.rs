@@ -191,6 +191,7 @@ pub async fn serve(
         ("log" | "exec" | "attach" | "portforward", _) if kind.kind == "Pod" => {
             super::proxy::serve(st, t, sub, req).await
         }
+        ("proxy", _) if kind.kind == "Node" => super::proxy::serve_node(st, t, req).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
