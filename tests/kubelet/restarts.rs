@@ -220,6 +220,15 @@ fn crash_loop_oom_limits_host_kill_and_agent_restart() {
             .stdout,
             "ok"
         );
+        // The agent's own metrics.
+        let own = get("/metrics");
+        for want in [
+            "kubelet_started_containers_total{container_type=\"container\"}",
+            "kubelet_pod_start_duration_seconds_count",
+            "kubelet_running_containers{container_state=\"running\"}",
+        ] {
+            assert!(own.contains(want), "{want} in {own}");
+        }
         let metrics = get("/metrics/resource");
         assert!(metrics.contains("container_memory_working_set_bytes{container=\"l\",namespace=\"default\",pod=\"limited\"}"), "{metrics}");
         assert!(

@@ -145,4 +145,11 @@ pub trait StreamingRuntime: Send + Sync + 'static {
             what: "resource metrics on this runtime".into(),
         })
     }
+
+    /// `/metrics`: the agent's own metrics (OpenMetrics text).
+    async fn metrics(&self) -> Result<String, RuntimeError> {
+        Err(RuntimeError::NotFound {
+            what: "agent metrics on this runtime".into(),
+        })
+    }
 }

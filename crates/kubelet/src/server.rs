@@ -364,6 +364,20 @@ async fn handle(
                 status(code, reason, e.full_message())
             }
         },
+        ["metrics"] if *req.method() == Method::GET => match rt.metrics().await {
+            Ok(text) => {
+                let mut r = Response::new(full(text));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    HeaderValue::from_static(skiff_serve::metrics::CONTENT_TYPE),
+                );
+                r
+            }
+            Err(e) => {
+                let (code, reason) = e.code_reason();
+                status(code, reason, e.full_message())
+            }
+        },
         ["metrics", "resource"] if *req.method() == Method::GET => match rt.metrics_resource().await {
             Ok(text) => {
                 let mut r = Response::new(full(text));
@@ -382,7 +396,7 @@ async fn handle(
             404,
             "NotFound",
             format!(
-                "{} {path} is not a kubelet path (exec, attach, portForward, containerLogs, stats/summary, metrics/resource)",
+                "{} {path} is not a kubelet path (exec, attach, portForward, containerLogs, stats/summary, metrics, metrics/resource)",
                 req.method()
             ),
         ),

@@ -18,6 +18,7 @@ pub mod cri_conformance;
 pub mod fake;
 pub mod grpc_probe;
 pub mod images;
+pub mod metrics;
 pub mod node;
 pub mod pidns;
 pub mod podspec;
@@ -155,6 +156,8 @@ pub struct Shared {
     workers: Mutex<HashMap<String, watch::Sender<Option<Arc<Pod>>>>>,
     /// CPU rates between `/stats/summary` reads.
     pub rates: stats::Rates,
+    /// The agent's `/metrics`.
+    pub metrics: metrics::AgentMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -288,6 +291,7 @@ pub async fn run(
         pods: Mutex::new(HashMap::new()),
         workers: Mutex::new(HashMap::new()),
         rates: stats::Rates::default(),
+        metrics: metrics::AgentMetrics::default(),
     });
     let _ = shared_slot.set(sh.clone());
     let serve_stop = stop.clone();

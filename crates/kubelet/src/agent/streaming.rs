@@ -254,6 +254,13 @@ impl StreamingRuntime for AgentStreaming {
             .map_err(|e| unavailable(format!("metrics: {e}")))
     }
 
+    async fn metrics(&self) -> Result<String, RuntimeError> {
+        let sh = self.sh()?.clone();
+        tokio::task::spawn_blocking(move || sh.metrics.render(&sh))
+            .await
+            .map_err(|e| unavailable(format!("metrics: {e}")))
+    }
+
     async fn logs(
         &self,
         target: &ContainerRef,

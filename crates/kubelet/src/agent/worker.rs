@@ -50,6 +50,8 @@ pub struct Worker {
     /// Volumes are refreshed at most this often (configMap/secret updates).
     volumes_at: Option<Instant>,
     volume_paths: BTreeMap<String, std::path::PathBuf>,
+    /// When this worker first saw the pod; `None` once its start was counted.
+    first_seen: Option<Instant>,
 }
 
 fn now_rfc3339() -> String {
@@ -87,6 +89,7 @@ impl Worker {
             probes: probes::State::default(),
             volumes_at: None,
             volume_paths: BTreeMap::new(),
+            first_seen: Some(Instant::now()),
         }
     }
 
@@ -355,6 +358,18 @@ impl Worker {
                 }
             }
             cs = self.containers().await;
+            // The pod started: every app container runs (kubelet_pod_start_duration).
+            if let Some(seen) = self.first_seen {
+                let all = spec.containers.iter().all(|c| {
+                    cs.iter().any(|rc| {
+                        rc.record.name == c.name && !rc.record.init && rc.state == RunState::Running
+                    })
+                });
+                if all && !spec.containers.is_empty() {
+                    self.sh.metrics.pod_started(seen.elapsed());
+                    self.first_seen = None;
+                }
+            }
         }
         self.read_messages(pod, &cs);
         self.report(pod, &cs).await;
@@ -719,6 +734,7 @@ impl Worker {
         let started = tokio::task::spawn_blocking(move || rt.start(cfg)).await;
         match started {
             Ok(Ok(rec)) => {
+                self.sh.metrics.container_started(init);
                 self.facts.waiting.remove(&key);
                 self.sh.events.container(
                     pod,
@@ -758,6 +774,7 @@ impl Worker {
                     StartError::Create(_) => "CreateContainerError",
                     StartError::Run(_) => "RunContainerError",
                 };
+                self.sh.metrics.container_start_failed(init, reason);
                 self.sh
                     .events
                     .container(pod, &c.name, init, true, "Failed", format!("Error: {e}"));
