@@ -80,7 +80,7 @@ pub enum RunState {
     Lost,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Container {
     pub record: ContainerRecord,
     pub state: RunState,

@@ -11,6 +11,7 @@
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.
 
+pub mod actions;
 pub mod containers;
 pub mod cri;
 #[cfg(any(test, feature = "testing"))]

@@ -16,11 +16,12 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::actions::Action;
 use super::containers::{
     Container as RtContainer, ContainerConfig, ContainerRecord, RunState, StartError,
 };
 use super::images::PullPolicy;
-use super::status::{by_name, Facts, Waiting};
+use super::status::{Facts, Waiting};
 use super::{probes, Shared};
 
 /// Kubernetes' container restart back-off: 10 s doubling to 5 minutes.
@@ -248,111 +249,66 @@ impl Worker {
         }
 
         let mut cs = self.containers().await;
-        let policy = spec
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
         let terminal = self
             .last_status
             .as_ref()
             .is_some_and(|s| s["phase"] == "Succeeded" || s["phase"] == "Failed");
         if !terminal {
-            // Init containers in order; sidecars (restartPolicy Always) keep running.
-            let mut initialized = true;
-            for ic in spec.init_containers.clone().unwrap_or_default() {
-                let sidecar = ic.restart_policy.as_deref() == Some("Always");
-                let runs = by_name(&cs);
-                let latest = runs
-                    .get(&ic.name)
-                    .and_then(|v| v.first())
-                    .map(|c| (*c).clone());
-                match latest {
-                    None => {
-                        self.start(pod, &ic, true, 0, &mut wake).await;
-                        if !sidecar {
-                            initialized = false;
-                            break;
-                        }
-                    }
-                    Some(c) => match &c.state {
-                        RunState::Running => {
-                            if !sidecar {
-                                initialized = false;
-                                break;
-                            }
-                        }
-                        RunState::Exited(e) if e.exit_code == 0 && !sidecar => {}
-                        _ => {
-                            let p = if sidecar { "Always" } else { policy.as_str() };
-                            if p != "Never" {
-                                self.restart(pod, &ic, true, &c, &mut wake).await;
-                            }
-                            if !sidecar {
-                                initialized = false;
-                                break;
-                            }
-                        }
-                    },
+            let actions = super::actions::compute(&spec, &cs, terminal);
+            // An app container the policy leaves ended shows its last state, not a wait.
+            for c in &spec.containers {
+                let acted = actions.iter().any(|a| match a {
+                    Action::Start { container, init }
+                    | Action::Restart {
+                        container, init, ..
+                    } => !init && container.name == c.name,
+                    Action::Probe { container, .. } => container.name == c.name,
+                });
+                if !acted {
+                    self.facts.waiting.remove(&c.name);
                 }
             }
-            if initialized {
-                cs = self.containers().await;
-                for c in spec.containers.clone() {
-                    let runs = by_name(&cs);
-                    let latest = runs
-                        .get(&c.name)
-                        .and_then(|v| v.first())
-                        .map(|c| (*c).clone());
-                    match latest {
-                        None => self.start(pod, &c, false, 0, &mut wake).await,
-                        Some(rc) => {
-                            match &rc.state {
-                                RunState::Running => {
-                                    self.facts.waiting.remove(&c.name);
-                                    // Probes: readiness and liveness.
-                                    let verdict = probes::run(
-                                        &self.sh,
-                                        &mut self.probes,
-                                        pod,
-                                        &c,
-                                        &rc.record,
-                                    )
-                                    .await;
-                                    self.facts.ready.insert(rc.record.id.clone(), verdict.ready);
-                                    wake = wake.min(verdict.next);
-                                    if verdict.restart {
-                                        self.sh.events.container(pod, &c.name, false, true, "Killing", format!("Container {} failed liveness probe, will be restarted", c.name));
-                                        self.kill_one(
-                                            &rc.record,
-                                            Duration::from_secs(
-                                                spec.termination_grace_period_seconds
-                                                    .unwrap_or(30)
-                                                    .max(0)
-                                                    as u64,
-                                            ),
-                                        )
-                                        .await;
-                                        wake = Duration::from_millis(10);
-                                    }
-                                }
-                                RunState::Exited(e) => {
-                                    let again = match policy.as_str() {
-                                        "Always" => true,
-                                        "OnFailure" => e.exit_code != 0,
-                                        _ => false,
-                                    };
-                                    if again {
-                                        self.restart(pod, &c, false, &rc, &mut wake).await;
-                                    } else {
-                                        self.facts.waiting.remove(&c.name);
-                                    }
-                                }
-                                RunState::Lost => {
-                                    if policy != "Never" {
-                                        self.restart(pod, &c, false, &rc, &mut wake).await;
-                                    }
-                                }
-                            }
+            for action in actions {
+                match action {
+                    Action::Start { container, init } => {
+                        self.start(pod, &container, init, 0, &mut wake).await;
+                    }
+                    Action::Restart {
+                        container,
+                        init,
+                        last,
+                    } => {
+                        self.restart(pod, &container, init, &last, &mut wake).await;
+                    }
+                    Action::Probe { container, running } => {
+                        self.facts.waiting.remove(&container.name);
+                        let verdict = probes::run(
+                            &self.sh,
+                            &mut self.probes,
+                            pod,
+                            &container,
+                            &running.record,
+                        )
+                        .await;
+                        self.facts
+                            .ready
+                            .insert(running.record.id.clone(), verdict.ready);
+                        wake = wake.min(verdict.next);
+                        if verdict.restart {
+                            self.sh.events.container(
+                                pod,
+                                &container.name,
+                                false,
+                                true,
+                                "Killing",
+                                format!(
+                                    "Container {} failed liveness probe, will be restarted",
+                                    container.name
+                                ),
+                            );
+                            self.kill_one(&running.record, Duration::from_secs(spec_grace(pod)))
+                                .await;
+                            wake = Duration::from_millis(10);
                         }
                     }
                 }
