@@ -188,6 +188,13 @@ impl Shared {
         self.cfg.data_dir.join("pods").join(uid)
     }
 
+    /// Wakes the pod's worker (its pod unchanged) to sync now.
+    fn poke(&self, uid: &str) {
+        if let Some(tx) = lock(&self.workers).get(uid) {
+            tx.send_modify(|_| {});
+        }
+    }
+
     fn forget(&self, uid: &str) {
         lock(&self.workers).remove(uid);
         lock(&self.pods).remove(uid);
@@ -300,12 +307,64 @@ pub async fn run(
         tokio::spawn(async move { server.run(serve_stop.cancelled_owned()).await });
     node::register(&sh).await?;
     let hb = tokio::spawn(node::heartbeat(sh.clone(), stop.clone()));
+    let relist = tokio::spawn(pleg(sh.clone(), stop.clone()));
     pod_manager(sh.clone(), stop.clone()).await;
     let _ = hb.await;
+    let _ = relist.await;
     let _ = streaming_task.await;
     // Workers see their channels close and leave the pods running.
     lock(&sh.workers).clear();
     Ok(())
+}
+
+/// The pod lifecycle event generator: relists the runtime's containers every second and
+/// wakes the worker of each pod where a container appeared, changed state (started,
+/// exited, lost) or went away, so a worker learns of an exit within a second without
+/// polling the runtime itself.
+async fn pleg(sh: Arc<Shared>, stop: CancellationToken) {
+    let mut last: HashMap<String, (String, u8)> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let rt = sh.rt.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || rt.list()).await else {
+            continue;
+        };
+        let (cur, changed) = relist_changes(&last, now);
+        last = cur;
+        for uid in changed {
+            sh.poke(&uid);
+        }
+    }
+}
+
+/// The containers now (id → pod UID and state) and the pods whose containers changed
+/// since `last`.
+fn relist_changes(
+    last: &HashMap<String, (String, u8)>,
+    now: Vec<containers::Container>,
+) -> (HashMap<String, (String, u8)>, HashSet<String>) {
+    let mut cur = HashMap::new();
+    let mut changed = HashSet::new();
+    for c in now {
+        let s = match c.state {
+            containers::RunState::Running => 0,
+            containers::RunState::Exited(_) => 1,
+            containers::RunState::Lost => 2,
+        };
+        if last.get(&c.record.id).map(|x| x.1) != Some(s) {
+            changed.insert(c.record.pod_uid.clone());
+        }
+        cur.insert(c.record.id, (c.record.pod_uid, s));
+    }
+    for (id, (uid, _)) in last {
+        if !cur.contains_key(id) {
+            changed.insert(uid.clone());
+        }
+    }
+    (cur, changed)
 }
 
 /// Feeds the pod workers from a watch of the pods bound to this node.
@@ -410,4 +469,55 @@ pub fn clean(data_dir: &std::path::Path, cgroup_parent: &str) {
     // cgroup still in use stays).
     containers::remove_cgroup(cgroup_parent.trim_end_matches('/'));
     containers::unmount_below(data_dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::containers::{Container, ContainerRecord, ExitRecord, RunState};
+    use super::*;
+
+    fn c(id: &str, uid: &str, state: RunState) -> Container {
+        Container {
+            record: ContainerRecord {
+                id: id.into(),
+                pod_uid: uid.into(),
+                ..Default::default()
+            },
+            state,
+        }
+    }
+
+    #[test]
+    fn the_pleg_wakes_pods_whose_containers_changed() {
+        let exited = RunState::Exited(ExitRecord {
+            exit_code: 1,
+            finished: String::new(),
+            oom_killed: false,
+        });
+        let (first, changed) = relist_changes(
+            &HashMap::new(),
+            vec![
+                c("a", "p1", RunState::Running),
+                c("b", "p2", RunState::Running),
+            ],
+        );
+        assert_eq!(changed.len(), 2);
+        // Nothing changed: nobody is woken.
+        let (same, changed) = relist_changes(
+            &first,
+            vec![
+                c("a", "p1", RunState::Running),
+                c("b", "p2", RunState::Running),
+            ],
+        );
+        assert!(changed.is_empty());
+        // p1's container exited, p2's went away, p3 got one.
+        let (_, changed) = relist_changes(
+            &same,
+            vec![c("a", "p1", exited), c("x", "p3", RunState::Running)],
+        );
+        let mut got: Vec<_> = changed.into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["p1", "p2", "p3"]);
+    }
 }

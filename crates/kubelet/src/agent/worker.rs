@@ -29,8 +29,9 @@ const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long resets its back-off.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// How often a worker looks at its containers when nothing wakes it.
-const RESYNC: Duration = Duration::from_secs(1);
+/// A worker syncs at least this often; the PLEG wakes it at once when one of its
+/// containers changes state, and probes, back-offs and hooks set their own times.
+const RESYNC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct Backoff {
