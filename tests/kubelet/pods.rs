@@ -195,6 +195,69 @@ fn run_exec_logs_port_forward_cp_attach_and_delete() {
         let _ = child.kill();
         let _ = child.wait();
 
+        // kubectl run -i --rm: the pod's stdin (stdinOnce) gets kubectl's input through
+        // attach; cat echoes it and ends when the input does; kubectl deletes the pod.
+        let mut c = n.server.kubectl_command(
+            VERSIONS[1],
+            &[
+                "run",
+                "-i",
+                "--rm",
+                "--restart=Never",
+                "catty",
+                "--image",
+                &n.image,
+                "--",
+                "cat",
+            ],
+        );
+        c.env("KUBECONFIG", n.server.kubeconfig());
+        let o = run(c, Some("through attach\n")).ok();
+        assert!(o.stdout.contains("through attach"), "{o:?}");
+        wait("the run -i pod deleted", 30, || {
+            (n.k(&["get", "pod", "catty"]).code != 0).then_some(())
+        });
+        // A container with a terminal (tty, stdin): it sees a terminal, and what attach
+        // sends reaches its shell through it.
+        n.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: ttyp}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: sh
+    image: {}
+    command: ["sh", "-c", "tty; exec sh"]
+    stdin: true
+    tty: true
+"#,
+            n.image
+        ));
+        n.k(&["wait", "--for=condition=Ready", "pod/ttyp", "--timeout=60s"])
+            .ok();
+        wait("the terminal's name in the log", 30, || {
+            n.k(&["logs", "ttyp"])
+                .stdout
+                .contains("/dev/pts/")
+                .then_some(())
+        });
+        let mut c = n
+            .server
+            .kubectl_command(VERSIONS[1], &["attach", "-i", "ttyp"]);
+        c.env("KUBECONFIG", n.server.kubeconfig());
+        let o = run(c, Some("echo from-$((6*7)); exit 3\n"));
+        assert!(o.stdout.contains("from-42"), "{o:?}");
+        wait("the terminal pod Failed with exit code 3", 30, || {
+            (n.jp(
+                "ttyp",
+                "{.status.containerStatuses[0].state.terminated.exitCode}",
+            ) == "3")
+                .then_some(())
+        });
+        n.k(&["delete", "pod", "ttyp", "--grace-period=0"]).ok();
+
         // Graceful delete: sh as PID 1 ignores SIGTERM, so the grace period runs out and
         // SIGKILL ends it; the kubelet then deletes the pod and kubectl returns.
         let t0 = std::time::Instant::now();

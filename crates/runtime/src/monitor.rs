@@ -224,7 +224,11 @@ fn monitor_main(
         // SAFETY: exit without the parent's destructors.
         unsafe { libc::_exit(1) }
     };
-    // Let go of the caller's stdio so that it sees EOF when the container's does.
+    // Let go of every descriptor inherited from the caller (its stdio and whatever else
+    // it had open, such as the write end of a pipe that is the container's stdin), so
+    // that it sees EOF when the container's side closes; the monitor only waits and
+    // writes files by path from here on.
+    close_inherited();
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -252,4 +256,25 @@ fn monitor_main(
     let _ = state::save_exit(dir, &exit);
     // SAFETY: exit without the parent's destructors.
     unsafe { libc::_exit(0) }
+}
+
+/// Closes every descriptor from 3 up (close_range(2), or one by one from /proc/self/fd on
+/// kernels without it).
+fn close_inherited() {
+    // SAFETY: close_range only closes descriptors of this (single-threaded) process.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r == 0 {
+        return;
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd >= 3)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
 }

@@ -123,7 +123,18 @@ impl Client {
 
     /// Copies the container's output to these fds from now until it ends.
     pub fn attach(&self, stdout: BorrowedFd<'_>, stderr: BorrowedFd<'_>) -> Result<(), ShimError> {
-        self.ok(&Request::Attach, &[stdout, stderr])
+        self.ok(&Request::Attach { stdin: false }, &[stdout, stderr])
+    }
+
+    /// [`Client::attach`], and what `stdin` yields goes to the container's input (when
+    /// its shim keeps one open; else it is read and dropped).
+    pub fn attach_with_stdin(
+        &self,
+        stdin: BorrowedFd<'_>,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> Result<(), ShimError> {
+        self.ok(&Request::Attach { stdin: true }, &[stdin, stdout, stderr])
     }
 
     pub fn resize(&self, width: u16, height: u16) -> Result<(), ShimError> {

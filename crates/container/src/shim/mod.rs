@@ -13,8 +13,8 @@
 //! | `create` | `created {pid}` | the runtime creates the container; its stdout and stderr are pipes the shim copies into the CRI log |
 //! | `start` | `ok` | the runtime starts the container's process |
 //! | `exec {process}` + 3 fds | `exited {exit_code}` once it ends | runs `process` in the container with the fds as stdin, stdout, stderr |
-//! | `attach` + 2 fds | `ok` | from now until the container ends, its stdout and stderr are also written to the fds |
-//! | `resize {width, height}` | error | the container's process has no terminal (its output goes to the log), so there is nothing to resize; the request is part of the API for when it does |
+//! | `attach {stdin}` + 2 or 3 fds | `ok` | from now until the container ends, its stdout and stderr are also written to the last two fds; with `stdin`, the first fd's bytes go to the container's input (its stdin pipe, or its terminal) |
+//! | `resize {width, height}` | `ok` | the container's terminal gets this size (an error when it has none) |
 //! | `kill {signal, all}` | `ok` | signals the init (or, with `all`, every process) |
 //! | `wait` | `exited {exit_code}` once it ended *and the owner recorded it* | |
 //! | `stats` | `stats {…}` | the container's cgroup statistics |
@@ -94,8 +94,11 @@ pub enum Request {
     Exec {
         process: Box<Process>,
     },
-    /// With two fds: stdout, stderr.
-    Attach,
+    /// With two fds (stdout, stderr), or three with `stdin` (stdin first).
+    Attach {
+        #[serde(default)]
+        stdin: bool,
+    },
     Resize {
         width: u16,
         height: u16,
@@ -114,7 +117,8 @@ impl Request {
     fn fds(&self) -> usize {
         match self {
             Request::Exec { .. } => 3,
-            Request::Attach => 2,
+            Request::Attach { stdin: false } => 2,
+            Request::Attach { stdin: true } => 3,
             _ => 0,
         }
     }
@@ -214,6 +218,11 @@ pub struct ShimOptions {
     pub runtime_command: Vec<OsString>,
     /// End once the container exited and the owner recorded it (else on `delete`).
     pub exit_when_stopped: bool,
+    /// Keep the container's stdin open for attach (a pipe; its terminal when the bundle's
+    /// process has one), instead of /dev/null.
+    pub stdin: bool,
+    /// Close the container's stdin when the first attach that wrote to it ends.
+    pub stdin_once: bool,
 }
 
 /// Binds the shim's socket at `path` (replacing a stale one).
@@ -399,7 +408,7 @@ mod tests {
         let server = std::thread::spawn(move || {
             let (conn, _) = listener.accept().unwrap();
             let (req, fds, mut conn) = read_request(conn).map_err(|(_, e)| e).unwrap();
-            assert_eq!(req, Request::Attach);
+            assert_eq!(req, Request::Attach { stdin: false });
             for (fd, text) in fds.into_iter().zip(["to stdout\n", "to stderr\n"]) {
                 File::from(fd).write_all(text.as_bytes()).unwrap();
             }
@@ -426,7 +435,9 @@ mod tests {
         err_r.read_to_string(&mut s).unwrap();
         assert_eq!(s, "to stderr\n");
         // Attach without its fds is refused by the server's check.
-        let e = client.call(&Request::Attach, &[]).unwrap_err();
+        let e = client
+            .call(&Request::Attach { stdin: false }, &[])
+            .unwrap_err();
         assert_eq!(e.category(), Category::Invalid);
         assert!(e.to_string().contains("needs 2 file descriptors"), "{e}");
         server.join().unwrap();

@@ -41,6 +41,11 @@ struct Shared {
     /// Connections being answered: the shim ends only when none is.
     in_flight: AtomicUsize,
     exec_seq: AtomicU64,
+    /// Where attached input goes: the write end of the container's stdin pipe, or its
+    /// terminal's master (`None` once closed, or when it has neither).
+    input: Mutex<Option<File>>,
+    /// The container's terminal (its pty master), for resizes.
+    master: Mutex<Option<OwnedFd>>,
 }
 
 impl Shared {
@@ -71,6 +76,8 @@ pub fn serve(listener: UnixListener, opts: ShimOptions, owner: Box<dyn Owner>) -
         stderr_sinks: Arc::default(),
         in_flight: AtomicUsize::new(0),
         exec_seq: AtomicU64::new(0),
+        input: Mutex::new(None),
+        master: Mutex::new(None),
     });
     let code = accept_loop(&listener, &shared);
     if let Some(p) = socket_path {
@@ -165,25 +172,39 @@ fn handle(s: &Arc<Shared>, req: Request, mut fds: Vec<OwnedFd>) -> Response {
             };
             exec(s, &process, inp, out, err)
         }
-        Request::Attach => {
+        Request::Attach { stdin } => {
             let (Some(err), Some(out)) = (fds.pop(), fds.pop()) else {
                 return Response::Error {
                     category: Category::Invalid,
                     message: "attach needs two file descriptors (stdout, stderr)".into(),
                 };
             };
+            let inp = if stdin { fds.pop() } else { None };
             if let Phase::Exited { .. } = s.phase() {
                 return conflict(format!("container {id} has exited"));
             }
             lock(&s.stdout_sinks).push(File::from(out));
             lock(&s.stderr_sinks).push(File::from(err));
+            if let Some(inp) = inp {
+                let s = s.clone();
+                std::thread::spawn(move || feed_input(&s, File::from(inp)));
+            }
             Response::Ok
         }
-        Request::Resize { .. } => Response::Error {
-            category: Category::Invalid,
-            message: format!(
-                "container {id} has no terminal (its output goes to its log): nothing to resize"
-            ),
+        Request::Resize { width, height } => match &*lock(&s.master) {
+            Some(m) => {
+                use std::os::fd::AsRawFd;
+                match skiff_runtime::tty::set_size(m.as_raw_fd(), height, width) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => error(Category::Unavailable, &e),
+                }
+            }
+            None => Response::Error {
+                category: Category::Invalid,
+                message: format!(
+                    "container {id} has no terminal (its output goes to its log): nothing to resize"
+                ),
+            },
         },
         Request::Kill { signal, all } => {
             let sig = match Signal::try_from(signal) {
@@ -243,14 +264,18 @@ fn state(s: &Shared) -> Response {
     }
 }
 
-/// The container's stdio while the runtime creates it: stdin /dev/null, stdout and
-/// stderr the write ends of the log pipes. The shim's own are put back on drop.
+/// The container's stdio while the runtime creates it: stdin its pipe (or /dev/null),
+/// stdout and stderr the write ends of the log pipes. The shim's own are put back on drop.
 struct Stdio {
     saved: [OwnedFd; 3],
 }
 
 impl Stdio {
-    fn redirect(stdout: &OwnedFd, stderr: &OwnedFd) -> std::io::Result<Stdio> {
+    fn redirect(
+        stdin: Option<&OwnedFd>,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+    ) -> std::io::Result<Stdio> {
         let devnull = File::open("/dev/null")?;
         let saved = [
             nix::unistd::dup(std::io::stdin())?,
@@ -258,7 +283,10 @@ impl Stdio {
             nix::unistd::dup(std::io::stderr())?,
         ];
         let guard = Stdio { saved };
-        nix::unistd::dup2_stdin(&devnull)?;
+        match stdin {
+            Some(fd) => nix::unistd::dup2_stdin(fd)?,
+            None => nix::unistd::dup2_stdin(&devnull)?,
+        }
         nix::unistd::dup2_stdout(stdout)?;
         nix::unistd::dup2_stderr(stderr)?;
         Ok(guard)
@@ -285,15 +313,43 @@ fn create(s: &Arc<Shared>) -> Response {
         Ok(p) => p,
         Err(e) => return error(Category::Unavailable, &io("making the log pipes")(e.into())),
     };
+    // A terminal (the bundle's process asks for one): the runtime hands its master over
+    // a console socket. Otherwise, with stdin kept open, a pipe.
+    let terminal = crate::spec::load(&s.opts.bundle)
+        .ok()
+        .and_then(|sp| sp.process().as_ref().and_then(|p| p.terminal()))
+        == Some(true);
+    let console = if terminal {
+        match ConsoleSocket::bind() {
+            Ok(c) => Some(c),
+            Err(e) => return error(Category::Unavailable, &io("binding the console socket")(e)),
+        }
+    } else {
+        None
+    };
+    let stdin_pipe = if s.opts.stdin && !terminal {
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                return error(
+                    Category::Unavailable,
+                    &io("making the stdin pipe")(e.into()),
+                )
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = lock(&s.owner).before_create() {
         return error(Category::Invalid, &*e);
     }
     let opts = skiff_runtime::CreateOptions {
         id: s.opts.id.clone(),
         bundle: s.opts.bundle.clone(),
+        console_socket: console.as_ref().map(|c| c.path.clone()),
         ..Default::default()
     };
-    let created = match Stdio::redirect(&out_w, &err_w) {
+    let created = match Stdio::redirect(stdin_pipe.as_ref().map(|p| &p.0), &out_w, &err_w) {
         Ok(guard) => {
             let r = s.runtime.create(&opts);
             drop(guard);
@@ -306,22 +362,50 @@ fn create(s: &Arc<Shared>) -> Response {
     if let Err(e) = created {
         return runtime_error(e);
     }
+    if let Some((_, w)) = stdin_pipe {
+        *lock(&s.input) = Some(File::from(w));
+    }
+    let master = match console.map(|c| c.receive()) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            let _ = s.runtime.delete(&s.opts.id, true);
+            return error(Category::Unavailable, &io("receiving the terminal")(e));
+        }
+    };
     let pid = s.runtime.state(&s.opts.id).map(|st| st.pid).unwrap_or(0);
     // From here on the shim may have threads: the container's processes exist.
-    let copiers: Vec<_> = [
+    let mut outputs = vec![
         (Stream::Stdout, out_r, s.stdout_sinks.clone()),
         (Stream::Stderr, err_r, s.stderr_sinks.clone()),
-    ]
-    .into_iter()
-    .map(|(stream, fd, sinks)| {
-        let c = Copier {
-            stream,
-            writer: writer.clone(),
-            sinks,
-        };
-        std::thread::spawn(move || c.run(File::from(fd)))
-    })
-    .collect();
+    ];
+    if let Some(m) = master {
+        // The terminal's output is the container's stdout.
+        match (m.try_clone(), m.try_clone()) {
+            (Ok(reader), Ok(input)) => {
+                outputs.push((Stream::Stdout, reader, s.stdout_sinks.clone()));
+                if s.opts.stdin {
+                    *lock(&s.input) = Some(File::from(input));
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = s.runtime.delete(&s.opts.id, true);
+                return error(Category::Unavailable, &io("duplicating the terminal")(e));
+            }
+        }
+        *lock(&s.master) = Some(m);
+    }
+    let copiers: Vec<_> = outputs
+        .into_iter()
+        .map(|(stream, fd, sinks)| {
+            let c = Copier {
+                stream,
+                writer: writer.clone(),
+                sinks,
+            };
+            std::thread::spawn(move || c.run(File::from(fd)))
+        })
+        .collect();
     if let Err(e) = lock(&s.owner).created(pid) {
         let _ = s.runtime.delete(&s.opts.id, true);
         for c in copiers {
@@ -465,5 +549,87 @@ fn exec(
                 source: e,
             },
         ),
+    }
+}
+
+/// Copies attached input into the container's stdin (or terminal); with `stdin_once`, the
+/// first attach that ends closes it (a terminal gets an end-of-file character).
+fn feed_input(s: &Arc<Shared>, mut from: File) {
+    let to = lock(&s.input).as_ref().and_then(|f| f.try_clone().ok());
+    match to {
+        Some(mut to) => {
+            let _ = std::io::copy(&mut from, &mut to);
+        }
+        None => {
+            // Nowhere to go: read it so the client's writes do not block.
+            let _ = std::io::copy(&mut from, &mut std::io::sink());
+        }
+    }
+    if s.opts.stdin_once {
+        let closed = lock(&s.input).take();
+        if let Some(mut f) = closed {
+            if lock(&s.master).is_some() {
+                let _ = f.write_all(&[0x04]);
+            }
+        }
+    }
+}
+
+/// A Unix socket the runtime sends a new container's terminal master to
+/// (`--console-socket`), at a short path (socket paths are limited to 108 bytes).
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn bind() -> std::io::Result<ConsoleSocket> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = Path::new("/run/skiff/console");
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!(
+            "{}-{}.sock",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// The master the runtime sent (it connected and sent while creating).
+    fn receive(self) -> std::io::Result<OwnedFd> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let _ = self.listener.set_nonblocking(true);
+        let (conn, _) = self.listener.accept()?;
+        let _ = conn.set_nonblocking(false);
+        let mut buf = [0u8; 256];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<nix::sys::socket::UnixAddr>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                if let Some(fd) = fds.first() {
+                    // SAFETY: SCM_RIGHTS just installed `fd` in this process; nothing else
+                    // owns it.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                }
+            }
+        }
+        Err(std::io::Error::other(
+            "the runtime sent no terminal over the console socket",
+        ))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

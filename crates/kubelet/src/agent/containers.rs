@@ -60,6 +60,14 @@ pub struct ContainerRecord {
     pub termination_log: Option<PathBuf>,
     /// The image's STOPSIGNAL (or SIGTERM).
     pub stop_signal: String,
+    /// The container's `stdin`, `stdinOnce` and `tty`: its input stays open for attach,
+    /// closed after the first attach; it runs with a terminal.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Written by the shim when the container has exited.
@@ -350,7 +358,8 @@ impl RuntimeManager {
         let mut b = skiff_container::SpecBuilder::new(cfg.args.clone())
             .env(env)
             .cwd(cfg.cwd.clone())
-            .user(user);
+            .user(user)
+            .terminal(record.tty);
         for m in &cfg.mounts {
             // The mount point must exist in the image for files (e.g. /etc/hosts).
             b = b.bind_mount(m.clone());
@@ -694,6 +703,8 @@ pub fn serve_shim(dir: &Path, runtime_root: &Path, runtime_command: Vec<OsString
         log_path: record.log_path.clone(),
         runtime_command,
         exit_when_stopped: true,
+        stdin: record.stdin,
+        stdin_once: record.stdin_once,
     };
     let owner = PodOwner {
         dir: dir.to_path_buf(),
@@ -937,11 +948,21 @@ impl ContainerRuntime for RuntimeManager {
     fn attach(
         &self,
         r: &ContainerRecord,
+        stdin: Option<BorrowedFd<'_>>,
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
     ) -> Result<(), String> {
+        let client = Client::new(self.socket(&r.id));
+        match stdin {
+            Some(i) => client.attach_with_stdin(i, stdout, stderr),
+            None => client.attach(stdout, stderr),
+        }
+        .map_err(|e| skiff_serve::error_chain(&e))
+    }
+
+    fn resize(&self, r: &ContainerRecord, size: crate::runtime::TermSize) -> Result<(), String> {
         Client::new(self.socket(&r.id))
-            .attach(stdout, stderr)
+            .resize(size.width, size.height)
             .map_err(|e| skiff_serve::error_chain(&e))
     }
 

@@ -112,12 +112,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         stderr: BorrowedFd<'_>,
     ) -> Result<i32, String>;
 
-    /// Copies the container's output from now on to `stdout` and `stderr` until it exits.
+    /// Copies the container's output from now on to `stdout` and `stderr` until it exits,
+    /// and `stdin`'s bytes to the container's input when it keeps one open (`stdin: true`).
     /// Returns once the copy is set up.
     fn attach(
         &self,
         r: &ContainerRecord,
+        stdin: Option<BorrowedFd<'_>>,
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
     ) -> Result<(), String>;
+
+    /// Resizes the container's terminal (an error when it has none).
+    fn resize(&self, r: &ContainerRecord, size: TermSize) -> Result<(), String>;
 }

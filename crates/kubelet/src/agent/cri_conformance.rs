@@ -325,7 +325,7 @@ fn attach(f: &Fixture, ctx: &Ctx) -> Result<(), String> {
     let (erd, ewr) = nix::unistd::pipe().map_err(|e| e.to_string())?;
     let out = read_all(rd);
     let _err = read_all(erd);
-    rt.attach(&r, wr.as_fd(), ewr.as_fd())
+    rt.attach(&r, None, wr.as_fd(), ewr.as_fd())
         .map_err(|e| format!("attach: {e}"))?;
     drop((wr, ewr));
     let got = out

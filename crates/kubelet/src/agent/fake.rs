@@ -387,9 +387,14 @@ impl ContainerRuntime for FakeRuntime {
         Ok(code)
     }
 
+    fn resize(&self, r: &ContainerRecord, _size: crate::runtime::TermSize) -> Result<(), String> {
+        Err(format!("container {} has no terminal", r.id))
+    }
+
     fn attach(
         &self,
         r: &ContainerRecord,
+        _stdin: Option<BorrowedFd<'_>>,
         stdout: BorrowedFd<'_>,
         _stderr: BorrowedFd<'_>,
     ) -> Result<(), String> {

@@ -388,6 +388,7 @@ mod tests {
                 log_path: Default::default(),
                 termination_log: None,
                 stop_signal: "SIGTERM".into(),
+                ..Default::default()
             },
             state,
         }

@@ -171,16 +171,50 @@ impl StreamingRuntime for AgentStreaming {
     ) -> Result<i32, RuntimeError> {
         let c = self.running(target).await?;
         let sh = self.sh()?;
-        let ExecStdio { stdout, stderr, .. } = stdio;
+        let ExecStdio {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+        } = stdio;
         let (out_ours, out_theirs) = pair()?;
         let (err_ours, err_theirs) = pair()?;
+        // The client's input, when it sends some, goes to the container's (its shim keeps
+        // it open when the container has `stdin: true`).
+        let (feed, in_theirs) = match stdin {
+            Some(mut r) => {
+                let (in_ours, in_theirs) = pair()?;
+                let feed = tokio::spawn(async move {
+                    let (_, mut w) = in_ours.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+                (Some(feed), Some(in_theirs))
+            }
+            None => (None, None),
+        };
         let (rt, rec) = (sh.rt.clone(), c.record.clone());
         tokio::task::spawn_blocking(move || {
-            rt.attach(&rec, out_theirs.as_fd(), err_theirs.as_fd())
+            rt.attach(
+                &rec,
+                in_theirs.as_ref().map(|f| f.as_fd()),
+                out_theirs.as_fd(),
+                err_theirs.as_fd(),
+            )
         })
         .await
         .map_err(|e| unavailable(format!("attach: {e}")))?
         .map_err(unavailable)?;
+        // Terminal resizes reach the container's terminal.
+        let resizer = resize.map(|mut rx| {
+            let (rt, rec) = (sh.rt.clone(), c.record.clone());
+            tokio::spawn(async move {
+                while let Some(size) = rx.recv().await {
+                    let (rt, rec) = (rt.clone(), rec.clone());
+                    let _ = tokio::task::spawn_blocking(move || rt.resize(&rec, size)).await;
+                }
+            })
+        });
         let copy = |ours: tokio::net::UnixStream, sink: Option<crate::runtime::Writer>| {
             tokio::spawn(async move {
                 let (mut r, _w) = ours.into_split();
@@ -194,6 +228,12 @@ impl StreamingRuntime for AgentStreaming {
         let b = copy(err_ours, stderr);
         let _ = a.await;
         let _ = b.await;
+        if let Some(f) = feed {
+            f.abort();
+        }
+        if let Some(r) = resizer {
+            r.abort();
+        }
         let rt = sh.rt.clone();
         let rec = c.record.clone();
         let code = tokio::task::spawn_blocking(move || match rt.state(&rec) {

@@ -891,6 +891,9 @@ impl Worker {
             log_path,
             termination_log,
             stop_signal: ic.stop_signal().clone().unwrap_or_else(|| "SIGTERM".into()),
+            stdin: c.stdin == Some(true),
+            stdin_once: c.stdin_once == Some(true),
+            tty: c.tty == Some(true),
         };
         Ok(ContainerConfig {
             record,

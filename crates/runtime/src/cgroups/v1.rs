@@ -596,10 +596,11 @@ impl V1Manager {
 /// a cgroup filesystem holding this process's own cgroup directory (so its root is the
 /// hierarchy's root). `None` when any of them is not: [`discover`] reads mountinfo then.
 fn discover_usual(root: &Path, proc_cgroup: &str) -> Option<Vec<Mount>> {
-    let mut out: Vec<Mount> = Vec::new();
+    let mut out: Vec<(u32, Mount)> = Vec::new();
     for line in proc_cgroup.lines() {
         let mut it = line.splitn(3, ':');
-        let (_id, ctrls, own) = (it.next()?, it.next()?, it.next()?);
+        let (id, ctrls, own) = (it.next()?, it.next()?, it.next()?);
+        let id: u32 = id.parse().ok()?;
         if ctrls.is_empty() {
             // The unified hierarchy of a hybrid host: not a v1 hierarchy.
             continue;
@@ -618,16 +619,22 @@ fn discover_usual(root: &Path, proc_cgroup: &str) -> Option<Vec<Mount>> {
         }
         let mut controllers: Vec<String> = ctrls.split(',').map(str::to_string).collect();
         controllers.sort();
-        if out.iter().any(|m| m.controllers == controllers) {
+        if out.iter().any(|(_, m)| m.controllers == controllers) {
             continue;
         }
-        out.push(Mount {
-            controllers,
-            mount_point,
-            mount_root: "/".to_string(),
-        });
+        out.push((
+            id,
+            Mount {
+                controllers,
+                mount_point,
+                mount_root: "/".to_string(),
+            },
+        ));
     }
-    (!out.is_empty()).then_some(out)
+    // In hierarchy order, which is the order hosts mount them in (and so the order
+    // mountinfo, and runc, list them).
+    out.sort_by_key(|(id, _)| *id);
+    (!out.is_empty()).then(|| out.into_iter().map(|(_, m)| m).collect())
 }
 
 /// Every mounted v1 hierarchy below `root`, first mount of each wins.

@@ -113,6 +113,8 @@ fn serve(a: ShimServe) -> i32 {
         log_path: paths.log(&a.id),
         runtime_command: vec![exe.into_os_string(), "runtime".into()],
         exit_when_stopped: true,
+        stdin: false,
+        stdin_once: false,
     };
     let owner = RunOwner {
         paths,
