@@ -65,10 +65,18 @@ fn run_exec_logs_port_forward_cp_attach_and_delete() {
             assert!(o.stderr.contains("err"), "{o:?}");
         }
         // exec -t: the command gets a terminal of kubectl's size (kubectl in a pty made by
-        // script(1), 123 columns by 45 rows).
+        // script(1), 123 columns by 45 rows), resized when kubectl's is (100 by 30).
         let k = n.server.kubectl_command(
             VERSIONS[1],
-            &["exec", "-it", "kubia", "--", "sh", "-c", "tty; stty size"],
+            &[
+                "exec",
+                "-it",
+                "kubia",
+                "--",
+                "sh",
+                "-c",
+                "tty; stty size; sleep 4; stty size",
+            ],
         );
         let quoted: Vec<String> = std::iter::once(k.get_program())
             .chain(k.get_args())
@@ -76,12 +84,15 @@ fn run_exec_logs_port_forward_cp_attach_and_delete() {
             .collect();
         let mut c = std::process::Command::new("script");
         c.args(["-qec"])
-            .arg(format!("stty cols 123 rows 45; {}", quoted.join(" ")))
+            .arg(format!(
+                "stty cols 123 rows 45; (sleep 2; stty cols 100 rows 30 </dev/tty) & {}",
+                quoted.join(" ")
+            ))
             .arg("/dev/null")
             .env("KUBECONFIG", n.server.kubeconfig());
         let out = run(c, None).ok().stdout;
         assert!(
-            out.contains("/dev/pts/") && out.contains("45 123"),
+            out.contains("/dev/pts/") && out.contains("45 123") && out.contains("30 100"),
             "exec -t: {out:?}"
         );
         // /etc/hosts and resolv.conf are the pod's.

@@ -112,13 +112,39 @@ impl Client {
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
     ) -> Result<i32, ShimError> {
+        self.exec_named(process, None, stdin, stdout, stderr)
+    }
+
+    /// [`Client::exec`], naming the exec so its terminal can be resized
+    /// ([`Client::resize_exec`]).
+    pub fn exec_named(
+        &self,
+        process: &Process,
+        exec_id: Option<&str>,
+        stdin: BorrowedFd<'_>,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> Result<i32, ShimError> {
         let req = Request::Exec {
             process: Box::new(process.clone()),
+            exec_id: exec_id.map(str::to_string),
         };
         match self.call(&req, &[stdin, stdout, stderr])? {
             Response::Exited { exit_code } => Ok(exit_code),
             r => Err(Self::unexpected(r)),
         }
+    }
+
+    /// Resizes the terminal of the running exec `exec_id`.
+    pub fn resize_exec(&self, exec_id: &str, width: u16, height: u16) -> Result<(), ShimError> {
+        self.ok(
+            &Request::ResizeExec {
+                exec_id: exec_id.to_string(),
+                width,
+                height,
+            },
+            &[],
+        )
     }
 
     /// Copies the container's output to these fds from now until it ends.

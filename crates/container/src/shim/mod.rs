@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | `create` | `created {pid}` | the runtime creates the container; its stdout and stderr are pipes the shim copies into the CRI log |
 //! | `start` | `ok` | the runtime starts the container's process |
-//! | `exec {process}` + 3 fds | `exited {exit_code}` once it ends | runs `process` in the container with the fds as stdin, stdout, stderr |
+//! | `exec {process, exec_id}` + 3 fds | `exited {exit_code}` once it ends | runs `process` in the container with the fds as stdin, stdout, stderr; a process with a terminal gets a pty whose master the shim copies between the first two fds, known by `exec_id` for resizes |
+//! | `resize_exec {exec_id, width, height}` | `ok` | that exec's terminal gets this size |
 //! | `attach {stdin}` + 2 or 3 fds | `ok` | from now until the container ends, its stdout and stderr are also written to the last two fds; with `stdin`, the first fd's bytes go to the container's input (its stdin pipe, or its terminal) |
 //! | `resize {width, height}` | `ok` | the container's terminal gets this size (an error when it has none) |
 //! | `kill {signal, all}` | `ok` | signals the init (or, with `all`, every process) |
@@ -93,6 +94,14 @@ pub enum Request {
     /// With three fds: stdin, stdout, stderr.
     Exec {
         process: Box<Process>,
+        /// Names the exec for `resize_exec` (when its process has a terminal).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    ResizeExec {
+        exec_id: String,
+        width: u16,
+        height: u16,
     },
     /// With two fds (stdout, stderr), or three with `stdin` (stdin first).
     Attach {

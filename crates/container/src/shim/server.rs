@@ -46,6 +46,8 @@ struct Shared {
     input: Mutex<Option<File>>,
     /// The container's terminal (its pty master), for resizes.
     master: Mutex<Option<OwnedFd>>,
+    /// The terminals of running execs, by exec id.
+    exec_terminals: Mutex<std::collections::HashMap<String, OwnedFd>>,
 }
 
 impl Shared {
@@ -78,6 +80,7 @@ pub fn serve(listener: UnixListener, opts: ShimOptions, owner: Box<dyn Owner>) -
         exec_seq: AtomicU64::new(0),
         input: Mutex::new(None),
         master: Mutex::new(None),
+        exec_terminals: Mutex::new(std::collections::HashMap::new()),
     });
     let code = accept_loop(&listener, &shared);
     if let Some(p) = socket_path {
@@ -163,14 +166,31 @@ fn handle(s: &Arc<Shared>, req: Request, mut fds: Vec<OwnedFd>) -> Response {
             message: format!("container {id} is already created"),
         },
         Request::Start => start(s),
-        Request::Exec { process } => {
+        Request::ResizeExec {
+            exec_id,
+            width,
+            height,
+        } => match lock(&s.exec_terminals).get(&exec_id) {
+            Some(m) => {
+                use std::os::fd::AsRawFd;
+                match skiff_runtime::tty::set_size(m.as_raw_fd(), height, width) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => error(Category::Unavailable, &e),
+                }
+            }
+            None => Response::Error {
+                category: Category::NotFound,
+                message: format!("no running exec {exec_id:?} with a terminal"),
+            },
+        },
+        Request::Exec { process, exec_id } => {
             let (Some(err), Some(out), Some(inp)) = (fds.pop(), fds.pop(), fds.pop()) else {
                 return Response::Error {
                     category: Category::Invalid,
                     message: "exec needs three file descriptors (stdin, stdout, stderr)".into(),
                 };
             };
-            exec(s, &process, inp, out, err)
+            exec(s, &process, exec_id, inp, out, err)
         }
         Request::Attach { stdin } => {
             let (Some(err), Some(out)) = (fds.pop(), fds.pop()) else {
@@ -484,6 +504,7 @@ fn watch(s: &Arc<Shared>, copiers: Vec<std::thread::JoinHandle<std::io::Result<(
 fn exec(
     s: &Arc<Shared>,
     process: &Process,
+    exec_id: Option<String>,
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -522,18 +543,22 @@ fn exec(
             },
         );
     }
-    let status = std::process::Command::new(program)
-        .args(lead)
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(lead)
         .arg("--root")
         .arg(&s.opts.runtime_root)
         .arg("exec")
         .arg("--process")
-        .arg(&file)
-        .arg(id)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr)
-        .status();
+        .arg(&file);
+    let status = if process.terminal() == Some(true) {
+        exec_with_terminal(s, cmd, id, exec_id, stdin, stdout, stderr)
+    } else {
+        cmd.arg(id)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+    };
     let _ = std::fs::remove_file(&file);
     match status {
         Ok(st) => Response::Exited {
@@ -599,9 +624,20 @@ impl ConsoleSocket {
 
     /// The master the runtime sent (it connected and sent while creating).
     fn receive(self) -> std::io::Result<OwnedFd> {
+        self.try_receive()?.ok_or_else(|| {
+            std::io::Error::other("the runtime did not connect to the console socket")
+        })
+    }
+
+    /// The master, if the runtime has connected (`None` while it has not).
+    fn try_receive(&self) -> std::io::Result<Option<OwnedFd>> {
         use std::os::fd::{AsRawFd, FromRawFd};
         let _ = self.listener.set_nonblocking(true);
-        let (conn, _) = self.listener.accept()?;
+        let conn = match self.listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let _ = conn.set_nonblocking(false);
         let mut buf = [0u8; 256];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
@@ -618,7 +654,7 @@ impl ConsoleSocket {
                 if let Some(fd) = fds.first() {
                     // SAFETY: SCM_RIGHTS just installed `fd` in this process; nothing else
                     // owns it.
-                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                    return Ok(Some(unsafe { OwnedFd::from_raw_fd(*fd) }));
                 }
             }
         }
@@ -632,4 +668,63 @@ impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Runs the runtime's exec of a process with a terminal: the runtime sends the pty's
+/// master over a console socket; the shim copies `stdin` into it and its output to
+/// `stdout` (a terminal has one output stream), and keeps it for resizes under `exec_id`.
+fn exec_with_terminal(
+    s: &Arc<Shared>,
+    mut cmd: std::process::Command,
+    id: &str,
+    exec_id: Option<String>,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> std::io::Result<std::process::ExitStatus> {
+    let console = ConsoleSocket::bind()?;
+    let mut child = cmd
+        .arg("--console-socket")
+        .arg(&console.path)
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()?;
+    // The runtime connects once the process exists; it may also fail before that.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let master = loop {
+        match console.try_receive() {
+            Ok(Some(m)) => break Some(m),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if child.try_wait()?.is_some() || Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let Some(master) = master else {
+        return child.wait();
+    };
+    let (reader, writer) = (master.try_clone()?, master.try_clone()?);
+    let key =
+        exec_id.unwrap_or_else(|| format!("exec-{}", s.exec_seq.fetch_add(1, Ordering::Relaxed)));
+    lock(&s.exec_terminals).insert(key.clone(), master);
+    let feed = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut File::from(stdin), &mut File::from(writer));
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // EIO once every process holding the terminal is gone.
+        let _ = std::io::copy(&mut File::from(reader), &mut File::from(stdout));
+        let _ = done_tx.send(());
+    });
+    let status = child.wait();
+    // The output drains; a process left in the background holding the terminal must not
+    // keep the exec open.
+    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    lock(&s.exec_terminals).remove(&key);
+    drop(feed);
+    status
 }

@@ -921,6 +921,7 @@ impl ContainerRuntime for RuntimeManager {
         r: &ContainerRecord,
         argv: Vec<String>,
         tty: Option<crate::runtime::TermSize>,
+        exec_id: &str,
         stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
@@ -930,8 +931,8 @@ impl ContainerRuntime for RuntimeManager {
         let mut process =
             skiff_container::spec::exec_process(&spec, argv, tty.is_some(), None, &[])
                 .map_err(|e| e.to_string())?;
-        // The runtime's foreground exec makes the pty and copies between it and the
-        // fds; the first size comes with the process.
+        // The runtime makes the pty with this first size and hands it to the shim, which
+        // copies between it and the fds and resizes it later.
         if let Some(t) = tty.filter(|t| t.width > 0 && t.height > 0) {
             let size = oci_spec::runtime::BoxBuilder::default()
                 .width(u64::from(t.width))
@@ -941,7 +942,18 @@ impl ContainerRuntime for RuntimeManager {
             process.set_console_size(Some(size));
         }
         Client::new(self.socket(&r.id))
-            .exec(&process, stdin, stdout, stderr)
+            .exec_named(&process, Some(exec_id), stdin, stdout, stderr)
+            .map_err(|e| skiff_serve::error_chain(&e))
+    }
+
+    fn resize_exec(
+        &self,
+        r: &ContainerRecord,
+        exec_id: &str,
+        size: crate::runtime::TermSize,
+    ) -> Result<(), String> {
+        Client::new(self.socket(&r.id))
+            .resize_exec(exec_id, size.width, size.height)
             .map_err(|e| skiff_serve::error_chain(&e))
     }
 

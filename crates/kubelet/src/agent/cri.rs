@@ -101,12 +101,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Runs `argv` in the running container with the given stdio; its exit code. With
     /// `tty` (its first size) the process gets a terminal: its input and output go
-    /// through a pty, and `stderr` is unused.
+    /// through a pty (resized with [`ContainerRuntime::resize_exec`] by `exec_id`), and
+    /// `stderr` gets only the runtime's own errors.
+    #[allow(clippy::too_many_arguments)]
     fn exec(
         &self,
         r: &ContainerRecord,
         argv: Vec<String>,
         tty: Option<TermSize>,
+        exec_id: &str,
         stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
         stderr: BorrowedFd<'_>,
@@ -125,4 +128,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Resizes the container's terminal (an error when it has none).
     fn resize(&self, r: &ContainerRecord, size: TermSize) -> Result<(), String>;
+
+    /// Resizes the terminal of a running exec with a terminal.
+    fn resize_exec(&self, r: &ContainerRecord, exec_id: &str, size: TermSize)
+        -> Result<(), String>;
 }

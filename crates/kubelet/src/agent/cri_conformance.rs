@@ -288,6 +288,7 @@ fn exec_and_kill(f: &Fixture, ctx: &Ctx) -> Result<(), String> {
             &r,
             sh("echo streamed"),
             None,
+            "conformance-exec",
             null.as_fd(),
             wr.as_fd(),
             wr.as_fd(),

@@ -376,6 +376,7 @@ impl ContainerRuntime for FakeRuntime {
         r: &ContainerRecord,
         argv: Vec<String>,
         _tty: Option<crate::runtime::TermSize>,
+        _exec_id: &str,
         _stdin: BorrowedFd<'_>,
         stdout: BorrowedFd<'_>,
         _stderr: BorrowedFd<'_>,
@@ -389,6 +390,15 @@ impl ContainerRuntime for FakeRuntime {
 
     fn resize(&self, r: &ContainerRecord, _size: crate::runtime::TermSize) -> Result<(), String> {
         Err(format!("container {} has no terminal", r.id))
+    }
+
+    fn resize_exec(
+        &self,
+        _r: &ContainerRecord,
+        exec_id: &str,
+        _size: crate::runtime::TermSize,
+    ) -> Result<(), String> {
+        Err(format!("no running exec {exec_id:?} with a terminal"))
     }
 
     fn attach(

@@ -95,20 +95,27 @@ impl StreamingRuntime for AgentStreaming {
             resize,
         } = stdio;
         // kubectl sends the terminal's size as soon as the stream is up: the pty is made
-        // with it. (Later resizes are not passed on: the runtime's exec holds the pty.)
-        let size = match (tty, resize) {
-            (false, _) => None,
-            (true, None) => Some(TermSize {
-                width: 80,
-                height: 24,
-            }),
+        // with it; later sizes resize it.
+        let exec_id = super::containers::random_id();
+        let default = TermSize {
+            width: 80,
+            height: 24,
+        };
+        let (size, resizer) = match (tty, resize) {
+            (false, _) => (None, None),
+            (true, None) => (Some(default), None),
             (true, Some(mut rx)) => {
                 let first = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
-                tokio::spawn(async move { while rx.recv().await.is_some() {} });
-                Some(first.ok().flatten().unwrap_or(TermSize {
-                    width: 80,
-                    height: 24,
-                }))
+                let (rt, rec, id) = (sh.rt.clone(), c.record.clone(), exec_id.clone());
+                let resizer = tokio::spawn(async move {
+                    while let Some(size) = rx.recv().await {
+                        let (rt, rec, id) = (rt.clone(), rec.clone(), id.clone());
+                        let _ =
+                            tokio::task::spawn_blocking(move || rt.resize_exec(&rec, &id, size))
+                                .await;
+                    }
+                });
+                (Some(first.ok().flatten().unwrap_or(default)), Some(resizer))
             }
         };
         let (in_ours, in_theirs) = pair()?;
@@ -145,6 +152,7 @@ impl StreamingRuntime for AgentStreaming {
                 &rec,
                 argv,
                 size,
+                &exec_id,
                 in_theirs.as_fd(),
                 out_theirs.as_fd(),
                 err_theirs.as_fd(),
@@ -157,6 +165,9 @@ impl StreamingRuntime for AgentStreaming {
         let _ = out_task.await;
         let _ = err_task.await;
         feed.abort();
+        if let Some(r) = resizer {
+            r.abort();
+        }
         code.map_err(|message| RuntimeError::Internal {
             message,
             source: None,
