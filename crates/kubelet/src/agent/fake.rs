@@ -46,7 +46,7 @@ fn parse(argv: &[String]) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
     let first = argv.first().map(String::as_str).unwrap_or_default();
     for (i, cmd) in script
-        .split(|c| c == ';' || c == '&')
+        .split([';', '&'])
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .enumerate()

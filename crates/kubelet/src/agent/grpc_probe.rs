@@ -230,7 +230,7 @@ mod tests {
                             assert_eq!(req.uri().path(), PATH);
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let service =
-                                String::from_utf8_lossy(&body[5..].get(2..).unwrap_or_default())
+                                String::from_utf8_lossy(body[5..].get(2..).unwrap_or_default())
                                     .into_owned();
                             let mut trailers = hyper::HeaderMap::new();
                             let frames: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> =
