@@ -27,3 +27,6 @@ mod config;
 
 #[path = "kubelet/runtime.rs"]
 mod runtime;
+
+#[path = "kubelet/storage.rs"]
+mod storage;

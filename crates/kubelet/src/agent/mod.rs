@@ -22,6 +22,7 @@ pub mod podspec;
 pub mod probes;
 pub mod stats;
 pub mod status;
+pub mod storage;
 pub mod streaming;
 pub mod volumes;
 pub mod worker;
@@ -289,8 +290,10 @@ pub async fn run(
         tokio::spawn(async move { server.run(serve_stop.cancelled_owned()).await });
     node::register(&sh).await?;
     let hb = tokio::spawn(node::heartbeat(sh.clone(), stop.clone()));
+    let reclaim = tokio::spawn(storage::reclaimer(sh.clone(), stop.clone()));
     pod_manager(sh.clone(), stop.clone()).await;
     let _ = hb.await;
+    let _ = reclaim.await;
     let _ = streaming_task.await;
     // Workers see their channels close and leave the pods running.
     lock(&sh.workers).clear();
