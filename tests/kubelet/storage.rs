@@ -1,6 +1,7 @@
 //! Persistent volumes from the built-in local-path provisioner: the default class, a
 //! claim provisioned on the node of its first consumer and bound, its data outliving the
-//! pod, reclaimed with the claim; a claim of an unknown class keeps its pod waiting.
+//! pod, reclaimed with the claim (or kept, Released, under `Retain`); a claim of an
+//! unknown class keeps its pod waiting.
 
 use crate::node::{assert_clean, wait, wait_or, Node};
 
@@ -153,9 +154,13 @@ spec:
         let w = n.k(&["exec", "reader", "--", "touch", "/data/other"]);
         assert_ne!(w.code, 0, "a readOnly mount refuses writes: {w:?}");
 
-        // Deleting the pod and the claim reclaims the volume (reclaim policy Delete).
+        // A claim in use is kept (pvc-protection) until its pod is gone; then the volume
+        // is reclaimed (reclaim policy Delete).
+        n.k(&["delete", "pvc", "data", "--wait=false"]).ok();
+        let row = n.k(&["get", "pvc", "data", "--no-headers"]).ok().stdout;
+        assert!(row.contains("Terminating"), "{row}");
+        assert_eq!(n.jp("reader", "{.status.phase}"), "Running");
         n.k(&["delete", "pod", "reader", "--grace-period=1"]).ok();
-        n.k(&["delete", "pvc", "data", "--timeout=60s"]).ok();
         wait_or(
             "the released volume deleted",
             60,
@@ -165,6 +170,61 @@ spec:
             },
             || n.k(&["get", "pv", "-o", "yaml"]).stdout,
         );
+
+        // Reclaim Retain: the claim goes, the volume stays Released with its data.
+        n.apply(&format!(
+            r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: keep}}
+provisioner: rancher.io/local-path
+reclaimPolicy: Retain
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: kept}}
+spec:
+  storageClassName: keep
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: keeper}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {img}
+    command: ["sh", "-c", "echo kept > /data/file"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: kept}}}}
+"#
+        ));
+        wait("the keeper pod to finish", 60, || {
+            (n.jp("keeper", "{.status.phase}") == "Succeeded").then_some(())
+        });
+        let kept_uid = n
+            .k(&["get", "pvc", "kept", "-o", "jsonpath={.metadata.uid}"])
+            .ok()
+            .stdout;
+        let kept_pv = format!("pvc-{kept_uid}");
+        n.k(&["delete", "pod", "keeper"]).ok();
+        n.k(&["delete", "pvc", "kept", "--timeout=60s"]).ok();
+        wait("the retained volume Released", 30, || {
+            let o = n.k(&["get", "pv", &kept_pv, "-o", "jsonpath={.status.phase}"]);
+            (o.stdout == "Released").then_some(())
+        });
+        let kept_dir = dir
+            .join("agent/storage")
+            .join(format!("pvc-{kept_uid}_default_kept"));
+        assert_eq!(
+            std::fs::read_to_string(kept_dir.join("file")).unwrap(),
+            "kept\n"
+        );
+        n.k(&["delete", "pv", &kept_pv]).ok();
 
         // A claim of a class that does not exist stays Pending; its pod waits in
         // ContainerCreating with an event saying why.

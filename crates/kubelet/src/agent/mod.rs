@@ -7,6 +7,8 @@
 //!   removes what belongs to no pod any more.
 //! - [`containers`]: the runtime manager (sandboxes, containers, shims) on skiff's
 //!   container library; [`images`]: pulls; [`volumes`]: env and volume plugins;
+//!   [`storage`]: the built-in local-path provisioner and the persistentVolumeClaim
+//!   plugin;
 //!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.

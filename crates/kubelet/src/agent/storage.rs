@@ -270,12 +270,15 @@ pub async fn claim_path(
         }
     };
     let mut pvc = get_claim().await?;
-    if pvc.metadata.deletion_timestamp.is_some() {
-        return Err(failed(format!(
-            "persistentvolumeclaim {claim:?} is being deleted"
-        )));
-    }
     if claim_is_bound(&pvc).is_none() {
+        // A bound claim being deleted stays mounted (pvc-protection keeps it while pods
+        // use it: a running pod's volume refresh must not fail); an unbound one is not
+        // provisioned any more.
+        if pvc.metadata.deletion_timestamp.is_some() {
+            return Err(failed(format!(
+                "persistentvolumeclaim {claim:?} is being deleted"
+            )));
+        }
         provision(sh, &pvc, &failed).await?;
         // The binder usually binds within moments: wait a little before the pod's
         // worker retries (every 5 s).
