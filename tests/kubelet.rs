@@ -30,3 +30,6 @@ mod runtime;
 
 #[path = "kubelet/security.rs"]
 mod security;
+
+#[path = "kubelet/storage.rs"]
+mod storage;

@@ -502,6 +502,20 @@ pub static KINDS: &[Kind] = &[
         NONE,
         "io.k8s.api.scheduling.v1.PriorityClass",
     ),
+    // storage.k8s.io/v1
+    k(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        CRUD,
+        &["sc"],
+        NONE,
+        NONE,
+        "io.k8s.api.storage.v1.StorageClass",
+    ),
 ];
 
 /// Group/versions in discovery order; the first version listed for a group is preferred.

@@ -66,6 +66,7 @@ fn build() -> Map<String, Value> {
     add::<api::events::v1::Event>(&mut g);
     add::<api::policy::v1::PodDisruptionBudget>(&mut g);
     add::<api::scheduling::v1::PriorityClass>(&mut g);
+    add::<api::storage::v1::StorageClass>(&mut g);
     // … and what their subresources and operations exchange.
     add::<api::core::v1::Binding>(&mut g);
     add::<api::policy::v1::Eviction>(&mut g);

@@ -563,6 +563,20 @@ pub fn columns(kind: &str) -> Vec<Column> {
                 col("PreemptionPolicy", "string", d(pc, "preemptionPolicy")),
             ]);
         }
+        "StorageClass" => {
+            let sc = "io.k8s.api.storage.v1.StorageClass";
+            c.extend([
+                col("Provisioner", "string", d(sc, "provisioner")),
+                col("ReclaimPolicy", "string", d(sc, "reclaimPolicy")),
+                col("VolumeBindingMode", "string", d(sc, "volumeBindingMode")),
+                col(
+                    "AllowVolumeExpansion",
+                    "string",
+                    d(sc, "allowVolumeExpansion"),
+                ),
+                age_col(),
+            ]);
+        }
         "ControllerRevision" => {
             c.extend([
                 col("Controller", "string", "Controller of the object".into()),

@@ -29,6 +29,7 @@ mod list;
 mod objects;
 mod priority;
 mod proxy;
+mod storage;
 mod subresources;
 mod watch;
 

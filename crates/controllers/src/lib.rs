@@ -47,6 +47,7 @@ mod job;
 mod namespace;
 mod node_ipam;
 mod node_lifecycle;
+mod persistent_volume;
 mod pod_gc;
 mod replicaset;
 mod root_ca;
@@ -85,6 +86,8 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("nodelifecycle", node_lifecycle::start),
     ("nodeipam", node_ipam::start),
     ("podgc", pod_gc::start),
+    ("persistentvolume-binder", persistent_volume::start_binder),
+    ("pvc-protection", persistent_volume::start_protection),
     ("disruption", disruption::start),
     ("csrapproving", certificates::start_approving),
     ("csrsigning", certificates::start_signing),

@@ -18,7 +18,12 @@ use skiff_controllers::Config;
 
 async fn cluster() -> Cluster {
     Cluster::start_with(Config {
-        controllers: vec!["statefulset".into(), "garbagecollector".into()],
+        // Claims carry the pvc-protection finalizer: its controller lets them go.
+        controllers: vec![
+            "statefulset".into(),
+            "garbagecollector".into(),
+            "pvc-protection".into(),
+        ],
         ..Default::default()
     })
     .await

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeSelector, Pod};
 use skiff_api::selector::LabelSelector;
 
 use crate::nodeinfo::{NodeInfo, PdbInfo, PodInfo, Snapshot};
@@ -54,11 +54,14 @@ pub struct Cache {
     pdbs: BTreeMap<String, PdbInfo>,
     service_selectors: BTreeMap<(String, String), LabelSelector>,
     controller_selectors: HashMap<String, LabelSelector>,
+    claims: HashMap<String, Option<String>>,
+    volumes: HashMap<String, Option<NodeSelector>>,
     /// Which of the cluster-wide maps changed since the last snapshot update.
     ns_dirty: bool,
     pdbs_dirty: bool,
     services_dirty: bool,
     controllers_dirty: bool,
+    volumes_dirty: bool,
     snapshot_generation: u64,
 }
 
@@ -339,6 +342,30 @@ impl Cache {
         }
     }
 
+    /// A claim (`namespace/name`) and the volume it is bound to; `None` removes it.
+    pub fn set_claim(&mut self, key: &str, bound: Option<Option<String>>) {
+        let changed = match bound {
+            Some(b) => self.claims.insert(key.to_string(), b.clone()) != Some(b),
+            None => self.claims.remove(key).is_some(),
+        };
+        if changed {
+            self.volumes_dirty = true;
+            self.generation += 1;
+        }
+    }
+
+    /// A volume and its required node affinity; `None` removes it.
+    pub fn set_volume(&mut self, name: &str, affinity: Option<Option<NodeSelector>>) {
+        let changed = match affinity {
+            Some(a) => self.volumes.insert(name.to_string(), a.clone()) != Some(a),
+            None => self.volumes.remove(name).is_some(),
+        };
+        if changed {
+            self.volumes_dirty = true;
+            self.generation += 1;
+        }
+    }
+
     /// Brings `snap` up to date, copying only what changed since the last call.
     pub fn update_snapshot(&mut self, snap: &mut Snapshot) {
         if self.snapshot_generation == self.generation {
@@ -390,6 +417,10 @@ impl Cache {
         }
         if std::mem::take(&mut self.controllers_dirty) {
             snap.controller_selectors = self.controller_selectors.clone();
+        }
+        if std::mem::take(&mut self.volumes_dirty) {
+            snap.claims = self.claims.clone();
+            snap.volumes = self.volumes.clone();
         }
     }
 }

@@ -528,6 +528,11 @@ pub struct Snapshot {
     /// (`ownerReferences[controller=true]`) adds its selector to the default spread
     /// selector.
     pub controller_selectors: HashMap<String, LabelSelector>,
+    /// PersistentVolumeClaims by `namespace/name`: the volume each is bound to
+    /// (`spec.volumeName`), None while unbound.
+    pub claims: HashMap<String, Option<String>>,
+    /// PersistentVolumes by name: their required node affinity, if any.
+    pub volumes: HashMap<String, Option<k8s_openapi::api::core::v1::NodeSelector>>,
 }
 
 /// A PodDisruptionBudget as preemption reads it.

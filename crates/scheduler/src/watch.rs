@@ -337,17 +337,63 @@ impl Handler<Namespace> for NamespaceHandler {
     }
 }
 
-/// PVs and PVCs: only their changes matter (VolumeBinding's events).
+/// PVs and PVCs: what VolumeBinding reads (a claim's volume, a volume's node affinity)
+/// goes to the cache, and each change wakes the pods it parked.
 pub(crate) struct VolumeEvents(pub EventResource);
 
-impl<K: Send + Sync + 'static> Handler<K> for VolumeEvents {
-    fn handle(&self, sh: &mut Shared, old: Option<&Arc<K>>, new: Option<&Arc<K>>, now: Instant) {
-        let act = match (old, new) {
-            (None, Some(_)) => action::ADD,
-            (Some(_), Some(_)) => action::UPDATE_OTHER,
-            _ => action::DELETE,
-        };
-        sh.queue.on_event(ClusterEvent::new(self.0, act), now);
+fn volume_event<K>(
+    sh: &mut Shared,
+    res: EventResource,
+    old: Option<&Arc<K>>,
+    new: Option<&Arc<K>>,
+    now: Instant,
+) {
+    let act = match (old, new) {
+        (None, Some(_)) => action::ADD,
+        (Some(_), Some(_)) => action::UPDATE_OTHER,
+        _ => action::DELETE,
+    };
+    sh.queue.on_event(ClusterEvent::new(res, act), now);
+}
+
+impl Handler<PersistentVolume> for VolumeEvents {
+    fn handle(
+        &self,
+        sh: &mut Shared,
+        old: Option<&Arc<PersistentVolume>>,
+        new: Option<&Arc<PersistentVolume>>,
+        now: Instant,
+    ) {
+        let Some(o) = new.or(old) else { return };
+        let affinity = new.map(|v| {
+            v.spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref())
+                .and_then(|a| a.required.clone())
+        });
+        sh.cache.set_volume(&o.name_any(), affinity);
+        volume_event(sh, self.0, old, new, now);
+    }
+}
+
+impl Handler<PersistentVolumeClaim> for VolumeEvents {
+    fn handle(
+        &self,
+        sh: &mut Shared,
+        old: Option<&Arc<PersistentVolumeClaim>>,
+        new: Option<&Arc<PersistentVolumeClaim>>,
+        now: Instant,
+    ) {
+        let Some(o) = new.or(old) else { return };
+        let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let bound = new.map(|c| {
+            c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.clone())
+                .filter(|n| !n.is_empty())
+        });
+        sh.cache.set_claim(&key, bound);
+        volume_event(sh, self.0, old, new, now);
     }
 }
 

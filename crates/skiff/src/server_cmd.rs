@@ -32,6 +32,11 @@ pub struct ServerArgs {
     clean: bool,
     #[command(flatten)]
     agent: crate::agent_cmd::AgentFlags,
+    /// Do not create the default `local-path` StorageClass (as k3s' `--disable
+    /// local-storage`); agents still provision claims of classes naming the
+    /// `rancher.io/local-path` provisioner, under their data dir's `storage/`.
+    #[arg(long)]
+    disable_local_storage: bool,
     /// Do not run the scheduler in this server (as k3s' `--disable-scheduler`); a
     /// standalone `skiff scheduler` may schedule instead.
     #[arg(long)]
@@ -336,6 +341,15 @@ async fn run(args: ServerArgs) -> Result<()> {
             }
         }))
     };
+    if !args.disable_local_storage {
+        // k3s's `local-storage` manifest: the default class of the built-in provisioner.
+        let client = server.client("skiff:server", &["system:masters", "system:authenticated"]);
+        tokio::spawn(async move {
+            if let Err(e) = skiff_kubelet::agent::storage::ensure_default_class(&client).await {
+                eprintln!("skiff server: creating the local-path StorageClass: {e}");
+            }
+        });
+    }
     let agent = if args.disable_agent {
         None
     } else {

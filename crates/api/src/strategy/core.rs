@@ -88,6 +88,9 @@ impl Strategy for ConfigData {
 
 pub(super) struct PersistentVolumeClaim;
 impl Strategy for PersistentVolumeClaim {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        super::storage::protect_claim(obj);
+    }
     fn default(&self, obj: &mut Value) {
         default_at(obj, &["spec", "volumeMode"], json!("Filesystem"));
         default_at(obj, &["status", "phase"], json!("Pending"));

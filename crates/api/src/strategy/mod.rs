@@ -31,6 +31,7 @@ mod pod;
 mod replication_controller;
 mod scheduling;
 mod service;
+mod storage;
 mod syntax;
 mod workloads;
 
@@ -38,6 +39,9 @@ pub use certificates::{check_request_pem, KNOWN_USAGES as CSR_USAGES};
 pub use pod::{pod_spec_defaults, qos_class};
 pub use scheduling::{
     admit_pod_priority, default_class_conflict, system_priority_classes, PriorityRefusal,
+};
+pub use storage::{
+    admit_claim_class, default_storage_class, is_default_class, IS_DEFAULT_CLASS, PVC_PROTECTION,
 };
 
 /// One `details.causes` entry of a 422: which field is wrong and why.
@@ -223,6 +227,7 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         "PersistentVolumeClaim" => &core::PersistentVolumeClaim,
         "PersistentVolume" => &core::PersistentVolume,
         "PriorityClass" => &scheduling::PriorityClass,
+        "StorageClass" => &storage::StorageClass,
         "CertificateSigningRequest" => &certificates::CertificateSigningRequest,
         "HorizontalPodAutoscaler" => &core::HorizontalPodAutoscaler,
         "Event" | "Endpoints" | "EndpointSlice" | "Lease" | "ServiceAccount"

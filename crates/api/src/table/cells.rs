@@ -302,6 +302,24 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
             age(o, now),
             json!(s(o, "/preemptionPolicy")),
         ],
+        "StorageClass" => {
+            // kubectl's printer marks the default class in the name cell.
+            let mut n = crate::object::name(o).to_string();
+            if crate::strategy::is_default_class(o) {
+                n.push_str(" (default)");
+            }
+            vec![
+                json!(n),
+                json!(s(o, "/provisioner")),
+                json!(s(o, "/reclaimPolicy")),
+                json!(s(o, "/volumeBindingMode")),
+                json!(o
+                    .pointer("/allowVolumeExpansion")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)),
+                age(o, now),
+            ]
+        }
         "ControllerRevision" => {
             let controller = arr(o, "/metadata/ownerReferences")
                 .iter()

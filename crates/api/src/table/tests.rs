@@ -116,6 +116,7 @@ fn column_sets_match_kubectl_headers() {
         ("PersistentVolumeClaim", "NAME STATUS VOLUME CAPACITY ACCESS MODES STORAGECLASS VOLUMEATTRIBUTESCLASS AGE", "VOLUMEMODE"),
         ("ServiceAccount", "NAME SECRETS AGE", ""),
         ("PriorityClass", "NAME VALUE GLOBAL-DEFAULT AGE PREEMPTIONPOLICY", ""),
+        ("StorageClass", "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE", ""),
         ("ControllerRevision", "NAME CONTROLLER REVISION AGE", ""),
         ("ResourceQuota", "NAME AGE REQUEST LIMIT", ""),
         ("LimitRange", "NAME CREATED AT", ""),
@@ -516,6 +517,18 @@ fn other_kinds() {
     assert_eq!(
         cells("PriorityClass", pc)[1..5],
         [json!(1000), json!(true), json!("<unknown>"), json!("Never")]
+    );
+    let sc = json!({"metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"});
+    assert_eq!(
+        cells("StorageClass", sc)[0..5],
+        [
+            json!("local-path (default)"),
+            json!("rancher.io/local-path"),
+            json!("Delete"),
+            json!("WaitForFirstConsumer"),
+            json!(false)
+        ]
     );
     let cr = json!({"metadata": {"name": "agent-5d", "ownerReferences": [
         {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u", "controller": true}]}, "revision": 2});

@@ -320,6 +320,7 @@ pub async fn create(
         }
     }
     super::priority::admit(st, kind, &mut obj, true).await?;
+    super::storage::admit(st, kind, &mut obj).await?;
     let dry_run = q.get("dryRun") == Some("All");
     for attempt in 0..8 {
         let mut o = obj.clone();

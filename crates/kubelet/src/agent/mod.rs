@@ -7,6 +7,8 @@
 //!   removes what belongs to no pod any more.
 //! - [`containers`]: the runtime manager (sandboxes, containers, shims) on skiff's
 //!   container library; [`images`]: pulls; [`volumes`]: env and volume plugins;
+//!   [`storage`]: the built-in local-path provisioner and the persistentVolumeClaim
+//!   plugin;
 //!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.
@@ -27,6 +29,7 @@ pub mod probes;
 pub mod security;
 pub mod stats;
 pub mod status;
+pub mod storage;
 pub mod streaming;
 pub mod volumes;
 pub mod worker;
@@ -308,9 +311,11 @@ pub async fn run(
     node::register(&sh).await?;
     let hb = tokio::spawn(node::heartbeat(sh.clone(), stop.clone()));
     let relist = tokio::spawn(pleg(sh.clone(), stop.clone()));
+    let reclaim = tokio::spawn(storage::reclaimer(sh.clone(), stop.clone()));
     pod_manager(sh.clone(), stop.clone()).await;
     let _ = hb.await;
     let _ = relist.await;
+    let _ = reclaim.await;
     let _ = streaming_task.await;
     // Workers see their channels close and leave the pods running.
     lock(&sh.workers).clear();

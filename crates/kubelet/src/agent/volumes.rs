@@ -1,6 +1,7 @@
 //! A container's environment and a pod's volumes, read from the API as the kubelet does:
 //! env (value, valueFrom, envFrom) with Kubernetes' error messages, and the volume
-//! plugins (emptyDir, configMap, secret, downwardAPI, projected, hostPath) whose files
+//! plugins (emptyDir, configMap, secret, downwardAPI, projected, hostPath, and
+//! persistentVolumeClaim through [`super::storage`]) whose files
 //! are written with the atomic writer (`..data` symlink swapped), so updates reach
 //! running pods.
 
@@ -424,7 +425,18 @@ pub async fn setup(
     fn werr(v: &str) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
         move |e| ConfigError(format!("MountVolume.SetUp failed for volume {v:?}: {e}"))
     }
+    // The pod is bound to this node, and its directory is `<data dir>/pods/<uid>`.
+    let local = super::storage::Local {
+        client,
+        node: spec.node_name.as_deref().unwrap_or_default(),
+        data_dir: pod_dir.parent().and_then(Path::parent).unwrap_or(pod_dir),
+    };
     for v in spec.volumes.clone().unwrap_or_default() {
+        if let Some(c) = &v.persistent_volume_claim {
+            let path = super::storage::claim_path(&local, &ns, &v.name, &c.claim_name).await?;
+            out.insert(v.name.clone(), path);
+            continue;
+        }
         let dir = volume_dir(pod_dir, &v);
         if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
@@ -623,7 +635,7 @@ pub async fn setup(
                 }
             }
         } else {
-            // persistentVolumeClaim and others are not served by this agent yet.
+            // Other volume types are not served by this agent.
             return Err(ConfigError(format!(
                 "MountVolume.SetUp failed for volume {:?} : this node has no plugin for the volume type",
                 v.name
@@ -706,7 +718,10 @@ pub fn container_mounts(
             .as_ref()
             .and_then(|vs| vs.iter().find(|v| v.name == m.name));
         let forced_ro = vol.is_some_and(|v| {
-            v.config_map.is_some()
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.read_only == Some(true))
+                || v.config_map.is_some()
                 || v.secret.is_some()
                 || v.downward_api.is_some()
                 || v.projected.is_some()
