@@ -24,3 +24,6 @@ mod restarts;
 
 #[path = "kubelet/config.rs"]
 mod config;
+
+#[path = "kubelet/housekeeping.rs"]
+mod housekeeping;

@@ -22,8 +22,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The agent's housekeeping flags for tests, unless a test gives its own: no eviction
+/// and no image GC, so that no test depends on the host's free memory or disk.
+const HOST_INDEPENDENT: &[(&str, &str)] = &[
+    ("--eviction-hard", ""),
+    ("--image-gc-high-threshold", "100"),
+];
+
 impl Node {
     pub fn start() -> Node {
+        Self::start_with(&[])
+    }
+
+    /// [`Node::start`] with extra server (and agent) flags.
+    pub fn start_with(flags: &[&str]) -> Node {
         let work = tempfile::Builder::new()
             .prefix("skiff-kubelet-")
             .tempdir()
@@ -39,7 +51,13 @@ impl Node {
             .unwrap();
         let image = format!("{addr}/kubia:1");
         build_kubia(work.path(), &image);
-        let server = Server::start_with_agent(&[]);
+        let mut args: Vec<&str> = flags.to_vec();
+        for (flag, value) in HOST_INDEPENDENT {
+            if !flags.contains(flag) {
+                args.extend([*flag, *value]);
+            }
+        }
+        let server = Server::start_with_agent(&args);
         let node = Node {
             server,
             registry,

@@ -214,6 +214,8 @@ pub struct ShimOptions {
     pub runtime_command: Vec<OsString>,
     /// End once the container exited and the owner recorded it (else on `delete`).
     pub exit_when_stopped: bool,
+    /// Size-based rotation of the log (none: it grows).
+    pub log_rotation: Option<crate::log::Rotation>,
 }
 
 /// Binds the shim's socket at `path` (replacing a stale one).

@@ -10,8 +10,13 @@
 //!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.
+//! - housekeeping: [`eviction`] (node-pressure eviction and the pressure conditions),
+//!   [`imagegc`] (image garbage collection by disk thresholds); container logs are
+//!   rotated by their shims (`--container-log-max-size`, `--container-log-max-files`).
 
 pub mod containers;
+pub mod eviction;
+pub mod imagegc;
 pub mod images;
 pub mod node;
 pub mod podspec;
@@ -92,6 +97,10 @@ pub struct AgentConfig {
     pub pod_pids_limit: Option<i64>,
     pub registry: skiff_image::distribution::ClientOptions,
     pub version: String,
+    /// How the shims rotate container logs (the shim command carries it).
+    pub container_log: Option<skiff_container::log::Rotation>,
+    pub image_gc: imagegc::ImageGcPolicy,
+    pub eviction: eviction::EvictionConfig,
 }
 
 /// The kubelet's events, about pods and their containers.
@@ -143,6 +152,10 @@ pub struct Shared {
     workers: Mutex<HashMap<String, watch::Sender<Option<Arc<Pod>>>>>,
     /// CPU rates between `/stats/summary` reads.
     pub rates: stats::Rates,
+    /// Pods the eviction manager evicted, by UID, for their workers.
+    evictions: Mutex<HashMap<String, eviction::Eviction>>,
+    /// The node's pressure conditions.
+    pub pressure: Mutex<eviction::Pressure>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,6 +182,7 @@ impl Shared {
     fn forget(&self, uid: &str) {
         lock(&self.workers).remove(uid);
         lock(&self.pods).remove(uid);
+        lock(&self.evictions).remove(uid);
     }
 
     /// Hands the pod's latest state to its worker, starting one for a new UID.
@@ -270,6 +284,8 @@ pub async fn run(
         pods: Mutex::new(HashMap::new()),
         workers: Mutex::new(HashMap::new()),
         rates: stats::Rates::default(),
+        evictions: Mutex::new(HashMap::new()),
+        pressure: Mutex::new(eviction::Pressure::default()),
     });
     let _ = shared_slot.set(sh.clone());
     let serve_stop = stop.clone();
@@ -277,8 +293,12 @@ pub async fn run(
         tokio::spawn(async move { server.run(serve_stop.cancelled_owned()).await });
     node::register(&sh).await?;
     let hb = tokio::spawn(node::heartbeat(sh.clone(), stop.clone()));
+    let gc = tokio::spawn(imagegc::run(sh.clone(), stop.clone()));
+    let evict = tokio::spawn(eviction::run(sh.clone(), stop.clone()));
     pod_manager(sh.clone(), stop.clone()).await;
     let _ = hb.await;
+    let _ = gc.await;
+    let _ = evict.await;
     let _ = streaming_task.await;
     // Workers see their channels close and leave the pods running.
     lock(&sh.workers).clear();

@@ -30,6 +30,8 @@ pub struct Facts {
     pub messages: BTreeMap<String, String>,
     /// The pod is being deleted: exited containers are not restarting.
     pub terminating: bool,
+    /// The agent evicted the pod: (reason, message); its phase is Failed.
+    pub evicted: Option<(String, String)>,
 }
 
 /// The containers of one name, latest attempt first.
@@ -259,6 +261,11 @@ pub fn pod_status(pod: &Pod, cs: &[RtContainer], facts: &Facts, now: &str) -> Va
             _ => "Failed",
         }
     };
+    let phase = if facts.evicted.is_some() {
+        "Failed"
+    } else {
+        phase
+    };
     let terminal = phase == "Succeeded" || phase == "Failed";
     let completed = terminal.then_some("PodCompleted");
     let mut conditions = vec![
@@ -321,6 +328,22 @@ pub fn pod_status(pod: &Pod, cs: &[RtContainer], facts: &Facts, now: &str) -> Va
         "containerStatuses": statuses,
         "qosClass": super::podspec::qos_class(pod),
     });
+    if let Some((reason, message)) = &facts.evicted {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
+        // As the kubelet with PodDisruptionConditions: why the pod is going away.
+        let mut c = condition(
+            old.as_ref(),
+            "DisruptionTarget",
+            true,
+            Some("TerminationByKubelet"),
+            now,
+        );
+        c["message"] = json!(message);
+        if let Some(cs) = status["conditions"].as_array_mut() {
+            cs.push(c);
+        }
+    }
     if !inits.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }

@@ -132,7 +132,10 @@ impl Worker {
                     self.cleanup(Some(p)).await;
                     return;
                 }
-                Some(p) => self.sync(p).await,
+                Some(p) => {
+                    self.evict_if_asked(p).await;
+                    self.sync(p).await
+                }
             };
             tokio::select! {
                 changed = self.rx.changed() => {
@@ -224,10 +227,11 @@ impl Worker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
-        let terminal = self
-            .last_status
-            .as_ref()
-            .is_some_and(|s| s["phase"] == "Succeeded" || s["phase"] == "Failed");
+        let terminal = self.facts.evicted.is_some()
+            || self
+                .last_status
+                .as_ref()
+                .is_some_and(|s| s["phase"] == "Succeeded" || s["phase"] == "Failed");
         if !terminal {
             // Init containers in order; sidecars (restartPolicy Always) keep running.
             let mut initialized = true;
@@ -919,6 +923,19 @@ impl Worker {
             privileged: sc.privileged == Some(true),
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
         })
+    }
+
+    /// Carries out an eviction the eviction manager asked for: the containers are
+    /// stopped within its grace and the pod ends Failed with its reason and message.
+    async fn evict_if_asked(&mut self, pod: &Pod) {
+        if self.facts.evicted.is_some() {
+            return;
+        }
+        let Some(e) = super::eviction::pending(&self.sh, &self.uid, pod) else {
+            return;
+        };
+        self.facts.evicted = Some((e.reason, e.message));
+        self.terminate(Some(pod), e.grace).await;
     }
 
     /// Stops one container: its stop signal, then SIGKILL after `grace`.
