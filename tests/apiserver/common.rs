@@ -118,6 +118,7 @@ impl Server {
 
     /// Restarts the server with some flags set anew (`(flag, value)`: an earlier value
     /// of the flag is replaced).
+    #[allow(dead_code)]
     pub fn restart_with(&mut self, flags: &[(&str, &str)]) {
         self.stop();
         for (flag, value) in flags {

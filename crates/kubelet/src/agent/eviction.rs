@@ -693,11 +693,12 @@ async fn evict_one(
     if signal.condition() == "DiskPressure" {
         // Node-level first: images no container uses.
         let s = sh.clone();
-        let freed =
-            tokio::task::spawn_blocking(move || super::imagegc::free(&s, i64::MAX, Duration::ZERO))
-                .await
-                .map(|r| r.freed)
-                .unwrap_or(0);
+        let freed = tokio::task::spawn_blocking(move || {
+            super::imagegc::free(&s, i64::MAX, s.cfg.image_gc.min_age)
+        })
+        .await
+        .map(|r| r.freed)
+        .unwrap_or(0);
         if freed > 0 {
             let s = sh.clone();
             let obs = tokio::task::spawn_blocking(move || observe(&s))
