@@ -197,6 +197,20 @@ fn node_pressure_evicts_besteffort_before_guaranteed() {
     bad("--eviction-hard", "memory.availble<1Gi", "unknown signal");
     bad("--container-log-max-size", "lots", "write e.g. 10Mi");
     bad("--image-gc-low-threshold", "90", "must be less than");
+    // `skiff server` checks its local agent's flags before it starts anything.
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(SKIFF);
+    c.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(empty.path())
+        .args(["--eviction-hard", "memory.available<lots"]);
+    let o = run(c, None);
+    assert!(
+        o.code != 0
+            && o.stderr.contains("--eviction-hard")
+            && o.stderr.contains("is not a quantity"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
 
     let (dir, cgroups);
     {
@@ -291,6 +305,25 @@ fn node_pressure_evicts_besteffort_before_guaranteed() {
                     .then_some(())
             },
             || n.k(&["get", "nodes", "-o", "yaml"]).stdout,
+        );
+        // A new BestEffort pod is rejected under MemoryPressure (bound past the
+        // scheduler, which the taint keeps away).
+        let node = n
+            .k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+            .stdout;
+        n.apply(&format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"late"}},"spec":{{"nodeName":"{node}","containers":[{{"name":"l","image":"{img}"}}]}}}}"#
+        ));
+        wait_or(
+            "late rejected",
+            60,
+            || (n.jp("late", "{.status.phase}") == "Failed").then_some(()),
+            || n.k(&["get", "pod", "late", "-o", "yaml"]).stdout,
+        );
+        assert_eq!(n.jp("late", "{.status.reason}"), "Evicted");
+        assert_eq!(
+            n.jp("late", "{.status.message}"),
+            "Pod was rejected: The node had condition: [MemoryPressure]. "
         );
         // While the pressure holds, the Guaranteed pod is evicted too, later.
         wait("guaranteed evicted after besteffort", 60, || {

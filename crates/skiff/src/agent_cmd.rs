@@ -183,10 +183,8 @@ fn image_gc(flags: &AgentFlags) -> Result<skiff_kubelet::agent::imagegc::ImageGc
 /// The eviction manager's config of the `--eviction-*` flags.
 fn eviction(flags: &AgentFlags) -> Result<skiff_kubelet::agent::eviction::EvictionConfig> {
     use skiff_kubelet::agent::eviction::{parse_thresholds, with_grace, EvictionConfig};
-    let hard = parse_thresholds(&flags.eviction_hard)
-        .with_context(|| format!("--eviction-hard {:?}", flags.eviction_hard))?;
-    let soft = parse_thresholds(&flags.eviction_soft)
-        .with_context(|| format!("--eviction-soft {:?}", flags.eviction_soft))?;
+    let hard = parse_thresholds(&flags.eviction_hard).context("--eviction-hard")?;
+    let soft = parse_thresholds(&flags.eviction_soft).context("--eviction-soft")?;
     let mut graces = BTreeMap::new();
     for pair in flags
         .eviction_soft_grace_period
@@ -219,6 +217,14 @@ fn eviction(flags: &AgentFlags) -> Result<skiff_kubelet::agent::eviction::Evicti
             .eviction_monitoring_period
             .max(std::time::Duration::from_millis(100)),
     })
+}
+
+/// Checks the housekeeping flags (before anything starts).
+pub fn validate(flags: &AgentFlags) -> Result<()> {
+    log_rotation(flags)?;
+    image_gc(flags)?;
+    eviction(flags)?;
+    Ok(())
 }
 
 fn mem_total() -> i64 {

@@ -525,6 +525,44 @@ pub fn pending(sh: &Shared, uid: &str, pod: &Pod) -> Option<Eviction> {
     })
 }
 
+/// Whether a new pod may start under the node's pressure (the eviction manager's
+/// admission): under MemoryPressure no BestEffort pod, under DiskPressure or PIDPressure
+/// no pod, unless it tolerates the condition's taint. `Some(message)` rejects it.
+pub fn admit(sh: &Shared, pod: &Pod) -> Option<String> {
+    let p = lock(&sh.pressure);
+    let tolerates = |key: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    let key_ok = match t.key.as_deref() {
+                        None | Some("") => t.operator.as_deref() == Some("Exists"),
+                        Some(k) => k == key,
+                    };
+                    let effect_ok =
+                        matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+                    key_ok && effect_ok
+                })
+            })
+    };
+    let mut conditions = Vec::new();
+    if p.under("MemoryPressure")
+        && super::podspec::qos_class(pod) == "BestEffort"
+        && !tolerates("node.kubernetes.io/memory-pressure")
+    {
+        conditions.push("MemoryPressure");
+    }
+    if p.under("DiskPressure") && !tolerates("node.kubernetes.io/disk-pressure") {
+        conditions.push("DiskPressure");
+    }
+    if p.under("PIDPressure") && !tolerates("node.kubernetes.io/pid-pressure") {
+        conditions.push("PIDPressure");
+    }
+    (!conditions.is_empty())
+        .then(|| format!("The node had condition: [{}]. ", conditions.join(", ")))
+}
+
 /// The pressure conditions to report now.
 #[derive(Debug, Default)]
 pub struct Pressure {

@@ -32,6 +32,8 @@ pub struct Facts {
     pub terminating: bool,
     /// The agent evicted the pod: (reason, message); its phase is Failed.
     pub evicted: Option<(String, String)>,
+    /// The pod passed (or skipped, being under way) the agent's admission.
+    pub admitted: bool,
 }
 
 /// The containers of one name, latest attempt first.
@@ -331,17 +333,20 @@ pub fn pod_status(pod: &Pod, cs: &[RtContainer], facts: &Facts, now: &str) -> Va
     if let Some((reason, message)) = &facts.evicted {
         status["reason"] = json!(reason);
         status["message"] = json!(message);
-        // As the kubelet with PodDisruptionConditions: why the pod is going away.
-        let mut c = condition(
-            old.as_ref(),
-            "DisruptionTarget",
-            true,
-            Some("TerminationByKubelet"),
-            now,
-        );
-        c["message"] = json!(message);
-        if let Some(cs) = status["conditions"].as_array_mut() {
-            cs.push(c);
+        // As the kubelet with PodDisruptionConditions: why the pod is going away (a pod
+        // rejected at admission never ran: no such condition).
+        if !message.starts_with("Pod was rejected") {
+            let mut c = condition(
+                old.as_ref(),
+                "DisruptionTarget",
+                true,
+                Some("TerminationByKubelet"),
+                now,
+            );
+            c["message"] = json!(message);
+            if let Some(cs) = status["conditions"].as_array_mut() {
+                cs.push(c);
+            }
         }
     }
     if !inits.is_empty() {

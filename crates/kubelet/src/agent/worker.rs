@@ -931,6 +931,20 @@ impl Worker {
         if self.facts.evicted.is_some() {
             return;
         }
+        if !self.facts.admitted {
+            // A new pod (nothing of it runs yet) is admitted under node pressure only
+            // as the eviction manager allows.
+            self.facts.admitted = true;
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, None | Some("Pending")) && self.containers().await.is_empty() {
+                if let Some(m) = super::eviction::admit(&self.sh, pod) {
+                    let msg = format!("Pod was rejected: {m}");
+                    self.sh.events.warning(pod, "Evicted", msg.clone());
+                    self.facts.evicted = Some(("Evicted".into(), msg));
+                    return;
+                }
+            }
+        }
         let Some(e) = super::eviction::pending(&self.sh, &self.uid, pod) else {
             return;
         };
