@@ -10,7 +10,8 @@
 //!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.
-//! - housekeeping: [`eviction`] (node-pressure eviction and the pressure conditions),
+//! - housekeeping: [`eviction`] (node-pressure eviction and the pressure conditions, on
+//!   [`thresholds`]),
 //!   [`imagegc`] (image garbage collection by disk thresholds); container logs are
 //!   rotated by their shims (`--container-log-max-size`, `--container-log-max-files`).
 
@@ -24,6 +25,7 @@ pub mod probes;
 pub mod stats;
 pub mod status;
 pub mod streaming;
+pub mod thresholds;
 pub mod volumes;
 pub mod worker;
 
