@@ -33,3 +33,6 @@ mod security;
 
 #[path = "kubelet/storage.rs"]
 mod storage;
+
+#[path = "kubelet/housekeeping.rs"]
+mod housekeeping;

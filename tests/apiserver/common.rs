@@ -116,6 +116,21 @@ impl Server {
         self.start_again();
     }
 
+    /// Restarts the server with some flags set anew (`(flag, value)`: an earlier value
+    /// of the flag is replaced).
+    #[allow(dead_code)]
+    pub fn restart_with(&mut self, flags: &[(&str, &str)]) {
+        self.stop();
+        for (flag, value) in flags {
+            if let Some(i) = self.args.iter().position(|a| a == flag) {
+                self.args.drain(i..(i + 2).min(self.args.len()));
+            }
+            self.args.push(flag.to_string());
+            self.args.push(value.to_string());
+        }
+        self.start_again();
+    }
+
     /// Kills the server (it stays down until [`Server::start_again`]).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -22,13 +22,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The agent's housekeeping flags for tests, unless a test gives its own: no eviction
+/// and no image GC, so that no test depends on the host's free memory or disk.
+const HOST_INDEPENDENT: &[(&str, &str)] = &[
+    ("--eviction-hard", ""),
+    ("--image-gc-high-threshold", "100"),
+];
+
 impl Node {
     pub fn start() -> Node {
-        Node::start_with(&[])
+        Self::start_with(&[])
     }
 
-    /// A node whose `skiff server` gets `args` besides the test's own.
-    pub fn start_with(args: &[&str]) -> Node {
+    /// [`Node::start`] with extra server (and agent) flags.
+    pub fn start_with(flags: &[&str]) -> Node {
         let work = tempfile::Builder::new()
             .prefix("skiff-kubelet-")
             .tempdir()
@@ -44,7 +51,13 @@ impl Node {
             .unwrap();
         let image = format!("{addr}/kubia:1");
         build_kubia(work.path(), &image);
-        let server = Server::start_with_agent(args);
+        let mut args: Vec<&str> = flags.to_vec();
+        for (flag, value) in HOST_INDEPENDENT {
+            if !flags.contains(flag) {
+                args.extend([*flag, *value]);
+            }
+        }
+        let server = Server::start_with_agent(&args);
         let node = Node {
             server,
             registry,

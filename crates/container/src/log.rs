@@ -196,27 +196,173 @@ pub fn parse_record(line: &[u8]) -> Result<Record, &'static str> {
     })
 }
 
+/// Size-based rotation of a log, as the kubelet's `--container-log-max-size` and
+/// `--container-log-max-files`: before a record would take the file past `max_size`, the
+/// file is renamed to `<name>.<YYYYMMDD-hhmmss>` (UTC; `-1`, `-2`… when that name is
+/// taken) and a new one started, so a record is never split between files and none is
+/// lost; of the rotated files the newest `max_files - 1` are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: u64,
+    /// Files kept per log, the current one included (at least 2).
+    pub max_files: u32,
+}
+
+/// The name a log rotated at `t` gets (`0.log.20161006-001709`), `seq` > 0 when a file
+/// rotated in the same second has the plain one.
+pub fn rotated_path(path: &Path, t: SystemTime, seq: u32) -> PathBuf {
+    let iso = format_time(t);
+    // 2016-10-06T00:17:09.… → 20161006-001709
+    let stamp = format!(
+        "{}{}{}-{}{}{}",
+        &iso[0..4],
+        &iso[5..7],
+        &iso[8..10],
+        &iso[11..13],
+        &iso[14..16],
+        &iso[17..19]
+    );
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".");
+    name.push(stamp);
+    if seq > 0 {
+        name.push(format!("-{seq}"));
+    }
+    PathBuf::from(name)
+}
+
+/// Where the log at `path` goes when rotated at `t`: [`rotated_path`] with a `seq` after
+/// every file rotated in the same second (older ones may have been removed meanwhile).
+pub fn next_rotated_path(path: &Path, t: SystemTime) -> PathBuf {
+    let plain = rotated_path(path, t, 0);
+    let plain_name = plain
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let last = rotated_files(path)
+        .iter()
+        .filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            let rest = n.strip_prefix(&plain_name)?;
+            let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+            match rest {
+                "" => Some(0),
+                r => r.strip_prefix('-')?.parse::<u32>().ok(),
+            }
+        })
+        .max();
+    match last {
+        None => plain,
+        Some(n) => rotated_path(path, t, n + 1),
+    }
+}
+
+/// The rotated files of the log at `path`, oldest first.
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.", base.to_string_lossy());
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<((String, u32), PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let suffix = name.strip_prefix(&prefix)?;
+            let suffix = suffix.strip_suffix(".gz").unwrap_or(suffix);
+            let (stamp, seq) = match suffix.get(15..) {
+                Some("") => (suffix, 0),
+                Some(rest) => (&suffix[..15], rest.strip_prefix('-')?.parse().ok()?),
+                None => return None,
+            };
+            let ok = stamp.len() == 15
+                && stamp.as_bytes()[8] == b'-'
+                && stamp
+                    .bytes()
+                    .enumerate()
+                    .all(|(i, c)| i == 8 || c.is_ascii_digit());
+            ok.then(|| ((stamp.to_string(), seq), e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+#[derive(Debug)]
+struct Output {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotation: Option<Rotation>,
+}
+
+impl Output {
+    /// Renames the file aside and starts a new one; on any failure the current file
+    /// stays in use (a log a little over its size beats a lost line).
+    fn rotate(&mut self, r: Rotation) {
+        let now = SystemTime::now();
+        let target = next_rotated_path(&self.path, now);
+        if std::fs::rename(&self.path, &target).is_err() {
+            return;
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(f) => {
+                self.file = f;
+                self.size = 0;
+            }
+            Err(_) => {
+                // Keep writing to the renamed file; the next rotation tries again.
+                return;
+            }
+        }
+        let old = rotated_files(&self.path);
+        let keep = r.max_files.saturating_sub(1).max(1) as usize;
+        for p in old.iter().take(old.len().saturating_sub(keep)) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Appends records to one log file; shared by the stdout and stderr copiers, one whole
-/// line per write so records never interleave.
+/// line per write so records never interleave. With a [`Rotation`] it rotates the file
+/// between records.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    file: Arc<Mutex<File>>,
+    out: Arc<Mutex<Output>>,
 }
 
 impl Writer {
     /// Opens (appending, creating) `path`.
     pub fn open(path: &Path) -> Result<Self, LogError> {
+        Self::open_rotating(path, None)
+    }
+
+    /// Opens (appending, creating) `path`, rotating it as `rotation` says.
+    pub fn open_rotating(path: &Path, rotation: Option<Rotation>) -> Result<Self, LogError> {
+        let err = |source| LogError::Io {
+            op: "opening",
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| LogError::Io {
-                op: "opening",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
         Ok(Writer {
-            file: Arc::new(Mutex::new(file)),
+            out: Arc::new(Mutex::new(Output {
+                path: path.to_path_buf(),
+                file,
+                size,
+                rotation,
+            })),
         })
     }
 
@@ -227,8 +373,15 @@ impl Writer {
             partial,
             content: content.to_vec(),
         });
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = out.rotation {
+            if out.size > 0 && out.size + line.len() as u64 > r.max_size {
+                out.rotate(r);
+            }
+        }
+        out.file.write_all(&line)?;
+        out.size += line.len() as u64;
+        Ok(())
     }
 }
 
@@ -341,6 +494,35 @@ impl Reader {
         }
         self.pending.drain(..start);
         Ok(out)
+    }
+
+    /// For a followed log: when the writer has rotated it (its path names another file
+    /// now), the records left in the old file, and from then on the new file is read.
+    /// `None` while the path still names the file being read (or names nothing yet).
+    pub fn follow_rotation(&mut self) -> Result<Option<Vec<Record>>, LogError> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(named) = std::fs::metadata(&self.path) else {
+            return Ok(None);
+        };
+        let open = self.file.metadata().map_err(|source| LogError::Io {
+            op: "reading",
+            path: self.path.clone(),
+            source,
+        })?;
+        if named.ino() == open.ino() && named.dev() == open.dev() {
+            return Ok(None);
+        }
+        // The writer renamed the old file before it opened the new one: the old file is
+        // complete.
+        let rest = self.read_new()?;
+        self.file = File::open(&self.path).map_err(|source| LogError::Io {
+            op: "opening",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.pending.clear();
+        self.line_no = 0;
+        Ok(Some(rest))
     }
 }
 
@@ -548,5 +730,114 @@ mod tests {
             String::from_utf8(render.stdout).unwrap(),
             "2016-10-06T00:17:09.000000000Z ab\n2016-10-06T00:17:09.000000000Z c\n"
         );
+    }
+
+    #[test]
+    fn rotation_names_sort_and_parse() {
+        let t = UNIX_EPOCH + Duration::new(1_475_713_029, 669_794_202);
+        let p = Path::new("/x/0.log");
+        assert_eq!(rotated_path(p, t, 0), Path::new("/x/0.log.20161006-001709"));
+        assert_eq!(
+            rotated_path(p, t, 2),
+            Path::new("/x/0.log.20161006-001709-2")
+        );
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("0.log");
+        for n in [
+            "0.log.20161006-001710",
+            "0.log.20161006-001709-1",
+            "0.log.20161006-001709",
+            "0.log.20161006-001709-10",
+            "0.log.20161006-001709-2.gz",
+            "0.log",
+            "1.log.20161006-001700",
+            "0.log.junk",
+            "0.log.20161006-00170x",
+        ] {
+            std::fs::write(d.path().join(n), "").unwrap();
+        }
+        let names: Vec<String> = rotated_files(&log)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "0.log.20161006-001709",
+                "0.log.20161006-001709-1",
+                "0.log.20161006-001709-2.gz",
+                "0.log.20161006-001709-10",
+                "0.log.20161006-001710",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rotating_writer_keeps_whole_records_and_max_files() {
+        let d = tempfile::tempdir().unwrap();
+        let path = instance_path(d.path(), 0);
+        let w = Writer::open_rotating(
+            &path,
+            Some(Rotation {
+                max_size: 200,
+                max_files: 3,
+            }),
+        )
+        .unwrap();
+        // A follower that opened the first file sees every line across rotations.
+        let mut follower = Reader::open(&path).unwrap();
+        let mut followed = Vec::new();
+        for i in 0..100 {
+            w.write(Stream::Stdout, false, format!("line {i:03}").as_bytes())
+                .unwrap();
+            followed.extend(follower.read_new().unwrap());
+            if let Some(rest) = follower.follow_rotation().unwrap() {
+                followed.extend(rest);
+                followed.extend(follower.read_new().unwrap());
+            }
+        }
+        followed.extend(follower.read_new().unwrap());
+        let got: Vec<String> = followed
+            .iter()
+            .map(|r| String::from_utf8(r.content.clone()).unwrap())
+            .collect();
+        let want: Vec<String> = (0..100).map(|i| format!("line {i:03}")).collect();
+        assert_eq!(got, want);
+        // Every file holds whole records within the size; two rotated files are kept.
+        let rotated = rotated_files(&path);
+        assert_eq!(rotated.len(), 2, "{rotated:?}");
+        let mut all = Vec::new();
+        for p in rotated.iter().chain([&path]) {
+            let text = std::fs::read(p).unwrap();
+            assert!(
+                text.len() <= 200,
+                "{} has {} bytes",
+                p.display(),
+                text.len()
+            );
+            let recs = Reader::open(p).unwrap().read_new().unwrap();
+            assert_eq!(recs.len() * 49, text.len(), "whole 49-byte records");
+            all.extend(recs);
+        }
+        // The kept files are the newest lines, in order.
+        let last = all.last().unwrap().content.clone();
+        assert_eq!(last, b"line 099");
+        let nums: Vec<u32> = all
+            .iter()
+            .map(|r| {
+                std::str::from_utf8(&r.content[5..])
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        // Without rotation the file just grows.
+        let plain = d.path().join("plain.log");
+        let w = Writer::open(&plain).unwrap();
+        for _ in 0..20 {
+            w.write(Stream::Stderr, false, b"0123456789").unwrap();
+        }
+        assert!(rotated_files(&plain).is_empty());
     }
 }

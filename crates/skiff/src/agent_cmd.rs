@@ -50,6 +50,45 @@ pub struct AgentFlags {
     /// ending in `*`, e.g. `kernel.msg*,net.core.somaxconn`.
     #[arg(long, value_delimiter = ',')]
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// A container's log is rotated before it grows past this size (a quantity: 10Mi).
+    #[arg(long, default_value = "10Mi")]
+    pub container_log_max_size: String,
+    /// Log files kept per container, the current one included (at least 2).
+    #[arg(long, default_value_t = 5)]
+    pub container_log_max_files: i64,
+    /// Percent of the image filesystem in use at which unused images are deleted
+    /// (100: never).
+    #[arg(long, default_value_t = 85)]
+    pub image_gc_high_threshold: i64,
+    /// Percent of the image filesystem image garbage collection frees down to.
+    #[arg(long, default_value_t = 80)]
+    pub image_gc_low_threshold: i64,
+    /// Images first seen more recently than this are never collected.
+    #[arg(long, default_value = "2m", value_parser = crate::server_cmd::parse_duration)]
+    pub minimum_image_ttl_duration: std::time::Duration,
+    /// How often image garbage collection looks at the disk.
+    #[arg(long, default_value = "5m", value_parser = crate::server_cmd::parse_duration)]
+    pub image_gc_period: std::time::Duration,
+    /// Thresholds that evict pods at once: signal<quantity or signal<percent%, comma
+    /// separated ("" for none). Signals: memory.available, nodefs.available,
+    /// nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available.
+    #[arg(long, default_value = skiff_kubelet::agent::eviction::DEFAULT_HARD)]
+    pub eviction_hard: String,
+    /// Thresholds that evict pods once met for their grace period.
+    #[arg(long, default_value = "")]
+    pub eviction_soft: String,
+    /// Grace periods of the soft thresholds: signal=duration,… (memory.available=1m30s).
+    #[arg(long, default_value = "")]
+    pub eviction_soft_grace_period: String,
+    /// The most grace (seconds) a pod evicted by a soft threshold gets (0: its own).
+    #[arg(long, default_value_t = 0)]
+    pub eviction_max_pod_grace_period: i64,
+    /// How long a pressure condition stays True after its thresholds stop being met.
+    #[arg(long, default_value = "5m", value_parser = crate::server_cmd::parse_duration)]
+    pub eviction_pressure_transition_period: std::time::Duration,
+    /// How often the eviction manager observes the node's signals.
+    #[arg(long, default_value = "10s", value_parser = crate::server_cmd::parse_duration)]
+    pub eviction_monitoring_period: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +143,94 @@ fn taint(s: &str) -> Result<Taint> {
     })
 }
 
+/// The container log rotation of `--container-log-max-size` and `--container-log-max-files`.
+fn log_rotation(flags: &AgentFlags) -> Result<skiff_container::log::Rotation> {
+    let size = &flags.container_log_max_size;
+    let q = skiff_api::quantity::Quantity::parse(size).map_err(|_| {
+        anyhow::anyhow!(
+            "--container-log-max-size {size:?}: not a quantity; write e.g. 10Mi or 500Ki"
+        )
+    })?;
+    if q.value() <= 0 {
+        bail!("--container-log-max-size {size:?}: the size must be more than 0 (e.g. 10Mi)");
+    }
+    let files = flags.container_log_max_files;
+    if files < 2 {
+        bail!("--container-log-max-files {files}: keep at least 2 files (the current one and a rotated one)");
+    }
+    Ok(skiff_container::log::Rotation {
+        max_size: q.value() as u64,
+        max_files: u32::try_from(files).unwrap_or(u32::MAX),
+    })
+}
+
+/// The image GC policy of the `--image-gc-*` flags.
+fn image_gc(flags: &AgentFlags) -> Result<skiff_kubelet::agent::imagegc::ImageGcPolicy> {
+    let pct = |name: &str, v: i64| -> Result<u8> {
+        u8::try_from(v)
+            .ok()
+            .filter(|p| *p <= 100)
+            .with_context(|| format!("--{name} {v}: write a percentage from 0 to 100"))
+    };
+    let p = skiff_kubelet::agent::imagegc::ImageGcPolicy {
+        high: pct("image-gc-high-threshold", flags.image_gc_high_threshold)?,
+        low: pct("image-gc-low-threshold", flags.image_gc_low_threshold)?,
+        min_age: flags.minimum_image_ttl_duration,
+        period: flags
+            .image_gc_period
+            .max(std::time::Duration::from_millis(100)),
+    };
+    p.validate().map_err(anyhow::Error::msg)?;
+    Ok(p)
+}
+
+/// The eviction manager's config of the `--eviction-*` flags.
+fn eviction(flags: &AgentFlags) -> Result<skiff_kubelet::agent::eviction::EvictionConfig> {
+    use skiff_kubelet::agent::eviction::{parse_thresholds, with_grace, EvictionConfig};
+    let hard = parse_thresholds(&flags.eviction_hard).context("--eviction-hard")?;
+    let soft = parse_thresholds(&flags.eviction_soft).context("--eviction-soft")?;
+    let mut graces = BTreeMap::new();
+    for pair in flags
+        .eviction_soft_grace_period
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (sig, d) = pair.split_once('=').with_context(|| {
+            format!("--eviction-soft-grace-period {pair:?}: write signal=duration, e.g. memory.available=1m30s")
+        })?;
+        let d = crate::server_cmd::parse_duration(d.trim())
+            .map_err(|e| anyhow::anyhow!("--eviction-soft-grace-period {pair:?}: {e}"))?;
+        graces.insert(sig.trim().to_string(), d);
+    }
+    let soft = with_grace(soft, &graces).context("--eviction-soft")?;
+    if flags.eviction_max_pod_grace_period < 0 {
+        bail!(
+            "--eviction-max-pod-grace-period {}: write a number of seconds, 0 or more",
+            flags.eviction_max_pod_grace_period
+        );
+    }
+    Ok(EvictionConfig {
+        hard,
+        soft,
+        max_pod_grace_period: std::time::Duration::from_secs(
+            flags.eviction_max_pod_grace_period as u64,
+        ),
+        pressure_transition_period: flags.eviction_pressure_transition_period,
+        monitoring_period: flags
+            .eviction_monitoring_period
+            .max(std::time::Duration::from_millis(100)),
+    })
+}
+
+/// Checks the housekeeping flags (before anything starts).
+pub fn validate(flags: &AgentFlags) -> Result<()> {
+    log_rotation(flags)?;
+    image_gc(flags)?;
+    eviction(flags)?;
+    Ok(())
+}
+
 fn mem_total() -> i64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -147,6 +274,9 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
     }
     skiff_kubelet::agent::security::validate_patterns(&flags.allowed_unsafe_sysctls)
         .map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?;
+    let rotation = log_rotation(flags)?;
+    let image_gc = image_gc(flags)?;
+    let eviction = eviction(flags)?;
     let exe = std::env::current_exe().context("finding the skiff binary")?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -160,7 +290,15 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
         max_pods: flags.max_pods,
         node_labels: labels,
         taints,
-        shim_command: vec![exe.into_os_string(), "container-shim".into(), "pod".into()],
+        shim_command: vec![
+            exe.into_os_string(),
+            "container-shim".into(),
+            "pod".into(),
+            "--log-max-size".into(),
+            rotation.max_size.to_string().into(),
+            "--log-max-files".into(),
+            rotation.max_files.to_string().into(),
+        ],
         runtime_root: data_dir.join("runtime"),
         tls: skiff_kubelet::TlsFiles {
             cert: data_dir.join("pki/kubelet-serving.crt"),
@@ -177,6 +315,9 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
         allowed_unsafe_sysctls: flags.allowed_unsafe_sysctls.clone(),
         registry: skiff_image::distribution::ClientOptions::default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        container_log: Some(rotation),
+        image_gc,
+        eviction,
     })
 }
 

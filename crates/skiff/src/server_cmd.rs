@@ -185,6 +185,9 @@ pub fn main(args: ServerArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if !args.disable_agent {
+        crate::agent_cmd::validate(&args.agent)?;
+    }
     serve_blocking(run(args))
 }
 

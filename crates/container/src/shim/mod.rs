@@ -232,6 +232,8 @@ pub struct ShimOptions {
     pub stdin: bool,
     /// Close the container's stdin when the first attach that wrote to it ends.
     pub stdin_once: bool,
+    /// Size-based rotation of the log (none: it grows).
+    pub log_rotation: Option<crate::log::Rotation>,
 }
 
 /// Binds the shim's socket at `path` (replacing a stale one).

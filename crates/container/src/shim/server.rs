@@ -323,7 +323,7 @@ impl Drop for Stdio {
 
 fn create(s: &Arc<Shared>) -> Response {
     let io = |op: &'static str| move |source| ShimError::Io { op, source };
-    let writer = match Writer::open(&s.opts.log_path) {
+    let writer = match Writer::open_rotating(&s.opts.log_path, s.opts.log_rotation) {
         Ok(w) => w,
         Err(e) => return error(Category::Unavailable, &e),
     };

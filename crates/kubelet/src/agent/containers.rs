@@ -672,8 +672,14 @@ impl skiff_container::shim::Owner for PodOwner {
     }
 }
 
-/// `skiff container-shim pod --dir DIR --runtime-root R`: the shim of one pod container.
-pub fn serve_shim(dir: &Path, runtime_root: &Path, runtime_command: Vec<OsString>) -> i32 {
+/// `skiff container-shim pod --dir DIR --runtime-root R`: the shim of one pod container
+/// (its log rotated as `log_rotation` says).
+pub fn serve_shim(
+    dir: &Path,
+    runtime_root: &Path,
+    runtime_command: Vec<OsString>,
+    log_rotation: Option<skiff_container::log::Rotation>,
+) -> i32 {
     use std::os::fd::AsFd;
     let listener = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => std::os::unix::net::UnixListener::from(fd),
@@ -705,6 +711,7 @@ pub fn serve_shim(dir: &Path, runtime_root: &Path, runtime_command: Vec<OsString
         exit_when_stopped: true,
         stdin: record.stdin,
         stdin_once: record.stdin_once,
+        log_rotation,
     };
     let owner = PodOwner {
         dir: dir.to_path_buf(),

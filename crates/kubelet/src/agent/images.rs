@@ -61,6 +61,11 @@ pub struct ImageManager {
     pub options: ClientOptions,
     pub auth_dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each image was first seen and last used (for image GC).
+    pub records: super::imagegc::ImageRecords,
+    /// Pulls hold it shared, image GC exclusively (its prune must not take a pull's
+    /// blobs, not yet named, for garbage).
+    pub gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl ImageManager {
@@ -70,6 +75,8 @@ impl ImageManager {
             options,
             auth_dir,
             locks: Mutex::new(HashMap::new()),
+            records: Default::default(),
+            gc_lock: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -92,6 +99,19 @@ impl ImageManager {
     /// Makes the image present as `policy` says; `Some(duration)` when it was pulled.
     /// `auths` is a docker config JSON (`{"auths": …}`) from the pod's pull secrets.
     pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        auths: Option<&serde_json::Value>,
+    ) -> Result<(Resolved, Option<Duration>), ImageFailure> {
+        let r = self.ensure_inner(image, policy, auths).await;
+        if let Ok((img, _)) = &r {
+            self.records.used(&img.store_ref);
+        }
+        r
+    }
+
+    async fn ensure_inner(
         &self,
         image: &str,
         policy: PullPolicy,
@@ -149,7 +169,10 @@ impl ImageManager {
         let client = Client::new(self.options.clone(), docker);
         let t0 = Instant::now();
         let progress: Arc<dyn skiff_image::distribution::Progress> = Arc::new(Silent);
-        let pulled = client.pull(&self.store, &rref, &progress).await;
+        let pulled = {
+            let _no_gc = self.gc_lock.read().await;
+            client.pull(&self.store, &rref, &progress).await
+        };
         if let Some(p) = config {
             let _ = std::fs::remove_file(p);
         }

@@ -12,14 +12,20 @@
 //!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.
+//! - housekeeping: [`eviction`] (node-pressure eviction and the pressure conditions, on
+//!   [`thresholds`]),
+//!   [`imagegc`] (image garbage collection by disk thresholds); container logs are
+//!   rotated by their shims (`--container-log-max-size`, `--container-log-max-files`).
 
 pub mod actions;
 pub mod containers;
 pub mod cri;
 #[cfg(any(test, feature = "testing"))]
 pub mod cri_conformance;
+pub mod eviction;
 pub mod fake;
 pub mod grpc_probe;
+pub mod imagegc;
 pub mod images;
 pub mod metrics;
 pub mod node;
@@ -31,6 +37,7 @@ pub mod stats;
 pub mod status;
 pub mod storage;
 pub mod streaming;
+pub mod thresholds;
 pub mod volumes;
 pub mod worker;
 
@@ -109,6 +116,10 @@ pub struct AgentConfig {
     pub allowed_unsafe_sysctls: Vec<String>,
     pub registry: skiff_image::distribution::ClientOptions,
     pub version: String,
+    /// How the shims rotate container logs (the shim command carries it).
+    pub container_log: Option<skiff_container::log::Rotation>,
+    pub image_gc: imagegc::ImageGcPolicy,
+    pub eviction: eviction::EvictionConfig,
 }
 
 /// The kubelet's events, about pods and their containers.
@@ -162,6 +173,10 @@ pub struct Shared {
     pub rates: stats::Rates,
     /// The agent's `/metrics`.
     pub metrics: metrics::AgentMetrics,
+    /// Pods the eviction manager evicted, by UID, for their workers.
+    evictions: Mutex<HashMap<String, eviction::Eviction>>,
+    /// The node's pressure conditions.
+    pub pressure: Mutex<eviction::Pressure>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -201,6 +216,7 @@ impl Shared {
     fn forget(&self, uid: &str) {
         lock(&self.workers).remove(uid);
         lock(&self.pods).remove(uid);
+        lock(&self.evictions).remove(uid);
     }
 
     /// Hands the pod's latest state to its worker, starting one for a new UID.
@@ -303,6 +319,8 @@ pub async fn run(
         workers: Mutex::new(HashMap::new()),
         rates: stats::Rates::default(),
         metrics: metrics::AgentMetrics::default(),
+        evictions: Mutex::new(HashMap::new()),
+        pressure: Mutex::new(eviction::Pressure::default()),
     });
     let _ = shared_slot.set(sh.clone());
     let serve_stop = stop.clone();
@@ -312,10 +330,14 @@ pub async fn run(
     let hb = tokio::spawn(node::heartbeat(sh.clone(), stop.clone()));
     let relist = tokio::spawn(pleg(sh.clone(), stop.clone()));
     let reclaim = tokio::spawn(storage::reclaimer(sh.clone(), stop.clone()));
+    let gc = tokio::spawn(imagegc::run(sh.clone(), stop.clone()));
+    let evict = tokio::spawn(eviction::run(sh.clone(), stop.clone()));
     pod_manager(sh.clone(), stop.clone()).await;
     let _ = hb.await;
     let _ = relist.await;
     let _ = reclaim.await;
+    let _ = gc.await;
+    let _ = evict.await;
     let _ = streaming_task.await;
     // Workers see their channels close and leave the pods running.
     lock(&sh.workers).clear();

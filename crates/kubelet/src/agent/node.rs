@@ -46,25 +46,43 @@ fn disk_bytes(dir: &std::path::Path) -> i64 {
         .unwrap_or(0)
 }
 
-fn conditions(old: Option<&Value>, hb: &str) -> Value {
+/// The node's conditions; `under` says which pressure conditions are True (the
+/// eviction manager's).
+fn conditions(old: Option<&Value>, hb: &str, under: &dyn Fn(&str) -> bool) -> Value {
+    let pressure = |t: &'static str, yes: [&'static str; 2], no: [&'static str; 2]| {
+        if under(t) {
+            (t, "True", yes[0], yes[1])
+        } else {
+            (t, "False", no[0], no[1])
+        }
+    };
     let set = [
-        (
+        pressure(
             "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
+            [
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ],
+            [
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ],
         ),
-        (
+        pressure(
             "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
+            ["KubeletHasDiskPressure", "kubelet has disk pressure"],
+            ["KubeletHasNoDiskPressure", "kubelet has no disk pressure"],
         ),
-        (
+        pressure(
             "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
+            [
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ],
+            [
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ],
         ),
         (
             "Ready",
@@ -114,6 +132,12 @@ fn status(sh: &Shared, old: Option<&Value>) -> Value {
             images.push(json!({"names": [name], "sizeBytes": size}));
         }
     }
+    let conds = {
+        let p = super::lock(&sh.pressure);
+        conditions(old.and_then(|o| o.get("conditions")), &now(), &|t| {
+            p.under(t)
+        })
+    };
     json!({
         "capacity": {"cpu": cpu_q(cpu), "memory": format!("{mem_ki}Ki"), "pods": c.max_pods.to_string(), "ephemeral-storage": format!("{}Ki", disk / 1024)},
         "allocatable": {"cpu": cpu_q(alloc_cpu), "memory": format!("{alloc_mem_ki}Ki"), "pods": c.max_pods.to_string(), "ephemeral-storage": format!("{}Ki", disk * 9 / 10 / 1024)},
@@ -132,7 +156,7 @@ fn status(sh: &Shared, old: Option<&Value>) -> Value {
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
         "images": images,
-        "conditions": conditions(old.and_then(|o| o.get("conditions")), &now()),
+        "conditions": conds,
     })
 }
 

@@ -32,6 +32,10 @@ pub struct Facts {
     pub terminating: bool,
     /// The node refused the pod (e.g. SysctlForbidden): it failed without running.
     pub rejected: Option<Waiting>,
+    /// The agent evicted the pod: (reason, message); its phase is Failed.
+    pub evicted: Option<(String, String)>,
+    /// The pod passed (or skipped, being under way) the agent's admission.
+    pub admitted: bool,
 }
 
 /// The containers of one name, latest attempt first.
@@ -275,6 +279,11 @@ pub fn pod_status(pod: &Pod, cs: &[RtContainer], facts: &Facts, now: &str) -> Va
             _ => "Failed",
         }
     };
+    let phase = if facts.evicted.is_some() {
+        "Failed"
+    } else {
+        phase
+    };
     let terminal = phase == "Succeeded" || phase == "Failed";
     let completed = terminal.then_some("PodCompleted");
     let mut conditions = vec![
@@ -337,6 +346,25 @@ pub fn pod_status(pod: &Pod, cs: &[RtContainer], facts: &Facts, now: &str) -> Va
         "containerStatuses": statuses,
         "qosClass": super::podspec::qos_class(pod),
     });
+    if let Some((reason, message)) = &facts.evicted {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
+        // As the kubelet with PodDisruptionConditions: why the pod is going away (a pod
+        // rejected at admission never ran: no such condition).
+        if !message.starts_with("Pod was rejected") {
+            let mut c = condition(
+                old.as_ref(),
+                "DisruptionTarget",
+                true,
+                Some("TerminationByKubelet"),
+                now,
+            );
+            c["message"] = json!(message);
+            if let Some(cs) = status["conditions"].as_array_mut() {
+                cs.push(c);
+            }
+        }
+    }
     if !inits.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }

@@ -405,6 +405,11 @@ async fn stream_log(
             out.write_all(&render(&recs)).await?;
             continue;
         }
+        // The shim rotated the log: the rest of the old file, then the new one.
+        if let Some(rest) = reader.follow_rotation().map_err(std::io::Error::other)? {
+            out.write_all(&render(&rest)).await?;
+            continue;
+        }
         let rt = sh.rt.clone();
         let rec = c.record.clone();
         let alive = tokio::task::spawn_blocking(move || rt.state(&rec) == RunState::Running)

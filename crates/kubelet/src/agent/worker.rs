@@ -137,7 +137,10 @@ impl Worker {
                     self.cleanup(Some(p)).await;
                     return;
                 }
-                Some(p) => self.sync(p).await,
+                Some(p) => {
+                    self.evict_if_asked(p).await;
+                    self.sync(p).await
+                }
             };
             tokio::select! {
                 changed = self.rx.changed() => {
@@ -250,10 +253,11 @@ impl Worker {
         }
 
         let mut cs = self.containers().await;
-        let terminal = self
-            .last_status
-            .as_ref()
-            .is_some_and(|s| s["phase"] == "Succeeded" || s["phase"] == "Failed");
+        let terminal = self.facts.evicted.is_some()
+            || self
+                .last_status
+                .as_ref()
+                .is_some_and(|s| s["phase"] == "Succeeded" || s["phase"] == "Failed");
         if !terminal {
             let actions = super::actions::compute(&spec, &cs, terminal);
             // An app container the policy leaves ended shows its last state, not a wait.
@@ -923,6 +927,33 @@ impl Worker {
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
             security: super::security::container_security(&spec, c),
         })
+    }
+
+    /// Carries out an eviction the eviction manager asked for: the containers are
+    /// stopped within its grace and the pod ends Failed with its reason and message.
+    async fn evict_if_asked(&mut self, pod: &Pod) {
+        if self.facts.evicted.is_some() {
+            return;
+        }
+        if !self.facts.admitted {
+            // A new pod (nothing of it runs yet) is admitted under node pressure only
+            // as the eviction manager allows.
+            self.facts.admitted = true;
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, None | Some("Pending")) && self.containers().await.is_empty() {
+                if let Some(m) = super::eviction::admit(&self.sh, pod) {
+                    let msg = format!("Pod was rejected: {m}");
+                    self.sh.events.warning(pod, "Evicted", msg.clone());
+                    self.facts.evicted = Some(("Evicted".into(), msg));
+                    return;
+                }
+            }
+        }
+        let Some(e) = super::eviction::pending(&self.sh, &self.uid, pod) else {
+            return;
+        };
+        self.facts.evicted = Some((e.reason, e.message));
+        self.terminate(Some(pod), e.grace).await;
     }
 
     /// Stops one container: its stop signal, then SIGKILL after `grace`.

@@ -49,6 +49,13 @@ pub struct PodShim {
     pub dir: PathBuf,
     #[arg(long)]
     pub runtime_root: PathBuf,
+    /// Rotate the container's log before it grows past this many bytes (with
+    /// --log-max-files; the agent's --container-log-max-size).
+    #[arg(long, requires = "log_max_files")]
+    pub log_max_size: Option<u64>,
+    /// Log files kept, the current one included.
+    #[arg(long, requires = "log_max_size")]
+    pub log_max_files: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +87,12 @@ pub fn main(cmd: ShimCmd) -> i32 {
                 &a.dir,
                 &a.runtime_root,
                 vec![exe.into_os_string(), "runtime".into()],
+                a.log_max_size
+                    .zip(a.log_max_files)
+                    .map(|(max_size, max_files)| skiff_container::log::Rotation {
+                        max_size,
+                        max_files,
+                    }),
             )
         }
     }
@@ -115,6 +128,7 @@ fn serve(a: ShimServe) -> i32 {
         exit_when_stopped: true,
         stdin: false,
         stdin_once: false,
+        log_rotation: None,
     };
     let owner = RunOwner {
         paths,
