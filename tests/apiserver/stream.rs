@@ -762,14 +762,16 @@ fn kubelet_rejects_clients_without_a_cluster_certificate() {
         "https://127.0.0.1:{}/containerLogs/default/web/main",
         k.addr.port()
     );
+    // No certificate and no token: 401, before any handler runs.
     let anon = Command::new("curl")
-        .args(["-sS", "--cacert"])
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
         .arg(s.pki("ca.crt"))
         .arg(&url)
         .output()
         .unwrap();
-    assert!(
-        !anon.status.success(),
+    assert_eq!(
+        String::from_utf8_lossy(&anon.stdout),
+        "401",
         "a client without a certificate was served"
     );
     let admin = Command::new("curl")

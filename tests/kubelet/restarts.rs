@@ -195,6 +195,19 @@ fn crash_loop_oom_limits_host_kill_and_agent_restart() {
                 && refused.ends_with(" 403"),
             "{refused}"
         );
+        // A bearer token instead of a certificate: the kubelet asks the API server (a
+        // TokenReview); the cluster token is the API server's own (system:masters).
+        let with_token = |token: &str| {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(n.server.pki("ca.crt"))
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(format!("https://127.0.0.1:{port}/stats/summary"));
+            crate::common::run(c, None).ok().stdout
+        };
+        assert_eq!(with_token(&n.server.token()), "200");
+        assert_eq!(with_token("not-a-token"), "401");
         // The same through the API server: nodes/{name}/proxy/{path}.
         let node = n
             .k(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])

@@ -350,6 +350,20 @@ pub static KINDS: &[Kind] = &[
         &["scale", "status"],
         "io.k8s.api.apps.v1.StatefulSet",
     ),
+    // authentication.k8s.io/v1
+    k(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        false,
+        CREATE_ONLY,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.authentication.v1.TokenReview",
+    ),
     // authorization.k8s.io/v1
     k(
         "authorization.k8s.io",

@@ -55,6 +55,7 @@ fn build() -> Map<String, Value> {
     add::<api::apps::v1::Deployment>(&mut g);
     add::<api::apps::v1::ReplicaSet>(&mut g);
     add::<api::apps::v1::StatefulSet>(&mut g);
+    add::<api::authentication::v1::TokenReview>(&mut g);
     add::<api::authorization::v1::SelfSubjectAccessReview>(&mut g);
     add::<api::autoscaling::v2::HorizontalPodAutoscaler>(&mut g);
     add::<api::autoscaling::v1::HorizontalPodAutoscaler>(&mut g);

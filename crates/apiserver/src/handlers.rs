@@ -85,7 +85,13 @@ fn authenticate(st: &AppState, req: &Request) -> Option<UserInfo> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())?;
-    let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
+    token_user(st, auth.strip_prefix("Bearer "))
+}
+
+/// Who a bearer token authenticates as (the API server's own tokens; a TokenReview asks
+/// the same).
+fn token_user(st: &AppState, token: Option<&str>) -> Option<UserInfo> {
+    let token = token.unwrap_or_default().trim();
     // Constant-time comparison: the token is a secret.
     (!token.is_empty() && constant_time_eq(token.as_bytes(), st.token.as_bytes())).then(|| {
         UserInfo {
@@ -550,6 +556,10 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let mut obj = decode_body(st, &headers, &body)?;
             if t.kind.kind == "SelfSubjectAccessReview" {
                 return Ok(subresources::access_review(obj));
+            }
+            if t.kind.kind == "TokenReview" {
+                let user = token_user(st, obj.pointer("/spec/token").and_then(Value::as_str));
+                return Ok(subresources::token_review(obj, user));
             }
             if let Some(u) = &user {
                 skiff_api::strategy::for_kind(t.kind.kind).set_requester(

@@ -62,8 +62,54 @@ pub struct StreamingServer {
     listener: TcpListener,
     tls: tokio_rustls::TlsAcceptor,
     runtime: Arc<dyn StreamingRuntime>,
-    /// Client certificates are required: authorize who they name.
+    /// Clients are authenticated (a certificate of the client CA, or a bearer token the
+    /// reviewer accepts) and authorized.
     authorize: bool,
+    tokens: Option<Arc<dyn TokenReviewer>>,
+}
+
+/// Authenticates bearer tokens (the agent asks the API server with a TokenReview).
+#[async_trait::async_trait]
+pub trait TokenReviewer: Send + Sync {
+    /// Who `token` is, or `None` when it does not authenticate.
+    async fn review(&self, token: &str) -> Option<Peer>;
+}
+
+/// Token verdicts kept for two minutes (the kubelet's webhook cache keeps them as long).
+struct TokenCache {
+    reviewer: Arc<dyn TokenReviewer>,
+    seen: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Peer>)>>,
+}
+
+impl TokenCache {
+    async fn peer(&self, token: &str) -> Option<Peer> {
+        const TTL: std::time::Duration = std::time::Duration::from_secs(120);
+        let key = {
+            use sha2::Digest;
+            sha2::Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        if let Some((at, p)) = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            if at.elapsed() < TTL {
+                return p.clone();
+            }
+        }
+        let p = self.reviewer.review(token).await;
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|_, (at, _)| at.elapsed() < TTL);
+        seen.insert(key, (std::time::Instant::now(), p.clone()));
+        p
+    }
 }
 
 /// Who a request comes from: its client certificate's subject (CN the user, O the
@@ -159,7 +205,15 @@ impl StreamingServer {
             tls,
             runtime,
             authorize: files.client_ca.is_some(),
+            tokens: None,
         })
+    }
+
+    /// Also accepts bearer tokens that `reviewer` authenticates (clients without a
+    /// certificate).
+    pub fn with_token_reviewer(mut self, reviewer: Arc<dyn TokenReviewer>) -> Self {
+        self.tokens = Some(reviewer);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -172,19 +226,36 @@ impl StreamingServer {
         let rt = self.runtime;
         let stop = signal.clone();
         let check = self.authorize;
+        let tokens = self.tokens.map(|reviewer| {
+            Arc::new(TokenCache {
+                reviewer,
+                seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            })
+        });
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (rt, stop) = (rt.clone(), stop.clone());
+            let (rt, stop, tokens) = (rt.clone(), stop.clone(), tokens.clone());
             async move {
                 if check {
+                    let mut peer = req.extensions().get::<Peer>().cloned();
+                    if peer.is_none() {
+                        let bearer = req
+                            .headers()
+                            .get(hyper::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty());
+                        if let (Some(t), Some(cache)) = (bearer, &tokens) {
+                            peer = cache.peer(t).await;
+                        }
+                    }
                     let segs: Vec<&str> = req
                         .uri()
                         .path()
                         .split('/')
                         .filter(|s| !s.is_empty())
                         .collect();
-                    if let Some(refused) =
-                        authorize(req.extensions().get::<Peer>(), req.method(), &segs)
-                    {
+                    if let Some(refused) = authorize(peer.as_ref(), req.method(), &segs) {
                         return Ok::<_, Infallible>(refused);
                     }
                 }
@@ -239,6 +310,9 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerErr
                 Arc::new(roots),
                 provider,
             )
+            // A client without a certificate may still bring a bearer token; requests
+            // that have neither are refused (401) before they reach a handler.
+            .allow_unauthenticated()
             .build()
             .map_err(|e| err(ca_path)(Box::new(e)))?;
             builder.with_client_cert_verifier(verifier)

@@ -348,6 +348,25 @@ fn to_scale(kind: &Kind, obj: &Value) -> Value {
 }
 
 /// The admin is allowed everything until RBAC lands.
+/// `tokenreviews` (create only): whether `spec.token` authenticates, and as whom, as
+/// kube-apiserver answers webhook authenticators such as the kubelet's.
+pub fn token_review(mut obj: Value, user: Option<crate::audit::UserInfo>) -> Response {
+    obj["status"] = match user {
+        Some(u) => {
+            json!({"authenticated": true, "user": {"username": u.username, "groups": u.groups}})
+        }
+        None => {
+            json!({"authenticated": false, "error": "the token is not one this server accepts"})
+        }
+    };
+    if obj.pointer("/spec/token").is_some() {
+        // Not echoed back: the answer may be logged.
+        obj["spec"]["token"] = json!("");
+    }
+    meta::default_at(&mut obj, &["metadata", "creationTimestamp"], Value::Null);
+    json_response(StatusCode::CREATED, &obj)
+}
+
 pub fn access_review(mut obj: Value) -> Response {
     obj["status"] =
         json!({"allowed": true, "reason": "skiff allows every authenticated user (no RBAC yet)"});

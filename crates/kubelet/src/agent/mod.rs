@@ -305,7 +305,10 @@ pub async fn run(
     });
     let server = StreamingServer::bind(addr, &cfg.tls, streaming)
         .await
-        .map_err(|source| AgentError::Streaming { addr, source })?;
+        .map_err(|source| AgentError::Streaming { addr, source })?
+        .with_token_reviewer(Arc::new(ApiTokenReviewer {
+            client: client.clone(),
+        }));
     if let Ok(a) = server.local_addr() {
         cfg.kubelet_port = a.port();
     }
@@ -342,6 +345,43 @@ pub async fn run(
     // Workers see their channels close and leave the pods running.
     lock(&sh.workers).clear();
     Ok(())
+}
+
+/// Bearer tokens on the kubelet API are checked by the API server (a TokenReview), as the
+/// kubelet's webhook authenticator does.
+struct ApiTokenReviewer {
+    client: kube::Client,
+}
+
+#[async_trait::async_trait]
+impl crate::server::TokenReviewer for ApiTokenReviewer {
+    async fn review(&self, token: &str) -> Option<crate::server::Peer> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = match api.create(&kube::api::PostParams::default(), &review).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reviewing a bearer token on the kubelet API");
+                return None;
+            }
+        };
+        let status = answer.status?;
+        if status.authenticated != Some(true) {
+            return None;
+        }
+        let user = status.user?;
+        Some(crate::server::Peer {
+            user: user.username.unwrap_or_default(),
+            groups: user.groups.unwrap_or_default(),
+        })
+    }
 }
 
 /// The pod lifecycle event generator: relists the runtime's containers every second and
