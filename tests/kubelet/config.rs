@@ -231,6 +231,19 @@ spec:
             &format!("{}/nothere:1", n.registry_addr),
         ])
         .ok();
+        let foreign = push_foreign_image(&n.registry_addr);
+        n.k(&["run", "foreign", "--image", &foreign]).ok();
+        wait_or(
+            "ErrImagePull for an image of another architecture",
+            60,
+            || {
+                let w = n.jp("foreign", "{.status.containerStatuses[0].state.waiting}");
+                ((w.contains("ErrImagePull") || w.contains("ImagePullBackOff"))
+                    && w.contains("s390x"))
+                .then_some(())
+            },
+            || n.k(&["describe", "pod", "foreign"]).stdout,
+        );
         n.apply(&format!(
             r#"
 apiVersion: v1
@@ -431,4 +444,87 @@ spec:
         );
     }
     assert_clean(&dir, &cgroups);
+}
+
+/// Pushes `REGISTRY/foreign:1`, an image for linux/s390x (one empty layer), through the
+/// registry API; its reference.
+fn push_foreign_image(registry: &str) -> String {
+    use sha2::Digest;
+    let digest = |b: &[u8]| format!("sha256:{:x}", sha2::Sha256::digest(b));
+    let layer = vec![0u8; 1024]; // an empty tar archive
+    let config = serde_json::json!({
+        "architecture": "s390x", "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
+    })
+    .to_string();
+    let curl = |args: &[&str], body: Option<&[u8]>| -> String {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sS", "-D", "-", "-o", "/dev/null"]).args(args);
+        if let Some(b) = body {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), b).unwrap();
+            c.arg("--data-binary")
+                .arg(format!("@{}", f.path().display()));
+            let o = c.output().unwrap();
+            return String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    for blob in [layer.as_slice(), config.as_bytes()] {
+        let head = curl(
+            &[
+                "-X",
+                "POST",
+                &format!("http://{registry}/v2/foreign/blobs/uploads/"),
+            ],
+            None,
+        );
+        let location = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("location")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no upload location: {head}"));
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{registry}{location}")
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let put = curl(
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                &format!("{url}{sep}digest={}", digest(blob)),
+            ],
+            Some(blob),
+        );
+        assert!(put.starts_with("HTTP/1.1 201"), "{put}");
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": digest(&layer), "size": layer.len()}],
+    })
+    .to_string();
+    let put = curl(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            &format!("http://{registry}/v2/foreign/manifests/1"),
+        ],
+        Some(manifest.as_bytes()),
+    );
+    assert!(put.starts_with("HTTP/1.1 201"), "{put}");
+    format!("{registry}/foreign:1")
 }
