@@ -104,6 +104,39 @@ fn run_exec_logs_port_forward_cp_attach_and_delete() {
             resolv.contains("search default.svc.cluster.local"),
             "{resolv}"
         );
+        // dnsPolicy None: only the pod's dnsConfig.
+        n.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: dnsnone}}
+spec:
+  dnsPolicy: "None"
+  dnsConfig:
+    nameservers: ["192.0.2.1"]
+    searches: ["a.example"]
+    options: [{{name: ndots, value: "2"}}]
+  containers:
+  - name: c
+    image: {}
+    command: ["sleep", "3600"]
+"#,
+            n.image
+        ));
+        n.k(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/dnsnone",
+            "--timeout=60s",
+        ])
+        .ok();
+        assert_eq!(
+            n.k(&["exec", "dnsnone", "--", "cat", "/etc/resolv.conf"])
+                .ok()
+                .stdout,
+            "search a.example\nnameserver 192.0.2.1\noptions ndots:2\n"
+        );
+        n.k(&["delete", "pod", "dnsnone", "--grace-period=0"]).ok();
 
         // port-forward to the pod's 8080 (inside its network namespace).
         for v in VERSIONS {

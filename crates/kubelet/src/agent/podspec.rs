@@ -148,6 +148,89 @@ pub fn cgroup_values(c: &Container) -> (u64, Option<i64>, Option<i64>) {
     (shares, quota, mem)
 }
 
+/// The pod's `/etc/resolv.conf`, as the kubelet writes it for its `dnsPolicy` and
+/// `dnsConfig`:
+/// - `ClusterFirst` (the default): the cluster's search list and nameserver, `ndots:5` —
+///   except for a hostNetwork pod, which gets the node's file (`Default`);
+/// - `ClusterFirstWithHostNet`: the cluster's, with or without hostNetwork;
+/// - `Default`: the node's nameservers, search domains and options (`host`);
+/// - `None`: only what `dnsConfig` says.
+///
+/// `dnsConfig` then adds nameservers and search domains (duplicates dropped) and sets
+/// options, replacing one of the same name.
+pub fn resolv_conf(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    namespace: &str,
+    domain: &str,
+    cluster_dns: Option<std::net::IpAddr>,
+    host: &str,
+) -> String {
+    let host_net = spec.host_network == Some(true);
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let from_host =
+        |servers: &mut Vec<String>, searches: &mut Vec<String>, options: &mut Vec<String>| {
+            for line in host.lines() {
+                let mut w = line.split_whitespace();
+                match w.next() {
+                    Some("nameserver") => servers.extend(w.next().map(str::to_string)),
+                    Some("search") | Some("domain") => searches.extend(w.map(str::to_string)),
+                    Some("options") => options.extend(w.map(str::to_string)),
+                    _ => {}
+                }
+            }
+        };
+    let cluster = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !host_net,
+        _ => false,
+    };
+    if cluster {
+        servers.extend(cluster_dns.map(|d| d.to_string()));
+        searches = vec![
+            format!("{namespace}.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.to_string(),
+        ];
+        options.push("ndots:5".into());
+    } else if policy != "None" {
+        from_host(&mut servers, &mut searches, &mut options);
+    }
+    if let Some(c) = &spec.dns_config {
+        for n in c.nameservers.iter().flatten() {
+            if !servers.contains(n) {
+                servers.push(n.clone());
+            }
+        }
+        for d in c.searches.iter().flatten() {
+            if !searches.contains(d) {
+                searches.push(d.clone());
+            }
+        }
+        for o in c.options.iter().flatten() {
+            let v = match &o.value {
+                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+                None => o.name.clone().unwrap_or_default(),
+            };
+            let name = o.name.clone().unwrap_or_default();
+            options.retain(|x| x.split(':').next() != Some(name.as_str()));
+            options.push(v);
+        }
+    }
+    let mut out = String::new();
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    for n in servers.iter().take(3) {
+        out.push_str(&format!("nameserver {n}\n"));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -202,5 +285,41 @@ mod tests {
         assert_eq!(cgroup_values(&c), (256, Some(50_000), Some(32 << 20)));
         let c = container(json!({"name": "c"}));
         assert_eq!(cgroup_values(&c), (2, None, None));
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_dns_policy_and_config() {
+        let dns: std::net::IpAddr = "10.43.0.10".parse().unwrap();
+        let host = "# host\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
+        let spec = |v: serde_json::Value| -> k8s_openapi::api::core::v1::PodSpec {
+            serde_json::from_value(v).unwrap()
+        };
+        let cluster = "search ns.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.43.0.10\noptions ndots:5\n";
+        let r = |v| resolv_conf(&spec(v), "ns", "cluster.local", Some(dns), host);
+        assert_eq!(r(json!({"containers": []})), cluster);
+        let default = "search corp.example\nnameserver 192.0.2.53\noptions edns0\n";
+        assert_eq!(r(json!({"containers": [], "hostNetwork": true})), default);
+        assert_eq!(
+            r(
+                json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"})
+            ),
+            cluster
+        );
+        assert_eq!(
+            r(json!({"containers": [], "dnsPolicy": "Default"})),
+            default
+        );
+        assert_eq!(
+            r(json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {
+                "nameservers": ["192.0.2.1"], "searches": ["a.example"],
+                "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}})),
+            "search a.example\nnameserver 192.0.2.1\noptions ndots:2 edns0\n"
+        );
+        // dnsConfig on top of ClusterFirst: an option of the same name is replaced.
+        assert_eq!(
+            r(json!({"containers": [], "dnsConfig": {"searches": ["x.example"],
+                "options": [{"name": "ndots", "value": "1"}]}})),
+            "search ns.svc.cluster.local svc.cluster.local cluster.local x.example\nnameserver 10.43.0.10\noptions ndots:1\n"
+        );
     }
 }

@@ -403,11 +403,9 @@ impl Worker {
         if spec.host_network == Some(true) {
             h = super::security::host_network_hosts(&spec);
         }
-        let mut r = format!("search {ns}.svc.{domain} svc.{domain} {domain}\n");
-        if let Some(dns) = self.sh.cfg.cluster_dns {
-            r.push_str(&format!("nameserver {dns}\n"));
-        }
-        r.push_str("options ndots:5\n");
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let r =
+            super::podspec::resolv_conf(&spec, &ns, domain, self.sh.cfg.cluster_dns, &host_resolv);
         std::fs::write(dir.join("resolv.conf"), r)?;
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
         std::fs::write(hosts, h)
