@@ -365,6 +365,19 @@ spec:
             ns_link(&n, "shared", "a", "pid"),
             ns_link(&n, "shared", "b", "pid")
         );
+        // The namespace's init is accounted to the pod: a leaf of the pod's cgroup.
+        let uid = n.jp("shared", "{.metadata.uid}");
+        let qos = n.jp("shared", "{.status.qosClass}").to_lowercase();
+        let parent = n.server.agent_cgroup().unwrap().trim_start_matches('/');
+        let rel = format!("{parent}/{qos}/pod{uid}/pidns-init/cgroup.procs");
+        let base = std::path::Path::new("/sys/fs/cgroup");
+        let procs = if base.join("cgroup.controllers").exists() {
+            base.join(rel)
+        } else {
+            base.join("memory").join(rel)
+        };
+        let init = std::fs::read_to_string(&procs).unwrap_or_default();
+        assert_eq!(init.lines().count(), 1, "{}: {init:?}", procs.display());
         // A container kills the other's process; that one restarts in the same namespace
         // (its init is the pod's, not the first container's) and the first runs on.
         n.k(&[

@@ -566,6 +566,32 @@ fn cgroup_roots() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Puts process `pid` in the cgroup `path` (made if missing) of the hierarchies that
+/// account for resources: the unified one, or v1's cpu, cpuacct, memory, pids and blkio
+/// (a new cpuset or devices cgroup would first need its own setup).
+pub fn move_into_cgroup(pid: i32, path: &str) -> Result<(), String> {
+    let rel = path.trim_start_matches('/');
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for root in cgroup_roots() {
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let accounts = unified
+            || name
+                .split(',')
+                .any(|c| ["cpu", "cpuacct", "memory", "pids", "blkio"].contains(&c));
+        if !accounts {
+            continue;
+        }
+        let dir = root.join(rel);
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("moving {pid} into {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Removes the cgroup `path` (absolute, as in a spec) in every hierarchy, children first.
 pub fn remove_cgroup(path: &str) {
     let rel = path.trim_start_matches('/');
@@ -741,7 +767,10 @@ impl ContainerRuntime for RuntimeManager {
         }
         if cfg.share_pid {
             let skiff = self.shim_command.first().cloned().unwrap_or_default();
-            super::pidns::ensure(&dir, &skiff).map_err(fail)?;
+            // The namespace's init is the pod's: it goes in a leaf of the pod's cgroup
+            // (on cgroup v2 a cgroup with children may not hold processes itself).
+            let cgroup = cfg.cgroup.as_ref().map(|c| format!("{c}/pidns-init"));
+            super::pidns::ensure(&dir, &skiff, cgroup.as_deref()).map_err(fail)?;
         }
         Ok(())
     }

@@ -28,6 +28,8 @@ pub struct SandboxConfig {
     pub sysctls: Vec<(String, String)>,
     /// `shareProcessNamespace`: one PID namespace for all of the pod's containers.
     pub share_pid: bool,
+    /// The pod's cgroup (absolute), for what the sandbox itself runs.
+    pub cgroup: Option<String>,
 }
 
 pub trait ContainerRuntime: Send + Sync + 'static {

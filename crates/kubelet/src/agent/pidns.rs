@@ -58,7 +58,7 @@ pub fn live_init(ns_dir: &Path) -> Option<i32> {
 /// Makes sure the pod's PID namespace has a live init, pinned at `<ns_dir>/pid`;
 /// `program` is the skiff binary and its leading arguments (`container-shim pause`
 /// follows).
-pub fn ensure(ns_dir: &Path, program: &OsString) -> Result<PathBuf, String> {
+pub fn ensure(ns_dir: &Path, program: &OsString, cgroup: Option<&str>) -> Result<PathBuf, String> {
     if live_init(ns_dir).is_some() {
         return Ok(pin_path(ns_dir));
     }
@@ -79,8 +79,14 @@ pub fn ensure(ns_dir: &Path, program: &OsString) -> Result<PathBuf, String> {
         format!("the pod's PID namespace helper did not say its PID (got {line:?})")
     })?;
     let pinned = pin_path(ns_dir);
-    let made = std::fs::write(&pinned, b"")
-        .map_err(|e| format!("creating {}: {e}", pinned.display()))
+    let placed = match cgroup {
+        Some(cg) => super::containers::move_into_cgroup(pid, cg),
+        None => Ok(()),
+    };
+    let made = placed
+        .and_then(|()| {
+            std::fs::write(&pinned, b"").map_err(|e| format!("creating {}: {e}", pinned.display()))
+        })
         .and_then(|()| {
             let src = format!("/proc/{pid}/ns/pid");
             mount(

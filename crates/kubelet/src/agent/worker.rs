@@ -205,6 +205,7 @@ impl Worker {
             hostname: host,
             sysctls,
             share_pid: spec.share_process_namespace == Some(true) && spec.host_pid != Some(true),
+            cgroup: Some(super::podspec::pod_cgroup(&self.sh.cfg.cgroup_parent, pod)),
         };
         let sandbox = tokio::task::spawn_blocking(move || rt.run_sandbox(&uid, &sandbox_cfg)).await;
         match sandbox {
