@@ -537,19 +537,27 @@ impl Worker {
         // Image.
         if let Some(b) = self.image_backoff.get(&key) {
             if Instant::now() < b.until {
-                let msg = format!("Back-off pulling image {image:?}");
+                let event = format!("Back-off pulling image {image:?}");
+                // The status keeps the last pull's error, as the kubelet (1.30+) does.
+                let message = match self.facts.waiting.get(&key) {
+                    Some(w) if w.reason == "ImagePullBackOff" => w.message.clone(),
+                    Some(w) if w.reason == "ErrImagePull" => {
+                        format!("{event}: ErrImagePull: {}", w.message)
+                    }
+                    _ => event.clone(),
+                };
                 if self.facts.waiting.get(&key).map(|w| w.reason.as_str())
                     != Some("ImagePullBackOff")
                 {
                     self.sh
                         .events
-                        .container(pod, &c.name, init, false, "BackOff", msg.clone());
+                        .container(pod, &c.name, init, false, "BackOff", event);
                 }
                 self.facts.waiting.insert(
                     key,
                     Waiting {
                         reason: "ImagePullBackOff".into(),
-                        message: msg,
+                        message,
                     },
                 );
                 *wake = (*wake).min(b.until - Instant::now());
