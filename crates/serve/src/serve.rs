@@ -147,7 +147,12 @@ impl Serve {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2.timer(TokioTimer::new());
+        // Pings find peers that went away without closing; hyper has no header timeout
+        // for HTTP/2, so the first request's is bounded in `http` below.
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
         let conn = Arc::new(Conn {
             tls,
             limits: limits.clone(),
@@ -350,18 +355,38 @@ impl Conn {
             }
         };
         let io = TokioIo::new(Prefixed { prefix, inner: io });
+        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = asked.clone();
         let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
             req.extensions_mut().extend(ext.clone());
             service.call(req)
         });
         let result = if h2 {
             let conn = self.http2.serve_connection(io, svc);
             tokio::pin!(conn);
+            // A client that sends the preface but no request head within the header
+            // timeout is sent away, as an HTTP/1 client that stalls is.
+            let header_timeout = self.limits.header_timeout;
+            let no_request = async {
+                tokio::time::sleep(header_timeout).await;
+                if asked.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 r = conn.as_mut() => r,
                 _ = self.signal.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
+                }
+                () = no_request => {
+                    tracing::debug!(server = name, %remote, "no HTTP/2 request within the header timeout");
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(header_timeout, conn.as_mut()).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(()),
+                    }
                 }
             }
         } else {

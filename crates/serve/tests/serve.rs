@@ -181,6 +181,18 @@ async fn clients_that_do_not_finish_a_request_head_are_dropped() {
         "a partial head was answered: {got:?}"
     );
     assert_eq!(read_to_close(&mut preface).await, b"");
+    // Sends the whole HTTP/2 preface and its SETTINGS, then no request: sent away too
+    // (a GOAWAY at most, never an answer).
+    let mut idle_h2 = TcpStream::connect(srv.addr).await.unwrap();
+    idle_h2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut idle_h2).await;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("ok"),
+        "an idle HTTP/2 connection got an answer: {got:?}"
+    );
     // A complete request is still served.
     let mut good = TcpStream::connect(srv.addr).await.unwrap();
     assert!(request(&mut good, "/").await.starts_with("HTTP/1.1 200"));
