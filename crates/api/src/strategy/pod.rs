@@ -14,6 +14,7 @@ impl Strategy for Pod {
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             pod_spec_defaults(spec);
+            requests_from_limits(spec);
         }
         default_at(obj, &["status", "phase"], json!("Pending"));
         let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
@@ -79,6 +80,27 @@ impl Strategy for Pod {
             period = 0;
         }
         Some(period.max(0))
+    }
+}
+
+/// kube's SetDefaults_Pod (pods only, not templates): a resource with a limit and no
+/// request is requested at its limit.
+fn requests_from_limits(spec: &mut Value) {
+    for key in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(key) {
+            for c in cs {
+                let Some(limits) = c
+                    .pointer("/resources/limits")
+                    .and_then(Value::as_object)
+                    .cloned()
+                else {
+                    continue;
+                };
+                for (name, q) in limits {
+                    default_at(c, &["resources", "requests", name.as_str()], q);
+                }
+            }
+        }
     }
 }
 

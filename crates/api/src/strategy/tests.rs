@@ -35,6 +35,21 @@ fn defaults_fill_what_kube_apiserver_fills() {
     assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
     assert_eq!(pod["spec"]["serviceAccountName"], "default");
     assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    // A limit without a request is requested at the limit (pods only): Guaranteed.
+    let mut limited = json!({"metadata": {"name": "l"}, "spec": {"containers": [{"name": "c", "image": "busybox",
+        "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}}]}});
+    s.default(&mut limited);
+    s.admit(&mut limited, &ClusterConfig::default());
+    assert_eq!(
+        limited["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "250m", "memory": "64Mi"})
+    );
+    assert_eq!(limited["status"]["qosClass"], "Burstable");
+    let mut only_limits = json!({"metadata": {"name": "g"}, "spec": {"containers": [{"name": "c", "image": "busybox",
+        "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}});
+    s.default(&mut only_limits);
+    s.admit(&mut only_limits, &ClusterConfig::default());
+    assert_eq!(only_limits["status"]["qosClass"], "Guaranteed");
     let mut d =
         json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}});
     for_kind("Deployment").default(&mut d);
