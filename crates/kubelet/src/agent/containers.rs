@@ -10,7 +10,6 @@
 //! is on disk, so an agent that was killed and started again adopts what runs: the same
 //! containers, attempts (restart counts) and exit codes.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -30,6 +29,11 @@ use skiff_image::snapshot::Snapshotter;
 use skiff_image::ImageStore;
 
 use super::cri::{ContainerRuntime, SandboxConfig};
+pub use super::hostfs::{
+    is_mounted, kill_cgroup, mounts_below, move_into_cgroup, oom_killed, remove_cgroup,
+    unmount_below,
+};
+pub use super::pod_shim::{serve_shim, PodOwner};
 
 use super::AgentError;
 
@@ -255,7 +259,7 @@ pub struct RuntimeManager {
     pub store: Arc<ImageStore>,
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::TimestampRound::new().smallest(jiff::Unit::Second))
         .map(|t| t.to_string())
@@ -267,7 +271,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     move |source| AgentError::Io { what, source }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes)?;
     fs::rename(&tmp, path)
@@ -507,244 +511,6 @@ impl Drop for Cleanup<'_> {
         let _ = self.rt.store.snapshotter().remove(&self.id);
         let _ = fs::remove_dir_all(&dir);
     }
-}
-
-/// Mount points at or below `dir`, deepest first.
-pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out.dedup();
-    out
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
-pub fn is_mounted(p: &Path) -> bool {
-    mounts_below(p).iter().any(|m| m == p)
-}
-
-/// Unmounts everything at or below `dir` (lazily: a leftover must never block cleanup).
-pub fn unmount_below(dir: &Path) {
-    for _ in 0..4 {
-        let ms = mounts_below(dir);
-        if ms.is_empty() {
-            return;
-        }
-        for m in ms {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
-/// The cgroup hierarchies of this machine: the v2 root, or each v1 controller's mount.
-fn cgroup_roots() -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    if base.join("cgroup.controllers").exists() {
-        return vec![base.to_path_buf()];
-    }
-    fs::read_dir(base)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir() && !p.is_symlink())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Puts process `pid` in the cgroup `path` (made if missing) of the hierarchies that
-/// account for resources: the unified one, or v1's cpu, cpuacct, memory, pids and blkio
-/// (a new cpuset or devices cgroup would first need its own setup).
-pub fn move_into_cgroup(pid: i32, path: &str) -> Result<(), String> {
-    let rel = path.trim_start_matches('/');
-    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    for root in cgroup_roots() {
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let accounts = unified
-            || name
-                .split(',')
-                .any(|c| ["cpu", "cpuacct", "memory", "pids", "blkio"].contains(&c));
-        if !accounts {
-            continue;
-        }
-        let dir = root.join(rel);
-        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        fs::write(dir.join("cgroup.procs"), pid.to_string())
-            .map_err(|e| format!("moving {pid} into {}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Removes the cgroup `path` (absolute, as in a spec) in every hierarchy, children first.
-pub fn remove_cgroup(path: &str) {
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() {
-        return;
-    }
-    for root in cgroup_roots() {
-        remove_cgroup_dir(&root.join(rel));
-    }
-}
-
-/// SIGKILLs every process in the cgroup `path` (in any hierarchy) and waits briefly for
-/// them to go.
-pub fn kill_cgroup(path: &str) {
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() {
-        return;
-    }
-    for _ in 0..50 {
-        let mut any = false;
-        for root in cgroup_roots() {
-            let Ok(text) = fs::read_to_string(root.join(rel).join("cgroup.procs")) else {
-                continue;
-            };
-            for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                any = true;
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        if !any {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn remove_cgroup_dir(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_cgroup_dir(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
-}
-
-/// A file of the container's memory cgroup (v2 or v1), read as `key value` lines.
-pub fn oom_killed(cgroup: &str) -> bool {
-    let rel = cgroup.trim_start_matches('/');
-    let base = Path::new("/sys/fs/cgroup");
-    let candidates = [
-        base.join(rel).join("memory.events"),
-        base.join("memory").join(rel).join("memory.oom_control"),
-    ];
-    for f in candidates {
-        if let Ok(text) = fs::read_to_string(&f) {
-            let kv: BTreeMap<&str, u64> = text
-                .lines()
-                .filter_map(|l| {
-                    let mut it = l.split_whitespace();
-                    Some((it.next()?, it.next()?.parse().ok()?))
-                })
-                .collect();
-            return kv.get("oom_kill").copied().unwrap_or(0) > 0;
-        }
-    }
-    false
-}
-
-/// The shim's owner for a pod container: records the exit for the agent.
-pub struct PodOwner {
-    pub dir: PathBuf,
-    pub record: ContainerRecord,
-    pub oom: bool,
-}
-
-impl skiff_container::shim::Owner for PodOwner {
-    fn before_create(&mut self) -> Result<(), skiff_container::shim::BoxError> {
-        Ok(())
-    }
-    fn created(&mut self, _pid: i32) -> Result<(), skiff_container::shim::BoxError> {
-        Ok(())
-    }
-    fn started(&mut self) -> Result<(), skiff_container::shim::BoxError> {
-        Ok(())
-    }
-    fn stopped(&mut self) {
-        self.oom = oom_killed(&self.record.cgroup);
-    }
-    fn exited(&mut self, exit_code: i32) {
-        let rootfs = self.dir.join("bundle").join("rootfs");
-        if skiff_image::mount::unmount(&rootfs).is_err() {
-            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let rec = ExitRecord {
-            exit_code,
-            finished: now_rfc3339(),
-            oom_killed: self.oom,
-        };
-        if let Ok(bytes) = serde_json::to_vec(&rec) {
-            let _ = write_atomic(&self.dir.join("exit.json"), &bytes);
-        }
-    }
-}
-
-/// `skiff container-shim pod --dir DIR --runtime-root R`: the shim of one pod container
-/// (its log rotated as `log_rotation` says).
-pub fn serve_shim(
-    dir: &Path,
-    runtime_root: &Path,
-    runtime_command: Vec<OsString>,
-    log_rotation: Option<skiff_container::log::Rotation>,
-) -> i32 {
-    use std::os::fd::AsFd;
-    let listener = match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(fd) => std::os::unix::net::UnixListener::from(fd),
-        Err(e) => {
-            eprintln!("skiff pod shim: taking the task socket from stdin: {e}");
-            return 1;
-        }
-    };
-    if let Ok(null) = fs::File::open("/dev/null") {
-        let _ = nix::unistd::dup2_stdin(&null);
-    }
-    let _ = nix::unistd::setsid();
-    let record: ContainerRecord = match fs::read(dir.join("record.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("skiff pod shim: reading {}/record.json: {e}", dir.display());
-            return 1;
-        }
-    };
-    let opts = skiff_container::shim::ShimOptions {
-        id: record.id.clone(),
-        bundle: dir.join("bundle"),
-        runtime_root: runtime_root.to_path_buf(),
-        log_path: record.log_path.clone(),
-        runtime_command,
-        exit_when_stopped: true,
-        stdin: record.stdin,
-        stdin_once: record.stdin_once,
-        log_rotation,
-    };
-    let owner = PodOwner {
-        dir: dir.to_path_buf(),
-        record,
-        oom: false,
-    };
-    skiff_container::shim::serve(listener, opts, Box::new(owner))
 }
 
 impl ContainerRuntime for RuntimeManager {
