@@ -104,14 +104,7 @@ impl Node {
 
     /// The agent's cgroup parent (under every hierarchy).
     pub fn cgroup_dirs(&self, rel: &str) -> Vec<PathBuf> {
-        let base = Path::new("/sys/fs/cgroup");
-        if base.join("cgroup.controllers").exists() {
-            return vec![base.join(rel.trim_start_matches('/'))];
-        }
-        ["memory", "cpu", "pids"]
-            .iter()
-            .map(|c| base.join(c).join(rel.trim_start_matches('/')))
-            .collect()
+        cgroup_dirs(rel)
     }
 }
 
@@ -120,6 +113,24 @@ impl Drop for Node {
         let _ = self.registry.kill();
         let _ = self.registry.wait();
     }
+}
+
+/// The cgroup `rel` under every hierarchy a test checks (the unified one, or v1's
+/// memory, cpu and pids).
+pub fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base.join(rel.trim_start_matches('/'))];
+    }
+    ["memory", "cpu", "pids"]
+        .iter()
+        .map(|c| base.join(c).join(rel.trim_start_matches('/')))
+        .collect()
+}
+
+/// The cgroup `rel` in the memory hierarchy (the unified one on v2).
+pub fn memory_cgroup(rel: &str) -> PathBuf {
+    cgroup_dirs(rel).remove(0)
 }
 
 /// Builds examples/kubia (with this machine's static busybox) and pushes it.

@@ -11,13 +11,7 @@ fn container_cgroup(n: &Node, qos: &str, pod: &str) -> PathBuf {
     let cid = n.jp(pod, "{.status.containerStatuses[0].containerID}");
     let cid = cid.trim_start_matches("skiff://");
     let parent = n.server.agent_cgroup().unwrap().trim_start_matches('/');
-    let rel = format!("{parent}/{qos}/pod{uid}/{cid}");
-    let base = std::path::Path::new("/sys/fs/cgroup");
-    if base.join("cgroup.controllers").exists() {
-        base.join(rel)
-    } else {
-        base.join("memory").join(rel)
-    }
+    crate::node::memory_cgroup(&format!("{parent}/{qos}/pod{uid}/{cid}"))
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! image built by `skiff image build`. Afterwards nothing is left mounted and no cgroup
 //! remains.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -13,7 +12,7 @@ use skiff_kubelet::agent::cri::ContainerRuntime;
 use skiff_kubelet::agent::cri_conformance::{run_all, Fixture};
 
 use crate::common::{run, SKIFF};
-use crate::node::assert_clean;
+use crate::node::{assert_clean, cgroup_dirs};
 
 #[test]
 fn skiffs_runtime_passes_the_conformance_suite() {
@@ -71,15 +70,4 @@ fn skiffs_runtime_passes_the_conformance_suite() {
     skiff_kubelet::agent::clean(&data, &cgroup_parent);
     result.unwrap();
     assert_clean(work.path(), &cgroup_dirs(&cgroup_parent));
-}
-
-fn cgroup_dirs(rel: &str) -> Vec<std::path::PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    if base.join("cgroup.controllers").exists() {
-        return vec![base.join(rel.trim_start_matches('/'))];
-    }
-    ["memory", "cpu", "pids"]
-        .iter()
-        .map(|c| base.join(c).join(rel.trim_start_matches('/')))
-        .collect()
 }

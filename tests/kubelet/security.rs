@@ -369,13 +369,8 @@ spec:
         let uid = n.jp("shared", "{.metadata.uid}");
         let qos = n.jp("shared", "{.status.qosClass}").to_lowercase();
         let parent = n.server.agent_cgroup().unwrap().trim_start_matches('/');
-        let rel = format!("{parent}/{qos}/pod{uid}/pidns-init/cgroup.procs");
-        let base = std::path::Path::new("/sys/fs/cgroup");
-        let procs = if base.join("cgroup.controllers").exists() {
-            base.join(rel)
-        } else {
-            base.join("memory").join(rel)
-        };
+        let procs = crate::node::memory_cgroup(&format!("{parent}/{qos}/pod{uid}/pidns-init"))
+            .join("cgroup.procs");
         let init = std::fs::read_to_string(&procs).unwrap_or_default();
         assert_eq!(init.lines().count(), 1, "{}: {init:?}", procs.display());
         // A container kills the other's process; that one restarts in the same namespace

@@ -172,13 +172,7 @@ fn pod_usage(sh: &Shared, pod: &Pod, signal: Signal) -> Option<i64> {
         }
         Signal::PidAvailable => {
             let cg = super::podspec::pod_cgroup(&sh.cfg.cgroup_parent, pod);
-            let base = Path::new("/sys/fs/cgroup");
-            let rel = cg.trim_start_matches('/');
-            let f = if base.join("cgroup.controllers").exists() {
-                base.join(rel).join("pids.current")
-            } else {
-                base.join("pids").join(rel).join("pids.current")
-            };
+            let f = super::hostfs::cgroup_file("pids", &cg, "pids.current");
             std::fs::read_to_string(f).ok()?.trim().parse().ok()
         }
         _ => {

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use super::containers::{ContainerConfig, ContainerRecord, ExitRecord, RunState, StartError};
+use super::containers::{
+    now_rfc3339, ContainerConfig, ContainerRecord, ExitRecord, RunState, StartError,
+};
 use super::cri::{ContainerRuntime, SandboxConfig};
 use super::AgentError;
 
@@ -162,10 +164,6 @@ struct State {
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
-}
-
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now().to_string()
 }
 
 impl FakeRuntime {

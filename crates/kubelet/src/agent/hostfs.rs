@@ -139,6 +139,18 @@ fn remove_cgroup_dir(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// The file `name` of the cgroup `path` for `controller`: under the unified hierarchy on
+/// cgroup v2, under that controller's mount on v1.
+pub fn cgroup_file(controller: &str, path: &str, name: &str) -> PathBuf {
+    let rel = path.trim_start_matches('/');
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        base.join(rel).join(name)
+    } else {
+        base.join(controller).join(rel).join(name)
+    }
+}
+
 /// A file of the container's memory cgroup (v2 or v1), read as `key value` lines.
 pub fn oom_killed(cgroup: &str) -> bool {
     let rel = cgroup.trim_start_matches('/');

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::actions::Action;
-use super::containers::{Container as RtContainer, ContainerRecord, RunState, StartError};
+use super::containers::{
+    now_rfc3339, Container as RtContainer, ContainerRecord, RunState, StartError,
+};
 use super::images::PullPolicy;
 use super::status::{Facts, Waiting};
 use super::{probes, Shared};
@@ -55,13 +57,6 @@ pub struct Worker {
     volume_paths: BTreeMap<String, std::path::PathBuf>,
     /// When this worker first saw the pod; `None` once its start was counted.
     first_seen: Option<Instant>,
-}
-
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::TimestampRound::new().smallest(jiff::Unit::Second))
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 fn pod_key(pod: &Pod) -> String {
