@@ -251,21 +251,7 @@ impl Worker {
         {
             Ok(e) => e,
             Err(e) => {
-                self.sh.events.container(
-                    pod,
-                    &c.name,
-                    init,
-                    true,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                self.facts.waiting.insert(
-                    key,
-                    Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: e.0,
-                    },
-                );
+                self.config_error(pod, c, init, key, e.0);
                 *wake = (*wake).min(Duration::from_secs(2));
                 return;
             }
@@ -273,21 +259,7 @@ impl Worker {
         let cfg = match self.container_config(pod, c, init, attempt, &resolved, env) {
             Ok(cfg) => cfg,
             Err(msg) => {
-                self.sh.events.container(
-                    pod,
-                    &c.name,
-                    init,
-                    true,
-                    "Failed",
-                    format!("Error: {msg}"),
-                );
-                self.facts.waiting.insert(
-                    key,
-                    Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: msg,
-                    },
-                );
+                self.config_error(pod, c, init, key, msg);
                 *wake = (*wake).min(Duration::from_secs(2));
                 return;
             }
@@ -363,5 +335,20 @@ impl Worker {
             }
             Err(_) => {}
         }
+    }
+
+    /// A container whose configuration cannot be made (a missing key, a bad volume …):
+    /// a `Failed` event and CreateContainerConfigError until the next try.
+    fn config_error(&mut self, pod: &Pod, c: &Container, init: bool, key: String, msg: String) {
+        self.sh
+            .events
+            .container(pod, &c.name, init, true, "Failed", format!("Error: {msg}"));
+        self.facts.waiting.insert(
+            key,
+            Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: msg,
+            },
+        );
     }
 }
