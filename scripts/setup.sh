@@ -18,6 +18,8 @@ PACKAGES=(
   runc            # differential tests and the runtime benchmark's peer
   busybox-static  # root filesystems for test and demo containers
   iproute2        # ip netns for namespace tests
+  nftables        # nft: the pod network and the service proxy apply their rules through `nft -j`
+  wrk             # skiff bench net: request rate through a ClusterIP and straight to a pod
   procps          # ps for `skiff runtime ps`
   hyperfine       # benchmarks
   skopeo          # image interop tests: reads what skiff saves, writes what it loads
