@@ -11,4 +11,8 @@
 //! several nodes (each in its own network namespace) and tests run side by side.
 
 pub mod dns;
+pub mod ipam;
+pub mod netlink;
+pub mod nft;
+pub mod pod;
 pub mod proxy;
