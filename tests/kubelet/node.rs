@@ -57,6 +57,9 @@ impl Node {
                 args.extend([*flag, *value]);
             }
         }
+        // Servers of these tests run side by side in the host's network namespace: the
+        // pod network (one bridge per node) is tested in `skiff dev cluster`'s namespaces.
+        args.push("--disable-pod-network");
         let server = Server::start_with_agent(&args);
         let node = Node {
             server,

@@ -47,6 +47,7 @@ fn skiffs_runtime_passes_the_conformance_suite() {
             shim_command: vec![SKIFF.into(), "container-shim".into(), "pod".into()],
             cgroup_parent: parent.clone(),
             store: store.clone(),
+            network: None,
         }
     };
     let fixture = Fixture {

@@ -198,7 +198,10 @@ mod tests {
         assert!(!got.contains(&Ipv4Addr::new(10, 42, 9, 7)));
         let err = ipam.allocate("one-too-many").expect_err("full");
         let msg = err.to_string();
-        assert!(msg.contains("no free IP address in pod CIDR 10.42.9.0/29"), "{msg}");
+        assert!(
+            msg.contains("no free IP address in pod CIDR 10.42.9.0/29"),
+            "{msg}"
+        );
         ipam.release("p2").expect("release");
         assert!(ipam.allocate("one-too-many").is_ok());
         assert!(matches!(

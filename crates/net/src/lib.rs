@@ -10,6 +10,7 @@
 //! `ip` or `iptables`. Every name (bridge, nft tables) and range is a parameter, so
 //! several nodes (each in its own network namespace) and tests run side by side.
 
+pub mod devnet;
 pub mod dns;
 pub mod ipam;
 pub mod netlink;

@@ -105,7 +105,12 @@ impl Nl {
     }
 
     pub async fn link(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.try_next().await {
             Ok(l) => Ok(l),
             // ENODEV: no such link.
@@ -165,7 +170,9 @@ impl Nl {
             .replace()
             .execute()
             .await
-            .map_err(req(format!("adding address {ip}/{prefix} to interface #{index}")))
+            .map_err(req(format!(
+                "adding address {ip}/{prefix} to interface #{index}"
+            )))
     }
 
     /// A veth pair `host` — `peer` in this namespace, both with `mtu`.
@@ -192,7 +199,9 @@ impl Nl {
             )
             .execute()
             .await
-            .map_err(req(format!("moving {name} into the pod's network namespace")))
+            .map_err(req(format!(
+                "moving {name} into the pod's network namespace"
+            )))
     }
 
     /// Makes `port` a port of `bridge` (hairpin on, so a pod reaches itself through
@@ -258,11 +267,7 @@ impl Nl {
     pub async fn mtu_of_addr(&self, ip: IpAddr) -> Result<Option<u32>, NlError> {
         let mut addrs = self.handle.address().get().execute();
         let mut index = None;
-        while let Some(a) = addrs
-            .try_next()
-            .await
-            .map_err(req("listing addresses"))?
-        {
+        while let Some(a) = addrs.try_next().await.map_err(req("listing addresses"))? {
             use netlink_packet_route::address::AddressAttribute;
             let holds = a.attributes.iter().any(|at| match at {
                 AddressAttribute::Address(x) | AddressAttribute::Local(x) => *x == ip,
@@ -340,10 +345,19 @@ impl Nl {
     }
 
     pub async fn del_route(&self, route: &SkiffRoute) -> Result<(), NlError> {
-        match self.handle.route().del(route.message.clone()).execute().await {
+        match self
+            .handle
+            .route()
+            .del(route.message.clone())
+            .execute()
+            .await
+        {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ESRCH => Ok(()),
-            Err(e) => Err(req(format!("deleting route {}/{}", route.dst, route.prefix))(e)),
+            Err(e) => Err(req(format!(
+                "deleting route {}/{}",
+                route.dst, route.prefix
+            ))(e)),
         }
     }
 

@@ -31,7 +31,9 @@ pub fn apply(script: &str) -> Result<(), NftError> {
         .spawn()
         .map_err(NftError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NftError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if out.status.success() {
@@ -116,7 +118,9 @@ mod tests {
                 },
             )],
         );
-        assert!(t.contains("ip saddr 10.42.0.0/16 ip daddr != 10.42.0.0/16 oifname != \"skiff0\" masquerade"));
+        assert!(t.contains(
+            "ip saddr 10.42.0.0/16 ip daddr != 10.42.0.0/16 oifname != \"skiff0\" masquerade"
+        ));
         assert!(t.contains("ip daddr 127.0.0.1 tcp dport 8080 dnat to 10.42.0.5:80"));
     }
 }

@@ -85,6 +85,9 @@ pub struct HostPort {
     pub container_port: u16,
 }
 
+/// Each pod's address and hostPorts, by pod UID.
+type HostPorts = BTreeMap<String, (Ipv4Addr, Vec<HostPort>)>;
+
 struct Ready {
     ipam: Ipam,
     mtu: u32,
@@ -95,7 +98,7 @@ struct Ready {
 pub struct PodNetwork {
     cfg: Arc<PodNetConfig>,
     ready: Arc<Mutex<Option<Arc<Ready>>>>,
-    host_ports: Arc<Mutex<BTreeMap<String, (Ipv4Addr, Vec<HostPort>)>>>,
+    host_ports: Arc<Mutex<HostPorts>>,
 }
 
 fn short_hash(s: &str) -> String {
@@ -170,7 +173,12 @@ impl PodNetwork {
                 .await?;
         }
         enable_forwarding(&cfg.state_dir)?;
-        nft::apply(&nft::base_table(&cfg.table, &cfg.bridge, cfg.cluster_cidr, &[]))?;
+        nft::apply(&nft::base_table(
+            &cfg.table,
+            &cfg.bridge,
+            cfg.cluster_cidr,
+            &[],
+        ))?;
         *lock(&self.ready) = Some(Arc::new(Ready { ipam, mtu, bridge }));
         Ok(())
     }

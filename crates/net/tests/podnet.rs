@@ -161,8 +161,11 @@ fn pods_get_addresses_on_the_bridge_and_reach_each_other() {
     h.join().expect("server");
     // B's hostPort on the node's addresses (output hook DNAT from the node itself).
     let h = serve_once(&pod_b, 8080, "hostport");
-    let got = fetch(&node, SocketAddr::from((Ipv4Addr::new(10, 42, 7, 1), 18080)))
-        .expect("node -> hostPort");
+    let got = fetch(
+        &node,
+        SocketAddr::from((Ipv4Addr::new(10, 42, 7, 1), 18080)),
+    )
+    .expect("node -> hostPort");
     assert_eq!(got, "hostport");
     h.join().expect("server");
 
@@ -188,8 +191,14 @@ fn pods_get_addresses_on_the_bridge_and_reach_each_other() {
         .iter()
         .map(|r| format!("{}/{} {:?}", r.dst, r.prefix, r.gateway))
         .collect();
-    assert!(shown.contains(&"10.42.0.0/16 None".to_string()), "{shown:?}");
-    assert!(shown.contains(&"10.43.0.0/16 None".to_string()), "{shown:?}");
+    assert!(
+        shown.contains(&"10.42.0.0/16 None".to_string()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&"10.43.0.0/16 None".to_string()),
+        "{shown:?}"
+    );
     assert!(
         shown.contains(&"10.42.8.0/24 Some(10.42.7.200)".to_string()),
         "{shown:?}"

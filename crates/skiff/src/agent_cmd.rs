@@ -89,6 +89,26 @@ pub struct AgentFlags {
     /// How often the eviction manager observes the node's signals.
     #[arg(long, default_value = "10s", value_parser = crate::server_cmd::parse_duration)]
     pub eviction_monitoring_period: std::time::Duration,
+    /// Pods get only loopback: no pod network, service proxy or cluster DNS on this node.
+    #[arg(long)]
+    pub disable_pod_network: bool,
+    /// The bridge pods hang off (one per node; several agents on one machine each run in
+    /// their own network namespace, or take different names).
+    #[arg(long, default_value = "skiff0")]
+    pub bridge_name: String,
+    /// The prefix of skiff's nft tables (`<prefix>-net`, `<prefix>-proxy`).
+    #[arg(long, default_value = "skiff")]
+    pub nft_table_prefix: String,
+    /// The pods' MTU. Default: the MTU of the interface with the node's address.
+    #[arg(long)]
+    pub pod_mtu: Option<u32>,
+}
+
+/// The cluster's address ranges as an agent needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterRanges {
+    pub cluster_cidr: ipnet::Ipv4Net,
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +133,12 @@ pub struct AgentArgs {
     /// made, then exit.
     #[arg(long)]
     pub clean: bool,
+    /// The cluster's pod range (the server's --cluster-cidr).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The cluster's Service range (the server's --service-cluster-ip-range).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: ipnet::Ipv4Net,
     #[command(flatten)]
     pub flags: AgentFlags,
 }
@@ -244,7 +270,12 @@ fn mem_total() -> i64 {
 }
 
 /// The agent's config from its flags (its TLS files are the bootstrap's).
-pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result<AgentConfig> {
+pub fn config(
+    flags: &AgentFlags,
+    data_dir: &Path,
+    default_ip: IpAddr,
+    ranges: ClusterRanges,
+) -> Result<AgentConfig> {
     let node_name = match &flags.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()
@@ -281,10 +312,13 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as i64;
+    let node_ip = flags.node_ip.unwrap_or(default_ip);
+    let network = (!flags.disable_pod_network).then(|| network(flags, data_dir, node_ip, ranges));
     Ok(AgentConfig {
+        network,
         node_name,
         data_dir: data_dir.to_path_buf(),
-        node_ip: flags.node_ip.unwrap_or(default_ip),
+        node_ip,
         kubelet_port: flags.kubelet_port,
         cgroup_parent: flags.cgroup_parent.clone(),
         max_pods: flags.max_pods,
@@ -319,6 +353,58 @@ pub fn config(flags: &AgentFlags, data_dir: &Path, default_ip: IpAddr) -> Result
         image_gc,
         eviction,
     })
+}
+
+/// The pod network's config of the agent's flags.
+pub fn pod_network(
+    flags: &AgentFlags,
+    data_dir: &Path,
+    node_ip: IpAddr,
+    ranges: ClusterRanges,
+) -> skiff_net::pod::PodNetConfig {
+    skiff_net::pod::PodNetConfig {
+        bridge: flags.bridge_name.clone(),
+        table: format!("{}-net", flags.nft_table_prefix),
+        cluster_cidr: ranges.cluster_cidr,
+        service_cidr: ranges.service_cidr,
+        dns_ip: match flags.cluster_dns {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        },
+        state_dir: data_dir.join("net"),
+        node_ip,
+        mtu: flags.pod_mtu,
+    }
+}
+
+fn network(
+    flags: &AgentFlags,
+    data_dir: &Path,
+    node_ip: IpAddr,
+    ranges: ClusterRanges,
+) -> skiff_kubelet::agent::network::NetworkConfig {
+    skiff_kubelet::agent::network::NetworkConfig {
+        pods: skiff_net::pod::PodNetwork::new(pod_network(flags, data_dir, node_ip, ranges)),
+    }
+}
+
+/// Removes the node's pod network (bridge, routes, nft tables): `--clean`.
+pub fn clean_network(flags: &AgentFlags, data_dir: &Path, ranges: ClusterRanges) {
+    let cfg = pod_network(
+        flags,
+        data_dir,
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        ranges,
+    );
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    for p in rt.block_on(skiff_net::pod::clean(&cfg)) {
+        eprintln!("skiff: removing the pod network: {p}");
+    }
 }
 
 /// Joins the cluster (TLS bootstrap with the token: the node's client and serving
@@ -389,8 +475,13 @@ pub async fn run_joined(
 }
 
 pub fn main(args: AgentArgs) -> Result<()> {
+    let ranges = ClusterRanges {
+        cluster_cidr: args.cluster_cidr,
+        service_cidr: args.service_cidr,
+    };
     if args.clean {
         skiff_kubelet::agent::clean(&args.data_dir, &args.flags.cgroup_parent);
+        clean_network(&args.flags, &args.data_dir, ranges);
         for d in ["pods", "containers", "runtime"] {
             let _ = std::fs::remove_dir_all(args.data_dir.join(d));
         }
@@ -418,7 +509,7 @@ pub fn main(args: AgentArgs) -> Result<()> {
         Some(ip) if ip.is_loopback() => ip,
         _ => crate::server_cmd::host_ipv4().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
     };
-    let cfg = config(&args.flags, &args.data_dir, default_ip)?;
+    let cfg = config(&args.flags, &args.data_dir, default_ip, ranges)?;
     crate::server_cmd::serve_blocking(async move {
         let stop = skiff_serve::CancellationToken::new();
         let s = stop.clone();

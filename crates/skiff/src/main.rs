@@ -9,6 +9,7 @@ mod component;
 mod container;
 mod controller_manager_cmd;
 mod controllers_bench;
+mod dev_cmd;
 mod hollow_cmd;
 mod image_bench;
 mod image_cmd;
@@ -75,6 +76,8 @@ enum Cmd {
     /// Nodes without machines (as kubemark's): they heartbeat and report their pods
     /// Running, for tests and benchmarks at scale.
     HollowNodes(Box<hollow_cmd::HollowArgs>),
+    /// Development clusters on this machine: `skiff dev cluster --nodes 3`.
+    Dev(dev_cmd::DevCli),
 }
 
 fn main() {
@@ -173,6 +176,10 @@ fn main() {
         Cmd::HollowNodes(a) => {
             init_tracing(false);
             report("skiff hollow-nodes", hollow_cmd::main(*a))
+        }
+        Cmd::Dev(a) => {
+            init_tracing(false);
+            report("skiff dev cluster", dev_cmd::main(a))
         }
         Cmd::Store(s) => {
             init_tracing(false);

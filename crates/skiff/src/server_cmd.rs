@@ -180,6 +180,7 @@ pub fn main(args: ServerArgs) -> Result<()> {
     if args.clean {
         let dir = args.data_dir.join("agent");
         skiff_kubelet::agent::clean(&dir, &args.agent.cgroup_parent);
+        crate::agent_cmd::clean_network(&args.agent, &dir, ranges(&args));
         for d in ["pods", "containers", "runtime"] {
             let _ = std::fs::remove_dir_all(dir.join(d));
         }
@@ -398,12 +399,19 @@ fn start_agent(
         args.advertise_address.or_else(host_ipv4).unwrap_or(ip)
     };
     let dir = args.data_dir.join("agent");
-    let cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip)?;
+    let cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip, ranges(args))?;
     let ca = skiff_kubelet::bootstrap::CaSource::File(server.pki.ca_cert.clone());
     let token = server.pki.token.clone();
     Ok(tokio::spawn(crate::agent_cmd::run_joined(
         url, token, ca, cfg, stop,
     )))
+}
+
+fn ranges(args: &ServerArgs) -> crate::agent_cmd::ClusterRanges {
+    crate::agent_cmd::ClusterRanges {
+        cluster_cidr: args.cluster_cidr,
+        service_cidr: args.service_cluster_ip_range,
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C (never, if the handler cannot be installed).

@@ -257,6 +257,8 @@ pub struct RuntimeManager {
     pub shim_command: Vec<OsString>,
     pub cgroup_parent: String,
     pub store: Arc<ImageStore>,
+    /// The node's pod network (None: pods get only loopback).
+    pub network: Option<skiff_net::pod::PodNetwork>,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -515,7 +517,11 @@ impl Drop for Cleanup<'_> {
 
 impl ContainerRuntime for RuntimeManager {
     /// The pod's namespaces, made on first use (and made again after a reboot-like loss).
-    fn run_sandbox(&self, uid: &str, cfg: &SandboxConfig) -> Result<(), AgentError> {
+    fn run_sandbox(
+        &self,
+        uid: &str,
+        cfg: &SandboxConfig,
+    ) -> Result<Option<std::net::IpAddr>, AgentError> {
         let dir = self.ns_dir(uid);
         let fail = |message: String| AgentError::Sandbox {
             uid: uid.to_string(),
@@ -538,7 +544,15 @@ impl ContainerRuntime for RuntimeManager {
             let cgroup = cfg.cgroup.as_ref().map(|c| format!("{c}/pidns-init"));
             super::pidns::ensure(&dir, &skiff, cgroup.as_deref()).map_err(fail)?;
         }
-        Ok(())
+        match (&self.network, &cfg.network) {
+            (Some(net), Some(ports)) => {
+                let ip = net
+                    .setup_blocking(uid, &Pinned::at(&dir).net, ports)
+                    .map_err(|e| fail(skiff_serve::error_chain(&e)))?;
+                Ok(Some(std::net::IpAddr::V4(ip.ip)))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn sandbox_ready(&self, uid: &str) -> bool {
@@ -678,6 +692,11 @@ impl ContainerRuntime for RuntimeManager {
     }
 
     fn remove_sandbox(&self, uid: &str) {
+        if let Some(net) = &self.network {
+            if let Err(e) = net.teardown_blocking(uid) {
+                tracing::warn!(pod = uid, error = %skiff_serve::error_chain(&e), "removing the pod's network");
+            }
+        }
         let dir = self.ns_dir(uid);
         super::pidns::stop(&dir);
         skiff_container::netns::unpin(&dir);

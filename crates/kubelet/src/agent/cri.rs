@@ -30,12 +30,20 @@ pub struct SandboxConfig {
     pub share_pid: bool,
     /// The pod's cgroup (absolute), for what the sandbox itself runs.
     pub cgroup: Option<String>,
+    /// The pod network: an interface and an address for the pod, with these hostPorts
+    /// forwarded to it. None: no pod network (hostNetwork pods, or a node without one).
+    pub network: Option<Vec<skiff_net::pod::HostPort>>,
 }
 
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Makes the pod's sandbox (its network, IPC and UTS namespaces) unless it is there
-    /// and usable; after a reboot-like loss it is made anew.
-    fn run_sandbox(&self, uid: &str, cfg: &SandboxConfig) -> Result<(), AgentError>;
+    /// and usable; after a reboot-like loss it is made anew. Returns the pod's IP when the
+    /// sandbox is on the pod network.
+    fn run_sandbox(
+        &self,
+        uid: &str,
+        cfg: &SandboxConfig,
+    ) -> Result<Option<std::net::IpAddr>, AgentError>;
 
     /// Whether the pod's sandbox is there and usable.
     fn sandbox_ready(&self, uid: &str) -> bool;

@@ -252,7 +252,11 @@ fn log_line(r: &ContainerRecord, line: &str) {
 }
 
 impl ContainerRuntime for FakeRuntime {
-    fn run_sandbox(&self, uid: &str, cfg: &SandboxConfig) -> Result<(), AgentError> {
+    fn run_sandbox(
+        &self,
+        uid: &str,
+        cfg: &SandboxConfig,
+    ) -> Result<Option<std::net::IpAddr>, AgentError> {
         if uid.is_empty() {
             return Err(AgentError::Sandbox {
                 uid: uid.into(),
@@ -263,7 +267,7 @@ impl ContainerRuntime for FakeRuntime {
             .sandboxes
             .entry(uid.to_string())
             .or_insert_with(|| cfg.hostname.clone());
-        Ok(())
+        Ok(None)
     }
 
     fn sandbox_ready(&self, uid: &str) -> bool {

@@ -29,6 +29,7 @@ pub mod hostfs;
 pub mod imagegc;
 pub mod images;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod pidns;
 pub mod pod_shim;
@@ -122,6 +123,9 @@ pub struct AgentConfig {
     pub container_log: Option<skiff_container::log::Rotation>,
     pub image_gc: imagegc::ImageGcPolicy,
     pub eviction: eviction::EvictionConfig,
+    /// The pod network, service proxy and cluster DNS of this node (None: pods get only
+    /// loopback and no Service is reachable).
+    pub network: Option<network::NetworkConfig>,
 }
 
 /// The kubelet's events, about pods and their containers.
@@ -288,6 +292,7 @@ pub async fn run(
         shim_command: cfg.shim_command.clone(),
         cgroup_parent: cfg.cgroup_parent.clone(),
         store: store.clone(),
+        network: cfg.network.as_ref().map(|n| n.pods.clone()),
     });
     let images = Arc::new(images::ImageManager::new(
         store,
@@ -337,7 +342,18 @@ pub async fn run(
     let reclaim = tokio::spawn(storage::reclaimer(sh.clone(), stop.clone()));
     let gc = tokio::spawn(imagegc::run(sh.clone(), stop.clone()));
     let evict = tokio::spawn(eviction::run(sh.clone(), stop.clone()));
+    let net = sh.cfg.network.clone().map(|n| {
+        tokio::spawn(network::run(
+            sh.client.clone(),
+            sh.cfg.node_name.clone(),
+            n.pods,
+            stop.clone(),
+        ))
+    });
     pod_manager(sh.clone(), stop.clone()).await;
+    if let Some(n) = net {
+        let _ = n.await;
+    }
     let _ = hb.await;
     let _ = relist.await;
     let _ = reclaim.await;
@@ -512,6 +528,7 @@ pub fn clean(data_dir: &std::path::Path, cgroup_parent: &str) {
         shim_command: Vec::new(),
         cgroup_parent: cgroup_parent.to_string(),
         store: Arc::new(store),
+        network: None,
     };
     let mut cgroups = Vec::new();
     for c in rt.list() {

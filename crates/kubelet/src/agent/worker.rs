@@ -202,10 +202,16 @@ impl Worker {
             sysctls,
             share_pid: spec.share_process_namespace == Some(true) && spec.host_pid != Some(true),
             cgroup: Some(super::podspec::pod_cgroup(&self.sh.cfg.cgroup_parent, pod)),
+            network: (spec.host_network != Some(true)).then(|| super::network::host_ports(&spec)),
         };
         let sandbox = tokio::task::spawn_blocking(move || rt.run_sandbox(&uid, &sandbox_cfg)).await;
         match sandbox {
-            Ok(Ok(_)) => self.facts.sandbox_ready = true,
+            Ok(Ok(ip)) => {
+                self.facts.sandbox_ready = true;
+                if let Some(ip) = ip {
+                    self.facts.pod_ip = Some(ip.to_string());
+                }
+            }
             Ok(Err(e)) => {
                 self.facts.sandbox_ready = false;
                 self.sh.events.warning(

@@ -1,0 +1,538 @@
+//! `skiff dev cluster`: a real multi-node cluster on one machine with no Docker, as kind
+//! makes one: a server in the host's namespace and N agents, each in its own network
+//! namespace wired to a bridge this command creates (addresses from a /24 of
+//! 198.18.0.0/15, the benchmarking range, that no interface of the host uses), each with
+//! its own data dir and cgroup parent.
+//!
+//! Everything it made is written to `DATA/cluster.json` as soon as it is made, so
+//! `skiff dev cluster down` removes all of it even after the foreground command was
+//! killed. Nodes have no default route: nothing a pod sends leaves the machine.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_DIR: &str = "/var/lib/skiff/dev-cluster";
+
+#[derive(Debug, clap::Args)]
+pub struct DevCli {
+    #[command(subcommand)]
+    cmd: DevCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DevCmd {
+    /// A multi-node cluster on this machine: `skiff dev cluster --nodes 3`.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// How many nodes (agents), each in its own network namespace.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// Where the cluster keeps everything (`DIR/kubeconfig.yaml` is its admin kubeconfig).
+    #[arg(long, global = true, default_value = DEFAULT_DIR)]
+    data_dir: PathBuf,
+    /// Return once the nodes are Ready and leave the cluster running.
+    #[arg(short = 'd', long)]
+    detach: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Put local images on every node (as `kind load docker-image`).
+    Load {
+        /// Images from the local store (SKIFF_DATA_DIR, default /var/lib/skiff).
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// The local store the images come from.
+        #[arg(long, env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+        images_from: PathBuf,
+    },
+    /// Simulate a node failure: its agent is killed and its network link cut.
+    StopNode { name: String },
+    /// Bring a stopped node back (link up, agent started again; it adopts its pods).
+    StartNode { name: String },
+    /// Remove everything the cluster made: processes, pods, namespaces, links, data.
+    Down,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeState {
+    name: String,
+    netns: String,
+    host_veth: String,
+    ip: Ipv4Addr,
+    data_dir: PathBuf,
+    cgroup_parent: String,
+    agent_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    id: String,
+    bridge: String,
+    subnet: Ipv4Net,
+    server_pid: Option<u32>,
+    server_addr: Option<SocketAddr>,
+    nodes: Vec<NodeState>,
+}
+
+impl State {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("cluster.json")
+    }
+    fn load(dir: &Path) -> Result<State> {
+        let p = Self::path(dir);
+        let b = fs::read(&p).with_context(|| {
+            format!(
+                "no dev cluster in {} (no {}); start one with `skiff dev cluster --data-dir {}`",
+                dir.display(),
+                p.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_slice(&b).with_context(|| format!("reading {}", p.display()))
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        let p = Self::path(dir);
+        let tmp = p.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
+        Ok(())
+    }
+    fn node(&self, name: &str) -> Result<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name).with_context(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "no node {name:?} in this dev cluster; its nodes: {}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+fn id_of(dir: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.to_string_lossy().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+pub fn main(cli: DevCli) -> Result<()> {
+    let DevCmd::Cluster(args) = cli.cmd;
+    if nix::unistd::geteuid().as_raw() != 0 {
+        bail!("skiff dev cluster makes network namespaces, links and cgroups: run it as root");
+    }
+    let dir = if args.data_dir.is_absolute() {
+        args.data_dir.clone()
+    } else {
+        std::env::current_dir()?.join(&args.data_dir)
+    };
+    match args.action {
+        None => up(&dir, args.nodes, args.detach),
+        Some(Action::Load {
+            images,
+            images_from,
+        }) => load(&dir, &images, &images_from),
+        Some(Action::StopNode { name }) => stop_node(&dir, &name),
+        Some(Action::StartNode { name }) => start_node(&dir, &name),
+        Some(Action::Down) => down(&dir),
+    }
+}
+
+/// A /24 of 198.18.0.0/15 that no interface here uses, starting from the cluster's id.
+fn pick_subnet(id: &str) -> Result<Ipv4Net> {
+    let rt = rt()?;
+    let start = u32::from_str_radix(id, 16).unwrap_or(0) % 512;
+    for i in 0..512 {
+        let k = (start + i) % 512;
+        let net = Ipv4Net::new(
+            Ipv4Addr::new(198, 18 + (k / 256) as u8, (k % 256) as u8, 0),
+            24,
+        )
+        .context("subnet")?;
+        if !rt.block_on(skiff_net::devnet::subnet_in_use(net))? {
+            return Ok(net);
+        }
+    }
+    bail!("every /24 of 198.18.0.0/15 is in use on this machine; remove a dev cluster first")
+}
+
+fn host(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+fn free_port(ip: Ipv4Addr) -> Result<u16> {
+    let l = std::net::TcpListener::bind((ip, 0)).context("find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn up(dir: &Path, nodes: u32, detach: bool) -> Result<()> {
+    if !(1..=50).contains(&nodes) {
+        bail!("--nodes {nodes}: give 1 to 50 nodes");
+    }
+    if State::path(dir).exists() {
+        bail!(
+            "a dev cluster already lives in {}: use it (KUBECONFIG={}/kubeconfig.yaml) or remove it with `skiff dev cluster down --data-dir {}`",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let id = id_of(dir);
+    let subnet = pick_subnet(&id)?;
+    let mut state = State {
+        id: id.clone(),
+        bridge: format!("skd{id}"),
+        subnet,
+        server_pid: None,
+        server_addr: None,
+        nodes: (1..=nodes)
+            .map(|i| NodeState {
+                name: format!("skiff-node-{i}"),
+                netns: format!("skiff-{id}-n{i}"),
+                host_veth: format!("skd{id}n{i}"),
+                ip: host(subnet, i + 1),
+                data_dir: dir.join("nodes").join(format!("skiff-node-{i}")),
+                cgroup_parent: format!("/skiff-dev-{id}/node-{i}"),
+                agent_pid: None,
+            })
+            .collect(),
+    };
+    state.save(dir)?;
+    let result = (|| -> Result<()> {
+        let gateway = host(subnet, 1);
+        let rt = rt()?;
+        rt.block_on(skiff_net::devnet::ensure_host_bridge(
+            &state.bridge,
+            gateway,
+            subnet,
+        ))?;
+        for n in &state.nodes {
+            let ns = rt.block_on(skiff_net::devnet::create_netns(&n.netns))?;
+            rt.block_on(skiff_net::devnet::plumb_node(
+                &state.bridge,
+                &n.host_veth,
+                &ns,
+                n.ip,
+                subnet.prefix_len(),
+            ))?;
+        }
+        // The server, on the bridge's address (reached by the nodes and by kubectl here).
+        let addr = SocketAddr::from((gateway, free_port(gateway)?));
+        let server_dir = dir.join("server");
+        fs::create_dir_all(&server_dir)?;
+        let log = fs::File::create(dir.join("server.log"))?;
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(&server_dir)
+            .args(["--listen", &addr.to_string(), "--disable-agent"])
+            .args(["--tls-san", &gateway.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Its own session: Ctrl-C in the terminal reaches only this command, which then
+        // stops everything in order.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let server = cmd.spawn().context("start the server")?;
+        state.server_pid = Some(server.id());
+        state.server_addr = Some(addr);
+        state.save(dir)?;
+        let token_file = server_dir.join("token");
+        let ca = server_dir.join("pki/ca.crt");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(token_file.exists() && ca.exists() && server_dir.join("kubeconfig.yaml").exists()) {
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not start in 60 s; see {}/server.log",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        fs::copy(
+            server_dir.join("kubeconfig.yaml"),
+            dir.join("kubeconfig.yaml"),
+        )?;
+        for i in 0..state.nodes.len() {
+            let pid = start_agent(dir, &state, &state.nodes[i])?;
+            state.nodes[i].agent_pid = Some(pid);
+            state.save(dir)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = down(dir);
+        return Err(e);
+    }
+    eprintln!(
+        "skiff dev cluster: {} node(s) starting; export KUBECONFIG={}/kubeconfig.yaml",
+        state.nodes.len(),
+        dir.display()
+    );
+    if detach {
+        wait_ready(dir, state.nodes.len())?;
+        return Ok(());
+    }
+    crate::server_cmd::serve_blocking(async {
+        crate::server_cmd::shutdown_signal().await;
+        Ok(())
+    })?;
+    eprintln!("skiff dev cluster: stopping");
+    down(dir)
+}
+
+/// Waits until `n` nodes are Ready (kubectl's view, through the admin kubeconfig).
+fn wait_ready(dir: &Path, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(dir.join("kubeconfig.yaml"))
+            .args(["get", "nodes", "--no-headers"])
+            .output();
+        if let Ok(o) = out {
+            let ready = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+                .count();
+            if ready >= n {
+                eprintln!("skiff dev cluster: {ready} node(s) Ready");
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the nodes were not Ready in 120 s; see {}/nodes/*/agent.log",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn start_agent(dir: &Path, state: &State, n: &NodeState) -> Result<u32> {
+    let addr = state.server_addr.context("the server has no address yet")?;
+    let server_dir = dir.join("server");
+    let token = fs::read_to_string(server_dir.join("token"))?;
+    fs::create_dir_all(&n.data_dir)?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(n.data_dir.join("agent.log"))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("agent")
+        .args(["--server", &format!("https://{addr}")])
+        .arg("--ca-file")
+        .arg(server_dir.join("pki/ca.crt"))
+        .arg("--data-dir")
+        .arg(&n.data_dir)
+        .args(["--node-name", &n.name])
+        .args(["--node-ip", &n.ip.to_string()])
+        .args(["--cgroup-parent", &n.cgroup_parent])
+        .env("SKIFF_TOKEN", token.trim())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let ns = skiff_net::netlink::named_netns(&n.netns);
+    let child = skiff_net::devnet::spawn_in_netns(&mut cmd, &ns)?;
+    Ok(child.id())
+}
+
+/// Whether `pid` is a skiff process whose command line mentions `needle` (so a reused
+/// pid of someone else's process is never signalled).
+fn ours(pid: u32, needle: &str) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let s = String::from_utf8_lossy(&c);
+            s.contains("skiff") && s.contains(needle)
+        })
+        .unwrap_or(false)
+}
+
+fn stop_pid(pid: u32, needle: &str, signal: nix::sys::signal::Signal) {
+    if !ours(pid, needle) {
+        return;
+    }
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(p, signal);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ours(pid, needle) && Instant::now() < deadline {
+        // Reap it if it is our child (the foreground command started it).
+        let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if ours(pid, needle) {
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(p, None);
+    }
+}
+
+fn stop_node(dir: &Path, name: &str) -> Result<()> {
+    let mut state = State::load(dir)?;
+    let n = state.node(name)?.clone();
+    if let Some(pid) = n.agent_pid {
+        stop_pid(
+            pid,
+            &n.data_dir.to_string_lossy(),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    rt()?.block_on(skiff_net::devnet::set_link(&n.host_veth, false))?;
+    if let Some(s) = state.nodes.iter_mut().find(|x| x.name == name) {
+        s.agent_pid = None;
+    }
+    state.save(dir)?;
+    eprintln!("skiff dev cluster: node {name} stopped (agent killed, link down)");
+    Ok(())
+}
+
+fn start_node(dir: &Path, name: &str) -> Result<()> {
+    let mut state = State::load(dir)?;
+    let n = state.node(name)?.clone();
+    if n.agent_pid
+        .is_some_and(|p| ours(p, &n.data_dir.to_string_lossy()))
+    {
+        bail!("node {name} is running already");
+    }
+    rt()?.block_on(skiff_net::devnet::set_link(&n.host_veth, true))?;
+    let pid = start_agent(dir, &state, &n)?;
+    if let Some(s) = state.nodes.iter_mut().find(|x| x.name == name) {
+        s.agent_pid = Some(pid);
+    }
+    state.save(dir)?;
+    eprintln!("skiff dev cluster: node {name} started");
+    Ok(())
+}
+
+fn load(dir: &Path, images: &[String], from: &Path) -> Result<()> {
+    let state = State::load(dir)?;
+    let src = skiff_image::ImageStore::open(from)
+        .with_context(|| format!("open the image store in {}", from.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("skiff-dev-load-")
+        .tempdir_in(dir)?;
+    let archive = tmp.path().join("images.tar");
+    skiff_image::archive::save(&src, images, &archive)
+        .with_context(|| format!("reading {} from {}", images.join(" "), from.display()))?;
+    for n in &state.nodes {
+        let store = skiff_image::ImageStore::open(&n.data_dir)?;
+        skiff_image::archive::load(&store, &archive)
+            .with_context(|| format!("loading images on node {}", n.name))?;
+        eprintln!(
+            "skiff dev cluster: {} loaded on {}",
+            images.join(" "),
+            n.name
+        );
+    }
+    Ok(())
+}
+
+/// Removes the (empty) cgroup tree `name` under the cgroup root and under every v1
+/// hierarchy, children first.
+fn remove_cgroups(name: &str) {
+    fn rm_tree(p: &Path) {
+        if let Ok(d) = fs::read_dir(p) {
+            for e in d.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm_tree(&e.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(p);
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    rm_tree(&root.join(name));
+    if let Ok(d) = fs::read_dir(root) {
+        for e in d.flatten() {
+            let p = e.path().join(name);
+            if p.is_dir() {
+                rm_tree(&p);
+            }
+        }
+    }
+}
+
+/// Removes everything the cluster made; what is gone already is skipped.
+fn down(dir: &Path) -> Result<()> {
+    let state = match State::load(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            if dir.join("cluster.json").exists() {
+                return Err(e);
+            }
+            eprintln!("skiff dev cluster: nothing to remove in {}", dir.display());
+            return Ok(());
+        }
+    };
+    let exe = std::env::current_exe()?;
+    for n in &state.nodes {
+        if let Some(pid) = n.agent_pid {
+            stop_pid(
+                pid,
+                &n.data_dir.to_string_lossy(),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    if let Some(pid) = state.server_pid {
+        stop_pid(
+            pid,
+            &dir.join("server").to_string_lossy(),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let rt = rt()?;
+    for n in &state.nodes {
+        // The agent's own clean, inside the node's namespace: pods stopped, mounts,
+        // cgroups, the pod bridge, routes and nft tables removed.
+        let ns = skiff_net::netlink::named_netns(&n.netns);
+        if ns.exists() && n.data_dir.exists() {
+            let mut cmd = Command::new(&exe);
+            cmd.args([
+                "agent",
+                "--clean",
+                "--cgroup-parent",
+                &n.cgroup_parent,
+                "--data-dir",
+            ])
+            .arg(&n.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+            if let Ok(mut c) = skiff_net::devnet::spawn_in_netns(&mut cmd, &ns) {
+                let _ = c.wait();
+            }
+        }
+        let _ = rt.block_on(skiff_net::devnet::delete_link(&n.host_veth));
+        skiff_net::devnet::delete_netns(&n.netns);
+    }
+    let _ = rt.block_on(skiff_net::devnet::delete_link(&state.bridge));
+    remove_cgroups(&format!("skiff-dev-{}", state.id));
+    fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
+    eprintln!("skiff dev cluster: removed");
+    Ok(())
+}
