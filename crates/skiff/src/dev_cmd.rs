@@ -297,10 +297,33 @@ fn up(dir: &Path, nodes: u32, detach: bool) -> Result<()> {
         wait_ready(dir, state.nodes.len())?;
         return Ok(());
     }
-    crate::server_cmd::serve_blocking(async {
-        crate::server_cmd::shutdown_signal().await;
-        Ok(())
+    let state_file = State::path(dir);
+    let removed = crate::server_cmd::serve_blocking(async move {
+        let signal = crate::server_cmd::shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => return Ok(false),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            // The first agents and the server are our children: reap those that exited
+            // (a stopped node's agent).
+            while let Ok(s) =
+                nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            {
+                if s == nix::sys::wait::WaitStatus::StillAlive {
+                    break;
+                }
+            }
+            if !state_file.exists() {
+                return Ok(true);
+            }
+        }
     })?;
+    if removed {
+        eprintln!("skiff dev cluster: removed by `skiff dev cluster down`");
+        return Ok(());
+    }
     eprintln!("skiff dev cluster: stopping");
     down(dir)
 }

@@ -194,7 +194,7 @@ pub fn main(args: ServerArgs) -> Result<()> {
 
 /// Runs a long-lived server process's main future (the API server's, the standalone
 /// scheduler's) on a multi-threaded runtime with rustls' ring provider installed.
-pub(crate) fn serve_blocking(main: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+pub(crate) fn serve_blocking<T>(main: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     // main() restores SIGPIPE's default (die) for C-like printing; a server must instead
     // see EPIPE when a peer goes away mid-write (a streaming exec or port-forward session
     // whose client or kubelet closed first), or one such session kills it.

@@ -1,0 +1,19 @@
+//! End-to-end tests of the pod network, Services and cluster DNS on real multi-node
+//! clusters (`skiff dev cluster`: agents in network namespaces of their own). Requests
+//! are sent only from client pods inside the cluster, to cluster IPs, pod IPs, node IPs
+//! of the test's own namespaces, and cluster names.
+
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "apiserver/common.rs"]
+#[macro_use]
+#[allow(dead_code, unused_macros)]
+mod common;
+
+#[path = "network/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+#[path = "network/services.rs"]
+mod services;
