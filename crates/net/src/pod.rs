@@ -145,7 +145,8 @@ impl PodNetwork {
         lock(&self.ready).clone().ok_or(NetError::NotReady)
     }
 
-    /// Readies the node for pods of `pod_cidr`. Idempotent.
+    /// Readies the node for pods of `pod_cidr`. Idempotent: called again, it puts back
+    /// what was removed behind its back (the bridge's addresses, routes, the nft table).
     pub async fn init(&self, pod_cidr: Ipv4Net) -> Result<(), NetError> {
         let cfg = &self.cfg;
         let pod_cidr = pod_cidr.trunc();
@@ -173,12 +174,7 @@ impl PodNetwork {
                 .await?;
         }
         enable_forwarding(&cfg.state_dir)?;
-        nft::apply(&nft::base_table(
-            &cfg.table,
-            &cfg.bridge,
-            cfg.cluster_cidr,
-            &[],
-        ))?;
+        self.apply_host_ports()?;
         *lock(&self.ready) = Some(Arc::new(Ready { ipam, mtu, bridge }));
         Ok(())
     }

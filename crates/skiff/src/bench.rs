@@ -53,6 +53,9 @@ pub enum BenchCmd {
     /// Pod start-up on one real node (server + standalone agent): one pod create →
     /// Running/Ready p50/p99, a Deployment's pods all Running, agent and per-pod memory.
     Pods(crate::pods_bench::PodsBenchArgs),
+    /// The data path of a two-node dev cluster: request rate through a ClusterIP vs
+    /// straight to the pod (wrk), pod-to-pod throughput with and without skiff's rules.
+    Net(crate::net_bench::NetBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -73,6 +76,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Scheduler(a) => crate::scheduler_bench::main(a),
         BenchCmd::Controllers(a) => crate::controllers_bench::main(a),
         BenchCmd::Pods(a) => crate::pods_bench::main(a),
+        BenchCmd::Net(a) => crate::net_bench::main(a),
     }
 }
 

@@ -14,6 +14,7 @@ mod hollow_cmd;
 mod image_bench;
 mod image_cmd;
 mod login_cmd;
+mod net_bench;
 mod pods_bench;
 mod registry_bench;
 mod registry_client;

@@ -57,6 +57,15 @@ impl Drop for Kill {
     }
 }
 
+/// The bench agent's pod network (pods get veths and addresses, as on any node) under
+/// names of its own, removed by its `--clean`.
+const BENCH_NET: &[&str] = &[
+    "--bridge-name",
+    "skiffbench0",
+    "--nft-table-prefix",
+    "skiff-bench",
+];
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -234,6 +243,7 @@ async fn run(args: PodsBenchArgs) -> Result<()> {
             "--cgroup-parent",
             &cgroup,
         ])
+        .args(BENCH_NET)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -249,6 +259,7 @@ async fn run(args: PodsBenchArgs) -> Result<()> {
     let _ = skiff()?
         .args(["agent", "--clean", "--cgroup-parent", &cgroup, "--data-dir"])
         .arg(&agent_dir)
+        .args(BENCH_NET)
         .status();
     drop(server);
     r

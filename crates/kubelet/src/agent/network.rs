@@ -128,12 +128,13 @@ pub async fn run(
             continue;
         }
         if let Some(cidr) = nodes.get(&node_name).and_then(|n| pod_cidr(n)) {
-            if net.pod_cidr() != Some(cidr.trunc()) {
-                match net.init(cidr).await {
-                    Ok(()) => tracing::info!(pod_cidr = %cidr, "pod network ready"),
-                    Err(e) => {
-                        tracing::warn!(error = %skiff_serve::error_chain(&e), "readying the pod network")
-                    }
+            // Again on every pass: what was removed behind the agent's back comes back.
+            let first = net.pod_cidr() != Some(cidr.trunc());
+            match net.init(cidr).await {
+                Ok(()) if first => tracing::info!(pod_cidr = %cidr, "pod network ready"),
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %skiff_serve::error_chain(&e), "readying the pod network")
                 }
             }
         }
