@@ -430,3 +430,70 @@ async fn ensure_dns_service_is_idempotent() {
         other => panic!("expected a mismatch, got {other:?}"),
     }
 }
+
+/// In a network namespace of its own (nothing touches the host's): the DNS address on
+/// its dummy link, idempotently, and the DNS bound to it on port 53 answering there.
+#[test]
+fn dns_binds_the_service_ip_on_its_own_link() {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ip: IpAddr = "10.43.0.10".parse().unwrap();
+            // Local delivery goes through lo, which a new namespace has down.
+            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(conn);
+            use futures_util::TryStreamExt;
+            let lo = handle
+                .link()
+                .get()
+                .match_name("lo")
+                .execute()
+                .try_next()
+                .await
+                .unwrap()
+                .unwrap();
+            handle
+                .link()
+                .set(
+                    rtnetlink::LinkUnspec::new_with_index(lo.header.index)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .unwrap();
+            dns::ensure_dns_address("skiff-dns", ip).await.unwrap();
+            dns::ensure_dns_address("skiff-dns", ip).await.unwrap();
+
+            let stop = CancellationToken::new();
+            let cfg = DnsConfig {
+                listen: vec![SocketAddr::new(ip, 53)],
+                ..DnsConfig::default()
+            };
+            let server = DnsServer::bind(cfg).await.expect("bind 10.43.0.10:53");
+            assert_eq!(server.local_addrs(), &[SocketAddr::new(ip, 53)]);
+            server
+                .zone()
+                .set(Zone::build("cluster.local", 5, &[], &[]).unwrap());
+            let serving = tokio::spawn(server.serve_zone(stop.clone()));
+            let m = ask_udp(
+                SocketAddr::new(ip, 53),
+                "1-2-3-4.x.pod.cluster.local.",
+                RecordType::A,
+            )
+            .await;
+            assert_eq!(rdata(&m), vec![a("1.2.3.4")]);
+            stop.cancel();
+            serving.await.unwrap().unwrap();
+
+            dns::remove_dns_address("skiff-dns").await.unwrap();
+            dns::remove_dns_address("skiff-dns").await.unwrap();
+        });
+    })
+    .join()
+    .expect("netns test thread");
+}

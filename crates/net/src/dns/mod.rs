@@ -18,8 +18,11 @@
 //! Lifecycle: [`DnsServer::bind`] binds the sockets (so a caller, or a test on port 0,
 //! learns the addresses), [`DnsServer::serve`] starts the reflectors and answers until the
 //! stop token fires. [`run`] does both. [`ensure_dns_service`] creates the
-//! `kube-system/kube-dns` Service the pods' resolv.conf points at.
+//! `kube-system/kube-dns` Service the pods' resolv.conf points at, and
+//! [`ensure_dns_address`] puts its ClusterIP on a dummy link of the node so the DNS can
+//! bind it (the proxy skips that Service).
 
+mod address;
 mod cache;
 mod forward;
 mod names;
@@ -34,6 +37,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
+pub use address::{ensure_dns_address, remove_dns_address};
 pub use cache::ZoneHandle;
 pub use forward::{parse_resolv_conf, upstreams_from_resolv_conf, ForwardError, Forwarder};
 pub use names::reverse_name;
@@ -114,6 +118,22 @@ pub enum DnsError {
          delete it or configure the DNS address to match"
     )]
     ServiceIpMismatch { existing: String, wanted: IpAddr },
+    /// The kernel refused a change to the DNS address's link.
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Conflict: someone deleted the link between our create and our lookup.
+    #[error("link {link} disappeared while being set up; retry")]
+    LinkVanished { link: String },
     /// A bug: the Service object we build does not deserialize.
     #[error("building the kube-dns Service object: {source}")]
     ServiceObject {
