@@ -497,3 +497,37 @@ fn dns_binds_the_service_ip_on_its_own_link() {
     .join()
     .expect("netns test thread");
 }
+
+/// A headless Service too big for a plain UDP answer: UDP says truncated, TCP has all.
+#[tokio::test]
+async fn large_answers_truncate_over_udp_and_fit_over_tcp() {
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"clusterIP": "None"},
+    }))
+    .unwrap();
+    let endpoints: Vec<serde_json::Value> = (1..=100)
+        .map(|i| serde_json::json!({"addresses": [format!("10.42.1.{i}")]}))
+        .collect();
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "big-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "big"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+    }))
+    .unwrap();
+    let server = DnsServer::bind(test_config(vec![])).await.unwrap();
+    let addr = server.local_addrs()[0];
+    server
+        .zone()
+        .set(Zone::build("cluster.local", 5, [&svc], [&slice]).unwrap());
+    tokio::spawn(server.serve_zone(stop.clone()));
+    let m = ask_udp(addr, "big.default.svc.cluster.local.", RecordType::A).await;
+    assert!(m.metadata.truncation);
+    assert!(m.answers.len() < 100);
+    let m = ask_tcp(addr, "big.default.svc.cluster.local.", RecordType::A).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 100);
+}

@@ -256,26 +256,27 @@ impl Handler {
             };
             return self.authoritative(zone.lookup(&fq, query.query_type()), zone.soa());
         }
-        if in_reverse_zones(&fq, &self.cidrs) || reverse_ip(&fq).is_some() {
-            let Some(zone) = self.zone.current() else {
-                return Reply::error(ResponseCode::ServFail);
+        let ours = in_reverse_zones(&fq, &self.cidrs);
+        let zone = self.zone.current();
+        if let (Some(ip), Some(zone)) = (reverse_ip(&fq), zone.as_ref()) {
+            // A ClusterIP or endpoint outside the configured ranges is still the cluster's.
+            if let Some(ptrs) = zone.lookup_ptr(ip, name) {
+                let found = if matches!(query.query_type(), RecordType::PTR | RecordType::ANY) {
+                    Lookup::Answer {
+                        answers: ptrs,
+                        additionals: vec![],
+                    }
+                } else {
+                    Lookup::NoData
+                };
+                return self.authoritative(found, self.reverse_soa(&fq));
+            }
+        }
+        if ours {
+            return match zone {
+                Some(_) => self.authoritative(Lookup::NxDomain, self.reverse_soa(&fq)),
+                None => Reply::error(ResponseCode::ServFail),
             };
-            if let Some(ip) = reverse_ip(&fq) {
-                if let Some(ptrs) = zone.lookup_ptr(ip, name) {
-                    let found = if matches!(query.query_type(), RecordType::PTR | RecordType::ANY) {
-                        Lookup::Answer {
-                            answers: ptrs,
-                            additionals: vec![],
-                        }
-                    } else {
-                        Lookup::NoData
-                    };
-                    return self.authoritative(found, self.reverse_soa(&fq));
-                }
-            }
-            if in_reverse_zones(&fq, &self.cidrs) {
-                return self.authoritative(Lookup::NxDomain, self.reverse_soa(&fq));
-            }
         }
         self.forward(query).await
     }
