@@ -151,6 +151,18 @@ impl ServiceCache {
         ServiceCache { store }
     }
 
+    /// A cache holding exactly `services`, already listed (tests).
+    #[cfg(test)]
+    pub fn fixed(services: Vec<Service>) -> ServiceCache {
+        let (store, mut writer) = reflector::store::<Service>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for s in services {
+            writer.apply_watcher_event(&watcher::Event::InitApply(s));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        ServiceCache { store }
+    }
+
     /// The service-link variables for `pod`'s containers, once the cache has listed.
     pub async fn env_for(&self, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
         if tokio::time::timeout(FIRST_LIST_WAIT, self.store.wait_until_ready())
@@ -284,6 +296,48 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// The container's own env wins over a link, and `$(VAR)` sees the links.
+    #[tokio::test]
+    async fn container_env_wins_and_expands_links() {
+        let cache = ServiceCache::fixed(services());
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"containers": [{"name": "c", "image": "i", "env": [
+                {"name": "MY_WEB_SERVICE_HOST", "value": "override"},
+                {"name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST):$(MY_WEB_SERVICE_PORT)"},
+            ]}]},
+        }))
+        .unwrap();
+        let c = pod.spec.as_ref().unwrap().containers[0].clone();
+        // Plain values never reach the API; the client only has to exist.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let env = crate::agent::volumes::environment(
+            &client,
+            &cache,
+            &pod,
+            &c,
+            "10.0.0.1",
+            (1000, 1 << 30),
+        )
+        .await
+        .unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MY_WEB_SERVICE_HOST"), Some("override"));
+        assert_eq!(
+            env.iter()
+                .filter(|(n, _)| n == "MY_WEB_SERVICE_HOST")
+                .count(),
+            1
+        );
+        assert_eq!(get("URL"), Some("http://override:80"));
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.43.0.1"));
+        // The container's own variables come first, the links after.
+        assert_eq!(env[0].0, "MY_WEB_SERVICE_HOST");
+        assert_eq!(env[1].0, "URL");
     }
 
     #[test]
