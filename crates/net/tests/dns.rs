@@ -328,6 +328,13 @@ async fn dns_answers_cluster_names_and_forwards_the_rest() {
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
         assert!(m.metadata.authoritative, "{name}");
     }
+    // The reverse zone's apex exists (its SOA), and nothing of it is forwarded either.
+    let m = ask_udp(addr, "43.10.in-addr.arpa.", RecordType::SOA).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+    let m = ask_udp(addr, "0.43.10.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
     assert!(
         upstream.asked.lock().unwrap().is_empty(),
         "cluster names reached the upstream: {:?}",

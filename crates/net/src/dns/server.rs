@@ -273,10 +273,23 @@ impl Handler {
             }
         }
         if ours {
-            return match zone {
-                Some(_) => self.authoritative(Lookup::NxDomain, self.reverse_soa(&fq)),
-                None => Reply::error(ResponseCode::ServFail),
+            if zone.is_none() {
+                return Reply::error(ResponseCode::ServFail);
+            }
+            let soa = self.reverse_soa(&fq);
+            // An unknown address does not exist; the networks above addresses (down to
+            // the zone's apex) do, with no records but the apex's SOA.
+            let found = if reverse_ip(&fq).is_some() {
+                Lookup::NxDomain
+            } else if query.query_type() == RecordType::SOA && soa.name == fq.to_lowercase() {
+                Lookup::Answer {
+                    answers: vec![soa.clone()],
+                    additionals: vec![],
+                }
+            } else {
+                Lookup::NoData
             };
+            return self.authoritative(found, soa);
         }
         self.forward(query).await
     }
