@@ -8,7 +8,7 @@
 //! - [`containers`]: the runtime manager (sandboxes, containers, shims) on skiff's
 //!   container library; [`images`]: pulls; [`volumes`]: env and volume plugins;
 //!   [`storage`]: the built-in local-path provisioner and the persistentVolumeClaim
-//!   plugin;
+//!   plugin; [`service_env`]: the Services' link variables in every container's env;
 //!   [`status`]: the pod status; [`probes`]: probes and hooks; [`streaming`]: the
 //!   [`crate::StreamingRuntime`] the kubelet API serves exec, attach, port-forward and
 //!   logs with.
@@ -36,6 +36,7 @@ pub mod pod_shim;
 pub mod podspec;
 pub mod probes;
 pub mod security;
+pub mod service_env;
 pub mod stats;
 pub mod status;
 pub mod storage;
@@ -183,6 +184,8 @@ pub struct Shared {
     evictions: Mutex<HashMap<String, eviction::Eviction>>,
     /// The node's pressure conditions.
     pub pressure: Mutex<eviction::Pressure>,
+    /// Every Service, for containers' service-link variables.
+    pub services: service_env::ServiceCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -331,6 +334,7 @@ pub async fn run(
         metrics: metrics::AgentMetrics::default(),
         evictions: Mutex::new(HashMap::new()),
         pressure: Mutex::new(eviction::Pressure::default()),
+        services: service_env::ServiceCache::start(client.clone(), stop.clone()),
     });
     let _ = shared_slot.set(sh.clone());
     let serve_stop = stop.clone();

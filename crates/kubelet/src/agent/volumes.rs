@@ -174,15 +174,18 @@ pub fn resource_value(
 }
 
 /// The container's environment in Kubernetes' order: envFrom, then env (each `$(VAR)`
-/// expanded against what came before).
+/// expanded against what came before, then the service links), then the service links
+/// ([`super::service_env`]) the container did not set itself.
 pub async fn environment(
     client: &kube::Client,
+    services: &super::service_env::ServiceCache,
     pod: &Pod,
     c: &Container,
     host_ip: &str,
     node: (i64, i64),
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let links = services.env_for(pod).await?;
     let mut out: Vec<(String, String)> = Vec::new();
     let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(e) = out.iter_mut().find(|(n, _)| *n == k) {
@@ -221,7 +224,7 @@ pub async fn environment(
         }
     }
     for e in c.env.clone().unwrap_or_default() {
-        let known: BTreeMap<String, String> = out.iter().cloned().collect();
+        let known: BTreeMap<String, String> = links.iter().chain(out.iter()).cloned().collect();
         let v = if let Some(from) = &e.value_from {
             if let Some(r) = &from.config_map_key_ref {
                 match config_map(client, &ns, &r.name).await? {
@@ -273,6 +276,11 @@ pub async fn environment(
             super::podspec::expand(e.value.as_deref().unwrap_or_default(), &known)
         };
         set(&mut out, e.name.clone(), v);
+    }
+    for (k, v) in links {
+        if !out.iter().any(|(n, _)| *n == k) {
+            out.push((k, v));
+        }
     }
     Ok(out)
 }

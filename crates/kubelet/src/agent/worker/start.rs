@@ -242,6 +242,7 @@ impl Worker {
         let host_ip = self.sh.cfg.node_ip.to_string();
         let env = match crate::agent::volumes::environment(
             &self.sh.client,
+            &self.sh.services,
             pod,
             c,
             &host_ip,
