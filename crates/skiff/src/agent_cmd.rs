@@ -99,6 +99,10 @@ pub struct AgentFlags {
     /// The prefix of skiff's nft tables (`<prefix>-net`, `<prefix>-proxy`).
     #[arg(long, default_value = "skiff")]
     pub nft_table_prefix: String,
+    /// No node-local cluster DNS on this node (pods' resolv.conf still names
+    /// --cluster-dns).
+    #[arg(long)]
+    pub disable_cluster_dns: bool,
     /// The pods' MTU. Default: the MTU of the interface with the node's address.
     #[arg(long)]
     pub pod_mtu: Option<u32>,
@@ -383,8 +387,22 @@ fn network(
     node_ip: IpAddr,
     ranges: ClusterRanges,
 ) -> skiff_kubelet::agent::network::NetworkConfig {
+    let dns = match (flags.disable_cluster_dns, flags.cluster_dns) {
+        (false, Some(ip)) => Some(skiff_net::dns::DnsConfig {
+            listen: vec![std::net::SocketAddr::new(ip, 53)],
+            domain: flags.cluster_domain.clone(),
+            // Names outside the cluster go to this node's own resolvers.
+            upstreams: skiff_net::dns::upstreams_from_resolv_conf(Path::new("/etc/resolv.conf"))
+                .unwrap_or_default(),
+            cluster_cidr: ipnet::IpNet::V4(ranges.cluster_cidr),
+            service_cidr: ipnet::IpNet::V4(ranges.service_cidr),
+            ..Default::default()
+        }),
+        _ => None,
+    };
     skiff_kubelet::agent::network::NetworkConfig {
         pods: skiff_net::pod::PodNetwork::new(pod_network(flags, data_dir, node_ip, ranges)),
+        dns,
     }
 }
 

@@ -345,6 +345,23 @@ async fn run(args: ServerArgs) -> Result<()> {
             }
         }))
     };
+    if let Some(ip) = args
+        .agent
+        .cluster_dns
+        .filter(|_| !args.agent.disable_cluster_dns)
+    {
+        // The Service every pod's resolv.conf names (`kubectl get svc -n kube-system`);
+        // each node's agent answers on its IP.
+        let client = server.client("skiff:server", &["system:masters", "system:authenticated"]);
+        tokio::spawn(async move {
+            if let Err(e) = skiff_net::dns::ensure_dns_service(&client, ip).await {
+                eprintln!(
+                    "skiff server: creating the kube-dns Service: {}",
+                    skiff_serve::error_chain(&e)
+                );
+            }
+        });
+    }
     if !args.disable_local_storage {
         // k3s's `local-storage` manifest: the default class of the built-in provisioner.
         let client = server.client("skiff:server", &["system:masters", "system:authenticated"]);

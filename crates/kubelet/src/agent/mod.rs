@@ -346,17 +346,26 @@ pub async fn run(
     let reclaim = tokio::spawn(storage::reclaimer(sh.clone(), stop.clone()));
     let gc = tokio::spawn(imagegc::run(sh.clone(), stop.clone()));
     let evict = tokio::spawn(eviction::run(sh.clone(), stop.clone()));
-    let net = sh.cfg.network.clone().map(|n| {
-        tokio::spawn(network::run(
+    let mut net_tasks = Vec::new();
+    if let Some(n) = sh.cfg.network.clone() {
+        if let Some(d) = n.dns.clone() {
+            net_tasks.push(tokio::spawn(network::dns(
+                sh.client.clone(),
+                n.pods.clone(),
+                d,
+                stop.clone(),
+            )));
+        }
+        net_tasks.push(tokio::spawn(network::run(
             sh.client.clone(),
             sh.cfg.node_name.clone(),
             n.pods,
             stop.clone(),
-        ))
-    });
+        )));
+    }
     pod_manager(sh.clone(), stop.clone()).await;
-    if let Some(n) = net {
-        let _ = n.await;
+    for t in net_tasks {
+        let _ = t.await;
     }
     let _ = hb.await;
     let _ = relist.await;

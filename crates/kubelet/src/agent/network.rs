@@ -19,13 +19,45 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct NetworkConfig {
     pub pods: PodNetwork,
+    /// The node-local cluster DNS (it answers on the DNS Service's IP, which the pod
+    /// network puts on the bridge).
+    pub dns: Option<skiff_net::dns::DnsConfig>,
 }
 
 impl std::fmt::Debug for NetworkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetworkConfig")
             .field("pods", self.pods.config())
+            .field("dns", &self.dns.as_ref().map(|d| &d.listen))
             .finish()
+    }
+}
+
+/// Runs the node-local DNS once the pod network is ready (its address is on the
+/// bridge), starting it again 5 s after a failure.
+pub async fn dns(
+    client: kube::Client,
+    net: PodNetwork,
+    cfg: skiff_net::dns::DnsConfig,
+    stop: CancellationToken,
+) {
+    while net.pod_cidr().is_none() {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    loop {
+        match skiff_net::dns::run(client.clone(), cfg.clone(), stop.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %skiff_serve::error_chain(&e), "cluster DNS; starting it again in 5 s")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
 }
 
