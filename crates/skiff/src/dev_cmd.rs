@@ -376,6 +376,9 @@ fn start_agent(dir: &Path, state: &State, n: &NodeState) -> Result<u32> {
         .args(["--node-name", &n.name])
         .args(["--node-ip", &n.ip.to_string()])
         .args(["--cgroup-parent", &n.cgroup_parent])
+        // As kind's nodes: all share this machine's disk, so no disk-pressure eviction
+        // or image GC (a developer's full disk must not evict the cluster's pods).
+        .args(["--eviction-hard", "", "--image-gc-high-threshold", "100"])
         .env("SKIFF_TOKEN", token.trim())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
