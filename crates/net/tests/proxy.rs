@@ -291,3 +291,70 @@ fn fetch(addr: SocketAddr) -> std::io::Result<String> {
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+#[test]
+fn stale_udp_conntrack_entries_are_deleted_when_the_endpoint_goes() {
+    let node = NetNs::new();
+    // No dummy driver here: one end of a veth pair stands in for the pod link.
+    ip(&[
+        "-n", &node.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ]);
+    ip(&["-n", &node.name, "link", "set", "d1", "up"]);
+    ip(&["-n", &node.name, "addr", "add", "10.42.0.1/24", "dev", "d0"]);
+    ip(&["-n", &node.name, "link", "set", "d0", "up"]);
+    ip(&[
+        "-n",
+        &node.name,
+        "route",
+        "add",
+        "10.43.0.0/16",
+        "dev",
+        "d0",
+    ]);
+    let c = cfg(&node);
+    let nft = Nft {
+        netns: c.netns.clone(),
+    };
+    let mut p = Proxier::new(c.clone());
+    let udp = json!({"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]});
+    p.upsert_service(service("dns", "10.43.0.20", udp));
+    let dns_slice = |ips: &[&str]| -> EndpointSlice {
+        let mut s = slice("dns", ips, 5353);
+        s.ports = Some(vec![serde_json::from_value(
+            json!({"name": "dns", "port": 5353, "protocol": "UDP"}),
+        )
+        .unwrap()]);
+        s
+    };
+    p.upsert_slice(dns_slice(&["10.42.0.5", "10.42.0.6"]));
+    sync(&mut p, &nft);
+
+    // Clients send until both endpoints have flows (numgen picks per new flow).
+    node.run(|| {
+        for port in 40000..40040u16 {
+            let s = std::net::UdpSocket::bind(("10.42.0.1", port)).unwrap();
+            s.send_to(b"q", "10.43.0.20:53").unwrap();
+        }
+    });
+    let replies_from = |ip: &str| -> usize {
+        skiff_net::proxy::conntrack::list(c.netns.as_deref())
+            .unwrap()
+            .iter()
+            .filter(|(o, r)| o.dst.to_string() == "10.43.0.20" && r.src.to_string() == ip)
+            .count()
+    };
+    assert!(replies_from("10.42.0.5") > 0);
+    assert!(replies_from("10.42.0.6") > 0);
+
+    // 10.42.0.5 goes away: its flows are stale, the others stay.
+    p.upsert_slice(dns_slice(&["10.42.0.6"]));
+    let plan = p.plan();
+    assert_eq!(plan.stale_udp.len(), 1);
+    nft.apply(&plan.transaction).unwrap();
+    let deleted =
+        skiff_net::proxy::conntrack::delete_udp_flows(c.netns.as_deref(), &plan.stale_udp).unwrap();
+    p.commit(plan);
+    assert!(deleted > 0);
+    assert_eq!(replies_from("10.42.0.5"), 0);
+    assert!(replies_from("10.42.0.6") > 0);
+}
