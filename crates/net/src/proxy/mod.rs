@@ -33,7 +33,7 @@ pub mod sync;
 
 pub use model::{service_rules, ServiceRef, ServiceRules};
 pub use nft::{Nft, Transaction};
-pub use runner::{run, run_with_errors};
+pub use runner::{run, run_with, Hooks, SyncReport};
 pub use sync::{Plan, Proxier};
 
 /// The proxy's settings for one node.
@@ -57,6 +57,9 @@ pub struct ProxyConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// The shortest time between two syncs: a burst of changes inside it is one sync.
     pub min_sync_period: Duration,
+    /// How often the table is compared with what the proxy applied (a difference means
+    /// someone changed it, and the next sync recreates it); 30 s.
+    pub resync_period: Duration,
     /// The network namespace (a path such as `/run/netns/x`) whose nftables and conntrack
     /// the proxy programs; None for the process's own. Tests and multi-node clusters in
     /// namespaces use it.
@@ -77,13 +80,14 @@ impl ProxyConfig {
             skip_cluster_ips: Vec::new(),
             metrics_addr: None,
             min_sync_period: Duration::from_millis(10),
+            resync_period: Duration::from_secs(30),
             netns: None,
         }
     }
 }
 
 /// What went wrong in the proxy. Sync failures are also handed to the caller of
-/// [`run_with_errors`] so it can record an Event.
+/// [`run_with`] (`Hooks.errors`) so it can record an Event.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// `nft` ran and refused (the kernel kept the previous rules).

@@ -10,12 +10,12 @@
 //! - The transaction is applied on a blocking thread while the watches keep feeding the
 //!   Proxier; success commits the plan, failure aborts it (the kernel kept the old rules),
 //!   asks for a full resync and retries with backoff (100 ms doubling to 30 s).
-//! - Every [`DRIFT_CHECK`] the table is compared with what the proxy applied (the
+//! - Every `ProxyConfig.resync_period` the table is compared with what the proxy applied (the
 //!   `services` chain exists and `service-ips` holds as many elements as it should); a
 //!   difference means someone changed the table, and the next sync recreates it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{self, Metrics};
@@ -35,8 +35,6 @@ use super::nft::{Nft, NO_ENDPOINTS_MAP, SERVICE_IPS_MAP};
 use super::sync::Proxier;
 use super::{conntrack, ProxyConfig, ProxyError};
 
-/// How often the table is checked for changes made behind the proxy's back.
-pub const DRIFT_CHECK: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The annotation the EndpointSlice controller sets to when the change started.
@@ -51,6 +49,8 @@ struct Shared {
     slices_listed: AtomicBool,
     metrics: Arc<Metrics>,
     nft: Nft,
+    generation: AtomicU64,
+    synced: Option<watch::Sender<SyncReport>>,
 }
 
 impl Shared {
@@ -60,21 +60,43 @@ impl Shared {
 }
 
 /// Runs the proxy until `stop`; see the module docs. Sync failures are logged and
-/// retried; use [`run_with_errors`] to also receive them (to record Events).
+/// retried; use [`run_with`] to also receive them (to record Events).
 pub async fn run(
     client: Client,
     cfg: ProxyConfig,
     stop: CancellationToken,
 ) -> Result<(), ProxyError> {
-    run_with_errors(client, cfg, stop, None).await
+    run_with(client, cfg, stop, Hooks::default()).await
 }
 
-/// [`run`], sending every failed sync's error to `errors`.
-pub async fn run_with_errors(
+/// What a caller can observe of a running proxy.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Every failed sync's error (to record an Event); the sync is retried regardless.
+    pub errors: Option<mpsc::UnboundedSender<ProxyError>>,
+    /// The latest applied sync (benchmarks and tests wait on it).
+    pub synced: Option<watch::Sender<SyncReport>>,
+}
+
+/// One applied sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Counts applied syncs from 1.
+    pub generation: u64,
+    pub full: bool,
+    /// Commands and JSON bytes of its transaction (0 when nothing needed writing).
+    pub commands: usize,
+    pub bytes: usize,
+    /// When it finished applying.
+    pub applied_at: Instant,
+}
+
+/// [`run`], with [`Hooks`].
+pub async fn run_with(
     client: Client,
     cfg: ProxyConfig,
     stop: CancellationToken,
-    errors: Option<mpsc::UnboundedSender<ProxyError>>,
+    hooks: Hooks,
 ) -> Result<(), ProxyError> {
     // Our own token: the watches stop with the loop without cancelling the caller's.
     let stop = stop.child_token();
@@ -94,6 +116,8 @@ pub async fn run_with_errors(
         services_listed: AtomicBool::new(false),
         slices_listed: AtomicBool::new(false),
         metrics,
+        generation: AtomicU64::new(0),
+        synced: hooks.synced,
     });
     tasks.spawn(watch_services(
         Api::all(client.clone()),
@@ -102,7 +126,7 @@ pub async fn run_with_errors(
     ));
     tasks.spawn(watch_slices(Api::all(client), shared.clone(), stop.clone()));
 
-    sync_loop(&shared, &cfg, &stop, errors.as_ref()).await;
+    sync_loop(&shared, &cfg, &stop, hooks.errors.as_ref()).await;
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -116,7 +140,7 @@ async fn sync_loop(
 ) {
     let mut backoff = Duration::ZERO;
     let mut last_attempt: Option<Instant> = None;
-    let mut next_check = tokio::time::Instant::now() + DRIFT_CHECK;
+    let mut next_check = tokio::time::Instant::now() + cfg.resync_period;
     loop {
         let listed = shared.services_listed.load(Ordering::Acquire)
             && shared.slices_listed.load(Ordering::Acquire);
@@ -126,7 +150,7 @@ async fn sync_loop(
                 () = stop.cancelled() => return,
                 () = shared.changed.notified() => {}
                 () = tokio::time::sleep_until(next_check) => {
-                    next_check = tokio::time::Instant::now() + DRIFT_CHECK;
+                    next_check = tokio::time::Instant::now() + cfg.resync_period;
                     if listed {
                         check_drift(shared).await;
                     }
@@ -240,7 +264,18 @@ async fn sync_once(shared: &Arc<Shared>) -> Result<(), ProxyError> {
         }
     }
     let stale = plan.stale_udp.clone();
+    let full = plan.full;
     shared.proxier().commit(plan);
+    if let Some(tx) = &shared.synced {
+        let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        tx.send_replace(SyncReport {
+            generation,
+            full,
+            commands,
+            bytes,
+            applied_at: Instant::now(),
+        });
+    }
     {
         let mut h = m.health.lock().unwrap_or_else(PoisonError::into_inner);
         h.last_ok = Some(Instant::now());
