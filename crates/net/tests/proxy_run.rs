@@ -151,7 +151,8 @@ async fn run_follows_the_api_and_repairs_its_table() {
         .await
         .unwrap();
     eventually("the new endpoint", table_has("10.42.0.9")).await;
-    let r = *rx.borrow();
+    // (The report follows the apply by a moment.)
+    let r = *rx.wait_for(|r| r.generation >= 2).await.unwrap();
     assert!(!r.full && r.commands > 0 && r.commands < 20, "{r:?}");
 
     let map_has = |needle: &'static str| {
