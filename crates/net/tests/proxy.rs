@@ -101,7 +101,8 @@ fn full_then_incremental_sync_with_real_nft() {
     ] {
         assert!(chains.iter().any(|c| c == fixed), "{fixed} in {chains:?}");
     }
-    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 2);
+    // Endpoints sharing a port need no chain of their own.
+    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 0);
     assert_eq!(chains.iter().filter(|c| c.starts_with("svc-")).count(), 1);
     assert_eq!(elems.len(), 2, "{elems:?}");
     assert!(elems
@@ -123,7 +124,8 @@ fn full_then_incremental_sync_with_real_nft() {
     let n = sync(&mut p, &nft);
     assert!(n < 40, "{n} commands");
     let (chains, elems) = table(&nft, &c.table);
-    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 4);
+    // Session affinity does: web2's one endpoint.
+    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 1);
     assert_eq!(chains.iter().filter(|c| c.starts_with("svc-")).count(), 3);
     assert_eq!(
         elems
@@ -244,7 +246,9 @@ fn traffic_reaches_the_pod_through_the_cluster_ip_and_node_port() {
         "via",
         "10.42.0.1",
     ]);
+    ip(&["-n", &pod.name, "addr", "add", "10.42.0.6/24", "dev", "vp"]);
     let _server = PodServer::start(&pod, "10.42.0.5:8080".parse().unwrap());
+    let _server2 = PodServer::start(&pod, "10.42.0.6:8080".parse().unwrap());
 
     let c = cfg(&node);
     let nft = Nft {
@@ -259,7 +263,30 @@ fn traffic_reaches_the_pod_through_the_cluster_ip_and_node_port() {
     ));
     p.upsert_slice(slice("web", &["10.42.0.5"], 8080));
     p.upsert_service(service("empty", "10.43.0.11", json!({})));
+    p.upsert_service(service("two", "10.43.0.12", json!({})));
+    p.upsert_slice(slice("two", &["10.42.0.5", "10.42.0.6"], 8080));
+    p.upsert_service(service(
+        "sticky",
+        "10.43.0.13",
+        json!({"sessionAffinity": "ClientIP"}),
+    ));
+    p.upsert_slice(slice("sticky", &["10.42.0.5", "10.42.0.6"], 8080));
     sync(&mut p, &nft);
+
+    // Two endpoints: numgen spreads new connections over both.
+    let seen = node.run(|| {
+        (0..30)
+            .map(|_| fetch("10.43.0.12:80".parse().unwrap()).unwrap())
+            .collect::<std::collections::BTreeSet<String>>()
+    });
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Session affinity: every connection of this client goes where the first went.
+    let seen = node.run(|| {
+        (0..30)
+            .map(|_| fetch("10.43.0.13:80".parse().unwrap()).unwrap())
+            .collect::<std::collections::BTreeSet<String>>()
+    });
+    assert_eq!(seen.len(), 1, "{seen:?}");
 
     let got = node.run(|| fetch("10.43.0.10:80".parse().unwrap()));
     assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");

@@ -47,9 +47,11 @@ pub struct ProxyConfig {
     pub node_ips: Vec<IpAddr>,
     /// The pod network: traffic from outside it to a Service is masqueraded.
     pub cluster_cidr: IpNet,
-    /// The Service network (ClusterIPs).
+    /// The Service network (ClusterIPs). Not matched yet: kube-proxy also rejects
+    /// traffic to unallocated ClusterIPs in it, which this proxy does not do.
     pub service_cidr: IpNet,
-    /// The interface pods hang off (the bridge).
+    /// The interface pods hang off (the bridge). Not matched yet: hairpin traffic is
+    /// recognised by its source being the endpoint itself, whatever the interface.
     pub pod_bridge: String,
     /// ClusterIPs to leave alone (node-local DNS answers on the DNS Service's IP itself).
     pub skip_cluster_ips: Vec<IpAddr>,

@@ -11,9 +11,10 @@
 //! - every ClusterIP, node address (NodePort), load-balancer ingress IP and external IP
 //!   becomes one element `ip . proto . port` of the shared `service-ips` verdict map that
 //!   jumps to the Service port's chain;
-//! - a port's chain balances over endpoint chains with `numgen random`; an endpoint chain
-//!   DNATs to the endpoint and marks hairpin traffic (a pod reaching itself) for
-//!   masquerade;
+//! - a port's chain DNATs with `numgen random` over its endpoints' addresses (when they
+//!   share one port and there is no session affinity), or else balances over one chain
+//!   per endpoint that DNATs to it; hairpin traffic (a pod reaching itself) is marked
+//!   for masquerade;
 //! - only ready endpoints are used, or, when none is ready, the serving-and-terminating
 //!   ones; internal/external traffic policy Local keeps only endpoints on this node;
 //! - a port without any usable endpoint goes into `no-endpoint-services`: `reject` when
@@ -149,15 +150,20 @@ pub enum Rule {
     Balance { chains: Vec<String> },
     /// `goto <chain>`.
     Goto { chain: String },
-    /// `ip saddr <ip> jump mark-for-masquerade`: hairpin (a pod to itself via its
-    /// Service) must be masqueraded or the pod would answer itself directly.
-    Hairpin { ip: Ipv4Addr },
+    /// `ip saddr <ip> jump mark-for-masquerade` (or `ip saddr { ips }` for a chain that
+    /// DNATs to several endpoints): hairpin traffic (a pod reaching itself through its
+    /// Service) must be masqueraded or the pod would answer itself directly. With
+    /// several addresses, a backend reaching its Service is masqueraded even when
+    /// `numgen` picks another backend (its source address is then the node's): the price
+    /// of not having one chain per endpoint.
+    Hairpin { ips: Vec<Ipv4Addr> },
     /// `update @<set> { ip saddr }`: remember the client for session affinity.
     AffinityUpdate { set: String },
-    /// `meta l4proto <proto> dnat to <ip>:<port>`.
+    /// `meta l4proto <proto> dnat to <ip>:<port>`, or with several addresses
+    /// `dnat to numgen random mod N map { 0 : ip0, .. }:<port>`.
     Dnat {
         proto: Protocol,
-        ip: Ipv4Addr,
+        ips: Vec<Ipv4Addr>,
         port: u16,
     },
 }
@@ -352,19 +358,31 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
             !local_eps.is_empty() && (internal_local || (external_local && !external.is_empty()));
         let use_ext = !external.is_empty() && !external_eps.is_empty();
 
-        // Endpoint chains, one per endpoint that a used balancing chain reaches.
+        // A balancing chain DNATs directly (`numgen` picks the address, one port for
+        // all) unless its endpoints listen on different ports or session affinity needs
+        // a per-endpoint step; only then does it jump to one chain per endpoint. Fewer
+        // chains keep `nft` fast: its cost per transaction grows with the table's chain
+        // count (seconds at 110,000 chains with nft 1.0.6).
+        let direct = |eps: &[Endpoint]| -> Option<u16> {
+            let port = eps.first()?.port;
+            (affinity.is_none() && eps.iter().all(|e| e.port == port)).then_some(port)
+        };
         let mut ep_chain = BTreeMap::new();
         let mut ep_set = BTreeMap::new();
         let reached: BTreeSet<&Endpoint> = cluster_eps
             .iter()
-            .filter(|_| use_svc)
-            .chain(local_eps.iter().filter(|_| use_lcl))
+            .filter(|_| use_svc && direct(&cluster_eps).is_none())
+            .chain(
+                local_eps
+                    .iter()
+                    .filter(|_| use_lcl && direct(&local_eps).is_none()),
+            )
             .collect();
         for ep in reached {
             let ep_id = format!("{port_id}/{}:{}", ep.ip, ep.port);
             let ep_label = format!("{label}__{}/{}", ep.ip, ep.port);
             let chain = format!("sep-{}", name_suffix(&ep_id, &ep_label));
-            let mut rules = vec![Rule::Hairpin { ip: ep.ip }];
+            let mut rules = vec![Rule::Hairpin { ips: vec![ep.ip] }];
             if let Some(timeout) = affinity {
                 // The timeout is part of the set's name: a changed timeout makes a new
                 // set (and rewrites the endpoint chain that updates it).
@@ -375,7 +393,7 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
             }
             rules.push(Rule::Dnat {
                 proto,
-                ip: ep.ip,
+                ips: vec![ep.ip],
                 port: ep.port,
             });
             out.chains.insert(chain.clone(), rules);
@@ -390,6 +408,12 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
                         cluster_cidr: cidr,
                     }));
                 }
+            }
+            if let Some(port) = direct(eps) {
+                let ips: Vec<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+                rules.push(Rule::Hairpin { ips: ips.clone() });
+                rules.push(Rule::Dnat { proto, ips, port });
+                return rules;
             }
             for ep in eps {
                 if let (Some(set), Some(chain)) = (ep_set.get(ep), ep_chain.get(ep)) {

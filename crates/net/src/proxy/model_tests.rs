@@ -72,20 +72,22 @@ fn dnats(r: &ServiceRules) -> Vec<(Ipv4Addr, u16)> {
         .chains
         .values()
         .flatten()
-        .filter_map(|rule| match rule {
-            Rule::Dnat { ip, port, .. } => Some((*ip, *port)),
-            _ => None,
+        .flat_map(|rule| match rule {
+            Rule::Dnat { ips, port, .. } => ips.iter().map(|ip| (*ip, *port)).collect(),
+            _ => Vec::new(),
         })
         .collect();
     v.sort();
     v
 }
 
-fn balance_of<'a>(r: &'a ServiceRules, chain: &str) -> &'a Vec<String> {
+/// How many endpoints a balancing chain spreads over (endpoint chains or DNAT addresses).
+fn fanout(r: &ServiceRules, chain: &str) -> usize {
     r.chains[chain]
         .iter()
         .find_map(|rule| match rule {
-            Rule::Balance { chains } => Some(chains),
+            Rule::Balance { chains } => Some(chains.len()),
+            Rule::Dnat { ips, .. } => Some(ips.len()),
             _ => None,
         })
         .unwrap()
@@ -104,7 +106,7 @@ fn cluster_ip_balances_over_ready_endpoints() {
     let k = key("10.43.0.10", Protocol::Tcp, 80);
     let chain = &r.service_ips[&k];
     assert!(chain.starts_with("svc-"), "{chain}");
-    assert_eq!(balance_of(&r, chain).len(), 2);
+    assert_eq!(fanout(&r, chain), 2);
     assert_eq!(
         dnats(&r),
         vec![
@@ -117,12 +119,10 @@ fn cluster_ip_balances_over_ready_endpoints() {
         r.chains[chain][0],
         Rule::MasqueradeOffCluster { cluster_ip, .. } if cluster_ip == Ipv4Addr::new(10, 43, 0, 10)
     ));
-    // Each endpoint chain marks hairpin traffic first.
-    for (name, rules) in &r.chains {
-        if name.starts_with("sep-") {
-            assert!(matches!(rules[0], Rule::Hairpin { .. }));
-        }
-    }
+    // One port for both: the chain DNATs itself (no endpoint chains), after marking
+    // hairpin traffic.
+    assert_eq!(r.chains.len(), 1);
+    assert!(matches!(&r.chains[chain][1], Rule::Hairpin { ips } if ips.len() == 2));
     assert!(r.no_endpoints.is_empty());
 }
 
@@ -212,15 +212,15 @@ fn multi_port_with_named_target_ports_across_slices() {
     let http = &r.service_ips[&key("10.43.0.10", Protocol::Tcp, 80)];
     let dns = &r.service_ips[&key("10.43.0.10", Protocol::Udp, 53)];
     assert_ne!(http, dns);
-    assert_eq!(balance_of(&r, http).len(), 2);
-    assert_eq!(balance_of(&r, dns).len(), 1);
+    assert_eq!(fanout(&r, http), 2);
+    assert_eq!(fanout(&r, dns), 1);
     let mut targets: Vec<(Protocol, Ipv4Addr, u16)> = r
         .chains
         .values()
         .flatten()
-        .filter_map(|rule| match rule {
-            Rule::Dnat { proto, ip, port } => Some((*proto, *ip, *port)),
-            _ => None,
+        .flat_map(|rule| match rule {
+            Rule::Dnat { proto, ips, port } => ips.iter().map(|ip| (*proto, *ip, *port)).collect(),
+            _ => Vec::new(),
         })
         .collect();
     targets.sort();
@@ -307,7 +307,7 @@ fn external_traffic_policy_local_uses_local_endpoints_and_drops_without_them() {
         panic!("{:?}", r.chains[ext]);
     };
     assert!(lcl.starts_with("lcl-"));
-    assert_eq!(balance_of(&r, lcl).len(), 1);
+    assert_eq!(fanout(&r, lcl), 1);
 }
 
 #[test]
@@ -354,6 +354,8 @@ fn session_affinity_keeps_a_set_per_endpoint() {
     );
     let r = service_rules(&svc, &[&s], &cfg());
     assert_eq!(r.affinity_sets.len(), 2);
+    // Affinity needs a step per endpoint: endpoint chains that update their set.
+    assert_eq!(r.chains.keys().filter(|k| k.starts_with("sep-")).count(), 2);
     assert!(r.affinity_sets.values().all(|t| *t == 60));
     let chain = &r.service_ips[&key("10.43.0.10", Protocol::Tcp, 80)];
     let gotos = r.chains[chain]

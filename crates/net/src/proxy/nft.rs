@@ -334,17 +334,39 @@ pub fn rule_expr(rule: &Rule) -> Vec<Value> {
             }
         },
         Rule::Goto { chain } => vec![json!({"goto": {"target": chain}})],
-        Rule::Hairpin { ip } => vec![
-            json!({"match": {"op": "==", "left": saddr(), "right": ip.to_string()}}),
-            jump_mark,
-        ],
+        Rule::Hairpin { ips } => {
+            let right = match ips.as_slice() {
+                [one] => json!(one.to_string()),
+                many => json!({"set": many.iter().map(|i| i.to_string()).collect::<Vec<_>>()}),
+            };
+            vec![
+                json!({"match": {"op": "==", "left": saddr(), "right": right}}),
+                jump_mark,
+            ]
+        }
         Rule::AffinityUpdate { set } => vec![json!({"set": {
             "op": "update", "elem": saddr(), "set": format!("@{set}"),
         }})],
-        Rule::Dnat { proto, ip, port } => vec![
-            json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}),
-            json!({"dnat": {"addr": ip.to_string(), "port": port}}),
-        ],
+        Rule::Dnat { proto, ips, port } => {
+            let addr = match ips.as_slice() {
+                [one] => json!(one.to_string()),
+                many => {
+                    let arms: Vec<Value> = many
+                        .iter()
+                        .enumerate()
+                        .map(|(i, ip)| json!([i, ip.to_string()]))
+                        .collect();
+                    json!({"map": {
+                        "key": {"numgen": {"mode": "random", "mod": many.len(), "offset": 0}},
+                        "data": {"set": arms},
+                    }})
+                }
+            };
+            vec![
+                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}),
+                json!({"dnat": {"addr": addr, "port": port}}),
+            ]
+        }
     }
 }
 

@@ -189,17 +189,21 @@ async fn sync_loop(
 /// One sync: plan under the lock, apply on a blocking thread, then commit or abort.
 async fn sync_once(shared: &Arc<Shared>) -> Result<(), ProxyError> {
     let started = Instant::now();
-    let (plan, triggers) = {
-        let mut p = shared.proxier();
+    // Planning a full sync of 10,000 Services takes a while: off the async threads.
+    let planner = shared.clone();
+    let (plan, triggers) = tokio::task::spawn_blocking(move || {
+        let mut p = planner.proxier();
         let plan = p.plan();
         let triggers = std::mem::take(
-            &mut *shared
+            &mut *planner
                 .triggers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
         (plan, triggers)
-    };
+    })
+    .await
+    .map_err(ProxyError::Task)?;
     {
         let mut h = shared
             .metrics
