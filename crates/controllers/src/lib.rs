@@ -52,6 +52,7 @@ mod pod_gc;
 mod replicaset;
 mod root_ca;
 mod service_account;
+pub mod servicelb;
 mod statefulset;
 mod ttl_after_finished;
 
@@ -91,6 +92,8 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("disruption", disruption::start),
     ("csrapproving", certificates::start_approving),
     ("csrsigning", certificates::start_signing),
+    // k3s's ServiceLB: LoadBalancer Services answer on every Ready node's InternalIP.
+    ("servicelb", servicelb::start),
 ];
 
 /// The controller manager's settings; names follow kube-controller-manager's flags.

@@ -1,0 +1,340 @@
+//! The incremental sync: what is in the table now, what changed since, and the one
+//! transaction that brings the table from the first to the second.
+//!
+//! Contract: a [`Proxier`] is fed Services and EndpointSlices as they change (any order,
+//! any repetition) and marks their Service dirty. [`Proxier::plan`] recomputes only the
+//! dirty Services with the pure model and diffs each against what was last applied, so
+//! the transaction of a one-endpoint change is the same few commands at 10 Services or at
+//! 10,000. The caller applies the plan and reports back: [`Proxier::commit`] makes it the
+//! new applied state, [`Proxier::abort`] (nft failed; nothing changed in the kernel since
+//! transactions are atomic) keeps the old state, re-marks the Services dirty and asks for
+//! a full resync, which recreates the table from scratch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::model::{service_rules, MapKey, ServiceRef, ServiceRules};
+use super::nft::{Transaction, TxBuilder, NO_ENDPOINTS_MAP, SERVICE_IPS_MAP};
+use super::ProxyConfig;
+
+/// The proxy's view of the cluster and of the table.
+#[derive(Debug)]
+pub struct Proxier {
+    cfg: ProxyConfig,
+    services: HashMap<ServiceRef, Service>,
+    /// Slices by Service, then by slice name.
+    slices: HashMap<ServiceRef, BTreeMap<String, EndpointSlice>>,
+    /// What the table holds, per Service (only Services with at least one object).
+    applied: HashMap<ServiceRef, ServiceRules>,
+    /// Services changed since the last plan, with when the first change was seen.
+    dirty: HashMap<ServiceRef, Instant>,
+    /// The next plan rewrites the whole table.
+    full: bool,
+}
+
+/// One sync's work: the transaction and what to remember once it is applied.
+#[derive(Debug)]
+pub struct Plan {
+    pub transaction: Transaction,
+    /// A full resync (table recreated) rather than an incremental one.
+    pub full: bool,
+    /// When the oldest change this plan carries was seen (network-programming latency).
+    pub changes_since: Vec<Instant>,
+    /// UDP flows to clear after applying: (destination, endpoint that went away).
+    pub stale_udp: Vec<(MapKey, Ipv4Addr)>,
+    updates: Vec<(ServiceRef, ServiceRules)>,
+    dirty: HashMap<ServiceRef, Instant>,
+}
+
+impl Proxier {
+    pub fn new(cfg: ProxyConfig) -> Self {
+        Proxier {
+            cfg,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            applied: HashMap::new(),
+            dirty: HashMap::new(),
+            full: true,
+        }
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.cfg
+    }
+
+    fn touch(&mut self, key: ServiceRef) {
+        self.dirty.entry(key).or_insert_with(Instant::now);
+    }
+
+    pub fn upsert_service(&mut self, svc: Service) {
+        if let Some(key) = ServiceRef::of_service(&svc) {
+            if self.services.get(&key) != Some(&svc) {
+                self.services.insert(key.clone(), svc);
+                self.touch(key);
+            }
+        }
+    }
+
+    pub fn delete_service(&mut self, key: &ServiceRef) {
+        if self.services.remove(key).is_some() {
+            self.touch(key.clone());
+        }
+    }
+
+    pub fn upsert_slice(&mut self, slice: EndpointSlice) {
+        let (Some(key), Some(name)) = (ServiceRef::of_slice(&slice), slice.metadata.name.clone())
+        else {
+            return;
+        };
+        let by_name = self.slices.entry(key.clone()).or_default();
+        if by_name.get(&name) != Some(&slice) {
+            by_name.insert(name, slice);
+            self.touch(key);
+        }
+    }
+
+    pub fn delete_slice(&mut self, slice: &EndpointSlice) {
+        let (Some(key), Some(name)) = (ServiceRef::of_slice(slice), slice.metadata.name.as_ref())
+        else {
+            return;
+        };
+        if let Some(by_name) = self.slices.get_mut(&key) {
+            if by_name.remove(name).is_some() {
+                if by_name.is_empty() {
+                    self.slices.remove(&key);
+                }
+                self.touch(key);
+            }
+        }
+    }
+
+    /// Replaces every Service (a re-list): ones not in `all` are deleted.
+    pub fn replace_services(&mut self, all: Vec<Service>) {
+        let keep: BTreeSet<ServiceRef> = all.iter().filter_map(ServiceRef::of_service).collect();
+        let gone: Vec<ServiceRef> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.delete_service(&k);
+        }
+        for s in all {
+            self.upsert_service(s);
+        }
+    }
+
+    /// Replaces every EndpointSlice (a re-list).
+    pub fn replace_slices(&mut self, all: Vec<EndpointSlice>) {
+        let keep: BTreeSet<(ServiceRef, String)> = all
+            .iter()
+            .filter_map(|s| Some((ServiceRef::of_slice(s)?, s.metadata.name.clone()?)))
+            .collect();
+        let mut gone = Vec::new();
+        for (svc, by_name) in &self.slices {
+            for (name, slice) in by_name {
+                if !keep.contains(&(svc.clone(), name.clone())) {
+                    gone.push(slice.clone());
+                }
+            }
+        }
+        for s in gone {
+            self.delete_slice(&s);
+        }
+        for s in all {
+            self.upsert_slice(s);
+        }
+    }
+
+    /// The next sync rewrites the whole table (the table changed behind our back, or an
+    /// incremental apply failed).
+    pub fn request_full_sync(&mut self) {
+        self.full = true;
+    }
+
+    /// Whether anything waits to be synced.
+    pub fn pending(&self) -> bool {
+        self.full || !self.dirty.is_empty()
+    }
+
+    /// Number of Services known (for metrics).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    fn rules_of(&self, key: &ServiceRef) -> ServiceRules {
+        let Some(svc) = self.services.get(key) else {
+            return ServiceRules::default();
+        };
+        let slices: Vec<&EndpointSlice> = self
+            .slices
+            .get(key)
+            .map(|m| m.values().collect())
+            .unwrap_or_default();
+        service_rules(svc, &slices, &self.cfg)
+    }
+
+    /// Takes the pending changes and builds their transaction (nothing is applied here).
+    pub fn plan(&mut self) -> Plan {
+        let dirty = std::mem::take(&mut self.dirty);
+        let changes_since: Vec<Instant> = dirty.values().copied().collect();
+        let mut b = TxBuilder::new(&self.cfg.table);
+        let mut updates = Vec::new();
+        let mut stale_udp = Vec::new();
+        let full = self.full;
+        if full {
+            b.recreate_table();
+            let mut keys: Vec<&ServiceRef> = self.services.keys().collect();
+            keys.sort();
+            let empty = ServiceRules::default();
+            for key in keys {
+                let new = self.rules_of(key);
+                diff(&empty, &new, &mut b, false);
+                if let Some(old) = self.applied.get(key) {
+                    stale_udp.extend(stale_udp_flows(old, &new));
+                }
+                updates.push((key.clone(), new));
+            }
+            // Services that disappeared while the table was out of sync.
+            for (key, old) in &self.applied {
+                if !self.services.contains_key(key) {
+                    stale_udp.extend(stale_udp_flows(old, &ServiceRules::default()));
+                    updates.push((key.clone(), ServiceRules::default()));
+                }
+            }
+        } else {
+            let empty = ServiceRules::default();
+            let mut keys: Vec<&ServiceRef> = dirty.keys().collect();
+            keys.sort();
+            for key in keys {
+                let new = self.rules_of(key);
+                let old = self.applied.get(key).unwrap_or(&empty);
+                if *old == new {
+                    continue;
+                }
+                diff(old, &new, &mut b, true);
+                stale_udp.extend(stale_udp_flows(old, &new));
+                updates.push((key.clone(), new));
+            }
+        }
+        Plan {
+            transaction: b.finish(),
+            full,
+            changes_since,
+            stale_udp,
+            updates,
+            dirty,
+        }
+    }
+
+    /// The plan was applied: it is now what the table holds.
+    pub fn commit(&mut self, plan: Plan) {
+        if plan.full {
+            self.full = false;
+            self.applied.clear();
+        }
+        for (key, rules) in plan.updates {
+            if rules == ServiceRules::default() {
+                self.applied.remove(&key);
+            } else {
+                self.applied.insert(key, rules);
+            }
+        }
+    }
+
+    /// The plan failed to apply (the kernel kept the previous rules): its Services stay
+    /// dirty and the next sync rewrites the table.
+    pub fn abort(&mut self, plan: Plan) {
+        for (key, since) in plan.dirty {
+            let entry = self.dirty.entry(key).or_insert(since);
+            *entry = (*entry).min(since);
+        }
+        self.full = true;
+    }
+
+    /// How many `service-ips` and `no-endpoint-services` elements the table should hold.
+    pub fn expected_elements(&self) -> (usize, usize) {
+        self.applied.values().fold((0, 0), |(a, b), r| {
+            (a + r.service_ips.len(), b + r.no_endpoints.len())
+        })
+    }
+
+    /// The chains and map elements the proxier believes are in the table (for tests and
+    /// the drift check).
+    pub fn applied_object_count(&self) -> usize {
+        self.applied.values().map(ServiceRules::object_count).sum()
+    }
+}
+
+/// Adds to `b` the commands that turn `old` into `new` for one Service. With
+/// `incremental` false the table is known to be empty of this Service's objects.
+fn diff(old: &ServiceRules, new: &ServiceRules, b: &mut TxBuilder, incremental: bool) {
+    for (name, timeout) in &new.affinity_sets {
+        if old.affinity_sets.get(name) != Some(timeout) {
+            b.add_affinity_set(name, *timeout);
+        }
+    }
+    for (name, rules) in &new.chains {
+        match old.chains.get(name) {
+            Some(old_rules) if old_rules == rules => {}
+            Some(_) => b.write_chain(name, rules, incremental),
+            None => {
+                b.add_chain(name);
+                b.write_chain(name, rules, false);
+            }
+        }
+    }
+    for (key, chain) in &old.service_ips {
+        if new.service_ips.get(key) != Some(chain) {
+            b.delete_element(SERVICE_IPS_MAP, key);
+        }
+    }
+    for (key, chain) in &new.service_ips {
+        if old.service_ips.get(key) != Some(chain) {
+            b.add_service_ip(key, chain);
+        }
+    }
+    for (key, v) in &old.no_endpoints {
+        if new.no_endpoints.get(key) != Some(v) {
+            b.delete_element(NO_ENDPOINTS_MAP, key);
+        }
+    }
+    for (key, v) in &new.no_endpoints {
+        if old.no_endpoints.get(key) != Some(v) {
+            b.add_no_endpoints(key, *v);
+        }
+    }
+    for name in old.chains.keys() {
+        if !new.chains.contains_key(name) {
+            b.delete_chain(name);
+        }
+    }
+    for name in old.affinity_sets.keys() {
+        if !new.affinity_sets.contains_key(name) {
+            b.delete_set(name);
+        }
+    }
+}
+
+/// UDP flows whose endpoint went away: conntrack would keep sending them to it.
+fn stale_udp_flows(old: &ServiceRules, new: &ServiceRules) -> Vec<(MapKey, Ipv4Addr)> {
+    let mut out = Vec::new();
+    for (key, old_ips) in &old.udp_endpoints {
+        let new_ips = new.udp_endpoints.get(key);
+        for ip in old_ips {
+            if !new_ips.is_some_and(|n| n.contains(ip)) {
+                out.push((*key, *ip));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;
