@@ -99,6 +99,13 @@ pub struct AgentFlags {
     /// The prefix of skiff's nft tables (`<prefix>-net`, `<prefix>-proxy`).
     #[arg(long, default_value = "skiff")]
     pub nft_table_prefix: String,
+    /// No service proxy on this node (Services are not reachable from its pods).
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
+    /// Where the service proxy serves /healthz and /metrics (as kube-proxy's
+    /// --metrics-bind-address); empty for nowhere.
+    #[arg(long, default_value = "127.0.0.1:10249", value_parser = parse_optional_addr)]
+    pub kube_proxy_metrics_bind_address: Option<std::net::SocketAddr>,
     /// No node-local cluster DNS on this node (pods' resolv.conf still names
     /// --cluster-dns).
     #[arg(long)]
@@ -145,6 +152,15 @@ pub struct AgentArgs {
     pub service_cidr: ipnet::Ipv4Net,
     #[command(flatten)]
     pub flags: AgentFlags,
+}
+
+fn parse_optional_addr(s: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{s:?}: write host:port, e.g. 127.0.0.1:10249, or \"\" for none"))
 }
 
 fn parse_quantity(s: &str) -> Result<skiff_api::quantity::Quantity> {
@@ -317,7 +333,8 @@ pub fn config(
         .map(|n| n.get())
         .unwrap_or(1) as i64;
     let node_ip = flags.node_ip.unwrap_or(default_ip);
-    let network = (!flags.disable_pod_network).then(|| network(flags, data_dir, node_ip, ranges));
+    let network =
+        (!flags.disable_pod_network).then(|| network(&node_name, flags, data_dir, node_ip, ranges));
     Ok(AgentConfig {
         network,
         node_name,
@@ -382,6 +399,7 @@ pub fn pod_network(
 }
 
 fn network(
+    node_name: &str,
     flags: &AgentFlags,
     data_dir: &Path,
     node_ip: IpAddr,
@@ -400,9 +418,24 @@ fn network(
         }),
         _ => None,
     };
+    let proxy = (!flags.disable_kube_proxy).then(|| {
+        let mut p = skiff_net::proxy::ProxyConfig::new(node_name, vec![node_ip]);
+        p.table = format!("{}-proxy", flags.nft_table_prefix);
+        p.cluster_cidr = ipnet::IpNet::V4(ranges.cluster_cidr);
+        p.service_cidr = ipnet::IpNet::V4(ranges.service_cidr);
+        p.pod_bridge = flags.bridge_name.clone();
+        // The node-local DNS answers on the DNS Service's IP itself.
+        p.skip_cluster_ips = dns
+            .as_ref()
+            .map(|d| d.listen.iter().map(|a| a.ip()).collect())
+            .unwrap_or_default();
+        p.metrics_addr = flags.kube_proxy_metrics_bind_address;
+        p
+    });
     skiff_kubelet::agent::network::NetworkConfig {
         pods: skiff_net::pod::PodNetwork::new(pod_network(flags, data_dir, node_ip, ranges)),
         dns,
+        proxy,
     }
 }
 

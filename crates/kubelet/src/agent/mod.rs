@@ -348,6 +348,14 @@ pub async fn run(
     let evict = tokio::spawn(eviction::run(sh.clone(), stop.clone()));
     let mut net_tasks = Vec::new();
     if let Some(n) = sh.cfg.network.clone() {
+        if let Some(p) = n.proxy.clone() {
+            net_tasks.push(tokio::spawn(network::proxy(
+                sh.client.clone(),
+                p,
+                sink.recorder("kube-proxy"),
+                stop.clone(),
+            )));
+        }
         if let Some(d) = n.dns.clone() {
             net_tasks.push(tokio::spawn(network::dns(
                 sh.client.clone(),

@@ -22,6 +22,8 @@ pub struct NetworkConfig {
     /// The node-local cluster DNS (it answers on the DNS Service's IP, which the pod
     /// network puts on the bridge).
     pub dns: Option<skiff_net::dns::DnsConfig>,
+    /// The service proxy.
+    pub proxy: Option<skiff_net::proxy::ProxyConfig>,
 }
 
 impl std::fmt::Debug for NetworkConfig {
@@ -52,6 +54,52 @@ pub async fn dns(
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %skiff_serve::error_chain(&e), "cluster DNS; starting it again in 5 s")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Runs the service proxy; a failed sync (the kernel kept the rules before it) is a log
+/// line and a Warning Event on this Node. The proxy is started again 5 s after it fails.
+pub async fn proxy(
+    client: kube::Client,
+    cfg: skiff_net::proxy::ProxyConfig,
+    events: skiff_controllers::Recorder,
+    stop: CancellationToken,
+) {
+    let node = Node {
+        metadata: kube::api::ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    loop {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let hooks = skiff_net::proxy::Hooks {
+            errors: Some(tx),
+            synced: None,
+        };
+        let run = skiff_net::proxy::run_with(client.clone(), cfg.clone(), stop.clone(), hooks);
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                Some(e) = rx.recv() => {
+                    let msg = skiff_serve::error_chain(&e);
+                    tracing::warn!(error = %msg, "syncing the service proxy's rules; the previous rules stay in force");
+                    events.warning(&node, "SyncProxyRulesFailed", format!("Failed to sync the service proxy's nftables rules (the previous rules stay in force): {msg}"));
+                }
+            }
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %skiff_serve::error_chain(&e), "service proxy; starting it again in 5 s")
             }
         }
         tokio::select! {
