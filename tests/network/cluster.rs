@@ -130,7 +130,7 @@ spec:
         imagePullPolicy: Never
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe:
-          httpGet: {{path: /, port: 8080}}
+          httpGet: {{path: /cgi-bin/ready, port: 8080}}
           periodSeconds: 1
 "#
         ));

@@ -104,8 +104,8 @@ pub struct AgentFlags {
     pub disable_kube_proxy: bool,
     /// Where the service proxy serves /healthz and /metrics (as kube-proxy's
     /// --metrics-bind-address); empty for nowhere.
-    #[arg(long, default_value = "127.0.0.1:10249", value_parser = parse_optional_addr)]
-    pub kube_proxy_metrics_bind_address: Option<std::net::SocketAddr>,
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub kube_proxy_metrics_bind_address: String,
     /// No node-local cluster DNS on this node (pods' resolv.conf still names
     /// --cluster-dns).
     #[arg(long)]
@@ -154,13 +154,16 @@ pub struct AgentArgs {
     pub flags: AgentFlags,
 }
 
-fn parse_optional_addr(s: &str) -> Result<Option<std::net::SocketAddr>, String> {
+fn proxy_metrics_addr(flags: &AgentFlags) -> Result<Option<std::net::SocketAddr>> {
+    let s = &flags.kube_proxy_metrics_bind_address;
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse()
-        .map(Some)
-        .map_err(|_| format!("{s:?}: write host:port, e.g. 127.0.0.1:10249, or \"\" for none"))
+    s.parse().map(Some).map_err(|_| {
+        anyhow::anyhow!(
+            "--kube-proxy-metrics-bind-address {s:?}: write host:port, e.g. 127.0.0.1:10249, or \"\" for none"
+        )
+    })
 }
 
 fn parse_quantity(s: &str) -> Result<skiff_api::quantity::Quantity> {
@@ -274,6 +277,7 @@ pub fn validate(flags: &AgentFlags) -> Result<()> {
     log_rotation(flags)?;
     image_gc(flags)?;
     eviction(flags)?;
+    proxy_metrics_addr(flags)?;
     Ok(())
 }
 
@@ -326,6 +330,7 @@ pub fn config(
     skiff_kubelet::agent::security::validate_patterns(&flags.allowed_unsafe_sysctls)
         .map_err(|e| anyhow::anyhow!("--allowed-unsafe-sysctls: {e}"))?;
     let rotation = log_rotation(flags)?;
+    proxy_metrics_addr(flags)?;
     let image_gc = image_gc(flags)?;
     let eviction = eviction(flags)?;
     let exe = std::env::current_exe().context("finding the skiff binary")?;
@@ -429,7 +434,7 @@ fn network(
             .as_ref()
             .map(|d| d.listen.iter().map(|a| a.ip()).collect())
             .unwrap_or_default();
-        p.metrics_addr = flags.kube_proxy_metrics_bind_address;
+        p.metrics_addr = proxy_metrics_addr(flags).ok().flatten();
         p
     });
     skiff_kubelet::agent::network::NetworkConfig {

@@ -266,9 +266,11 @@ fn up(dir: &Path, nodes: u32, detach: bool) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !(token_file.exists() && ca.exists() && server_dir.join("kubeconfig.yaml").exists()) {
             if Instant::now() > deadline {
+                let log = fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 bail!(
-                    "the server did not start in 60 s; see {}/server.log",
-                    dir.display()
+                    "the server did not start in 60 s; the end of its log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
