@@ -101,7 +101,7 @@ fn full_then_incremental_sync_with_real_nft() {
     ] {
         assert!(chains.iter().any(|c| c == fixed), "{fixed} in {chains:?}");
     }
-    // Endpoints sharing a port need no chain of their own.
+    // Endpoints need no chain of their own.
     assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 0);
     assert_eq!(chains.iter().filter(|c| c.starts_with("svc-")).count(), 1);
     assert_eq!(elems.len(), 2, "{elems:?}");
@@ -124,8 +124,7 @@ fn full_then_incremental_sync_with_real_nft() {
     let n = sync(&mut p, &nft);
     assert!(n < 40, "{n} commands");
     let (chains, elems) = table(&nft, &c.table);
-    // Session affinity does: web2's one endpoint.
-    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 1);
+    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 0);
     assert_eq!(chains.iter().filter(|c| c.starts_with("svc-")).count(), 3);
     assert_eq!(
         elems

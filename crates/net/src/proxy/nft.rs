@@ -14,7 +14,7 @@
 //! mark-for-masquerade  meta mark |= 0x4000
 //! masquerading      mark unset → return; clear it; masquerade fully-random
 //! reject-chain      reject
-//! svc-*/lcl-*/ext-*/sep-* per Service port and endpoint (see model), aff-* sets
+//! svc-*/lcl-*/ext-* per Service port (see model), aff-* sets (session affinity)
 //! ```
 //!
 //! A [`Transaction`] is a list of nft JSON commands applied by one `nft -j -f -`: the
@@ -314,58 +314,39 @@ pub fn rule_expr(rule: &Rule) -> Vec<Value> {
             json!({"match": {"op": "==", "left": saddr(), "right": prefix(cluster_cidr)}}),
             json!({"goto": {"target": chain}}),
         ],
-        Rule::AffinityGoto { set, chain } => vec![
-            json!({"match": {"op": "==", "left": saddr(), "right": format!("@{set}")}}),
-            json!({"goto": {"target": chain}}),
-        ],
-        Rule::Balance { chains } => match chains.as_slice() {
-            [] => vec![json!({"drop": null})],
-            [one] => vec![json!({"goto": {"target": one}})],
-            many => {
-                let arms: Vec<Value> = many
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| json!([i, {"goto": {"target": c}}]))
-                    .collect();
-                vec![json!({"vmap": {
-                    "key": {"numgen": {"mode": "random", "mod": many.len(), "offset": 0}},
-                    "data": {"set": arms},
-                }})]
-            }
-        },
         Rule::Goto { chain } => vec![json!({"goto": {"target": chain}})],
-        Rule::Hairpin { ips } => {
-            let right = match ips.as_slice() {
-                [one] => json!(one.to_string()),
-                many => json!({"set": many.iter().map(|i| i.to_string()).collect::<Vec<_>>()}),
-            };
-            vec![
-                json!({"match": {"op": "==", "left": saddr(), "right": right}}),
-                jump_mark,
-            ]
-        }
-        Rule::AffinityUpdate { set } => vec![json!({"set": {
-            "op": "update", "elem": saddr(), "set": format!("@{set}"),
-        }})],
-        Rule::Dnat { proto, ips, port } => {
-            let addr = match ips.as_slice() {
-                [one] => json!(one.to_string()),
-                many => {
-                    let arms: Vec<Value> = many
-                        .iter()
-                        .enumerate()
-                        .map(|(i, ip)| json!([i, ip.to_string()]))
-                        .collect();
-                    json!({"map": {
-                        "key": {"numgen": {"mode": "random", "mod": many.len(), "offset": 0}},
-                        "data": {"set": arms},
-                    }})
-                }
-            };
-            vec![
-                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}),
-                json!({"dnat": {"addr": addr, "port": port}}),
-            ]
+        Rule::Hairpin { ip } => vec![
+            json!({"match": {"op": "==", "left": saddr(), "right": ip.to_string()}}),
+            jump_mark,
+        ],
+        Rule::AffinityDnat {
+            set,
+            proto,
+            ip,
+            port,
+        } => vec![
+            json!({"match": {"op": "==", "left": saddr(), "right": format!("@{set}")}}),
+            json!({"set": {"op": "update", "elem": saddr(), "set": format!("@{set}")}}),
+            json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}),
+            json!({"dnat": {"addr": ip.to_string(), "port": port}}),
+        ],
+        Rule::Dnat {
+            one_in,
+            remember,
+            proto,
+            ip,
+            port,
+        } => {
+            let mut e = Vec::new();
+            if *one_in > 1 {
+                e.push(json!({"match": {"op": "==", "left": {"numgen": {"mode": "random", "mod": one_in, "offset": 0}}, "right": 0}}));
+            }
+            if let Some(set) = remember {
+                e.push(json!({"set": {"op": "update", "elem": saddr(), "set": format!("@{set}")}}));
+            }
+            e.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}));
+            e.push(json!({"dnat": {"addr": ip.to_string(), "port": port}}));
+            e
         }
     }
 }
