@@ -21,8 +21,6 @@
 //! kernel applies all of it or none, so a failed sync leaves the previous rules in force.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -433,44 +431,53 @@ impl Nft {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let ns_file = match &self.netns {
-            Some(path) => Some(
-                std::fs::File::open(path).map_err(|source| ProxyError::Netns {
-                    path: path.clone(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
-        if let Some(f) = &ns_file {
-            let fd = f.as_raw_fd();
-            // SAFETY: the closure runs in the forked child before exec and only calls
-            // setns(2), which is async-signal-safe; `fd` stays open in the parent (and so
-            // in the child) until spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().map_err(|source| ProxyError::NftSpawn {
-            command: command.clone(),
-            source,
-        })?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A write error shows up as nft's failure below, with its message.
-            let _ = pipe.write_all(data);
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ProxyError::NftSpawn {
+        // Spawned from a thread that entered the namespace (a child starts in its
+        // creator's namespace), rather than with a pre-exec setns: a pre-exec hook makes
+        // std fork the whole (possibly large) process instead of vfork-spawning, which
+        // cost tens of milliseconds per sync.
+        let mut spawn_and_wait = || -> Result<std::process::Output, ProxyError> {
+            let mut child = cmd.spawn().map_err(|source| ProxyError::NftSpawn {
                 command: command.clone(),
                 source,
             })?;
-        drop(ns_file);
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A write error shows up as nft's failure below, with its message.
+                let _ = pipe.write_all(data);
+            }
+            let out = child
+                .wait_with_output()
+                .map_err(|source| ProxyError::NftSpawn {
+                    command: command.clone(),
+                    source,
+                })?;
+            Ok(out)
+        };
+        let out = match &self.netns {
+            None => spawn_and_wait()?,
+            Some(path) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let f = std::fs::File::open(path).map_err(|source| ProxyError::Netns {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                            |e| ProxyError::Netns {
+                                path: path.clone(),
+                                source: e.into(),
+                            },
+                        )?;
+                        spawn_and_wait()
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(ProxyError::NftSpawn {
+                            command: command.clone(),
+                            source: std::io::Error::other("the nft thread panicked"),
+                        })
+                    })
+            })?,
+        };
         if !out.status.success() {
             let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             stderr.truncate(4096);
