@@ -14,6 +14,7 @@ mod image_bench;
 mod image_cmd;
 mod login_cmd;
 mod pods_bench;
+mod proxy_bench;
 mod registry_bench;
 mod registry_client;
 mod registry_cmd;
