@@ -28,6 +28,9 @@ pub struct Proxier {
     services: HashMap<ServiceRef, Service>,
     /// Slices by Service, then by slice name.
     slices: HashMap<ServiceRef, BTreeMap<String, EndpointSlice>>,
+    /// Which Service each slice (namespace, name) was filed under, so a slice whose
+    /// service-name label changes leaves its old Service.
+    slice_owner: HashMap<(String, String), ServiceRef>,
     /// What the table holds, per Service (only Services with at least one object).
     applied: HashMap<ServiceRef, ServiceRules>,
     /// Services changed since the last plan, with when the first change was seen.
@@ -56,6 +59,7 @@ impl Proxier {
             cfg,
             services: HashMap::new(),
             slices: HashMap::new(),
+            slice_owner: HashMap::new(),
             applied: HashMap::new(),
             dirty: HashMap::new(),
             full: true,
@@ -90,6 +94,12 @@ impl Proxier {
         else {
             return;
         };
+        let id = (key.namespace.clone(), name.clone());
+        if let Some(old) = self.slice_owner.insert(id, key.clone()) {
+            if old != key {
+                self.remove_slice_from(&old, &name);
+            }
+        }
         let by_name = self.slices.entry(key.clone()).or_default();
         if by_name.get(&name) != Some(&slice) {
             by_name.insert(name, slice);
@@ -98,16 +108,25 @@ impl Proxier {
     }
 
     pub fn delete_slice(&mut self, slice: &EndpointSlice) {
-        let (Some(key), Some(name)) = (ServiceRef::of_slice(slice), slice.metadata.name.as_ref())
-        else {
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.as_ref(),
+            slice.metadata.name.as_ref(),
+        ) else {
             return;
         };
-        if let Some(by_name) = self.slices.get_mut(&key) {
+        // Filed under the Service it was last seen with (its label may have changed).
+        if let Some(key) = self.slice_owner.remove(&(ns.clone(), name.clone())) {
+            self.remove_slice_from(&key, name);
+        }
+    }
+
+    fn remove_slice_from(&mut self, key: &ServiceRef, name: &str) {
+        if let Some(by_name) = self.slices.get_mut(key) {
             if by_name.remove(name).is_some() {
                 if by_name.is_empty() {
-                    self.slices.remove(&key);
+                    self.slices.remove(key);
                 }
-                self.touch(key);
+                self.touch(key.clone());
             }
         }
     }

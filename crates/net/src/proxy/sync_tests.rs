@@ -172,3 +172,16 @@ fn stale_udp_endpoints_are_reported() {
         "10.42.0.5".parse::<std::net::Ipv4Addr>().unwrap()
     );
 }
+
+#[test]
+fn a_slice_relabelled_to_another_service_leaves_the_first() {
+    let mut p = populated(2, 1);
+    // svc-0's slice now says it belongs to svc-1.
+    let mut moved = slice("svc-1", "svc-0-1", tcp(8080), &[ready("10.42.9.9")]);
+    moved.metadata.name = Some("svc-0-1".into());
+    p.upsert_slice(moved);
+    let plan = p.plan();
+    p.commit(plan);
+    // svc-0 has no endpoints (reject), svc-1 has two.
+    assert_eq!(p.expected_elements(), (1, 1));
+}
