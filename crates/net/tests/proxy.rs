@@ -289,6 +289,24 @@ fn traffic_reaches_the_pod_through_the_cluster_ip_and_node_port() {
 
     let got = node.run(|| fetch("10.43.0.10:80".parse().unwrap()));
     assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");
+    // Hairpin: the pod reaches itself through its Service. The node forwards the DNATed
+    // packet back to the pod, masqueraded; unmasqueraded, the pod would answer itself
+    // directly and the connection would never complete. (ip_forward of the test's own
+    // namespace, not the host's.)
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node.name,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let got = pod.run(|| fetch("10.43.0.10:80".parse().unwrap()));
+    assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");
     let got = node.run(|| fetch("192.168.77.1:30080".parse().unwrap()));
     assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");
 

@@ -12,7 +12,8 @@
 //!   becomes one element `ip . proto . port` of the shared `service-ips` verdict map that
 //!   jumps to the Service port's chain;
 //! - a port's chain picks an endpoint with cascading `numgen random` rules and DNATs to
-//!   it; hairpin traffic (a pod reaching itself) is marked for masquerade;
+//!   it; every endpoint address is in the shared `hairpin` set, so a pod reaching itself
+//!   is masqueraded;
 //! - only ready endpoints are used, or, when none is ready, the serving-and-terminating
 //!   ones; internal/external traffic policy Local keeps only endpoints on this node;
 //! - a port without any usable endpoint goes into `no-endpoint-services`: `reject` when
@@ -144,12 +145,6 @@ pub enum Rule {
     },
     /// `goto <chain>`.
     Goto { chain: String },
-    /// `ip saddr <ip> jump mark-for-masquerade`, one per endpoint of the chain: hairpin
-    /// traffic (a pod reaching itself through its Service) must be masqueraded or the pod
-    /// would answer itself directly. Without a chain per endpoint the mark cannot depend
-    /// on which endpoint is picked, so a backend reaching its own Service is masqueraded
-    /// even when another backend is picked (that backend then sees the node's address).
-    Hairpin { ip: Ipv4Addr },
     /// `ip saddr @<set> update @<set> { ip saddr } meta l4proto <p> dnat to <ip>:<port>`:
     /// a client with affinity goes back to its endpoint (and its entry is refreshed).
     AffinityDnat {
@@ -180,6 +175,10 @@ pub struct ServiceRules {
     pub service_ips: BTreeMap<MapKey, String>,
     /// `no-endpoint-services` elements.
     pub no_endpoints: BTreeMap<MapKey, NoEndpoints>,
+    /// Every endpoint address a chain DNATs to: each gets a `hairpin` set element
+    /// (`ip . ip`), so a pod reaching itself through a Service is masqueraded (else it
+    /// would answer itself directly). Shared between Services, so the sync counts users.
+    pub endpoint_ips: BTreeSet<Ipv4Addr>,
     /// For UDP destinations, the endpoint addresses behind them: when one goes away its
     /// conntrack entries must go too, or clients keep sending into the void.
     pub udp_endpoints: BTreeMap<MapKey, BTreeSet<Ipv4Addr>>,
@@ -190,6 +189,7 @@ impl ServiceRules {
     pub fn object_count(&self) -> usize {
         self.chains.len()
             + self.chains.values().map(Vec::len).sum::<usize>()
+            + self.endpoint_ips.len()
             + self.affinity_sets.len()
             + self.service_ips.len()
             + self.no_endpoints.len()
@@ -390,7 +390,6 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
                     }));
                 }
             }
-            rules.extend(eps.iter().map(|e| Rule::Hairpin { ip: e.ip }));
             for ep in eps {
                 if let Some(set) = ep_set.get(ep) {
                     rules.push(Rule::AffinityDnat {
@@ -420,6 +419,12 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
         if use_lcl {
             let rules = balance(&local_eps, internal_local && !internal.is_empty());
             out.chains.insert(lcl_chain.clone(), rules);
+        }
+        if use_svc {
+            out.endpoint_ips.extend(cluster_eps.iter().map(|e| e.ip));
+        }
+        if use_lcl {
+            out.endpoint_ips.extend(local_eps.iter().map(|e| e.ip));
         }
         if use_ext {
             let mut rules = Vec::new();

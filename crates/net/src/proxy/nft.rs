@@ -12,7 +12,9 @@
 //! services          ip daddr . meta l4proto . th dport vmap @service-ips
 //! endpoints-check   ip daddr . meta l4proto . th dport vmap @no-endpoint-services
 //! mark-for-masquerade  meta mark |= 0x4000
-//! masquerading      mark unset → return; clear it; masquerade fully-random
+//! masquerading      ct status dnat, ip saddr . ip daddr @hairpin → masquerade;
+//!                   mark unset → return; clear it; masquerade fully-random
+//! hairpin           set of `ep . ep` for every endpoint address (pod to itself)
 //! reject-chain      reject
 //! svc-*/lcl-*/ext-* per Service port (see model), aff-* sets (session affinity)
 //! ```
@@ -21,6 +23,7 @@
 //! kernel applies all of it or none, so a failed sync leaves the previous rules in force.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -34,6 +37,7 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 
 pub const SERVICE_IPS_MAP: &str = "service-ips";
 pub const NO_ENDPOINTS_MAP: &str = "no-endpoint-services";
+pub const HAIRPIN_SET: &str = "hairpin";
 const MARK_CHAIN: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
 
@@ -146,6 +150,9 @@ impl TxBuilder {
             c["policy"] = json!("accept");
             self.declare.push(json!({"add": {"chain": c}}));
         }
+        let mut h = self.obj(HAIRPIN_SET);
+        h["type"] = json!(["ipv4_addr", "ipv4_addr"]);
+        self.declare.push(json!({"add": {"set": h}}));
         for map in [SERVICE_IPS_MAP, NO_ENDPOINTS_MAP] {
             let mut m = self.obj(map);
             m["type"] = json!(["ipv4_addr", "inet_proto", "inet_service"]);
@@ -162,6 +169,18 @@ impl TxBuilder {
             (
                 MARK_CHAIN,
                 vec![json!({"mangle": {"key": mark, "value": {"|": [mark, MASQUERADE_MARK]}}})],
+            ),
+            (
+                "masquerading",
+                vec![
+                    // Hairpin: DNATed back to its own source address.
+                    json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
+                    json!({"match": {"op": "==", "left": {"concat": [
+                        {"payload": {"protocol": "ip", "field": "saddr"}},
+                        {"payload": {"protocol": "ip", "field": "daddr"}},
+                    ]}, "right": format!("@{HAIRPIN_SET}")}}),
+                    json!({"masquerade": {"flags": ["fully-random"]}}),
+                ],
             ),
             (
                 "masquerading",
@@ -258,6 +277,18 @@ impl TxBuilder {
         self.elem_add.push(json!({"add": {"element": e}}));
     }
 
+    pub fn add_hairpin(&mut self, ip: Ipv4Addr) {
+        let mut e = self.obj(HAIRPIN_SET);
+        e["elem"] = json!([{"concat": [ip.to_string(), ip.to_string()]}]);
+        self.elem_add.push(json!({"add": {"element": e}}));
+    }
+
+    pub fn delete_hairpin(&mut self, ip: Ipv4Addr) {
+        let mut e = self.obj(HAIRPIN_SET);
+        e["elem"] = json!([{"concat": [ip.to_string(), ip.to_string()]}]);
+        self.elem_delete.push(json!({"delete": {"element": e}}));
+    }
+
     pub fn delete_element(&mut self, map: &str, key: &MapKey) {
         let e = self.element(map, key, None);
         self.elem_delete.push(json!({"delete": {"element": e}}));
@@ -313,10 +344,6 @@ pub fn rule_expr(rule: &Rule) -> Vec<Value> {
             json!({"goto": {"target": chain}}),
         ],
         Rule::Goto { chain } => vec![json!({"goto": {"target": chain}})],
-        Rule::Hairpin { ip } => vec![
-            json!({"match": {"op": "==", "left": saddr(), "right": ip.to_string()}}),
-            jump_mark,
-        ],
         Rule::AffinityDnat {
             set,
             proto,
