@@ -16,13 +16,13 @@
 //! - [`clean`] deletes the table (`skiff server --clean`).
 //!
 //! Cost model (measured with nft 1.0.6 on Linux 6.18, `skiff bench proxy`): a
-//! transaction's own size is small (22 commands for a one-endpoint change of a Service
-//! with 10 endpoints), but each `nft` run also pays for the table: the `nft` tool reads
+//! transaction's own size is small (14 commands, 4 KB, for a one-endpoint change of a
+//! Service with 10 endpoints), but each `nft` run also pays for the table: the `nft` tool reads
 //! every chain and set of the table before adding a rule (hence no per-endpoint chains
 //! and no anonymous sets here), and the kernel re-validates every rule reachable from
 //! the base chains on each commit that adds rules (about 30-40 ms of system time at
 //! 10,000 Services). A one-endpoint change therefore costs ~23 ms at 1,000 Services and
-//! ~90-115 ms at 10,000. Getting under 50 ms there needs changes that touch only map
+//! ~85-100 ms at 10,000 (p50-p99, debug build, loaded machine). Getting under 50 ms there needs changes that touch only map
 //! elements (endpoints as data in a shared map), not rules.
 //!
 //! Lifecycle: [`run`] returns when `stop` is cancelled; the table stays (so restarting the
@@ -61,7 +61,8 @@ pub struct ProxyConfig {
     /// traffic to unallocated ClusterIPs in it, which this proxy does not do.
     pub service_cidr: IpNet,
     /// The interface pods hang off (the bridge). Not matched yet: hairpin traffic is
-    /// recognised by its source being the endpoint itself, whatever the interface.
+    /// recognised by being DNATed back to its own source address, whatever the
+    /// interface.
     pub pod_bridge: String,
     /// ClusterIPs to leave alone (node-local DNS answers on the DNS Service's IP itself).
     pub skip_cluster_ips: Vec<IpAddr>,
