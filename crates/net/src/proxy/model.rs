@@ -153,8 +153,9 @@ pub enum Rule {
         ip: Ipv4Addr,
         port: u16,
     },
-    /// `[numgen random mod <one_in> 0] [update @<remember> { ip saddr }] meta l4proto
-    /// <p> dnat to <ip>:<port>`; `one_in` 1 is unconditional.
+    /// `numgen random mod <one_in> 0` (left out when `one_in` is 1), then
+    /// `update @<remember> { ip saddr }` (with affinity), then
+    /// `meta l4proto <p> dnat to <ip>:<port>`.
     Dnat {
         one_in: u32,
         remember: Option<String>,
