@@ -25,7 +25,9 @@
 //! one-endpoint change therefore costs ~23 ms at 1,000 Services and ~85-100 ms at
 //! 10,000 (p50-p99, debug build, loaded machine). Ways under 50 ms at 10,000: shard the
 //! Services over several tables (validation is per table; a packet's DNAT happens in
-//! the first nat chain that matches), or make endpoint changes touch map elements only.
+//! the first nat chain that matches; a hand-written 10,000-Service layout over 16
+//! tables took 30 ms per change with bare `nft` against 50 ms in one table), or make
+//! endpoint changes touch map elements only.
 //!
 //! Lifecycle: [`run`] returns when `stop` is cancelled; the table stays (so restarting the
 //! agent does not interrupt Services) until [`clean`].
