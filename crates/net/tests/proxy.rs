@@ -101,7 +101,7 @@ fn full_then_incremental_sync_with_real_nft() {
     ] {
         assert!(chains.iter().any(|c| c == fixed), "{fixed} in {chains:?}");
     }
-    // Endpoints sharing a port need no chain of their own.
+    // Endpoints need no chain of their own.
     assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 0);
     assert_eq!(chains.iter().filter(|c| c.starts_with("svc-")).count(), 1);
     assert_eq!(elems.len(), 2, "{elems:?}");
@@ -124,8 +124,7 @@ fn full_then_incremental_sync_with_real_nft() {
     let n = sync(&mut p, &nft);
     assert!(n < 40, "{n} commands");
     let (chains, elems) = table(&nft, &c.table);
-    // Session affinity does: web2's one endpoint.
-    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 1);
+    assert_eq!(chains.iter().filter(|c| c.starts_with("sep-")).count(), 0);
     assert_eq!(chains.iter().filter(|c| c.starts_with("svc-")).count(), 3);
     assert_eq!(
         elems
@@ -289,6 +288,24 @@ fn traffic_reaches_the_pod_through_the_cluster_ip_and_node_port() {
     assert_eq!(seen.len(), 1, "{seen:?}");
 
     let got = node.run(|| fetch("10.43.0.10:80".parse().unwrap()));
+    assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");
+    // Hairpin: the pod reaches itself through its Service. The node forwards the DNATed
+    // packet back to the pod, masqueraded; unmasqueraded, the pod would answer itself
+    // directly and the connection would never complete. (ip_forward of the test's own
+    // namespace, not the host's.)
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node.name,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let got = pod.run(|| fetch("10.43.0.10:80".parse().unwrap()));
     assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");
     let got = node.run(|| fetch("192.168.77.1:30080".parse().unwrap()));
     assert_eq!(got.unwrap(), "hello from 10.42.0.5:8080");

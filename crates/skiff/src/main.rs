@@ -16,6 +16,7 @@ mod image_cmd;
 mod login_cmd;
 mod net_bench;
 mod pods_bench;
+mod proxy_bench;
 mod registry_bench;
 mod registry_client;
 mod registry_cmd;

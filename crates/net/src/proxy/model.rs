@@ -11,17 +11,16 @@
 //! - every ClusterIP, node address (NodePort), load-balancer ingress IP and external IP
 //!   becomes one element `ip . proto . port` of the shared `service-ips` verdict map that
 //!   jumps to the Service port's chain;
-//! - a port's chain DNATs with `numgen random` over its endpoints' addresses (when they
-//!   share one port and there is no session affinity), or else balances over one chain
-//!   per endpoint that DNATs to it; hairpin traffic (a pod reaching itself) is marked
-//!   for masquerade;
+//! - a port's chain picks an endpoint with cascading `numgen random` rules and DNATs to
+//!   it; every endpoint address is in the shared `hairpin` set, so a pod reaching itself
+//!   is masqueraded;
 //! - only ready endpoints are used, or, when none is ready, the serving-and-terminating
 //!   ones; internal/external traffic policy Local keeps only endpoints on this node;
 //! - a port without any usable endpoint goes into `no-endpoint-services`: `reject` when
 //!   the Service has no endpoints at all, `drop` when it has some but none for this
 //!   traffic policy on this node;
 //! - sessionAffinity ClientIP keeps a dynamic set of client addresses per endpoint with
-//!   the Service's timeout;
+//!   the Service's timeout, consulted before the random pick;
 //! - external traffic (NodePort, load balancer) from outside the pod CIDR is marked for
 //!   masquerade unless externalTrafficPolicy is Local (which keeps the client address).
 //!
@@ -144,26 +143,24 @@ pub enum Rule {
         cluster_cidr: Ipv4Net,
         chain: String,
     },
-    /// `ip saddr @<set> goto <chain>`: a client with affinity goes back to its endpoint.
-    AffinityGoto { set: String, chain: String },
-    /// `goto <chain>` with one endpoint, else `numgen random mod N vmap { i : goto .. }`.
-    Balance { chains: Vec<String> },
     /// `goto <chain>`.
     Goto { chain: String },
-    /// `ip saddr <ip> jump mark-for-masquerade` (or `ip saddr { ips }` for a chain that
-    /// DNATs to several endpoints): hairpin traffic (a pod reaching itself through its
-    /// Service) must be masqueraded or the pod would answer itself directly. With
-    /// several addresses, a backend reaching its Service is masqueraded even when
-    /// `numgen` picks another backend (its source address is then the node's): the price
-    /// of not having one chain per endpoint.
-    Hairpin { ips: Vec<Ipv4Addr> },
-    /// `update @<set> { ip saddr }`: remember the client for session affinity.
-    AffinityUpdate { set: String },
-    /// `meta l4proto <proto> dnat to <ip>:<port>`, or with several addresses
-    /// `dnat to numgen random mod N map { 0 : ip0, .. }:<port>`.
-    Dnat {
+    /// `ip saddr @<set> update @<set> { ip saddr } meta l4proto <p> dnat to <ip>:<port>`:
+    /// a client with affinity goes back to its endpoint (and its entry is refreshed).
+    AffinityDnat {
+        set: String,
         proto: Protocol,
-        ips: Vec<Ipv4Addr>,
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    /// `numgen random mod <one_in> 0` (left out when `one_in` is 1), then
+    /// `update @<remember> { ip saddr }` (with affinity), then
+    /// `meta l4proto <p> dnat to <ip>:<port>`.
+    Dnat {
+        one_in: u32,
+        remember: Option<String>,
+        proto: Protocol,
+        ip: Ipv4Addr,
         port: u16,
     },
 }
@@ -179,6 +176,10 @@ pub struct ServiceRules {
     pub service_ips: BTreeMap<MapKey, String>,
     /// `no-endpoint-services` elements.
     pub no_endpoints: BTreeMap<MapKey, NoEndpoints>,
+    /// Every endpoint address a chain DNATs to: each gets a `hairpin` set element
+    /// (`ip . ip`), so a pod reaching itself through a Service is masqueraded (else it
+    /// would answer itself directly). Shared between Services, so the sync counts users.
+    pub endpoint_ips: BTreeSet<Ipv4Addr>,
     /// For UDP destinations, the endpoint addresses behind them: when one goes away its
     /// conntrack entries must go too, or clients keep sending into the void.
     pub udp_endpoints: BTreeMap<MapKey, BTreeSet<Ipv4Addr>>,
@@ -189,6 +190,7 @@ impl ServiceRules {
     pub fn object_count(&self) -> usize {
         self.chains.len()
             + self.chains.values().map(Vec::len).sum::<usize>()
+            + self.endpoint_ips.len()
             + self.affinity_sets.len()
             + self.service_ips.len()
             + self.no_endpoints.len()
@@ -358,46 +360,26 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
             !local_eps.is_empty() && (internal_local || (external_local && !external.is_empty()));
         let use_ext = !external.is_empty() && !external_eps.is_empty();
 
-        // A balancing chain DNATs directly (`numgen` picks the address, one port for
-        // all) unless its endpoints listen on different ports or session affinity needs
-        // a per-endpoint step; only then does it jump to one chain per endpoint. Fewer
-        // chains keep `nft` fast: its cost per transaction grows with the table's chain
-        // count (seconds at 110,000 chains with nft 1.0.6).
-        let direct = |eps: &[Endpoint]| -> Option<u16> {
-            let port = eps.first()?.port;
-            (affinity.is_none() && eps.iter().all(|e| e.port == port)).then_some(port)
-        };
-        let mut ep_chain = BTreeMap::new();
+        // No chain per endpoint and no anonymous set or map: nft 1.0.6 reads every set
+        // and chain of the table before each transaction that adds a rule, which made a
+        // one-endpoint change take 150 ms-3 s at 10,000 Services with those layouts. So a
+        // port's chain picks its endpoint with iptables-style cascading `numgen` rules
+        // (endpoint i of n with probability 1/(n-i) of what reaches it: uniform).
         let mut ep_set = BTreeMap::new();
-        let reached: BTreeSet<&Endpoint> = cluster_eps
-            .iter()
-            .filter(|_| use_svc && direct(&cluster_eps).is_none())
-            .chain(
-                local_eps
-                    .iter()
-                    .filter(|_| use_lcl && direct(&local_eps).is_none()),
-            )
-            .collect();
-        for ep in reached {
-            let ep_id = format!("{port_id}/{}:{}", ep.ip, ep.port);
-            let ep_label = format!("{label}__{}/{}", ep.ip, ep.port);
-            let chain = format!("sep-{}", name_suffix(&ep_id, &ep_label));
-            let mut rules = vec![Rule::Hairpin { ips: vec![ep.ip] }];
-            if let Some(timeout) = affinity {
-                // The timeout is part of the set's name: a changed timeout makes a new
-                // set (and rewrites the endpoint chain that updates it).
-                let set = format!("aff-{}", name_suffix(&format!("{ep_id}/{timeout}"), ""));
-                rules.push(Rule::AffinityUpdate { set: set.clone() });
+        if let Some(timeout) = affinity {
+            let reached: BTreeSet<&Endpoint> = cluster_eps
+                .iter()
+                .filter(|_| use_svc)
+                .chain(local_eps.iter().filter(|_| use_lcl))
+                .collect();
+            for ep in reached {
+                // The timeout is part of the set's name: a changed timeout makes a new set
+                // (and rewrites the chains that use it).
+                let id = format!("{port_id}/{}:{}/{timeout}", ep.ip, ep.port);
+                let set = format!("aff-{}", name_suffix(&id, ""));
                 out.affinity_sets.insert(set.clone(), timeout);
                 ep_set.insert(ep.clone(), set);
             }
-            rules.push(Rule::Dnat {
-                proto,
-                ips: vec![ep.ip],
-                port: ep.port,
-            });
-            out.chains.insert(chain.clone(), rules);
-            ep_chain.insert(ep.clone(), chain);
         }
         let balance = |eps: &[Endpoint], chain_is_internal: bool| -> Vec<Rule> {
             let mut rules = Vec::new();
@@ -409,25 +391,26 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
                     }));
                 }
             }
-            if let Some(port) = direct(eps) {
-                let ips: Vec<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
-                rules.push(Rule::Hairpin { ips: ips.clone() });
-                rules.push(Rule::Dnat { proto, ips, port });
-                return rules;
-            }
             for ep in eps {
-                if let (Some(set), Some(chain)) = (ep_set.get(ep), ep_chain.get(ep)) {
-                    rules.push(Rule::AffinityGoto {
+                if let Some(set) = ep_set.get(ep) {
+                    rules.push(Rule::AffinityDnat {
                         set: set.clone(),
-                        chain: chain.clone(),
+                        proto,
+                        ip: ep.ip,
+                        port: ep.port,
                     });
                 }
             }
-            let chains = eps
-                .iter()
-                .filter_map(|ep| ep_chain.get(ep).cloned())
-                .collect();
-            rules.push(Rule::Balance { chains });
+            let n = eps.len();
+            for (i, ep) in eps.iter().enumerate() {
+                rules.push(Rule::Dnat {
+                    one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
+                    remember: ep_set.get(ep).cloned(),
+                    proto,
+                    ip: ep.ip,
+                    port: ep.port,
+                });
+            }
             rules
         };
         if use_svc {
@@ -437,6 +420,12 @@ pub fn service_rules(svc: &Service, slices: &[&EndpointSlice], cfg: &ProxyConfig
         if use_lcl {
             let rules = balance(&local_eps, internal_local && !internal.is_empty());
             out.chains.insert(lcl_chain.clone(), rules);
+        }
+        if use_svc {
+            out.endpoint_ips.extend(cluster_eps.iter().map(|e| e.ip));
+        }
+        if use_lcl {
+            out.endpoint_ips.extend(local_eps.iter().map(|e| e.ip));
         }
         if use_ext {
             let mut rules = Vec::new();

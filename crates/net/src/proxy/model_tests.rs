@@ -72,12 +72,13 @@ fn dnats(r: &ServiceRules) -> Vec<(Ipv4Addr, u16)> {
         .chains
         .values()
         .flatten()
-        .flat_map(|rule| match rule {
-            Rule::Dnat { ips, port, .. } => ips.iter().map(|ip| (*ip, *port)).collect(),
-            _ => Vec::new(),
+        .filter_map(|rule| match rule {
+            Rule::Dnat { ip, port, .. } => Some((*ip, *port)),
+            _ => None,
         })
         .collect();
     v.sort();
+    v.dedup();
     v
 }
 
@@ -85,12 +86,8 @@ fn dnats(r: &ServiceRules) -> Vec<(Ipv4Addr, u16)> {
 fn fanout(r: &ServiceRules, chain: &str) -> usize {
     r.chains[chain]
         .iter()
-        .find_map(|rule| match rule {
-            Rule::Balance { chains } => Some(chains.len()),
-            Rule::Dnat { ips, .. } => Some(ips.len()),
-            _ => None,
-        })
-        .unwrap()
+        .filter(|rule| matches!(rule, Rule::Dnat { .. }))
+        .count()
 }
 
 #[test]
@@ -119,10 +116,13 @@ fn cluster_ip_balances_over_ready_endpoints() {
         r.chains[chain][0],
         Rule::MasqueradeOffCluster { cluster_ip, .. } if cluster_ip == Ipv4Addr::new(10, 43, 0, 10)
     ));
-    // One port for both: the chain DNATs itself (no endpoint chains), after marking
-    // hairpin traffic.
+    // The chain DNATs itself (no endpoint chains): the first endpoint is picked one time
+    // in two, the second takes the rest. Both addresses get hairpin elements.
     assert_eq!(r.chains.len(), 1);
-    assert!(matches!(&r.chains[chain][1], Rule::Hairpin { ips } if ips.len() == 2));
+    let rules = &r.chains[chain];
+    assert!(matches!(rules[1], Rule::Dnat { one_in: 2, .. }));
+    assert!(matches!(rules[2], Rule::Dnat { one_in: 1, .. }));
+    assert_eq!(r.endpoint_ips.len(), 2);
     assert!(r.no_endpoints.is_empty());
 }
 
@@ -218,9 +218,11 @@ fn multi_port_with_named_target_ports_across_slices() {
         .chains
         .values()
         .flatten()
-        .flat_map(|rule| match rule {
-            Rule::Dnat { proto, ips, port } => ips.iter().map(|ip| (*proto, *ip, *port)).collect(),
-            _ => Vec::new(),
+        .filter_map(|rule| match rule {
+            Rule::Dnat {
+                proto, ip, port, ..
+            } => Some((*proto, *ip, *port)),
+            _ => None,
         })
         .collect();
     targets.sort();
@@ -354,13 +356,17 @@ fn session_affinity_keeps_a_set_per_endpoint() {
     );
     let r = service_rules(&svc, &[&s], &cfg());
     assert_eq!(r.affinity_sets.len(), 2);
-    // Affinity needs a step per endpoint: endpoint chains that update their set.
-    assert_eq!(r.chains.keys().filter(|k| k.starts_with("sep-")).count(), 2);
+    // Picking an endpoint remembers the client in that endpoint's set.
+    assert!(r
+        .chains
+        .values()
+        .flatten()
+        .all(|x| !matches!(x, Rule::Dnat { remember: None, .. })));
     assert!(r.affinity_sets.values().all(|t| *t == 60));
     let chain = &r.service_ips[&key("10.43.0.10", Protocol::Tcp, 80)];
     let gotos = r.chains[chain]
         .iter()
-        .filter(|x| matches!(x, Rule::AffinityGoto { .. }))
+        .filter(|x| matches!(x, Rule::AffinityDnat { .. }))
         .count();
     assert_eq!(gotos, 2);
     // A changed timeout is a different set.

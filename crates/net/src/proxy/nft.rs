@@ -12,17 +12,18 @@
 //! services          ip daddr . meta l4proto . th dport vmap @service-ips
 //! endpoints-check   ip daddr . meta l4proto . th dport vmap @no-endpoint-services
 //! mark-for-masquerade  meta mark |= 0x4000
-//! masquerading      mark unset → return; clear it; masquerade fully-random
+//! masquerading      ct status dnat, ip saddr . ip daddr @hairpin → masquerade;
+//!                   mark unset → return; clear it; masquerade fully-random
+//! hairpin           set of `ep . ep` for every endpoint address (pod to itself)
 //! reject-chain      reject
-//! svc-*/lcl-*/ext-*/sep-* per Service port and endpoint (see model), aff-* sets
+//! svc-*/lcl-*/ext-* per Service port (see model), aff-* sets (session affinity)
 //! ```
 //!
 //! A [`Transaction`] is a list of nft JSON commands applied by one `nft -j -f -`: the
 //! kernel applies all of it or none, so a failed sync leaves the previous rules in force.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -36,6 +37,7 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 
 pub const SERVICE_IPS_MAP: &str = "service-ips";
 pub const NO_ENDPOINTS_MAP: &str = "no-endpoint-services";
+pub const HAIRPIN_SET: &str = "hairpin";
 const MARK_CHAIN: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
 
@@ -148,6 +150,9 @@ impl TxBuilder {
             c["policy"] = json!("accept");
             self.declare.push(json!({"add": {"chain": c}}));
         }
+        let mut h = self.obj(HAIRPIN_SET);
+        h["type"] = json!(["ipv4_addr", "ipv4_addr"]);
+        self.declare.push(json!({"add": {"set": h}}));
         for map in [SERVICE_IPS_MAP, NO_ENDPOINTS_MAP] {
             let mut m = self.obj(map);
             m["type"] = json!(["ipv4_addr", "inet_proto", "inet_service"]);
@@ -164,6 +169,18 @@ impl TxBuilder {
             (
                 MARK_CHAIN,
                 vec![json!({"mangle": {"key": mark, "value": {"|": [mark, MASQUERADE_MARK]}}})],
+            ),
+            (
+                "masquerading",
+                vec![
+                    // Hairpin: DNATed back to its own source address.
+                    json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
+                    json!({"match": {"op": "==", "left": {"concat": [
+                        {"payload": {"protocol": "ip", "field": "saddr"}},
+                        {"payload": {"protocol": "ip", "field": "daddr"}},
+                    ]}, "right": format!("@{HAIRPIN_SET}")}}),
+                    json!({"masquerade": {"flags": ["fully-random"]}}),
+                ],
             ),
             (
                 "masquerading",
@@ -260,6 +277,18 @@ impl TxBuilder {
         self.elem_add.push(json!({"add": {"element": e}}));
     }
 
+    pub fn add_hairpin(&mut self, ip: Ipv4Addr) {
+        let mut e = self.obj(HAIRPIN_SET);
+        e["elem"] = json!([{"concat": [ip.to_string(), ip.to_string()]}]);
+        self.elem_add.push(json!({"add": {"element": e}}));
+    }
+
+    pub fn delete_hairpin(&mut self, ip: Ipv4Addr) {
+        let mut e = self.obj(HAIRPIN_SET);
+        e["elem"] = json!([{"concat": [ip.to_string(), ip.to_string()]}]);
+        self.elem_delete.push(json!({"delete": {"element": e}}));
+    }
+
     pub fn delete_element(&mut self, map: &str, key: &MapKey) {
         let e = self.element(map, key, None);
         self.elem_delete.push(json!({"delete": {"element": e}}));
@@ -314,58 +343,35 @@ pub fn rule_expr(rule: &Rule) -> Vec<Value> {
             json!({"match": {"op": "==", "left": saddr(), "right": prefix(cluster_cidr)}}),
             json!({"goto": {"target": chain}}),
         ],
-        Rule::AffinityGoto { set, chain } => vec![
-            json!({"match": {"op": "==", "left": saddr(), "right": format!("@{set}")}}),
-            json!({"goto": {"target": chain}}),
-        ],
-        Rule::Balance { chains } => match chains.as_slice() {
-            [] => vec![json!({"drop": null})],
-            [one] => vec![json!({"goto": {"target": one}})],
-            many => {
-                let arms: Vec<Value> = many
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| json!([i, {"goto": {"target": c}}]))
-                    .collect();
-                vec![json!({"vmap": {
-                    "key": {"numgen": {"mode": "random", "mod": many.len(), "offset": 0}},
-                    "data": {"set": arms},
-                }})]
-            }
-        },
         Rule::Goto { chain } => vec![json!({"goto": {"target": chain}})],
-        Rule::Hairpin { ips } => {
-            let right = match ips.as_slice() {
-                [one] => json!(one.to_string()),
-                many => json!({"set": many.iter().map(|i| i.to_string()).collect::<Vec<_>>()}),
-            };
-            vec![
-                json!({"match": {"op": "==", "left": saddr(), "right": right}}),
-                jump_mark,
-            ]
-        }
-        Rule::AffinityUpdate { set } => vec![json!({"set": {
-            "op": "update", "elem": saddr(), "set": format!("@{set}"),
-        }})],
-        Rule::Dnat { proto, ips, port } => {
-            let addr = match ips.as_slice() {
-                [one] => json!(one.to_string()),
-                many => {
-                    let arms: Vec<Value> = many
-                        .iter()
-                        .enumerate()
-                        .map(|(i, ip)| json!([i, ip.to_string()]))
-                        .collect();
-                    json!({"map": {
-                        "key": {"numgen": {"mode": "random", "mod": many.len(), "offset": 0}},
-                        "data": {"set": arms},
-                    }})
-                }
-            };
-            vec![
-                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}),
-                json!({"dnat": {"addr": addr, "port": port}}),
-            ]
+        Rule::AffinityDnat {
+            set,
+            proto,
+            ip,
+            port,
+        } => vec![
+            json!({"match": {"op": "==", "left": saddr(), "right": format!("@{set}")}}),
+            json!({"set": {"op": "update", "elem": saddr(), "set": format!("@{set}")}}),
+            json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}),
+            json!({"dnat": {"addr": ip.to_string(), "port": port}}),
+        ],
+        Rule::Dnat {
+            one_in,
+            remember,
+            proto,
+            ip,
+            port,
+        } => {
+            let mut e = Vec::new();
+            if *one_in > 1 {
+                e.push(json!({"match": {"op": "==", "left": {"numgen": {"mode": "random", "mod": one_in, "offset": 0}}, "right": 0}}));
+            }
+            if let Some(set) = remember {
+                e.push(json!({"set": {"op": "update", "elem": saddr(), "set": format!("@{set}")}}));
+            }
+            e.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.nft()}}));
+            e.push(json!({"dnat": {"addr": ip.to_string(), "port": port}}));
+            e
         }
     }
 }
@@ -452,44 +458,53 @@ impl Nft {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let ns_file = match &self.netns {
-            Some(path) => Some(
-                std::fs::File::open(path).map_err(|source| ProxyError::Netns {
-                    path: path.clone(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
-        if let Some(f) = &ns_file {
-            let fd = f.as_raw_fd();
-            // SAFETY: the closure runs in the forked child before exec and only calls
-            // setns(2), which is async-signal-safe; `fd` stays open in the parent (and so
-            // in the child) until spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().map_err(|source| ProxyError::NftSpawn {
-            command: command.clone(),
-            source,
-        })?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A write error shows up as nft's failure below, with its message.
-            let _ = pipe.write_all(data);
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ProxyError::NftSpawn {
+        // Spawned from a thread that entered the namespace (a child starts in its
+        // creator's namespace), rather than with a pre-exec setns: a pre-exec hook makes
+        // std fork the whole (possibly large) process instead of vfork-spawning, which
+        // cost tens of milliseconds per sync.
+        let mut spawn_and_wait = || -> Result<std::process::Output, ProxyError> {
+            let mut child = cmd.spawn().map_err(|source| ProxyError::NftSpawn {
                 command: command.clone(),
                 source,
             })?;
-        drop(ns_file);
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A write error shows up as nft's failure below, with its message.
+                let _ = pipe.write_all(data);
+            }
+            let out = child
+                .wait_with_output()
+                .map_err(|source| ProxyError::NftSpawn {
+                    command: command.clone(),
+                    source,
+                })?;
+            Ok(out)
+        };
+        let out = match &self.netns {
+            None => spawn_and_wait()?,
+            Some(path) => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let f = std::fs::File::open(path).map_err(|source| ProxyError::Netns {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                            |e| ProxyError::Netns {
+                                path: path.clone(),
+                                source: e.into(),
+                            },
+                        )?;
+                        spawn_and_wait()
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(ProxyError::NftSpawn {
+                            command: command.clone(),
+                            source: std::io::Error::other("the nft thread panicked"),
+                        })
+                    })
+            })?,
+        };
         if !out.status.success() {
             let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             stderr.truncate(4096);

@@ -28,8 +28,14 @@ pub struct Proxier {
     services: HashMap<ServiceRef, Service>,
     /// Slices by Service, then by slice name.
     slices: HashMap<ServiceRef, BTreeMap<String, EndpointSlice>>,
+    /// Which Service each slice (namespace, name) was filed under, so a slice whose
+    /// service-name label changes leaves its old Service.
+    slice_owner: HashMap<(String, String), ServiceRef>,
     /// What the table holds, per Service (only Services with at least one object).
     applied: HashMap<ServiceRef, ServiceRules>,
+    /// How many applied Services DNAT to each endpoint address (its `hairpin` element
+    /// exists while the count is above 0).
+    hairpin_refs: HashMap<Ipv4Addr, usize>,
     /// Services changed since the last plan, with when the first change was seen.
     dirty: HashMap<ServiceRef, Instant>,
     /// The next plan rewrites the whole table.
@@ -48,6 +54,8 @@ pub struct Plan {
     pub stale_udp: Vec<(MapKey, Ipv4Addr)>,
     updates: Vec<(ServiceRef, ServiceRules)>,
     dirty: HashMap<ServiceRef, Instant>,
+    /// The hairpin counts once applied.
+    hairpin_refs: HashMap<Ipv4Addr, usize>,
 }
 
 impl Proxier {
@@ -56,6 +64,8 @@ impl Proxier {
             cfg,
             services: HashMap::new(),
             slices: HashMap::new(),
+            slice_owner: HashMap::new(),
+            hairpin_refs: HashMap::new(),
             applied: HashMap::new(),
             dirty: HashMap::new(),
             full: true,
@@ -90,6 +100,12 @@ impl Proxier {
         else {
             return;
         };
+        let id = (key.namespace.clone(), name.clone());
+        if let Some(old) = self.slice_owner.insert(id, key.clone()) {
+            if old != key {
+                self.remove_slice_from(&old, &name);
+            }
+        }
         let by_name = self.slices.entry(key.clone()).or_default();
         if by_name.get(&name) != Some(&slice) {
             by_name.insert(name, slice);
@@ -98,16 +114,25 @@ impl Proxier {
     }
 
     pub fn delete_slice(&mut self, slice: &EndpointSlice) {
-        let (Some(key), Some(name)) = (ServiceRef::of_slice(slice), slice.metadata.name.as_ref())
-        else {
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.as_ref(),
+            slice.metadata.name.as_ref(),
+        ) else {
             return;
         };
-        if let Some(by_name) = self.slices.get_mut(&key) {
+        // Filed under the Service it was last seen with (its label may have changed).
+        if let Some(key) = self.slice_owner.remove(&(ns.clone(), name.clone())) {
+            self.remove_slice_from(&key, name);
+        }
+    }
+
+    fn remove_slice_from(&mut self, key: &ServiceRef, name: &str) {
+        if let Some(by_name) = self.slices.get_mut(key) {
             if by_name.remove(name).is_some() {
                 if by_name.is_empty() {
-                    self.slices.remove(&key);
+                    self.slices.remove(key);
                 }
-                self.touch(key);
+                self.touch(key.clone());
             }
         }
     }
@@ -222,7 +247,45 @@ impl Proxier {
                 updates.push((key.clone(), new));
             }
         }
+        // Hairpin elements follow the count of Services using each endpoint address.
+        let mut refs = if full {
+            HashMap::new()
+        } else {
+            self.hairpin_refs.clone()
+        };
+        let mut touched = BTreeSet::new();
+        for (key, new) in &updates {
+            if !full {
+                if let Some(old) = self.applied.get(key) {
+                    for ip in &old.endpoint_ips {
+                        if let Some(n) = refs.get_mut(ip) {
+                            *n = n.saturating_sub(1);
+                        }
+                        touched.insert(*ip);
+                    }
+                }
+            }
+            for ip in &new.endpoint_ips {
+                *refs.entry(*ip).or_insert(0) += 1;
+                touched.insert(*ip);
+            }
+        }
+        for ip in touched {
+            let before = if full {
+                0
+            } else {
+                self.hairpin_refs.get(&ip).copied().unwrap_or(0)
+            };
+            let after = refs.get(&ip).copied().unwrap_or(0);
+            if before == 0 && after > 0 {
+                b.add_hairpin(ip);
+            } else if before > 0 && after == 0 {
+                b.delete_hairpin(ip);
+            }
+        }
+        refs.retain(|_, n| *n > 0);
         Plan {
+            hairpin_refs: refs,
             transaction: b.finish(),
             full,
             changes_since,
@@ -234,6 +297,7 @@ impl Proxier {
 
     /// The plan was applied: it is now what the table holds.
     pub fn commit(&mut self, plan: Plan) {
+        self.hairpin_refs = plan.hairpin_refs;
         if plan.full {
             self.full = false;
             self.applied.clear();
