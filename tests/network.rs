@@ -17,3 +17,6 @@ mod cluster;
 
 #[path = "network/services.rs"]
 mod services;
+
+#[path = "network/single.rs"]
+mod single;

@@ -123,7 +123,6 @@ spec:
   template:
     metadata: {{labels: {{app: {name}}}}}
     spec:
-      terminationGracePeriodSeconds: 1
       containers:
       - name: kubia
         image: kubia:1

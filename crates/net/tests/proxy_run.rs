@@ -199,3 +199,93 @@ async fn run_follows_the_api_and_repairs_its_table() {
         .unwrap();
     nft.delete_table(&cfg.table).unwrap();
 }
+
+/// A restarted proxy (an agent restart) whose table still holds what it would write
+/// keeps it: its first sync applies nothing; once the Services change while it is down,
+/// it rewrites the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proxy_keeps_an_unchanged_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let admin = srv.client("system:admin", &["system:masters", "system:authenticated"]);
+    let ns = NetNs::new();
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.43.7.8", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(admin.clone(), "default");
+    slices
+        .create(&PostParams::default(), &slice("10.42.0.6"))
+        .await
+        .unwrap();
+    let mut cfg = ProxyConfig::new("node-a", vec![]);
+    cfg.table = format!("skiff-proxy-{}", ns.name);
+    cfg.netns = Some(ns.path());
+    cfg.state_file = Some(dir.path().join("proxy.fingerprint"));
+    // One run until its first sync: the report of that sync.
+    let first_sync = |cfg: ProxyConfig| {
+        let admin = admin.clone();
+        async move {
+            let (tx, mut rx) = tokio::sync::watch::channel(proxy::SyncReport {
+                generation: 0,
+                full: false,
+                commands: 0,
+                bytes: 0,
+                applied_at: Instant::now(),
+            });
+            let stop = CancellationToken::new();
+            let run = tokio::spawn(proxy::run_with(
+                admin,
+                cfg,
+                stop.clone(),
+                Hooks {
+                    errors: None,
+                    synced: Some(tx),
+                },
+            ));
+            let report =
+                tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|r| r.generation >= 1))
+                    .await
+                    .expect("a sync within 20 s")
+                    .unwrap()
+                    .to_owned();
+            stop.cancel();
+            run.await.unwrap().unwrap();
+            report
+        }
+    };
+    let r = first_sync(cfg.clone()).await;
+    assert!(r.full && r.commands > 0, "{r:?}");
+    let r = first_sync(cfg.clone()).await;
+    assert!(
+        r.full && r.commands == 0,
+        "the unchanged table was rewritten: {r:?}"
+    );
+    let nft = Nft {
+        netns: cfg.netns.clone(),
+    };
+    let text = nft.list_table(&cfg.table).unwrap().unwrap().to_string();
+    assert!(text.contains("10.42.0.6"), "{text}");
+    // Changed while no proxy ran: rewritten.
+    slices
+        .patch(
+            "web-1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"endpoints": [{"addresses": ["10.42.0.9"], "conditions": {"ready": true}}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let r = first_sync(cfg.clone()).await;
+    assert!(r.full && r.commands > 0, "{r:?}");
+    let text = nft.list_table(&cfg.table).unwrap().unwrap().to_string();
+    assert!(
+        text.contains("10.42.0.9") && !text.contains("10.42.0.6"),
+        "{text}"
+    );
+    nft.delete_table(&cfg.table).unwrap();
+}

@@ -435,6 +435,7 @@ fn network(
             .map(|d| d.listen.iter().map(|a| a.ip()).collect())
             .unwrap_or_default();
         p.metrics_addr = proxy_metrics_addr(flags).ok().flatten();
+        p.state_file = Some(data_dir.join("net/proxy.fingerprint"));
         p
     });
     skiff_kubelet::agent::network::NetworkConfig {

@@ -81,6 +81,10 @@ pub struct ProxyConfig {
     /// the proxy programs; None for the process's own. Tests and multi-node clusters in
     /// namespaces use it.
     pub netns: Option<PathBuf>,
+    /// Where the proxy remembers a fingerprint of what its table holds, so a restarted
+    /// proxy whose first sync would write the same table leaves it alone (no rule rebuilt,
+    /// no established connection disturbed). None: the first sync always rewrites it.
+    pub state_file: Option<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -99,6 +103,7 @@ impl ProxyConfig {
             min_sync_period: Duration::from_millis(10),
             resync_period: Duration::from_secs(30),
             netns: None,
+            state_file: None,
         }
     }
 }

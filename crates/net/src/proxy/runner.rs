@@ -51,6 +51,9 @@ struct Shared {
     nft: Nft,
     generation: AtomicU64,
     synced: Option<watch::Sender<SyncReport>>,
+    /// The fingerprint the previous run left in `state_file`, taken by the first sync.
+    previous: Mutex<Option<u64>>,
+    state_file: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -118,6 +121,11 @@ pub async fn run_with(
         metrics,
         generation: AtomicU64::new(0),
         synced: hooks.synced,
+        previous: Mutex::new(cfg.state_file.as_ref().and_then(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            u64::from_str_radix(text.trim(), 16).ok()
+        })),
+        state_file: cfg.state_file.clone(),
     });
     tasks.spawn(watch_services(
         Api::all(client.clone()),
@@ -213,8 +221,24 @@ async fn sync_once(shared: &Arc<Shared>) -> Result<(), ProxyError> {
         h.pending_since = plan.changes_since.iter().min().copied();
     }
     let bytes;
-    let commands = plan.transaction.len();
-    let result = if plan.transaction.is_empty() {
+    let mut commands = plan.transaction.len();
+    let previous = shared
+        .previous
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let adopt = match previous {
+        Some(fp) if plan.full && fp == shared.proxier().plan_fingerprint(&plan) => {
+            table_holds(shared, plan.expected_elements()).await
+        }
+        _ => false,
+    };
+    if adopt {
+        // A restarted proxy: the table holds exactly what this sync would write.
+        tracing::info!("the service proxy's table is as the previous run left it; kept");
+        commands = 0;
+    }
+    let result = if plan.transaction.is_empty() || adopt {
         bytes = 0;
         Ok(())
     } else {
@@ -269,7 +293,22 @@ async fn sync_once(shared: &Arc<Shared>) -> Result<(), ProxyError> {
     }
     let stale = plan.stale_udp.clone();
     let full = plan.full;
-    shared.proxier().commit(plan);
+    let fingerprint = {
+        let mut p = shared.proxier();
+        p.commit(plan);
+        p.fingerprint()
+    };
+    if let Some(path) = &shared.state_file {
+        let tmp = path.with_extension("tmp");
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let write = std::fs::write(&tmp, format!("{fingerprint:016x}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = write {
+            tracing::warn!(path = %path.display(), error = %e, "recording the proxy's table fingerprint");
+        }
+    }
     if let Some(tx) = &shared.synced {
         let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tx.send_replace(SyncReport {
@@ -305,6 +344,27 @@ async fn sync_once(shared: &Arc<Shared>) -> Result<(), ProxyError> {
         "service proxy rules synced"
     );
     Ok(())
+}
+
+/// Whether the table exists and its maps hold `expected` elements.
+async fn table_holds(shared: &Arc<Shared>, expected: (usize, usize)) -> bool {
+    let table = shared.proxier().config().table.clone();
+    let nft = shared.nft.clone();
+    let found =
+        tokio::task::spawn_blocking(move || -> Result<Option<(usize, usize)>, ProxyError> {
+            if nft.list_chain(&table, "services")?.is_none() {
+                return Ok(None);
+            }
+            let count = |map: &str| -> Result<usize, ProxyError> {
+                Ok(nft
+                    .list_map(&table, map)?
+                    .map(|v| map_element_count(&v))
+                    .unwrap_or(0))
+            };
+            Ok(Some((count(SERVICE_IPS_MAP)?, count(NO_ENDPOINTS_MAP)?)))
+        })
+        .await;
+    matches!(found, Ok(Ok(Some(f))) if f == expected)
 }
 
 /// Compares the table with the applied state; asks for a full resync on a difference.

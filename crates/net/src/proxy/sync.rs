@@ -40,6 +40,28 @@ pub struct Proxier {
     dirty: HashMap<ServiceRef, Instant>,
     /// The next plan rewrites the whole table.
     full: bool,
+    /// [`fingerprint`] of each applied Service, and their wrapping sum: what the table
+    /// holds, in one number a restarted proxy compares with its first plan's.
+    fingerprints: HashMap<ServiceRef, u64>,
+    aggregate: u64,
+}
+
+/// A stable hash of one Service's rules under `cfg` (FNV-1a over their debug form, which
+/// is ordered: every collection in [`ServiceRules`] is a BTree).
+fn fingerprint(cfg: &ProxyConfig, key: &ServiceRef, rules: &ServiceRules) -> u64 {
+    let text = format!(
+        "{}|{}|{:?}|{:?}|{key:?}|{rules:?}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.table,
+        cfg.cluster_cidr,
+        cfg.node_ips
+    );
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// One sync's work: the transaction and what to remember once it is applied.
@@ -58,6 +80,16 @@ pub struct Plan {
     hairpin_refs: HashMap<Ipv4Addr, usize>,
 }
 
+impl Plan {
+    /// How many `service-ips` and `no-endpoint-services` elements the table holds once a
+    /// full plan is applied.
+    pub fn expected_elements(&self) -> (usize, usize) {
+        self.updates.iter().fold((0, 0), |(a, b), (_, r)| {
+            (a + r.service_ips.len(), b + r.no_endpoints.len())
+        })
+    }
+}
+
 impl Proxier {
     pub fn new(cfg: ProxyConfig) -> Self {
         Proxier {
@@ -69,6 +101,8 @@ impl Proxier {
             applied: HashMap::new(),
             dirty: HashMap::new(),
             full: true,
+            fingerprints: HashMap::new(),
+            aggregate: 0,
         }
     }
 
@@ -301,14 +335,38 @@ impl Proxier {
         if plan.full {
             self.full = false;
             self.applied.clear();
+            self.fingerprints.clear();
+            self.aggregate = 0;
         }
         for (key, rules) in plan.updates {
+            if let Some(old) = self.fingerprints.remove(&key) {
+                self.aggregate = self.aggregate.wrapping_sub(old);
+            }
             if rules == ServiceRules::default() {
                 self.applied.remove(&key);
             } else {
+                let f = fingerprint(&self.cfg, &key, &rules);
+                self.aggregate = self.aggregate.wrapping_add(f);
+                self.fingerprints.insert(key.clone(), f);
                 self.applied.insert(key, rules);
             }
         }
+    }
+
+    /// What the table holds (as [`Plan::fingerprint`] of a full plan would say).
+    pub fn fingerprint(&self) -> u64 {
+        self.aggregate
+    }
+
+    /// The fingerprint of what `plan` (a full one) writes: equal to [`Self::fingerprint`]
+    /// of a proxy that applied the same rules, in this run or an earlier one.
+    pub fn plan_fingerprint(&self, plan: &Plan) -> u64 {
+        plan.updates
+            .iter()
+            .filter(|(_, r)| *r != ServiceRules::default())
+            .fold(0u64, |acc, (k, r)| {
+                acc.wrapping_add(fingerprint(&self.cfg, k, r))
+            })
     }
 
     /// The plan failed to apply (the kernel kept the previous rules): its Services stay
