@@ -268,6 +268,23 @@ fn run_long(mut c: Command, timeout: Duration) -> Out {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The logs of a failed test outlive its cluster.
+            let keep = std::env::temp_dir().join(format!("skiff-net-failed-{}", self.id));
+            let _ = Command::new("cp")
+                .args(["-r", "--parents"])
+                .arg(self.dir.join("server.log"))
+                .arg(&keep)
+                .status();
+            let _ = std::fs::create_dir_all(&keep);
+            for i in 1..=self.nodes {
+                let _ = std::fs::copy(
+                    self.dir.join(format!("nodes/skiff-node-{i}/agent.log")),
+                    keep.join(format!("agent-{i}.log")),
+                );
+            }
+            eprintln!("logs kept in {}", keep.display());
+        }
         let mut c = Command::new(SKIFF);
         c.args(["dev", "cluster", "down", "--data-dir"])
             .arg(&self.dir);

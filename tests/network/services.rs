@@ -147,7 +147,7 @@ fn a_service_balances_heals_scales_and_resolves_on_three_nodes() {
     });
 
     // The Service keeps answering while all its pods are deleted and replaced.
-    let loop_script = "ok=0; bad=0; for i in $(seq 100); do if wget -qO- -T 2 http://kubia.default >/dev/null 2>&1; then ok=$((ok+1)); else bad=$((bad+1)); fi; sleep 0.1; done; echo $ok $bad";
+    let loop_script = format!("ok=0; bad=0; for i in $(seq 100); do e=$(wget -qO- -T 2 http://{} 2>&1 >/dev/null); if [ $? = 0 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo \"request $i: $e\" >&2; fi; sleep 0.1; done; echo $ok $bad", ip.trim());
     let kc = c.kubeconfig();
     let looper = std::thread::spawn(move || {
         let mut cmd = std::process::Command::new(crate::common::kubectl_path("1.33"));
@@ -159,7 +159,7 @@ fn a_service_balances_heals_scales_and_resolves_on_three_nodes() {
             "--",
             "sh",
             "-c",
-            loop_script,
+            &loop_script,
         ]);
         crate::common::run(cmd, None)
     });
@@ -175,8 +175,9 @@ fn a_service_balances_heals_scales_and_resolves_on_three_nodes() {
     assert_eq!(counts.len(), 2, "{out:?}");
     assert!(
         counts[1] <= 3,
-        "{} of 100 requests failed while pods were replaced",
-        counts[1]
+        "{} of 100 requests failed while pods were replaced: {}",
+        counts[1],
+        out.stderr
     );
 
     // Scaling to 5 spreads requests over 5.

@@ -162,17 +162,16 @@ impl Nl {
             .map_err(req(format!("setting interface #{index} down")))
     }
 
-    /// Adds `ip/prefix` to the interface (already there is fine).
+    /// Adds `ip/prefix` to the interface. Already there is fine and left untouched (a
+    /// replace would briefly disturb sockets bound to it, such as the node-local DNS's).
     pub async fn ensure_addr(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<(), NlError> {
-        self.handle
-            .address()
-            .add(index, ip, prefix)
-            .replace()
-            .execute()
-            .await
-            .map_err(req(format!(
+        match self.handle.address().add(index, ip, prefix).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(req(format!(
                 "adding address {ip}/{prefix} to interface #{index}"
-            )))
+            ))(e)),
+        }
     }
 
     /// A veth pair `host` — `peer` in this namespace, both with `mtu`.

@@ -45,6 +45,16 @@ pub fn apply(script: &str) -> Result<(), NftError> {
     }
 }
 
+/// Whether table `ip <name>` exists.
+pub fn table_exists(name: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Deletes table `ip <name>`; absent is fine.
 pub fn delete_table(name: &str) -> Result<(), NftError> {
     apply(&format!("table ip {name} {{}}\ndelete table ip {name}\n"))

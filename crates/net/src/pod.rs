@@ -174,7 +174,11 @@ impl PodNetwork {
                 .await?;
         }
         enable_forwarding(&cfg.state_dir)?;
-        self.apply_host_ports()?;
+        // Written when it is missing (first start, or removed behind the agent's back);
+        // hostPort changes rewrite it themselves.
+        if !nft::table_exists(&cfg.table) {
+            self.apply_host_ports()?;
+        }
         *lock(&self.ready) = Some(Arc::new(Ready { ipam, mtu, bridge }));
         Ok(())
     }

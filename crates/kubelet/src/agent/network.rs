@@ -175,9 +175,10 @@ pub async fn run(
     let mut listing: Option<BTreeMap<String, Arc<Node>>> = None;
     let mut retry = tokio::time::interval(Duration::from_secs(10));
     loop {
+        let mut tick = false;
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = retry.tick() => {}
+            _ = retry.tick() => tick = true,
             ev = stream.next() => {
                 let Some(ev) = ev else { return };
                 match ev {
@@ -208,13 +209,16 @@ pub async fn run(
             continue;
         }
         if let Some(cidr) = nodes.get(&node_name).and_then(|n| pod_cidr(n)) {
-            // Again on every pass: what was removed behind the agent's back comes back.
+            // Again every 10 s: what was removed behind the agent's back comes back.
             let first = net.pod_cidr() != Some(cidr.trunc());
-            match net.init(cidr).await {
-                Ok(()) if first => tracing::info!(pod_cidr = %cidr, "pod network ready"),
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %skiff_serve::error_chain(&e), "readying the pod network")
+            // A Node's status change alone needs only the routes to follow.
+            if first || tick {
+                match net.init(cidr).await {
+                    Ok(()) if first => tracing::info!(pod_cidr = %cidr, "pod network ready"),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %skiff_serve::error_chain(&e), "readying the pod network")
+                    }
                 }
             }
         }

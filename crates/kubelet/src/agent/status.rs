@@ -124,7 +124,9 @@ fn container_status(
                     // Without a verdict yet, only a container without probes is ready.
                     let unprobed = spec.readiness_probe.is_none() && spec.startup_probe.is_none();
                     let ready = facts.ready.get(&c.record.id).copied().unwrap_or(unprobed);
-                    s["ready"] = json!(ready && !facts.terminating);
+                    // A terminating pod stays ready while it passes its probes: its endpoints are
+                    // then "serving", which the proxies fall back to while no other pod is ready.
+                    s["ready"] = json!(ready);
                     if let Some(p) = previous {
                         s["lastState"] = json!({"terminated": terminated(p, facts)});
                     }

@@ -7,7 +7,7 @@
 //! nat-prerouting  (nat, prerouting, dstnat)  jump services
 //! nat-output      (nat, output, dstnat)      jump services
 //! nat-postrouting (nat, postrouting, srcnat) jump masquerading
-//! filter-input / filter-forward / filter-output (filter, dstnat-10)
+//! filter-prerouting / filter-input / filter-forward / filter-output (filter, dstnat-10)
 //!                                            ct state new jump endpoints-check
 //! services          ip daddr . meta l4proto . th dport vmap @service-ips
 //! endpoints-check   ip daddr . meta l4proto . th dport vmap @no-endpoint-services
@@ -123,6 +123,15 @@ impl TxBuilder {
             ("nat-prerouting", "nat", "prerouting", -100, "services"),
             ("nat-output", "nat", "output", -100, "services"),
             ("nat-postrouting", "nat", "postrouting", 100, "masquerading"),
+            // Before routing: the cluster's `unreachable` Service-range route would
+            // otherwise answer "no route to host" before the forward hook rejects.
+            (
+                "filter-prerouting",
+                "filter",
+                "prerouting",
+                -110,
+                "endpoints-check",
+            ),
             ("filter-input", "filter", "input", -110, "endpoints-check"),
             (
                 "filter-forward",
