@@ -105,6 +105,7 @@ impl Env {
             .arg("-r")
             .arg(ex.join("Dockerfile"))
             .arg(ex.join("www"))
+            .arg(ex.join("wget-fix"))
             .arg("/bin/busybox")
             .arg(&ctx)
             .status()
