@@ -160,7 +160,14 @@ impl PodNetwork {
         let nl = Nl::open(None)?;
         let mtu = match cfg.mtu {
             Some(m) => m,
-            None => nl.mtu_of_addr(cfg.node_ip).await?.unwrap_or(1500),
+            // A node on loopback (a one-machine server) has no link MTU worth copying:
+            // lo's 65536 is more than a bridge takes.
+            None if cfg.node_ip.is_loopback() => 1500,
+            None => nl
+                .mtu_of_addr(cfg.node_ip)
+                .await?
+                .unwrap_or(1500)
+                .min(65535),
         };
         let bridge = nl.ensure_bridge(&cfg.bridge, mtu).await?;
         nl.ensure_addr(bridge, IpAddr::V4(ipam.gateway()), pod_cidr.prefix_len())

@@ -462,6 +462,10 @@ pub fn clean_network(flags: &AgentFlags, data_dir: &Path, ranges: ClusterRanges)
     for p in rt.block_on(skiff_net::pod::clean(&cfg)) {
         eprintln!("skiff: removing the pod network: {p}");
     }
+    let proxy_table = format!("{}-proxy", flags.nft_table_prefix);
+    if let Err(e) = rt.block_on(skiff_net::proxy::clean(&proxy_table)) {
+        eprintln!("skiff: removing the service proxy's table {proxy_table}: {e}");
+    }
 }
 
 /// Joins the cluster (TLS bootstrap with the token: the node's client and serving
