@@ -346,25 +346,33 @@ async fn sync_once(shared: &Arc<Shared>) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// The element counts of the table's `service-ips` and `no-endpoint-services` maps, or
+/// None when the table (its `services` chain) is missing.
+async fn table_counts(
+    shared: &Arc<Shared>,
+    table: String,
+) -> Result<Option<(usize, usize)>, ProxyError> {
+    let nft = shared.nft.clone();
+    tokio::task::spawn_blocking(move || -> Result<Option<(usize, usize)>, ProxyError> {
+        if nft.list_chain(&table, "services")?.is_none() {
+            return Ok(None);
+        }
+        let count = |map: &str| -> Result<usize, ProxyError> {
+            Ok(nft
+                .list_map(&table, map)?
+                .map(|v| map_element_count(&v))
+                .unwrap_or(0))
+        };
+        Ok(Some((count(SERVICE_IPS_MAP)?, count(NO_ENDPOINTS_MAP)?)))
+    })
+    .await
+    .map_err(ProxyError::Task)?
+}
+
 /// Whether the table exists and its maps hold `expected` elements.
 async fn table_holds(shared: &Arc<Shared>, expected: (usize, usize)) -> bool {
     let table = shared.proxier().config().table.clone();
-    let nft = shared.nft.clone();
-    let found =
-        tokio::task::spawn_blocking(move || -> Result<Option<(usize, usize)>, ProxyError> {
-            if nft.list_chain(&table, "services")?.is_none() {
-                return Ok(None);
-            }
-            let count = |map: &str| -> Result<usize, ProxyError> {
-                Ok(nft
-                    .list_map(&table, map)?
-                    .map(|v| map_element_count(&v))
-                    .unwrap_or(0))
-            };
-            Ok(Some((count(SERVICE_IPS_MAP)?, count(NO_ENDPOINTS_MAP)?)))
-        })
-        .await;
-    matches!(found, Ok(Ok(Some(f))) if f == expected)
+    matches!(table_counts(shared, table).await, Ok(Some(f)) if f == expected)
 }
 
 /// Compares the table with the applied state; asks for a full resync on a difference.
@@ -377,29 +385,14 @@ async fn check_drift(shared: &Arc<Shared>) {
         }
         (p.config().table.clone(), p.expected_elements())
     };
-    let nft = shared.nft.clone();
-    let found =
-        tokio::task::spawn_blocking(move || -> Result<Option<(usize, usize)>, ProxyError> {
-            if nft.list_chain(&table, "services")?.is_none() {
-                return Ok(None);
-            }
-            let count = |map: &str| -> Result<usize, ProxyError> {
-                Ok(nft
-                    .list_map(&table, map)?
-                    .map(|v| map_element_count(&v))
-                    .unwrap_or(0))
-            };
-            Ok(Some((count(SERVICE_IPS_MAP)?, count(NO_ENDPOINTS_MAP)?)))
-        })
-        .await;
+    let found = table_counts(shared, table).await;
     let drifted = match found {
-        Ok(Ok(Some(found))) => found != expected,
-        Ok(Ok(None)) => true,
-        Ok(Err(e)) => {
+        Ok(Some(found)) => found != expected,
+        Ok(None) => true,
+        Err(e) => {
             tracing::warn!(error = %skiff_serve::Chain(&e), "checking the proxy's table failed");
             true
         }
-        Err(_) => true,
     };
     if drifted {
         tracing::warn!("the service proxy's nftables table changed behind its back; recreating it");
