@@ -17,3 +17,15 @@ pub mod netlink;
 pub mod nft;
 pub mod pod;
 pub mod proxy;
+
+/// 64-bit FNV-1a: stable across builds and Rust versions (std's hasher is not promised to
+/// be), which names and fingerprints that outlive the process need (chain and interface
+/// names, the proxy's table fingerprint, dev cluster ids).
+pub fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -101,14 +101,9 @@ pub struct PodNetwork {
     host_ports: Arc<Mutex<HostPorts>>,
 }
 
+/// Enough of a stable hash to keep interface names apart.
 fn short_hash(s: &str) -> String {
-    // FNV-1a: stable across builds, enough to keep interface names apart.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:08x}", h as u32)
+    format!("{:08x}", crate::fnv1a(s.as_bytes()) as u32)
 }
 
 /// The host side of pod `uid`'s veth pair (at most 15 characters, as the kernel wants).

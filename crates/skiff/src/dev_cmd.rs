@@ -123,11 +123,7 @@ impl State {
 }
 
 fn id_of(dir: &Path) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dir.to_string_lossy().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = skiff_net::fnv1a(dir.to_string_lossy().as_bytes());
     format!("{:06x}", h & 0xff_ffff)
 }
 

@@ -26,6 +26,7 @@
 //!
 //! Only IPv4 is modelled (the table is family `ip`); IPv6 addresses are ignored.
 
+use crate::fnv1a;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -598,17 +599,6 @@ fn name_suffix(id: &str, label: &str) -> String {
         }
     }
     name
-}
-
-/// 64-bit FNV-1a: stable across builds and Rust versions (std's hasher is not promised to
-/// be), which chain names must be since they outlive the process.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

@@ -56,12 +56,7 @@ fn fingerprint(cfg: &ProxyConfig, key: &ServiceRef, rules: &ServiceRules) -> u64
         cfg.cluster_cidr,
         cfg.node_ips
     );
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::fnv1a(text.as_bytes())
 }
 
 /// One sync's work: the transaction and what to remember once it is applied.
