@@ -57,6 +57,8 @@ pub const CRUD: &[&str] = &[
 const NS_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
+/// Read-only views (the resource metrics API).
+const GET_LIST: &[&str] = &["get", "list"];
 /// Review resources are create-only.
 const CREATE_ONLY: &[&str] = &["create"];
 const ALL: &[&str] = &["all"];
@@ -529,6 +531,34 @@ pub static KINDS: &[Kind] = &[
         NONE,
         NONE,
         "io.k8s.api.storage.v1.StorageClass",
+    ),
+    // metrics.k8s.io/v1beta1: the resource metrics API (what metrics-server adds), served
+    // from the API server's scraper, not stored.
+    k(
+        "metrics.k8s.io",
+        "v1beta1",
+        "NodeMetrics",
+        "nodes",
+        "",
+        false,
+        GET_LIST,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetrics",
+    ),
+    k(
+        "metrics.k8s.io",
+        "v1beta1",
+        "PodMetrics",
+        "pods",
+        "",
+        true,
+        GET_LIST,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics",
     ),
 ];
 

@@ -1,6 +1,7 @@
 //! Kubernetes API machinery with no I/O, shared by the API server and its tests.
 //!
 //! - [`cluster`]: the address plan (service, node-port and pod ranges) every component shares;
+//! - [`convert`]: conversion between the served versions of one stored kind (HPA v1/v2);
 //! - [`cron`]: CronJob schedules (parse, next time in a zone) with Kubernetes' messages;
 //! - [`kinds`]: the served resources (group/version/kind ↔ plural resource, scope, verbs,
 //!   short names, categories, subresources) — the single table discovery, routing and
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod convert;
 pub mod cron;
 pub mod fields;
 pub mod kinds;

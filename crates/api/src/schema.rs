@@ -79,6 +79,8 @@ fn build() -> Map<String, Value> {
     add::<meta::WatchEvent<api::core::v1::Pod>>(&mut g);
     add::<meta::Patch>(&mut g);
     let mut defs = g.take_definitions(false);
+    // The resource metrics API's types (metrics-server's; not in k8s-openapi).
+    metrics_definitions(&mut defs);
     // k8s-openapi has no schema for the generic List<T>; kube-apiserver publishes one
     // `…List` definition per kind, so write them in the same shape.
     for k in KINDS {
@@ -88,6 +90,47 @@ fn build() -> Map<String, Value> {
         }
     }
     defs
+}
+
+fn metrics_definitions(defs: &mut Map<String, Value>) {
+    const P: &str = "io.k8s.metrics.pkg.apis.metrics.v1beta1";
+    let meta =
+        |d: &str| json!({"$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.{d}")});
+    let usage = json!({
+        "description": "The memory and CPU usage.",
+        "type": "object",
+        "additionalProperties": {"$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.api.resource.Quantity")}
+    });
+    let common = |extra: (&str, Value)| {
+        let mut props = json!({
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": meta("ObjectMeta"),
+            "timestamp": meta("Time"),
+            "window": {"type": "string", "description": "The interval the usage was averaged over (a duration)."},
+        });
+        props[extra.0] = extra.1;
+        props
+    };
+    defs.insert(
+        format!("{P}.ContainerMetrics"),
+        json!({"description": "The resource usage of one container.", "type": "object",
+            "required": ["name", "usage"],
+            "properties": {"name": {"type": "string"}, "usage": usage.clone()}}),
+    );
+    defs.insert(
+        format!("{P}.NodeMetrics"),
+        json!({"description": "The resource usage of a node.", "type": "object",
+            "required": ["timestamp", "window", "usage"],
+            "properties": common(("usage", usage))}),
+    );
+    defs.insert(
+        format!("{P}.PodMetrics"),
+        json!({"description": "The resource usage of a pod's containers.", "type": "object",
+            "required": ["timestamp", "window", "containers"],
+            "properties": common(("containers", json!({"type": "array",
+                "items": {"$ref": format!("{REF_PREFIX}{P}.ContainerMetrics")}})))}),
+    );
 }
 
 fn list_definition(k: &crate::kinds::Kind) -> Value {

@@ -96,6 +96,7 @@ impl Harness {
                 health: crate::metrics::Health::new(store.clone(), Default::default()),
                 shutdown: Default::default(),
                 metrics: crate::metrics::Metrics::new(),
+                resource_metrics: Default::default(),
             }))
         });
         Harness {

@@ -25,10 +25,10 @@ use crate::{AppState, Peer, RemoteAddr};
 mod delete;
 mod events_view;
 mod eviction;
-mod list;
+pub(crate) mod list;
 mod objects;
 mod priority;
-mod proxy;
+pub(crate) mod proxy;
 mod storage;
 mod subresources;
 mod watch;
@@ -348,6 +348,9 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
             let t = target(&g, &v, rest)?;
             if events_view::is_view(t.kind) {
                 return events_view::serve(st, t, req).await;
+            }
+            if t.kind.group == "metrics.k8s.io" {
+                return crate::resource_metrics::serve(st, t, req).await;
             }
             resource(st, t, req).await
         }

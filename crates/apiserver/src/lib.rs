@@ -24,6 +24,7 @@ pub mod pki;
 mod proto;
 mod query;
 mod raw;
+mod resource_metrics;
 mod status;
 mod validate;
 mod watch_cache;
@@ -38,6 +39,7 @@ use skiff_store::Store;
 use tokio::net::TcpListener;
 
 pub use local_client::LocalTransport;
+pub use resource_metrics::store_bytes_per_pod as metrics_store_bytes_per_pod;
 pub use status::{ApiError, Cause};
 
 /// Largest request body accepted, as kube-apiserver (3 MiB).
@@ -139,6 +141,8 @@ pub(crate) struct AppState {
     pub shutdown: skiff_serve::CancellationToken,
     pub metrics: Arc<metrics::Metrics>,
     pub health: metrics::Health,
+    /// The resource metrics API's latest points (`metrics.k8s.io`).
+    pub resource_metrics: resource_metrics::ResourceMetrics,
 }
 
 /// A bound, not yet serving, API server.
@@ -147,6 +151,8 @@ pub struct Server {
     tls: tokio_rustls::TlsAcceptor,
     state: Arc<AppState>,
     pub pki: pki::Pki,
+    /// How often the kubelets' resource metrics are scraped; None: never.
+    metric_resolution: Option<Duration>,
 }
 
 impl Server {
@@ -243,8 +249,10 @@ impl Server {
                 health,
                 shutdown,
                 metrics,
+                resource_metrics: Default::default(),
             }),
             pki,
+            metric_resolution: None,
         })
     }
 
@@ -268,6 +276,13 @@ impl Server {
         self.state.metrics.add_source(Box::new(source));
     }
 
+    /// Scrapes every node's kubelet `/metrics/resource` each `every` for the resource
+    /// metrics API (metrics-server's `--metric-resolution`); off unless called, so a
+    /// server whose Node objects are made up never connects to their addresses.
+    pub fn scrape_resource_metrics(&mut self, every: Duration) {
+        self.metric_resolution = Some(every);
+    }
+
     /// Serves until `shutdown` completes, then drains: watches and streams end, requests
     /// in flight finish (see `skiff_serve::Serve`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -278,6 +293,9 @@ impl Server {
                 .clone()
                 .follow_cache(self.state.cache.clone(), self.state.shutdown.clone()),
         );
+        let scraper = self
+            .metric_resolution
+            .map(|every| tokio::spawn(resource_metrics::run_scraper(self.state.clone(), every)));
         skiff_serve::Serve::new(self.listener)
             .tls(Some(self.tls))
             .name("apiserver")
@@ -301,6 +319,9 @@ impl Server {
             .run(hyper_util::service::TowerToHyperService::new(app), shutdown)
             .await;
         follower.abort();
+        if let Some(s) = scraper {
+            s.abort();
+        }
     }
 }
 

@@ -377,7 +377,9 @@ fn node_status(config: &HollowConfig, node: &NodeState, now: Timestamp) -> Value
             {"type": "InternalIP", "address": node.host_ip.to_string()},
             {"type": "Hostname", "address": node.name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        // Port 0: a hollow node serves no kubelet API, so nothing connects to its
+        // made-up address (the metrics scraper skips it).
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "",
             "kernelVersion": "hollow", "osImage": "skiff hollow node",

@@ -56,6 +56,10 @@ pub enum BenchCmd {
     /// The data path of a two-node dev cluster: request rate through a ClusterIP vs
     /// straight to the pod (wrk), pod-to-pod throughput with and without skiff's rules.
     Net(crate::net_bench::NetBenchArgs),
+    /// The HPA on one real node: load start -> in the metrics -> scale-out decision ->
+    /// new pods Ready, load end -> scale-in, against the scrape, sync and window
+    /// periods; the metrics store's memory per pod.
+    Autoscale(crate::autoscale_bench::AutoscaleBenchArgs),
     /// The service proxy with real nftables in a scratch netns: full sync time and size at
     /// 1,000 and 10,000 Services, one-endpoint change latency p50/p99 (direct and through
     /// the API server's watch) and its transaction size.
@@ -81,6 +85,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Controllers(a) => crate::controllers_bench::main(a),
         BenchCmd::Pods(a) => crate::pods_bench::main(a),
         BenchCmd::Net(a) => crate::net_bench::main(a),
+        BenchCmd::Autoscale(a) => crate::autoscale_bench::main(a),
         BenchCmd::Proxy(a) => crate::proxy_bench::main(a),
     }
 }

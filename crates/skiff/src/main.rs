@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod agent_cmd;
 mod api_bench;
+mod autoscale_bench;
 mod bench;
 mod component;
 mod container;

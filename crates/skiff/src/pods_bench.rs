@@ -42,14 +42,14 @@ pub struct PodsBenchArgs {
 }
 
 /// The bench's scratch directory, removed at the end.
-struct Work(PathBuf);
+pub(crate) struct Work(pub PathBuf);
 impl Drop for Work {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-struct Kill(Child);
+pub(crate) struct Kill(pub Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -72,14 +72,14 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn skiff() -> Result<Command> {
+pub(crate) fn skiff() -> Result<Command> {
     Ok(Command::new(
         std::env::current_exe().context("find the skiff binary")?,
     ))
 }
 
 /// Builds examples/kubia and pushes it to a registry child; the guard and the image.
-fn kubia(work: &Path) -> Result<(Kill, String)> {
+pub(crate) fn kubia(work: &Path) -> Result<(Kill, String)> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let reg = skiff()?
@@ -196,7 +196,7 @@ fn running(p: &Pod) -> bool {
         })
 }
 
-fn ready(p: &Pod) -> bool {
+pub(crate) fn ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -218,51 +218,94 @@ async fn run(args: PodsBenchArgs) -> Result<()> {
             (Some(r), i)
         }
     };
-    let (server, addr) = crate::api_bench::start_server_named("pods", None, &[])?;
-    let agent_dir = work.0.join("agent");
-    let cgroup = format!("/skiff-bench-{}", std::process::id());
-    let token =
-        std::fs::read_to_string(server.dir.join("token")).context("read the server's token")?;
-    let agent = skiff()?
-        .args([
-            "agent",
-            "--server",
-            &format!("https://{addr}"),
-            "--token",
-            token.trim(),
-            "--ca-file",
-        ])
-        .arg(server.dir.join("pki/ca.crt"))
-        .arg("--data-dir")
-        .arg(&agent_dir)
-        .args([
-            "--kubelet-port",
-            "0",
-            "--node-name",
-            "bench-node",
-            "--cgroup-parent",
-            &cgroup,
-        ])
-        .args(BENCH_NET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start skiff agent")?;
-    let agent_pid = agent.id();
-    let agent = Kill(agent);
-    let kubeconfig = server.dir.join("kubeconfig.yaml");
-    let (config, _) = crate::component::kube_config(&kubeconfig).await?;
-    let client = kube::Client::try_from(config).context("a client for the bench server")?;
-    let r = phases(&args, &client, &image, agent_pid, &agent_dir).await;
-    drop(agent);
-    let _ = skiff()?
-        .args(["agent", "--clean", "--cgroup-parent", &cgroup, "--data-dir"])
-        .arg(&agent_dir)
-        .args(BENCH_NET)
-        .status();
-    drop(server);
-    r
+    let node = BenchNode::start("pods", &work.0, &[]).await?;
+    phases(&args, &node.client, &image, node.agent_pid, &node.agent_dir).await
+}
+
+/// One real node for a bench: a `skiff server --disable-agent` child (with
+/// `server_flags`) and a standalone `skiff agent` child joined to it by TLS bootstrap,
+/// its pods' cgroups under a parent of the bench's own and its pod network under names
+/// of its own ([`BENCH_NET`]); on drop the agent is stopped and cleaned, then the server.
+pub(crate) struct BenchNode {
+    pub client: kube::Client,
+    pub agent_pid: u32,
+    pub agent_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    cgroup: String,
+    agent: Option<Kill>,
+    server: Option<crate::api_bench::ServerChild>,
+}
+
+impl BenchNode {
+    pub(crate) async fn start(
+        bench: &str,
+        work: &Path,
+        server_flags: &[String],
+    ) -> Result<BenchNode> {
+        let (server, addr) = crate::api_bench::start_server_named(bench, None, server_flags)?;
+        let agent_dir = work.join("agent");
+        let cgroup = format!("/skiff-bench-{}", std::process::id());
+        let token =
+            std::fs::read_to_string(server.dir.join("token")).context("read the server's token")?;
+        let agent = skiff()?
+            .args([
+                "agent",
+                "--server",
+                &format!("https://{addr}"),
+                "--token",
+                token.trim(),
+                "--ca-file",
+            ])
+            .arg(server.dir.join("pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(&agent_dir)
+            .args([
+                "--kubelet-port",
+                "0",
+                "--node-name",
+                "bench-node",
+                "--cgroup-parent",
+                &cgroup,
+            ])
+            .args(BENCH_NET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start skiff agent")?;
+        let agent_pid = agent.id();
+        let kubeconfig = server.dir.join("kubeconfig.yaml");
+        Ok(BenchNode {
+            client: kube::Client::try_from(crate::component::kube_config(&kubeconfig).await?.0)
+                .context("a client for the bench server")?,
+            agent_pid,
+            agent_dir,
+            kubeconfig,
+            cgroup,
+            agent: Some(Kill(agent)),
+            server: Some(server),
+        })
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        if let Ok(mut c) = skiff() {
+            let _ = c
+                .args([
+                    "agent",
+                    "--clean",
+                    "--cgroup-parent",
+                    &self.cgroup,
+                    "--data-dir",
+                ])
+                .arg(&self.agent_dir)
+                .args(BENCH_NET)
+                .status();
+        }
+        drop(self.server.take());
+    }
 }
 
 async fn phases(

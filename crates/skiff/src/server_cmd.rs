@@ -48,6 +48,14 @@ pub struct ServerArgs {
     disable_controller_manager: bool,
     #[command(flatten)]
     controller_manager: crate::controller_manager_cmd::ControllerFlags,
+    /// How often every node's kubelet is scraped for the resource metrics API
+    /// (`metrics.k8s.io`: `kubectl top`, the HPA), as metrics-server's flag.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metric_resolution: std::time::Duration,
+    /// Do not serve resource metrics (as k3s' `--disable metrics-server`): the
+    /// `metrics.k8s.io` API answers with no items and `kubectl top` has nothing to show.
+    #[arg(long)]
+    disable_metrics_server: bool,
     /// Keep the cluster state in etcd instead of the embedded store:
     /// `http(s)://host:2379[,…]`.
     #[arg(long, value_delimiter = ',')]
@@ -238,7 +246,13 @@ async fn run(args: ServerArgs) -> Result<()> {
             })?,
         )
     };
-    let server = skiff_apiserver::Server::bind(
+    if args.metric_resolution < std::time::Duration::from_secs(1) {
+        anyhow::bail!(
+            "--metric-resolution {:?} is too short: give at least 1s (metrics-server's default is 15s)",
+            args.metric_resolution
+        );
+    }
+    let mut server = skiff_apiserver::Server::bind(
         skiff_apiserver::Config {
             data_dir: args.data_dir.clone(),
             listen: args.listen,
@@ -265,6 +279,9 @@ async fn run(args: ServerArgs) -> Result<()> {
     )
     .await
     .context("start the API server")?;
+    if !args.disable_metrics_server {
+        server.scrape_resource_metrics(args.metric_resolution);
+    }
     let addr = server.local_addr().context("read the listen address")?;
     eprintln!(
         "skiff server: API on https://{addr}; kubeconfig {}",

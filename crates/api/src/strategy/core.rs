@@ -1,5 +1,5 @@
 //! Core kinds without much of their own: namespaces, ConfigMaps and Secrets, volumes,
-//! autoscalers, and the kinds that carry no generation.
+//! and the kinds that carry no generation.
 
 use serde_json::{json, Value};
 
@@ -107,12 +107,5 @@ impl Strategy for PersistentVolume {
         );
         default_at(obj, &["spec", "volumeMode"], json!("Filesystem"));
         default_at(obj, &["status", "phase"], json!("Pending"));
-    }
-}
-
-pub(super) struct HorizontalPodAutoscaler;
-impl Strategy for HorizontalPodAutoscaler {
-    fn default(&self, obj: &mut Value) {
-        default_at(obj, &["spec", "minReplicas"], json!(1));
     }
 }

@@ -23,6 +23,7 @@ use crate::object::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name,
 };
 
+mod autoscaling;
 mod batch;
 mod certificates;
 mod core;
@@ -229,7 +230,7 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         "PriorityClass" => &scheduling::PriorityClass,
         "StorageClass" => &storage::StorageClass,
         "CertificateSigningRequest" => &certificates::CertificateSigningRequest,
-        "HorizontalPodAutoscaler" => &core::HorizontalPodAutoscaler,
+        "HorizontalPodAutoscaler" => &autoscaling::HorizontalPodAutoscaler,
         "Event" | "Endpoints" | "EndpointSlice" | "Lease" | "ServiceAccount"
         | "ControllerRevision" => &core::NoGeneration,
         "Deployment" => &workloads::DEPLOYMENT,

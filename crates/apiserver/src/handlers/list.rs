@@ -55,7 +55,7 @@ impl Item {
             // One storage for several versions (autoscaling v1/v2): answer in the one
             // asked for, as a get does.
             let mut v = raw::decode(&item.json, rv)?;
-            v["apiVersion"] = json!(kind.api_version());
+            skiff_api::convert::to_version(&mut v, &kind.api_version());
             item.splice = None;
             item.value = Some(v);
         }

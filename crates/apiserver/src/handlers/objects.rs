@@ -156,8 +156,18 @@ pub(super) async fn get_kv(
     let mut obj = crate::raw::decode(&kv.value, kv.mod_revision)
         .ok_or_else(|| ApiError::internal(format!("stored object {} is not valid JSON", kv.key)))?;
     // One storage for several versions (autoscaling v1/v2): answer in the one asked for.
-    obj["apiVersion"] = json!(kind.api_version());
+    skiff_api::convert::to_version(&mut obj, &kind.api_version());
     Ok((obj, kv.mod_revision))
+}
+
+/// The kind objects of `kind` are stored as, when that is another version (HPA v1 is
+/// stored as v2): writes through `kind` are converted to it and their results back.
+fn storage_kind(kind: &Kind) -> Option<&'static Kind> {
+    let version = skiff_api::convert::storage_version(&kind.api_version(), kind.kind);
+    if version == kind.api_version() {
+        return None;
+    }
+    kinds::by_kind(&version, kind.kind)
 }
 
 /// Checks the object's apiVersion/kind against the URL and fills them in when missing.
@@ -278,6 +288,27 @@ async fn check_namespace(st: &Objects, ns: &str, creating: bool) -> ApiResult<()
 }
 
 pub async fn create(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    mut obj: Value,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>)> {
+    let Some(skind) = storage_kind(kind) else {
+        return create_as(st, kind, ns, obj, q).await;
+    };
+    // Checked in the version sent, then created in the storage version.
+    check_type(kind, &mut obj)?;
+    check_shapes(st, kind, &obj)?;
+    let mut warnings = field_validation(st, kind, &obj, q)?;
+    skiff_api::convert::to_version(&mut obj, &skind.api_version());
+    let (mut created, more) = create_as(st, skind, ns, obj, q).await?;
+    warnings.extend(more);
+    skiff_api::convert::to_version(&mut created, &kind.api_version());
+    Ok((created, warnings))
+}
+
+async fn create_as(
     st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
@@ -440,6 +471,18 @@ pub(super) async fn write_update(
     part: Part,
     dry_run: bool,
 ) -> ApiResult<Value> {
+    if let Some(skind) = storage_kind(kind) {
+        let (mut old, mut incoming) = (old.clone(), incoming);
+        let version = skind.api_version();
+        skiff_api::convert::to_version(&mut old, &version);
+        skiff_api::convert::to_version(&mut incoming, &version);
+        let mut new = Box::pin(write_update(
+            st, skind, ns, name, &old, incoming, expected, part, dry_run,
+        ))
+        .await?;
+        skiff_api::convert::to_version(&mut new, &kind.api_version());
+        return Ok(new);
+    }
     let strategy = strategy::for_kind(kind.kind);
     let mut new = incoming;
     match part {

@@ -22,7 +22,7 @@ use crate::status::{ApiError, ApiResult};
 use crate::AppState;
 
 /// The kubelet's port when a Node does not say (`status.daemonEndpoints`).
-const DEFAULT_KUBELET_PORT: u16 = 10250;
+pub(crate) const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 /// Query parameters passed to the kubelet's containerLogs path as they are.
 const LOG_PARAMS: &[&str] = &[

@@ -95,7 +95,7 @@ impl Watch {
 
     fn line(&self, t: &str, obj: &Value) -> Bytes {
         let mut obj = obj.clone();
-        obj["apiVersion"] = json!(self.kind.api_version());
+        skiff_api::convert::to_version(&mut obj, &self.api_version);
         let object = match self.render {
             Render::Object => obj,
             Render::Metadata => partial(&obj),
