@@ -373,6 +373,12 @@ async fn failures_are_conditions_and_events_and_other_hpas_keep_working() {
     deployment(&c, "dark", 1, Some("100m")).await;
     pods(&c, "dark", 1, Some("100m")).await;
     hpa(&c, "dark", cpu_spec("dark", 1, 5, 50)).await;
+    // Two HPAs on the same pods.
+    deployment(&c, "twin", 1, Some("100m")).await;
+    pods(&c, "twin", 1, Some("100m")).await;
+    fake.set("app=twin", "100m");
+    hpa(&c, "twin-a", cpu_spec("twin", 1, 5, 50)).await;
+    hpa(&c, "twin-b", cpu_spec("twin", 1, 5, 50)).await;
     // And one that works.
     deployment(&c, "good", 1, Some("100m")).await;
     pods(&c, "good", 2, Some("100m")).await;
@@ -401,18 +407,20 @@ async fn failures_are_conditions_and_events_and_other_hpas_keep_working() {
     .await;
 
     let msg = wait_condition(&c, "missing", "AbleToScale", "False", "FailedGetScale").await;
-    assert!(
-        msg.starts_with("the HPA controller was unable to get the target's current scale: "),
-        "{msg}"
+    assert_eq!(
+        msg,
+        "the HPA controller was unable to get the target's current scale: deployments.apps \"nope\" not found"
     );
-    assert!(msg.contains("\"nope\" not found"), "{msg}");
     wait_event(&c, "missing", "Warning", "FailedGetScale", |m| {
-        m.contains("\"nope\" not found")
+        m == "deployments.apps \"nope\" not found"
     })
     .await;
 
     let msg = wait_condition(&c, "unscalable", "AbleToScale", "False", "FailedGetScale").await;
-    assert!(msg.contains("has no scale subresource"), "{msg}");
+    assert_eq!(
+        msg,
+        "the HPA controller was unable to get the target's current scale: configmaps \"x\" cannot be scaled: kind ConfigMap (v1) has no scale subresource"
+    );
 
     let msg = wait_condition(
         &c,
@@ -445,6 +453,14 @@ async fn failures_are_conditions_and_events_and_other_hpas_keep_working() {
         msg,
         "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get metrics for resource cpu: unable to fetch metrics from resource metrics API: the server is currently unable to handle the request (get pods.metrics.k8s.io)"
     );
+
+    for name in ["twin-a", "twin-b"] {
+        let msg = wait_condition(&c, name, "ScalingActive", "False", "AmbiguousSelector").await;
+        assert_eq!(
+            msg,
+            "pods by selector app=twin are controlled by multiple HPAs: [default/twin-a default/twin-b]"
+        );
+    }
 
     // Ratio 2 on two ready pods: 4, the legacy limit from 1 replica.
     wait_replicas(&c, "good", 4).await;
