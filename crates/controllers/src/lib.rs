@@ -43,6 +43,7 @@ mod endpoints;
 mod endpointslice;
 mod garbage_collector;
 mod history;
+mod hpa;
 mod job;
 mod namespace;
 mod node_ipam;
@@ -57,6 +58,10 @@ mod statefulset;
 mod ttl_after_finished;
 
 pub use events::{EventSink, EventType, Recorder};
+pub use hpa::{
+    ApiMetricsSource, ContainerMetrics, MetricsError, MetricsSource, PodMetricValue, PodMetrics,
+    SharedMetricsSource,
+};
 pub use informer::{Change, Informer, Informers};
 pub use queue::Queue;
 pub use runner::{Action, Reconciler};
@@ -90,6 +95,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("persistentvolume-binder", persistent_volume::start_binder),
     ("pvc-protection", persistent_volume::start_protection),
     ("disruption", disruption::start),
+    ("horizontalpodautoscaling", hpa::start),
     ("csrapproving", certificates::start_approving),
     ("csrsigning", certificates::start_signing),
     // k3s's ServiceLB: LoadBalancer Services answer on every Ready node's InternalIP.
@@ -124,6 +130,24 @@ pub struct Config {
     /// `--cluster-signing-duration`: the longest validity an issued certificate gets
     /// (and the default when a request names none); one year.
     pub cluster_signing_duration: Duration,
+    /// `--horizontal-pod-autoscaler-sync-period`: how often every HPA is looked at.
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// `--horizontal-pod-autoscaler-downscale-stabilization`: how far back the highest
+    /// recommendation holds a scale-down (and the default scaleDown window of
+    /// `spec.behavior`).
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// `--horizontal-pod-autoscaler-tolerance`: how far the usage ratio may stray from 1
+    /// before the replica count changes.
+    pub horizontal_pod_autoscaler_tolerance: f64,
+    /// `--horizontal-pod-autoscaler-cpu-initialization-period`: after a pod starts, its
+    /// cpu samples count only once it is ready and a whole sample window has passed.
+    pub horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// `--horizontal-pod-autoscaler-initial-readiness-delay`: after the initialization
+    /// period, a pod unready since within this long of its start is still starting.
+    pub horizontal_pod_autoscaler_initial_readiness_delay: Duration,
+    /// Where the HPA controller reads metrics; None for the resource metrics API through
+    /// the client (tests inject their own).
+    pub hpa_metrics: Option<SharedMetricsSource>,
 }
 
 /// The cluster signing CA, PEM.
@@ -159,6 +183,12 @@ impl Default for Config {
             root_ca_pem: None,
             cluster_signing: None,
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
+            horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
+            horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
+            horizontal_pod_autoscaler_tolerance: 0.1,
+            horizontal_pod_autoscaler_cpu_initialization_period: Duration::from_secs(300),
+            horizontal_pod_autoscaler_initial_readiness_delay: Duration::from_secs(30),
+            hpa_metrics: None,
         }
     }
 }
@@ -190,6 +220,15 @@ impl Config {
                 });
             }
         }
+        if self.horizontal_pod_autoscaler_sync_period.is_zero() {
+            return Err(ConfigError::NotPositive {
+                flag: "--horizontal-pod-autoscaler-sync-period",
+            });
+        }
+        let t = self.horizontal_pod_autoscaler_tolerance;
+        if !t.is_finite() || t < 0.0 {
+            return Err(ConfigError::Tolerance { value: t });
+        }
         Ok(())
     }
 }
@@ -201,6 +240,12 @@ pub enum ConfigError {
         name: String,
         known: Vec<&'static str>,
     },
+    #[error("{flag} must be positive (e.g. 15s)")]
+    NotPositive { flag: &'static str },
+    #[error(
+        "--horizontal-pod-autoscaler-tolerance {value} must be a number of at least 0 (e.g. 0.1)"
+    )]
+    Tolerance { value: f64 },
 }
 
 /// The time controllers read, injectable so tests can move it.

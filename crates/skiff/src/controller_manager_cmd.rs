@@ -48,6 +48,25 @@ pub struct ControllerFlags {
     /// The longest validity of a signed certificate (and the default).
     #[arg(long, default_value = "8760h", value_parser = crate::server_cmd::parse_duration)]
     pub cluster_signing_duration: Duration,
+    /// How often every HorizontalPodAutoscaler is reconciled.
+    #[arg(long, default_value = "15s", value_parser = crate::server_cmd::parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// How long the highest recent recommendation holds off a scale-down (and the
+    /// default scaleDown stabilization window of an HPA's `spec.behavior`).
+    #[arg(long, default_value = "5m", value_parser = crate::server_cmd::parse_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// The smallest change of the ratio of a metric to its target that rescales (0.1:
+    /// ten percent either way).
+    #[arg(long, default_value_t = 0.1)]
+    pub horizontal_pod_autoscaler_tolerance: f64,
+    /// After a pod starts, its cpu samples count only once it is Ready and a whole
+    /// sample window has passed since.
+    #[arg(long, default_value = "5m", value_parser = crate::server_cmd::parse_duration)]
+    pub horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// After the cpu initialization period, a pod unready since within this long of its
+    /// start is taken as still starting.
+    #[arg(long, default_value = "30s", value_parser = crate::server_cmd::parse_duration)]
+    pub horizontal_pod_autoscaler_initial_readiness_delay: Duration,
 }
 
 /// The cluster signing CA read from its certificate and key files.
@@ -81,6 +100,14 @@ impl ControllerFlags {
                 _ => None,
             },
             cluster_signing_duration: self.cluster_signing_duration,
+            horizontal_pod_autoscaler_sync_period: self.horizontal_pod_autoscaler_sync_period,
+            horizontal_pod_autoscaler_downscale_stabilization: self
+                .horizontal_pod_autoscaler_downscale_stabilization,
+            horizontal_pod_autoscaler_tolerance: self.horizontal_pod_autoscaler_tolerance,
+            horizontal_pod_autoscaler_cpu_initialization_period: self
+                .horizontal_pod_autoscaler_cpu_initialization_period,
+            horizontal_pod_autoscaler_initial_readiness_delay: self
+                .horizontal_pod_autoscaler_initial_readiness_delay,
             ..Default::default()
         };
         config.validate()?;
@@ -278,4 +305,87 @@ async fn run(args: ControllerManagerArgs) -> Result<()> {
     stop.cancel();
     let _ = serving.await;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        flags: ControllerFlags,
+    }
+
+    fn config(args: &[&str]) -> Result<skiff_controllers::Config> {
+        let cmd = Cmd::try_parse_from(std::iter::once("skiff").chain(args.iter().copied()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        cmd.flags.config()
+    }
+
+    #[test]
+    fn hpa_flags_map_to_the_controllers_settings() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.horizontal_pod_autoscaler_sync_period,
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            c.horizontal_pod_autoscaler_downscale_stabilization,
+            Duration::from_secs(300)
+        );
+        assert_eq!(c.horizontal_pod_autoscaler_tolerance, 0.1);
+        assert_eq!(
+            c.horizontal_pod_autoscaler_cpu_initialization_period,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            c.horizontal_pod_autoscaler_initial_readiness_delay,
+            Duration::from_secs(30)
+        );
+        let c = config(&[
+            "--horizontal-pod-autoscaler-sync-period=5s",
+            "--horizontal-pod-autoscaler-downscale-stabilization=1m30s",
+            "--horizontal-pod-autoscaler-tolerance=0.05",
+            "--horizontal-pod-autoscaler-cpu-initialization-period=0s",
+            "--horizontal-pod-autoscaler-initial-readiness-delay=10s",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.horizontal_pod_autoscaler_sync_period,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            c.horizontal_pod_autoscaler_downscale_stabilization,
+            Duration::from_secs(90)
+        );
+        assert_eq!(c.horizontal_pod_autoscaler_tolerance, 0.05);
+        assert!(c
+            .horizontal_pod_autoscaler_cpu_initialization_period
+            .is_zero());
+        assert_eq!(
+            c.horizontal_pod_autoscaler_initial_readiness_delay,
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn bad_hpa_flags_are_refused_clearly() {
+        let e = config(&["--horizontal-pod-autoscaler-sync-period=0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--horizontal-pod-autoscaler-sync-period must be positive"),
+            "{e}"
+        );
+        let e = config(&["--horizontal-pod-autoscaler-tolerance=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tolerance"), "{e}");
+        let e = config(&["--horizontal-pod-autoscaler-sync-period=soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a duration"), "{e}");
+    }
 }
