@@ -316,22 +316,27 @@ fn set_condition(pod: &mut Value, type_: &str, status: &str) {
 /// The autoscaling/v1 Scale view of a workload.
 fn to_scale(kind: &Kind, obj: &Value) -> Value {
     let md = obj.get("metadata").cloned().unwrap_or_default();
-    // An RC's selector is the label map itself; the apps kinds' is a LabelSelector.
-    let labels = if kind.kind == "ReplicationController" {
-        "/spec/selector"
+    // An RC's selector is the label map itself; the apps kinds' is a LabelSelector,
+    // written out in the query-string form (matchExpressions included), as kube does.
+    let selector = if kind.kind == "ReplicationController" {
+        obj.pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .map(|m| {
+                let mut pairs: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
+                pairs.sort();
+                pairs.join(",")
+            })
+            .unwrap_or_default()
     } else {
-        "/spec/selector/matchLabels"
+        obj.pointer("/spec/selector")
+            .and_then(|s| skiff_api::selector::LabelSelector::from_object(s).ok())
+            .filter(|s| !s.matches_nothing())
+            .map(|s| s.to_string())
+            .unwrap_or_default()
     };
-    let selector = obj
-        .pointer(labels)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -372,4 +377,23 @@ pub fn access_review(mut obj: Value) -> Response {
         json!({"allowed": true, "reason": "skiff allows every authenticated user (no RBAC yet)"});
     meta::default_at(&mut obj, &["metadata", "creationTimestamp"], Value::Null);
     json_response(StatusCode::CREATED, &obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scale_selector_carries_match_expressions() {
+        let dep = skiff_api::kinds::by_kind("apps/v1", "Deployment").unwrap();
+        let obj = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}},
+            "status": {"replicas": 2}});
+        let s = to_scale(dep, &obj);
+        assert_eq!(s["status"]["selector"], "app=web,tier in (a,b)");
+        let rc = skiff_api::kinds::by_kind("v1", "ReplicationController").unwrap();
+        let obj = json!({"metadata": {"name": "web"}, "spec": {"selector": {"b": "2", "a": "1"}}});
+        assert_eq!(to_scale(rc, &obj)["status"]["selector"], "a=1,b=2");
+    }
 }
