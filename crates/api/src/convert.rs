@@ -184,36 +184,33 @@ fn copy_fields(from: &Value, to: &mut Value, names: &[(&str, &str)]) {
     }
 }
 
-/// A v2 `MetricTarget` in v1's `target…` fields (`prefix` is `target`).
+/// The fields of a metric target as (v1 name, v2 name).
+const TARGET: &[(&str, &str)] = &[
+    ("targetAverageUtilization", "averageUtilization"),
+    ("targetAverageValue", "averageValue"),
+    ("targetValue", "value"),
+];
+/// The fields of a metric's current value as (v1 name, v2 name).
+const CURRENT: &[(&str, &str)] = &[
+    ("currentAverageUtilization", "averageUtilization"),
+    ("currentAverageValue", "averageValue"),
+    ("currentValue", "value"),
+];
+
+/// [`copy_fields`] the other way: from each pair's second name to its first.
+fn copy_back(from: &Value, to: &mut Value, names: &[(&str, &str)]) {
+    let flipped: Vec<(&str, &str)> = names.iter().map(|(a, b)| (*b, *a)).collect();
+    copy_fields(from, to, &flipped);
+}
+
+/// A v2 `MetricTarget` in v1's `target…` fields (utilization only for resources).
 fn target_v2_to_v1(t: &Value, out: &mut Value, utilization: bool) {
-    if utilization {
-        copy_fields(
-            t,
-            out,
-            &[("averageUtilization", "targetAverageUtilization")],
-        );
-    }
-    copy_fields(
-        t,
-        out,
-        &[
-            ("averageValue", "targetAverageValue"),
-            ("value", "targetValue"),
-        ],
-    );
+    copy_back(t, out, if utilization { TARGET } else { &TARGET[1..] });
 }
 
 fn target_v1_to_v2(m: &Value) -> Value {
     let mut t = json!({});
-    copy_fields(
-        m,
-        &mut t,
-        &[
-            ("targetAverageUtilization", "averageUtilization"),
-            ("targetAverageValue", "averageValue"),
-            ("targetValue", "value"),
-        ],
-    );
+    copy_fields(m, &mut t, TARGET);
     let ty = if t.get("averageUtilization").is_some() {
         "Utilization"
     } else if t.get("averageValue").is_some() {
@@ -226,28 +223,12 @@ fn target_v1_to_v2(m: &Value) -> Value {
 }
 
 fn current_v2_to_v1(c: &Value, out: &mut Value) {
-    copy_fields(
-        c,
-        out,
-        &[
-            ("averageUtilization", "currentAverageUtilization"),
-            ("averageValue", "currentAverageValue"),
-            ("value", "currentValue"),
-        ],
-    );
+    copy_back(c, out, CURRENT);
 }
 
 fn current_v1_to_v2(m: &Value) -> Value {
     let mut c = json!({});
-    copy_fields(
-        m,
-        &mut c,
-        &[
-            ("currentAverageUtilization", "averageUtilization"),
-            ("currentAverageValue", "averageValue"),
-            ("currentValue", "value"),
-        ],
-    );
+    copy_fields(m, &mut c, CURRENT);
     c
 }
 
@@ -263,21 +244,25 @@ fn source_field(ty: &str) -> &'static str {
     }
 }
 
-fn metric_spec_v2_to_v1(m: &Value) -> Value {
+/// A metric's type, the field its source is in, and the source.
+fn source_of(m: &Value) -> Option<(&str, &'static str, &Value)> {
     let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
     let field = source_field(ty);
-    let Some(src) = m.get(field) else {
+    Some((ty, field, m.get(field)?))
+}
+
+/// The fields of a (container) resource metric source, the same in both versions.
+const RESOURCE_NAME: &[(&str, &str)] = &[("name", "name"), ("container", "container")];
+
+fn metric_spec_v2_to_v1(m: &Value) -> Value {
+    let Some((ty, field, src)) = source_of(m) else {
         return m.clone();
     };
     let target = src.get("target").cloned().unwrap_or_default();
     let mut out = json!({});
     match ty {
         "Resource" | "ContainerResource" => {
-            copy_fields(
-                src,
-                &mut out,
-                &[("name", "name"), ("container", "container")],
-            );
+            copy_fields(src, &mut out, RESOURCE_NAME);
             target_v2_to_v1(&target, &mut out, true);
         }
         "Pods" | "External" => {
@@ -317,19 +302,13 @@ fn metric_spec_v2_to_v1(m: &Value) -> Value {
 }
 
 fn metric_spec_v1_to_v2(m: &Value) -> Value {
-    let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
-    let field = source_field(ty);
-    let Some(src) = m.get(field) else {
+    let Some((ty, field, src)) = source_of(m) else {
         return m.clone();
     };
     let mut out = json!({});
     match ty {
         "Resource" | "ContainerResource" => {
-            copy_fields(
-                src,
-                &mut out,
-                &[("name", "name"), ("container", "container")],
-            );
+            copy_fields(src, &mut out, RESOURCE_NAME);
             out["target"] = target_v1_to_v2(src);
         }
         "Pods" | "External" => {
@@ -375,20 +354,14 @@ fn metric_spec_v1_to_v2(m: &Value) -> Value {
 }
 
 fn metric_status_v2_to_v1(m: &Value) -> Value {
-    let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
-    let field = source_field(ty);
-    let Some(src) = m.get(field) else {
+    let Some((ty, field, src)) = source_of(m) else {
         return m.clone();
     };
     let current = src.get("current").cloned().unwrap_or_default();
     let mut out = json!({});
     match ty {
         "Resource" | "ContainerResource" => {
-            copy_fields(
-                src,
-                &mut out,
-                &[("name", "name"), ("container", "container")],
-            );
+            copy_fields(src, &mut out, RESOURCE_NAME);
         }
         "Object" => {
             copy_fields(src, &mut out, &[("describedObject", "target")]);
@@ -422,19 +395,13 @@ fn metric_status_v2_to_v1(m: &Value) -> Value {
 }
 
 fn metric_status_v1_to_v2(m: &Value) -> Value {
-    let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
-    let field = source_field(ty);
-    let Some(src) = m.get(field) else {
+    let Some((ty, field, src)) = source_of(m) else {
         return m.clone();
     };
     let mut out = json!({});
     match ty {
         "Resource" | "ContainerResource" => {
-            copy_fields(
-                src,
-                &mut out,
-                &[("name", "name"), ("container", "container")],
-            );
+            copy_fields(src, &mut out, RESOURCE_NAME);
         }
         _ => {
             if ty == "Object" {

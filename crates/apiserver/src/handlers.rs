@@ -26,7 +26,7 @@ mod delete;
 mod events_view;
 mod eviction;
 pub(crate) mod list;
-mod objects;
+pub(crate) mod objects;
 mod priority;
 pub(crate) mod proxy;
 mod storage;

@@ -18,7 +18,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, Kind};
-use skiff_store::ListOptions;
 
 use crate::handlers::list::Filter;
 use crate::handlers::{json_response, Target};
@@ -443,16 +442,7 @@ fn scrape_target(node: &Value) -> Option<(String, u16)> {
     if port == 0 || port > u64::from(u16::MAX) {
         return None;
     }
-    let addresses = node.pointer("/status/addresses")?.as_array()?;
-    let host = ["InternalIP", "ExternalIP", "Hostname"]
-        .iter()
-        .find_map(|t| {
-            addresses
-                .iter()
-                .find(|a| a.get("type").and_then(Value::as_str) == Some(t))
-                .and_then(|a| a.get("address").and_then(Value::as_str))
-                .filter(|a| !a.is_empty())
-        })?;
+    let host = crate::handlers::proxy::kubelet_host(node)?;
     Some((host.to_string(), port as u16))
 }
 
@@ -487,16 +477,7 @@ async fn list_prefix(st: &AppState, plural: &str, ns: Option<&str>) -> ApiResult
         Some(ns) => format!("{}{ns}/", meta::kind_prefix(kind)),
         None => meta::kind_prefix(kind),
     };
-    let res = st
-        .objects
-        .store
-        .list(&prefix, &ListOptions::default())
-        .await?;
-    Ok(res
-        .kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect())
+    crate::handlers::objects::list_values(&*st.objects.store, &prefix).await
 }
 
 fn core(plural: &str) -> ApiResult<&'static Kind> {

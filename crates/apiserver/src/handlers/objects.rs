@@ -160,6 +160,18 @@ pub(super) async fn get_kv(
     Ok((obj, kv.mod_revision))
 }
 
+/// Every object stored under `prefix`, decoded (what does not decode is left out).
+pub(crate) async fn list_values(store: &dyn Store, prefix: &str) -> ApiResult<Vec<Value>> {
+    let res = store
+        .list(prefix, &skiff_store::ListOptions::default())
+        .await?;
+    Ok(res
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
+}
+
 /// The kind objects of `kind` are stored as, when that is another version (HPA v1 is
 /// stored as v2): writes through `kind` are converted to it and their results back.
 fn storage_kind(kind: &Kind) -> Option<&'static Kind> {

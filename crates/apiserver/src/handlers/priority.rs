@@ -6,7 +6,7 @@
 use serde_json::Value;
 use skiff_api::kinds::{self, Kind};
 use skiff_api::strategy;
-use skiff_store::{ListOptions, Store, StoreError};
+use skiff_store::{Store, StoreError};
 
 use crate::meta;
 use crate::status::{ApiError, ApiResult};
@@ -20,14 +20,7 @@ fn kind() -> &'static Kind {
 /// Every PriorityClass (there are few; read whole on each pod create, as kube's plugin
 /// reads its informer).
 async fn classes(store: &dyn Store) -> ApiResult<Vec<Value>> {
-    let res = store
-        .list(&meta::kind_prefix(kind()), &ListOptions::default())
-        .await?;
-    Ok(res
-        .kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect())
+    super::objects::list_values(store, &meta::kind_prefix(kind())).await
 }
 
 /// Admission of a create or update of `obj` (of `kind`) that needs other objects: the

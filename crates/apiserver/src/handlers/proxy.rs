@@ -125,15 +125,11 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> 
     }
 }
 
-/// The kubelet's address from a Node: the InternalIP (else ExternalIP, else Hostname)
-/// and `status.daemonEndpoints.kubeletEndpoint.Port`.
-fn kubelet_endpoint(node: &Value, node_name: &str) -> ApiResult<(String, u16)> {
-    let addresses = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let host = ["InternalIP", "ExternalIP", "Hostname"]
+/// The address a Node's kubelet is reached at: its InternalIP, else ExternalIP, else
+/// Hostname.
+pub(crate) fn kubelet_host(node: &Value) -> Option<&str> {
+    let addresses = node.pointer("/status/addresses")?.as_array()?;
+    ["InternalIP", "ExternalIP", "Hostname"]
         .iter()
         .find_map(|t| {
             addresses
@@ -142,7 +138,12 @@ fn kubelet_endpoint(node: &Value, node_name: &str) -> ApiResult<(String, u16)> {
                 .and_then(|a| a.get("address").and_then(Value::as_str))
                 .filter(|a| !a.is_empty())
         })
-        .ok_or_else(|| {
+}
+
+/// The kubelet's address from a Node: the InternalIP (else ExternalIP, else Hostname)
+/// and `status.daemonEndpoints.kubeletEndpoint.Port`.
+fn kubelet_endpoint(node: &Value, node_name: &str) -> ApiResult<(String, u16)> {
+    let host = kubelet_host(node).ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",

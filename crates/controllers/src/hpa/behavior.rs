@@ -340,28 +340,7 @@ fn scale_up_limit(
     down_events: &[ScaleEvent],
     rules: &HPAScalingRules,
 ) -> i32 {
-    let select = rules.select_policy.as_deref().unwrap_or("Max");
-    if select == "Disabled" {
-        return current;
-    }
-    let min_change = select == "Min";
-    let mut result = if min_change { i32::MAX } else { i32::MIN };
-    for p in rules.policies.iter().flatten() {
-        let start = current - change_in_period(now, p.period_seconds, up_events)
-            + change_in_period(now, p.period_seconds, down_events);
-        let proposed = match p.type_.as_str() {
-            "Pods" => start.saturating_add(p.value),
-            // Rounded up so a small Percent still lets the count grow.
-            "Percent" => (f64::from(start) * (1.0 + f64::from(p.value) / 100.0)).ceil() as i32,
-            _ => continue,
-        };
-        result = if min_change {
-            result.min(proposed)
-        } else {
-            result.max(proposed)
-        };
-    }
-    result
+    scale_limit(now, current, up_events, down_events, rules, true)
 }
 
 fn scale_down_limit(
@@ -371,21 +350,42 @@ fn scale_down_limit(
     down_events: &[ScaleEvent],
     rules: &HPAScalingRules,
 ) -> i32 {
+    scale_limit(now, current, up_events, down_events, rules, false)
+}
+
+/// How far the policies of `rules` let the count go from `current` upwards (`up`) or
+/// downwards, counting the changes already made within each policy's period (kube's
+/// calculateScaleUpLimitWithScalingRules / calculateScaleDownLimitWithBehaviors).
+/// `selectPolicy: Max` takes the policy allowing the biggest change, `Min` the smallest.
+fn scale_limit(
+    now: Timestamp,
+    current: i32,
+    up_events: &[ScaleEvent],
+    down_events: &[ScaleEvent],
+    rules: &HPAScalingRules,
+    up: bool,
+) -> i32 {
     let select = rules.select_policy.as_deref().unwrap_or("Max");
     if select == "Disabled" {
         return current;
     }
-    let min_change = select == "Min";
-    let mut result = if min_change { i32::MIN } else { i32::MAX };
+    // The biggest change is the highest limit upwards and the lowest downwards.
+    let higher = (select != "Min") == up;
+    let mut result = if higher { i32::MIN } else { i32::MAX };
     for p in rules.policies.iter().flatten() {
         let start = current - change_in_period(now, p.period_seconds, up_events)
             + change_in_period(now, p.period_seconds, down_events);
-        let proposed = match p.type_.as_str() {
-            "Pods" => start.saturating_sub(p.value),
-            "Percent" => (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32,
+        let proposed = match (p.type_.as_str(), up) {
+            ("Pods", true) => start.saturating_add(p.value),
+            ("Pods", false) => start.saturating_sub(p.value),
+            // Rounded up so a small Percent still lets the count grow.
+            ("Percent", true) => {
+                (f64::from(start) * (1.0 + f64::from(p.value) / 100.0)).ceil() as i32
+            }
+            ("Percent", false) => (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32,
             _ => continue,
         };
-        result = if min_change {
+        result = if higher {
             result.max(proposed)
         } else {
             result.min(proposed)
