@@ -20,3 +20,6 @@ mod services;
 
 #[path = "network/single.rs"]
 mod single;
+
+#[path = "network/vxlan.rs"]
+mod vxlan;

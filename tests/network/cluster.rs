@@ -18,6 +18,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(nodes: usize) -> Cluster {
+        Self::start_with(nodes, &[])
+    }
+
+    /// [`Cluster::start`] with more `skiff dev cluster` flags.
+    pub fn start_with(nodes: usize, flags: &[&str]) -> Cluster {
         let work = tempfile::Builder::new()
             .prefix("skiff-net-")
             .tempdir()
@@ -32,7 +37,8 @@ impl Cluster {
             &nodes.to_string(),
             "--data-dir",
         ])
-        .arg(&dir);
+        .arg(&dir)
+        .args(flags);
         let o = run_long(c, Duration::from_secs(150));
         assert_eq!(o.code, 0, "skiff dev cluster: {o:#?}");
         let state: serde_json::Value =

@@ -12,10 +12,13 @@ use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::neighbour::NeighbourFlags;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
 
 /// The routing protocol number skiff marks its routes with, so it finds (and removes)
 /// only its own.
@@ -142,6 +145,96 @@ impl Nl {
             Err(e) => return Err(req(format!("creating bridge {name}"))(e)),
         }
         self.must_index(name, "creating the bridge").await
+    }
+
+    /// Creates the VXLAN device `name` (VNI `vni`, UDP `port`, sourced from `local`,
+    /// MAC `mac`, no learning: peers are written in by [`Nl::replace_fdb`]) unless it
+    /// exists; returns its index.
+    pub async fn ensure_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mtu: u32,
+        mac: [u8; 6],
+    ) -> Result<u32, NlError> {
+        if let Some(i) = self.index(name).await? {
+            return Ok(i);
+        }
+        let msg = LinkVxlan::new(name, vni)
+            .local(local)
+            .port(port)
+            .learning(false)
+            .mtu(mtu)
+            .address(mac.to_vec())
+            .build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
+            Err(e) => return Err(req(format!("creating VXLAN device {name}"))(e)),
+        }
+        self.must_index(name, "creating the VXLAN device").await
+    }
+
+    /// A permanent neighbour entry: `ip` is at `mac` on interface `index`.
+    pub async fn replace_neigh(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<(), NlError> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(req(format!("adding neighbour {ip} on interface #{index}")))
+    }
+
+    /// A VXLAN forwarding entry: frames for `mac` go to the VTEP at `dst`.
+    pub async fn replace_fdb(
+        &self,
+        index: u32,
+        mac: [u8; 6],
+        dst: Ipv4Addr,
+    ) -> Result<(), NlError> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .destination(IpAddr::V4(dst))
+            .flags(NeighbourFlags::Own)
+            .replace()
+            .execute()
+            .await
+            .map_err(req(format!("adding the forwarding entry for VTEP {dst}")))
+    }
+
+    /// Adds or replaces a skiff route to `dst/prefix` via `gw` on interface `index`,
+    /// on-link (a VXLAN peer's gateway is not on any local subnet).
+    pub async fn replace_route_onlink(
+        &self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        gw: Ipv4Addr,
+        index: u32,
+    ) -> Result<(), NlError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .protocol(RouteProtocol::Other(SKIFF_ROUTE_PROTO))
+            .gateway(gw)
+            .output_interface(index)
+            .onlink()
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(req(format!("adding route {dst}/{prefix} via {gw}")))
     }
 
     pub async fn set_up(&self, index: u32) -> Result<(), NlError> {
@@ -326,10 +419,12 @@ impl Nl {
             }
             let mut dst = None;
             let mut gw = None;
+            let mut oif = None;
             for a in &r.attributes {
                 match a {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
                     RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
                     _ => {}
                 }
             }
@@ -337,6 +432,7 @@ impl Nl {
                 dst: dst.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 prefix: r.header.destination_prefix_length,
                 gateway: gw,
+                oif,
                 message: r,
             });
         }
@@ -379,6 +475,8 @@ pub struct SkiffRoute {
     pub dst: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// The interface the route leaves by.
+    pub oif: Option<u32>,
     message: RouteMessage,
 }
 

@@ -7,7 +7,8 @@
 //! forwarding, and skiff's own nft table (egress masquerading and hostPorts). Then, per
 //! pod, [`PodNetwork::setup`] (idempotent: an agent that restarts calls it again for
 //! the pods it adopts) and [`PodNetwork::teardown`]; [`PodNetwork::sync_routes`] keeps
-//! one route per other node (its pod CIDR via its InternalIP: host-gw).
+//! one route per other node (its pod CIDR via its InternalIP: host-gw; or over a VXLAN
+//! overlay, [`Vxlan`]).
 //! [`clean`] removes everything.
 
 use std::collections::BTreeMap;
@@ -40,8 +41,37 @@ pub struct PodNetConfig {
     pub state_dir: PathBuf,
     /// The node's address (its interface's MTU is the pods').
     pub node_ip: IpAddr,
-    /// The pods' MTU; default the node interface's.
+    /// The pods' MTU; default the node interface's (less VXLAN's 50 bytes with VXLAN).
     pub mtu: Option<u32>,
+    /// Reach other nodes' pods through a VXLAN overlay instead of host-gw routes (for
+    /// nodes that share no L2 segment).
+    pub vxlan: Option<Vxlan>,
+}
+
+/// The VXLAN overlay (flannel's vxlan backend as the model): one device per node with a
+/// MAC derived from the node's address ([`vtep_mac`]), so no node has to publish its
+/// own; a peer's pod CIDR is routed on-link to the CIDR's network address, which a
+/// permanent neighbour entry puts at the peer's VTEP MAC, which a forwarding entry puts
+/// at the peer's InternalIP.
+#[derive(Debug, Clone)]
+pub struct Vxlan {
+    pub device: String,
+    pub vni: u32,
+    pub port: u16,
+}
+
+/// flannel's defaults: VNI 1 on UDP 8472.
+pub const DEFAULT_VXLAN_VNI: u32 = 1;
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+/// The file in the state dir naming the VXLAN device made.
+const VXLAN_RECORD: &str = "vxlan-device";
+/// The bytes VXLAN over IPv4 adds to each packet.
+const VXLAN_OVERHEAD: u32 = 50;
+
+/// The VTEP MAC of the node at `ip`: locally administered, unicast, the address's bytes.
+pub fn vtep_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x0e, 0x5f, a, b, c, d]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +95,8 @@ pub enum NetError {
     },
     #[error("starting a runtime for network setup")]
     Runtime(#[source] std::io::Error),
+    #[error("the VXLAN backend needs an IPv4 node address, not {0} (set --node-ip)")]
+    VxlanNeedsIpv4(IpAddr),
 }
 
 /// A pod's address on this node.
@@ -92,6 +124,8 @@ struct Ready {
     ipam: Ipam,
     mtu: u32,
     bridge: u32,
+    /// The VXLAN device's index, with the VXLAN backend.
+    vxlan: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -153,16 +187,23 @@ impl PodNetwork {
         }
         let ipam = Ipam::open(&cfg.state_dir.join("ipam"), pod_cidr)?;
         let nl = Nl::open(None)?;
+        let overhead = if cfg.vxlan.is_some() {
+            VXLAN_OVERHEAD
+        } else {
+            0
+        };
         let mtu = match cfg.mtu {
             Some(m) => m,
             // A node on loopback (a one-machine server) has no link MTU worth copying:
             // lo's 65536 is more than a bridge takes.
-            None if cfg.node_ip.is_loopback() => 1500,
-            None => nl
-                .mtu_of_addr(cfg.node_ip)
-                .await?
-                .unwrap_or(1500)
-                .min(65535),
+            None if cfg.node_ip.is_loopback() => 1500 - overhead,
+            None => {
+                nl.mtu_of_addr(cfg.node_ip)
+                    .await?
+                    .unwrap_or(1500)
+                    .min(65535)
+                    - overhead
+            }
         };
         let bridge = nl.ensure_bridge(&cfg.bridge, mtu).await?;
         nl.ensure_addr(bridge, IpAddr::V4(ipam.gateway()), pod_cidr.prefix_len())
@@ -175,13 +216,43 @@ impl PodNetwork {
             nl.replace_route(net.network(), net.prefix_len(), None)
                 .await?;
         }
+        let vxlan = match &cfg.vxlan {
+            None => None,
+            Some(v) => {
+                let IpAddr::V4(local) = cfg.node_ip else {
+                    return Err(NetError::VxlanNeedsIpv4(cfg.node_ip));
+                };
+                let dev = nl
+                    .ensure_vxlan(&v.device, v.vni, local, v.port, mtu, vtep_mac(local))
+                    .await?;
+                // The device answers for this node's pod CIDR as its peers' gateway.
+                nl.ensure_addr(dev, IpAddr::V4(pod_cidr.network()), 32)
+                    .await?;
+                nl.set_up(dev).await?;
+                // Recorded so `clean` removes it whatever flags it is given.
+                let rec = cfg.state_dir.join(VXLAN_RECORD);
+                std::fs::create_dir_all(&cfg.state_dir)
+                    .and_then(|()| std::fs::write(&rec, &v.device))
+                    .map_err(|source| NetError::Io {
+                        op: "recording the VXLAN device in",
+                        path: rec,
+                        source,
+                    })?;
+                Some(dev)
+            }
+        };
         enable_forwarding(&cfg.state_dir)?;
         // Written when it is missing (first start, or removed behind the agent's back);
         // hostPort changes rewrite it themselves.
         if !nft::table_exists(&cfg.table) {
             self.apply_host_ports()?;
         }
-        *lock(&self.ready) = Some(Arc::new(Ready { ipam, mtu, bridge }));
+        *lock(&self.ready) = Some(Arc::new(Ready {
+            ipam,
+            mtu,
+            bridge,
+            vxlan,
+        }));
         Ok(())
     }
 
@@ -333,28 +404,55 @@ impl PodNetwork {
     }
 
     /// Makes the routes to other nodes' pods exactly `peers` (pod CIDR, the node's
-    /// InternalIP), removing skiff routes to nodes that are gone.
+    /// InternalIP), removing skiff routes to nodes that are gone: via the node (host-gw)
+    /// or, with VXLAN, on-link over the overlay with the peer's neighbour and forwarding
+    /// entries.
     pub async fn sync_routes(&self, peers: &[(Ipv4Net, Ipv4Addr)]) -> Result<(), NetError> {
         let nl = Nl::open(None)?;
         let own = self.pod_cidr();
-        let want: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> = peers
+        let vxlan = lock(&self.ready).as_ref().and_then(|r| r.vxlan);
+        // (pod CIDR) → (gateway, the node's address).
+        let want: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, Ipv4Addr)> = peers
             .iter()
             .filter(|(cidr, _)| Some(cidr.trunc()) != own)
-            .map(|(cidr, gw)| ((cidr.network(), cidr.prefix_len()), *gw))
+            .map(|(cidr, node)| {
+                let gw = if vxlan.is_some() {
+                    cidr.trunc().network()
+                } else {
+                    *node
+                };
+                ((cidr.network(), cidr.prefix_len()), (gw, *node))
+            })
             .collect();
+        let fits = |r: &crate::netlink::SkiffRoute, gw: Ipv4Addr| {
+            r.gateway == Some(gw) && (vxlan.is_none() || r.oif == vxlan)
+        };
         let have = nl.skiff_routes().await?;
         for r in &have {
-            let Some(gw) = r.gateway else { continue };
-            if want.get(&(r.dst, r.prefix)) != Some(&gw) {
+            if r.gateway.is_none() {
+                continue;
+            }
+            if !want
+                .get(&(r.dst, r.prefix))
+                .is_some_and(|(gw, _)| fits(r, *gw))
+            {
                 nl.del_route(r).await?;
             }
         }
-        for ((dst, prefix), gw) in &want {
+        for ((dst, prefix), (gw, node)) in &want {
+            if let Some(dev) = vxlan {
+                let mac = vtep_mac(*node);
+                nl.replace_fdb(dev, mac, *node).await?;
+                nl.replace_neigh(dev, *gw, mac).await?;
+            }
             let present = have
                 .iter()
-                .any(|r| r.dst == *dst && r.prefix == *prefix && r.gateway == Some(*gw));
+                .any(|r| r.dst == *dst && r.prefix == *prefix && fits(r, *gw));
             if !present {
-                nl.replace_route(*dst, *prefix, Some(*gw)).await?;
+                match vxlan {
+                    Some(dev) => nl.replace_route_onlink(*dst, *prefix, *gw, dev).await?,
+                    None => nl.replace_route(*dst, *prefix, Some(*gw)).await?,
+                }
             }
         }
         Ok(())
@@ -396,8 +494,16 @@ pub async fn clean(cfg: &PodNetConfig) -> Vec<String> {
     let mut problems = Vec::new();
     match Nl::open(None) {
         Ok(nl) => {
-            if let Err(e) = nl.del_link(&cfg.bridge).await {
-                problems.push(e.to_string());
+            let recorded = std::fs::read_to_string(cfg.state_dir.join(VXLAN_RECORD)).ok();
+            let vxlan = cfg.vxlan.as_ref().map(|v| v.device.as_str());
+            let mut devices = vec![cfg.bridge.as_str()];
+            devices.extend(vxlan);
+            devices.extend(recorded.as_deref().map(str::trim));
+            devices.dedup();
+            for dev in devices {
+                if let Err(e) = nl.del_link(dev).await {
+                    problems.push(e.to_string());
+                }
             }
             match nl.skiff_routes().await {
                 Ok(routes) => {
@@ -422,6 +528,7 @@ pub async fn clean(cfg: &PodNetConfig) -> Vec<String> {
         }
     }
     let _ = std::fs::remove_dir_all(cfg.state_dir.join("ipam"));
+    let _ = std::fs::remove_file(cfg.state_dir.join(VXLAN_RECORD));
     problems
 }
 

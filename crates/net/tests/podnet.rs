@@ -83,6 +83,7 @@ fn config(state: &Path) -> PodNetConfig {
         state_dir: state.to_path_buf(),
         node_ip: "127.0.0.1".parse().expect("ip"),
         mtu: Some(1400),
+        vxlan: None,
     }
 }
 
@@ -249,4 +250,128 @@ fn pods_get_addresses_on_the_bridge_and_reach_each_other() {
         String::from_utf8_lossy(&out.stdout).to_string()
     });
     assert!(!left.contains("skiff-net"), "{left}");
+}
+
+/// Two nodes joined only by an underlay link between their own addresses (no route
+/// between their pod CIDRs but the overlay's): a pod on one reaches a pod on the other
+/// through the VXLAN devices, and `clean` removes the device.
+#[test]
+fn vxlan_carries_pods_across_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = [
+        Netns::new(dir.path(), "node-1"),
+        Netns::new(dir.path(), "node-2"),
+    ];
+    let pods = [
+        Netns::new(dir.path(), "pod-1"),
+        Netns::new(dir.path(), "pod-2"),
+    ];
+    let underlay = [
+        Ipv4Addr::new(192, 168, 77, 1),
+        Ipv4Addr::new(192, 168, 77, 2),
+    ];
+    // The underlay: a veth pair between the two node namespaces.
+    let peer_ns = nodes[1].path.clone();
+    nodes[0].run(move || {
+        rt().block_on(async {
+            let nl = skiff_net::netlink::Nl::open(None).expect("nl");
+            nl.add_veth("ul0", "ul1", 1500).await.expect("veth");
+            let f = File::open(&peer_ns).expect("ns");
+            nl.move_to_ns("ul1", &f).await.expect("move");
+            let i = nl.index("ul0").await.expect("idx").expect("ul0");
+            nl.ensure_addr(i, underlay[0].into(), 24)
+                .await
+                .expect("addr");
+            nl.set_up(i).await.expect("up");
+        })
+    });
+    nodes[1].run(move || {
+        rt().block_on(async {
+            let nl = skiff_net::netlink::Nl::open(None).expect("nl");
+            let i = nl.index("ul1").await.expect("idx").expect("ul1");
+            nl.ensure_addr(i, underlay[1].into(), 24)
+                .await
+                .expect("addr");
+            nl.set_up(i).await.expect("up");
+        })
+    });
+    let cidrs: [ipnet::Ipv4Net; 2] = [
+        "10.42.1.0/24".parse().unwrap(),
+        "10.42.2.0/24".parse().unwrap(),
+    ];
+    let mut nets = Vec::new();
+    let mut ips = Vec::new();
+    for i in 0..2 {
+        let mut cfg = config(&dir.path().join(format!("state-{i}")));
+        cfg.node_ip = underlay[i].into();
+        cfg.mtu = None;
+        cfg.vxlan = Some(skiff_net::pod::Vxlan {
+            device: "skiff.vxlan".into(),
+            vni: skiff_net::pod::DEFAULT_VXLAN_VNI,
+            port: skiff_net::pod::DEFAULT_VXLAN_PORT,
+        });
+        let net = PodNetwork::new(cfg);
+        let (n, pod, cidr) = (net.clone(), pods[i].path.clone(), cidrs[i]);
+        let peer = (cidrs[1 - i], underlay[1 - i]);
+        let ip = nodes[i].run(move || {
+            rt().block_on(async {
+                n.init(cidr).await.expect("init");
+                n.sync_routes(&[peer, (cidr, underlay[i])])
+                    .await
+                    .expect("routes");
+            });
+            n.setup_blocking(&format!("uid-{i}"), &pod, &[])
+                .expect("setup")
+        });
+        assert!(cidr.contains(&ip.ip));
+        nets.push(net);
+        ips.push(ip);
+    }
+    // The peer's pod CIDR leaves by the VXLAN device, on-link to its network address.
+    let routes = nodes[0].run(|| {
+        rt().block_on(async {
+            let nl = skiff_net::netlink::Nl::open(None).expect("nl");
+            let vx = nl
+                .index("skiff.vxlan")
+                .await
+                .expect("idx")
+                .expect("vxlan device");
+            let mtu = nl.mtu("skiff.vxlan").await.expect("mtu");
+            let routes = nl.skiff_routes().await.expect("routes");
+            (vx, mtu, routes)
+        })
+    });
+    let (vx, mtu, routes) = routes;
+    assert_eq!(mtu, Some(1450), "the underlay's 1500 less VXLAN's 50");
+    assert!(
+        routes.iter().any(|r| r.dst == Ipv4Addr::new(10, 42, 2, 0)
+            && r.gateway == Some(Ipv4Addr::new(10, 42, 2, 0))
+            && r.oif == Some(vx)),
+        "{routes:?}"
+    );
+    // Pod 1 on node 1 reaches pod 2 on node 2, and back.
+    let h = serve_once(&pods[1], 8080, "over the overlay");
+    let got = fetch(&pods[0], SocketAddr::from((ips[1].ip, 8080))).expect("1 -> 2");
+    assert_eq!(got, "over the overlay");
+    h.join().expect("server");
+    let h = serve_once(&pods[0], 8080, "and back");
+    let got = fetch(&pods[1], SocketAddr::from((ips[0].ip, 8080))).expect("2 -> 1");
+    assert_eq!(got, "and back");
+    h.join().expect("server");
+    // clean removes the VXLAN device (named in the state dir, whatever the flags).
+    let mut cfg = config(&dir.path().join("state-0"));
+    cfg.vxlan = None;
+    let problems = nodes[0].run(move || rt().block_on(skiff_net::pod::clean(&cfg)));
+    assert!(problems.is_empty(), "{problems:?}");
+    let gone = nodes[0].run(|| {
+        rt().block_on(async {
+            skiff_net::netlink::Nl::open(None)
+                .expect("nl")
+                .index("skiff.vxlan")
+                .await
+                .expect("idx")
+                .is_none()
+        })
+    });
+    assert!(gone);
 }

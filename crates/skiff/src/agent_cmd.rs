@@ -110,9 +110,19 @@ pub struct AgentFlags {
     /// --cluster-dns).
     #[arg(long)]
     pub disable_cluster_dns: bool,
-    /// The pods' MTU. Default: the MTU of the interface with the node's address.
+    /// The pods' MTU. Default: the MTU of the interface with the node's address (less
+    /// 50 bytes with VXLAN).
     #[arg(long)]
     pub pod_mtu: Option<u32>,
+    /// How pods reach other nodes' pods (k3s' flag): `host-gw` routes each node's pod
+    /// CIDR via its InternalIP (nodes on one L2 segment); `vxlan` carries the traffic in
+    /// a VXLAN overlay (UDP 8472, VNI 1) for nodes that share no L2 segment. Every node
+    /// of a cluster must use the same.
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan"])]
+    pub flannel_backend: String,
+    /// The VXLAN device with `--flannel-backend vxlan`.
+    #[arg(long, default_value = "skiff.vxlan")]
+    pub vxlan_device: String,
 }
 
 /// The cluster's address ranges as an agent needs them.
@@ -400,6 +410,11 @@ pub fn pod_network(
         state_dir: data_dir.join("net"),
         node_ip,
         mtu: flags.pod_mtu,
+        vxlan: (flags.flannel_backend == "vxlan").then(|| skiff_net::pod::Vxlan {
+            device: flags.vxlan_device.clone(),
+            vni: skiff_net::pod::DEFAULT_VXLAN_VNI,
+            port: skiff_net::pod::DEFAULT_VXLAN_PORT,
+        }),
     }
 }
 

@@ -45,6 +45,10 @@ struct ClusterArgs {
     /// Return once the nodes are Ready and leave the cluster running.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// How pods reach other nodes' pods: `host-gw` routes or a `vxlan` overlay (the
+    /// agents' `--flannel-backend`).
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan"])]
+    flannel_backend: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -85,6 +89,13 @@ struct State {
     server_pid: Option<u32>,
     server_addr: Option<SocketAddr>,
     nodes: Vec<NodeState>,
+    /// The agents' `--flannel-backend`.
+    #[serde(default = "host_gw")]
+    flannel_backend: String,
+}
+
+fn host_gw() -> String {
+    "host-gw".into()
 }
 
 impl State {
@@ -145,7 +156,7 @@ pub fn main(cli: DevCli) -> Result<()> {
         std::env::current_dir()?.join(&args.data_dir)
     };
     match args.action {
-        None => up(&dir, args.nodes, args.detach),
+        None => up(&dir, args.nodes, args.detach, &args.flannel_backend),
         Some(Action::Load {
             images,
             images_from,
@@ -183,7 +194,7 @@ fn free_port(ip: Ipv4Addr) -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn up(dir: &Path, nodes: u32, detach: bool) -> Result<()> {
+fn up(dir: &Path, nodes: u32, detach: bool, flannel_backend: &str) -> Result<()> {
     if !(1..=50).contains(&nodes) {
         bail!("--nodes {nodes}: give 1 to 50 nodes");
     }
@@ -204,6 +215,7 @@ fn up(dir: &Path, nodes: u32, detach: bool) -> Result<()> {
         subnet,
         server_pid: None,
         server_addr: None,
+        flannel_backend: flannel_backend.to_string(),
         nodes: (1..=nodes)
             .map(|i| NodeState {
                 name: format!("skiff-node-{i}"),
@@ -374,6 +386,7 @@ fn start_agent(dir: &Path, state: &State, n: &NodeState) -> Result<u32> {
         .args(["--node-name", &n.name])
         .args(["--node-ip", &n.ip.to_string()])
         .args(["--cgroup-parent", &n.cgroup_parent])
+        .args(["--flannel-backend", &state.flannel_backend])
         // As kind's nodes: all share this machine's disk, so no disk-pressure eviction
         // or image GC (a developer's full disk must not evict the cluster's pods).
         .args(["--eviction-hard", "", "--image-gc-high-threshold", "100"])
