@@ -23,3 +23,6 @@ mod single;
 
 #[path = "network/vxlan.rs"]
 mod vxlan;
+
+#[path = "network/restart.rs"]
+mod restart;

@@ -277,12 +277,8 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             // The logs of a failed test outlive its cluster.
             let keep = std::env::temp_dir().join(format!("skiff-net-failed-{}", self.id));
-            let _ = Command::new("cp")
-                .args(["-r", "--parents"])
-                .arg(self.dir.join("server.log"))
-                .arg(&keep)
-                .status();
             let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::copy(self.dir.join("server.log"), keep.join("server.log"));
             for i in 1..=self.nodes {
                 let _ = std::fs::copy(
                     self.dir.join(format!("nodes/skiff-node-{i}/agent.log")),

@@ -66,6 +66,9 @@ enum Action {
     StopNode { name: String },
     /// Bring a stopped node back (link up, agent started again; it adopts its pods).
     StartNode { name: String },
+    /// Restart a node's agent (killed, as by a crash, and started again; its link and
+    /// pods stay up), as an agent upgrade or crash does.
+    RestartNode { name: String },
     /// Remove everything the cluster made: processes, pods, namespaces, links, data.
     Down,
 }
@@ -163,6 +166,7 @@ pub fn main(cli: DevCli) -> Result<()> {
         }) => load(&dir, &images, &images_from),
         Some(Action::StopNode { name }) => stop_node(&dir, &name),
         Some(Action::StartNode { name }) => start_node(&dir, &name),
+        Some(Action::RestartNode { name }) => restart_node(&dir, &name),
         Some(Action::Down) => down(&dir),
     }
 }
@@ -462,6 +466,25 @@ fn start_node(dir: &Path, name: &str) -> Result<()> {
     }
     state.save(dir)?;
     eprintln!("skiff dev cluster: node {name} started");
+    Ok(())
+}
+
+fn restart_node(dir: &Path, name: &str) -> Result<()> {
+    let mut state = State::load(dir)?;
+    let n = state.node(name)?.clone();
+    if let Some(pid) = n.agent_pid {
+        stop_pid(
+            pid,
+            &n.data_dir.to_string_lossy(),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let pid = start_agent(dir, &state, &n)?;
+    if let Some(s) = state.nodes.iter_mut().find(|x| x.name == name) {
+        s.agent_pid = Some(pid);
+    }
+    state.save(dir)?;
+    eprintln!("skiff dev cluster: node {name}'s agent restarted");
     Ok(())
 }
 
