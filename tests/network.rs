@@ -26,3 +26,9 @@ mod vxlan;
 
 #[path = "network/restart.rs"]
 mod restart;
+
+#[path = "network/exhausted.rs"]
+mod exhausted;
+
+#[path = "network/nft_failure.rs"]
+mod nft_failure;

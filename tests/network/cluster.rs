@@ -23,6 +23,11 @@ impl Cluster {
 
     /// [`Cluster::start`] with more `skiff dev cluster` flags.
     pub fn start_with(nodes: usize, flags: &[&str]) -> Cluster {
+        Self::start_env(nodes, flags, &[])
+    }
+
+    /// [`Cluster::start_with`] with environment variables for the cluster's processes.
+    pub fn start_env(nodes: usize, flags: &[&str], env: &[(&str, &str)]) -> Cluster {
         let work = tempfile::Builder::new()
             .prefix("skiff-net-")
             .tempdir()
@@ -38,7 +43,8 @@ impl Cluster {
             "--data-dir",
         ])
         .arg(&dir)
-        .args(flags);
+        .args(flags)
+        .envs(env.iter().copied());
         let o = run_long(c, Duration::from_secs(150));
         assert_eq!(o.code, 0, "skiff dev cluster: {o:#?}");
         let state: serde_json::Value =

@@ -45,6 +45,10 @@ pub struct ControllerFlags {
     /// The private key (PEM) of `--cluster-signing-cert-file`.
     #[arg(long, requires = "cluster_signing_cert_file")]
     pub cluster_signing_key_file: Option<PathBuf>,
+    /// The prefix length of each node's pod CIDR, cut from `--cluster-cidr` by node IPAM
+    /// (24: 253 pods a node).
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
     /// The longest validity of a signed certificate (and the default).
     #[arg(long, default_value = "8760h", value_parser = crate::server_cmd::parse_duration)]
     pub cluster_signing_duration: Duration,
@@ -100,6 +104,7 @@ impl ControllerFlags {
                 _ => None,
             },
             cluster_signing_duration: self.cluster_signing_duration,
+            node_cidr_mask_size: self.node_cidr_mask_size,
             horizontal_pod_autoscaler_sync_period: self.horizontal_pod_autoscaler_sync_period,
             horizontal_pod_autoscaler_downscale_stabilization: self
                 .horizontal_pod_autoscaler_downscale_stabilization,
@@ -121,6 +126,26 @@ impl ControllerFlags {
     }
 }
 
+/// `--node-cidr-mask-size` must cut node CIDRs out of the cluster CIDR.
+pub(crate) fn check_node_cidr_mask(
+    config: &skiff_controllers::Config,
+    cluster_cidr: ipnet::IpNet,
+) -> Result<()> {
+    let max = if cluster_cidr.addr().is_ipv4() {
+        32
+    } else {
+        128
+    };
+    let mask = config.node_cidr_mask_size;
+    if mask < cluster_cidr.prefix_len() || mask > max {
+        anyhow::bail!(
+            "--node-cidr-mask-size {mask} must be between --cluster-cidr's prefix length ({}) and {max}",
+            cluster_cidr.prefix_len()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ControllerManagerArgs {
     /// The kubeconfig to reach the API server with (its current context).
@@ -140,9 +165,6 @@ pub struct ControllerManagerArgs {
     /// `--allocate-node-cidrs[=true|false]`.
     #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     allocate_node_cidrs: bool,
-    /// The prefix length of each node's pod CIDR.
-    #[arg(long, default_value_t = 24)]
-    node_cidr_mask_size: u8,
     /// The cluster CA (PEM) published as the `kube-root-ca.crt` ConfigMap in every
     /// namespace. Default: the CA of the kubeconfig's cluster.
     #[arg(long)]
@@ -248,19 +270,7 @@ async fn run(args: ControllerManagerArgs) -> Result<()> {
         .election(&args.leader_elect_resource_name, &identity)?;
     let mut config = args.controllers.config()?;
     config.cluster_cidr = args.allocate_node_cidrs.then_some(args.cluster_cidr);
-    let max = if args.cluster_cidr.addr().is_ipv4() {
-        32
-    } else {
-        128
-    };
-    if args.node_cidr_mask_size < args.cluster_cidr.prefix_len() || args.node_cidr_mask_size > max {
-        anyhow::bail!(
-            "--node-cidr-mask-size {} must be between --cluster-cidr's prefix length ({}) and {max}",
-            args.node_cidr_mask_size,
-            args.cluster_cidr.prefix_len()
-        );
-    }
-    config.node_cidr_mask_size = args.node_cidr_mask_size;
+    check_node_cidr_mask(&config, args.cluster_cidr)?;
     let (_, kubeconfig) = crate::component::kube_config(&args.kubeconfig).await?;
     config.root_ca_pem = match &args.root_ca_file {
         Some(f) => Some(

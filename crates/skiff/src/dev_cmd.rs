@@ -49,6 +49,10 @@ struct ClusterArgs {
     /// agents' `--flannel-backend`).
     #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "vxlan"])]
     flannel_backend: String,
+    /// One more flag for the server (repeatable), as k3d's `--k3s-arg`:
+    /// `--server-arg=--node-cidr-mask-size=26`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -159,7 +163,7 @@ pub fn main(cli: DevCli) -> Result<()> {
         std::env::current_dir()?.join(&args.data_dir)
     };
     match args.action {
-        None => up(&dir, args.nodes, args.detach, &args.flannel_backend),
+        None => up(&dir, &args),
         Some(Action::Load {
             images,
             images_from,
@@ -198,7 +202,8 @@ fn free_port(ip: Ipv4Addr) -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn up(dir: &Path, nodes: u32, detach: bool, flannel_backend: &str) -> Result<()> {
+fn up(dir: &Path, args: &ClusterArgs) -> Result<()> {
+    let (nodes, detach) = (args.nodes, args.detach);
     if !(1..=50).contains(&nodes) {
         bail!("--nodes {nodes}: give 1 to 50 nodes");
     }
@@ -219,7 +224,7 @@ fn up(dir: &Path, nodes: u32, detach: bool, flannel_backend: &str) -> Result<()>
         subnet,
         server_pid: None,
         server_addr: None,
-        flannel_backend: flannel_backend.to_string(),
+        flannel_backend: args.flannel_backend.clone(),
         nodes: (1..=nodes)
             .map(|i| NodeState {
                 name: format!("skiff-node-{i}"),
@@ -263,6 +268,7 @@ fn up(dir: &Path, nodes: u32, detach: bool, flannel_backend: &str) -> Result<()>
             .arg(&server_dir)
             .args(["--listen", &addr.to_string(), "--disable-agent"])
             .args(["--tls-san", &gateway.to_string()])
+            .args(&args.server_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

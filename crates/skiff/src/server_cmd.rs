@@ -219,6 +219,10 @@ pub(crate) fn serve_blocking<T>(main: impl std::future::Future<Output = Result<T
 async fn run(args: ServerArgs) -> Result<()> {
     let mut controllers = args.controller_manager.config()?;
     controllers.cluster_cidr = Some(ipnet::IpNet::V4(args.cluster_cidr));
+    crate::controller_manager_cmd::check_node_cidr_mask(
+        &controllers,
+        ipnet::IpNet::V4(args.cluster_cidr),
+    )?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("create the data dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = if args.datastore_endpoint.is_empty() {

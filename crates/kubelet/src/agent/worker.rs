@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::actions::Action;
+
+/// How a pod's containers' waiting message starts while its sandbox cannot be made.
+const SANDBOX_FAILED: &str = "Failed to create pod sandbox";
 use super::containers::{
     now_rfc3339, Container as RtContainer, ContainerRecord, RunState, StartError,
 };
@@ -211,14 +214,32 @@ impl Worker {
                 if let Some(ip) = ip {
                     self.facts.pod_ip = Some(ip.to_string());
                 }
+                self.facts
+                    .waiting
+                    .retain(|_, w| !w.message.starts_with(SANDBOX_FAILED));
             }
             Ok(Err(e)) => {
                 self.facts.sandbox_ready = false;
-                self.sh.events.warning(
-                    pod,
-                    "FailedCreatePodSandBox",
-                    format!("Failed to create pod sandbox: {e}"),
-                );
+                let message = format!("{SANDBOX_FAILED}: {e}");
+                // The pod's status says why its containers wait (an exhausted pod
+                // CIDR, a network or runtime failure), besides the Event.
+                let names = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(&spec.containers);
+                for c in names {
+                    self.facts.waiting.insert(
+                        c.name.clone(),
+                        super::status::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: message.clone(),
+                        },
+                    );
+                }
+                self.sh
+                    .events
+                    .warning(pod, "FailedCreatePodSandBox", message);
                 let cs = self.containers().await;
                 self.report(pod, &cs).await;
                 return Duration::from_secs(5);
