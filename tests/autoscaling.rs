@@ -177,6 +177,26 @@ fn top_and_horizontal_pod_autoscaling() {
         || n.k(&["-n", "hpa", "describe", "pods"]).stdout,
     );
 
+    // A node whose kubelet never answers (nothing listens on its port): it drops out of
+    // the metrics, and the real node's figures are still served.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    n.apply(r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"ghost"}}"#);
+    n.k(&[
+        "patch",
+        "node",
+        "ghost",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{dead_port}}}}}}}}}"#
+        ),
+    ])
+    .ok();
+
     // kubectl top, both versions, against the cgroups' own counters.
     for v in common::VERSIONS {
         let top = wait_or(
@@ -184,11 +204,20 @@ fn top_and_horizontal_pod_autoscaling() {
             30,
             || {
                 let o = n.kv(v, &["top", "nodes", "--no-headers"]);
-                (o.code == 0 && !o.stdout.trim().is_empty()).then_some(o.stdout)
+                let real = o
+                    .stdout
+                    .lines()
+                    .any(|l| !l.starts_with("ghost") && l.contains('%'));
+                (o.code == 0 && real).then_some(o.stdout)
             },
             || n.kv(v, &["top", "nodes"]).stderr,
         );
-        assert!(top.contains('%'), "{top}");
+        assert!(
+            top.lines()
+                .filter(|l| l.starts_with("ghost"))
+                .all(|l| l.contains("unknown")),
+            "a node without metrics has figures: {top}"
+        );
         let top = wait_or(
             "kubectl top pods",
             30,
