@@ -135,16 +135,26 @@ impl Nl {
 
     /// Creates the bridge `name` unless it exists; returns its index.
     pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, NlError> {
+        self.ensure_link(name, "bridge", || LinkBridge::new(name).mtu(mtu).build())
+            .await
+    }
+
+    /// Creates the interface `name` from `msg` unless it exists; returns its index.
+    async fn ensure_link(
+        &self,
+        name: &str,
+        what: &str,
+        msg: impl FnOnce() -> LinkMessage,
+    ) -> Result<u32, NlError> {
         if let Some(i) = self.index(name).await? {
             return Ok(i);
         }
-        let msg = LinkBridge::new(name).mtu(mtu).build();
-        match self.handle.link().add(msg).execute().await {
+        match self.handle.link().add(msg()).execute().await {
             Ok(()) => {}
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(req(format!("creating bridge {name}"))(e)),
+            Err(e) => return Err(req(format!("creating {what} {name}"))(e)),
         }
-        self.must_index(name, "creating the bridge").await
+        self.must_index(name, &format!("creating the {what}")).await
     }
 
     /// Creates the VXLAN device `name` (VNI `vni`, UDP `port`, sourced from `local`,
@@ -159,22 +169,16 @@ impl Nl {
         mtu: u32,
         mac: [u8; 6],
     ) -> Result<u32, NlError> {
-        if let Some(i) = self.index(name).await? {
-            return Ok(i);
-        }
-        let msg = LinkVxlan::new(name, vni)
-            .local(local)
-            .port(port)
-            .learning(false)
-            .mtu(mtu)
-            .address(mac.to_vec())
-            .build();
-        match self.handle.link().add(msg).execute().await {
-            Ok(()) => {}
-            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(req(format!("creating VXLAN device {name}"))(e)),
-        }
-        self.must_index(name, "creating the VXLAN device").await
+        self.ensure_link(name, "VXLAN device", || {
+            LinkVxlan::new(name, vni)
+                .local(local)
+                .port(port)
+                .learning(false)
+                .mtu(mtu)
+                .address(mac.to_vec())
+                .build()
+        })
+        .await
     }
 
     /// A permanent neighbour entry: `ip` is at `mac` on interface `index`.

@@ -441,13 +441,7 @@ fn stop_pid(pid: u32, needle: &str, signal: nix::sys::signal::Signal) {
 fn stop_node(dir: &Path, name: &str) -> Result<()> {
     let mut state = State::load(dir)?;
     let n = state.node(name)?.clone();
-    if let Some(pid) = n.agent_pid {
-        stop_pid(
-            pid,
-            &n.data_dir.to_string_lossy(),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    kill_agent(&n);
     rt()?.block_on(skiff_net::devnet::set_link(&n.host_veth, false))?;
     if let Some(s) = state.nodes.iter_mut().find(|x| x.name == name) {
         s.agent_pid = None;
@@ -475,9 +469,8 @@ fn start_node(dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn restart_node(dir: &Path, name: &str) -> Result<()> {
-    let mut state = State::load(dir)?;
-    let n = state.node(name)?.clone();
+/// Kills node `n`'s agent, if it runs.
+fn kill_agent(n: &NodeState) {
     if let Some(pid) = n.agent_pid {
         stop_pid(
             pid,
@@ -485,6 +478,12 @@ fn restart_node(dir: &Path, name: &str) -> Result<()> {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+fn restart_node(dir: &Path, name: &str) -> Result<()> {
+    let mut state = State::load(dir)?;
+    let n = state.node(name)?.clone();
+    kill_agent(&n);
     let pid = start_agent(dir, &state, &n)?;
     if let Some(s) = state.nodes.iter_mut().find(|x| x.name == name) {
         s.agent_pid = Some(pid);
