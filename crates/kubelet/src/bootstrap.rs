@@ -38,6 +38,7 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 mod ca;
+pub use ca::ca_cert_hash;
 
 pub const SIGNER_KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const SIGNER_KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";

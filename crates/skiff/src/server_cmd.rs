@@ -291,6 +291,7 @@ async fn run(args: ServerArgs) -> Result<()> {
         "skiff server: API on https://{addr}; kubeconfig {}",
         server.pki.kubeconfig.display()
     );
+    print_usage(&args, &server, addr);
     let stop = skiff_leader::CancellationToken::new();
     // One leader_election_master_status gauge for both components' leases.
     let leaders = crate::component::LeaderGauge::new();
@@ -415,6 +416,34 @@ async fn run(args: ServerArgs) -> Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
     }
     Ok(())
+}
+
+/// How to use the cluster and join another machine to it.
+fn print_usage(args: &ServerArgs, server: &skiff_apiserver::Server, addr: SocketAddr) {
+    eprintln!(
+        "skiff server: use it with: export KUBECONFIG={}; kubectl get nodes",
+        server.pki.kubeconfig.display()
+    );
+    let host = match args.advertise_address {
+        Some(ip) => ip,
+        None if addr.ip().is_unspecified() => host_ipv4().unwrap_or(addr.ip()),
+        None => addr.ip(),
+    };
+    let hash = std::fs::read_to_string(&server.pki.ca_cert)
+        .map(|pem| skiff_kubelet::bootstrap::ca_cert_hash(&pem))
+        .unwrap_or_default();
+    if host.is_loopback() {
+        eprintln!(
+            "skiff server: it listens on loopback only; give --listen 0.0.0.0:{} for other machines to join",
+            addr.port()
+        );
+        return;
+    }
+    eprintln!(
+        "skiff server: join another machine with: skiff agent --server https://{} --token \"$(cat {})\" --ca-cert-hash {hash}",
+        SocketAddr::new(host, addr.port()),
+        args.data_dir.join("token").display()
+    );
 }
 
 /// The local agent: it joins over HTTPS with the cluster token, as a remote agent does

@@ -18,6 +18,11 @@ fn parse_hash(hash: &str) -> Result<String, BootstrapError> {
     Ok(hex)
 }
 
+/// The `sha256:<hex>` of a CA certificate's PEM, as `skiff agent --ca-cert-hash` takes it.
+pub fn ca_cert_hash(pem: &str) -> String {
+    format!("sha256:{}", sha256_hex(pem.as_bytes()))
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex_lower(&sha2::Sha256::digest(data))
