@@ -15,16 +15,21 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::kinds::Kind;
+
 const METRICS: &str = "autoscaling.alpha.kubernetes.io/metrics";
 const CURRENT_METRICS: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
 const CONDITIONS: &str = "autoscaling.alpha.kubernetes.io/conditions";
 const BEHAVIOR: &str = "autoscaling.alpha.kubernetes.io/behavior";
 
-/// The version `api_version`'s kind `kind` is stored in.
-pub fn storage_version(api_version: &str, kind: &str) -> String {
-    match (api_version, kind) {
-        ("autoscaling/v1", "HorizontalPodAutoscaler") => "autoscaling/v2".into(),
-        _ => api_version.into(),
+/// The served kind objects of `kind` are stored as, when that is another version (HPA
+/// v1 is stored as v2); None for the kinds stored as they are served.
+pub fn storage_kind(kind: &Kind) -> Option<&'static Kind> {
+    match (kind.group, kind.version, kind.kind) {
+        ("autoscaling", "v1", "HorizontalPodAutoscaler") => {
+            crate::kinds::by_kind("autoscaling/v2", kind.kind)
+        }
+        _ => None,
     }
 }
 
@@ -254,11 +259,23 @@ fn source_of(m: &Value) -> Option<(&str, &'static str, &Value)> {
 /// The fields of a (container) resource metric source, the same in both versions.
 const RESOURCE_NAME: &[(&str, &str)] = &[("name", "name"), ("container", "container")];
 
+/// The fields of a Pods, Object or External metric's identifier as (v1 name, v2 name
+/// under `metric`): v1 calls an External metric's selector `metricSelector`.
+fn metric_fields(ty: &str) -> [(&'static str, &'static str); 2] {
+    let selector = if ty == "External" {
+        "metricSelector"
+    } else {
+        "selector"
+    };
+    [("metricName", "name"), (selector, "selector")]
+}
+
 fn metric_spec_v2_to_v1(m: &Value) -> Value {
     let Some((ty, field, src)) = source_of(m) else {
         return m.clone();
     };
     let target = src.get("target").cloned().unwrap_or_default();
+    let metric = src.get("metric").unwrap_or(&Value::Null);
     let mut out = json!({});
     match ty {
         "Resource" | "ContainerResource" => {
@@ -266,30 +283,12 @@ fn metric_spec_v2_to_v1(m: &Value) -> Value {
             target_v2_to_v1(&target, &mut out, true);
         }
         "Pods" | "External" => {
-            copy_fields(
-                src.get("metric").unwrap_or(&Value::Null),
-                &mut out,
-                &[
-                    ("name", "metricName"),
-                    (
-                        "selector",
-                        if ty == "Pods" {
-                            "selector"
-                        } else {
-                            "metricSelector"
-                        },
-                    ),
-                ],
-            );
+            copy_back(metric, &mut out, &metric_fields(ty));
             target_v2_to_v1(&target, &mut out, false);
         }
         "Object" => {
             copy_fields(src, &mut out, &[("describedObject", "target")]);
-            copy_fields(
-                src.get("metric").unwrap_or(&Value::Null),
-                &mut out,
-                &[("name", "metricName"), ("selector", "selector")],
-            );
+            copy_back(metric, &mut out, &metric_fields(ty));
             copy_fields(
                 &target,
                 &mut out,
@@ -306,49 +305,30 @@ fn metric_spec_v1_to_v2(m: &Value) -> Value {
         return m.clone();
     };
     let mut out = json!({});
-    match ty {
-        "Resource" | "ContainerResource" => {
-            copy_fields(src, &mut out, RESOURCE_NAME);
-            out["target"] = target_v1_to_v2(src);
-        }
-        "Pods" | "External" => {
-            let mut metric = json!({});
-            let sel = if ty == "Pods" {
-                "selector"
-            } else {
-                "metricSelector"
-            };
-            copy_fields(
-                src,
-                &mut metric,
-                &[("metricName", "name"), (sel, "selector")],
-            );
-            out["metric"] = metric;
-            out["target"] = target_v1_to_v2(src);
-        }
-        "Object" => {
-            copy_fields(src, &mut out, &[("target", "describedObject")]);
-            let mut metric = json!({});
-            copy_fields(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("selector", "selector")],
-            );
-            out["metric"] = metric;
-            let mut t = json!({});
-            copy_fields(
-                src,
-                &mut t,
-                &[("targetValue", "value"), ("averageValue", "averageValue")],
-            );
-            t["type"] = json!(if t.get("averageValue").is_some() {
-                "AverageValue"
-            } else {
-                "Value"
-            });
-            out["target"] = t;
-        }
-        _ => {}
+    if matches!(ty, "Resource" | "ContainerResource") {
+        copy_fields(src, &mut out, RESOURCE_NAME);
+        out["target"] = target_v1_to_v2(src);
+        return json!({"type": ty, field: out});
+    }
+    let mut metric = json!({});
+    copy_fields(src, &mut metric, &metric_fields(ty));
+    out["metric"] = metric;
+    if ty == "Object" {
+        copy_fields(src, &mut out, &[("target", "describedObject")]);
+        let mut t = json!({});
+        copy_fields(
+            src,
+            &mut t,
+            &[("targetValue", "value"), ("averageValue", "averageValue")],
+        );
+        t["type"] = json!(if t.get("averageValue").is_some() {
+            "AverageValue"
+        } else {
+            "Value"
+        });
+        out["target"] = t;
+    } else {
+        out["target"] = target_v1_to_v2(src);
     }
     json!({"type": ty, field: out})
 }
@@ -359,33 +339,14 @@ fn metric_status_v2_to_v1(m: &Value) -> Value {
     };
     let current = src.get("current").cloned().unwrap_or_default();
     let mut out = json!({});
-    match ty {
-        "Resource" | "ContainerResource" => {
-            copy_fields(src, &mut out, RESOURCE_NAME);
-        }
-        "Object" => {
+    if matches!(ty, "Resource" | "ContainerResource") {
+        copy_fields(src, &mut out, RESOURCE_NAME);
+    } else {
+        if ty == "Object" {
             copy_fields(src, &mut out, &[("describedObject", "target")]);
-            copy_fields(
-                src.get("metric").unwrap_or(&Value::Null),
-                &mut out,
-                &[("name", "metricName"), ("selector", "selector")],
-            );
         }
-        _ => copy_fields(
-            src.get("metric").unwrap_or(&Value::Null),
-            &mut out,
-            &[
-                ("name", "metricName"),
-                (
-                    "selector",
-                    if ty == "Pods" {
-                        "selector"
-                    } else {
-                        "metricSelector"
-                    },
-                ),
-            ],
-        ),
+        let metric = src.get("metric").unwrap_or(&Value::Null);
+        copy_back(metric, &mut out, &metric_fields(ty));
     }
     current_v2_to_v1(&current, &mut out);
     if ty == "Object" {
@@ -399,27 +360,15 @@ fn metric_status_v1_to_v2(m: &Value) -> Value {
         return m.clone();
     };
     let mut out = json!({});
-    match ty {
-        "Resource" | "ContainerResource" => {
-            copy_fields(src, &mut out, RESOURCE_NAME);
+    if matches!(ty, "Resource" | "ContainerResource") {
+        copy_fields(src, &mut out, RESOURCE_NAME);
+    } else {
+        if ty == "Object" {
+            copy_fields(src, &mut out, &[("target", "describedObject")]);
         }
-        _ => {
-            if ty == "Object" {
-                copy_fields(src, &mut out, &[("target", "describedObject")]);
-            }
-            let sel = if ty == "External" {
-                "metricSelector"
-            } else {
-                "selector"
-            };
-            let mut metric = json!({});
-            copy_fields(
-                src,
-                &mut metric,
-                &[("metricName", "name"), (sel, "selector")],
-            );
-            out["metric"] = metric;
-        }
+        let mut metric = json!({});
+        copy_fields(src, &mut metric, &metric_fields(ty));
+        out["metric"] = metric;
     }
     let mut current = current_v1_to_v2(src);
     if ty == "Object" {
@@ -509,9 +458,10 @@ mod tests {
             json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}])
         );
         assert!(o["metadata"].get("annotations").is_none());
+        let v1 = crate::kinds::by_kind("autoscaling/v1", "HorizontalPodAutoscaler").unwrap();
         assert_eq!(
-            storage_version("autoscaling/v1", "HorizontalPodAutoscaler"),
-            "autoscaling/v2"
+            storage_kind(v1).map(|k| k.api_version()).as_deref(),
+            Some("autoscaling/v2")
         );
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod"});
         to_version(&mut pod, "v1");

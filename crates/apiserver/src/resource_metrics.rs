@@ -87,15 +87,7 @@ impl ResourceMetrics {
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
         let st = nodes.entry(node.to_string()).or_default();
         if let Some((c, mem)) = s.node {
-            st.usage = st
-                .last
-                .and_then(|prev| rate(prev, c))
-                .map(|(nano_cores, window_ms)| Usage {
-                    nano_cores,
-                    memory: mem,
-                    at_ms: c.at_ms,
-                    window_ms,
-                });
+            st.usage = st.last.and_then(|prev| Usage::between(prev, c, mem));
             st.last = Some(c);
         }
         let mut old = std::mem::take(&mut st.pods);
@@ -108,13 +100,7 @@ impl ResourceMetrics {
             });
             let usage = prev
                 .filter(|p| p.started == started)
-                .and_then(|p| rate(p.last, c))
-                .map(|(nano_cores, window_ms)| Usage {
-                    nano_cores,
-                    memory: mem,
-                    at_ms: c.at_ms,
-                    window_ms,
-                });
+                .and_then(|p| Usage::between(p.last, c, mem));
             pods.entry(pod.into_boxed_str())
                 .or_default()
                 .push(ContainerState {
@@ -127,13 +113,11 @@ impl ResourceMetrics {
         old.retain(|k, _| !pods.contains_key(k));
         st.pods = pods;
         let mut index = self.pod_node.write().unwrap_or_else(|e| e.into_inner());
-        for k in old.keys() {
-            if index.get(k).is_some_and(|n| **n == *node) {
-                index.remove(k);
-            }
-        }
+        unindex(&mut index, node, old.keys());
         for k in st.pods.keys() {
-            index.insert(k.clone(), node.into());
+            if index.get(k).map(|n| &**n) != Some(node) {
+                index.insert(k.clone(), node.into());
+            }
         }
     }
 
@@ -148,11 +132,7 @@ impl ResourceMetrics {
             return false;
         };
         let mut index = self.pod_node.write().unwrap_or_else(|e| e.into_inner());
-        for k in st.pods.keys() {
-            if index.get(k).is_some_and(|n| **n == *node) {
-                index.remove(k);
-            }
-        }
+        unindex(&mut index, node, st.pods.keys());
         true
     }
 
@@ -237,15 +217,35 @@ pub fn store_bytes_per_pod(pods: usize) -> f64 {
     m.approx_bytes() as f64 / pods.max(1) as f64
 }
 
-/// The CPU rate between two counters (nanocores) and the window (ms); None when time
-/// did not advance or the counter went back (a reset).
-fn rate(prev: Counter, now: Counter) -> Option<(u64, i64)> {
-    let window = now.at_ms - prev.at_ms;
-    let used = now.cpu_seconds - prev.cpu_seconds;
-    if window <= 0 || used < 0.0 {
-        return None;
+impl Usage {
+    /// The CPU rate between two counters over the window between them, with `memory`;
+    /// None when time did not advance or the counter went back (a reset).
+    fn between(prev: Counter, now: Counter, memory: u64) -> Option<Usage> {
+        let window_ms = now.at_ms - prev.at_ms;
+        let used = now.cpu_seconds - prev.cpu_seconds;
+        if window_ms <= 0 || used < 0.0 {
+            return None;
+        }
+        Some(Usage {
+            nano_cores: (used * 1e12 / window_ms as f64).round() as u64,
+            memory,
+            at_ms: now.at_ms,
+            window_ms,
+        })
     }
-    Some(((used * 1e12 / window as f64).round() as u64, window))
+}
+
+/// Drops the index entries of `pods` that still point at `node`.
+fn unindex<'a>(
+    index: &mut HashMap<Box<str>, Box<str>>,
+    node: &str,
+    pods: impl Iterator<Item = &'a Box<str>>,
+) {
+    for k in pods {
+        if index.get(k).is_some_and(|n| **n == *node) {
+            index.remove(k);
+        }
+    }
 }
 
 /// Parses the kubelet's `/metrics/resource` (Prometheus text format).

@@ -229,15 +229,17 @@ impl PodNetwork {
                 nl.ensure_addr(dev, IpAddr::V4(pod_cidr.network()), 32)
                     .await?;
                 nl.set_up(dev).await?;
-                // Recorded so `clean` removes it whatever flags it is given.
+                // Recorded (once) so `clean` removes it whatever flags it is given.
                 let rec = cfg.state_dir.join(VXLAN_RECORD);
-                std::fs::create_dir_all(&cfg.state_dir)
-                    .and_then(|()| std::fs::write(&rec, &v.device))
-                    .map_err(|source| NetError::Io {
-                        op: "recording the VXLAN device in",
-                        path: rec,
-                        source,
-                    })?;
+                if std::fs::read_to_string(&rec).ok().as_deref() != Some(v.device.as_str()) {
+                    std::fs::create_dir_all(&cfg.state_dir)
+                        .and_then(|()| std::fs::write(&rec, &v.device))
+                        .map_err(|source| NetError::Io {
+                            op: "recording the VXLAN device in",
+                            path: rec,
+                            source,
+                        })?;
+                }
                 Some(dev)
             }
         };

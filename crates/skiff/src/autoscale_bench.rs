@@ -19,11 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
+use crate::bench::median;
 use crate::pods_bench::{kubia, BenchNode, Work};
 
 #[derive(Debug, clap::Args)]
@@ -112,10 +114,6 @@ async fn pod_cpu(client: &kube::Client, pod: &str) -> Option<f64> {
     Some(q.milli_value() as f64)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    crate::bench::median(v)
-}
-
 async fn rounds(args: &AutoscaleBenchArgs, node: &BenchNode, image: &str) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let client = &node.client;
@@ -149,14 +147,7 @@ async fn rounds(args: &AutoscaleBenchArgs, node: &BenchNode, image: &str) -> Res
             "minReplicas": 1, "maxReplicas": args.max,
             "metrics": [{"type": "Resource", "resource": {"name": "cpu",
                 "target": {"type": "Utilization", "averageUtilization": 50}}}]}});
-    let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
-            "horizontalpodautoscalers",
-        ),
-    );
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
     hpas.create(&PostParams::default(), &serde_json::from_value(hpa)?)
         .await?;
     let (mut show, mut decide, mut decide_total, mut up_ready, mut down) =

@@ -217,6 +217,12 @@ pub(crate) fn serve_blocking<T>(main: impl std::future::Future<Output = Result<T
 }
 
 async fn run(args: ServerArgs) -> Result<()> {
+    if args.metric_resolution < std::time::Duration::from_secs(1) {
+        anyhow::bail!(
+            "--metric-resolution {:?} is too short: give at least 1s (metrics-server's default is 15s)",
+            args.metric_resolution
+        );
+    }
     let mut controllers = args.controller_manager.config()?;
     controllers.cluster_cidr = Some(ipnet::IpNet::V4(args.cluster_cidr));
     crate::controller_manager_cmd::check_node_cidr_mask(
@@ -250,12 +256,6 @@ async fn run(args: ServerArgs) -> Result<()> {
             })?,
         )
     };
-    if args.metric_resolution < std::time::Duration::from_secs(1) {
-        anyhow::bail!(
-            "--metric-resolution {:?} is too short: give at least 1s (metrics-server's default is 15s)",
-            args.metric_resolution
-        );
-    }
     let mut server = skiff_apiserver::Server::bind(
         skiff_apiserver::Config {
             data_dir: args.data_dir.clone(),
@@ -429,9 +429,6 @@ fn print_usage(args: &ServerArgs, server: &skiff_apiserver::Server, addr: Socket
         None if addr.ip().is_unspecified() => host_ipv4().unwrap_or(addr.ip()),
         None => addr.ip(),
     };
-    let hash = std::fs::read_to_string(&server.pki.ca_cert)
-        .map(|pem| skiff_kubelet::bootstrap::ca_cert_hash(&pem))
-        .unwrap_or_default();
     if host.is_loopback() {
         eprintln!(
             "skiff server: it listens on loopback only; give --listen 0.0.0.0:{} for other machines to join",
@@ -439,6 +436,9 @@ fn print_usage(args: &ServerArgs, server: &skiff_apiserver::Server, addr: Socket
         );
         return;
     }
+    let hash = std::fs::read_to_string(&server.pki.ca_cert)
+        .map(|pem| skiff_kubelet::bootstrap::ca_cert_hash(&pem))
+        .unwrap_or_default();
     eprintln!(
         "skiff server: join another machine with: skiff agent --server https://{} --token \"$(cat {})\" --ca-cert-hash {hash}",
         SocketAddr::new(host, addr.port()),

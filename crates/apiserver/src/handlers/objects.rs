@@ -172,16 +172,6 @@ pub(crate) async fn list_values(store: &dyn Store, prefix: &str) -> ApiResult<Ve
         .collect())
 }
 
-/// The kind objects of `kind` are stored as, when that is another version (HPA v1 is
-/// stored as v2): writes through `kind` are converted to it and their results back.
-fn storage_kind(kind: &Kind) -> Option<&'static Kind> {
-    let version = skiff_api::convert::storage_version(&kind.api_version(), kind.kind);
-    if version == kind.api_version() {
-        return None;
-    }
-    kinds::by_kind(&version, kind.kind)
-}
-
 /// Checks the object's apiVersion/kind against the URL and fills them in when missing.
 fn check_type(kind: &Kind, obj: &mut Value) -> ApiResult<()> {
     let api_version = obj
@@ -306,7 +296,8 @@ pub async fn create(
     mut obj: Value,
     q: &Query,
 ) -> ApiResult<(Value, Vec<String>)> {
-    let Some(skind) = storage_kind(kind) else {
+    // Writes through a kind stored in another version are converted to it and back.
+    let Some(skind) = skiff_api::convert::storage_kind(kind) else {
         return create_as(st, kind, ns, obj, q).await;
     };
     // Checked in the version sent, then created in the storage version.
@@ -483,7 +474,7 @@ pub(super) async fn write_update(
     part: Part,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    if let Some(skind) = storage_kind(kind) {
+    if let Some(skind) = skiff_api::convert::storage_kind(kind) {
         let (mut old, mut incoming) = (old.clone(), incoming);
         let version = skind.api_version();
         skiff_api::convert::to_version(&mut old, &version);

@@ -144,14 +144,12 @@ pub(crate) fn kubelet_host(node: &Value) -> Option<&str> {
 /// and `status.daemonEndpoints.kubeletEndpoint.Port`.
 fn kubelet_endpoint(node: &Value, node_name: &str) -> ApiResult<(String, u16)> {
     let host = kubelet_host(node).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!(
-                    "node {node_name:?} has no InternalIP, ExternalIP or Hostname in status.addresses, so its kubelet cannot be reached"
-                ),
-            )
-        })?;
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("node {node_name:?} has no InternalIP, ExternalIP or Hostname in status.addresses, so its kubelet cannot be reached"),
+        )
+    })?;
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)

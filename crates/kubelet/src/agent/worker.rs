@@ -17,15 +17,15 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::actions::Action;
-
-/// How a pod's containers' waiting message starts while its sandbox cannot be made.
-const SANDBOX_FAILED: &str = "Failed to create pod sandbox";
 use super::containers::{
     now_rfc3339, Container as RtContainer, ContainerRecord, RunState, StartError,
 };
 use super::images::PullPolicy;
 use super::status::{Facts, Waiting};
 use super::{probes, Shared};
+
+/// How a pod's containers' waiting message starts while its sandbox cannot be made.
+const SANDBOX_FAILED: &str = "Failed to create pod sandbox";
 
 mod config;
 mod start;
@@ -231,7 +231,7 @@ impl Worker {
                 for c in names {
                     self.facts.waiting.insert(
                         c.name.clone(),
-                        super::status::Waiting {
+                        Waiting {
                             reason: "ContainerCreating".into(),
                             message: message.clone(),
                         },
