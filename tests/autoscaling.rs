@@ -128,14 +128,10 @@ fn cgroup_millicores(n: &Node, uid: &str, secs: f64) -> f64 {
     (b - a) as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
+/// A CPU quantity in millicores (any of Kubernetes' forms: `2`, `250m`, `1500u`, `12n`).
 fn millicores(q: &str) -> f64 {
-    if let Some(m) = q.strip_suffix('m') {
-        m.parse().unwrap()
-    } else if let Some(n) = q.strip_suffix('n') {
-        n.parse::<f64>().unwrap() / 1e6
-    } else {
-        q.parse::<f64>().unwrap() * 1000.0
-    }
+    let q: skiff_api::quantity::Quantity = q.parse().unwrap();
+    q.milli_value() as f64
 }
 
 /// `kubectl top` shows what the cgroups count; an HPA made by `kubectl autoscale`
