@@ -273,17 +273,26 @@ impl Drop for Server {
                 .arg("--data-dir")
                 .arg(self.dir.path())
                 .args(["--cgroup-parent", cg])
+                .args(self.args.iter().filter(|a| *a == "--disable-pod-network"))
                 .status();
         }
     }
 }
 
 fn spawn(dir: &Path, listen: &str, args: &[String]) -> (Child, String) {
+    // Tests run many servers at once: the built-in registry (127.0.0.1:5000 by default)
+    // only where a test asks for it on a port of its own.
+    let registry = if args.iter().any(|a| a.starts_with("--registry-listen")) {
+        None
+    } else {
+        Some("--disable-registry")
+    };
     let mut child = Command::new(SKIFF)
         .arg("server")
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", listen])
+        .args(registry)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -73,6 +73,7 @@ fn unreachable_etcd_is_a_clear_error() {
     c.arg("server").arg("--data-dir").arg(dir.path()).args([
         "--listen",
         "127.0.0.1:0",
+        "--disable-registry",
         "--datastore-endpoint",
         &format!("http://127.0.0.1:{port}"),
     ]);
@@ -86,6 +87,7 @@ fn unreachable_etcd_is_a_clear_error() {
     c.arg("server").arg("--data-dir").arg(dir.path()).args([
         "--listen",
         "127.0.0.1:0",
+        "--disable-registry",
         "--datastore-endpoint",
         "127.0.0.1:2379",
     ]);

@@ -200,9 +200,15 @@ fn node_pressure_evicts_besteffort_before_guaranteed() {
     // `skiff server` checks its local agent's flags before it starts anything.
     let empty = tempfile::tempdir().unwrap();
     let mut c = std::process::Command::new(SKIFF);
-    c.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(empty.path())
-        .args(["--eviction-hard", "memory.available<lots"]);
+    c.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--disable-registry",
+        "--data-dir",
+    ])
+    .arg(empty.path())
+    .args(["--eviction-hard", "memory.available<lots"]);
     let o = run(c, None);
     assert!(
         o.code != 0

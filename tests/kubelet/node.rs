@@ -137,7 +137,7 @@ pub fn memory_cgroup(rel: &str) -> PathBuf {
 }
 
 /// Builds examples/kubia (with this machine's static busybox) and pushes it.
-fn build_kubia(work: &Path, image: &str) {
+pub fn build_kubia(work: &Path, image: &str) {
     let ctx = work.join("kubia");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubia");
     let status = Command::new("cp")

@@ -156,6 +156,7 @@ pub(crate) fn start_server_named(
         "--listen",
         "127.0.0.1:0",
         "--disable-agent",
+        "--disable-registry",
     ]);
     if let Some(e) = etcd {
         cmd.args(["--datastore-endpoint", e]);

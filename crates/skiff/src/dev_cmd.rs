@@ -266,7 +266,12 @@ fn up(dir: &Path, args: &ClusterArgs) -> Result<()> {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(&server_dir)
-            .args(["--listen", &addr.to_string(), "--disable-agent"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--disable-agent",
+                "--disable-registry",
+            ])
             .args(["--tls-san", &gateway.to_string()])
             .args(&args.server_args)
             .stdin(Stdio::null())

@@ -17,6 +17,7 @@ mod image_cmd;
 mod login_cmd;
 mod net_bench;
 mod pods_bench;
+mod preflight;
 mod proxy_bench;
 mod registry_bench;
 mod registry_client;
@@ -81,6 +82,21 @@ enum Cmd {
     HollowNodes(Box<hollow_cmd::HollowArgs>),
     /// Development clusters on this machine: `skiff dev cluster --nodes 3`.
     Dev(dev_cmd::DevCli),
+    /// Remove everything skiff made on this host: pods' containers, mounts, cgroups and
+    /// network namespaces, the pod network and its nft tables (`skiff server --clean`);
+    /// with `--purge` also the data dir. Takes `skiff server`'s flags.
+    Uninstall(Box<server_cmd::ServerArgs>),
+}
+
+/// How a long-running component (`skiff server`, `skiff agent`) logs, on standard error.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogFlags {
+    /// More detail in the logs: `-v` every component's info lines, `-vv` debug.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// `text` (one readable line per event) or `json` (one JSON object per line).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 fn main() {
@@ -154,8 +170,13 @@ fn main() {
             init_tracing(false);
             report("skiff logout", login_cmd::logout(a))
         }
+        Cmd::Uninstall(mut s) => {
+            init_logs(&s.log);
+            s.clean = true;
+            report("skiff uninstall", server_cmd::clean(&s))
+        }
         Cmd::Server(s) => {
-            init_tracing(false);
+            init_logs(&s.log);
             match server_cmd::main(*s) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -214,6 +235,31 @@ fn invoked_as(name: &str) -> bool {
         .map(std::path::PathBuf::from)
         .and_then(|p| p.file_name().map(|f| f == name))
         .unwrap_or(false)
+}
+
+/// Logs of a long-running component: quiet by default (warnings, and the server's and
+/// agent's own few lifecycle lines), more with `-v`; `SKIFF_LOG` (an env-filter spec)
+/// overrides the level.
+fn init_logs(flags: &LogFlags) {
+    let spec = std::env::var("SKIFF_LOG").unwrap_or_else(|_| {
+        match flags.verbose {
+            // The server's and agent's lifecycle lines and image pulls; not the access log.
+            0 => "warn,skiff=info,skiff::access=warn,skiff_kubelet::agent::images=info",
+            1 => "info",
+            _ => "debug,h2=info,hyper=info,tower=info,rustls=info",
+        }
+        .to_string()
+    });
+    let filter = tracing_subscriber::EnvFilter::new(spec);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if flags.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn init_tracing(debug: bool) {

@@ -26,10 +26,28 @@ pub struct ServerArgs {
     /// Run the control plane only, without the local agent (as k3s' `--disable-agent`).
     #[arg(long)]
     disable_agent: bool,
-    /// Stop every pod container of the local agent (DATA/agent), unmount and remove what
-    /// it made, then exit (the cluster state stays).
+    /// Remove everything the local agent made on this host (pods' containers, mounts,
+    /// cgroups and network namespaces, the pod network's bridge, routes and nft tables),
+    /// then exit; the cluster state stays unless `--purge` (as `skiff uninstall`).
     #[arg(long)]
-    clean: bool,
+    pub(crate) clean: bool,
+    /// With `--clean`: remove the data dir too (the cluster's state, credentials, images
+    /// and the built-in registry's content).
+    #[arg(long)]
+    pub(crate) purge: bool,
+    /// Stop this node's pods when the server exits (by default they keep running, and the
+    /// next start adopts them).
+    #[arg(long)]
+    stop_pods_on_exit: bool,
+    /// Where skiff's built-in image registry listens (`skiff image push
+    /// 127.0.0.1:5000/app:v1`; pods on this node pull from there).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    registry_listen: SocketAddr,
+    /// Do not run the built-in registry.
+    #[arg(long)]
+    disable_registry: bool,
+    #[command(flatten)]
+    pub(crate) log: crate::LogFlags,
     #[command(flatten)]
     agent: crate::agent_cmd::AgentFlags,
     /// Do not create the default `local-path` StorageClass (as k3s' `--disable
@@ -186,18 +204,82 @@ fn audit_target(args: &ServerArgs) -> Option<skiff_apiserver::audit::AuditTarget
 
 pub fn main(args: ServerArgs) -> Result<()> {
     if args.clean {
-        let dir = args.data_dir.join("agent");
-        skiff_kubelet::agent::clean(&dir, &args.agent.cgroup_parent);
-        crate::agent_cmd::clean_network(&args.agent, &dir, ranges(&args));
-        for d in ["pods", "containers", "runtime"] {
-            let _ = std::fs::remove_dir_all(dir.join(d));
-        }
-        return Ok(());
+        return clean(&args);
     }
     if !args.disable_agent {
         crate::agent_cmd::validate(&args.agent)?;
     }
-    serve_blocking(run(args))
+    // Everything that can be found wrong before anything starts.
+    if !args.disable_agent {
+        crate::preflight::require_root(
+            "skiff server",
+            ", or give --disable-agent to run the control plane only (pods then run on joined agents)",
+        )?;
+        crate::preflight::kernel_features()?;
+    }
+    if args.metric_resolution < std::time::Duration::from_secs(1) {
+        anyhow::bail!(
+            "--metric-resolution {:?} is too short: give at least 1s (metrics-server's default is 15s)",
+            args.metric_resolution
+        );
+    }
+    crate::preflight::port_free(args.listen, "the API server", "--listen")?;
+    if !args.disable_registry {
+        crate::preflight::port_free(
+            args.registry_listen,
+            "the built-in registry",
+            "--registry-listen (or --disable-registry)",
+        )?;
+    }
+    if !args.disable_agent && args.agent.kubelet_port != 0 {
+        let ip = args
+            .agent
+            .node_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        crate::preflight::port_free(
+            SocketAddr::new(ip, args.agent.kubelet_port),
+            "the kubelet API",
+            "--kubelet-port",
+        )?;
+    }
+    let lock = crate::preflight::DataDirLock::acquire(&args.data_dir, "server")?;
+    let stop_pods = args.stop_pods_on_exit && !args.disable_agent;
+    let result = serve_blocking(run(&args));
+    if stop_pods {
+        tracing::info!("stopping this node's pods (--stop-pods-on-exit)");
+        stop_local_pods(&args);
+    }
+    drop(lock);
+    result
+}
+
+/// `skiff server --clean` and `skiff uninstall`: what the local agent made on this host
+/// goes, and with `--purge` the data dir.
+pub(crate) fn clean(args: &ServerArgs) -> Result<()> {
+    let _lock = crate::preflight::DataDirLock::acquire_within(
+        &args.data_dir,
+        "server",
+        std::time::Duration::from_secs(5),
+    )?;
+    let dir = args.data_dir.join("agent");
+    stop_local_pods(args);
+    if !args.agent.disable_pod_network {
+        crate::agent_cmd::clean_network(&args.agent, &dir, ranges(args));
+    }
+    for d in ["pods", "containers", "runtime"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    if args.purge {
+        skiff_kubelet::agent::containers::unmount_below(&args.data_dir);
+        std::fs::remove_dir_all(&args.data_dir)
+            .with_context(|| format!("remove the data dir {}", args.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Stops and removes every pod of the local agent (containers, mounts, cgroups, netns).
+fn stop_local_pods(args: &ServerArgs) {
+    skiff_kubelet::agent::clean(&args.data_dir.join("agent"), &args.agent.cgroup_parent);
 }
 
 /// Runs a long-lived server process's main future (the API server's, the standalone
@@ -216,13 +298,8 @@ pub(crate) fn serve_blocking<T>(main: impl std::future::Future<Output = Result<T
     rt.block_on(main)
 }
 
-async fn run(args: ServerArgs) -> Result<()> {
-    if args.metric_resolution < std::time::Duration::from_secs(1) {
-        anyhow::bail!(
-            "--metric-resolution {:?} is too short: give at least 1s (metrics-server's default is 15s)",
-            args.metric_resolution
-        );
-    }
+async fn run(args: &ServerArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let mut controllers = args.controller_manager.config()?;
     controllers.cluster_cidr = Some(ipnet::IpNet::V4(args.cluster_cidr));
     crate::controller_manager_cmd::check_node_cidr_mask(
@@ -250,18 +327,28 @@ async fn run(args: ServerArgs) -> Result<()> {
             key_file: args.datastore_keyfile.clone(),
             connect_timeout: None,
         };
-        Arc::new(
-            EtcdStore::connect(&opts).await.with_context(|| {
-                format!("connect to etcd at {}", args.datastore_endpoint.join(","))
-            })?,
-        )
+        Arc::new(EtcdStore::connect(&opts).await.with_context(|| {
+            format!(
+                "connect to etcd at {} (is it running and reachable from here? check --datastore-endpoint, and for TLS --datastore-cafile/--datastore-certfile/--datastore-keyfile)",
+                args.datastore_endpoint.join(",")
+            )
+        })?)
     };
+    tracing::info!(
+        store = if args.datastore_endpoint.is_empty() {
+            "embedded"
+        } else {
+            "etcd"
+        },
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store open"
+    );
     let mut server = skiff_apiserver::Server::bind(
         skiff_apiserver::Config {
             data_dir: args.data_dir.clone(),
             listen: args.listen,
             extra_sans: args.tls_san.clone(),
-            audit: audit_target(&args),
+            audit: audit_target(args),
             event_ttl: (!args.event_ttl.is_zero()).then_some(args.event_ttl),
             kubelet_ca: args.kubelet_certificate_authority.clone(),
             cluster: skiff_api::cluster::ClusterConfig {
@@ -291,8 +378,28 @@ async fn run(args: ServerArgs) -> Result<()> {
         "skiff server: API on https://{addr}; kubeconfig {}",
         server.pki.kubeconfig.display()
     );
-    print_usage(&args, &server, addr);
     let stop = skiff_leader::CancellationToken::new();
+    let registry = if args.disable_registry {
+        None
+    } else {
+        let dir = args.data_dir.join("registry");
+        let reg = skiff_registry::Server::bind(skiff_registry::Config::new(
+            args.registry_listen,
+            dir.clone(),
+        ))
+        .await
+        .map_err(|e| anyhow::anyhow!(skiff_serve::error_chain(&e)))
+        .with_context(|| {
+            format!(
+                "start the built-in registry on {} (data in {}; give --registry-listen or --disable-registry)",
+                args.registry_listen,
+                dir.display()
+            )
+        })?;
+        let at = reg.local_addr().context("read the registry's address")?;
+        tracing::info!(%at, "built-in registry serving");
+        Some((at, tokio::spawn(reg.run(stop.clone().cancelled_owned()))))
+    };
     // One leader_election_master_status gauge for both components' leases.
     let leaders = crate::component::LeaderGauge::new();
     let scheduler = (!args.disable_scheduler).then(|| {
@@ -318,7 +425,7 @@ async fn run(args: ServerArgs) -> Result<()> {
                 );
                 match run.await {
                     Ok(()) => return,
-                    Err(e) => eprintln!("skiff server: scheduler: {e:#}; restarting it in 5 s"),
+                    Err(e) => tracing::error!("scheduler failed: {e:#}; restarting it in 5 s"),
                 }
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -357,7 +464,7 @@ async fn run(args: ServerArgs) -> Result<()> {
                 match run.await {
                     Ok(()) => return,
                     Err(e) => {
-                        eprintln!("skiff server: controller manager: {e:#}; restarting it in 5 s")
+                        tracing::error!("controller manager failed: {e:#}; restarting it in 5 s")
                     }
                 }
                 tokio::select! {
@@ -377,8 +484,8 @@ async fn run(args: ServerArgs) -> Result<()> {
         let client = server.client("skiff:server", &["system:masters", "system:authenticated"]);
         tokio::spawn(async move {
             if let Err(e) = skiff_net::dns::ensure_dns_service(&client, ip).await {
-                eprintln!(
-                    "skiff server: creating the kube-dns Service: {}",
+                tracing::error!(
+                    "creating the kube-dns Service: {}",
                     skiff_serve::error_chain(&e)
                 );
             }
@@ -389,14 +496,30 @@ async fn run(args: ServerArgs) -> Result<()> {
         let client = server.client("skiff:server", &["system:masters", "system:authenticated"]);
         tokio::spawn(async move {
             if let Err(e) = skiff_kubelet::agent::storage::ensure_default_class(&client).await {
-                eprintln!("skiff server: creating the local-path StorageClass: {e}");
+                tracing::error!("creating the local-path StorageClass: {e}");
             }
         });
     }
-    let agent = if args.disable_agent {
-        None
+    let (agent, node) = if args.disable_agent {
+        (None, None)
     } else {
-        Some(start_agent(&args, &server, addr, stop.clone())?)
+        let (task, node) = start_agent(args, &server, addr, stop.clone())?;
+        (Some(task), Some(node))
+    };
+    // The usage is printed once the cluster can run a pod: the local node is Ready.
+    let usage = {
+        let client = server.client("skiff:server", &["system:masters", "system:authenticated"]);
+        let usage = Usage::new(args, &server, addr, registry.as_ref().map(|r| r.0));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Some(node) = node {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = wait_node_ready(&client, &node, started) => {}
+                }
+            }
+            usage.print();
+        })
     };
     if scheduler.is_some() || controller_manager.is_some() {
         server.add_metrics_source(move || leaders.encode());
@@ -412,38 +535,113 @@ async fn run(args: ServerArgs) -> Result<()> {
     server.run(stop.clone().cancelled_owned()).await;
     // The in-process client outlives the listener: the scheduler and the controller
     // manager stop, then release their leases so another server's take over at once.
-    for task in [scheduler, controller_manager, agent].into_iter().flatten() {
+    usage.abort();
+    let registry = registry.map(|r| r.1);
+    for task in [scheduler, controller_manager, agent, registry]
+        .into_iter()
+        .flatten()
+    {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
     }
     Ok(())
 }
 
-/// How to use the cluster and join another machine to it.
-fn print_usage(args: &ServerArgs, server: &skiff_apiserver::Server, addr: SocketAddr) {
-    eprintln!(
-        "skiff server: use it with: export KUBECONFIG={}; kubectl get nodes",
-        server.pki.kubeconfig.display()
-    );
-    let host = match args.advertise_address {
-        Some(ip) => ip,
-        None if addr.ip().is_unspecified() => host_ipv4().unwrap_or(addr.ip()),
-        None => addr.ip(),
-    };
-    if host.is_loopback() {
-        eprintln!(
-            "skiff server: it listens on loopback only; give --listen 0.0.0.0:{} for other machines to join",
-            addr.port()
-        );
-        return;
+/// Waits until `node` is Ready, saying what it waits for while it takes long.
+async fn wait_node_ready(client: &kube::Client, node: &str, started: std::time::Instant) {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let mut said = std::time::Instant::now();
+    let mut last = String::from("not registered yet");
+    loop {
+        match nodes.get_opt(node).await {
+            Ok(Some(n)) => {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+                match ready {
+                    Some(c) if c.status == "True" => {
+                        tracing::info!(
+                            node,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "node Ready"
+                        );
+                        return;
+                    }
+                    Some(c) => last = c.message.clone().unwrap_or_else(|| c.status.clone()),
+                    None => last = "registered, no Ready condition yet".into(),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if said.elapsed() >= std::time::Duration::from_secs(5) {
+            said = std::time::Instant::now();
+            eprintln!(
+                "skiff server: waiting for node {node} to be Ready ({:.0} s): {last}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let hash = std::fs::read_to_string(&server.pki.ca_cert)
-        .map(|pem| skiff_kubelet::bootstrap::ca_cert_hash(&pem))
-        .unwrap_or_default();
-    eprintln!(
-        "skiff server: join another machine with: skiff agent --server https://{} --token \"$(cat {})\" --ca-cert-hash {hash}",
-        SocketAddr::new(host, addr.port()),
-        args.data_dir.join("token").display()
-    );
+}
+
+/// How to use the cluster and join another machine to it.
+struct Usage {
+    kubeconfig: PathBuf,
+    registry: Option<SocketAddr>,
+    join: Result<String, String>,
+}
+
+impl Usage {
+    fn new(
+        args: &ServerArgs,
+        server: &skiff_apiserver::Server,
+        addr: SocketAddr,
+        registry: Option<SocketAddr>,
+    ) -> Usage {
+        let host = match args.advertise_address {
+            Some(ip) => ip,
+            None if addr.ip().is_unspecified() => host_ipv4().unwrap_or(addr.ip()),
+            None => addr.ip(),
+        };
+        let join = if host.is_loopback() {
+            Err(format!(
+                "it listens on loopback only; give --listen 0.0.0.0:{} for other machines to join",
+                addr.port()
+            ))
+        } else {
+            let hash = std::fs::read_to_string(&server.pki.ca_cert)
+                .map(|pem| skiff_kubelet::bootstrap::ca_cert_hash(&pem))
+                .unwrap_or_default();
+            Ok(format!(
+                "skiff agent --server https://{} --token \"$(cat {})\" --ca-cert-hash {hash}",
+                SocketAddr::new(host, addr.port()),
+                args.data_dir.join("token").display()
+            ))
+        };
+        Usage {
+            kubeconfig: server.pki.kubeconfig.clone(),
+            registry,
+            join,
+        }
+    }
+
+    fn print(&self) {
+        eprintln!(
+            "skiff server: ready. Use it with: export KUBECONFIG={}; kubectl get nodes",
+            self.kubeconfig.display()
+        );
+        if let Some(r) = self.registry {
+            eprintln!(
+                "skiff server: push images to the built-in registry: skiff image push {r}/NAME:TAG"
+            );
+        }
+        match &self.join {
+            Ok(cmd) => eprintln!("skiff server: join another machine with: {cmd}"),
+            Err(why) => eprintln!("skiff server: {why}"),
+        }
+    }
 }
 
 /// The local agent: it joins over HTTPS with the cluster token, as a remote agent does
@@ -453,7 +651,7 @@ fn start_agent(
     server: &skiff_apiserver::Server,
     addr: SocketAddr,
     stop: skiff_leader::CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> Result<(tokio::task::JoinHandle<()>, String)> {
     let ip = if addr.ip().is_unspecified() {
         std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     } else {
@@ -469,9 +667,11 @@ fn start_agent(
     let cfg = crate::agent_cmd::config(&args.agent, &dir, node_ip, ranges(args))?;
     let ca = skiff_kubelet::bootstrap::CaSource::File(server.pki.ca_cert.clone());
     let token = server.pki.token.clone();
-    Ok(tokio::spawn(crate::agent_cmd::run_joined(
-        url, token, ca, cfg, stop,
-    )))
+    let node = cfg.node_name.clone();
+    Ok((
+        tokio::spawn(crate::agent_cmd::run_joined(url, token, ca, cfg, stop)),
+        node,
+    ))
 }
 
 fn ranges(args: &ServerArgs) -> crate::agent_cmd::ClusterRanges {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oci_spec::image::Config as ImageConfig;
-use skiff_image::distribution::{Client, ClientOptions, DockerConfig, RemoteRef, Silent};
+use skiff_image::distribution::{Client, ClientOptions, DockerConfig, RemoteRef};
 use skiff_image::ImageStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +168,9 @@ impl ImageManager {
         };
         let client = Client::new(self.options.clone(), docker);
         let t0 = Instant::now();
-        let progress: Arc<dyn skiff_image::distribution::Progress> = Arc::new(Silent);
+        tracing::info!(image, "pulling image");
+        let logged = Arc::new(PullLog::new(image));
+        let progress: Arc<dyn skiff_image::distribution::Progress> = logged.clone();
         let pulled = {
             let _no_gc = self.gc_lock.read().await;
             client.pull(&self.store, &rref, &progress).await
@@ -178,7 +180,12 @@ impl ImageManager {
         }
         let took = t0.elapsed();
         match pulled {
-            Ok(_) => {}
+            Ok(_) => tracing::info!(
+                image,
+                bytes = logged.done.load(std::sync::atomic::Ordering::Relaxed),
+                took_ms = took.as_millis() as u64,
+                "pulled image"
+            ),
             Err(e) => {
                 return Err(ImageFailure {
                     reason: "ErrImagePull",
@@ -195,6 +202,56 @@ impl ImageManager {
             message: format!("image {image:?} was pulled but is not in the store"),
         })?;
         Ok((r, Some(took)))
+    }
+}
+
+/// A pull's progress in the agent's log: how far it got, every few seconds while it
+/// lasts (a big image on a slow registry is not mistaken for a hang).
+struct PullLog {
+    image: String,
+    total: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    started: Instant,
+    said: std::sync::Mutex<Instant>,
+}
+
+impl PullLog {
+    fn new(image: &str) -> PullLog {
+        PullLog {
+            image: image.to_string(),
+            total: Default::default(),
+            done: Default::default(),
+            started: Instant::now(),
+            said: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl skiff_image::distribution::Progress for PullLog {
+    fn event(&self, e: skiff_image::distribution::Event) {
+        use skiff_image::distribution::Event;
+        use std::sync::atomic::Ordering::Relaxed;
+        match e {
+            Event::Start { total, done, .. } => {
+                self.total.fetch_add(total, Relaxed);
+                self.done.fetch_add(done, Relaxed);
+            }
+            Event::Advance { bytes, .. } => {
+                self.done.fetch_add(bytes, Relaxed);
+            }
+            _ => return,
+        }
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if said.elapsed() >= std::time::Duration::from_secs(3) {
+            *said = Instant::now();
+            tracing::info!(
+                image = %self.image,
+                done_bytes = self.done.load(Relaxed),
+                total_bytes = self.total.load(Relaxed),
+                elapsed_s = self.started.elapsed().as_secs(),
+                "pulling image"
+            );
+        }
     }
 }
 

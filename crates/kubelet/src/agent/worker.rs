@@ -109,7 +109,10 @@ impl Worker {
                         .deletion_grace_period_seconds
                         .unwrap_or(30)
                         .max(0) as u64;
-                    self.terminate(Some(p), Duration::from_secs(grace)).await;
+                    let deadline = Instant::now() + Duration::from_secs(grace);
+                    self.drain_endpoints(p, Duration::from_secs(grace)).await;
+                    let grace = deadline.saturating_duration_since(Instant::now());
+                    self.terminate(Some(p), grace).await;
                     self.facts.terminating = true;
                     let cs = self.containers().await;
                     self.report(p, &cs).await;
@@ -150,6 +153,53 @@ impl Worker {
                 }
                 () = tokio::time::sleep(wake) => {}
             }
+        }
+    }
+
+    /// Before a deleted pod that serves a Service is stopped, waits (a bounded while)
+    /// for its endpoint to be taken out of load-balancing: until no EndpointSlice counts
+    /// it ready, then a moment for every node's proxy to apply that. Stopping it first
+    /// would refuse the requests proxies still send it (Kubernetes leaves that race to
+    /// preStop sleeps; skiff closes it, so a rolling update loses no request).
+    async fn drain_endpoints(&self, pod: &Pod, grace: Duration) {
+        /// How long proxies get to apply an endpoint change they have been sent.
+        const SETTLE: Duration = Duration::from_millis(300);
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let (Some(ip), false) = (ip, host_network) else {
+            return;
+        };
+        if grace.is_zero() {
+            return;
+        }
+        let budget = (grace / 2).min(Duration::from_secs(5));
+        let deadline = Instant::now() + budget;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            Api::namespaced(self.sh.client.clone(), &ns);
+        let mut listed = false;
+        loop {
+            let Ok(slices) = api.list(&Default::default()).await else {
+                return;
+            };
+            let mut ready = false;
+            for e in slices.items.iter().flat_map(|s| s.endpoints.iter()) {
+                if e.addresses.contains(&ip) {
+                    listed = true;
+                    ready |= e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                }
+            }
+            if !ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if listed {
+            tokio::time::sleep(SETTLE.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
         }
     }
 
