@@ -53,6 +53,10 @@ pub enum BenchCmd {
     /// Pod start-up on one real node (server + standalone agent): one pod create →
     /// Running/Ready p50/p99, a Deployment's pods all Running, agent and per-pod memory.
     Pods(crate::pods_bench::PodsBenchArgs),
+    /// The one-command cluster: `skiff server` cold start until its node is Ready and
+    /// until a first kubia pod answers, server RSS idle and with kubia, binary size, HA
+    /// failover on etcd.
+    Server(crate::server_bench::ServerBenchArgs),
     /// The data path of a two-node dev cluster: request rate through a ClusterIP vs
     /// straight to the pod (wrk), pod-to-pod throughput with and without skiff's rules.
     Net(crate::net_bench::NetBenchArgs),
@@ -84,6 +88,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Scheduler(a) => crate::scheduler_bench::main(a),
         BenchCmd::Controllers(a) => crate::controllers_bench::main(a),
         BenchCmd::Pods(a) => crate::pods_bench::main(a),
+        BenchCmd::Server(a) => crate::server_bench::main(a),
         BenchCmd::Net(a) => crate::net_bench::main(a),
         BenchCmd::Autoscale(a) => crate::autoscale_bench::main(a),
         BenchCmd::Proxy(a) => crate::proxy_bench::main(a),

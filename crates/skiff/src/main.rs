@@ -25,6 +25,7 @@ mod registry_cmd;
 mod run_cmd;
 mod scheduler_bench;
 mod scheduler_cmd;
+mod server_bench;
 mod server_cmd;
 mod store_cmd;
 
