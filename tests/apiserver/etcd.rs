@@ -80,9 +80,14 @@ fn unreachable_etcd_is_a_clear_error() {
     let out = crate::common::run(c, None);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains("connect to etcd at http://127.0.0.1:"),
+        out.stderr.contains("connect to etcd at http://127.0.0.1:")
+            && out
+                .stderr
+                .contains("is it running and reachable from here?"),
         "{out:?}"
     );
+    // Nothing is left of a first start that failed.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let mut c = std::process::Command::new(crate::common::SKIFF);
     c.arg("server").arg("--data-dir").arg(dir.path()).args([
         "--listen",

@@ -255,9 +255,32 @@ pub fn main(args: ServerArgs) -> Result<()> {
             "--kubelet-port",
         )?;
     }
+    let existed = args.data_dir.exists();
+    let fresh = std::fs::read_dir(&args.data_dir).map_or(true, |mut d| d.next().is_none());
     let lock = crate::preflight::DataDirLock::acquire(&args.data_dir, "server")?;
     let stop_pods = args.stop_pods_on_exit && !args.disable_agent;
     let result = serve_blocking(run(&args));
+    if result.is_err() && fresh {
+        // A first start that failed (etcd unreachable, a bad certificate file …) leaves
+        // no half-made data dir behind.
+        skiff_kubelet::agent::containers::unmount_below(&args.data_dir);
+        if existed {
+            for e in std::fs::read_dir(&args.data_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&args.data_dir);
+        }
+    }
     if stop_pods {
         tracing::info!("stopping this node's pods (--stop-pods-on-exit)");
         stop_local_pods(&args);
