@@ -32,3 +32,6 @@ mod exhausted;
 
 #[path = "network/nft_failure.rs"]
 mod nft_failure;
+
+#[path = "network/ha.rs"]
+mod ha;
