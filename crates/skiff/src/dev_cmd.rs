@@ -579,7 +579,7 @@ fn wait_server(srv: &ServerState) -> Result<()> {
         && dir.join("pki/ca.crt").exists()
         && dir.join("kubeconfig.yaml").exists())
     {
-        let exited = srv.pid.is_some_and(|p| !ours(p, &dir.to_string_lossy()));
+        let exited = srv.pid.is_some_and(|p| !alive(p));
         if exited || Instant::now() > deadline {
             let log = fs::read_to_string(&srv.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -714,6 +714,18 @@ fn ours(pid: u32, needle: &str) -> bool {
             let s = String::from_utf8_lossy(&c);
             let exe = s.split('\0').next().unwrap_or_default();
             (s.contains("skiff") || exe.ends_with("etcd")) && s.contains(needle)
+        })
+        .unwrap_or(false)
+}
+
+/// Whether process `pid` (a child just started) still runs: not gone, not a zombie. Its
+/// command line cannot tell: right after exec it may still be empty.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(!matches!(state, 'Z' | 'X'))
         })
         .unwrap_or(false)
 }
