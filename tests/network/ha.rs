@@ -131,6 +131,18 @@ fn service(c: &Cluster, addr: &str, name: &str) {
 fn killing_the_leading_server_moves_the_leases_and_loses_nothing() {
     let c = Cluster::start_with(2, &["--servers", "3", "--etcd"]);
     let servers = servers(&c);
+    let etcd_pids: Vec<u64> = {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(c.dir.join("cluster.json")).unwrap()).unwrap();
+        state["etcd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["pid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(etcd_pids.len(), 3, "a 3-member etcd");
+    let dir = c.dir.clone();
     assert_eq!(servers.len(), 3);
     // One CA: the first server's kubeconfig works against every server, and each
     // server's own kubeconfig carries the same CA.
@@ -288,4 +300,45 @@ fn killing_the_leading_server_moves_the_leases_and_loses_nothing() {
             "node {i}'s agent never switched servers:\n{log}"
         );
     }
+
+    // `down` (the cluster's drop) stops etcd by pid and removes its data with the rest.
+    drop(c);
+    for pid in etcd_pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()),
+            "etcd {pid} still runs"
+        );
+    }
+    assert!(!dir.exists(), "{} is left", dir.display());
+}
+
+/// Bad HA input is refused before anything starts, naming what is wrong.
+#[test]
+fn bad_server_lists_and_servers_without_etcd_are_refused() {
+    let mut a = Command::new(crate::common::SKIFF);
+    a.args([
+        "agent",
+        "--server",
+        "https://127.0.0.1:1,https//oops",
+        "--token",
+        "x",
+    ]);
+    let o = run(a, None);
+    assert!(
+        o.code != 0
+            && o.stderr.contains("\"https//oops\"")
+            && o.stderr.contains("https://HOST:PORT"),
+        "{o:?}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut d = Command::new(crate::common::SKIFF);
+    d.args(["dev", "cluster", "--servers", "3", "--data-dir"])
+        .arg(work.path().join("c"));
+    let o = run(d, None);
+    assert!(
+        o.code != 0 && o.stderr.contains("--servers 3") && o.stderr.contains("add --etcd"),
+        "{o:?}"
+    );
+    assert!(!work.path().join("c").exists(), "nothing is made");
 }

@@ -462,3 +462,97 @@ fn hostname() -> std::io::Result<String> {
         .trim()
         .to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use skiff_store::{EmbeddedStore, Store};
+
+    fn read(dir: &Path, f: &str) -> String {
+        std::fs::read_to_string(dir.join(f)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn servers_starting_together_agree_on_one_ca_and_token() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ra, rb) = tokio::join!(share(&store, a.path()), share(&store, b.path()));
+        let mut outcomes = [ra.unwrap(), rb.unwrap()];
+        outcomes.sort_by_key(|o| *o as u8);
+        assert_eq!(outcomes, [Shared::Stored, Shared::Taken]);
+        for f in ["pki/ca.crt", "pki/ca.key", "token"] {
+            assert_eq!(read(a.path(), f), read(b.path(), f), "{f}");
+        }
+        // Each issues its own serving certificate from the shared CA.
+        let pa = ensure(a.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let pb = ensure(b.path(), "https://127.0.0.1:2", &["10.0.0.2".into()]).unwrap();
+        assert_ne!(read(&pa.dir, "server.crt"), read(&pb.dir, "server.crt"));
+        assert_eq!(pa.token, pb.token);
+        // A later start agrees with the store.
+        assert_eq!(share(&store, a.path()).await.unwrap(), Shared::Agreed);
+    }
+
+    #[tokio::test]
+    async fn a_single_servers_existing_credentials_become_the_clusters() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let before = ensure(a.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let ca = read(a.path(), "pki/ca.crt");
+        let server = read(a.path(), "pki/server.crt");
+        assert_eq!(share(&store, a.path()).await.unwrap(), Shared::Stored);
+        let after = ensure(a.path(), "https://127.0.0.1:1", &[]).unwrap();
+        assert_eq!(read(a.path(), "pki/ca.crt"), ca);
+        assert_eq!(read(a.path(), "pki/server.crt"), server);
+        assert_eq!(after.token, before.token);
+        let stored = store.get(BOOTSTRAP_KEY, None).await.unwrap().kv.unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+        assert_eq!(stored["caCert"], ca.as_str());
+        assert_eq!(stored["token"], before.token.as_str());
+    }
+
+    #[tokio::test]
+    async fn another_clusters_ca_or_token_is_refused_and_left_alone() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        share(&store, a.path()).await.unwrap();
+        let foreign = tempfile::tempdir().unwrap();
+        ensure(foreign.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let ca = read(foreign.path(), "pki/ca.crt");
+        let e = share(&store, foreign.path()).await.unwrap_err();
+        assert!(matches!(e, PkiError::CaMismatch { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ca.crt is not the CA of the cluster in the datastore")
+                && msg.contains(BOOTSTRAP_KEY)
+                && msg.contains("empty data dir"),
+            "{msg}"
+        );
+        assert_eq!(read(foreign.path(), "pki/ca.crt"), ca);
+
+        // The cluster's CA but another token.
+        let c = tempfile::tempdir().unwrap();
+        share(&store, c.path()).await.unwrap();
+        std::fs::write(c.path().join("token"), "not-the-token\n").unwrap();
+        let e = share(&store, c.path()).await.unwrap_err();
+        assert!(matches!(e, PkiError::TokenMismatch { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dir_without_a_ca_drops_certificates_of_an_older_one() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        share(&store, a.path()).await.unwrap();
+        let b = tempfile::tempdir().unwrap();
+        ensure(b.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let old_server = read(b.path(), "pki/server.crt");
+        for f in ["pki/ca.crt", "pki/ca.key", "token"] {
+            std::fs::remove_file(b.path().join(f)).unwrap();
+        }
+        assert_eq!(share(&store, b.path()).await.unwrap(), Shared::Taken);
+        ensure(b.path(), "https://127.0.0.1:1", &[]).unwrap();
+        assert_ne!(read(b.path(), "pki/server.crt"), old_server);
+        assert_eq!(read(b.path(), "pki/ca.crt"), read(a.path(), "pki/ca.crt"));
+    }
+}
