@@ -35,3 +35,6 @@ mod nft_failure;
 
 #[path = "network/story.rs"]
 mod story;
+
+#[path = "network/ha.rs"]
+mod ha;

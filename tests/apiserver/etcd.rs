@@ -156,3 +156,45 @@ fn large_list_on_etcd() {
         .unwrap();
     assert!(list_rv >= *revs.last().unwrap());
 }
+
+/// Servers on one etcd serve one cluster: a second server with an empty data dir takes
+/// the first's CA and join token from the store (each still has its own serving
+/// certificate), so one kubeconfig works against both; a server whose data dir holds
+/// another cluster's CA is refused with what is wrong and how to fix it.
+#[test]
+fn servers_on_one_etcd_share_the_cluster_ca_and_refuse_a_foreign_one() {
+    let etcd = EtcdCluster::start(1).expect("start etcd");
+    let endpoints = etcd.endpoints().join(",");
+    let a = Server::start_with(&["--datastore-endpoint", &endpoints]);
+    let b = Server::start_with(&["--datastore-endpoint", &endpoints]);
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(a.pki("ca.crt")), read(b.pki("ca.crt")));
+    assert_eq!(read(a.pki("ca.key")), read(b.pki("ca.key")));
+    assert_eq!(a.token(), b.token());
+    assert_ne!(read(a.pki("server.crt")), read(b.pki("server.crt")));
+    let c = a.kubectl_command("1.33", &["--server", &b.url, "get", "ns", "-o", "name"]);
+    let out = crate::common::run(c, None).ok();
+    assert!(out.stdout.contains("namespace/kube-system"), "{out:?}");
+
+    // A data dir of another cluster (its own CA, made on its embedded store).
+    let mut foreign = Server::start();
+    foreign.stop();
+    let mut c = std::process::Command::new(crate::common::SKIFF);
+    c.arg("server")
+        .arg("--data-dir")
+        .arg(foreign.dir.path())
+        .args(["--listen", "127.0.0.1:0", "--disable-agent"])
+        .args(["--datastore-endpoint", &endpoints]);
+    let out = crate::common::run(c, None);
+    assert_ne!(out.code, 0, "{out:?}");
+    for says in [
+        "pki/ca.crt is not the CA of the cluster in the datastore",
+        "/skiff/bootstrap",
+        "Start this server with an empty data dir",
+    ] {
+        assert!(out.stderr.contains(says), "stderr lacks {says:?}: {out:?}");
+    }
+    // Nothing of the foreign dir was changed, and the cluster keeps its CA.
+    assert_ne!(read(foreign.pki("ca.crt")), read(a.pki("ca.crt")));
+    b.kubectl("1.33", &["get", "ns", "default"]).ok();
+}

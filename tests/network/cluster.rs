@@ -285,6 +285,15 @@ impl Drop for Cluster {
             let keep = std::env::temp_dir().join(format!("skiff-net-failed-{}", self.id));
             let _ = std::fs::create_dir_all(&keep);
             let _ = std::fs::copy(self.dir.join("server.log"), keep.join("server.log"));
+            // The other servers and etcd members of a `--servers N --etcd` cluster.
+            for i in 2..=7 {
+                let log = format!("server-{i}.log");
+                let _ = std::fs::copy(self.dir.join(&log), keep.join(&log));
+            }
+            for i in 1..=3 {
+                let log = format!("etcd-{i}.log");
+                let _ = std::fs::copy(self.dir.join("etcd").join(&log), keep.join(&log));
+            }
             for i in 1..=self.nodes {
                 let _ = std::fs::copy(
                     self.dir.join(format!("nodes/skiff-node-{i}/agent.log")),

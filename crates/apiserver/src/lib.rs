@@ -3,7 +3,7 @@
 //! `skiff_api::kinds::KINDS`, stored through the `skiff_store::Store` trait.
 //!
 //! Lifecycle: [`Server::bind`] loads (or on first start generates) the cluster
-//! credentials, creates the built-in namespaces and starts the watch cache;
+//! credentials — shared through the store by every server on it (see [`pki`]) — creates the built-in namespaces and starts the watch cache;
 //! [`Server::run`] serves until its shutdown future completes.
 
 #![forbid(unsafe_code)]
@@ -178,6 +178,13 @@ impl Server {
             local.ip().to_string()
         };
         let server_address = format!("{host}:{}", local.port());
+        // Servers on one store serve one cluster: one CA and one join token.
+        pki::share(&*store, &config.data_dir)
+            .await
+            .map_err(|source| ServeError::Pki {
+                dir: config.data_dir.clone(),
+                source,
+            })?;
         let pki = pki::ensure(
             &config.data_dir,
             &format!("https://{server_address}"),

@@ -11,6 +11,16 @@
 //! - `token`: the bearer token agents join with.
 //!
 //! Later starts only read the files, so kubeconfigs handed out stay valid.
+//!
+//! Several servers on one store serve one cluster, so the cluster-wide secrets — the CA
+//! (certificate and key) and the join token — live in the store too, under
+//! [`BOOTSTRAP_KEY`] (outside `/registry/`, so no API reaches it): [`share`] runs before
+//! [`ensure`] and makes the data dir's copy agree with the store's. The first server
+//! writes its own (or freshly generated) secrets with create-if-absent, so servers
+//! starting together agree on one winner; later servers take the stored ones; a data dir
+//! whose CA differs from the stored one is refused (it belongs to another cluster). Each
+//! server still issues its own serving, admin and kubelet-client certificates from the
+//! shared CA.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +69,27 @@ pub enum PkiError {
     },
     #[error("{path} is empty; delete the data dir's pki/ and token to regenerate credentials")]
     EmptyToken { path: PathBuf },
+    #[error("the datastore: {operation} {key}")]
+    Store {
+        operation: &'static str,
+        key: &'static str,
+        #[source]
+        source: skiff_store::StoreError,
+    },
+    #[error("the cluster credentials stored under {key} are not readable (written by another program?); remove the key to let the next server store its own")]
+    BadStored {
+        key: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} is not the CA of the cluster in the datastore (stored under {key}): this data dir belongs to another cluster. Start this server with an empty data dir (or remove {dir}/pki and {dir}/token) to join the datastore's cluster with its CA, or give it the --datastore-endpoint of its own cluster")]
+    CaMismatch {
+        path: PathBuf,
+        dir: PathBuf,
+        key: &'static str,
+    },
+    #[error("{path} is not the join token of the cluster in the datastore (stored under {key}): agents holding this token would be refused by the other servers. Remove {path} to take the cluster's token (DATA/token of the server that created the cluster)")]
+    TokenMismatch { path: PathBuf, key: &'static str },
 }
 
 fn io(path: &Path, operation: &'static str) -> impl FnOnce(std::io::Error) -> PkiError {
@@ -108,9 +139,27 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
         token: String::new(),
         dir: dir.clone(),
     };
-    let ca_key_path = pki.ca_key.clone();
-    if !pki.ca_cert.exists() || !ca_key_path.exists() {
-        generate(&pki, &ca_key_path, extra_sans)?;
+    if !pki.ca_cert.exists() || !pki.ca_key.exists() {
+        let ca = generate_ca()?;
+        // The certificate goes last: its presence marks a complete CA.
+        write_private(&pki.ca_key, &ca.key_pem)?;
+        write_private(&pki.ca_cert, &ca.cert_pem)?;
+    }
+    if !pki.server_cert.exists() || !pki.server_key.exists() {
+        let issued = issue(
+            &pki.dir,
+            Role::Server,
+            "skiff-apiserver",
+            None,
+            &serving_sans(extra_sans),
+        )?;
+        write_private(&pki.server_key, &issued.key_pem)?;
+        write_private(&pki.server_cert, &issued.cert_pem)?;
+    }
+    if !pki.admin_cert.exists() || !pki.admin_key.exists() {
+        let issued = issue(&pki.dir, Role::Client, "admin", Some("system:masters"), &[])?;
+        write_private(&pki.admin_key, &issued.key_pem)?;
+        write_private(&pki.admin_cert, &issued.cert_pem)?;
     }
     if !pki.kubelet_client_cert.exists() || !pki.kubelet_client_key.exists() {
         let issued = issue(
@@ -124,15 +173,10 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
         write_private(&pki.kubelet_client_cert, &issued.cert_pem)?;
     }
     if !pki.token_file.exists() {
-        let mut raw = [0u8; 24];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).map_err(
-            |_| PkiError::Io {
-                path: pki.token_file.clone(),
-                operation: "draw random bytes for",
-                source: std::io::Error::other("no system randomness"),
-            },
+        write_private(
+            &pki.token_file,
+            &format!("{}\n", new_token(&pki.token_file)?),
         )?;
-        write_private(&pki.token_file, &format!("{}\n", hex::encode(raw)))?;
     }
     pki.token = std::fs::read_to_string(&pki.token_file)
         .map_err(io(&pki.token_file, "read"))?
@@ -158,60 +202,182 @@ pub fn ensure(data_dir: &Path, server_url: &str, extra_sans: &[String]) -> Resul
     Ok(pki)
 }
 
-fn generate(pki: &Pki, ca_key_path: &Path, extra_sans: &[String]) -> Result<(), PkiError> {
-    let gen = |what| move |source| PkiError::Generate { what, source };
-    let ca_key = KeyPair::generate().map_err(gen("CA"))?;
-    let ca = ca_params().map_err(gen("CA"))?;
-    let ca_cert = ca.self_signed(&ca_key).map_err(gen("CA"))?;
-    let issuer = Issuer::new(ca, ca_key);
+/// A new random join token (hex of 24 random bytes); `path` names it in errors.
+fn new_token(path: &Path) -> Result<String, PkiError> {
+    let mut raw = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).map_err(|_| {
+        PkiError::Io {
+            path: path.to_path_buf(),
+            operation: "draw random bytes for",
+            source: std::io::Error::other("no system randomness"),
+        }
+    })?;
+    Ok(hex::encode(raw))
+}
 
+/// A new self-signed cluster CA.
+fn generate_ca() -> Result<Issued, PkiError> {
+    let gen = |source| PkiError::Generate { what: "CA", source };
+    let key = KeyPair::generate().map_err(gen)?;
+    let cert = ca_params().map_err(gen)?.self_signed(&key).map_err(gen)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The serving certificate's names: localhost, `kubernetes`, the host name, the extra
+/// SANs, loopback and the first address of the service range (as kube-apiserver's
+/// `kubernetes` Service).
+fn serving_sans(extra_sans: &[String]) -> Vec<String> {
     let mut names = vec!["localhost".to_string(), "kubernetes".to_string()];
     if let Ok(h) = hostname() {
         names.push(h);
     }
-    let mut sans: Vec<SanType> = Vec::new();
-    for n in names.iter().chain(extra_sans) {
-        match n.parse::<IpAddr>() {
-            Ok(ip) => sans.push(SanType::IpAddress(ip)),
-            Err(_) => sans.push(SanType::DnsName(n.clone().try_into().map_err(
-                |source| PkiError::Generate {
-                    what: "serving",
-                    source,
-                },
-            )?)),
-        }
+    names.extend(extra_sans.iter().cloned());
+    names.extend(["127.0.0.1", "::1", "10.43.0.1"].map(String::from));
+    names
+}
+
+/// Where the cluster-wide secrets live in the store: outside `/registry/`, so no API
+/// (and no watch cache) ever sees them.
+pub const BOOTSTRAP_KEY: &str = "/skiff/bootstrap";
+
+/// The cluster-wide secrets every server of one store shares.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bootstrap {
+    ca_cert: String,
+    ca_key: String,
+    token: String,
+}
+
+/// What [`share`] did with the data dir's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// This server stored its secrets: it is the cluster's first.
+    Stored,
+    /// The data dir took the stored secrets (a server joining the cluster).
+    Taken,
+    /// The data dir already held the stored secrets.
+    Agreed,
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<String>, PkiError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, "read")(e)),
     }
-    sans.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
-    sans.push(SanType::IpAddress(IpAddr::from([
-        0u16, 0, 0, 0, 0, 0, 0, 1,
-    ])));
-    // The first address of the service range, as kube-apiserver's `kubernetes` service.
-    sans.push(SanType::IpAddress(IpAddr::from([10, 43, 0, 1])));
-    let server_key = KeyPair::generate().map_err(gen("serving"))?;
-    let mut sp = CertificateParams::new(Vec::<String>::new()).map_err(gen("serving"))?;
-    sp.subject_alt_names = sans;
-    sp.distinguished_name
-        .push(DnType::CommonName, "skiff-apiserver".to_string());
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = sp.signed_by(&server_key, &issuer).map_err(gen("serving"))?;
+}
 
-    let admin_key = KeyPair::generate().map_err(gen("admin"))?;
-    let mut ap = CertificateParams::new(Vec::<String>::new()).map_err(gen("admin"))?;
-    ap.distinguished_name
-        .push(DnType::CommonName, "admin".to_string());
-    ap.distinguished_name
-        .push(DnType::OrganizationName, "system:masters".to_string());
-    ap.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = ap.signed_by(&admin_key, &issuer).map_err(gen("admin"))?;
-
-    // The CA cert goes last: its presence marks a complete set.
-    write_private(&pki.server_key, &server_key.serialize_pem())?;
-    write_private(&pki.server_cert, &server_cert.pem())?;
-    write_private(&pki.admin_key, &admin_key.serialize_pem())?;
-    write_private(&pki.admin_cert, &admin_cert.pem())?;
-    write_private(ca_key_path, &issuer.key().serialize_pem())?;
-    write_private(&pki.ca_cert, &ca_cert.pem())?;
-    Ok(())
+/// Makes the CA and token of `data_dir` those of the cluster in `store` (see the module
+/// docs); call before [`ensure`].
+pub async fn share(store: &dyn skiff_store::Store, data_dir: &Path) -> Result<Shared, PkiError> {
+    let dir = data_dir.join("pki");
+    let (ca_cert, ca_key, token_file) = (
+        dir.join("ca.crt"),
+        dir.join("ca.key"),
+        data_dir.join("token"),
+    );
+    let store_err = |operation| {
+        move |source| PkiError::Store {
+            operation,
+            key: BOOTSTRAP_KEY,
+            source,
+        }
+    };
+    let local_ca = match (read_if_exists(&ca_cert)?, read_if_exists(&ca_key)?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => None,
+    };
+    let local_token = read_if_exists(&token_file)?
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    loop {
+        let stored = store
+            .get(BOOTSTRAP_KEY, None)
+            .await
+            .map_err(store_err("reading"))?
+            .kv;
+        if let Some(kv) = stored {
+            let stored: Bootstrap =
+                serde_json::from_slice(&kv.value).map_err(|source| PkiError::BadStored {
+                    key: BOOTSTRAP_KEY,
+                    source,
+                })?;
+            if let Some((cert, _)) = &local_ca {
+                if cert.trim() != stored.ca_cert.trim() {
+                    return Err(PkiError::CaMismatch {
+                        path: ca_cert,
+                        dir: data_dir.to_path_buf(),
+                        key: BOOTSTRAP_KEY,
+                    });
+                }
+            }
+            if local_token.as_ref().is_some_and(|t| *t != stored.token) {
+                return Err(PkiError::TokenMismatch {
+                    path: token_file,
+                    key: BOOTSTRAP_KEY,
+                });
+            }
+            if local_ca.is_some() && local_token.is_some() {
+                return Ok(Shared::Agreed);
+            }
+            std::fs::create_dir_all(&dir).map_err(io(&dir, "create directory"))?;
+            if local_ca.is_none() {
+                // Whatever this dir issued from an older CA is of no use: issue anew.
+                for f in ["server", "admin", "kubelet-client"] {
+                    for ext in ["crt", "key"] {
+                        let p = dir.join(format!("{f}.{ext}"));
+                        if p.exists() {
+                            std::fs::remove_file(&p).map_err(io(&p, "remove"))?;
+                        }
+                    }
+                }
+                write_private(&ca_key, &stored.ca_key)?;
+                write_private(&ca_cert, &stored.ca_cert)?;
+            }
+            write_private(&token_file, &format!("{}\n", stored.token))?;
+            return Ok(Shared::Taken);
+        }
+        // No cluster in the store yet: offer this dir's secrets (or new ones); the
+        // create fails if another server got there first, and the loop takes its.
+        let (cert, key) = match &local_ca {
+            Some(ca) => ca.clone(),
+            None => {
+                let ca = generate_ca()?;
+                (ca.cert_pem, ca.key_pem)
+            }
+        };
+        let token = match &local_token {
+            Some(t) => t.clone(),
+            None => new_token(&token_file)?,
+        };
+        let offer = Bootstrap {
+            ca_cert: cert,
+            ca_key: key,
+            token,
+        };
+        let value = serde_json::to_vec(&offer).map_err(|source| PkiError::BadStored {
+            key: BOOTSTRAP_KEY,
+            source,
+        })?;
+        match store.create(BOOTSTRAP_KEY, value, 0).await {
+            Ok(_) => {}
+            Err(skiff_store::StoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(store_err("creating")(e)),
+        }
+        std::fs::create_dir_all(&dir).map_err(io(&dir, "create directory"))?;
+        if local_ca.is_none() {
+            write_private(&ca_key, &offer.ca_key)?;
+            write_private(&ca_cert, &offer.ca_cert)?;
+        }
+        if local_token.is_none() {
+            write_private(&token_file, &format!("{}\n", offer.token))?;
+        }
+        return Ok(Shared::Stored);
+    }
 }
 
 /// The CA's parameters. Issuing later rebuilds them: a certificate's issuer is the CA's
@@ -295,4 +461,98 @@ fn hostname() -> std::io::Result<String> {
     Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
         .trim()
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use skiff_store::{EmbeddedStore, Store};
+
+    fn read(dir: &Path, f: &str) -> String {
+        std::fs::read_to_string(dir.join(f)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn servers_starting_together_agree_on_one_ca_and_token() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ra, rb) = tokio::join!(share(&store, a.path()), share(&store, b.path()));
+        let mut outcomes = [ra.unwrap(), rb.unwrap()];
+        outcomes.sort_by_key(|o| *o as u8);
+        assert_eq!(outcomes, [Shared::Stored, Shared::Taken]);
+        for f in ["pki/ca.crt", "pki/ca.key", "token"] {
+            assert_eq!(read(a.path(), f), read(b.path(), f), "{f}");
+        }
+        // Each issues its own serving certificate from the shared CA.
+        let pa = ensure(a.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let pb = ensure(b.path(), "https://127.0.0.1:2", &["10.0.0.2".into()]).unwrap();
+        assert_ne!(read(&pa.dir, "server.crt"), read(&pb.dir, "server.crt"));
+        assert_eq!(pa.token, pb.token);
+        // A later start agrees with the store.
+        assert_eq!(share(&store, a.path()).await.unwrap(), Shared::Agreed);
+    }
+
+    #[tokio::test]
+    async fn a_single_servers_existing_credentials_become_the_clusters() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let before = ensure(a.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let ca = read(a.path(), "pki/ca.crt");
+        let server = read(a.path(), "pki/server.crt");
+        assert_eq!(share(&store, a.path()).await.unwrap(), Shared::Stored);
+        let after = ensure(a.path(), "https://127.0.0.1:1", &[]).unwrap();
+        assert_eq!(read(a.path(), "pki/ca.crt"), ca);
+        assert_eq!(read(a.path(), "pki/server.crt"), server);
+        assert_eq!(after.token, before.token);
+        let stored = store.get(BOOTSTRAP_KEY, None).await.unwrap().kv.unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+        assert_eq!(stored["caCert"], ca.as_str());
+        assert_eq!(stored["token"], before.token.as_str());
+    }
+
+    #[tokio::test]
+    async fn another_clusters_ca_or_token_is_refused_and_left_alone() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        share(&store, a.path()).await.unwrap();
+        let foreign = tempfile::tempdir().unwrap();
+        ensure(foreign.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let ca = read(foreign.path(), "pki/ca.crt");
+        let e = share(&store, foreign.path()).await.unwrap_err();
+        assert!(matches!(e, PkiError::CaMismatch { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ca.crt is not the CA of the cluster in the datastore")
+                && msg.contains(BOOTSTRAP_KEY)
+                && msg.contains("empty data dir"),
+            "{msg}"
+        );
+        assert_eq!(read(foreign.path(), "pki/ca.crt"), ca);
+
+        // The cluster's CA but another token.
+        let c = tempfile::tempdir().unwrap();
+        share(&store, c.path()).await.unwrap();
+        std::fs::write(c.path().join("token"), "not-the-token\n").unwrap();
+        let e = share(&store, c.path()).await.unwrap_err();
+        assert!(matches!(e, PkiError::TokenMismatch { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dir_without_a_ca_drops_certificates_of_an_older_one() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        share(&store, a.path()).await.unwrap();
+        let b = tempfile::tempdir().unwrap();
+        ensure(b.path(), "https://127.0.0.1:1", &[]).unwrap();
+        let old_server = read(b.path(), "pki/server.crt");
+        for f in ["pki/ca.crt", "pki/ca.key", "token"] {
+            std::fs::remove_file(b.path().join(f)).unwrap();
+        }
+        assert_eq!(share(&store, b.path()).await.unwrap(), Shared::Taken);
+        ensure(b.path(), "https://127.0.0.1:1", &[]).unwrap();
+        assert_ne!(read(b.path(), "pki/server.crt"), old_server);
+        assert_eq!(read(b.path(), "pki/ca.crt"), read(a.path(), "pki/ca.crt"));
+    }
 }

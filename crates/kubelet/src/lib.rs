@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod balancer;
 pub mod bootstrap;
 /// The suite every [`StreamingRuntime`] runs (for tests only: `features = ["testing"]`).
 #[cfg(feature = "testing")]

@@ -134,9 +134,15 @@ pub struct ClusterRanges {
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The API server: https://host:port.
-    #[arg(long)]
-    pub server: Option<String>,
+    /// The API server: https://host:port. Several (comma-separated or repeated) for a
+    /// highly available control plane: the agent then forwards its connections through a
+    /// load balancer on 127.0.0.1 to one live server, moving to the next when it fails.
+    #[arg(long, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// How long the load balancer waits for a server to accept a connection before it
+    /// tries the next one (with several --server).
+    #[arg(long, default_value = "2s", value_parser = crate::server_cmd::parse_duration)]
+    pub lb_connect_timeout: std::time::Duration,
     /// The cluster's join token (the server's DATA/token).
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
@@ -563,10 +569,18 @@ pub fn main(args: AgentArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let server = args
+    let servers: Vec<String> = args
         .server
-        .clone()
-        .context("--server is required: the API server's https://host:port")?;
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        bail!("--server is required: the API server's https://host:port (several comma-separated for a highly available control plane)");
+    }
+    for s in &servers {
+        skiff_kubelet::balancer::server_addr(s)?;
+    }
     let token = args
         .token
         .clone()
@@ -575,9 +589,10 @@ pub fn main(args: AgentArgs) -> Result<()> {
         (Some(f), _) => skiff_kubelet::bootstrap::CaSource::File(f.clone()),
         (None, h) => skiff_kubelet::bootstrap::CaSource::FetchWithHash(h.clone()),
     };
-    let url: http::Uri = server
+    let first = &servers[0];
+    let url: http::Uri = first
         .parse()
-        .with_context(|| format!("--server {server:?}: write https://host:port"))?;
+        .with_context(|| format!("--server {first:?}: write https://host:port"))?;
     let host_ip: Option<IpAddr> = url
         .host()
         .and_then(|h| h.trim_matches(|c| c == '[' || c == ']').parse().ok());
@@ -586,6 +601,7 @@ pub fn main(args: AgentArgs) -> Result<()> {
         _ => crate::server_cmd::host_ipv4().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
     };
     let cfg = config(&args.flags, &args.data_dir, default_ip, ranges)?;
+    let lb_connect_timeout = args.lb_connect_timeout;
     crate::server_cmd::serve_blocking(async move {
         let stop = skiff_serve::CancellationToken::new();
         let s = stop.clone();
@@ -593,6 +609,24 @@ pub fn main(args: AgentArgs) -> Result<()> {
             crate::server_cmd::shutdown_signal().await;
             s.cancel();
         });
+        // With several servers every connection goes through the balancer (its listener
+        // lives as long as the agent); with one, straight to it.
+        let (server, _balancer) = if servers.len() > 1 {
+            let lb = skiff_kubelet::balancer::LoadBalancer::start(
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+                &servers,
+                lb_connect_timeout,
+            )
+            .await?;
+            eprintln!(
+                "skiff agent: API servers {} through the load balancer on {}",
+                servers.join(", "),
+                lb.local_addr()
+            );
+            (lb.url(), Some(lb))
+        } else {
+            (servers[0].clone(), None)
+        };
         run_joined(server, token, ca, cfg, stop).await;
         Ok(())
     })
