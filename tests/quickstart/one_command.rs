@@ -154,6 +154,41 @@ fn bad_input_is_refused_before_anything_starts() {
     // The running server was not disturbed.
     running.kubectl(VERSIONS[1], &["get", "ns", "default"]).ok();
 
+    // An agent with a wrong join token ends at once, saying so (no retry loop).
+    let agent_dir = work.path().join("agent");
+    let mut c = Command::new(SKIFF);
+    c.args([
+        "agent",
+        "--server",
+        &running.url,
+        "--token",
+        "not-the-token",
+        "--ca-file",
+    ])
+    .arg(running.pki("ca.crt"))
+    .args([
+        "--kubelet-port",
+        "0",
+        "--disable-pod-network",
+        "--node-name",
+        "wrong-token",
+        "--data-dir",
+    ])
+    .arg(&agent_dir);
+    let o = run(c, None);
+    assert_ne!(o.code, 0, "{o:#?}");
+    assert!(
+        o.stderr.contains("refused the bootstrap token")
+            && o.stderr.contains("DATA/token")
+            && !o.stderr.contains("starting again"),
+        "{}",
+        o.stderr
+    );
+    let nodes = running
+        .kubectl(VERSIONS[1], &["get", "nodes", "-o", "name"])
+        .ok();
+    assert!(nodes.stdout.trim().is_empty(), "{nodes:?}");
+
     // Bad flags are refused before the data dir is made.
     refused(
         server(

@@ -489,6 +489,22 @@ pub fn clean_network(flags: &AgentFlags, data_dir: &Path, ranges: ClusterRanges)
     }
 }
 
+/// The join was refused for good: a wrong token or CA (as opposed to a server not up yet).
+fn refused(e: &anyhow::Error) -> bool {
+    use skiff_kubelet::bootstrap::BootstrapError as B;
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<B>(),
+            Some(
+                B::TokenRefused { .. }
+                    | B::CaHashMismatch { .. }
+                    | B::BadCaHash { .. }
+                    | B::BadCa { .. }
+            )
+        )
+    })
+}
+
 /// Joins the cluster (TLS bootstrap with the token: the node's client and serving
 /// certificates through CSRs, reused on later starts and renewed before they expire),
 /// then runs the agent until `stop`; a failed agent is started again after 5 s.
@@ -498,7 +514,7 @@ pub async fn run_joined(
     ca: skiff_kubelet::bootstrap::CaSource,
     cfg: AgentConfig,
     stop: skiff_serve::CancellationToken,
-) {
+) -> Result<()> {
     use skiff_kubelet::bootstrap;
     let mut opts = bootstrap::BootstrapOptions::new(&server, &token, &cfg.node_name, &cfg.data_dir);
     opts.ca = ca;
@@ -542,15 +558,20 @@ pub async fn run_joined(
         let result = run.await;
         watch_renewal.abort();
         match result {
-            Ok(()) if stop.is_cancelled() => return,
+            Ok(()) if stop.is_cancelled() => return Ok(()),
             Ok(()) => {
                 eprintln!("skiff agent: certificates renewed; the agent starts again with them");
                 continue;
             }
-            Err(e) => eprintln!("skiff agent: {e:#}; starting again in 5 s"),
+            Err(e) if refused(&e) => {
+                // Trying again cannot help: the token or the CA is wrong.
+                tracing::error!("{e:#}");
+                return Err(e);
+            }
+            Err(e) => tracing::error!("{e:#}; starting again in 5 s"),
         }
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
     }
@@ -568,6 +589,25 @@ pub fn main(args: AgentArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(args.data_dir.join(d));
         }
         return Ok(());
+    }
+    crate::preflight::require_root("skiff agent", "")?;
+    crate::preflight::kernel_features()?;
+    // A restarted agent may find its predecessor still exiting (its port still bound).
+    let _lock = crate::preflight::DataDirLock::acquire_within(
+        &args.data_dir,
+        "agent",
+        std::time::Duration::from_secs(5),
+    )?;
+    if args.flags.kubelet_port != 0 {
+        let ip = args
+            .flags
+            .node_ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        crate::preflight::port_free(
+            std::net::SocketAddr::new(ip, args.flags.kubelet_port),
+            "the kubelet API",
+            "--kubelet-port",
+        )?;
     }
     let servers: Vec<String> = args
         .server
@@ -627,7 +667,6 @@ pub fn main(args: AgentArgs) -> Result<()> {
         } else {
             (servers[0].clone(), None)
         };
-        run_joined(server, token, ca, cfg, stop).await;
-        Ok(())
+        run_joined(server, token, ca, cfg, stop).await
     })
 }

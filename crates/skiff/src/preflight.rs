@@ -174,8 +174,8 @@ fn holder_of_port(port: u16) -> Option<(u32, String)> {
     None
 }
 
-/// An exclusive hold on a data dir for as long as it lives (`DATA/server.lock`, with the
-/// holder's pid in it). A second server on the same dir is refused with that pid.
+/// An exclusive hold on a data dir for as long as it lives (`DATA/server.lock` or
+/// `DATA/agent.lock`, with the holder's pid in it). A second server on the same dir is refused with that pid.
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: File,
@@ -195,7 +195,7 @@ impl DataDirLock {
     ) -> Result<DataDirLock> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("create the data dir {}", data_dir.display()))?;
-        let path = data_dir.join("server.lock");
+        let path = data_dir.join(format!("{who}.lock"));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -708,7 +708,11 @@ fn start_agent(
     let token = server.pki.token.clone();
     let node = cfg.node_name.clone();
     Ok((
-        tokio::spawn(crate::agent_cmd::run_joined(url, token, ca, cfg, stop)),
+        tokio::spawn(async move {
+            if let Err(e) = crate::agent_cmd::run_joined(url, token, ca, cfg, stop).await {
+                tracing::error!("the local agent stopped: {e:#}");
+            }
+        }),
         node,
     ))
 }
