@@ -186,6 +186,8 @@ pub struct Shared {
     pub pressure: Mutex<eviction::Pressure>,
     /// Every Service, for containers' service-link variables.
     pub services: service_env::ServiceCache,
+    /// The node's service proxy's latest applied sync (None: no proxy on this node).
+    pub proxy_synced: Option<watch::Receiver<skiff_net::proxy::SyncReport>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -322,6 +324,19 @@ pub async fn run(
     if let Ok(a) = server.local_addr() {
         cfg.kubelet_port = a.port();
     }
+    let proxy_synced = cfg
+        .network
+        .as_ref()
+        .and_then(|n| n.proxy.as_ref())
+        .map(|_| {
+            watch::channel(skiff_net::proxy::SyncReport {
+                generation: 0,
+                full: false,
+                commands: 0,
+                bytes: 0,
+                applied_at: std::time::Instant::now(),
+            })
+        });
     let sh = Arc::new(Shared {
         client: client.clone(),
         cfg: Arc::new(cfg),
@@ -335,6 +350,7 @@ pub async fn run(
         evictions: Mutex::new(HashMap::new()),
         pressure: Mutex::new(eviction::Pressure::default()),
         services: service_env::ServiceCache::start(client.clone(), stop.clone()),
+        proxy_synced: proxy_synced.as_ref().map(|(_, rx)| rx.clone()),
     });
     let _ = shared_slot.set(sh.clone());
     let serve_stop = stop.clone();
@@ -353,6 +369,7 @@ pub async fn run(
                 sh.client.clone(),
                 p,
                 sink.recorder("kube-proxy"),
+                proxy_synced.map(|(tx, _)| tx),
                 stop.clone(),
             )));
         }

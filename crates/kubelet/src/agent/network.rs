@@ -69,6 +69,7 @@ pub async fn proxy(
     client: kube::Client,
     cfg: skiff_net::proxy::ProxyConfig,
     events: skiff_controllers::Recorder,
+    synced: Option<tokio::sync::watch::Sender<skiff_net::proxy::SyncReport>>,
     stop: CancellationToken,
 ) {
     let node = Node {
@@ -82,7 +83,7 @@ pub async fn proxy(
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let hooks = skiff_net::proxy::Hooks {
             errors: Some(tx),
-            synced: None,
+            synced: synced.clone(),
         };
         let run = skiff_net::proxy::run_with(client.clone(), cfg.clone(), stop.clone(), hooks);
         tokio::pin!(run);

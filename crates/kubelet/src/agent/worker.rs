@@ -158,11 +158,15 @@ impl Worker {
 
     /// Before a deleted pod that serves a Service is stopped, waits (a bounded while)
     /// for its endpoint to be taken out of load-balancing: until no EndpointSlice counts
-    /// it ready, then a moment for every node's proxy to apply that. Stopping it first
-    /// would refuse the requests proxies still send it (Kubernetes leaves that race to
-    /// preStop sleeps; skiff closes it, so a rolling update loses no request).
+    /// it ready, then until this node's proxy has applied a sync since (and a moment
+    /// for the other nodes' proxies, which apply the same change at the same time), or
+    /// without a local proxy a fixed moment. Stopping it first would refuse the requests
+    /// proxies still send it (Kubernetes leaves that race to preStop sleeps; skiff closes
+    /// it, so a rolling update loses no request).
     async fn drain_endpoints(&self, pod: &Pod, grace: Duration) {
-        /// How long proxies get to apply an endpoint change they have been sent.
+        /// What the other nodes' proxies get beyond this node's.
+        const MARGIN: Duration = Duration::from_millis(50);
+        /// How long to wait for proxies with no local one to watch.
         const SETTLE: Duration = Duration::from_millis(300);
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
@@ -178,7 +182,8 @@ impl Worker {
         let api: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
             Api::namespaced(self.sh.client.clone(), &ns);
         let mut listed = false;
-        loop {
+        let removed_by = loop {
+            let asked = Instant::now();
             let Ok(slices) = api.list(&Default::default()).await else {
                 return;
             };
@@ -190,17 +195,31 @@ impl Worker {
                 }
             }
             if !ready {
-                break;
+                break asked;
             }
             if Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if !listed {
+            return;
         }
-        if listed {
-            tokio::time::sleep(SETTLE.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
-        }
+        let settle = async {
+            match self.sh.proxy_synced.clone() {
+                Some(mut synced) => {
+                    // A sync applied after the slice showed the change includes it (the
+                    // proxy watches the same slices); if the proxy was quicker than this
+                    // look, the wait ends at SETTLE.
+                    let applied = synced.wait_for(|r| r.applied_at >= removed_by);
+                    let _ = tokio::time::timeout(SETTLE, applied).await;
+                    tokio::time::sleep(MARGIN).await;
+                }
+                None => tokio::time::sleep(SETTLE).await,
+            }
+        };
+        let _ =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), settle).await;
     }
 
     async fn containers(&self) -> Vec<RtContainer> {
@@ -515,6 +534,17 @@ impl Worker {
     /// Stops one container: its stop signal, then SIGKILL after `grace`.
     async fn kill_one(&self, r: &ContainerRecord, grace: Duration) {
         let sig = parse_signal(&r.stop_signal);
+        // PID 1 of a pid namespace without a handler never sees the stop signal (busybox
+        // httpd as a container's command): waiting out the grace period would only keep
+        // a process that cannot know it should end. Its endpoint has been drained and
+        // its preStop hooks have run; it is killed at once.
+        let dropped = {
+            let cg = r.cgroup.clone();
+            tokio::task::spawn_blocking(move || super::hostfs::init_drops_signal(&cg, sig))
+                .await
+                .unwrap_or(false)
+        };
+        let grace = if dropped { Duration::ZERO } else { grace };
         self.sh.rt.kill(r, sig, false);
         let deadline = Instant::now() + grace;
         loop {
