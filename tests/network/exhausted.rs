@@ -69,28 +69,27 @@ spec:
         .ok()
         .stdout;
     assert!(!events.trim().is_empty(), "no FailedCreatePodSandBox Event");
-    // A running pod goes: its address is handed to one that waited.
-    let waited: Vec<String> = out
+    // A running pod goes: its address goes to a pod that had none (one that waited, or
+    // the ReplicaSet's replacement, whichever asks first, as host-local IPAM hands them
+    // out), and the node is full again.
+    let running_before: Vec<String> = out
         .lines()
-        .filter(|l| l.contains(" Pending "))
+        .filter(|l| l.contains(" Running"))
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect();
-    let gone = out
-        .lines()
-        .find(|l| l.contains(" Running"))
-        .and_then(|l| l.split(' ').next())
-        .unwrap()
-        .to_string();
+    let gone = running_before[0].clone();
     c.k(&["delete", "pod", &gone, "--grace-period=0", "--force"])
         .ok();
-    c.wait("a pod that waited to get the freed address", 90, || {
+    c.wait("a pod without an address to get the freed one", 90, || {
         let out = phases();
-        out.lines()
-            .any(|l| {
-                waited
-                    .iter()
-                    .any(|w| l.starts_with(&format!("{w} Running")))
-            })
-            .then_some(())
+        let running: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(" Running"))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        (running.len() == 5
+            && !running.contains(&gone.as_str())
+            && running.iter().any(|p| !running_before.iter().any(|b| b == p)))
+        .then_some(())
     });
 }

@@ -32,7 +32,8 @@ spec:
     )
 }
 
-/// Pod name → node name, of the pods of `app` (Running ones only when `running`).
+/// Pod name → node name, of the Running pods of `app` that are not being deleted (a
+/// pod evicted from a dead node stays Running, and Terminating, until its node returns).
 fn placement(c: &Cluster, app: &str) -> BTreeMap<String, String> {
     c.k(&[
         "get",
@@ -41,12 +42,14 @@ fn placement(c: &Cluster, app: &str) -> BTreeMap<String, String> {
         &format!("app={app}"),
         "--field-selector=status.phase=Running",
         "-o",
-        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
     ])
     .stdout
     .lines()
-    .filter_map(|l| l.split_once(' '))
-    .map(|(p, n)| (p.to_string(), n.to_string()))
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 2).then(|| (f[0].to_string(), f[1].to_string()))
+    })
     .collect()
 }
 
