@@ -89,7 +89,9 @@ spec:
             .collect();
         (running.len() == 5
             && !running.contains(&gone.as_str())
-            && running.iter().any(|p| !running_before.iter().any(|b| b == p)))
+            && running
+                .iter()
+                .any(|p| !running_before.iter().any(|b| b == p)))
         .then_some(())
     });
 }

@@ -126,6 +126,20 @@ impl Nl {
         Ok(self.link(name).await?.map(|l| l.header.index))
     }
 
+    /// Interface `name`'s hardware address.
+    pub async fn mac(&self, name: &str) -> Result<Option<[u8; 6]>, NlError> {
+        Ok(self.link(name).await?.and_then(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(m) if m.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(m);
+                    Some(mac)
+                }
+                _ => None,
+            })
+        }))
+    }
+
     async fn must_index(&self, name: &str, op: &str) -> Result<u32, NlError> {
         self.index(name).await?.ok_or_else(|| NlError::NoLink {
             op: op.to_string(),
@@ -133,10 +147,29 @@ impl Nl {
         })
     }
 
-    /// Creates the bridge `name` unless it exists; returns its index.
+    /// Creates the bridge `name` unless it exists; returns its index. Its MAC is set
+    /// explicitly (to the one it has): a bridge whose address was never set takes the
+    /// lowest of its ports' and changes it as pods come and go, and every pod's cached
+    /// entry for its gateway then names a MAC the bridge no longer answers to (their
+    /// traffic to the node itself, cluster DNS included, vanishes for the ~30 s the
+    /// entry stays reachable).
     pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, NlError> {
-        self.ensure_link(name, "bridge", || LinkBridge::new(name).mtu(mtu).build())
-            .await
+        let index = self
+            .ensure_link(name, "bridge", || LinkBridge::new(name).mtu(mtu).build())
+            .await?;
+        if let Some(mac) = self.mac(name).await? {
+            self.handle
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .address(mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(req(format!("fixing the MAC address of bridge {name}")))?;
+        }
+        Ok(index)
     }
 
     /// Creates the interface `name` from `msg` unless it exists; returns its index.
@@ -192,6 +225,20 @@ impl Nl {
             .neighbours()
             .add(index, IpAddr::V4(ip))
             .link_layer_address(&mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(req(format!("adding neighbour {ip} on interface #{index}")))
+    }
+
+    /// A neighbour entry as if just learned: `ip` is at `mac` on interface `index`,
+    /// reachable (it ages and is verified again as any learned entry).
+    pub async fn learn_neigh(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), NlError> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .state(netlink_packet_route::neighbour::NeighbourState::Reachable)
             .replace()
             .execute()
             .await

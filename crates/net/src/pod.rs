@@ -334,6 +334,13 @@ impl PodNetwork {
             .ensure_addr(idx, IpAddr::V4(ip), ready.ipam.cidr().prefix_len())
             .await?;
         pod_nl.default_route(ready.ipam.gateway()).await?;
+        // The address may have been another pod's a moment ago: the host's entry for it
+        // would still name the old pod's MAC for up to ~40 s (reachable, then the
+        // delay before a probe), and everything sent to it (Service traffic included)
+        // would vanish until then. The entry is set to the new pod's MAC now.
+        if let Some(mac) = pod_nl.mac(POD_IFNAME).await? {
+            nl.learn_neigh(ready.bridge, ip, mac).await?;
+        }
         Ok(())
     }
 
