@@ -128,49 +128,6 @@ pub fn kill_cgroup(path: &str) {
     }
 }
 
-/// Whether `signal` sent to the container in `cgroup` would be dropped by the kernel:
-/// its first process is PID 1 of its own pid namespace (found by `NSpid` in the
-/// cgroup's processes) and has no handler for the signal, and an init process receives
-/// only the signals it handles. False when that cannot be told.
-pub fn init_drops_signal(cgroup: &str, signal: Signal) -> bool {
-    let rel = cgroup.trim_start_matches('/');
-    if rel.is_empty() {
-        return false;
-    }
-    for root in cgroup_roots() {
-        let Ok(text) = fs::read_to_string(root.join(rel).join("cgroup.procs")) else {
-            continue;
-        };
-        for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-            let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-                continue;
-            };
-            if let Some(drops) = drops_as_init(&status, signal) {
-                return drops;
-            }
-        }
-        return false;
-    }
-    false
-}
-
-/// From a /proc/PID/status: None when the process is not the init of a pid namespace
-/// of its own, else whether it leaves `signal` unhandled.
-fn drops_as_init(status: &str, signal: Signal) -> Option<bool> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
-    let nspid: Vec<&str> = field("NSpid:")?.split_whitespace().collect();
-    if nspid.len() < 2 || nspid.last() != Some(&"1") {
-        return None;
-    }
-    let caught = u64::from_str_radix(field("SigCgt:")?, 16).ok()?;
-    Some(caught & (1u64 << (signal as i32 - 1)) == 0)
-}
-
 fn remove_cgroup_dir(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -217,20 +174,3 @@ pub fn oom_killed(cgroup: &str) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_init_without_a_handler_drops_the_signal() {
-        let init = "Name:\thttpd\nNSpid:\t9502\t1\nSigCgt:\t0000000000000001\n";
-        assert_eq!(drops_as_init(init, Signal::SIGTERM), Some(true));
-        assert_eq!(drops_as_init(init, Signal::SIGHUP), Some(false));
-        let handles = "NSpid:\t9502\t1\nSigCgt:\t0000000000004000\n";
-        assert_eq!(drops_as_init(handles, Signal::SIGTERM), Some(false));
-        let child = "NSpid:\t9503\t7\nSigCgt:\t0000000000000000\n";
-        assert_eq!(drops_as_init(child, Signal::SIGTERM), None);
-        let host_pidns = "NSpid:\t9503\nSigCgt:\t0000000000000000\n";
-        assert_eq!(drops_as_init(host_pidns, Signal::SIGTERM), None);
-    }
-}

@@ -534,17 +534,6 @@ impl Worker {
     /// Stops one container: its stop signal, then SIGKILL after `grace`.
     async fn kill_one(&self, r: &ContainerRecord, grace: Duration) {
         let sig = parse_signal(&r.stop_signal);
-        // PID 1 of a pid namespace without a handler never sees the stop signal (busybox
-        // httpd as a container's command): waiting out the grace period would only keep
-        // a process that cannot know it should end. Its endpoint has been drained and
-        // its preStop hooks have run; it is killed at once.
-        let dropped = {
-            let cg = r.cgroup.clone();
-            tokio::task::spawn_blocking(move || super::hostfs::init_drops_signal(&cg, sig))
-                .await
-                .unwrap_or(false)
-        };
-        let grace = if dropped { Duration::ZERO } else { grace };
         self.sh.rt.kill(r, sig, false);
         let deadline = Instant::now() + grace;
         loop {
