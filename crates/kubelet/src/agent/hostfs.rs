@@ -173,4 +173,3 @@ pub fn oom_killed(cgroup: &str) -> bool {
     }
     false
 }
-
