@@ -70,6 +70,21 @@ impl Story {
             .collect()
     }
 
+    /// One answer of the Service kubia to the client pod of `default`.
+    fn answer(&self) -> String {
+        let args = [
+            "exec",
+            "client",
+            "--",
+            "wget",
+            "-qO-",
+            "-T",
+            "2",
+            "http://kubia",
+        ];
+        self.k33(&args).stdout
+    }
+
     fn build(&self, tag: &str, from: &str, edit: Option<(&str, &str)>) -> String {
         let ctx = self.work.path().join(format!("ctx-{tag}"));
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/{from}"));
@@ -249,15 +264,29 @@ fn the_seed_story_with_kubectl_127_and_133() {
     std::fs::create_dir_all(&mdir).unwrap();
     std::fs::write(mdir.join("kubia.yaml"), manifest).unwrap();
     s.k33(&["apply", "-f", mdir.to_str().unwrap()]).ok();
-    // A faster deadline for step 7 (600 s by default).
+    // A faster deadline for step 7 (600 s by default), and a shorter grace period: busybox
+    // httpd as PID 1 ignores SIGTERM, so each stopped pod takes its whole grace.
     s.k33(&[
         "patch",
         "deploy",
         "kubia",
         "--type=merge",
         "-p",
-        r#"{"spec":{"progressDeadlineSeconds":10,"strategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#,
+        r#"{"spec":{"progressDeadlineSeconds":10,"strategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}},"template":{"spec":{"terminationGracePeriodSeconds":3}}}}"#,
     ])
+    .ok();
+    s.k(
+        k27,
+        &[
+            "-n",
+            "k127",
+            "patch",
+            "deploy",
+            "kubia",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":3}}}}"#,
+        ],
+    )
     .ok();
     s.wait_ready("default", "kubia", 3, 90);
     s.wait_ready("k127", "kubia", 3, 90);
@@ -288,18 +317,23 @@ fn the_seed_story_with_kubectl_127_and_133() {
     // 3. One name, one IP, every pod answering.
     let ip = s.jp("default", "svc/kubia", "{.spec.clusterIP}");
     assert!(ip.starts_with("10.212."), "{ip}");
+    // The kubia pods not being deleted.
     let pods = |ns: &str| -> std::collections::BTreeSet<String> {
-        s.jp(ns, "pods", "{.items[*].metadata.name}")
-            .split_whitespace()
-            .filter(|p| p.starts_with("kubia-"))
-            .map(String::from)
-            .collect()
+        s.jp(
+            ns,
+            "pods",
+            "{range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        )
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("kubia-") && !l.contains(' '))
+        .map(String::from)
+        .collect()
     };
     for ns in ["default", "k127"] {
-        let want = pods(ns);
         let got = wait(&format!("all 3 pods of {ns} to answer"), 30, || {
             let h = s.hits(ns, "http://kubia", 30);
-            (h == want).then_some(h)
+            (h == pods(ns)).then_some(h)
         });
         assert_eq!(got.len(), 3, "{got:?}");
     }
@@ -361,17 +395,8 @@ fn the_seed_story_with_kubectl_127_and_133() {
         0,
         "requests failed during the rolling update"
     );
-    let answer = s.k33(&[
-        "exec",
-        "client",
-        "--",
-        "wget",
-        "-qO-",
-        "-T",
-        "2",
-        "http://kubia",
-    ]);
-    assert!(answer.stdout.starts_with("v2: "), "{answer:?}");
+    let answer = s.answer();
+    assert!(answer.starts_with("v2: "), "{answer:?}");
 
     // 7. A broken v3 stops at its progress deadline; v2 keeps serving; undo.
     s.k33(&["set", "image", "deployment/kubia", &format!("kubia={v3}")])
@@ -383,17 +408,8 @@ fn the_seed_story_with_kubectl_127_and_133() {
     assert_ne!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("exceeded its progress deadline"), "{o:?}");
     assert_eq!(s.ready("default", "kubia"), "5");
-    let answer = s.k33(&[
-        "exec",
-        "client",
-        "--",
-        "wget",
-        "-qO-",
-        "-T",
-        "2",
-        "http://kubia",
-    ]);
-    assert!(answer.stdout.starts_with("v2: "), "{answer:?}");
+    let answer = s.answer();
+    assert!(answer.starts_with("v2: "), "{answer:?}");
     s.k33(&["rollout", "undo", "deployment/kubia"]).ok();
     let o = s.k33(&["rollout", "status", "deployment/kubia", "--timeout=60s"]);
     assert_eq!(o.code, 0, "{o:?}");
