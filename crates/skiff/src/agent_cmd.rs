@@ -598,17 +598,7 @@ pub fn main(args: AgentArgs) -> Result<()> {
         "agent",
         std::time::Duration::from_secs(5),
     )?;
-    if args.flags.kubelet_port != 0 {
-        let ip = args
-            .flags
-            .node_ip
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        crate::preflight::port_free(
-            std::net::SocketAddr::new(ip, args.flags.kubelet_port),
-            "the kubelet API",
-            "--kubelet-port",
-        )?;
-    }
+    crate::preflight::kubelet_port_free(&args.flags)?;
     let servers: Vec<String> = args
         .server
         .iter()

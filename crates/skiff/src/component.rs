@@ -69,26 +69,17 @@ pub(crate) struct Election {
 }
 
 impl Election {
-    /// The Lease kube-system/`name`, [`Election::SERVER_TIMING`] and a fresh
-    /// `<host>_<random>` identity (how `skiff server` runs its in-process components).
-    pub fn in_kube_system(name: &str) -> Election {
+    /// The Lease kube-system/`name` with `timing` and a fresh `<host>_<random>`
+    /// identity (how `skiff server` runs its in-process components; their timing is
+    /// `skiff server`'s `--leader-elect-*` flags).
+    pub fn in_kube_system(name: &str, timing: Timing) -> Election {
         Election {
             namespace: "kube-system".into(),
             name: name.into(),
             identity: skiff_leader::unique_identity(),
-            timing: Self::SERVER_TIMING,
+            timing,
         }
     }
-
-    /// The in-server components' timing: shorter than kube's 15 s/10 s/2 s so that when
-    /// a server of a highly available control plane dies, another takes its Leases
-    /// within 15 s (after 8 to 10 s: the lease runs out 10 s after the last renewal); a
-    /// leader that cannot renew stops acting after 7 s, 3 s before anyone may take over.
-    pub const SERVER_TIMING: Timing = Timing {
-        lease_duration: std::time::Duration::from_secs(10),
-        renew_deadline: std::time::Duration::from_secs(7),
-        retry_period: std::time::Duration::from_secs(2),
-    };
 }
 
 /// A client for the API server of `kubeconfig` (its current context), sending

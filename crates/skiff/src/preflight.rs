@@ -123,6 +123,21 @@ pub fn port_free(addr: SocketAddr, what: &str, flag: &str) -> Result<()> {
     }
 }
 
+/// The kubelet API's port of an agent (its `--node-ip`, else every address), unless 0.
+pub fn kubelet_port_free(flags: &crate::agent_cmd::AgentFlags) -> Result<()> {
+    if flags.kubelet_port == 0 {
+        return Ok(());
+    }
+    let ip = flags
+        .node_ip
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    port_free(
+        SocketAddr::new(ip, flags.kubelet_port),
+        "the kubelet API",
+        "--kubelet-port",
+    )
+}
+
 /// The process listening on a TCP port, found through /proc (best effort).
 fn holder_of_port(port: u16) -> Option<(u32, String)> {
     let mut inodes = Vec::new();

@@ -235,7 +235,7 @@ pub fn main(args: ServerArgs) -> Result<()> {
             args.metric_resolution
         );
     }
-    leader_timing(&args)?;
+    let timing = leader_timing(&args)?;
     crate::preflight::port_free(args.listen, "the API server", "--listen")?;
     if !args.disable_registry {
         crate::preflight::port_free(
@@ -244,41 +244,22 @@ pub fn main(args: ServerArgs) -> Result<()> {
             "--registry-listen (or --disable-registry)",
         )?;
     }
-    if !args.disable_agent && args.agent.kubelet_port != 0 {
-        let ip = args
-            .agent
-            .node_ip
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        crate::preflight::port_free(
-            SocketAddr::new(ip, args.agent.kubelet_port),
-            "the kubelet API",
-            "--kubelet-port",
-        )?;
+    if !args.disable_agent {
+        crate::preflight::kubelet_port_free(&args.agent)?;
     }
     let existed = args.data_dir.exists();
     let fresh = std::fs::read_dir(&args.data_dir).map_or(true, |mut d| d.next().is_none());
     let lock = crate::preflight::DataDirLock::acquire(&args.data_dir, "server")?;
     let stop_pods = args.stop_pods_on_exit && !args.disable_agent;
-    let result = serve_blocking(run(&args));
+    let result = serve_blocking(run(&args, timing));
     if result.is_err() && fresh {
         // A first start that failed (etcd unreachable, a bad certificate file …) leaves
         // no half-made data dir behind.
+        // A dir that existed (empty) stays, as the user made it.
         skiff_kubelet::agent::containers::unmount_below(&args.data_dir);
+        let _ = std::fs::remove_dir_all(&args.data_dir);
         if existed {
-            for e in std::fs::read_dir(&args.data_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        } else {
-            let _ = std::fs::remove_dir_all(&args.data_dir);
+            let _ = std::fs::create_dir(&args.data_dir);
         }
     }
     if stop_pods {
@@ -334,7 +315,7 @@ pub(crate) fn serve_blocking<T>(main: impl std::future::Future<Output = Result<T
     rt.block_on(main)
 }
 
-async fn run(args: &ServerArgs) -> Result<()> {
+async fn run(args: &ServerArgs, timing: skiff_leader::Timing) -> Result<()> {
     let started = std::time::Instant::now();
     let mut controllers = args.controller_manager.config()?;
     controllers.cluster_cidr = Some(ipnet::IpNet::V4(args.cluster_cidr));
@@ -415,7 +396,6 @@ async fn run(args: &ServerArgs) -> Result<()> {
         server.pki.kubeconfig.display()
     );
     let stop = skiff_leader::CancellationToken::new();
-    let timing = leader_timing(args)?;
     let registry = if args.disable_registry {
         None
     } else {
@@ -440,8 +420,7 @@ async fn run(args: &ServerArgs) -> Result<()> {
     // One leader_election_master_status gauge for both components' leases.
     let leaders = crate::component::LeaderGauge::new();
     let scheduler = (!args.disable_scheduler).then(|| {
-        let mut election = crate::component::Election::in_kube_system("kube-scheduler");
-        election.timing = timing;
+        let election = crate::component::Election::in_kube_system("kube-scheduler", timing);
         let metrics =
             crate::scheduler_cmd::MetricsSlot::new(Some((leaders.clone(), &election.name)));
         let source = metrics.clone();
@@ -486,8 +465,8 @@ async fn run(args: &ServerArgs) -> Result<()> {
                 &server.pki.ca_key,
             )?);
         }
-        let mut election = crate::component::Election::in_kube_system("kube-controller-manager");
-        election.timing = timing;
+        let election =
+            crate::component::Election::in_kube_system("kube-controller-manager", timing);
         let client = server.client("system:kube-controller-manager", &["system:authenticated"]);
         let (stop, leaders) = (stop.clone(), leaders.clone());
         Some(tokio::spawn(async move {
