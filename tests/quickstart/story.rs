@@ -346,8 +346,17 @@ fn the_seed_story_with_kubectl_127_and_133() {
         (now.len() == 3 && !now.contains(&victim) && s.ready("default", "kubia") == "3")
             .then_some(())
     });
-    let before = pids_in(&s.cgroup, HTTPD);
-    assert!(!before.is_empty());
+    // Only once the deleted pod is gone (its httpd may outlive its grace period as it
+    // ignores SIGTERM) is every httpd on the host a live pod's: 3 in each namespace.
+    let before = wait("the deleted pod gone and 6 httpds left", 60, || {
+        let gone = s
+            .k33(&["get", "pod", &victim, "--ignore-not-found", "-o", "name"])
+            .stdout
+            .trim()
+            .is_empty();
+        let pids = pids_in(&s.cgroup, HTTPD);
+        (gone && pids.len() == 6).then_some(pids)
+    });
     let killed = before[0];
     Command::new("kill")
         .args(["-9", &killed.to_string()])
