@@ -14,7 +14,8 @@
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`) parsed exactly, as Kubernetes does;
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch;
 //! - [`table`]: server-side `meta.k8s.io/v1` Table output with kube-apiserver's columns;
-//! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents.
+//! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents;
+//! - [`rbac`]: RBAC authorization, escalation checks, aggregation and the bootstrap policy.
 //!
 //! The type graph behind OpenAPI and strategic merge patch comes from k8s-openapi's
 //! schemars schemas (generated once, on first use). This crate enables no `v1_*` feature
@@ -31,6 +32,7 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod quantity;
+pub mod rbac;
 mod schema;
 pub mod selector;
 pub mod strategy;
