@@ -191,7 +191,30 @@ impl Policy {
             Err(missing) => {
                 let mut reason = escalation_message(user, groups, &missing);
                 if !errors.is_empty() {
-                    reason.push_str(&format!("; resolution errors: [{}]", errors.join(" ")));
+                    // kube's escalation check reads roles from the registry, whose
+                    // not-found names the resource (`roles.rbac.authorization.k8s.io`),
+                    // and prints its one aggregate error inside `[…]`.
+                    let msgs: Vec<String> = errors
+                        .iter()
+                        .map(|m| {
+                            let resource = if m.kind == "Role" {
+                                "roles"
+                            } else {
+                                "clusterroles"
+                            };
+                            format!(
+                                "{} {} not found",
+                                group_resource(GROUP, resource),
+                                go_quote(&m.name)
+                            )
+                        })
+                        .collect();
+                    let aggregate = if msgs.len() == 1 {
+                        msgs[0].clone()
+                    } else {
+                        format!("[{}]", msgs.join(", "))
+                    };
+                    reason.push_str(&format!("; resolution errors: [{aggregate}]"));
                 }
                 Err(GrantError::Forbidden {
                     resource: group_resource(GROUP, resource),
@@ -284,10 +307,7 @@ impl Policy {
         if self.authorize(&bind).is_allowed() {
             return Ok(());
         }
-        let rules = match role_kind {
-            "Role" => self.roles.get(namespace).and_then(|m| m.get(role_name)),
-            _ => self.cluster_roles.get(role_name),
-        };
+        let rules = self.role_ref_rules(role_kind, namespace, role_name);
         let Some(rules) = rules else {
             return Err(GrantError::RoleNotFound {
                 resource: group_resource(GROUP, role_resource),
