@@ -24,6 +24,7 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod crd;
 pub mod cron;
 pub mod fields;
 pub mod kinds;
