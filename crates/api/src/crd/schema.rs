@@ -530,7 +530,7 @@ impl Validator {
         self.junctors(s, v, path, root, old);
         // CEL rules (the value has the schema's type here).
         for rule in &s.rules {
-            if let Some(c) = rule.check(v, old.filter(|_| self.old.is_some()), path) {
+            if let Some(c) = rule.check(v, old.filter(|_| self.old.is_some()), path, &s.ty) {
                 self.causes.push(c);
             }
         }

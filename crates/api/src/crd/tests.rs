@@ -2,6 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::cel::{self, Rule};
 use super::*;
 use crate::table::IncludeObject;
 
@@ -433,4 +434,92 @@ fn openapi_definitions() {
         l["properties"]["items"]["items"]["$ref"],
         "#/definitions/com.example.acc.v1.Widget"
     );
+}
+
+#[test]
+fn cel_rules() {
+    let s = Schema::new(&json!({"type": "object", "properties": {"spec": {
+        "type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"},
+            {"rule": "!has(self.name) || self.name.startsWith('w-')"},
+            {"rule": "size(self.tags) <= 2 && self.tags.all(t, t.matches('^[a-z]+$'))", "reason": "FieldValueForbidden", "message": "bad tags"},
+            {"rule": "self.maxReplicas >= oldSelf.maxReplicas", "message": "may not shrink"},
+        ],
+        "properties": {
+            "minReplicas": {"type": "integer"},
+            "maxReplicas": {"type": "integer"},
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        }
+    }}}));
+    let ok = json!({"spec": {"minReplicas": 1, "maxReplicas": 3, "tags": ["a"]}});
+    assert_eq!(lines(&s.validate(&ok)), Vec::<String>::new());
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (
+            json!({"spec": {"minReplicas": 5, "maxReplicas": 3, "tags": []}}),
+            vec!["spec: Invalid value: \"object\": minReplicas must not exceed maxReplicas"],
+        ),
+        (
+            json!({"spec": {"minReplicas": 1, "maxReplicas": 3, "name": "x", "tags": []}}),
+            vec!["spec: Invalid value: \"object\": failed rule: !has(self.name) || self.name.startsWith('w-')"],
+        ),
+        (
+            json!({"spec": {"minReplicas": 1, "maxReplicas": 3, "tags": ["A"]}}),
+            vec!["spec: Forbidden: bad tags"],
+        ),
+        (
+            json!({"spec": {"maxReplicas": 3, "tags": []}}),
+            vec!["spec: Invalid value: \"object\": rule evaluation error: no such key: minReplicas"],
+        ),
+    ];
+    for (obj, want) in cases {
+        assert_eq!(lines(&s.validate(&obj)), want, "{obj}");
+    }
+    // Transition rule: only on update.
+    let new = json!({"spec": {"minReplicas": 1, "maxReplicas": 2, "tags": []}});
+    assert_eq!(
+        lines(&s.validate_update(&new, &ok)),
+        ["spec: Invalid value: \"object\": may not shrink"]
+    );
+    assert_eq!(lines(&s.validate_update(&ok, &new)), Vec::<String>::new());
+
+    for (rule, want) in [
+        ("1 + 2 * 3 == 7", true),
+        ("'abc'.contains('b') && 'abc'.endsWith('c')", true),
+        ("[1, 2, 3].exists_one(x, x > 2)", true),
+        ("[1, 2, 3].map(x, x * 2) == [2, 4, 6]", true),
+        ("[1, 2, 3].filter(x, x % 2 == 1).size() == 2", true),
+        ("'a' in {'a': 1} && 2 in [1, 2]", true),
+        ("true ? 1 == 1.0 : false", true),
+        (
+            "int('5') + 1 == 6 && string(5) == '5' && double(1) / 2.0 == 0.5",
+            true,
+        ),
+        ("self.x == 1 || true", true),
+        ("-(3) < 0u", true),
+    ] {
+        let e = cel::parse(rule).unwrap();
+        let r = Rule::compile(&json!({"rule": rule})).unwrap();
+        assert_eq!(
+            r.check(&json!({}), None, "p", "object").is_none(),
+            want,
+            "{rule} {e:?}"
+        );
+    }
+    assert!(cel::parse("self.x ==").is_err());
+    assert!(cel::parse("timestamp(self.t) > now").is_err());
+}
+
+#[test]
+fn crd_refuses_bad_cel() {
+    let crd = with_schema(
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": "self.a =="}]}}}),
+    );
+    let got = lines(&validate_crd(&crd));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with(
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.a ==\": compilation failed: "
+    ));
 }
