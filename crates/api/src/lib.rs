@@ -2,6 +2,8 @@
 //!
 //! - [`cluster`]: the address plan (service, node-port and pod ranges) every component shares;
 //! - [`convert`]: conversion between the served versions of one stored kind (HPA v1/v2);
+//! - [`crd`]: CustomResourceDefinitions: their validation (structural schemas), and the
+//!   pruning, defaulting, validation, printer columns and OpenAPI of custom objects;
 //! - [`cron`]: CronJob schedules (parse, next time in a zone) with Kubernetes' messages;
 //! - [`kinds`]: the served resources (group/version/kind ↔ plural resource, scope, verbs,
 //!   short names, categories, subresources) — the single table discovery, routing and
@@ -25,6 +27,7 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod crd;
 pub mod cron;
 pub mod fields;
 pub mod kinds;
