@@ -544,7 +544,7 @@ fn escalation() {
         "copy",
         json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]),
     );
-    assert_eq!(p.check_role_grant(APP, &a, "Role", &same), Ok(()));
+    assert_eq!(p.check_role_grant(APP, &a, "Role", &same, None), Ok(()));
     // Granting more is refused with kube's message.
     let more = role(
         "default",
@@ -552,7 +552,7 @@ fn escalation() {
         json!([{"apiGroups": [""], "resources": ["secrets", "pods"], "verbs": ["get", "list"]}]),
     );
     let err = p
-        .check_role_grant("u", &["g".to_string()], "Role", &more)
+        .check_role_grant("u", &["g".to_string()], "Role", &more, None)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -560,17 +560,19 @@ fn escalation() {
          {APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"get\" \"list\"]}\n\
          {APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}"
     );
-    let err = p.check_role_grant(APP, &a, "Role", &more).unwrap_err();
+    let err = p
+        .check_role_grant(APP, &a, "Role", &more, None)
+        .unwrap_err();
     assert!(err.to_string().ends_with(
         "not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}"
     ));
     // Superusers, holders of everything, and `escalate` bypass.
     assert_eq!(
-        p.check_role_grant("root", &["system:masters".into()], "Role", &more),
+        p.check_role_grant("root", &["system:masters".into()], "Role", &more, None),
         Ok(())
     );
     assert_eq!(
-        p.check_role_grant("c", &["ops".into()], "ClusterRole", &more),
+        p.check_role_grant("c", &["ops".into()], "ClusterRole", &more, None),
         Ok(())
     );
     let mut p2 = p.clone();
@@ -591,7 +593,7 @@ fn escalation() {
             json!([{"kind": "User", "name": "u"}]),
         ),
     );
-    assert_eq!(p2.check_role_grant("u", &[], "Role", &more), Ok(()));
+    assert_eq!(p2.check_role_grant("u", &[], "Role", &more, None), Ok(()));
 
     // Bindings: the writer must hold the role's rules, or have `bind` on it.
     let bind_reader = role_binding(
@@ -602,7 +604,7 @@ fn escalation() {
         json!([{"kind": "User", "name": "x"}]),
     );
     assert_eq!(
-        p.check_binding_grant(APP, &a, "RoleBinding", &bind_reader),
+        p.check_binding_grant(APP, &a, "RoleBinding", &bind_reader, None),
         Ok(())
     );
     let bind_everything = role_binding(
@@ -613,7 +615,7 @@ fn escalation() {
         json!([{"kind": "User", "name": "x"}]),
     );
     let err = p
-        .check_binding_grant(APP, &a, "RoleBinding", &bind_everything)
+        .check_binding_grant(APP, &a, "RoleBinding", &bind_everything, None)
         .unwrap_err();
     assert!(err.to_string().starts_with(
         "rolebindings.rbac.authorization.k8s.io \"b2\" is forbidden: user \"system:serviceaccount:default:app\" (groups=[\"system:serviceaccounts\" \"system:serviceaccounts:default\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"
@@ -630,17 +632,39 @@ fn escalation() {
         ),
     );
     assert_eq!(
-        p2.check_binding_grant(APP, &a, "RoleBinding", &bind_everything),
+        p2.check_binding_grant(APP, &a, "RoleBinding", &bind_everything, None),
         Ok(())
     );
     // …in that namespace only.
     let elsewhere = role_binding("other", "b3", "ClusterRole", "everything", json!([]));
     assert!(p2
-        .check_binding_grant(APP, &a, "RoleBinding", &elsewhere)
+        .check_binding_grant(APP, &a, "RoleBinding", &elsewhere, None)
         .is_err());
+    // An aggregationRule gathers anything: it takes holding everything.
+    let mut aggregated = cluster_role("agg", json!([]));
+    aggregated["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]});
+    assert_eq!(
+        p.check_role_grant(APP, &a, "ClusterRole", &aggregated, None)
+            .unwrap_err()
+            .to_string(),
+        r#"clusterroles.rbac.authorization.k8s.io "agg" is forbidden: must have cluster-admin privileges to use the aggregationRule"#
+    );
+    // An update by the garbage collector (finalizers, ownerReferences only) passes.
+    let mut gc = more.clone();
+    gc["metadata"]["finalizers"] = json!(["x"]);
+    assert_eq!(
+        p.check_role_grant("u", &[], "Role", &gc, Some(&more)),
+        Ok(())
+    );
+    let mut gc = bind_everything.clone();
+    gc["metadata"]["ownerReferences"] = json!([{"name": "o"}]);
+    assert_eq!(
+        p.check_binding_grant("u", &[], "RoleBinding", &gc, Some(&bind_everything)),
+        Ok(())
+    );
     let missing = role_binding("default", "b4", "ClusterRole", "nope", json!([]));
     assert_eq!(
-        p.check_binding_grant(APP, &a, "RoleBinding", &missing)
+        p.check_binding_grant(APP, &a, "RoleBinding", &missing, None)
             .unwrap_err()
             .to_string(),
         r#"clusterroles.rbac.authorization.k8s.io "nope" not found"#
