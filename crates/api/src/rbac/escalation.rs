@@ -442,9 +442,18 @@ pub fn validate_role(kind: &str, obj: &Value) -> Vec<Cause> {
     causes
 }
 
-/// Sets what kube's v1 defaulting sets on a binding: a User or Group subject's `apiGroup`
-/// (`rbac.authorization.k8s.io`), a ServiceAccount subject's (empty).
+/// Sets what kube's v1 defaulting sets on a binding when missing: `roleRef.apiGroup` and
+/// a User or Group subject's `apiGroup` (`rbac.authorization.k8s.io`).
 pub fn default_binding(obj: &mut Value) {
+    if let Some(role_ref) = obj.get_mut("roleRef").and_then(Value::as_object_mut) {
+        let missing = role_ref
+            .get("apiGroup")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if missing {
+            role_ref.insert("apiGroup".into(), Value::String(GROUP.into()));
+        }
+    }
     if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
         for s in subjects {
             let kind = s.get("kind").and_then(Value::as_str).unwrap_or_default();

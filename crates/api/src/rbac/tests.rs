@@ -216,6 +216,33 @@ fn acceptance_messages() {
     for (attrs, want) in cases {
         assert_eq!(forbidden_message(&attrs), want);
     }
+    assert_eq!(
+        forbidden_status(
+            &Attributes::resource("u", &[], "get", "", "apps", "deployments", "", "web"),
+            ""
+        ),
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": r#"deployments.apps "web" is forbidden: User "u" cannot get resource "deployments" in API group "apps" at the cluster scope"#,
+            "reason": "Forbidden",
+            "details": {"name": "web", "group": "apps", "kind": "deployments"},
+            "code": 403,
+        })
+    );
+    let anonymous = forbidden_status(
+        &Attributes::non_resource("system:anonymous", &[], "get", "/"),
+        "",
+    );
+    assert_eq!(
+        anonymous["message"],
+        json!(r#"forbidden: User "system:anonymous" cannot get path "/""#)
+    );
+    assert_eq!(anonymous["details"], json!({}));
+    // kube escapes HTML metacharacters in the text.
+    assert_eq!(
+        forbidden_message(&Attributes::non_resource("<b>", &[], "get", "/a&b")),
+        r#"forbidden: User "&lt;b&gt;" cannot get path "/a&amp;b""#
+    );
     // A binding to a missing role shows in the reason, as kube appends it.
     let bob = Attributes::resource("bob", &[], "get", "default", "", "pods", "", "p");
     assert_eq!(
@@ -702,7 +729,9 @@ fn validation() {
         "r",
         json!([{"kind": "User", "name": "u"}, {"kind": "ServiceAccount", "name": "sa"}]),
     );
+    b["roleRef"].as_object_mut().unwrap().remove("apiGroup");
     default_binding(&mut b);
+    assert_eq!(b["roleRef"]["apiGroup"], json!(GROUP));
     assert_eq!(b["subjects"][0]["apiGroup"], json!(GROUP));
     assert_eq!(b["subjects"][1].get("apiGroup"), None);
     assert_eq!(validate_binding("RoleBinding", &b), vec![]);
