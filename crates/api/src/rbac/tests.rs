@@ -829,6 +829,21 @@ fn bootstrap_policy() -> Policy {
 #[test]
 fn bootstrap_policy_grants() {
     let p = bootstrap_policy();
+    // Every bootstrap binding refers to a bootstrap role.
+    for b in bootstrap_cluster_role_bindings()
+        .iter()
+        .chain(&bootstrap_role_bindings())
+    {
+        let ns = b["metadata"]["namespace"].as_str().unwrap_or("");
+        let (kind, name) = (
+            b["roleRef"]["kind"].as_str().unwrap(),
+            b["roleRef"]["name"].as_str().unwrap(),
+        );
+        assert!(
+            p.role_ref_rules(kind, ns, name).is_some(),
+            "{kind} {ns}/{name}"
+        );
+    }
     let crb = bootstrap_cluster_role_bindings();
     let admin = crb
         .iter()
