@@ -225,15 +225,18 @@ impl Policy {
         }
     }
 
-    /// The check on create or update of a Role or ClusterRole (`kind`) by `user`: allowed
-    /// for `system:masters`, for whoever may `escalate` on it, and for whoever already
-    /// holds every rule it grants (in its namespace, for a Role).
+    /// The check on create (`old` is `None`) or update of a Role or ClusterRole (`kind`) by
+    /// `user`: allowed for `system:masters`, for whoever may `escalate` on it, for an update
+    /// touching only ownerReferences and finalizers (the garbage collector's), and for
+    /// whoever already holds every rule it grants (in its namespace, for a Role). Setting a
+    /// ClusterRole's `aggregationRule` takes holding everything (`*` on `*`, and every URL).
     pub fn check_role_grant(
         &self,
         user: &str,
         groups: &[String],
         kind: &str,
         role: &Value,
+        old: Option<&Value>,
     ) -> Result<(), GrantError> {
         let resource = if kind == "Role" {
             "roles"
@@ -260,14 +263,33 @@ impl Policy {
             resource_request: true,
             ..Default::default()
         };
-        if self.authorize(&escalate).is_allowed() {
+        if self.authorize(&escalate).is_allowed()
+            || old.is_some_and(|o| only_gc_fields_changed(o, role))
+        {
             return Ok(());
         }
-        self.escalation_check(user, groups, namespace, &rules_of(role), resource, name)
+        self.escalation_check(user, groups, namespace, &rules_of(role), resource, name)?;
+        let aggregated = role.get("aggregationRule").is_some_and(|a| !a.is_null());
+        if kind == "ClusterRole" && aggregated {
+            let everything = [
+                Rule::new(&["*"]).groups(&["*"]).resources(&["*"]),
+                Rule::new(&["*"]).urls(&["*"]),
+            ];
+            let (held, _) = self.rules_of_user(user, groups, "");
+            if covers(&held, &everything).is_err() {
+                return Err(GrantError::Forbidden {
+                    resource: group_resource(GROUP, resource),
+                    name: name.to_string(),
+                    reason: "must have cluster-admin privileges to use the aggregationRule".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
-    /// The check on create or update of a RoleBinding or ClusterRoleBinding (`kind`):
-    /// allowed for `system:masters`, for whoever may `bind` the referred role (in the
+    /// The check on create (`old` is `None`) or update of a RoleBinding or
+    /// ClusterRoleBinding (`kind`): allowed for `system:masters`, for an update touching only
+    /// ownerReferences and finalizers, for whoever may `bind` the referred role (in the
     /// binding's namespace, or cluster-wide for a ClusterRoleBinding), and for whoever holds
     /// every rule of that role.
     pub fn check_binding_grant(
@@ -276,6 +298,7 @@ impl Policy {
         groups: &[String],
         kind: &str,
         binding: &Value,
+        old: Option<&Value>,
     ) -> Result<(), GrantError> {
         let (resource, namespace) = if kind == "RoleBinding" {
             ("rolebindings", meta(binding, "namespace"))
@@ -283,7 +306,7 @@ impl Policy {
             ("clusterrolebindings", "")
         };
         let name = meta(binding, "name");
-        if is_superuser(groups) {
+        if is_superuser(groups) || old.is_some_and(|o| only_gc_fields_changed(o, binding)) {
             return Ok(());
         }
         let s = |p: &str| binding.pointer(p).and_then(Value::as_str).unwrap_or("");
@@ -316,6 +339,27 @@ impl Policy {
         };
         self.escalation_check(user, groups, namespace, rules, resource, name)
     }
+}
+
+/// Whether an update changes nothing but what the garbage collector writes
+/// (`ownerReferences`, `finalizers`) and server-set metadata.
+fn only_gc_fields_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "ownerReferences",
+                "finalizers",
+                "resourceVersion",
+                "managedFields",
+                "generation",
+            ] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    strip(old) == strip(new)
 }
 
 /// kube's `%#v` of a `[]string`: `[]string{"a", "b"}`.
@@ -398,9 +442,18 @@ pub fn validate_role(kind: &str, obj: &Value) -> Vec<Cause> {
     causes
 }
 
-/// Sets what kube's v1 defaulting sets on a binding: a User or Group subject's `apiGroup`
-/// (`rbac.authorization.k8s.io`), a ServiceAccount subject's (empty).
+/// Sets what kube's v1 defaulting sets on a binding when missing: `roleRef.apiGroup` and
+/// a User or Group subject's `apiGroup` (`rbac.authorization.k8s.io`).
 pub fn default_binding(obj: &mut Value) {
+    if let Some(role_ref) = obj.get_mut("roleRef").and_then(Value::as_object_mut) {
+        let missing = role_ref
+            .get("apiGroup")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if missing {
+            role_ref.insert("apiGroup".into(), Value::String(GROUP.into()));
+        }
+    }
     if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
         for s in subjects {
             let kind = s.get("kind").and_then(Value::as_str).unwrap_or_default();

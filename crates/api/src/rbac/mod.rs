@@ -37,8 +37,8 @@ pub use bootstrap::{
     bootstrap_roles, reconcile,
 };
 pub use escalation::{
-    covers, escalation_message, validate_binding, validate_binding_update, validate_role,
-    GrantError,
+    covers, default_binding, escalation_message, validate_binding, validate_binding_update,
+    validate_rbac_name, validate_role, GrantError,
 };
 pub use policy::{MissingRole, Policy, KINDS};
 
@@ -208,6 +208,40 @@ fn sanitize(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The whole 403 `Status` object kube-apiserver sends for a refused request, with the
+/// authorizer's `reason` (may be empty) appended to the message as kube does:
+/// `details` names the object (`name`, `group`, `kind` = the resource), `{}` for
+/// non-resource requests.
+pub fn forbidden_status(a: &Attributes, reason: &str) -> Value {
+    let mut message = forbidden_message(a);
+    if !reason.is_empty() {
+        message.push_str(": ");
+        message.push_str(reason);
+    }
+    let mut details = Map::new();
+    if a.resource_request {
+        for (k, v) in [
+            ("name", &a.name),
+            ("group", &a.api_group),
+            ("kind", &a.resource),
+        ] {
+            if !v.is_empty() {
+                details.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+    }
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "Forbidden",
+        "details": details,
+        "code": 403,
+    })
 }
 
 /// `resource.group`, or `resource` for the core group (Go's `GroupResource.String()`).

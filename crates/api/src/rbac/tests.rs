@@ -216,6 +216,33 @@ fn acceptance_messages() {
     for (attrs, want) in cases {
         assert_eq!(forbidden_message(&attrs), want);
     }
+    assert_eq!(
+        forbidden_status(
+            &Attributes::resource("u", &[], "get", "", "apps", "deployments", "", "web"),
+            ""
+        ),
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": r#"deployments.apps "web" is forbidden: User "u" cannot get resource "deployments" in API group "apps" at the cluster scope"#,
+            "reason": "Forbidden",
+            "details": {"name": "web", "group": "apps", "kind": "deployments"},
+            "code": 403,
+        })
+    );
+    let anonymous = forbidden_status(
+        &Attributes::non_resource("system:anonymous", &[], "get", "/"),
+        "",
+    );
+    assert_eq!(
+        anonymous["message"],
+        json!(r#"forbidden: User "system:anonymous" cannot get path "/""#)
+    );
+    assert_eq!(anonymous["details"], json!({}));
+    // kube escapes HTML metacharacters in the text.
+    assert_eq!(
+        forbidden_message(&Attributes::non_resource("<b>", &[], "get", "/a&b")),
+        r#"forbidden: User "&lt;b&gt;" cannot get path "/a&amp;b""#
+    );
     // A binding to a missing role shows in the reason, as kube appends it.
     let bob = Attributes::resource("bob", &[], "get", "default", "", "pods", "", "p");
     assert_eq!(
@@ -544,7 +571,7 @@ fn escalation() {
         "copy",
         json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]),
     );
-    assert_eq!(p.check_role_grant(APP, &a, "Role", &same), Ok(()));
+    assert_eq!(p.check_role_grant(APP, &a, "Role", &same, None), Ok(()));
     // Granting more is refused with kube's message.
     let more = role(
         "default",
@@ -552,7 +579,7 @@ fn escalation() {
         json!([{"apiGroups": [""], "resources": ["secrets", "pods"], "verbs": ["get", "list"]}]),
     );
     let err = p
-        .check_role_grant("u", &["g".to_string()], "Role", &more)
+        .check_role_grant("u", &["g".to_string()], "Role", &more, None)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -560,17 +587,19 @@ fn escalation() {
          {APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"get\" \"list\"]}\n\
          {APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}"
     );
-    let err = p.check_role_grant(APP, &a, "Role", &more).unwrap_err();
+    let err = p
+        .check_role_grant(APP, &a, "Role", &more, None)
+        .unwrap_err();
     assert!(err.to_string().ends_with(
         "not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"list\"]}"
     ));
     // Superusers, holders of everything, and `escalate` bypass.
     assert_eq!(
-        p.check_role_grant("root", &["system:masters".into()], "Role", &more),
+        p.check_role_grant("root", &["system:masters".into()], "Role", &more, None),
         Ok(())
     );
     assert_eq!(
-        p.check_role_grant("c", &["ops".into()], "ClusterRole", &more),
+        p.check_role_grant("c", &["ops".into()], "ClusterRole", &more, None),
         Ok(())
     );
     let mut p2 = p.clone();
@@ -591,7 +620,7 @@ fn escalation() {
             json!([{"kind": "User", "name": "u"}]),
         ),
     );
-    assert_eq!(p2.check_role_grant("u", &[], "Role", &more), Ok(()));
+    assert_eq!(p2.check_role_grant("u", &[], "Role", &more, None), Ok(()));
 
     // Bindings: the writer must hold the role's rules, or have `bind` on it.
     let bind_reader = role_binding(
@@ -602,7 +631,7 @@ fn escalation() {
         json!([{"kind": "User", "name": "x"}]),
     );
     assert_eq!(
-        p.check_binding_grant(APP, &a, "RoleBinding", &bind_reader),
+        p.check_binding_grant(APP, &a, "RoleBinding", &bind_reader, None),
         Ok(())
     );
     let bind_everything = role_binding(
@@ -613,7 +642,7 @@ fn escalation() {
         json!([{"kind": "User", "name": "x"}]),
     );
     let err = p
-        .check_binding_grant(APP, &a, "RoleBinding", &bind_everything)
+        .check_binding_grant(APP, &a, "RoleBinding", &bind_everything, None)
         .unwrap_err();
     assert!(err.to_string().starts_with(
         "rolebindings.rbac.authorization.k8s.io \"b2\" is forbidden: user \"system:serviceaccount:default:app\" (groups=[\"system:serviceaccounts\" \"system:serviceaccounts:default\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"
@@ -630,17 +659,39 @@ fn escalation() {
         ),
     );
     assert_eq!(
-        p2.check_binding_grant(APP, &a, "RoleBinding", &bind_everything),
+        p2.check_binding_grant(APP, &a, "RoleBinding", &bind_everything, None),
         Ok(())
     );
     // …in that namespace only.
     let elsewhere = role_binding("other", "b3", "ClusterRole", "everything", json!([]));
     assert!(p2
-        .check_binding_grant(APP, &a, "RoleBinding", &elsewhere)
+        .check_binding_grant(APP, &a, "RoleBinding", &elsewhere, None)
         .is_err());
+    // An aggregationRule gathers anything: it takes holding everything.
+    let mut aggregated = cluster_role("agg", json!([]));
+    aggregated["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]});
+    assert_eq!(
+        p.check_role_grant(APP, &a, "ClusterRole", &aggregated, None)
+            .unwrap_err()
+            .to_string(),
+        r#"clusterroles.rbac.authorization.k8s.io "agg" is forbidden: must have cluster-admin privileges to use the aggregationRule"#
+    );
+    // An update by the garbage collector (finalizers, ownerReferences only) passes.
+    let mut gc = more.clone();
+    gc["metadata"]["finalizers"] = json!(["x"]);
+    assert_eq!(
+        p.check_role_grant("u", &[], "Role", &gc, Some(&more)),
+        Ok(())
+    );
+    let mut gc = bind_everything.clone();
+    gc["metadata"]["ownerReferences"] = json!([{"name": "o"}]);
+    assert_eq!(
+        p.check_binding_grant("u", &[], "RoleBinding", &gc, Some(&bind_everything)),
+        Ok(())
+    );
     let missing = role_binding("default", "b4", "ClusterRole", "nope", json!([]));
     assert_eq!(
-        p.check_binding_grant(APP, &a, "RoleBinding", &missing)
+        p.check_binding_grant(APP, &a, "RoleBinding", &missing, None)
             .unwrap_err()
             .to_string(),
         r#"clusterroles.rbac.authorization.k8s.io "nope" not found"#
@@ -678,7 +729,9 @@ fn validation() {
         "r",
         json!([{"kind": "User", "name": "u"}, {"kind": "ServiceAccount", "name": "sa"}]),
     );
+    b["roleRef"].as_object_mut().unwrap().remove("apiGroup");
     default_binding(&mut b);
+    assert_eq!(b["roleRef"]["apiGroup"], json!(GROUP));
     assert_eq!(b["subjects"][0]["apiGroup"], json!(GROUP));
     assert_eq!(b["subjects"][1].get("apiGroup"), None);
     assert_eq!(validate_binding("RoleBinding", &b), vec![]);
@@ -776,6 +829,21 @@ fn bootstrap_policy() -> Policy {
 #[test]
 fn bootstrap_policy_grants() {
     let p = bootstrap_policy();
+    // Every bootstrap binding refers to a bootstrap role.
+    for b in bootstrap_cluster_role_bindings()
+        .iter()
+        .chain(&bootstrap_role_bindings())
+    {
+        let ns = b["metadata"]["namespace"].as_str().unwrap_or("");
+        let (kind, name) = (
+            b["roleRef"]["kind"].as_str().unwrap(),
+            b["roleRef"]["name"].as_str().unwrap(),
+        );
+        assert!(
+            p.role_ref_rules(kind, ns, name).is_some(),
+            "{kind} {ns}/{name}"
+        );
+    }
     let crb = bootstrap_cluster_role_bindings();
     let admin = crb
         .iter()

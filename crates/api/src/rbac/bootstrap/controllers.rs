@@ -33,7 +33,7 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<Rule>)> {
                 ),
                 r(&["update"], &[BATCH], &["cronjobs/status"]),
                 r(&["update"], &[BATCH], &["cronjobs/finalizers"]),
-                r(&["list", "delete"], &[CORE], &["pods"]),
+                r(&["list", "get", "delete"], &[CORE], &["pods"]),
                 ev(),
             ],
         ),
@@ -152,11 +152,14 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<Rule>)> {
         ),
         (
             "generic-garbage-collector",
-            vec![r(
-                &["get", "list", "watch", "patch", "update", "delete"],
-                &["*"],
-                &["*"],
-            )],
+            vec![
+                r(
+                    &["get", "list", "watch", "patch", "update", "delete"],
+                    &["*"],
+                    &["*"],
+                ),
+                ev(),
+            ],
         ),
         (
             "horizontal-pod-autoscaler",
@@ -252,7 +255,38 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<Rule>)> {
                     &["pods"],
                 ),
                 r(&["get", "list", "watch"], &[STORAGE], &["storageclasses"]),
+                r(
+                    &["get", "create", "update", "delete"],
+                    &[CORE],
+                    &["endpoints"],
+                ),
+                r(&["get", "create", "delete"], &[CORE], &["services"]),
+                r(&["get"], &[CORE], &["secrets"]),
+                r(&["get", "list"], &[CORE], &["nodes"]),
                 r(&["watch"], &[CORE, EVENTS], &["events"]),
+                ev(),
+            ],
+        ),
+        (
+            "pv-protection-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update"],
+                    &[CORE],
+                    &["persistentvolumes"],
+                ),
+                ev(),
+            ],
+        ),
+        (
+            "pvc-protection-controller",
+            vec![
+                r(
+                    &["get", "list", "watch", "update"],
+                    &[CORE],
+                    &["persistentvolumeclaims"],
+                ),
+                r(&["list", "watch", "get"], &[CORE], &["pods"]),
                 ev(),
             ],
         ),
@@ -363,11 +397,7 @@ pub(super) fn controller_roles() -> Vec<(&'static str, Vec<Rule>)> {
                 Rule::new(&["approve"])
                     .groups(&[CERTIFICATES])
                     .resources(&["signers"])
-                    .names(&[
-                        "kubernetes.io/kube-apiserver-client-kubelet",
-                        "kubernetes.io/kubelet-serving",
-                        "kubernetes.io/legacy-unknown",
-                    ]),
+                    .names(&["kubernetes.io/kube-apiserver-client-kubelet"]),
                 Rule::new(&["sign"])
                     .groups(&[CERTIFICATES])
                     .resources(&["signers"])

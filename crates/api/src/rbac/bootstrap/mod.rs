@@ -283,7 +283,6 @@ fn edit_rules() -> Vec<Rule> {
                 "persistentvolumeclaims",
                 "configmaps",
                 "secrets",
-                "events",
             ],
         ),
         r(&["create"], &[CORE], &["serviceaccounts/token"]),
@@ -437,7 +436,13 @@ pub fn bootstrap_cluster_roles() -> Vec<Value> {
                 r(
                     &["*"],
                     &[CORE],
-                    &["nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log"],
+                    &[
+                        "nodes/proxy",
+                        "nodes/metrics",
+                        "nodes/spec",
+                        "nodes/stats",
+                        "nodes/log",
+                    ],
                 ),
             ],
         ),
