@@ -67,7 +67,7 @@ impl Rule {
         };
         let field = if self.field_path.is_empty() {
             path.to_string()
-        } else if path.is_empty() {
+        } else if path.is_empty() || path == "<nil>" {
             self.field_path.trim_start_matches('.').to_string()
         } else {
             format!("{path}{}", self.field_path)
@@ -82,10 +82,11 @@ impl Rule {
                 }
             }
             Ok(other) => format!(
-                "rule evaluation error: rule result must be a bool, got {}",
-                render(&other)
+                "rule result must be a bool, got {} evaluating rule: {}",
+                render(&other),
+                self.src.trim()
             ),
-            Err(e) => format!("rule evaluation error: {e}"),
+            Err(e) => format!("{e} evaluating rule: {}", self.src.trim()),
         };
         let ty = if ty.is_empty() { "object" } else { ty };
         Some(match self.reason.as_str() {

@@ -1,7 +1,8 @@
 //! CustomResourceDefinitions (`apiextensions.k8s.io/v1`) over JSON, with no I/O: what
 //! kube-apiserver's apiextensions-apiserver does with a CRD and its custom objects.
 //!
-//! - [`validate_crd`]: the CRD object's own validation (names, scope, versions,
+//! - [`default_crd`], [`validate_crd`], [`validate_crd_update`]: the CRD object's own
+//!   defaulting and validation (names, scope, versions,
 //!   subresources, printer columns, allowed schema keywords, structural-schema rules,
 //!   defaults), with kube's field paths and messages;
 //! - [`Schema`]: a version's `openAPIV3Schema`, compiled once, to [`Schema::prune`],
@@ -32,7 +33,7 @@ pub use crate::strategy::Cause;
 pub use columns::{column_cells, printer_columns, to_table, Column, JsonPath};
 pub use openapi::{definition_name, openapi_definition, openapi_list_definition};
 pub use schema::Schema;
-pub use validation::validate_crd;
+pub use validation::{default_crd, validate_crd, validate_crd_update};
 
 /// A value as kube's field errors print it: strings quoted, numbers and booleans bare,
 /// `null`, objects and arrays as JSON.

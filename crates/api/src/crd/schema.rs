@@ -184,13 +184,15 @@ impl Schema {
         Schema { root }
     }
 
-    /// Validates `v` as a non-root value whose field path (and message name) is `path`.
-    pub(crate) fn validate_at(&self, v: &Value, path: &str) -> Vec<Cause> {
+    /// Validates `v` as a non-root value from field path `prefix`, as kube validates a
+    /// schema's `default` (kube-openapi's own paths, in messages, start empty there).
+    pub(crate) fn validate_at(&self, v: &Value, prefix: &str) -> Vec<Cause> {
         let mut val = Validator {
             causes: Vec::new(),
             old: None,
+            prefix: prefix.to_string(),
         };
-        val.node(&self.root, v, path, false, None);
+        val.node(&self.root, v, "", false, None);
         val.causes
     }
 
@@ -222,6 +224,7 @@ impl Schema {
         let mut v = Validator {
             causes: Vec::new(),
             old: None,
+            prefix: String::new(),
         };
         v.node(&self.root, obj, "", true, None);
         v.causes
@@ -233,6 +236,7 @@ impl Schema {
         let mut v = Validator {
             causes: Vec::new(),
             old: Some(()),
+            prefix: String::new(),
         };
         v.node(&self.root, new, "", true, Some(old));
         v.causes
@@ -428,8 +432,8 @@ fn invalid(field: &str, value: &Value, why: String) -> Cause {
     }
 }
 
-/// The name kube-openapi uses in its messages (`<root>` would never show: the root has no
-/// scalar checks that fail with an empty name in practice).
+/// How kube-openapi names a value in its messages (`spec.size in body`; ` in body` at the
+/// root of a validation, as kube prints for a default).
 fn body(path: &str) -> String {
     format!("{path} in body")
 }
@@ -437,6 +441,9 @@ fn body(path: &str) -> String {
 struct Validator {
     causes: Vec<Cause>,
     old: Option<()>,
+    /// The field path validation started from (kube's `fldPath`): empty for a custom
+    /// object, `….default` for a schema's default.
+    prefix: String,
 }
 
 fn matches_type(ty: &str, v: &Value) -> bool {
@@ -458,6 +465,16 @@ fn matches_type(ty: &str, v: &Value) -> bool {
 }
 
 impl Validator {
+    /// The field of a cause at `name` (kube-openapi's path, also used in messages).
+    fn field(&self, name: &str) -> String {
+        match (self.prefix.as_str(), name) {
+            ("", "") => "<nil>".to_string(),
+            ("", n) => n.to_string(),
+            (p, "") => p.to_string(),
+            (p, n) => format!("{p}.{n}"),
+        }
+    }
+
     /// Validates `v` against `s` at `path`; `old` is the old value at the same place on
     /// updates.
     fn node(&mut self, s: &Node, v: &Value, path: &str, root: bool, old: Option<&Value>) {
@@ -488,7 +505,7 @@ impl Validator {
         if let Value::String(text) = v {
             if !s.format.is_empty() && !super::format::valid(&s.format, text) {
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     v,
                     format!(
                         "{} must be of type {}: {:?}",
@@ -511,7 +528,7 @@ impl Validator {
                     .collect();
                 self.causes.push(Cause {
                     reason: "FieldValueNotSupported",
-                    field: path.to_string(),
+                    field: self.field(path),
                     message: format!(
                         "Unsupported value: {}: supported values: {}",
                         render(v),
@@ -527,10 +544,15 @@ impl Validator {
             Value::Object(m) => self.object(s, m, path, root, old),
             _ => {}
         }
-        self.junctors(s, v, path, root, old);
+        self.junctors(s, v, path, root);
         // CEL rules (the value has the schema's type here).
         for rule in &s.rules {
-            if let Some(c) = rule.check(v, old.filter(|_| self.old.is_some()), path, &s.ty) {
+            if let Some(c) = rule.check(
+                v,
+                old.filter(|_| self.old.is_some()),
+                &self.field(path),
+                &s.ty,
+            ) {
                 self.causes.push(c);
             }
         }
@@ -540,7 +562,7 @@ impl Validator {
         let actual = type_name(v);
         self.causes.push(Cause {
             reason: "FieldValueTypeInvalid",
-            field: path.to_string(),
+            field: self.field(path),
             message: format!(
                 "Invalid value: {actual:?}: {} must be of type {ty}: {actual:?}",
                 body(path)
@@ -552,7 +574,7 @@ impl Validator {
         if let Some(m) = s.multiple_of {
             if m > 0.0 && ((f / m).fract().abs() > 1e-9) {
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     v,
                     format!("{} should be a multiple of {}", body(path), go_float(m)),
                 ));
@@ -566,7 +588,7 @@ impl Validator {
                     "less than or equal to"
                 };
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     v,
                     format!("{} should be {how} {}", body(path), go_float(max)),
                 ));
@@ -580,7 +602,7 @@ impl Validator {
                     "greater than or equal to"
                 };
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     v,
                     format!("{} should be {how} {}", body(path), go_float(min)),
                 ));
@@ -595,7 +617,7 @@ impl Validator {
                 let unit = if max == 1 { "byte" } else { "bytes" };
                 self.causes.push(Cause {
                     reason: "FieldValueTooLong",
-                    field: path.to_string(),
+                    field: self.field(path),
                     message: format!("Too long: may not be more than {max} {unit}"),
                 });
             }
@@ -603,7 +625,7 @@ impl Validator {
         if let Some(min) = s.min_length {
             if chars < min {
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     v,
                     format!("{} should be at least {min} chars long", body(path)),
                 ));
@@ -612,7 +634,7 @@ impl Validator {
         if let Some((src, Some(re))) = &s.pattern {
             if !re.is_match(t) {
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     v,
                     format!("{} should match '{src}'", body(path)),
                 ));
@@ -627,7 +649,7 @@ impl Validator {
                 let unit = if max == 1 { "item" } else { "items" };
                 self.causes.push(Cause {
                     reason: "FieldValueTooMany",
-                    field: path.to_string(),
+                    field: self.field(path),
                     message: format!("Too many: {n}: must have at most {max} {unit}"),
                 });
             }
@@ -635,7 +657,7 @@ impl Validator {
         if let Some(min) = s.min_items {
             if n < min {
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     &Value::from(n),
                     format!("{} should have at least {min} items", body(path)),
                 ));
@@ -648,7 +670,7 @@ impl Validator {
                     if a[..i].contains(x) {
                         self.causes.push(Cause {
                             reason: "FieldValueDuplicate",
-                            field: format!("{path}[{i}]"),
+                            field: self.field(&format!("{path}[{i}]")),
                             message: format!("Duplicate value: {}", render(x)),
                         });
                     }
@@ -669,7 +691,7 @@ impl Validator {
                     if keys[..i].contains(k) {
                         self.causes.push(Cause {
                             reason: "FieldValueDuplicate",
-                            field: format!("{path}[{i}]"),
+                            field: self.field(&format!("{path}[{i}]")),
                             message: format!("Duplicate value: {k}"),
                         });
                     }
@@ -707,7 +729,7 @@ impl Validator {
                 let unit = if max == 1 { "item" } else { "items" };
                 self.causes.push(Cause {
                     reason: "FieldValueTooMany",
-                    field: path.to_string(),
+                    field: self.field(path),
                     message: format!("Too many: {n}: must have at most {max} {unit}"),
                 });
             }
@@ -715,7 +737,7 @@ impl Validator {
         if let Some(min) = s.min_properties {
             if n < min {
                 self.causes.push(invalid(
-                    path,
+                    &self.field(path),
                     &Value::from(n),
                     format!("{} should have at least {min} properties", body(path)),
                 ));
@@ -725,7 +747,7 @@ impl Validator {
             if !m.contains_key(r) {
                 self.causes.push(Cause {
                     reason: "FieldValueRequired",
-                    field: child(path, r),
+                    field: self.field(&child(path, r)),
                     message: "Required value".to_string(),
                 });
             }
@@ -745,7 +767,7 @@ impl Validator {
                 self.node(a, v, &child(path, k), false, old_v);
             } else if s.no_additional && !(root && META_FIELDS.contains(&k.as_str())) {
                 self.causes.push(invalid(
-                    &child(path, k),
+                    &self.field(&child(path, k)),
                     &Value::String(k.clone()),
                     format!("{}.{k} in body is a forbidden property", path),
                 ));
@@ -753,35 +775,45 @@ impl Validator {
         }
     }
 
-    fn junctors(&mut self, s: &Node, v: &Value, path: &str, root: bool, old: Option<&Value>) {
-        let name = if path.is_empty() { "<root>" } else { path };
-        let mut probe = |n: &Node| -> Vec<Cause> {
+    fn junctors(&mut self, s: &Node, v: &Value, path: &str, root: bool) {
+        let prefix = self.prefix.clone();
+        let probe = |n: &Node| -> Vec<Cause> {
             let mut sub = Validator {
                 causes: Vec::new(),
                 old: None,
+                prefix: prefix.clone(),
             };
             sub.node(n, v, path, root, None);
             sub.causes
         };
+        // These are kube-openapi's composite errors: kube reports them on the path the
+        // validation started from (`<nil>` for a custom object), with the schema path quoted.
+        let at = if prefix.is_empty() {
+            "<nil>".to_string()
+        } else {
+            prefix.clone()
+        };
         let blank = Value::String(String::new());
         if !s.all_of.is_empty() {
-            let errs: Vec<Cause> = s.all_of.iter().flat_map(&mut probe).collect();
-            if !errs.is_empty() {
-                self.causes.extend(errs);
+            let results: Vec<Vec<Cause>> = s.all_of.iter().map(probe).collect();
+            let valid = results.iter().filter(|r| r.is_empty()).count();
+            if valid != results.len() {
+                self.causes.extend(results.into_iter().flatten());
+                let none = if valid == 0 { ". None validated" } else { "" };
                 self.causes.push(invalid(
-                    path,
+                    &at,
                     &blank,
-                    format!("{name} in body must validate all the schemas (allOf)"),
+                    format!("{path:?} must validate all the schemas (allOf){none}"),
                 ));
             }
         }
         if !s.any_of.is_empty() {
-            let results: Vec<Vec<Cause>> = s.any_of.iter().map(&mut probe).collect();
+            let results: Vec<Vec<Cause>> = s.any_of.iter().map(probe).collect();
             if results.iter().all(|r| !r.is_empty()) {
                 self.causes.push(invalid(
-                    path,
+                    &at,
                     &blank,
-                    format!("{name} in body must validate at least one schema (anyOf)"),
+                    format!("{path:?} must validate at least one schema (anyOf)"),
                 ));
                 if let Some(best) = results.into_iter().min_by_key(Vec::len) {
                     self.causes.extend(best);
@@ -789,13 +821,18 @@ impl Validator {
             }
         }
         if !s.one_of.is_empty() {
-            let results: Vec<Vec<Cause>> = s.one_of.iter().map(&mut probe).collect();
+            let results: Vec<Vec<Cause>> = s.one_of.iter().map(probe).collect();
             let ok = results.iter().filter(|r| r.is_empty()).count();
             if ok != 1 {
+                let found = if ok == 0 {
+                    "Found none valid".to_string()
+                } else {
+                    format!("Found {ok} valid alternatives")
+                };
                 self.causes.push(invalid(
-                    path,
+                    &at,
                     &blank,
-                    format!("{name} in body must validate one and only one schema (oneOf)"),
+                    format!("{path:?} must validate one and only one schema (oneOf). {found}"),
                 ));
                 if ok == 0 {
                     if let Some(best) = results.into_iter().min_by_key(Vec::len) {
@@ -807,12 +844,11 @@ impl Validator {
         if let Some(n) = &s.not {
             if probe(n).is_empty() {
                 self.causes.push(invalid(
-                    path,
+                    &at,
                     &blank,
-                    format!("{name} in body must not validate the schema (not)"),
+                    format!("{path:?} must not validate the schema (not)"),
                 ));
             }
         }
-        let _ = old;
     }
 }

@@ -57,9 +57,16 @@ fn lines(causes: &[Cause]) -> Vec<String> {
         .collect()
 }
 
+/// Defaults, then validates a CRD, as the API server does on create.
+fn check(crd: &Value) -> Vec<Cause> {
+    let mut crd = crd.clone();
+    default_crd(&mut crd);
+    validate_crd(&crd)
+}
+
 #[test]
 fn crd_example_validates_clean() {
-    assert_eq!(lines(&validate_crd(&widget_crd())), Vec::<String>::new());
+    assert_eq!(lines(&check(&widget_crd())), Vec::<String>::new());
 }
 
 /// Replaces the v1 schema of the widget CRD.
@@ -141,12 +148,18 @@ fn crd_refusals() {
         (
             "bad default",
             with_schema(json!({"type": "object", "properties": {"a": {"type": "integer", "default": "x"}}})),
-            vec![format!("{p}.properties[a].default: Invalid value: \"string\": {p}.properties[a].default in body must be of type integer: \"string\"")],
+            vec![format!("{p}.properties[a].default: Invalid value: \"string\":  in body must be of type integer: \"string\"")],
         ),
         (
             "unpruned default",
             with_schema(json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}, "default": {"b": "x", "c": 1}}}})),
             vec![format!("{p}.properties[a].default: Invalid value: {{\"b\":\"x\",\"c\":1}}: must not have unknown fields")],
+        ),
+        (
+            "value validation of an unspecified field",
+            with_schema(json!({"type": "object", "properties": {"a": {"type": "string"}},
+                "anyOf": [{"properties": {"b": {"maxLength": 1}}}]})),
+            vec![format!("{p}.properties[b]: Required value: because it is defined in {p}.anyOf[0].properties[b]")],
         ),
         (
             "no schema",
@@ -159,7 +172,7 @@ fn crd_refusals() {
         ),
     ];
     for (name, crd, want) in cases {
-        assert_eq!(lines(&validate_crd(&crd)), want, "{name}");
+        assert_eq!(lines(&check(&crd)), want, "{name}");
     }
 }
 
@@ -173,7 +186,7 @@ fn crd_spec_refusals() {
     crd["spec"]["versions"][0]["additionalPrinterColumns"][0]["type"] = json!("int");
     crd["spec"]["versions"][0]["subresources"]["scale"] =
         json!({"specReplicasPath": ".status.replicas", "statusReplicasPath": ".status.replicas"});
-    let got = lines(&validate_crd(&crd));
+    let got = lines(&check(&crd));
     let want = [
         "metadata.name: Invalid value: \"widgets.other.com\": must be spec.names.plural+\".\"+spec.group",
         "spec.scope: Unsupported value: \"Global\": supported values: \"Cluster\", \"Namespaced\"",
@@ -195,7 +208,7 @@ fn crd_spec_refusals() {
     crd["spec"]["group"] = json!("example");
     crd["metadata"]["name"] = json!("widgets.example");
     assert_eq!(
-        lines(&validate_crd(&crd)),
+        lines(&check(&crd)),
         ["spec.group: Invalid value: \"example\": should be a domain with at least one dot"]
     );
 }
@@ -266,7 +279,7 @@ fn value_validations() {
         (json!({"e": null}), vec!["e: Invalid value: \"null\": e in body must be of type string: \"null\""]),
         (json!({"m": {"a": 1, "b": 2}}), vec!["m: Too many: 2: must have at most 1 item"]),
         (json!({"m": {"a": "x"}}), vec!["m.a: Invalid value: \"string\": m.a in body must be of type integer: \"string\""]),
-        (json!({"one": 5}), vec!["one: Invalid value: \"\": one in body must validate one and only one schema (oneOf)"]),
+        (json!({"one": 5}), vec!["<nil>: Invalid value: \"\": \"one\" must validate one and only one schema (oneOf). Found 2 valid alternatives"]),
     ];
     for (obj, want) in cases {
         assert_eq!(lines(&s.validate(&obj)), want, "{obj}");
@@ -470,7 +483,7 @@ fn cel_rules() {
         ),
         (
             json!({"spec": {"maxReplicas": 3, "tags": []}}),
-            vec!["spec: Invalid value: \"object\": rule evaluation error: no such key: minReplicas"],
+            vec!["spec: Invalid value: \"object\": no such key: minReplicas evaluating rule: self.minReplicas <= self.maxReplicas"],
         ),
     ];
     for (obj, want) in cases {
@@ -517,9 +530,35 @@ fn crd_refuses_bad_cel() {
         json!({"type": "object", "properties": {"spec": {"type": "object",
         "x-kubernetes-validations": [{"rule": "self.a =="}]}}}),
     );
-    let got = lines(&validate_crd(&crd));
+    let got = lines(&check(&crd));
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].starts_with(
         "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.a ==\": compilation failed: "
     ));
+}
+
+#[test]
+fn crd_defaulting_and_update() {
+    let mut crd = widget_crd();
+    assert_eq!(
+        lines(&validate_crd(&crd)),
+        ["spec.names.listKind: Required value"]
+    );
+    default_crd(&mut crd);
+    assert_eq!(crd["spec"]["names"]["listKind"], "WidgetList");
+    assert_eq!(crd["spec"]["names"]["singular"], "widget");
+    assert_eq!(crd["spec"]["conversion"], json!({"strategy": "None"}));
+
+    let mut old = crd.clone();
+    old["status"] = json!({"conditions": [{"type": "Established", "status": "True"}], "storedVersions": ["v1"]});
+    let mut new = old.clone();
+    new["spec"]["scope"] = json!("Cluster");
+    new["spec"]["versions"][0]["name"] = json!("v2");
+    assert_eq!(
+        lines(&validate_crd_update(&new, &old)),
+        [
+            "spec.scope: Invalid value: \"Cluster\": field is immutable",
+            "status.storedVersions[0]: Invalid value: \"v1\": must appear in spec.versions",
+        ]
+    );
 }

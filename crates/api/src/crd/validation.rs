@@ -158,18 +158,6 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
         }
     }
     let versions_value = Value::Array(versions.clone());
-    if versions.is_empty() {
-        out.push(required(
-            "spec.versions",
-            "must have exactly one version marked as storage version",
-        ));
-    } else if storage != 1 {
-        out.push(invalid(
-            "spec.versions",
-            &versions_value,
-            "must have exactly one version marked as storage version",
-        ));
-    }
     if !unique {
         out.push(invalid(
             "spec.versions",
@@ -177,19 +165,147 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             "must contain unique version names",
         ));
     }
+    if storage != 1 {
+        out.push(invalid(
+            "spec.versions",
+            &versions_value,
+            "must have exactly one version marked as storage version",
+        ));
+    }
 
-    for (field, value) in [
-        ("plural", plural),
-        ("singular", s(&names, "singular")),
-        ("kind", s(&names, "kind")),
-        ("listKind", s(&names, "listKind")),
-    ] {
-        // singular and listKind are defaulted (from kind) before validation.
-        if value.is_empty() && matches!(field, "plural" | "kind") {
+    // Required after defaulting (see `default_crd`), as kube requires them in spec.
+    for field in ["plural", "singular", "kind", "listKind"] {
+        if s(&names, field).is_empty() {
             out.push(required(format!("spec.names.{field}"), ""));
         }
     }
     validate_names(&names, "spec.names", &mut out);
+    validate_conversion(spec.get("conversion"), &mut out);
+    out
+}
+
+/// kube's defaulting of a v1 CRD: `names.singular` (the lowercase kind),
+/// `names.listKind` (`<Kind>List`), `conversion.strategy: None`, and port 443 of a
+/// conversion webhook's service. Call it before [`validate_crd`].
+pub fn default_crd(crd: &mut Value) {
+    let Some(spec) = crd.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let empty = |v: Option<&Value>| v.and_then(Value::as_str).is_none_or(str::is_empty);
+        if empty(names.get("singular")) {
+            names.insert("singular".into(), Value::String(kind.to_lowercase()));
+        }
+        if empty(names.get("listKind")) && !kind.is_empty() {
+            names.insert("listKind".into(), Value::String(format!("{kind}List")));
+        }
+    }
+    let conversion = spec
+        .entry("conversion")
+        .or_insert_with(|| serde_json::json!({"strategy": "None"}));
+    if let Some(svc) = conversion
+        .pointer_mut("/webhook/clientConfig/service")
+        .and_then(Value::as_object_mut)
+    {
+        svc.entry("port").or_insert(Value::from(443));
+    }
+}
+
+fn validate_conversion(conversion: Option<&Value>, out: &mut Vec<Cause>) {
+    let Some(c) = conversion.filter(|c| !c.is_null()) else {
+        return;
+    };
+    let strategy = s(c, "strategy");
+    let client = c.pointer("/webhook/clientConfig");
+    match strategy {
+        "" => out.push(required("spec.conversion.strategy", "")),
+        "None" => {
+            if client.is_some() {
+                out.push(forbidden(
+                    "spec.conversion.webhookClientConfig",
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+        }
+        "Webhook" => match client {
+            None => out.push(required(
+                "spec.conversion.webhookClientConfig",
+                "required when strategy is set to Webhook",
+            )),
+            Some(cc) => {
+                if cc.get("url").is_some() == cc.get("service").is_some() {
+                    out.push(required(
+                        "spec.conversion.webhookClientConfig",
+                        "exactly one of url or service is required",
+                    ));
+                }
+            }
+        },
+        other => out.push(not_supported(
+            "spec.conversion.strategy",
+            &Value::String(other.into()),
+            &["None", "Webhook"],
+        )),
+    }
+}
+
+/// Validates an update of a CRD: [`validate_crd`] on `new`, the fields that may not
+/// change (group and plural always; scope and kind once `old` is Established), and that
+/// every `status.storedVersions` entry of `new` is still in `spec.versions`.
+pub fn validate_crd_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let mut out = validate_crd(new);
+    let established = old
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| s(c, "type") == "Established" && s(c, "status") == "True")
+        });
+    let mut immutable = vec![
+        ("spec.group", "/spec/group"),
+        ("spec.names.plural", "/spec/names/plural"),
+    ];
+    if established {
+        immutable.insert(1, ("spec.scope", "/spec/scope"));
+        immutable.push(("spec.names.kind", "/spec/names/kind"));
+    }
+    for (field, ptr) in immutable {
+        let (n, o) = (new.pointer(ptr), old.pointer(ptr));
+        if n != o {
+            out.push(invalid(
+                field,
+                n.unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
+    if let Some(stored) = new
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+    {
+        let versions: Vec<&str> = new
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| s(v, "name"))
+            .collect();
+        for (i, v) in stored.iter().enumerate() {
+            let name = v.as_str().unwrap_or_default();
+            if !versions.contains(&name) {
+                out.push(invalid_str(
+                    format!("status.storedVersions[{i}]"),
+                    name,
+                    "must appear in spec.versions",
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -417,6 +533,7 @@ fn validate_version_schema(schema: &Value, path: &str, status: bool, out: &mut V
     keywords(schema, path, out);
     let mut structural = Vec::new();
     structural_invariants(schema, Level::Root, path, &mut structural);
+    junctor_completeness(schema, Some(schema), path, path, &mut structural);
     structural.sort_by(|a, b| {
         (a.field.as_str(), a.message.as_str()).cmp(&(b.field.as_str(), b.message.as_str()))
     });
@@ -736,6 +853,75 @@ fn structural_invariants(v: &Value, lvl: Level, path: &str, out: &mut Vec<Cause>
             format!("{path}.properties"),
             "must not be empty if x-kubernetes-embedded-resource is true without x-kubernetes-preserve-unknown-fields",
         ));
+    }
+}
+
+/// Every property or items that a value validation (allOf/anyOf/oneOf/not of the root)
+/// constrains must also be specified in the structural schema `s`.
+fn junctor_completeness(
+    v: &Value,
+    s: Option<&Value>,
+    s_path: &str,
+    v_path: &str,
+    out: &mut Vec<Cause>,
+) {
+    for (j, x) in junctor_children(v) {
+        completeness(x, s, s_path, &format!("{v_path}.{j}"), out);
+    }
+}
+
+fn junctor_children(v: &Value) -> Vec<(String, &Value)> {
+    let mut out = Vec::new();
+    if let Some(n) = v.get("not") {
+        out.push(("not".to_string(), n));
+    }
+    for j in ["allOf", "anyOf", "oneOf"] {
+        for (i, x) in v
+            .get(j)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            out.push((format!("{j}[{i}]"), x));
+        }
+    }
+    out
+}
+
+fn completeness(v: &Value, s: Option<&Value>, s_path: &str, v_path: &str, out: &mut Vec<Cause>) {
+    let Some(s) = s else {
+        out.push(required(
+            s_path,
+            &format!("because it is defined in {v_path}"),
+        ));
+        return;
+    };
+    junctor_completeness(v, Some(s), s_path, v_path, out);
+    if let Some(items) = v.get("items").filter(|i| i.is_object()) {
+        completeness(
+            items,
+            s.get("items").filter(|i| i.is_object()),
+            &format!("{s_path}.items"),
+            &format!("{v_path}.items"),
+            out,
+        );
+    }
+    for (k, p) in v
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let sp = format!("{s_path}.properties[{k}]");
+        let vp = format!("{v_path}.properties[{k}]");
+        match s.pointer(&format!(
+            "/properties/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        )) {
+            Some(sf) => completeness(p, Some(sf), &sp, &vp, out),
+            None => out.push(required(sp, &format!("because it is defined in {vp}"))),
+        }
     }
 }
 
