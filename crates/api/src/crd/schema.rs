@@ -230,8 +230,10 @@ impl Schema {
         v.causes
     }
 
-    /// Like [`Schema::validate`], with `old` as `oldSelf` for transition rules (rules
-    /// referring to `oldSelf` run only where the old object has a value at that place).
+    /// Like [`Schema::validate`] for an update from `old`: values unchanged since `old`
+    /// are not validated again (kube's validation ratcheting), and `old` is `oldSelf` for
+    /// transition rules (rules referring to `oldSelf` run only where the old object has a
+    /// value at that place: object properties, map values, items of `map` lists).
     pub fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
         let mut v = Validator {
             causes: Vec::new(),
@@ -478,6 +480,12 @@ impl Validator {
     /// Validates `v` against `s` at `path`; `old` is the old value at the same place on
     /// updates.
     fn node(&mut self, s: &Node, v: &Value, path: &str, root: bool, old: Option<&Value>) {
+        // Ratcheting (CRDValidationRatcheting): on update, a value unchanged since the old
+        // object is not validated again, so a stricter schema does not block updates of
+        // other fields.
+        if self.old.is_some() && old == Some(v) {
+            return;
+        }
         // type
         if v.is_null() {
             if !s.nullable && (!s.ty.is_empty() || s.int_or_string) {
@@ -758,8 +766,15 @@ impl Validator {
             }
             let old_v = old.and_then(|o| o.get(k));
             if let Some(p) = s.properties.get(k) {
-                // Metadata at the root is ObjectMeta, validated by the API server.
+                // Metadata at the root is ObjectMeta, validated by the API server; the
+                // schema may only restrict its name and generateName.
                 if root && k == "metadata" {
+                    for f in ["name", "generateName"] {
+                        if let (Some(fs), Some(fv)) = (p.properties.get(f), v.get(f)) {
+                            let old_f = old_v.and_then(|o| o.get(f));
+                            self.node(fs, fv, &format!("metadata.{f}"), false, old_f);
+                        }
+                    }
                     continue;
                 }
                 self.node(p, v, &child(path, k), false, old_v);

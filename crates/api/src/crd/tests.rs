@@ -562,3 +562,28 @@ fn crd_defaulting_and_update() {
         ]
     );
 }
+
+#[test]
+fn update_ratchets_unchanged_values() {
+    let s = widget_schema();
+    let old = json!({"metadata": {"name": "w"}, "spec": {"size": 99}});
+    let mut new = old.clone();
+    new["metadata"]["labels"] = json!({"a": "b"});
+    assert_eq!(lines(&s.validate_update(&new, &old)), Vec::<String>::new());
+    new["spec"]["size"] = json!(98);
+    assert_eq!(
+        lines(&s.validate_update(&new, &old)),
+        ["spec.size: Invalid value: 98: spec.size in body should be less than or equal to 10"]
+    );
+}
+
+#[test]
+fn metadata_name_restrictions() {
+    let s = Schema::new(&json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 3}}}
+    }}));
+    assert_eq!(
+        lines(&s.validate(&json!({"metadata": {"name": "long", "labels": {"x": "y"}}}))),
+        ["metadata.name: Too long: may not be more than 3 bytes"]
+    );
+}
