@@ -247,21 +247,27 @@ impl Schema {
 
 // ---------------------------------------------------------------- pruning
 
+/// `root`: the resource's root, treated as an embedded resource (apiVersion, kind and
+/// metadata are left to ObjectMeta handling), as kube's pruning does.
 fn prune(x: &mut Value, s: Option<&Node>, root: bool) {
     if let Some(s) = s {
         if s.preserve_unknown {
-            skip_prune(x, s);
+            skip_prune(x, s, root);
             return;
         }
     }
     match x {
         Value::Object(m) => {
             let Some(s) = s else {
-                m.clear();
+                if root {
+                    m.retain(|k, _| META_FIELDS.contains(&k.as_str()));
+                } else {
+                    m.clear();
+                }
                 return;
             };
             m.retain(|k, v| {
-                if s.embedded {
+                if s.embedded || root {
                     match k.as_str() {
                         "apiVersion" | "kind" if v.is_string() => return true,
                         "metadata" if v.is_object() => return true,
@@ -289,11 +295,11 @@ fn prune(x: &mut Value, s: Option<&Node>, root: bool) {
     }
 }
 
-fn skip_prune(x: &mut Value, s: &Node) {
+fn skip_prune(x: &mut Value, s: &Node, root: bool) {
     match x {
         Value::Object(m) => {
             for (k, v) in m.iter_mut() {
-                if s.embedded && META_FIELDS.contains(&k.as_str()) {
+                if (s.embedded || root) && META_FIELDS.contains(&k.as_str()) {
                     continue;
                 }
                 if let Some(p) = s.properties.get(k) {
@@ -306,7 +312,7 @@ fn skip_prune(x: &mut Value, s: &Node) {
         Value::Array(a) => {
             if let Some(items) = s.items.as_deref() {
                 for v in a {
-                    skip_prune(v, items);
+                    skip_prune(v, items, false);
                 }
             }
         }

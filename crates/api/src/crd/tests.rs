@@ -361,6 +361,21 @@ fn pruning() {
 }
 
 #[test]
+fn pruning_keeps_root_metadata() {
+    // A root metadata schema restricting the name does not prune other metadata.
+    let s = Schema::new(&json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 9}}},
+        "spec": {"type": "object"},
+    }}));
+    let mut o = json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {"x": 1}});
+    s.prune(&mut o);
+    assert_eq!(
+        o,
+        json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {}})
+    );
+}
+
+#[test]
 fn printer_column_cells() {
     let crd = widget_crd();
     let cols = printer_columns(crd_version(&crd, "v1").unwrap());
