@@ -186,11 +186,12 @@ impl Schema {
 
     /// Validates `v` as a non-root value from field path `prefix`, as kube validates a
     /// schema's `default` (kube-openapi's own paths, in messages, start empty there).
-    pub(crate) fn validate_at(&self, v: &Value, prefix: &str) -> Vec<Cause> {
+    pub(crate) fn validate_at(&self, v: &Value, prefix: &str, cel: bool) -> Vec<Cause> {
         let mut val = Validator {
             causes: Vec::new(),
             old: None,
             prefix: prefix.to_string(),
+            cel,
         };
         val.node(&self.root, v, "", false, None);
         val.causes
@@ -225,6 +226,7 @@ impl Schema {
             causes: Vec::new(),
             old: None,
             prefix: String::new(),
+            cel: true,
         };
         v.node(&self.root, obj, "", true, None);
         v.causes
@@ -239,6 +241,7 @@ impl Schema {
             causes: Vec::new(),
             old: Some(()),
             prefix: String::new(),
+            cel: true,
         };
         v.node(&self.root, new, "", true, Some(old));
         v.causes
@@ -452,6 +455,8 @@ struct Validator {
     /// The field path validation started from (kube's `fldPath`): empty for a custom
     /// object, `….default` for a schema's default.
     prefix: String,
+    /// Whether CEL rules run (kube checks a default's rules only once it validates).
+    cel: bool,
 }
 
 fn matches_type(ty: &str, v: &Value) -> bool {
@@ -560,7 +565,7 @@ impl Validator {
         }
         self.junctors(s, v, path, root);
         // CEL rules (the value has the schema's type here).
-        for rule in &s.rules {
+        for rule in s.rules.iter().filter(|_| self.cel) {
             if let Some(c) = rule.check(
                 v,
                 old.filter(|_| self.old.is_some()),
@@ -803,6 +808,7 @@ impl Validator {
                 causes: Vec::new(),
                 old: None,
                 prefix: prefix.clone(),
+                cel: false,
             };
             sub.node(n, v, path, root, None);
             sub.causes

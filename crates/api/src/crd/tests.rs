@@ -162,6 +162,19 @@ fn crd_refusals() {
             vec![format!("{p}.properties[b]: Required value: because it is defined in {p}.anyOf[0].properties[b]")],
         ),
         (
+            "default in root metadata",
+            with_schema(json!({"type": "object", "properties": {"metadata": {"type": "object",
+                "properties": {"name": {"type": "string", "default": "x"}}}}})),
+            vec![format!("{p}.properties[metadata].properties[name].default: Forbidden: must not be set in top-level metadata")],
+        ),
+        (
+            "default failing a rule",
+            with_schema(json!({"type": "object", "properties": {"w": {"type": "object", "default": {},
+                "properties": {"min": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.min <= 3"}]}}})),
+            vec![format!("{p}.properties[w].default: Invalid value: \"object\": no such key: min evaluating rule: self.min <= 3")],
+        ),
+        (
             "no schema",
             {
                 let mut c = widget_crd();

@@ -530,7 +530,7 @@ fn validate_version_schema(schema: &Value, path: &str, status: bool, out: &mut V
             }
         }
     }
-    keywords(schema, path, out);
+    keywords(schema, path, true, None, out);
     let mut structural = Vec::new();
     structural_invariants(schema, Level::Root, path, &mut structural);
     junctor_completeness(schema, Some(schema), path, path, &mut structural);
@@ -544,8 +544,15 @@ fn validate_version_schema(schema: &Value, path: &str, status: bool, out: &mut V
 }
 
 /// The OpenAPI keywords apiextensions forbids or restricts, at every level.
-fn keywords(v: &Value, path: &str, out: &mut Vec<Cause>) {
+/// `no_default`: why defaults are forbidden here (inside the root's metadata).
+fn keywords(v: &Value, path: &str, root: bool, no_default: Option<&str>, out: &mut Vec<Cause>) {
     let Some(m) = v.as_object() else { return };
+    if let (Some(why), Some(_)) = (no_default, m.get("default")) {
+        out.push(forbidden(
+            format!("{path}.default"),
+            &format!("must not be set {why}"),
+        ));
+    }
     for (k, why) in [
         ("id", "id is not supported"),
         ("additionalItems", "additionalItems is not supported"),
@@ -606,7 +613,13 @@ fn keywords(v: &Value, path: &str, out: &mut Vec<Cause>) {
                 "additionalProperties and properties are mutual exclusive",
             ));
         }
-        keywords(ap, &format!("{path}.additionalProperties"), out);
+        keywords(
+            ap,
+            &format!("{path}.additionalProperties"),
+            false,
+            no_default,
+            out,
+        );
     }
     match m.get("x-kubernetes-list-type").and_then(Value::as_str) {
         None | Some("atomic") | Some("set") => {}
@@ -651,13 +664,18 @@ fn keywords(v: &Value, path: &str, out: &mut Vec<Cause>) {
         .into_iter()
         .flatten()
     {
-        keywords(sub, &format!("{path}.properties[{k}]"), out);
+        let nd = if root && k == "metadata" {
+            Some("in top-level metadata")
+        } else {
+            no_default
+        };
+        keywords(sub, &format!("{path}.properties[{k}]"), false, nd, out);
     }
     if let Some(i) = m.get("items").filter(|i| i.is_object()) {
-        keywords(i, &format!("{path}.items"), out);
+        keywords(i, &format!("{path}.items"), false, no_default, out);
     }
     if let Some(n) = m.get("not") {
-        keywords(n, &format!("{path}.not"), out);
+        keywords(n, &format!("{path}.not"), false, no_default, out);
     }
     for j in ["allOf", "oneOf", "anyOf"] {
         for (i, sub) in m
@@ -667,7 +685,7 @@ fn keywords(v: &Value, path: &str, out: &mut Vec<Cause>) {
             .flatten()
             .enumerate()
         {
-            keywords(sub, &format!("{path}.{j}[{i}]"), out);
+            keywords(sub, &format!("{path}.{j}[{i}]"), false, no_default, out);
         }
     }
 }
@@ -1034,26 +1052,27 @@ fn nested(v: &Value, path: &str, skip_any_of: bool, out: &mut Vec<Cause>) {
 fn defaults(v: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
     let Some(m) = v.as_object() else { return };
     if let Some(d) = m.get("default") {
-        let node = Node::compile(v);
         let dpath = format!("{path}.default");
-        let schema = Schema::from_node(node);
-        let mut errs = schema.validate_at(d, &dpath);
-        if !root {
-            let mut pruned = d.clone();
-            schema.prune_nested(&mut pruned);
-            if &pruned != d {
-                errs.push(invalid(&dpath, d, "must not have unknown fields"));
-            }
+        let schema = Schema::from_node(Node::compile(v));
+        let mut pruned = d.clone();
+        schema.prune_nested(&mut pruned);
+        if &pruned != d {
+            out.push(invalid(&dpath, d, "must not have unknown fields"));
+        }
+        let errs = schema.validate_at(d, &dpath, false);
+        if errs.is_empty() {
+            out.extend(schema.validate_at(d, &dpath, true));
         }
         out.extend(errs);
     }
+    // Not into additionalProperties (kube does not follow it), nor into the root's
+    // metadata (defaults are forbidden there).
     for (k, p) in m
         .get("properties")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
     {
-        // Defaults inside metadata are checked by the API server's ObjectMeta rules.
         if root && k == "metadata" {
             continue;
         }
@@ -1061,8 +1080,5 @@ fn defaults(v: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
     }
     if let Some(i) = m.get("items").filter(|i| i.is_object()) {
         defaults(i, &format!("{path}.items"), false, out);
-    }
-    if let Some(a) = m.get("additionalProperties").filter(|a| a.is_object()) {
-        defaults(a, &format!("{path}.additionalProperties"), false, out);
     }
 }
