@@ -5,9 +5,10 @@
 //! and `oldSelf`, field selection and indexing, `! - * / % + - < <= > >= == != in && ||
 //! ?:`, `has()`, `size()`, `int() uint() double() string()`, the string functions
 //! `startsWith endsWith contains matches lowerAscii upperAscii trim`, and the macros
-//! `all exists exists_one map filter`. Not supported (a rule using them fails to
-//! compile): timestamps, durations, quantities, `messageExpression` (the static
-//! `message` is used), optionals.
+//! `all exists exists_one map filter`. Not supported: other functions (timestamps,
+//! durations, quantities, URLs …: a rule calling one is accepted but not evaluated),
+//! optionals (`.?`, a syntax error here), and `messageExpression` (the static `message`
+//! is used).
 
 use regex::Regex;
 use serde_json::{Map, Number, Value};
@@ -31,6 +32,7 @@ impl Rule {
     pub(crate) fn compile(v: &Value) -> Option<Rule> {
         let src = v.get("rule")?.as_str()?.to_string();
         let expr = parse(&src).ok()?;
+        check_functions(&expr).ok()?;
         let s = |k: &str| {
             v.get(k)
                 .and_then(Value::as_str)
@@ -100,10 +102,11 @@ impl Rule {
                 field,
                 message: format!("Required value: {why}"),
             },
+            // kube reports the schema type as the duplicate value, without the detail.
             "FieldValueDuplicate" => Cause {
                 reason: "FieldValueDuplicate",
                 field,
-                message: format!("Duplicate value: {why:?}"),
+                message: format!("Duplicate value: {ty:?}"),
             },
             _ => Cause {
                 reason: "FieldValueInvalid",
@@ -201,33 +204,14 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::Num(Value::from(n)));
             }
         } else if c == '"' || c == '\'' {
-            let q = c;
-            i += 1;
-            let mut s = String::new();
-            loop {
-                let Some(&ch) = chars.get(i) else {
-                    return Err("unterminated string".into());
-                };
-                i += 1;
-                if ch == q {
-                    break;
-                }
-                if ch == '\\' {
-                    let Some(&e) = chars.get(i) else {
-                        return Err("unterminated string".into());
-                    };
-                    i += 1;
-                    s.push(match e {
-                        'n' => '\n',
-                        't' => '\t',
-                        'r' => '\r',
-                        other => other,
-                    });
-                } else {
-                    s.push(ch);
-                }
-            }
-            out.push(Tok::Str(s));
+            let (text, next) = lex_string(&chars, i, false)?;
+            out.push(Tok::Str(text));
+            i = next;
+        } else if matches!(c, 'r' | 'R' | 'b' | 'B') && matches!(chars.get(i + 1), Some('"' | '\''))
+        {
+            let (text, next) = lex_string(&chars, i + 1, matches!(c, 'r' | 'R'))?;
+            out.push(Tok::Str(text));
+            i = next;
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
@@ -247,6 +231,38 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// A string literal at `chars[i]` (its opening quote), single or triple quoted; `raw`
+/// strings keep backslashes. Returns the text and the index after the closing quote.
+fn lex_string(chars: &[char], mut i: usize, raw: bool) -> Result<(String, usize), String> {
+    let q = chars[i];
+    let triple = chars.get(i + 1) == Some(&q) && chars.get(i + 2) == Some(&q);
+    i += if triple { 3 } else { 1 };
+    let mut s = String::new();
+    loop {
+        let Some(&ch) = chars.get(i) else {
+            return Err("Syntax error: unterminated string".into());
+        };
+        if ch == q && (!triple || (chars.get(i + 1) == Some(&q) && chars.get(i + 2) == Some(&q))) {
+            return Ok((s, i + if triple { 3 } else { 1 }));
+        }
+        i += 1;
+        if ch == '\\' && !raw {
+            let Some(&e) = chars.get(i) else {
+                return Err("Syntax error: unterminated string".into());
+            };
+            i += 1;
+            s.push(match e {
+                'n' => '\n',
+                't' => '\t',
+                'r' => '\r',
+                other => other,
+            });
+        } else {
+            s.push(ch);
+        }
+    }
+}
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
@@ -262,7 +278,6 @@ pub(crate) fn parse(src: &str) -> Result<Expr, String> {
     if p.pos != p.toks.len() {
         return Err(format!("Syntax error: unexpected {:?}", p.toks[p.pos]));
     }
-    check_functions(&e)?;
     Ok(e)
 }
 
@@ -287,8 +302,8 @@ const FUNCTIONS: [&str; 18] = [
     "filter",
 ];
 
-/// Refuses calls outside the supported subset, as CEL's type check refuses undeclared
-/// functions.
+/// Whether every call is in the supported subset. Rules calling other functions (CEL's
+/// timestamps, durations, quantities, URLs …) are accepted in CRDs but not evaluated.
 fn check_functions(e: &Expr) -> Result<(), String> {
     match e {
         Expr::Lit(_) | Expr::Ident(_) => Ok(()),
@@ -398,6 +413,9 @@ impl Parser {
         let mut e = self.primary()?;
         loop {
             if self.eat(".") {
+                // `x.?f` (optional field selection) is parsed as a call of an
+                // unsupported function: the rule is accepted but not evaluated.
+                let optional = self.eat("?");
                 let Some(Tok::Ident(name)) = self.toks.get(self.pos).cloned() else {
                     return Err("Syntax error: expected a field name".into());
                 };
@@ -405,6 +423,12 @@ impl Parser {
                 if self.eat("(") {
                     let args = self.args(")")?;
                     e = Expr::Call(Some(Box::new(e)), name, args);
+                } else if optional {
+                    e = Expr::Call(
+                        Some(Box::new(e)),
+                        "_?._".into(),
+                        vec![Expr::Lit(Value::String(name))],
+                    );
                 } else {
                     e = Expr::Select(Box::new(e), name);
                 }

@@ -650,10 +650,11 @@ fn keywords(v: &Value, path: &str, root: bool, no_default: Option<&str>, out: &m
                     "",
                 ));
             } else if let Err(e) = super::cel::parse(rule) {
-                out.push(invalid_str(
+                // kube prints the whole rule entry as the value.
+                out.push(invalid(
                     format!("{path}.x-kubernetes-validations[{i}].rule"),
-                    rule,
-                    &format!("compilation failed: {e}"),
+                    r,
+                    &format!("compilation failed: ERROR: <input>: {e}"),
                 ));
             }
         }
