@@ -58,3 +58,13 @@ pub fn version_schema(crd: &Value, version: &str) -> Option<Schema> {
         .pointer("/schema/openAPIV3Schema")
         .map(Schema::new)
 }
+
+/// The name of the version marked `storage: true`.
+pub fn storage_version(crd: &Value) -> Option<&str> {
+    crd.pointer("/spec/versions")?
+        .as_array()?
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))?
+        .get("name")?
+        .as_str()
+}

@@ -623,3 +623,11 @@ fn metadata_name_restrictions() {
         ["metadata.name: Too long: may not be more than 3 bytes"]
     );
 }
+
+#[test]
+fn crd_versions() {
+    let crd = widget_crd();
+    assert_eq!(storage_version(&crd), Some("v1"));
+    assert!(crd_version(&crd, "v2").is_none());
+    assert!(version_schema(&crd, "v1").is_some());
+}

@@ -132,18 +132,6 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             ));
         }
         let status_enabled = v.pointer("/subresources/status").is_some();
-        if let Some(sub) = v.get("subresources") {
-            validate_subresources(sub, &format!("{path}.subresources"), &mut out);
-        }
-        if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
-            for (j, c) in cols.iter().enumerate() {
-                validate_column(
-                    c,
-                    &format!("{path}.additionalPrinterColumns[{j}]"),
-                    &mut out,
-                );
-            }
-        }
         match v.pointer("/schema/openAPIV3Schema") {
             Some(schema) if schema.is_object() => validate_version_schema(
                 schema,
@@ -155,6 +143,18 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
                 format!("{path}.schema.openAPIV3Schema"),
                 "schemas are required",
             )),
+        }
+        if let Some(sub) = v.get("subresources") {
+            validate_subresources(sub, &format!("{path}.subresources"), &mut out);
+        }
+        if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
+            for (j, c) in cols.iter().enumerate() {
+                validate_column(
+                    c,
+                    &format!("{path}.additionalPrinterColumns[{j}]"),
+                    &mut out,
+                );
+            }
         }
     }
     let versions_value = Value::Array(versions.clone());
