@@ -9,7 +9,8 @@
 //!   [`Schema::default`] and [`Schema::validate`] custom objects (OpenAPI v3 with
 //!   kube-openapi's messages, list types, CEL `x-kubernetes-validations`);
 //! - [`printer_columns`], [`column_cells`], [`to_table`]: the Table `kubectl get` prints;
-//! - [`openapi_definition`]: the kind's published OpenAPI definition.
+//! - [`openapi_definition`], [`openapi_definition_v3`]: the kind's published OpenAPI
+//!   definitions (`kubectl explain`).
 //!
 //! A custom object goes through [`Schema::prune`], then [`Schema::default`], then
 //! [`Schema::validate`] (or [`Schema::validate_update`] with the stored object), as
@@ -31,7 +32,10 @@ use serde_json::Value;
 
 pub use crate::strategy::Cause;
 pub use columns::{column_cells, printer_columns, to_table, Column, JsonPath};
-pub use openapi::{definition_name, openapi_definition, openapi_list_definition};
+pub use openapi::{
+    definition_name, definition_to_v3, openapi_definition, openapi_definition_v3,
+    openapi_list_definition,
+};
 pub use schema::Schema;
 pub use validation::{default_crd, validate_crd, validate_crd_update};
 

@@ -470,6 +470,24 @@ fn openapi_definitions() {
         definition_name("acc.example.com", "v1", "Widget"),
         "com.example.acc.v1.Widget"
     );
+    let v3 = openapi_definition_v3(schema, "acc.example.com", "v1", "Widget");
+    assert_eq!(
+        v3["properties"]["metadata"]["allOf"][0]["$ref"],
+        "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    let odd = json!({"type": "object", "required": ["n", "k"], "properties": {
+        "n": {"type": "string", "nullable": true},
+        "k": {"type": "string", "anyOf": [{"minLength": 1}]},
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"a": {"type": "string"}}},
+    }});
+    let v2 = openapi_definition(&odd, "g.io", "v1", "Odd");
+    assert_eq!(v2["required"], json!(["k"]));
+    assert_eq!(v2["properties"]["n"], json!({}));
+    assert_eq!(v2["properties"]["k"], json!({"type": "string"}));
+    assert_eq!(
+        v2["properties"]["free"],
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+    );
     let l = openapi_list_definition("acc.example.com", "v1", "Widget");
     assert_eq!(
         l["properties"]["items"]["items"]["$ref"],
