@@ -24,8 +24,10 @@ mod columns;
 mod format;
 mod openapi;
 mod schema;
+mod structural;
 #[cfg(test)]
 mod tests;
+mod validate;
 mod validation;
 
 use serde_json::Value;
