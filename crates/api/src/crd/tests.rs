@@ -649,3 +649,22 @@ fn crd_versions() {
     assert!(crd_version(&crd, "v2").is_none());
     assert!(version_schema(&crd, "v1").is_some());
 }
+
+#[test]
+fn embedded_resources_need_type_meta() {
+    let s = Schema::new(&json!({"type": "object", "properties": {
+        "tmpl": {"type": "object", "x-kubernetes-embedded-resource": true,
+                 "x-kubernetes-preserve-unknown-fields": true},
+    }}));
+    assert_eq!(
+        lines(&s.validate(&json!({"tmpl": {"apiVersion": "v1", "kind": "Pod"}}))),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        lines(&s.validate(&json!({"tmpl": {"kind": ""}}))),
+        [
+            "tmpl.apiVersion: Required value: must not be empty",
+            "tmpl.kind: Invalid value: \"\": must not be empty",
+        ]
+    );
+}

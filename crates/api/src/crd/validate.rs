@@ -366,6 +366,9 @@ impl Validator {
         root: bool,
         old: Option<&Value>,
     ) {
+        if s.embedded {
+            self.embedded_type_meta(m, path);
+        }
         let n = m.len() as u64;
         if let Some(max) = s.max_properties {
             if n > max {
@@ -421,6 +424,30 @@ impl Validator {
                     &Value::String(k.clone()),
                     format!("{}.{k} in body is a forbidden property", path),
                 ));
+            }
+        }
+    }
+
+    /// An embedded resource needs its apiVersion and kind (its metadata is optional), as
+    /// kube's ObjectMeta checks of embedded resources require.
+    fn embedded_type_meta(&mut self, m: &Map<String, Value>, path: &str) {
+        for k in ["apiVersion", "kind"] {
+            let field = self.field(&child(path, k));
+            match m.get(k) {
+                None => self.causes.push(Cause {
+                    reason: "FieldValueRequired",
+                    field,
+                    message: "Required value: must not be empty".to_string(),
+                }),
+                Some(Value::String(t)) if t.is_empty() => self.causes.push(invalid(
+                    &field,
+                    &Value::String(String::new()),
+                    "must not be empty".into(),
+                )),
+                Some(Value::String(_)) => {}
+                Some(other) => self
+                    .causes
+                    .push(invalid(&field, other, "must be a string".into())),
             }
         }
     }
