@@ -1,23 +1,30 @@
 //! CustomResourceDefinitions (`apiextensions.k8s.io/v1`) over JSON, with no I/O: what
-//! kube-apiserver's apiextensions-apiserver does with a CRD and its custom objects.
+//! kube-apiserver's apiextensions-apiserver does with a CRD and with its custom objects.
 //!
-//! - [`default_crd`], [`validate_crd`], [`validate_crd_update`]: the CRD object's own
-//!   defaulting and validation (names, scope, versions,
-//!   subresources, printer columns, allowed schema keywords, structural-schema rules,
-//!   defaults), with kube's field paths and messages;
-//! - [`Schema`]: a version's `openAPIV3Schema`, compiled once, to [`Schema::prune`],
-//!   [`Schema::default`] and [`Schema::validate`] custom objects (OpenAPI v3 with
-//!   kube-openapi's messages, list types, CEL `x-kubernetes-validations`);
-//! - [`printer_columns`], [`column_cells`], [`to_table`]: the Table `kubectl get` prints;
-//! - [`openapi_definition`], [`openapi_definition_v3`]: the kind's published OpenAPI
-//!   definitions (`kubectl explain`).
+//! The CRD itself:
+//! - [`default_crd`] then [`validate_crd`] on create, [`validate_crd_update`] on update:
+//!   names, scope, versions, subresources, printer columns, conversion, the schema's
+//!   allowed keywords, the structural-schema rules (kube's `NonStructuralSchema`),
+//!   defaults that validate and are pruned, CEL rules that parse — with kube's field paths
+//!   and messages. The generic ObjectMeta checks, `status.storedVersions` (the storage
+//!   version on create) and the Established/NamesAccepted conditions are the API
+//!   server's.
 //!
-//! A custom object goes through [`Schema::prune`], then [`Schema::default`], then
-//! [`Schema::validate`] (or [`Schema::validate_update`] with the stored object), as
-//! kube-apiserver decodes and validates it. Causes are [`crate::strategy::Cause`]s, with
-//! `message` in kube's `Type: value: detail` form (what `details.causes[].message`
-//! carries); reasons beyond the usual ones: `FieldValueTypeInvalid`,
-//! `FieldValueTooLong`, `FieldValueTooMany`.
+//! Its custom objects, through a [`Schema`] compiled once per served version
+//! ([`version_schema`]):
+//! - on every write [`Schema::prune`], then [`Schema::default`], then
+//!   [`Schema::validate`] (create) or [`Schema::validate_update`] (update, with the stored
+//!   object: ratcheting and CEL transition rules), as kube-apiserver decodes and
+//!   validates them;
+//! - [`printer_columns`] and [`to_table`] (or [`column_cells`]): the Table `kubectl get`
+//!   prints;
+//! - [`openapi_definition`] (Swagger 2.0), [`openapi_definition_v3`],
+//!   [`openapi_list_definition`]: the published definitions `kubectl explain` reads,
+//!   under [`definition_name`].
+//!
+//! Causes are [`crate::strategy::Cause`]s (the type the API server already turns into
+//! `details.causes`), `message` in kube's `Type: value: detail` form; reasons beyond the
+//! usual ones: `FieldValueTypeInvalid`, `FieldValueTooLong`, `FieldValueTooMany`.
 
 mod cel;
 mod columns;
