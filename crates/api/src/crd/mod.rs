@@ -48,12 +48,39 @@ pub use openapi::{
 pub use schema::Schema;
 pub use validation::{default_crd, validate_crd, validate_crd_update};
 
-/// A value as kube's field errors print it: strings quoted, numbers and booleans bare,
-/// `null`, objects and arrays as JSON.
+/// A value as kube's field errors print it: strings quoted, integers and booleans bare,
+/// floats as Go's `%v`, `null`, objects and arrays as JSON.
 pub(crate) fn render(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => go_float(n.as_f64().unwrap_or(0.0)),
         other => other.to_string(),
+    }
+}
+
+/// Go's `%v` of a float64 (kube-openapi prints its bounds so): the shortest digits, in
+/// exponent form (`1e+06`, `1.5e-05`) when the exponent is below -4 or at least 6.
+pub(crate) fn go_float(f: f64) -> String {
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "NaN".into()
+        } else if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if f == 0.0 {
+        return "0".into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{f}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
     }
 }
 

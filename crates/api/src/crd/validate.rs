@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::schema::{Node, META_FIELDS};
-use super::{render, Cause};
+use super::{go_float, render, Cause};
 
 /// Validates `v` against `root`. `old`: the old object on updates (ratcheting and
 /// `oldSelf`); `prefix`: the field path validation starts from (kube's `fldPath`); `cel`:
@@ -47,15 +47,6 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
-    }
-}
-
-/// Go's `%v` of a float64 bound (`10`, `1.5`).
-pub(crate) fn go_float(f: f64) -> String {
-    if f.fract() == 0.0 && f.abs() < 1e21 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
     }
 }
 
