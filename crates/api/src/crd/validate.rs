@@ -24,8 +24,10 @@ pub(super) fn run(
         old: old.map(|_| ()),
         prefix: prefix.to_string(),
         cel,
+        cel_causes: Vec::new(),
     };
     val.node(root, v, "", resource_root, old);
+    val.causes.extend(val.cel_causes);
     val.causes
 }
 
@@ -72,6 +74,7 @@ struct Validator {
     prefix: String,
     /// Whether CEL rules run (kube checks a default's rules only once it validates).
     cel: bool,
+    cel_causes: Vec<Cause>,
 }
 
 fn matches_type(ty: &str, v: &Value) -> bool {
@@ -135,6 +138,11 @@ impl Validator {
             self.type_error(path, &s.ty, v);
             return;
         }
+        // In kube-openapi's order: junctors, string, format, number, slice, enum, object.
+        self.junctors(s, v, path, root);
+        if let Value::String(t) = v {
+            self.string(s, t, v, path);
+        }
         // format
         if let Value::String(text) = v {
             if !s.format.is_empty() && !super::format::valid(&s.format, text) {
@@ -149,6 +157,11 @@ impl Validator {
                     ),
                 ));
             }
+        }
+        match v {
+            Value::Number(n) => self.number(s, n.as_f64().unwrap_or(0.0), v, path),
+            Value::Array(a) => self.array(s, a, v, path, old),
+            _ => {}
         }
         // enum
         if let Some(values) = &s.enum_values {
@@ -171,15 +184,11 @@ impl Validator {
                 });
             }
         }
-        match v {
-            Value::Number(n) => self.number(s, n.as_f64().unwrap_or(0.0), v, path),
-            Value::String(t) => self.string(s, t, v, path),
-            Value::Array(a) => self.array(s, a, v, path, old),
-            Value::Object(m) => self.object(s, m, path, root, old),
-            _ => {}
+        if let Value::Object(m) = v {
+            self.object(s, m, path, root, old);
         }
-        self.junctors(s, v, path, root);
-        // CEL rules (the value has the schema's type here).
+        // CEL rules (the value has the schema's type here); kube runs them in a pass of
+        // their own, after the OpenAPI validation, so their causes come last.
         for rule in s.rules.iter().filter(|_| self.cel) {
             if let Some(c) = rule.check(
                 v,
@@ -187,7 +196,7 @@ impl Validator {
                 &self.field(path),
                 &s.ty,
             ) {
-                self.causes.push(c);
+                self.cel_causes.push(c);
             }
         }
     }
@@ -451,6 +460,7 @@ impl Validator {
                 old: None,
                 prefix: prefix.clone(),
                 cel: false,
+                cel_causes: Vec::new(),
             };
             sub.node(n, v, path, root, None);
             sub.causes
