@@ -557,6 +557,12 @@ fn cel_rules() {
         ),
         ("self.x == 1 || true", true),
         ("-(3) < 0u", true),
+        ("'a-b-c'.split('-') == ['a', 'b', 'c'] && ['a', 'b'].join(',') == 'a,b'", true),
+        ("'hello'.indexOf('l') == 2 && 'hello'.lastIndexOf('l') == 3 && 'hello'.substring(1, 3) == 'el'", true),
+        ("'héllo'.charAt(1) == 'é' && 'abc'.replace('b', 'x') == 'axc'", true),
+        ("[1, 2, 3].isSorted() && [3, 1].sum() == 4 && [3, 1, 2].min() == 1 && [3, 1, 2].max() == 3", true),
+        ("'abc123def'.find('[0-9]+') == '123' && 'a1b2'.findAll('[0-9]') == ['1', '2']", true),
+        ("[1, 2].indexOf(2) == 1 && bool('true') && dyn(1) == 1", true),
         (
             r#"r'a\d' == 'a\\d' && '''x''' == "x" && 'it\'s'.size() == 4"#,
             true,

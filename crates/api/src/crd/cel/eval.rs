@@ -151,15 +151,7 @@ fn binary(op: &str, a: &Expr, b: &Expr, env: &Env) -> R {
             _ => Err(no_overload("@in")),
         },
         "<" | "<=" | ">" | ">=" => {
-            let ord = match (&l, &r) {
-                (Value::Number(_), Value::Number(_)) => as_f64(&l)
-                    .zip(as_f64(&r))
-                    .and_then(|(x, y)| x.partial_cmp(&y)),
-                (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
-                (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
-                _ => None,
-            }
-            .ok_or_else(|| no_overload(op))?;
+            let ord = compare(&l, &r).ok_or_else(|| no_overload(op))?;
             use std::cmp::Ordering::*;
             Ok(Value::Bool(match op {
                 "<" => ord == Less,
@@ -204,6 +196,23 @@ fn arith(op: &str, l: &Value, r: &Value) -> R {
             }))
         }
         _ => Err(no_overload(op)),
+    }
+}
+
+fn int_arg(vals: &[Value], i: usize) -> Result<i64, String> {
+    vals.get(i)
+        .filter(|v| is_int(v))
+        .and_then(Value::as_i64)
+        .ok_or_else(|| no_overload("int argument"))
+}
+
+/// CEL's ordering of two values of one comparable type.
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => as_f64(a)?.partial_cmp(&as_f64(b)?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
     }
 }
 
@@ -317,6 +326,144 @@ fn call(recv: Option<&Expr>, name: &str, args: &[Expr], env: &Env) -> R {
         ("lowerAscii", 1) => Ok(Value::String(str_arg(0)?.to_ascii_lowercase())),
         ("upperAscii", 1) => Ok(Value::String(str_arg(0)?.to_ascii_uppercase())),
         ("trim", 1) => Ok(Value::String(str_arg(0)?.trim().to_string())),
+        ("dyn", 1) => Ok(vals[0].clone()),
+        ("bool", 1) => match &vals[0] {
+            Value::Bool(b) => Ok(Value::Bool(*b)),
+            Value::String(t) => match t.as_str() {
+                "true" | "True" | "TRUE" | "t" | "1" => Ok(Value::Bool(true)),
+                "false" | "False" | "FALSE" | "f" | "0" => Ok(Value::Bool(false)),
+                _ => Err("type conversion error from 'string' to 'bool'".to_string()),
+            },
+            _ => Err(no_overload("bool")),
+        },
+        ("charAt", 2) => {
+            let chars: Vec<char> = str_arg(0)?.chars().collect();
+            let i = int_arg(&vals, 1)?;
+            match usize::try_from(i).ok().filter(|i| *i <= chars.len()) {
+                Some(i) => Ok(Value::String(
+                    chars.get(i).map(|c| c.to_string()).unwrap_or_default(),
+                )),
+                None => Err(format!("index out of range: {i}")),
+            }
+        }
+        ("indexOf" | "lastIndexOf", 2) if vals[0].is_string() => {
+            let (hay, needle) = (str_arg(0)?, str_arg(1)?);
+            let found = if name == "indexOf" {
+                hay.find(needle)
+            } else {
+                hay.rfind(needle)
+            };
+            Ok(Value::from(
+                found.map_or(-1, |b| hay[..b].chars().count() as i64),
+            ))
+        }
+        ("indexOf" | "lastIndexOf", 2) => {
+            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
+            let mut idx = list
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| eq(x, &vals[1]))
+                .map(|(i, _)| i as i64);
+            let found = if name == "indexOf" {
+                idx.next()
+            } else {
+                idx.next_back()
+            };
+            Ok(Value::from(found.unwrap_or(-1)))
+        }
+        ("replace", 3) => Ok(Value::String(str_arg(0)?.replace(str_arg(1)?, str_arg(2)?))),
+        ("split", 2) => Ok(Value::Array(
+            str_arg(0)?
+                .split(str_arg(1)?)
+                .map(|p| Value::String(p.to_string()))
+                .collect(),
+        )),
+        ("substring", 2 | 3) => {
+            let chars: Vec<char> = str_arg(0)?.chars().collect();
+            let start = int_arg(&vals, 1)?;
+            let end = if vals.len() == 3 {
+                int_arg(&vals, 2)?
+            } else {
+                chars.len() as i64
+            };
+            if start < 0 || end < start || end as usize > chars.len() {
+                return Err(format!("index out of range: {start}, {end}"));
+            }
+            Ok(Value::String(
+                chars[start as usize..end as usize].iter().collect(),
+            ))
+        }
+        ("join", 1 | 2) => {
+            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
+            let sep = if vals.len() == 2 { str_arg(1)? } else { "" };
+            let parts: Vec<&str> = list
+                .iter()
+                .map(|x| x.as_str().ok_or_else(|| no_overload(name)))
+                .collect::<Result<_, _>>()?;
+            Ok(Value::String(parts.join(sep)))
+        }
+        ("isSorted", 1) => {
+            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
+            let mut sorted = true;
+            for w in list.windows(2) {
+                sorted &= compare(&w[0], &w[1]).ok_or_else(|| no_overload(name))?
+                    != std::cmp::Ordering::Greater;
+            }
+            Ok(Value::Bool(sorted))
+        }
+        ("sum", 1) => {
+            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
+            list.iter()
+                .try_fold(Value::from(0), |acc, x| arith("+", &acc, x))
+        }
+        ("min" | "max", 1) => {
+            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
+            let mut best: Option<&Value> = None;
+            for x in list {
+                best = Some(match best {
+                    None => x,
+                    Some(b) => {
+                        let ord = compare(x, b).ok_or_else(|| no_overload(name))?;
+                        let better = if name == "min" {
+                            ord == std::cmp::Ordering::Less
+                        } else {
+                            ord == std::cmp::Ordering::Greater
+                        };
+                        if better {
+                            x
+                        } else {
+                            b
+                        }
+                    }
+                });
+            }
+            best.cloned()
+                .ok_or_else(|| format!("{name}(list) called on an empty list"))
+        }
+        ("find", 2) => {
+            let re = Regex::new(str_arg(1)?).map_err(|e| e.to_string())?;
+            Ok(Value::String(
+                re.find(str_arg(0)?)
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_default(),
+            ))
+        }
+        ("findAll", 2 | 3) => {
+            let re = Regex::new(str_arg(1)?).map_err(|e| e.to_string())?;
+            let limit = if vals.len() == 3 {
+                int_arg(&vals, 2)?
+            } else {
+                -1
+            };
+            let all = re
+                .find_iter(str_arg(0)?)
+                .map(|m| Value::String(m.as_str().to_string()));
+            Ok(Value::Array(if limit < 0 {
+                all.collect()
+            } else {
+                all.take(limit as usize).collect()
+            }))
+        }
         ("int", 1) => match &vals[0] {
             Value::Number(n) if is_int(&vals[0]) => n
                 .as_i64()

@@ -1,14 +1,16 @@
 //! CEL `x-kubernetes-validations` rules: a small interpreter for the subset CRDs
 //! commonly use, over JSON values.
 //!
-//! Supported: literals (int, uint `1u`, double, string, bool, null, lists, maps), `self`
-//! and `oldSelf`, field selection and indexing, `! - * / % + - < <= > >= == != in && ||
-//! ?:`, `has()`, `size()`, `int() uint() double() string()`, the string functions
-//! `startsWith endsWith contains matches lowerAscii upperAscii trim`, and the macros
-//! `all exists exists_one map filter`. Not supported: other functions (timestamps,
-//! durations, quantities, URLs …: a rule calling one is accepted but not evaluated),
-//! optionals (`.?`, a syntax error here), and `messageExpression` (the static `message`
-//! is used).
+//! Supported: literals (int, uint `1u`, double, strings with raw and triple-quoted forms,
+//! bool, null, lists, maps), `self` and `oldSelf`, field selection and indexing,
+//! `! - * / % + - < <= > >= == != in && || ?:`, `has()`, `size()`, `int() uint() double()
+//! string() bool() dyn()`, the string functions `startsWith endsWith contains matches
+//! lowerAscii upperAscii trim charAt indexOf lastIndexOf replace split substring join
+//! find findAll`, the list functions `isSorted sum min max indexOf lastIndexOf`, and the
+//! macros `all exists exists_one map filter`. Not supported: other functions
+//! (timestamps, durations, quantities, URLs, IPs …: a rule calling one is accepted but
+//! not evaluated), optional field selection `.?` (likewise), and `messageExpression`
+//! (the static `message` is used).
 
 mod eval;
 mod parse;

@@ -164,7 +164,7 @@ pub(crate) fn parse(src: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
-const FUNCTIONS: [&str; 18] = [
+const FUNCTIONS: [&str; 33] = [
     "has",
     "size",
     "startsWith",
@@ -183,6 +183,21 @@ const FUNCTIONS: [&str; 18] = [
     "exists_one",
     "map",
     "filter",
+    "dyn",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "replace",
+    "split",
+    "substring",
+    "join",
+    "isSorted",
+    "sum",
+    "min",
+    "max",
+    "find",
+    "findAll",
+    "bool",
 ];
 
 /// Whether every call is in the supported subset. Rules calling other functions (CEL's
