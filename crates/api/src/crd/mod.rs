@@ -16,6 +16,7 @@
 //!   [`Schema::validate`] (create) or [`Schema::validate_update`] (update, with the stored
 //!   object: ratcheting and CEL transition rules), as kube-apiserver decodes and
 //!   validates them;
+//! - [`scale`] and [`set_replicas`]: the `scale` subresource;
 //! - [`printer_columns`] and [`to_table`] (or [`column_cells`]): the Table `kubectl get`
 //!   prints;
 //! - [`openapi_definition`] (Swagger 2.0), [`openapi_definition_v3`],
@@ -30,6 +31,7 @@ mod cel;
 mod columns;
 mod format;
 mod openapi;
+mod scale;
 mod schema;
 mod structural;
 #[cfg(test)]
@@ -45,6 +47,7 @@ pub use openapi::{
     definition_name, definition_to_v3, openapi_definition, openapi_definition_v3,
     openapi_list_definition,
 };
+pub use scale::{scale, set_replicas};
 pub use schema::Schema;
 pub use validation::{default_crd, validate_crd, validate_crd_update};
 

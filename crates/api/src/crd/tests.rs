@@ -691,3 +691,24 @@ fn go_float_formatting() {
         assert_eq!(go_float(f), want);
     }
 }
+
+#[test]
+fn scale_subresource() {
+    let cfg = json!({"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                     "labelSelectorPath": ".status.selector"});
+    let mut o = json!({"metadata": {"name": "w", "namespace": "d", "labels": {"a": "b"}},
+                       "spec": {"replicas": 2}, "status": {"selector": "app=w"}});
+    assert_eq!(
+        scale(&o, &cfg).unwrap(),
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+               "metadata": {"name": "w", "namespace": "d"},
+               "spec": {"replicas": 2}, "status": {"replicas": 0, "selector": "app=w"}})
+    );
+    set_replicas(&mut o, &cfg, 5);
+    assert_eq!(o["spec"]["replicas"], 5);
+    o["spec"]["replicas"] = json!("x");
+    assert!(scale(&o, &cfg).is_err());
+    let mut empty = json!({});
+    set_replicas(&mut empty, &cfg, 1);
+    assert_eq!(empty, json!({"spec": {"replicas": 1}}));
+}
