@@ -280,7 +280,7 @@ fn reachable(root: &Value, defs: &Map<String, Value>) -> BTreeSet<String> {
 /// `#/components/schemas/`, and a reference with siblings (a field's own description or
 /// patch extensions) is wrapped in `allOf`, as kube-apiserver writes it, since 3.0 ignores
 /// a `$ref`'s siblings.
-fn schema_v3(v: &Value) -> Value {
+pub(crate) fn schema_v3(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
             if let Some(name) = ref_name(v) {

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::cel::Rule;
-use super::{render, Cause};
+use super::{validate, Cause};
 
 /// A compiled structural schema (`spec.versions[*].schema.openAPIV3Schema`).
 #[derive(Debug, Clone)]
@@ -164,12 +164,12 @@ impl Node {
     }
 
     /// The structural schema of map values: `None` when `additionalProperties` is absent.
-    fn additional_schema(&self) -> Option<Option<&Node>> {
+    pub(crate) fn additional_schema(&self) -> Option<Option<&Node>> {
         self.additional.as_ref().map(|a| a.as_deref())
     }
 }
 
-const META_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+pub(crate) const META_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
 impl Schema {
     /// Compiles `openAPIV3Schema`. The schema should have passed [`super::validate_crd`];
@@ -184,14 +184,10 @@ impl Schema {
         Schema { root }
     }
 
-    /// Validates `v` as a non-root value whose field path (and message name) is `path`.
-    pub(crate) fn validate_at(&self, v: &Value, path: &str) -> Vec<Cause> {
-        let mut val = Validator {
-            causes: Vec::new(),
-            old: None,
-        };
-        val.node(&self.root, v, path, false, None);
-        val.causes
+    /// Validates `v` as a non-root value from field path `prefix`, as kube validates a
+    /// schema's `default` (kube-openapi's own paths, in messages, start empty there).
+    pub(crate) fn validate_at(&self, v: &Value, prefix: &str, cel: bool) -> Vec<Cause> {
+        validate::run(&self.root, v, None, prefix, cel, false)
     }
 
     /// Prunes `v` as a value below the root (no apiVersion/kind/metadata exception).
@@ -219,43 +215,41 @@ impl Schema {
     /// kube-openapi's messages, plus `x-kubernetes-list-type` and CEL
     /// `x-kubernetes-validations` rules (no `oldSelf`: transition rules are skipped).
     pub fn validate(&self, obj: &Value) -> Vec<Cause> {
-        let mut v = Validator {
-            causes: Vec::new(),
-            old: None,
-        };
-        v.node(&self.root, obj, "", true, None);
-        v.causes
+        validate::run(&self.root, obj, None, "", true, true)
     }
 
-    /// Like [`Schema::validate`], with `old` as `oldSelf` for transition rules (rules
-    /// referring to `oldSelf` run only where the old object has a value at that place).
+    /// Like [`Schema::validate`] for an update from `old`: values unchanged since `old`
+    /// are not validated again (kube's validation ratcheting), and `old` is `oldSelf` for
+    /// transition rules (rules referring to `oldSelf` run only where the old object has a
+    /// value at that place: object properties, map values, items of `map` lists).
     pub fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
-        let mut v = Validator {
-            causes: Vec::new(),
-            old: Some(()),
-        };
-        v.node(&self.root, new, "", true, Some(old));
-        v.causes
+        validate::run(&self.root, new, Some(old), "", true, true)
     }
 }
 
 // ---------------------------------------------------------------- pruning
 
+/// `root`: the resource's root, treated as an embedded resource (apiVersion, kind and
+/// metadata are left to ObjectMeta handling), as kube's pruning does.
 fn prune(x: &mut Value, s: Option<&Node>, root: bool) {
     if let Some(s) = s {
         if s.preserve_unknown {
-            skip_prune(x, s);
+            skip_prune(x, s, root);
             return;
         }
     }
     match x {
         Value::Object(m) => {
             let Some(s) = s else {
-                m.clear();
+                if root {
+                    m.retain(|k, _| META_FIELDS.contains(&k.as_str()));
+                } else {
+                    m.clear();
+                }
                 return;
             };
             m.retain(|k, v| {
-                if s.embedded {
+                if s.embedded || root {
                     match k.as_str() {
                         "apiVersion" | "kind" if v.is_string() => return true,
                         "metadata" if v.is_object() => return true,
@@ -283,11 +277,11 @@ fn prune(x: &mut Value, s: Option<&Node>, root: bool) {
     }
 }
 
-fn skip_prune(x: &mut Value, s: &Node) {
+fn skip_prune(x: &mut Value, s: &Node, root: bool) {
     match x {
         Value::Object(m) => {
             for (k, v) in m.iter_mut() {
-                if s.embedded && META_FIELDS.contains(&k.as_str()) {
+                if (s.embedded || root) && META_FIELDS.contains(&k.as_str()) {
                     continue;
                 }
                 if let Some(p) = s.properties.get(k) {
@@ -300,7 +294,7 @@ fn skip_prune(x: &mut Value, s: &Node) {
         Value::Array(a) => {
             if let Some(items) = s.items.as_deref() {
                 for v in a {
-                    skip_prune(v, items);
+                    skip_prune(v, items, false);
                 }
             }
         }
@@ -385,434 +379,5 @@ fn drop_nulls(x: &mut Value, s: Option<&Node>) {
             }
         }
         _ => {}
-    }
-}
-
-// ---------------------------------------------------------------- validation
-
-pub(crate) fn child(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// The JSON type name kube-openapi reports for a value.
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// Go's `%v` of a float64 bound (`10`, `1.5`).
-pub(crate) fn go_float(f: f64) -> String {
-    if f.fract() == 0.0 && f.abs() < 1e21 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
-    }
-}
-
-fn invalid(field: &str, value: &Value, why: String) -> Cause {
-    Cause {
-        reason: "FieldValueInvalid",
-        field: field.to_string(),
-        message: format!("Invalid value: {}: {why}", render(value)),
-    }
-}
-
-/// The name kube-openapi uses in its messages (`<root>` would never show: the root has no
-/// scalar checks that fail with an empty name in practice).
-fn body(path: &str) -> String {
-    format!("{path} in body")
-}
-
-struct Validator {
-    causes: Vec<Cause>,
-    old: Option<()>,
-}
-
-fn matches_type(ty: &str, v: &Value) -> bool {
-    match ty {
-        "" => true,
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "boolean" => v.is_boolean(),
-        "number" => v.is_number(),
-        "integer" => match v {
-            Value::Number(n) => {
-                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
-            }
-            _ => false,
-        },
-        _ => true,
-    }
-}
-
-impl Validator {
-    /// Validates `v` against `s` at `path`; `old` is the old value at the same place on
-    /// updates.
-    fn node(&mut self, s: &Node, v: &Value, path: &str, root: bool, old: Option<&Value>) {
-        // type
-        if v.is_null() {
-            if !s.nullable && (!s.ty.is_empty() || s.int_or_string) {
-                let ty = if s.int_or_string {
-                    "integer,string"
-                } else {
-                    s.ty.as_str()
-                };
-                self.type_error(path, ty, v);
-                return;
-            }
-            if s.nullable {
-                return;
-            }
-        } else if s.int_or_string {
-            if !(v.is_string() || matches_type("integer", v)) {
-                self.type_error(path, "integer,string", v);
-                return;
-            }
-        } else if !matches_type(&s.ty, v) {
-            self.type_error(path, &s.ty, v);
-            return;
-        }
-        // format
-        if let Value::String(text) = v {
-            if !s.format.is_empty() && !super::format::valid(&s.format, text) {
-                self.causes.push(invalid(
-                    path,
-                    v,
-                    format!(
-                        "{} must be of type {}: {:?}",
-                        body(path),
-                        s.format,
-                        text.as_str()
-                    ),
-                ));
-            }
-        }
-        // enum
-        if let Some(values) = &s.enum_values {
-            if !values.contains(v) {
-                let list: Vec<String> = values
-                    .iter()
-                    .map(|e| match e {
-                        Value::String(t) => format!("{t:?}"),
-                        other => format!("{:?}", other.to_string()),
-                    })
-                    .collect();
-                self.causes.push(Cause {
-                    reason: "FieldValueNotSupported",
-                    field: path.to_string(),
-                    message: format!(
-                        "Unsupported value: {}: supported values: {}",
-                        render(v),
-                        list.join(", ")
-                    ),
-                });
-            }
-        }
-        match v {
-            Value::Number(n) => self.number(s, n.as_f64().unwrap_or(0.0), v, path),
-            Value::String(t) => self.string(s, t, v, path),
-            Value::Array(a) => self.array(s, a, v, path, old),
-            Value::Object(m) => self.object(s, m, path, root, old),
-            _ => {}
-        }
-        self.junctors(s, v, path, root, old);
-        // CEL rules (the value has the schema's type here).
-        for rule in &s.rules {
-            if let Some(c) = rule.check(v, old.filter(|_| self.old.is_some()), path, &s.ty) {
-                self.causes.push(c);
-            }
-        }
-    }
-
-    fn type_error(&mut self, path: &str, ty: &str, v: &Value) {
-        let actual = type_name(v);
-        self.causes.push(Cause {
-            reason: "FieldValueTypeInvalid",
-            field: path.to_string(),
-            message: format!(
-                "Invalid value: {actual:?}: {} must be of type {ty}: {actual:?}",
-                body(path)
-            ),
-        });
-    }
-
-    fn number(&mut self, s: &Node, f: f64, v: &Value, path: &str) {
-        if let Some(m) = s.multiple_of {
-            if m > 0.0 && ((f / m).fract().abs() > 1e-9) {
-                self.causes.push(invalid(
-                    path,
-                    v,
-                    format!("{} should be a multiple of {}", body(path), go_float(m)),
-                ));
-            }
-        }
-        if let Some(max) = s.maximum {
-            if f > max || (s.exclusive_maximum && f >= max) {
-                let how = if s.exclusive_maximum {
-                    "less than"
-                } else {
-                    "less than or equal to"
-                };
-                self.causes.push(invalid(
-                    path,
-                    v,
-                    format!("{} should be {how} {}", body(path), go_float(max)),
-                ));
-            }
-        }
-        if let Some(min) = s.minimum {
-            if f < min || (s.exclusive_minimum && f <= min) {
-                let how = if s.exclusive_minimum {
-                    "greater than"
-                } else {
-                    "greater than or equal to"
-                };
-                self.causes.push(invalid(
-                    path,
-                    v,
-                    format!("{} should be {how} {}", body(path), go_float(min)),
-                ));
-            }
-        }
-    }
-
-    fn string(&mut self, s: &Node, t: &str, v: &Value, path: &str) {
-        let chars = t.chars().count() as u64;
-        if let Some(max) = s.max_length {
-            if chars > max {
-                let unit = if max == 1 { "byte" } else { "bytes" };
-                self.causes.push(Cause {
-                    reason: "FieldValueTooLong",
-                    field: path.to_string(),
-                    message: format!("Too long: may not be more than {max} {unit}"),
-                });
-            }
-        }
-        if let Some(min) = s.min_length {
-            if chars < min {
-                self.causes.push(invalid(
-                    path,
-                    v,
-                    format!("{} should be at least {min} chars long", body(path)),
-                ));
-            }
-        }
-        if let Some((src, Some(re))) = &s.pattern {
-            if !re.is_match(t) {
-                self.causes.push(invalid(
-                    path,
-                    v,
-                    format!("{} should match '{src}'", body(path)),
-                ));
-            }
-        }
-    }
-
-    fn array(&mut self, s: &Node, a: &[Value], v: &Value, path: &str, old: Option<&Value>) {
-        let n = a.len() as u64;
-        if let Some(max) = s.max_items {
-            if n > max {
-                let unit = if max == 1 { "item" } else { "items" };
-                self.causes.push(Cause {
-                    reason: "FieldValueTooMany",
-                    field: path.to_string(),
-                    message: format!("Too many: {n}: must have at most {max} {unit}"),
-                });
-            }
-        }
-        if let Some(min) = s.min_items {
-            if n < min {
-                self.causes.push(invalid(
-                    path,
-                    &Value::from(n),
-                    format!("{} should have at least {min} items", body(path)),
-                ));
-            }
-        }
-        let _ = v;
-        match s.list_type.as_deref() {
-            Some("set") => {
-                for (i, x) in a.iter().enumerate() {
-                    if a[..i].contains(x) {
-                        self.causes.push(Cause {
-                            reason: "FieldValueDuplicate",
-                            field: format!("{path}[{i}]"),
-                            message: format!("Duplicate value: {}", render(x)),
-                        });
-                    }
-                }
-            }
-            Some("map") => {
-                let key = |x: &Value| -> Value {
-                    let mut m = Map::new();
-                    for k in &s.list_map_keys {
-                        if let Some(kv) = x.get(k) {
-                            m.insert(k.clone(), kv.clone());
-                        }
-                    }
-                    Value::Object(m)
-                };
-                let keys: Vec<Value> = a.iter().map(key).collect();
-                for (i, k) in keys.iter().enumerate() {
-                    if keys[..i].contains(k) {
-                        self.causes.push(Cause {
-                            reason: "FieldValueDuplicate",
-                            field: format!("{path}[{i}]"),
-                            message: format!("Duplicate value: {k}"),
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-        if let Some(items) = s.items.as_deref() {
-            let olds = old.and_then(Value::as_array);
-            for (i, x) in a.iter().enumerate() {
-                // Transition rules of items compare items at the same map key (list-type
-                // map) or index is not correlatable: only map lists get oldSelf.
-                let old_item = match (s.list_type.as_deref(), olds) {
-                    (Some("map"), Some(olds)) => olds
-                        .iter()
-                        .find(|o| s.list_map_keys.iter().all(|k| o.get(k) == x.get(k))),
-                    _ => None,
-                };
-                self.node(items, x, &format!("{path}[{i}]"), false, old_item);
-            }
-        }
-    }
-
-    fn object(
-        &mut self,
-        s: &Node,
-        m: &Map<String, Value>,
-        path: &str,
-        root: bool,
-        old: Option<&Value>,
-    ) {
-        let n = m.len() as u64;
-        if let Some(max) = s.max_properties {
-            if n > max {
-                let unit = if max == 1 { "item" } else { "items" };
-                self.causes.push(Cause {
-                    reason: "FieldValueTooMany",
-                    field: path.to_string(),
-                    message: format!("Too many: {n}: must have at most {max} {unit}"),
-                });
-            }
-        }
-        if let Some(min) = s.min_properties {
-            if n < min {
-                self.causes.push(invalid(
-                    path,
-                    &Value::from(n),
-                    format!("{} should have at least {min} properties", body(path)),
-                ));
-            }
-        }
-        for r in &s.required {
-            if !m.contains_key(r) {
-                self.causes.push(Cause {
-                    reason: "FieldValueRequired",
-                    field: child(path, r),
-                    message: "Required value".to_string(),
-                });
-            }
-        }
-        for (k, v) in m {
-            if root && META_FIELDS.contains(&k.as_str()) && !s.properties.contains_key(k) {
-                continue;
-            }
-            let old_v = old.and_then(|o| o.get(k));
-            if let Some(p) = s.properties.get(k) {
-                // Metadata at the root is ObjectMeta, validated by the API server.
-                if root && k == "metadata" {
-                    continue;
-                }
-                self.node(p, v, &child(path, k), false, old_v);
-            } else if let Some(Some(a)) = s.additional_schema() {
-                self.node(a, v, &child(path, k), false, old_v);
-            } else if s.no_additional && !(root && META_FIELDS.contains(&k.as_str())) {
-                self.causes.push(invalid(
-                    &child(path, k),
-                    &Value::String(k.clone()),
-                    format!("{}.{k} in body is a forbidden property", path),
-                ));
-            }
-        }
-    }
-
-    fn junctors(&mut self, s: &Node, v: &Value, path: &str, root: bool, old: Option<&Value>) {
-        let name = if path.is_empty() { "<root>" } else { path };
-        let mut probe = |n: &Node| -> Vec<Cause> {
-            let mut sub = Validator {
-                causes: Vec::new(),
-                old: None,
-            };
-            sub.node(n, v, path, root, None);
-            sub.causes
-        };
-        let blank = Value::String(String::new());
-        if !s.all_of.is_empty() {
-            let errs: Vec<Cause> = s.all_of.iter().flat_map(&mut probe).collect();
-            if !errs.is_empty() {
-                self.causes.extend(errs);
-                self.causes.push(invalid(
-                    path,
-                    &blank,
-                    format!("{name} in body must validate all the schemas (allOf)"),
-                ));
-            }
-        }
-        if !s.any_of.is_empty() {
-            let results: Vec<Vec<Cause>> = s.any_of.iter().map(&mut probe).collect();
-            if results.iter().all(|r| !r.is_empty()) {
-                self.causes.push(invalid(
-                    path,
-                    &blank,
-                    format!("{name} in body must validate at least one schema (anyOf)"),
-                ));
-                if let Some(best) = results.into_iter().min_by_key(Vec::len) {
-                    self.causes.extend(best);
-                }
-            }
-        }
-        if !s.one_of.is_empty() {
-            let results: Vec<Vec<Cause>> = s.one_of.iter().map(&mut probe).collect();
-            let ok = results.iter().filter(|r| r.is_empty()).count();
-            if ok != 1 {
-                self.causes.push(invalid(
-                    path,
-                    &blank,
-                    format!("{name} in body must validate one and only one schema (oneOf)"),
-                ));
-                if ok == 0 {
-                    if let Some(best) = results.into_iter().min_by_key(Vec::len) {
-                        self.causes.extend(best);
-                    }
-                }
-            }
-        }
-        if let Some(n) = &s.not {
-            if probe(n).is_empty() {
-                self.causes.push(invalid(
-                    path,
-                    &blank,
-                    format!("{name} in body must not validate the schema (not)"),
-                ));
-            }
-        }
-        let _ = old;
     }
 }

@@ -57,9 +57,16 @@ fn lines(causes: &[Cause]) -> Vec<String> {
         .collect()
 }
 
+/// Defaults, then validates a CRD, as the API server does on create.
+fn check(crd: &Value) -> Vec<Cause> {
+    let mut crd = crd.clone();
+    default_crd(&mut crd);
+    validate_crd(&crd)
+}
+
 #[test]
 fn crd_example_validates_clean() {
-    assert_eq!(lines(&validate_crd(&widget_crd())), Vec::<String>::new());
+    assert_eq!(lines(&check(&widget_crd())), Vec::<String>::new());
 }
 
 /// Replaces the v1 schema of the widget CRD.
@@ -141,12 +148,31 @@ fn crd_refusals() {
         (
             "bad default",
             with_schema(json!({"type": "object", "properties": {"a": {"type": "integer", "default": "x"}}})),
-            vec![format!("{p}.properties[a].default: Invalid value: \"string\": {p}.properties[a].default in body must be of type integer: \"string\"")],
+            vec![format!("{p}.properties[a].default: Invalid value: \"string\":  in body must be of type integer: \"string\"")],
         ),
         (
             "unpruned default",
             with_schema(json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}, "default": {"b": "x", "c": 1}}}})),
             vec![format!("{p}.properties[a].default: Invalid value: {{\"b\":\"x\",\"c\":1}}: must not have unknown fields")],
+        ),
+        (
+            "value validation of an unspecified field",
+            with_schema(json!({"type": "object", "properties": {"a": {"type": "string"}},
+                "anyOf": [{"properties": {"b": {"maxLength": 1}}}]})),
+            vec![format!("{p}.properties[b]: Required value: because it is defined in {p}.anyOf[0].properties[b]")],
+        ),
+        (
+            "default in root metadata",
+            with_schema(json!({"type": "object", "properties": {"metadata": {"type": "object",
+                "properties": {"name": {"type": "string", "default": "x"}}}}})),
+            vec![format!("{p}.properties[metadata].properties[name].default: Forbidden: must not be set in top-level metadata")],
+        ),
+        (
+            "default failing a rule",
+            with_schema(json!({"type": "object", "properties": {"w": {"type": "object", "default": {},
+                "properties": {"min": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.min <= 3"}]}}})),
+            vec![format!("{p}.properties[w].default: Invalid value: \"object\": no such key: min evaluating rule: self.min <= 3")],
         ),
         (
             "no schema",
@@ -159,7 +185,7 @@ fn crd_refusals() {
         ),
     ];
     for (name, crd, want) in cases {
-        assert_eq!(lines(&validate_crd(&crd)), want, "{name}");
+        assert_eq!(lines(&check(&crd)), want, "{name}");
     }
 }
 
@@ -173,7 +199,7 @@ fn crd_spec_refusals() {
     crd["spec"]["versions"][0]["additionalPrinterColumns"][0]["type"] = json!("int");
     crd["spec"]["versions"][0]["subresources"]["scale"] =
         json!({"specReplicasPath": ".status.replicas", "statusReplicasPath": ".status.replicas"});
-    let got = lines(&validate_crd(&crd));
+    let got = lines(&check(&crd));
     let want = [
         "metadata.name: Invalid value: \"widgets.other.com\": must be spec.names.plural+\".\"+spec.group",
         "spec.scope: Unsupported value: \"Global\": supported values: \"Cluster\", \"Namespaced\"",
@@ -195,7 +221,7 @@ fn crd_spec_refusals() {
     crd["spec"]["group"] = json!("example");
     crd["metadata"]["name"] = json!("widgets.example");
     assert_eq!(
-        lines(&validate_crd(&crd)),
+        lines(&check(&crd)),
         ["spec.group: Invalid value: \"example\": should be a domain with at least one dot"]
     );
 }
@@ -266,7 +292,7 @@ fn value_validations() {
         (json!({"e": null}), vec!["e: Invalid value: \"null\": e in body must be of type string: \"null\""]),
         (json!({"m": {"a": 1, "b": 2}}), vec!["m: Too many: 2: must have at most 1 item"]),
         (json!({"m": {"a": "x"}}), vec!["m.a: Invalid value: \"string\": m.a in body must be of type integer: \"string\""]),
-        (json!({"one": 5}), vec!["one: Invalid value: \"\": one in body must validate one and only one schema (oneOf)"]),
+        (json!({"one": 5}), vec!["<nil>: Invalid value: \"\": \"one\" must validate one and only one schema (oneOf). Found 2 valid alternatives"]),
     ];
     for (obj, want) in cases {
         assert_eq!(lines(&s.validate(&obj)), want, "{obj}");
@@ -344,6 +370,21 @@ fn pruning() {
             "ios": "80%",
             "list": [{"k": "v"}],
         })
+    );
+}
+
+#[test]
+fn pruning_keeps_root_metadata() {
+    // A root metadata schema restricting the name does not prune other metadata.
+    let s = Schema::new(&json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 9}}},
+        "spec": {"type": "object"},
+    }}));
+    let mut o = json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {"x": 1}});
+    s.prune(&mut o);
+    assert_eq!(
+        o,
+        json!({"apiVersion": "a/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {}})
     );
 }
 
@@ -429,6 +470,24 @@ fn openapi_definitions() {
         definition_name("acc.example.com", "v1", "Widget"),
         "com.example.acc.v1.Widget"
     );
+    let v3 = openapi_definition_v3(schema, "acc.example.com", "v1", "Widget");
+    assert_eq!(
+        v3["properties"]["metadata"]["allOf"][0]["$ref"],
+        "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    let odd = json!({"type": "object", "required": ["n", "k"], "properties": {
+        "n": {"type": "string", "nullable": true},
+        "k": {"type": "string", "anyOf": [{"minLength": 1}]},
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"a": {"type": "string"}}},
+    }});
+    let v2 = openapi_definition(&odd, "g.io", "v1", "Odd");
+    assert_eq!(v2["required"], json!(["k"]));
+    assert_eq!(v2["properties"]["n"], json!({}));
+    assert_eq!(v2["properties"]["k"], json!({"type": "string"}));
+    assert_eq!(
+        v2["properties"]["free"],
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+    );
     let l = openapi_list_definition("acc.example.com", "v1", "Widget");
     assert_eq!(
         l["properties"]["items"]["items"]["$ref"],
@@ -470,7 +529,7 @@ fn cel_rules() {
         ),
         (
             json!({"spec": {"maxReplicas": 3, "tags": []}}),
-            vec!["spec: Invalid value: \"object\": rule evaluation error: no such key: minReplicas"],
+            vec!["spec: Invalid value: \"object\": no such key: minReplicas evaluating rule: self.minReplicas <= self.maxReplicas"],
         ),
     ];
     for (obj, want) in cases {
@@ -498,6 +557,16 @@ fn cel_rules() {
         ),
         ("self.x == 1 || true", true),
         ("-(3) < 0u", true),
+        ("'a-b-c'.split('-') == ['a', 'b', 'c'] && ['a', 'b'].join(',') == 'a,b'", true),
+        ("'hello'.indexOf('l') == 2 && 'hello'.lastIndexOf('l') == 3 && 'hello'.substring(1, 3) == 'el'", true),
+        ("'héllo'.charAt(1) == 'é' && 'abc'.replace('b', 'x') == 'axc'", true),
+        ("[1, 2, 3].isSorted() && [3, 1].sum() == 4 && [3, 1, 2].min() == 1 && [3, 1, 2].max() == 3", true),
+        ("'abc123def'.find('[0-9]+') == '123' && 'a1b2'.findAll('[0-9]') == ['1', '2']", true),
+        ("[1, 2].indexOf(2) == 1 && bool('true') && dyn(1) == 1", true),
+        (
+            r#"r'a\d' == 'a\\d' && '''x''' == "x" && 'it\'s'.size() == 4"#,
+            true,
+        ),
     ] {
         let e = cel::parse(rule).unwrap();
         let r = Rule::compile(&json!({"rule": rule})).unwrap();
@@ -508,7 +577,11 @@ fn cel_rules() {
         );
     }
     assert!(cel::parse("self.x ==").is_err());
-    assert!(cel::parse("timestamp(self.t) > now").is_err());
+    // Unsupported functions parse (the CRD is accepted) but the rule is not evaluated.
+    assert!(cel::parse("timestamp(self.t) > now").is_ok());
+    assert!(Rule::compile(&json!({"rule": "timestamp(self.t) > now"})).is_none());
+    assert!(cel::parse("self.?x.orValue(1) == 1").is_ok());
+    assert!(Rule::compile(&json!({"rule": "self.?x.orValue(1) == 1"})).is_none());
 }
 
 #[test]
@@ -517,9 +590,125 @@ fn crd_refuses_bad_cel() {
         json!({"type": "object", "properties": {"spec": {"type": "object",
         "x-kubernetes-validations": [{"rule": "self.a =="}]}}}),
     );
-    let got = lines(&validate_crd(&crd));
+    let got = lines(&check(&crd));
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].starts_with(
-        "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.a ==\": compilation failed: "
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: {\"rule\":\"self.a ==\"}: compilation failed: ERROR: <input>: "
     ));
+}
+
+#[test]
+fn crd_defaulting_and_update() {
+    let mut crd = widget_crd();
+    assert_eq!(
+        lines(&validate_crd(&crd)),
+        ["spec.names.listKind: Required value"]
+    );
+    default_crd(&mut crd);
+    assert_eq!(crd["spec"]["names"]["listKind"], "WidgetList");
+    assert_eq!(crd["spec"]["names"]["singular"], "widget");
+    assert_eq!(crd["spec"]["conversion"], json!({"strategy": "None"}));
+
+    let mut old = crd.clone();
+    old["status"] = json!({"conditions": [{"type": "Established", "status": "True"}], "storedVersions": ["v1"]});
+    let mut new = old.clone();
+    new["spec"]["scope"] = json!("Cluster");
+    new["spec"]["versions"][0]["name"] = json!("v2");
+    assert_eq!(
+        lines(&validate_crd_update(&new, &old)),
+        [
+            "spec.scope: Invalid value: \"Cluster\": field is immutable",
+            "status.storedVersions[0]: Invalid value: \"v1\": must appear in spec.versions",
+        ]
+    );
+}
+
+#[test]
+fn update_ratchets_unchanged_values() {
+    let s = widget_schema();
+    let old = json!({"metadata": {"name": "w"}, "spec": {"size": 99}});
+    let mut new = old.clone();
+    new["metadata"]["labels"] = json!({"a": "b"});
+    assert_eq!(lines(&s.validate_update(&new, &old)), Vec::<String>::new());
+    new["spec"]["size"] = json!(98);
+    assert_eq!(
+        lines(&s.validate_update(&new, &old)),
+        ["spec.size: Invalid value: 98: spec.size in body should be less than or equal to 10"]
+    );
+}
+
+#[test]
+fn metadata_name_restrictions() {
+    let s = Schema::new(&json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 3}}}
+    }}));
+    assert_eq!(
+        lines(&s.validate(&json!({"metadata": {"name": "long", "labels": {"x": "y"}}}))),
+        ["metadata.name: Too long: may not be more than 3 bytes"]
+    );
+}
+
+#[test]
+fn crd_versions() {
+    let crd = widget_crd();
+    assert_eq!(storage_version(&crd), Some("v1"));
+    assert!(crd_version(&crd, "v2").is_none());
+    assert!(version_schema(&crd, "v1").is_some());
+}
+
+#[test]
+fn embedded_resources_need_type_meta() {
+    let s = Schema::new(&json!({"type": "object", "properties": {
+        "tmpl": {"type": "object", "x-kubernetes-embedded-resource": true,
+                 "x-kubernetes-preserve-unknown-fields": true},
+    }}));
+    assert_eq!(
+        lines(&s.validate(&json!({"tmpl": {"apiVersion": "v1", "kind": "Pod"}}))),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        lines(&s.validate(&json!({"tmpl": {"kind": ""}}))),
+        [
+            "tmpl.apiVersion: Required value: must not be empty",
+            "tmpl.kind: Invalid value: \"\": must not be empty",
+        ]
+    );
+}
+
+#[test]
+fn go_float_formatting() {
+    for (f, want) in [
+        (10.0, "10"),
+        (1.5, "1.5"),
+        (100000.0, "100000"),
+        (1e6, "1e+06"),
+        (123456789.0, "1.23456789e+08"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (-2.5e-7, "-2.5e-07"),
+        (0.0, "0"),
+    ] {
+        assert_eq!(go_float(f), want);
+    }
+}
+
+#[test]
+fn scale_subresource() {
+    let cfg = json!({"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                     "labelSelectorPath": ".status.selector"});
+    let mut o = json!({"metadata": {"name": "w", "namespace": "d", "labels": {"a": "b"}},
+                       "spec": {"replicas": 2}, "status": {"selector": "app=w"}});
+    assert_eq!(
+        scale(&o, &cfg).unwrap(),
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+               "metadata": {"name": "w", "namespace": "d"},
+               "spec": {"replicas": 2}, "status": {"replicas": 0, "selector": "app=w"}})
+    );
+    set_replicas(&mut o, &cfg, 5);
+    assert_eq!(o["spec"]["replicas"], 5);
+    o["spec"]["replicas"] = json!("x");
+    assert!(scale(&o, &cfg).is_err());
+    let mut empty = json!({});
+    set_replicas(&mut empty, &cfg, 1);
+    assert_eq!(empty, json!({"spec": {"replicas": 1}}));
 }

@@ -4,28 +4,28 @@
 
 use serde_json::Value;
 
-use super::schema::{Node, Schema};
+use super::structural::validate_version_schema;
 use super::{render, Cause};
 use crate::object::{is_dns1035_label, is_dns1123_subdomain};
 
 const DNS1035_RULE: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 const SUBDOMAIN_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+pub(super) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn invalid(field: impl Into<String>, value: &Value, why: &str) -> Cause {
+pub(super) fn invalid(field: impl Into<String>, value: &Value, why: &str) -> Cause {
     Cause {
         reason: "FieldValueInvalid",
         field: field.into(),
         message: format!("Invalid value: {}: {why}", render(value)),
     }
 }
-fn invalid_str(field: impl Into<String>, value: &str, why: &str) -> Cause {
+pub(super) fn invalid_str(field: impl Into<String>, value: &str, why: &str) -> Cause {
     invalid(field, &Value::String(value.to_string()), why)
 }
-fn required(field: impl Into<String>, why: &str) -> Cause {
+pub(super) fn required(field: impl Into<String>, why: &str) -> Cause {
     Cause {
         reason: "FieldValueRequired",
         field: field.into(),
@@ -36,14 +36,14 @@ fn required(field: impl Into<String>, why: &str) -> Cause {
         },
     }
 }
-fn forbidden(field: impl Into<String>, why: &str) -> Cause {
+pub(super) fn forbidden(field: impl Into<String>, why: &str) -> Cause {
     Cause {
         reason: "FieldValueForbidden",
         field: field.into(),
         message: format!("Forbidden: {why}"),
     }
 }
-fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Cause {
+pub(super) fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Cause {
     let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
     Cause {
         reason: "FieldValueNotSupported",
@@ -132,18 +132,6 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             ));
         }
         let status_enabled = v.pointer("/subresources/status").is_some();
-        if let Some(sub) = v.get("subresources") {
-            validate_subresources(sub, &format!("{path}.subresources"), &mut out);
-        }
-        if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
-            for (j, c) in cols.iter().enumerate() {
-                validate_column(
-                    c,
-                    &format!("{path}.additionalPrinterColumns[{j}]"),
-                    &mut out,
-                );
-            }
-        }
         match v.pointer("/schema/openAPIV3Schema") {
             Some(schema) if schema.is_object() => validate_version_schema(
                 schema,
@@ -156,20 +144,20 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
                 "schemas are required",
             )),
         }
+        if let Some(sub) = v.get("subresources") {
+            validate_subresources(sub, &format!("{path}.subresources"), &mut out);
+        }
+        if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
+            for (j, c) in cols.iter().enumerate() {
+                validate_column(
+                    c,
+                    &format!("{path}.additionalPrinterColumns[{j}]"),
+                    &mut out,
+                );
+            }
+        }
     }
     let versions_value = Value::Array(versions.clone());
-    if versions.is_empty() {
-        out.push(required(
-            "spec.versions",
-            "must have exactly one version marked as storage version",
-        ));
-    } else if storage != 1 {
-        out.push(invalid(
-            "spec.versions",
-            &versions_value,
-            "must have exactly one version marked as storage version",
-        ));
-    }
     if !unique {
         out.push(invalid(
             "spec.versions",
@@ -177,19 +165,147 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             "must contain unique version names",
         ));
     }
+    if storage != 1 {
+        out.push(invalid(
+            "spec.versions",
+            &versions_value,
+            "must have exactly one version marked as storage version",
+        ));
+    }
 
-    for (field, value) in [
-        ("plural", plural),
-        ("singular", s(&names, "singular")),
-        ("kind", s(&names, "kind")),
-        ("listKind", s(&names, "listKind")),
-    ] {
-        // singular and listKind are defaulted (from kind) before validation.
-        if value.is_empty() && matches!(field, "plural" | "kind") {
+    // Required after defaulting (see `default_crd`), as kube requires them in spec.
+    for field in ["plural", "singular", "kind", "listKind"] {
+        if s(&names, field).is_empty() {
             out.push(required(format!("spec.names.{field}"), ""));
         }
     }
     validate_names(&names, "spec.names", &mut out);
+    validate_conversion(spec.get("conversion"), &mut out);
+    out
+}
+
+/// kube's defaulting of a v1 CRD: `names.singular` (the lowercase kind),
+/// `names.listKind` (`<Kind>List`), `conversion.strategy: None`, and port 443 of a
+/// conversion webhook's service. Call it before [`validate_crd`].
+pub fn default_crd(crd: &mut Value) {
+    let Some(spec) = crd.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let empty = |v: Option<&Value>| v.and_then(Value::as_str).is_none_or(str::is_empty);
+        if empty(names.get("singular")) {
+            names.insert("singular".into(), Value::String(kind.to_lowercase()));
+        }
+        if empty(names.get("listKind")) && !kind.is_empty() {
+            names.insert("listKind".into(), Value::String(format!("{kind}List")));
+        }
+    }
+    let conversion = spec
+        .entry("conversion")
+        .or_insert_with(|| serde_json::json!({"strategy": "None"}));
+    if let Some(svc) = conversion
+        .pointer_mut("/webhook/clientConfig/service")
+        .and_then(Value::as_object_mut)
+    {
+        svc.entry("port").or_insert(Value::from(443));
+    }
+}
+
+fn validate_conversion(conversion: Option<&Value>, out: &mut Vec<Cause>) {
+    let Some(c) = conversion.filter(|c| !c.is_null()) else {
+        return;
+    };
+    let strategy = s(c, "strategy");
+    let client = c.pointer("/webhook/clientConfig");
+    match strategy {
+        "" => out.push(required("spec.conversion.strategy", "")),
+        "None" => {
+            if client.is_some() {
+                out.push(forbidden(
+                    "spec.conversion.webhookClientConfig",
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+        }
+        "Webhook" => match client {
+            None => out.push(required(
+                "spec.conversion.webhookClientConfig",
+                "required when strategy is set to Webhook",
+            )),
+            Some(cc) => {
+                if cc.get("url").is_some() == cc.get("service").is_some() {
+                    out.push(required(
+                        "spec.conversion.webhookClientConfig",
+                        "exactly one of url or service is required",
+                    ));
+                }
+            }
+        },
+        other => out.push(not_supported(
+            "spec.conversion.strategy",
+            &Value::String(other.into()),
+            &["None", "Webhook"],
+        )),
+    }
+}
+
+/// Validates an update of a CRD: [`validate_crd`] on `new`, the fields that may not
+/// change (group and plural always; scope and kind once `old` is Established), and that
+/// every `status.storedVersions` entry of `new` is still in `spec.versions`.
+pub fn validate_crd_update(new: &Value, old: &Value) -> Vec<Cause> {
+    let mut out = validate_crd(new);
+    let established = old
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| s(c, "type") == "Established" && s(c, "status") == "True")
+        });
+    let mut immutable = vec![
+        ("spec.group", "/spec/group"),
+        ("spec.names.plural", "/spec/names/plural"),
+    ];
+    if established {
+        immutable.insert(1, ("spec.scope", "/spec/scope"));
+        immutable.push(("spec.names.kind", "/spec/names/kind"));
+    }
+    for (field, ptr) in immutable {
+        let (n, o) = (new.pointer(ptr), old.pointer(ptr));
+        if n != o {
+            out.push(invalid(
+                field,
+                n.unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
+    if let Some(stored) = new
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+    {
+        let versions: Vec<&str> = new
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| s(v, "name"))
+            .collect();
+        for (i, v) in stored.iter().enumerate() {
+            let name = v.as_str().unwrap_or_default();
+            if !versions.contains(&name) {
+                out.push(invalid_str(
+                    format!("status.storedVersions[{i}]"),
+                    name,
+                    "must appear in spec.versions",
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -340,543 +456,5 @@ fn validate_column(c: &Value, path: &str, out: &mut Vec<Cause>) {
             jp,
             "must be a simple json path starting with .",
         ));
-    }
-}
-
-// ------------------------------------------------------------ the schema
-
-const TYPES: [&str; 6] = ["array", "boolean", "integer", "number", "object", "string"];
-
-/// The schema fields kube allows at the root when the status subresource is enabled.
-const ROOT_ALLOWED: [(&str, &str); 22] = [
-    ("description", "Description"),
-    ("type", "Type"),
-    ("format", "Format"),
-    ("title", "Title"),
-    ("maximum", "Maximum"),
-    ("exclusiveMaximum", "ExclusiveMaximum"),
-    ("minimum", "Minimum"),
-    ("exclusiveMinimum", "ExclusiveMinimum"),
-    ("maxLength", "MaxLength"),
-    ("minLength", "MinLength"),
-    ("pattern", "Pattern"),
-    ("maxItems", "MaxItems"),
-    ("minItems", "MinItems"),
-    ("uniqueItems", "UniqueItems"),
-    ("multipleOf", "MultipleOf"),
-    ("required", "Required"),
-    ("items", "Items"),
-    ("properties", "Properties"),
-    ("externalDocs", "ExternalDocs"),
-    ("example", "Example"),
-    (
-        "x-kubernetes-preserve-unknown-fields",
-        "XPreserveUnknownFields",
-    ),
-    ("x-kubernetes-validations", "XValidations"),
-];
-
-fn validate_version_schema(schema: &Value, path: &str, status: bool, out: &mut Vec<Cause>) {
-    let before = out.len();
-    if status {
-        if let Some(m) = schema.as_object() {
-            for (k, v) in m {
-                let zero = matches!(v, Value::Null | Value::Bool(false))
-                    || v.as_str() == Some("")
-                    || v.as_array().is_some_and(|a| a.is_empty())
-                    || v.as_object().is_some_and(|o| o.is_empty());
-                if zero {
-                    continue;
-                }
-                if k == "type" {
-                    if v.as_str() != Some("object") {
-                        out.push(invalid(
-                            format!("{path}.type"),
-                            v,
-                            "only \"object\" is allowed as the type at the root of the schema if the status subresource is enabled",
-                        ));
-                        break;
-                    }
-                    continue;
-                }
-                if !ROOT_ALLOWED.iter().any(|(key, _)| key == k) {
-                    let names: Vec<&str> = ROOT_ALLOWED.iter().map(|(_, n)| *n).collect();
-                    out.push(invalid(
-                        path,
-                        schema,
-                        &format!(
-                            "only [{}] fields are allowed at the root of the schema if the status subresource is enabled",
-                            names.join(" ")
-                        ),
-                    ));
-                    break;
-                }
-            }
-        }
-    }
-    keywords(schema, path, out);
-    let mut structural = Vec::new();
-    structural_invariants(schema, Level::Root, path, &mut structural);
-    structural.sort_by(|a, b| {
-        (a.field.as_str(), a.message.as_str()).cmp(&(b.field.as_str(), b.message.as_str()))
-    });
-    out.extend(structural);
-    if out.len() == before {
-        defaults(schema, path, true, out);
-    }
-}
-
-/// The OpenAPI keywords apiextensions forbids or restricts, at every level.
-fn keywords(v: &Value, path: &str, out: &mut Vec<Cause>) {
-    let Some(m) = v.as_object() else { return };
-    for (k, why) in [
-        ("id", "id is not supported"),
-        ("additionalItems", "additionalItems is not supported"),
-        ("patternProperties", "patternProperties is not supported"),
-        ("definitions", "definitions is not supported"),
-        ("dependencies", "dependencies is not supported"),
-        ("$ref", "$ref is not supported"),
-    ] {
-        let present = match m.get(k) {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) => !s.is_empty(),
-            Some(Value::Object(o)) => !o.is_empty() || k == "additionalItems",
-            Some(_) => true,
-        };
-        if present {
-            out.push(forbidden(format!("{path}.{k}"), why));
-        }
-    }
-    match m.get("type") {
-        Some(Value::String(t)) if t == "null" => out.push(forbidden(
-            format!("{path}.type"),
-            "type cannot be set to null",
-        )),
-        Some(Value::String(t)) if !t.is_empty() && !TYPES.contains(&t.as_str()) => {
-            out.push(not_supported(format!("{path}.type"), &m["type"], &TYPES))
-        }
-        _ => {}
-    }
-    if m.get("items").is_some_and(Value::is_array) {
-        out.push(forbidden(
-            format!("{path}.items"),
-            "items must be a schema object and not an array",
-        ));
-    }
-    if m.get("uniqueItems") == Some(&Value::Bool(true)) {
-        out.push(forbidden(
-            format!("{path}.uniqueItems"),
-            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
-        ));
-    }
-    if let Some(p) = m.get("pattern").and_then(Value::as_str) {
-        if let Err(e) = regex::Regex::new(p) {
-            out.push(invalid_str(
-                format!("{path}.pattern"),
-                p,
-                &format!("must be a valid regular expression, but isn't: {e}"),
-            ));
-        }
-    }
-    let has_props = m
-        .get("properties")
-        .and_then(Value::as_object)
-        .is_some_and(|p| !p.is_empty());
-    if let Some(ap) = m.get("additionalProperties") {
-        if has_props && (ap == &Value::Bool(false) || ap.is_object()) {
-            out.push(forbidden(
-                format!("{path}.additionalProperties"),
-                "additionalProperties and properties are mutual exclusive",
-            ));
-        }
-        keywords(ap, &format!("{path}.additionalProperties"), out);
-    }
-    match m.get("x-kubernetes-list-type").and_then(Value::as_str) {
-        None | Some("atomic") | Some("set") => {}
-        Some("map") => {
-            let empty = m
-                .get("x-kubernetes-list-map-keys")
-                .and_then(Value::as_array)
-                .is_none_or(|a| a.is_empty());
-            if empty {
-                out.push(required(
-                    format!("{path}.x-kubernetes-list-map-keys"),
-                    "must not be empty if x-kubernetes-list-type is map",
-                ));
-            }
-        }
-        Some(other) => out.push(not_supported(
-            format!("{path}.x-kubernetes-list-type"),
-            &Value::String(other.into()),
-            &["atomic", "map", "set"],
-        )),
-    }
-    if let Some(rules) = m.get("x-kubernetes-validations").and_then(Value::as_array) {
-        for (i, r) in rules.iter().enumerate() {
-            let rule = s(r, "rule");
-            if rule.is_empty() {
-                out.push(required(
-                    format!("{path}.x-kubernetes-validations[{i}].rule"),
-                    "",
-                ));
-            } else if let Err(e) = super::cel::parse(rule) {
-                out.push(invalid_str(
-                    format!("{path}.x-kubernetes-validations[{i}].rule"),
-                    rule,
-                    &format!("compilation failed: {e}"),
-                ));
-            }
-        }
-    }
-    for (k, sub) in m
-        .get("properties")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        keywords(sub, &format!("{path}.properties[{k}]"), out);
-    }
-    if let Some(i) = m.get("items").filter(|i| i.is_object()) {
-        keywords(i, &format!("{path}.items"), out);
-    }
-    if let Some(n) = m.get("not") {
-        keywords(n, &format!("{path}.not"), out);
-    }
-    for j in ["allOf", "oneOf", "anyOf"] {
-        for (i, sub) in m
-            .get(j)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            keywords(sub, &format!("{path}.{j}[{i}]"), out);
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Root,
-    Item,
-    Field,
-}
-
-fn flag(m: &Value, k: &str) -> bool {
-    m.get(k).and_then(Value::as_bool).unwrap_or(false)
-}
-
-/// kube's structural-schema invariants ("NonStructuralSchema" condition).
-fn structural_invariants(v: &Value, lvl: Level, path: &str, out: &mut Vec<Cause>) {
-    let Some(m) = v.as_object() else { return };
-    let ty = s(v, "type");
-    let props = m.get("properties").and_then(Value::as_object);
-    if ty == "array" && !m.get("items").is_some_and(Value::is_object) {
-        out.push(required(format!("{path}.items"), "must be specified"));
-    }
-    if let Some(i) = m.get("items").filter(|i| i.is_object()) {
-        structural_invariants(i, Level::Item, &format!("{path}.items"), out);
-    }
-    for (k, p) in props.into_iter().flatten() {
-        structural_invariants(p, Level::Field, &format!("{path}.properties[{k}]"), out);
-    }
-    let embedded = flag(v, "x-kubernetes-embedded-resource");
-    let preserve = flag(v, "x-kubernetes-preserve-unknown-fields");
-    let int_or_string = flag(v, "x-kubernetes-int-or-string");
-    if let Some(ap) = m.get("additionalProperties") {
-        if lvl == Level::Root {
-            out.push(forbidden(
-                format!("{path}.additionalProperties"),
-                "must not be used at the root",
-            ));
-        }
-        if ap.is_object() {
-            structural_invariants(
-                ap,
-                Level::Field,
-                &format!("{path}.additionalProperties"),
-                out,
-            );
-        }
-        if embedded {
-            out.push(forbidden(
-                format!("{path}.additionalProperties"),
-                "must not be used if x-kubernetes-embedded-resource is set",
-            ));
-        }
-    }
-    if int_or_string && preserve {
-        out.push(invalid(
-            format!("{path}.x-kubernetes-preserve-unknown-fields"),
-            &Value::Bool(true),
-            "must be false if x-kubernetes-int-or-string is true",
-        ));
-    }
-    if int_or_string && embedded {
-        out.push(invalid(
-            format!("{path}.x-kubernetes-embedded-resource"),
-            &Value::Bool(true),
-            "must be false if x-kubernetes-int-or-string is true",
-        ));
-    }
-
-    // Value validations (allOf/anyOf/oneOf/not) may not specify structure of their own.
-    let int_or_string_any_of = |x: Option<&Value>| {
-        x.and_then(Value::as_array).is_some_and(|a| {
-            a.len() == 2
-                && a[0] == serde_json::json!({"type": "integer"})
-                && a[1] == serde_json::json!({"type": "string"})
-        })
-    };
-    if !int_or_string_any_of(m.get("anyOf")) {
-        for (i, x) in m
-            .get("anyOf")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            nested(x, &format!("{path}.anyOf[{i}]"), false, out);
-        }
-    }
-    for (i, x) in m
-        .get("allOf")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let skip = i == 0 && int_or_string_any_of(x.get("anyOf"));
-        nested(x, &format!("{path}.allOf[{i}]"), skip, out);
-    }
-    for (i, x) in m
-        .get("oneOf")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        nested(x, &format!("{path}.oneOf[{i}]"), false, out);
-    }
-    if let Some(n) = m.get("not") {
-        nested(n, &format!("{path}.not"), false, out);
-    }
-
-    let check_metadata = lvl == Level::Root || embedded;
-    if embedded && ty != "object" {
-        if ty.is_empty() {
-            out.push(required(
-                format!("{path}.type"),
-                "must be object if x-kubernetes-embedded-resource is true",
-            ));
-        } else {
-            out.push(invalid_str(
-                format!("{path}.type"),
-                ty,
-                "must be object if x-kubernetes-embedded-resource is true",
-            ));
-        }
-    } else if ty.is_empty() && !int_or_string && !preserve {
-        let why = match lvl {
-            Level::Root => "must not be empty at the root",
-            Level::Item => "must not be empty for specified array items",
-            Level::Field => "must not be empty for specified object fields",
-        };
-        out.push(required(format!("{path}.type"), why));
-    }
-    if lvl == Level::Root && !ty.is_empty() && ty != "object" {
-        out.push(invalid_str(
-            format!("{path}.type"),
-            ty,
-            "must be object at the root",
-        ));
-    }
-    if let Some(props) = props {
-        for k in ["kind", "apiVersion"] {
-            if let Some(p) = props.get(k) {
-                if check_metadata && s(p, "type") != "string" {
-                    out.push(invalid_str(
-                        format!("{path}.properties[{k}].type"),
-                        s(p, "type"),
-                        "must be string",
-                    ));
-                }
-            }
-        }
-        if let Some(meta) = props.get("metadata") {
-            let mpath = format!("{path}.properties[metadata]");
-            if check_metadata && s(meta, "type") != "object" {
-                out.push(invalid_str(
-                    format!("{mpath}.type"),
-                    s(meta, "type"),
-                    "must be object",
-                ));
-            }
-            if lvl == Level::Root {
-                let mut rest = meta.as_object().cloned().unwrap_or_default();
-                rest.remove("type");
-                rest.remove("default");
-                if let Some(Value::Object(p)) = rest.get("properties") {
-                    let only_names = p.keys().all(|k| k == "name" || k == "generateName");
-                    if only_names {
-                        rest.remove("properties");
-                    }
-                }
-                if !rest.is_empty() {
-                    out.push(forbidden(
-                        mpath,
-                        "must not specify anything other than name and generateName, but metadata is implicitly specified",
-                    ));
-                }
-            }
-        }
-    }
-    if embedded && !preserve && props.is_none_or(|p| p.is_empty()) {
-        out.push(required(
-            format!("{path}.properties"),
-            "must not be empty if x-kubernetes-embedded-resource is true without x-kubernetes-preserve-unknown-fields",
-        ));
-    }
-}
-
-/// A schema under allOf/anyOf/oneOf/not: no types, defaults, descriptions or extensions.
-fn nested(v: &Value, path: &str, skip_any_of: bool, out: &mut Vec<Cause>) {
-    let Some(m) = v.as_object() else { return };
-    for (j, key) in [("anyOf", "anyOf"), ("allOf", "allOf"), ("oneOf", "oneOf")] {
-        if j == "anyOf" && skip_any_of {
-            continue;
-        }
-        for (i, x) in m
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            nested(x, &format!("{path}.{j}[{i}]"), false, out);
-        }
-    }
-    if let Some(n) = m.get("not") {
-        nested(n, &format!("{path}.not"), false, out);
-    }
-    if let Some(i) = m.get("items").filter(|i| i.is_object()) {
-        nested(i, &format!("{path}.items"), false, out);
-    }
-    for (k, p) in m
-        .get("properties")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        nested(p, &format!("{path}.properties[{k}]"), false, out);
-    }
-    if m.get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| !t.is_empty())
-    {
-        out.push(forbidden(
-            format!("{path}.type"),
-            "must be empty to be structural",
-        ));
-    }
-    if m.contains_key("additionalProperties") {
-        out.push(forbidden(
-            format!("{path}.additionalProperties"),
-            "must be undefined to be structural",
-        ));
-    }
-    for (k, why) in [
-        ("default", "must be undefined to be structural"),
-        ("title", "must be empty to be structural"),
-        ("description", "must be empty to be structural"),
-        ("externalDocs", "must be undefined to be structural"),
-        (
-            "x-kubernetes-list-map-keys",
-            "must be empty to be structural",
-        ),
-        (
-            "x-kubernetes-list-type",
-            "must be undefined to be structural",
-        ),
-        (
-            "x-kubernetes-map-type",
-            "must be undefined to be structural",
-        ),
-        ("x-kubernetes-validations", "must be empty to be structural"),
-    ] {
-        let set = match m.get(k) {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) => !s.is_empty(),
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(_) => true,
-        };
-        if set {
-            out.push(forbidden(format!("{path}.{k}"), why));
-        }
-    }
-    for (k, why) in [
-        ("nullable", "must be false to be structural"),
-        (
-            "x-kubernetes-preserve-unknown-fields",
-            "must be false to be structural",
-        ),
-        (
-            "x-kubernetes-embedded-resource",
-            "must be false to be structural",
-        ),
-        (
-            "x-kubernetes-int-or-string",
-            "must be false to be structural",
-        ),
-    ] {
-        if flag(v, k) {
-            out.push(forbidden(format!("{path}.{k}"), why));
-        }
-    }
-    if m.get("properties")
-        .and_then(Value::as_object)
-        .is_some_and(|p| p.contains_key("metadata"))
-    {
-        out.push(forbidden(
-            format!("{path}.properties[metadata]"),
-            "must not be specified in a nested context",
-        ));
-    }
-}
-
-/// Every `default` must validate against its own schema and survive pruning unchanged.
-fn defaults(v: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
-    let Some(m) = v.as_object() else { return };
-    if let Some(d) = m.get("default") {
-        let node = Node::compile(v);
-        let dpath = format!("{path}.default");
-        let schema = Schema::from_node(node);
-        let mut errs = schema.validate_at(d, &dpath);
-        if !root {
-            let mut pruned = d.clone();
-            schema.prune_nested(&mut pruned);
-            if &pruned != d {
-                errs.push(invalid(&dpath, d, "must not have unknown fields"));
-            }
-        }
-        out.extend(errs);
-    }
-    for (k, p) in m
-        .get("properties")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        // Defaults inside metadata are checked by the API server's ObjectMeta rules.
-        if root && k == "metadata" {
-            continue;
-        }
-        defaults(p, &format!("{path}.properties[{k}]"), false, out);
-    }
-    if let Some(i) = m.get("items").filter(|i| i.is_object()) {
-        defaults(i, &format!("{path}.items"), false, out);
-    }
-    if let Some(a) = m.get("additionalProperties").filter(|a| a.is_object()) {
-        defaults(a, &format!("{path}.additionalProperties"), false, out);
     }
 }
