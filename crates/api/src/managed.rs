@@ -782,7 +782,7 @@ fn merge(live: Option<&Value>, applied: &Value, ty: &Ty) -> Value {
     }
 }
 
-/// Removes from `obj` the members of `remove` no other manager owns anything under.
+/// Removes from `obj` the members of `remove` under which nothing in `kept` is owned.
 fn prune(obj: &mut Value, remove: &FieldSet, others: &FieldSet, ty: &Ty) {
     for (elem, rs) in &remove.children {
         let os = others.children.get(elem).cloned().unwrap_or_default();
@@ -820,6 +820,28 @@ fn prune(obj: &mut Value, remove: &FieldSet, others: &FieldSet, ty: &Ty) {
     }
 }
 
+/// kubectl's client-side apply record, and the manager kubectl's server-side apply uses.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+const KUBECTL: &str = "kubectl";
+
+fn last_applied(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/annotations")?
+        .get(LAST_APPLIED)?
+        .as_str()
+}
+
+/// The fields of the live object's last-applied configuration, when `kubectl` applies
+/// server-side over a client-side apply (kube-apiserver lets it take those over).
+fn last_applied_set(live: Option<&Value>, w: &Writer, ty: &Ty) -> Option<FieldSet> {
+    if w.manager != KUBECTL {
+        return None;
+    }
+    let config: Value = serde_json::from_str(last_applied(live?)?).ok()?;
+    let mut s = set_of(&tracked(&config, w.scope), ty, false);
+    s.member = false;
+    Some(s)
+}
+
 /// Server-side apply of `applied` (the manager's whole intent for the object) over `live`
 /// (None: the apply creates it), with the stored `managed` entries. Returns the merged
 /// object (its managedFields not yet set) and the new managedFields.
@@ -832,6 +854,7 @@ pub fn apply(
 ) -> Result<(Value, Vec<Value>), ApplyConflicts> {
     let ty = Ty::root(w.root());
     let sub = w.subresource();
+    let original = applied;
     let mut applied = applied.clone();
     if let Some(md) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in APPLY_IGNORED_METADATA {
@@ -886,6 +909,20 @@ pub fn apply(
         }
     }
     if !conflicts.is_empty() {
+        if let Some(allowed) = last_applied_set(live, w, &ty) {
+            // kubectl moving from client-side to server-side apply: what its
+            // last-applied configuration set is its own already, so it takes it over.
+            let mut outside = FieldSet::default();
+            for (i, e) in entries.iter().enumerate() {
+                if Some(i) != mine {
+                    outside.union(&e.set.intersect(&changed));
+                }
+            }
+            outside.subtract(&allowed);
+            if outside.is_empty() {
+                return apply(live, managed, original, true, w);
+            }
+        }
         conflicts.sort_by(|a, b| (&a.manager, &a.field).cmp(&(&b.manager, &b.field)));
         return Err(ApplyConflicts { conflicts });
     }
@@ -894,17 +931,37 @@ pub fn apply(
     let previous = mine.map(|i| entries[i].set.clone()).unwrap_or_default();
     let mut dropped = previous.clone();
     dropped.subtract(&aset);
-    let mut others = FieldSet::default();
+    // What stays owned (by others, or by this apply) keeps its ancestors.
+    let mut kept = aset.clone();
     for (i, e) in entries.iter().enumerate() {
         if Some(i) != mine {
-            others.union(&e.set);
+            kept.union(&e.set);
         }
     }
-    prune(&mut merged, &dropped, &others, &ty);
+    prune(&mut merged, &dropped, &kept, &ty);
 
     let gone = removed(&live_t, &tracked(&merged, w.scope), &ty);
     for e in entries.iter_mut() {
         e.set.subtract(&gone);
+    }
+    if live.is_some_and(|l| last_applied(l).is_some()) && w.manager == KUBECTL {
+        // kubectl's server-side apply keeps the client-side annotation current, so a
+        // later client-side apply still knows what was applied.
+        let mut config = original.clone();
+        if let Some(a) = config
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            a.remove(LAST_APPLIED);
+        }
+        if let Ok(text) = serde_json::to_string(&config) {
+            if let Some(md) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
+                let a = md.entry("annotations").or_insert_with(|| json!({}));
+                if let Some(a) = a.as_object_mut() {
+                    a.insert(LAST_APPLIED.into(), json!(format!("{text}\n")));
+                }
+            }
+        }
     }
     let object_changed =
         live.is_none_or(|l| tracked(l, Scope::Whole) != tracked(&merged, Scope::Whole));

@@ -527,7 +527,11 @@ pub fn decode_yaml(body: &[u8]) -> ApiResult<Value> {
 }
 
 async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Response> {
-    let q = Query::parse(req.uri().query());
+    let q = Query::parse(req.uri().query()).with_user_agent(
+        req.headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let method = req.method().clone();
     let headers = req.headers().clone();
     let user = req.extensions().get::<UserInfo>().cloned();

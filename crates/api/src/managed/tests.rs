@@ -341,3 +341,55 @@ fn fields_v1_round_trips() {
     let v = json!({"f:data": {".": {}, "f:a": {}}, "f:metadata": {"f:labels": {"f:x": {}}}});
     assert_eq!(FieldSet::from_v1(&v).to_v1(), v);
 }
+
+#[test]
+fn kubectl_takes_over_its_client_side_apply() {
+    // A client-side apply: kubectl-client-side-apply owns what the annotation lists.
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "x", "labels": {"app": "web", "tier": "fe"}}, "data": {"a": "1"}});
+    let mut live = config.clone();
+    live["metadata"]["annotations"] = json!({LAST_APPLIED: format!("{config}\n")});
+    let m = on_update(&[], None, &live, &writer("kubectl-client-side-apply", CM));
+    // kubectl's server-side apply changing a field of that configuration takes it over …
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "x", "labels": {"app": "web", "tier": "fe"}}, "data": {"a": "2"}});
+    let (obj, m) = apply(Some(&live), &m, &applied, false, &writer("kubectl", CM)).unwrap();
+    assert_eq!(obj["data"]["a"], "2");
+    // … and keeps the annotation current.
+    let recorded: Value = serde_json::from_str(
+        obj["metadata"]["annotations"][LAST_APPLIED]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded, applied);
+    // Another manager gets no such pass.
+    let err = apply(Some(&live), &[], &applied, false, &writer("other", CM));
+    assert!(
+        err.is_ok(),
+        "nobody owns anything in an empty managedFields"
+    );
+    let m0 = on_update(&[], None, &live, &writer("kubectl-client-side-apply", CM));
+    assert!(apply(Some(&live), &m0, &applied, false, &writer("other", CM)).is_err());
+
+    // After kubectl migrated the client-side entry into its own (maps with `.`), an
+    // apply without the tier label removes only that label.
+    let mut migrated = m.clone();
+    for e in &mut migrated {
+        if e["manager"] == "kubectl" {
+            e["fieldsV1"]["f:metadata"]["f:labels"] = json!({".": {}, "f:app": {}, "f:tier": {}});
+        }
+    }
+    migrated.retain(|e| e["manager"] == "kubectl");
+    let applied = json!({"metadata": {"name": "x", "labels": {"app": "web"}}, "data": {"a": "2"}});
+    let (obj, _) = apply(
+        Some(&obj),
+        &migrated,
+        &applied,
+        false,
+        &writer("kubectl", CM),
+    )
+    .unwrap();
+    assert_eq!(obj["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(obj["data"], json!({"a": "2"}));
+}
