@@ -387,7 +387,7 @@ fn changed(old: &Value, new: &Value, ty: &Ty) -> FieldSet {
                 let cs = match o.get(k) {
                     None => {
                         let mut cs = set_of(nv, &cty, true);
-                        cs.member = !(always_present(k, &cty) && !cs.children.is_empty());
+                        cs.member = !always_present(k, &cty) || cs.children.is_empty();
                         cs
                     }
                     Some(ov) => changed(ov, nv, &cty),
@@ -799,9 +799,9 @@ fn prune(obj: &mut Value, remove: &FieldSet, others: &FieldSet, ty: &Ty) {
                 }
             }
             Value::Array(items) => {
-                if let Some(v) = elem.strip_prefix("v:") {
+                if elem.starts_with("v:") {
                     if drop {
-                        items.retain(|i| i.to_string() != v);
+                        items.retain(|i| value_key(i) != *elem);
                     }
                 } else if let ListType::Map(keys) = &ty.list {
                     let ity = ty.items();
