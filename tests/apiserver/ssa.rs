@@ -111,7 +111,10 @@ fn deployment_apply(v: &str) {
     let applied = entry(&d, "kubectl").unwrap_or_else(|| panic!("{d:#}"));
     assert_eq!(applied["operation"], "Apply");
     let fields = &applied["fieldsV1"];
-    assert_eq!(fields["f:metadata"]["f:labels"], json(r#"{"f:app":{},"f:tier":{}}"#));
+    assert_eq!(
+        fields["f:metadata"]["f:labels"],
+        json(r#"{"f:app":{},"f:tier":{}}"#)
+    );
     let c = &fields["f:spec"]["f:template"]["f:spec"]["f:containers"][r#"k:{"name":"web"}"#];
     assert_eq!(c["f:image"], json("{}"), "{fields:#}");
     assert!(fields["f:spec"].get("f:strategy").is_none(), "{fields:#}");
@@ -133,7 +136,8 @@ fn deployment_apply(v: &str) {
     assert_eq!(d["metadata"]["generation"], 1, "labels are not spec");
 
     // A scale by another manager then an apply of a new replica count conflicts.
-    s.kubectl(v, &["scale", "deploy", "web", "--replicas=3"]).ok();
+    s.kubectl(v, &["scale", "deploy", "web", "--replicas=3"])
+        .ok();
     let bumped = trimmed.replace("replicas: 2", "replicas: 4");
     let f3 = write(s.dir.path(), "dep3.yaml", &bumped);
     let e = s
