@@ -786,6 +786,23 @@ fn yaml_bodies_and_responses() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(owner["operation"], "Apply", "{v}");
+    // An apply of a missing object creates it (201), owned by the applier alone.
+    let (code, v) = send(
+        &s,
+        "PATCH",
+        &format!("{cm}/y2?fieldManager=yaml-test"),
+        "application/apply-patch+yaml",
+        yaml.replace("name: y1", "name: y2").as_bytes(),
+        &[],
+    )
+    .http();
+    assert_eq!(code, 201, "{v}");
+    let managed = v["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(managed.len(), 1, "{v}");
+    assert_eq!(
+        (&managed[0]["manager"], &managed[0]["operation"]),
+        (&json!("yaml-test"), &json!("Apply"))
+    );
     // Malformed YAML: 400 with the line and column.
     let (code, st) = send(
         &s,

@@ -676,6 +676,23 @@ pub async fn patch(
     q: &Query,
     part: Part,
 ) -> ApiResult<(Value, Vec<String>)> {
+    patch_created(st, kind, ns, name, headers, body, q, part)
+        .await
+        .map(|(o, w, _)| (o, w))
+}
+
+/// [`patch`], also saying whether the patch (a server-side apply) created the object.
+#[allow(clippy::too_many_arguments)]
+pub async fn patch_created(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    q: &Query,
+    part: Part,
+) -> ApiResult<(Value, Vec<String>, bool)> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -724,7 +741,7 @@ pub async fn patch(
         record(kind, Some(&old), &mut patched, &manager, part);
         match write_update(st, kind, ns, name, &old, patched, old_rev, part, dry_run).await {
             Err(e) if e.reason == "Conflict" && !body_pins_rv(body) => continue,
-            r => return r.map(|o| (o, warnings)),
+            r => return r.map(|o| (o, warnings, false)),
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))
@@ -878,7 +895,7 @@ fn apply_conflict(e: skiff_api::managed::ApplyConflicts) -> ApiError {
 
 /// PATCH with `application/apply-patch+yaml`: merges the applied configuration as
 /// `fieldManager`'s (conflicts are a 409 unless `force=true`), creating the object if
-/// it does not exist.
+/// it does not exist (then the flag is true).
 async fn server_side_apply(
     st: &Objects,
     kind: &Kind,
@@ -887,7 +904,7 @@ async fn server_side_apply(
     body: &[u8],
     q: &Query,
     part: Part,
-) -> ApiResult<(Value, Vec<String>)> {
+) -> ApiResult<(Value, Vec<String>, bool)> {
     let manager = q.get("fieldManager").unwrap_or_default();
     if manager.is_empty() {
         return Err(patch_options_invalid(Cause {
@@ -939,7 +956,7 @@ async fn server_side_apply(
             set_managed(&mut obj, managed);
             match create_with(st, kind, ns, obj, q, None).await {
                 Err(e) if e.reason == "AlreadyExists" => continue,
-                r => return r,
+                r => return r.map(|(o, w)| (o, w, true)),
             }
         };
         let managed = old
@@ -956,7 +973,7 @@ async fn server_side_apply(
         let warnings = field_validation(st, kind, &obj, q)?;
         match write_update(st, kind, ns, name, &old, obj, rev, part, dry_run).await {
             Err(e) if e.reason == "Conflict" => continue,
-            r => return r.map(|o| (o, warnings)),
+            r => return r.map(|o| (o, warnings, false)),
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))
