@@ -75,6 +75,37 @@ fn configmap_conflicts(v: &str) {
         again["metadata"]["resourceVersion"],
         cm["metadata"]["resourceVersion"]
     );
+
+    // managedFields a client sends are kept; one empty entry clears them (kube's rule;
+    // an empty list keeps the stored ones).
+    let patch = |value: &str| {
+        let p = format!(r#"[{{"op":"replace","path":"/metadata/managedFields","value":{value}}}]"#);
+        s.kubectl(v, &["patch", "configmap", "ssa", "--type=json", "-p", &p])
+            .ok();
+        get(&s, v, &["configmap", "ssa"])
+    };
+    let kept = patch("[]");
+    assert!(entry(&kept, "other").is_some(), "{kept:#}");
+    let cleared = patch("[{}]");
+    assert!(
+        cleared["metadata"].get("managedFields").is_none(),
+        "{cleared:#}"
+    );
+    // With nobody owning data.a any more, another applier changes it without a conflict.
+    let f3 = write(
+        s.dir.path(),
+        "cm3.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"3\"\n",
+    );
+    let third = [
+        "apply",
+        "--server-side",
+        "--field-manager=third",
+        "-f",
+        f3.to_str().unwrap(),
+    ];
+    s.kubectl(v, &third).ok();
+    assert_eq!(get(&s, v, &["configmap", "ssa"])["data"]["a"], "3");
 }
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1

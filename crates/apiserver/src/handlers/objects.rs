@@ -530,12 +530,9 @@ pub(super) async fn write_update(
         Part::All => strategy.prepare_for_update(&mut new, old),
     }
     if matches!(part, Part::Status | Part::Approval) {
-        set_managed(
-            &mut new,
-            managed
-                .and_then(|m| m.as_array().cloned())
-                .unwrap_or_default(),
-        );
+        if let Some(m) = managed.and_then(|m| m.as_array().cloned()) {
+            set_managed(&mut new, m);
+        }
     }
     // Server-owned metadata always comes from the stored object.
     {
