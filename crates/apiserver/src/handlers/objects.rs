@@ -1,6 +1,8 @@
 //! Object lifecycle: create, get, update (main resource or status), patch and delete
 //! with Kubernetes' semantics — server-set metadata, defaulting, validation, optimistic
-//! concurrency, finalizers and deletion propagation.
+//! concurrency, finalizers and deletion propagation — plus field ownership: every write
+//! records its field manager in `metadata.managedFields`, and PATCH with
+//! `application/apply-patch+yaml` is server-side apply (see `skiff_api::managed`).
 
 use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::{json, Value};
@@ -698,7 +700,7 @@ pub async fn patch_created(
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {ct:?})"),
         )
     })?;
     if ptype == skiff_api::patch::PatchType::Apply {
