@@ -315,13 +315,22 @@ impl Ty {
     }
 }
 
-/// Fields Go types declare as (non-pointer) structs: present even in an empty object, so
-/// a write that fills them does not add the struct itself (`.`), only its fields.
-fn always_present(field: &str, ty: &Ty) -> bool {
-    matches!(
-        field,
-        "metadata" | "spec" | "status" | "template" | "strategy"
-    ) && ty.cur.schema.is_some_and(|s| s.get("properties").is_some())
+/// Fields an empty object of the Go type already has: non-pointer structs (`spec`,
+/// `template`, …) and fields serialized without `omitempty` (the schema's required ones,
+/// such as a pod's `containers`). A write that fills them adds their contents, not the
+/// field itself (`.`).
+fn always_present(field: &str, parent: &Ty, ty: &Ty) -> bool {
+    let required = parent
+        .cur
+        .schema
+        .and_then(|s| s.get("required"))
+        .and_then(Value::as_array)
+        .is_some_and(|r| r.iter().any(|f| f == field));
+    required
+        || matches!(
+            field,
+            "metadata" | "spec" | "status" | "template" | "strategy"
+        ) && ty.cur.schema.is_some_and(|s| s.get("properties").is_some())
 }
 
 /// Every path of `v`. `dot`: maps own themselves (`.`) — true for what an update adds,
@@ -336,7 +345,7 @@ fn set_of(v: &Value, ty: &Ty, dot: bool) -> FieldSet {
             for (k, c) in m {
                 let cty = ty.field(k);
                 let mut cs = set_of(c, &cty, dot);
-                if dot && always_present(k, &cty) && !cs.children.is_empty() {
+                if dot && always_present(k, ty, &cty) && !cs.children.is_empty() {
                     cs.member = false;
                 }
                 s.children.insert(format!("f:{k}"), cs);
@@ -387,7 +396,7 @@ fn changed(old: &Value, new: &Value, ty: &Ty) -> FieldSet {
                 let cs = match o.get(k) {
                     None => {
                         let mut cs = set_of(nv, &cty, true);
-                        cs.member = !always_present(k, &cty) || cs.children.is_empty();
+                        cs.member = !always_present(k, ty, &cty) || cs.children.is_empty();
                         cs
                     }
                     Some(ov) => changed(ov, nv, &cty),

@@ -393,3 +393,30 @@ fn kubectl_takes_over_its_client_side_apply() {
     assert_eq!(obj["metadata"]["labels"], json!({"app": "web"}));
     assert_eq!(obj["data"], json!({"a": "2"}));
 }
+
+#[test]
+fn create_leaves_out_the_dot_of_structs_go_always_has() {
+    let mut d = deployment(json!([{"name": "app", "image": "a"}]));
+    d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%"}});
+    let w = Writer {
+        api_version: "apps/v1",
+        ..writer("kubectl-create", DEPLOY)
+    };
+    let m = on_update(&[], None, &d, &w);
+    let spec = &m[0]["fieldsV1"]["f:spec"];
+    assert!(spec.get(".").is_none(), "{spec:#}");
+    assert_eq!(
+        spec["f:strategy"],
+        json!({"f:type": {}, "f:rollingUpdate": {".": {}, "f:maxSurge": {}}})
+    );
+    assert_eq!(spec["f:selector"], json!({}), "LabelSelector is atomic");
+    assert_eq!(
+        spec["f:template"]["f:metadata"],
+        json!({"f:labels": {".": {}, "f:app": {}}})
+    );
+    assert_eq!(
+        spec["f:template"]["f:spec"]["f:containers"],
+        json!({"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:name": {}}}),
+        "a pod's containers are never omitted (required): no `.`"
+    );
+}
