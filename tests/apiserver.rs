@@ -48,3 +48,6 @@ mod scheduling;
 
 #[path = "apiserver/certificates.rs"]
 mod certificates;
+
+#[path = "apiserver/ssa.rs"]
+mod ssa;

@@ -739,17 +739,70 @@ fn yaml_bodies_and_responses() {
         (200, json!("yes-please")),
         "{v}"
     );
-    // Server-side apply stays unsupported.
-    let (code, _) = send(
+    // Server-side apply in YAML: it needs a field manager (kube's PatchOptions check) …
+    let apply = |query: &str| {
+        send(
+            &s,
+            "PATCH",
+            &format!("{cm}/y1{query}"),
+            "application/apply-patch+yaml",
+            yaml.as_bytes(),
+            &[],
+        )
+        .http()
+    };
+    let (code, st) = apply("");
+    assert_eq!(code, 422, "{st}");
+    assert_eq!(
+        st["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+    let (code, st) = apply(&format!("?fieldManager={}", "m".repeat(129)));
+    assert_eq!(code, 422, "{st}");
+    // … conflicts with curl's update of data.port (curl's User-Agent names it) …
+    let (code, st) = apply("?fieldManager=yaml-test");
+    assert_eq!(code, 409, "{st}");
+    assert_eq!(st["reason"], "Conflict");
+    assert_eq!(
+        st["message"],
+        r#"Apply failed with 1 conflict: conflict with "curl" using v1: .data.port"#
+    );
+    assert_eq!(
+        st["details"]["causes"][0],
+        json!({"reason": "FieldManagerConflict", "message": "conflict with \"curl\" using v1", "field": ".data.port"})
+    );
+    // … and takes it over when forced.
+    let (code, v) = apply("?fieldManager=yaml-test&force=true");
+    assert_eq!(
+        (code, v["data"]["port"].clone()),
+        (200, json!("8080")),
+        "{v}"
+    );
+    let owner = v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "yaml-test")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(owner["operation"], "Apply", "{v}");
+    // An apply of a missing object creates it (201), owned by the applier alone.
+    let (code, v) = send(
         &s,
         "PATCH",
-        &format!("{cm}/y1"),
+        &format!("{cm}/y2?fieldManager=yaml-test"),
         "application/apply-patch+yaml",
-        yaml.as_bytes(),
+        yaml.replace("name: y1", "name: y2").as_bytes(),
         &[],
     )
     .http();
-    assert_eq!(code, 415);
+    assert_eq!(code, 201, "{v}");
+    let managed = v["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(managed.len(), 1, "{v}");
+    assert_eq!(
+        (&managed[0]["manager"], &managed[0]["operation"]),
+        (&json!("yaml-test"), &json!("Apply"))
+    );
     // Malformed YAML: 400 with the line and column.
     let (code, st) = send(
         &s,
@@ -821,7 +874,7 @@ fn yaml_bodies_and_responses() {
         .collect();
     let (code, v) = send(&s, "POST", cm, "application/yaml", copy.as_bytes(), &[]).http();
     assert_eq!(code, 201, "{v}\n{copy}");
-    assert_eq!(v["data"]["port"], "9090");
+    assert_eq!(v["data"]["port"], "8080", "the forced apply's");
     assert_eq!(v["data"]["extra"], "yes-please");
     // Errors come in YAML too.
     let o = s.curl(

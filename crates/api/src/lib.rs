@@ -8,6 +8,7 @@
 //! - [`kinds`]: the served resources (group/version/kind ↔ plural resource, scope, verbs,
 //!   short names, categories, subresources) — the single table discovery, routing and
 //!   OpenAPI are built from;
+//! - [`managed`]: field ownership (`metadata.managedFields`) and server-side apply;
 //! - [`object`]: field access, defaulting and name/label syntax over JSON objects;
 //! - [`strategy`]: per-kind REST strategies (defaulting, validation, status rules,
 //!   graceful deletion) that the API server's generic handlers call;
@@ -31,6 +32,7 @@ pub mod crd;
 pub mod cron;
 pub mod fields;
 pub mod kinds;
+pub mod managed;
 pub mod object;
 pub mod openapi;
 pub mod patch;

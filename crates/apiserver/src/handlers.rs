@@ -527,7 +527,11 @@ pub fn decode_yaml(body: &[u8]) -> ApiResult<Value> {
 }
 
 async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Response> {
-    let q = Query::parse(req.uri().query());
+    let q = Query::parse(req.uri().query()).with_user_agent(
+        req.headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let method = req.method().clone();
     let headers = req.headers().clone();
     let user = req.extensions().get::<UserInfo>().cloned();
@@ -604,7 +608,7 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         "patch" => {
             let body = body_bytes(req.into_body()).await?;
             let name = t.name.as_deref().unwrap_or_default();
-            let (obj, warnings) = objects::patch(
+            let (obj, warnings, created) = objects::patch_created(
                 &st.objects,
                 t.kind,
                 t.namespace.as_deref(),
@@ -615,10 +619,13 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
                 objects::Part::Main,
             )
             .await?;
-            Ok(with_warnings(
-                json_response(StatusCode::OK, &obj),
-                &warnings,
-            ))
+            // A server-side apply that creates answers 201, as for a create.
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(with_warnings(json_response(code, &obj), &warnings))
         }
         "delete" => {
             let body = body_bytes(req.into_body()).await?;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 /// The query parameters; the last value of a repeated key wins.
 #[derive(Debug, Default, Clone)]
-pub struct Query(HashMap<String, String>);
+pub struct Query(HashMap<String, String>, Option<String>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
@@ -12,7 +12,19 @@ impl Query {
             form_urlencoded::parse(q.unwrap_or_default().as_bytes())
                 .into_owned()
                 .collect(),
+            None,
         )
+    }
+
+    /// The request's User-Agent, which names the field manager of writes that send no
+    /// `fieldManager` (see `handlers::objects`).
+    pub fn with_user_agent(mut self, ua: Option<&str>) -> Query {
+        self.1 = ua.map(str::to_string);
+        self
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.1.as_deref()
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {

@@ -1,6 +1,8 @@
 //! Object lifecycle: create, get, update (main resource or status), patch and delete
 //! with Kubernetes' semantics — server-set metadata, defaulting, validation, optimistic
-//! concurrency, finalizers and deletion propagation.
+//! concurrency, finalizers and deletion propagation — plus field ownership: every write
+//! records its field manager in `metadata.managedFields`, and PATCH with
+//! `application/apply-patch+yaml` is server-side apply (see `skiff_api::managed`).
 
 use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::{json, Value};
@@ -293,19 +295,33 @@ pub async fn create(
     st: &Objects,
     kind: &Kind,
     ns: Option<&str>,
+    obj: Value,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>)> {
+    let manager = field_manager(q, "CreateOptions")?;
+    create_with(st, kind, ns, obj, q, Some(&manager)).await
+}
+
+/// A create; `manager` records the created fields as its (None: the object already
+/// carries its managedFields, as a server-side apply that creates).
+async fn create_with(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
     mut obj: Value,
     q: &Query,
+    manager: Option<&str>,
 ) -> ApiResult<(Value, Vec<String>)> {
     // Writes through a kind stored in another version are converted to it and back.
     let Some(skind) = skiff_api::convert::storage_kind(kind) else {
-        return create_as(st, kind, ns, obj, q).await;
+        return create_as(st, kind, ns, obj, q, manager).await;
     };
     // Checked in the version sent, then created in the storage version.
     check_type(kind, &mut obj)?;
     check_shapes(st, kind, &obj)?;
     let mut warnings = field_validation(st, kind, &obj, q)?;
     skiff_api::convert::to_version(&mut obj, &skind.api_version());
-    let (mut created, more) = create_as(st, skind, ns, obj, q).await?;
+    let (mut created, more) = create_as(st, skind, ns, obj, q, manager).await?;
     warnings.extend(more);
     skiff_api::convert::to_version(&mut created, &kind.api_version());
     Ok((created, warnings))
@@ -317,6 +333,7 @@ async fn create_as(
     ns: Option<&str>,
     mut obj: Value,
     q: &Query,
+    manager: Option<&str>,
 ) -> ApiResult<(Value, Vec<String>)> {
     check_type(kind, &mut obj)?;
     check_shapes(st, kind, &obj)?;
@@ -365,6 +382,9 @@ async fn create_as(
         strategy.prepare_for_create(&mut o);
         strategy.default(&mut o);
         strategy.admit(&mut o, &st.alloc.config);
+        if let Some(m) = manager {
+            record(kind, None, &mut o, m, Part::Main);
+        }
         invalid(kind, &o, strategy::validate(kind.kind, &o))?;
         let name = meta::name(&o).to_string();
         let key = meta::key(kind, ns, &name);
@@ -429,6 +449,7 @@ pub async fn update(
     check_type(kind, &mut obj)?;
     check_shapes(st, kind, &obj)?;
     let warnings = field_validation(st, kind, &obj, q)?;
+    let manager = field_manager(q, "UpdateOptions")?;
     if meta::name(&obj) != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -456,6 +477,7 @@ pub async fn update(
         None => old_rev,
     };
     let dry_run = q.get("dryRun") == Some("All");
+    record(kind, Some(&old), &mut obj, &manager, part);
     let new = write_update(st, kind, ns, name, &old, obj, expected, part, dry_run).await?;
     Ok((new, warnings))
 }
@@ -487,6 +509,9 @@ pub(super) async fn write_update(
         return Ok(new);
     }
     let strategy = strategy::for_kind(kind.kind);
+    // The subresources' prepare starts from the stored object: keep the managedFields
+    // the write recorded.
+    let managed = incoming.pointer("/metadata/managedFields").cloned();
     let mut new = incoming;
     match part {
         Part::Status => strategy.prepare_for_status_update(&mut new, old),
@@ -505,6 +530,11 @@ pub(super) async fn write_update(
         }
         Part::Approval => strategy.prepare_for_approval_update(&mut new, old),
         Part::All => strategy.prepare_for_update(&mut new, old),
+    }
+    if matches!(part, Part::Status | Part::Approval) {
+        if let Some(m) = managed.and_then(|m| m.as_array().cloned()) {
+            set_managed(&mut new, m);
+        }
     }
     // Server-owned metadata always comes from the stored object.
     {
@@ -645,6 +675,23 @@ pub async fn patch(
     q: &Query,
     part: Part,
 ) -> ApiResult<(Value, Vec<String>)> {
+    patch_created(st, kind, ns, name, headers, body, q, part)
+        .await
+        .map(|(o, w, _)| (o, w))
+}
+
+/// [`patch`], also saying whether the patch (a server-side apply) created the object.
+#[allow(clippy::too_many_arguments)]
+pub async fn patch_created(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    q: &Query,
+    part: Part,
+) -> ApiResult<(Value, Vec<String>, bool)> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -653,16 +700,20 @@ pub async fn patch(
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {ct:?})"),
         )
     })?;
     if ptype == skiff_api::patch::PatchType::Apply {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            "server-side apply is not supported yet; use client-side `kubectl apply` (without --server-side)",
-        ));
+        return server_side_apply(st, kind, ns, name, body, q, part).await;
     }
+    if q.get("force").is_some() {
+        return Err(patch_options_invalid(Cause {
+            reason: "FieldValueForbidden",
+            field: "force".into(),
+            message: "Forbidden: may not be specified for non-apply patch".into(),
+        }));
+    }
+    let manager = field_manager(q, "PatchOptions")?;
     let body = &*patch_json(body)?;
     let dry_run = q.get("dryRun") == Some("All");
     for _ in 0..16 {
@@ -686,9 +737,10 @@ pub async fn patch(
         if pinned.is_some() {
             return Err(ApiError::conflict(kind.group, kind.plural, name));
         }
+        record(kind, Some(&old), &mut patched, &manager, part);
         match write_update(st, kind, ns, name, &old, patched, old_rev, part, dry_run).await {
             Err(e) if e.reason == "Conflict" && !body_pins_rv(body) => continue,
-            r => return r.map(|o| (o, warnings)),
+            r => return r.map(|o| (o, warnings, false)),
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))
@@ -738,4 +790,190 @@ fn body_pins_rv(body: &[u8]) -> bool {
         .ok()
         .and_then(|v| v.pointer("/metadata/resourceVersion").cloned())
         .is_some()
+}
+
+// ---------------------------------------------------------------------------------------
+// Field ownership (managedFields) and server-side apply; see `skiff_api::managed`.
+
+/// Longest `fieldManager` kube-apiserver accepts.
+const FIELD_MANAGER_MAX_LENGTH: usize = 128;
+
+fn options_invalid(options_kind: &str, cause: Cause) -> ApiError {
+    ApiError::invalid(options_kind, "meta.k8s.io", "", vec![cause])
+}
+
+fn patch_options_invalid(cause: Cause) -> ApiError {
+    options_invalid("PatchOptions", cause)
+}
+
+/// Checks `?fieldManager=` as kube-apiserver does (at most 128 bytes, printable).
+fn validate_field_manager(m: &str, options_kind: &str) -> ApiResult<()> {
+    if m.len() > FIELD_MANAGER_MAX_LENGTH {
+        return Err(options_invalid(
+            options_kind,
+            Cause {
+                reason: "FieldValueTooLong",
+                field: "fieldManager".into(),
+                message: format!("Too long: may not be more than {FIELD_MANAGER_MAX_LENGTH} bytes"),
+            },
+        ));
+    }
+    if let Some((i, c)) = m.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(options_invalid(
+            options_kind,
+            Cause {
+                reason: "FieldValueInvalid",
+                field: "fieldManager".into(),
+                message: format!(
+                    "Invalid value: {m:?}: invalid character U+{:04X} (at position {i})",
+                    c as u32
+                ),
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// The manager a write is recorded for: `?fieldManager=`, else the User-Agent up to its
+/// first `/` (`kubectl-create/v1.33.0 (linux/amd64) …` → `kubectl-create`).
+fn field_manager(q: &Query, options_kind: &str) -> ApiResult<String> {
+    if let Some(m) = q.value("fieldManager") {
+        validate_field_manager(m, options_kind)?;
+        return Ok(m.to_string());
+    }
+    let ua = q.user_agent().unwrap_or_default();
+    Ok(ua.split('/').next().unwrap_or_default().to_string())
+}
+
+fn managed_scope(kind: &Kind, part: Part) -> skiff_api::managed::Scope {
+    use skiff_api::managed::Scope;
+    match part {
+        Part::Main if has_status(kind) => Scope::Main,
+        Part::Main | Part::All => Scope::Whole,
+        Part::Status => Scope::Subresource("status"),
+        Part::Approval => Scope::Subresource("approval"),
+    }
+}
+
+fn set_managed(obj: &mut Value, managed: Vec<Value>) {
+    let md = meta::metadata_mut(obj);
+    if managed.is_empty() {
+        md.remove("managedFields");
+    } else {
+        md.insert("managedFields".into(), Value::Array(managed));
+    }
+}
+
+/// Records a create (`old` None) or update of `new` by `manager` in its managedFields.
+fn record(kind: &Kind, old: Option<&Value>, new: &mut Value, manager: &str, part: Part) {
+    let base = skiff_api::managed::base_entries(old, new);
+    let time = meta::now();
+    let api_version = kind.api_version();
+    let w = skiff_api::managed::Writer {
+        manager,
+        api_version: &api_version,
+        time: &time,
+        openapi_name: Some(kind.openapi_name),
+        scope: managed_scope(kind, part),
+    };
+    let managed = skiff_api::managed::on_update(&base, old, new, &w);
+    set_managed(new, managed);
+}
+
+fn apply_conflict(e: skiff_api::managed::ApplyConflicts) -> ApiError {
+    let causes: Vec<Value> = e
+        .causes()
+        .into_iter()
+        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+        .collect();
+    ApiError {
+        details: Some(json!({"causes": causes})),
+        ..ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string())
+    }
+}
+
+/// PATCH with `application/apply-patch+yaml`: merges the applied configuration as
+/// `fieldManager`'s (conflicts are a 409 unless `force=true`), creating the object if
+/// it does not exist (then the flag is true).
+async fn server_side_apply(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    body: &[u8],
+    q: &Query,
+    part: Part,
+) -> ApiResult<(Value, Vec<String>, bool)> {
+    let manager = q.get("fieldManager").unwrap_or_default();
+    if manager.is_empty() {
+        return Err(patch_options_invalid(Cause {
+            reason: "FieldValueRequired",
+            field: "fieldManager".into(),
+            message: "Required value: is required for apply patch".into(),
+        }));
+    }
+    validate_field_manager(manager, "PatchOptions")?;
+    let force = q.flag("force");
+    let mut applied: Value = serde_json::from_slice(&patch_json(body)?)
+        .map_err(|e| ApiError::bad_request(format!("the apply body is not valid: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the apply body must be an object (a mapping)",
+        ));
+    }
+    check_type(kind, &mut applied)?;
+    match meta::name(&applied) {
+        "" => {
+            meta::metadata_mut(&mut applied).insert("name".into(), json!(name));
+        }
+        n if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+        _ => {}
+    }
+    let api_version = kind.api_version();
+    let dry_run = q.get("dryRun") == Some("All");
+    for _ in 0..16 {
+        let live = match get_kv(st, kind, ns, name).await {
+            Ok(l) => Some(l),
+            Err(e) if e.code == StatusCode::NOT_FOUND && part == Part::Main => None,
+            Err(e) => return Err(e),
+        };
+        let time = meta::now();
+        let w = skiff_api::managed::Writer {
+            manager,
+            api_version: &api_version,
+            time: &time,
+            openapi_name: Some(kind.openapi_name),
+            scope: managed_scope(kind, part),
+        };
+        let Some((old, rev)) = live else {
+            let (mut obj, managed) = skiff_api::managed::apply(None, &[], &applied, force, &w)
+                .map_err(apply_conflict)?;
+            set_managed(&mut obj, managed);
+            match create_with(st, kind, ns, obj, q, None).await {
+                Err(e) if e.reason == "AlreadyExists" => continue,
+                r => return r.map(|(o, w)| (o, w, true)),
+            }
+        };
+        let managed = old
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let (mut obj, managed) =
+            skiff_api::managed::apply(Some(&old), &managed, &applied, force, &w)
+                .map_err(apply_conflict)?;
+        set_managed(&mut obj, managed);
+        check_type(kind, &mut obj)?;
+        check_shapes(st, kind, &obj)?;
+        let warnings = field_validation(st, kind, &obj, q)?;
+        match write_update(st, kind, ns, name, &old, obj, rev, part, dry_run).await {
+            Err(e) if e.reason == "Conflict" => continue,
+            r => return r.map(|o| (o, warnings, false)),
+        }
+    }
+    Err(ApiError::conflict(kind.group, kind.plural, name))
 }

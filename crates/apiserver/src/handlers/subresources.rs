@@ -119,7 +119,8 @@ pub async fn serve(
                 ns,
                 &name,
                 updated,
-                &Query::default(),
+                // The caller's fieldManager / User-Agent own the new replica count.
+                q,
                 Part::Main,
             )
             .await?;
