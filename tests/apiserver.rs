@@ -51,3 +51,6 @@ mod certificates;
 
 #[path = "apiserver/ssa.rs"]
 mod ssa;
+
+#[path = "apiserver/api_complete.rs"]
+mod api_complete;

@@ -29,7 +29,7 @@ pub fn storage_kind(kind: &Kind) -> Option<&'static Kind> {
         ("autoscaling", "v1", "HorizontalPodAutoscaler") => {
             crate::kinds::by_kind("autoscaling/v2", kind.kind)
         }
-        _ => None,
+        _ => crate::kinds::custom_storage(kind),
     }
 }
 

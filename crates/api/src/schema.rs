@@ -68,6 +68,33 @@ fn build() -> Map<String, Value> {
     add::<api::policy::v1::PodDisruptionBudget>(&mut g);
     add::<api::scheduling::v1::PriorityClass>(&mut g);
     add::<api::storage::v1::StorageClass>(&mut g);
+    add::<api::core::v1::PodTemplate>(&mut g);
+    add::<api::storage::v1::CSIDriver>(&mut g);
+    add::<api::storage::v1::CSINode>(&mut g);
+    add::<api::storage::v1::CSIStorageCapacity>(&mut g);
+    add::<api::storage::v1::VolumeAttachment>(&mut g);
+    add::<api::admissionregistration::v1::MutatingWebhookConfiguration>(&mut g);
+    add::<api::admissionregistration::v1::ValidatingAdmissionPolicy>(&mut g);
+    add::<api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>(&mut g);
+    add::<api::admissionregistration::v1::ValidatingWebhookConfiguration>(&mut g);
+    add::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(&mut g);
+    add::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>(&mut g);
+    add::<api::authentication::v1::SelfSubjectReview>(&mut g);
+    add::<api::authorization::v1::LocalSubjectAccessReview>(&mut g);
+    add::<api::authorization::v1::SelfSubjectRulesReview>(&mut g);
+    add::<api::authorization::v1::SubjectAccessReview>(&mut g);
+    add::<api::flowcontrol::v1::FlowSchema>(&mut g);
+    add::<api::flowcontrol::v1::PriorityLevelConfiguration>(&mut g);
+    add::<api::networking::v1::IngressClass>(&mut g);
+    add::<api::networking::v1::Ingress>(&mut g);
+    add::<api::networking::v1::IPAddress>(&mut g);
+    add::<api::networking::v1::NetworkPolicy>(&mut g);
+    add::<api::networking::v1::ServiceCIDR>(&mut g);
+    add::<api::node::v1::RuntimeClass>(&mut g);
+    add::<api::rbac::v1::ClusterRoleBinding>(&mut g);
+    add::<api::rbac::v1::ClusterRole>(&mut g);
+    add::<api::rbac::v1::RoleBinding>(&mut g);
+    add::<api::rbac::v1::Role>(&mut g);
     // … and what their subresources and operations exchange.
     add::<api::core::v1::Binding>(&mut g);
     add::<api::policy::v1::Eviction>(&mut g);
@@ -79,6 +106,18 @@ fn build() -> Map<String, Value> {
     add::<meta::WatchEvent<api::core::v1::Pod>>(&mut g);
     add::<meta::Patch>(&mut g);
     let mut defs = g.take_definitions(false);
+    // k8s-openapi types these "any JSON value" fields as objects; kube-apiserver publishes
+    // them without a type (a CRD's `default: blue` is a string).
+    for name in [
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON",
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray",
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool",
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrStringArray",
+    ] {
+        if let Some(Value::Object(d)) = defs.get_mut(name) {
+            d.remove("type");
+        }
+    }
     // The resource metrics API's types (metrics-server's; not in k8s-openapi).
     metrics_definitions(&mut defs);
     // k8s-openapi has no schema for the generic List<T>; kube-apiserver publishes one

@@ -577,6 +577,74 @@ pub fn columns(kind: &str) -> Vec<Column> {
                 age_col(),
             ]);
         }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            c.extend([
+                col(
+                    "Role",
+                    "string",
+                    d("io.k8s.api.rbac.v1.RoleBinding", "roleRef"),
+                ),
+                age_col(),
+                wide("Users", "string", "Users in the roleBinding".into()),
+                wide("Groups", "string", "Groups in the roleBinding".into()),
+                wide(
+                    "ServiceAccounts",
+                    "string",
+                    "ServiceAccounts in the roleBinding".into(),
+                ),
+            ]);
+        }
+        "Ingress" => {
+            let spec = "io.k8s.api.networking.v1.IngressSpec";
+            c.extend([
+                col("Class", "string", d(spec, "ingressClassName")),
+                col(
+                    "Hosts",
+                    "string",
+                    "Hosts that incoming requests are matched against before the ingress rule"
+                        .into(),
+                ),
+                col(
+                    "Address",
+                    "string",
+                    "Address is a list containing ingress points for the load-balancer".into(),
+                ),
+                col(
+                    "Ports",
+                    "string",
+                    "Ports of TLS configurations that open".into(),
+                ),
+                age_col(),
+            ]);
+        }
+        "IngressClass" => {
+            let spec = "io.k8s.api.networking.v1.IngressClassSpec";
+            c.extend([
+                col("Controller", "string", d(spec, "controller")),
+                col("Parameters", "string", d(spec, "parameters")),
+                age_col(),
+            ]);
+        }
+        "NetworkPolicy" => {
+            c.extend([
+                col(
+                    "Pod-Selector",
+                    "string",
+                    d("io.k8s.api.networking.v1.NetworkPolicySpec", "podSelector"),
+                ),
+                age_col(),
+            ]);
+        }
+        "RuntimeClass" => {
+            c.extend([
+                col(
+                    "Handler",
+                    "string",
+                    d("io.k8s.api.node.v1.RuntimeClass", "handler"),
+                ),
+                age_col(),
+            ]);
+        }
         "ControllerRevision" => {
             c.extend([
                 col("Controller", "string", "Controller of the object".into()),

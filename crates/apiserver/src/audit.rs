@@ -34,10 +34,14 @@ pub enum AuditTarget {
 }
 
 /// Who made a request, as the audit log and (later) authorization see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub username: String,
     pub groups: Vec<String>,
+    /// The user's uid (service accounts: the ServiceAccount's uid), if known.
+    pub uid: String,
+    /// Extra attributes (a service account token's bound pod), as UserInfo.extra.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -45,6 +49,7 @@ impl UserInfo {
         UserInfo {
             username: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
         }
     }
 }

@@ -84,9 +84,13 @@ impl Harness {
                     clock: Arc::new(crate::meta::SystemClock),
                     event_ttl: None,
                     event_leases: Default::default(),
+                    crds: Default::default(),
+                    authz: Default::default(),
                 },
                 cache,
                 token: "t".into(),
+                signer: crate::sa_token::Signer::load(&pki.ca_key).expect("signing key"),
+                authz: Default::default(),
                 ca_pem: String::new(),
                 server_address: "127.0.0.1:6443".into(),
                 proto: proto::Schema::new(),
@@ -115,6 +119,11 @@ impl Harness {
             .body(Body::from(body))
             .expect("request");
         req.extensions_mut().insert(Peer::ClientCert);
+        req.extensions_mut().insert(crate::audit::UserInfo {
+            username: "admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
+        });
         self.rt.block_on(async {
             let resp = self.app.clone().oneshot(req).await.expect("infallible");
             let code = resp.status().as_u16();

@@ -20,7 +20,7 @@ use crate::meta;
 use crate::metrics::RequestInfo;
 use crate::query::Query;
 use crate::status::{ApiError, ApiResult};
-use crate::{AppState, Peer, RemoteAddr};
+use crate::{AppState, RemoteAddr};
 
 mod delete;
 mod events_view;
@@ -33,6 +33,7 @@ mod storage;
 mod subresources;
 mod watch;
 
+pub(crate) use delete::{delete as delete_object, DeleteOptions};
 pub(crate) use list::{list_items, Filter, Item};
 pub(crate) use objects::bootstrap;
 
@@ -67,48 +68,6 @@ pub struct Target {
     pub watch_path: bool,
 }
 
-/// The user a request authenticates as, if any: a client certificate signed by the
-/// cluster CA, or the cluster's bearer token.
-fn authenticate(st: &AppState, req: &Request) -> Option<UserInfo> {
-    if req.extensions().get::<Peer>() == Some(&Peer::ClientCert) {
-        return Some(
-            req.extensions()
-                .get::<UserInfo>()
-                .cloned()
-                .unwrap_or(UserInfo {
-                    username: String::new(),
-                    groups: vec!["system:authenticated".into()],
-                }),
-        );
-    }
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())?;
-    token_user(st, auth.strip_prefix("Bearer "))
-}
-
-/// Who a bearer token authenticates as (the API server's own tokens; a TokenReview asks
-/// the same).
-fn token_user(st: &AppState, token: Option<&str>) -> Option<UserInfo> {
-    let token = token.unwrap_or_default().trim();
-    // Constant-time comparison: the token is a secret.
-    (!token.is_empty() && constant_time_eq(token.as_bytes(), st.token.as_bytes())).then(|| {
-        UserInfo {
-            username: TOKEN_USER.into(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-        }
-    })
-}
-
-/// Who the cluster token authenticates as (agents and benchmarks use it; it may do
-/// everything, like the admin certificate, until RBAC lands).
-const TOKEN_USER: &str = "skiff:token";
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
@@ -135,7 +94,16 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         return resp;
     }
     let mut req = req;
-    let user = authenticate(&st, &req);
+    let credentials = crate::authn::credentials(&req);
+    let authenticated = crate::authn::authenticate(&st, credentials).await;
+    // Who the request acts as: impersonation is checked before anything else.
+    let acting = authenticated
+        .clone()
+        .map(|u| crate::authn::impersonate(&st, u, req.headers()));
+    let user = match &acting {
+        Some(Ok(u)) => Some(u.clone()),
+        _ => authenticated.clone(),
+    };
     if let Some(u) = &user {
         // Kinds that record their creator (CertificateSigningRequests) read it here.
         req.extensions_mut().insert(u.clone());
@@ -146,13 +114,20 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Record::begin(log, &req, user.as_ref().unwrap_or(&anonymous), ip)
     });
     let yaml = prefers_yaml(req.headers());
-    let mut resp = if user.is_none() {
-        ApiError::unauthorized().into_response()
-    } else {
-        match route(&st, req).await {
-            Ok(r) => r,
+    let q = Query::parse(req.uri().query());
+    let mut resp = match (acting, &user) {
+        (None, _) | (_, None) => ApiError::unauthorized().into_response(),
+        (Some(Err(e)), _) => e.into_response(),
+        (Some(Ok(_)), Some(u)) => match crate::authz::check(&st, u, &method, &path, &q) {
             Err(e) => e.into_response(),
-        }
+            Ok(()) => match crate::authz::REQUEST_USER
+                .scope(u.clone(), route(&st, req))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            },
+        },
     };
     if yaml {
         resp = to_yaml(resp).await;
@@ -335,6 +310,8 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
             .into_response()),
         ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
         ["metrics"] if req.method() == Method::GET => Ok(st.metrics.response()),
+        [".well-known", "openid-configuration"] => get_only(Some(st.signer.openid_configuration())),
+        ["openid", "v1", "jwks"] => get_only(Some(st.signer.jwks())),
         ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
         ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
             .map(|(b, _)| raw_json(b))
@@ -556,17 +533,30 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
         "get" => {
             let name = t.name.as_deref().unwrap_or_default();
             let obj = objects::get(&st.objects, t.kind, t.namespace.as_deref(), name).await?;
-            Ok(render_one(t.kind, obj, &accept))
+            Ok(render_one(&st.objects.crds, t.kind, obj, &accept))
         }
         "create" => {
             let body = body_bytes(req.into_body()).await?;
             let mut obj = decode_body(st, &headers, &body)?;
-            if t.kind.kind == "SelfSubjectAccessReview" {
-                return Ok(subresources::access_review(obj));
-            }
-            if t.kind.kind == "TokenReview" {
-                let user = token_user(st, obj.pointer("/spec/token").and_then(Value::as_str));
-                return Ok(subresources::token_review(obj, user));
+            match t.kind.kind {
+                "SelfSubjectAccessReview"
+                | "SubjectAccessReview"
+                | "LocalSubjectAccessReview"
+                | "SelfSubjectRulesReview"
+                | "SelfSubjectReview" => {
+                    let u = user.clone().unwrap_or_else(UserInfo::anonymous);
+                    let o = crate::authz::review(st, t.kind.kind, t.namespace.as_deref(), &u, obj)?;
+                    return Ok(json_response(StatusCode::CREATED, &o));
+                }
+                "TokenReview" => {
+                    let token = obj
+                        .pointer("/spec/token")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let user = crate::authn::token_user(st, token).await;
+                    return Ok(subresources::token_review(obj, user));
+                }
+                _ => {}
             }
             if let Some(u) = &user {
                 skiff_api::strategy::for_kind(t.kind.kind).set_requester(
@@ -728,14 +718,15 @@ pub fn partial(obj: &Value) -> Value {
     })
 }
 
-fn render_one(kind: &Kind, obj: Value, accept: &str) -> Response {
+fn render_one(crds: &crate::crds::Crds, kind: &Kind, obj: Value, accept: &str) -> Response {
     let v = match render_kind(accept) {
         Render::Object => obj,
         Render::Metadata => partial(&obj),
         Render::Table => {
             let rv = obj.pointer("/metadata/resourceVersion").cloned();
-            let mut t = skiff_api::table::to_table(
-                kind.kind,
+            let mut t = crate::crds::table(
+                crds,
+                kind,
                 std::slice::from_ref(&obj),
                 skiff_api::table::IncludeObject::Metadata,
                 SystemTime::now(),

@@ -10,6 +10,9 @@
 
 mod alloc;
 pub mod audit;
+mod authn;
+mod authz;
+mod crds;
 mod discovery;
 mod event_ttl;
 #[cfg(test)]
@@ -25,6 +28,7 @@ mod proto;
 mod query;
 mod raw;
 mod resource_metrics;
+mod sa_token;
 mod status;
 mod validate;
 mod watch_cache;
@@ -120,6 +124,10 @@ pub(crate) struct Objects {
     pub clock: Arc<dyn meta::Clock>,
     pub event_ttl: Option<Duration>,
     pub event_leases: event_ttl::EventLeases,
+    /// The custom kinds' schemas, printer columns and subresources.
+    pub crds: Arc<crds::Crds>,
+    /// The RBAC policy (RBAC kinds' writes are checked against it).
+    pub authz: Arc<authz::Authorizer>,
 }
 
 /// The server's parts, each handed on to what needs it: `objects` to the object handlers,
@@ -129,6 +137,10 @@ pub(crate) struct AppState {
     pub objects: Objects,
     pub cache: Arc<watch_cache::WatchCache>,
     pub token: String,
+    /// Signs and verifies service-account tokens.
+    pub signer: sa_token::Signer,
+    /// The RBAC policy every request is checked against.
+    pub authz: Arc<authz::Authorizer>,
     /// The cluster CA certificate (PEM), served unauthenticated at `/cacerts`.
     pub ca_pem: String,
     pub server_address: String,
@@ -234,20 +246,40 @@ impl Server {
             .cloned()
             .unwrap_or_default();
         let health = metrics::Health::new(store.clone(), shutdown.clone());
+        let signer = sa_token::Signer::load(&pki.ca_key).map_err(|e| ServeError::Tls {
+            path: pki.ca_key.clone(),
+            source: Box::new(e),
+        })?;
+        let authorizer = Arc::new(authz::Authorizer::default());
+        let objects = Objects {
+            store,
+            definitions,
+            alloc: allocator,
+            clock: Arc::new(meta::SystemClock),
+            event_ttl: config.event_ttl,
+            event_leases: Default::default(),
+            crds: Default::default(),
+            authz: authorizer.clone(),
+        };
+        // Custom kinds are served and the policy is in force from the first request.
+        crds::load(&objects, &objects.crds)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
+        authz::bootstrap(&objects)
+            .await
+            .map_err(|e| ServeError::Bootstrap(format!("the default RBAC roles: {}", e.message)))?;
+        authz::load(&objects, &authorizer).await.map_err(|e| {
+            ServeError::Bootstrap(format!("loading the RBAC policy: {}", e.message))
+        })?;
         Ok(Server {
             listener,
             tls,
             state: Arc::new(AppState {
-                objects: Objects {
-                    store,
-                    definitions,
-                    alloc: allocator,
-                    clock: Arc::new(meta::SystemClock),
-                    event_ttl: config.event_ttl,
-                    event_leases: Default::default(),
-                },
+                objects,
                 cache,
                 token: pki.token.clone(),
+                signer,
+                authz: authorizer,
                 ca_pem,
                 server_address,
                 proto: proto::Schema::new(),
@@ -300,6 +332,16 @@ impl Server {
                 .clone()
                 .follow_cache(self.state.cache.clone(), self.state.shutdown.clone()),
         );
+        let rbac = tokio::spawn(authz::follow(
+            self.state.clone(),
+            self.state.cache.clone(),
+            self.state.shutdown.clone(),
+        ));
+        let custom = tokio::spawn(crds::follow(
+            self.state.clone(),
+            self.state.cache.clone(),
+            self.state.shutdown.clone(),
+        ));
         let scraper = self
             .metric_resolution
             .map(|every| tokio::spawn(resource_metrics::run_scraper(self.state.clone(), every)));
@@ -326,6 +368,8 @@ impl Server {
             .run(hyper_util::service::TowerToHyperService::new(app), shutdown)
             .await;
         follower.abort();
+        rbac.abort();
+        custom.abort();
         if let Some(s) = scraper {
             s.abort();
         }
@@ -339,10 +383,7 @@ pub(crate) struct RemoteAddr(pub SocketAddr);
 /// The user a client certificate names, as Kubernetes reads it: the subject's common name
 /// is the user name, its organizations are the groups.
 fn cert_user(der: &rustls::pki_types::CertificateDer<'_>) -> audit::UserInfo {
-    let mut user = audit::UserInfo {
-        username: String::new(),
-        groups: Vec::new(),
-    };
+    let mut user = audit::UserInfo::default();
     if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) {
         let subject = cert.subject();
         if let Some(cn) = subject.iter_common_name().next() {

@@ -52,6 +52,7 @@ impl LocalTransport {
             user: UserInfo {
                 username: username.to_string(),
                 groups,
+                ..Default::default()
             },
             user_agent,
         }
@@ -130,7 +131,10 @@ mod tests {
         )
         .await
         .expect("bind");
-        let client = server.client("system:kube-scheduler", &["system:authenticated"]);
+        let client = server.client(
+            "system:kube-scheduler",
+            &["system:masters", "system:authenticated"],
+        );
         let api: Api<ConfigMap> = Api::namespaced(client, "default");
         let cm = ConfigMap {
             metadata: ObjectMeta {
@@ -163,7 +167,7 @@ mod tests {
         assert_eq!(line["user"]["username"], "system:kube-scheduler");
         assert_eq!(
             line["user"]["groups"],
-            serde_json::json!(["system:authenticated"])
+            serde_json::json!(["system:masters", "system:authenticated"])
         );
         assert_eq!(line["objectRef"]["name"], "in-process");
         assert_eq!(line["responseStatus"]["code"], 201);

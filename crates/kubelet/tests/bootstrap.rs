@@ -59,7 +59,10 @@ impl Cluster {
         let pki = server.pki.clone();
         let url = format!("https://{}", server.local_addr().unwrap());
         let admin = server.client("system:admin", &["system:masters", "system:authenticated"]);
-        let cm = server.client("system:kube-controller-manager", &["system:authenticated"]);
+        let cm = server.client(
+            "system:kube-controller-manager",
+            &["system:masters", "system:authenticated"],
+        );
         let stop = CancellationToken::new();
         tokio::spawn(server.run(stop.clone().cancelled_owned()));
         let config = skiff_controllers::Config {

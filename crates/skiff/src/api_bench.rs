@@ -568,7 +568,7 @@ pub(crate) fn raise_fd_limit() {
 }
 
 /// HTTP/1 connections take one request at a time: wait until the previous one is done.
-trait ReadySend {
+pub(crate) trait ReadySend {
     async fn ready_send(
         &mut self,
         req: hyper::Request<Full<Bytes>>,

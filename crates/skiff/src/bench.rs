@@ -68,6 +68,10 @@ pub enum BenchCmd {
     /// 1,000 and 10,000 Services, one-endpoint change latency p50/p99 (direct and through
     /// the API server's watch) and its transaction size.
     Proxy(crate::proxy_bench::ProxyBenchArgs),
+    /// Authorization cost (ConfigMap creates/s as an RBAC-checked service account vs as
+    /// system:masters, with 1,000 Roles and RoleBindings) and custom-resource create/list
+    /// throughput vs a built-in kind.
+    Rbac(crate::rbac_bench::RbacBenchArgs),
 }
 
 pub fn main(cmd: BenchCmd) -> Result<()> {
@@ -92,6 +96,7 @@ pub fn main(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Net(a) => crate::net_bench::main(a),
         BenchCmd::Autoscale(a) => crate::autoscale_bench::main(a),
         BenchCmd::Proxy(a) => crate::proxy_bench::main(a),
+        BenchCmd::Rbac(a) => crate::rbac_bench::main(a),
     }
 }
 

@@ -19,6 +19,7 @@ mod net_bench;
 mod pods_bench;
 mod preflight;
 mod proxy_bench;
+mod rbac_bench;
 mod registry_bench;
 mod registry_client;
 mod registry_cmd;

@@ -427,7 +427,11 @@ async fn run(args: &ServerArgs, timing: skiff_leader::Timing) -> Result<()> {
         server.add_metrics_source(move || source.encode_scheduler());
         // kube-scheduler's certificate names only the user; the group comes with
         // authentication.
-        let client = server.client("system:kube-scheduler", &["system:authenticated"]);
+        let client = server.client(
+            "system:kube-scheduler",
+            // In process, it is trusted as the server itself is.
+            &["system:masters", "system:authenticated"],
+        );
         let stop = stop.clone();
         tokio::spawn(async move {
             // The API server outlives a failed scheduler: start a new one (it campaigns
@@ -467,7 +471,10 @@ async fn run(args: &ServerArgs, timing: skiff_leader::Timing) -> Result<()> {
         }
         let election =
             crate::component::Election::in_kube_system("kube-controller-manager", timing);
-        let client = server.client("system:kube-controller-manager", &["system:authenticated"]);
+        let client = server.client(
+            "system:kube-controller-manager",
+            &["system:masters", "system:authenticated"],
+        );
         let (stop, leaders) = (stop.clone(), leaders.clone());
         Some(tokio::spawn(async move {
             // As the scheduler: a failed controller manager is started again after a pause.

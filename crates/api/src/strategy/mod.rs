@@ -23,6 +23,7 @@ use crate::object::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name,
 };
 
+mod access;
 mod autoscaling;
 mod batch;
 mod certificates;
@@ -36,6 +37,7 @@ mod storage;
 mod syntax;
 mod workloads;
 
+pub use access::CRD_CLEANUP_FINALIZER;
 pub use certificates::{check_request_pem, KNOWN_USAGES as CSR_USAGES};
 pub use pod::{pod_spec_defaults, qos_class};
 pub use scheduling::{
@@ -130,6 +132,8 @@ pub enum NameRule {
     Label,
     /// RFC 1035 label (services: names become DNS labels).
     Dns1035,
+    /// Any URL path segment: not `.` or `..`, no `/` or `%` (RBAC kinds: `system:node`).
+    PathSegment,
 }
 
 /// The kind-specific steps of the API server's object lifecycle. Every method has the
@@ -240,6 +244,9 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         "DaemonSet" => &workloads::DAEMON_SET,
         "Job" => &batch::Job,
         "CronJob" => &batch::CronJob,
+        "Role" | "ClusterRole" => &access::RbacRole,
+        "RoleBinding" | "ClusterRoleBinding" => &access::RbacBinding,
+        "CustomResourceDefinition" => &access::CustomResourceDefinition,
         _ => &core::Generic,
     }
 }
@@ -278,6 +285,12 @@ fn validate_metadata(rule: NameRule, obj: &Value, causes: &mut Vec<Cause>) {
         NameRule::Subdomain => (SUBDOMAIN_RULE, is_dns1123_subdomain),
         NameRule::Label => (LABEL_RULE, is_dns1123_label),
         NameRule::Dns1035 => (DNS1035_RULE, is_dns1035_label),
+        NameRule::PathSegment => {
+            for why in crate::rbac::validate_rbac_name(name) {
+                causes.push(Cause::invalid("metadata.name", name, &why));
+            }
+            ("", |_| true)
+        }
     };
     if name.is_empty() {
         causes.push(Cause::required("metadata.name"));

@@ -320,6 +320,60 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
                 age(o, now),
             ]
         }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = arr(o, "/subjects");
+            let of = |k: &str| {
+                subjects
+                    .iter()
+                    .filter(|x| s(x, "/kind") == k)
+                    .map(|x| match (k, s(x, "/namespace")) {
+                        ("ServiceAccount", ns) => format!("{ns}/{}", s(x, "/name")),
+                        _ => s(x, "/name").to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name(o),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/roleRef/kind"),
+                    s(o, "/roleRef/name")
+                )),
+                age(o, now),
+                json!(of("User")),
+                json!(of("Group")),
+                json!(of("ServiceAccount")),
+            ]
+        }
+        "Ingress" => ingress(o, now),
+        "IngressClass" => {
+            let p = o.pointer("/spec/parameters");
+            let params = match p {
+                Some(p) if p.is_object() => {
+                    let group = s(p, "/apiGroup");
+                    let kind = if group.is_empty() {
+                        s(p, "/kind").to_string()
+                    } else {
+                        format!("{}.{group}", s(p, "/kind"))
+                    };
+                    format!("{kind}/{}", s(p, "/name"))
+                }
+                _ => "<none>".into(),
+            };
+            vec![
+                name(o),
+                json!(s(o, "/spec/controller")),
+                json!(params),
+                age(o, now),
+            ]
+        }
+        "NetworkPolicy" => vec![
+            name(o),
+            json!(format_selector(o.pointer("/spec/podSelector"))),
+            age(o, now),
+        ],
+        "RuntimeClass" => vec![name(o), json!(s(o, "/handler")), age(o, now)],
         "ControllerRevision" => {
             let controller = arr(o, "/metadata/ownerReferences")
                 .iter()
@@ -406,6 +460,43 @@ fn job(o: &Value, now: i64) -> Vec<Value> {
         json!(names),
         json!(images),
         json!(format_selector(o.pointer("/spec/selector"))),
+    ]
+}
+
+/// kubectl's Ingress row: class, hosts, load-balancer addresses and the ports served.
+fn ingress(o: &Value, now: i64) -> Vec<Value> {
+    let class = match s(o, "/spec/ingressClassName") {
+        "" => "<none>",
+        c => c,
+    };
+    let hosts: Vec<String> = arr(o, "/spec/rules")
+        .iter()
+        .map(|r| match s(r, "/host") {
+            "" => "*".to_string(),
+            h => h.to_string(),
+        })
+        .collect();
+    let hosts = with_more(&hosts[..hosts.len().min(4)], hosts.len(), 4, "*");
+    let addrs: Vec<String> = arr(o, "/status/loadBalancer/ingress")
+        .iter()
+        .map(|i| match s(i, "/ip") {
+            "" => s(i, "/hostname").to_string(),
+            ip => ip.to_string(),
+        })
+        .filter(|a| !a.is_empty())
+        .collect();
+    let ports = if arr(o, "/spec/tls").is_empty() {
+        "80"
+    } else {
+        "80, 443"
+    };
+    vec![
+        name(o),
+        json!(class),
+        json!(hosts),
+        json!(addrs.join(",")),
+        json!(ports),
+        age(o, now),
     ]
 }
 

@@ -120,6 +120,12 @@ fn column_sets_match_kubectl_headers() {
         ("ControllerRevision", "NAME CONTROLLER REVISION AGE", ""),
         ("ResourceQuota", "NAME AGE REQUEST LIMIT", ""),
         ("LimitRange", "NAME CREATED AT", ""),
+        ("Role", "NAME CREATED AT", ""),
+        ("RoleBinding", "NAME ROLE AGE", "USERS GROUPS SERVICEACCOUNTS"),
+        ("Ingress", "NAME CLASS HOSTS ADDRESS PORTS AGE", ""),
+        ("IngressClass", "NAME CONTROLLER PARAMETERS AGE", ""),
+        ("NetworkPolicy", "NAME POD-SELECTOR AGE", ""),
+        ("RuntimeClass", "NAME HANDLER AGE", ""),
     ];
     for (kind, normal, wide) in cases {
         assert_eq!(names(kind, 0), *normal, "{kind}");
@@ -405,6 +411,29 @@ fn service_node_and_event_rows() {
 
 #[test]
 fn other_kinds() {
+    let rb = json!({"metadata": {"name": "reader"}, "roleRef": {"kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": "default"}, {"kind": "User", "name": "jane"}]});
+    let row = cells("RoleBinding", rb);
+    assert_eq!(row[1], "Role/reader");
+    assert_eq!(row[3..6], [json!("jane"), json!(""), json!("default/app")]);
+    let ing = json!({"metadata": {"name": "web"}, "spec": {"rules": [{"host": "a.example"}, {}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
+    assert_eq!(
+        cells("Ingress", ing)[1..5],
+        [
+            json!("<none>"),
+            json!("a.example,*"),
+            json!("10.0.0.1"),
+            json!("80")
+        ]
+    );
+    assert_eq!(
+        cells(
+            "NetworkPolicy",
+            json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}}})
+        )[1],
+        "<none>"
+    );
     assert_eq!(
         cells(
             "Namespace",

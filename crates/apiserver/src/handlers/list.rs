@@ -332,8 +332,9 @@ pub(super) async fn list(
                 .into_iter()
                 .filter_map(Item::into_value)
                 .collect();
-            let mut table = skiff_api::table::to_table(
-                t.kind.kind,
+            let mut table = crate::crds::table(
+                &st.objects.crds,
+                t.kind,
                 &items,
                 include_object(q),
                 SystemTime::now(),

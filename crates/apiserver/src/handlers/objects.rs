@@ -337,7 +337,11 @@ async fn create_as(
 ) -> ApiResult<(Value, Vec<String>)> {
     check_type(kind, &mut obj)?;
     check_shapes(st, kind, &obj)?;
-    let warnings = field_validation(st, kind, &obj, q)?;
+    let mut warnings = field_validation(st, kind, &obj, q)?;
+    let custom = st.crds.get(kind);
+    if let Some(c) = &custom {
+        warnings.extend(crate::crds::prune_and_default(c, &mut obj));
+    }
     if kind.namespaced {
         let ns = ns.ok_or_else(ApiError::path_not_found)?;
         match meta::namespace(&obj) {
@@ -386,6 +390,12 @@ async fn create_as(
             record(kind, None, &mut o, m, Part::Main);
         }
         invalid(kind, &o, strategy::validate(kind.kind, &o))?;
+        if let Some(c) = &custom {
+            invalid(kind, &o, crate::crds::validate(c, &o, None))?;
+        }
+        if kind.group == "rbac.authorization.k8s.io" {
+            crate::authz::check_grant(&st.authz, kind.kind, &o, None)?;
+        }
         let name = meta::name(&o).to_string();
         let key = meta::key(kind, ns, &name);
         if kind.kind == "Service" {
@@ -561,8 +571,18 @@ pub(super) async fn write_update(
         md.remove("resourceVersion");
         md.remove("selfLink");
     }
+    let custom = st.crds.get(kind);
+    if let Some(c) = &custom {
+        crate::crds::prune_and_default(c, &mut new);
+    }
     strategy.default(&mut new);
     strategy.admit(&mut new, &st.alloc.config);
+    if let Some(c) = &custom {
+        invalid(kind, &new, crate::crds::validate(c, &new, Some(old)))?;
+    }
+    if kind.group == "rbac.authorization.k8s.io" && matches!(part, Part::Main | Part::All) {
+        crate::authz::check_grant(&st.authz, kind.kind, &new, Some(old))?;
+    }
     if matches!(part, Part::Status | Part::Approval) {
         invalid(
             kind,

@@ -64,12 +64,12 @@ pub async fn serve(
         }
         ("scale", &Method::GET) => {
             let obj = objects::get(&st.objects, kind, ns, &name).await?;
-            Ok(json_response(StatusCode::OK, &to_scale(kind, &obj)))
+            Ok(json_response(StatusCode::OK, &scale_of(st, kind, &obj)?))
         }
         ("scale", &Method::PUT) | ("scale", &Method::PATCH) => {
             let body = body_bytes(req.into_body()).await?;
             let obj = objects::get(&st.objects, kind, ns, &name).await?;
-            let current = to_scale(kind, &obj);
+            let current = scale_of(st, kind, &obj)?;
             let scale = if method == Method::PUT {
                 decode_body(st, &headers, &body)?
             } else {
@@ -112,7 +112,10 @@ pub async fn serve(
                 }
             }
             let mut updated = obj.clone();
-            updated["spec"]["replicas"] = json!(replicas);
+            match st.objects.crds.get(kind).and_then(|c| c.scale.clone()) {
+                Some(paths) => skiff_api::crd::set_replicas(&mut updated, &paths, replicas),
+                None => updated["spec"]["replicas"] = json!(replicas),
+            }
             let (o, _) = objects::update(
                 &st.objects,
                 kind,
@@ -124,7 +127,7 @@ pub async fn serve(
                 Part::Main,
             )
             .await?;
-            Ok(json_response(StatusCode::OK, &to_scale(kind, &o)))
+            Ok(json_response(StatusCode::OK, &scale_of(st, kind, &o)?))
         }
         ("binding", &Method::POST) => {
             let body = body_bytes(req.into_body()).await?;
@@ -144,27 +147,102 @@ pub async fn serve(
             } else {
                 decode_body(st, &headers, &body)?
             };
-            objects::get(&st.objects, kind, ns, &name).await?;
+            let sa = objects::get(&st.objects, kind, ns, &name).await?;
             let secs = tr
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(3600);
-            let exp =
-                std::time::SystemTime::now() + std::time::Duration::from_secs(secs.max(600) as u64);
+            let ns = ns.unwrap_or_default();
+            let invalid = |field: &str, value: &str, why: &str| {
+                ApiError::invalid(
+                    "TokenRequest",
+                    "authentication.k8s.io",
+                    &name,
+                    vec![crate::status::Cause::invalid_raw(field, value, why)],
+                )
+            };
+            if secs < 600 {
+                return Err(invalid(
+                    "spec.expirationSeconds",
+                    &secs.to_string(),
+                    "may not specify a duration less than 10 minutes",
+                ));
+            }
+            if secs > 1 << 32 {
+                return Err(invalid(
+                    "spec.expirationSeconds",
+                    &secs.to_string(),
+                    "may not specify a duration larger than 2^32 seconds",
+                ));
+            }
+            // The object the token is bound to must exist with the uid named.
+            let bound = match tr.pointer("/spec/boundObjectRef") {
+                Some(r) if r.is_object() => {
+                    let bkind = r.get("kind").and_then(Value::as_str).unwrap_or_default();
+                    if !["Pod", "Secret"].contains(&bkind) {
+                        return Err(invalid(
+                            "spec.boundObjectRef.kind",
+                            &format!("{bkind:?}"),
+                            "supported values: \"Pod\", \"Secret\"",
+                        ));
+                    }
+                    let bname = r
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let k = skiff_api::kinds::by_kind("v1", bkind)
+                        .ok_or_else(ApiError::path_not_found)?;
+                    let o = objects::get(&st.objects, k, Some(ns), &bname).await?;
+                    let uid = meta::str_at(&o, "/metadata/uid")
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(want) = r.get("uid").and_then(Value::as_str) {
+                        if !want.is_empty() && want != uid {
+                            return Err(ApiError::conflict(
+                                "",
+                                &format!("{}s", bkind.to_lowercase()),
+                                &bname,
+                            ));
+                        }
+                    }
+                    Some((bkind.to_string(), bname, uid))
+                }
+                _ => None,
+            };
+            let audiences: Vec<String> = tr
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .filter(|a: &Vec<String>| !a.is_empty())
+                .unwrap_or_else(|| vec![crate::sa_token::ISSUER.to_string()]);
+            let now = crate::sa_token::unix_now();
+            let claims = crate::sa_token::claims(
+                ns,
+                &name,
+                meta::str_at(&sa, "/metadata/uid").unwrap_or_default(),
+                bound
+                    .as_ref()
+                    .map(|(k, n, u)| (k.as_str(), n.as_str(), u.as_str())),
+                &audiences,
+                now,
+                secs,
+            );
+            let exp = std::time::UNIX_EPOCH + std::time::Duration::from_secs((now + secs) as u64);
             tr["apiVersion"] = json!("authentication.k8s.io/v1");
             tr["kind"] = json!("TokenRequest");
             meta::default_at(&mut tr, &["metadata", "name"], json!(name));
             meta::default_at(&mut tr, &["metadata", "namespace"], json!(ns));
-            meta::default_at(
-                &mut tr,
-                &["spec", "audiences"],
-                json!(["https://kubernetes.default.svc.cluster.local"]),
-            );
-            meta::default_at(&mut tr, &["spec", "expirationSeconds"], json!(secs));
-            // Service-account tokens are not verified yet (no service-account authn); the
-            // token is opaque and unique.
+            meta::default_at(&mut tr, &["metadata", "creationTimestamp"], Value::Null);
+            tr["spec"]["audiences"] = json!(audiences);
+            tr["spec"]["expirationSeconds"] = json!(secs);
             tr["status"] = json!({
-                "token": format!("skiff-sa.{}.{}", name, meta::uid()),
+                "token": st.signer.sign(&claims),
                 "expirationTimestamp": meta::rfc3339(exp),
             });
             Ok(json_response(StatusCode::CREATED, &tr))
@@ -315,6 +393,14 @@ fn set_condition(pod: &mut Value, type_: &str, status: &str) {
 }
 
 /// The autoscaling/v1 Scale view of a workload.
+/// The Scale of an object: a custom kind's from its CRD's scale paths.
+fn scale_of(st: &AppState, kind: &Kind, obj: &Value) -> ApiResult<Value> {
+    match st.objects.crds.get(kind).and_then(|c| c.scale.clone()) {
+        Some(paths) => skiff_api::crd::scale(obj, &paths).map_err(ApiError::internal),
+        None => Ok(to_scale(kind, obj)),
+    }
+}
+
 fn to_scale(kind: &Kind, obj: &Value) -> Value {
     let md = obj.get("metadata").cloned().unwrap_or_default();
     // An RC's selector is the label map itself; the apps kinds' is a LabelSelector,
@@ -356,26 +442,25 @@ fn to_scale(kind: &Kind, obj: &Value) -> Value {
 /// The admin is allowed everything until RBAC lands.
 /// `tokenreviews` (create only): whether `spec.token` authenticates, and as whom, as
 /// kube-apiserver answers webhook authenticators such as the kubelet's.
-pub fn token_review(mut obj: Value, user: Option<crate::audit::UserInfo>) -> Response {
+pub fn token_review(mut obj: Value, user: Result<crate::audit::UserInfo, String>) -> Response {
     obj["status"] = match user {
-        Some(u) => {
-            json!({"authenticated": true, "user": {"username": u.username, "groups": u.groups}})
+        Ok(u) => {
+            let mut user = json!({"username": u.username, "groups": u.groups});
+            if !u.uid.is_empty() {
+                user["uid"] = json!(u.uid);
+            }
+            if !u.extra.is_empty() {
+                user["extra"] = json!(u.extra);
+            }
+            json!({"authenticated": true, "user": user,
+                "audiences": [crate::sa_token::ISSUER]})
         }
-        None => {
-            json!({"authenticated": false, "error": "the token is not one this server accepts"})
-        }
+        Err(why) => json!({"authenticated": false, "error": why}),
     };
     if obj.pointer("/spec/token").is_some() {
         // Not echoed back: the answer may be logged.
         obj["spec"]["token"] = json!("");
     }
-    meta::default_at(&mut obj, &["metadata", "creationTimestamp"], Value::Null);
-    json_response(StatusCode::CREATED, &obj)
-}
-
-pub fn access_review(mut obj: Value) -> Response {
-    obj["status"] =
-        json!({"allowed": true, "reason": "skiff allows every authenticated user (no RBAC yet)"});
     meta::default_at(&mut obj, &["metadata", "creationTimestamp"], Value::Null);
     json_response(StatusCode::CREATED, &obj)
 }

@@ -41,6 +41,8 @@ struct Watch {
     filter: Filter,
     render: Render,
     bookmarks: bool,
+    /// The custom kind's printer columns (Table watches).
+    crds: std::sync::Arc<crate::crds::Crds>,
 }
 
 impl Watch {
@@ -101,8 +103,9 @@ impl Watch {
             Render::Metadata => partial(&obj),
             Render::Table => {
                 let rv = obj.pointer("/metadata/resourceVersion").cloned();
-                let mut tbl = skiff_api::table::to_table(
-                    self.kind.kind,
+                let mut tbl = crate::crds::table(
+                    &self.crds,
+                    self.kind,
                     std::slice::from_ref(&obj),
                     skiff_api::table::IncludeObject::Metadata,
                     SystemTime::now(),
@@ -193,6 +196,7 @@ pub async fn serve(st: &Arc<AppState>, t: &Target, q: &Query, accept: &str) -> A
         filter,
         render: render_kind(accept),
         bookmarks: opts.allow_watch_bookmarks,
+        crds: st.objects.crds.clone(),
     };
     let timeout = q
         .int("timeoutSeconds")

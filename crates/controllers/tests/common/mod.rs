@@ -48,9 +48,10 @@ impl Cluster {
     /// pods get bound to the nodes the test registers.
     pub async fn start_with_scheduler(config: Config) -> Cluster {
         let c = Self::start_with(config).await;
-        let client = c
-            .server
-            .client("system:kube-scheduler", &["system:authenticated"]);
+        let client = c.server.client(
+            "system:kube-scheduler",
+            &["system:masters", "system:authenticated"],
+        );
         let stop = c.stop.clone();
         tokio::spawn(async move {
             let s = skiff_scheduler::Scheduler::new(client, skiff_scheduler::Config::default());
@@ -90,8 +91,10 @@ impl Cluster {
 
     /// The controller manager's identity, as `skiff server` gives it.
     pub fn controller_client(&self) -> Client {
-        self.server
-            .client("system:kube-controller-manager", &["system:authenticated"])
+        self.server.client(
+            "system:kube-controller-manager",
+            &["system:masters", "system:authenticated"],
+        )
     }
 
     pub fn api<K>(&self, ns: &str) -> Api<K>

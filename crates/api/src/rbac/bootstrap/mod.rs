@@ -589,8 +589,31 @@ pub fn bootstrap_cluster_roles() -> Vec<Value> {
     for (name, rules) in controller_roles() {
         roles.push(cluster_role(&format!("system:controller:{name}"), rules));
     }
+    // skiff's agents provision local-path volumes (k3s runs a separate provisioner).
+    roles.push(cluster_role(
+        LOCAL_PATH_PROVISIONER,
+        vec![
+            r(
+                &[
+                    "get", "list", "watch", "create", "delete", "patch", "update",
+                ],
+                &[CORE],
+                &["persistentvolumes"],
+            ),
+            r(
+                &["get", "list", "watch", "update", "patch"],
+                &[CORE],
+                &["persistentvolumeclaims"],
+            ),
+            r(READ, &["storage.k8s.io"], &["storageclasses"]),
+            events_rule(),
+        ],
+    ));
     roles
 }
+
+/// The ClusterRole (and its binding to `system:nodes`) of the agents' local-path provisioner.
+pub const LOCAL_PATH_PROVISIONER: &str = "skiff:local-path-provisioner";
 
 /// What a node agent needs: register and update its Node, run the pods bound to it, read
 /// what they mount, report status and events.
@@ -692,6 +715,17 @@ pub fn bootstrap_cluster_role_bindings() -> Vec<Value> {
             &format!("system:controller:{name}"),
             vec![service_account("kube-system", name)],
         ));
+    }
+    // skiff's agent runs the service proxy and the cluster DNS with its node's
+    // credentials, so nodes also hold what kube-proxy and CoreDNS hold.
+    for (name, role) in [
+        ("skiff:node-proxier", "system:node-proxier"),
+        ("skiff:node-dns", "system:kube-dns"),
+        (LOCAL_PATH_PROVISIONER, LOCAL_PATH_PROVISIONER),
+    ] {
+        let mut b = cluster_binding(role, vec![group("system:nodes")]);
+        b["metadata"]["name"] = serde_json::json!(name);
+        bindings.push(b);
     }
     bindings
 }
