@@ -403,3 +403,104 @@ async fn kube_controller_reconciles_a_configmap_per_namespace() {
     .await;
     task.abort();
 }
+
+/// An operator's reconcile of a custom kind: the Widget's `status.ready` follows whether
+/// its ConfigMap (owned by it) exists; the Widget's `spec.size` is copied into it.
+async fn reconcile_widget(
+    w: Arc<kube::api::DynamicObject>,
+    ctx: Arc<(Client, kube::api::ApiResource)>,
+) -> Result<Action, kube::Error> {
+    let (client, ar) = (&ctx.0, &ctx.1);
+    let ns = w.namespace().unwrap_or_default();
+    let size = w.data["spec"]["size"].as_i64().unwrap_or_default().to_string();
+    let mut want = cm(&w.name_any(), &[("size", &size)]);
+    want.metadata.owner_references = w.controller_owner_ref(ar).map(|o| vec![o]);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.patch(
+        &w.name_any(),
+        &PatchParams::apply("widget-operator").force(),
+        &Patch::Apply(&want),
+    )
+    .await?;
+    let widgets: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
+    widgets
+        .patch_status(
+            &w.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true, "size": size}})),
+        )
+        .await?;
+    Ok(Action::await_change())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_operator_reconciles_a_custom_resource() {
+    use kube::api::DynamicObject;
+    use kube::discovery::{self, Scope};
+    let s = Server::start();
+    let c = client(&s).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(c.clone());
+    let crd = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.op.example.com"},
+        "spec": {"group": "op.example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                    "status": {"type": "object", "properties": {
+                        "ready": {"type": "boolean"}, "size": {"type": "string"}}}}}}}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    // As an operator finds its kind: discovery, until the CRD is Established.
+    let (ar, caps) = until("the Widget kind in discovery", || {
+        let c = c.clone();
+        async move {
+            let group = discovery::group(&c, "op.example.com").await.ok()?;
+            group.recommended_kind("Widget")
+        }
+    })
+    .await;
+    assert!(matches!(caps.scope, Scope::Namespaced));
+    let widgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
+    let controller = Controller::new_with(widgets.clone(), watcher::Config::default(), ar.clone())
+        .owns(Api::<ConfigMap>::namespaced(c.clone(), "default"), watcher::Config::default())
+        .run(
+            reconcile_widget,
+            |_, _, _| Action::requeue(Duration::from_millis(200)),
+            Arc::new((c.clone(), ar.clone())),
+        )
+        .for_each(|_| async {});
+    let task = tokio::spawn(controller);
+    let w: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "op.example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w1", "namespace": "default"}, "spec": {"size": 3}}))
+    .unwrap();
+    widgets.create(&PostParams::default(), &w).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let made = until("the operator's ConfigMap", || async {
+        cms.get_opt("w1").await.unwrap()
+    })
+    .await;
+    assert_eq!(made.data.unwrap()["size"], "3");
+    assert_eq!(made.metadata.owner_references.unwrap()[0].kind, "Widget");
+    until("the Widget's status", || async {
+        let got = widgets.get("w1").await.unwrap();
+        (got.data["status"]["ready"] == json!(true)).then_some(())
+    })
+    .await;
+    // A change of the custom object is reconciled again.
+    widgets
+        .patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 7}})))
+        .await
+        .unwrap();
+    until("the ConfigMap following the Widget", || async {
+        let d = cms.get("w1").await.unwrap().data.unwrap_or_default();
+        (d.get("size").map(String::as_str) == Some("7")).then_some(())
+    })
+    .await;
+    task.abort();
+}

@@ -225,6 +225,33 @@ impl Conn {
         })
     }
 
+    /// Authenticates with a client certificate (PEM) instead of the token.
+    pub(crate) fn with_client_cert(dir: &Path, addr: &str, cert_pem: &str, key_pem: &str) -> Result<Conn> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("pki/ca.crt")).context("read the CA")? {
+            roots.add(c.context("parse the CA")?).context("trust the CA")?;
+        }
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("parse the client certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("parse the client key")?;
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .context("client certificate")?;
+        Ok(Conn {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            addr: addr.to_string(),
+            token: String::new(),
+        })
+    }
+
     /// An HTTP/1 connection (one request at a time).
     pub(crate) async fn open(&self) -> Result<SendRequest<Full<Bytes>>> {
         let tcp = tokio::net::TcpStream::connect(&self.addr)
@@ -247,12 +274,14 @@ impl Conn {
         body: Vec<u8>,
         ct: &str,
     ) -> Result<hyper::Request<Full<Bytes>>> {
-        hyper::Request::builder()
+        let mut b = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "localhost")
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", ct)
+            .header("host", "localhost");
+        if !self.token.is_empty() {
+            b = b.header("authorization", format!("Bearer {}", self.token));
+        }
+        b.header("content-type", ct)
             .header("accept", "application/json")
             .body(Full::new(Bytes::from(body)))
             .context("build request")

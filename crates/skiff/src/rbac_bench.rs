@@ -2,10 +2,12 @@
 //! `skiff server`.
 //!
 //! - RBAC: 1,000 Roles and 1,000 RoleBindings (to 1,000 other service accounts) are
-//!   created, plus one Role letting the bench's service account create ConfigMaps. Then
-//!   rounds alternate: N ConfigMap creates with that service account's token (every
-//!   request authenticated as a JWT and authorized by RBAC) and N with the cluster token
-//!   (`system:masters`: RBAC is not consulted — "RBAC off"). Medians of the rounds.
+//!   created, plus one Role letting a user `bench` and the service account `bench` create
+//!   ConfigMaps. Then rounds alternate N ConfigMap creates by: the user `bench` (a client
+//!   certificate; every request authorized by RBAC), the user `bench-admin` (a client
+//!   certificate in `system:masters`: RBAC is not consulted — "RBAC off"; the same
+//!   authentication), and the service account (its token: a JWT verified, its service
+//!   account looked up, then RBAC). Medians of the rounds.
 //! - Custom resources: a CRD with a structural schema (defaults, a CEL rule, printer
 //!   columns); rounds alternate N creates of custom objects and N of ConfigMaps (cluster
 //!   token), then one LIST of each.
@@ -156,7 +158,8 @@ async fn run(args: RbacBenchArgs) -> Result<()> {
         "metadata": {"name": "writer"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]})).await?;
     must(&admin, "POST", &format!("{rbac}/rolebindings"), json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "writer"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "writer"},
-        "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": "bench"}]})).await?;
+        "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": "bench"},
+            {"kind": "User", "name": "bench", "apiGroup": "rbac.authorization.k8s.io"}]})).await?;
     let tr = must(&admin, "POST", &format!("{ns}/bench/serviceaccounts/bench/token"),
         json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}})).await?;
     let mut sa = admin.clone();
@@ -164,6 +167,15 @@ async fn run(args: RbacBenchArgs) -> Result<()> {
         .as_str()
         .context("no token")?
         .to_string();
+    let pki = server.dir.join("pki");
+    let cert = |cn: &str, org: Option<&str>| -> Result<Conn> {
+        let issued =
+            skiff_apiserver::pki::issue(&pki, skiff_apiserver::pki::Role::Client, cn, org, &[])
+                .context("issue a client certificate")?;
+        Conn::with_client_cert(&server.dir, &addr, &issued.cert_pem, &issued.key_pem)
+    };
+    let user = cert("bench", None)?;
+    let master = cert("bench-admin", Some("system:masters"))?;
     eprintln!(
         "policy of {} Roles and RoleBindings written in {:.1} s",
         args.roles,
@@ -187,31 +199,18 @@ async fn run(args: RbacBenchArgs) -> Result<()> {
     }
 
     let cm = |who: &'static str, round: usize| move |i: usize| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{who}-{round}-{i}")}, "data": {"k": "v"}});
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut on, mut off, mut token) = (Vec::new(), Vec::new(), Vec::new());
+    let cms = format!("{ns}/bench/configmaps");
     for r in 0..args.rounds {
-        on.push(
-            creates(
-                &sa,
-                args.clients,
-                &format!("{ns}/bench/configmaps"),
-                args.creates,
-                cm("sa", r),
-            )
-            .await?,
+        on.push(creates(&user, args.clients, &cms, args.creates, cm("user", r)).await?);
+        off.push(creates(&master, args.clients, &cms, args.creates, cm("master", r)).await?);
+        token.push(creates(&sa, args.clients, &cms, args.creates, cm("sa", r)).await?);
+        eprintln!(
+            "round {r}: RBAC {:.0}/s, system:masters {:.0}/s, service-account token {:.0}/s",
+            on[r], off[r], token[r]
         );
-        off.push(
-            creates(
-                &admin,
-                args.clients,
-                &format!("{ns}/bench/configmaps"),
-                args.creates,
-                cm("admin", r),
-            )
-            .await?,
-        );
-        eprintln!("round {r}: RBAC {:.0}/s, superuser {:.0}/s", on[r], off[r]);
     }
-    let (on, off) = (median(on), median(off));
+    let (on, off, token) = (median(on), median(off), median(token));
 
     // Custom resources against ConfigMaps.
     must(&admin, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json!({
@@ -256,8 +255,8 @@ async fn run(args: RbacBenchArgs) -> Result<()> {
     let (cr_list, cr_n) = list_time(&admin, things).await?;
     let (cm_list, cm_n) = list_time(&admin, &format!("{ns}/bench/configmaps")).await?;
 
-    println!("RBAC ({} Roles + {} RoleBindings): creates/s with RBAC {on:.0}, as system:masters {off:.0} (medians of {}, {} clients); RBAC costs {:.1} %",
-        args.roles, args.roles, args.rounds, args.clients, (1.0 - on / off) * 100.0);
+    println!("RBAC ({} Roles + {} RoleBindings): creates/s by a user RBAC authorizes {on:.0}, by system:masters {off:.0} (client certificates both; medians of {}, {} clients): RBAC costs {:.1} %; by a service-account token {token:.0}/s ({:.1} % below system:masters)",
+        args.roles, args.roles, args.rounds, args.clients, (1.0 - on / off) * 100.0, (1.0 - token / off) * 100.0);
     println!("custom resources: creates/s {cr:.0} vs ConfigMaps {builtin:.0} (ratio {:.2}); LIST of {cr_n} custom objects {} ms vs {cm_n} ConfigMaps {} ms",
         cr / builtin, cr_list.as_millis(), cm_list.as_millis());
     drop(server);
