@@ -12,8 +12,8 @@ use crate::common::{eventually, write, Server};
 
 const KUBECTL: &str = "1.33";
 
-/// The webhook: `/validate` denies objects labelled `deny=yes` and deletes of objects
-/// labelled `protect=yes` (with a warning on every answer), `/mutate` adds the label
+/// The webhook: `/validate…` denies objects labelled `deny=yes` and deletes of objects
+/// labelled `protect=yes` (with a warning naming the path on every answer), `/mutate` adds the label
 /// `mutated=yes`, `/slow` answers after 3 s, `/garbage` answers something not JSON.
 const WEBHOOK: &str = r#"
 import base64, json, ssl, sys, time
@@ -36,8 +36,8 @@ class H(BaseHTTPRequestHandler):
         old = req.get("oldObject") or {}
         labels = (obj.get("metadata") or {}).get("labels") or {}
         old_labels = (old.get("metadata") or {}).get("labels") or {}
-        if path == "/validate":
-            resp["warnings"] = ["checked by the test webhook"]
+        if path.startswith("/validate"):
+            resp["warnings"] = ["checked by the test webhook at " + path]
             if labels.get("deny") == "yes":
                 resp["allowed"] = False
                 resp["status"] = {"code": 403, "message": "label deny=yes is not allowed"}
@@ -92,10 +92,14 @@ fn start_webhook(dir: &std::path::Path) -> Webhook {
         .push(rcgen::DnType::CommonName, "webhook test CA");
     let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    // Called by URL and through the Service `default/webhook`.
+    let leaf = rcgen::CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "webhook.default.svc".to_string(),
+    ])
+    .unwrap()
+    .signed_by(&key, &ca)
+    .unwrap();
     let cert = write(dir, "webhook.crt", &leaf.pem());
     let key = write(dir, "webhook.key", &key.serialize_pem());
     let script = write(dir, "webhook.py", WEBHOOK);
@@ -288,6 +292,43 @@ fn webhooks_deny_mutate_time_out_and_fail_as_kube() {
         "{del:#?}"
     );
     s.kubectl(KUBECTL, &["delete", "configmap", "allowed"]).ok();
+
+    // A webhook named by a Service is called at the Service's ready endpoint, its
+    // certificate checked for `<service>.<namespace>.svc`.
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: webhook\n  namespace: default\nspec:\n  ports:\n  - name: https\n    port: 443\n    targetPort: {port}\n---\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: webhook\n  namespace: default\nsubsets:\n- addresses:\n  - ip: 127.0.0.1\n  ports:\n  - name: https\n    port: {port}\n",
+        port = w.port
+    );
+    s.kubectl_with(KUBECTL, &["apply", "-f", "-"], Some(&service), &[])
+        .ok();
+    let by_service = hook(&w, "service.skiff.test", "/validate-service", "", Some("route: service"))
+        .replace(
+            &format!("url: https://127.0.0.1:{}/validate-service", w.port),
+            "service:\n      namespace: default\n      name: webhook\n      port: 443\n      path: /validate-service",
+        );
+    let config = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: via-service\nwebhooks:\n{by_service}"
+    );
+    s.kubectl_with(KUBECTL, &["apply", "-f", "-"], Some(&config), &[])
+        .ok();
+    eventually("the webhook called through its Service", || {
+        let out = s
+            .kubectl_with(
+                KUBECTL,
+                &["create", "-f", "-", "--dry-run=server"],
+                Some(&configmap("routed", &[("route", "service")])),
+                &[],
+            )
+            .ok();
+        out.stderr
+            .contains("Warning: checked by the test webhook at /validate-service")
+            .then_some(())
+    });
+    s.kubectl(
+        KUBECTL,
+        &["delete", "validatingwebhookconfiguration", "via-service"],
+    )
+    .ok();
 
     // The configurations themselves are never sent to webhooks: they can always go.
     s.kubectl(

@@ -483,8 +483,14 @@ fn verify(uid: &str, body: &[u8], mutating: bool) -> Result<Answer, String> {
         .unwrap_or_default();
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default();
     if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
+        // As Go prints a GroupVersionKind: `group/version`, `/v1` for the core group.
+        let gv = if api_version.contains('/') {
+            api_version.to_string()
+        } else {
+            format!("/{api_version}")
+        };
         return Err(invalid(format!(
-            "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {api_version}, Kind={kind}"
+            "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {gv}, Kind={kind}"
         )));
     }
     let Some(resp) = v.get("response").filter(|r| r.is_object()) else {
@@ -1028,6 +1034,10 @@ mod tests {
         assert!(verify("u", wrong, false)
             .unwrap_err()
             .contains("expected webhook response of admission.k8s.io/v1"));
+        assert_eq!(
+            verify("u", b"{}", false).unwrap_err(),
+            "received invalid webhook response: expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got /, Kind="
+        );
         let patch = base64::engine::general_purpose::STANDARD
             .encode(r#"[{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}]"#);
         let with_patch =
