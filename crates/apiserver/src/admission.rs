@@ -5,8 +5,9 @@
 //! memory ([`Webhooks`]), loaded before serving ([`load`]) and kept current from the watch
 //! cache ([`follow`]). Each create, update and delete of a stored object calls [`admit`]
 //! after the strategy's validation and before the store write: first the matching
-//! mutating webhooks (configurations by name, then webhook order; a `JSONPatch` answer
-//! changes the object), then the matching validating webhooks. A denial is the
+//! mutating webhooks one by one (configurations by name, then webhook order; a
+//! `JSONPatch` answer changes the object, which is then validated again), then the
+//! matching validating webhooks, all at once. A denial is the
 //! webhook's own status (`admission webhook "NAME" denied the request: …`); a webhook that
 //! cannot be called or answers nonsense fails the request with 500 under
 //! `failurePolicy: Fail` and is skipped under `Ignore`. Calls are bounded by the
@@ -198,74 +199,137 @@ pub async fn admit(
     let ns_labels = namespace_labels(st, req, obj.as_deref(), old).await?;
     let mut obj = obj;
     let mut out = Admitted::default();
-    for (mutating, configs) in [(true, &index.mutating), (false, &index.validating)] {
-        for config in configs.values() {
-            let hooks = config
-                .get("webhooks")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for hook in &hooks {
-                let review = review(req, obj.as_deref(), old, &user);
-                let fail = hook.get("failurePolicy").and_then(Value::as_str) != Some("Ignore");
-                let name = hook.get("name").and_then(Value::as_str).unwrap_or_default();
-                let m = matches(
-                    hook,
-                    req,
-                    obj.as_deref(),
-                    old,
-                    ns_labels.as_ref(),
-                    &review["request"],
-                );
-                match m {
-                    Ok(false) => continue,
-                    Ok(true) => {}
-                    Err(e) if fail => {
-                        return Err(internal(format!("failed calling webhook {name:?}: {e}")))
-                    }
-                    Err(_) => continue,
-                }
-                if req.dry_run
-                    && !matches!(
-                        hook.get("sideEffects").and_then(Value::as_str),
-                        Some("None" | "NoneOnDryRun")
-                    )
-                {
-                    return Err(ApiError::bad_request(format!(
-                        "admission webhook {name:?} does not support dry run"
-                    )));
-                }
-                let answer = match call(st, hook, &review, mutating).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(webhook = name, error = %e, "calling an admission webhook");
-                        if fail {
-                            return Err(internal(format!("failed calling webhook {name:?}: {e}")));
-                        }
-                        continue;
-                    }
-                };
-                out.warnings.extend(answer.warnings);
-                if !answer.allowed {
-                    return Err(denied(name, &answer.status));
-                }
-                if let (Some(patch), Some(o)) = (answer.patch, obj.as_deref_mut()) {
-                    let patched = skiff_api::patch::apply_patch(
-                        req.kind.openapi_name,
-                        o,
-                        skiff_api::patch::PatchType::Json,
-                        &patch,
-                    )
-                    .map_err(|e| internal(format!("failed calling webhook {name:?}: {e}")))?;
-                    if *o != patched {
-                        *o = patched;
-                        out.mutated = true;
-                    }
+    // Mutating webhooks one after the other, each seeing the previous one's patch.
+    for hook in hooks_of(&index.mutating) {
+        let review = review(req, obj.as_deref(), old, &user);
+        let Some(call) = prepare(&hook, req, obj.as_deref(), old, ns_labels.as_ref(), &review)?
+        else {
+            continue;
+        };
+        let Some(answer) = call.answer(call_webhook(st, &hook, &review, true).await)? else {
+            continue;
+        };
+        out.warnings.extend(answer.warnings);
+        if !answer.allowed {
+            return Err(denied(call.name, &answer.status));
+        }
+        if let (Some(patch), Some(o)) = (answer.patch, obj.as_deref_mut()) {
+            let patched = skiff_api::patch::apply_patch(
+                req.kind.openapi_name,
+                o,
+                skiff_api::patch::PatchType::Json,
+                &patch,
+            )
+            .map_err(|e| internal(format!("failed calling webhook {:?}: {e}", call.name)))?;
+            if *o != patched {
+                *o = patched;
+                out.mutated = true;
+            }
+        }
+    }
+    // Validating webhooks all at once, as kube calls them; the first refusal in
+    // configuration order is the answer.
+    let obj = obj.as_deref();
+    let hooks = hooks_of(&index.validating);
+    let mut calls = Vec::new();
+    for hook in &hooks {
+        let review = review(req, obj, old, &user);
+        if let Some(call) = prepare(hook, req, obj, old, ns_labels.as_ref(), &review)? {
+            calls.push(async move {
+                let r = call_webhook(st, hook, &review, false).await;
+                (call, r)
+            });
+        }
+    }
+    let mut refusal = None;
+    for (call, r) in futures_util::future::join_all(calls).await {
+        let answer = match call.answer(r) {
+            Ok(Some(a)) => a,
+            Ok(None) => continue,
+            Err(e) => {
+                refusal.get_or_insert(e);
+                continue;
+            }
+        };
+        out.warnings.extend(answer.warnings);
+        if !answer.allowed {
+            refusal.get_or_insert(denied(call.name, &answer.status));
+        }
+    }
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The webhooks of configurations, in name order.
+fn hooks_of(configs: &BTreeMap<String, Value>) -> Vec<Value> {
+    configs
+        .values()
+        .filter_map(|c| c.get("webhooks").and_then(Value::as_array))
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// A webhook to call.
+struct Call<'a> {
+    name: &'a str,
+    /// `failurePolicy: Fail` (the default).
+    fail: bool,
+}
+
+impl Call<'_> {
+    /// The answer to act on; None: a failure the policy ignores.
+    fn answer(&self, r: Result<Answer, String>) -> ApiResult<Option<Answer>> {
+        match r {
+            Ok(a) => Ok(Some(a)),
+            Err(e) => {
+                tracing::warn!(webhook = self.name, error = %e, "calling an admission webhook");
+                if self.fail {
+                    Err(internal(format!(
+                        "failed calling webhook {:?}: {e}",
+                        self.name
+                    )))
+                } else {
+                    Ok(None)
                 }
             }
         }
     }
-    Ok(out)
+}
+
+/// Whether `hook` is to be called (None: it does not match, or its match could not be
+/// evaluated and the policy ignores it).
+fn prepare<'h>(
+    hook: &'h Value,
+    req: &Request<'_>,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+    ns_labels: Option<&BTreeMap<String, String>>,
+    review: &Value,
+) -> ApiResult<Option<Call<'h>>> {
+    let call = Call {
+        name: hook.get("name").and_then(Value::as_str).unwrap_or_default(),
+        fail: hook.get("failurePolicy").and_then(Value::as_str) != Some("Ignore"),
+    };
+    match matches(hook, req, obj, old, ns_labels, &review["request"]) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => return call.answer(Err(e)).map(|_| None),
+    }
+    if req.dry_run
+        && !matches!(
+            hook.get("sideEffects").and_then(Value::as_str),
+            Some("None" | "NoneOnDryRun")
+        )
+    {
+        return Err(ApiError::bad_request(format!(
+            "admission webhook {:?} does not support dry run",
+            call.name
+        )));
+    }
+    Ok(Some(call))
 }
 
 /// Kinds kube never sends to webhooks: the configurations (so a bad webhook can always
@@ -762,7 +826,7 @@ fn tls_config(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, String> {
 }
 
 /// Sends the review to the webhook and checks its answer, all within its timeout.
-async fn call(
+async fn call_webhook(
     st: &Objects,
     hook: &Value,
     review: &Value,
