@@ -53,7 +53,8 @@ const MAX_RESPONSE: usize = 3 * 1024 * 1024;
 /// The webhook configurations in force, by configuration name.
 #[derive(Default)]
 pub struct Webhooks {
-    index: RwLock<Index>,
+    /// Copied on write: a request keeps the snapshot it started with.
+    index: RwLock<Arc<Index>>,
 }
 
 #[derive(Default, Clone)]
@@ -73,12 +74,14 @@ impl Index {
 }
 
 impl Webhooks {
-    fn snapshot(&self) -> Index {
+    fn snapshot(&self) -> Arc<Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut Index)) {
-        f(&mut self.index.write().unwrap_or_else(|e| e.into_inner()))
+        f(Arc::make_mut(
+            &mut self.index.write().unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 }
 
