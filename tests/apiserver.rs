@@ -54,3 +54,6 @@ mod ssa;
 
 #[path = "apiserver/api_complete.rs"]
 mod api_complete;
+
+#[path = "apiserver/webhooks.rs"]
+mod webhooks;

@@ -86,6 +86,7 @@ impl Harness {
                     event_leases: Default::default(),
                     crds: Default::default(),
                     authz: Default::default(),
+                    webhooks: Default::default(),
                 },
                 cache,
                 token: "t".into(),

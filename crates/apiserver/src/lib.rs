@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod alloc;
 pub mod audit;
 mod authn;
@@ -128,6 +129,8 @@ pub(crate) struct Objects {
     pub crds: Arc<crds::Crds>,
     /// The RBAC policy (RBAC kinds' writes are checked against it).
     pub authz: Arc<authz::Authorizer>,
+    /// The admission webhook configurations every write is sent through.
+    pub webhooks: Arc<admission::Webhooks>,
 }
 
 /// The server's parts, each handed on to what needs it: `objects` to the object handlers,
@@ -260,6 +263,7 @@ impl Server {
             event_leases: Default::default(),
             crds: Default::default(),
             authz: authorizer.clone(),
+            webhooks: Default::default(),
         };
         // Custom kinds are served and the policy is in force from the first request.
         crds::load(&objects, &objects.crds)
@@ -271,6 +275,14 @@ impl Server {
         authz::load(&objects, &authorizer).await.map_err(|e| {
             ServeError::Bootstrap(format!("loading the RBAC policy: {}", e.message))
         })?;
+        admission::load(&objects, &objects.webhooks)
+            .await
+            .map_err(|e| {
+                ServeError::Bootstrap(format!(
+                    "loading the admission webhook configurations: {}",
+                    e.message
+                ))
+            })?;
         Ok(Server {
             listener,
             tls,
@@ -342,6 +354,11 @@ impl Server {
             self.state.cache.clone(),
             self.state.shutdown.clone(),
         ));
+        let webhooks = tokio::spawn(admission::follow(
+            self.state.clone(),
+            self.state.cache.clone(),
+            self.state.shutdown.clone(),
+        ));
         let scraper = self
             .metric_resolution
             .map(|every| tokio::spawn(resource_metrics::run_scraper(self.state.clone(), every)));
@@ -370,6 +387,7 @@ impl Server {
         follower.abort();
         rbac.abort();
         custom.abort();
+        webhooks.abort();
         if let Some(s) = scraper {
             s.abort();
         }

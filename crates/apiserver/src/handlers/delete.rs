@@ -129,6 +129,15 @@ async fn delete_once(
             return Err(ApiError::conflict(kind.group, kind.plural, name));
         }
     }
+    let request = crate::admission::Request {
+        kind,
+        subresource: "",
+        operation: "DELETE",
+        namespace: ns,
+        name,
+        dry_run: opts.dry_run,
+    };
+    crate::admission::admit(st, &request, None, Some(&old)).await?;
     if opts.dry_run {
         return Ok((StatusCode::OK, old));
     }

@@ -32,7 +32,7 @@ pub enum Part {
 pub(super) const BUILTIN_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-pub(super) fn ns_kind() -> &'static Kind {
+pub(crate) fn ns_kind() -> &'static Kind {
     kinds::by_resource("", "v1", "namespaces").expect("namespaces are served")
 }
 
@@ -397,6 +397,19 @@ async fn create_as(
             crate::authz::check_grant(&st.authz, kind.kind, &o, None)?;
         }
         let name = meta::name(&o).to_string();
+        let request = crate::admission::Request {
+            kind,
+            subresource: "",
+            operation: "CREATE",
+            namespace: ns,
+            name: &name,
+            dry_run,
+        };
+        let admitted = crate::admission::admit(st, &request, Some(&mut o), None).await?;
+        warnings.extend(admitted.warnings);
+        if admitted.mutated {
+            invalid(kind, &o, strategy::validate(kind.kind, &o))?;
+        }
         let key = meta::key(kind, ns, &name);
         if kind.kind == "Service" {
             // Addresses are allocated in the same store transaction as the create.
@@ -488,12 +501,13 @@ pub async fn update(
     };
     let dry_run = q.get("dryRun") == Some("All");
     record(kind, Some(&old), &mut obj, &manager, part);
-    let new = write_update(st, kind, ns, name, &old, obj, expected, part, dry_run).await?;
-    Ok((new, warnings))
+    let (new, more) =
+        write_update_warned(st, kind, ns, name, &old, obj, expected, part, dry_run).await?;
+    Ok((new, [warnings, more].concat()))
 }
 
-/// Merges `incoming` over `old` per `part`, defaults, validates and writes guarded by
-/// `expected`. Returns the stored object.
+/// Merges `incoming` over `old` per `part`, defaults, validates, admits and writes
+/// guarded by `expected`. Returns the stored object.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_update(
     st: &Objects,
@@ -506,13 +520,72 @@ pub(super) async fn write_update(
     part: Part,
     dry_run: bool,
 ) -> ApiResult<Value> {
+    let mut warnings = Vec::new();
+    write_update_inner(
+        st,
+        kind,
+        ns,
+        name,
+        old,
+        incoming,
+        expected,
+        part,
+        dry_run,
+        &mut warnings,
+    )
+    .await
+}
+
+/// [`write_update`] with the admission webhooks' warnings.
+#[allow(clippy::too_many_arguments)]
+async fn write_update_warned(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    old: &Value,
+    incoming: Value,
+    expected: Revision,
+    part: Part,
+    dry_run: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let new = write_update_inner(
+        st,
+        kind,
+        ns,
+        name,
+        old,
+        incoming,
+        expected,
+        part,
+        dry_run,
+        &mut warnings,
+    )
+    .await?;
+    Ok((new, warnings))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_update_inner(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    old: &Value,
+    incoming: Value,
+    expected: Revision,
+    part: Part,
+    dry_run: bool,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Value> {
     if let Some(skind) = skiff_api::convert::storage_kind(kind) {
         let (mut old, mut incoming) = (old.clone(), incoming);
         let version = skind.api_version();
         skiff_api::convert::to_version(&mut old, &version);
         skiff_api::convert::to_version(&mut incoming, &version);
-        let mut new = Box::pin(write_update(
-            st, skind, ns, name, &old, incoming, expected, part, dry_run,
+        let mut new = Box::pin(write_update_inner(
+            st, skind, ns, name, &old, incoming, expected, part, dry_run, warnings,
         ))
         .await?;
         skiff_api::convert::to_version(&mut new, &kind.api_version());
@@ -592,6 +665,33 @@ pub(super) async fn write_update(
     } else {
         super::priority::admit(st, kind, &mut new, false).await?;
         invalid(kind, &new, strategy::validate_update(kind.kind, old, &new))?;
+    }
+    // pods/binding (Part::All) is a CREATE of a Binding in kube: not sent as an update.
+    let subresource = match part {
+        Part::Main => Some(""),
+        Part::Status => Some("status"),
+        Part::Approval => Some("approval"),
+        Part::All => None,
+    };
+    if let Some(subresource) = subresource {
+        let request = crate::admission::Request {
+            kind,
+            subresource,
+            operation: "UPDATE",
+            namespace: ns,
+            name,
+            dry_run,
+        };
+        let admitted = crate::admission::admit(st, &request, Some(&mut new), Some(old)).await?;
+        warnings.extend(admitted.warnings);
+        if admitted.mutated {
+            let causes = if subresource.is_empty() {
+                strategy::validate_update(kind.kind, old, &new)
+            } else {
+                strategy::validate_status_update(kind.kind, old, &new)
+            };
+            invalid(kind, &new, causes)?;
+        }
     }
     if has_generation(kind) && spec_part(&new) != spec_part(old) {
         let g = old
@@ -758,9 +858,9 @@ pub async fn patch_created(
             return Err(ApiError::conflict(kind.group, kind.plural, name));
         }
         record(kind, Some(&old), &mut patched, &manager, part);
-        match write_update(st, kind, ns, name, &old, patched, old_rev, part, dry_run).await {
+        match write_update_warned(st, kind, ns, name, &old, patched, old_rev, part, dry_run).await {
             Err(e) if e.reason == "Conflict" && !body_pins_rv(body) => continue,
-            r => return r.map(|o| (o, warnings, false)),
+            r => return r.map(|(o, more)| (o, [warnings, more].concat(), false)),
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))
@@ -990,9 +1090,9 @@ async fn server_side_apply(
         check_type(kind, &mut obj)?;
         check_shapes(st, kind, &obj)?;
         let warnings = field_validation(st, kind, &obj, q)?;
-        match write_update(st, kind, ns, name, &old, obj, rev, part, dry_run).await {
+        match write_update_warned(st, kind, ns, name, &old, obj, rev, part, dry_run).await {
             Err(e) if e.reason == "Conflict" => continue,
-            r => return r.map(|o| (o, warnings, false)),
+            r => return r.map(|(o, more)| (o, [warnings, more].concat(), false)),
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))

@@ -22,6 +22,15 @@ use eval::{eval, Env};
 pub(crate) use parse::parse;
 use parse::{check_functions, Expr};
 
+/// Evaluates one CEL expression over named variables (an admission webhook's
+/// `matchConditions` see `object`, `oldObject`, `request`), with the subset and the
+/// limits described above: an expression calling an unsupported function is an error.
+pub fn evaluate(src: &str, vars: Vec<(String, Value)>) -> Result<Value, String> {
+    let expr = parse(src)?;
+    check_functions(&expr)?;
+    eval(&expr, &Env { vars })
+}
+
 /// One compiled rule of `x-kubernetes-validations`.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
