@@ -412,7 +412,10 @@ async fn reconcile_widget(
 ) -> Result<Action, kube::Error> {
     let (client, ar) = (&ctx.0, &ctx.1);
     let ns = w.namespace().unwrap_or_default();
-    let size = w.data["spec"]["size"].as_i64().unwrap_or_default().to_string();
+    let size = w.data["spec"]["size"]
+        .as_i64()
+        .unwrap_or_default()
+        .to_string();
     let mut want = cm(&w.name_any(), &[("size", &size)]);
     want.metadata.owner_references = w.controller_owner_ref(ar).map(|o| vec![o]);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -467,7 +470,10 @@ async fn kube_operator_reconciles_a_custom_resource() {
     assert!(matches!(caps.scope, Scope::Namespaced));
     let widgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
     let controller = Controller::new_with(widgets.clone(), watcher::Config::default(), ar.clone())
-        .owns(Api::<ConfigMap>::namespaced(c.clone(), "default"), watcher::Config::default())
+        .owns(
+            Api::<ConfigMap>::namespaced(c.clone(), "default"),
+            watcher::Config::default(),
+        )
         .run(
             reconcile_widget,
             |_, _, _| Action::requeue(Duration::from_millis(200)),
@@ -494,7 +500,11 @@ async fn kube_operator_reconciles_a_custom_resource() {
     .await;
     // A change of the custom object is reconciled again.
     widgets
-        .patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 7}})))
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 7}})),
+        )
         .await
         .unwrap();
     until("the ConfigMap following the Widget", || async {

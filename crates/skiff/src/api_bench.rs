@@ -226,17 +226,25 @@ impl Conn {
     }
 
     /// Authenticates with a client certificate (PEM) instead of the token.
-    pub(crate) fn with_client_cert(dir: &Path, addr: &str, cert_pem: &str, key_pem: &str) -> Result<Conn> {
+    pub(crate) fn with_client_cert(
+        dir: &Path,
+        addr: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Conn> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(dir.join("pki/ca.crt")).context("read the CA")? {
-            roots.add(c.context("parse the CA")?).context("trust the CA")?;
+            roots
+                .add(c.context("parse the CA")?)
+                .context("trust the CA")?;
         }
         let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .context("parse the client certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("parse the client key")?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("parse the client key")?;
         let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
