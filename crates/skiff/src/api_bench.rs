@@ -389,7 +389,9 @@ async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures>
         let conn = conn.clone();
         let rv = rv.clone();
         let ready = ready_tx.clone();
-        let want = args.updates;
+        // Other writers (the scheduler marking the pods unschedulable) add events of
+        // their own: a watcher reads until the bench's last update arrives.
+        let last = format!("\"bench\":\"{}\"", args.updates.saturating_sub(1));
         watchers.push(tokio::spawn(async move {
             let mut send = conn.open().await?;
             let path = format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=600");
@@ -399,8 +401,9 @@ async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures>
             let _ = ready.send(()).await;
             let mut body = resp.into_body();
             let mut buf = Vec::new();
-            let mut got: Vec<(i64, Instant)> = Vec::with_capacity(want);
-            while got.len() < want {
+            let mut got: Vec<(i64, Instant)> = Vec::new();
+            let mut done = false;
+            while !done {
                 let Some(frame) = body.frame().await else {
                     break;
                 };
@@ -414,6 +417,9 @@ async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures>
                     let line: Vec<u8> = buf.drain(..=nl).collect();
                     if let Some(r) = line_rv(&line) {
                         got.push((r, now));
+                    }
+                    if line.windows(last.len()).any(|w| w == last.as_bytes()) {
+                        done = true;
                     }
                 }
             }

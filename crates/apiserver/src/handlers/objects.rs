@@ -703,8 +703,11 @@ async fn write_update_inner(
     }
     let mut old_cmp = old.clone();
     meta::metadata_mut(&mut old_cmp).remove("resourceVersion");
-    if old_cmp == new {
-        // No change: kube-apiserver skips the write, the resourceVersion stays.
+    if without_managed_times(&old_cmp) == without_managed_times(&new) {
+        // No change: kube-apiserver skips the write, the resourceVersion stays; a write
+        // that would only move a manager's timestamp is no change either (kube's
+        // IgnoreManagedFieldsTimestampsTransformer), or controllers re-writing an
+        // unchanged status would make an event per attempt.
         return Ok(old.clone());
     }
     let key = meta::key(kind, ns, name);
@@ -973,6 +976,29 @@ fn managed_scope(kind: &Kind, part: Part) -> skiff_api::managed::Scope {
         Part::Status => Scope::Subresource("status"),
         Part::Approval => Scope::Subresource("approval"),
     }
+}
+
+/// `obj` without the `time` of its managedFields entries (for no-op detection).
+fn without_managed_times(obj: &Value) -> std::borrow::Cow<'_, Value> {
+    let has = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|e| e.get("time").is_some()));
+    if !has {
+        return std::borrow::Cow::Borrowed(obj);
+    }
+    let mut o = obj.clone();
+    if let Some(m) = o
+        .pointer_mut("/metadata/managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for e in m {
+            if let Some(e) = e.as_object_mut() {
+                e.remove("time");
+            }
+        }
+    }
+    std::borrow::Cow::Owned(o)
 }
 
 fn set_managed(obj: &mut Value, managed: Vec<Value>) {
