@@ -952,25 +952,20 @@ pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static 
     // The most distinctive part first: the watch cache and routing look kinds up on
     // every request and event.
     let hit = |k: &&Kind| k.plural == plural && k.group == group && k.version == version;
-    KINDS
-        .iter()
-        .find(hit)
-        .or_else(|| custom_kinds().into_iter().find(hit))
+    KINDS.iter().find(hit).or_else(|| find_custom(hit))
 }
 
 /// Looks a kind up by an object's `apiVersion` and `kind`.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Kind> {
     let (group, version) = split_api_version(api_version);
     let hit = |k: &&Kind| k.kind == kind && k.group == group && k.version == version;
-    KINDS
-        .iter()
-        .find(hit)
-        .or_else(|| custom_kinds().into_iter().find(hit))
+    KINDS.iter().find(hit).or_else(|| find_custom(hit))
 }
 
-/// Whether `kind` is a built-in kind (not one a CustomResourceDefinition added).
+/// Whether `kind` is a built-in kind (not one a CustomResourceDefinition added): an
+/// address inside the static table (asked on every write).
 pub fn is_builtin(kind: &Kind) -> bool {
-    KINDS.iter().any(|k| std::ptr::eq(k, kind))
+    KINDS.as_ptr_range().contains(&std::ptr::from_ref(kind))
 }
 
 /// One served version of a custom resource, as its CustomResourceDefinition describes it.
@@ -995,6 +990,16 @@ static CUSTOM: std::sync::RwLock<Vec<(String, Vec<&'static Kind>)>> =
 /// Every custom kind ever registered, so registering the same definition again (each API
 /// server re-reads every CRD on start and on each change) reuses it instead of leaking.
 static POOL: std::sync::Mutex<Vec<&'static Kind>> = std::sync::Mutex::new(Vec::new());
+
+/// The first custom kind `hit` accepts, looked for under the lock (no list is built).
+fn find_custom(hit: impl Fn(&&'static Kind) -> bool) -> Option<&'static Kind> {
+    let custom = CUSTOM.read().unwrap_or_else(|e| e.into_inner());
+    custom
+        .iter()
+        .flat_map(|(_, ks)| ks.iter())
+        .find(|k| hit(k))
+        .copied()
+}
 
 fn custom_kinds() -> Vec<&'static Kind> {
     let custom = CUSTOM.read().unwrap_or_else(|e| e.into_inner());

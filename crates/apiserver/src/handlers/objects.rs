@@ -520,20 +520,9 @@ pub(super) async fn write_update(
     part: Part,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    let mut warnings = Vec::new();
-    write_update_inner(
-        st,
-        kind,
-        ns,
-        name,
-        old,
-        incoming,
-        expected,
-        part,
-        dry_run,
-        &mut warnings,
-    )
-    .await
+    write_update_warned(st, kind, ns, name, old, incoming, expected, part, dry_run)
+        .await
+        .map(|(new, _)| new)
 }
 
 /// [`write_update`] with the admission webhooks' warnings.
