@@ -107,6 +107,9 @@ pub struct SchedulingQueue {
     entries: HashMap<String, Entry>,
     active: BinaryHeap<ActiveItem>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    /// Unschedulable pods by the time they were parked (stale items skipped by `seq`), so
+    /// the periodic flush pops only the pods whose time has come instead of walking all.
+    parked: BinaryHeap<Reverse<(Instant, u64, String)>>,
     plugin_events: HashMap<&'static str, Vec<ClusterEvent>>,
     seq: u64,
     /// Keys by place (besides active), so events and metrics never walk the whole queue.
@@ -153,6 +156,7 @@ impl SchedulingQueue {
             entries: HashMap::new(),
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
+            parked: BinaryHeap::new(),
             plugin_events,
             seq: 0,
             unschedulable: HashSet::new(),
@@ -194,6 +198,17 @@ impl SchedulingQueue {
             Place::Backoff => {
                 let at = pod.backoff_expiry().unwrap_or_else(Instant::now);
                 self.backoff.push(Reverse((at, seq, key.clone())));
+            }
+            Place::Unschedulable(t) => {
+                self.parked.push(Reverse((t, seq, key.clone())));
+                if self.parked.len() > 2 * self.unschedulable.len() + 1024 {
+                    // Pods that left unschedulable leave stale items: rebuild from the
+                    // live ones so the heap stays bounded by the queue.
+                    let entries = &self.entries;
+                    self.parked.retain(|Reverse((_, s, k))| {
+                        k == &key || entries.get(k).is_some_and(|e| e.seq == *s)
+                    });
+                }
             }
             _ => {}
         }
@@ -304,18 +319,18 @@ impl SchedulingQueue {
                 }
             }
         }
-        let stale: Vec<String> = self
-            .unschedulable
-            .iter()
-            .filter(|k| {
-                matches!(self.entries[*k].place, Place::Unschedulable(t) if now.duration_since(t) >= UNSCHEDULABLE_FLUSH)
-            })
-            .cloned()
-            .collect();
-        for key in stale {
-            let pod = self.entries[&key].pod.clone();
-            let place = Self::ready_place(&pod, now);
-            self.put(key, pod, place);
+        while let Some(Reverse((at, seq, _))) = self.parked.peek() {
+            if now.saturating_duration_since(*at) < UNSCHEDULABLE_FLUSH {
+                break;
+            }
+            let (seq, key) = (*seq, self.parked.pop().expect("peeked").0 .2);
+            if let Some(e) = self.entries.get(&key) {
+                if e.seq == seq && matches!(e.place, Place::Unschedulable(_)) {
+                    let pod = e.pod.clone();
+                    let place = Self::ready_place(&pod, now);
+                    self.put(key, pod, place);
+                }
+            }
         }
     }
 
@@ -536,6 +551,38 @@ mod tests {
         q.requeue_unschedulable(pod, vec!["NodeResourcesFit"], now);
         assert!(q.pop(now + Duration::from_secs(299)).is_none());
         assert!(q.pop(now + UNSCHEDULABLE_FLUSH).is_some());
+    }
+
+    #[test]
+    fn parked_pods_flush_in_order_and_stale_items_are_dropped() {
+        let mut q = queue();
+        let now = Instant::now();
+        // 3,000 pods parked, moved out by an event and parked again, three times: stale
+        // heap items must not pile up beyond the bound, and every live one still flushes.
+        for i in 0..3000 {
+            q.add(p(&format!("p{i}"), 0, i), now);
+        }
+        for round in 0..3u64 {
+            // 20 s apart: every backoff (at most 10 s) has run out.
+            let t = now + Duration::from_secs(20 * round);
+            while let Some(pod) = q.pop(t) {
+                q.requeue_unschedulable(pod, vec!["NodeResourcesFit"], t);
+            }
+            assert!(q.parked.len() <= 2 * q.unschedulable.len() + 1025);
+            if round < 2 {
+                q.on_event(ClusterEvent::new(EventResource::Node, action::ADD), t);
+            }
+        }
+        assert_eq!(q.lengths().unschedulable, 3000);
+        let t = now + Duration::from_secs(40);
+        assert!(q
+            .pop(t + UNSCHEDULABLE_FLUSH - Duration::from_secs(1))
+            .is_none());
+        let mut flushed = 0;
+        while q.pop(t + UNSCHEDULABLE_FLUSH).is_some() {
+            flushed += 1;
+        }
+        assert_eq!(flushed, 3000);
     }
 
     #[test]

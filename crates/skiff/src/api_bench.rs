@@ -418,7 +418,7 @@ async fn run_backend(args: &ApiBenchArgs, etcd: Option<&str>) -> Result<Figures>
                     if let Some(r) = line_rv(&line) {
                         got.push((r, now));
                     }
-                    if line.windows(last.len()).any(|w| w == last.as_bytes()) {
+                    if std::str::from_utf8(&line).is_ok_and(|l| l.contains(&last)) {
                         done = true;
                     }
                 }

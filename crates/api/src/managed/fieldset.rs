@@ -329,8 +329,12 @@ pub(super) fn changed(old: &Value, new: &Value, ty: &Ty) -> FieldSet {
         (Value::Object(o), Value::Object(n)) if ty.granular_map(new) => {
             let mut s = FieldSet::default();
             for (k, nv) in n {
+                let ov = o.get(k);
+                if ov == Some(nv) {
+                    continue;
+                }
                 let cty = ty.field(k);
-                let cs = match o.get(k) {
+                let cs = match ov {
                     None => {
                         let mut cs = set_of(nv, &cty, true);
                         cs.member = !always_present(k, ty, &cty) || cs.children.is_empty();
@@ -405,9 +409,57 @@ pub(super) fn mark_all(s: &mut FieldSet) {
     s.children.values_mut().for_each(mark_all);
 }
 
-/// The paths of `old` that `new` no longer has.
+/// The paths of `old` that `new` no longer has: `all_paths(old) − all_paths(new)`,
+/// computed by walking both together so unchanged subtrees cost one comparison.
 pub(super) fn removed(old: &Value, new: &Value, ty: &Ty) -> FieldSet {
-    let mut r = all_paths(old, ty);
-    r.subtract(&all_paths(new, ty));
-    r
+    let mut out = FieldSet::default();
+    if old == new {
+        return out;
+    }
+    let Some(olds) = keyed_children(old, ty) else {
+        return out;
+    };
+    let news: BTreeMap<String, &Value> = keyed_children(new, ty)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    for (k, ov, cty) in olds {
+        let r = match news.get(&k) {
+            Some(nv) => removed(ov, nv, &cty),
+            None => all_paths(ov, &cty),
+        };
+        if !r.is_empty() {
+            out.children.insert(k, r);
+        }
+    }
+    out
+}
+
+/// The children [`set_of`] gives `v` (path element, value, type), or None for a leaf.
+fn keyed_children<'a>(v: &'a Value, ty: &Ty) -> Option<Vec<(String, &'a Value, Ty)>> {
+    match v {
+        Value::Object(m) if ty.granular_map(v) => Some(
+            m.iter()
+                .map(|(k, c)| (format!("f:{k}"), c, ty.field(k)))
+                .collect(),
+        ),
+        Value::Array(items) => match &ty.list {
+            ListType::Atomic => None,
+            ListType::Set => Some(
+                items
+                    .iter()
+                    .map(|i| (value_key(i), i, Ty::root(Cursor::default())))
+                    .collect(),
+            ),
+            ListType::Map(keys) => {
+                let ity = ty.items();
+                items
+                    .iter()
+                    .map(|i| Some((element_key(i, keys)?, i, ity.clone())))
+                    .collect()
+            }
+        },
+        _ => None,
+    }
 }

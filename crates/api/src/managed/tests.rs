@@ -420,3 +420,47 @@ fn create_leaves_out_the_dot_of_structs_go_always_has() {
         "a pod's containers are never omitted (required): no `.`"
     );
 }
+
+#[test]
+fn removed_walks_both_objects_as_the_difference_of_their_paths() {
+    use super::fieldset::{all_paths, removed, Ty};
+    let deploy = |containers: Value, labels: Value, finalizers: Value| {
+        json!({"metadata": {"labels": labels, "finalizers": finalizers},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": containers}}}})
+    };
+    let c = |name: &str, ports: Value| json!({"name": name, "image": "i", "ports": ports});
+    let objs = [
+        deploy(
+            json!([c("a", json!([{"containerPort": 80}]))]),
+            json!({"x": "1"}),
+            json!(["f1"]),
+        ),
+        deploy(
+            json!([
+                c(
+                    "a",
+                    json!([{"containerPort": 80}, {"containerPort": 81, "protocol": "UDP"}])
+                ),
+                c("b", json!([]))
+            ]),
+            json!({"x": "1", "y": "2"}),
+            json!(["f1", "f2"]),
+        ),
+        deploy(json!([c("b", json!(null))]), json!({}), json!([])),
+        deploy(
+            json!([{"image": "keyless"}]),
+            json!({"y": "2"}),
+            json!(["f2"]),
+        ),
+        json!({"metadata": {"labels": "not a map"}, "spec": 7}),
+        json!({}),
+    ];
+    let ty = Ty::root(crate::schema::Cursor::root("io.k8s.api.apps.v1.Deployment"));
+    for old in &objs {
+        for new in &objs {
+            let mut want = all_paths(old, &ty);
+            want.subtract(&all_paths(new, &ty));
+            assert_eq!(removed(old, new, &ty), want, "{old} -> {new}");
+        }
+    }
+}

@@ -690,9 +690,7 @@ async fn write_update_inner(
             + 1;
         meta::metadata_mut(&mut new).insert("generation".into(), json!(g));
     }
-    let mut old_cmp = old.clone();
-    meta::metadata_mut(&mut old_cmp).remove("resourceVersion");
-    if without_managed_times(&old_cmp) == without_managed_times(&new) {
+    if unchanged(old, &new) {
         // No change: kube-apiserver skips the write, the resourceVersion stays; a write
         // that would only move a manager's timestamp is no change either (kube's
         // IgnoreManagedFieldsTimestampsTransformer), or controllers re-writing an
@@ -967,27 +965,59 @@ fn managed_scope(kind: &Kind, part: Part) -> skiff_api::managed::Scope {
     }
 }
 
-/// `obj` without the `time` of its managedFields entries (for no-op detection).
-fn without_managed_times(obj: &Value) -> std::borrow::Cow<'_, Value> {
-    let has = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|e| e.get("time").is_some()));
-    if !has {
-        return std::borrow::Cow::Borrowed(obj);
+/// Whether `new` is `old` but for `old`'s resourceVersion and the `time` of managedFields
+/// entries (no-op detection; compared in place, nothing cloned).
+fn unchanged(old: &Value, new: &Value) -> bool {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return old == new;
+    };
+    if o.len() != n.len() {
+        return false;
     }
-    let mut o = obj.clone();
-    if let Some(m) = o
-        .pointer_mut("/metadata/managedFields")
-        .and_then(Value::as_array_mut)
-    {
-        for e in m {
-            if let Some(e) = e.as_object_mut() {
-                e.remove("time");
-            }
-        }
+    o.iter().all(|(k, ov)| match n.get(k) {
+        None => false,
+        Some(nv) if k == "metadata" => same_metadata(ov, nv),
+        Some(nv) => ov == nv,
+    })
+}
+
+fn same_metadata(old: &Value, new: &Value) -> bool {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return old == new;
+    };
+    let counted = o.len() - usize::from(o.contains_key("resourceVersion"));
+    if counted != n.len() {
+        return false;
     }
-    std::borrow::Cow::Owned(o)
+    o.iter()
+        .filter(|(k, _)| *k != "resourceVersion")
+        .all(|(k, ov)| match n.get(k) {
+            None => false,
+            Some(nv) if k == "managedFields" => same_entries(ov, nv),
+            Some(nv) => ov == nv,
+        })
+}
+
+/// managedFields lists equal but for their entries' `time`.
+fn same_entries(old: &Value, new: &Value) -> bool {
+    let (Some(o), Some(n)) = (old.as_array(), new.as_array()) else {
+        return old == new;
+    };
+    o.len() == n.len()
+        && o.iter()
+            .zip(n)
+            .all(|(a, b)| match (a.as_object(), b.as_object()) {
+                (Some(a), Some(b)) => {
+                    let len = |m: &serde_json::Map<String, Value>| {
+                        m.len() - usize::from(m.contains_key("time"))
+                    };
+                    len(a) == len(b)
+                        && a.iter()
+                            .filter(|(k, _)| *k != "time")
+                            .all(|(k, v)| b.get(k) == Some(v))
+                }
+                _ => a == b,
+            })
 }
 
 fn set_managed(obj: &mut Value, managed: Vec<Value>) {
@@ -1111,4 +1141,60 @@ async fn server_side_apply(
         }
     }
     Err(ApiError::conflict(kind.group, kind.plural, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::unchanged;
+
+    fn obj(
+        rv: Option<&str>,
+        time: &str,
+        label: &str,
+        fields: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut o = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "a",
+                "labels": {"l": label},
+                "managedFields": [{"manager": "m", "operation": "Update", "time": time, "fieldsV1": fields}],
+            },
+            "data": {"k": "v"},
+        });
+        if let Some(rv) = rv {
+            o["metadata"]["resourceVersion"] = json!(rv);
+        }
+        o
+    }
+
+    #[test]
+    fn a_write_that_only_moves_times_or_the_old_revision_is_no_change() {
+        let f = json!({"f:data": {"f:k": {}}});
+        let old = obj(Some("5"), "2026-01-01T00:00:00Z", "x", f.clone());
+        assert!(unchanged(
+            &old,
+            &obj(None, "2026-01-01T00:00:00Z", "x", f.clone())
+        ));
+        assert!(unchanged(
+            &old,
+            &obj(None, "2027-01-01T00:00:00Z", "x", f.clone())
+        ));
+        assert!(!unchanged(
+            &old,
+            &obj(None, "2026-01-01T00:00:00Z", "y", f.clone())
+        ));
+        assert!(!unchanged(
+            &old,
+            &obj(Some("5"), "2026-01-01T00:00:00Z", "x", f.clone())
+        ));
+        let g = json!({"f:data": {"f:k": {}, "f:j": {}}});
+        assert!(!unchanged(&old, &obj(None, "2026-01-01T00:00:00Z", "x", g)));
+        let mut more = obj(None, "2026-01-01T00:00:00Z", "x", f);
+        more["data"]["j"] = json!("w");
+        assert!(!unchanged(&old, &more));
+    }
 }
