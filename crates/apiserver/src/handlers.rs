@@ -311,7 +311,9 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
             .into_response()),
         ["openapi", "v2"] => openapi::serve(st, &req, openapi::Which::V2).await,
         ["metrics"] if req.method() == Method::GET => Ok(st.metrics.response()),
-        [".well-known", "openid-configuration"] => get_only(Some(st.signer.openid_configuration())),
+        [".well-known", "openid-configuration"] => {
+            get_only(Some(crate::sa_token::openid_configuration()))
+        }
         ["openid", "v1", "jwks"] => get_only(Some(st.signer.jwks())),
         ["openapi", "v3"] => openapi::serve(st, &req, openapi::Which::V3Index).await,
         ["openapi", "v3", rest @ ..] => {
