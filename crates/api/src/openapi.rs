@@ -176,7 +176,7 @@ impl Documents {
             let paths = Value::Object(paths);
             let mut roots = own.clone();
             roots.insert("paths".into(), paths.clone());
-            let reach = reachable_in(&Value::Object(roots), &defs, &own);
+            let reach = reachable_in(&Value::Object(roots), defs, &own);
             let mut schemas = Map::new();
             for name in reach {
                 if let Some(c) = custom.iter().find(|c| c.name == name) {
