@@ -57,3 +57,6 @@ mod api_complete;
 
 #[path = "apiserver/webhooks.rs"]
 mod webhooks;
+
+#[path = "apiserver/legacy_tokens.rs"]
+mod legacy_tokens;

@@ -179,12 +179,17 @@ fn ordinary_manifests_of_every_kind_apply_with_kubectl_127_and_133() {
         let out = s.kubectl(v, &["apply", "-n", &ns, "-f", f]).ok();
         assert_eq!(out.stdout.matches(" created").count(), 14, "{}", out.stdout);
         // Applying again changes nothing (kubectl 1.27 re-sends a PDB's selector, whose
-        // patch strategy is `replace`, as it does against kube-apiserver).
+        // patch strategy is `replace`, and every kubectl re-sends a Secret's write-only
+        // stringData, as they do against kube-apiserver: kubernetes#87736).
         let again = s.kubectl(v, &["apply", "-n", &ns, "-f", f]).ok();
         let changed: Vec<&str> = again
             .stdout
             .lines()
-            .filter(|l| l.ends_with(" configured") && !l.starts_with("poddisruptionbudget"))
+            .filter(|l| {
+                l.ends_with(" configured")
+                    && !l.starts_with("poddisruptionbudget")
+                    && !l.starts_with("secret/")
+            })
             .collect();
         assert!(changed.is_empty(), "{}", again.stdout);
         let plat = PLATFORM.replace("VER", &ns);
@@ -384,7 +389,7 @@ fn as_kubeconfig(s: &Server, v: &str, kc: &std::path::Path, args: &[&str]) -> Ou
     run(c, None)
 }
 
-fn with_token(s: &Server, v: &str, token: &str, args: &[&str]) -> Out {
+pub(crate) fn with_token(s: &Server, v: &str, token: &str, args: &[&str]) -> Out {
     let mut full = vec!["--token", token, "--user=nobody"];
     full.extend_from_slice(args);
     // A kubeconfig without the admin's client certificate: only the token speaks.
@@ -932,4 +937,203 @@ fn custom_resources_are_validated_defaulted_pruned_printed_and_deleted_with_thei
         .ok()
         .stdout;
     assert!(left.trim().is_empty(), "objects outlived their CRD: {left}");
+}
+
+/// A CRD whose schema describes its fields, as `kubectl explain` shows them.
+const EXPLAINED_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gizmos.explain.example.com}
+spec:
+  group: explain.example.com
+  names: {kind: Gizmo, plural: gizmos, singular: gizmo}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: A Gizmo is a small machine.
+        properties:
+          spec:
+            type: object
+            description: What the gizmo should do.
+            required: [speed]
+            properties:
+              speed: {type: integer, description: "How fast it turns, in turns a second."}
+              label: {type: string, description: What is written on it.}
+              EXTRA
+          status:
+            type: object
+            properties:
+              turning: {type: boolean, description: Whether it turns now.}
+"#;
+
+/// `kubectl explain` of a custom kind: its description, a nested field, `--recursive`.
+fn explain_shows_the_gizmo(s: &Server, v: &str) {
+    let top = s.kubectl(v, &["explain", "gizmos"]).ok().stdout;
+    for want in [
+        "KIND:       Gizmo",
+        "GROUP:      explain.example.com",
+        "A Gizmo is a small machine.",
+        "What the gizmo should do.",
+        "metadata\t<ObjectMeta>",
+        "spec\t<Object>",
+    ] {
+        assert!(top.contains(want), "kubectl {v}: {want:?} not in\n{top}");
+    }
+    let field = s.kubectl(v, &["explain", "gizmos.spec.speed"]).ok().stdout;
+    assert!(
+        field.contains("FIELD: speed <integer>")
+            && field.contains("How fast it turns, in turns a second."),
+        "kubectl {v}:\n{field}"
+    );
+    let all = s
+        .kubectl(v, &["explain", "gizmo", "--recursive"])
+        .ok()
+        .stdout;
+    for want in [
+        "speed\t<integer> -required-",
+        "label\t<string>",
+        "turning\t<boolean>",
+        // ObjectMeta as the built-in documents describe it.
+        "ownerReferences\t<[]OwnerReference>",
+    ] {
+        assert!(all.contains(want), "kubectl {v}: {want:?} not in\n{all}");
+    }
+}
+
+#[test]
+fn kubectl_explain_reads_custom_kinds_and_follows_their_crd() {
+    let s = Server::start();
+    let crd = |extra: &str| {
+        let f = write(
+            s.dir.path(),
+            "gizmo-crd.yaml",
+            &EXPLAINED_CRD.replace("EXTRA", extra),
+        );
+        s.kubectl("1.33", &["apply", "-f", f.to_str().unwrap()])
+            .ok();
+        s.kubectl(
+            "1.33",
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/gizmos.explain.example.com",
+            ],
+        )
+        .ok();
+    };
+    crd("");
+    let gv = "apis/explain.example.com/v1";
+    let index_url = |s: &Server| -> Option<String> {
+        let index: Value = serde_json::from_str(
+            &s.kubectl("1.33", &["get", "--raw", "/openapi/v3"])
+                .ok()
+                .stdout,
+        )
+        .unwrap();
+        index["paths"][gv]["serverRelativeURL"]
+            .as_str()
+            .map(String::from)
+    };
+    let first = eventually("the group/version in the /openapi/v3 index", || {
+        index_url(&s)
+    });
+    for v in ["1.27", "1.33"] {
+        explain_shows_the_gizmo(&s, v);
+    }
+    // The group/version document, as kube-apiserver serves it: cacheable by its hash,
+    // with the built-in definitions it references.
+    let (code, doc) = s.curl("GET", &first, &[]).http();
+    assert_eq!(code, 200);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["com.example.explain.v1.Gizmo"]["x-kubernetes-group-version-kind"],
+        json!([{"group": "explain.example.com", "kind": "Gizmo", "version": "v1"}])
+    );
+    for name in [
+        "com.example.explain.v1.GizmoList",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta",
+    ] {
+        assert!(schemas.get(name).is_some(), "{name} not in the document");
+    }
+    let headers = s
+        .curl("GET", &first, &["-o", "/dev/null", "-D", "-"])
+        .stdout;
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("cache-control: public, immutable"),
+        "{headers}"
+    );
+    // /openapi/v2 has the kind's definition and paths too.
+    let (code, v2) = s.curl("GET", "/openapi/v2", &[]).http();
+    assert_eq!(code, 200);
+    assert_eq!(
+        v2["definitions"]["com.example.explain.v1.Gizmo"]["x-kubernetes-group-version-kind"][0]
+            ["kind"],
+        "Gizmo"
+    );
+    assert!(
+        v2["paths"]["/apis/explain.example.com/v1/namespaces/{namespace}/gizmos/{name}"]["patch"]
+            .is_object()
+    );
+
+    // A new field: the hash changes, and kubectl (with its cache of the old document)
+    // explains it.
+    crd("shape: {type: string, description: The outline of the gizmo.}");
+    let second = eventually("a new hash after the CRD changed", || {
+        index_url(&s).filter(|u| *u != first)
+    });
+    let (code, _) = s.curl("GET", &first, &["-o", "/dev/null", "-L"]).http();
+    assert_eq!(code, 200, "an outdated hash is redirected to {second}");
+    for v in ["1.27", "1.33"] {
+        let out = s.kubectl(v, &["explain", "gizmos.spec.shape"]).ok().stdout;
+        assert!(
+            out.contains("FIELD: shape <string>") && out.contains("The outline of the gizmo."),
+            "kubectl {v}:\n{out}"
+        );
+    }
+
+    // Deleted: the documents no longer have it, and explain fails as against
+    // kube-apiserver (kubectl's discovery cache still names the kind at first).
+    s.kubectl(
+        "1.33",
+        &[
+            "delete",
+            "crd",
+            "gizmos.explain.example.com",
+            "--timeout=60s",
+        ],
+    )
+    .ok();
+    eventually("the group/version gone from the index", || {
+        index_url(&s).is_none().then_some(())
+    });
+    let (code, _) = s.curl("GET", &format!("/openapi/v3/{gv}"), &[]).http();
+    assert_eq!(code, 404);
+    for v in ["1.27", "1.33"] {
+        let fresh = s.dir.path().join(format!("cache-{v}"));
+        let out = s
+            .kubectl(
+                v,
+                &["explain", "gizmos", "--cache-dir", fresh.to_str().unwrap()],
+            )
+            .fails();
+        assert!(
+            out.stderr
+                .contains("the server doesn't have a resource type \"gizmos\""),
+            "kubectl {v}: {out:?}"
+        );
+        let out = s.kubectl(v, &["explain", "gizmos.spec"]).fails();
+        assert!(
+            out.stderr.contains("gizmos") || out.stderr.contains("Gizmo"),
+            "kubectl {v}: {out:?}"
+        );
+    }
 }

@@ -18,7 +18,9 @@
 //! - [`patch`]: JSON patch, merge patch and strategic merge patch;
 //! - [`table`]: server-side `meta.k8s.io/v1` Table output with kube-apiserver's columns;
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents;
-//! - [`rbac`]: RBAC authorization, escalation checks, aggregation and the bootstrap policy.
+//! - [`rbac`]: RBAC authorization, escalation checks, aggregation and the bootstrap policy;
+//! - [`service_account_token`]: service-account JWTs: the signer, and the claims and
+//!   Secret conventions of legacy (Secret-based) tokens.
 //!
 //! The type graph behind OpenAPI and strategic merge patch comes from k8s-openapi's
 //! schemars schemas (generated once, on first use). This crate enables no `v1_*` feature
@@ -40,5 +42,6 @@ pub mod quantity;
 pub mod rbac;
 mod schema;
 pub mod selector;
+pub mod service_account_token;
 pub mod strategy;
 pub mod table;

@@ -1,7 +1,8 @@
 //! Authentication: who a request comes from, as kube-apiserver's authenticator chain
 //! decides it — a client certificate signed by the cluster CA (CN = user, O = groups), the
 //! cluster's join token, or a service-account token (a JWT this cluster signed, whose
-//! service account, and bound pod or secret, still exist with the uids it names) — and
+//! service account, and bound pod or secret, still exist with the uids it names; or a
+//! legacy token that the Secret it names still holds) — and
 //! then who it acts as: impersonation headers (`kubectl --as`, `--as-group`, `--as-uid`),
 //! honoured only when the authorizer lets the real user `impersonate` each of them.
 
@@ -9,6 +10,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap};
 use serde_json::Value;
 use skiff_api::kinds;
+use skiff_api::service_account_token as sat;
 
 use crate::audit::UserInfo;
 use crate::authz::{self, Attributes};
@@ -74,13 +76,111 @@ pub async fn token_user(st: &AppState, token: &str) -> Result<UserInfo, String> 
     }
     let claims = st
         .signer
-        .verify(
-            token,
-            crate::sa_token::unix_now(),
-            &[crate::sa_token::ISSUER],
-        )
+        .verify_signature(token, &[crate::sa_token::ISSUER, sat::LEGACY_ISSUER])
         .map_err(|e| e.to_string())?;
+    if claims.get("iss").and_then(Value::as_str) == Some(sat::LEGACY_ISSUER) {
+        return legacy_user(st, token, &claims).await;
+    }
+    crate::sa_token::check_bound(
+        &claims,
+        crate::sa_token::unix_now(),
+        &[crate::sa_token::ISSUER],
+    )
+    .map_err(|e| e.to_string())?;
     service_account_user(st, &claims).await
+}
+
+/// The service account of a legacy token (verified claims), as kube-apiserver's legacy
+/// validator decides it: its Secret still exists, is not being deleted or marked
+/// invalid, and holds exactly this token; its ServiceAccount still exists with the uid
+/// the token names. The Secret's last-used label is brought to today's date.
+async fn legacy_user(st: &AppState, token: &str, claims: &Value) -> Result<UserInfo, String> {
+    let c = sat::LegacyClaims::parse(claims)
+        .ok_or("the legacy token does not name its namespace, secret and service account")?;
+    let ns = c.namespace.as_str();
+    let get = |kind: &'static str, name: String| async move {
+        let k = kinds::by_kind("v1", kind).ok_or_else(|| format!("no kind {kind}"))?;
+        match objects::get(&st.objects, k, Some(ns), &name).await {
+            Ok(o) => Ok((k, o)),
+            Err(e) if e.code == axum::http::StatusCode::NOT_FOUND => Err(format!(
+                "{} {ns}/{name} no longer exists",
+                kind.to_lowercase()
+            )),
+            Err(e) => Err(format!(
+                "reading {} {ns}/{name}: {}",
+                kind.to_lowercase(),
+                e.message
+            )),
+        }
+    };
+    let (secret_kind, secret) = get("Secret", c.secret.clone()).await?;
+    let what = format!("secret {ns}/{}", c.secret);
+    if secret.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(format!("{what} is being deleted"));
+    }
+    let held = crate::meta::str_at(&secret, "/data/token")
+        .and_then(|t| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(t).ok()
+        })
+        .unwrap_or_default();
+    if !constant_time_eq(&held, token.as_bytes()) {
+        return Err(format!("{what} does not hold this token"));
+    }
+    let label = |l: &str| {
+        secret
+            .pointer("/metadata/labels")
+            .and_then(|m| m.get(l))
+            .and_then(Value::as_str)
+    };
+    if let Some(since) = label(sat::INVALID_SINCE_LABEL) {
+        return Err(format!("{what}'s token was invalidated on {since}"));
+    }
+    let (_, sa) = get("ServiceAccount", c.service_account.clone()).await?;
+    if crate::meta::str_at(&sa, "/metadata/uid") != Some(c.service_account_uid.as_str()) {
+        return Err(format!(
+            "serviceaccount {ns}/{} has changed since the token was issued (uid mismatch)",
+            c.service_account
+        ));
+    }
+    if sa.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(format!(
+            "serviceaccount {ns}/{} is being deleted",
+            c.service_account
+        ));
+    }
+    let today = crate::meta::rfc3339(st.objects.clock.now());
+    let today = today.get(..10).unwrap_or_default();
+    if label(sat::LAST_USED_LABEL) != Some(today) {
+        // At most once a day per Secret; a concurrent writer wins (the next request
+        // tries again), and a failure never fails the request.
+        let mut marked = secret.clone();
+        marked["metadata"]["labels"][sat::LAST_USED_LABEL] = Value::String(today.to_string());
+        let q = crate::query::Query::parse(Some("fieldManager=kube-apiserver"));
+        if let Err(e) = objects::update(
+            &st.objects,
+            secret_kind,
+            Some(ns),
+            &c.secret,
+            marked,
+            &q,
+            objects::Part::Main,
+        )
+        .await
+        {
+            tracing::debug!(secret = %what, error = %e.message, "marking a legacy token used");
+        }
+    }
+    Ok(UserInfo {
+        username: format!("system:serviceaccount:{ns}:{}", c.service_account),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
+        uid: c.service_account_uid.clone(),
+        extra: Default::default(),
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -10,9 +10,15 @@
 //! has its objects deleted, then the finalizer removed, and stops being served once gone.
 //! Servers on one store all do this; their status writes agree and conflicts are retried
 //! on the next event.
+//!
+//! The OpenAPI documents ([`Crds::openapi`]) publish every served version's schema, as
+//! kube-apiserver's OpenAPI controllers do: built again on the first request after a CRD
+//! changed (each change bumps a generation), so a changed schema changes the documents'
+//! hashes and ETags and clients' caches of them are invalidated.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{json, Value};
 use skiff_api::kinds::{self, CustomKind, Kind};
@@ -38,13 +44,27 @@ pub struct Served {
     pub columns: Vec<skiff_api::crd::Column>,
     /// `subresources.scale` of the version.
     pub scale: Option<Value>,
+    /// The version's `schema.openAPIV3Schema` as written, for the OpenAPI documents.
+    pub openapi_schema: Option<Value>,
 }
 
 /// The custom kinds' extra information, by (group, version, plural).
 #[derive(Default)]
 pub struct Crds {
     served: RwLock<HashMap<(String, String, String), Arc<Served>>>,
+    /// Bumped after every change of what is served.
+    generation: AtomicU64,
+    /// The OpenAPI documents of one generation (None: no custom kinds are served).
+    documents: Mutex<Option<(u64, Option<Arc<OpenApiDocuments>>)>>,
+    /// What each CRD publishes in the documents, to tell a change that shows there (a
+    /// schema, a name, a version) from one that does not (its status).
+    published: Mutex<HashMap<String, Published>>,
 }
+
+/// What one CRD adds to the OpenAPI documents: its served kinds and their schemas.
+type Published = (Vec<CustomKind>, Vec<Option<Value>>);
+
+type OpenApiDocuments = skiff_api::openapi::Documents;
 
 impl Crds {
     /// What the handlers need to know about a custom `kind`; None for built-in kinds.
@@ -68,6 +88,54 @@ impl Crds {
         for (k, s) in versions {
             served.insert(k, Arc::new(s));
         }
+    }
+
+    /// Records what `crd` publishes now (None: nothing, it is gone), after the kinds and
+    /// their information are in place; if that differs from before, the next
+    /// [`Crds::openapi`] builds the documents again.
+    fn publish(&self, crd: &str, now: Option<Published>) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match now {
+            Some(p) => published.insert(crd.to_string(), p.clone()) != Some(p),
+            None => published.remove(crd).is_some(),
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The OpenAPI documents with every served custom kind added, or None while no custom
+    /// kind is served (then the built-in documents are the whole answer). Built on the
+    /// first call after a change (a blocking walk of the schemas: call it off the async
+    /// workers), then shared.
+    pub fn openapi(&self) -> Option<Arc<OpenApiDocuments>> {
+        let mut cached = self.documents.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before the kinds are: a change during the build bumps it again, so what
+        // is built now is never kept past that change.
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((g, docs)) = &*cached {
+            if *g == generation {
+                return docs.clone();
+            }
+        }
+        let served: Vec<((String, String, String), Arc<Served>)> = {
+            let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+            served.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+        };
+        let versions: Vec<skiff_api::openapi::CustomVersion<'_>> = served
+            .iter()
+            .filter_map(|((g, v, plural), s)| {
+                let kind = kinds::by_resource(g, v, plural).filter(|k| !kinds::is_builtin(k))?;
+                Some(skiff_api::openapi::CustomVersion {
+                    kind,
+                    schema: s.openapi_schema.as_ref(),
+                })
+            })
+            .collect();
+        let docs = (!versions.is_empty())
+            .then(|| Arc::new(skiff_api::openapi::Documents::with_custom(&versions)));
+        *cached = Some((generation, docs.clone()));
+        docs
     }
 }
 
@@ -247,9 +315,8 @@ fn kinds_of(crd: &Value) -> (Vec<CustomKind>, ServedVersions) {
         if scale.is_some() {
             subresources.push("scale".to_string());
         }
-        let schema = v
-            .pointer("/schema/openAPIV3Schema")
-            .map(skiff_api::crd::Schema::new);
+        let openapi_schema = v.pointer("/schema/openAPIV3Schema").cloned();
+        let schema = openapi_schema.as_ref().map(skiff_api::crd::Schema::new);
         let columns = skiff_api::crd::printer_columns(v);
         kinds.push(CustomKind {
             group: group.clone(),
@@ -270,6 +337,7 @@ fn kinds_of(crd: &Value) -> (Vec<CustomKind>, ServedVersions) {
                 schema,
                 columns,
                 scale,
+                openapi_schema,
             },
         ));
     }
@@ -398,6 +466,7 @@ pub fn sync_kinds(crds: &Crds, name: &str, crd: Option<&Value>) -> Option<String
     let Some(crd) = crd else {
         kinds::set_custom(name, &[]);
         crds.replace(name, Vec::new());
+        crds.publish(name, None);
         return None;
     };
     if let Some(conflict) = names_conflict(crd) {
@@ -405,8 +474,13 @@ pub fn sync_kinds(crds: &Crds, name: &str, crd: Option<&Value>) -> Option<String
     }
     let (ks, served) = kinds_of(crd);
     // The extra information first: a kind is never routed without it.
+    let schemas = served
+        .iter()
+        .map(|(_, s)| s.openapi_schema.clone())
+        .collect();
     crds.replace(name, served);
     kinds::set_custom(name, &ks);
+    crds.publish(name, Some((ks, schemas)));
     None
 }
 

@@ -90,7 +90,7 @@ impl Harness {
                 },
                 cache,
                 token: "t".into(),
-                signer: crate::sa_token::Signer::load(&pki.ca_key).expect("signing key"),
+                signer: crate::sa_token::load_signer(&pki.ca_key).expect("signing key"),
                 authz: Default::default(),
                 ca_pem: String::new(),
                 server_address: "127.0.0.1:6443".into(),

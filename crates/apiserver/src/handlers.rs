@@ -27,6 +27,7 @@ mod events_view;
 mod eviction;
 pub(crate) mod list;
 pub(crate) mod objects;
+mod openapi;
 mod priority;
 pub(crate) mod proxy;
 mod storage;
@@ -308,14 +309,16 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
             Vec::<u8>::new(),
         )
             .into_response()),
-        ["openapi", "v2"] => Ok(raw_json(skiff_api::openapi::v2_bytes())),
+        ["openapi", "v2"] => openapi::serve(st, &req, openapi::Which::V2).await,
         ["metrics"] if req.method() == Method::GET => Ok(st.metrics.response()),
-        [".well-known", "openid-configuration"] => get_only(Some(st.signer.openid_configuration())),
+        [".well-known", "openid-configuration"] => {
+            get_only(Some(crate::sa_token::openid_configuration()))
+        }
         ["openid", "v1", "jwks"] => get_only(Some(st.signer.jwks())),
-        ["openapi", "v3"] => Ok(raw_json(skiff_api::openapi::v3_index_bytes())),
-        ["openapi", "v3", rest @ ..] => skiff_api::openapi::v3_group_version_bytes(&rest.join("/"))
-            .map(|(b, _)| raw_json(b))
-            .ok_or_else(ApiError::path_not_found),
+        ["openapi", "v3"] => openapi::serve(st, &req, openapi::Which::V3Index).await,
+        ["openapi", "v3", rest @ ..] => {
+            openapi::serve(st, &req, openapi::Which::V3(rest.join("/"))).await
+        }
         ["api", "v1", rest @ ..] => {
             let t = target("", "v1", rest)?;
             resource(st, t, req).await
@@ -333,15 +336,6 @@ async fn route(st: &Arc<AppState>, req: Request) -> ApiResult<Response> {
         }
         _ => Err(ApiError::path_not_found()),
     }
-}
-
-fn raw_json(b: &'static [u8]) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        b,
-    )
-        .into_response()
 }
 
 fn aggregated_response(doc: Value, version: &str) -> Response {

@@ -249,7 +249,7 @@ impl Server {
             .cloned()
             .unwrap_or_default();
         let health = metrics::Health::new(store.clone(), shutdown.clone());
-        let signer = sa_token::Signer::load(&pki.ca_key).map_err(|e| ServeError::Tls {
+        let signer = sa_token::load_signer(&pki.ca_key).map_err(|e| ServeError::Tls {
             path: pki.ca_key.clone(),
             source: Box::new(e),
         })?;

@@ -53,6 +53,7 @@ mod pod_gc;
 mod replicaset;
 mod root_ca;
 mod service_account;
+mod service_account_token;
 pub mod servicelb;
 mod statefulset;
 mod ttl_after_finished;
@@ -86,6 +87,7 @@ pub const CONTROLLERS: &[(&str, Start)] = &[
     ("endpoint", endpoints::start),
     ("endpointslice", endpointslice::start),
     ("serviceaccount", service_account::start),
+    ("serviceaccount-token", service_account_token::start),
     ("root-ca-cert-publisher", root_ca::start),
     ("garbagecollector", garbage_collector::start),
     ("namespace", namespace::start),
@@ -122,8 +124,13 @@ pub struct Config {
     /// `--terminated-pod-gc-threshold`: terminated pods kept before pod GC deletes the
     /// oldest.
     pub terminated_pod_gc_threshold: usize,
-    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace.
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (and put
+    /// in legacy service-account token Secrets as `ca.crt`).
     pub root_ca_pem: Option<String>,
+    /// `--service-account-private-key-file`: the key the `serviceaccount-token`
+    /// controller signs legacy tokens with; the API server must verify with it (in skiff,
+    /// the cluster CA's key). None turns that controller off.
+    pub service_account_private_key: Option<ServiceAccountKey>,
     /// `--cluster-signing-cert-file`/`--cluster-signing-key-file`: the CA `csrsigning`
     /// signs approved CertificateSigningRequests with; None turns the signer off.
     pub cluster_signing: Option<ClusterSigning>,
@@ -157,6 +164,19 @@ pub struct ClusterSigning {
     pub ca_key_pem: String,
 }
 
+/// The service-account token signing key, PEM (PKCS#8, ECDSA P-256).
+#[derive(Clone)]
+pub struct ServiceAccountKey {
+    pub pem: String,
+}
+
+impl std::fmt::Debug for ServiceAccountKey {
+    // The key is a secret: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceAccountKey(<redacted>)")
+    }
+}
+
 impl std::fmt::Debug for ClusterSigning {
     // The key is a secret: never in logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,6 +201,7 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12500,
             root_ca_pem: None,
+            service_account_private_key: None,
             cluster_signing: None,
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
             horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
@@ -229,6 +250,10 @@ impl Config {
         if !t.is_finite() || t < 0.0 {
             return Err(ConfigError::Tolerance { value: t });
         }
+        if let Some(k) = &self.service_account_private_key {
+            skiff_api::service_account_token::Signer::from_pem(&k.pem)
+                .map_err(ConfigError::ServiceAccountKey)?;
+        }
         Ok(())
     }
 }
@@ -246,6 +271,8 @@ pub enum ConfigError {
         "--horizontal-pod-autoscaler-tolerance {value} must be a number of at least 0 (e.g. 0.1)"
     )]
     Tolerance { value: f64 },
+    #[error("the service-account private key")]
+    ServiceAccountKey(#[source] skiff_api::service_account_token::KeyError),
 }
 
 /// The time controllers read, injectable so tests can move it.

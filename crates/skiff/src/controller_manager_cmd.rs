@@ -169,6 +169,12 @@ pub struct ControllerManagerArgs {
     /// namespace. Default: the CA of the kubeconfig's cluster.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// The private key (PKCS#8 PEM, ECDSA P-256) legacy service-account tokens are signed
+    /// with, for Secrets of type kubernetes.io/service-account-token: the key the API
+    /// server verifies service-account tokens with, which for skiff is the cluster CA's
+    /// (`DATA/pki/ca.key`). Without it the serviceaccount-token controller does not run.
+    #[arg(long)]
+    service_account_private_key_file: Option<PathBuf>,
     /// Where `/metrics` and `/healthz` are served over plain HTTP (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:10257")]
     metrics_bind_address: SocketAddr,
@@ -279,6 +285,16 @@ async fn run(args: ControllerManagerArgs) -> Result<()> {
         ),
         None => kubeconfig_ca(&kubeconfig, &args.kubeconfig),
     };
+    if let Some(f) = &args.service_account_private_key_file {
+        config.service_account_private_key = Some(skiff_controllers::ServiceAccountKey {
+            pem: std::fs::read_to_string(f).with_context(|| {
+                format!("read --service-account-private-key-file {}", f.display())
+            })?,
+        });
+        config
+            .validate()
+            .with_context(|| format!("--service-account-private-key-file {}", f.display()))?;
+    }
     let (client, server) =
         crate::component::kube_client(&args.kubeconfig, "kube-controller-manager", &identity)
             .await?;

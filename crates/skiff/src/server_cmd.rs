@@ -462,6 +462,13 @@ async fn run(args: &ServerArgs, timing: skiff_leader::Timing) -> Result<()> {
             std::fs::read_to_string(&server.pki.ca_cert)
                 .with_context(|| format!("read the cluster CA {}", server.pki.ca_cert.display()))?,
         );
+        // Legacy service-account tokens are signed with the key the API server verifies
+        // service-account tokens with: the cluster CA's.
+        controllers.service_account_private_key = Some(skiff_controllers::ServiceAccountKey {
+            pem: std::fs::read_to_string(&server.pki.ca_key).with_context(|| {
+                format!("read the cluster CA key {}", server.pki.ca_key.display())
+            })?,
+        });
         if controllers.cluster_signing.is_none() {
             // Agents' CSRs (kubelet TLS bootstrap) are signed with the cluster CA.
             controllers.cluster_signing = Some(crate::controller_manager_cmd::cluster_signing(

@@ -107,6 +107,8 @@ struct OpCtx<'a> {
     kind: &'a Kind,
     tag: String,
     gv_id: String,
+    /// Whether PATCH takes strategic merge patches (built-in kinds; custom kinds do not).
+    strategic: bool,
 }
 
 fn camel(s: &str) -> String {
@@ -145,33 +147,57 @@ fn op(
     o
 }
 
+/// The paths of built-in kind `k`.
 pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
+    let tag_group = if k.group.is_empty() {
+        "core".to_string()
+    } else {
+        k.group.split('.').next().unwrap_or_default().to_string()
+    };
+    let id_group = if k.group.is_empty() {
+        "Core".to_string()
+    } else {
+        camel(k.group.split('.').next().unwrap_or_default())
+    };
+    let ctx = OpCtx {
+        kind: k,
+        tag: format!("{tag_group}_{}", k.version),
+        gv_id: format!("{id_group}{}", camel(k.version)),
+        strategic: true,
+    };
+    named_kind_paths(&ctx, k.openapi_name, paths);
+}
+
+/// The paths of custom kind `k` published under definition `def`, named as
+/// kube-apiserver names a custom resource's operations: the whole group in the operation
+/// ids and tags (`listTestExampleComV1NamespacedWidget`, `testExampleCom_v1`), and PATCH
+/// without strategic merge patch.
+pub(super) fn custom_kind_paths(k: &Kind, def: &str, paths: &mut Map<String, Value>) {
+    let id_group: String = k
+        .group
+        .split(['.', '-'])
+        .map(camel)
+        .collect::<Vec<_>>()
+        .concat();
+    let mut tag_group = id_group.clone();
+    if let Some(first) = tag_group.get(..1) {
+        tag_group = first.to_lowercase() + &tag_group[1..];
+    }
+    let ctx = OpCtx {
+        kind: k,
+        tag: format!("{tag_group}_{}", k.version),
+        gv_id: format!("{id_group}{}", camel(k.version)),
+        strategic: false,
+    };
+    named_kind_paths(&ctx, def, paths);
+}
+
+fn named_kind_paths(ctx: &OpCtx<'_>, def: &str, paths: &mut Map<String, Value>) {
+    let k = ctx.kind;
     let prefix = if k.group.is_empty() {
         format!("/api/{}", k.version)
     } else {
         format!("/apis/{}/{}", k.group, k.version)
-    };
-    let group_id = camel(k.group.split('.').next().unwrap_or_default());
-    let ctx = OpCtx {
-        kind: k,
-        tag: format!(
-            "{}_{}",
-            if k.group.is_empty() {
-                "core".to_string()
-            } else {
-                k.group.split('.').next().unwrap_or_default().to_string()
-            },
-            k.version
-        ),
-        gv_id: format!(
-            "{}{}",
-            if k.group.is_empty() {
-                "Core".into()
-            } else {
-                group_id
-            },
-            camel(k.version)
-        ),
     };
     let ns = if k.namespaced { "Namespaced" } else { "" };
     let coll = if k.namespaced {
@@ -181,8 +207,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
     };
     let item = format!("{coll}/{{name}}");
     let this_gvk = gvk(k.group, k.version, k.kind);
-    let list_def = format!("{}List", k.openapi_name);
-    let def = k.openapi_name;
+    let list_def = format!("{def}List");
     let id = |verb: &str, suffix: &str| format!("{verb}{}{ns}{}{suffix}", ctx.gv_id, k.kind);
     let scope_params = |mut v: Vec<Value>| {
         v.push(p_pretty());
@@ -207,7 +232,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         coll_item.insert(
             "get".into(),
             op(
-                &ctx,
+                ctx,
                 "list",
                 id("list", ""),
                 format!("list or watch objects of kind {}", k.kind),
@@ -229,7 +254,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         coll_item.insert(
             "post".into(),
             op(
-                &ctx,
+                ctx,
                 "post",
                 id("create", ""),
                 format!("create a {}", k.kind),
@@ -247,7 +272,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         coll_item.insert(
             "delete".into(),
             op(
-                &ctx,
+                ctx,
                 "deletecollection",
                 id("delete", "").replacen("delete", "deleteCollection", 1),
                 format!("delete collection of {}", k.kind),
@@ -268,7 +293,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         obj_item.insert(
             "get".into(),
             op(
-                &ctx,
+                ctx,
                 "get",
                 id("read", ""),
                 format!("read the specified {}", k.kind),
@@ -283,7 +308,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         obj_item.insert(
             "put".into(),
             op(
-                &ctx,
+                ctx,
                 "put",
                 id("replace", ""),
                 format!("replace the specified {}", k.kind),
@@ -302,7 +327,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
     if k.allows("patch") {
         obj_item.insert(
             "patch".into(),
-            patch_op(&ctx, id("patch", ""), def, this_gvk.clone()),
+            patch_op(ctx, id("patch", ""), def, this_gvk.clone()),
         );
     }
     if k.allows("delete") {
@@ -311,7 +336,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         obj_item.insert(
             "delete".into(),
             op(
-                &ctx,
+                ctx,
                 "delete",
                 id("delete", ""),
                 format!("delete a {}", k.kind),
@@ -332,7 +357,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         all.insert(
             "get".into(),
             op(
-                &ctx,
+                ctx,
                 "list",
                 format!("list{}{}ForAllNamespaces", ctx.gv_id, k.kind),
                 format!("list or watch objects of kind {}", k.kind),
@@ -361,7 +386,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                 sub_item.insert(
                     "get".into(),
                     op(
-                        &ctx,
+                        ctx,
                         "get",
                         id("read", &suffix),
                         format!("read {sub} of the specified {}", k.kind),
@@ -374,7 +399,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                 sub_item.insert(
                     "put".into(),
                     op(
-                        &ctx,
+                        ctx,
                         "put",
                         id("replace", &suffix),
                         format!("replace {sub} of the specified {}", k.kind),
@@ -391,7 +416,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                 );
                 sub_item.insert(
                     "patch".into(),
-                    patch_op(&ctx, id("patch", &suffix), sdef, sgvk),
+                    patch_op(ctx, id("patch", &suffix), sdef, sgvk),
                 );
             }
             "binding" | "eviction" | "token" => {
@@ -409,7 +434,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                 sub_item.insert(
                     "post".into(),
                     op(
-                        &ctx,
+                        ctx,
                         "post",
                         id("create", &suffix),
                         format!("create {sub} of a {}", k.kind),
@@ -429,7 +454,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                 sub_item.insert(
                     "put".into(),
                     op(
-                        &ctx,
+                        ctx,
                         "put",
                         id("replace", &suffix),
                         format!("replace finalize of the specified {}", k.kind),
@@ -457,7 +482,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
                 ];
                 params = scope_params(params);
                 let mut o = op(
-                    &ctx,
+                    ctx,
                     "get",
                     id("read", &suffix),
                     format!("read log of the specified {}", k.kind),
@@ -473,7 +498,7 @@ pub(super) fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
             _ => {
                 for verb in ["get", "post"] {
                     let mut o = op(
-                        &ctx,
+                        ctx,
                         "connect",
                         format!("connect{}{}{ns}{}{suffix}", camel(verb), ctx.gv_id, k.kind),
                         format!(
@@ -525,12 +550,20 @@ fn patch_op(ctx: &OpCtx<'_>, id: String, def: &str, gvk_of: Value) -> Value {
             p_pretty(),
         ],
         responses(&["200", "201"], def),
-        &[
-            "application/json-patch+json",
-            "application/merge-patch+json",
-            "application/strategic-merge-patch+json",
-            "application/apply-patch+yaml",
-        ],
+        if ctx.strategic {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        } else {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        },
         gvk_of,
     )
 }

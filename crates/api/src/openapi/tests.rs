@@ -218,3 +218,151 @@ fn explain_can_walk_from_a_kind_to_nested_field_descriptions() {
         .as_str()
         .is_some_and(|d| !d.is_empty()));
 }
+
+const WIDGET: Kind = Kind {
+    group: "test.example.com",
+    version: "v1",
+    kind: "Widget",
+    plural: "widgets",
+    singular: "widget",
+    namespaced: true,
+    verbs: crate::kinds::CRUD,
+    short_names: &[],
+    categories: &[],
+    subresources: &["status", "scale"],
+    openapi_name: "",
+};
+
+fn widget_schema(size_doc: &str) -> Value {
+    json!({"type": "object", "description": "A Widget is a thing.", "properties": {
+        "spec": {"type": "object", "required": ["size"], "properties": {
+            "size": {"type": "integer", "description": size_doc, "minimum": 1},
+            "note": {"type": "string", "nullable": true},
+        }},
+    }})
+}
+
+#[test]
+fn custom_kinds_get_a_group_version_document_and_v2_definitions() {
+    let schema = widget_schema("How big it is.");
+    let docs = Documents::with_custom(&[CustomVersion {
+        kind: &WIDGET,
+        schema: Some(&schema),
+    }]);
+    let index: Value = serde_json::from_slice(docs.v3_index_bytes()).unwrap();
+    let url = index["paths"]["apis/test.example.com/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("the custom group/version is in the index");
+    // The built-in group/versions are still there, with the built-in documents' hashes.
+    assert_eq!(
+        index["paths"]["apis/apps/v1"],
+        v3_index()["paths"]["apis/apps/v1"]
+    );
+    assert_eq!(
+        docs.v3_group_version_bytes("apis/apps/v1").map(|(_, h)| h),
+        v3_group_version_bytes("apis/apps/v1").map(|(_, h)| h)
+    );
+    let (bytes, hash) = docs.v3_group_version_bytes(url).expect("served");
+    assert_eq!(
+        docs.v3_url("apis/test.example.com/v1").as_deref(),
+        Some(url)
+    );
+    assert!(url.ends_with(&format!("?hash={hash}")));
+    let doc: Value = serde_json::from_slice(bytes).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    refs_resolve(&doc, "#/components/schemas/", schemas);
+    let w = &schemas["com.example.test.v1.Widget"];
+    assert_eq!(
+        w["x-kubernetes-group-version-kind"],
+        json!([{"group": "test.example.com", "kind": "Widget", "version": "v1"}])
+    );
+    assert_eq!(w["description"], "A Widget is a thing.");
+    assert_eq!(
+        w["properties"]["spec"]["properties"]["size"]["description"],
+        "How big it is."
+    );
+    // The whole schema in v3 (nullable kept), metadata resolved to the built-in ObjectMeta.
+    assert_eq!(
+        w["properties"]["spec"]["properties"]["note"]["nullable"],
+        true
+    );
+    assert_eq!(
+        w["properties"]["metadata"]["allOf"][0]["$ref"],
+        "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    for name in [
+        "com.example.test.v1.WidgetList",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+        "io.k8s.api.autoscaling.v1.Scale",
+    ] {
+        assert!(schemas.get(name).is_some(), "{name} missing");
+    }
+    assert!(schemas.get("io.k8s.api.core.v1.Pod").is_none());
+    // kubectl finds server-side field validation, and no strategic merge patch.
+    assert!(supports_query_param(
+        &doc,
+        "test.example.com",
+        "v1",
+        "Widget",
+        "fieldValidation"
+    ));
+    let patch =
+        &doc["paths"]["/apis/test.example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    let consumes: Vec<&String> = patch["requestBody"]["content"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert!(
+        !consumes.iter().any(|c| c.contains("strategic")),
+        "{consumes:?}"
+    );
+    assert_eq!(
+        patch["operationId"],
+        "patchTestExampleComV1NamespacedWidget"
+    );
+    assert!(doc["paths"]
+        .get("/apis/test.example.com/v1/namespaces/{namespace}/widgets/{name}/scale")
+        .is_some());
+
+    // /openapi/v2: the built-in document plus the kind's (pruned for v2) definitions.
+    let v2: Value = serde_json::from_slice(docs.v2_bytes()).unwrap();
+    let d = &v2["definitions"]["com.example.test.v1.Widget"];
+    assert_eq!(d["properties"]["spec"]["properties"]["note"], json!({}));
+    assert!(v2["definitions"]["io.k8s.api.core.v1.Pod"].is_object());
+    assert!(v2["paths"]["/apis/test.example.com/v1/widgets"].is_object());
+    assert!(v2["paths"]["/api/v1/namespaces/{namespace}/pods"].is_object());
+    refs_resolve(&v2, "#/definitions/", &v2["definitions"]);
+    assert_ne!(docs.v2_hash(), v2_hash());
+
+    // A changed CRD changes the hash; the same CRD gives the same bytes.
+    let again = Documents::with_custom(&[CustomVersion {
+        kind: &WIDGET,
+        schema: Some(&schema),
+    }]);
+    assert_eq!(
+        again.v3_group_version_bytes("apis/test.example.com/v1"),
+        Some((bytes, hash))
+    );
+    let changed_schema = widget_schema("How big it is, in metres.");
+    let changed = Documents::with_custom(&[CustomVersion {
+        kind: &WIDGET,
+        schema: Some(&changed_schema),
+    }]);
+    let (_, new_hash) = changed
+        .v3_group_version_bytes("apis/test.example.com/v1")
+        .unwrap();
+    assert_ne!(new_hash, hash);
+    assert_ne!(changed.v3_index_bytes(), docs.v3_index_bytes());
+    // Without it, the group/version is not served.
+    let none = Documents::with_custom(&[]);
+    assert!(none
+        .v3_group_version_bytes("apis/test.example.com/v1")
+        .is_none());
+    assert_eq!(none.v3_index_bytes(), v3_index_bytes());
+    assert!(builtin()
+        .v3_group_version_bytes("apis/test.example.com/v1")
+        .is_none());
+}

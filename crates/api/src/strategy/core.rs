@@ -42,7 +42,8 @@ impl Strategy for Namespace {
     }
 }
 
-/// ConfigMaps and Secrets: key syntax, and `immutable`.
+/// ConfigMaps and Secrets: key syntax, and `immutable`; a Secret's type never changes,
+/// and a service-account token Secret names its ServiceAccount.
 pub(super) struct ConfigData;
 impl Strategy for ConfigData {
     fn has_generation(&self) -> bool {
@@ -51,9 +52,27 @@ impl Strategy for ConfigData {
     fn default(&self, obj: &mut Value) {
         if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
             default_at(obj, &["type"], json!("Opaque"));
+            merge_string_data(obj);
         }
     }
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
+        let is_secret = obj.get("kind").and_then(Value::as_str) == Some("Secret");
+        if is_secret
+            && obj.get("type").and_then(Value::as_str)
+                == Some(crate::service_account_token::SECRET_TYPE)
+        {
+            let names = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::service_account_token::NAME_ANNOTATION))
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !names {
+                causes.push(Cause::required(format!(
+                    "metadata.annotations[{}]",
+                    crate::service_account_token::NAME_ANNOTATION
+                )));
+            }
+        }
         for field in ["data", "binaryData", "stringData"] {
             let Some(m) = obj.get(field).and_then(Value::as_object) else {
                 continue;
@@ -75,6 +94,10 @@ impl Strategy for ConfigData {
     }
     fn validate_update(&self, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
         let same = |p: &str| old.pointer(p) == new.pointer(p);
+        if new.get("kind").and_then(Value::as_str) == Some("Secret") && !same("/type") {
+            let ty = new.get("type").and_then(Value::as_str).unwrap_or_default();
+            causes.push(Cause::invalid("type", ty, "field is immutable"));
+        }
         if old.get("immutable") == Some(&Value::Bool(true))
             && (!same("/data") || !same("/binaryData"))
         {
@@ -83,6 +106,30 @@ impl Strategy for ConfigData {
                 "field is immutable when `immutable` is set",
             ));
         }
+    }
+}
+
+/// A Secret's write-only `stringData`, as kube-apiserver reads a Secret: each value is
+/// stored base64-encoded under `data` (over a `data` value of the same key) and
+/// `stringData` itself is never stored.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if strings.is_empty() {
+        return;
+    }
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in strings {
+        let text = match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 

@@ -96,6 +96,49 @@ fn updates_may_not_change_immutable_fields() {
     let mut causes = Vec::new();
     for_kind("ConfigMap").validate_update(&old, &new, &mut causes);
     assert_eq!(causes[0].reason, "FieldValueForbidden");
+    let old = json!({"kind": "Secret", "type": "Opaque"});
+    let new = json!({"kind": "Secret", "type": "kubernetes.io/tls"});
+    let mut causes = Vec::new();
+    for_kind("Secret").validate_update(&old, &new, &mut causes);
+    assert_eq!(
+        (causes[0].field.as_str(), causes[0].message.as_str()),
+        (
+            "type",
+            "Invalid value: \"kubernetes.io/tls\": field is immutable"
+        )
+    );
+}
+
+#[test]
+fn secret_string_data_is_stored_encoded_in_data() {
+    let mut secret = json!({"kind": "Secret", "data": {"a": "eA==", "b": "eQ=="},
+        "stringData": {"b": "two", "c": "three"}});
+    for_kind("Secret").default(&mut secret);
+    assert_eq!(
+        secret,
+        json!({"kind": "Secret", "type": "Opaque",
+            "data": {"a": "eA==", "b": "dHdv", "c": "dGhyZWU="}})
+    );
+}
+
+#[test]
+fn service_account_token_secrets_name_their_account() {
+    let secret = |annotations: serde_json::Value| {
+        json!({"kind": "Secret", "metadata": {"name": "t", "annotations": annotations},
+            "type": "kubernetes.io/service-account-token"})
+    };
+    let causes = validate("Secret", &secret(json!({})));
+    assert_eq!(causes.len(), 1);
+    assert_eq!(
+        causes[0].field,
+        "metadata.annotations[kubernetes.io/service-account.name]"
+    );
+    assert_eq!(causes[0].reason, "FieldValueRequired");
+    assert!(validate(
+        "Secret",
+        &secret(json!({"kubernetes.io/service-account.name": "bot"}))
+    )
+    .is_empty());
 }
 
 #[test]
