@@ -27,7 +27,7 @@
 //! `details.causes`), `message` in kube's `Type: value: detail` form; reasons beyond the
 //! usual ones: `FieldValueTypeInvalid`, `FieldValueTooLong`, `FieldValueTooMany`.
 
-mod cel;
+pub mod cel;
 mod columns;
 mod format;
 mod openapi;
