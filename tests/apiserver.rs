@@ -57,3 +57,6 @@ mod api_complete;
 
 #[path = "apiserver/webhooks.rs"]
 mod webhooks;
+
+#[path = "apiserver/admission_policy.rs"]
+mod admission_policy;

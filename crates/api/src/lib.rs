@@ -1,5 +1,7 @@
 //! Kubernetes API machinery with no I/O, shared by the API server and its tests.
 //!
+//! - [`admission`]: ValidatingAdmissionPolicies and their bindings compiled and evaluated
+//!   (the API server decides which apply and acts on the decisions);
 //! - [`cel`]: the CEL interpreter behind CRD validation rules, admission match conditions
 //!   and ValidatingAdmissionPolicies;
 //! - [`cluster`]: the address plan (service, node-port and pod ranges) every component shares;
@@ -28,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub use crd::cel;
 pub mod cluster;
 pub mod convert;

@@ -97,6 +97,12 @@ impl Program {
         &self.src
     }
 
+    /// Whether the program names the variable `name` (so a caller can skip reading what
+    /// no expression uses).
+    pub fn mentions(&self, name: &str) -> bool {
+        self.expr.mentions(name)
+    }
+
     /// Evaluates the program over `input` (whose variables and budget it shares with the
     /// other programs evaluated over the same input).
     pub fn evaluate(&self, input: &Input<'_>) -> Result<Value, String> {

@@ -23,22 +23,21 @@ pub(crate) enum Expr {
 
 impl Expr {
     pub(super) fn uses_old_self(&self) -> bool {
+        self.mentions("oldSelf")
+    }
+
+    /// Whether the expression names the variable `name` anywhere.
+    pub(super) fn mentions(&self, name: &str) -> bool {
+        let m = |e: &Expr| e.mentions(name);
         match self {
-            Expr::Ident(n) => n == "oldSelf",
+            Expr::Ident(n) => n == name,
             Expr::Lit(_) => false,
-            Expr::List(l) => l.iter().any(Expr::uses_old_self),
-            Expr::Map(m) => m
-                .iter()
-                .any(|(k, v)| k.uses_old_self() || v.uses_old_self()),
-            Expr::Select(e, _) | Expr::OptSelect(e, _) | Expr::Unary(_, e) => e.uses_old_self(),
-            Expr::Index(a, b) | Expr::OptIndex(a, b) | Expr::Binary(_, a, b) => {
-                a.uses_old_self() || b.uses_old_self()
-            }
-            Expr::Call(r, _, args) => {
-                r.as_ref().is_some_and(|r| r.uses_old_self())
-                    || args.iter().any(Expr::uses_old_self)
-            }
-            Expr::Cond(a, b, c) => a.uses_old_self() || b.uses_old_self() || c.uses_old_self(),
+            Expr::List(l) => l.iter().any(m),
+            Expr::Map(entries) => entries.iter().any(|(k, v)| m(k) || m(v)),
+            Expr::Select(e, _) | Expr::OptSelect(e, _) | Expr::Unary(_, e) => m(e),
+            Expr::Index(a, b) | Expr::OptIndex(a, b) | Expr::Binary(_, a, b) => m(a) || m(b),
+            Expr::Call(r, _, args) => r.as_deref().is_some_and(m) || args.iter().any(m),
+            Expr::Cond(a, b, c) => m(a) || m(b) || m(c),
         }
     }
 }

@@ -55,6 +55,8 @@ fn compiling_checks_names_functions_and_syntax() {
     // `optional` is a namespace of three functions.
     assert!(Program::compile("optional.of(1).hasValue()", &decls(None)).is_ok());
     assert!(Program::compile("optional.other(1)", &decls(None)).is_err());
+    let p = Program::compile("object.items.all(i, params.max > i)", &decls(None)).unwrap();
+    assert!(p.mentions("params") && p.mentions("object") && !p.mentions("request"));
 }
 
 #[test]
