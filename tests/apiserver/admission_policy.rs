@@ -39,7 +39,9 @@ spec:
 "#;
 
 fn namespace(name: &str, labels: &str) -> String {
-    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n---\n")
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n---\n"
+    )
 }
 
 fn deployment(ns: &str, name: &str, replicas: u32) -> String {
@@ -102,6 +104,7 @@ fn validating_admission_policies_are_enforced_as_kube() {
             namespace("vap-test", "environment: test"),
             namespace("vap-prod", "environment: prod"),
             namespace("vap-params", "vap-case: params"),
+            namespace("vap-selected", "vap-case: selected"),
             namespace("vap-errors", "vap-case: errors"),
         ]
         .concat(),
@@ -112,9 +115,12 @@ fn validating_admission_policies_are_enforced_as_kube() {
     // The documentation's example: `kubectl apply` of too many replicas is refused with
     // kube's status (reason Invalid, the cause kubectl prints after "is invalid: :").
     apply(&s, VERSIONS[1], DOCS_EXAMPLE, &[]).ok();
-    until(&s, "the docs example in force", &deployment("vap-test", "probe", 6), |o| {
-        o.code != 0
-    });
+    until(
+        &s,
+        "the docs example in force",
+        &deployment("vap-test", "probe", 6),
+        |o| o.code != 0,
+    );
     for v in VERSIONS {
         let name = format!("web-{}", v.replace('.', "-"));
         let denied = apply(&s, v, &deployment("vap-test", &name, 6), &[]).fails();
@@ -130,7 +136,9 @@ fn validating_admission_policies_are_enforced_as_kube() {
         apply(&s, v, &deployment("vap-test", &name, 5), &[]).ok();
         let update = apply(&s, v, &deployment("vap-test", &name, 7), &[]).fails();
         assert!(
-            update.stderr.contains("denied request: failed expression: object.spec.replicas <= 5"),
+            update
+                .stderr
+                .contains("denied request: failed expression: object.spec.replicas <= 5"),
             "{update:#?}"
         );
         // The namespace selector of the binding skips other namespaces.
@@ -140,7 +148,15 @@ fn validating_admission_policies_are_enforced_as_kube() {
     let created = s
         .kubectl(
             VERSIONS[1],
-            &["create", "deployment", "nginx", "-n", "vap-test", "--image=nginx", "--replicas=6"],
+            &[
+                "create",
+                "deployment",
+                "nginx",
+                "-n",
+                "vap-test",
+                "--image=nginx",
+                "--replicas=6",
+            ],
         )
         .fails();
     assert!(
@@ -219,7 +235,10 @@ spec:
         &s,
         "the Warn binding in force",
         &configmap("vap-prod", "probe", "", "a: b"),
-        |o| o.stderr.contains("Validation failed for ValidatingAdmissionPolicy 'team-label'"),
+        |o| {
+            o.stderr
+                .contains("Validation failed for ValidatingAdmissionPolicy 'team-label'")
+        },
     );
     for v in VERSIONS {
         let name = format!("unlabelled-{}", v.replace('.', "-"));
@@ -236,7 +255,12 @@ spec:
     let forbidden = apply(
         &s,
         VERSIONS[0],
-        &configmap("vap-prod", "forbidden-x", "team: a, reserved: \"yes\"", "a: b"),
+        &configmap(
+            "vap-prod",
+            "forbidden-x",
+            "team: a, reserved: \"yes\"",
+            "a: b",
+        ),
         &[],
     )
     .fails();
@@ -254,9 +278,9 @@ spec:
     )
     .ok();
     let failure = eventually("the Audit annotation in the audit log", || {
-        audit_events(&s).into_iter().find(|e| {
-            e["objectRef"]["name"] == "unlabelled-1-27" && e["verb"] == "create"
-        })
+        audit_events(&s)
+            .into_iter()
+            .find(|e| e["objectRef"]["name"] == "unlabelled-1-27" && e["verb"] == "create")
     });
     let recorded: Value = serde_json::from_str(
         failure["annotations"]["validation.policy.admission.k8s.io/validation_failure"]
@@ -355,8 +379,11 @@ spec:
     )
     .ok();
     apply(&s, VERSIONS[0], &deployment("vap-params", "api", 8), &[]).ok();
-    s.kubectl(VERSIONS[1], &["delete", "configmap", "-n", "vap-params", "limits"])
-        .ok();
+    s.kubectl(
+        VERSIONS[1],
+        &["delete", "configmap", "-n", "vap-params", "limits"],
+    )
+    .ok();
     let missing = apply(&s, VERSIONS[1], &deployment("vap-params", "api2", 1), &[]).fails();
     assert!(
         missing.stderr.contains(
@@ -364,6 +391,67 @@ spec:
         ),
         "{missing:#?}"
     );
+
+    // Under parameterNotFoundAction Allow a missing param lets requests through.
+    let allow = params_policy.split("---").nth(1).unwrap().replace(
+        "parameterNotFoundAction: Deny",
+        "parameterNotFoundAction: Allow",
+    );
+    apply(&s, VERSIONS[1], &allow, &[]).ok();
+    until(
+        &s,
+        "parameterNotFoundAction Allow in force",
+        &deployment("vap-params", "api2", 1),
+        |o| o.code == 0,
+    );
+    // A selector picks several params: each is evaluated.
+    let selected = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: replica-limit-selected
+spec:
+  policyName: replica-limit
+  validationActions: [Deny]
+  paramRef:
+    selector:
+      matchLabels:
+        limit: "yes"
+    parameterNotFoundAction: Deny
+  matchResources:
+    namespaceSelector:
+      matchLabels:
+        vap-case: selected
+---
+{}---
+{}"#,
+        configmap(
+            "vap-selected",
+            "high",
+            "limit: \"yes\"",
+            "maxReplicas: \"5\""
+        ),
+        configmap(
+            "vap-selected",
+            "low",
+            "limit: \"yes\"",
+            "maxReplicas: \"2\""
+        ),
+    );
+    apply(&s, VERSIONS[1], &selected, &[]).ok();
+    let low = until(
+        &s,
+        "the selector binding in force",
+        &deployment("vap-selected", "sel", 3),
+        |o| o.code != 0,
+    );
+    assert!(
+        low.stderr.contains(
+            "with binding 'replica-limit-selected' denied request: replicas 3 exceed the limit of 2"
+        ),
+        "{low:#?}"
+    );
+    apply(&s, VERSIONS[0], &deployment("vap-selected", "sel", 2), &[]).ok();
 
     // A runtime error: denied under failurePolicy Fail, let through under Ignore; deletes
     // see the old object.
@@ -463,7 +551,12 @@ spec:
         apply(
             &s,
             v,
-            &configmap("vap-errors", &name, "policy: ignore, protect: \"yes\"", "other: x"),
+            &configmap(
+                "vap-errors",
+                &name,
+                "policy: ignore, protect: \"yes\"",
+                "other: x",
+            ),
             &[],
         )
         .ok();
@@ -483,7 +576,11 @@ spec:
     // A deleted binding ends enforcement.
     s.kubectl(
         VERSIONS[1],
-        &["delete", "validatingadmissionpolicybinding", "demo-binding-test.example.com"],
+        &[
+            "delete",
+            "validatingadmissionpolicybinding",
+            "demo-binding-test.example.com",
+        ],
     )
     .ok();
     until(

@@ -68,7 +68,9 @@ pub fn conditions_match(conditions: &[Condition], input: &Input<'_>) -> Result<b
     for c in conditions {
         let r = match &c.program {
             Err(e) => Err(format!("compilation error: {e}")),
-            Ok(p) => p.evaluate(input).map_err(|e| resulted_in_error(p.source(), &e)),
+            Ok(p) => p
+                .evaluate(input)
+                .map_err(|e| resulted_in_error(p.source(), &e)),
         };
         match r {
             Ok(Value::Bool(false)) => return Ok(false),
@@ -166,9 +168,10 @@ impl Policy {
         let p = |r: &Result<Program, String>| r.as_ref().is_ok_and(|p| p.mentions(name));
         self.match_conditions.iter().any(|c| p(&c.program))
             || self.variables.iter().any(|v| p(&v.program))
-            || self.validations.iter().any(|v| {
-                p(&v.expression) || v.message_expression.as_ref().is_some_and(p)
-            })
+            || self
+                .validations
+                .iter()
+                .any(|v| p(&v.expression) || v.message_expression.as_ref().is_some_and(p))
             || self.audit_annotations.iter().any(|a| p(&a.value))
     }
 
@@ -246,7 +249,10 @@ impl Policy {
                 .unwrap_or(0),
             fail: spec.get("failurePolicy").and_then(Value::as_str) != Some("Ignore"),
             param_kind,
-            match_constraints: spec.get("matchConstraints").filter(|m| m.is_object()).cloned(),
+            match_constraints: spec
+                .get("matchConstraints")
+                .filter(|m| m.is_object())
+                .cloned(),
             match_conditions: list(spec.get("matchConditions"))
                 .iter()
                 .map(|c| Condition::compile(c, &all))
@@ -267,7 +273,11 @@ impl Policy {
         };
         for (i, c) in self.match_conditions.iter().enumerate() {
             let src = c.program.as_ref().map(|p| p.source()).unwrap_or_default();
-            add(format!("spec.matchConditions[{i}].expression"), src, &c.program);
+            add(
+                format!("spec.matchConditions[{i}].expression"),
+                src,
+                &c.program,
+            );
         }
         for (i, v) in self.variables.iter().enumerate() {
             let src = v.program.as_ref().map(|p| p.source()).unwrap_or_default();
@@ -405,7 +415,10 @@ pub struct Decision {
 /// An audit annotation's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnnotationResult {
-    Publish { key: String, value: String },
+    Publish {
+        key: String,
+        value: String,
+    },
     /// The expression failed under `failurePolicy: Fail`: the request is refused.
     Error(String),
 }
@@ -447,13 +460,19 @@ impl Binding {
         Binding {
             name: crate::object::name(obj).to_string(),
             policy_name: str_of(&spec, "policyName").to_string(),
-            param_ref: spec.get("paramRef").filter(|p| p.is_object()).map(|p| ParamRef {
-                name: str_of(p, "name").to_string(),
-                namespace: str_of(p, "namespace").to_string(),
-                selector: p.get("selector").filter(|s| s.is_object()).cloned(),
-                deny_when_missing: str_of(p, "parameterNotFoundAction") == "Deny",
-            }),
-            match_resources: spec.get("matchResources").filter(|m| m.is_object()).cloned(),
+            param_ref: spec
+                .get("paramRef")
+                .filter(|p| p.is_object())
+                .map(|p| ParamRef {
+                    name: str_of(p, "name").to_string(),
+                    namespace: str_of(p, "namespace").to_string(),
+                    selector: p.get("selector").filter(|s| s.is_object()).cloned(),
+                    deny_when_missing: str_of(p, "parameterNotFoundAction") == "Deny",
+                }),
+            match_resources: spec
+                .get("matchResources")
+                .filter(|m| m.is_object())
+                .cloned(),
             actions: list(spec.get("validationActions"))
                 .iter()
                 .filter_map(Value::as_str)
@@ -523,16 +542,16 @@ mod tests {
 
     #[test]
     fn errors_follow_the_failure_policy() {
-        let spec = |fp: &str| {
-            json!({"failurePolicy": fp, "validations": [{"expression": "object.spec.missing > 1"}]})
-        };
+        let spec = |fp: &str| json!({"failurePolicy": fp, "validations": [{"expression": "object.spec.missing > 1"}]});
         let fail = run(&policy(spec("Fail")), &json!({"spec": {}}), None);
         assert_eq!(
             fail.decisions,
             [Decision {
                 deny: true,
                 error: true,
-                message: "expression 'object.spec.missing > 1' resulted in error: no such key: missing".into(),
+                message:
+                    "expression 'object.spec.missing > 1' resulted in error: no such key: missing"
+                        .into(),
                 reason: None,
             }]
         );
@@ -587,19 +606,33 @@ mod tests {
             ],
         }));
         let e = run(&p, &json!({"spec": {"replicas": 2}}), None);
-        assert_eq!(e.annotations[0], AnnotationResult::Publish { key: "replicas".into(), value: "n=2".into() });
+        assert_eq!(
+            e.annotations[0],
+            AnnotationResult::Publish {
+                key: "replicas".into(),
+                value: "n=2".into()
+            }
+        );
         assert_eq!(e.annotations.len(), 2);
-        assert!(matches!(&e.annotations[1], AnnotationResult::Error(m) if m.contains("unsupported return type: int")));
+        assert!(
+            matches!(&e.annotations[1], AnnotationResult::Error(m) if m.contains("unsupported return type: int"))
+        );
     }
 
     #[test]
     fn conditions_aggregate_errors_but_false_wins() {
-        let d = Declarations { names: WEBHOOK_CONDITION_NAMES, variables: None };
+        let d = Declarations {
+            names: WEBHOOK_CONDITION_NAMES,
+            variables: None,
+        };
         let c = |e: &str| Condition::compile(&json!({"name": "c", "expression": e}), &d);
         let obj = json!({"a": 1});
         let input = Input::new(vec![("object", &obj)]);
         assert_eq!(conditions_match(&[c("object.a == 1")], &input), Ok(true));
-        assert_eq!(conditions_match(&[c("object.x == 1"), c("false")], &input), Ok(false));
+        assert_eq!(
+            conditions_match(&[c("object.x == 1"), c("false")], &input),
+            Ok(false)
+        );
         assert_eq!(
             conditions_match(&[c("object.x == 1"), c("true")], &input),
             Err("expression 'object.x == 1' resulted in error: no such key: x".into())

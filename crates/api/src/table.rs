@@ -564,12 +564,14 @@ pub fn columns(kind: &str) -> Vec<Column> {
                 col(
                     "PolicyName",
                     "string",
-                    "PolicyName indicates the policy definition which the policy binding binded to".into(),
+                    "PolicyName indicates the policy definition which the policy binding binded to"
+                        .into(),
                 ),
                 col(
                     "ParamRef",
                     "string",
-                    "ParamRef indicates the param resource which sets the configration param".into(),
+                    "ParamRef indicates the param resource which sets the configration param"
+                        .into(),
                 ),
                 age_col(),
             ]);

@@ -44,7 +44,8 @@ fn default_match_resources(m: &mut Value) {
     let Some(m) = m.as_object_mut() else {
         return;
     };
-    m.entry("matchPolicy").or_insert_with(|| json!("Equivalent"));
+    m.entry("matchPolicy")
+        .or_insert_with(|| json!("Equivalent"));
     m.entry("namespaceSelector").or_insert_with(|| json!({}));
     m.entry("objectSelector").or_insert_with(|| json!({}));
     for rules in ["resourceRules", "excludeResourceRules"] {
@@ -65,12 +66,7 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
     match spec.get("failurePolicy").and_then(Value::as_str) {
         None => causes.push(Cause::required("spec.failurePolicy")),
         Some("Fail" | "Ignore") => {}
-        Some(v) => not_supported(
-            "spec.failurePolicy".into(),
-            v,
-            &["Fail", "Ignore"],
-            causes,
-        ),
+        Some(v) => not_supported("spec.failurePolicy".into(), v, &["Fail", "Ignore"], causes),
     }
     if let Some(pk) = spec.get("paramKind").filter(|p| !p.is_null()) {
         let api_version = pk.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -83,7 +79,12 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
                 &format!("unexpected GroupVersion string: {api_version}"),
             ));
         }
-        if pk.get("kind").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if pk
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             causes.push(Cause::required("spec.paramKind.kind"));
         }
     }
@@ -99,7 +100,12 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
     let mut names = Vec::new();
     for (i, c) in items(spec.get("matchConditions")).enumerate() {
         let at = format!("spec.matchConditions[{i}]");
-        if c.get("expression").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+        if c.get("expression")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+        {
             causes.push(Cause::required(format!("{at}.expression")));
         }
         let name = c.get("name").and_then(Value::as_str).unwrap_or("");
@@ -130,7 +136,12 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
                 "name is not a valid CEL identifier",
             ));
         }
-        if v.get("expression").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+        if v.get("expression")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+        {
             causes.push(Cause::required_because(
                 format!("{at}.expression"),
                 "expression is not specified",
@@ -146,7 +157,12 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
     }
     for (i, v) in validations.iter().enumerate() {
         let at = format!("spec.validations[{i}]");
-        if v.get("expression").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+        if v.get("expression")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+        {
             causes.push(Cause::required_because(
                 format!("{at}.expression"),
                 "expression is not specified",
@@ -177,7 +193,12 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
         if let Some(r) = v.get("reason").and_then(Value::as_str) {
-            const REASONS: [&str; 4] = ["Forbidden", "Invalid", "RequestEntityTooLarge", "Unauthorized"];
+            const REASONS: [&str; 4] = [
+                "Forbidden",
+                "Invalid",
+                "RequestEntityTooLarge",
+                "Unauthorized",
+            ];
             if !REASONS.contains(&r) {
                 not_supported(format!("{at}.reason"), r, &REASONS, causes);
             }
@@ -203,7 +224,10 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::duplicate(format!("{at}.key"), key));
         }
         keys.push(key);
-        let value = a.get("valueExpression").and_then(Value::as_str).unwrap_or("");
+        let value = a
+            .get("valueExpression")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if value.trim().is_empty() {
             causes.push(Cause::required_because(
                 format!("{at}.valueExpression"),
@@ -232,9 +256,29 @@ fn validate_policy(obj: &Value, causes: &mut Vec<Cause>) {
 /// A CEL identifier: a letter or `_`, then letters, digits or `_`, and no reserved word.
 fn is_cel_identifier(s: &str) -> bool {
     const RESERVED: [&str; 23] = [
-        "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
-        "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
-        "void", "while", "int", "uint",
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+        "int",
+        "uint",
     ];
     let mut chars = s.chars();
     chars
@@ -358,9 +402,9 @@ fn validate_binding(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
         match p.get("parameterNotFoundAction").and_then(Value::as_str) {
-            None | Some("") => causes.push(Cause::required(
-                "spec.paramRef.parameterNotFoundAction",
-            )),
+            None | Some("") => {
+                causes.push(Cause::required("spec.paramRef.parameterNotFoundAction"))
+            }
             Some("Allow" | "Deny") => {}
             Some(v) => not_supported(
                 "spec.paramRef.parameterNotFoundAction".into(),
@@ -414,7 +458,9 @@ mod tests {
         s.default(&mut obj);
         let mut out = Vec::new();
         s.validate(&obj, &mut out);
-        out.iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        out.iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
     }
 
     #[test]
@@ -427,12 +473,22 @@ mod tests {
         s.default(&mut p);
         assert_eq!(p["spec"]["failurePolicy"], "Fail");
         assert_eq!(p["spec"]["matchConstraints"]["matchPolicy"], "Equivalent");
-        assert_eq!(p["spec"]["matchConstraints"]["namespaceSelector"], json!({}));
-        assert_eq!(p["spec"]["matchConstraints"]["resourceRules"][0]["scope"], "*");
-        assert_eq!(causes("ValidatingAdmissionPolicy", p.clone()), Vec::<String>::new());
+        assert_eq!(
+            p["spec"]["matchConstraints"]["namespaceSelector"],
+            json!({})
+        );
+        assert_eq!(
+            p["spec"]["matchConstraints"]["resourceRules"][0]["scope"],
+            "*"
+        );
+        assert_eq!(
+            causes("ValidatingAdmissionPolicy", p.clone()),
+            Vec::<String>::new()
+        );
 
         let mut bad = p.clone();
-        bad["spec"]["validations"][0] = json!({"expression": "object.spec.replicas <=", "reason": "Nope"});
+        bad["spec"]["validations"][0] =
+            json!({"expression": "object.spec.replicas <=", "reason": "Nope"});
         bad["spec"]["failurePolicy"] = json!("Sometimes");
         let got = causes("ValidatingAdmissionPolicy", bad);
         assert_eq!(got.len(), 3, "{got:?}");
@@ -448,9 +504,12 @@ mod tests {
             "spec.matchConstraints: Required value",
             "spec.validations[0].expression: Invalid value: \"params.max > 1\": compilation failed: ERROR: <input>: undeclared reference to 'params' (in container '')",
         ]);
-        let got = causes("ValidatingAdmissionPolicy", json!({"metadata": {"name": "p"}, "spec": {
-            "matchConstraints": {"resourceRules": [{"operations": ["GET"]}]},
-        }}));
+        let got = causes(
+            "ValidatingAdmissionPolicy",
+            json!({"metadata": {"name": "p"}, "spec": {
+                "matchConstraints": {"resourceRules": [{"operations": ["GET"]}]},
+            }}),
+        );
         assert_eq!(got, [
             "spec.matchConstraints.resourceRules[0].operations[0]: Unsupported value: \"GET\": supported values: \"*\", \"CONNECT\", \"CREATE\", \"DELETE\", \"UPDATE\"",
             "spec.matchConstraints.resourceRules[0].apiGroups: Required value",
@@ -466,11 +525,17 @@ mod tests {
         let ok = json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "validationActions": ["Deny"],
             "paramRef": {"name": "cm", "namespace": "default", "parameterNotFoundAction": "Deny"},
             "matchResources": {"namespaceSelector": {"matchLabels": {"env": "test"}}}}});
-        assert_eq!(causes("ValidatingAdmissionPolicyBinding", ok), Vec::<String>::new());
-        let got = causes("ValidatingAdmissionPolicyBinding", json!({"metadata": {"name": "b"}, "spec": {
-            "validationActions": ["Deny", "Warn", "Deny", "Log"],
-            "paramRef": {"name": "x", "selector": {}},
-        }}));
+        assert_eq!(
+            causes("ValidatingAdmissionPolicyBinding", ok),
+            Vec::<String>::new()
+        );
+        let got = causes(
+            "ValidatingAdmissionPolicyBinding",
+            json!({"metadata": {"name": "b"}, "spec": {
+                "validationActions": ["Deny", "Warn", "Deny", "Log"],
+                "paramRef": {"name": "x", "selector": {}},
+            }}),
+        );
         assert_eq!(got, [
             "spec.policyName: Required value",
             "spec.paramRef.name: Forbidden: name and selector are mutually exclusive",
@@ -480,7 +545,10 @@ mod tests {
             "spec.validationActions[3]: Unsupported value: \"Log\": supported values: \"Audit\", \"Deny\", \"Warn\"",
             "spec.validationActions: Invalid value: [Deny Warn Deny Log]: must not contain both Deny and Warn (repeating the same validation failure information in the API response and headers serves no purpose)",
         ]);
-        let got = causes("ValidatingAdmissionPolicyBinding", json!({"metadata": {"name": "b"}, "spec": {"policyName": "p"}}));
+        let got = causes(
+            "ValidatingAdmissionPolicyBinding",
+            json!({"metadata": {"name": "b"}, "spec": {"policyName": "p"}}),
+        );
         assert_eq!(got, ["spec.validationActions: Required value: at least one validation action is required"]);
     }
 }

@@ -294,7 +294,11 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
         "ValidatingAdmissionPolicy" => {
             let kind = match o.pointer("/spec/paramKind") {
                 Some(k) if k.is_object() => {
-                    format!("{}/{}", s(o, "/spec/paramKind/apiVersion"), s(o, "/spec/paramKind/kind"))
+                    format!(
+                        "{}/{}",
+                        s(o, "/spec/paramKind/apiVersion"),
+                        s(o, "/spec/paramKind/kind")
+                    )
                 }
                 _ => "<unset>".into(),
             };

@@ -700,7 +700,10 @@ fn admission_policies_print_their_counts_and_params() {
                    "spec": {"policyName": "p", "paramRef": param}}),
         )
     };
-    assert_eq!(b(json!({"name": "limits", "namespace": "ns"}))[2], "ns/limits");
+    assert_eq!(
+        b(json!({"name": "limits", "namespace": "ns"}))[2],
+        "ns/limits"
+    );
     assert_eq!(b(json!({"name": "limits"}))[2], "*/limits");
     assert_eq!(b(Value::Null)[2], "<unset>");
     assert_eq!(b(Value::Null)[1], "p");

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
+use skiff_api::cel::{Authorizer, RequestResource};
 use skiff_api::kinds::{self, Kind};
+use skiff_api::rbac::{Attributes, Decision};
 use skiff_api::selector::LabelSelector;
 
 use super::Request;
@@ -156,6 +158,31 @@ fn equivalents(kind: &Kind) -> impl Iterator<Item = &'static Kind> + '_ {
         .into_iter()
         .filter(move |(g, v)| *g == kind.group && *v != kind.version)
         .filter_map(move |(g, v)| kinds::by_resource(g, v, kind.plural))
+}
+
+/// How CEL's `authorizer` decides: the server's RBAC policy.
+pub(super) type Decide<'a> = &'a (dyn Fn(&Attributes) -> Decision + Sync);
+
+/// The `authorizer` of CEL expressions: `decide` asked as the requesting user, with the
+/// request's resource (as `kind`) for `authorizer.requestResource`.
+pub(super) fn authorizer<'a>(
+    user: &'a UserInfo,
+    req: &'a Request<'a>,
+    kind: &'a Kind,
+    decide: Decide<'a>,
+) -> Authorizer<'a> {
+    Authorizer {
+        username: &user.username,
+        groups: &user.groups,
+        request: RequestResource {
+            group: kind.group,
+            resource: kind.plural,
+            subresource: req.subresource,
+            namespace: req.namespace.unwrap_or_default(),
+            name: req.name,
+        },
+        decide,
+    }
 }
 
 /// The `request` of CEL expressions (and of an AdmissionReview, without its uid and

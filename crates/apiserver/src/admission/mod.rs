@@ -184,7 +184,17 @@ pub async fn admit(
     let mut out = Admitted::default();
     let mut obj = obj;
     if let Some(h) = &hooks {
-        webhook::mutate(st, h, req, obj.as_deref_mut(), old, &user, &mut ns, &mut out).await?;
+        webhook::mutate(
+            st,
+            h,
+            req,
+            obj.as_deref_mut(),
+            old,
+            &user,
+            &mut ns,
+            &mut out,
+        )
+        .await?;
     }
     let obj = obj.as_deref();
     if let Some(p) = &policies {

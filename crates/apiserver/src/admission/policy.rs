@@ -32,11 +32,11 @@ use std::sync::{Arc, RwLock};
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use skiff_api::admission::{AnnotationResult, Binding, Policy};
-use skiff_api::cel::{Authorizer, Input, RequestResource};
+use skiff_api::cel::Input;
 use skiff_api::kinds::{self, Kind};
 use skiff_api::selector::LabelSelector;
 
-use super::matching::{matches_resources, request_attributes, selects};
+use super::matching::{authorizer, matches_resources, request_attributes, selects};
 use super::{Admitted, NamespaceOf, Request, GROUP};
 use crate::audit::UserInfo;
 use crate::handlers::objects;
@@ -184,7 +184,13 @@ struct Outcome<'a> {
 }
 
 impl Outcome<'_> {
-    fn deny(&mut self, policy: &Policy, binding: Option<&Binding>, message: &str, reason: Option<&str>) {
+    fn deny(
+        &mut self,
+        policy: &Policy,
+        binding: Option<&Binding>,
+        message: &str,
+        reason: Option<&str>,
+    ) {
         if self.refusal.is_none() {
             self.refusal = Some(denied(self.req, policy, binding, message, reason));
         }
@@ -196,7 +202,11 @@ impl Outcome<'_> {
             tracing::debug!(policy = %policy.name, error = %e, "admission policy error ignored");
             return;
         }
-        let what = if binding.is_some() { "binding" } else { "policy" };
+        let what = if binding.is_some() {
+            "binding"
+        } else {
+            "policy"
+        };
         self.deny(
             policy,
             binding,
@@ -307,22 +317,14 @@ pub(super) async fn validate(
                     ("object", vobj.as_deref().unwrap_or(&null)),
                     ("oldObject", vold.as_deref().unwrap_or(&null)),
                     ("request", &request),
-                    ("namespaceObject", namespace_object.as_ref().unwrap_or(&null)),
+                    (
+                        "namespaceObject",
+                        namespace_object.as_ref().unwrap_or(&null),
+                    ),
                     ("params", param.as_ref().unwrap_or(&null)),
                 ])
                 .with_variables(&policy.variables)
-                .with_authorizer(Authorizer {
-                    username: &user.username,
-                    groups: &user.groups,
-                    request: RequestResource {
-                        group: kind.group,
-                        resource: kind.plural,
-                        subresource: req.subresource,
-                        namespace: req.namespace.unwrap_or_default(),
-                        name: req.name,
-                    },
-                    decide: &decide,
-                });
+                .with_authorizer(authorizer(user, req, kind, &decide));
                 let evaluation = policy.validate(&input);
                 for (i, d) in evaluation.decisions.iter().enumerate() {
                     if !d.deny {
@@ -360,9 +362,7 @@ pub(super) async fn validate(
                                 values.push(value);
                             }
                         }
-                        AnnotationResult::Error(e) => {
-                            outcome.deny(policy, Some(binding), &e, None)
-                        }
+                        AnnotationResult::Error(e) => outcome.deny(policy, Some(binding), &e, None),
                     }
                 }
             }
@@ -478,7 +478,9 @@ async fn collect_params(
         return Err("one of name or selector must be provided".into());
     };
     if found.is_empty() && r.deny_when_missing {
-        return Err("no params found for policy binding with `Deny` parameterNotFoundAction".into());
+        return Err(
+            "no params found for policy binding with `Deny` parameterNotFoundAction".into(),
+        );
     }
     Ok(found)
 }
@@ -569,7 +571,8 @@ mod tests {
             dry_run: false,
         };
         let policy = Policy::compile(&json!({"metadata": {"name": "demo-policy.example.com"}}));
-        let binding = Binding::parse(&json!({"metadata": {"name": "demo-binding-test.example.com"}}));
+        let binding =
+            Binding::parse(&json!({"metadata": {"name": "demo-binding-test.example.com"}}));
         let e = denied(
             &req,
             &policy,
@@ -587,12 +590,26 @@ mod tests {
             e.details.unwrap()["causes"][0]["message"],
             "ValidatingAdmissionPolicy 'demo-policy.example.com' with binding 'demo-binding-test.example.com' denied request: failed expression: object.spec.replicas <= 5"
         );
-        let e = denied(&req, &policy, None, "failed to configure policy: x", Some("Forbidden"));
+        let e = denied(
+            &req,
+            &policy,
+            None,
+            "failed to configure policy: x",
+            Some("Forbidden"),
+        );
         assert_eq!(e.code, StatusCode::FORBIDDEN);
         assert!(e
             .message
             .ends_with("ValidatingAdmissionPolicy 'demo-policy.example.com' denied request: failed to configure policy: x"));
-        let v = validation_failure(&policy, &Binding { actions: vec!["Audit".into()], ..binding }, 0, "m");
+        let v = validation_failure(
+            &policy,
+            &Binding {
+                actions: vec!["Audit".into()],
+                ..binding
+            },
+            0,
+            "m",
+        );
         assert_eq!(
             v,
             r#"[{"message":"m","policy":"demo-policy.example.com","binding":"demo-binding-test.example.com","expressionIndex":0,"validationActions":["Audit"]}]"#

@@ -22,7 +22,9 @@ use skiff_api::cel::{Declarations, Input};
 use skiff_api::kinds::Kind;
 
 use super::client::call_webhook;
-use super::matching::{request_attributes, rule_matches, selectors_match, strings};
+use super::matching::{
+    authorizer, request_attributes, rule_matches, selectors_match, strings, Decide,
+};
 use super::{internal, Admitted, NamespaceOf, Request, GROUP};
 use crate::audit::UserInfo;
 use crate::status::{ApiError, ApiResult};
@@ -107,10 +109,17 @@ pub(super) async fn mutate(
         return Ok(());
     }
     let ns_labels = ns.labels(obj.as_deref(), old).await?;
+    let decide = |a: &skiff_api::rbac::Attributes| st.authz.decide(a);
     for hook in hooks_of(&index.mutating) {
         let review = review(req, obj.as_deref(), old, user);
-        let Some(call) = prepare(&hook, req, obj.as_deref(), old, ns_labels.as_ref(), &review)?
-        else {
+        let seen = Seen {
+            obj: obj.as_deref(),
+            old,
+            ns_labels: ns_labels.as_ref(),
+            user,
+            decide: &decide,
+        };
+        let Some(call) = prepare(&hook, req, &seen, &review)? else {
             continue;
         };
         let Some(answer) = call.answer(call_webhook(st, &hook, &review, true).await)? else {
@@ -154,11 +163,19 @@ pub(super) async fn validate(
         return Ok(());
     }
     let ns_labels = ns.labels(obj, old).await?;
+    let decide = |a: &skiff_api::rbac::Attributes| st.authz.decide(a);
+    let seen = Seen {
+        obj,
+        old,
+        ns_labels: ns_labels.as_ref(),
+        user,
+        decide: &decide,
+    };
     let hooks = hooks_of(&index.validating);
     let mut calls = Vec::new();
     for hook in &hooks {
         let review = review(req, obj, old, user);
-        if let Some(call) = prepare(hook, req, obj, old, ns_labels.as_ref(), &review)? {
+        if let Some(call) = prepare(hook, req, &seen, &review)? {
             calls.push(async move {
                 let r = call_webhook(st, hook, &review, false).await;
                 (call, r)
@@ -223,21 +240,30 @@ impl Call<'_> {
     }
 }
 
+/// What a webhook's match sees of the request.
+struct Seen<'a> {
+    obj: Option<&'a Value>,
+    old: Option<&'a Value>,
+    /// The Namespace's labels (None: cluster-scoped, never excluded).
+    ns_labels: Option<&'a BTreeMap<String, String>>,
+    user: &'a UserInfo,
+    /// The `authorizer` of match conditions.
+    decide: Decide<'a>,
+}
+
 /// Whether `hook` is to be called (None: it does not match, or its match could not be
 /// evaluated and the policy ignores it).
 fn prepare<'h>(
     hook: &'h Value,
     req: &Request<'_>,
-    obj: Option<&Value>,
-    old: Option<&Value>,
-    ns_labels: Option<&BTreeMap<String, String>>,
+    seen: &Seen<'_>,
     review: &Value,
 ) -> ApiResult<Option<Call<'h>>> {
     let call = Call {
         name: hook.get("name").and_then(Value::as_str).unwrap_or_default(),
         fail: hook.get("failurePolicy").and_then(Value::as_str) != Some("Ignore"),
     };
-    match matches(hook, req, obj, old, ns_labels, &review["request"]) {
+    match matches(hook, req, seen, &review["request"]) {
         Ok(true) => {}
         Ok(false) => return Ok(None),
         Err(e) => return call.answer(Err(e)).map(|_| None),
@@ -261,9 +287,7 @@ fn prepare<'h>(
 fn matches(
     hook: &Value,
     req: &Request<'_>,
-    obj: Option<&Value>,
-    old: Option<&Value>,
-    ns_labels: Option<&BTreeMap<String, String>>,
+    seen: &Seen<'_>,
     request: &Value,
 ) -> Result<bool, String> {
     let rules = hook
@@ -274,7 +298,7 @@ fn matches(
     if !rules.iter().any(|r| rule_matches(r, req, req.kind)) {
         return Ok(false);
     }
-    if !selectors_match(hook, ns_labels, obj, old)? {
+    if !selectors_match(hook, seen.ns_labels, seen.obj, seen.old)? {
         return Ok(false);
     }
     let conditions = super::matching::list(hook.get("matchConditions"));
@@ -291,10 +315,11 @@ fn matches(
         .collect();
     let null = Value::Null;
     let input = Input::new(vec![
-        ("object", obj.unwrap_or(&null)),
-        ("oldObject", old.unwrap_or(&null)),
+        ("object", seen.obj.unwrap_or(&null)),
+        ("oldObject", seen.old.unwrap_or(&null)),
         ("request", request),
-    ]);
+    ])
+    .with_authorizer(authorizer(seen.user, req, req.kind, seen.decide));
     conditions_match(&conditions, &input)
 }
 
@@ -458,6 +483,19 @@ mod tests {
         kinds::by_resource("", "v1", "pods").unwrap()
     }
 
+    /// An authorizer that allows only alice to list pods.
+    fn nobody(a: &skiff_api::rbac::Attributes) -> skiff_api::rbac::Decision {
+        if a.user == "alice" && a.verb == "list" && a.resource == "pods" {
+            skiff_api::rbac::Decision::Allow {
+                reason: String::new(),
+            }
+        } else {
+            skiff_api::rbac::Decision::NoOpinion {
+                reason: String::new(),
+            }
+        }
+    }
+
     #[test]
     fn selectors_and_conditions_decide_the_call() {
         let r = req(pods(), "CREATE", "");
@@ -469,14 +507,18 @@ mod tests {
             for (k, v) in extra.as_object().unwrap() {
                 h[k] = v.clone();
             }
-            matches(
-                &h,
-                &r,
-                Some(&obj),
-                None,
-                Some(&ns),
-                &json!({"operation": "CREATE"}),
-            )
+            let user = UserInfo {
+                username: "alice".into(),
+                ..Default::default()
+            };
+            let seen = Seen {
+                obj: Some(&obj),
+                old: None,
+                ns_labels: Some(&ns),
+                user: &user,
+                decide: &nobody,
+            };
+            matches(&h, &r, &seen, &json!({"operation": "CREATE"}))
         };
         assert_eq!(hook(json!({})), Ok(true));
         assert_eq!(
@@ -513,13 +555,25 @@ mod tests {
             json!({"matchConditions": [{"name": "c", "expression": "object.metadata.name"}]})
         )
         .is_err());
+        // The authorizer asks RBAC as the requesting user.
+        assert_eq!(
+            hook(
+                json!({"matchConditions": [{"name": "c", "expression": "authorizer.group('').resource('pods').check('list').allowed() && !authorizer.requestResource.check('delete').allowed()"}]})
+            ),
+            Ok(true)
+        );
         // The old object's labels count too (a DELETE has only the old one).
         let del = req(pods(), "DELETE", "");
         let h = json!({"rules": rules, "objectSelector": {"matchLabels": {"app": "a"}}});
-        assert_eq!(
-            matches(&h, &del, None, Some(&obj), None, &Value::Null),
-            Ok(true)
-        );
+        let user = UserInfo::default();
+        let seen = Seen {
+            obj: None,
+            old: Some(&obj),
+            ns_labels: None,
+            user: &user,
+            decide: &nobody,
+        };
+        assert_eq!(matches(&h, &del, &seen, &Value::Null), Ok(true));
     }
 
     #[test]

@@ -202,9 +202,7 @@ fn index<'v>(base: &'v Value, idx: &Value) -> Result<&'v Value, String> {
             .and_then(|n| usize::try_from(n).ok())
             .and_then(|n| a.get(n))
             .ok_or_else(|| format!("index out of bounds: {n}")),
-        (Value::Object(m), Value::String(k)) => {
-            m.get(k).ok_or_else(|| format!("no such key: {k}"))
-        }
+        (Value::Object(m), Value::String(k)) => m.get(k).ok_or_else(|| format!("no such key: {k}")),
         _ => Err(no_overload("index")),
     }
 }

@@ -1,7 +1,7 @@
 //! CEL: a small interpreter for the subset Kubernetes users commonly write, over JSON
-//! values — CRD `x-kubernetes-validations` rules ([`Rule`]), admission webhooks'
-//! `matchConditions` ([`evaluate`]) and ValidatingAdmissionPolicies ([`Program`], compiled
-//! once per policy generation and evaluated per request over an [`Input`]).
+//! values — CRD `x-kubernetes-validations` rules (`Rule`), and admission webhooks'
+//! `matchConditions` and ValidatingAdmissionPolicies ([`Program`], compiled once and
+//! evaluated per request over an [`Input`]).
 //!
 //! Supported: literals (int, uint `1u`, double, strings with raw and triple-quoted forms,
 //! bool, null, lists, maps), variables, field selection and indexing,
@@ -35,17 +35,8 @@ use super::{render, Cause};
 use crate::rbac::{Attributes, Decision};
 use eval::{eval, Env, Limits, Scope};
 pub(crate) use parse::parse;
-use parse::{check_functions, check_references, Expr};
 pub use parse::Declarations;
-
-/// Evaluates one CEL expression over named variables (an admission webhook's
-/// `matchConditions` see `object`, `oldObject`, `request`), with the subset and the
-/// limits described above: an expression calling an unsupported function is an error.
-pub fn evaluate(src: &str, vars: Vec<(String, Value)>) -> Result<Value, String> {
-    let expr = parse(src)?;
-    check_functions(&expr)?;
-    eval(&expr, &Env::new(&Vars::new(vars)))
-}
+use parse::{check_functions, check_references, Expr};
 
 /// Fixed variables (a CRD rule's `self` and `oldSelf`).
 struct Vars {
@@ -189,7 +180,10 @@ impl Scope for Input<'_> {
         if name == "authorizer" {
             return self.authorizer.as_ref().map(|(v, _)| v);
         }
-        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     fn variable(&self, name: &str) -> Result<&Value, String> {
@@ -213,7 +207,9 @@ impl Scope for Input<'_> {
         match cell.get() {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => Err(e.clone()),
-            None => Err(format!("composited variable {name:?} could not be evaluated")),
+            None => Err(format!(
+                "composited variable {name:?} could not be evaluated"
+            )),
         }
     }
 

@@ -262,9 +262,7 @@ pub(super) fn check_references(
                 Err(format!("undeclared reference to '{n}' (in container '')"))
             }
         }
-        Expr::Select(x, field) | Expr::OptSelect(x, field)
-            if matches!(&**x, Expr::Ident(n) if n == "variables" && !local(bound, n)) =>
-        {
+        Expr::Select(x, field) | Expr::OptSelect(x, field) if matches!(&**x, Expr::Ident(n) if n == "variables" && !local(bound, n)) => {
             match decls.variables {
                 Some(vars) if vars.iter().any(|v| v == field) => Ok(()),
                 Some(_) => Err(format!("undefined field '{field}'")),
@@ -292,13 +290,13 @@ pub(super) fn check_references(
             [Expr::Select(x, _)] => check_references(x, decls, bound),
             _ => Err("invalid argument to has() macro".into()),
         },
-        Expr::Call(Some(r), name, args)
-            if matches!(&**r, Expr::Ident(n) if n == "optional" && !local(bound, n)) =>
+        Expr::Call(Some(r), name, args) if matches!(&**r, Expr::Ident(n) if n == "optional" && !local(bound, n)) =>
         {
             if !matches!(name.as_str(), "of" | "none" | "ofNonZeroValue") {
                 return Err(format!("undeclared reference to 'optional.{name}'"));
             }
-            args.iter().try_for_each(|x| check_references(x, decls, bound))
+            args.iter()
+                .try_for_each(|x| check_references(x, decls, bound))
         }
         Expr::Call(Some(r), name, args) if MACROS.contains(&name.as_str()) => {
             check_references(r, decls, bound)?;
@@ -310,7 +308,9 @@ pub(super) fn check_references(
                 return Err(format!("invalid arguments to {name}() macro"));
             }
             bound.push(var.clone());
-            let r = body.iter().try_for_each(|x| check_references(x, decls, bound));
+            let r = body
+                .iter()
+                .try_for_each(|x| check_references(x, decls, bound));
             bound.pop();
             r
         }
@@ -318,11 +318,11 @@ pub(super) fn check_references(
             if let Some(r) = r {
                 check_references(r, decls, bound)?;
             }
-            args.iter().try_for_each(|x| check_references(x, decls, bound))
+            args.iter()
+                .try_for_each(|x| check_references(x, decls, bound))
         }
     }
 }
-
 
 /// Whether every call is in the supported subset. Rules calling other functions (CEL's
 /// timestamps, durations, quantities, URLs …) are accepted in CRDs but not evaluated.

@@ -119,25 +119,37 @@ fn policy_expressions_evaluate() {
             json!(["docker.io/b"]),
         ),
         ("'env' in object.metadata.labels", json!(true)),
-        ("has(object.spec.replicas) && !has(object.spec.paused)", json!(true)),
+        (
+            "has(object.spec.replicas) && !has(object.spec.paused)",
+            json!(true),
+        ),
         ("size(object.spec.containers) == 2", json!(true)),
         (
             "object.metadata.labels.app == 'web' ? 'yes' : 'no'",
             json!("yes"),
         ),
-        ("object.metadata.name.matches('^[a-z]+-[0-9]$')", json!(true)),
+        (
+            "object.metadata.name.matches('^[a-z]+-[0-9]$')",
+            json!(true),
+        ),
         (
             "'replicas ' + string(object.spec.replicas) + ' > ' + string(2.0)",
             json!("replicas 3 > 2"),
         ),
         ("string(1.5) + string(true)", json!("1.5true")),
-        ("int('7') + int(2.9) == 9 && double('0.5') == 0.5", json!(true)),
+        (
+            "int('7') + int(2.9) == 9 && double('0.5') == 0.5",
+            json!(true),
+        ),
         ("oldObject == null", json!(true)),
         // Optionals.
         ("object.?spec.?paused.orValue(false)", json!(false)),
         ("object.spec.?replicas.orValue(1)", json!(3)),
         ("object.?status.?phase.hasValue()", json!(false)),
-        ("object.metadata.labels[?'tier'].orValue('none')", json!("none")),
+        (
+            "object.metadata.labels[?'tier'].orValue('none')",
+            json!("none"),
+        ),
         ("object.?metadata.labels.app.value()", json!("web")),
         ("oldObject.?spec.orValue('created')", json!("created")),
         ("optional.none().or(optional.of(2)).value()", json!(2)),
@@ -262,7 +274,11 @@ fn the_authorizer_asks_the_decider() {
     assert_eq!(seen[0].groups, groups);
     assert_eq!(seen[0].namespace, "ns1");
     assert_eq!(
-        (seen[3].api_group.as_str(), seen[3].resource.as_str(), seen[3].name.as_str()),
+        (
+            seen[3].api_group.as_str(),
+            seen[3].resource.as_str(),
+            seen[3].name.as_str()
+        ),
         ("apps", "deployments", "web")
     );
     assert_eq!(seen[4].user, "system:serviceaccount:kube-system:ctl");
