@@ -74,12 +74,9 @@ pub fn conditions_match(conditions: &[Condition], input: &Input<'_>) -> Result<b
         };
         match r {
             Ok(Value::Bool(false)) => return Ok(false),
-            Ok(Value::Bool(true)) => {}
-            Ok(other) => errors.push(format!(
-                "matchCondition {:?} must evaluate to bool, got {}",
-                c.name,
-                type_name(&other)
-            )),
+            // Only false excludes (kube's type check refuses other result types where it
+            // can tell; where it cannot, they count as a match).
+            Ok(_) => {}
             Err(e) => errors.push(e),
         }
     }
@@ -110,7 +107,7 @@ fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn list<'v>(v: Option<&'v Value>) -> &'v [Value] {
+fn list(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default()
@@ -329,12 +326,10 @@ impl Policy {
         for v in &self.validations {
             let r = match &v.expression {
                 Err(e) => Err(format!("compilation error: {e}")),
+                // Anything but true fails the validation, as in kube (whose type check
+                // refuses other result types where it can tell).
                 Ok(p) => match p.evaluate(input) {
-                    Ok(Value::Bool(b)) => Ok(b),
-                    Ok(other) => Err(resulted_in_error(
-                        p.source(),
-                        &format!("the result is {}, not bool", type_name(&other)),
-                    )),
+                    Ok(v) => Ok(v == Value::Bool(true)),
                     Err(e) => Err(resulted_in_error(p.source(), &e)),
                 },
             };

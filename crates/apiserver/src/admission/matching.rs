@@ -43,6 +43,16 @@ pub(super) fn list(v: Option<&Value>) -> &[Value] {
 /// Whether one rule (`operations`, `apiGroups`, `apiVersions`, `resources`, `scope`,
 /// and for a policy's named rules `resourceNames`) covers the request as `kind`.
 pub(super) fn rule_matches(rule: &Value, req: &Request<'_>, kind: &Kind) -> bool {
+    rule_matches_version(rule, req, kind, Some(kind.version))
+}
+
+/// [`rule_matches`], the version left out (None: any version).
+fn rule_matches_version(
+    rule: &Value,
+    req: &Request<'_>,
+    kind: &Kind,
+    version: Option<&str>,
+) -> bool {
     let has = |field: &str, want: &str| {
         strings(rule.get(field))
             .iter()
@@ -62,7 +72,7 @@ pub(super) fn rule_matches(rule: &Value, req: &Request<'_>, kind: &Kind) -> bool
     let name_ok = names.is_empty() || names.contains(&req.name);
     has("operations", req.operation)
         && has("apiGroups", kind.group)
-        && has("apiVersions", kind.version)
+        && version.is_none_or(|v| has("apiVersions", v))
         && resource_ok
         && scope_ok
         && name_ok
@@ -146,7 +156,13 @@ fn rules_match<'a>(rules: &[Value], req: &Request<'a>, equivalent: bool) -> Opti
     if rules.iter().any(|r| rule_matches(r, req, req.kind)) {
         return Some(req.kind);
     }
-    if !equivalent {
+    // Only a rule that matches but for the version can match another version (most do
+    // not: then the served versions are not looked up).
+    if !equivalent
+        || !rules
+            .iter()
+            .any(|r| rule_matches_version(r, req, req.kind, None))
+    {
         return None;
     }
     equivalents(req.kind).find(|k| rules.iter().any(|r| rule_matches(r, req, k)))

@@ -31,6 +31,7 @@ mod webhook;
 pub use policy::Policies;
 pub use webhook::Webhooks;
 
+use crate::audit::UserInfo;
 use crate::handlers::objects;
 use crate::meta;
 use crate::status::{ApiError, ApiResult};
@@ -180,46 +181,39 @@ pub async fn admit(
     let user = crate::authz::REQUEST_USER
         .try_with(Clone::clone)
         .unwrap_or_default();
-    let mut ns = NamespaceOf::new(st, req);
+    let mut attrs = Attributes::new(st, req, user);
     let mut out = Admitted::default();
     let mut obj = obj;
     if let Some(h) = &hooks {
-        webhook::mutate(
-            st,
-            h,
-            req,
-            obj.as_deref_mut(),
-            old,
-            &user,
-            &mut ns,
-            &mut out,
-        )
-        .await?;
+        webhook::mutate(&mut attrs, h, obj.as_deref_mut(), old, &mut out).await?;
     }
     let obj = obj.as_deref();
     if let Some(p) = &policies {
-        policy::validate(st, p, req, obj, old, &user, &mut ns, &mut out).await?;
+        policy::validate(&mut attrs, p, obj, old, &mut out).await?;
     }
     if let Some(h) = &hooks {
-        webhook::validate(st, h, req, obj, old, &user, &mut ns, &mut out).await?;
+        webhook::validate(&mut attrs, h, obj, old, &mut out).await?;
     }
     Ok(out)
 }
 
-/// The Namespace of the request's object, read from the store at most once per request
-/// and only when a selector or an expression needs it.
-pub(super) struct NamespaceOf<'a> {
+/// What admission knows of a request (kube's `admission.Attributes`): the request, who
+/// makes it, and the Namespace of its object, read from the store at most once per
+/// request and only when a selector or an expression needs it.
+pub(super) struct Attributes<'a> {
     st: &'a Objects,
     req: &'a Request<'a>,
+    user: UserInfo,
     /// None: not read yet; Some(None): there is none (cluster-scoped, or not found).
     read: Option<Option<Value>>,
 }
 
-impl<'a> NamespaceOf<'a> {
-    fn new(st: &'a Objects, req: &'a Request<'a>) -> NamespaceOf<'a> {
-        NamespaceOf {
+impl<'a> Attributes<'a> {
+    fn new(st: &'a Objects, req: &'a Request<'a>, user: UserInfo) -> Attributes<'a> {
+        Attributes {
             st,
             req,
+            user,
             read: None,
         }
     }
@@ -230,7 +224,7 @@ impl<'a> NamespaceOf<'a> {
 
     /// The Namespace object a namespaced request is in (None for cluster-scoped objects,
     /// Namespaces themselves included, and for a namespace that does not exist).
-    pub(super) async fn object(&mut self) -> ApiResult<Option<&Value>> {
+    pub(super) async fn namespace_object(&mut self) -> ApiResult<Option<&Value>> {
         if self.read.is_none() {
             let ns = match self.req.namespace.filter(|n| !n.is_empty()) {
                 Some(ns) if self.req.kind.namespaced && !self.is_namespace() => {
@@ -250,7 +244,7 @@ impl<'a> NamespaceOf<'a> {
     /// The labels `namespaceSelector` sees: the object's Namespace's (none if it does
     /// not exist), a Namespace's own, or None for other cluster-scoped objects (never
     /// excluded).
-    pub(super) async fn labels(
+    pub(super) async fn namespace_labels(
         &mut self,
         obj: Option<&Value>,
         old: Option<&Value>,
@@ -261,7 +255,7 @@ impl<'a> NamespaceOf<'a> {
         if !self.req.kind.namespaced || self.req.namespace.is_none_or(str::is_empty) {
             return Ok(None);
         }
-        Ok(Some(matching::labels(self.object().await?)))
+        Ok(Some(matching::labels(self.namespace_object().await?)))
     }
 }
 

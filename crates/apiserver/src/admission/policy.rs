@@ -37,8 +37,7 @@ use skiff_api::kinds::{self, Kind};
 use skiff_api::selector::LabelSelector;
 
 use super::matching::{authorizer, matches_resources, request_attributes, selects};
-use super::{Admitted, NamespaceOf, Request, GROUP};
-use crate::audit::UserInfo;
+use super::{Admitted, Attributes, Request, GROUP};
 use crate::handlers::objects;
 use crate::meta;
 use crate::status::{ApiError, ApiResult};
@@ -218,17 +217,14 @@ impl Outcome<'_> {
 
 /// Evaluates the bound policies that match the request; the first refusal is the
 /// error, warnings go to `out`, audit annotations into the request's audit event.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn validate(
-    st: &Objects,
+    attrs: &mut Attributes<'_>,
     index: &Index,
-    req: &Request<'_>,
     obj: Option<&Value>,
     old: Option<&Value>,
-    user: &UserInfo,
-    ns: &mut NamespaceOf<'_>,
     out: &mut Admitted,
 ) -> ApiResult<()> {
+    let (st, req) = (attrs.st, attrs.req);
     let mut outcome = Outcome {
         req,
         refusal: None,
@@ -248,7 +244,7 @@ pub(super) async fn validate(
             continue;
         };
         let ns_labels = if selects(constraints.get("namespaceSelector")) {
-            ns.labels(obj, old).await?
+            attrs.namespace_labels(obj, old).await?
         } else {
             None
         };
@@ -280,15 +276,21 @@ pub(super) async fn validate(
         };
         // The objects as the version the policy matched (`matchPolicy: Equivalent`).
         let (vobj, vold) = (as_version(obj, kind), as_version(old, kind));
-        let request = request_attributes(req, kind, user);
+        let request = request_attributes(req, kind, &attrs.user);
         if namespace_object.is_none() && policy.mentions("namespaceObject") {
-            namespace_object = Some(ns.object().await?.cloned().unwrap_or(Value::Null));
+            namespace_object = Some(
+                attrs
+                    .namespace_object()
+                    .await?
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
         }
         let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for binding in &hook.bindings {
             if let Some(m) = &binding.match_resources {
                 let ns_labels = if selects(m.get("namespaceSelector")) {
-                    ns.labels(obj, old).await?
+                    attrs.namespace_labels(obj, old).await?
                 } else {
                     None
                 };
@@ -324,7 +326,7 @@ pub(super) async fn validate(
                     ("params", param.as_ref().unwrap_or(&null)),
                 ])
                 .with_variables(&policy.variables)
-                .with_authorizer(authorizer(user, req, kind, &decide));
+                .with_authorizer(authorizer(&attrs.user, req, kind, &decide));
                 let evaluation = policy.validate(&input);
                 for (i, d) in evaluation.decisions.iter().enumerate() {
                     if !d.deny {

@@ -25,10 +25,9 @@ use super::client::call_webhook;
 use super::matching::{
     authorizer, request_attributes, rule_matches, selectors_match, strings, Decide,
 };
-use super::{internal, Admitted, NamespaceOf, Request, GROUP};
+use super::{internal, Admitted, Attributes, Request, GROUP};
 use crate::audit::UserInfo;
 use crate::status::{ApiError, ApiResult};
-use crate::Objects;
 
 /// The webhook configurations in force, by configuration name.
 #[derive(Default)]
@@ -96,19 +95,17 @@ pub(super) fn exempt(kind: &Kind) -> bool {
 /// Calls the matching mutating webhooks one after the other, each seeing the previous
 /// one's patch.
 pub(super) async fn mutate(
-    st: &Objects,
+    attrs: &mut Attributes<'_>,
     index: &Index,
-    req: &Request<'_>,
     mut obj: Option<&mut Value>,
     old: Option<&Value>,
-    user: &UserInfo,
-    ns: &mut NamespaceOf<'_>,
     out: &mut Admitted,
 ) -> ApiResult<()> {
     if index.mutating.is_empty() {
         return Ok(());
     }
-    let ns_labels = ns.labels(obj.as_deref(), old).await?;
+    let ns_labels = attrs.namespace_labels(obj.as_deref(), old).await?;
+    let (st, req, user) = (attrs.st, attrs.req, &attrs.user);
     let decide = |a: &skiff_api::rbac::Attributes| st.authz.decide(a);
     for hook in hooks_of(&index.mutating) {
         let review = review(req, obj.as_deref(), old, user);
@@ -148,21 +145,18 @@ pub(super) async fn mutate(
 
 /// Calls the matching validating webhooks all at once, as kube calls them; the first
 /// refusal in configuration order is the answer.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn validate(
-    st: &Objects,
+    attrs: &mut Attributes<'_>,
     index: &Index,
-    req: &Request<'_>,
     obj: Option<&Value>,
     old: Option<&Value>,
-    user: &UserInfo,
-    ns: &mut NamespaceOf<'_>,
     out: &mut Admitted,
 ) -> ApiResult<()> {
     if index.validating.is_empty() {
         return Ok(());
     }
-    let ns_labels = ns.labels(obj, old).await?;
+    let ns_labels = attrs.namespace_labels(obj, old).await?;
+    let (st, req, user) = (attrs.st, attrs.req, &attrs.user);
     let decide = |a: &skiff_api::rbac::Attributes| st.authz.decide(a);
     let seen = Seen {
         obj,
@@ -552,9 +546,14 @@ mod tests {
             Ok(false)
         );
         assert!(hook(
-            json!({"matchConditions": [{"name": "c", "expression": "object.metadata.name"}]})
+            json!({"matchConditions": [{"name": "c", "expression": "object.metadata.missing == 'y'"}]})
         )
         .is_err());
+        // Only false excludes, as in kube.
+        assert_eq!(
+            hook(json!({"matchConditions": [{"name": "c", "expression": "object.metadata.name"}]})),
+            Ok(true)
+        );
         // The authorizer asks RBAC as the requesting user.
         assert_eq!(
             hook(
