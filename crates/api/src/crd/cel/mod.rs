@@ -23,6 +23,7 @@
 //! concatenation counting their length, so no expression hangs or exhausts the server.
 
 mod eval;
+mod functions;
 mod parse;
 #[cfg(test)]
 mod tests;
