@@ -60,3 +60,6 @@ mod webhooks;
 
 #[path = "apiserver/legacy_tokens.rs"]
 mod legacy_tokens;
+
+#[path = "apiserver/admission_policy.rs"]
+mod admission_policy;

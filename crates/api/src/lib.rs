@@ -1,5 +1,9 @@
 //! Kubernetes API machinery with no I/O, shared by the API server and its tests.
 //!
+//! - [`admission`]: ValidatingAdmissionPolicies and their bindings compiled and evaluated
+//!   (the API server decides which apply and acts on the decisions);
+//! - [`cel`]: the CEL interpreter behind CRD validation rules, admission match conditions
+//!   and ValidatingAdmissionPolicies;
 //! - [`cluster`]: the address plan (service, node-port and pod ranges) every component shares;
 //! - [`convert`]: conversion between the served versions of one stored kind (HPA v1/v2);
 //! - [`crd`]: CustomResourceDefinitions: their validation (structural schemas), and the
@@ -28,6 +32,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub use crd::cel;
 pub mod cluster;
 pub mod convert;
 pub mod crd;

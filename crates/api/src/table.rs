@@ -544,6 +544,38 @@ pub fn columns(kind: &str) -> Vec<Column> {
                 ),
             ]);
         }
+        "ValidatingAdmissionPolicy" => {
+            c.extend([
+                col(
+                    "Validations",
+                    "integer",
+                    "Validations indicates the number of validation rules defined in this configuration".into(),
+                ),
+                col(
+                    "ParamKind",
+                    "string",
+                    "ParamKind specifies the kind of resources used to parameterize this policy".into(),
+                ),
+                age_col(),
+            ]);
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            c.extend([
+                col(
+                    "PolicyName",
+                    "string",
+                    "PolicyName indicates the policy definition which the policy binding binded to"
+                        .into(),
+                ),
+                col(
+                    "ParamRef",
+                    "string",
+                    "ParamRef indicates the param resource which sets the configration param"
+                        .into(),
+                ),
+                age_col(),
+            ]);
+        }
         "Lease" => {
             c.extend([
                 col(

@@ -192,6 +192,32 @@ pub struct Record {
     head: String,
     verb: String,
     object_ref: Option<Map<String, Value>>,
+    /// `annotations` (admission's: policy audit annotations and validation failures).
+    annotations: Vec<(String, String)>,
+}
+
+tokio::task_local! {
+    /// The audit annotations added while serving the request.
+    static ANNOTATIONS: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+}
+
+/// Adds `key: value` to the audit event of the request being served, as kube's
+/// `AddAnnotation`: a key keeps its first value. Outside a request it does nothing.
+pub fn annotate(key: &str, value: &str) {
+    let _ = ANNOTATIONS.try_with(|a| {
+        let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+        if !a.iter().any(|(k, _)| k == key) {
+            a.push((key.to_string(), value.to_string()));
+        }
+    });
+}
+
+/// Runs `f`, collecting the audit annotations it adds.
+pub async fn collecting<T>(f: impl std::future::Future<Output = T>) -> (T, Vec<(String, String)>) {
+    let cell = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = ANNOTATIONS.scope(cell.clone(), f).await;
+    let annotations = std::mem::take(&mut *cell.lock().unwrap_or_else(|e| e.into_inner()));
+    (out, annotations)
 }
 
 /// `s` as a JSON string literal.
@@ -251,7 +277,13 @@ impl Record {
                 Value::Object(m) => Some(m),
                 _ => None,
             }),
+            annotations: Vec::new(),
         }
+    }
+
+    /// Sets the event's `annotations`.
+    pub fn annotate(&mut self, annotations: Vec<(String, String)>) {
+        self.annotations = annotations;
     }
 
     pub fn id(&self) -> &str {
@@ -273,10 +305,20 @@ impl Record {
         };
         let _ = write!(
             line,
-            r#","stage":"{stage}","requestReceivedTimestamp":"{}","stageTimestamp":"{}","responseStatus":{{"metadata":{{}},"code":{code}{failure}}}}}"#,
+            r#","stage":"{stage}","requestReceivedTimestamp":"{}","stageTimestamp":"{}","responseStatus":{{"metadata":{{}},"code":{code}{failure}}}"#,
             micro_time(self.received),
             micro_time(SystemTime::now()),
         );
+        if !self.annotations.is_empty() {
+            let m: Map<String, Value> = self
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            line.push_str(r#","annotations":"#);
+            line.push_str(&Value::Object(m).to_string());
+        }
+        line.push('}');
         self.log.send(line);
     }
 

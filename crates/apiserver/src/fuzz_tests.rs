@@ -87,6 +87,7 @@ impl Harness {
                     crds: Default::default(),
                     authz: Default::default(),
                     webhooks: Default::default(),
+                    policies: Default::default(),
                 },
                 cache,
                 token: "t".into(),

@@ -116,18 +116,20 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     });
     let yaml = prefers_yaml(req.headers());
     let q = Query::parse(req.uri().query());
+    let mut annotations = Vec::new();
     let mut resp = match (acting, &user) {
         (None, _) | (_, None) => ApiError::unauthorized().into_response(),
         (Some(Err(e)), _) => e.into_response(),
         (Some(Ok(_)), Some(u)) => match crate::authz::check(&st, u, &method, &path, &q) {
             Err(e) => e.into_response(),
-            Ok(()) => match crate::authz::REQUEST_USER
-                .scope(u.clone(), route(&st, req))
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
-            },
+            Ok(()) => {
+                let (r, a) = crate::audit::collecting(
+                    crate::authz::REQUEST_USER.scope(u.clone(), route(&st, req)),
+                )
+                .await;
+                annotations = a;
+                r.unwrap_or_else(|e| e.into_response())
+            }
         },
     };
     if yaml {
@@ -142,7 +144,10 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
         resp = resp.map(|b| Body::new(LongRunning::new(b, &st.shutdown, guard)));
     }
     match record {
-        Some(r) => r.finish(resp),
+        Some(mut r) => {
+            r.annotate(annotations);
+            r.finish(resp)
+        }
         None => resp,
     }
 }
@@ -615,29 +620,43 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
             let body = body_bytes(req.into_body()).await?;
             let opts = delete::DeleteOptions::parse(&q, &body)?;
             let name = t.name.as_deref().unwrap_or_default();
-            let (code, obj) =
-                delete::delete(&st.objects, t.kind, t.namespace.as_deref(), name, &opts).await?;
-            Ok(json_response(code, &obj))
+            let (code, obj, warnings) =
+                delete::delete_warned(&st.objects, t.kind, t.namespace.as_deref(), name, &opts)
+                    .await?;
+            Ok(with_warnings(json_response(code, &obj), &warnings))
         }
         "deletecollection" => {
             let body = body_bytes(req.into_body()).await?;
             let opts = delete::DeleteOptions::parse(&q, &body)?;
             let items = list_items(st, t.kind, t.namespace.as_deref(), &q).await?;
             let mut deleted = Vec::new();
+            let mut warnings = Vec::new();
             for o in items.items.into_iter().filter_map(Item::into_value) {
                 let ns = meta::namespace(&o).map(str::to_string);
-                match delete::delete(&st.objects, t.kind, ns.as_deref(), meta::name(&o), &opts)
-                    .await
+                match delete::delete_warned(
+                    &st.objects,
+                    t.kind,
+                    ns.as_deref(),
+                    meta::name(&o),
+                    &opts,
+                )
+                .await
                 {
-                    Ok((_, d)) => deleted.push(d),
+                    Ok((_, d, w)) => {
+                        deleted.push(d);
+                        warnings.extend(w);
+                    }
                     // Gone meanwhile, or never deletable (system PriorityClasses).
                     Err(e) if [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN].contains(&e.code) => {}
                     Err(e) => return Err(e),
                 }
             }
-            Ok(json_response(
-                StatusCode::OK,
-                &list::list_doc(t.kind, deleted, items.revision, None),
+            Ok(with_warnings(
+                json_response(
+                    StatusCode::OK,
+                    &list::list_doc(t.kind, deleted, items.revision, None),
+                ),
+                &warnings,
             ))
         }
         _ => Err(ApiError::path_not_found()),

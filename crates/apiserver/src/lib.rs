@@ -131,6 +131,8 @@ pub(crate) struct Objects {
     pub authz: Arc<authz::Authorizer>,
     /// The admission webhook configurations every write is sent through.
     pub webhooks: Arc<admission::Webhooks>,
+    /// The ValidatingAdmissionPolicies and their bindings, compiled.
+    pub policies: Arc<admission::Policies>,
 }
 
 /// The server's parts, each handed on to what needs it: `objects` to the object handlers,
@@ -264,6 +266,7 @@ impl Server {
             crds: Default::default(),
             authz: authorizer.clone(),
             webhooks: Default::default(),
+            policies: Default::default(),
         };
         // Custom kinds are served and the policy is in force from the first request.
         crds::load(&objects, &objects.crds)
@@ -275,14 +278,12 @@ impl Server {
         authz::load(&objects, &authorizer).await.map_err(|e| {
             ServeError::Bootstrap(format!("loading the RBAC policy: {}", e.message))
         })?;
-        admission::load(&objects, &objects.webhooks)
-            .await
-            .map_err(|e| {
-                ServeError::Bootstrap(format!(
-                    "loading the admission webhook configurations: {}",
-                    e.message
-                ))
-            })?;
+        admission::load(&objects).await.map_err(|e| {
+            ServeError::Bootstrap(format!(
+                "loading the admission webhook configurations and policies: {}",
+                e.message
+            ))
+        })?;
         Ok(Server {
             listener,
             tls,

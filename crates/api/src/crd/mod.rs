@@ -27,7 +27,7 @@
 //! `details.causes`), `message` in kube's `Type: value: detail` form; reasons beyond the
 //! usual ones: `FieldValueTypeInvalid`, `FieldValueTooLong`, `FieldValueTooMany`.
 
-mod cel;
+pub mod cel;
 mod columns;
 mod format;
 mod openapi;
@@ -42,7 +42,6 @@ mod validation;
 use serde_json::Value;
 
 pub use crate::strategy::Cause;
-pub use cel::evaluate as evaluate_cel;
 pub use columns::{column_cells, printer_columns, to_table, Column, JsonPath};
 pub use openapi::{
     definition_name, definition_to_v3, openapi_definition, openapi_definition_v3,

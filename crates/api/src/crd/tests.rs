@@ -580,8 +580,10 @@ fn cel_rules() {
     // Unsupported functions parse (the CRD is accepted) but the rule is not evaluated.
     assert!(cel::parse("timestamp(self.t) > now").is_ok());
     assert!(Rule::compile(&json!({"rule": "timestamp(self.t) > now"})).is_none());
-    assert!(cel::parse("self.?x.orValue(1) == 1").is_ok());
-    assert!(Rule::compile(&json!({"rule": "self.?x.orValue(1) == 1"})).is_none());
+    // Optionals are evaluated.
+    let r = Rule::compile(&json!({"rule": "self.?x.orValue(1) == 1"})).unwrap();
+    assert!(r.check(&json!({}), None, "p", "object").is_none());
+    assert!(r.check(&json!({"x": 2}), None, "p", "object").is_some());
 }
 
 #[test]

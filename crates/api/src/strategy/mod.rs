@@ -24,6 +24,7 @@ use crate::object::{
 };
 
 mod access;
+mod admission;
 mod autoscaling;
 mod batch;
 mod certificates;
@@ -247,6 +248,8 @@ pub fn for_kind(kind: &str) -> &'static dyn Strategy {
         "Role" | "ClusterRole" => &access::RbacRole,
         "RoleBinding" | "ClusterRoleBinding" => &access::RbacBinding,
         "CustomResourceDefinition" => &access::CustomResourceDefinition,
+        "ValidatingAdmissionPolicy" => &admission::ValidatingAdmissionPolicy,
+        "ValidatingAdmissionPolicyBinding" => &admission::ValidatingAdmissionPolicyBinding,
         _ => &core::Generic,
     }
 }

@@ -291,6 +291,43 @@ pub(super) fn row(kind: &str, o: &Value, now: i64) -> (Vec<Value>, Option<Value>
             age(o, now),
         ],
         "CertificateSigningRequest" => csr(o, now),
+        "ValidatingAdmissionPolicy" => {
+            let kind = match o.pointer("/spec/paramKind") {
+                Some(k) if k.is_object() => {
+                    format!(
+                        "{}/{}",
+                        s(o, "/spec/paramKind/apiVersion"),
+                        s(o, "/spec/paramKind/kind")
+                    )
+                }
+                _ => "<unset>".into(),
+            };
+            vec![
+                name(o),
+                json!(arr(o, "/spec/validations").len() as i64),
+                json!(kind),
+                age(o, now),
+            ]
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            // A param without a namespace may be cluster-scoped or in the request's: `*/`.
+            let param = match o.pointer("/spec/paramRef") {
+                Some(p) if !s(p, "/name").is_empty() => match s(p, "/namespace") {
+                    "" => format!("*/{}", s(p, "/name")),
+                    ns => format!("{ns}/{}", s(p, "/name")),
+                },
+                Some(p) if p.get("selector").is_some_and(|s| !s.is_null()) => {
+                    format_selector(p.get("selector"))
+                }
+                _ => "<unset>".into(),
+            };
+            vec![
+                name(o),
+                json!(s(o, "/spec/policyName")),
+                json!(param),
+                age(o, now),
+            ]
+        }
         "Lease" => vec![name(o), json!(s(o, "/spec/holderIdentity")), age(o, now)],
         "PriorityClass" => vec![
             name(o),

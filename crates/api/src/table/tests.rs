@@ -110,6 +110,8 @@ fn column_sets_match_kubectl_headers() {
         ("Endpoints", "NAME ENDPOINTS AGE", ""),
         ("EndpointSlice", "NAME ADDRESSTYPE PORTS ENDPOINTS AGE", ""),
         ("Lease", "NAME HOLDER AGE", ""),
+        ("ValidatingAdmissionPolicy", "NAME VALIDATIONS PARAMKIND AGE", ""),
+        ("ValidatingAdmissionPolicyBinding", "NAME POLICYNAME PARAMREF AGE", ""),
         ("HorizontalPodAutoscaler", "NAME REFERENCE TARGETS MINPODS MAXPODS REPLICAS AGE", ""),
         ("PodDisruptionBudget", "NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE", ""),
         ("PersistentVolume", "NAME CAPACITY ACCESS MODES RECLAIM POLICY STATUS CLAIM STORAGECLASS VOLUMEATTRIBUTESCLASS REASON AGE", "VOLUMEMODE"),
@@ -678,4 +680,31 @@ fn certificate_signing_requests_print_kubes_condition_summary() {
     assert_eq!(failed[5], json!("Approved,Failed"));
     let denied = csr(json!({"conditions": [{"type": "Denied"}]}), None);
     assert_eq!(denied[5], json!("Denied"));
+}
+
+#[test]
+fn admission_policies_print_their_counts_and_params() {
+    let created = ago(60);
+    let p = json!({"metadata": {"name": "p", "creationTimestamp": created},
+        "spec": {"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"}, "validations": [{}, {}]}});
+    assert_eq!(
+        cells("ValidatingAdmissionPolicy", p),
+        [json!("p"), json!(2), json!("v1/ConfigMap"), json!("60s")]
+    );
+    let bare = json!({"metadata": {"name": "q", "creationTimestamp": created}, "spec": {}});
+    assert_eq!(cells("ValidatingAdmissionPolicy", bare)[2], "<unset>");
+    let b = |param: Value| {
+        cells(
+            "ValidatingAdmissionPolicyBinding",
+            json!({"metadata": {"name": "b", "creationTimestamp": created},
+                   "spec": {"policyName": "p", "paramRef": param}}),
+        )
+    };
+    assert_eq!(
+        b(json!({"name": "limits", "namespace": "ns"}))[2],
+        "ns/limits"
+    );
+    assert_eq!(b(json!({"name": "limits"}))[2], "*/limits");
+    assert_eq!(b(Value::Null)[2], "<unset>");
+    assert_eq!(b(Value::Null)[1], "p");
 }

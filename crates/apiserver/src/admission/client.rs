@@ -14,7 +14,7 @@ use serde_json::Value;
 use skiff_api::kinds;
 use tokio::net::TcpStream;
 
-use super::{verify, Answer};
+use super::webhook::{verify, Answer};
 use crate::handlers::objects;
 use crate::Objects;
 

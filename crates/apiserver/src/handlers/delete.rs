@@ -86,9 +86,23 @@ pub async fn delete(
     name: &str,
     opts: &DeleteOptions,
 ) -> ApiResult<(StatusCode, Value)> {
+    delete_warned(st, kind, ns, name, opts)
+        .await
+        .map(|(code, obj, _)| (code, obj))
+}
+
+/// [`delete`] with the admission warnings (a policy binding's `Warn`, webhooks').
+pub async fn delete_warned(
+    st: &Objects,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<(StatusCode, Value, Vec<String>)> {
     let mut attempt = 1;
     loop {
-        match delete_once(st, kind, ns, name, opts).await {
+        let mut warnings = Vec::new();
+        match delete_once(st, kind, ns, name, opts, &mut warnings).await {
             Err(e)
                 if e.code == StatusCode::CONFLICT
                     && opts.precondition_rv.is_none()
@@ -96,7 +110,7 @@ pub async fn delete(
             {
                 attempt += 1;
             }
-            r => return r,
+            r => return r.map(|(code, obj)| (code, obj, warnings)),
         }
     }
 }
@@ -107,6 +121,7 @@ async fn delete_once(
     ns: Option<&str>,
     name: &str,
     opts: &DeleteOptions,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<(StatusCode, Value)> {
     let (old, old_rev) = get_kv(st, kind, ns, name).await?;
     if let Some(why) = skiff_api::strategy::for_kind(kind.kind).delete_forbidden(&old) {
@@ -137,7 +152,8 @@ async fn delete_once(
         name,
         dry_run: opts.dry_run,
     };
-    crate::admission::admit(st, &request, None, Some(&old)).await?;
+    let admitted = crate::admission::admit(st, &request, None, Some(&old)).await?;
+    warnings.extend(admitted.warnings);
     if opts.dry_run {
         return Ok((StatusCode::OK, old));
     }

@@ -1,34 +1,170 @@
 //! CEL evaluation over JSON values (CEL's ints are JSON integers, doubles JSON floats).
 
-use regex::Regex;
+use std::cell::Cell;
+
 use serde_json::{Map, Number, Value};
 
-use super::parse::Expr;
+use super::functions::builtin;
+use super::parse::{Expr, MACROS};
 
-pub(super) struct Env {
-    pub(super) vars: Vec<(String, Value)>,
+/// Where top-level names come from: fixed values (`self`, `object`, `params` …), the
+/// composited `variables.*` (evaluated on first use) and the authorizer.
+pub(super) trait Scope {
+    /// A top-level variable.
+    fn lookup(&self, name: &str) -> Option<&Value>;
+    /// A composited variable, evaluated once (an error: it failed, or is not declared).
+    fn variable(&self, name: &str) -> Result<&Value, String> {
+        Err(format!("undeclared reference to 'variables.{name}'"))
+    }
+    /// Every composited variable, as a map (for `variables` used whole).
+    fn variables(&self) -> Result<Value, String> {
+        Err("undeclared reference to 'variables'".into())
+    }
+    /// The decision on one `authorizer` check (a builder with its `verb`).
+    fn authorize(&self, _check: &Map<String, Value>) -> Result<Value, String> {
+        Err("undeclared reference to 'authorizer'".into())
+    }
+    /// The limits shared by every expression evaluated in this scope.
+    fn limits(&self) -> &Limits;
 }
 
-impl Env {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.vars
+/// What one evaluation may spend: steps, and how deeply evaluation may recurse (the
+/// parser bounds one expression; this bounds chains of composited variables too), so a
+/// hostile policy can neither hang the server nor exhaust a thread's stack.
+#[derive(Debug)]
+pub(super) struct Limits {
+    steps: Cell<u64>,
+    depth: Cell<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            steps: Cell::new(BUDGET),
+            depth: Cell::new(0),
+        }
+    }
+}
+
+impl Limits {
+    #[cfg(test)]
+    pub(super) fn steps_left(&self) -> u64 {
+        self.steps.get()
+    }
+}
+
+/// How deeply evaluation may recurse (an expression is at most 100 levels deep).
+const MAX_EVAL_DEPTH: usize = 160;
+
+/// The names in force while evaluating: the scope's, shadowed by macro variables.
+pub(super) struct Env<'a> {
+    pub(super) root: &'a dyn Scope,
+    pub(super) locals: Vec<(String, Value)>,
+}
+
+impl<'a> Env<'a> {
+    pub(super) fn new(root: &'a dyn Scope) -> Env<'a> {
+        Env {
+            root,
+            locals: Vec::new(),
+        }
+    }
+
+    fn local(&self, name: &str) -> Option<&Value> {
+        self.locals
             .iter()
             .rev()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v)
     }
+
+    fn get(&self, name: &str) -> Result<&Value, String> {
+        self.local(name)
+            .or_else(|| self.root.lookup(name))
+            .ok_or_else(|| format!("undeclared reference to '{name}'"))
+    }
+
+    /// Spends `n` steps of the budget: evaluation stops with an error when it runs out,
+    /// as kube stops an expression past its cost budget.
+    fn spend(&self, n: u64) -> Result<(), String> {
+        let b = &self.root.limits().steps;
+        match b.get().checked_sub(n) {
+            Some(left) => {
+                b.set(left);
+                Ok(())
+            }
+            None => {
+                b.set(0);
+                Err("operation cancelled: actual cost limit exceeded".into())
+            }
+        }
+    }
 }
+
+/// Steps one evaluation may take (kube's per-policy runtime cost budget is of this order).
+pub(super) const BUDGET: u64 = 10_000_000;
 
 type R = Result<Value, String>;
 
-fn as_f64(v: &Value) -> Option<f64> {
+/// Optionals are JSON objects with this single key (which no Kubernetes object has)
+/// holding `[]` (none) or `[value]`.
+const OPTIONAL: &str = "\u{0}optional";
+/// An `authorizer` check being built: the request attributes set so far.
+const AUTHZ: &str = "\u{0}authorizer";
+/// The decision of an `authorizer` check.
+const DECISION: &str = "\u{0}decision";
+
+pub(super) fn optional(v: Option<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert(OPTIONAL.into(), Value::Array(v.into_iter().collect()));
+    Value::Object(m)
+}
+
+/// `Some(inner)` when `v` is an optional.
+fn as_optional(v: &Value) -> Option<Option<&Value>> {
+    marker(v, OPTIONAL)
+        .and_then(Value::as_array)
+        .map(|a| a.first())
+}
+
+fn marker<'v>(v: &'v Value, key: &str) -> Option<&'v Value> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get(key),
+        _ => None,
+    }
+}
+
+fn marked(key: &str, fields: Map<String, Value>) -> Value {
+    let mut m = Map::new();
+    m.insert(key.into(), Value::Object(fields));
+    Value::Object(m)
+}
+
+/// The `authorizer` variable: checks are built from it; `requestResource` starts from
+/// the request's own resource (`request` holds group, resource, subresource, namespace,
+/// name).
+pub(super) fn authorizer(request: Map<String, Value>) -> Value {
+    let mut fields = Map::new();
+    fields.insert("requestResource".into(), Value::Object(request));
+    marked(AUTHZ, fields)
+}
+
+/// The decision value an authorizer answers with.
+pub(super) fn decision(allowed: bool, reason: &str) -> Value {
+    let mut fields = Map::new();
+    fields.insert("allowed".into(), Value::Bool(allowed));
+    fields.insert("reason".into(), Value::String(reason.into()));
+    marked(DECISION, fields)
+}
+
+pub(super) fn as_f64(v: &Value) -> Option<f64> {
     v.as_f64()
 }
-fn is_int(v: &Value) -> bool {
+pub(super) fn is_int(v: &Value) -> bool {
     matches!(v, Value::Number(n) if n.is_i64() || n.is_u64())
 }
 
-fn no_overload(name: &str) -> String {
+pub(super) fn no_overload(name: &str) -> String {
     format!("no such overload: {name}")
 }
 
@@ -39,7 +175,7 @@ fn truthy(v: R) -> Result<bool, String> {
     }
 }
 
-fn eq(a: &Value, b: &Value) -> bool {
+pub(super) fn eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(_), Value::Number(_)) => as_f64(a) == as_f64(b),
         (Value::Array(x), Value::Array(y)) => {
@@ -52,13 +188,94 @@ fn eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-pub(super) fn eval(e: &Expr, env: &Env) -> R {
+fn select<'v>(base: &'v Value, field: &str) -> Result<&'v Value, String> {
+    match base {
+        Value::Object(m) => m.get(field).ok_or_else(|| format!("no such key: {field}")),
+        _ => Err(format!("no such key: {field}")),
+    }
+}
+
+fn index<'v>(base: &'v Value, idx: &Value) -> Result<&'v Value, String> {
+    match (base, idx) {
+        (Value::Array(a), Value::Number(n)) => n
+            .as_i64()
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| a.get(n))
+            .ok_or_else(|| format!("index out of bounds: {n}")),
+        (Value::Object(m), Value::String(k)) => m.get(k).ok_or_else(|| format!("no such key: {k}")),
+        _ => Err(no_overload("index")),
+    }
+}
+
+/// Whether `e` names a stored value (a variable, or fields and entries below one): then
+/// `Some` with a reference to it, so reading `object.spec.replicas` does not copy
+/// `object`. None: `e` computes a new value (see [`eval`]).
+fn place<'e>(e: &Expr, env: &'e Env<'_>) -> Option<Result<&'e Value, String>> {
+    match e {
+        Expr::Ident(n) if n == "variables" && env.local(n).is_none() => None,
+        Expr::Ident(n) => Some(env.get(n)),
+        Expr::Select(x, f) => {
+            if matches!(&**x, Expr::Ident(n) if n == "variables" && env.local(n).is_none()) {
+                return Some(env.root.variable(f));
+            }
+            let base = match place(x, env)? {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e)),
+            };
+            if base.as_object().is_some_and(|m| m.len() == 1)
+                && (as_optional(base).is_some() || marker(base, AUTHZ).is_some())
+            {
+                return None;
+            }
+            Some(select(base, f))
+        }
+        Expr::Index(x, i) => {
+            let base = match place(x, env)? {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e)),
+            };
+            if as_optional(base).is_some() {
+                return None;
+            }
+            Some(eval(i, env).and_then(|idx| index(base, &idx)))
+        }
+        _ => None,
+    }
+}
+
+/// Runs `f` on the value of `e`, by reference when `e` names a stored value.
+fn with_value<T>(
+    e: &Expr,
+    env: &Env<'_>,
+    f: impl FnOnce(&Value) -> Result<T, String>,
+) -> Result<T, String> {
+    match place(e, env) {
+        Some(v) => f(v?),
+        None => f(&eval(e, env)?),
+    }
+}
+
+pub(super) fn eval(e: &Expr, env: &Env<'_>) -> R {
+    env.spend(1)?;
+    let depth = &env.root.limits().depth;
+    let d = depth.get();
+    if d >= MAX_EVAL_DEPTH {
+        return Err("expression nests too deeply to evaluate".into());
+    }
+    depth.set(d + 1);
+    let r = eval_inner(e, env);
+    depth.set(d);
+    r
+}
+
+fn eval_inner(e: &Expr, env: &Env<'_>) -> R {
+    if let Some(v) = place(e, env) {
+        return v.cloned();
+    }
     match e {
         Expr::Lit(v) => Ok(v.clone()),
-        Expr::Ident(n) => env
-            .get(n)
-            .cloned()
-            .ok_or_else(|| format!("undeclared reference to '{n}'")),
+        Expr::Ident(n) if n == "variables" && env.local(n).is_none() => env.root.variables(),
+        Expr::Ident(n) => env.get(n).cloned(),
         Expr::List(items) => Ok(Value::Array(
             items
                 .iter()
@@ -76,25 +293,59 @@ pub(super) fn eval(e: &Expr, env: &Env) -> R {
             }
             Ok(Value::Object(m))
         }
-        Expr::Select(obj, field) => match eval(obj, env)? {
-            Value::Object(m) => m
-                .get(field)
-                .cloned()
-                .ok_or_else(|| format!("no such key: {field}")),
-            _ => Err(format!("no such key: {field}")),
-        },
-        Expr::Index(obj, idx) => {
-            let (o, i) = (eval(obj, env)?, eval(idx, env)?);
-            match (&o, &i) {
-                (Value::Array(a), Value::Number(n)) => n
-                    .as_i64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .and_then(|n| a.get(n).cloned())
-                    .ok_or_else(|| format!("index out of bounds: {n}")),
-                (Value::Object(m), Value::String(k)) => {
-                    m.get(k).cloned().ok_or_else(|| format!("no such key: {k}"))
+        Expr::Select(x, f) => {
+            if matches!(&**x, Expr::Ident(n) if n == "variables" && env.local(n).is_none()) {
+                return env.root.variable(f).cloned();
+            }
+            let base = eval(x, env)?;
+            if let Some(inner) = as_optional(&base) {
+                // Selecting below an optional keeps it optional.
+                return match inner {
+                    None => Ok(optional(None)),
+                    Some(v) => Ok(optional(Some(select(v, f)?.clone()))),
+                };
+            }
+            if let Some(fields) = marker(&base, AUTHZ) {
+                return authz_field(fields, f);
+            }
+            select(&base, f).cloned()
+        }
+        Expr::Index(x, i) => {
+            let base = eval(x, env)?;
+            let idx = eval(i, env)?;
+            match as_optional(&base) {
+                Some(None) => Ok(optional(None)),
+                Some(Some(v)) => Ok(optional(Some(index(v, &idx)?.clone()))),
+                None => index(&base, &idx).cloned(),
+            }
+        }
+        Expr::OptSelect(x, f) => {
+            let base = eval(x, env)?;
+            let target = match as_optional(&base) {
+                Some(None) => return Ok(optional(None)),
+                Some(Some(v)) => v,
+                None => &base,
+            };
+            match target {
+                Value::Object(m) => Ok(optional(m.get(f).cloned())),
+                Value::Null => Ok(optional(None)),
+                _ => Err(format!("no such key: {f}")),
+            }
+        }
+        Expr::OptIndex(x, i) => {
+            let base = eval(x, env)?;
+            let idx = eval(i, env)?;
+            let target = match as_optional(&base) {
+                Some(None) => return Ok(optional(None)),
+                Some(Some(v)) => v,
+                None => &base,
+            };
+            match (target, &idx) {
+                (Value::Object(_), Value::String(_)) | (Value::Array(_), Value::Number(_)) => {
+                    Ok(optional(index(target, &idx).ok().cloned()))
                 }
-                _ => Err(no_overload("index")),
+                (Value::Null, _) => Ok(optional(None)),
+                _ => Err(no_overload("_[?_]")),
             }
         }
         Expr::Unary('!', x) => Ok(Value::Bool(!truthy(eval(x, env))?)),
@@ -119,13 +370,13 @@ pub(super) fn eval(e: &Expr, env: &Env) -> R {
     }
 }
 
-fn float(f: f64) -> Value {
+pub(super) fn float(f: f64) -> Value {
     Number::from_f64(f)
         .map(Value::Number)
         .unwrap_or(Value::Null)
 }
 
-fn binary(op: &str, a: &Expr, b: &Expr, env: &Env) -> R {
+fn binary(op: &str, a: &Expr, b: &Expr, env: &Env<'_>) -> R {
     // Logical operators are commutative on errors, as in CEL: an error on one side is
     // absorbed when the other side decides the result.
     if op == "&&" || op == "||" {
@@ -160,11 +411,22 @@ fn binary(op: &str, a: &Expr, b: &Expr, env: &Env) -> R {
                 _ => ord != Less,
             }))
         }
-        _ => arith(op, &l, &r),
+        _ => {
+            if op == "+" {
+                // Concatenation costs its length, so no expression builds huge strings.
+                let len = |v: &Value| match v {
+                    Value::String(s) => s.len(),
+                    Value::Array(a) => a.len(),
+                    _ => 0,
+                };
+                env.spend(((len(&l) + len(&r)) / 8) as u64)?;
+            }
+            arith(op, &l, &r)
+        }
     }
 }
 
-fn arith(op: &str, l: &Value, r: &Value) -> R {
+pub(super) fn arith(op: &str, l: &Value, r: &Value) -> R {
     match (l, r) {
         (Value::String(x), Value::String(y)) if op == "+" => Ok(Value::String(format!("{x}{y}"))),
         (Value::Array(x), Value::Array(y)) if op == "+" => {
@@ -199,15 +461,8 @@ fn arith(op: &str, l: &Value, r: &Value) -> R {
     }
 }
 
-fn int_arg(vals: &[Value], i: usize) -> Result<i64, String> {
-    vals.get(i)
-        .filter(|v| is_int(v))
-        .and_then(Value::as_i64)
-        .ok_or_else(|| no_overload("int argument"))
-}
-
 /// CEL's ordering of two values of one comparable type.
-fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+pub(super) fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Value::Number(_), Value::Number(_)) => as_f64(a)?.partial_cmp(&as_f64(b)?),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
@@ -216,91 +471,193 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
-fn size(v: &Value) -> R {
-    match v {
-        Value::String(s) => Ok(Value::from(s.chars().count() as i64)),
-        Value::Array(a) => Ok(Value::from(a.len() as i64)),
-        Value::Object(m) => Ok(Value::from(m.len() as i64)),
-        _ => Err(no_overload("size")),
-    }
-}
-
-fn call(recv: Option<&Expr>, name: &str, args: &[Expr], env: &Env) -> R {
-    // Macros take an unevaluated expression.
-    if name == "has" && recv.is_none() {
-        let [Expr::Select(obj, field)] = args else {
-            return Err("invalid argument to has() macro".into());
-        };
-        return match eval(obj, env)? {
-            Value::Object(m) => Ok(Value::Bool(m.contains_key(field))),
-            _ => Err(no_overload("has")),
-        };
-    }
-    if let (Some(r), true) = (
-        recv,
-        matches!(name, "all" | "exists" | "exists_one" | "map" | "filter"),
-    ) {
-        let [Expr::Ident(var), body] = args else {
-            return Err(format!("invalid arguments to {name}() macro"));
-        };
-        let target = eval(r, env)?;
-        let elems: Vec<Value> = match target {
-            Value::Array(a) => a,
-            Value::Object(m) => m.keys().map(|k| Value::String(k.clone())).collect(),
+/// A macro (`all exists exists_one map filter`) over a list's elements or a map's keys.
+fn macro_call(r: &Expr, name: &str, args: &[Expr], env: &Env<'_>) -> R {
+    let (var, body, transform) = match args {
+        [Expr::Ident(v), b] => (v, b, None),
+        [Expr::Ident(v), b, t] if name == "map" => (v, b, Some(t)),
+        _ => return Err(format!("invalid arguments to {name}() macro")),
+    };
+    with_value(r, env, |target| {
+        let elems: Box<dyn Iterator<Item = Value> + '_> = match target {
+            Value::Array(a) => Box::new(a.iter().cloned()),
+            Value::Object(m) => Box::new(m.keys().map(|k| Value::String(k.clone()))),
             _ => return Err(no_overload(name)),
         };
         let mut inner = Env {
-            vars: env.vars.clone(),
+            root: env.root,
+            locals: env.locals.clone(),
         };
-        let mut results = Vec::new();
-        for x in &elems {
-            inner.vars.push((var.clone(), x.clone()));
-            results.push(eval(body, &inner));
-            inner.vars.pop();
-        }
-        return match name {
-            "all" => {
+        let mut run = |x: Value, e: &Expr| {
+            inner.locals.push((var.clone(), x));
+            let r = eval(e, &inner);
+            inner.locals.pop();
+            r
+        };
+        match name {
+            // An error is absorbed when another element decides the result, as CEL's
+            // logical operators absorb them.
+            "all" | "exists" => {
+                let decisive = name == "exists";
                 let mut err = None;
-                for r in results {
-                    match truthy(r) {
-                        Ok(false) => return Ok(Value::Bool(false)),
+                for x in elems {
+                    match truthy(run(x, body)) {
+                        Ok(b) if b == decisive => return Ok(Value::Bool(decisive)),
+                        Ok(_) => {}
                         Err(e) => err = Some(e),
-                        _ => {}
                     }
                 }
-                err.map_or(Ok(Value::Bool(true)), Err)
-            }
-            "exists" => {
-                let mut err = None;
-                for r in results {
-                    match truthy(r) {
-                        Ok(true) => return Ok(Value::Bool(true)),
-                        Err(e) => err = Some(e),
-                        _ => {}
-                    }
-                }
-                err.map_or(Ok(Value::Bool(false)), Err)
+                err.map_or(Ok(Value::Bool(!decisive)), Err)
             }
             "exists_one" => {
                 let mut n = 0;
-                for r in results {
-                    if truthy(r)? {
+                for x in elems {
+                    if truthy(run(x, body))? {
                         n += 1;
                     }
                 }
                 Ok(Value::Bool(n == 1))
             }
-            "map" => Ok(Value::Array(results.into_iter().collect::<Result<_, _>>()?)),
+            "map" => {
+                let mut out = Vec::new();
+                for x in elems {
+                    match transform {
+                        // map(x, filter, transform)
+                        Some(t) => {
+                            if truthy(run(x.clone(), body))? {
+                                out.push(run(x, t)?);
+                            }
+                        }
+                        None => out.push(run(x, body)?),
+                    }
+                }
+                Ok(Value::Array(out))
+            }
             _ => {
                 let mut out = Vec::new();
-                for (x, r) in elems.into_iter().zip(results) {
-                    if truthy(r)? {
+                for x in elems {
+                    if truthy(run(x.clone(), body))? {
                         out.push(x);
                     }
                 }
                 Ok(Value::Array(out))
             }
+        }
+    })
+}
+
+/// CEL's zero values (`optional.ofNonZeroValue` makes none of them).
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+    }
+}
+
+/// `authorizer.requestResource`.
+fn authz_field(fields: &Value, f: &str) -> R {
+    match (f, fields.get("requestResource")) {
+        ("requestResource", Some(Value::Object(req))) => {
+            let mut check = req.clone();
+            check.insert("kind".into(), Value::String("resource".into()));
+            if let Some(u) = fields.get("user") {
+                check.insert("user".into(), u.clone());
+            }
+            Ok(marked(AUTHZ, check))
+        }
+        _ => Err(format!("no such key: {f}")),
+    }
+}
+
+/// A method of an `authorizer` check being built.
+fn authz_method(fields: &Value, name: &str, args: &[Value], env: &Env<'_>) -> R {
+    let Value::Object(fields) = fields else {
+        return Err(no_overload(name));
+    };
+    let kind = fields.get("kind").and_then(Value::as_str).unwrap_or("root");
+    let arg = |i: usize| {
+        args.get(i)
+            .and_then(Value::as_str)
+            .map(|s| Value::String(s.to_string()))
+            .ok_or_else(|| no_overload(name))
+    };
+    let mut next = Map::new();
+    if let Some(u) = fields.get("user") {
+        next.insert("user".into(), u.clone());
+    }
+    let with = |mut m: Map<String, Value>, kind: &str, pairs: Vec<(&str, Value)>| {
+        m.insert("kind".into(), Value::String(kind.into()));
+        for (k, v) in pairs {
+            m.insert(k.into(), v);
+        }
+        Ok(marked(AUTHZ, m))
+    };
+    match (kind, name, args.len()) {
+        ("root", "path", 1) => with(next, "path", vec![("path", arg(0)?)]),
+        ("root", "group", 1) => with(next, "group", vec![("group", arg(0)?)]),
+        ("root", "serviceAccount", 2) => {
+            let (ns, sa) = (arg(0)?, arg(1)?);
+            let (ns, sa) = (ns.as_str().unwrap_or(""), sa.as_str().unwrap_or(""));
+            let mut root = fields.clone();
+            root.insert(
+                "user".into(),
+                serde_json::json!({
+                    "username": format!("system:serviceaccount:{ns}:{sa}"),
+                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                }),
+            );
+            Ok(marked(AUTHZ, root))
+        }
+        ("group", "resource", 1) => {
+            let mut m = fields.clone();
+            m.insert("resource".into(), arg(0)?);
+            with(m, "resource", vec![])
+        }
+        ("resource", "subresource" | "namespace" | "name", 1) => {
+            let mut m = fields.clone();
+            m.insert(name.into(), arg(0)?);
+            Ok(marked(AUTHZ, m))
+        }
+        ("path" | "resource", "check", 1) => {
+            let mut m = fields.clone();
+            m.insert("verb".into(), arg(0)?);
+            env.root.authorize(&m)
+        }
+        _ => Err(no_overload(name)),
+    }
+}
+
+fn call(recv: Option<&Expr>, name: &str, args: &[Expr], env: &Env<'_>) -> R {
+    // Macros take an unevaluated expression.
+    if name == "has" && recv.is_none() {
+        let [Expr::Select(obj, field)] = args else {
+            return Err("invalid argument to has() macro".into());
         };
+        return with_value(obj, env, |v| match v {
+            Value::Object(m) => Ok(Value::Bool(m.contains_key(field))),
+            _ => Err(no_overload("has")),
+        });
+    }
+    if let Some(r) = recv {
+        if MACROS.contains(&name) {
+            return macro_call(r, name, args, env);
+        }
+        if matches!(r, Expr::Ident(n) if n == "optional" && env.get(n).is_err()) {
+            let vals = args
+                .iter()
+                .map(|a| eval(a, env))
+                .collect::<Result<Vec<_>, _>>()?;
+            return match (name, vals.as_slice()) {
+                ("of", [v]) => Ok(optional(Some(v.clone()))),
+                ("none", []) => Ok(optional(None)),
+                ("ofNonZeroValue", [v]) => Ok(optional((!is_zero(v)).then(|| v.clone()))),
+                _ => Err(format!("undeclared reference to 'optional.{name}'")),
+            };
+        }
     }
     let mut vals = Vec::new();
     if let Some(r) = recv {
@@ -309,197 +666,36 @@ fn call(recv: Option<&Expr>, name: &str, args: &[Expr], env: &Env) -> R {
     for a in args {
         vals.push(eval(a, env)?);
     }
-    let str_arg = |i: usize| {
-        vals.get(i)
-            .and_then(Value::as_str)
-            .ok_or_else(|| no_overload(name))
-    };
-    match (name, vals.len()) {
-        ("size", 1) => size(&vals[0]),
-        ("startsWith", 2) => Ok(Value::Bool(str_arg(0)?.starts_with(str_arg(1)?))),
-        ("endsWith", 2) => Ok(Value::Bool(str_arg(0)?.ends_with(str_arg(1)?))),
-        ("contains", 2) => Ok(Value::Bool(str_arg(0)?.contains(str_arg(1)?))),
-        ("matches", 2) => {
-            let re = Regex::new(str_arg(1)?).map_err(|e| e.to_string())?;
-            Ok(Value::Bool(re.is_match(str_arg(0)?)))
-        }
-        ("lowerAscii", 1) => Ok(Value::String(str_arg(0)?.to_ascii_lowercase())),
-        ("upperAscii", 1) => Ok(Value::String(str_arg(0)?.to_ascii_uppercase())),
-        ("trim", 1) => Ok(Value::String(str_arg(0)?.trim().to_string())),
-        ("dyn", 1) => Ok(vals[0].clone()),
-        ("bool", 1) => match &vals[0] {
-            Value::Bool(b) => Ok(Value::Bool(*b)),
-            Value::String(t) => match t.as_str() {
-                "true" | "True" | "TRUE" | "t" | "1" => Ok(Value::Bool(true)),
-                "false" | "False" | "FALSE" | "f" | "0" => Ok(Value::Bool(false)),
-                _ => Err("type conversion error from 'string' to 'bool'".to_string()),
-            },
-            _ => Err(no_overload("bool")),
-        },
-        ("charAt", 2) => {
-            let chars: Vec<char> = str_arg(0)?.chars().collect();
-            let i = int_arg(&vals, 1)?;
-            match usize::try_from(i).ok().filter(|i| *i <= chars.len()) {
-                Some(i) => Ok(Value::String(
-                    chars.get(i).map(|c| c.to_string()).unwrap_or_default(),
-                )),
-                None => Err(format!("index out of range: {i}")),
-            }
-        }
-        ("indexOf" | "lastIndexOf", 2) if vals[0].is_string() => {
-            let (hay, needle) = (str_arg(0)?, str_arg(1)?);
-            let found = if name == "indexOf" {
-                hay.find(needle)
-            } else {
-                hay.rfind(needle)
+    if recv.is_some() {
+        if let Some(inner) = as_optional(&vals[0]) {
+            return match (name, &vals[1..]) {
+                ("hasValue", []) => Ok(Value::Bool(inner.is_some())),
+                ("value", []) => inner
+                    .cloned()
+                    .ok_or_else(|| "optional.none() dereference".to_string()),
+                ("orValue", [d]) => Ok(inner.cloned().unwrap_or_else(|| d.clone())),
+                ("or", [other]) if as_optional(other).is_some() => Ok(match inner {
+                    Some(_) => vals[0].clone(),
+                    None => other.clone(),
+                }),
+                _ => Err(no_overload(name)),
             };
-            Ok(Value::from(
-                found.map_or(-1, |b| hay[..b].chars().count() as i64),
-            ))
         }
-        ("indexOf" | "lastIndexOf", 2) => {
-            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
-            let mut idx = list
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| eq(x, &vals[1]))
-                .map(|(i, _)| i as i64);
-            let found = if name == "indexOf" {
-                idx.next()
-            } else {
-                idx.next_back()
+        if let Some(fields) = marker(&vals[0], AUTHZ) {
+            return authz_method(fields, name, &vals[1..], env);
+        }
+        if let Some(d) = marker(&vals[0], DECISION) {
+            return match (name, vals.len()) {
+                ("allowed", 1) => Ok(d.get("allowed").cloned().unwrap_or(Value::Bool(false))),
+                ("reason", 1) => Ok(d
+                    .get("reason")
+                    .cloned()
+                    .unwrap_or(Value::String(String::new()))),
+                ("errored", 1) => Ok(Value::Bool(false)),
+                ("error", 1) => Ok(Value::String(String::new())),
+                _ => Err(no_overload(name)),
             };
-            Ok(Value::from(found.unwrap_or(-1)))
         }
-        ("replace", 3) => Ok(Value::String(str_arg(0)?.replace(str_arg(1)?, str_arg(2)?))),
-        ("split", 2) => Ok(Value::Array(
-            str_arg(0)?
-                .split(str_arg(1)?)
-                .map(|p| Value::String(p.to_string()))
-                .collect(),
-        )),
-        ("substring", 2 | 3) => {
-            let chars: Vec<char> = str_arg(0)?.chars().collect();
-            let start = int_arg(&vals, 1)?;
-            let end = if vals.len() == 3 {
-                int_arg(&vals, 2)?
-            } else {
-                chars.len() as i64
-            };
-            if start < 0 || end < start || end as usize > chars.len() {
-                return Err(format!("index out of range: {start}, {end}"));
-            }
-            Ok(Value::String(
-                chars[start as usize..end as usize].iter().collect(),
-            ))
-        }
-        ("join", 1 | 2) => {
-            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
-            let sep = if vals.len() == 2 { str_arg(1)? } else { "" };
-            let parts: Vec<&str> = list
-                .iter()
-                .map(|x| x.as_str().ok_or_else(|| no_overload(name)))
-                .collect::<Result<_, _>>()?;
-            Ok(Value::String(parts.join(sep)))
-        }
-        ("isSorted", 1) => {
-            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
-            let mut sorted = true;
-            for w in list.windows(2) {
-                sorted &= compare(&w[0], &w[1]).ok_or_else(|| no_overload(name))?
-                    != std::cmp::Ordering::Greater;
-            }
-            Ok(Value::Bool(sorted))
-        }
-        ("sum", 1) => {
-            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
-            list.iter()
-                .try_fold(Value::from(0), |acc, x| arith("+", &acc, x))
-        }
-        ("min" | "max", 1) => {
-            let list = vals[0].as_array().ok_or_else(|| no_overload(name))?;
-            let mut best: Option<&Value> = None;
-            for x in list {
-                best = Some(match best {
-                    None => x,
-                    Some(b) => {
-                        let ord = compare(x, b).ok_or_else(|| no_overload(name))?;
-                        let better = if name == "min" {
-                            ord == std::cmp::Ordering::Less
-                        } else {
-                            ord == std::cmp::Ordering::Greater
-                        };
-                        if better {
-                            x
-                        } else {
-                            b
-                        }
-                    }
-                });
-            }
-            best.cloned()
-                .ok_or_else(|| format!("{name}(list) called on an empty list"))
-        }
-        ("find", 2) => {
-            let re = Regex::new(str_arg(1)?).map_err(|e| e.to_string())?;
-            Ok(Value::String(
-                re.find(str_arg(0)?)
-                    .map(|m| m.as_str().to_string())
-                    .unwrap_or_default(),
-            ))
-        }
-        ("findAll", 2 | 3) => {
-            let re = Regex::new(str_arg(1)?).map_err(|e| e.to_string())?;
-            let limit = if vals.len() == 3 {
-                int_arg(&vals, 2)?
-            } else {
-                -1
-            };
-            let all = re
-                .find_iter(str_arg(0)?)
-                .map(|m| Value::String(m.as_str().to_string()));
-            Ok(Value::Array(if limit < 0 {
-                all.collect()
-            } else {
-                all.take(limit as usize).collect()
-            }))
-        }
-        ("int", 1) => match &vals[0] {
-            Value::Number(n) if is_int(&vals[0]) => n
-                .as_i64()
-                .map(Value::from)
-                .ok_or_else(|| "integer overflow".into()),
-            Value::Number(n) => Ok(Value::from(n.as_f64().unwrap_or(0.0).trunc() as i64)),
-            Value::String(s) => s
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| format!("cannot convert {s:?} to int")),
-            _ => Err(no_overload("int")),
-        },
-        ("uint", 1) => match &vals[0] {
-            Value::Number(n) => n
-                .as_u64()
-                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                .map(Value::from)
-                .ok_or_else(|| "uint out of range".into()),
-            Value::String(s) => s
-                .parse::<u64>()
-                .map(Value::from)
-                .map_err(|_| format!("cannot convert {s:?} to uint")),
-            _ => Err(no_overload("uint")),
-        },
-        ("double", 1) => match &vals[0] {
-            Value::Number(n) => Ok(float(n.as_f64().unwrap_or(0.0))),
-            Value::String(s) => s
-                .parse::<f64>()
-                .map(float)
-                .map_err(|_| format!("cannot convert {s:?} to double")),
-            _ => Err(no_overload("double")),
-        },
-        ("string", 1) => Ok(Value::String(match &vals[0] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })),
-        _ => Err(format!("undeclared reference to '{name}'")),
     }
+    builtin(name, &vals)
 }

@@ -10,6 +10,10 @@ pub(crate) enum Expr {
     Map(Vec<(Expr, Expr)>),
     Select(Box<Expr>, String),
     Index(Box<Expr>, Box<Expr>),
+    /// `x.?f`: an optional of the field (none when it is absent).
+    OptSelect(Box<Expr>, String),
+    /// `x[?k]`: an optional of the entry (none when it is absent).
+    OptIndex(Box<Expr>, Box<Expr>),
     /// A function call: receiver (for `x.f()`), name, arguments.
     Call(Option<Box<Expr>>, String, Vec<Expr>),
     Unary(char, Box<Expr>),
@@ -19,20 +23,21 @@ pub(crate) enum Expr {
 
 impl Expr {
     pub(super) fn uses_old_self(&self) -> bool {
+        self.mentions("oldSelf")
+    }
+
+    /// Whether the expression names the variable `name` anywhere.
+    pub(super) fn mentions(&self, name: &str) -> bool {
+        let m = |e: &Expr| e.mentions(name);
         match self {
-            Expr::Ident(n) => n == "oldSelf",
+            Expr::Ident(n) => n == name,
             Expr::Lit(_) => false,
-            Expr::List(l) => l.iter().any(Expr::uses_old_self),
-            Expr::Map(m) => m
-                .iter()
-                .any(|(k, v)| k.uses_old_self() || v.uses_old_self()),
-            Expr::Select(e, _) | Expr::Unary(_, e) => e.uses_old_self(),
-            Expr::Index(a, b) | Expr::Binary(_, a, b) => a.uses_old_self() || b.uses_old_self(),
-            Expr::Call(r, _, args) => {
-                r.as_ref().is_some_and(|r| r.uses_old_self())
-                    || args.iter().any(Expr::uses_old_self)
-            }
-            Expr::Cond(a, b, c) => a.uses_old_self() || b.uses_old_self() || c.uses_old_self(),
+            Expr::List(l) => l.iter().any(m),
+            Expr::Map(entries) => entries.iter().any(|(k, v)| m(k) || m(v)),
+            Expr::Select(e, _) | Expr::OptSelect(e, _) | Expr::Unary(_, e) => m(e),
+            Expr::Index(a, b) | Expr::OptIndex(a, b) | Expr::Binary(_, a, b) => m(a) || m(b),
+            Expr::Call(r, _, args) => r.as_deref().is_some_and(m) || args.iter().any(m),
+            Expr::Cond(a, b, c) => m(a) || m(b) || m(c),
         }
     }
 }
@@ -149,6 +154,7 @@ fn lex_string(chars: &[char], mut i: usize, raw: bool) -> Result<(String, usize)
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
 }
 
 /// Parses a rule (checking only syntax and the supported subset).
@@ -156,6 +162,7 @@ pub(crate) fn parse(src: &str) -> Result<Expr, String> {
     let mut p = Parser {
         toks: lex(src)?,
         pos: 0,
+        depth: 0,
     };
     let e = p.ternary()?;
     if p.pos != p.toks.len() {
@@ -164,7 +171,7 @@ pub(crate) fn parse(src: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
-const FUNCTIONS: [&str; 33] = [
+const FUNCTIONS: &[&str] = &[
     "has",
     "size",
     "startsWith",
@@ -198,7 +205,124 @@ const FUNCTIONS: [&str; 33] = [
     "find",
     "findAll",
     "bool",
+    // Optionals: `optional.of(x)`, `optional.none()`, `x.?f.orValue(d)` …
+    "of",
+    "none",
+    "ofNonZeroValue",
+    "hasValue",
+    "value",
+    "orValue",
+    "or",
+    // The authorizer library: `authorizer.group('').resource('pods').check('get')` …
+    "group",
+    "resource",
+    "subresource",
+    "namespace",
+    "name",
+    "path",
+    "serviceAccount",
+    "check",
+    "allowed",
+    "reason",
+    "errored",
+    "error",
 ];
+
+/// The macros: a method whose first argument names a variable bound in the others.
+pub(super) const MACROS: [&str; 5] = ["all", "exists", "exists_one", "map", "filter"];
+
+/// How deeply expressions may nest (cel-go's parser refuses deeper ones too), so a
+/// hostile expression cannot exhaust the stack.
+const MAX_DEPTH: usize = 100;
+
+/// What an expression may name: top-level variables, and the composited `variables.*`
+/// declared so far (None: `variables` is not declared at all).
+pub struct Declarations<'a> {
+    pub names: &'a [&'a str],
+    pub variables: Option<&'a [String]>,
+}
+
+/// Checks that every identifier `e` uses is declared (or bound by a macro), as cel-go's
+/// type checker refuses an expression naming an undeclared variable.
+pub(super) fn check_references(
+    e: &Expr,
+    decls: &Declarations<'_>,
+    bound: &mut Vec<String>,
+) -> Result<(), String> {
+    let local = |bound: &[String], n: &str| bound.iter().any(|b| b == n);
+    match e {
+        Expr::Lit(_) => Ok(()),
+        Expr::Ident(n) => {
+            if local(bound, n)
+                || decls.names.contains(&n.as_str())
+                || (n == "variables" && decls.variables.is_some())
+            {
+                Ok(())
+            } else {
+                Err(format!("undeclared reference to '{n}' (in container '')"))
+            }
+        }
+        Expr::Select(x, field) | Expr::OptSelect(x, field) if matches!(&**x, Expr::Ident(n) if n == "variables" && !local(bound, n)) => {
+            match decls.variables {
+                Some(vars) if vars.iter().any(|v| v == field) => Ok(()),
+                Some(_) => Err(format!("undefined field '{field}'")),
+                None => Err("undeclared reference to 'variables' (in container '')".into()),
+            }
+        }
+        Expr::List(l) => l.iter().try_for_each(|x| check_references(x, decls, bound)),
+        Expr::Map(m) => m.iter().try_for_each(|(k, v)| {
+            check_references(k, decls, bound)?;
+            check_references(v, decls, bound)
+        }),
+        Expr::Select(x, _) | Expr::OptSelect(x, _) | Expr::Unary(_, x) => {
+            check_references(x, decls, bound)
+        }
+        Expr::Index(a, b) | Expr::OptIndex(a, b) | Expr::Binary(_, a, b) => {
+            check_references(a, decls, bound)?;
+            check_references(b, decls, bound)
+        }
+        Expr::Cond(a, b, c) => {
+            check_references(a, decls, bound)?;
+            check_references(b, decls, bound)?;
+            check_references(c, decls, bound)
+        }
+        Expr::Call(None, name, args) if name == "has" => match args.as_slice() {
+            [Expr::Select(x, _)] => check_references(x, decls, bound),
+            _ => Err("invalid argument to has() macro".into()),
+        },
+        Expr::Call(Some(r), name, args) if matches!(&**r, Expr::Ident(n) if n == "optional" && !local(bound, n)) =>
+        {
+            if !matches!(name.as_str(), "of" | "none" | "ofNonZeroValue") {
+                return Err(format!("undeclared reference to 'optional.{name}'"));
+            }
+            args.iter()
+                .try_for_each(|x| check_references(x, decls, bound))
+        }
+        Expr::Call(Some(r), name, args) if MACROS.contains(&name.as_str()) => {
+            check_references(r, decls, bound)?;
+            let (var, body) = match args.as_slice() {
+                [Expr::Ident(v), rest @ ..] if matches!(rest.len(), 1 | 2) => (v, rest),
+                _ => return Err(format!("invalid arguments to {name}() macro")),
+            };
+            if body.len() == 2 && name != "map" {
+                return Err(format!("invalid arguments to {name}() macro"));
+            }
+            bound.push(var.clone());
+            let r = body
+                .iter()
+                .try_for_each(|x| check_references(x, decls, bound));
+            bound.pop();
+            r
+        }
+        Expr::Call(r, _, args) => {
+            if let Some(r) = r {
+                check_references(r, decls, bound)?;
+            }
+            args.iter()
+                .try_for_each(|x| check_references(x, decls, bound))
+        }
+    }
+}
 
 /// Whether every call is in the supported subset. Rules calling other functions (CEL's
 /// timestamps, durations, quantities, URLs …) are accepted in CRDs but not evaluated.
@@ -210,8 +334,8 @@ pub(super) fn check_functions(e: &Expr) -> Result<(), String> {
             check_functions(k)?;
             check_functions(v)
         }),
-        Expr::Select(x, _) | Expr::Unary(_, x) => check_functions(x),
-        Expr::Index(a, b) | Expr::Binary(_, a, b) => {
+        Expr::Select(x, _) | Expr::OptSelect(x, _) | Expr::Unary(_, x) => check_functions(x),
+        Expr::Index(a, b) | Expr::OptIndex(a, b) | Expr::Binary(_, a, b) => {
             check_functions(a)?;
             check_functions(b)
         }
@@ -251,7 +375,26 @@ impl Parser {
             Err(format!("Syntax error: expected '{op}'"))
         }
     }
+    /// Enters one level of nesting (parentheses, operands, arguments).
+    fn nest<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, String>) -> Result<T, String> {
+        self.deepen()?;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
     fn ternary(&mut self) -> Result<Expr, String> {
+        self.nest(Self::ternary_inner)
+    }
+    fn deepen(&mut self) -> Result<(), String> {
+        if self.depth >= MAX_DEPTH {
+            return Err(format!(
+                "Syntax error: expression nests deeper than {MAX_DEPTH} levels"
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+    fn ternary_inner(&mut self) -> Result<Expr, String> {
         let c = self.binary(0)?;
         if self.eat("?") {
             let a = self.ternary()?;
@@ -261,7 +404,10 @@ impl Parser {
         }
         Ok(c)
     }
-    fn binary(&mut self, level: usize) -> Result<Expr, String> {
+    /// Binary operators by precedence climbing: operators binding tighter than
+    /// `min` level are folded into the right operand (one stack frame per precedence
+    /// change, not per level).
+    fn binary(&mut self, min: usize) -> Result<Expr, String> {
         const LEVELS: [&[&str]; 5] = [
             &["||"],
             &["&&"],
@@ -269,28 +415,33 @@ impl Parser {
             &["+", "-"],
             &["*", "/", "%"],
         ];
-        if level == LEVELS.len() {
-            return self.unary();
-        }
-        let mut lhs = self.binary(level + 1)?;
-        loop {
-            let op = match self.toks.get(self.pos) {
-                Some(Tok::Op(o)) if LEVELS[level].contains(o) => o.to_string(),
-                Some(Tok::Ident(i)) if i == "in" && level == 2 => "in".to_string(),
-                _ => break,
+        let level_of = |t: Option<&Tok>| match t {
+            Some(Tok::Op(o)) => LEVELS.iter().position(|l| l.contains(o)),
+            Some(Tok::Ident(i)) if i == "in" => Some(2),
+            _ => None,
+        };
+        let mut lhs = self.unary()?;
+        // Each operator of a chain nests the tree one level deeper.
+        let base = self.depth;
+        while let Some(level) = level_of(self.toks.get(self.pos)).filter(|l| *l >= min) {
+            let op = match &self.toks[self.pos] {
+                Tok::Op(o) => o.to_string(),
+                _ => "in".to_string(),
             };
             self.pos += 1;
+            self.deepen()?;
             let rhs = self.binary(level + 1)?;
             lhs = Expr::Binary(op, Box::new(lhs), Box::new(rhs));
         }
+        self.depth = base;
         Ok(lhs)
     }
     fn unary(&mut self) -> Result<Expr, String> {
         if self.eat("!") {
-            return Ok(Expr::Unary('!', Box::new(self.unary()?)));
+            return Ok(Expr::Unary('!', Box::new(self.nest(Self::unary)?)));
         }
         if self.eat("-") {
-            return Ok(Expr::Unary('-', Box::new(self.unary()?)));
+            return Ok(Expr::Unary('-', Box::new(self.nest(Self::unary)?)));
         }
         self.member()
     }
@@ -309,10 +460,12 @@ impl Parser {
     }
     fn member(&mut self) -> Result<Expr, String> {
         let mut e = self.primary()?;
+        let base = self.depth;
         loop {
+            if self.peek_op(".") || self.peek_op("[") {
+                self.deepen()?;
+            }
             if self.eat(".") {
-                // `x.?f` (optional field selection) is parsed as a call of an
-                // unsupported function: the rule is accepted but not evaluated.
                 let optional = self.eat("?");
                 let Some(Tok::Ident(name)) = self.toks.get(self.pos).cloned() else {
                     return Err("Syntax error: expected a field name".into());
@@ -322,19 +475,21 @@ impl Parser {
                     let args = self.args(")")?;
                     e = Expr::Call(Some(Box::new(e)), name, args);
                 } else if optional {
-                    e = Expr::Call(
-                        Some(Box::new(e)),
-                        "_?._".into(),
-                        vec![Expr::Lit(Value::String(name))],
-                    );
+                    e = Expr::OptSelect(Box::new(e), name);
                 } else {
                     e = Expr::Select(Box::new(e), name);
                 }
             } else if self.eat("[") {
+                let optional = self.eat("?");
                 let i = self.ternary()?;
                 self.expect("]")?;
-                e = Expr::Index(Box::new(e), Box::new(i));
+                e = if optional {
+                    Expr::OptIndex(Box::new(e), Box::new(i))
+                } else {
+                    Expr::Index(Box::new(e), Box::new(i))
+                };
             } else {
+                self.depth = base;
                 return Ok(e);
             }
         }
