@@ -220,6 +220,30 @@ async fn scheduler_loop_binds_reports_and_retries_on_node_add() {
         text.contains("scheduler_pod_scheduling_duration_seconds_count 7"),
         "{text}"
     );
+
+    // Many unschedulable pods at once, more than the status writers: every one gets its
+    // condition (the writes are queued per pod, not dropped).
+    for i in 0..40 {
+        pods.create(&PostParams::default(), &pod(&format!("huge-{i}"), "100"))
+            .await
+            .unwrap();
+    }
+    until("40 pods marked unschedulable", || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        let marked = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("huge-"))
+            })
+            .filter(|p| condition(p).is_some_and(|c| c.0 == "False" && c.1 == "Unschedulable"))
+            .count();
+        (marked == 40).then_some(())
+    })
+    .await;
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
 }

@@ -3,12 +3,17 @@
 //! deletions, and Events.
 //!
 //! Events go through a bounded channel drained by one task ([`EventRecorder`]); when it is
-//! full they are dropped, so a slow API never slows scheduling. The other writes retry
+//! full they are dropped, so a slow API never slows scheduling. `PodScheduled=False`
+//! patches go through a queue keyed by pod ([`StatusWriter`]): a few writers drain it, and
+//! a newer verdict for a pod still waiting replaces the older one, so thousands of
+//! unschedulable pods never mean thousands of concurrent requests. The other writes retry
 //! transient failures (5xx, 429, transport errors) with exponential backoff and give up on
 //! answers that will not change (404, 409, 422).
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
@@ -17,13 +22,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// How many Events may wait to be written before new ones are dropped.
 pub const EVENT_QUEUE: usize = 4096;
 /// Events written concurrently.
 const EVENT_WRITERS: usize = 16;
 const RETRIES: u32 = 5;
+/// `PodScheduled=False` patches written concurrently.
+const STATUS_WRITERS: usize = 8;
 
 /// Whether an API failure is worth retrying.
 pub fn is_transient(e: &kube::Error) -> bool {
@@ -227,6 +234,112 @@ pub async fn patch_unschedulable(
     with_retries("pod status", || api.patch_status(name, &pp, &patch))
         .await
         .map(|_| ())
+}
+
+/// One pod's unschedulable verdict waiting to be written.
+struct StatusPatch {
+    pod: Arc<Pod>,
+    message: String,
+    nominated: Option<String>,
+}
+
+#[derive(Default)]
+struct StatusQueue {
+    pending: HashMap<String, StatusPatch>,
+    order: VecDeque<String>,
+}
+
+struct StatusShared {
+    queue: Mutex<StatusQueue>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+/// Writes `PodScheduled=False` (and `nominatedNodeName`) with [`STATUS_WRITERS`] tasks
+/// from a queue keyed by pod: a pod queued again before its write keeps its place and
+/// gets the newest verdict. The writers end when the last clone is dropped.
+#[derive(Clone)]
+pub struct StatusWriter {
+    shared: Arc<StatusShared>,
+    _stop: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<StatusShared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.ready.notify_waiters();
+    }
+}
+
+impl StatusWriter {
+    pub fn start(client: Client) -> StatusWriter {
+        let shared = Arc::new(StatusShared {
+            queue: Mutex::new(StatusQueue::default()),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        for _ in 0..STATUS_WRITERS {
+            tokio::spawn(status_worker(client.clone(), shared.clone()));
+        }
+        StatusWriter {
+            _stop: Arc::new(StopOnDrop(shared.clone())),
+            shared,
+        }
+    }
+
+    /// Queues `pod`'s verdict, replacing one still waiting for the same pod.
+    pub fn queue(&self, pod: Arc<Pod>, message: String, nominated: Option<String>) {
+        let key = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        let patch = StatusPatch {
+            pod,
+            message,
+            nominated,
+        };
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.pending.insert(key.clone(), patch).is_none() {
+                q.order.push_back(key);
+            }
+        }
+        self.shared.ready.notify_one();
+    }
+
+    /// Verdicts waiting to be written.
+    pub fn pending(&self) -> usize {
+        let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pending.len()
+    }
+}
+
+async fn status_worker(client: Client, sh: Arc<StatusShared>) {
+    loop {
+        // Made before the checks: a `notify_one` or the closing `notify_waiters` that
+        // comes after them still wakes this wait.
+        let notified = sh.ready.notified();
+        if sh.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let taken = {
+            let mut q = sh.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.order.pop_front().and_then(|k| q.pending.remove(&k))
+        };
+        let Some(p) = taken else {
+            notified.await;
+            continue;
+        };
+        let nominated = p.nominated.as_deref();
+        if let Err(e) =
+            patch_unschedulable(&client, &p.pod, "Unschedulable", &p.message, nominated).await
+        {
+            tracing::debug!(%e, "PodScheduled condition not written");
+        }
+    }
 }
 
 /// Deletes a preemption victim gracefully; a victim already gone is fine.

@@ -58,6 +58,7 @@ struct Ctx {
     client: Client,
     fw: Arc<Framework>,
     events: EventRecorder,
+    statuses: binder::StatusWriter,
     metrics: Arc<Metrics>,
     profile: Arc<str>,
 }
@@ -84,6 +85,7 @@ pub(crate) async fn run(
     let instance = format!("{}-{}", config.scheduler_name, std::process::id());
     let ctx = Ctx {
         events: EventRecorder::start(client.clone(), config.scheduler_name.clone(), instance),
+        statuses: binder::StatusWriter::start(client.clone()),
         inner: inner.clone(),
         client,
         fw,
@@ -409,13 +411,5 @@ fn report_unschedulable(ctx: &Ctx, pod: &Arc<Pod>, msg: &str, nominated: Option<
     if nominated.is_none() && binder::has_condition(pod, "False", "Unschedulable", msg) {
         return;
     }
-    let (client, pod, msg) = (ctx.client.clone(), pod.clone(), msg.to_string());
-    tokio::spawn(async move {
-        if let Err(e) =
-            binder::patch_unschedulable(&client, &pod, "Unschedulable", &msg, nominated.as_deref())
-                .await
-        {
-            tracing::debug!(%e, "PodScheduled condition not written");
-        }
-    });
+    ctx.statuses.queue(pod.clone(), msg.to_string(), nominated);
 }
