@@ -496,9 +496,15 @@ impl EmbeddedStore {
     }
 }
 
+/// redb's page cache. Its default (1 GiB) let it keep every page a fold wrote — 115 MB
+/// of the API bench's 20,000 pods — while recent writes are in the overlay anyway and
+/// older pages are one `pread` from the kernel's page cache.
+const REDB_CACHE: usize = 32 << 20;
+
 fn open_db(path: &Path, exists: bool) -> Result<Database> {
     let loc = path.display().to_string();
-    let b = Database::builder();
+    let mut b = Database::builder();
+    b.set_cache_size(REDB_CACHE);
     if exists { b.open(path) } else { b.create(path) }.map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.to_path_buf(),
