@@ -60,3 +60,6 @@ mod webhooks;
 
 #[path = "apiserver/legacy_tokens.rs"]
 mod legacy_tokens;
+
+#[path = "apiserver/node_authz.rs"]
+mod node_authz;
