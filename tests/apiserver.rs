@@ -63,3 +63,6 @@ mod legacy_tokens;
 
 #[path = "apiserver/admission_policy.rs"]
 mod admission_policy;
+
+#[path = "apiserver/node_authz.rs"]
+mod node_authz;

@@ -305,11 +305,14 @@ fn ordinary_manifests_of_every_kind_apply_with_kubectl_127_and_133() {
 }
 
 /// A kubeconfig for user `name` in `groups`, from a client certificate the cluster CA signed.
-fn user_kubeconfig(s: &Server, name: &str, groups: &[&str]) -> std::path::PathBuf {
+pub(crate) fn user_kubeconfig(s: &Server, name: &str, groups: &[&str]) -> std::path::PathBuf {
     let dir = s.dir.path();
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let crt = dir.join(format!("{name}.crt"));
+    // Files named without colons: KUBECONFIG is a colon-separated list, and curl reads a
+    // colon in --cert as the start of a password.
+    let file = name.replace(':', "_");
+    let key = dir.join(format!("{file}.key"));
+    let csr = dir.join(format!("{file}.csr"));
+    let crt = dir.join(format!("{file}.crt"));
     let mut subj = format!("/CN={name}");
     for g in groups {
         subj.push_str(&format!("/O={g}"));
@@ -349,7 +352,7 @@ fn user_kubeconfig(s: &Server, name: &str, groups: &[&str]) -> std::path::PathBu
         .args(["-CAcreateserial", "-out"])
         .arg(&crt);
     run(c, None).ok();
-    let kc = dir.join(format!("{name}.kubeconfig"));
+    let kc = dir.join(format!("{file}.kubeconfig"));
     std::fs::copy(s.kubeconfig(), &kc).unwrap();
     let cfg = |args: &[&str]| {
         let mut c = s.kubectl_command("1.33", args);
@@ -383,7 +386,7 @@ fn user_kubeconfig(s: &Server, name: &str, groups: &[&str]) -> std::path::PathBu
     kc
 }
 
-fn as_kubeconfig(s: &Server, v: &str, kc: &std::path::Path, args: &[&str]) -> Out {
+pub(crate) fn as_kubeconfig(s: &Server, v: &str, kc: &std::path::Path, args: &[&str]) -> Out {
     let mut c = s.kubectl_command(v, args);
     c.env("KUBECONFIG", kc);
     run(c, None)

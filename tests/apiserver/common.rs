@@ -555,3 +555,35 @@ pub fn http_get(url: &str) -> String {
     c.args(["-sSf", url]);
     run(c, None).ok().stdout
 }
+
+/// What a server refused its agents (`system:node:<name>`, held to what their pods need
+/// by the Node authorizer and NodeRestriction), from its audit log at `log`: `VERB URI
+/// 403` of each refusal. An agent doing its work is never refused. Panics when the log
+/// holds no request of a node at all (the check would prove nothing). Used by the tests
+/// that run agents (kubelet, network).
+#[allow(dead_code)]
+pub fn node_refusals(log: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(log).expect("the audit log");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let mut requests = 0;
+    for line in log.lines() {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let user = ev["user"]["username"].as_str().unwrap_or_default();
+        if !user.starts_with("system:node:") {
+            continue;
+        }
+        requests += 1;
+        if ev["responseStatus"]["code"] == 403 && seen.insert(ev["auditID"].to_string()) {
+            out.push(format!(
+                "{} {} 403",
+                ev["verb"].as_str().unwrap_or_default(),
+                ev["requestURI"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    assert!(requests > 0, "no request of an agent in the audit log");
+    out
+}

@@ -52,9 +52,16 @@ spec:
     volumeMounts:
     - {{name: conf, mountPath: /etc/conf}}
     - {{name: work, mountPath: /work}}
+    - {{name: projected, mountPath: /etc/projected}}
   volumes:
   - {{name: conf, configMap: {{name: conf}}}}
   - {{name: work, emptyDir: {{}}}}
+  - name: projected
+    projected:
+      sources:
+      - secret: {{name: creds}}
+      - configMap: {{name: conf}}
+      - serviceAccountToken: {{path: token, audience: test, expirationSeconds: 3600}}
 "#
         ));
         n.k(&["wait", "--for=condition=Ready", "pod/app", "--timeout=60s"])
@@ -83,6 +90,20 @@ spec:
                 .stdout,
             "hello"
         );
+        // A projected volume: the secret, the configMap and a token the agent asked for
+        // the pod's service account, bound to the pod.
+        let projected = n
+            .k(&[
+                "exec",
+                "app",
+                "--",
+                "sh",
+                "-c",
+                "cat /etc/projected/password /etc/projected/greeting; head -c 3 /etc/projected/token",
+            ])
+            .ok()
+            .stdout;
+        assert_eq!(projected, "s3crethelloeyJ");
         // An update of the configMap reaches the running pod.
         n.k(&[
             "patch",
@@ -442,6 +463,9 @@ spec:
             n.jp("app", "{.status.containerStatuses[0].restartCount}"),
             "0"
         );
+        // Secrets, configMaps, tokens, its Node, Lease and pods: all within the node's
+        // rights.
+        assert_eq!(n.node_refusals(), Vec::<String>::new());
     }
     assert_clean(&dir, &cgroups);
 }

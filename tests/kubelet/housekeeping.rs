@@ -344,6 +344,7 @@ fn node_pressure_evicts_besteffort_before_guaranteed() {
             "{.status.conditions[?(@.type==\"DisruptionTarget\")].lastTransitionTime}",
         );
         assert!(be_time < g_time, "{be_time} before {g_time}");
+        assert_eq!(n.node_refusals(), Vec::<String>::new());
     }
     assert_clean(&dir, &cgroups);
 }

@@ -105,6 +105,12 @@ impl Node {
         self.server.dir.path()
     }
 
+    /// What the server refused its agent, from its audit log (see
+    /// [`crate::common::node_refusals`]).
+    pub fn node_refusals(&self) -> Vec<String> {
+        crate::common::node_refusals(&self.data().join("audit.log"))
+    }
+
     /// The agent's cgroup parent (under every hierarchy).
     pub fn cgroup_dirs(&self, rel: &str) -> Vec<PathBuf> {
         cgroup_dirs(rel)

@@ -329,6 +329,7 @@ spec:
                 == 0)
                 .then_some(())
         });
+        assert_eq!(n.node_refusals(), Vec::<String>::new());
     }
     assert_clean(&dir, &cgroups);
 }

@@ -287,6 +287,8 @@ spec:
         );
         n.k(&["delete", "pod", "stuck", "--grace-period=1"]).ok();
         n.k(&["delete", "pvc", "lost", "--timeout=60s"]).ok();
+        // The provisioner runs as the node: claims of its pods, volumes it made.
+        assert_eq!(n.node_refusals(), Vec::<String>::new());
     }
     assert_clean(&dir, &cgroups);
 }

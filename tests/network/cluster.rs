@@ -59,6 +59,11 @@ impl Cluster {
         cluster
     }
 
+    /// What the (first) server refused the agents, from its audit log.
+    pub fn node_refusals(&self) -> Vec<String> {
+        crate::common::node_refusals(&self.dir.join("server/audit.log"))
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig.yaml")
     }

@@ -191,4 +191,5 @@ fn one_node_hairpin_loadbalancer_hostport_env_and_bad_input() {
     );
     let o = bad(r#"{type: NodePort, ports: [{port: 80, nodePort: 80}]}"#).fails();
     assert!(o.stderr.contains("not in the valid range"), "{o:?}");
+    assert_eq!(c.node_refusals(), Vec::<String>::new());
 }

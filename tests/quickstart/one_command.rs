@@ -184,6 +184,37 @@ fn bad_input_is_refused_before_anything_starts() {
         "{}",
         o.stderr
     );
+    // Node labels NodeRestriction would refuse the node are refused before it joins.
+    let mut c = Command::new(SKIFF);
+    c.args([
+        "agent",
+        "--server",
+        &running.url,
+        "--token",
+        &running.token(),
+        "--ca-file",
+    ])
+    .arg(running.pki("ca.crt"))
+    .args([
+        "--kubelet-port",
+        "0",
+        "--disable-pod-network",
+        "--node-name",
+        "labelled",
+        "--node-labels",
+        "disk=ssd,node-role.kubernetes.io/worker=",
+        "--data-dir",
+    ])
+    .arg(work.path().join("labelled"));
+    let o = run(c, None);
+    assert_ne!(o.code, 0, "{o:#?}");
+    assert!(
+        o.stderr
+            .contains("--node-labels [\"node-role.kubernetes.io/worker\"]")
+            && o.stderr.contains("kubectl label node"),
+        "{}",
+        o.stderr
+    );
     let nodes = running
         .kubectl(VERSIONS[1], &["get", "nodes", "-o", "name"])
         .ok();

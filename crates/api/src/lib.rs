@@ -23,6 +23,8 @@
 //! - [`table`]: server-side `meta.k8s.io/v1` Table output with kube-apiserver's columns;
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents;
 //! - [`rbac`]: RBAC authorization, escalation checks, aggregation and the bootstrap policy;
+//! - [`node_authz`]: the Node authorizer (its graph of what each node needs) and the
+//!   NodeRestriction admission plugin;
 //! - [`service_account_token`]: service-account JWTs: the signer, and the claims and
 //!   Secret conventions of legacy (Secret-based) tokens.
 //!
@@ -41,6 +43,7 @@ pub mod cron;
 pub mod fields;
 pub mod kinds;
 pub mod managed;
+pub mod node_authz;
 pub mod object;
 pub mod openapi;
 pub mod patch;

@@ -333,6 +333,7 @@ pub fn impersonate(
         name: name.into(),
         path: String::new(),
         resource_request: true,
+        field_selector: String::new(),
     };
     let mut groups = Vec::new();
     if let Some(rest) = name.strip_prefix("system:serviceaccount:") {

@@ -1,4 +1,7 @@
-//! Authorization with RBAC, as kube-apiserver's `--authorization-mode=RBAC`: each request's
+//! Authorization as kube-apiserver's `--authorization-mode=Node,RBAC`: requests of nodes
+//! (`system:node:<name>` in `system:nodes`) go to the Node authorizer first
+//! ([`crate::node_authz`]), and what it does not allow falls through to RBAC, its reason
+//! kept for the 403 message. RBAC: each request's
 //! attributes (kube's RequestInfo: verb, API group, resource, subresource, namespace, name,
 //! or a non-resource path) are checked against the Roles, ClusterRoles and their bindings,
 //! which every server keeps in memory from the watch cache. `system:masters` may do
@@ -15,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use skiff_api::kinds;
+use skiff_api::node_authz::{node_identity, NodeDecision, RULES_UNSUPPORTED};
 use skiff_api::rbac::{self, Decision, Policy};
 use skiff_store::Revision;
 
@@ -38,9 +42,61 @@ tokio::task_local! {
 #[derive(Default)]
 pub struct Authorizer {
     policy: RwLock<Policy>,
+    /// The Node authorizer's graph and rules.
+    pub nodes: crate::node_authz::NodeAuthorizer,
+}
+
+/// The Node authorizer's answer, then RBAC's for what it does not allow: kube's union of
+/// authorizers (the first to allow wins; the reasons of those without an opinion are
+/// joined with newlines).
+fn union(node: NodeDecision, rbac: impl FnOnce() -> Decision) -> Decision {
+    if node.is_allowed() {
+        return Decision::Allow {
+            reason: String::new(),
+        };
+    }
+    match rbac() {
+        d @ Decision::Allow { .. } => d,
+        Decision::NoOpinion { reason } => {
+            let reasons: Vec<String> = [node.reason(), reason]
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect();
+            Decision::NoOpinion {
+                reason: reasons.join("\n"),
+            }
+        }
+    }
+}
+
+/// The decision on `a`: Node authorizer (for nodes, after its graph caught up with the
+/// watch cache when a relationship is missing), then RBAC.
+pub async fn decide(st: &AppState, a: &Attributes) -> Decision {
+    if rbac::is_superuser(&a.groups) {
+        return st.authz.decide(a);
+    }
+    match node_identity(&a.user, &a.groups) {
+        Some(node) => {
+            let d = st.authz.nodes.decide_current(&st.cache, node, a).await;
+            union(d, || st.authz.decide(a))
+        }
+        None => st.authz.decide(a),
+    }
 }
 
 impl Authorizer {
+    /// The decision on `a` from the graph and policy as they are (no waiting).
+    pub fn decide_now(&self, a: &Attributes) -> Decision {
+        if rbac::is_superuser(&a.groups) {
+            return self.decide(a);
+        }
+        match node_identity(&a.user, &a.groups) {
+            Some(node) => union(self.nodes.decide(node, a), || self.decide(a)),
+            None => self.decide(a),
+        }
+    }
+
+    /// RBAC's decision alone.
     pub fn decide(&self, a: &Attributes) -> Decision {
         self.policy
             .read()
@@ -57,9 +113,9 @@ impl Authorizer {
     }
 }
 
-/// Whether RBAC allows `a`.
+/// Whether the authorizers allow `a` (impersonation checks).
 pub fn allowed(st: &AppState, a: &Attributes) -> bool {
-    st.authz.decide(a).is_allowed()
+    st.authz.decide_now(a).is_allowed()
 }
 
 /// The 403 kube-apiserver answers a refused impersonation with.
@@ -155,6 +211,11 @@ pub fn attributes(user: &UserInfo, method: &Method, path: &str, q: &Query) -> At
     if resource == "namespaces" && namespace.is_empty() {
         namespace = name.clone();
     }
+    let field_selector = if verb == "list" || verb == "watch" {
+        q.get("fieldSelector").unwrap_or_default().to_string()
+    } else {
+        String::new()
+    };
     Attributes {
         verb: verb.into(),
         namespace,
@@ -164,6 +225,7 @@ pub fn attributes(user: &UserInfo, method: &Method, path: &str, q: &Query) -> At
         name,
         path: path.into(),
         resource_request: true,
+        field_selector,
         ..base
     }
 }
@@ -185,7 +247,7 @@ pub fn forbidden(a: &Attributes, d: &Decision) -> ApiError {
 }
 
 /// Checks a request; Err is the 403 to answer.
-pub fn check(
+pub async fn check(
     st: &AppState,
     user: &UserInfo,
     method: &Method,
@@ -196,7 +258,7 @@ pub fn check(
         return Ok(());
     }
     let a = attributes(user, method, path, q);
-    let d = st.authz.decide(&a);
+    let d = decide(st, &a).await;
     if d.is_allowed() {
         Ok(())
     } else {
@@ -386,7 +448,7 @@ pub fn check_grant(
 }
 
 /// Answers the access reviews and SelfSubjectReview (`create` of these kinds), as `user`.
-pub fn review(
+pub async fn review(
     st: &AppState,
     kind: &str,
     ns: Option<&str>,
@@ -441,9 +503,20 @@ pub fn review(
                 .get("namespace")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            obj["status"] = st
+            let mut status = st
                 .authz
                 .with(|p| p.rules_review_status(&subject, &groups, ns));
+            // A node's rights are the Node authorizer's, not a list of rules: kube marks
+            // the answer incomplete with the authorizer's error first.
+            if node_identity(&subject, &groups).is_some() {
+                let e = match status.get("evaluationError").and_then(Value::as_str) {
+                    Some(rbac_err) => format!("[{RULES_UNSUPPORTED}, {rbac_err}]"),
+                    None => RULES_UNSUPPORTED.to_string(),
+                };
+                status["incomplete"] = json!(true);
+                status["evaluationError"] = json!(e);
+            }
+            obj["status"] = status;
         }
         _ => {
             let s = |p: &str| {
@@ -481,6 +554,9 @@ pub fn review(
                     name: s("/resourceAttributes/name"),
                     path: String::new(),
                     resource_request: true,
+                    field_selector: review_field_selector(
+                        spec.pointer("/resourceAttributes/fieldSelector"),
+                    ),
                 }
             } else if spec.get("nonResourceAttributes").is_some() {
                 Attributes {
@@ -503,7 +579,7 @@ pub fn review(
                     )],
                 ));
             };
-            let d = st.authz.decide(&a);
+            let d = decide(st, &a).await;
             obj["status"] = if d.is_allowed() {
                 json!({"allowed": true, "reason": d.reason()})
             } else {
@@ -519,9 +595,85 @@ pub fn review(
     Ok(obj)
 }
 
+/// A review's `resourceAttributes.fieldSelector` as a selector string: its
+/// `rawSelector`, or its `requirements` (`In` or `NotIn` one value), as kube reads them.
+fn review_field_selector(sel: Option<&Value>) -> String {
+    let Some(sel) = sel else {
+        return String::new();
+    };
+    if let Some(raw) = sel.get("rawSelector").and_then(Value::as_str) {
+        return raw.to_string();
+    }
+    let terms: Vec<String> = sel
+        .get("requirements")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let key = r.get("key")?.as_str()?;
+            let values = r.get("values")?.as_array()?;
+            let [v] = values.as_slice() else {
+                return None;
+            };
+            let v = skiff_api::selector::escape_field_value(v.as_str()?);
+            match r.get("operator")?.as_str()? {
+                "In" => Some(format!("{key}={v}")),
+                "NotIn" => Some(format!("{key}!={v}")),
+                _ => None,
+            }
+        })
+        .collect();
+    terms.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_decisions_fall_through_to_rbac_with_both_reasons() {
+        let refused = NodeDecision::NoOpinion("node says no".into());
+        let rbac_no = || Decision::NoOpinion {
+            reason: "RBAC: role.rbac.authorization.k8s.io \"x\" not found".into(),
+        };
+        assert_eq!(
+            union(refused.clone(), rbac_no),
+            Decision::NoOpinion {
+                reason: "node says no\nRBAC: role.rbac.authorization.k8s.io \"x\" not found".into()
+            }
+        );
+        let rbac_yes = || Decision::Allow {
+            reason: "RBAC: allowed".into(),
+        };
+        assert!(union(refused, rbac_yes).is_allowed());
+        assert_eq!(
+            union(NodeDecision::NoOpinion(String::new()), || {
+                Decision::NoOpinion {
+                    reason: String::new(),
+                }
+            }),
+            Decision::NoOpinion {
+                reason: String::new()
+            }
+        );
+        assert!(union(NodeDecision::Allow, || unreachable!()).is_allowed());
+    }
+
+    #[test]
+    fn review_field_selectors_read_raw_or_requirements() {
+        assert_eq!(
+            review_field_selector(Some(&json!({"rawSelector": "spec.nodeName=n1"}))),
+            "spec.nodeName=n1"
+        );
+        assert_eq!(
+            review_field_selector(Some(&json!({"requirements": [
+                {"key": "spec.nodeName", "operator": "In", "values": ["n1"]},
+                {"key": "status.phase", "operator": "NotIn", "values": ["Failed"]},
+                {"key": "x", "operator": "Exists"}]}))),
+            "spec.nodeName=n1,status.phase!=Failed"
+        );
+        assert_eq!(review_field_selector(None), "");
+    }
 
     fn attrs(method: Method, path_and_query: &str) -> Attributes {
         let (path, q) = path_and_query
@@ -610,6 +762,20 @@ mod tests {
             });
             assert_eq!(got, want, "{p}");
         }
+        // Lists and watches carry their field selector (the Node authorizer's scope).
+        let a = attrs(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1&watch=1",
+        );
+        assert_eq!(
+            (a.verb.as_str(), a.field_selector.as_str()),
+            ("watch", "spec.nodeName=n1")
+        );
+        let a = attrs(
+            Method::DELETE,
+            "/api/v1/namespaces/x/pods?fieldSelector=spec.nodeName%3Dn1",
+        );
+        assert_eq!(a.field_selector, "");
         let a = attrs(Method::GET, "/healthz");
         assert!(!a.resource_request);
         assert_eq!((a.verb.as_str(), a.path.as_str()), ("get", "/healthz"));

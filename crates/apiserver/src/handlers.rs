@@ -120,7 +120,7 @@ async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let mut resp = match (acting, &user) {
         (None, _) | (_, None) => ApiError::unauthorized().into_response(),
         (Some(Err(e)), _) => e.into_response(),
-        (Some(Ok(_)), Some(u)) => match crate::authz::check(&st, u, &method, &path, &q) {
+        (Some(Ok(_)), Some(u)) => match crate::authz::check(&st, u, &method, &path, &q).await {
             Err(e) => e.into_response(),
             Ok(()) => {
                 let (r, a) = crate::audit::collecting(
@@ -544,7 +544,8 @@ async fn resource(st: &Arc<AppState>, t: Target, req: Request) -> ApiResult<Resp
                 | "SelfSubjectRulesReview"
                 | "SelfSubjectReview" => {
                     let u = user.clone().unwrap_or_else(UserInfo::anonymous);
-                    let o = crate::authz::review(st, t.kind.kind, t.namespace.as_deref(), &u, obj)?;
+                    let o = crate::authz::review(st, t.kind.kind, t.namespace.as_deref(), &u, obj)
+                        .await?;
                     return Ok(json_response(StatusCode::CREATED, &o));
                 }
                 "TokenReview" => {

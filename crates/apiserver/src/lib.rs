@@ -24,6 +24,7 @@ mod local_client;
 mod master_endpoints;
 pub mod meta;
 mod metrics;
+mod node_authz;
 pub mod pki;
 mod proto;
 mod query;
@@ -278,6 +279,14 @@ impl Server {
         authz::load(&objects, &authorizer).await.map_err(|e| {
             ServeError::Bootstrap(format!("loading the RBAC policy: {}", e.message))
         })?;
+        node_authz::load(&objects, &authorizer.nodes)
+            .await
+            .map_err(|e| {
+                ServeError::Bootstrap(format!(
+                    "loading the node authorizer's graph: {}",
+                    e.message
+                ))
+            })?;
         admission::load(&objects).await.map_err(|e| {
             ServeError::Bootstrap(format!(
                 "loading the admission webhook configurations and policies: {}",
@@ -350,6 +359,11 @@ impl Server {
             self.state.cache.clone(),
             self.state.shutdown.clone(),
         ));
+        let node_graph = tokio::spawn(node_authz::follow(
+            self.state.clone(),
+            self.state.cache.clone(),
+            self.state.shutdown.clone(),
+        ));
         let custom = tokio::spawn(crds::follow(
             self.state.clone(),
             self.state.cache.clone(),
@@ -387,6 +401,7 @@ impl Server {
             .await;
         follower.abort();
         rbac.abort();
+        node_graph.abort();
         custom.abort();
         webhooks.abort();
         if let Some(s) = scraper {

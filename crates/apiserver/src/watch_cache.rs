@@ -239,6 +239,12 @@ impl WatchCache {
         Ok(cache)
     }
 
+    /// A cache at `rev` with no feeder, for other modules' tests.
+    #[cfg(test)]
+    pub(crate) fn at(rev: Revision) -> WatchCache {
+        WatchCache::new(rev, HISTORY, CHANNEL)
+    }
+
     /// A cache at `rev` with no feeder (tests push and reset it by hand).
     fn new(rev: Revision, history: usize, channel: usize) -> WatchCache {
         let (tx, _) = broadcast::channel(channel);
@@ -272,6 +278,12 @@ impl WatchCache {
         // between the backlog and the live stream.
         let rx = self.tx.subscribe();
         Ok(Subscription { backlog, rx })
+    }
+
+    /// The revision of the newest event the cache has (or of the store when history
+    /// restarted): whoever applies every event up to it has seen all the cache has.
+    pub fn latest(&self) -> Revision {
+        self.lock().latest
     }
 
     /// The revision `sub` has seen everything up to, if it has received every event sent

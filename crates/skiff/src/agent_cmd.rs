@@ -330,6 +330,13 @@ pub fn config(
             .with_context(|| format!("--node-labels {l:?}: write key=value"))?;
         labels.insert(k.to_string(), v.to_string());
     }
+    // NodeRestriction would refuse the registration: say so before starting, as the
+    // kubelet does.
+    if let Some(e) =
+        skiff_api::node_authz::restriction::node_labels_error(labels.keys().map(String::as_str))
+    {
+        bail!(e);
+    }
     let taints = flags
         .register_with_taints
         .iter()

@@ -79,6 +79,9 @@ pub struct Attributes {
     /// The request path, used for non-resource requests.
     pub path: String,
     pub resource_request: bool,
+    /// The list or watch's field selector as sent (`spec.nodeName=n1`); the Node
+    /// authorizer scopes a node's reads by it (kube's `AuthorizeWithSelectors`).
+    pub field_selector: String,
 }
 
 impl Attributes {
@@ -105,6 +108,7 @@ impl Attributes {
             name: name.to_string(),
             path: String::new(),
             resource_request: true,
+            field_selector: String::new(),
         }
     }
 

@@ -887,7 +887,12 @@ fn bootstrap_policy_grants() {
         (Attributes::resource("system:kube-scheduler", &["system:authenticated"], "delete", "default", "", "secrets", "", "s"), false),
         (Attributes::resource("system:kube-controller-manager", &["system:authenticated"], "watch", "", "apps", "deployments", "", ""), true),
         (Attributes::resource("system:kube-proxy", &["system:authenticated"], "list", "", "discovery.k8s.io", "endpointslices", "", ""), true),
-        (Attributes::resource("system:node:n1", &["system:nodes", "system:authenticated"], "patch", "", "", "nodes", "status", "n1"), true),
+        // Nodes get system:node's rules from the Node authorizer, not from a binding; RBAC
+        // gives them only skiff's proxier, DNS and local-path bindings.
+        (Attributes::resource("system:node:n1", &["system:nodes", "system:authenticated"], "patch", "", "", "nodes", "status", "n1"), false),
+        (Attributes::resource("system:node:n1", &["system:nodes", "system:authenticated"], "get", "default", "", "secrets", "", "s"), false),
+        (Attributes::resource("system:node:n1", &["system:nodes", "system:authenticated"], "list", "", "", "nodes", "", ""), true),
+        (Attributes::resource("system:node:n1", &["system:nodes", "system:authenticated"], "create", "", "", "persistentvolumes", "", ""), true),
         (Attributes::resource("system:node:n1", &["system:nodes", "system:authenticated"], "delete", "", "", "nodes", "", "n1"), false),
         (Attributes::resource("system:serviceaccount:kube-system:deployment-controller", &[], "create", "ns", "apps", "replicasets", "", ""), true),
         (Attributes::resource("system:serviceaccount:kube-system:job-controller", &[], "update", "ns", "batch", "jobs", "status", "j"), true),
@@ -935,4 +940,27 @@ fn reconcile_adds_and_keeps() {
     let out = reconcile(Some(&existing), &wanted).unwrap();
     assert_eq!(out["subjects"].as_array().unwrap().len(), 3);
     assert_eq!(out["subjects"][0]["name"], json!("extra"));
+
+    // The system:node binding skiff made before its Node authorizer loses its group;
+    // other subjects an administrator added stay.
+    let wanted = bootstrap_cluster_role_bindings()
+        .into_iter()
+        .find(|b| b["metadata"]["name"] == "system:node")
+        .unwrap();
+    assert!(wanted.get("subjects").is_none());
+    assert_eq!(reconcile(Some(&wanted), &wanted), None);
+    let mut old = wanted.clone();
+    old["subjects"] = json!([{"kind": "Group", "apiGroup": GROUP, "name": "system:nodes"}]);
+    let out = reconcile(Some(&old), &wanted).unwrap();
+    assert!(out.get("subjects").is_none(), "{out}");
+    old["subjects"] = json!([{"kind": "Group", "apiGroup": GROUP, "name": "system:nodes"},
+                             {"kind": "User", "apiGroup": GROUP, "name": "legacy-kubelet"}]);
+    let out = reconcile(Some(&old), &wanted).unwrap();
+    assert_eq!(
+        out["subjects"],
+        json!([{"kind": "User", "apiGroup": GROUP, "name": "legacy-kubelet"}])
+    );
+    old["metadata"]["annotations"] =
+        json!({"rbac.authorization.kubernetes.io/autoupdate": "false"});
+    assert_eq!(reconcile(Some(&old), &wanted), None);
 }

@@ -151,12 +151,18 @@ fn container(c: &mut Value) {
 /// unreachable taint for the cluster's seconds (300 by default), each unless the pod
 /// already tolerates that taint with NoExecute (or any effect, or any key).
 pub fn pod_admission(pod: &mut Value, cluster: &ClusterConfig) {
+    // Like kube's ServiceAccount admission, a mirror pod (a node's static pod) gets no
+    // service account: its spec is the node's, and NodeRestriction refuses a node's pod
+    // that names one.
+    let mirror = crate::node_authz::is_mirror_pod(pod);
     let Some(spec) = pod.get_mut("spec") else {
         return;
     };
-    default_at(spec, &["serviceAccountName"], json!("default"));
-    let sa = spec["serviceAccountName"].clone();
-    default_at(spec, &["serviceAccount"], sa);
+    if !mirror {
+        default_at(spec, &["serviceAccountName"], json!("default"));
+        let sa = spec["serviceAccountName"].clone();
+        default_at(spec, &["serviceAccount"], sa);
+    }
     default_at(spec, &["enableServiceLinks"], json!(true));
     default_at(spec, &["preemptionPolicy"], json!("PreemptLowerPriority"));
     default_at(spec, &["priority"], json!(0));

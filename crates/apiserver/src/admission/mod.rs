@@ -165,6 +165,17 @@ pub async fn admit(
     obj: Option<&mut Value>,
     old: Option<&Value>,
 ) -> ApiResult<Admitted> {
+    crate::node_authz::admit(
+        st,
+        req.kind,
+        req.subresource,
+        req.operation,
+        req.namespace,
+        req.name,
+        obj.as_deref(),
+        old,
+    )
+    .await?;
     let hooks = if webhook::exempt(req.kind) {
         None
     } else {

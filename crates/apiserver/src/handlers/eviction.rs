@@ -37,17 +37,34 @@ pub(super) async fn evict(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<()> {
-    let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
-        DeleteOptions::default()
+    let eviction = if body.iter().all(u8::is_ascii_whitespace) {
+        None
     } else {
-        let v = decode_body(st, headers, body)?;
-        if meta::str_at(&v, "/metadata/name") != Some(name) {
-            return Err(ApiError::bad_request(
-                "name in URL does not match name in Eviction object",
-            ));
+        Some(decode_body(st, headers, body)?)
+    };
+    // NodeRestriction: a node evicts only pods bound to it.
+    crate::node_authz::admit(
+        &st.objects,
+        kind,
+        "eviction",
+        "CREATE",
+        ns,
+        name,
+        Some(eviction.as_ref().unwrap_or(&json!({}))),
+        None,
+    )
+    .await?;
+    let mut opts = match eviction {
+        None => DeleteOptions::default(),
+        Some(v) => {
+            if meta::str_at(&v, "/metadata/name") != Some(name) {
+                return Err(ApiError::bad_request(
+                    "name in URL does not match name in Eviction object",
+                ));
+            }
+            let inner = v.get("deleteOptions").cloned().unwrap_or(json!({}));
+            DeleteOptions::parse(&Query::default(), inner.to_string().as_bytes())?
         }
-        let inner = v.get("deleteOptions").cloned().unwrap_or(json!({}));
-        DeleteOptions::parse(&Query::default(), inner.to_string().as_bytes())?
     };
     if q.get("dryRun") == Some("All") {
         opts.dry_run = true;

@@ -147,6 +147,18 @@ pub async fn serve(
             } else {
                 decode_body(st, &headers, &body)?
             };
+            // NodeRestriction: a node's tokens are bound to its own pods.
+            crate::node_authz::admit(
+                &st.objects,
+                kind,
+                "token",
+                "CREATE",
+                ns,
+                &name,
+                Some(&tr),
+                None,
+            )
+            .await?;
             let sa = objects::get(&st.objects, kind, ns, &name).await?;
             let secs = tr
                 .pointer("/spec/expirationSeconds")

@@ -204,8 +204,10 @@ pub async fn register(sh: &Arc<Shared>) -> Result<(), AgentError> {
         }
         Err(e) => return Err(err(e)),
     }
+    // The Node itself, not nodes/<name>/status: the Node authorizer lets a node read its
+    // own Node but not that subresource (as kube's kubelet reads it).
     let old = api
-        .get_status(&c.node_name)
+        .get(&c.node_name)
         .await
         .ok()
         .and_then(|n| serde_json::to_value(n.status).ok());
@@ -271,7 +273,7 @@ pub async fn heartbeat(sh: Arc<Shared>, stop: CancellationToken) {
         }
         renew_lease(&sh).await;
         let old = api
-            .get_status(&sh.cfg.node_name)
+            .get(&sh.cfg.node_name)
             .await
             .ok()
             .and_then(|n| serde_json::to_value(n.status).ok());

@@ -133,13 +133,17 @@ fn binding(
     role: &str,
     subjects: Vec<Value>,
 ) -> Value {
-    json!({
+    let mut b = json!({
         "apiVersion": format!("{GROUP}/v1"),
         "kind": kind,
         "metadata": metadata(name, ns, &[]),
         "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": role},
-        "subjects": subjects,
-    })
+    });
+    // kube leaves an empty subject list out (the `system:node` binding has none).
+    if !subjects.is_empty() {
+        b["subjects"] = Value::Array(subjects);
+    }
+    b
 }
 
 fn cluster_binding(role: &str, subjects: Vec<Value>) -> Value {
@@ -589,21 +593,18 @@ pub fn bootstrap_cluster_roles() -> Vec<Value> {
     for (name, rules) in controller_roles() {
         roles.push(cluster_role(&format!("system:controller:{name}"), rules));
     }
-    // skiff's agents provision local-path volumes (k3s runs a separate provisioner).
+    // skiff's agents provision local-path volumes (k3s runs a separate provisioner): they
+    // create the volume of a claim their pod mounts, watch volumes and delete the released
+    // ones they made. The claims themselves they read through the Node authorizer (only
+    // those of their pods) and never write (NodeRestriction allows a node claim status
+    // only).
     roles.push(cluster_role(
         LOCAL_PATH_PROVISIONER,
         vec![
             r(
-                &[
-                    "get", "list", "watch", "create", "delete", "patch", "update",
-                ],
+                &["get", "list", "watch", "create", "delete"],
                 &[CORE],
                 &["persistentvolumes"],
-            ),
-            r(
-                &["get", "list", "watch", "update", "patch"],
-                &[CORE],
-                &["persistentvolumeclaims"],
             ),
             r(READ, &["storage.k8s.io"], &["storageclasses"]),
             events_rule(),
@@ -615,9 +616,10 @@ pub fn bootstrap_cluster_roles() -> Vec<Value> {
 /// The ClusterRole (and its binding to `system:nodes`) of the agents' local-path provisioner.
 pub const LOCAL_PATH_PROVISIONER: &str = "skiff:local-path-provisioner";
 
-/// What a node agent needs: register and update its Node, run the pods bound to it, read
-/// what they mount, report status and events.
-fn node_rules() -> Vec<Rule> {
+/// What a kubelet needs (kube's `NodeRules()`): the rules of the `system:node`
+/// ClusterRole, which no binding grants; the Node authorizer applies them to every node
+/// for what it does not decide itself (`skiff_api::node_authz`).
+pub fn node_rules() -> Vec<Rule> {
     vec![
         // Access checks; these creates mutate nothing.
         r(&["create"], &[AUTHN], &["tokenreviews"]),
@@ -628,15 +630,17 @@ fn node_rules() -> Vec<Rule> {
         ),
         // Services for pods' environment variables.
         r(READ, &[CORE], &["services"]),
+        // The Node authorizer and NodeRestriction limit these to the node's own Node.
         r(&["create", "get", "list", "watch"], &[CORE], &["nodes"]),
         r(&["update", "patch"], &[CORE], &["nodes/status"]),
         r(&["update", "patch"], &[CORE], &["nodes"]),
-        events_rule(),
+        r(&["create", "update", "patch"], &[CORE], &["events"]),
         r(READ, &[CORE], &["pods"]),
         // Mirror pods of static pods.
         r(&["create", "delete"], &[CORE], &["pods"]),
         r(&["update", "patch"], &[CORE], &["pods/status"]),
         r(&["create"], &[CORE], &["pods/eviction"]),
+        // The Node authorizer limits these to what the node's pods refer to.
         r(READ, &[CORE], &["secrets", "configmaps"]),
         r(
             &["get"],
@@ -644,12 +648,6 @@ fn node_rules() -> Vec<Rule> {
             &["persistentvolumeclaims", "persistentvolumes"],
         ),
         r(&["get"], &[CORE], &["endpoints"]),
-        r(
-            &["update", "patch"],
-            &[CORE],
-            &["persistentvolumeclaims/status"],
-        ),
-        r(&["create"], &[CORE], &["serviceaccounts/token"]),
         r(
             &["create", "get", "list", "watch"],
             &[CERTIFICATES],
@@ -661,6 +659,12 @@ fn node_rules() -> Vec<Rule> {
             &["leases"],
         ),
         r(&["get"], &[STORAGE], &["volumeattachments"]),
+        r(&["create"], &[CORE], &["serviceaccounts/token"]),
+        r(
+            &["get", "update", "patch"],
+            &[CORE],
+            &["persistentvolumeclaims/status"],
+        ),
         r(READ, &[STORAGE], &["csidrivers"]),
         r(
             &["get", "create", "update", "patch", "delete"],
@@ -671,12 +675,15 @@ fn node_rules() -> Vec<Rule> {
     ]
 }
 
+/// The subject skiff bound `system:node` to before it had a Node authorizer (group
+/// `system:nodes`): start-up reconciliation removes it (see [`reconcile`]), or every node
+/// would keep every right the Node authorizer is there to scope.
+pub const RETIRED_NODE_SUBJECT: &str = "system:nodes";
+
 /// The default ClusterRoleBindings (named after their ClusterRole).
 ///
-/// `system:node` is bound to the group `system:nodes`, as Kubernetes did before its Node
-/// authorizer: skiff has no Node authorizer yet, so this binding is what lets agents
-/// (`system:node:<name>` in `system:nodes`) run. Kubernetes today creates it without
-/// subjects and authorizes nodes in the Node authorizer instead.
+/// `system:node` is bound to no one, as in Kubernetes since its Node authorizer: nodes get
+/// those rights from the Node authorizer, scoped to what each node needs.
 pub fn bootstrap_cluster_role_bindings() -> Vec<Value> {
     let mut bindings = vec![
         cluster_binding("cluster-admin", vec![group(super::SUPERUSER_GROUP)]),
@@ -704,7 +711,7 @@ pub fn bootstrap_cluster_role_bindings() -> Vec<Value> {
             "system:volume-scheduler",
             vec![user("system:kube-scheduler")],
         ),
-        cluster_binding("system:node", vec![group("system:nodes")]),
+        cluster_binding("system:node", vec![]),
         cluster_binding(
             "system:service-account-issuer-discovery",
             vec![group("system:serviceaccounts")],

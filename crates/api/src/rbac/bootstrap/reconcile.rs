@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::AUTOUPDATE;
+use super::{AUTOUPDATE, RETIRED_NODE_SUBJECT};
 use crate::rbac::escalation::covers;
 use crate::rbac::{rules_of, Rule};
 
@@ -77,8 +77,26 @@ pub fn reconcile(existing: Option<&Value>, wanted: &Value) -> Option<Value> {
                 subjects.push(s.clone());
             }
         }
-        if !subjects.is_empty() || out.get("subjects").is_some() {
-            out["subjects"] = Value::Array(subjects);
+        // skiff bound `system:node` to all nodes before it had a Node authorizer; that
+        // subject would give every node what the Node authorizer scopes, so it goes (an
+        // administrator who wants it anyway sets autoupdate "false").
+        if wanted.get("kind").and_then(Value::as_str) == Some("ClusterRoleBinding")
+            && wanted.pointer("/metadata/name").and_then(Value::as_str) == Some("system:node")
+        {
+            subjects.retain(|s| {
+                !(s.get("kind").and_then(Value::as_str) == Some("Group")
+                    && s.get("name").and_then(Value::as_str) == Some(RETIRED_NODE_SUBJECT))
+            });
+        }
+        let before = out.get("subjects").and_then(Value::as_array);
+        if before.map(Vec::as_slice).unwrap_or_default() != subjects.as_slice() {
+            if subjects.is_empty() {
+                if let Some(m) = out.as_object_mut() {
+                    m.remove("subjects");
+                }
+            } else {
+                out["subjects"] = Value::Array(subjects);
+            }
         }
     } else {
         if let Err(missing) = covers(&rules_of(existing), &rules_of(wanted)) {
