@@ -182,14 +182,22 @@ pub(crate) fn start_server_named(
     let stderr = child.stderr.take().context("server stderr")?;
     let guard = ServerChild { child, dir };
     let mut lines = BufReader::new(stderr).lines();
+    let mut said = std::collections::VecDeque::new();
     let url = loop {
         match lines.next() {
             Some(Ok(l)) => {
                 if let Some(u) = l.split("API on https://").nth(1) {
                     break u.split(';').next().unwrap_or_default().to_string();
                 }
+                if said.len() == 20 {
+                    said.pop_front();
+                }
+                said.push_back(l);
             }
-            _ => bail!("skiff server exited before serving"),
+            _ => bail!(
+                "skiff server exited before serving; its last words:\n{}",
+                Vec::from(said).join("\n")
+            ),
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
