@@ -164,14 +164,29 @@ pub(super) async fn get_kv(
 
 /// Every object stored under `prefix`, decoded (what does not decode is left out).
 pub(crate) async fn list_values(store: &dyn Store, prefix: &str) -> ApiResult<Vec<Value>> {
-    let res = store
-        .list(prefix, &skiff_store::ListOptions::default())
-        .await?;
-    Ok(res
-        .kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect())
+    // In pages of 1,000 at one revision: etcd's client refuses responses over 4 MiB, which
+    // 20,000 pods exceed (a server could not start on such a store).
+    let mut out = Vec::new();
+    let mut opts = skiff_store::ListOptions {
+        revision: None,
+        limit: Some(1000),
+        continue_after: None,
+    };
+    loop {
+        let res = store.list(prefix, &opts).await?;
+        out.extend(
+            res.kvs
+                .iter()
+                .filter_map(|kv| serde_json::from_slice(&kv.value).ok()),
+        );
+        match res.kvs.last() {
+            Some(last) if res.more => {
+                opts.revision = Some(res.revision);
+                opts.continue_after = Some(last.key.clone());
+            }
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// Checks the object's apiVersion/kind against the URL and fills them in when missing.
