@@ -309,12 +309,6 @@ impl StatusWriter {
         }
         self.shared.ready.notify_one();
     }
-
-    /// Verdicts waiting to be written.
-    pub fn pending(&self) -> usize {
-        let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.pending.len()
-    }
 }
 
 async fn status_worker(client: Client, sh: Arc<StatusShared>) {

@@ -246,7 +246,7 @@ pub(super) fn request_attributes(req: &Request<'_>, kind: &Kind, user: &UserInfo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     pub(crate) fn req<'a>(kind: &'a Kind, op: &'static str, sub: &'a str) -> Request<'a> {
@@ -260,7 +260,7 @@ mod tests {
         }
     }
 
-    fn pods() -> &'static Kind {
+    pub(crate) fn pods() -> &'static Kind {
         kinds::by_resource("", "v1", "pods").unwrap()
     }
 

@@ -459,23 +459,9 @@ fn static_reason(r: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::super::client::parse_url;
+    use super::super::matching::tests::{pods, req};
     use super::*;
     use skiff_api::kinds;
-
-    fn req<'a>(kind: &'a Kind, op: &'static str, sub: &'a str) -> Request<'a> {
-        Request {
-            kind,
-            subresource: sub,
-            operation: op,
-            namespace: Some("default"),
-            name: "x",
-            dry_run: false,
-        }
-    }
-
-    fn pods() -> &'static Kind {
-        kinds::by_resource("", "v1", "pods").unwrap()
-    }
 
     /// An authorizer that allows only alice to list pods.
     fn nobody(a: &skiff_api::rbac::Attributes) -> skiff_api::rbac::Decision {
